@@ -1,0 +1,152 @@
+/*
+ * claims.c - strict claim-set parsing and the server-owned claims.
+ * See claims.h for the rules and why they are this strict.
+ */
+#include "claims.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "b64url.h"
+
+js_status claims_parse(const uint8_t *buf, size_t len, json_t **out, js_err *err)
+{
+    *out = NULL;
+    JS_ENSURE(len <= CLAIMS_MAX_BYTES, err, JS_EINVAL, "claims.too_large",
+              "claims_json is %zu bytes; the limit is %d", len, CLAIMS_MAX_BYTES);
+    JS_ENSURE(len > 0, err, JS_EINVAL, "claims.empty", "claims_json is empty; send a JSON object");
+
+    /* JSON_REJECT_DUPLICATES: RFC 7519 §4 duplicate-name rule, strict form.
+     * No JSON_DECODE_ANY: the top level must be an object or an array (checked
+     * below). No JSON_ALLOW_NUL: "\u0000" in a string is rejected, so C
+     * string comparisons downstream see the whole value. */
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        switch (json_error_code(&jerr)) {
+        case json_error_duplicate_key:
+            return js_err_set(err, JS_EINVAL, "claims.duplicate_member",
+                              "claims_json has a duplicate member name at offset %d: %s",
+                              jerr.position, jerr.text);
+        case json_error_invalid_utf8:
+            return js_err_set(err, JS_EINVAL, "claims.utf8",
+                              "claims_json is not valid UTF-8 (offset %d)", jerr.position);
+        case json_error_null_character:
+        case json_error_null_byte_in_key:
+            return js_err_set(err, JS_EINVAL, "claims.nul",
+                              "claims_json contains a NUL character (offset %d)", jerr.position);
+        default:
+            return js_err_set(err, JS_EINVAL, "claims.syntax",
+                              "claims_json is not valid JSON: %s at line %d column %d", jerr.text,
+                              jerr.line, jerr.column);
+        }
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return js_err_set(err, JS_EINVAL, "claims.not_object",
+                          "claims_json must be a JSON object (RFC 7519 §7.2 step 10)");
+    }
+    size_t depth = claims_depth(root);
+    if (depth > CLAIMS_MAX_DEPTH) {
+        json_decref(root);
+        return js_err_set(err, JS_EINVAL, "claims.depth",
+                          "claims_json nests %zu levels deep; the limit is %d", depth,
+                          CLAIMS_MAX_DEPTH);
+    }
+    *out = root;
+    return JS_OK;
+}
+
+size_t claims_depth(const json_t *v)
+{
+    size_t max = 0;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *child;
+        json_object_foreach((json_t *)v, k, child) {
+            size_t d = claims_depth(child);
+            if (d > max)
+                max = d;
+        }
+        return max + 1;
+    }
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *child;
+        json_array_foreach(v, i, child) {
+            size_t d = claims_depth(child);
+            if (d > max)
+                max = d;
+        }
+        return max + 1;
+    }
+    return 0;
+}
+
+/* Registered claims only the server may set (RFC 7519 §4.1.1, .5, .6, .7). */
+static const char *const k_server_claims[] = {"iss", "iat", "nbf", "jti"};
+
+js_status claims_apply_server(json_t *claims, const char *issuer, int64_t now,
+                              const claims_lifetime *life, const char *jti, int64_t *exp_out,
+                              js_err *err)
+{
+    for (size_t i = 0; i < sizeof(k_server_claims) / sizeof(k_server_claims[0]); i++)
+        JS_ENSURE(json_object_get(claims, k_server_claims[i]) == NULL, err, JS_EINVAL,
+                  "claims.reserved", "claim '%s' is set by the signer; callers may not send it",
+                  k_server_claims[i]);
+
+    int64_t exp;
+    const json_t *jexp = json_object_get(claims, "exp");
+    if (jexp != NULL) {
+        /* RFC 7519 §2 allows non-integer NumericDates; we do not, so every
+         * verifier reads the same instant (and floats cannot hide 2^63). */
+        JS_ENSURE(json_is_integer(jexp), err, JS_EINVAL, "claims.exp_type",
+                  "exp must be an integer NumericDate (seconds since the epoch)");
+        exp = (int64_t)json_integer_value(jexp);
+        JS_ENSURE(exp > now, err, JS_EINVAL, "claims.exp_past",
+                  "exp %" PRId64 " is not in the future (now %" PRId64 ")", exp, now);
+        JS_ENSURE(exp - now <= life->max_ttl, err, JS_EDENIED, "claims.exp_too_far",
+                  "exp %" PRId64 " exceeds the maximum lifetime of %" PRId64
+                  " s (latest allowed %" PRId64 ")",
+                  exp, life->max_ttl, now + life->max_ttl);
+    } else {
+        exp = now + life->default_ttl;
+    }
+
+    json_t *jiss = json_string(issuer);
+    json_t *jiat = json_integer(now);
+    json_t *jexp2 = json_integer(exp);
+    json_t *jjti = json_string(jti);
+    if (jiss == NULL || jiat == NULL || jexp2 == NULL || jjti == NULL ||
+        json_object_set_new(claims, "iss", jiss) != 0) {
+        json_decref(jiss);
+        json_decref(jiat);
+        json_decref(jexp2);
+        json_decref(jjti);
+        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    }
+    /* _set_new steals the reference even on failure. */
+    if (json_object_set_new(claims, "iat", jiat) != 0 ||
+        json_object_set_new(claims, "exp", jexp2) != 0 ||
+        json_object_set_new(claims, "jti", jjti) != 0) {
+        json_object_del(claims, "iss");
+        json_object_del(claims, "iat");
+        json_object_del(claims, "jti");
+        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    }
+    if (exp_out != NULL)
+        *exp_out = exp;
+    return JS_OK;
+}
+
+js_status claims_new_jti(char jti[CLAIMS_JTI_LEN + 1], js_err *err)
+{
+    uint8_t raw[CLAIMS_JTI_BYTES];
+    JS_ENSURE(RAND_bytes(raw, sizeof(raw)) == 1, err, JS_EINTERNAL, "internal.rand",
+              "random number generator failed");
+    size_t n = b64url_encode(raw, sizeof(raw), jti, CLAIMS_JTI_LEN + 1);
+    JS_ENSURE(n == CLAIMS_JTI_LEN, err, JS_EINTERNAL, "internal.jti", "jti encoding failed");
+    return JS_OK;
+}

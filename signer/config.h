@@ -1,0 +1,84 @@
+/*
+ * config.h - jwt-signerd's configuration file (YAML, read with libyaml).
+ *
+ * The file is validated completely at load: unknown keys, wrong types, bad
+ * durations, missing required keys and contradictions are errors that name
+ * the key and its line ("config.yaml:12: keys[0].alg: ..."). Relative paths
+ * in the file are resolved against the directory holding the file, so a
+ * config directory can be moved as a whole.
+ *
+ * The PIN is never in this file: only where it comes from (pin_file or
+ * pin_env). js_config_read_pin() fetches it into a caller buffer that the
+ * caller wipes.
+ *
+ * A js_config is immutable after js_config_load() and is read by every
+ * thread; it is a plain record (fields public, read-only by convention) freed
+ * with js_config_free().
+ */
+#ifndef JS_CONFIG_H
+#define JS_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "alg.h"
+#include "err.h"
+
+#define JS_CONFIG_MAX_KEYS 64
+#define JS_CONFIG_MAX_CALLERS 1024
+#define JS_CONFIG_MAX_WORKERS 256
+#define JS_KEY_NAME_MAX 64
+
+typedef struct js_key_config {
+    char *name;  /* [A-Za-z0-9._-]{1,64}, unique */
+    char *label; /* CKA_LABEL of the key pair in the token */
+    js_alg alg;  /* must be js_alg_supported() */
+} js_key_config;
+
+typedef struct js_config {
+    char *path;   /* the file this was loaded from */
+    char *listen; /* "host:port" for gRPC; required */
+
+    char *tls_cert;      /* server certificate chain, PEM */
+    char *tls_key;       /* server private key, PEM */
+    char *tls_client_ca; /* CA bundle that client certificates must chain to */
+
+    int workers; /* 1..JS_CONFIG_MAX_WORKERS; 0 in the file or absent = CPUs */
+
+    char *hsm_module; /* path of the PKCS#11 module */
+    char *hsm_token;  /* PKCS#11 URI selecting the token (RFC 7512) */
+    char *pin_file;   /* exactly one of pin_file, pin_env */
+    char *pin_env;
+
+    js_key_config *keys;
+    size_t nkeys;
+    char *default_key; /* name of one of keys; defaults to the first */
+
+    char *issuer;        /* iss of every token */
+    int64_t default_ttl; /* seconds */
+    int64_t max_ttl;     /* seconds, >= default_ttl */
+
+    char **allowed_callers; /* exact identities allowed to sign */
+    size_t nallowed_callers;
+} js_config;
+
+js_status js_config_load(const char *path, js_config **out, js_err *err) JS_WUR;
+void js_config_free(js_config *cfg);
+
+const js_key_config *js_config_find_key(const js_config *cfg, const char *name);
+
+/*
+ * Reads the PIN from pin_file (first line, trailing CR/LF removed) or from the
+ * environment variable pin_env into buf (NUL-terminated). The caller wipes buf
+ * with OPENSSL_cleanse. Errors name the file or variable, never the content.
+ */
+js_status js_config_read_pin(const js_config *cfg, char *buf, size_t cap, size_t *len,
+                             js_err *err) JS_WUR;
+
+/*
+ * Parses a duration: a positive integer followed by a unit s, m, h or d
+ * ("90s", "15m", "12h", "1d"). At most 10 years. JS_EINVAL otherwise.
+ */
+js_status js_parse_duration(const char *s, int64_t *seconds, js_err *err) JS_WUR;
+
+#endif

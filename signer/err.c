@@ -1,0 +1,72 @@
+/*
+ * err.c - fills js_err records; see err.h for the convention.
+ */
+#include "err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+js_status js_err_set(js_err *err, js_status st, const char *reason, const char *fmt, ...)
+{
+    if (err == NULL)
+        return st;
+    err->status = st;
+    snprintf(err->reason, sizeof(err->reason), "%s", reason ? reason : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+void js_err_prefix(js_err *err, const char *fmt, ...)
+{
+    if (err == NULL)
+        return;
+    char prefix[JS_MSG_MAX];
+    char old[JS_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof(old));
+    old[sizeof(old) - 1] = '\0';
+    /* Truncation is acceptable here: the message stays a valid string. */
+    size_t plen = strnlen(prefix, sizeof(err->msg) - 1);
+    size_t olen = strnlen(old, sizeof(err->msg) - 1 - plen);
+    memcpy(err->msg, prefix, plen);
+    memcpy(err->msg + plen, old, olen);
+    err->msg[plen + olen] = '\0';
+}
+
+void js_err_clear(js_err *err)
+{
+    if (err == NULL)
+        return;
+    memset(err, 0, sizeof(*err));
+}
+
+const char *js_status_name(js_status st)
+{
+    switch (st) {
+    case JS_OK:
+        return "ok";
+    case JS_EINVAL:
+        return "invalid";
+    case JS_EDENIED:
+        return "denied";
+    case JS_ELIMIT:
+        return "rate_limited";
+    case JS_EUNAVAIL:
+        return "unavailable";
+    case JS_EINTERNAL:
+        return "internal";
+    case JS_ECONFIG:
+        return "config";
+    case JS_ENOTFOUND:
+        return "not_found";
+    default:
+        return "unknown";
+    }
+}

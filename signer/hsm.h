@@ -1,0 +1,87 @@
+/*
+ * hsm.h - the only door to the HSM. Nothing outside hsm.c includes pkcs11.h.
+ *
+ * A js_hsm is one loaded PKCS#11 module (via p11-kit), one token chosen by a
+ * PKCS#11 URI (RFC 7512) and one login. Worker threads each open their own
+ * js_hsm_session: PKCS#11 sessions must not be used by two threads at once,
+ * and one session per worker keeps the signing path free of global locks.
+ *
+ * Private keys are created inside the token with CKA_SENSITIVE=true and
+ * CKA_EXTRACTABLE=false, and this module has no function that reads private
+ * key attributes: there is no code path that can export a private key.
+ *
+ * Ownership: js_hsm_open() returns a js_hsm the caller frees with
+ * js_hsm_free() after every session and key found through it is freed.
+ * Keys (js_hsm_key) are immutable after js_hsm_key_find() and may be shared by
+ * all threads; they are freed with js_hsm_key_free().
+ */
+#ifndef JS_HSM_H
+#define JS_HSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "alg.h"
+#include "err.h"
+
+typedef struct js_hsm js_hsm;
+typedef struct js_hsm_session js_hsm_session;
+typedef struct js_hsm_key js_hsm_key;
+
+#define JS_HSM_LABEL_MAX 128
+#define JS_HSM_PIN_MAX 256
+
+/*
+ * Loads the module at module_path, finds the one token matching token_uri
+ * (a "pkcs11:" URI; only token attributes are used), and logs in as the user
+ * with pin (pin_len bytes). The caller owns pin and wipes it after the call.
+ * Errors name the module, the URI or the PKCS#11 return value, never the PIN.
+ * A wrong PIN is JS_ECONFIG with reason "hsm.login".
+ */
+js_status js_hsm_open(const char *module_path, const char *token_uri, const char *pin,
+                      size_t pin_len, js_hsm **out, js_err *err) JS_WUR;
+void js_hsm_free(js_hsm *hsm);
+
+/* A short description of the token ("label 'x', serial 'y'") for logs. */
+const char *js_hsm_token_description(const js_hsm *hsm);
+
+/* One session per worker thread. Thread-safe to call concurrently. */
+js_status js_hsm_session_open(js_hsm *hsm, js_hsm_session **out, js_err *err) JS_WUR;
+void js_hsm_session_free(js_hsm_session *s);
+
+/*
+ * Finds the key pair labelled `label` (exactly one private key with CKA_SIGN
+ * and one public key, same CKA_LABEL), checks its type fits `alg`, and reads
+ * the public key into an EVP_PKEY. JS_ENOTFOUND if no such private key.
+ */
+js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_alg alg,
+                          js_hsm_key **out, js_err *err) JS_WUR;
+void js_hsm_key_free(js_hsm_key *key);
+
+js_alg js_hsm_key_alg(const js_hsm_key *key);
+const char *js_hsm_key_label(const js_hsm_key *key);
+/* Borrowed: valid as long as the key. */
+EVP_PKEY *js_hsm_key_public(const js_hsm_key *key);
+
+/*
+ * Signs the JWS signing input msg (RFC 7515 §5.1 step 5) with key, inside the
+ * token, on session s (which only the calling thread uses). The output is the
+ * JWS signature octets: for ES256 the digest is computed here with OpenSSL
+ * (SoftHSM has no CKM_ECDSA_SHA256), CKM_ECDSA signs it, and the result is the
+ * JOSE r||s form (RFC 7518 §3.4), 64 bytes. HSM trouble is JS_EUNAVAIL.
+ */
+js_status js_hsm_sign(js_hsm_session *s, const js_hsm_key *key, const uint8_t *msg, size_t msg_len,
+                      uint8_t *sig, size_t sig_cap, size_t *sig_len, js_err *err) JS_WUR;
+
+/*
+ * Generates a key pair for alg inside the token: private key CKA_TOKEN,
+ * CKA_PRIVATE, CKA_SENSITIVE=true, CKA_EXTRACTABLE=false, CKA_SIGN; public key
+ * CKA_TOKEN, CKA_VERIFY; both labelled `label` with a random CKA_ID.
+ * Refuses (JS_ECONFIG, "hsm.label_exists") if a key with that label exists.
+ */
+js_status js_hsm_keygen(js_hsm *hsm, js_hsm_session *s, const char *label, js_alg alg,
+                        js_err *err) JS_WUR;
+
+#endif

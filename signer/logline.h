@@ -1,0 +1,43 @@
+/*
+ * logline.h - structured log lines: one JSON object per line on stderr.
+ *
+ * Each line is written with a single write(2) so lines from concurrent
+ * workers never interleave. What may be logged is decided by the callers'
+ * structs below: never a token, never a PIN, never claim values beyond sub
+ * and aud.
+ */
+#ifndef JS_LOGLINE_H
+#define JS_LOGLINE_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+/* Adds "time" (RFC 3339, UTC, milliseconds) and "level", writes obj as one
+ * line to fd 2, and releases obj (steals the reference). */
+void js_log_emit(const char *level, json_t *obj);
+
+/* A lifecycle event: {"event":event,"message":message}. */
+void js_log_event(const char *level, const char *event, const char *message);
+
+/* One SignJwt decision (fields may be NULL / 0 when not known yet). */
+typedef struct js_reqlog {
+    const char *method;     /* "SignJwt", "GetJwks" */
+    const char *caller;     /* identity from the certificate */
+    const char *peer;       /* transport address, unauthenticated */
+    const char *request_id; /* caller correlation id */
+    const char *decision;   /* "allow" | "deny" | "error" */
+    const char *status;     /* gRPC status name */
+    const char *reason;     /* stable reason code */
+    const char *message;    /* human message */
+    const char *key;        /* key name */
+    const char *kid;
+    const char *jti;
+    const char *sub;   /* the token's sub, if a string */
+    const char *aud;   /* the token's aud as compact JSON (string or array) */
+    int64_t latency_us;
+} js_reqlog;
+
+void js_reqlog_emit(const js_reqlog *r);
+
+#endif

@@ -1,0 +1,672 @@
+/*
+ * server.c - gRPC C core server for jwtsigner.v1.Signer (see server.h).
+ *
+ * Call flow per worker thread (all on the worker's own completion queue):
+ *   request_registered_call (armed several times per method)
+ *     -> event: re-arm, decode, decide and sign with the worker's own HSM
+ *        session, then one reply batch: SEND_INITIAL_METADATA, SEND_MESSAGE
+ *        (on success), SEND_STATUS_FROM_SERVER, RECV_CLOSE_ON_SERVER
+ *     -> event: reply done, release everything.
+ * Initial metadata is always sent: a status without it leaves a gRPC client
+ * waiting until its deadline. A generic request_call stays armed so that an
+ * unregistered method is answered UNIMPLEMENTED instead of hanging.
+ */
+#include "server.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <openssl/crypto.h>
+
+#include "identity.h"
+#include "jwtsigner/v1/signer.pb-c.h"
+#include "logline.h"
+
+#define METHOD_SIGN "/jwtsigner.v1.Signer/SignJwt"
+#define METHOD_JWKS "/jwtsigner.v1.Signer/GetJwks"
+/* Outstanding requested calls per worker: enough to keep a worker busy
+ * while its last reply is in flight. */
+#define PENDING_SIGN 8
+#define PENDING_JWKS 2
+#define PENDING_UNKNOWN 1
+/* claims_json is at most 16 KiB; leave room for the other fields. */
+#define MAX_REQUEST_BYTES (64 * 1024)
+#define PEM_MAX_BYTES (1024 * 1024)
+#define MAX_SAN_NAMES 32
+
+typedef enum call_kind { CALL_SIGN, CALL_JWKS, CALL_UNKNOWN } call_kind;
+typedef enum call_state { CALL_REQUESTED, CALL_REPLYING } call_state;
+
+typedef struct worker worker;
+
+typedef struct call_ctx {
+    call_kind kind;
+    call_state state;
+    worker *w;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array req_md;
+    grpc_call_details details; /* generic calls only */
+    grpc_byte_buffer *request;
+    grpc_byte_buffer *reply;
+    grpc_slice status_details;
+    grpc_metadata trailing[1];
+    int cancelled;
+} call_ctx;
+
+struct worker {
+    int idx;
+    js_server *srv;
+    grpc_completion_queue *cq;
+    js_hsm_session *session;
+    pthread_t thread;
+    int started;
+};
+
+struct js_server {
+    const js_config *cfg;
+    const js_service *svc;
+    grpc_server *server;
+    grpc_completion_queue *shutdown_cq;
+    void *method_sign;
+    void *method_jwks;
+    worker *workers;
+    int nworkers;
+    int port;
+    int grpc_started;
+    atomic_bool shutting_down;
+};
+
+/* The one mapping from our error convention to gRPC status codes. */
+static grpc_status_code status_to_grpc(js_status st)
+{
+    switch (st) {
+    case JS_OK:
+        return GRPC_STATUS_OK;
+    case JS_EINVAL:
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    case JS_EDENIED:
+        return GRPC_STATUS_PERMISSION_DENIED;
+    case JS_ELIMIT:
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case JS_EUNAVAIL:
+        return GRPC_STATUS_UNAVAILABLE;
+    case JS_ENOTFOUND:
+        return GRPC_STATUS_NOT_FOUND;
+    case JS_EINTERNAL:
+    case JS_ECONFIG:
+    default:
+        return GRPC_STATUS_INTERNAL;
+    }
+}
+
+static const char *grpc_status_name(grpc_status_code c)
+{
+    static const char *const names[] = {
+        "OK",        "CANCELLED",          "UNKNOWN",        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS", "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+        "UNIMPLEMENTED", "INTERNAL",       "UNAVAILABLE",    "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    if ((int)c >= 0 && (size_t)c < sizeof(names) / sizeof(names[0]))
+        return names[c];
+    return "UNKNOWN";
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- call contexts -------------------------------------------------------------- */
+
+static void call_free(call_ctx *c)
+{
+    if (c == NULL)
+        return;
+    grpc_metadata_array_destroy(&c->req_md);
+    if (c->kind == CALL_UNKNOWN)
+        grpc_call_details_destroy(&c->details);
+    if (c->request != NULL)
+        grpc_byte_buffer_destroy(c->request);
+    if (c->reply != NULL)
+        grpc_byte_buffer_destroy(c->reply);
+    grpc_slice_unref(c->status_details);
+    if (c->call != NULL)
+        grpc_call_unref(c->call);
+    free(c);
+}
+
+/* Arms one requested call of `kind` on worker w's queue. */
+static int call_arm(worker *w, call_kind kind)
+{
+    js_server *srv = w->srv;
+    if (atomic_load(&srv->shutting_down))
+        return 0;
+    call_ctx *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return -1;
+    c->kind = kind;
+    c->state = CALL_REQUESTED;
+    c->w = w;
+    c->status_details = grpc_empty_slice();
+    grpc_metadata_array_init(&c->req_md);
+    grpc_call_error rc;
+    if (kind == CALL_UNKNOWN) {
+        grpc_call_details_init(&c->details);
+        rc = grpc_server_request_call(srv->server, &c->call, &c->details, &c->req_md, w->cq, w->cq,
+                                      c);
+    } else {
+        void *method = kind == CALL_SIGN ? srv->method_sign : srv->method_jwks;
+        rc = grpc_server_request_registered_call(srv->server, method, &c->call, &c->deadline,
+                                                 &c->req_md, &c->request, w->cq, w->cq, c);
+    }
+    if (rc != GRPC_CALL_OK) {
+        call_free(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sends the whole reply in one batch; the completion comes back on w->cq. */
+static void call_reply(call_ctx *c, grpc_status_code code, const char *reason, const char *msg,
+                       const uint8_t *body, size_t body_len)
+{
+    grpc_op ops[4];
+    memset(ops, 0, sizeof(ops));
+    size_t n = 0;
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = 0;
+    n++;
+    if (code == GRPC_STATUS_OK && body != NULL) {
+        grpc_slice s = grpc_slice_from_copied_buffer((const char *)body, body_len);
+        c->reply = grpc_raw_byte_buffer_create(&s, 1);
+        grpc_slice_unref(s);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = c->reply;
+        n++;
+    }
+    char details[JS_REASON_MAX + JS_MSG_MAX + 4];
+    size_t trailing = 0;
+    if (code != GRPC_STATUS_OK) {
+        /* "reason: message": the stable code first, for scripts and humans. */
+        snprintf(details, sizeof(details), "%s: %s", reason, msg);
+        c->status_details = grpc_slice_from_copied_string(details);
+        if (reason != NULL && reason[0] != '\0') {
+            c->trailing[0].key = grpc_slice_from_static_string("jwt-signer-reason");
+            c->trailing[0].value = grpc_slice_from_copied_string(reason);
+            trailing = 1;
+        }
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n].data.send_status_from_server.status_details =
+        code != GRPC_STATUS_OK ? &c->status_details : NULL;
+    ops[n].data.send_status_from_server.trailing_metadata_count = trailing;
+    ops[n].data.send_status_from_server.trailing_metadata = trailing ? c->trailing : NULL;
+    n++;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
+    n++;
+    c->state = CALL_REPLYING;
+    grpc_call_error rc = grpc_call_start_batch(c->call, ops, n, c, NULL);
+    if (trailing) {
+        /* start_batch has taken its own references to the metadata. */
+        grpc_slice_unref(c->trailing[0].key);
+        grpc_slice_unref(c->trailing[0].value);
+    }
+    if (rc != GRPC_CALL_OK) {
+        js_log_event("error", "reply_failed", "grpc_call_start_batch failed");
+        call_free(c);
+    }
+}
+
+/* ---- request handling ----------------------------------------------------------- */
+
+/* Copies the request payload into one contiguous, bounded buffer. */
+static js_status read_request(grpc_byte_buffer *bb, grpc_slice *out, js_err *err)
+{
+    JS_ENSURE(bb != NULL, err, JS_EINVAL, "request.missing", "request message missing");
+    JS_ENSURE(grpc_byte_buffer_length(bb) <= MAX_REQUEST_BYTES, err, JS_EINVAL,
+              "request.too_large", "request is larger than %d bytes", MAX_REQUEST_BYTES);
+    grpc_byte_buffer_reader r;
+    JS_ENSURE(grpc_byte_buffer_reader_init(&r, bb) == 1, err, JS_EINVAL, "request.unreadable",
+              "request message cannot be read");
+    *out = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    return JS_OK;
+}
+
+/* The caller identity from the verified client certificate (identity.h). */
+static js_status call_identity(grpc_call *call, char *out, size_t cap, js_err *err)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(call);
+    JS_ENSURE(ctx != NULL, err, JS_EDENIED, "identity.none", "no authenticated peer");
+    js_status st;
+    if (!grpc_auth_context_peer_is_authenticated(ctx)) {
+        st = js_err_set(err, JS_EDENIED, "identity.none", "peer is not authenticated");
+        goto done;
+    }
+    const char *uris[MAX_SAN_NAMES];
+    const char *dns[MAX_SAN_NAMES];
+    identity_names names = {uris, 0, dns, 0, NULL};
+    grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, "peer_uri");
+    const grpc_auth_property *p;
+    while ((p = grpc_auth_property_iterator_next(&it)) != NULL && names.nuris < MAX_SAN_NAMES)
+        uris[names.nuris++] = p->value;
+    it = grpc_auth_context_find_properties_by_name(ctx, "peer_dns");
+    while ((p = grpc_auth_property_iterator_next(&it)) != NULL && names.ndns < MAX_SAN_NAMES)
+        dns[names.ndns++] = p->value;
+    it = grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_CN_PROPERTY_NAME);
+    if ((p = grpc_auth_property_iterator_next(&it)) != NULL)
+        names.cn = p->value;
+    st = identity_select(&names, out, cap, err);
+done:
+    grpc_auth_context_release(ctx);
+    return st;
+}
+
+static void handle_sign(call_ctx *c)
+{
+    int64_t t0 = mono_us();
+    worker *w = c->w;
+    js_err err;
+    js_err_clear(&err);
+    char identity[IDENTITY_MAX + 1] = "";
+    char *peer = grpc_call_get_peer(c->call);
+    js_sign_result res;
+    memset(&res, 0, sizeof(res));
+    grpc_slice raw = grpc_empty_slice();
+    Jwtsigner__V1__SignJwtRequest *req = NULL;
+    const char *request_id = "";
+    uint8_t *reply_buf = NULL;
+    size_t reply_len = 0;
+
+    js_status st = call_identity(c->call, identity, sizeof(identity), &err);
+    if (st == JS_OK)
+        st = read_request(c->request, &raw, &err);
+    if (st == JS_OK) {
+        req = jwtsigner__v1__sign_jwt_request__unpack(NULL, GRPC_SLICE_LENGTH(raw),
+                                                      GRPC_SLICE_START_PTR(raw));
+        if (req == NULL)
+            st = js_err_set(&err, JS_EINVAL, "request.malformed",
+                            "SignJwtRequest is not a valid protobuf message");
+    }
+    if (st == JS_OK && req != NULL) {
+        /* Only log a request_id we accept (printable, bounded). */
+        if (js_request_id_check(req->request_id, NULL) == JS_OK)
+            request_id = req->request_id;
+        js_sign_request sr = {identity, req->claims_json.data, req->claims_json.len, req->key,
+                              req->request_id};
+        st = js_service_sign(w->srv->svc, w->session, &sr, &res, &err);
+    }
+    if (st == JS_OK) {
+        Jwtsigner__V1__SignJwtResponse resp = JWTSIGNER__V1__SIGN_JWT_RESPONSE__INIT;
+        resp.jwt = res.jwt;
+        resp.kid = res.kid;
+        resp.jti = res.jti;
+        resp.issued_at = res.issued_at;
+        resp.expires_at = res.expires_at;
+        resp.audit_seq = 0; /* no audit log yet */
+        reply_len = jwtsigner__v1__sign_jwt_response__get_packed_size(&resp);
+        reply_buf = malloc(reply_len > 0 ? reply_len : 1);
+        if (reply_buf == NULL)
+            st = js_err_set(&err, JS_EINTERNAL, "internal.oom", "out of memory");
+        else
+            jwtsigner__v1__sign_jwt_response__pack(&resp, reply_buf);
+    }
+
+    grpc_status_code code = status_to_grpc(st);
+    js_reqlog log = {
+        .method = "SignJwt",
+        .caller = identity,
+        .peer = peer,
+        .request_id = request_id,
+        .decision = st == JS_OK ? "allow" : (code == GRPC_STATUS_INTERNAL ||
+                                             code == GRPC_STATUS_UNAVAILABLE) ? "error" : "deny",
+        .status = grpc_status_name(code),
+        .reason = st == JS_OK ? "ok" : err.reason,
+        .message = st == JS_OK ? NULL : err.msg,
+        .key = res.key_name,
+        .kid = res.kid,
+        .jti = st == JS_OK ? res.jti : NULL,
+        .sub = res.sub,
+        .aud = res.aud,
+        .latency_us = mono_us() - t0,
+    };
+    js_reqlog_emit(&log);
+    call_reply(c, code, err.reason, err.msg, reply_buf, reply_len);
+
+    if (reply_buf != NULL) {
+        OPENSSL_cleanse(reply_buf, reply_len);
+        free(reply_buf);
+    }
+    js_sign_result_clear(&res);
+    if (req != NULL)
+        jwtsigner__v1__sign_jwt_request__free_unpacked(req, NULL);
+    grpc_slice_unref(raw);
+    gpr_free(peer);
+}
+
+static void handle_jwks(call_ctx *c)
+{
+    int64_t t0 = mono_us();
+    js_err err;
+    js_err_clear(&err);
+    char identity[IDENTITY_MAX + 1] = "";
+    char *peer = grpc_call_get_peer(c->call);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    js_status st = call_identity(c->call, identity, sizeof(identity), &err);
+    if (st == JS_OK) {
+        /* The JWKS is public: any authenticated caller may read it. The
+         * request message has no fields; it is not parsed. */
+        Jwtsigner__V1__GetJwksResponse resp = JWTSIGNER__V1__GET_JWKS_RESPONSE__INIT;
+        resp.jwks_json = (char *)js_service_jwks(c->w->srv->svc);
+        len = jwtsigner__v1__get_jwks_response__get_packed_size(&resp);
+        buf = malloc(len > 0 ? len : 1);
+        if (buf == NULL)
+            st = js_err_set(&err, JS_EINTERNAL, "internal.oom", "out of memory");
+        else
+            jwtsigner__v1__get_jwks_response__pack(&resp, buf);
+    }
+    grpc_status_code code = status_to_grpc(st);
+    js_reqlog log = {
+        .method = "GetJwks",
+        .caller = identity,
+        .peer = peer,
+        .decision = st == JS_OK ? "allow" : "deny",
+        .status = grpc_status_name(code),
+        .reason = st == JS_OK ? "ok" : err.reason,
+        .message = st == JS_OK ? NULL : err.msg,
+        .latency_us = mono_us() - t0,
+    };
+    js_reqlog_emit(&log);
+    call_reply(c, code, err.reason, err.msg, buf, len);
+    free(buf);
+    gpr_free(peer);
+}
+
+static void handle_unknown(call_ctx *c)
+{
+    char method[256];
+    size_t mlen = GRPC_SLICE_LENGTH(c->details.method);
+    if (mlen >= sizeof(method))
+        mlen = sizeof(method) - 1;
+    memcpy(method, GRPC_SLICE_START_PTR(c->details.method), mlen);
+    method[mlen] = '\0';
+    char msg[320];
+    snprintf(msg, sizeof(msg), "method %s is not implemented", method);
+    call_reply(c, GRPC_STATUS_UNIMPLEMENTED, "rpc.unimplemented", msg, NULL, 0);
+}
+
+/* ---- workers -------------------------------------------------------------------- */
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        call_ctx *c = ev.tag;
+        if (c->state == CALL_REPLYING) {
+            call_free(c);
+            continue;
+        }
+        if (!ev.success) {
+            /* A requested call that will never come: the server is shutting down. */
+            call_free(c);
+            continue;
+        }
+        /* Re-arm first so the next request does not wait for this one. */
+        if (call_arm(w, c->kind) != 0)
+            js_log_event("error", "rearm_failed", "cannot re-arm a requested call");
+        switch (c->kind) {
+        case CALL_SIGN:
+            handle_sign(c);
+            break;
+        case CALL_JWKS:
+            handle_jwks(c);
+            break;
+        case CALL_UNKNOWN:
+        default:
+            handle_unknown(c);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* ---- set-up and tear-down ------------------------------------------------------- */
+
+static js_status read_pem(const char *path, char **out, js_err *err)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    JS_ENSURE(f != NULL, err, JS_ECONFIG, "tls.read", "cannot open %s", path);
+    char *buf = malloc(PEM_MAX_BYTES + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    }
+    size_t n = fread(buf, 1, PEM_MAX_BYTES + 1, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || n == 0 || n > PEM_MAX_BYTES) {
+        OPENSSL_cleanse(buf, PEM_MAX_BYTES + 1);
+        free(buf);
+        return js_err_set(err, JS_ECONFIG, "tls.read", "%s is empty, unreadable or over %d bytes",
+                          path, PEM_MAX_BYTES);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    return JS_OK;
+}
+
+static void free_secret_pem(char *p)
+{
+    if (p != NULL) {
+        OPENSSL_cleanse(p, strlen(p));
+        free(p);
+    }
+}
+
+static js_status make_credentials(const js_config *cfg, grpc_server_credentials **out,
+                                  js_err *err)
+{
+    char *cert = NULL, *key = NULL, *ca = NULL;
+    js_status st = read_pem(cfg->tls_cert, &cert, err);
+    if (st == JS_OK)
+        st = read_pem(cfg->tls_key, &key, err);
+    if (st == JS_OK)
+        st = read_pem(cfg->tls_client_ca, &ca, err);
+    if (st == JS_OK) {
+        grpc_ssl_pem_key_cert_pair pair = {key, cert};
+        /* mTLS is not optional: the caller's certificate is its identity. */
+        *out = grpc_ssl_server_credentials_create_ex(
+            ca, &pair, 1, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
+        if (*out == NULL)
+            st = js_err_set(err, JS_ECONFIG, "tls.credentials", "cannot create TLS credentials");
+    }
+    free(cert);
+    free_secret_pem(key);
+    free(ca);
+    return st;
+}
+
+js_status js_server_new(const js_config *cfg, const js_service *svc, js_hsm *hsm, js_server **out,
+                        js_err *err)
+{
+    *out = NULL;
+    js_server *srv = calloc(1, sizeof(*srv));
+    JS_ENSURE_ALLOC(srv, err);
+    srv->cfg = cfg;
+    srv->svc = svc;
+    atomic_init(&srv->shutting_down, false);
+    srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (srv->nworkers <= 0)
+        srv->nworkers = 1;
+    js_status st = JS_OK;
+    grpc_server_credentials *creds = NULL;
+
+    srv->workers = calloc((size_t)srv->nworkers, sizeof(*srv->workers));
+    if (srv->workers == NULL) {
+        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < srv->nworkers; i++) {
+        srv->workers[i].idx = i;
+        srv->workers[i].srv = srv;
+        st = js_hsm_session_open(hsm, &srv->workers[i].session, err);
+        if (st != JS_OK)
+            goto fail;
+    }
+
+    grpc_arg args[2];
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = MAX_REQUEST_BYTES;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = 4 * 1024 * 1024;
+    grpc_channel_args chargs = {2, args};
+    srv->server = grpc_server_create(&chargs, NULL);
+    srv->method_sign = grpc_server_register_method(srv->server, METHOD_SIGN, NULL,
+                                                   GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    srv->method_jwks = grpc_server_register_method(srv->server, METHOD_JWKS, NULL,
+                                                   GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    for (int i = 0; i < srv->nworkers; i++) {
+        srv->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
+        grpc_server_register_completion_queue(srv->server, srv->workers[i].cq, NULL);
+    }
+    srv->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->shutdown_cq, NULL);
+
+    st = make_credentials(cfg, &creds, err);
+    if (st != JS_OK)
+        goto fail;
+    srv->port = grpc_server_add_http2_port(srv->server, cfg->listen, creds);
+    grpc_server_credentials_release(creds);
+    if (srv->port == 0) {
+        st = js_err_set(err, JS_ECONFIG, "listen.bind", "cannot listen on %s", cfg->listen);
+        goto fail;
+    }
+    *out = srv;
+    return JS_OK;
+fail:
+    js_server_free(srv);
+    return st;
+}
+
+int js_server_port(const js_server *srv)
+{
+    return srv->port;
+}
+
+int js_server_workers(const js_server *srv)
+{
+    return srv->nworkers;
+}
+
+js_status js_server_start(js_server *srv, js_err *err)
+{
+    grpc_server_start(srv->server);
+    srv->grpc_started = 1;
+    for (int i = 0; i < srv->nworkers; i++) {
+        worker *w = &srv->workers[i];
+        for (int k = 0; k < PENDING_SIGN; k++)
+            JS_ENSURE(call_arm(w, CALL_SIGN) == 0, err, JS_EINTERNAL, "server.arm",
+                      "cannot request calls");
+        for (int k = 0; k < PENDING_JWKS; k++)
+            JS_ENSURE(call_arm(w, CALL_JWKS) == 0, err, JS_EINTERNAL, "server.arm",
+                      "cannot request calls");
+        for (int k = 0; k < PENDING_UNKNOWN; k++)
+            JS_ENSURE(call_arm(w, CALL_UNKNOWN) == 0, err, JS_EINTERNAL, "server.arm",
+                      "cannot request calls");
+        JS_ENSURE(pthread_create(&w->thread, NULL, worker_main, w) == 0, err, JS_EINTERNAL,
+                  "server.thread", "cannot start worker thread %d", i);
+        w->started = 1;
+    }
+    return JS_OK;
+}
+
+void js_server_shutdown(js_server *srv, int grace_ms)
+{
+    if (srv == NULL || srv->server == NULL)
+        return;
+    atomic_store(&srv->shutting_down, true);
+    /* Stop accepting; the tag arrives once every in-flight call is done. */
+    grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, srv);
+    gpr_timespec grace = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                      gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
+    grpc_event ev = grpc_completion_queue_next(srv->shutdown_cq, grace, NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        js_log_event("warn", "shutdown_grace_expired", "cancelling calls still in flight");
+        grpc_server_cancel_all_calls(srv->server);
+        grpc_completion_queue_next(srv->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    }
+    grpc_server_destroy(srv->server);
+    srv->server = NULL;
+    for (int i = 0; i < srv->nworkers; i++)
+        if (srv->workers[i].cq != NULL)
+            grpc_completion_queue_shutdown(srv->workers[i].cq);
+    for (int i = 0; i < srv->nworkers; i++) {
+        if (srv->workers[i].started)
+            pthread_join(srv->workers[i].thread, NULL);
+        srv->workers[i].started = 0;
+    }
+}
+
+static void drain_and_destroy(grpc_completion_queue *cq)
+{
+    if (cq == NULL)
+        return;
+    grpc_completion_queue_shutdown(cq);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        /* Leftover requested calls of workers that never ran. */
+        if (ev.type == GRPC_OP_COMPLETE && ev.tag != NULL)
+            call_free(ev.tag);
+    }
+    grpc_completion_queue_destroy(cq);
+}
+
+void js_server_free(js_server *srv)
+{
+    if (srv == NULL)
+        return;
+    if (srv->server != NULL) {
+        if (srv->grpc_started) {
+            js_server_shutdown(srv, 0);
+        } else {
+            /* Never started: gRPC allows destroy without shutdown. */
+            grpc_server_destroy(srv->server);
+            srv->server = NULL;
+        }
+    }
+    for (int i = 0; i < srv->nworkers && srv->workers != NULL; i++) {
+        drain_and_destroy(srv->workers[i].cq);
+        js_hsm_session_free(srv->workers[i].session);
+    }
+    drain_and_destroy(srv->shutdown_cq);
+    free(srv->workers);
+    free(srv);
+}

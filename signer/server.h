@@ -1,0 +1,42 @@
+/*
+ * server.h - the gRPC front end of jwt-signerd (gRPC C core, mTLS only).
+ *
+ * N worker threads, each with its own completion queue, its own HSM session
+ * and several requests outstanding per method, so no lock is shared on the
+ * request path. Every call is answered with initial metadata and a status;
+ * unknown methods get UNIMPLEMENTED. This is the only file that includes
+ * grpc headers on the server side and the one place where a js_status
+ * becomes a gRPC status code.
+ *
+ * Life cycle: js_server_new() (binds the port) -> js_server_start() ->
+ * js_server_shutdown() (stop accepting, finish in-flight calls) ->
+ * js_server_free().
+ */
+#ifndef JS_SERVER_H
+#define JS_SERVER_H
+
+#include "config.h"
+#include "err.h"
+#include "hsm.h"
+#include "service.h"
+
+typedef struct js_server js_server;
+
+/* Borrows cfg, svc and hsm; they must outlive the server. Opens one HSM
+ * session per worker. grpc_init() must have been called. */
+js_status js_server_new(const js_config *cfg, const js_service *svc, js_hsm *hsm, js_server **out,
+                        js_err *err) JS_WUR;
+
+/* The bound port (useful when the config asks for port 0). */
+int js_server_port(const js_server *srv);
+int js_server_workers(const js_server *srv);
+
+js_status js_server_start(js_server *srv, js_err *err) JS_WUR;
+
+/* Stops accepting new calls and waits for in-flight calls to finish; after
+ * grace_ms the remaining calls are cancelled. Joins the workers. */
+void js_server_shutdown(js_server *srv, int grace_ms);
+
+void js_server_free(js_server *srv);
+
+#endif

@@ -1,0 +1,229 @@
+/*
+ * test_claims.c - strict claim-set parsing and the server-owned claims,
+ * with an injected "now".
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "claims.h"
+
+#define NOW 1700000000LL
+
+/* ---- parsing: a table of inputs and the reason each must give ------------------ */
+
+static const struct {
+    const char *name;
+    const char *json;
+    size_t len; /* 0 = strlen */
+    js_status st;
+    const char *reason;
+} k_parse[] = {
+    {"object", "{\"sub\":\"a\",\"aud\":\"b\"}", 0, JS_OK, NULL},
+    {"empty object", "{}", 0, JS_OK, NULL},
+    {"nested within limit", "{\"a\":{\"b\":[1,{\"c\":true}]}}", 0, JS_OK, NULL},
+    {"unicode ok", "{\"name\":\"J\xc3\xbcrgen \\u00e9\"}", 0, JS_OK, NULL},
+    {"empty input", "", 0, JS_EINVAL, "claims.empty"},
+    {"not json", "sub=alice", 0, JS_EINVAL, "claims.syntax"},
+    {"truncated", "{\"sub\":\"a\"", 0, JS_EINVAL, "claims.syntax"},
+    {"trailing garbage", "{\"sub\":\"a\"} x", 0, JS_EINVAL, "claims.syntax"},
+    {"two objects", "{}{}", 0, JS_EINVAL, "claims.syntax"},
+    {"array", "[1,2]", 0, JS_EINVAL, "claims.not_object"},
+    {"string", "\"hello\"", 0, JS_EINVAL, "claims.syntax"},
+    {"number", "42", 0, JS_EINVAL, "claims.syntax"},
+    {"null", "null", 0, JS_EINVAL, "claims.syntax"},
+    {"duplicate aud", "{\"aud\":\"a\",\"aud\":\"b\"}", 0, JS_EINVAL, "claims.duplicate_member"},
+    {"duplicate nested", "{\"x\":{\"k\":1,\"k\":2}}", 0, JS_EINVAL, "claims.duplicate_member"},
+    {"duplicate via escape", "{\"aud\":\"a\",\"\\u0061ud\":\"b\"}", 0, JS_EINVAL,
+     "claims.duplicate_member"},
+    {"invalid utf8", "{\"sub\":\"\xff\xfe\"}", 0, JS_EINVAL, "claims.utf8"},
+    {"overlong utf8", "{\"sub\":\"\xc0\xaf\"}", 0, JS_EINVAL, "claims.utf8"},
+    {"lone surrogate escape", "{\"sub\":\"\\ud800\"}", 0, JS_EINVAL, "claims.syntax"},
+    {"nul escape", "{\"sub\":\"a\\u0000b\"}", 0, JS_EINVAL, "claims.nul"},
+    {"raw nul byte", "{\"sub\":\"a\0b\"}", 13, JS_EINVAL, "claims.syntax"},
+    {"single quotes", "{'sub':'a'}", 0, JS_EINVAL, "claims.syntax"},
+    {"nan", "{\"n\":NaN}", 0, JS_EINVAL, "claims.syntax"},
+    {"integer overflow", "{\"exp\":9223372036854775808}", 0, JS_EINVAL, "claims.syntax"},
+};
+
+static void test_parse_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(k_parse) / sizeof(k_parse[0]); i++) {
+        size_t len = k_parse[i].len ? k_parse[i].len : strlen(k_parse[i].json);
+        json_t *out = NULL;
+        js_err err;
+        js_err_clear(&err);
+        js_status st = claims_parse((const uint8_t *)k_parse[i].json, len, &out, &err);
+        if (st != k_parse[i].st)
+            fail_msg("case '%s': status %d (%s: %s), want %d", k_parse[i].name, st, err.reason,
+                     err.msg, k_parse[i].st);
+        if (st == JS_OK) {
+            assert_non_null(out);
+            json_decref(out);
+        } else {
+            assert_null(out);
+            if (strcmp(err.reason, k_parse[i].reason) != 0)
+                fail_msg("case '%s': reason %s, want %s", k_parse[i].name, err.reason,
+                         k_parse[i].reason);
+        }
+    }
+}
+
+static void test_parse_size_limit(void **state)
+{
+    (void)state;
+    /* Exactly 16 KiB is accepted; one byte more is not. */
+    char *buf = malloc(CLAIMS_MAX_BYTES + 2);
+    assert_non_null(buf);
+    memset(buf, ' ', CLAIMS_MAX_BYTES + 1);
+    memcpy(buf, "{\"pad\":\"", 8);
+    memset(buf + 8, 'x', CLAIMS_MAX_BYTES - 10);
+    memcpy(buf + CLAIMS_MAX_BYTES - 2, "\"}", 2);
+    json_t *out = NULL;
+    js_err err;
+    assert_int_equal(claims_parse((uint8_t *)buf, CLAIMS_MAX_BYTES, &out, &err), JS_OK);
+    json_decref(out);
+    assert_int_equal(claims_parse((uint8_t *)buf, CLAIMS_MAX_BYTES + 1, &out, &err), JS_EINVAL);
+    assert_string_equal(err.reason, "claims.too_large");
+    free(buf);
+}
+
+static void test_parse_depth_limit(void **state)
+{
+    (void)state;
+    char buf[256];
+    /* {"a":[[[...]]]} with depth = 1 + n */
+    for (int n = CLAIMS_MAX_DEPTH - 1; n <= CLAIMS_MAX_DEPTH; n++) {
+        size_t o = 0;
+        o += (size_t)snprintf(buf + o, sizeof(buf) - o, "{\"a\":");
+        for (int i = 0; i < n; i++)
+            buf[o++] = '[';
+        for (int i = 0; i < n; i++)
+            buf[o++] = ']';
+        buf[o++] = '}';
+        buf[o] = '\0';
+        json_t *out = NULL;
+        js_err err;
+        js_status st = claims_parse((uint8_t *)buf, o, &out, &err);
+        if (1 + n <= CLAIMS_MAX_DEPTH) {
+            assert_int_equal(st, JS_OK);
+            json_decref(out);
+        } else {
+            assert_int_equal(st, JS_EINVAL);
+            assert_string_equal(err.reason, "claims.depth");
+        }
+    }
+}
+
+/* ---- server-owned claims and the lifetime rule --------------------------------- */
+
+static const claims_lifetime k_life = {300, 3600};
+
+static const struct {
+    const char *name;
+    const char *json;
+    js_status st;
+    const char *reason;
+    int64_t want_exp;
+} k_apply[] = {
+    {"default lifetime", "{\"sub\":\"a\"}", JS_OK, NULL, NOW + 300},
+    {"exp inside max", "{\"exp\":1700001000}", JS_OK, NULL, 1700001000},
+    {"exp exactly max", "{\"exp\":1700003600}", JS_OK, NULL, NOW + 3600},
+    {"exp one past max", "{\"exp\":1700003601}", JS_EDENIED, "claims.exp_too_far", 0},
+    {"exp far future", "{\"exp\":4102444800}", JS_EDENIED, "claims.exp_too_far", 0},
+    {"exp now", "{\"exp\":1700000000}", JS_EINVAL, "claims.exp_past", 0},
+    {"exp past", "{\"exp\":1600000000}", JS_EINVAL, "claims.exp_past", 0},
+    {"exp negative", "{\"exp\":-1}", JS_EINVAL, "claims.exp_past", 0},
+    {"exp float", "{\"exp\":1700000100.5}", JS_EINVAL, "claims.exp_type", 0},
+    {"exp float integral", "{\"exp\":1700000100.0}", JS_EINVAL, "claims.exp_type", 0},
+    {"exp string", "{\"exp\":\"1700000100\"}", JS_EINVAL, "claims.exp_type", 0},
+    {"exp null", "{\"exp\":null}", JS_EINVAL, "claims.exp_type", 0},
+    {"exp bool", "{\"exp\":true}", JS_EINVAL, "claims.exp_type", 0},
+    {"exp max int64", "{\"exp\":9223372036854775807}", JS_EDENIED, "claims.exp_too_far", 0},
+    {"iss reserved", "{\"iss\":\"evil\"}", JS_EINVAL, "claims.reserved", 0},
+    {"iat reserved", "{\"iat\":1}", JS_EINVAL, "claims.reserved", 0},
+    {"nbf reserved", "{\"nbf\":1}", JS_EINVAL, "claims.reserved", 0},
+    {"jti reserved", "{\"jti\":\"x\"}", JS_EINVAL, "claims.reserved", 0},
+    {"jti null still reserved", "{\"jti\":null}", JS_EINVAL, "claims.reserved", 0},
+};
+
+static void test_apply_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(k_apply) / sizeof(k_apply[0]); i++) {
+        json_t *c = NULL;
+        js_err err;
+        js_err_clear(&err);
+        assert_int_equal(
+            claims_parse((const uint8_t *)k_apply[i].json, strlen(k_apply[i].json), &c, &err),
+            JS_OK);
+        char *before = json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS);
+        int64_t exp = 0;
+        js_status st = claims_apply_server(c, "https://issuer.test", NOW, &k_life,
+                                           "AAAAAAAAAAAAAAAAAAAAAA", &exp, &err);
+        if (st != k_apply[i].st)
+            fail_msg("case '%s': status %d (%s), want %d", k_apply[i].name, st, err.msg,
+                     k_apply[i].st);
+        if (st == JS_OK) {
+            assert_int_equal(exp, k_apply[i].want_exp);
+            assert_string_equal(json_string_value(json_object_get(c, "iss")),
+                                "https://issuer.test");
+            assert_int_equal(json_integer_value(json_object_get(c, "iat")), NOW);
+            assert_int_equal(json_integer_value(json_object_get(c, "exp")), exp);
+            assert_string_equal(json_string_value(json_object_get(c, "jti")),
+                                "AAAAAAAAAAAAAAAAAAAAAA");
+        } else {
+            if (strcmp(err.reason, k_apply[i].reason) != 0)
+                fail_msg("case '%s': reason %s, want %s", k_apply[i].name, err.reason,
+                         k_apply[i].reason);
+            /* A denied claim set is left exactly as it was. */
+            char *after = json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS);
+            assert_string_equal(before, after);
+            free(after);
+        }
+        free(before);
+        json_decref(c);
+    }
+}
+
+static void test_exp_too_far_message_names_limit(void **state)
+{
+    (void)state;
+    json_t *c = json_pack("{s:I}", "exp", (json_int_t)(NOW + 7200));
+    js_err err;
+    assert_int_equal(claims_apply_server(c, "i", NOW, &k_life, "j", NULL, &err), JS_EDENIED);
+    assert_non_null(strstr(err.msg, "3600"));
+    json_decref(c);
+}
+
+static void test_jti_random_and_shaped(void **state)
+{
+    (void)state;
+    char a[CLAIMS_JTI_LEN + 1], b[CLAIMS_JTI_LEN + 1];
+    assert_int_equal(claims_new_jti(a, NULL), JS_OK);
+    assert_int_equal(claims_new_jti(b, NULL), JS_OK);
+    assert_int_equal(strlen(a), CLAIMS_JTI_LEN);
+    assert_string_not_equal(a, b);
+    for (size_t i = 0; i < CLAIMS_JTI_LEN; i++)
+        assert_non_null(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+                               a[i]));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_table),
+        cmocka_unit_test(test_parse_size_limit),
+        cmocka_unit_test(test_parse_depth_limit),
+        cmocka_unit_test(test_apply_table),
+        cmocka_unit_test(test_exp_too_far_message_names_limit),
+        cmocka_unit_test(test_jti_random_and_shaped),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
