@@ -1,0 +1,614 @@
+/*
+ * jwtsigner_client.c - blocking unary gRPC calls to jwt-signer over mTLS, on
+ * the gRPC C core.
+ *
+ * This is the only client file that calls grpc_* (the core API changes between
+ * gRPC minor versions). A handle owns one channel and the two registered
+ * methods; each call gets its own pluck completion queue and runs one batch,
+ * the way gRPC's own blocking C++ stub does, so concurrent calls on one handle
+ * share nothing mutable but the channel, which gRPC makes thread-safe.
+ */
+#include "jwtsigner_client.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "jwtsigner/v1/signer.pb-c.h"
+
+/* PEM files larger than this are refused: a CA bundle or a key is a few KiB. */
+#define PEM_FILE_MAX       (1024 * 1024)
+#define DEFAULT_TIMEOUT_MS 5000
+/*
+ * Extra time the client waits for the batch beyond the call's own deadline.
+ * gRPC ends the call at its deadline; this only guards against a core bug
+ * leaving us blocked, after which the call is cancelled and awaited.
+ */
+#define PLUCK_GRACE_MS 10000
+
+#define METHOD_SIGN_JWT "/jwtsigner.v1.Signer/SignJwt"
+#define METHOD_GET_JWKS "/jwtsigner.v1.Signer/GetJwks"
+
+struct jwtsigner_client {
+    grpc_channel *channel;
+    void *sign_method; /* from grpc_channel_register_call, owned by the channel */
+    void *jwks_method;
+    int timeout_ms;
+};
+
+const char *jwtsigner_status_name(int code)
+{
+    switch (code) {
+    case 0:
+        return "OK";
+    case 1:
+        return "CANCELLED";
+    case 2:
+        return "UNKNOWN";
+    case 3:
+        return "INVALID_ARGUMENT";
+    case 4:
+        return "DEADLINE_EXCEEDED";
+    case 5:
+        return "NOT_FOUND";
+    case 6:
+        return "ALREADY_EXISTS";
+    case 7:
+        return "PERMISSION_DENIED";
+    case 8:
+        return "RESOURCE_EXHAUSTED";
+    case 9:
+        return "FAILED_PRECONDITION";
+    case 10:
+        return "ABORTED";
+    case 11:
+        return "OUT_OF_RANGE";
+    case 12:
+        return "UNIMPLEMENTED";
+    case 13:
+        return "INTERNAL";
+    case 14:
+        return "UNAVAILABLE";
+    case 15:
+        return "DATA_LOSS";
+    case 16:
+        return "UNAUTHENTICATED";
+    default:
+        return "UNKNOWN";
+    }
+}
+
+/* Fills *st and returns its code, so callers can `return set_status(...)`. */
+__attribute__((format(printf, 3, 4))) static int set_status(jwtsigner_status *st, int code,
+                                                            const char *fmt, ...)
+{
+    st->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(st->message, sizeof(st->message), fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/*
+ * Copies the server's status message into st->message. It is text from the
+ * network that the CLI prints to a terminal, so control bytes become '?'.
+ */
+static void copy_details(jwtsigner_status *st, grpc_slice details)
+{
+    const unsigned char *p = GRPC_SLICE_START_PTR(details);
+    size_t n = GRPC_SLICE_LENGTH(details);
+    if (n > sizeof(st->message) - 1)
+        n = sizeof(st->message) - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = p[i];
+        st->message[i] = (char)((ch < 0x20 || ch == 0x7f) ? '?' : ch);
+    }
+    st->message[n] = '\0';
+}
+
+/* Overwrites a buffer that held key material; the compiler may not drop it. */
+static void wipe(void *p, size_t n)
+{
+    if (p != NULL && n > 0)
+        OPENSSL_cleanse(p, n);
+}
+
+/*
+ * Reads a whole PEM file, at most PEM_FILE_MAX bytes, into a NUL-terminated
+ * malloc'd buffer (*len excludes the NUL). The caller wipes and frees it.
+ */
+static int read_pem_file(const char *what, const char *path, char **out, size_t *len,
+                         jwtsigner_status *st)
+{
+    int rc = 0;
+    FILE *f = NULL;
+    char *buf = NULL;
+    size_t n = 0;
+
+    *out = NULL;
+    *len = 0;
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        rc = set_status(st, GRPC_STATUS_INVALID_ARGUMENT, "cannot open %s file '%s': %s", what,
+                        path, strerror(errno));
+        goto out;
+    }
+    /* One spare byte tells "exactly the limit" from "over the limit". */
+    buf = malloc(PEM_FILE_MAX + 2);
+    if (buf == NULL) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory reading %s file", what);
+        goto out;
+    }
+    n = fread(buf, 1, PEM_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        rc = set_status(st, GRPC_STATUS_INVALID_ARGUMENT, "cannot read %s file '%s'", what, path);
+        goto out;
+    }
+    if (n > PEM_FILE_MAX) {
+        rc = set_status(st, GRPC_STATUS_INVALID_ARGUMENT, "%s file '%s' is larger than %d bytes",
+                        what, path, PEM_FILE_MAX);
+        goto out;
+    }
+    if (n == 0) {
+        rc = set_status(st, GRPC_STATUS_INVALID_ARGUMENT, "%s file '%s' is empty", what, path);
+        goto out;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    buf = NULL;
+out:
+    if (buf != NULL) {
+        wipe(buf, PEM_FILE_MAX + 2);
+        free(buf);
+    }
+    if (f != NULL)
+        fclose(f);
+    return rc;
+}
+
+/*
+ * Checks the PEM material before handing it to gRPC. gRPC accepts anything at
+ * credential creation and only fails at the TLS handshake, as an opaque
+ * UNAVAILABLE; a wrong file or a key that does not belong to the certificate
+ * is a local mistake and is reported as such here.
+ */
+static int check_pem(const char *ca, const char *cert, const char *key, jwtsigner_status *st)
+{
+    int rc = 0;
+    BIO *bio = NULL;
+    X509 *x = NULL;
+    EVP_PKEY *pkey = NULL;
+
+    bio = BIO_new_mem_buf(ca, -1);
+    if (bio == NULL || (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) == NULL) {
+        rc = set_status(st, GRPC_STATUS_INVALID_ARGUMENT, "CA file holds no PEM certificate");
+        goto out;
+    }
+    X509_free(x);
+    x = NULL;
+    BIO_free(bio);
+
+    bio = BIO_new_mem_buf(cert, -1);
+    if (bio == NULL || (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) == NULL) {
+        rc = set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                        "certificate file holds no PEM certificate");
+        goto out;
+    }
+    BIO_free(bio);
+
+    bio = BIO_new_mem_buf(key, -1);
+    /* No passphrase callback: an encrypted key must fail, not prompt. */
+    if (bio == NULL || (pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"")) == NULL) {
+        rc = set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                        "key file holds no unencrypted PEM private key");
+        goto out;
+    }
+    if (X509_check_private_key(x, pkey) != 1) {
+        rc = set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                        "private key does not match the client certificate");
+        goto out;
+    }
+out:
+    /* Parse failures leave reasons on this thread's OpenSSL error queue. */
+    ERR_clear_error();
+    EVP_PKEY_free(pkey);
+    X509_free(x);
+    BIO_free(bio);
+    return rc;
+}
+
+jwtsigner_client *jwtsigner_client_new(const jwtsigner_options *opts, jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    jwtsigner_client *c = NULL;
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    size_t ca_len = 0, cert_len = 0, key_len = 0;
+    grpc_channel_credentials *creds = NULL;
+    int grpc_started = 0;
+    int ok = 0;
+
+    if (st == NULL)
+        st = &local;
+    set_status(st, GRPC_STATUS_OK, "OK");
+
+    if (opts == NULL || opts->target == NULL || opts->target[0] == '\0' || opts->ca_file == NULL ||
+        opts->ca_file[0] == '\0' || opts->cert_file == NULL || opts->cert_file[0] == '\0' ||
+        opts->key_file == NULL || opts->key_file[0] == '\0') {
+        set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                   "target, CA file, certificate file and key file are all required");
+        goto out;
+    }
+    if (read_pem_file("CA", opts->ca_file, &ca, &ca_len, st) != 0 ||
+        read_pem_file("certificate", opts->cert_file, &cert, &cert_len, st) != 0 ||
+        read_pem_file("key", opts->key_file, &key, &key_len, st) != 0)
+        goto out;
+    if (check_pem(ca, cert, key, st) != 0)
+        goto out;
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+        goto out;
+    }
+    c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
+
+    grpc_init();
+    grpc_started = 1;
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+    /* gRPC copies the PEM strings, so our key buffer can be wiped right after. */
+    creds = grpc_ssl_credentials_create(ca, &pair, NULL, NULL);
+    if (creds == NULL) {
+        set_status(st, GRPC_STATUS_INTERNAL, "gRPC refused the TLS credentials");
+        goto out;
+    }
+    /* Never NULL: on a bad target gRPC returns a lame channel whose calls fail. */
+    c->channel = grpc_channel_create(opts->target, creds, NULL);
+    if (c->channel == NULL) {
+        set_status(st, GRPC_STATUS_INTERNAL, "cannot create a channel to '%s'", opts->target);
+        goto out;
+    }
+    c->sign_method = grpc_channel_register_call(c->channel, METHOD_SIGN_JWT, NULL, NULL);
+    c->jwks_method = grpc_channel_register_call(c->channel, METHOD_GET_JWKS, NULL, NULL);
+    if (c->sign_method == NULL || c->jwks_method == NULL) {
+        set_status(st, GRPC_STATUS_INTERNAL, "cannot register the signer's methods");
+        goto out;
+    }
+    ok = 1;
+
+out:
+    if (creds != NULL)
+        grpc_channel_credentials_release(creds);
+    if (!ok) {
+        if (c != NULL && c->channel != NULL)
+            grpc_channel_destroy(c->channel);
+        free(c);
+        c = NULL;
+        if (grpc_started)
+            grpc_shutdown();
+    }
+    wipe(key, key_len);
+    free(key);
+    free(cert);
+    free(ca);
+    return c;
+}
+
+void jwtsigner_client_free(jwtsigner_client *c)
+{
+    if (c == NULL)
+        return;
+    grpc_channel_destroy(c->channel);
+    free(c);
+    /* Balances the grpc_init() of jwtsigner_client_new(). */
+    grpc_shutdown();
+}
+
+/*
+ * Runs one unary call: sends `request`, and on status OK returns the reply as
+ * one malloc'd buffer in *reply / *reply_len (caller frees). Returns 0 or the
+ * status code, with *st filled either way.
+ */
+static int unary_call(jwtsigner_client *c, void *method, grpc_slice request, uint8_t **reply,
+                      size_t *reply_len, jwtsigner_status *st)
+{
+    int rc = 0;
+    grpc_completion_queue *cq = NULL;
+    grpc_call *call = NULL;
+    grpc_byte_buffer *send_bb = NULL;
+    grpc_byte_buffer *recv_bb = NULL;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    const char *error_string = NULL;
+    grpc_byte_buffer_reader reader;
+    grpc_slice all;
+    int tag_storage = 0;
+    void *tag = &tag_storage;
+
+    *reply = NULL;
+    *reply_len = 0;
+    grpc_metadata_array_init(&initial_md);
+    grpc_metadata_array_init(&trailing_md);
+
+    cq = grpc_completion_queue_create_for_pluck(NULL);
+    if (cq == NULL) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "cannot create a completion queue");
+        goto out;
+    }
+    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                         gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN));
+    call = grpc_channel_create_registered_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                               method, deadline, NULL);
+    if (call == NULL) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "cannot create a call");
+        goto out;
+    }
+    send_bb = grpc_raw_byte_buffer_create(&request, 1);
+
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = 0;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trailing_md;
+    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    ops[5].data.recv_status_on_client.error_string = &error_string;
+
+    grpc_call_error ce = grpc_call_start_batch(call, ops, 6, tag, NULL);
+    if (ce != GRPC_CALL_OK) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "cannot start the call (grpc_call_error %d)",
+                        (int)ce);
+        goto out;
+    }
+    grpc_event ev = grpc_completion_queue_pluck(
+        cq, tag, gpr_time_add(deadline, gpr_time_from_millis(PLUCK_GRACE_MS, GPR_TIMESPAN)), NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        /* The ops point into this frame: the batch must finish before we return. */
+        grpc_call_cancel(call, NULL);
+        ev = grpc_completion_queue_pluck(cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    }
+    if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "the call's batch did not complete");
+        goto out;
+    }
+
+    if (status != GRPC_STATUS_OK) {
+        /* Codes outside 1..16 (a broken peer) count as UNKNOWN, as in gRPC. */
+        rc = (status > 0 && status <= 16) ? (int)status : GRPC_STATUS_UNKNOWN;
+        st->code = rc;
+        if (GRPC_SLICE_LENGTH(details) > 0)
+            copy_details(st, details);
+        else
+            snprintf(st->message, sizeof(st->message), "%s", jwtsigner_status_name(rc));
+        goto out;
+    }
+    if (recv_bb == NULL) {
+        rc =
+            set_status(st, GRPC_STATUS_INTERNAL, "malformed response: status OK without a message");
+        goto out;
+    }
+    if (!grpc_byte_buffer_reader_init(&reader, recv_bb)) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "cannot read the response message");
+        goto out;
+    }
+    all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    *reply_len = GRPC_SLICE_LENGTH(all);
+    /* +1 so an empty reply (valid protobuf: all fields default) still allocates. */
+    *reply = malloc(*reply_len + 1);
+    if (*reply == NULL) {
+        grpc_slice_unref(all);
+        *reply_len = 0;
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+        goto out;
+    }
+    if (*reply_len > 0)
+        memcpy(*reply, GRPC_SLICE_START_PTR(all), *reply_len);
+    grpc_slice_unref(all);
+    set_status(st, GRPC_STATUS_OK, "OK");
+out:
+    if (call != NULL)
+        grpc_call_unref(call);
+    if (cq != NULL) {
+        grpc_completion_queue_shutdown(cq);
+        while (
+            grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+            GRPC_QUEUE_SHUTDOWN) {
+        }
+        grpc_completion_queue_destroy(cq);
+    }
+    if (send_bb != NULL)
+        grpc_byte_buffer_destroy(send_bb);
+    if (recv_bb != NULL)
+        grpc_byte_buffer_destroy(recv_bb);
+    grpc_metadata_array_destroy(&initial_md);
+    grpc_metadata_array_destroy(&trailing_md);
+    grpc_slice_unref(details);
+    gpr_free((void *)error_string);
+    return rc;
+}
+
+/* strdup of a protobuf string field; proto3 strings unpack as "" not NULL. */
+static char *dup_field(const char *s)
+{
+    return strdup(s != NULL ? s : "");
+}
+
+/*
+ * A compact JWS (RFC 7515 §7.1) is three base64url segments joined by two
+ * dots; anything else from the server is a malformed response, not a token.
+ */
+static int is_compact_jws(const char *s)
+{
+    size_t dots = 0, seg = 0;
+    for (const char *p = s; *p != '\0'; p++) {
+        char ch = *p;
+        if (ch == '.') {
+            if (seg == 0)
+                return 0;
+            dots++;
+            seg = 0;
+        } else if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                   (ch >= '0' && ch <= '9') || ch == '-' || ch == '_') {
+            seg++;
+        } else {
+            return 0;
+        }
+    }
+    return dots == 2 && seg > 0;
+}
+
+void jwtsigner_token_clear(jwtsigner_token *t)
+{
+    if (t == NULL)
+        return;
+    /* The token is a bearer credential until it expires. */
+    if (t->jwt != NULL)
+        wipe(t->jwt, strlen(t->jwt));
+    free(t->jwt);
+    free(t->kid);
+    free(t->jti);
+    memset(t, 0, sizeof(*t));
+}
+
+int jwtsigner_sign(jwtsigner_client *c, const char *claims_json, size_t claims_len,
+                   const char *key_name, const char *request_id, jwtsigner_token *out,
+                   jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    int rc = 0;
+    uint8_t *reply = NULL;
+    size_t reply_len = 0;
+    Jwtsigner__V1__SignJwtResponse *resp = NULL;
+    grpc_slice req_slice;
+
+    if (st == NULL)
+        st = &local;
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    if (c == NULL || out == NULL || (claims_json == NULL && claims_len > 0))
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_sign: missing handle, claims or output");
+
+    Jwtsigner__V1__SignJwtRequest req = JWTSIGNER__V1__SIGN_JWT_REQUEST__INIT;
+    req.claims_json.data = (uint8_t *)claims_json;
+    req.claims_json.len = claims_len;
+    req.key = (char *)(key_name != NULL ? key_name : "");
+    req.request_id = (char *)(request_id != NULL ? request_id : "");
+
+    size_t req_len = jwtsigner__v1__sign_jwt_request__get_packed_size(&req);
+    req_slice = grpc_slice_malloc(req_len);
+    jwtsigner__v1__sign_jwt_request__pack(&req, GRPC_SLICE_START_PTR(req_slice));
+    rc = unary_call(c, c->sign_method, req_slice, &reply, &reply_len, st);
+    grpc_slice_unref(req_slice);
+    if (rc != 0)
+        goto out;
+
+    resp = jwtsigner__v1__sign_jwt_response__unpack(NULL, reply_len, reply);
+    if (resp == NULL) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: SignJwtResponse does not decode");
+        goto out;
+    }
+    if (resp->jwt == NULL || !is_compact_jws(resp->jwt)) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "malformed response: jwt is not a compact JWS");
+        goto out;
+    }
+    out->jwt = dup_field(resp->jwt);
+    out->kid = dup_field(resp->kid);
+    out->jti = dup_field(resp->jti);
+    if (out->jwt == NULL || out->kid == NULL || out->jti == NULL) {
+        jwtsigner_token_clear(out);
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+        goto out;
+    }
+    out->issued_at = resp->issued_at;
+    out->expires_at = resp->expires_at;
+    out->audit_seq = resp->audit_seq;
+out:
+    if (resp != NULL)
+        jwtsigner__v1__sign_jwt_response__free_unpacked(resp, NULL);
+    if (reply != NULL) {
+        /* The reply held the token. */
+        wipe(reply, reply_len);
+        free(reply);
+    }
+    return rc;
+}
+
+int jwtsigner_jwks(jwtsigner_client *c, char **jwks_out, jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    int rc = 0;
+    uint8_t *reply = NULL;
+    size_t reply_len = 0;
+    Jwtsigner__V1__GetJwksResponse *resp = NULL;
+    grpc_slice req_slice;
+
+    if (st == NULL)
+        st = &local;
+    if (jwks_out != NULL)
+        *jwks_out = NULL;
+    if (c == NULL || jwks_out == NULL)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_jwks: missing handle or output");
+
+    Jwtsigner__V1__GetJwksRequest req = JWTSIGNER__V1__GET_JWKS_REQUEST__INIT;
+    size_t req_len = jwtsigner__v1__get_jwks_request__get_packed_size(&req);
+    req_slice = grpc_slice_malloc(req_len);
+    if (req_len > 0)
+        jwtsigner__v1__get_jwks_request__pack(&req, GRPC_SLICE_START_PTR(req_slice));
+    rc = unary_call(c, c->jwks_method, req_slice, &reply, &reply_len, st);
+    grpc_slice_unref(req_slice);
+    if (rc != 0)
+        goto out;
+
+    resp = jwtsigner__v1__get_jwks_response__unpack(NULL, reply_len, reply);
+    if (resp == NULL) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: GetJwksResponse does not decode");
+        goto out;
+    }
+    if (resp->jwks_json == NULL || resp->jwks_json[0] != '{') {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: jwks_json is not a JSON object");
+        goto out;
+    }
+    *jwks_out = strdup(resp->jwks_json);
+    if (*jwks_out == NULL) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+        goto out;
+    }
+out:
+    if (resp != NULL)
+        jwtsigner__v1__get_jwks_response__free_unpacked(resp, NULL);
+    free(reply);
+    return rc;
+}
