@@ -1,0 +1,852 @@
+/*
+ * test_hsm.c - hsm.c against a real SoftHSM token made in a temporary
+ * directory: token selection by PKCS#11 URI (RFC 7512), login failures that
+ * must not leak the PIN, key generation policy (sensitive, never extractable),
+ * key lookup errors, ES256 signatures verified independently with OpenSSL
+ * (RFC 7518 §3.4), recovery from a dropped session, and concurrent signing on
+ * one session per thread. The test inspects the token through its own PKCS#11
+ * session (only the test does this besides hsm.c) to check attributes the
+ * module API deliberately cannot read.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/pkcs11.h>
+
+#include "hsm.h"
+
+#define DEFAULT_MODULE "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"
+#define TOKEN_LABEL    "jstest"
+#define TOKEN2_LABEL   "jstest-other"
+#define PIN            "1234abcd"
+#define WRONG_PIN      "9876zyxw"
+#define SO_PIN         "so-5678efgh"
+#define URI            "pkcs11:token=" TOKEN_LABEL
+#define THREAD_SIGNS   200
+
+typedef struct fixture {
+    char dir[64];
+    char module[512];
+} fixture;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Token set-up and helpers.                                                                */
+
+static int run_quiet(const char *cmd)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof(line), "%s >/dev/null 2>&1", cmd);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return -1;
+    return system(line);
+}
+
+static int init_token(const char *label)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd),
+             "softhsm2-util --init-token --free --label '%s' --pin '%s' --so-pin '%s'", label, PIN,
+             SO_PIN);
+    return run_quiet(cmd);
+}
+
+static int group_setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/js_hsm_test.XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        goto fail;
+    const char *mod = getenv("JS_SOFTHSM_MODULE");
+    snprintf(f->module, sizeof(f->module), "%s", mod != NULL && mod[0] ? mod : DEFAULT_MODULE);
+
+    char path[256], tokens[256];
+    snprintf(path, sizeof(path), "%s/softhsm2.conf", f->dir);
+    snprintf(tokens, sizeof(tokens), "%s/tokens", f->dir);
+    FILE *fp = fopen(path, "w");
+    if (fp == NULL)
+        goto fail;
+    fprintf(fp, "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens);
+    if (fclose(fp) != 0)
+        goto fail;
+    /* SoftHSM reads SOFTHSM2_CONF in C_Initialize, so this must precede any js_hsm_open. */
+    if (setenv("SOFTHSM2_CONF", path, 1) != 0)
+        goto fail;
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "mkdir -m 0700 '%s'", tokens);
+    if (run_quiet(cmd) != 0 || init_token(TOKEN_LABEL) != 0 || init_token(TOKEN2_LABEL) != 0)
+        goto fail;
+    *state = f;
+    return 0;
+fail:
+    free(f);
+    return -1;
+}
+
+static int group_teardown(void **state)
+{
+    fixture *f = *state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    int rc = run_quiet(cmd);
+    free(f);
+    return rc == 0 ? 0 : -1;
+}
+
+static js_hsm *open_ok(const fixture *f)
+{
+    js_hsm *hsm = NULL;
+    js_err err;
+    js_err_clear(&err);
+    js_status st = js_hsm_open(f->module, URI, PIN, strlen(PIN), &hsm, &err);
+    if (st != JS_OK)
+        print_error("js_hsm_open: %s: %s\n", err.reason, err.msg);
+    assert_int_equal(st, JS_OK);
+    assert_non_null(hsm);
+    return hsm;
+}
+
+static js_hsm_session *session_ok(js_hsm *hsm)
+{
+    js_hsm_session *s = NULL;
+    js_err err;
+    assert_int_equal(js_hsm_session_open(hsm, &s, &err), JS_OK);
+    assert_non_null(s);
+    return s;
+}
+
+static js_hsm_key *keygen_find_alg_ok(js_hsm *hsm, js_hsm_session *s, const char *label, js_alg alg)
+{
+    js_err err;
+    js_hsm_key *key = NULL;
+    js_status st = js_hsm_keygen(hsm, s, label, alg, &err);
+    if (st != JS_OK)
+        print_error("keygen: %s: %s\n", err.reason, err.msg);
+    assert_int_equal(st, JS_OK);
+    st = js_hsm_key_find(hsm, s, label, alg, &key, &err);
+    if (st != JS_OK)
+        print_error("find: %s: %s\n", err.reason, err.msg);
+    assert_int_equal(st, JS_OK);
+    assert_non_null(key);
+    return key;
+}
+
+static js_hsm_key *keygen_find_ok(js_hsm *hsm, js_hsm_session *s, const char *label)
+{
+    return keygen_find_alg_ok(hsm, s, label, JS_ALG_ES256);
+}
+
+/* Independent check of a JOSE ECDSA signature: r||s -> DER ECDSA-Sig-Value, EVP_DigestVerify. */
+static bool es_verify(EVP_PKEY *pub, const EVP_MD *md_alg, size_t field_len, const uint8_t *msg,
+                      size_t msg_len, const uint8_t *sig, size_t sig_len)
+{
+    if (sig_len != 2 * field_len)
+        return false;
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(sig, (int)field_len, NULL);
+    BIGNUM *s = BN_bin2bn(sig + field_len, (int)field_len, NULL);
+    unsigned char *der = NULL;
+    int der_len = -1;
+    bool ok = false;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (es == NULL || r == NULL || s == NULL || md == NULL || ECDSA_SIG_set0(es, r, s) != 1) {
+        BN_free(r);
+        BN_free(s);
+        goto out;
+    }
+    der_len = i2d_ECDSA_SIG(es, &der);
+    if (der_len > 0 && EVP_DigestVerifyInit(md, NULL, md_alg, NULL, pub) == 1)
+        ok = EVP_DigestVerify(md, der, (size_t)der_len, msg, msg_len) == 1;
+out:
+    EVP_MD_CTX_free(md);
+    OPENSSL_free(der);
+    ECDSA_SIG_free(es);
+    return ok;
+}
+
+static bool es256_verify(EVP_PKEY *pub, const uint8_t *msg, size_t msg_len, const uint8_t *sig,
+                         size_t sig_len)
+{
+    return es_verify(pub, EVP_sha256(), 32, msg, msg_len, sig, sig_len);
+}
+
+/* The test's own PKCS#11 view of the token, for what hsm.c must not expose. */
+typedef struct tp11 {
+    CK_FUNCTION_LIST *m;
+    CK_SESSION_HANDLE h;
+    CK_SLOT_ID slot;
+} tp11;
+
+static void tp11_open(const fixture *f, tp11 *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->m = p11_kit_module_load(f->module, 0);
+    assert_non_null(t->m);
+    assert_int_equal(p11_kit_module_initialize(t->m), CKR_OK);
+    CK_SLOT_ID slots[16];
+    CK_ULONG n = 16;
+    assert_int_equal(t->m->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+    bool found = false;
+    for (CK_ULONG i = 0; i < n && !found; i++) {
+        CK_TOKEN_INFO ti;
+        assert_int_equal(t->m->C_GetTokenInfo(slots[i], &ti), CKR_OK);
+        size_t len = p11_kit_space_strlen(ti.label, sizeof(ti.label));
+        if (len == strlen(TOKEN_LABEL) && memcmp(ti.label, TOKEN_LABEL, len) == 0) {
+            t->slot = slots[i];
+            found = true;
+        }
+    }
+    assert_true(found);
+    assert_int_equal(
+        t->m->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->h),
+        CKR_OK);
+    CK_UTF8CHAR pin[] = PIN;
+    CK_RV rv = t->m->C_Login(t->h, CKU_USER, pin, (CK_ULONG)strlen(PIN));
+    assert_true(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+}
+
+static void tp11_close(tp11 *t)
+{
+    assert_int_equal(t->m->C_CloseSession(t->h), CKR_OK);
+    assert_int_equal(p11_kit_module_finalize(t->m), CKR_OK);
+    p11_kit_module_release(t->m);
+}
+
+/* Returns the one object of class cls labelled label (fails the test otherwise). */
+static CK_OBJECT_HANDLE tp11_find(tp11 *t, CK_OBJECT_CLASS cls, const char *label)
+{
+    char lab[JS_HSM_LABEL_MAX + 1];
+    snprintf(lab, sizeof(lab), "%s", label);
+    CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_LABEL, lab, strlen(lab)}};
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG n = 0;
+    assert_int_equal(t->m->C_FindObjectsInit(t->h, tmpl, 2), CKR_OK);
+    assert_int_equal(t->m->C_FindObjects(t->h, found, 2, &n), CKR_OK);
+    assert_int_equal(t->m->C_FindObjectsFinal(t->h), CKR_OK);
+    assert_int_equal(n, 1);
+    return found[0];
+}
+
+static void tp11_set_label(tp11 *t, CK_OBJECT_HANDLE o, const char *label)
+{
+    char lab[JS_HSM_LABEL_MAX + 1];
+    snprintf(lab, sizeof(lab), "%s", label);
+    CK_ATTRIBUTE a[] = {{CKA_LABEL, lab, strlen(lab)}};
+    assert_int_equal(t->m->C_SetAttributeValue(t->h, o, a, 1), CKR_OK);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Opening: module, URI, login.                                                             */
+
+static void test_open_ok(void **state)
+{
+    js_hsm *hsm = open_ok(*state);
+    const char *d = js_hsm_token_description(hsm);
+    assert_non_null(strstr(d, "token '" TOKEN_LABEL "'"));
+    assert_non_null(strstr(d, "serial '"));
+    js_hsm_free(hsm);
+    js_hsm_free(NULL); /* free accepts NULL */
+}
+
+static void test_wrong_pin(void **state)
+{
+    const fixture *f = *state;
+    js_hsm *hsm = (js_hsm *)0x1;
+    js_err err;
+    js_err_clear(&err);
+    assert_int_equal(js_hsm_open(f->module, URI, WRONG_PIN, strlen(WRONG_PIN), &hsm, &err),
+                     JS_ECONFIG);
+    assert_null(hsm);
+    assert_int_equal(err.status, JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.login");
+    assert_non_null(strstr(err.msg, TOKEN_LABEL));
+    assert_non_null(strstr(err.msg, "CKR_PIN_INCORRECT"));
+    assert_null(strstr(err.msg, WRONG_PIN));
+    assert_null(strstr(err.msg, PIN));
+
+    /* And the token still accepts the right PIN afterwards. */
+    js_hsm_free(open_ok(f));
+}
+
+static void test_pin_too_long(void **state)
+{
+    const fixture *f = *state;
+    char pin[JS_HSM_PIN_MAX + 2];
+    memset(pin, 'p', sizeof(pin) - 1);
+    pin[sizeof(pin) - 1] = '\0';
+    js_hsm *hsm = NULL;
+    js_err err;
+    assert_int_equal(js_hsm_open(f->module, URI, pin, strlen(pin), &hsm, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.pin");
+    assert_null(strstr(err.msg, "pppp"));
+    assert_null(hsm);
+}
+
+static void test_uri_no_match(void **state)
+{
+    const fixture *f = *state;
+    js_hsm *hsm = NULL;
+    js_err err;
+    assert_int_equal(
+        js_hsm_open(f->module, "pkcs11:token=no-such-token", PIN, strlen(PIN), &hsm, &err),
+        JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.token_not_found");
+    assert_non_null(strstr(err.msg, "no-such-token"));
+    assert_null(hsm);
+
+    /* A serial that does not exist narrows a matching label to nothing. */
+    assert_int_equal(
+        js_hsm_open(f->module, URI ";serial=0000000000000000", PIN, strlen(PIN), &hsm, &err),
+        JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.token_not_found");
+}
+
+static void test_uri_ambiguous(void **state)
+{
+    const fixture *f = *state;
+    js_hsm *hsm = NULL;
+    js_err err;
+    /* "pkcs11:" matches every token; SoftHSM here has two initialised ones. */
+    assert_int_equal(js_hsm_open(f->module, "pkcs11:", PIN, strlen(PIN), &hsm, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.token_ambiguous");
+    assert_null(hsm);
+    /* Both share the manufacturer. */
+    assert_int_equal(js_hsm_open(f->module, "pkcs11:manufacturer=SoftHSM%20project", PIN,
+                                 strlen(PIN), &hsm, &err),
+                     JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.token_ambiguous");
+}
+
+static void test_uri_malformed(void **state)
+{
+    const fixture *f = *state;
+    static const char *const bad[] = {
+        "token=" TOKEN_LABEL,                    /* no scheme */
+        "http://example.com/" TOKEN_LABEL,       /* other scheme */
+        "pkcs11:token=%zz",                      /* bad percent-encoding */
+        "pkcs11:token",                          /* attribute without value */
+        "pkcs11:token=" TOKEN_LABEL ";object=k", /* object attributes are not for a token */
+        "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        js_hsm *hsm = NULL;
+        js_err err;
+        js_err_clear(&err);
+        assert_int_equal(js_hsm_open(f->module, bad[i], PIN, strlen(PIN), &hsm, &err), JS_ECONFIG);
+        assert_string_equal(err.reason, "hsm.uri");
+        assert_null(hsm);
+    }
+}
+
+static void test_uri_with_pin_refused(void **state)
+{
+    const fixture *f = *state;
+    static const char *const bad[] = {
+        URI "?pin-value=" PIN, URI "?pin-source=file:/etc/pin",
+        URI ";pin-value=" PIN,             /* accepted in the path by p11-kit for compatibility */
+        "pkcs11:token=%zz?pin-value=" PIN, /* malformed AND carrying a PIN */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        js_hsm *hsm = NULL;
+        js_err err;
+        js_err_clear(&err);
+        assert_int_equal(js_hsm_open(f->module, bad[i], PIN, strlen(PIN), &hsm, &err), JS_ECONFIG);
+        assert_string_equal(err.reason, "hsm.uri");
+        assert_null(strstr(err.msg, PIN));
+        assert_null(hsm);
+    }
+}
+
+static void test_module_missing(void **state)
+{
+    (void)state;
+    js_hsm *hsm = NULL;
+    js_err err;
+    js_err_clear(&err);
+    assert_int_equal(js_hsm_open("/nonexistent/dir/libnope.so", URI, PIN, strlen(PIN), &hsm, &err),
+                     JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.module");
+    assert_non_null(strstr(err.msg, "/nonexistent/dir/libnope.so"));
+    assert_null(hsm);
+
+    /* A file that exists but is not a PKCS#11 module. */
+    assert_int_equal(js_hsm_open("/etc/hostname", URI, PIN, strlen(PIN), &hsm, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.module");
+
+    assert_int_equal(js_hsm_open("", URI, PIN, strlen(PIN), &hsm, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.module");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Keys.                                                                                    */
+
+static void test_keygen_and_find(void **state)
+{
+    js_hsm *hsm = open_ok(*state);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key *key = keygen_find_ok(hsm, s, "kf-es256");
+
+    assert_int_equal(js_hsm_key_alg(key), JS_ALG_ES256);
+    assert_string_equal(js_hsm_key_label(key), "kf-es256");
+    EVP_PKEY *pub = js_hsm_key_public(key);
+    assert_non_null(pub);
+    assert_true(EVP_PKEY_is_a(pub, "EC"));
+    char group[64];
+    size_t glen = 0;
+    assert_int_equal(EVP_PKEY_get_utf8_string_param(pub, OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                                    sizeof(group), &glen),
+                     1);
+    assert_string_equal(group, "prime256v1");
+    assert_int_equal(EVP_PKEY_get_bits(pub), 256);
+
+    /* Finding it again (on a second session) gives the same public key. */
+    js_hsm_session *s2 = session_ok(hsm);
+    js_hsm_key *again = NULL;
+    js_err err;
+    assert_int_equal(js_hsm_key_find(hsm, s2, "kf-es256", JS_ALG_ES256, &again, &err), JS_OK);
+    assert_int_equal(EVP_PKEY_eq(pub, js_hsm_key_public(again)), 1);
+
+    js_hsm_key_free(again);
+    js_hsm_key_free(key);
+    js_hsm_key_free(NULL);
+    js_hsm_session_free(s2);
+    js_hsm_session_free(s);
+    js_hsm_session_free(NULL);
+    js_hsm_free(hsm);
+}
+
+static void test_keygen_label_exists(void **state)
+{
+    js_hsm *hsm = open_ok(*state);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key_free(keygen_find_ok(hsm, s, "dup-label"));
+
+    js_err err;
+    js_err_clear(&err);
+    assert_int_equal(js_hsm_keygen(hsm, s, "dup-label", JS_ALG_ES256, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.label_exists");
+    assert_non_null(strstr(err.msg, "dup-label"));
+
+    /* Still exactly one pair: find is not ambiguous. */
+    js_hsm_key *key = NULL;
+    assert_int_equal(js_hsm_key_find(hsm, s, "dup-label", JS_ALG_ES256, &key, &err), JS_OK);
+    js_hsm_key_free(key);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
+static void test_find_missing(void **state)
+{
+    js_hsm *hsm = open_ok(*state);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key *key = (js_hsm_key *)0x1;
+    js_err err;
+    js_err_clear(&err);
+    assert_int_equal(js_hsm_key_find(hsm, s, "no-such-key", JS_ALG_ES256, &key, &err),
+                     JS_ENOTFOUND);
+    assert_string_equal(err.reason, "hsm.key_not_found");
+    assert_non_null(strstr(err.msg, "no-such-key"));
+    assert_null(key);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
+static void test_bad_label_and_alg(void **state)
+{
+    js_hsm *hsm = open_ok(*state);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key *key = NULL;
+    js_err err;
+    char too_long[JS_HSM_LABEL_MAX + 2];
+    memset(too_long, 'a', sizeof(too_long) - 1);
+    too_long[sizeof(too_long) - 1] = '\0';
+    const char *const bad[] = {"", too_long, "line\nbreak", "tab\there", NULL};
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(js_hsm_key_find(hsm, s, bad[i], JS_ALG_ES256, &key, &err), JS_EINVAL);
+        assert_string_equal(err.reason, "hsm.label");
+        assert_int_equal(js_hsm_keygen(hsm, s, bad[i], JS_ALG_ES256, &err), JS_EINVAL);
+        assert_string_equal(err.reason, "hsm.label");
+    }
+    /* A label of exactly the maximum length is fine. */
+    too_long[JS_HSM_LABEL_MAX] = '\0';
+    js_hsm_key_free(keygen_find_ok(hsm, s, too_long));
+
+    /* Algorithms without a table row, and "none", are refused by name. */
+    static const js_alg algs[] = {JS_ALG_NONE, JS_ALG_RS256, JS_ALG_PS256, JS_ALG_EDDSA};
+    for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++) {
+        assert_int_equal(js_hsm_keygen(hsm, s, "alg-test", algs[i], &err), JS_ECONFIG);
+        assert_string_equal(err.reason, "hsm.alg_unsupported");
+        assert_int_equal(js_hsm_key_find(hsm, s, "dup-label", algs[i], &key, &err), JS_ECONFIG);
+        assert_string_equal(err.reason, "hsm.alg_unsupported");
+    }
+    assert_null(key);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
+static void test_private_key_not_extractable(void **state)
+{
+    const fixture *f = *state;
+    js_hsm *hsm = open_ok(f);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key_free(keygen_find_ok(hsm, s, "attr-key"));
+
+    tp11 t;
+    tp11_open(f, &t);
+    CK_OBJECT_HANDLE priv = tp11_find(&t, CKO_PRIVATE_KEY, "attr-key");
+    CK_BBOOL sensitive = CK_FALSE, extractable = CK_TRUE, never_extr = CK_FALSE,
+             always_sens = CK_FALSE, token = CK_FALSE, private_ = CK_FALSE, sign = CK_FALSE;
+    CK_ATTRIBUTE a[] = {
+        {CKA_SENSITIVE, &sensitive, sizeof(sensitive)},
+        {CKA_EXTRACTABLE, &extractable, sizeof(extractable)},
+        {CKA_NEVER_EXTRACTABLE, &never_extr, sizeof(never_extr)},
+        {CKA_ALWAYS_SENSITIVE, &always_sens, sizeof(always_sens)},
+        {CKA_TOKEN, &token, sizeof(token)},
+        {CKA_PRIVATE, &private_, sizeof(private_)},
+        {CKA_SIGN, &sign, sizeof(sign)},
+    };
+    assert_int_equal(t.m->C_GetAttributeValue(t.h, priv, a, sizeof(a) / sizeof(a[0])), CKR_OK);
+    assert_int_equal(sensitive, CK_TRUE);
+    assert_int_equal(extractable, CK_FALSE);
+    assert_int_equal(never_extr, CK_TRUE);
+    assert_int_equal(always_sens, CK_TRUE);
+    assert_int_equal(token, CK_TRUE);
+    assert_int_equal(private_, CK_TRUE);
+    assert_int_equal(sign, CK_TRUE);
+
+    /* The token refuses to reveal the private value. */
+    uint8_t value[128];
+    CK_ATTRIBUTE v[] = {{CKA_VALUE, value, sizeof(value)}};
+    assert_int_equal(t.m->C_GetAttributeValue(t.h, priv, v, 1), CKR_ATTRIBUTE_SENSITIVE);
+
+    /* Both halves carry the same 16-byte random CKA_ID. */
+    CK_OBJECT_HANDLE pub = tp11_find(&t, CKO_PUBLIC_KEY, "attr-key");
+    uint8_t id1[32], id2[32];
+    CK_ATTRIBUTE i1[] = {{CKA_ID, id1, sizeof(id1)}}, i2[] = {{CKA_ID, id2, sizeof(id2)}};
+    assert_int_equal(t.m->C_GetAttributeValue(t.h, priv, i1, 1), CKR_OK);
+    assert_int_equal(t.m->C_GetAttributeValue(t.h, pub, i2, 1), CKR_OK);
+    assert_int_equal(i1[0].ulValueLen, 16);
+    assert_int_equal(i2[0].ulValueLen, 16);
+    assert_memory_equal(id1, id2, 16);
+
+    tp11_close(&t);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
+/* Two pairs, then pair B's public key takes pair A's label: find must notice the mismatch. */
+static void test_find_mismatched_pair(void **state)
+{
+    const fixture *f = *state;
+    js_hsm *hsm = open_ok(f);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key_free(keygen_find_ok(hsm, s, "mm-a"));
+    js_hsm_key_free(keygen_find_ok(hsm, s, "mm-b"));
+
+    tp11 t;
+    tp11_open(f, &t);
+    CK_OBJECT_HANDLE pub_a = tp11_find(&t, CKO_PUBLIC_KEY, "mm-a");
+    CK_OBJECT_HANDLE pub_b = tp11_find(&t, CKO_PUBLIC_KEY, "mm-b");
+    assert_int_equal(t.m->C_DestroyObject(t.h, pub_a), CKR_OK);
+
+    js_hsm_key *key = NULL;
+    js_err err;
+    assert_int_equal(js_hsm_key_find(hsm, s, "mm-a", JS_ALG_ES256, &key, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.public_key_not_found");
+
+    tp11_set_label(&t, pub_b, "mm-a");
+    assert_int_equal(js_hsm_key_find(hsm, s, "mm-a", JS_ALG_ES256, &key, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.key_mismatch");
+    assert_null(key);
+    tp11_close(&t);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
+static void test_find_ambiguous_and_unusable(void **state)
+{
+    const fixture *f = *state;
+    js_hsm *hsm = open_ok(f);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key_free(keygen_find_ok(hsm, s, "amb-1"));
+    js_hsm_key_free(keygen_find_ok(hsm, s, "amb-2"));
+    js_hsm_key_free(keygen_find_ok(hsm, s, "nosign"));
+
+    tp11 t;
+    tp11_open(f, &t);
+    tp11_set_label(&t, tp11_find(&t, CKO_PRIVATE_KEY, "amb-2"), "amb-1");
+    CK_BBOOL no = CK_FALSE;
+    CK_ATTRIBUTE a[] = {{CKA_SIGN, &no, sizeof(no)}};
+    assert_int_equal(t.m->C_SetAttributeValue(t.h, tp11_find(&t, CKO_PRIVATE_KEY, "nosign"), a, 1),
+                     CKR_OK);
+
+    js_hsm_key *key = NULL;
+    js_err err;
+    assert_int_equal(js_hsm_key_find(hsm, s, "amb-1", JS_ALG_ES256, &key, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.key_ambiguous");
+    assert_int_equal(js_hsm_key_find(hsm, s, "nosign", JS_ALG_ES256, &key, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.key_usage");
+    assert_null(key);
+    tp11_close(&t);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Signing.                                                                                 */
+
+static void test_sign_verify(void **state)
+{
+    js_hsm *hsm = open_ok(*state);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key *key = keygen_find_ok(hsm, s, "sign-es256");
+    EVP_PKEY *pub = js_hsm_key_public(key);
+
+    static const uint8_t msg[] = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0";
+    const size_t msg_len = sizeof(msg) - 1;
+    uint8_t sig[JS_SIG_MAX];
+    size_t sig_len = 0;
+    js_err err;
+    assert_int_equal(js_hsm_sign(s, key, msg, msg_len, sig, sizeof(sig), &sig_len, &err), JS_OK);
+    assert_int_equal(sig_len, 64);
+    assert_true(es256_verify(pub, msg, msg_len, sig, sig_len));
+
+    /* Every single-bit flip, in r and in s, breaks the signature. */
+    for (size_t i = 0; i < sig_len; i += 7) {
+        sig[i] ^= 0x01;
+        assert_false(es256_verify(pub, msg, msg_len, sig, sig_len));
+        sig[i] ^= 0x01;
+    }
+    /* So does a changed message. */
+    uint8_t other[sizeof(msg)];
+    memcpy(other, msg, sizeof(msg));
+    other[0] ^= 0x20;
+    assert_false(es256_verify(pub, other, msg_len, sig, sig_len));
+
+    /* ECDSA is randomised: a second signature differs and verifies too. */
+    uint8_t sig2[64];
+    size_t sig2_len = 0;
+    assert_int_equal(js_hsm_sign(s, key, msg, msg_len, sig2, sizeof(sig2), &sig2_len, &err), JS_OK);
+    assert_true(es256_verify(pub, msg, msg_len, sig2, sig2_len));
+    assert_memory_not_equal(sig, sig2, 64);
+
+    /* Empty signing input is still a message. */
+    assert_int_equal(js_hsm_sign(s, key, NULL, 0, sig, sizeof(sig), &sig_len, &err), JS_OK);
+    assert_true(es256_verify(pub, (const uint8_t *)"", 0, sig, sig_len));
+
+    /* A buffer one byte short is refused before the HSM is asked. */
+    assert_int_equal(js_hsm_sign(s, key, msg, msg_len, sig, 63, &sig_len, &err), JS_EINTERNAL);
+    assert_string_equal(err.reason, "hsm.sign");
+    assert_int_equal(js_hsm_sign(s, key, NULL, 5, sig, sizeof(sig), &sig_len, &err), JS_EINTERNAL);
+
+    js_hsm_key_free(key);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
+/* ES384 is one more table row: SHA-384, P-384, 96-byte r||s (RFC 7518 §3.4). */
+static void test_es384_sign_verify_and_type_mismatch(void **state)
+{
+    js_hsm *hsm = open_ok(*state);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key *key = keygen_find_alg_ok(hsm, s, "sign-es384", JS_ALG_ES384);
+    assert_int_equal(js_hsm_key_alg(key), JS_ALG_ES384);
+    assert_int_equal(EVP_PKEY_get_bits(js_hsm_key_public(key)), 384);
+
+    static const uint8_t msg[] = "eyJhbGciOiJFUzM4NCJ9.e30";
+    uint8_t sig[JS_SIG_MAX];
+    size_t sig_len = 0;
+    js_err err;
+    assert_int_equal(js_hsm_sign(s, key, msg, sizeof(msg) - 1, sig, sizeof(sig), &sig_len, &err),
+                     JS_OK);
+    assert_int_equal(sig_len, 96);
+    assert_true(
+        es_verify(js_hsm_key_public(key), EVP_sha384(), 48, msg, sizeof(msg) - 1, sig, sig_len));
+    sig[95] ^= 0x80;
+    assert_false(
+        es_verify(js_hsm_key_public(key), EVP_sha384(), 48, msg, sizeof(msg) - 1, sig, sig_len));
+    assert_int_equal(js_hsm_sign(s, key, msg, sizeof(msg) - 1, sig, 64, &sig_len, &err),
+                     JS_EINTERNAL);
+
+    /* A P-384 key is not an ES256 key, and a P-256 key is not an ES384 key. */
+    js_hsm_key *wrong = NULL;
+    assert_int_equal(js_hsm_key_find(hsm, s, "sign-es384", JS_ALG_ES256, &wrong, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.key_type");
+    js_hsm_key_free(keygen_find_ok(hsm, s, "p256-only"));
+    assert_int_equal(js_hsm_key_find(hsm, s, "p256-only", JS_ALG_ES384, &wrong, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "hsm.key_type");
+    assert_null(wrong);
+
+    js_hsm_key_free(key);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
+/* Lists the session handles SoftHSM currently knows (they are small integers). */
+static size_t live_sessions(CK_FUNCTION_LIST *raw, CK_SESSION_HANDLE *out, size_t cap)
+{
+    size_t n = 0;
+    for (CK_SESSION_HANDLE h = 1; h <= 256 && n < cap; h++) {
+        CK_SESSION_INFO info;
+        if (raw->C_GetSessionInfo(h, &info) == CKR_OK)
+            out[n++] = h;
+    }
+    return n;
+}
+
+static bool contains(const CK_SESSION_HANDLE *v, size_t n, CK_SESSION_HANDLE h)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == h)
+            return true;
+    return false;
+}
+
+/* The HSM drops a worker's session: the next js_hsm_sign reopens it once and succeeds. */
+static void test_sign_after_session_dropped(void **state)
+{
+    const fixture *f = *state;
+    js_hsm *hsm = open_ok(f);
+    js_hsm_session *setup = session_ok(hsm);
+    js_hsm_key *key = keygen_find_ok(hsm, setup, "drop-key");
+
+    /* The raw module (same dlopen as the managed one) reaches every session of the process. */
+    CK_FUNCTION_LIST *raw = p11_kit_module_load(f->module, P11_KIT_MODULE_UNMANAGED);
+    assert_non_null(raw);
+    CK_SESSION_HANDLE before[64], after[64];
+    size_t nb = live_sessions(raw, before, 64);
+    js_hsm_session *s = session_ok(hsm);
+    size_t na = live_sessions(raw, after, 64);
+    assert_int_equal(na, nb + 1);
+    CK_SESSION_HANDLE victim = CK_INVALID_HANDLE;
+    for (size_t i = 0; i < na; i++)
+        if (!contains(before, nb, after[i]))
+            victim = after[i];
+    assert_int_not_equal(victim, CK_INVALID_HANDLE);
+
+    static const uint8_t msg[] = "a.b";
+    uint8_t sig[64];
+    size_t sig_len = 0;
+    js_err err;
+    assert_int_equal(js_hsm_sign(s, key, msg, 3, sig, sizeof(sig), &sig_len, &err), JS_OK);
+    assert_int_equal(raw->C_CloseSession(victim), CKR_OK);
+
+    js_status st = js_hsm_sign(s, key, msg, 3, sig, sizeof(sig), &sig_len, &err);
+    if (st != JS_OK)
+        print_error("sign after drop: %s: %s\n", err.reason, err.msg);
+    assert_int_equal(st, JS_OK);
+    assert_true(es256_verify(js_hsm_key_public(key), msg, 3, sig, sig_len));
+    /* ... and keeps working on the new session. */
+    assert_int_equal(js_hsm_sign(s, key, msg, 3, sig, sizeof(sig), &sig_len, &err), JS_OK);
+
+    p11_kit_module_release(raw);
+    js_hsm_key_free(key);
+    js_hsm_session_free(s);
+    js_hsm_session_free(setup);
+    js_hsm_free(hsm);
+}
+
+typedef struct worker {
+    js_hsm *hsm;
+    const js_hsm_key *key;
+    int id;
+    int signed_ok;
+    int verified;
+    js_err err;
+} worker;
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    js_hsm_session *s = NULL;
+    if (js_hsm_session_open(w->hsm, &s, &w->err) != JS_OK)
+        return NULL;
+    for (int i = 0; i < THREAD_SIGNS; i++) {
+        char msg[64];
+        int len = snprintf(msg, sizeof(msg), "header.payload-%d-%d", w->id, i);
+        uint8_t sig[64];
+        size_t sig_len = 0;
+        if (js_hsm_sign(s, w->key, (const uint8_t *)msg, (size_t)len, sig, sizeof(sig), &sig_len,
+                        &w->err) != JS_OK)
+            break;
+        w->signed_ok++;
+        if (es256_verify(js_hsm_key_public(w->key), (const uint8_t *)msg, (size_t)len, sig,
+                         sig_len))
+            w->verified++;
+    }
+    js_hsm_session_free(s);
+    return NULL;
+}
+
+static void test_two_threads_sign(void **state)
+{
+    js_hsm *hsm = open_ok(*state);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key *key = keygen_find_ok(hsm, s, "mt-key");
+
+    worker w[2];
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        memset(&w[i], 0, sizeof(w[i]));
+        w[i].hsm = hsm;
+        w[i].key = key;
+        w[i].id = i;
+        assert_int_equal(pthread_create(&th[i], NULL, worker_main, &w[i]), 0);
+    }
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        if (w[i].signed_ok != THREAD_SIGNS)
+            print_error("worker %d: %s: %s\n", i, w[i].err.reason, w[i].err.msg);
+        assert_int_equal(w[i].signed_ok, THREAD_SIGNS);
+        assert_int_equal(w[i].verified, THREAD_SIGNS);
+    }
+    js_hsm_key_free(key);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_ok),
+        cmocka_unit_test(test_wrong_pin),
+        cmocka_unit_test(test_pin_too_long),
+        cmocka_unit_test(test_uri_no_match),
+        cmocka_unit_test(test_uri_ambiguous),
+        cmocka_unit_test(test_uri_malformed),
+        cmocka_unit_test(test_uri_with_pin_refused),
+        cmocka_unit_test(test_module_missing),
+        cmocka_unit_test(test_keygen_and_find),
+        cmocka_unit_test(test_keygen_label_exists),
+        cmocka_unit_test(test_find_missing),
+        cmocka_unit_test(test_bad_label_and_alg),
+        cmocka_unit_test(test_private_key_not_extractable),
+        cmocka_unit_test(test_find_mismatched_pair),
+        cmocka_unit_test(test_find_ambiguous_and_unusable),
+        cmocka_unit_test(test_sign_verify),
+        cmocka_unit_test(test_es384_sign_verify_and_type_mismatch),
+        cmocka_unit_test(test_sign_after_session_dropped),
+        cmocka_unit_test(test_two_threads_sign),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
