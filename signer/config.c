@@ -1,0 +1,677 @@
+/*
+ * config.c - loads and validates jwt-signerd's YAML configuration (config.h).
+ *
+ * The file is read through yamldoc (bounded, no aliases, unique keys, lines
+ * on every node) and then checked against the schema below in one pass that
+ * stops at the first problem. Every error is JS_ECONFIG, reason "config.*",
+ * message "FILE:LINE: key.path: problem". Unknown keys are errors at every
+ * level so that a misspelt key never silently falls back to a default.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "hsm.h" /* JS_HSM_LABEL_MAX, JS_HSM_PIN_MAX */
+#include "yamldoc.h"
+
+#define ISSUER_MAX       256
+#define PIN_ENV_NAME_MAX 128
+/* A PIN file holds one short line; anything bigger is the wrong file. */
+#define PIN_FILE_MAX        4096
+#define DEFAULT_TTL_SECONDS (5 * 60)
+#define MAX_TTL_SECONDS     (60 * 60)
+/* "At most 10 years" in config.h, counted as 3650 days. */
+#define DURATION_MAX_SECONDS ((int64_t)3650 * 86400)
+
+static const char *const k_top_keys[] = {"listen", "tls",      "workers",
+                                         "hsm",    "keys",     "default_key",
+                                         "issuer", "lifetime", "allowed_callers"};
+static const char *const k_tls_keys[] = {"cert", "key", "client_ca"};
+static const char *const k_hsm_keys[] = {"module", "token", "pin_file", "pin_env"};
+static const char *const k_key_keys[] = {"name", "label", "alg"};
+static const char *const k_lifetime_keys[] = {"default", "max"};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- durations --------------------------------------------------------------------- */
+
+js_status js_parse_duration(const char *s, int64_t *seconds, js_err *err)
+{
+    JS_ENSURE(s != NULL && seconds != NULL, err, JS_EINVAL, "duration.syntax", "no duration given");
+    size_t len = strlen(s);
+    size_t ndigits = 0;
+    while (ndigits < len && s[ndigits] >= '0' && s[ndigits] <= '9')
+        ndigits++;
+    /* Exactly digits then one unit letter: no sign, spaces, fractions or compound "1h30m". */
+    JS_ENSURE(ndigits > 0 && len == ndigits + 1, err, JS_EINVAL, "duration.syntax",
+              "duration must be a positive integer followed by s, m, h or d (e.g. 15m)");
+    int64_t unit;
+    switch (s[ndigits]) {
+    case 's':
+        unit = 1;
+        break;
+    case 'm':
+        unit = 60;
+        break;
+    case 'h':
+        unit = 3600;
+        break;
+    case 'd':
+        unit = 86400;
+        break;
+    default:
+        return js_err_set(err, JS_EINVAL, "duration.syntax",
+                          "duration unit must be s, m, h or d (e.g. 15m)");
+    }
+    /* strtoll reads the digits; the checks above guarantee where it must stop. */
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    JS_ENSURE(end == s + ndigits, err, JS_EINVAL, "duration.syntax",
+              "duration must be a positive integer followed by s, m, h or d (e.g. 15m)");
+    JS_ENSURE(errno != ERANGE && v <= DURATION_MAX_SECONDS / unit, err, JS_EINVAL, "duration.range",
+              "duration is longer than 10 years");
+    JS_ENSURE(v > 0, err, JS_EINVAL, "duration.range", "duration must be positive");
+    *seconds = (int64_t)v * unit;
+    return JS_OK;
+}
+
+/* ---- the parse context ------------------------------------------------------------- */
+
+typedef struct loader {
+    const js_yaml_doc *doc;
+    const char *dir; /* absolute directory of the config file, for relative paths */
+    js_err *err;
+} loader;
+
+static js_status fail(const loader *ld, size_t line, const char *path, const char *code,
+                      const char *fmt, ...) JS_PRINTF(5, 6);
+
+static js_status fail(const loader *ld, size_t line, const char *path, const char *code,
+                      const char *fmt, ...)
+{
+    char problem[JS_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(problem, sizeof(problem), fmt, ap);
+    va_end(ap);
+    return js_yaml_fail(ld->doc, line, path, code, ld->err, "%s", problem);
+}
+
+static js_status dup_str(const char *s, char **out, js_err *err)
+{
+    *out = strdup(s);
+    JS_ENSURE_ALLOC(*out, err);
+    return JS_OK;
+}
+
+/*
+ * The string under map[key]. *node (optional) receives the value node so the
+ * caller can report a later problem on its line. Absent and optional: *out = NULL.
+ */
+static js_status get_string(const loader *ld, const js_yaml_node *map, const char *map_path,
+                            const char *key, bool required, const char **out,
+                            const js_yaml_node **node)
+{
+    const js_yaml_node *v;
+    char path[JS_YAML_PATH_MAX];
+    *out = NULL;
+    JS_GUARD(js_yaml_lookup(ld->doc, map, map_path, key, required, &v, ld->err));
+    if (node)
+        *node = v;
+    if (v == NULL)
+        return JS_OK;
+    return js_yaml_expect_string(ld->doc, v, js_yaml_path_key(path, sizeof(path), map_path, key),
+                                 out, ld->err);
+}
+
+/* A required, non-empty path, resolved against the config file's directory. */
+static js_status get_path(const loader *ld, const js_yaml_node *map, const char *map_path,
+                          const char *key, char **out)
+{
+    const char *s;
+    const js_yaml_node *v;
+    char path[JS_YAML_PATH_MAX];
+    JS_GUARD(get_string(ld, map, map_path, key, true, &s, &v));
+    js_yaml_path_key(path, sizeof(path), map_path, key);
+    if (s[0] == '\0')
+        return fail(ld, js_yaml_node_line(v), path, "path", "path must not be empty");
+    size_t need = s[0] == '/' ? strlen(s) + 1 : strlen(ld->dir) + 1 + strlen(s) + 1;
+    if (need > PATH_MAX)
+        return fail(ld, js_yaml_node_line(v), path, "path", "path is longer than %d bytes",
+                    PATH_MAX - 1);
+    *out = malloc(need);
+    JS_ENSURE_ALLOC(*out, ld->err);
+    if (s[0] == '/')
+        memcpy(*out, s, need);
+    else
+        snprintf(*out, need, "%s/%s", ld->dir, s);
+    return JS_OK;
+}
+
+/* ---- sections ---------------------------------------------------------------------- */
+
+static bool host_char(char c, bool bracketed)
+{
+    if (bracketed)
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+               c == ':' || c == '.';
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' ||
+           c == '-' || c == '_';
+}
+
+/* "host:port" or "[v6]:port"; port 0..65535 where 0 asks for an ephemeral port. */
+static js_status check_listen(const loader *ld, const js_yaml_node *v, const char *s)
+{
+    size_t line = js_yaml_node_line(v);
+    const char *host = s, *host_end, *port;
+    bool bracketed = s[0] == '[';
+    if (bracketed) {
+        host = s + 1;
+        host_end = strchr(host, ']');
+        if (host_end == NULL || host_end[1] != ':')
+            return fail(ld, line, "listen", "listen",
+                        "expected host:port or [ipv6]:port, e.g. 127.0.0.1:8443");
+        port = host_end + 2;
+    } else {
+        host_end = strrchr(s, ':');
+        if (host_end == NULL)
+            return fail(ld, line, "listen", "listen",
+                        "expected host:port or [ipv6]:port, e.g. 127.0.0.1:8443");
+        port = host_end + 1;
+    }
+    if (host_end == host)
+        return fail(ld, line, "listen", "listen", "the host part is empty");
+    for (const char *p = host; p < host_end; p++) {
+        if (*p == ':' && !bracketed)
+            return fail(ld, line, "listen", "listen",
+                        "an IPv6 address must be in brackets, e.g. [::1]:8443");
+        if (!host_char(*p, bracketed))
+            return fail(ld, line, "listen", "listen", "invalid character in the host part");
+    }
+    size_t nport = strlen(port);
+    bool digits = nport >= 1 && nport <= 5;
+    for (size_t i = 0; digits && i < nport; i++)
+        digits = port[i] >= '0' && port[i] <= '9';
+    if (!digits)
+        return fail(ld, line, "listen", "listen", "the port must be a number 0..65535");
+    errno = 0;
+    char *end = NULL;
+    long p = strtol(port, &end, 10);
+    if (errno != 0 || end != port + nport || p < 0 || p > 65535)
+        return fail(ld, line, "listen", "listen", "the port must be a number 0..65535");
+    return JS_OK;
+}
+
+static js_status load_tls(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const js_yaml_node *tls;
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "tls", true, &tls, ld->err));
+    JS_GUARD(js_yaml_check_keys(ld->doc, tls, "tls", k_tls_keys, COUNT(k_tls_keys), ld->err));
+    JS_GUARD(get_path(ld, tls, "tls", "cert", &cfg->tls_cert));
+    JS_GUARD(get_path(ld, tls, "tls", "key", &cfg->tls_key));
+    JS_GUARD(get_path(ld, tls, "tls", "client_ca", &cfg->tls_client_ca));
+    return JS_OK;
+}
+
+static js_status load_workers(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const js_yaml_node *v;
+    int64_t n = 0;
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "workers", false, &v, ld->err));
+    if (v != NULL)
+        JS_GUARD(js_yaml_expect_int(ld->doc, v, "workers", 0, JS_CONFIG_MAX_WORKERS, &n, ld->err));
+    if (n == 0) {
+        /* One worker per online CPU, clamped: sysconf may fail (-1) or report a huge box. */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus < 1 ? 1 : cpus > JS_CONFIG_MAX_WORKERS ? JS_CONFIG_MAX_WORKERS : cpus;
+    }
+    cfg->workers = (int)n;
+    return JS_OK;
+}
+
+static bool env_name_ok(const char *s)
+{
+    /* POSIX portable environment variable names (XBD 8.1). */
+    size_t n = strlen(s);
+    if (n == 0 || n > PIN_ENV_NAME_MAX || (s[0] >= '0' && s[0] <= '9'))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '_'))
+            return false;
+    }
+    return true;
+}
+
+static js_status load_hsm(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const js_yaml_node *hsm, *v;
+    const char *s;
+    size_t i;
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "hsm", true, &hsm, ld->err));
+    JS_GUARD(js_yaml_expect_type(ld->doc, hsm, "hsm", JS_YAML_MAPPING, ld->err));
+    /* Checked before unknown keys so the message says what to do instead. Never echo it. */
+    if (js_yaml_map_find(hsm, "pin", &i))
+        return fail(ld, js_yaml_map_key_line(hsm, i), "hsm.pin", "pin_in_file",
+                    "the PIN must not be in the config file; use pin_file or pin_env");
+    JS_GUARD(js_yaml_check_keys(ld->doc, hsm, "hsm", k_hsm_keys, COUNT(k_hsm_keys), ld->err));
+    JS_GUARD(get_path(ld, hsm, "hsm", "module", &cfg->hsm_module));
+
+    JS_GUARD(get_string(ld, hsm, "hsm", "token", true, &s, &v));
+    /* RFC 7512 §2.3: the scheme is "pkcs11:"; the HSM module parses the rest. */
+    if (strncmp(s, "pkcs11:", 7) != 0)
+        return fail(ld, js_yaml_node_line(v), "hsm.token", "token",
+                    "must be a PKCS#11 URI starting with \"pkcs11:\" (RFC 7512)");
+    JS_GUARD(dup_str(s, &cfg->hsm_token, ld->err));
+
+    bool has_file = js_yaml_map_get(hsm, "pin_file") != NULL;
+    bool has_env = js_yaml_map_get(hsm, "pin_env") != NULL;
+    if (has_file && has_env)
+        return fail(ld, js_yaml_map_key_line(hsm, js_yaml_map_find(hsm, "pin_env", &i) ? i : 0),
+                    "hsm", "pin_source", "set exactly one of pin_file and pin_env, not both");
+    if (!has_file && !has_env)
+        return fail(ld, js_yaml_node_line(hsm), "hsm", "pin_source",
+                    "set exactly one of pin_file and pin_env");
+    if (has_file)
+        return get_path(ld, hsm, "hsm", "pin_file", &cfg->pin_file);
+    JS_GUARD(get_string(ld, hsm, "hsm", "pin_env", true, &s, &v));
+    if (!env_name_ok(s))
+        return fail(ld, js_yaml_node_line(v), "hsm.pin_env", "pin_env",
+                    "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most %d)",
+                    PIN_ENV_NAME_MAX);
+    return dup_str(s, &cfg->pin_env, ld->err);
+}
+
+static bool key_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > JS_KEY_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static js_status load_key(const loader *ld, const js_yaml_node *item, const char *path,
+                          js_key_config *key)
+{
+    const char *s;
+    const js_yaml_node *v;
+    char sub[JS_YAML_PATH_MAX];
+    char shown[48];
+    JS_GUARD(js_yaml_check_keys(ld->doc, item, path, k_key_keys, COUNT(k_key_keys), ld->err));
+
+    JS_GUARD(get_string(ld, item, path, "name", true, &s, &v));
+    if (!key_name_ok(s))
+        return fail(ld, js_yaml_node_line(v), js_yaml_path_key(sub, sizeof(sub), path, "name"),
+                    "key_name", "'%s' is not a valid key name ([A-Za-z0-9._-], 1..%d bytes)",
+                    js_yaml_printable(shown, sizeof(shown), s), JS_KEY_NAME_MAX);
+    JS_GUARD(dup_str(s, &key->name, ld->err));
+
+    JS_GUARD(get_string(ld, item, path, "label", true, &s, &v));
+    size_t n = strlen(s);
+    if (n == 0 || n > JS_HSM_LABEL_MAX)
+        return fail(ld, js_yaml_node_line(v), js_yaml_path_key(sub, sizeof(sub), path, "label"),
+                    "key_label", "label must be 1..%d bytes", JS_HSM_LABEL_MAX);
+    JS_GUARD(dup_str(s, &key->label, ld->err));
+
+    JS_GUARD(get_string(ld, item, path, "alg", true, &s, &v));
+    js_alg alg = js_alg_from_name(s);
+    js_yaml_path_key(sub, sizeof(sub), path, "alg");
+    if (alg == JS_ALG_NONE)
+        return fail(ld, js_yaml_node_line(v), sub, "alg",
+                    "unknown alg '%s' (JOSE names: ES256, ES384, RS256, PS256, EdDSA)",
+                    js_yaml_printable(shown, sizeof(shown), s));
+    if (!js_alg_supported(alg))
+        return fail(ld, js_yaml_node_line(v), sub, "alg_unsupported",
+                    "alg %s is not supported by this build", js_alg_name(alg));
+    key->alg = alg;
+    return JS_OK;
+}
+
+static js_status load_keys(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const js_yaml_node *keys;
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "keys", true, &keys, ld->err));
+    JS_GUARD(js_yaml_expect_type(ld->doc, keys, "keys", JS_YAML_SEQUENCE, ld->err));
+    size_t n = js_yaml_seq_len(keys);
+    if (n == 0 || n > JS_CONFIG_MAX_KEYS)
+        return fail(ld, js_yaml_node_line(keys), "keys", "keys_count",
+                    "between 1 and %d keys are required, found %zu", JS_CONFIG_MAX_KEYS, n);
+    cfg->keys = calloc(n, sizeof(*cfg->keys));
+    JS_ENSURE_ALLOC(cfg->keys, ld->err);
+    for (size_t i = 0; i < n; i++) {
+        char path[JS_YAML_PATH_MAX], sub[JS_YAML_PATH_MAX];
+        const js_yaml_node *item = js_yaml_seq_item(keys, i);
+        js_yaml_path_index(path, sizeof(path), "keys", i);
+        cfg->nkeys = i + 1; /* so js_config_free sees a partly filled entry */
+        JS_GUARD(load_key(ld, item, path, &cfg->keys[i]));
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(cfg->keys[j].name, cfg->keys[i].name) != 0)
+                continue;
+            const js_yaml_node *first = js_yaml_map_get(js_yaml_seq_item(keys, j), "name");
+            return fail(ld, js_yaml_node_line(js_yaml_map_get(item, "name")),
+                        js_yaml_path_key(sub, sizeof(sub), path, "name"), "duplicate_key_name",
+                        "duplicate key name '%s' (also keys[%zu] on line %zu)", cfg->keys[i].name,
+                        j, js_yaml_node_line(first));
+        }
+    }
+    return JS_OK;
+}
+
+static js_status load_default_key(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const char *s;
+    const js_yaml_node *v;
+    char shown[48];
+    JS_GUARD(get_string(ld, root, "", "default_key", false, &s, &v));
+    if (s == NULL)
+        return dup_str(cfg->keys[0].name, &cfg->default_key, ld->err);
+    if (js_config_find_key(cfg, s) == NULL)
+        return fail(ld, js_yaml_node_line(v), "default_key", "default_key",
+                    "'%s' is not the name of a key in keys",
+                    js_yaml_printable(shown, sizeof(shown), s));
+    return dup_str(s, &cfg->default_key, ld->err);
+}
+
+static js_status load_issuer(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const char *s;
+    const js_yaml_node *v;
+    JS_GUARD(get_string(ld, root, "", "issuer", true, &s, &v));
+    size_t n = strlen(s);
+    if (n == 0 || n > ISSUER_MAX)
+        return fail(ld, js_yaml_node_line(v), "issuer", "issuer", "must be 1..%d bytes",
+                    ISSUER_MAX);
+    /* It is copied into every token's "iss" (RFC 7519 §4.1.1) and into logs. */
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return fail(ld, js_yaml_node_line(v), "issuer", "issuer",
+                        "must not contain control characters");
+    return dup_str(s, &cfg->issuer, ld->err);
+}
+
+static js_status load_lifetime(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const js_yaml_node *lt, *dv = NULL, *mv = NULL;
+    cfg->default_ttl = DEFAULT_TTL_SECONDS;
+    cfg->max_ttl = MAX_TTL_SECONDS;
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "lifetime", false, &lt, ld->err));
+    if (lt == NULL)
+        return JS_OK;
+    JS_GUARD(js_yaml_check_keys(ld->doc, lt, "lifetime", k_lifetime_keys, COUNT(k_lifetime_keys),
+                                ld->err));
+    JS_GUARD(js_yaml_lookup(ld->doc, lt, "lifetime", "default", false, &dv, ld->err));
+    if (dv != NULL)
+        JS_GUARD(
+            js_yaml_expect_duration(ld->doc, dv, "lifetime.default", &cfg->default_ttl, ld->err));
+    JS_GUARD(js_yaml_lookup(ld->doc, lt, "lifetime", "max", false, &mv, ld->err));
+    if (mv != NULL)
+        JS_GUARD(js_yaml_expect_duration(ld->doc, mv, "lifetime.max", &cfg->max_ttl, ld->err));
+    if (cfg->default_ttl > cfg->max_ttl)
+        return fail(ld, js_yaml_node_line(dv ? dv : mv), dv ? "lifetime.default" : "lifetime.max",
+                    "lifetime", "default (%" PRId64 "s) is longer than max (%" PRId64 "s)",
+                    cfg->default_ttl, cfg->max_ttl);
+    return JS_OK;
+}
+
+static js_status load_callers(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const js_yaml_node *seq;
+    char shown[48];
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "allowed_callers", true, &seq, ld->err));
+    JS_GUARD(js_yaml_expect_type(ld->doc, seq, "allowed_callers", JS_YAML_SEQUENCE, ld->err));
+    size_t n = js_yaml_seq_len(seq);
+    if (n > JS_CONFIG_MAX_CALLERS)
+        return fail(ld, js_yaml_node_line(seq), "allowed_callers", "callers_count",
+                    "at most %d callers, found %zu", JS_CONFIG_MAX_CALLERS, n);
+    if (n == 0)
+        return JS_OK;
+    cfg->allowed_callers = calloc(n, sizeof(*cfg->allowed_callers));
+    JS_ENSURE_ALLOC(cfg->allowed_callers, ld->err);
+    for (size_t i = 0; i < n; i++) {
+        char path[JS_YAML_PATH_MAX];
+        const js_yaml_node *v = js_yaml_seq_item(seq, i);
+        const char *s;
+        js_yaml_path_index(path, sizeof(path), "allowed_callers", i);
+        JS_GUARD(js_yaml_expect_string(ld->doc, v, path, &s, ld->err));
+        if (s[0] == '\0')
+            return fail(ld, js_yaml_node_line(v), path, "caller", "must not be empty");
+        /* n <= JS_CONFIG_MAX_CALLERS keeps this pairwise check small. */
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->allowed_callers[j], s) == 0)
+                return fail(ld, js_yaml_node_line(v), path, "duplicate_caller",
+                            "duplicate caller '%s' (also allowed_callers[%zu] on line %zu)",
+                            js_yaml_printable(shown, sizeof(shown), s), j,
+                            js_yaml_node_line(js_yaml_seq_item(seq, j)));
+        JS_GUARD(dup_str(s, &cfg->allowed_callers[i], ld->err));
+        cfg->nallowed_callers = i + 1;
+    }
+    return JS_OK;
+}
+
+static js_status load_all(const loader *ld, js_config *cfg)
+{
+    const js_yaml_node *root = js_yaml_doc_root(ld->doc);
+    const char *s;
+    const js_yaml_node *v;
+    JS_GUARD(js_yaml_check_keys(ld->doc, root, "", k_top_keys, COUNT(k_top_keys), ld->err));
+    JS_GUARD(get_string(ld, root, "", "listen", true, &s, &v));
+    JS_GUARD(check_listen(ld, v, s));
+    JS_GUARD(dup_str(s, &cfg->listen, ld->err));
+    JS_GUARD(load_tls(ld, root, cfg));
+    JS_GUARD(load_workers(ld, root, cfg));
+    JS_GUARD(load_hsm(ld, root, cfg));
+    JS_GUARD(load_keys(ld, root, cfg));
+    JS_GUARD(load_default_key(ld, root, cfg));
+    JS_GUARD(load_issuer(ld, root, cfg));
+    JS_GUARD(load_lifetime(ld, root, cfg));
+    JS_GUARD(load_callers(ld, root, cfg));
+    return JS_OK;
+}
+
+/* The absolute directory holding path, so relative paths survive a later chdir. */
+static js_status config_dir(const char *path, char **out, js_err *err)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir;
+    if (slash == NULL)
+        dir = strdup(".");
+    else if (slash == path)
+        dir = strdup("/");
+    else
+        dir = strndup(path, (size_t)(slash - path));
+    JS_ENSURE_ALLOC(dir, err);
+    char *abs = realpath(dir, NULL);
+    int e = errno;
+    free(dir);
+    if (abs == NULL)
+        return js_err_set(err, JS_ECONFIG, "config.io", "%s: cannot resolve its directory: %s",
+                          path, strerror(e));
+    *out = abs;
+    return JS_OK;
+}
+
+js_status js_config_load(const char *path, js_config **out, js_err *err)
+{
+    JS_ENSURE(path != NULL && out != NULL, err, JS_EINTERNAL, "internal.args",
+              "js_config_load: bad arguments");
+    *out = NULL;
+    const js_yaml_opts opts = {.domain = "config", .status = JS_ECONFIG};
+    js_yaml_doc *doc = NULL;
+    JS_GUARD(js_yaml_load_file(path, &opts, &doc, err));
+
+    js_config *cfg = calloc(1, sizeof(*cfg));
+    char *dir = NULL;
+    js_status st = cfg ? JS_OK : js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    if (st == JS_OK)
+        st = dup_str(path, &cfg->path, err);
+    if (st == JS_OK)
+        st = config_dir(path, &dir, err);
+    if (st == JS_OK) {
+        const loader ld = {.doc = doc, .dir = dir, .err = err};
+        st = load_all(&ld, cfg);
+    }
+    free(dir);
+    js_yaml_doc_free(doc);
+    if (st != JS_OK) {
+        js_config_free(cfg);
+        return st;
+    }
+    *out = cfg;
+    return JS_OK;
+}
+
+void js_config_free(js_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->path);
+    free(cfg->listen);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->tls_client_ca);
+    free(cfg->hsm_module);
+    free(cfg->hsm_token);
+    free(cfg->pin_file);
+    free(cfg->pin_env);
+    for (size_t i = 0; i < cfg->nkeys; i++) {
+        free(cfg->keys[i].name);
+        free(cfg->keys[i].label);
+    }
+    free(cfg->keys);
+    free(cfg->default_key);
+    free(cfg->issuer);
+    for (size_t i = 0; i < cfg->nallowed_callers; i++)
+        free(cfg->allowed_callers[i]);
+    free(cfg->allowed_callers);
+    free(cfg);
+}
+
+const js_key_config *js_config_find_key(const js_config *cfg, const char *name)
+{
+    if (cfg == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < cfg->nkeys; i++)
+        if (cfg->keys[i].name != NULL && strcmp(cfg->keys[i].name, name) == 0)
+            return &cfg->keys[i];
+    return NULL;
+}
+
+/* ---- the PIN ----------------------------------------------------------------------- */
+
+/* Copies pin[0..n) into the caller's buffer; the message never includes the PIN. */
+static js_status deliver_pin(const char *what, const char *pin, size_t n, char *buf, size_t cap,
+                             size_t *len, js_err *err)
+{
+    JS_ENSURE(n > 0, err, JS_ECONFIG, "config.pin_empty", "%s: the PIN is empty", what);
+    JS_ENSURE(memchr(pin, '\0', n) == NULL, err, JS_ECONFIG, "config.pin_invalid",
+              "%s: the PIN contains a NUL byte", what);
+    JS_ENSURE(n <= JS_HSM_PIN_MAX && n < cap, err, JS_ECONFIG, "config.pin_too_long",
+              "%s: the PIN is longer than %zu bytes", what,
+              (size_t)JS_HSM_PIN_MAX < cap - 1 ? (size_t)JS_HSM_PIN_MAX : cap - 1);
+    memcpy(buf, pin, n);
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return JS_OK;
+}
+
+static js_status read_pin_file(const char *path, char *buf, size_t cap, size_t *len, js_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return js_err_set(err, JS_ECONFIG, "config.pin_file", "pin_file %s: cannot open: %s", path,
+                          strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return js_err_set(err, JS_ECONFIG, "config.pin_file", "pin_file %s: not a regular file",
+                          path);
+    }
+    /*
+     * A library cannot warn, so the line is drawn where the PIN is certainly
+     * exposed: readable (or replaceable) by every user. Group access is left to
+     * the deployment (e.g. a root:jwt-signer 0640 file).
+     */
+    if (sb.st_mode & (S_IROTH | S_IWOTH)) {
+        close(fd);
+        return js_err_set(err, JS_ECONFIG, "config.pin_file_mode",
+                          "pin_file %s: must not be accessible by all users (mode %04o); "
+                          "chmod o-rw",
+                          path, (unsigned)(sb.st_mode & 07777));
+    }
+    char tmp[PIN_FILE_MAX + 1];
+    size_t got = 0;
+    js_status st = JS_OK;
+    while (got < sizeof(tmp)) {
+        ssize_t r = read(fd, tmp + got, sizeof(tmp) - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            st = js_err_set(err, JS_ECONFIG, "config.pin_file", "pin_file %s: read failed: %s",
+                            path, strerror(errno));
+            break;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (st == JS_OK && got > PIN_FILE_MAX)
+        st = js_err_set(err, JS_ECONFIG, "config.pin_file",
+                        "pin_file %s: larger than %d bytes; expected one line", path, PIN_FILE_MAX);
+    if (st == JS_OK) {
+        /* The first line, without its terminator (LF or CRLF). */
+        const char *nl = memchr(tmp, '\n', got);
+        size_t n = nl ? (size_t)(nl - tmp) : got;
+        while (n > 0 && (tmp[n - 1] == '\r' || tmp[n - 1] == '\n'))
+            n--;
+        char what[JS_MSG_MAX / 2];
+        snprintf(what, sizeof(what), "pin_file %s", path);
+        st = deliver_pin(what, tmp, n, buf, cap, len, err);
+    }
+    OPENSSL_cleanse(tmp, sizeof(tmp));
+    return st;
+}
+
+js_status js_config_read_pin(const js_config *cfg, char *buf, size_t cap, size_t *len, js_err *err)
+{
+    JS_ENSURE(cfg != NULL && buf != NULL && cap > 0, err, JS_EINTERNAL, "internal.args",
+              "js_config_read_pin: bad arguments");
+    buf[0] = '\0';
+    if (len)
+        *len = 0;
+    if (cfg->pin_file != NULL)
+        return read_pin_file(cfg->pin_file, buf, cap, len, err);
+    JS_ENSURE(cfg->pin_env != NULL, err, JS_ECONFIG, "config.pin_source",
+              "neither pin_file nor pin_env is configured");
+    /*
+     * The environment's copy is not ours to wipe (getenv returns the process's
+     * own storage); main may unsetenv it once the PIN has been used.
+     */
+    const char *v = getenv(cfg->pin_env);
+    JS_ENSURE(v != NULL, err, JS_ECONFIG, "config.pin_env",
+              "environment variable %s (hsm.pin_env) is not set", cfg->pin_env);
+    char what[JS_MSG_MAX / 2];
+    snprintf(what, sizeof(what), "environment variable %s", cfg->pin_env);
+    return deliver_pin(what, v, strlen(v), buf, cap, len, err);
+}
