@@ -38,7 +38,7 @@ typedef struct jwtsigner_options {
 #define JWTSIGNER_MSG_MAX 512
 
 typedef struct jwtsigner_status {
-    int code;                     /* gRPC status code; 0 = OK */
+    int code; /* gRPC status code; 0 = OK */
     char message[JWTSIGNER_MSG_MAX];
 } jwtsigner_status;
 

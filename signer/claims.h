@@ -25,7 +25,7 @@
 #define CLAIMS_MAX_DEPTH 16
 /* 128 random bits, base64url: 22 characters. */
 #define CLAIMS_JTI_BYTES 16
-#define CLAIMS_JTI_LEN 22
+#define CLAIMS_JTI_LEN   22
 
 /*
  * Parses len bytes into a new JSON object (*out, owned by the caller:

@@ -24,10 +24,10 @@
 #include "alg.h"
 #include "err.h"
 
-#define JS_CONFIG_MAX_KEYS 64
+#define JS_CONFIG_MAX_KEYS    64
 #define JS_CONFIG_MAX_CALLERS 1024
 #define JS_CONFIG_MAX_WORKERS 256
-#define JS_KEY_NAME_MAX 64
+#define JS_KEY_NAME_MAX       64
 
 typedef struct js_key_config {
     char *name;  /* [A-Za-z0-9._-]{1,64}, unique */

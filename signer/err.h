@@ -15,7 +15,7 @@
 
 #include <stddef.h>
 
-#define JS_WUR __attribute__((warn_unused_result))
+#define JS_WUR          __attribute__((warn_unused_result))
 #define JS_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
 typedef enum js_status {
@@ -30,7 +30,7 @@ typedef enum js_status {
 } js_status;
 
 #define JS_REASON_MAX 64
-#define JS_MSG_MAX 320
+#define JS_MSG_MAX    320
 
 typedef struct js_err {
     js_status status;

@@ -31,7 +31,7 @@ typedef struct js_hsm_session js_hsm_session;
 typedef struct js_hsm_key js_hsm_key;
 
 #define JS_HSM_LABEL_MAX 128
-#define JS_HSM_PIN_MAX 256
+#define JS_HSM_PIN_MAX   256
 
 /*
  * Loads the module at module_path, finds the one token matching token_uri

@@ -25,7 +25,8 @@ static js_status identity_take(const char *name, const char *kind, char *out, si
 {
     JS_ENSURE(identity_valid(name), err, JS_EDENIED, "identity.invalid",
               "client certificate %s is empty, too long or has control characters", kind);
-    JS_ENSURE(strlen(name) < cap, err, JS_EINTERNAL, "identity.buffer", "identity buffer too small");
+    JS_ENSURE(strlen(name) < cap, err, JS_EINTERNAL, "identity.buffer",
+              "identity buffer too small");
     snprintf(out, cap, "%s", name);
     return JS_OK;
 }

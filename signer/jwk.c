@@ -14,8 +14,8 @@
 
 #include "b64url.h"
 
-#define JWK_COORD_MAX 66 /* P-521 coordinate bytes; bigger than we use */
-#define JWK_RSA_MAX 1024 /* 8192-bit modulus */
+#define JWK_COORD_MAX 66   /* P-521 coordinate bytes; bigger than we use */
+#define JWK_RSA_MAX   1024 /* 8192-bit modulus */
 
 static js_status set_b64(json_t *obj, const char *name, const uint8_t *buf, size_t n, js_err *err)
 {
@@ -81,8 +81,8 @@ static js_status jwk_members(const EVP_PKEY *pk, js_alg alg, json_t *jwk, js_err
     case JS_ALG_EDDSA: {
         uint8_t raw[32];
         size_t n = 0;
-        JS_ENSURE(EVP_PKEY_is_a(pk, "ED25519") &&
-                      EVP_PKEY_get_raw_public_key(pk, raw, &n) == 1 && n == sizeof(raw),
+        JS_ENSURE(EVP_PKEY_is_a(pk, "ED25519") && EVP_PKEY_get_raw_public_key(pk, raw, &n) == 1 &&
+                      n == sizeof(raw),
                   err, JS_ECONFIG, "jwk.key_type", "EdDSA needs an Ed25519 key");
         JS_ENSURE(json_object_set_new(jwk, "kty", json_string("OKP")) == 0 &&
                       json_object_set_new(jwk, "crv", json_string("Ed25519")) == 0,
@@ -138,8 +138,7 @@ js_status jwk_thumbprint(const json_t *jwk, char kid[JWK_KID_LEN + 1], js_err *e
             const char *name = k_required[i].members[m];
             json_t *v = json_object_get(jwk, name);
             if (!json_is_string(v)) {
-                st = js_err_set(err, JS_EINVAL, "jwk.member", "JWK lacks string member '%s'",
-                                name);
+                st = js_err_set(err, JS_EINVAL, "jwk.member", "JWK lacks string member '%s'", name);
                 break;
             }
             json_object_set(canon, name, v);

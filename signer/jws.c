@@ -70,8 +70,8 @@ js_status jws_sign_compact(const char *header_json, size_t header_len, const cha
 }
 
 /* r||s (RFC 7518 §3.4) -> DER ECDSA-Sig-Value, which OpenSSL verifies. */
-static js_status ecdsa_jose_to_der(const uint8_t *sig, size_t sig_len, size_t coord,
-                                   uint8_t **der, int *der_len, js_err *err)
+static js_status ecdsa_jose_to_der(const uint8_t *sig, size_t sig_len, size_t coord, uint8_t **der,
+                                   int *der_len, js_err *err)
 {
     JS_ENSURE(sig_len == 2 * coord, err, JS_EINVAL, "jws.bad_signature",
               "ECDSA signature is %zu bytes; expected %zu (r||s)", sig_len, 2 * coord);

@@ -62,8 +62,8 @@ static js_status key_selftest(js_hsm_session *s, const js_key *k, js_err *err)
     selftest_ctx ctx = {s, k->hsm_key};
     JS_GUARD(selftest_sign(&ctx, (const uint8_t *)msg, sizeof(msg) - 1, sig, sizeof(sig), &sig_len,
                            err));
-    return jws_verify(k->alg, js_hsm_key_public(k->hsm_key), (const uint8_t *)msg,
-                      sizeof(msg) - 1, sig, sig_len, err);
+    return jws_verify(k->alg, js_hsm_key_public(k->hsm_key), (const uint8_t *)msg, sizeof(msg) - 1,
+                      sig, sig_len, err);
 }
 
 static js_status key_load(const js_key_config *kc, js_hsm *hsm, js_hsm_session *s, js_key *k,

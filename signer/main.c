@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include <grpc/grpc.h>
+#include <grpc/support/log.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 
@@ -50,10 +51,22 @@ static void usage(FILE *out)
           out);
 }
 
+/* gRPC's own diagnostics (e.g. a client's failed TLS handshake) become JSON
+ * lines like ours, so the stderr stream stays machine-readable. */
+static void grpc_log_to_json(gpr_log_func_args *args)
+{
+    const char *level = args->severity == GPR_LOG_SEVERITY_ERROR ? "warn" : "debug";
+    char where[256];
+    snprintf(where, sizeof(where), "%s:%d", args->file != NULL ? args->file : "?", args->line);
+    json_t *o = json_pack("{s:s, s:s, s:s}", "event", "grpc", "message",
+                          args->message != NULL ? args->message : "", "source", where);
+    js_log_emit(level, o);
+}
+
 static void log_failure(const char *event, const js_err *err)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s}", "event", event, "reason", err->reason, "message",
-                          err->msg);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s}", "event", event, "reason", err->reason, "message", err->msg);
     js_log_emit("error", o);
 }
 
@@ -87,8 +100,8 @@ static int cmd_keygen(const char *config_path, const char *key_name)
     if (st == JS_OK) {
         kc = js_config_find_key(cfg, key_name);
         if (kc == NULL)
-            st = js_err_set(&err, JS_ECONFIG, "keygen.unknown_key",
-                            "no key named '%s' in %s", key_name, config_path);
+            st = js_err_set(&err, JS_ECONFIG, "keygen.unknown_key", "no key named '%s' in %s",
+                            key_name, config_path);
     }
     if (st == JS_OK)
         st = js_hsm_session_open(hsm, &s, &err);
@@ -106,8 +119,8 @@ static int cmd_keygen(const char *config_path, const char *key_name)
         char *text = json_dumps(jwk, JSON_COMPACT | JSON_PRESERVE_ORDER);
         printf("%s\n", text != NULL ? text : "{}");
         free(text);
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "keygen", "key", kc->name,
-                              "label", kc->label, "kid", kid);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "keygen", "key", kc->name, "label",
+                              kc->label, "kid", kid);
         js_log_emit("info", o);
         rc = 0;
     } else {
@@ -144,6 +157,7 @@ static int cmd_serve(const char *config_path)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    gpr_set_log_function(grpc_log_to_json);
     grpc_init();
     js_status st = open_hsm(config_path, &cfg, &hsm, &err);
     if (st == JS_OK)
@@ -163,9 +177,8 @@ static int cmd_serve(const char *config_path)
 
     for (size_t i = 0; i < js_keyring_count(kr); i++) {
         const js_key *k = js_keyring_at(kr, i);
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "key_ready", "key",
-                              js_key_name(k), "alg", js_alg_name(js_key_alg(k)), "kid",
-                              js_key_kid(k));
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "key_ready", "key", js_key_name(k),
+                              "alg", js_alg_name(js_key_alg(k)), "kid", js_key_kid(k));
         js_log_emit("info", o);
     }
     char addr[300];
@@ -173,8 +186,8 @@ static int cmd_serve(const char *config_path)
     size_t hostlen = colon != NULL ? (size_t)(colon - cfg->listen) : strlen(cfg->listen);
     snprintf(addr, sizeof(addr), "%.*s:%d", (int)hostlen, cfg->listen, js_server_port(srv));
     json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:s}", "event", "listening", "address", addr,
-                          "port", js_server_port(srv), "workers", js_server_workers(srv),
-                          "token", js_hsm_token_description(hsm));
+                          "port", js_server_port(srv), "workers", js_server_workers(srv), "token",
+                          js_hsm_token_description(hsm));
     js_log_emit("info", o);
 
     for (;;) {
@@ -190,7 +203,8 @@ static int cmd_serve(const char *config_path)
         /* SIGHUP (policy reload) and SIGUSR1 (incident mode) come with the
          * policy engine; until then they are logged and ignored. */
         js_log_event("warn", "signal_ignored",
-                     sig == SIGHUP ? "SIGHUP: nothing to reload yet" : "SIGUSR1: no incident mode yet");
+                     sig == SIGHUP ? "SIGHUP: nothing to reload yet"
+                                   : "SIGUSR1: no incident mode yet");
     }
     js_server_shutdown(srv, SHUTDOWN_GRACE_MS);
     js_log_event("info", "stopped", "all in-flight calls answered");

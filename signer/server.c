@@ -36,13 +36,13 @@
 #define METHOD_JWKS "/jwtsigner.v1.Signer/GetJwks"
 /* Outstanding requested calls per worker: enough to keep a worker busy
  * while its last reply is in flight. */
-#define PENDING_SIGN 8
-#define PENDING_JWKS 2
+#define PENDING_SIGN    8
+#define PENDING_JWKS    2
 #define PENDING_UNKNOWN 1
 /* claims_json is at most 16 KiB; leave room for the other fields. */
 #define MAX_REQUEST_BYTES (64 * 1024)
-#define PEM_MAX_BYTES (1024 * 1024)
-#define MAX_SAN_NAMES 32
+#define PEM_MAX_BYTES     (1024 * 1024)
+#define MAX_SAN_NAMES     32
 
 typedef enum call_kind { CALL_SIGN, CALL_JWKS, CALL_UNKNOWN } call_kind;
 typedef enum call_state { CALL_REQUESTED, CALL_REPLYING } call_state;
@@ -113,10 +113,22 @@ static grpc_status_code status_to_grpc(js_status st)
 static const char *grpc_status_name(grpc_status_code c)
 {
     static const char *const names[] = {
-        "OK",        "CANCELLED",          "UNKNOWN",        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS", "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL",       "UNAVAILABLE",    "DATA_LOSS",
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
         "UNAUTHENTICATED",
     };
     if ((int)c >= 0 && (size_t)c < sizeof(names) / sizeof(names[0]))
@@ -240,8 +252,8 @@ static void call_reply(call_ctx *c, grpc_status_code code, const char *reason, c
 static js_status read_request(grpc_byte_buffer *bb, grpc_slice *out, js_err *err)
 {
     JS_ENSURE(bb != NULL, err, JS_EINVAL, "request.missing", "request message missing");
-    JS_ENSURE(grpc_byte_buffer_length(bb) <= MAX_REQUEST_BYTES, err, JS_EINVAL,
-              "request.too_large", "request is larger than %d bytes", MAX_REQUEST_BYTES);
+    JS_ENSURE(grpc_byte_buffer_length(bb) <= MAX_REQUEST_BYTES, err, JS_EINVAL, "request.too_large",
+              "request is larger than %d bytes", MAX_REQUEST_BYTES);
     grpc_byte_buffer_reader r;
     JS_ENSURE(grpc_byte_buffer_reader_init(&r, bb) == 1, err, JS_EINVAL, "request.unreadable",
               "request message cannot be read");
@@ -335,8 +347,9 @@ static void handle_sign(call_ctx *c)
         .caller = identity,
         .peer = peer,
         .request_id = request_id,
-        .decision = st == JS_OK ? "allow" : (code == GRPC_STATUS_INTERNAL ||
-                                             code == GRPC_STATUS_UNAVAILABLE) ? "error" : "deny",
+        .decision = st == JS_OK                                                         ? "allow"
+                    : (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE) ? "error"
+                                                                                        : "deny",
         .status = grpc_status_name(code),
         .reason = st == JS_OK ? "ok" : err.reason,
         .message = st == JS_OK ? NULL : err.msg,
@@ -487,8 +500,7 @@ static void free_secret_pem(char *p)
     }
 }
 
-static js_status make_credentials(const js_config *cfg, grpc_server_credentials **out,
-                                  js_err *err)
+static js_status make_credentials(const js_config *cfg, grpc_server_credentials **out, js_err *err)
 {
     char *cert = NULL, *key = NULL, *ca = NULL;
     js_status st = read_pem(cfg->tls_cert, &cert, err);
@@ -613,8 +625,8 @@ void js_server_shutdown(js_server *srv, int grace_ms)
     atomic_store(&srv->shutting_down, true);
     /* Stop accepting; the tag arrives once every in-flight call is done. */
     grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, srv);
-    gpr_timespec grace = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-                                      gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
+    gpr_timespec grace =
+        gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
     grpc_event ev = grpc_completion_queue_next(srv->shutdown_cq, grace, NULL);
     if (ev.type == GRPC_QUEUE_TIMEOUT) {
         js_log_event("warn", "shutdown_grace_expired", "cancelling calls still in flight");

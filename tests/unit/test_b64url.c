@@ -34,8 +34,8 @@ static void test_encode_vectors(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(k_vectors) / sizeof(k_vectors[0]); i++) {
         char out[64];
-        size_t n = b64url_encode((const uint8_t *)k_vectors[i].raw, k_vectors[i].len, out,
-                                 sizeof(out));
+        size_t n =
+            b64url_encode((const uint8_t *)k_vectors[i].raw, k_vectors[i].len, out, sizeof(out));
         assert_int_equal(n, strlen(k_vectors[i].enc));
         assert_string_equal(out, k_vectors[i].enc);
         assert_int_equal(B64URL_ENCODED_LEN(k_vectors[i].len), strlen(k_vectors[i].enc));
@@ -49,9 +49,9 @@ static void test_decode_vectors(void **state)
         uint8_t out[64];
         size_t n = 99;
         js_err err;
-        assert_int_equal(b64url_decode(k_vectors[i].enc, strlen(k_vectors[i].enc), out,
-                                       sizeof(out), &n, &err),
-                         JS_OK);
+        assert_int_equal(
+            b64url_decode(k_vectors[i].enc, strlen(k_vectors[i].enc), out, sizeof(out), &n, &err),
+            JS_OK);
         assert_int_equal(n, k_vectors[i].len);
         assert_memory_equal(out, k_vectors[i].raw, n);
     }
@@ -64,15 +64,15 @@ static void test_decode_rejects(void **state)
         const char *in;
         const char *reason;
     } bad[] = {
-        {"Zg==", "b64url.char"},          /* padding */
-        {"Zm9v\n", "b64url.length"},      /* trailing newline */
-        {"Zm9\n", "b64url.char"},         /* whitespace */
-        {"Zm 9", "b64url.char"},          /* space */
-        {"+/8", "b64url.char"},           /* standard alphabet */
-        {"Z", "b64url.length"},           /* 6 bits: never valid */
-        {"Zm9vY", "b64url.length"},       /* 4n+1 */
-        {"Zh", "b64url.trailing_bits"},   /* 'h' leaves non-zero low bits */
-        {"Zm9", "b64url.trailing_bits"},  /* 'Zm9' -> "fo" needs 'Zm8' */
+        {"Zg==", "b64url.char"},         /* padding */
+        {"Zm9v\n", "b64url.length"},     /* trailing newline */
+        {"Zm9\n", "b64url.char"},        /* whitespace */
+        {"Zm 9", "b64url.char"},         /* space */
+        {"+/8", "b64url.char"},          /* standard alphabet */
+        {"Z", "b64url.length"},          /* 6 bits: never valid */
+        {"Zm9vY", "b64url.length"},      /* 4n+1 */
+        {"Zh", "b64url.trailing_bits"},  /* 'h' leaves non-zero low bits */
+        {"Zm9", "b64url.trailing_bits"}, /* 'Zm9' -> "fo" needs 'Zm8' */
         {"Zm9v\x80", "b64url.length"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -125,8 +125,8 @@ static void test_roundtrip_all_lengths(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_encode_vectors),     cmocka_unit_test(test_decode_vectors),
-        cmocka_unit_test(test_decode_rejects),     cmocka_unit_test(test_decode_capacity),
+        cmocka_unit_test(test_encode_vectors),      cmocka_unit_test(test_decode_vectors),
+        cmocka_unit_test(test_decode_rejects),      cmocka_unit_test(test_decode_capacity),
         cmocka_unit_test(test_encode_small_buffer), cmocka_unit_test(test_roundtrip_all_lengths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -211,8 +211,8 @@ static void test_jti_random_and_shaped(void **state)
     assert_int_equal(strlen(a), CLAIMS_JTI_LEN);
     assert_string_not_equal(a, b);
     for (size_t i = 0; i < CLAIMS_JTI_LEN; i++)
-        assert_non_null(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
-                               a[i]));
+        assert_non_null(
+            strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", a[i]));
 }
 
 int main(void)

@@ -22,7 +22,10 @@ static const struct {
     js_status st;
     const char *want; /* identity or reason */
 } k_cases[] = {
-    {"uri wins over dns and cn", {k_uri, 1, k_dns, 2, "cn"}, JS_OK, "spiffe://example.org/issuer-a"},
+    {"uri wins over dns and cn",
+     {k_uri, 1, k_dns, 2, "cn"},
+     JS_OK,
+     "spiffe://example.org/issuer-a"},
     {"first dns when no uri", {NULL, 0, k_dns, 2, "cn"}, JS_OK, "svc.example.org"},
     {"cn when no san", {NULL, 0, NULL, 0, "cn-caller"}, JS_OK, "cn-caller"},
     {"nothing", {NULL, 0, NULL, 0, NULL}, JS_EDENIED, "identity.none"},

@@ -59,8 +59,8 @@ static void test_thumbprint_rejects(void **state)
 static void test_thumbprint_ignores_optional_members(void **state)
 {
     (void)state;
-    json_t *a = json_pack("{s:s, s:s, s:s, s:s}", "kty", "EC", "crv", "P-256", "x", "AAA", "y",
-                          "BBB");
+    json_t *a =
+        json_pack("{s:s, s:s, s:s, s:s}", "kty", "EC", "crv", "P-256", "x", "AAA", "y", "BBB");
     json_t *b = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "y", "BBB", "use", "sig", "x", "AAA",
                           "crv", "P-256", "kty", "EC", "alg", "ES256");
     char ka[JWK_KID_LEN + 1], kb[JWK_KID_LEN + 1];

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# deps.sh - install the Debian 12 packages jwt-signer needs to build, test and
+# run. Checks with dpkg-query first and does nothing (quietly) when every
+# package is installed; otherwise runs apt-get as root, or prints the exact
+# command and fails when not root.
+set -euo pipefail
+
+packages=(
+    build-essential cmake pkg-config
+    libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
+    libssl-dev openssl libjansson-dev libyaml-dev libp11-kit-dev p11-kit libmicrohttpd-dev
+    libcmocka-dev softhsm2 libsofthsm2 opensc
+    python3 python3-cryptography python3-jwt python3-jwcrypto python3-grpcio
+    python3-prometheus-client
+    clang libclang-rt-14-dev clang-format ca-certificates
+)
+
+if ! command -v dpkg-query >/dev/null; then
+    echo "deps.sh: dpkg-query not found: this script supports Debian 12 only" >&2
+    exit 1
+fi
+
+missing() {
+    local p status
+    for p in "${packages[@]}"; do
+        status="$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)"
+        if [[ "$status" != installed ]]; then
+            printf '%s\n' "$p"
+        fi
+    done
+}
+
+mapfile -t todo < <(missing)
+[[ ${#todo[@]} -eq 0 ]] && exit 0
+
+if [[ "$(id -u)" -ne 0 ]]; then
+    echo "deps.sh: missing packages: ${todo[*]}" >&2
+    echo "deps.sh: as root, run:" >&2
+    echo "  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${todo[*]}" >&2
+    exit 1
+fi
+
+echo "deps.sh: installing ${todo[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${todo[@]}" >/dev/null
+
+mapfile -t still < <(missing)
+if [[ ${#still[@]} -ne 0 ]]; then
+    echo "deps.sh: still missing after apt-get install: ${still[*]}" >&2
+    exit 1
+fi
