@@ -80,6 +80,25 @@ class SigningPath(unittest.TestCase):
         self.assertEqual(payload["exp"], payload["iat"] + 300)  # default 5m
         self.assertRegex(payload["jti"], r"^[A-Za-z0-9_-]{22}$")
 
+    def test_openssl_cli_verifies_token(self):
+        """The README's verifier recipe: openssl alone, against the JWKS."""
+        rc, out, err = self.env.sign("issuer-a", {"sub": SUB, "aud": AUD})
+        self.assertEqual(rc, 0, err)
+        jwks_file = self.env.path("jwks.json")
+        with open(jwks_file, "w", encoding="utf-8") as f:
+            f.write(self.jwks)
+        script = os.path.join(harness.source_dir(), "scripts", "verify-jwt.sh")
+        token = out.strip()
+        rc, vout, verr = self.env.run(["bash", script, jwks_file, token])
+        self.assertEqual(rc, 0, verr)
+        self.assertIn("Verified OK", vout)
+        # One flipped signature character: OpenSSL must refuse it.
+        head, body, sig = token.split(".")
+        bad = head + "." + body + "." + ("A" if sig[0] != "A" else "B") + sig[1:]
+        rc, vout, _ = self.env.run(["bash", script, jwks_file, bad])
+        self.assertNotEqual(rc, 0)
+        self.assertNotIn("Verified OK", vout)
+
     def test_json_output_and_caller_exp(self):
         exp = int(time.time()) + 1200
         rc, out, err = self.env.sign("issuer-a", {"sub": SUB, "aud": AUD, "exp": exp}, "--json")
