@@ -216,7 +216,9 @@ out:
     js_hsm_session_free(s);
     js_hsm_free(hsm);
     js_config_free(cfg);
-    grpc_shutdown();
+    /* Not grpc_shutdown(): that may finish on a detached thread after main
+     * returns, leaving gRPC objects (seen: TLS state) unreleased at exit. */
+    grpc_shutdown_blocking();
     return rc;
 }
 
