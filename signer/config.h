@@ -75,10 +75,4 @@ const js_key_config *js_config_find_key(const js_config *cfg, const char *name);
 js_status js_config_read_pin(const js_config *cfg, char *buf, size_t cap, size_t *len,
                              js_err *err) JS_WUR;
 
-/*
- * Parses a duration: a positive integer followed by a unit s, m, h or d
- * ("90s", "15m", "12h", "1d"). At most 10 years. JS_EINVAL otherwise.
- */
-js_status js_parse_duration(const char *s, int64_t *seconds, js_err *err) JS_WUR;
-
 #endif

@@ -20,7 +20,7 @@
 
 #include <yaml.h>
 
-#include "config.h" /* js_parse_duration */
+#include "duration.h"
 
 struct js_yaml_node {
     js_yaml_type type;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "duration.h"
 
 /* A temporary directory per test group; everything written goes there. */
 typedef struct fixture {
