@@ -30,17 +30,29 @@
 #define ISSUER_MAX       256
 #define PIN_ENV_NAME_MAX 128
 /* A PIN file holds one short line; anything bigger is the wrong file. */
-#define PIN_FILE_MAX        4096
-#define DEFAULT_TTL_SECONDS (5 * 60)
-#define MAX_TTL_SECONDS     (60 * 60)
+#define PIN_FILE_MAX 4096
 
-static const char *const k_top_keys[] = {"listen", "tls",      "workers",
-                                         "hsm",    "keys",     "default_key",
-                                         "issuer", "lifetime", "allowed_callers"};
+static const char *const k_top_keys[] = {"listen",      "tls",    "workers", "hsm",  "keys",
+                                         "default_key", "issuer", "policy",  "audit"};
 static const char *const k_tls_keys[] = {"cert", "key", "client_ca"};
 static const char *const k_hsm_keys[] = {"module", "token", "pin_file", "pin_env"};
 static const char *const k_key_keys[] = {"name", "label", "alg"};
-static const char *const k_lifetime_keys[] = {"default", "max"};
+static const char *const k_audit_keys[] = {
+    "dir",       "key_label",     "origin", "checkpoint_interval", "checkpoint_records",
+    "heartbeat", "segment_bytes", "fsync"};
+
+/*
+ * Top-level keys of earlier versions whose job moved to the policy file. They
+ * are rejected with a message saying where they went rather than as unknown.
+ */
+static const struct {
+    const char *key;
+    const char *problem;
+} k_moved_keys[] = {
+    {"allowed_callers", "allowed_callers is replaced by the policy file (key 'policy'); move "
+                        "the identities to its callers"},
+    {"lifetime", "lifetime is replaced by max_ttl/default_ttl in the policy file"},
+};
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -354,7 +366,9 @@ static js_status load_issuer(const loader *ld, const js_yaml_node *root, js_conf
 {
     const char *s;
     const js_yaml_node *v;
-    JS_GUARD(get_string(ld, root, "", "issuer", true, &s, &v));
+    JS_GUARD(get_string(ld, root, "", "issuer", false, &s, &v));
+    if (s == NULL)
+        return JS_OK; /* the policy file may set it; the signer checks one of them does */
     size_t n = strlen(s);
     if (n == 0 || n > ISSUER_MAX)
         return fail(ld, js_yaml_node_line(v), "issuer", "issuer", "must be 1..%d bytes",
@@ -367,62 +381,114 @@ static js_status load_issuer(const loader *ld, const js_yaml_node *root, js_conf
     return dup_str(s, &cfg->issuer, ld->err);
 }
 
-static js_status load_lifetime(const loader *ld, const js_yaml_node *root, js_config *cfg)
+/* Optional audit.* durations, stored in milliseconds. */
+static js_status get_duration_ms(const loader *ld, const js_yaml_node *map, const char *key,
+                                 uint64_t *out, const js_yaml_node **node)
 {
-    const js_yaml_node *lt, *dv = NULL, *mv = NULL;
-    cfg->default_ttl = DEFAULT_TTL_SECONDS;
-    cfg->max_ttl = MAX_TTL_SECONDS;
-    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "lifetime", false, &lt, ld->err));
-    if (lt == NULL)
+    const js_yaml_node *v;
+    char path[JS_YAML_PATH_MAX];
+    int64_t seconds;
+    JS_GUARD(js_yaml_lookup(ld->doc, map, "audit", key, false, &v, ld->err));
+    *node = v;
+    if (v == NULL)
         return JS_OK;
-    JS_GUARD(js_yaml_check_keys(ld->doc, lt, "lifetime", k_lifetime_keys, COUNT(k_lifetime_keys),
-                                ld->err));
-    JS_GUARD(js_yaml_lookup(ld->doc, lt, "lifetime", "default", false, &dv, ld->err));
-    if (dv != NULL)
-        JS_GUARD(
-            js_yaml_expect_duration(ld->doc, dv, "lifetime.default", &cfg->default_ttl, ld->err));
-    JS_GUARD(js_yaml_lookup(ld->doc, lt, "lifetime", "max", false, &mv, ld->err));
-    if (mv != NULL)
-        JS_GUARD(js_yaml_expect_duration(ld->doc, mv, "lifetime.max", &cfg->max_ttl, ld->err));
-    if (cfg->default_ttl > cfg->max_ttl)
-        return fail(ld, js_yaml_node_line(dv ? dv : mv), dv ? "lifetime.default" : "lifetime.max",
-                    "lifetime", "default (%" PRId64 "s) is longer than max (%" PRId64 "s)",
-                    cfg->default_ttl, cfg->max_ttl);
+    JS_GUARD(js_yaml_expect_duration(ld->doc, v, js_yaml_path_key(path, sizeof(path), "audit", key),
+                                     &seconds, ld->err));
+    *out = (uint64_t)seconds * 1000u; /* js_parse_duration: 1s..10 years */
     return JS_OK;
 }
 
-static js_status load_callers(const loader *ld, const js_yaml_node *root, js_config *cfg)
+static js_status get_uint(const loader *ld, const js_yaml_node *map, const char *key, int64_t min,
+                          int64_t max, uint64_t *out)
 {
-    const js_yaml_node *seq;
-    char shown[48];
-    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "allowed_callers", true, &seq, ld->err));
-    JS_GUARD(js_yaml_expect_type(ld->doc, seq, "allowed_callers", JS_YAML_SEQUENCE, ld->err));
-    size_t n = js_yaml_seq_len(seq);
-    if (n > JS_CONFIG_MAX_CALLERS)
-        return fail(ld, js_yaml_node_line(seq), "allowed_callers", "callers_count",
-                    "at most %d callers, found %zu", JS_CONFIG_MAX_CALLERS, n);
-    if (n == 0)
+    const js_yaml_node *v;
+    char path[JS_YAML_PATH_MAX];
+    int64_t n;
+    JS_GUARD(js_yaml_lookup(ld->doc, map, "audit", key, false, &v, ld->err));
+    if (v == NULL)
         return JS_OK;
-    cfg->allowed_callers = calloc(n, sizeof(*cfg->allowed_callers));
-    JS_ENSURE_ALLOC(cfg->allowed_callers, ld->err);
-    for (size_t i = 0; i < n; i++) {
-        char path[JS_YAML_PATH_MAX];
-        const js_yaml_node *v = js_yaml_seq_item(seq, i);
-        const char *s;
-        js_yaml_path_index(path, sizeof(path), "allowed_callers", i);
-        JS_GUARD(js_yaml_expect_string(ld->doc, v, path, &s, ld->err));
-        if (s[0] == '\0')
-            return fail(ld, js_yaml_node_line(v), path, "caller", "must not be empty");
-        /* n <= JS_CONFIG_MAX_CALLERS keeps this pairwise check small. */
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(cfg->allowed_callers[j], s) == 0)
-                return fail(ld, js_yaml_node_line(v), path, "duplicate_caller",
-                            "duplicate caller '%s' (also allowed_callers[%zu] on line %zu)",
-                            js_yaml_printable(shown, sizeof(shown), s), j,
-                            js_yaml_node_line(js_yaml_seq_item(seq, j)));
-        JS_GUARD(dup_str(s, &cfg->allowed_callers[i], ld->err));
-        cfg->nallowed_callers = i + 1;
+    JS_GUARD(js_yaml_expect_int(ld->doc, v, js_yaml_path_key(path, sizeof(path), "audit", key), min,
+                                max, &n, ld->err));
+    *out = (uint64_t)n;
+    return JS_OK;
+}
+
+/* audit.key_label names the audit key pair, which must not be a signing key. */
+static js_status load_audit_key_label(const loader *ld, const js_yaml_node *root,
+                                      const js_yaml_node *audit, js_config *cfg)
+{
+    const char *s;
+    const js_yaml_node *v;
+    char shown[48];
+    JS_GUARD(get_string(ld, audit, "audit", "key_label", true, &s, &v));
+    size_t n = strlen(s);
+    if (n == 0 || n > JS_HSM_LABEL_MAX)
+        return fail(ld, js_yaml_node_line(v), "audit.key_label", "key_label",
+                    "label must be 1..%d bytes", JS_HSM_LABEL_MAX);
+    for (size_t i = 0; i < cfg->nkeys; i++) {
+        if (strcmp(cfg->keys[i].label, s) != 0)
+            continue;
+        const js_yaml_node *kl =
+            js_yaml_map_get(js_yaml_seq_item(js_yaml_map_get(root, "keys"), i), "label");
+        return fail(ld, js_yaml_node_line(v), "audit.key_label", "audit_key_label",
+                    "'%s' is also the label of signing key keys[%zu].label (line %zu); the audit "
+                    "key must be a key pair of its own",
+                    js_yaml_printable(shown, sizeof(shown), s), i, js_yaml_node_line(kl));
     }
+    return dup_str(s, &cfg->audit_key_label, ld->err);
+}
+
+static js_status load_audit_origin(const loader *ld, const js_yaml_node *audit, js_config *cfg)
+{
+    const char *s;
+    const js_yaml_node *v;
+    JS_GUARD(get_string(ld, audit, "audit", "origin", false, &s, &v));
+    if (s == NULL)
+        return JS_OK; /* NULL: the signer uses the issuer */
+    size_t n = strlen(s);
+    if (n == 0 || n > JS_CONFIG_AUDIT_ORIGIN_MAX)
+        return fail(ld, js_yaml_node_line(v), "audit.origin", "audit_origin", "must be 1..%d bytes",
+                    JS_CONFIG_AUDIT_ORIGIN_MAX);
+    /* It is the first line of every signed checkpoint: printable ASCII only. */
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return fail(ld, js_yaml_node_line(v), "audit.origin", "audit_origin",
+                        "must be printable ASCII (no control characters)");
+    return dup_str(s, &cfg->audit_origin, ld->err);
+}
+
+static js_status load_audit(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const js_yaml_node *audit, *iv = NULL, *hv = NULL, *fv;
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "audit", true, &audit, ld->err));
+    JS_GUARD(
+        js_yaml_check_keys(ld->doc, audit, "audit", k_audit_keys, COUNT(k_audit_keys), ld->err));
+    JS_GUARD(get_path(ld, audit, "audit", "dir", &cfg->audit_dir));
+    JS_GUARD(load_audit_key_label(ld, root, audit, cfg));
+    JS_GUARD(load_audit_origin(ld, audit, cfg));
+
+    cfg->audit_checkpoint_interval_ms = JS_CONFIG_AUDIT_INTERVAL_MS;
+    JS_GUARD(
+        get_duration_ms(ld, audit, "checkpoint_interval", &cfg->audit_checkpoint_interval_ms, &iv));
+    cfg->audit_checkpoint_records = JS_CONFIG_AUDIT_RECORDS;
+    JS_GUARD(get_uint(ld, audit, "checkpoint_records", 1, JS_CONFIG_AUDIT_RECORDS_MAX,
+                      &cfg->audit_checkpoint_records));
+    cfg->audit_heartbeat_ms = cfg->audit_checkpoint_interval_ms;
+    JS_GUARD(get_duration_ms(ld, audit, "heartbeat", &cfg->audit_heartbeat_ms, &hv));
+    if (cfg->audit_heartbeat_ms < cfg->audit_checkpoint_interval_ms)
+        return fail(ld, js_yaml_node_line(hv), "audit.heartbeat", "audit_heartbeat",
+                    "heartbeat (%" PRIu64 "s) is shorter than checkpoint_interval (%" PRIu64
+                    "s, line %zu)",
+                    cfg->audit_heartbeat_ms / 1000u, cfg->audit_checkpoint_interval_ms / 1000u,
+                    js_yaml_node_line(iv));
+    cfg->audit_segment_bytes = JS_CONFIG_AUDIT_SEGMENT_BYTES;
+    JS_GUARD(get_uint(ld, audit, "segment_bytes", JS_CONFIG_AUDIT_SEGMENT_MIN,
+                      (int64_t)JS_CONFIG_AUDIT_SEGMENT_MAX, &cfg->audit_segment_bytes));
+
+    cfg->audit_fsync = true;
+    JS_GUARD(js_yaml_lookup(ld->doc, audit, "audit", "fsync", false, &fv, ld->err));
+    if (fv != NULL)
+        JS_GUARD(js_yaml_expect_bool(ld->doc, fv, "audit.fsync", &cfg->audit_fsync, ld->err));
     return JS_OK;
 }
 
@@ -431,6 +497,13 @@ static js_status load_all(const loader *ld, js_config *cfg)
     const js_yaml_node *root = js_yaml_doc_root(ld->doc);
     const char *s;
     const js_yaml_node *v;
+    JS_GUARD(js_yaml_expect_type(ld->doc, root, "", JS_YAML_MAPPING, ld->err));
+    /* Before unknown keys, so the message says where the setting went. */
+    for (size_t i = 0; i < js_yaml_map_len(root); i++)
+        for (size_t k = 0; k < COUNT(k_moved_keys); k++)
+            if (strcmp(js_yaml_map_key_str(root, i), k_moved_keys[k].key) == 0)
+                return fail(ld, js_yaml_map_key_line(root, i), NULL, "moved_to_policy", "%s",
+                            k_moved_keys[k].problem);
     JS_GUARD(js_yaml_check_keys(ld->doc, root, "", k_top_keys, COUNT(k_top_keys), ld->err));
     JS_GUARD(get_string(ld, root, "", "listen", true, &s, &v));
     JS_GUARD(check_listen(ld, v, s));
@@ -441,8 +514,8 @@ static js_status load_all(const loader *ld, js_config *cfg)
     JS_GUARD(load_keys(ld, root, cfg));
     JS_GUARD(load_default_key(ld, root, cfg));
     JS_GUARD(load_issuer(ld, root, cfg));
-    JS_GUARD(load_lifetime(ld, root, cfg));
-    JS_GUARD(load_callers(ld, root, cfg));
+    JS_GUARD(get_path(ld, root, "", "policy", &cfg->policy_path));
+    JS_GUARD(load_audit(ld, root, cfg));
     return JS_OK;
 }
 
@@ -518,9 +591,10 @@ void js_config_free(js_config *cfg)
     free(cfg->keys);
     free(cfg->default_key);
     free(cfg->issuer);
-    for (size_t i = 0; i < cfg->nallowed_callers; i++)
-        free(cfg->allowed_callers[i]);
-    free(cfg->allowed_callers);
+    free(cfg->policy_path);
+    free(cfg->audit_dir);
+    free(cfg->audit_key_label);
+    free(cfg->audit_origin);
     free(cfg);
 }
 

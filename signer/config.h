@@ -11,6 +11,12 @@
  * pin_env). js_config_read_pin() fetches it into a caller buffer that the
  * caller wipes.
  *
+ * Who may sign what, and for how long, is not here: it is in the policy file
+ * named by `policy` (policy/policy.h). The keys this file used to carry for
+ * that (allowed_callers, lifetime) are rejected with an error saying where
+ * they went. The audit log (audit/auditlog.h) is configured by the required
+ * `audit` mapping.
+ *
  * A js_config is immutable after js_config_load() and is read by every
  * thread; it is a plain record (fields public, read-only by convention) freed
  * with js_config_free().
@@ -18,6 +24,7 @@
 #ifndef JS_CONFIG_H
 #define JS_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,9 +32,17 @@
 #include "err.h"
 
 #define JS_CONFIG_MAX_KEYS    64
-#define JS_CONFIG_MAX_CALLERS 1024
 #define JS_CONFIG_MAX_WORKERS 256
 #define JS_KEY_NAME_MAX       64
+
+/* audit.* defaults and bounds. */
+#define JS_CONFIG_AUDIT_INTERVAL_MS   1000u
+#define JS_CONFIG_AUDIT_RECORDS       1000u
+#define JS_CONFIG_AUDIT_RECORDS_MAX   1000000u
+#define JS_CONFIG_AUDIT_SEGMENT_BYTES (64u * 1024u * 1024u)
+#define JS_CONFIG_AUDIT_SEGMENT_MIN   65536u
+#define JS_CONFIG_AUDIT_SEGMENT_MAX   (UINT64_C(1) << 40)
+#define JS_CONFIG_AUDIT_ORIGIN_MAX    256
 
 typedef struct js_key_config {
     char *name;  /* [A-Za-z0-9._-]{1,64}, unique */
@@ -54,12 +69,24 @@ typedef struct js_config {
     size_t nkeys;
     char *default_key; /* name of one of keys; defaults to the first */
 
-    char *issuer;        /* iss of every token */
-    int64_t default_ttl; /* seconds */
-    int64_t max_ttl;     /* seconds, >= default_ttl */
+    /*
+     * iss of every token; optional (NULL when absent) because the policy file
+     * may set it instead. The signer requires at least one of the two.
+     */
+    char *issuer;
 
-    char **allowed_callers; /* exact identities allowed to sign */
-    size_t nallowed_callers;
+    char *policy_path; /* the policy file (policy/policy.h); required */
+
+    /* audit: the audit log (audit/auditlog.h); the mapping is required. */
+    char *audit_dir;       /* log directory; required; need not exist yet */
+    char *audit_key_label; /* CKA_LABEL of the ES256 audit key pair; required, 1..128 bytes,
+                              differs from every keys[].label */
+    char *audit_origin;    /* log origin id, printable ASCII 1..256; NULL = use the issuer */
+    uint64_t audit_checkpoint_interval_ms; /* checkpoint_interval; default 1000 */
+    uint64_t audit_checkpoint_records;     /* 1..1000000; default 1000 */
+    uint64_t audit_heartbeat_ms;           /* >= the interval; default = the interval */
+    uint64_t audit_segment_bytes;          /* 65536..2^40; default 64 MiB */
+    bool audit_fsync; /* default true; false is for benchmarks and tests only */
 } js_config;
 
 js_status js_config_load(const char *path, js_config **out, js_err *err) JS_WUR;

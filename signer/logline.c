@@ -83,6 +83,7 @@ void js_reqlog_emit(const js_reqlog *r)
     set_opt(o, "jti", r->jti);
     set_opt(o, "sub", r->sub);
     set_opt(o, "aud", r->aud);
+    set_opt(o, "audit_seq", r->audit_seq);
     json_object_set_new(o, "latency_us", json_integer(r->latency_us));
     js_log_emit(r->decision != NULL && strcmp(r->decision, "allow") == 0 ? "info" : "warn", o);
 }

@@ -2,8 +2,12 @@
  * main.c - jwt-signerd: the signing proxy daemon, and its keygen subcommand.
  *
  *   jwt-signerd --config FILE                 serve until SIGTERM/SIGINT
- *   jwt-signerd keygen --config FILE --key NAME
- *                                             generate NAME's key pair in the HSM
+ *   jwt-signerd keygen --config FILE --key NAME | --audit-key
+ *                                             generate a key pair in the HSM
+ *   jwt-signerd check-policy FILE             validate a policy, print its rules
+ *
+ * Signals while serving: SIGHUP reloads the policy (an invalid file keeps
+ * the old one), SIGUSR1 toggles incident mode, SIGTERM/SIGINT stop.
  *
  * Start-up is all-or-nothing: configuration, PIN, token login, every key
  * found and self-tested, port bound — or exit 1 with a message that says
@@ -14,6 +18,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,32 +27,45 @@
 #include <grpc/support/log.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
 
+#include "auditlog.h"
 #include "config.h"
 #include "hsm.h"
 #include "jwk.h"
 #include "keyring.h"
 #include "logline.h"
+#include "policy.h"
+#include "policy_store.h"
+#include "ratelimit.h"
 #include "server.h"
 #include "service.h"
 
 #define EXIT_USAGE 2
 /* How long in-flight calls get to finish after SIGTERM. */
 #define SHUTDOWN_GRACE_MS 10000
+/* Identities tracked by the rate limiter before they share overflow buckets. */
+#define RATELIMIT_MAX_IDENTITIES 65536
 
 static void usage(FILE *out)
 {
     fputs("usage: jwt-signerd --config FILE\n"
-          "       jwt-signerd keygen --config FILE --key NAME\n"
+          "       jwt-signerd keygen --config FILE (--key NAME | --audit-key)\n"
+          "       jwt-signerd check-policy FILE\n"
           "       jwt-signerd --help | --version\n"
           "\n"
           "Serves jwtsigner.v1.Signer over mutually authenticated gRPC and signs JWTs\n"
           "with keys held in a PKCS#11 token. Logs are JSON lines on stderr.\n"
-          "SIGTERM/SIGINT: stop accepting, finish in-flight calls, exit 0.\n"
+          "SIGHUP: reload the policy (an invalid file keeps the old one). SIGUSR1: toggle\n"
+          "incident mode. SIGTERM/SIGINT: stop accepting, finish in-flight calls, exit 0.\n"
           "\n"
           "keygen generates the key pair named NAME in the configuration (its label and\n"
-          "alg) inside the token: sensitive, non-extractable. It refuses to overwrite an\n"
-          "existing key with the same label, and prints the new key's public JWK.\n",
+          "alg), or with --audit-key the audit log's checkpoint key (audit.key_label,\n"
+          "ES256), inside the token: sensitive, non-extractable. It refuses to overwrite\n"
+          "an existing key with the same label, and prints the new key's public JWK.\n"
+          "\n"
+          "check-policy validates a policy file and prints the effective rules per caller;\n"
+          "exit 0 when valid, 1 with FILE:LINE and the problem otherwise.\n",
           out);
 }
 
@@ -96,22 +114,28 @@ static int cmd_keygen(const char *config_path, const char *key_name)
     int rc = 1;
 
     js_status st = open_hsm(config_path, &cfg, &hsm, &err);
-    const js_key_config *kc = NULL;
-    if (st == JS_OK) {
-        kc = js_config_find_key(cfg, key_name);
+    const char *name = key_name != NULL ? key_name : "audit";
+    const char *label = NULL;
+    js_alg alg = JS_ALG_ES256; /* the audit key is always ES256 (FORMAT.md) */
+    if (st == JS_OK && key_name != NULL) {
+        const js_key_config *kc = js_config_find_key(cfg, key_name);
         if (kc == NULL)
             st = js_err_set(&err, JS_ECONFIG, "keygen.unknown_key", "no key named '%s' in %s",
                             key_name, config_path);
+        else
+            label = kc->label, alg = kc->alg;
+    } else if (st == JS_OK) {
+        label = cfg->audit_key_label;
     }
     if (st == JS_OK)
         st = js_hsm_session_open(hsm, &s, &err);
     if (st == JS_OK)
-        st = js_hsm_keygen(hsm, s, kc->label, kc->alg, &err);
+        st = js_hsm_keygen(hsm, s, label, alg, &err);
     if (st == JS_OK)
-        st = js_hsm_key_find(hsm, s, kc->label, kc->alg, &key, &err);
+        st = js_hsm_key_find(hsm, s, label, alg, &key, &err);
     char kid[JWK_KID_LEN + 1] = "";
     if (st == JS_OK)
-        st = jwk_from_pkey(js_hsm_key_public(key), kc->alg, NULL, &jwk, &err);
+        st = jwk_from_pkey(js_hsm_key_public(key), alg, NULL, &jwk, &err);
     if (st == JS_OK)
         st = jwk_thumbprint(jwk, kid, &err);
     if (st == JS_OK) {
@@ -119,8 +143,8 @@ static int cmd_keygen(const char *config_path, const char *key_name)
         char *text = json_dumps(jwk, JSON_COMPACT | JSON_PRESERVE_ORDER);
         printf("%s\n", text != NULL ? text : "{}");
         free(text);
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "keygen", "key", kc->name, "label",
-                              kc->label, "kid", kid);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "keygen", "key", name, "label",
+                              label, "kid", kid);
         js_log_emit("info", o);
         rc = 0;
     } else {
@@ -134,16 +158,243 @@ static int cmd_keygen(const char *config_path, const char *key_name)
     return rc;
 }
 
+static int cmd_check_policy(const char *path)
+{
+    js_err err;
+    js_err_clear(&err);
+    js_policy *p = NULL;
+    if (js_policy_load(path, &p, &err) != JS_OK) {
+        fprintf(stderr, "jwt-signerd: %s\n", err.msg);
+        return 1;
+    }
+    char *text = js_policy_describe(p);
+    printf("%s: valid (sha256 %s)\n%s", path, js_policy_hash_hex(p), text != NULL ? text : "");
+    free(text);
+    js_policy_free(p);
+    return 0;
+}
+
+/* Everything the serving daemon owns; main() passes it around explicitly. */
+typedef struct daemon_state {
+    const char *config_path;
+    js_config *cfg;
+    js_hsm *hsm;
+    js_hsm_session *session;       /* start-up and reloads (main thread) */
+    js_hsm_session *audit_session; /* only the audit writer uses it */
+    js_hsm_key *audit_key;
+    js_keyring *kr;
+    js_ratelimit *rl;
+    js_service *svc;
+    js_policy_store *policies;
+    js_audit *audit;
+    js_server *srv;
+} daemon_state;
+
+typedef struct audit_signer {
+    js_hsm_session *s;
+    const js_hsm_key *key;
+} audit_signer;
+
+static js_status audit_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig, size_t cap,
+                            size_t *sig_len, js_err *err)
+{
+    const audit_signer *a = ctx;
+    return js_hsm_sign(a->s, a->key, msg, len, sig, cap, sig_len, err);
+}
+
+/* A lifecycle record, durable before we go on. A failure is logged: the
+ * daemon still refuses tokens by itself when the log is failing. */
+static void audit_lifecycle(daemon_state *d, const char *type, const char *decision,
+                            const js_err *why, json_t *detail)
+{
+    char *detail_text = detail != NULL ? json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(detail);
+    js_audit_event ev = {
+        .type = type,
+        .decision = decision,
+        .reason = why != NULL ? why->reason : NULL,
+        .message = why != NULL ? why->msg : NULL,
+        .detail_json = detail_text,
+    };
+    js_err err;
+    js_err_clear(&err);
+    uint64_t seq = 0;
+    if (js_audit_append_sync(d->audit, &ev, &seq, &err) != JS_OK) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_record_lost", "record",
+                              type, "reason", err.reason, "message", err.msg);
+        js_log_emit("error", o);
+    }
+    free(detail_text);
+}
+
+static char *pubkey_pem(EVP_PKEY *pk)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *out = NULL;
+    if (bio != NULL && PEM_write_bio_PUBKEY(bio, pk) == 1) {
+        char *data = NULL;
+        long n = BIO_get_mem_data(bio, &data);
+        out = n > 0 ? strndup(data, (size_t)n) : NULL;
+    }
+    BIO_free(bio);
+    return out;
+}
+
+static js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
+{
+    const js_config *cfg = d->cfg;
+    JS_GUARD(js_hsm_session_open(d->hsm, &d->audit_session, err));
+    js_status st = js_hsm_key_find(d->hsm, d->audit_session, cfg->audit_key_label, JS_ALG_ES256,
+                                   &d->audit_key, err);
+    if (st != JS_OK) {
+        js_err_prefix(err, "audit key (label '%s'): ", cfg->audit_key_label);
+        return st;
+    }
+    char *pem = pubkey_pem(js_hsm_key_public(d->audit_key));
+    JS_ENSURE_ALLOC(pem, err);
+    static audit_signer signer; /* lives as long as the log: main's frame would do too */
+    signer.s = d->audit_session;
+    signer.key = d->audit_key;
+    js_audit_options opts = {
+        .dir = cfg->audit_dir,
+        .origin = cfg->audit_origin != NULL ? cfg->audit_origin : issuer,
+        .checkpoint_interval_ms = cfg->audit_checkpoint_interval_ms,
+        .checkpoint_records = cfg->audit_checkpoint_records,
+        .heartbeat_ms = cfg->audit_heartbeat_ms,
+        .segment_bytes = cfg->audit_segment_bytes,
+        .no_fsync = !cfg->audit_fsync,
+        .sign = audit_sign,
+        .sign_ctx = &signer,
+        .pubkey_pem = pem,
+    };
+    if (!cfg->audit_fsync)
+        js_log_event("warn", "audit_fsync_disabled",
+                     "audit.fsync is false: records are NOT durable before tokens are released "
+                     "(benchmarks and tests only)");
+    st = js_audit_open(&opts, &d->audit, err);
+    free(pem);
+    return st;
+}
+
+static json_t *policy_detail(const js_policy *p, const char *path)
+{
+    return json_pack("{s:s, s:s, s:b}", "path", path, "sha256", js_policy_hash_hex(p), "incident",
+                     js_policy_incident(p));
+}
+
+static void set_incident(daemon_state *d, bool on, const char *cause)
+{
+    if (js_ratelimit_incident(d->rl) == on)
+        return;
+    js_ratelimit_set_incident(d->rl, on);
+    json_t *o = json_pack("{s:s, s:s, s:s}", "event", "incident_mode", "state", on ? "on" : "off",
+                          "cause", cause);
+    js_log_emit("warn", o);
+    audit_lifecycle(d, "incident", on ? "on" : "off", NULL,
+                    json_pack("{s:s, s:s}", "state", on ? "on" : "off", "cause", cause));
+}
+
+/* SIGHUP: parse and validate off the request path, then swap atomically.
+ * An invalid file keeps the old policy and says exactly why. `incident:
+ * true` in the new file turns incident mode on; `false` leaves it as it is,
+ * so a reload does not silently end an incident declared with SIGUSR1. */
+static void reload_policy(daemon_state *d)
+{
+    js_err err;
+    js_err_clear(&err);
+    js_policy *p = NULL;
+    const char *path = d->cfg->policy_path;
+    js_status st = js_policy_load(path, &p, &err);
+    if (st == JS_OK)
+        st = js_service_check_policy(d->svc, p, &err);
+    if (st != JS_OK) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "policy_reload_failed", "path",
+                              path, "reason", err.reason, "message", err.msg);
+        js_log_emit("error", o);
+        audit_lifecycle(d, "policy", "error", &err, json_pack("{s:s}", "path", path));
+        js_policy_free(p);
+        return;
+    }
+    bool incident = js_policy_incident(p);
+    json_t *detail = policy_detail(p, path);
+    json_t *o = json_pack("{s:s, s:s, s:s}", "event", "policy_reloaded", "path", path, "sha256",
+                          js_policy_hash_hex(p));
+    if (js_policy_store_swap(d->policies, p, &err) != JS_OK) {
+        json_decref(detail);
+        json_decref(o);
+        log_failure("policy_reload_failed", &err);
+        return;
+    }
+    js_log_emit("info", o);
+    audit_lifecycle(d, "policy", "reload", NULL, detail);
+    if (incident)
+        set_incident(d, true, "policy file");
+}
+
+static void daemon_free(daemon_state *d)
+{
+    js_server_free(d->srv);
+    js_audit_close(d->audit);
+    js_service_free(d->svc);
+    js_policy_store_free(d->policies);
+    js_ratelimit_free(d->rl);
+    js_keyring_free(d->kr);
+    js_hsm_key_free(d->audit_key);
+    js_hsm_session_free(d->audit_session);
+    js_hsm_session_free(d->session);
+    js_hsm_free(d->hsm);
+    js_config_free(d->cfg);
+}
+
+static js_status daemon_start(daemon_state *d, js_err *err)
+{
+    JS_GUARD(open_hsm(d->config_path, &d->cfg, &d->hsm, err));
+    JS_GUARD(js_hsm_session_open(d->hsm, &d->session, err));
+    JS_GUARD(js_keyring_load(d->cfg, d->hsm, d->session, &d->kr, err));
+    JS_GUARD(js_ratelimit_new(RATELIMIT_MAX_IDENTITIES, &d->rl, err));
+    JS_GUARD(js_service_new(d->cfg, d->kr, d->rl, NULL, NULL, &d->svc, err));
+
+    js_policy *p = NULL;
+    JS_GUARD(js_policy_load(d->cfg->policy_path, &p, err));
+    js_status st = js_service_check_policy(d->svc, p, err);
+    if (st != JS_OK) {
+        js_policy_free(p);
+        return st;
+    }
+    js_ratelimit_set_incident(d->rl, js_policy_incident(p));
+    json_t *pdetail = policy_detail(p, d->cfg->policy_path);
+    char issuer[512];
+    snprintf(issuer, sizeof(issuer), "%s", js_policy_issuer(p));
+    JS_GUARD(js_policy_store_new(p, &d->policies, err));
+
+    st = open_audit(d, issuer, err);
+    if (st != JS_OK) {
+        json_decref(pdetail);
+        return st;
+    }
+    json_t *keys = json_array();
+    for (size_t i = 0; i < js_keyring_count(d->kr); i++) {
+        const js_key *k = js_keyring_at(d->kr, i);
+        json_array_append_new(keys, json_pack("{s:s, s:s, s:s}", "key", js_key_name(k), "alg",
+                                              js_alg_name(js_key_alg(k)), "kid", js_key_kid(k)));
+    }
+    audit_lifecycle(d, "start", NULL, NULL,
+                    json_pack("{s:s, s:o, s:b}", "version", "0.1.0", "keys", keys, "incident",
+                              js_ratelimit_incident(d->rl)));
+    audit_lifecycle(d, "policy", "load", NULL, pdetail);
+
+    JS_GUARD(js_server_new(d->cfg, d->svc, d->policies, d->audit, d->hsm, &d->srv, err));
+    JS_GUARD(js_server_start(d->srv, err));
+    return JS_OK;
+}
+
 static int cmd_serve(const char *config_path)
 {
     js_err err;
     js_err_clear(&err);
-    js_config *cfg = NULL;
-    js_hsm *hsm = NULL;
-    js_hsm_session *s = NULL;
-    js_keyring *kr = NULL;
-    js_service *svc = NULL;
-    js_server *srv = NULL;
+    daemon_state d;
+    memset(&d, 0, sizeof(d));
+    d.config_path = config_path;
     int rc = 1;
 
     /* Block the signals we handle before any thread exists, so that every
@@ -159,35 +410,26 @@ static int cmd_serve(const char *config_path)
 
     gpr_set_log_function(grpc_log_to_json);
     grpc_init();
-    js_status st = open_hsm(config_path, &cfg, &hsm, &err);
-    if (st == JS_OK)
-        st = js_hsm_session_open(hsm, &s, &err);
-    if (st == JS_OK)
-        st = js_keyring_load(cfg, hsm, s, &kr, &err);
-    if (st == JS_OK)
-        st = js_service_new(cfg, kr, NULL, NULL, &svc, &err);
-    if (st == JS_OK)
-        st = js_server_new(cfg, svc, hsm, &srv, &err);
-    if (st == JS_OK)
-        st = js_server_start(srv, &err);
-    if (st != JS_OK) {
+    if (daemon_start(&d, &err) != JS_OK) {
         log_failure("startup_failed", &err);
         goto out;
     }
 
-    for (size_t i = 0; i < js_keyring_count(kr); i++) {
-        const js_key *k = js_keyring_at(kr, i);
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "key_ready", "key", js_key_name(k),
-                              "alg", js_alg_name(js_key_alg(k)), "kid", js_key_kid(k));
+    for (size_t i = 0; i < js_keyring_count(d.kr); i++) {
+        const js_key *k = js_keyring_at(d.kr, i);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "key_ready", "key",
+                              js_key_name(k), "alg", js_alg_name(js_key_alg(k)), "kid",
+                              js_key_kid(k));
         js_log_emit("info", o);
     }
     char addr[300];
-    const char *colon = strrchr(cfg->listen, ':');
-    size_t hostlen = colon != NULL ? (size_t)(colon - cfg->listen) : strlen(cfg->listen);
-    snprintf(addr, sizeof(addr), "%.*s:%d", (int)hostlen, cfg->listen, js_server_port(srv));
-    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:s}", "event", "listening", "address", addr,
-                          "port", js_server_port(srv), "workers", js_server_workers(srv), "token",
-                          js_hsm_token_description(hsm));
+    const char *colon = strrchr(d.cfg->listen, ':');
+    size_t hostlen = colon != NULL ? (size_t)(colon - d.cfg->listen) : strlen(d.cfg->listen);
+    snprintf(addr, sizeof(addr), "%.*s:%d", (int)hostlen, d.cfg->listen, js_server_port(d.srv));
+    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:s, s:b}", "event", "listening", "address", addr,
+                          "port", js_server_port(d.srv), "workers", js_server_workers(d.srv),
+                          "token", js_hsm_token_description(d.hsm), "incident",
+                          js_ratelimit_incident(d.rl));
     js_log_emit("info", o);
 
     for (;;) {
@@ -200,22 +442,19 @@ static int cmd_serve(const char *config_path)
             js_log_emit("info", so);
             break;
         }
-        /* SIGHUP (policy reload) and SIGUSR1 (incident mode) come with the
-         * policy engine; until then they are logged and ignored. */
-        js_log_event("warn", "signal_ignored",
-                     sig == SIGHUP ? "SIGHUP: nothing to reload yet"
-                                   : "SIGUSR1: no incident mode yet");
+        if (sig == SIGHUP)
+            reload_policy(&d);
+        else if (sig == SIGUSR1)
+            set_incident(&d, !js_ratelimit_incident(d.rl), "SIGUSR1");
     }
-    js_server_shutdown(srv, SHUTDOWN_GRACE_MS);
+    /* In-flight calls finish first (allowed ones wait for their records),
+     * then the stop record and the final checkpoint. */
+    js_server_shutdown(d.srv, SHUTDOWN_GRACE_MS);
+    audit_lifecycle(&d, "stop", NULL, NULL, json_pack("{s:s}", "cause", "signal"));
     js_log_event("info", "stopped", "all in-flight calls answered");
     rc = 0;
 out:
-    js_server_free(srv);
-    js_service_free(svc);
-    js_keyring_free(kr);
-    js_hsm_session_free(s);
-    js_hsm_free(hsm);
-    js_config_free(cfg);
+    daemon_free(&d);
     /* Not grpc_shutdown(): that may finish on a detached thread after main
      * returns, leaving gRPC objects (seen: TLS state) unreleased at exit. */
     grpc_shutdown_blocking();
@@ -227,12 +466,16 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"key", required_argument, NULL, 'k'},
+        {"audit-key", no_argument, NULL, 'a'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
+    if (argc == 3 && strcmp(argv[1], "check-policy") == 0)
+        return cmd_check_policy(argv[2]);
     const char *config_path = NULL;
     const char *key_name = NULL;
+    int audit_key = 0;
     int keygen = 0;
     int first = 1;
     if (argc > 1 && strcmp(argv[1], "keygen") == 0) {
@@ -249,6 +492,9 @@ int main(int argc, char **argv)
         case 'k':
             key_name = optarg;
             break;
+        case 'a':
+            audit_key = 1;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -260,8 +506,9 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if (optind != argc || config_path == NULL || (keygen && key_name == NULL) ||
-        (!keygen && key_name != NULL)) {
+    bool keygen_ok = keygen && ((key_name != NULL) != (audit_key != 0));
+    bool serve_ok = !keygen && key_name == NULL && !audit_key;
+    if (optind != argc || config_path == NULL || !(keygen_ok || serve_ok)) {
         usage(stderr);
         return EXIT_USAGE;
     }

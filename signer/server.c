@@ -28,9 +28,11 @@
 #include <grpc/support/time.h>
 #include <openssl/crypto.h>
 
+#include "auditlog.h"
 #include "identity.h"
 #include "jwtsigner/v1/signer.pb-c.h"
 #include "logline.h"
+#include "policy_store.h"
 
 #define METHOD_SIGN "/jwtsigner.v1.Signer/SignJwt"
 #define METHOD_JWKS "/jwtsigner.v1.Signer/GetJwks"
@@ -60,8 +62,14 @@ typedef struct call_ctx {
     grpc_byte_buffer *request;
     grpc_byte_buffer *reply;
     grpc_slice status_details;
-    grpc_metadata trailing[1];
+    grpc_metadata trailing[2];
     int cancelled;
+    /* An allowed SignJwt waits here for its audit record to be durable. */
+    int64_t t0_us;
+    char *peer;
+    char identity[IDENTITY_MAX + 1];
+    char request_id[JS_REQUEST_ID_MAX + 1];
+    js_sign_result res;
 } call_ctx;
 
 struct worker {
@@ -69,6 +77,7 @@ struct worker {
     js_server *srv;
     grpc_completion_queue *cq;
     js_hsm_session *session;
+    js_policy_cache policy; /* this worker's view of the policy in force */
     pthread_t thread;
     int started;
 };
@@ -76,6 +85,8 @@ struct worker {
 struct js_server {
     const js_config *cfg;
     const js_service *svc;
+    js_policy_store *policies;
+    js_audit *audit;
     grpc_server *server;
     grpc_completion_queue *shutdown_cq;
     void *method_sign;
@@ -159,6 +170,8 @@ static void call_free(call_ctx *c)
     grpc_slice_unref(c->status_details);
     if (c->call != NULL)
         grpc_call_unref(c->call);
+    js_sign_result_clear(&c->res);
+    gpr_free(c->peer);
     free(c);
 }
 
@@ -195,7 +208,7 @@ static int call_arm(worker *w, call_kind kind)
 
 /* Sends the whole reply in one batch; the completion comes back on w->cq. */
 static void call_reply(call_ctx *c, grpc_status_code code, const char *reason, const char *msg,
-                       const uint8_t *body, size_t body_len)
+                       const uint8_t *body, size_t body_len, uint64_t retry_after_ms)
 {
     grpc_op ops[4];
     memset(ops, 0, sizeof(ops));
@@ -218,9 +231,16 @@ static void call_reply(call_ctx *c, grpc_status_code code, const char *reason, c
         snprintf(details, sizeof(details), "%s: %s", reason, msg);
         c->status_details = grpc_slice_from_copied_string(details);
         if (reason != NULL && reason[0] != '\0') {
-            c->trailing[0].key = grpc_slice_from_static_string("jwt-signer-reason");
-            c->trailing[0].value = grpc_slice_from_copied_string(reason);
-            trailing = 1;
+            c->trailing[trailing].key = grpc_slice_from_static_string("jwt-signer-reason");
+            c->trailing[trailing].value = grpc_slice_from_copied_string(reason);
+            trailing++;
+        }
+        if (code == GRPC_STATUS_RESOURCE_EXHAUSTED && retry_after_ms > 0) {
+            char ms[32];
+            snprintf(ms, sizeof(ms), "%llu", (unsigned long long)retry_after_ms);
+            c->trailing[trailing].key = grpc_slice_from_static_string("retry-after-ms");
+            c->trailing[trailing].value = grpc_slice_from_copied_string(ms);
+            trailing++;
         }
     }
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
@@ -235,10 +255,10 @@ static void call_reply(call_ctx *c, grpc_status_code code, const char *reason, c
     n++;
     c->state = CALL_REPLYING;
     grpc_call_error rc = grpc_call_start_batch(c->call, ops, n, c, NULL);
-    if (trailing) {
-        /* start_batch has taken its own references to the metadata. */
-        grpc_slice_unref(c->trailing[0].key);
-        grpc_slice_unref(c->trailing[0].value);
+    /* start_batch has taken its own references to the metadata. */
+    for (size_t i = 0; i < trailing; i++) {
+        grpc_slice_unref(c->trailing[i].key);
+        grpc_slice_unref(c->trailing[i].value);
     }
     if (rc != GRPC_CALL_OK) {
         js_log_event("error", "reply_failed", "grpc_call_start_batch failed");
@@ -291,23 +311,123 @@ done:
     return st;
 }
 
-static void handle_sign(call_ctx *c)
+static const char *decision_of(grpc_status_code code)
 {
-    int64_t t0 = mono_us();
-    worker *w = c->w;
+    if (code == GRPC_STATUS_OK)
+        return "allow";
+    if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE)
+        return "error";
+    return "deny";
+}
+
+static void log_sign(const call_ctx *c, grpc_status_code code, const js_err *err, uint64_t seq)
+{
+    const js_sign_result *res = &c->res;
+    char seqbuf[24] = "";
+    if (seq > 0)
+        snprintf(seqbuf, sizeof(seqbuf), "%llu", (unsigned long long)seq);
+    js_reqlog log = {
+        .method = "SignJwt",
+        .caller = c->identity,
+        .peer = c->peer,
+        .request_id = c->request_id,
+        .decision = decision_of(code),
+        .status = grpc_status_name(code),
+        .reason = code == GRPC_STATUS_OK ? "ok" : err->reason,
+        .message = code == GRPC_STATUS_OK ? NULL : err->msg,
+        .key = res->key_name,
+        .kid = res->kid,
+        .jti = code == GRPC_STATUS_OK ? res->jti : NULL,
+        .sub = res->sub,
+        .aud = res->aud,
+        .audit_seq = seqbuf,
+        .latency_us = mono_us() - c->t0_us,
+    };
+    js_reqlog_emit(&log);
+}
+
+/* The audit record of a SignJwt decision (audit/FORMAT.md). */
+static void sign_event(const call_ctx *c, const js_err *err, const char *policy_hash,
+                       js_audit_event *ev)
+{
+    const js_sign_result *res = &c->res;
+    bool ok = res->jwt != NULL;
+    memset(ev, 0, sizeof(*ev));
+    ev->type = "sign";
+    ev->caller = c->identity;
+    ev->peer = c->peer;
+    ev->request_id = c->request_id;
+    ev->decision = ok ? "allow" : "deny";
+    ev->reason = ok ? "ok" : err->reason;
+    ev->message = ok ? NULL : err->msg;
+    ev->key = res->key_name;
+    ev->kid = res->kid;
+    ev->alg = res->alg;
+    ev->jti = ok ? res->jti : NULL;
+    ev->sub = res->sub;
+    ev->aud_json = res->aud;
+    ev->iat = ok ? res->issued_at : 0;
+    ev->exp = ok ? res->expires_at : 0;
+    ev->scopes = ok ? res->scopes : NULL;
+    ev->token_sha256 = ok ? res->token_sha256 : NULL;
+    ev->policy_hash = policy_hash;
+}
+
+/* Sends an allowed token once its audit record is durable; runs on the
+ * audit writer thread (grpc_call_start_batch may be called from any thread,
+ * and this is the call's only batch). */
+static void sign_audit_done(void *ctx, js_status st, uint64_t seq, const js_err *aerr)
+{
+    call_ctx *c = ctx;
     js_err err;
     js_err_clear(&err);
-    char identity[IDENTITY_MAX + 1] = "";
-    char *peer = grpc_call_get_peer(c->call);
-    js_sign_result res;
-    memset(&res, 0, sizeof(res));
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (st == JS_OK) {
+        Jwtsigner__V1__SignJwtResponse resp = JWTSIGNER__V1__SIGN_JWT_RESPONSE__INIT;
+        resp.jwt = c->res.jwt;
+        resp.kid = c->res.kid;
+        resp.jti = c->res.jti;
+        resp.issued_at = c->res.issued_at;
+        resp.expires_at = c->res.expires_at;
+        resp.audit_seq = seq;
+        len = jwtsigner__v1__sign_jwt_response__get_packed_size(&resp);
+        buf = malloc(len > 0 ? len : 1);
+        if (buf == NULL)
+            st = js_err_set(&err, JS_EINTERNAL, "internal.oom", "out of memory");
+        else
+            jwtsigner__v1__sign_jwt_response__pack(&resp, buf);
+    } else {
+        /* Fail closed: no token leaves without its record. */
+        err = *aerr;
+    }
+    grpc_status_code code = status_to_grpc(st);
+    log_sign(c, code, &err, st == JS_OK ? seq : 0);
+    call_reply(c, code, err.reason, err.msg, buf, len, 0);
+    if (buf != NULL) {
+        OPENSSL_cleanse(buf, len);
+        free(buf);
+    }
+}
+
+static void handle_sign(call_ctx *c)
+{
+    c->t0_us = mono_us();
+    worker *w = c->w;
+    js_server *srv = w->srv;
+    js_err err;
+    js_err_clear(&err);
+    c->peer = grpc_call_get_peer(c->call);
     grpc_slice raw = grpc_empty_slice();
     Jwtsigner__V1__SignJwtRequest *req = NULL;
-    const char *request_id = "";
-    uint8_t *reply_buf = NULL;
-    size_t reply_len = 0;
+    uint64_t retry_ms = 0;
+    const js_policy *policy = js_policy_cache_get(&w->policy, srv->policies);
+    js_admission adm;
 
-    js_status st = call_identity(c->call, identity, sizeof(identity), &err);
+    /* identity -> match -> frozen -> rate, before the body is decoded. */
+    js_status st = call_identity(c->call, c->identity, sizeof(c->identity), &err);
+    if (st == JS_OK)
+        st = js_service_admit(srv->svc, policy, c->identity, &adm, &retry_ms, &err);
     if (st == JS_OK)
         st = read_request(c->request, &raw, &err);
     if (st == JS_OK) {
@@ -318,60 +438,40 @@ static void handle_sign(call_ctx *c)
                             "SignJwtRequest is not a valid protobuf message");
     }
     if (st == JS_OK && req != NULL) {
-        /* Only log a request_id we accept (printable, bounded). */
+        /* Only log and record a request_id we accept (printable, bounded). */
         if (js_request_id_check(req->request_id, NULL) == JS_OK)
-            request_id = req->request_id;
-        js_sign_request sr = {identity, req->claims_json.data, req->claims_json.len, req->key,
+            snprintf(c->request_id, sizeof(c->request_id), "%s", req->request_id);
+        js_sign_request sr = {req->claims_json.data, req->claims_json.len, req->key,
                               req->request_id};
-        st = js_service_sign(w->srv->svc, w->session, &sr, &res, &err);
+        st = js_service_sign(srv->svc, w->session, &adm, &sr, &c->res, &err);
     }
-    if (st == JS_OK) {
-        Jwtsigner__V1__SignJwtResponse resp = JWTSIGNER__V1__SIGN_JWT_RESPONSE__INIT;
-        resp.jwt = res.jwt;
-        resp.kid = res.kid;
-        resp.jti = res.jti;
-        resp.issued_at = res.issued_at;
-        resp.expires_at = res.expires_at;
-        resp.audit_seq = 0; /* no audit log yet */
-        reply_len = jwtsigner__v1__sign_jwt_response__get_packed_size(&resp);
-        reply_buf = malloc(reply_len > 0 ? reply_len : 1);
-        if (reply_buf == NULL)
-            st = js_err_set(&err, JS_EINTERNAL, "internal.oom", "out of memory");
-        else
-            jwtsigner__v1__sign_jwt_response__pack(&resp, reply_buf);
-    }
-
-    grpc_status_code code = status_to_grpc(st);
-    js_reqlog log = {
-        .method = "SignJwt",
-        .caller = identity,
-        .peer = peer,
-        .request_id = request_id,
-        .decision = st == JS_OK                                                         ? "allow"
-                    : (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE) ? "error"
-                                                                                        : "deny",
-        .status = grpc_status_name(code),
-        .reason = st == JS_OK ? "ok" : err.reason,
-        .message = st == JS_OK ? NULL : err.msg,
-        .key = res.key_name,
-        .kid = res.kid,
-        .jti = st == JS_OK ? res.jti : NULL,
-        .sub = res.sub,
-        .aud = res.aud,
-        .latency_us = mono_us() - t0,
-    };
-    js_reqlog_emit(&log);
-    call_reply(c, code, err.reason, err.msg, reply_buf, reply_len);
-
-    if (reply_buf != NULL) {
-        OPENSSL_cleanse(reply_buf, reply_len);
-        free(reply_buf);
-    }
-    js_sign_result_clear(&res);
     if (req != NULL)
         jwtsigner__v1__sign_jwt_request__free_unpacked(req, NULL);
     grpc_slice_unref(raw);
-    gpr_free(peer);
+
+    js_audit_event ev;
+    sign_event(c, &err, js_policy_hash_hex(policy), &ev);
+    if (st == JS_OK) {
+        /* The reply goes out from sign_audit_done once the record is durable. */
+        js_err aerr;
+        js_err_clear(&aerr);
+        if (js_audit_submit(srv->audit, &ev, sign_audit_done, c, &aerr) == JS_OK)
+            return;
+        js_sign_result_clear(&c->res); /* fail closed: the token is discarded */
+        err = aerr;
+        st = aerr.status;
+    } else if (st == JS_ELIMIT) {
+        /* Folded: at most one record per caller per second (FORMAT.md). */
+        js_audit_note_rate_limited(srv->audit, c->identity, err.reason);
+    } else {
+        /* A denial carries no token, so its reply need not wait for the disk;
+         * if the log is failing, the refusal still stands. */
+        if (js_audit_submit(srv->audit, &ev, NULL, NULL, NULL) != JS_OK)
+            js_log_event("warn", "audit_record_lost", "a denial could not be queued for the audit log");
+    }
+    grpc_status_code code = status_to_grpc(st);
+    log_sign(c, code, &err, 0);
+    call_reply(c, code, err.reason, err.msg, NULL, 0, retry_ms);
 }
 
 static void handle_jwks(call_ctx *c)
@@ -408,7 +508,7 @@ static void handle_jwks(call_ctx *c)
         .latency_us = mono_us() - t0,
     };
     js_reqlog_emit(&log);
-    call_reply(c, code, err.reason, err.msg, buf, len);
+    call_reply(c, code, err.reason, err.msg, buf, len, 0);
     free(buf);
     gpr_free(peer);
 }
@@ -423,7 +523,7 @@ static void handle_unknown(call_ctx *c)
     method[mlen] = '\0';
     char msg[320];
     snprintf(msg, sizeof(msg), "method %s is not implemented", method);
-    call_reply(c, GRPC_STATUS_UNIMPLEMENTED, "rpc.unimplemented", msg, NULL, 0);
+    call_reply(c, GRPC_STATUS_UNIMPLEMENTED, "rpc.unimplemented", msg, NULL, 0, 0);
 }
 
 /* ---- workers -------------------------------------------------------------------- */
@@ -522,14 +622,16 @@ static js_status make_credentials(const js_config *cfg, grpc_server_credentials 
     return st;
 }
 
-js_status js_server_new(const js_config *cfg, const js_service *svc, js_hsm *hsm, js_server **out,
-                        js_err *err)
+js_status js_server_new(const js_config *cfg, const js_service *svc, js_policy_store *policies,
+                        js_audit *audit, js_hsm *hsm, js_server **out, js_err *err)
 {
     *out = NULL;
     js_server *srv = calloc(1, sizeof(*srv));
     JS_ENSURE_ALLOC(srv, err);
     srv->cfg = cfg;
     srv->svc = svc;
+    srv->policies = policies;
+    srv->audit = audit;
     atomic_init(&srv->shutting_down, false);
     srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (srv->nworkers <= 0)
@@ -677,6 +779,7 @@ void js_server_free(js_server *srv)
     for (int i = 0; i < srv->nworkers && srv->workers != NULL; i++) {
         drain_and_destroy(srv->workers[i].cq);
         js_hsm_session_free(srv->workers[i].session);
+        js_policy_cache_clear(&srv->workers[i].policy);
     }
     drain_and_destroy(srv->shutdown_cq);
     free(srv->workers);

@@ -15,17 +15,21 @@
 #ifndef JS_SERVER_H
 #define JS_SERVER_H
 
+#include "auditlog.h"
 #include "config.h"
 #include "err.h"
 #include "hsm.h"
+#include "policy_store.h"
 #include "service.h"
 
 typedef struct js_server js_server;
 
-/* Borrows cfg, svc and hsm; they must outlive the server. Opens one HSM
- * session per worker. grpc_init() must have been called. */
-js_status js_server_new(const js_config *cfg, const js_service *svc, js_hsm *hsm, js_server **out,
-                        js_err *err) JS_WUR;
+/* Borrows cfg, svc, policies, audit and hsm; they must outlive the server
+ * (and the audit log must keep running until js_server_shutdown returns:
+ * allowed calls wait for their records). Opens one HSM session per worker.
+ * grpc_init() must have been called. */
+js_status js_server_new(const js_config *cfg, const js_service *svc, js_policy_store *policies,
+                        js_audit *audit, js_hsm *hsm, js_server **out, js_err *err) JS_WUR;
 
 /* The bound port (useful when the config asks for port 0). */
 int js_server_port(const js_server *srv);

@@ -7,11 +7,16 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
+#include <openssl/evp.h>
+
 #include "jws.h"
 
 struct js_service {
     const js_config *cfg;
     const js_keyring *kr;
+    js_ratelimit *rl;
     js_clock_fn clock;
     void *clock_ctx;
 };
@@ -22,14 +27,15 @@ static int64_t system_clock(void *ctx)
     return (int64_t)time(NULL);
 }
 
-js_status js_service_new(const js_config *cfg, const js_keyring *kr, js_clock_fn clock,
-                         void *clock_ctx, js_service **out, js_err *err)
+js_status js_service_new(const js_config *cfg, const js_keyring *kr, js_ratelimit *rl,
+                         js_clock_fn clock, void *clock_ctx, js_service **out, js_err *err)
 {
     *out = NULL;
     js_service *svc = calloc(1, sizeof(*svc));
     JS_ENSURE_ALLOC(svc, err);
     svc->cfg = cfg;
     svc->kr = kr;
+    svc->rl = rl;
     svc->clock = clock != NULL ? clock : system_clock;
     svc->clock_ctx = clock_ctx;
     *out = svc;
@@ -45,7 +51,11 @@ void js_sign_result_clear(js_sign_result *res)
 {
     if (res == NULL)
         return;
-    free(res->jwt);
+    if (res->jwt != NULL) {
+        OPENSSL_cleanse(res->jwt, strlen(res->jwt));
+        free(res->jwt);
+    }
+    free(res->scopes);
     memset(res, 0, sizeof(*res));
 }
 
@@ -82,15 +92,6 @@ static int key_name_valid(const char *s)
     return 1;
 }
 
-static int caller_allowed(const js_config *cfg, const char *identity)
-{
-    /* Exact, case-sensitive comparison: identities are not normalised. */
-    for (size_t i = 0; i < cfg->nallowed_callers; i++)
-        if (strcmp(cfg->allowed_callers[i], identity) == 0)
-            return 1;
-    return 0;
-}
-
 /* Copies sub and aud (compact JSON) for the request log, truncated. */
 static void note_sub_aud(const json_t *claims, js_sign_result *res)
 {
@@ -118,60 +119,119 @@ static js_status hsm_sign_cb(void *ctx, const uint8_t *in, size_t in_len, uint8_
     return js_hsm_sign(c->s, c->key, in, in_len, sig, cap, sig_len, err);
 }
 
-js_status js_service_sign(const js_service *svc, js_hsm_session *s, const js_sign_request *req,
-                          js_sign_result *res, js_err *err)
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+js_status js_service_admit(const js_service *svc, const js_policy *p, const char *identity,
+                           js_admission *adm, uint64_t *retry_after_ms, js_err *err)
+{
+    memset(adm, 0, sizeof(*adm));
+    *retry_after_ms = 0;
+    const js_policy_caller *c = js_policy_match(p, identity);
+    JS_ENSURE(c != NULL, err, JS_EDENIED, "policy.no_match",
+              "caller '%s' matches no entry of the policy", identity);
+    JS_ENSURE(!js_policy_caller_frozen(c), err, JS_EDENIED, "policy.frozen",
+              "caller '%s' is frozen (policy entry '%s')", identity, js_policy_caller_id(c));
+    JS_GUARD(js_ratelimit_take(svc->rl, c, identity, mono_ns(), retry_after_ms, err));
+    adm->policy = p;
+    adm->caller = c;
+    adm->identity = identity;
+    return JS_OK;
+}
+
+js_status js_service_check_policy(const js_service *svc, const js_policy *p, js_err *err)
+{
+    for (size_t i = 0; i < js_policy_key_count(p); i++) {
+        const char *name = js_policy_key_at(p, i);
+        JS_ENSURE(js_keyring_find(svc->kr, name) != NULL, err, JS_ECONFIG, "policy.unknown_key",
+                  "the policy names key '%s', which is not in the signer's configuration", name);
+    }
+    /* The policy names the issuer (issue 3); a config issuer, kept for
+     * compatibility, must agree with it so no one is surprised by iss. */
+    const char *iss = js_policy_issuer(p);
+    JS_ENSURE(iss != NULL, err, JS_ECONFIG, "policy.no_issuer", "the policy does not set issuer");
+    JS_ENSURE(svc->cfg->issuer == NULL || strcmp(svc->cfg->issuer, iss) == 0, err, JS_ECONFIG,
+              "policy.issuer_mismatch", "the policy's issuer '%s' differs from the configuration's '%s'",
+              iss, svc->cfg->issuer);
+    return JS_OK;
+}
+
+/* Hex SHA-256 of the token: what the audit log keeps instead of the token. */
+static void token_digest(const char *jwt, char hex[JS_SHA256_HEX + 1])
+{
+    uint8_t d[32];
+    unsigned int n = 0;
+    EVP_Digest(jwt, strlen(jwt), d, &n, EVP_sha256(), NULL);
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < 32; i++) {
+        hex[2 * i] = digits[d[i] >> 4];
+        hex[2 * i + 1] = digits[d[i] & 15];
+    }
+    hex[JS_SHA256_HEX] = '\0';
+}
+
+js_status js_service_sign(const js_service *svc, js_hsm_session *s, const js_admission *adm,
+                          const js_sign_request *req, js_sign_result *res, js_err *err)
 {
     memset(res, 0, sizeof(*res));
-    JS_ENSURE(caller_allowed(svc->cfg, req->identity), err, JS_EDENIED, "caller.not_allowed",
-              "caller '%s' is not on the allowed list", req->identity);
     JS_GUARD(js_request_id_check(req->request_id, err));
-
-    const js_key *key;
-    if (req->key_name[0] == '\0') {
-        key = js_keyring_default(svc->kr);
-    } else {
+    if (req->key_name[0] != '\0')
         JS_ENSURE(key_name_valid(req->key_name), err, JS_EINVAL, "request.key_name",
                   "key name must be 1-%d characters of [A-Za-z0-9._-]", JS_KEY_NAME_MAX);
-        key = js_keyring_find(svc->kr, req->key_name);
-        /* Well-formed but not ours to give: PERMISSION_DENIED, and the same
-         * answer whether or not such a key exists elsewhere. */
-        JS_ENSURE(key != NULL, err, JS_EDENIED, "key.not_allowed",
-                  "key '%s' is not available to this caller", req->key_name);
-    }
-    snprintf(res->key_name, sizeof(res->key_name), "%s", js_key_name(key));
-    snprintf(res->kid, sizeof(res->kid), "%s", js_key_kid(key));
 
     json_t *claims = NULL;
     JS_GUARD(claims_parse(req->claims, req->claims_len, &claims, err));
     note_sub_aud(claims, res);
 
     int64_t now = svc->clock(svc->clock_ctx);
-    claims_lifetime life = {svc->cfg->default_ttl, svc->cfg->max_ttl};
+    js_policy_result pr;
+    memset(&pr, 0, sizeof(pr));
     js_status st = claims_new_jti(res->jti, err);
     if (st == JS_OK)
-        st = claims_apply_server(claims, svc->cfg->issuer, now, &life, res->jti, &res->expires_at,
-                                 err);
-    char *payload = NULL;
-    if (st == JS_OK) {
-        payload = json_dumps(claims, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        if (payload == NULL)
-            st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
-    }
+        st = js_policy_evaluate(adm->policy, adm->caller, claims, req->key_name, res->jti, now, &pr,
+                                err);
     json_decref(claims);
     if (st != JS_OK) {
         res->jti[0] = '\0'; /* no token carries it */
+        js_policy_result_clear(&pr);
         return st;
     }
 
-    const char *header = js_key_header(key);
-    hsm_sign_ctx ctx = {s, js_key_hsm(key)};
-    st = jws_sign_compact(header, strlen(header), payload, strlen(payload), hsm_sign_cb, &ctx,
-                          &res->jwt, err);
+    /* The policy only names keys the keyring has (js_service_check_policy). */
+    const js_key *key = js_keyring_find(svc->kr, pr.key_name);
+    char *payload = NULL;
+    if (key == NULL)
+        st = js_err_set(err, JS_EINTERNAL, "internal.key", "policy key '%s' is not loaded",
+                        pr.key_name);
+    if (st == JS_OK) {
+        snprintf(res->key_name, sizeof(res->key_name), "%s", js_key_name(key));
+        snprintf(res->kid, sizeof(res->kid), "%s", js_key_kid(key));
+        snprintf(res->alg, sizeof(res->alg), "%s", js_alg_name(js_key_alg(key)));
+        payload = json_dumps(pr.claims, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (payload == NULL)
+            st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    }
+    if (st == JS_OK) {
+        const char *header = js_key_header(key);
+        hsm_sign_ctx ctx = {s, js_key_hsm(key)};
+        st = jws_sign_compact(header, strlen(header), payload, strlen(payload), hsm_sign_cb, &ctx,
+                              &res->jwt, err);
+    }
     free(payload);
     if (st != JS_OK) {
         res->jti[0] = '\0';
+        js_policy_result_clear(&pr);
         return st;
     }
     res->issued_at = now;
+    res->expires_at = pr.exp;
+    res->scopes = pr.scopes;
+    pr.scopes = NULL;
+    js_policy_result_clear(&pr);
+    token_digest(res->jwt, res->token_sha256);
     return JS_OK;
 }

@@ -10,9 +10,9 @@ python3-cryptography only (verify_es256), never with our own code.
 Typical use:
 
     with harness.Env() as env:
-        env.setup(allowed_callers=["spiffe://example.org/issuer-a"])
+        env.setup()                      # token, PKI, policy.yaml, signer.yaml, keys
         env.start()
-        rc, out, err = env.sign("issuer-a", {"sub": "x", "aud": "https://api.example"})
+        rc, out, err = env.sign("issuer-a", env.sample_claims())
         rc, jwks, _ = env.jwks("issuer-a")
         header, payload = harness.verify_es256(out.strip(), jwks)
         assert env.stop() == 0
@@ -63,6 +63,30 @@ CALLER_URIS = {
 }
 
 DEFAULT_KEY = {"name": "test-es256", "label": "jwt-signer-test-es256", "alg": "ES256"}
+AUDIT_KEY_LABEL = "jwt-signer-test-audit"
+SAMPLE_SUB = "3f0c6f1e-8c1a-4b7e-9d2a-5e6f7a8b9c0d"
+SAMPLE_AUD = "https://api.example"
+UUID_RE = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+# The test policy (policy/examples/policy.yaml documents the format): callers
+# inherit `defaults`; issuer-a is the one caller unless a test says otherwise.
+DEFAULT_POLICY_DEFAULTS = {
+    "keys": [DEFAULT_KEY["name"]],
+    "default_key": DEFAULT_KEY["name"],
+    "audiences": [SAMPLE_AUD, "https://other.example"],
+    "max_aud": 3,
+    "max_ttl": "1h",
+    "default_ttl": "5m",
+    "scope_claim": "scope",
+    "scopes": ["read", "write"],
+    "subject": UUID_RE,
+    "subject_required": True,
+    "claims": {"role": {"type": "string", "max_bytes": 64},
+               "secret": {"type": "string", "max_bytes": 64},
+               "pad": {"type": "string"}},
+    "rate": {"per_second": 10000, "burst": 20000},
+    "incident_rate": {"per_second": 10000, "burst": 20000},
+}
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "WARNING: ThreadSanitizer", "ERROR: UndefinedBehaviorSanitizer")
 
@@ -625,9 +649,8 @@ class Env:
                     "pin_file": "pin"},
             "keys": [dict(DEFAULT_KEY)],
             "default_key": DEFAULT_KEY["name"],
-            "issuer": "https://jwt-signer.test.example",
-            "lifetime": {"default": "5m", "max": "1h"},
-            "allowed_callers": [CALLER_URIS["issuer-a"]],
+            "policy": "policy.yaml",
+            "audit": {"dir": "audit", "key_label": AUDIT_KEY_LABEL},
         }
         pin_env = overrides.pop("pin_env", None)
         hsm_token = overrides.pop("hsm_token", None)
@@ -689,15 +712,65 @@ class Env:
             raise HarnessError("keygen %s failed (%d): %s%s" % (key_name, rc, out, err))
         return rc, out, err
 
-    def setup(self, **overrides):
-        """Token, PKI, config (with overrides) and a key for every configured key."""
+    def default_policy(self, callers=None, issuer="https://jwt-signer.test.example", **defaults):
+        """The test policy as a dict: DEFAULT_POLICY_DEFAULTS updated with `defaults`,
+        and `callers` (a list of caller entries; default: issuer-a inheriting all)."""
+        d = json.loads(json.dumps(DEFAULT_POLICY_DEFAULTS))
+        d.update(defaults)
+        if callers is None:
+            callers = [{"id": CALLER_URIS["issuer-a"]}]
+        return {"version": 1, "issuer": issuer, "admins": ["spiffe://example.org/ops/admin"],
+                "incident": False, "defaults": d, "callers": callers}
+
+    def write_policy(self, policy=None, name="policy.yaml"):
+        """Writes DIR/name from a policy dict (default_policy() if None) or YAML text."""
+        if policy is None:
+            policy = self.default_policy()
+        text = policy if isinstance(policy, str) else to_yaml(policy)
+        path = self.path(name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    @staticmethod
+    def sample_claims(**extra):
+        claims = {"sub": SAMPLE_SUB, "aud": SAMPLE_AUD}
+        claims.update(extra)
+        return claims
+
+    audit_key_label = AUDIT_KEY_LABEL
+
+    def keygen_audit(self, config=None, check=True, timeout_s=60):
+        """Runs `jwt-signerd keygen --config CFG --audit-key`; returns (rc, stdout, stderr)."""
+        config = config or self.config_path
+        rc, out, err = _run([signerd_path(), "keygen", "--config", config, "--audit-key"],
+                            env=self.env(self._pin_env_for(config)), timeout_s=timeout_s)
+        if check and rc != 0:
+            raise HarnessError("keygen --audit-key failed (%d): %s%s" % (rc, out, err))
+        return rc, out, err
+
+    def setup(self, policy=None, **overrides):
+        """Token, PKI, policy.yaml (policy dict or text; default_policy() if None),
+        signer.yaml (with overrides), a key for every configured key and the audit key."""
         self.init_token()
         self.make_pki()
+        self.write_policy(policy)
         path = self.write_config(**overrides)
         for key in self._configs[path].get("keys") or []:
             if isinstance(key, dict) and "name" in key:
                 self.keygen(key["name"], path)
+        self.keygen_audit(path)
         return path
+
+    def audit_dir(self, config=None):
+        """The audit log directory of a config written by write_config."""
+        cfg = self._configs.get(config or self.config_path) or {}
+        return self.path((cfg.get("audit") or {}).get("dir", "audit"))
+
+    def audit_segments(self, config=None):
+        d = self.audit_dir(config)
+        return sorted(os.path.join(d, f) for f in os.listdir(d)
+                      if f.startswith("audit-") and f.endswith(".log"))
 
     # --- the daemon ----------------------------------------------------------------
     def start(self, config=None, args=(), env=None, wait=True, timeout_s=20):

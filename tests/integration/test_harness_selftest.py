@@ -157,12 +157,10 @@ class YamlTest(unittest.TestCase):
               - name: test-es256
                 label: jwt-signer-test-es256
                 alg: ES256
-            issuer: "https://jwt-signer.test.example"
-            lifetime:
-              default: "5m"
-              max: "1h"
-            allowed_callers:
-              - "spiffe://example.org/issuer-a"
+            policy: policy.yaml
+            audit:
+              dir: audit
+              key_label: jwt-signer-test-audit
             """))
 
     def test_scalars_and_empties(self):

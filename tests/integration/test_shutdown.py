@@ -30,7 +30,7 @@ class Shutdown(unittest.TestCase):
         argv = [harness.client_test_path(), "--target", "localhost:%d" % self.env.port,
                 "--ca", ca, "--cert", cert, "--key", key, "--threads", "8",
                 "--requests", "100000", "--timeout-ms", "10000",
-                "--claims", json.dumps({"sub": "s", "aud": "a"}), "--out", out_file]
+                "--claims", json.dumps(self.env.sample_claims()), "--out", out_file]
         load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=self.env.env(), text=True)
         try:

@@ -62,7 +62,7 @@ class Startup(unittest.TestCase):
     def test_pin_from_environment(self):
         cfg = self.env.write_config("env.yaml", pin_env="JS_TEST_PIN")
         self.env.start(cfg)
-        rc, out, err = self.env.sign("issuer-a", {"sub": "s", "aud": "a"})
+        rc, out, err = self.env.sign("issuer-a", self.env.sample_claims())
         self.assertEqual(rc, 0, err)
         self.assertEqual(self.env.stop(), 0)
 

@@ -1,7 +1,8 @@
 /*
  * test_config.c - unit tests for jwt-signerd's configuration (signer/config.h):
  * a full and a minimal valid file, a table of invalid files each checked for
- * its reason, key path and line, js_parse_duration, and js_config_read_pin from
+ * its reason, key path and line (including the keys that moved to the policy
+ * file and the audit mapping), js_parse_duration, and js_config_read_pin from
  * a file and from the environment (errors must never carry the PIN).
  */
 #include <setjmp.h>
@@ -112,12 +113,16 @@ static const char k_full[] = "# jwt-signerd\n"
                              "    alg: ES256\n"
                              "default_key: Other.key_2\n"
                              "issuer: \"https://issuer.example\"\n"
-                             "lifetime:\n"
-                             "  default: 90s\n"
-                             "  max: 2h\n"
-                             "allowed_callers:\n"
-                             "  - spiffe://example.org/issuer-a\n"
-                             "  - \"spiffe://example.org/issuer-b\"\n";
+                             "policy: policies/prod.yaml\n"
+                             "audit:\n"
+                             "  dir: /var/lib/jwt-signer/audit\n"
+                             "  key_label: jwt-signer-audit\n"
+                             "  origin: \"jwt-signer.example/prod\"\n"
+                             "  checkpoint_interval: 2s\n"
+                             "  checkpoint_records: 500\n"
+                             "  heartbeat: 1m\n"
+                             "  segment_bytes: 65536\n"
+                             "  fsync: false\n";
 
 static void test_full_config(void **state)
 {
@@ -146,11 +151,15 @@ static void test_full_config(void **state)
     assert_null(js_config_find_key(cfg, "other.key_2"));
     assert_null(js_config_find_key(NULL, "x"));
     assert_string_equal(cfg->issuer, "https://issuer.example");
-    assert_int_equal(cfg->default_ttl, 90);
-    assert_int_equal(cfg->max_ttl, 7200);
-    assert_int_equal(cfg->nallowed_callers, 2);
-    assert_string_equal(cfg->allowed_callers[0], "spiffe://example.org/issuer-a");
-    assert_string_equal(cfg->allowed_callers[1], "spiffe://example.org/issuer-b");
+    assert_in_dir(fx, cfg->policy_path, "policies/prod.yaml");
+    assert_string_equal(cfg->audit_dir, "/var/lib/jwt-signer/audit");
+    assert_string_equal(cfg->audit_key_label, "jwt-signer-audit");
+    assert_string_equal(cfg->audit_origin, "jwt-signer.example/prod");
+    assert_int_equal(cfg->audit_checkpoint_interval_ms, 2000);
+    assert_int_equal(cfg->audit_checkpoint_records, 500);
+    assert_int_equal(cfg->audit_heartbeat_ms, 60000);
+    assert_int_equal(cfg->audit_segment_bytes, 65536);
+    assert_false(cfg->audit_fsync);
     js_config_free(cfg);
     js_config_free(NULL);
 }
@@ -159,11 +168,14 @@ static void test_full_config(void **state)
 #define L_TLS    "tls:\n  cert: server.crt\n  key: server.key\n  client_ca: ca.crt\n" /* 2-5 */
 #define L_HSM_HEAD                                                                                 \
     "hsm:\n  module: /usr/lib/softhsm/libsofthsm2.so\n  token: \"pkcs11:token=dev\"\n" /* 6-8 */
-#define L_HSM     L_HSM_HEAD "  pin_env: JWT_SIGNER_PIN\n"                             /* 9 */
-#define L_KEYS    "keys:\n  - name: dev-es256\n    label: jwt-signer-dev-es256\n    alg: ES256\n"
-#define L_ISSUER  "issuer: \"https://issuer.example\"\n"                  /* 14 */
-#define L_CALLERS "allowed_callers:\n  - spiffe://example.org/issuer-a\n" /* 15-16 */
-#define MINIMAL   L_LISTEN L_TLS L_HSM L_KEYS L_ISSUER L_CALLERS          /* 16 lines */
+#define L_HSM    L_HSM_HEAD "  pin_env: JWT_SIGNER_PIN\n"                              /* 9 */
+#define L_KEYS   "keys:\n  - name: dev-es256\n    label: jwt-signer-dev-es256\n    alg: ES256\n"
+#define L_POLICY "policy: policy.yaml\n"                                 /* 14 */
+#define L_AUDIT  "audit:\n  dir: audit\n  key_label: jwt-signer-audit\n" /* 15-17 */
+#define L_TAIL   L_POLICY L_AUDIT                                        /* 14-17 */
+/* 17 lines, no issuer; text appended with two spaces of indent continues audit. */
+#define MINIMAL  L_LISTEN L_TLS L_HSM L_KEYS L_TAIL
+#define L_ISSUER "issuer: \"https://issuer.example\"\n"
 
 static void test_minimal_config_defaults(void **state)
 {
@@ -172,29 +184,52 @@ static void test_minimal_config_defaults(void **state)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     long want = cpus < 1 ? 1 : cpus > JS_CONFIG_MAX_WORKERS ? JS_CONFIG_MAX_WORKERS : cpus;
     assert_int_equal(cfg->workers, want);
-    assert_int_equal(cfg->default_ttl, 300);
-    assert_int_equal(cfg->max_ttl, 3600);
     assert_string_equal(cfg->default_key, "dev-es256");
     assert_null(cfg->pin_file);
     assert_string_equal(cfg->pin_env, "JWT_SIGNER_PIN");
     assert_string_equal(cfg->hsm_module, "/usr/lib/softhsm/libsofthsm2.so");
-    assert_int_equal(cfg->nallowed_callers, 1);
+    assert_null(cfg->issuer); /* optional: the policy file may set it */
+    assert_in_dir(fx, cfg->policy_path, "policy.yaml");
+    assert_in_dir(fx, cfg->audit_dir, "audit"); /* need not exist */
+    assert_string_equal(cfg->audit_key_label, "jwt-signer-audit");
+    assert_null(cfg->audit_origin);
+    assert_int_equal(cfg->audit_checkpoint_interval_ms, 1000);
+    assert_int_equal(cfg->audit_checkpoint_records, 1000);
+    assert_int_equal(cfg->audit_heartbeat_ms, 1000);
+    assert_int_equal(cfg->audit_segment_bytes, 64 * 1024 * 1024);
+    assert_true(cfg->audit_fsync);
     js_config_free(cfg);
 
-    /* workers: 0 means "one per CPU"; an empty caller list is allowed; one bound of lifetime. */
-    cfg = load_ok(fx, L_LISTEN L_TLS L_HSM L_KEYS L_ISSUER "allowed_callers: []\n"
-                                                           "workers: 0\n"
-                                                           "lifetime:\n  max: 10m\n");
+    /* workers: 0 means "one per CPU"; the heartbeat follows the interval; upper bounds. */
+    cfg = load_ok(fx, L_LISTEN L_TLS L_HSM L_KEYS L_ISSUER L_POLICY
+                  "audit:\n  dir: /srv/audit/\n  key_label: \"audit key\"\n"
+                  "  checkpoint_interval: 5m\n  checkpoint_records: 1000000\n"
+                  "  segment_bytes: 1099511627776\n  fsync: true\n"
+                  "  origin: \"~ origin with spaces and punctuation!\"\n"
+                  "workers: 0\n");
     assert_int_equal(cfg->workers, want);
-    assert_int_equal(cfg->nallowed_callers, 0);
-    assert_int_equal(cfg->default_ttl, 300);
-    assert_int_equal(cfg->max_ttl, 600);
+    assert_string_equal(cfg->issuer, "https://issuer.example");
+    assert_string_equal(cfg->audit_dir, "/srv/audit/");
+    assert_string_equal(cfg->audit_key_label, "audit key");
+    assert_string_equal(cfg->audit_origin, "~ origin with spaces and punctuation!");
+    assert_int_equal(cfg->audit_checkpoint_interval_ms, 300000);
+    assert_int_equal(cfg->audit_heartbeat_ms, 300000);
+    assert_int_equal(cfg->audit_checkpoint_records, 1000000);
+    assert_true(cfg->audit_segment_bytes == (UINT64_C(1) << 40));
+    assert_true(cfg->audit_fsync);
     js_config_free(cfg);
 
-    cfg = load_ok(fx, L_TLS L_HSM L_KEYS L_ISSUER L_CALLERS "listen: \"localhost:65535\"\n"
-                                                            "workers: 256\n");
+    /* A heartbeat equal to the interval; the audit key label is compared exactly. */
+    cfg = load_ok(fx, L_TLS L_HSM L_KEYS L_POLICY
+                  "audit:\n  dir: a\n  key_label: JWT-SIGNER-DEV-ES256\n"
+                  "  checkpoint_interval: 1h\n  heartbeat: 60m\n  checkpoint_records: 1\n"
+                  "listen: \"localhost:65535\"\n"
+                  "workers: 256\n");
     assert_int_equal(cfg->workers, JS_CONFIG_MAX_WORKERS);
     assert_string_equal(cfg->listen, "localhost:65535");
+    assert_int_equal(cfg->audit_checkpoint_interval_ms, 3600000);
+    assert_int_equal(cfg->audit_heartbeat_ms, 3600000);
+    assert_int_equal(cfg->audit_checkpoint_records, 1);
     js_config_free(cfg);
 }
 
@@ -228,153 +263,228 @@ static const struct {
     const char *want;   /* must appear right after "FILE:LINE: " */
     const char *absent; /* must not appear anywhere in the message (or NULL) */
 } k_invalid[] = {
-    {"unknown top-level key", MINIMAL "bogus: 1\n", "config.unknown_key", 17,
+    {"unknown top-level key", MINIMAL "bogus: 1\n", "config.unknown_key", 18,
      "unknown key 'bogus' (allowed: listen, tls, workers, hsm, keys, default_key, issuer, "
-     "lifetime, allowed_callers)",
+     "policy, audit)",
      NULL},
     {"unknown nested key",
-     L_LISTEN
-     "tls:\n  cert: a\n  key: b\n  client_ca: c\n  extra: d\n" L_HSM L_KEYS L_ISSUER L_CALLERS,
+     L_LISTEN "tls:\n  cert: a\n  key: b\n  client_ca: c\n  extra: d\n" L_HSM L_KEYS L_TAIL,
      "config.unknown_key", 6, "tls: unknown key 'extra' (allowed: cert, key, client_ca)", NULL},
     {"unknown key in a key entry",
-     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "ES256") "    kid: x\n" L_ISSUER L_CALLERS,
+     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "ES256") "    kid: x\n" L_TAIL,
      "config.unknown_key", 14, "keys[0]: unknown key 'kid'", NULL},
-    {"unknown key in lifetime", MINIMAL "lifetime:\n  default: 5m\n  maximum: 1h\n",
-     "config.unknown_key", 19, "lifetime: unknown key 'maximum'", NULL},
-    {"missing listen", L_TLS L_HSM L_KEYS L_ISSUER L_CALLERS, "config.missing_key", 1,
+    {"missing listen", L_TLS L_HSM L_KEYS L_TAIL, "config.missing_key", 1,
      "listen: required key is missing", NULL},
-    {"missing tls.client_ca",
-     L_LISTEN "tls:\n  cert: a\n  key: b\n" L_HSM L_KEYS L_ISSUER L_CALLERS, "config.missing_key",
-     3, "tls.client_ca: required key is missing", NULL},
-    {"missing allowed_callers", L_LISTEN L_TLS L_HSM L_KEYS L_ISSUER, "config.missing_key", 1,
-     "allowed_callers: required key is missing", NULL},
-    {"port too large", L_TLS L_HSM L_KEYS L_ISSUER L_CALLERS "listen: \"127.0.0.1:65536\"\n",
-     "config.listen", 16, "listen: the port must be a number 0..65535", NULL},
-    {"no port", L_TLS L_HSM L_KEYS L_ISSUER L_CALLERS "listen: localhost\n", "config.listen", 16,
+    {"missing tls.client_ca", L_LISTEN "tls:\n  cert: a\n  key: b\n" L_HSM L_KEYS L_TAIL,
+     "config.missing_key", 3, "tls.client_ca: required key is missing", NULL},
+    {"missing policy", L_LISTEN L_TLS L_HSM L_KEYS L_ISSUER L_AUDIT, "config.missing_key", 1,
+     "policy: required key is missing", NULL},
+    {"missing audit", L_LISTEN L_TLS L_HSM L_KEYS L_ISSUER L_POLICY, "config.missing_key", 1,
+     "audit: required key is missing", NULL},
+    {"port too large", L_TLS L_HSM L_KEYS L_TAIL "listen: \"127.0.0.1:65536\"\n", "config.listen",
+     17, "listen: the port must be a number 0..65535", NULL},
+    {"no port", L_TLS L_HSM L_KEYS L_TAIL "listen: localhost\n", "config.listen", 17,
      "listen: expected host:port", NULL},
-    {"port not numeric", L_TLS L_HSM L_KEYS L_ISSUER L_CALLERS "listen: \"host:http\"\n",
-     "config.listen", 16, "listen: the port must be", NULL},
-    {"negative port", L_TLS L_HSM L_KEYS L_ISSUER L_CALLERS "listen: \"host:-1\"\n",
-     "config.listen", 16, "listen: the port must be", NULL},
-    {"unbracketed IPv6", L_TLS L_HSM L_KEYS L_ISSUER L_CALLERS "listen: \"::1:8443\"\n",
-     "config.listen", 16, "listen: an IPv6 address must be in brackets", NULL},
-    {"empty host", L_TLS L_HSM L_KEYS L_ISSUER L_CALLERS "listen: \":8443\"\n", "config.listen", 16,
+    {"port not numeric", L_TLS L_HSM L_KEYS L_TAIL "listen: \"host:http\"\n", "config.listen", 17,
+     "listen: the port must be", NULL},
+    {"negative port", L_TLS L_HSM L_KEYS L_TAIL "listen: \"host:-1\"\n", "config.listen", 17,
+     "listen: the port must be", NULL},
+    {"unbracketed IPv6", L_TLS L_HSM L_KEYS L_TAIL "listen: \"::1:8443\"\n", "config.listen", 17,
+     "listen: an IPv6 address must be in brackets", NULL},
+    {"empty host", L_TLS L_HSM L_KEYS L_TAIL "listen: \":8443\"\n", "config.listen", 17,
      "listen: the host part is empty", NULL},
-    {"listen is a number", L_TLS L_HSM L_KEYS L_ISSUER L_CALLERS "listen: [8443]\n", "config.type",
-     16, "listen: expected a string, found a sequence", NULL},
-    {"tls not a mapping", L_LISTEN "tls: server.crt\n" L_HSM L_KEYS L_ISSUER L_CALLERS,
-     "config.type", 2, "tls: expected a mapping, found a scalar", NULL},
+    {"listen is a number", L_TLS L_HSM L_KEYS L_TAIL "listen: [8443]\n", "config.type", 17,
+     "listen: expected a string, found a sequence", NULL},
+    {"tls not a mapping", L_LISTEN "tls: server.crt\n" L_HSM L_KEYS L_TAIL, "config.type", 2,
+     "tls: expected a mapping, found a scalar", NULL},
     {"empty tls path",
-     L_LISTEN "tls:\n  cert: \"\"\n  key: b\n  client_ca: c\n" L_HSM L_KEYS L_ISSUER L_CALLERS,
-     "config.path", 3, "tls.cert: path must not be empty", NULL},
-    {"workers negative", MINIMAL "workers: -1\n", "config.range", 17,
+     L_LISTEN "tls:\n  cert: \"\"\n  key: b\n  client_ca: c\n" L_HSM L_KEYS L_TAIL, "config.path",
+     3, "tls.cert: path must not be empty", NULL},
+    {"workers negative", MINIMAL "workers: -1\n", "config.range", 18,
      "workers: -1 is out of range (0..256)", NULL},
-    {"workers too large", MINIMAL "workers: 257\n", "config.range", 17, "workers: 257 is out of",
+    {"workers too large", MINIMAL "workers: 257\n", "config.range", 18, "workers: 257 is out of",
      NULL},
-    {"workers not an integer", MINIMAL "workers: four\n", "config.integer", 17,
+    {"workers not an integer", MINIMAL "workers: four\n", "config.integer", 18,
      "workers: expected a decimal integer, found 'four'", NULL},
-    {"workers quoted", MINIMAL "workers: \"4\"\n", "config.integer", 17,
+    {"workers quoted", MINIMAL "workers: \"4\"\n", "config.integer", 18,
      "workers: expected an integer, found a quoted string", NULL},
-    {"workers octal-looking", MINIMAL "workers: 010\n", "config.integer", 17, "workers: ", NULL},
-    {"PIN in the file", L_LISTEN L_TLS L_HSM_HEAD "  pin: \"123456\"\n" L_KEYS L_ISSUER L_CALLERS,
+    {"workers octal-looking", MINIMAL "workers: 010\n", "config.integer", 18, "workers: ", NULL},
+    {"PIN in the file", L_LISTEN L_TLS L_HSM_HEAD "  pin: \"123456\"\n" L_KEYS L_TAIL,
      "config.pin_in_file", 9,
      "hsm.pin: the PIN must not be in the config file; use pin_file or pin_env", "123456"},
     {"PIN in the file next to pin_env",
-     L_LISTEN L_TLS L_HSM_HEAD "  pin_env: P\n  pin: 987654\n" L_KEYS L_ISSUER L_CALLERS,
-     "config.pin_in_file", 10, "hsm.pin: the PIN must not be", "987654"},
+     L_LISTEN L_TLS L_HSM_HEAD "  pin_env: P\n  pin: 987654\n" L_KEYS L_TAIL, "config.pin_in_file",
+     10, "hsm.pin: the PIN must not be", "987654"},
     {"both pin_file and pin_env",
-     L_LISTEN L_TLS L_HSM_HEAD "  pin_file: pin.txt\n  pin_env: P\n" L_KEYS L_ISSUER L_CALLERS,
+     L_LISTEN L_TLS L_HSM_HEAD "  pin_file: pin.txt\n  pin_env: P\n" L_KEYS L_TAIL,
      "config.pin_source", 10, "hsm: set exactly one of pin_file and pin_env, not both", NULL},
-    {"neither pin_file nor pin_env", L_LISTEN L_TLS L_HSM_HEAD L_KEYS L_ISSUER L_CALLERS,
-     "config.pin_source", 7, "hsm: set exactly one of pin_file and pin_env", NULL},
+    {"neither pin_file nor pin_env", L_LISTEN L_TLS L_HSM_HEAD L_KEYS L_TAIL, "config.pin_source",
+     7, "hsm: set exactly one of pin_file and pin_env", NULL},
     {"pin_env not a variable name",
-     L_LISTEN L_TLS L_HSM_HEAD "  pin_env: \"JWT-PIN\"\n" L_KEYS L_ISSUER L_CALLERS,
-     "config.pin_env", 9, "hsm.pin_env: must be an environment variable name", NULL},
+     L_LISTEN L_TLS L_HSM_HEAD "  pin_env: \"JWT-PIN\"\n" L_KEYS L_TAIL, "config.pin_env", 9,
+     "hsm.pin_env: must be an environment variable name", NULL},
     {"token not a PKCS#11 URI",
-     L_LISTEN L_TLS
-     "hsm:\n  module: m.so\n  token: jwt-signer-dev\n  pin_env: P\n" L_KEYS L_ISSUER L_CALLERS,
+     L_LISTEN L_TLS "hsm:\n  module: m.so\n  token: jwt-signer-dev\n  pin_env: P\n" L_KEYS L_TAIL,
      "config.token", 8, "hsm.token: must be a PKCS#11 URI", NULL},
     {"hsm module missing",
-     L_LISTEN L_TLS "hsm:\n  token: \"pkcs11:\"\n  pin_env: P\n" L_KEYS L_ISSUER L_CALLERS,
+     L_LISTEN L_TLS "hsm:\n  token: \"pkcs11:\"\n  pin_env: P\n" L_KEYS L_TAIL,
      "config.missing_key", 7, "hsm.module: required key is missing", NULL},
-    {"keys empty", L_LISTEN L_TLS L_HSM "keys: []\n" L_ISSUER L_CALLERS, "config.keys_count", 10,
+    {"keys empty", L_LISTEN L_TLS L_HSM "keys: []\n" L_TAIL, "config.keys_count", 10,
      "keys: between 1 and 64 keys are required, found 0", NULL},
-    {"keys not a sequence", L_LISTEN L_TLS L_HSM "keys: dev-es256\n" L_ISSUER L_CALLERS,
-     "config.type", 10, "keys: expected a sequence", NULL},
-    {"key entry not a mapping", L_LISTEN L_TLS L_HSM "keys:\n  - dev-es256\n" L_ISSUER L_CALLERS,
-     "config.type", 11, "keys[0]: expected a mapping", NULL},
+    {"keys not a sequence", L_LISTEN L_TLS L_HSM "keys: dev-es256\n" L_TAIL, "config.type", 10,
+     "keys: expected a sequence", NULL},
+    {"key entry not a mapping", L_LISTEN L_TLS L_HSM "keys:\n  - dev-es256\n" L_TAIL, "config.type",
+     11, "keys[0]: expected a mapping", NULL},
     {"duplicate key name",
-     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("k1", "ES256") KEY_ITEM("k1", "ES256")
-         L_ISSUER L_CALLERS,
+     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("k1", "ES256") KEY_ITEM("k1", "ES256") L_TAIL,
      "config.duplicate_key_name", 14,
      "keys[1].name: duplicate key name 'k1' (also keys[0] on line 11)", NULL},
     {"bad key name characters",
-     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("\"dev/es256\"", "ES256") L_ISSUER L_CALLERS,
-     "config.key_name", 11, "keys[0].name: 'dev/es256' is not a valid key name", NULL},
+     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("\"dev/es256\"", "ES256") L_TAIL, "config.key_name",
+     11, "keys[0].name: 'dev/es256' is not a valid key name", NULL},
     {"key name too long",
-     L_LISTEN L_TLS L_HSM
-     "keys:\n" KEY_ITEM("k1234567890123456789012345678901234567890123456789012345678901234",
-                        "ES256") L_ISSUER L_CALLERS,
+     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM(
+         "k1234567890123456789012345678901234567890123456789012345678901234", "ES256") L_TAIL,
      "config.key_name", 11, "keys[0].name: ", NULL},
-    {"missing alg", L_LISTEN L_TLS L_HSM "keys:\n  - name: a\n    label: b\n" L_ISSUER L_CALLERS,
+    {"missing alg", L_LISTEN L_TLS L_HSM "keys:\n  - name: a\n    label: b\n" L_TAIL,
      "config.missing_key", 11, "keys[0].alg: required key is missing", NULL},
-    {"unknown alg", L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "HS256") L_ISSUER L_CALLERS,
-     "config.alg", 13, "keys[0].alg: unknown alg 'HS256'", NULL},
-    {"alg none", L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "none") L_ISSUER L_CALLERS,
-     "config.alg", 13, "keys[0].alg: unknown alg 'none'", NULL},
+    {"unknown alg", L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "HS256") L_TAIL, "config.alg", 13,
+     "keys[0].alg: unknown alg 'HS256'", NULL},
+    {"alg none", L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "none") L_TAIL, "config.alg", 13,
+     "keys[0].alg: unknown alg 'none'", NULL},
     {"unsupported alg",
-     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "ES256") KEY_ITEM("b", "PS256")
-         L_ISSUER L_CALLERS,
+     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "ES256") KEY_ITEM("b", "PS256") L_TAIL,
      "config.alg_unsupported", 16, "keys[1].alg: alg PS256 is not supported by this build", NULL},
-    {"default_key not a key", MINIMAL "default_key: nope\n", "config.default_key", 17,
+    {"default_key not a key", MINIMAL "default_key: nope\n", "config.default_key", 18,
      "default_key: 'nope' is not the name of a key in keys", NULL},
-    {"duration with a bad unit", MINIMAL "lifetime:\n  default: 5x\n", "config.duration", 18,
-     "lifetime.default: duration unit must be s, m, h or d", NULL},
-    {"zero duration", MINIMAL "lifetime:\n  default: 0s\n", "config.duration", 18,
-     "lifetime.default: duration must be positive", NULL},
-    {"negative duration", MINIMAL "lifetime:\n  default: -1m\n", "config.duration", 18,
-     "lifetime.default: duration must be a positive integer", NULL},
-    {"duration without a number", MINIMAL "lifetime:\n  default: m\n", "config.duration", 18,
-     "lifetime.default: ", NULL},
-    {"duration over ten years", MINIMAL "lifetime:\n  max: 3651d\n", "config.duration", 18,
-     "lifetime.max: duration is longer than 10 years", NULL},
-    {"default longer than max", MINIMAL "lifetime:\n  default: 2h\n  max: 1h\n", "config.lifetime",
-     18, "lifetime.default: default (7200s) is longer than max (3600s)", NULL},
-    {"default longer than the default max", MINIMAL "lifetime:\n  default: 2h\n", "config.lifetime",
-     18, "lifetime.default: default (7200s) is longer than max", NULL},
-    {"lifetime not a mapping", MINIMAL "lifetime: 5m\n", "config.type", 17,
-     "lifetime: expected a mapping", NULL},
-    {"issuer empty", L_LISTEN L_TLS L_HSM L_KEYS "issuer: \"\"\n" L_CALLERS, "config.issuer", 14,
+    {"issuer empty", L_LISTEN L_TLS L_HSM L_KEYS "issuer: \"\"\n" L_TAIL, "config.issuer", 14,
      "issuer: must be 1..256 bytes", NULL},
-    {"issuer with no value", L_LISTEN L_TLS L_HSM L_KEYS "issuer:\n" L_CALLERS, "config.type", 14,
+    {"issuer with no value", L_LISTEN L_TLS L_HSM L_KEYS "issuer:\n" L_TAIL, "config.type", 14,
      "issuer: expected a string, found nothing (null)", NULL},
-    {"issuer with a control character", L_LISTEN L_TLS L_HSM L_KEYS "issuer: \"a\\nb\"\n" L_CALLERS,
+    {"issuer with a control character", L_LISTEN L_TLS L_HSM L_KEYS "issuer: \"a\\nb\"\n" L_TAIL,
      "config.issuer", 14, "issuer: must not contain control characters", NULL},
-    {"allowed_callers not a sequence",
-     L_LISTEN L_TLS L_HSM L_KEYS L_ISSUER "allowed_callers: spiffe://x\n", "config.type", 15,
-     "allowed_callers: expected a sequence, found a scalar", NULL},
-    {"duplicate caller",
-     L_LISTEN L_TLS L_HSM L_KEYS L_ISSUER
-     "allowed_callers:\n  - spiffe://a\n  - spiffe://b\n  - spiffe://a\n",
-     "config.duplicate_caller", 18,
-     "allowed_callers[2]: duplicate caller 'spiffe://a' (also allowed_callers[0] on line 16)",
+    /* Keys whose job moved to the policy file say where they went. */
+    {"allowed_callers moved to the policy", MINIMAL "allowed_callers:\n  - spiffe://x\n",
+     "config.moved_to_policy", 18,
+     "allowed_callers is replaced by the policy file (key 'policy'); move the identities to its "
+     "callers",
      NULL},
-    {"empty caller", L_LISTEN L_TLS L_HSM L_KEYS L_ISSUER "allowed_callers:\n  - \"\"\n",
-     "config.caller", 16, "allowed_callers[0]: must not be empty", NULL},
-    {"caller not a string", L_LISTEN L_TLS L_HSM L_KEYS L_ISSUER "allowed_callers:\n  - {a: b}\n",
-     "config.type", 16, "allowed_callers[0]: expected a string, found a mapping", NULL},
-    {"YAML syntax error", MINIMAL "workers: x: 1\n", "config.yaml_syntax", 17,
+    {"empty allowed_callers moved too", L_LISTEN "allowed_callers: []\n" L_TLS L_HSM L_KEYS L_TAIL,
+     "config.moved_to_policy", 2, "allowed_callers is replaced by the policy file", NULL},
+    {"lifetime moved to the policy", MINIMAL "lifetime:\n  default: 5m\n  max: 1h\n",
+     "config.moved_to_policy", 18, "lifetime is replaced by max_ttl/default_ttl in the policy file",
+     NULL},
+    {"old config: first moved key reported, before other problems",
+     L_LISTEN L_TLS L_HSM L_KEYS L_ISSUER "lifetime:\n  max: 2h\nallowed_callers: []\nbogus: 1\n",
+     "config.moved_to_policy", 15, "lifetime is replaced by max_ttl/default_ttl in the policy file",
+     NULL},
+    /* policy */
+    {"policy empty", L_LISTEN L_TLS L_HSM L_KEYS "policy: \"\"\n" L_AUDIT, "config.path", 14,
+     "policy: path must not be empty", NULL},
+    {"policy not a string", L_LISTEN L_TLS L_HSM L_KEYS "policy: [a.yaml]\n" L_AUDIT, "config.type",
+     14, "policy: expected a string, found a sequence", NULL},
+    {"policy with no value", L_LISTEN L_TLS L_HSM L_KEYS "policy:\n" L_AUDIT, "config.type", 14,
+     "policy: expected a string, found nothing (null)", NULL},
+    /* audit */
+    {"audit not a mapping", L_LISTEN L_TLS L_HSM L_KEYS L_POLICY "audit: /var/audit\n",
+     "config.type", 15, "audit: expected a mapping, found a scalar", NULL},
+    {"audit empty", L_LISTEN L_TLS L_HSM L_KEYS L_POLICY "audit:\n", "config.type", 15,
+     "audit: expected a mapping, found nothing (null)", NULL},
+    {"audit.dir missing", L_LISTEN L_TLS L_HSM L_KEYS L_POLICY "audit:\n  key_label: a\n",
+     "config.missing_key", 16, "audit.dir: required key is missing", NULL},
+    {"audit.dir empty",
+     L_LISTEN L_TLS L_HSM L_KEYS L_POLICY "audit:\n  dir: \"\"\n  key_label: a\n", "config.path",
+     16, "audit.dir: path must not be empty", NULL},
+    {"audit.key_label missing", L_LISTEN L_TLS L_HSM L_KEYS L_POLICY "audit:\n  dir: a\n",
+     "config.missing_key", 16, "audit.key_label: required key is missing", NULL},
+    {"audit.key_label empty",
+     L_LISTEN L_TLS L_HSM L_KEYS L_POLICY "audit:\n  dir: a\n  key_label: \"\"\n",
+     "config.key_label", 17, "audit.key_label: label must be 1..128 bytes", NULL},
+    {"audit.key_label too long",
+     L_LISTEN L_TLS L_HSM L_KEYS L_POLICY
+     "audit:\n  dir: a\n  key_label: "
+     "\"123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890"
+     "123456789012345678901234567890123456789\"\n",
+     "config.key_label", 17, "audit.key_label: label must be 1..128 bytes", NULL},
+    {"audit.key_label not a string",
+     L_LISTEN L_TLS L_HSM L_KEYS L_POLICY "audit:\n  dir: a\n  key_label: {a: b}\n", "config.type",
+     17, "audit.key_label: expected a string, found a mapping", NULL},
+    {"audit.key_label is the first signing key's label",
+     L_LISTEN L_TLS L_HSM L_KEYS L_POLICY "audit:\n  dir: a\n  key_label: jwt-signer-dev-es256\n",
+     "config.audit_key_label", 17,
+     "audit.key_label: 'jwt-signer-dev-es256' is also the label of signing key keys[0].label "
+     "(line 12)",
+     NULL},
+    {"audit.key_label is another signing key's label",
+     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "ES256") "  - name: b\n    label: audit\n"
+                                                           "    alg: ES256\n" L_POLICY
+                                                           "audit:\n  dir: a\n  key_label: audit\n",
+     "config.audit_key_label", 20,
+     "audit.key_label: 'audit' is also the label of signing key keys[1].label (line 15)", NULL},
+    {"unknown audit key", MINIMAL "  retry: 1s\n", "config.unknown_key", 18,
+     "audit: unknown key 'retry' (allowed: dir, key_label, origin, checkpoint_interval, "
+     "checkpoint_records, heartbeat, segment_bytes, fsync)",
+     NULL},
+    {"audit.origin with a control character", MINIMAL "  origin: \"prod\\tlog\"\n",
+     "config.audit_origin", 18, "audit.origin: must be printable ASCII (no control characters)",
+     NULL},
+    {"audit.origin with DEL", MINIMAL "  origin: \"prod\\x7flog\"\n", "config.audit_origin", 18,
+     "audit.origin: must be printable ASCII", NULL},
+    {"audit.origin not ASCII", MINIMAL "  origin: \"jwt-sign\xc3\xa9r\"\n", "config.audit_origin",
+     18, "audit.origin: must be printable ASCII", NULL},
+    {"audit.origin empty", MINIMAL "  origin: \"\"\n", "config.audit_origin", 18,
+     "audit.origin: must be 1..256 bytes", NULL},
+    {"audit.origin null", MINIMAL "  origin:\n", "config.type", 18,
+     "audit.origin: expected a string, found nothing (null)", NULL},
+    {"checkpoint_interval with a bad unit", MINIMAL "  checkpoint_interval: 5x\n",
+     "config.duration", 18, "audit.checkpoint_interval: duration unit must be s, m, h or d", NULL},
+    {"checkpoint_interval in milliseconds", MINIMAL "  checkpoint_interval: 500ms\n",
+     "config.duration", 18, "audit.checkpoint_interval: ", NULL},
+    {"checkpoint_interval zero", MINIMAL "  checkpoint_interval: 0s\n", "config.duration", 18,
+     "audit.checkpoint_interval: duration must be positive", NULL},
+    {"checkpoint_interval negative", MINIMAL "  checkpoint_interval: -1m\n", "config.duration", 18,
+     "audit.checkpoint_interval: duration must be a positive integer", NULL},
+    {"checkpoint_interval without a unit", MINIMAL "  checkpoint_interval: 1\n", "config.duration",
+     18, "audit.checkpoint_interval: ", NULL},
+    {"checkpoint_interval over ten years", MINIMAL "  checkpoint_interval: 3651d\n",
+     "config.duration", 18, "audit.checkpoint_interval: duration is longer than 10 years", NULL},
+    {"checkpoint_records zero", MINIMAL "  checkpoint_records: 0\n", "config.range", 18,
+     "audit.checkpoint_records: 0 is out of range (1..1000000)", NULL},
+    {"checkpoint_records too large", MINIMAL "  checkpoint_records: 1000001\n", "config.range", 18,
+     "audit.checkpoint_records: 1000001 is out of range (1..1000000)", NULL},
+    {"checkpoint_records not an integer", MINIMAL "  checkpoint_records: many\n", "config.integer",
+     18, "audit.checkpoint_records: expected a decimal integer, found 'many'", NULL},
+    {"checkpoint_records quoted", MINIMAL "  checkpoint_records: \"10\"\n", "config.integer", 18,
+     "audit.checkpoint_records: expected an integer, found a quoted string", NULL},
+    {"heartbeat shorter than the interval", MINIMAL "  checkpoint_interval: 10s\n  heartbeat: 5s\n",
+     "config.audit_heartbeat", 19,
+     "audit.heartbeat: heartbeat (5s) is shorter than checkpoint_interval (10s, line 18)", NULL},
+    {"heartbeat before the interval in the file",
+     MINIMAL "  heartbeat: 1m\n  checkpoint_interval: 1h\n", "config.audit_heartbeat", 18,
+     "audit.heartbeat: heartbeat (60s) is shorter than checkpoint_interval (3600s, line 19)", NULL},
+    {"heartbeat not a duration", MINIMAL "  heartbeat: 1h30m\n", "config.duration", 18,
+     "audit.heartbeat: ", NULL},
+    {"segment_bytes too small", MINIMAL "  segment_bytes: 65535\n", "config.range", 18,
+     "audit.segment_bytes: 65535 is out of range (65536..1099511627776)", NULL},
+    {"segment_bytes too large", MINIMAL "  segment_bytes: 1099511627777\n", "config.range", 18,
+     "audit.segment_bytes: 1099511627777 is out of range", NULL},
+    {"segment_bytes with a unit", MINIMAL "  segment_bytes: 64MiB\n", "config.integer", 18,
+     "audit.segment_bytes: expected a decimal integer, found '64MiB'", NULL},
+    {"fsync not a boolean", MINIMAL "  fsync: yes\n", "config.boolean", 18, "audit.fsync: ", NULL},
+    {"fsync quoted", MINIMAL "  fsync: \"false\"\n", "config.boolean", 18, "audit.fsync: ", NULL},
+    {"YAML syntax error", MINIMAL "workers: x: 1\n", "config.yaml_syntax", 18,
      "YAML syntax error: mapping values are not allowed in this context", NULL},
-    {"alias", MINIMAL "default_key: *first\n", "config.alias", 17,
+    {"alias", MINIMAL "default_key: *first\n", "config.alias", 18,
      "aliases (*name) are not allowed", NULL},
     {"anchor",
-     L_LISTEN L_TLS L_HSM
-     "keys:\n  - name: &n dev\n    label: l\n    alg: ES256\n" L_ISSUER L_CALLERS,
+     L_LISTEN L_TLS L_HSM "keys:\n  - name: &n dev\n    label: l\n    alg: ES256\n" L_TAIL,
      "config.anchor", 11, "anchors (&name) are not allowed", NULL},
-    {"duplicate mapping key", MINIMAL "issuer: \"https://again\"\n", "config.duplicate_key", 17,
-     "duplicate key 'issuer' (first on line 14)", NULL},
-    {"tag", MINIMAL "workers: !!int 4\n", "config.tag", 17, "tags (!name) are not allowed", NULL},
-    {"two documents", MINIMAL "---\nlisten: x\n", "config.multiple_documents", 17,
+    {"duplicate mapping key", MINIMAL "policy: \"again.yaml\"\n", "config.duplicate_key", 18,
+     "duplicate key 'policy' (first on line 14)", NULL},
+    {"duplicate key in audit", MINIMAL "  dir: again\n", "config.duplicate_key", 18,
+     "duplicate key 'dir' (first on line 16)", NULL},
+    {"tag", MINIMAL "workers: !!int 4\n", "config.tag", 18, "tags (!name) are not allowed", NULL},
+    {"two documents", MINIMAL "---\nlisten: x\n", "config.multiple_documents", 18,
      "only one YAML document is allowed", NULL},
     {"root is a sequence", "- listen\n", "config.type", 1, "expected a mapping, found a sequence",
      NULL},

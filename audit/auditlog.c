@@ -1,0 +1,1045 @@
+/*
+ * auditlog.c - the audit log writer (auditlog.h, FORMAT.md).
+ *
+ * Threads: workers call js_audit_submit(), which builds the record's member
+ * text (no seq, no chain yet) and queues it under a mutex -- it never touches
+ * a file. One writer thread takes the whole queue, assigns seq and prev in
+ * order, appends any due checkpoint, writes the batch with one write and one
+ * fdatasync (group commit), and only then calls each `done`.
+ *
+ * Failure: a write or fdatasync error fails the batch and everything queued
+ * (fail closed). An fdatasync error is never retried as if it succeeded: the
+ * kernel may already have dropped the dirty pages (PostgreSQL "fsyncgate",
+ * 2018), so recovery truncates the segment back to the last offset known to
+ * be durable, syncs that, and re-writes from the chain state of the last
+ * durable record, starting with a RECOVERY record and a checkpoint.
+ *
+ * Writer-only state (fd, chain, tree) is touched by the writer thread only,
+ * and by js_audit_open before the thread starts / js_audit_close after join.
+ */
+#include "auditlog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
+
+#include "checkpoint.h"
+#include "merkle.h"
+#include "reader.h"
+#include "record.h"
+#include "scan.h"
+
+#define QUEUE_MAX       100000u /* queued records before submit fails (memory bound) */
+#define RL_MAX          1024u   /* distinct rate-limited callers tracked per second */
+#define RL_CALLER_MAX   128u
+#define RL_REASON_MAX   64u
+#define RL_WINDOW_MS    1000
+#define SEGMENT_MAX     (512ull * 1024 * 1024)
+#define DEFAULT_SEG     (64ull * 1024 * 1024)
+#define PATH_MAX_AUDIT  4096u
+#define RECORD_OVERHEAD 160u /* {"seq":20 digits,"time":"...",...,"prev":"64 hex"} */
+
+typedef struct item {
+    struct item *next;
+    char *body;
+    char time[25];
+    uint64_t seq; /* assigned by the writer */
+    js_audit_done_fn done;
+    void *ctx;
+} item;
+
+typedef struct rl_entry {
+    char caller[RL_CALLER_MAX + 1];
+    char reason[RL_REASON_MAX + 1];
+    uint64_t count;
+    int64_t start_mono;
+} rl_entry;
+
+/* The chain state after some record: what a batch advances and commits. */
+typedef struct chain_state {
+    uint64_t next_seq;
+    uint8_t head[32];
+    js_merkle_frontier tree;
+    uint8_t last_cp_hash[32];
+    uint64_t since_cp;
+} chain_state;
+
+typedef struct batch {
+    uint8_t *buf;
+    size_t len, cap;
+    char *cp_payload; /* the last checkpoint in the batch (for checkpoint.json) */
+    size_t cp_len;
+    bool has_cp;
+} batch;
+
+struct js_audit {
+    /* configuration (immutable after open) */
+    char *dir;
+    char *origin;
+    uint64_t interval_ms, records_thr, heartbeat_ms, segment_bytes, retry_ms;
+    bool no_fsync;
+    js_audit_sign_fn sign;
+    void *sign_ctx;
+    js_audit_io io;
+
+    /* shared, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    item *qhead, *qtail;
+    size_t qlen;
+    bool failed;
+    js_err why;
+    bool closing;
+    rl_entry *rl;
+    size_t rl_n;
+    pthread_t thread;
+    bool thread_started;
+
+    /* writer-only */
+    int fd;
+    unsigned long seg_num;
+    uint64_t seg_size; /* durable bytes in the current segment */
+    chain_state durable;
+    int64_t last_cp_mono;
+    int64_t fail_mono;
+    bool cp_file_pending; /* checkpoint.json could not be written */
+    char *pending_cp;
+    size_t pending_cp_len;
+};
+
+/* ---- small helpers -------------------------------------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static ssize_t io_write(js_audit *a, int fd, const void *buf, size_t len)
+{
+    return a->io.write != NULL ? a->io.write(a->io.ctx, fd, buf, len) : write(fd, buf, len);
+}
+
+static int io_sync(js_audit *a, int fd)
+{
+    if (a->no_fsync)
+        return 0;
+    return a->io.fdatasync != NULL ? a->io.fdatasync(a->io.ctx, fd) : fdatasync(fd);
+}
+
+static js_status write_all(js_audit *a, int fd, const uint8_t *p, size_t len, const char *what,
+                           js_err *err)
+{
+    while (len > 0) {
+        ssize_t n = io_write(a, fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return js_err_set(err, JS_EUNAVAIL, "audit.unavailable", "audit log %s failed: %s",
+                              what, n == 0 ? "short write" : strerror(errno));
+        p += n;
+        len -= (size_t)n;
+    }
+    return JS_OK;
+}
+
+static js_status sync_fd(js_audit *a, int fd, const char *what, js_err *err)
+{
+    JS_ENSURE(io_sync(a, fd) == 0, err, JS_EUNAVAIL, "audit.unavailable",
+              "audit log %s fdatasync failed: %s", what, strerror(errno));
+    return JS_OK;
+}
+
+static js_status sync_dir(js_audit *a, js_err *err)
+{
+    if (a->no_fsync)
+        return JS_OK;
+    int dfd = open(a->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    JS_ENSURE(dfd >= 0, err, JS_EUNAVAIL, "audit.unavailable",
+              "audit log directory %s cannot be opened: %s", a->dir, strerror(errno));
+    int rc = fsync(dfd);
+    int e = errno;
+    close(dfd);
+    JS_ENSURE(rc == 0, err, JS_EUNAVAIL, "audit.unavailable",
+              "audit log directory fsync failed: %s", strerror(e));
+    return JS_OK;
+}
+
+static void seg_path(const js_audit *a, unsigned long num, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/audit-%06lu.log", a->dir, num);
+}
+
+/* Writes DIR/name atomically: temp file, write, fdatasync, rename, fsync dir. */
+static js_status write_atomic(js_audit *a, const char *name, const void *data, size_t len,
+                              mode_t mode, js_err *err)
+{
+    char path[PATH_MAX_AUDIT], tmp[PATH_MAX_AUDIT + 8];
+    snprintf(path, sizeof(path), "%s/%s", a->dir, name);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    JS_ENSURE(fd >= 0, err, JS_EUNAVAIL, "audit.unavailable", "cannot create %s: %s", tmp,
+              strerror(errno));
+    js_status st = write_all(a, fd, data, len, name, err);
+    if (st == JS_OK)
+        st = sync_fd(a, fd, name, err);
+    close(fd);
+    if (st == JS_OK && rename(tmp, path) != 0)
+        st = js_err_set(err, JS_EUNAVAIL, "audit.unavailable", "cannot rename %s: %s", tmp,
+                        strerror(errno));
+    if (st == JS_OK)
+        st = sync_dir(a, err);
+    if (st != JS_OK)
+        unlink(tmp);
+    return st;
+}
+
+/* ---- batch encoding ------------------------------------------------------------------- */
+
+static js_status batch_reserve(batch *b, size_t more, js_err *err)
+{
+    if (b->len + more <= b->cap)
+        return JS_OK;
+    size_t nc = b->cap ? b->cap : 4096;
+    while (nc < b->len + more)
+        nc *= 2;
+    uint8_t *nb = realloc(b->buf, nc);
+    JS_ENSURE_ALLOC(nb, err);
+    b->buf = nb;
+    b->cap = nc;
+    return JS_OK;
+}
+
+static void batch_free(batch *b)
+{
+    free(b->buf);
+    free(b->cp_payload);
+    memset(b, 0, sizeof(*b));
+}
+
+/* Appends one framed record with the next seq; advances the chain state. */
+static js_status batch_add(batch *b, chain_state *cs, const char *time, const char *body,
+                           bool is_cp, js_err *err)
+{
+    JS_GUARD(batch_reserve(b, JS_AUDIT_FRAME_HDR + JS_AUDIT_MAX_PAYLOAD + 1, err));
+    char *payload = (char *)b->buf + b->len + JS_AUDIT_FRAME_HDR;
+    size_t plen = 0;
+    JS_GUARD(js_audit_payload_assemble(cs->next_seq, time, body, cs->head, payload,
+                                       JS_AUDIT_MAX_PAYLOAD + 1, &plen, err));
+    js_audit_frame_header((const uint8_t *)payload, (uint32_t)plen, b->buf + b->len);
+    uint8_t leaf[32];
+    js_merkle_leaf_hash((const uint8_t *)payload, plen, leaf);
+    js_merkle_frontier_append(&cs->tree, leaf);
+    js_audit_record_hash((const uint8_t *)payload, plen, cs->head);
+    if (is_cp) {
+        char *copy = malloc(plen);
+        JS_ENSURE_ALLOC(copy, err);
+        memcpy(copy, payload, plen);
+        free(b->cp_payload);
+        b->cp_payload = copy;
+        b->cp_len = plen;
+        b->has_cp = true;
+        memcpy(cs->last_cp_hash, cs->head, 32);
+        cs->since_cp = 0;
+    } else {
+        cs->since_cp++;
+    }
+    cs->next_seq++;
+    b->len += JS_AUDIT_FRAME_HDR + plen;
+    return JS_OK;
+}
+
+/* A checkpoint (FORMAT.md §5) over the records before it, signed through
+ * opts->sign (the HSM audit key). */
+static js_status batch_add_checkpoint(js_audit *a, batch *b, chain_state *cs, const char *reason,
+                                      js_err *err)
+{
+    js_audit_checkpoint cp;
+    memset(&cp, 0, sizeof(cp));
+    cp.seq = cs->next_seq;
+    cp.tree_size = cs->next_seq - 1;
+    snprintf(cp.origin, sizeof(cp.origin), "%s", a->origin);
+    cp.time_ms = js_audit_now_ms();
+    js_audit_time_format(cp.time_ms, cp.time);
+    snprintf(cp.reason, sizeof(cp.reason), "%s", reason);
+    js_merkle_frontier_root(&cs->tree, cp.root);
+    memcpy(cp.head, cs->head, 32);
+    memcpy(cp.prev_checkpoint, cs->last_cp_hash, 32);
+    cp.heartbeat_ms = a->heartbeat_ms;
+    cp.interval_ms = a->interval_ms;
+    char *body = NULL;
+    size_t blen = 0;
+    JS_GUARD(js_audit_checkpoint_body(&cp, &body, &blen, err));
+    js_err serr;
+    js_err_clear(&serr);
+    js_status st = a->sign(a->sign_ctx, (const uint8_t *)body, blen, cp.sig, sizeof(cp.sig),
+                           &cp.sig_len, &serr);
+    free(body);
+    if (st != JS_OK || cp.sig_len != 64)
+        return js_err_set(err, JS_EUNAVAIL, "audit.unavailable",
+                          "audit checkpoint signing failed: %s",
+                          st != JS_OK ? serr.msg : "signature is not ES256 r||s");
+    char *members = NULL;
+    JS_GUARD(js_audit_checkpoint_members(&cp, &members, err));
+    st = batch_add(b, cs, cp.time, members, true, err);
+    free(members);
+    return st;
+}
+
+/* Body of a RECOVERY record. */
+static js_status recovery_body(const char *reason, const char *message, json_t *detail, char **out,
+                               js_err *err)
+{
+    char *d = json_dumps(detail, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    JS_ENSURE_ALLOC(d, err);
+    js_audit_event ev = {
+        .type = "recovery", .reason = reason, .message = message, .detail_json = d};
+    js_status st = js_audit_event_body(&ev, 0, out, err);
+    free(d);
+    return st;
+}
+
+/* ---- segment I/O ---------------------------------------------------------------------- */
+
+static js_status open_segment(js_audit *a, unsigned long num, bool create, js_err *err)
+{
+    char path[PATH_MAX_AUDIT];
+    seg_path(a, num, path, sizeof(path));
+    int flags = O_WRONLY | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0);
+    int fd = open(path, flags, 0600);
+    JS_ENSURE(fd >= 0, err, JS_EUNAVAIL, "audit.unavailable", "cannot open segment %s: %s", path,
+              strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return js_err_set(err, JS_EUNAVAIL, "audit.unavailable", "cannot stat %s", path);
+    }
+    if (a->fd >= 0)
+        close(a->fd);
+    a->fd = fd;
+    a->seg_num = num;
+    a->seg_size = (uint64_t)st.st_size;
+    return JS_OK;
+}
+
+/* Size-based rotation, at batch boundaries: the chain simply continues in the
+ * next file (FORMAT.md §6). A new segment is made durable (its directory
+ * entry synced) before anything is written to it. */
+static js_status maybe_rotate(js_audit *a, size_t len, js_err *err)
+{
+    if (a->seg_size == 0 || a->seg_size + len <= a->segment_bytes)
+        return JS_OK;
+    JS_GUARD(open_segment(a, a->seg_num + 1, true, err));
+    if (a->seg_size != 0) {
+        /* Leftover of an earlier failed rotation: nothing in it is durable. */
+        JS_ENSURE(ftruncate(a->fd, 0) == 0, err, JS_EUNAVAIL, "audit.unavailable",
+                  "cannot truncate new segment: %s", strerror(errno));
+        a->seg_size = 0;
+    }
+    return sync_dir(a, err);
+}
+
+/* One write, one fdatasync; on success the batch is durable and committed. */
+static js_status write_batch(js_audit *a, batch *b, chain_state *work, js_err *err)
+{
+    JS_GUARD(maybe_rotate(a, b->len, err));
+    JS_GUARD(write_all(a, a->fd, b->buf, b->len, "write", err));
+    JS_GUARD(sync_fd(a, a->fd, "segment", err));
+    a->seg_size += b->len;
+    a->durable = *work;
+    if (b->has_cp) {
+        a->last_cp_mono = mono_ms();
+        free(a->pending_cp);
+        a->pending_cp = b->cp_payload;
+        a->pending_cp_len = b->cp_len;
+        b->cp_payload = NULL;
+        a->cp_file_pending = true;
+    }
+    return JS_OK;
+}
+
+/* DIR/checkpoint.json: the latest checkpoint, atomically, for shipping
+ * off-host (FORMAT.md §5.3). */
+static js_status write_checkpoint_file(js_audit *a, js_err *err)
+{
+    if (!a->cp_file_pending)
+        return JS_OK;
+    char *buf = malloc(a->pending_cp_len + 1);
+    JS_ENSURE_ALLOC(buf, err);
+    memcpy(buf, a->pending_cp, a->pending_cp_len);
+    buf[a->pending_cp_len] = '\n';
+    js_status st = write_atomic(a, "checkpoint.json", buf, a->pending_cp_len + 1, 0644, err);
+    free(buf);
+    if (st == JS_OK)
+        a->cp_file_pending = false;
+    return st;
+}
+
+/* ---- the writer thread ---------------------------------------------------------------- */
+
+static void set_failed(js_audit *a, const js_err *why)
+{
+    pthread_mutex_lock(&a->mu);
+    if (!a->failed) {
+        a->failed = true;
+        a->why = *why;
+    }
+    a->fail_mono = mono_ms();
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void finish_items(item *it, js_status st, const js_err *why)
+{
+    while (it != NULL) {
+        item *next = it->next;
+        if (it->done != NULL)
+            it->done(it->ctx, st, st == JS_OK ? it->seq : 0, st == JS_OK ? NULL : why);
+        free(it->body);
+        free(it);
+        it = next;
+    }
+}
+
+/* Time-based checkpoint due? (FORMAT.md §5: every interval while busy,
+ * every heartbeat when idle -- an empty interval is sealed too.) */
+static int64_t cp_due(const js_audit *a, const chain_state *cs)
+{
+    return a->last_cp_mono + (int64_t)(cs->since_cp > 0 ? a->interval_ms : a->heartbeat_ms);
+}
+
+typedef struct rl_record {
+    char caller[RL_CALLER_MAX + 1];
+    char reason[RL_REASON_MAX + 1];
+    uint64_t count;
+} rl_record;
+
+/* Encodes a batch: queued items, due rate-limit folds, checkpoints at the
+ * records threshold and when due. Returns JS_OK with b empty if there was
+ * nothing to write. Items are numbered in queue order. */
+static js_status encode_batch(js_audit *a, batch *b, chain_state *cs, item *items,
+                              const rl_record *rl, size_t nrl, bool closing, js_err *err)
+{
+    for (item *it = items; it != NULL; it = it->next) {
+        it->seq = cs->next_seq;
+        JS_GUARD(batch_add(b, cs, it->time, it->body, false, err));
+        if (cs->since_cp >= a->records_thr)
+            JS_GUARD(batch_add_checkpoint(a, b, cs, "records", err));
+    }
+    for (size_t i = 0; i < nrl; i++) {
+        js_audit_event ev = {.type = "sign",
+                             .caller = rl[i].caller,
+                             .decision = "deny",
+                             .reason = rl[i].reason,
+                             .message = "rate-limited requests folded into one record"};
+        char *body = NULL;
+        JS_GUARD(js_audit_event_body(&ev, rl[i].count, &body, err));
+        char t[25];
+        js_audit_time_format(js_audit_now_ms(), t);
+        js_status st = batch_add(b, cs, t, body, false, err);
+        free(body);
+        JS_GUARD(st);
+        if (cs->since_cp >= a->records_thr)
+            JS_GUARD(batch_add_checkpoint(a, b, cs, "records", err));
+    }
+    if (closing)
+        return batch_add_checkpoint(a, b, cs, "close", err);
+    if (mono_ms() >= cp_due(a, cs) && !(b->has_cp && cs->since_cp == 0))
+        return batch_add_checkpoint(a, b, cs, cs->since_cp > 0 ? "interval" : "heartbeat", err);
+    return JS_OK;
+}
+
+/* Recovery after an I/O failure (auditlog.h): cut what is not known to be
+ * durable, sync that, then a RECOVERY record and a checkpoint. */
+static js_status try_recover(js_audit *a, js_err *err)
+{
+    js_err why;
+    pthread_mutex_lock(&a->mu);
+    why = a->why;
+    pthread_mutex_unlock(&a->mu);
+    JS_ENSURE(ftruncate(a->fd, (off_t)a->seg_size) == 0, err, JS_EUNAVAIL, "audit.unavailable",
+              "audit log recovery: truncate failed: %s", strerror(errno));
+    JS_GUARD(sync_fd(a, a->fd, "segment", err));
+    json_t *d = json_pack("{s:s, s:I}", "segment", "", "durable_offset", (json_int_t)a->seg_size);
+    JS_ENSURE_ALLOC(d, err);
+    char seg[32];
+    snprintf(seg, sizeof(seg), "audit-%06lu.log", a->seg_num);
+    json_object_set_new(d, "segment", json_string(seg));
+    char *body = NULL;
+    js_status st = recovery_body("audit.io_recovered", why.msg, d, &body, err);
+    json_decref(d);
+    JS_GUARD(st);
+    chain_state work = a->durable;
+    batch b;
+    memset(&b, 0, sizeof(b));
+    char t[25];
+    js_audit_time_format(js_audit_now_ms(), t);
+    st = batch_add(&b, &work, t, body, false, err);
+    free(body);
+    if (st == JS_OK)
+        st = batch_add_checkpoint(a, &b, &work, "recovery", err);
+    if (st == JS_OK)
+        st = write_batch(a, &b, &work, err);
+    batch_free(&b);
+    if (st == JS_OK)
+        st = write_checkpoint_file(a, err);
+    return st;
+}
+
+static int64_t next_due_locked(js_audit *a)
+{
+    if (a->failed)
+        return a->fail_mono + (int64_t)a->retry_ms;
+    int64_t due = cp_due(a, &a->durable);
+    for (size_t i = 0; i < a->rl_n; i++)
+        if (a->rl[i].start_mono + RL_WINDOW_MS < due)
+            due = a->rl[i].start_mono + RL_WINDOW_MS;
+    return due;
+}
+
+static void wait_until(js_audit *a, int64_t due_ms)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)(due_ms / 1000);
+    ts.tv_nsec = (long)(due_ms % 1000) * 1000000L;
+    pthread_cond_timedwait(&a->wake, &a->mu, &ts);
+}
+
+/* Takes due (or, when closing, all) rate-limit folds. Under mu. */
+static size_t take_rl_locked(js_audit *a, rl_record *out, bool all)
+{
+    int64_t now = mono_ms();
+    size_t n = 0;
+    for (size_t i = 0; i < a->rl_n;) {
+        if (all || now >= a->rl[i].start_mono + RL_WINDOW_MS) {
+            memcpy(out[n].caller, a->rl[i].caller, sizeof(out[n].caller));
+            memcpy(out[n].reason, a->rl[i].reason, sizeof(out[n].reason));
+            out[n].count = a->rl[i].count;
+            n++;
+            a->rl[i] = a->rl[--a->rl_n];
+        } else {
+            i++;
+        }
+    }
+    return n;
+}
+
+static void *writer_main(void *arg)
+{
+    js_audit *a = arg;
+    rl_record *rl = calloc(RL_MAX, sizeof(*rl));
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (!a->closing && a->qhead == NULL) {
+            int64_t due = next_due_locked(a);
+            if (mono_ms() >= due)
+                break;
+            wait_until(a, due);
+        }
+        item *items = a->qhead;
+        a->qhead = a->qtail = NULL;
+        a->qlen = 0;
+        bool closing = a->closing;
+        bool failed = a->failed;
+        js_err why = a->why;
+        size_t nrl = (!failed && rl != NULL) ? take_rl_locked(a, rl, closing) : 0;
+        bool retry_due = failed && mono_ms() >= a->fail_mono + (int64_t)a->retry_ms;
+        pthread_mutex_unlock(&a->mu);
+
+        js_err err;
+        js_err_clear(&err);
+        if (failed) {
+            finish_items(items, JS_EUNAVAIL, &why);
+            if (closing)
+                break;
+            if (retry_due) {
+                if (try_recover(a, &err) == JS_OK) {
+                    pthread_mutex_lock(&a->mu);
+                    a->failed = false;
+                    js_err_clear(&a->why);
+                    continue;
+                }
+                set_failed(a, &err); /* keep the first cause, retry later */
+            }
+            pthread_mutex_lock(&a->mu);
+            continue;
+        }
+
+        chain_state work = a->durable;
+        batch b;
+        memset(&b, 0, sizeof(b));
+        js_status st = rl == NULL ? js_err_set(&err, JS_EUNAVAIL, "audit.unavailable",
+                                               "audit writer out of memory")
+                                  : encode_batch(a, &b, &work, items, rl, nrl, closing, &err);
+        if (st == JS_OK && b.len > 0)
+            st = write_batch(a, &b, &work, &err);
+        batch_free(&b);
+        if (st != JS_OK) {
+            if (st != JS_EUNAVAIL)
+                js_err_set(&err, JS_EUNAVAIL, "audit.unavailable", "audit log failed: %s", err.msg);
+            set_failed(a, &err);
+            pthread_mutex_lock(&a->mu);
+            why = a->why;
+            pthread_mutex_unlock(&a->mu);
+            finish_items(items, JS_EUNAVAIL, &why);
+        } else {
+            finish_items(items, JS_OK, NULL);
+            if (write_checkpoint_file(a, &err) != JS_OK)
+                set_failed(a, &err);
+        }
+        if (closing)
+            break;
+        pthread_mutex_lock(&a->mu);
+    }
+    free(rl);
+    return NULL;
+}
+
+/* ---- public API ----------------------------------------------------------------------- */
+
+js_status js_audit_submit(js_audit *a, const js_audit_event *ev, js_audit_done_fn done, void *ctx,
+                          js_err *err)
+{
+    item *it = calloc(1, sizeof(*it));
+    JS_ENSURE_ALLOC(it, err);
+    js_status st = js_audit_event_body(ev, 0, &it->body, err);
+    if (st != JS_OK) {
+        free(it);
+        return st;
+    }
+    /* Bound here, so one oversized event is the caller's error and cannot
+     * fail a whole batch (seq, time and prev add at most RECORD_OVERHEAD). */
+    if (strlen(it->body) > JS_AUDIT_MAX_PAYLOAD - RECORD_OVERHEAD) {
+        free(it->body);
+        free(it);
+        return js_err_set(err, JS_EINVAL, "audit.record_too_large",
+                          "audit record larger than %u bytes", JS_AUDIT_MAX_PAYLOAD);
+    }
+    js_audit_time_format(js_audit_now_ms(), it->time);
+    it->done = done;
+    it->ctx = ctx;
+    pthread_mutex_lock(&a->mu);
+    if (a->failed || a->closing || a->qlen >= QUEUE_MAX) {
+        if (a->failed)
+            st = js_err_set(err, JS_EUNAVAIL, "audit.unavailable", "%s", a->why.msg);
+        else if (a->closing)
+            st = js_err_set(err, JS_EUNAVAIL, "audit.unavailable", "audit log is closing");
+        else
+            st =
+                js_err_set(err, JS_EUNAVAIL, "audit.unavailable",
+                           "audit log queue full (%u records): the disk cannot keep up", QUEUE_MAX);
+        pthread_mutex_unlock(&a->mu);
+        free(it->body);
+        free(it);
+        return st;
+    }
+    if (a->qtail != NULL)
+        a->qtail->next = it;
+    else
+        a->qhead = it;
+    a->qtail = it;
+    a->qlen++;
+    pthread_cond_signal(&a->wake);
+    pthread_mutex_unlock(&a->mu);
+    return JS_OK;
+}
+
+typedef struct sync_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    js_status st;
+    uint64_t seq;
+    js_err err;
+} sync_wait;
+
+static void sync_done(void *ctx, js_status st, uint64_t seq, const js_err *err)
+{
+    sync_wait *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    w->st = st;
+    w->seq = seq;
+    if (err != NULL)
+        w->err = *err;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+js_status js_audit_append_sync(js_audit *a, const js_audit_event *ev, uint64_t *seq, js_err *err)
+{
+    sync_wait w;
+    memset(&w, 0, sizeof(w));
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    js_status st = js_audit_submit(a, ev, sync_done, &w, err);
+    if (st == JS_OK) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        st = w.st;
+        if (st == JS_OK && seq != NULL)
+            *seq = w.seq;
+        if (st != JS_OK && err != NULL)
+            *err = w.err;
+    }
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    return st;
+}
+
+void js_audit_note_rate_limited(js_audit *a, const char *caller, const char *reason)
+{
+    if (a == NULL)
+        return;
+    if (caller == NULL)
+        caller = "";
+    pthread_mutex_lock(&a->mu);
+    rl_entry *e = NULL;
+    for (size_t i = 0; i < a->rl_n && e == NULL; i++)
+        if (strncmp(a->rl[i].caller, caller, RL_CALLER_MAX) == 0)
+            e = &a->rl[i];
+    if (e == NULL && a->rl_n == RL_MAX - 1) {
+        /* The map is bounded: further callers in this window are folded
+         * into one "(other)" entry rather than growing memory. */
+        caller = "(other)";
+        for (size_t i = 0; i < a->rl_n && e == NULL; i++)
+            if (strcmp(a->rl[i].caller, caller) == 0)
+                e = &a->rl[i];
+    }
+    if (e == NULL && a->rl_n < RL_MAX) {
+        e = &a->rl[a->rl_n++];
+        memset(e, 0, sizeof(*e));
+        snprintf(e->caller, sizeof(e->caller), "%s", caller);
+        snprintf(e->reason, sizeof(e->reason), "%s", reason ? reason : "rate_limited");
+        e->start_mono = mono_ms();
+        pthread_cond_signal(&a->wake);
+    }
+    if (e != NULL)
+        e->count++;
+    pthread_mutex_unlock(&a->mu);
+}
+
+bool js_audit_healthy(js_audit *a, js_err *why)
+{
+    pthread_mutex_lock(&a->mu);
+    bool ok = !a->failed;
+    if (!ok && why != NULL)
+        *why = a->why;
+    pthread_mutex_unlock(&a->mu);
+    return ok;
+}
+
+static void audit_free(js_audit *a)
+{
+    if (a == NULL)
+        return;
+    if (a->fd >= 0)
+        close(a->fd);
+    finish_items(a->qhead, JS_EUNAVAIL, &a->why);
+    pthread_cond_destroy(&a->wake);
+    pthread_mutex_destroy(&a->mu);
+    free(a->rl);
+    free(a->pending_cp);
+    free(a->dir);
+    free(a->origin);
+    free(a);
+}
+
+void js_audit_close(js_audit *a)
+{
+    if (a == NULL)
+        return;
+    pthread_mutex_lock(&a->mu);
+    a->closing = true;
+    pthread_cond_signal(&a->wake);
+    pthread_mutex_unlock(&a->mu);
+    if (a->thread_started)
+        pthread_join(a->thread, NULL);
+    js_err_set(&a->why, JS_EUNAVAIL, "audit.unavailable", "audit log is closed");
+    audit_free(a);
+}
+
+/* ---- open: crash recovery (FORMAT.md §8) ---------------------------------------------- */
+
+typedef struct torn_info {
+    bool present;
+    char segment[PATH_MAX_AUDIT];
+    uint64_t offset;
+    uint64_t length;
+    uint8_t sha256[32];
+    char saved_as[PATH_MAX_AUDIT + 32];
+} torn_info;
+
+static const char *base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s != NULL ? s + 1 : path;
+}
+
+static unsigned long seg_number_of(const char *path)
+{
+    const char *b = base_name(path);
+    unsigned long v = 0;
+    for (const char *p = b + 6; *p >= '0' && *p <= '9'; p++)
+        v = v * 10 + (unsigned long)(*p - '0');
+    return v;
+}
+
+/* Copies the torn tail aside to DIR/<segment>.broken[.N] (etcd's practice),
+ * then truncates the segment to the end of its last valid record. */
+static js_status cut_torn_tail(js_audit *a, const char *path, uint64_t offset, torn_info *ti,
+                               js_err *err)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    JS_ENSURE(fd >= 0, err, JS_ECONFIG, "audit.recovery", "cannot open %s: %s", path,
+              strerror(errno));
+    struct stat st;
+    js_status rc = JS_OK;
+    uint8_t *tail = NULL;
+    size_t len = 0;
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < offset) {
+        rc = js_err_set(err, JS_ECONFIG, "audit.recovery", "cannot stat %s", path);
+        goto out;
+    }
+    len = (size_t)((uint64_t)st.st_size - offset);
+    tail = malloc(len ? len : 1);
+    if (tail == NULL) {
+        rc = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        goto out;
+    }
+    if (pread(fd, tail, len, (off_t)offset) != (ssize_t)len) {
+        rc = js_err_set(err, JS_ECONFIG, "audit.recovery", "cannot read the tail of %s", path);
+        goto out;
+    }
+    SHA256(tail, len, ti->sha256);
+    char bpath[PATH_MAX_AUDIT + 32];
+    int bfd = -1;
+    for (unsigned i = 0; i < 1000 && bfd < 0; i++) {
+        if (i == 0)
+            snprintf(bpath, sizeof(bpath), "%s.broken", path);
+        else
+            snprintf(bpath, sizeof(bpath), "%s.broken.%u", path, i);
+        bfd = open(bpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (bfd < 0 && errno != EEXIST)
+            break;
+    }
+    if (bfd < 0) {
+        rc = js_err_set(err, JS_ECONFIG, "audit.recovery", "cannot create %s.broken: %s", path,
+                        strerror(errno));
+        goto out;
+    }
+    rc = write_all(a, bfd, tail, len, "broken-tail copy", err);
+    if (rc == JS_OK)
+        rc = sync_fd(a, bfd, "broken-tail copy", err);
+    close(bfd);
+    if (rc == JS_OK)
+        rc = sync_dir(a, err);
+    if (rc == JS_OK && (ftruncate(fd, (off_t)offset) != 0 || io_sync(a, fd) != 0))
+        rc = js_err_set(err, JS_EUNAVAIL, "audit.recovery", "cannot truncate %s: %s", path,
+                        strerror(errno));
+    if (rc == JS_OK) {
+        ti->present = true;
+        snprintf(ti->segment, sizeof(ti->segment), "%s", base_name(path));
+        snprintf(ti->saved_as, sizeof(ti->saved_as), "%s", base_name(bpath));
+        ti->offset = offset;
+        ti->length = len;
+    }
+out:
+    free(tail);
+    close(fd);
+    return rc;
+}
+
+/* Scans every segment with the verifier's state machine. Anything but a torn
+ * tail refuses to open (JS_ECONFIG) naming segment, offset and seq. */
+static js_status recover_scan(js_audit *a, char **paths, size_t n, EVP_PKEY *pub, torn_info *ti,
+                              js_err *err)
+{
+    js_audit_reader *r = NULL;
+    JS_GUARD(js_audit_reader_new((const char *const *)paths, n, &r, err));
+    js_audit_scan s;
+    js_audit_scan_init(&s, NULL, false, 0);
+    js_status st = JS_OK;
+    for (;;) {
+        js_audit_record rec;
+        js_err e;
+        js_status rs = js_audit_reader_next(r, &rec, &e);
+        if (rs == JS_ENOTFOUND && strcmp(e.reason, "audit.end") == 0)
+            break;
+        if (rs == JS_EINVAL) {
+            const js_audit_read_error *re = js_audit_reader_error(r);
+            if (!re->torn_tail) {
+                st = js_err_set(err, JS_ECONFIG, "audit.damaged",
+                                "audit log damaged, refusing to start: segment %s offset %" PRIu64
+                                " seq %" PRIu64 ": %s",
+                                re->segment, re->offset, s.last_seq + 1, e.msg);
+                break;
+            }
+            char path[PATH_MAX_AUDIT];
+            snprintf(path, sizeof(path), "%s", re->segment);
+            st = cut_torn_tail(a, path, re->offset, ti, err);
+            break;
+        }
+        if (rs != JS_OK) {
+            st = js_err_set(err, JS_ECONFIG, "audit.damaged", "%s", e.msg);
+            break;
+        }
+        if (js_audit_scan_record(&s, &rec, &e) != JS_OK) {
+            st = js_err_set(err, JS_ECONFIG, "audit.damaged",
+                            "audit log damaged, refusing to start: segment %s offset %" PRIu64
+                            " seq %" PRIu64 ": %s",
+                            rec.segment, rec.offset, rec.seq, e.msg);
+            break;
+        }
+    }
+    js_audit_reader_free(r);
+    JS_GUARD(st);
+    if (s.have_cp) {
+        JS_ENSURE(strcmp(s.last_cp.origin, a->origin) == 0, err, JS_ECONFIG, "audit.origin",
+                  "audit log in %s has origin \"%s\", not \"%s\"", a->dir, s.last_cp.origin,
+                  a->origin);
+        /* The last checkpoint's signature vouches for everything before it
+         * (its root was recomputed above), so one verification suffices. */
+        if (pub != NULL) {
+            js_err e;
+            if (js_audit_checkpoint_verify_sig(&s.last_cp, pub, &e) != JS_OK)
+                return js_err_set(err, JS_ECONFIG, "audit.damaged",
+                                  "audit log damaged, refusing to start: checkpoint seq %" PRIu64
+                                  ": %s",
+                                  s.last_cp.seq, e.msg);
+        }
+    }
+    a->durable.next_seq = s.last_seq + 1;
+    memcpy(a->durable.head, s.head, 32);
+    a->durable.tree = s.tree;
+    memcpy(a->durable.last_cp_hash, s.last_cp_hash, 32);
+    a->durable.since_cp = s.since_cp;
+    return JS_OK;
+}
+
+static js_status open_log(js_audit *a, const js_audit_options *opts, js_err *err)
+{
+    if (mkdir(a->dir, 0700) != 0 && errno != EEXIST)
+        return js_err_set(err, JS_ECONFIG, "audit.dir", "cannot create audit log directory %s: %s",
+                          a->dir, strerror(errno));
+    EVP_PKEY *pub = NULL;
+    if (opts->pubkey_pem != NULL) {
+        JS_GUARD(js_audit_pubkey_parse(opts->pubkey_pem, &pub, err));
+        js_status st =
+            write_atomic(a, "audit-key.pem", opts->pubkey_pem, strlen(opts->pubkey_pem), 0644, err);
+        if (st != JS_OK) {
+            EVP_PKEY_free(pub);
+            return st;
+        }
+    }
+    char **paths = NULL;
+    size_t n = 0;
+    js_status st = js_audit_list_segments(a->dir, &paths, &n, err);
+    torn_info ti;
+    memset(&ti, 0, sizeof(ti));
+    if (st == JS_OK && n > 0)
+        st = recover_scan(a, paths, n, pub, &ti, err);
+    EVP_PKEY_free(pub);
+    unsigned long last = n > 0 ? seg_number_of(paths[n - 1]) : 1;
+    js_audit_segments_free(paths, n);
+    JS_GUARD(st);
+    JS_ENSURE(last > 0, err, JS_ECONFIG, "audit.dir", "bad segment name in %s", a->dir);
+    JS_GUARD(open_segment(a, last, true, err));
+    if (n == 0)
+        JS_GUARD(sync_dir(a, err));
+
+    /* The first batch: the RECOVERY record for a cut tail, then the opening
+     * checkpoint. Written here, before the writer thread exists. */
+    chain_state work = a->durable;
+    batch b;
+    memset(&b, 0, sizeof(b));
+    st = JS_OK;
+    if (ti.present) {
+        char hex[65];
+        js_audit_hex(ti.sha256, 32, hex);
+        json_t *d = json_pack("{s:s, s:I, s:I, s:s, s:s}", "segment", ti.segment, "offset",
+                              (json_int_t)ti.offset, "length", (json_int_t)ti.length, "sha256", hex,
+                              "saved_as", ti.saved_as);
+        char *body = NULL;
+        st = d == NULL ? js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory")
+                       : recovery_body("audit.torn_tail",
+                                       "torn tail cut at start-up (crash damage)", d, &body, err);
+        json_decref(d);
+        char t[25];
+        js_audit_time_format(js_audit_now_ms(), t);
+        if (st == JS_OK)
+            st = batch_add(&b, &work, t, body, false, err);
+        free(body);
+    }
+    if (st == JS_OK)
+        st = batch_add_checkpoint(a, &b, &work, "open", err);
+    if (st == JS_OK)
+        st = write_batch(a, &b, &work, err);
+    batch_free(&b);
+    if (st == JS_OK)
+        st = write_checkpoint_file(a, err);
+    return st;
+}
+
+js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *err)
+{
+    JS_ENSURE(opts != NULL && opts->dir != NULL && opts->sign != NULL, err, JS_ECONFIG,
+              "audit.config", "audit log needs a directory and a signing callback");
+    JS_ENSURE(js_audit_origin_valid(opts->origin), err, JS_ECONFIG, "audit.config",
+              "audit origin must be 1..%d characters of [A-Za-z0-9._:/@-]", JS_AUDIT_ORIGIN_MAX);
+    JS_ENSURE(strlen(opts->dir) < PATH_MAX_AUDIT - 64, err, JS_ECONFIG, "audit.config",
+              "audit log directory path too long");
+    js_audit *a = calloc(1, sizeof(*a));
+    JS_ENSURE_ALLOC(a, err);
+    a->fd = -1;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&a->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    a->dir = strdup(opts->dir);
+    a->origin = strdup(opts->origin);
+    a->rl = calloc(RL_MAX, sizeof(*a->rl));
+    if (a->dir == NULL || a->origin == NULL || a->rl == NULL) {
+        audit_free(a);
+        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    }
+    a->interval_ms = opts->checkpoint_interval_ms ? opts->checkpoint_interval_ms : 1000;
+    a->records_thr = opts->checkpoint_records ? opts->checkpoint_records : 1000;
+    a->heartbeat_ms = opts->heartbeat_ms ? opts->heartbeat_ms : a->interval_ms;
+    a->segment_bytes = opts->segment_bytes ? opts->segment_bytes : DEFAULT_SEG;
+    if (a->segment_bytes > SEGMENT_MAX)
+        a->segment_bytes = SEGMENT_MAX;
+    a->retry_ms = opts->retry_ms ? opts->retry_ms : 1000;
+    a->no_fsync = opts->no_fsync;
+    a->sign = opts->sign;
+    a->sign_ctx = opts->sign_ctx;
+    if (opts->io != NULL)
+        a->io = *opts->io;
+    js_merkle_frontier_init(&a->durable.tree);
+    a->durable.next_seq = 1;
+
+    js_status st = open_log(a, opts, err);
+    if (st == JS_OK && pthread_create(&a->thread, NULL, writer_main, a) != 0)
+        st = js_err_set(err, JS_EINTERNAL, "audit.thread", "cannot start the audit writer");
+    if (st != JS_OK) {
+        audit_free(a);
+        return st;
+    }
+    a->thread_started = true;
+    *out = a;
+    return JS_OK;
+}

@@ -1,0 +1,308 @@
+/*
+ * checkpoint.c - parse, encode and verify signed audit checkpoints
+ * (FORMAT.md §5). The signature covers a line-oriented text body rebuilt from
+ * the parsed members (in the spirit of C2SP tlog-checkpoint / signed notes),
+ * so a verifier never has to reproduce JSON serialisation to check it, and
+ * every member that matters (origin, seq, size, root, head, time, previous
+ * checkpoint, heartbeat) is bound to the signature: a seal is tied to its
+ * position (the lesson of CVE-2023-31439).
+ */
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/ecdsa.h>
+#include <openssl/pem.h>
+
+#include "b64url.h"
+#include "record.h"
+
+#define CP_BODY_MAGIC  "jwt-signer-audit-checkpoint/v1"
+#define CP_FILE_MAX    (JS_AUDIT_MAX_PAYLOAD + 2)
+#define PUBKEY_PEM_MAX (16u * 1024)
+
+static const char *const cp_reasons[] = {"open",    "close",     "interval",
+                                         "records", "heartbeat", "recovery"};
+
+bool js_audit_origin_valid(const char *origin)
+{
+    if (origin == NULL)
+        return false;
+    size_t n = strlen(origin);
+    if (n == 0 || n > JS_AUDIT_ORIGIN_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = origin[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == ':' || c == '/' || c == '@' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static js_status get_u64(const json_t *o, const char *k, uint64_t *v, js_err *err)
+{
+    json_t *m = json_object_get(o, k);
+    JS_ENSURE(json_is_integer(m) && json_integer_value(m) >= 0, err, JS_EINVAL, "audit.checkpoint",
+              "checkpoint member \"%s\" is not a non-negative integer", k);
+    *v = (uint64_t)json_integer_value(m);
+    return JS_OK;
+}
+
+static js_status get_str(const json_t *o, const char *k, const char **v, js_err *err)
+{
+    json_t *m = json_object_get(o, k);
+    JS_ENSURE(json_is_string(m), err, JS_EINVAL, "audit.checkpoint",
+              "checkpoint member \"%s\" is not a string", k);
+    *v = json_string_value(m);
+    return JS_OK;
+}
+
+static js_status get_hash(const json_t *o, const char *k, uint8_t out[32], js_err *err)
+{
+    const char *s = NULL;
+    JS_GUARD(get_str(o, k, &s, err));
+    JS_ENSURE(js_audit_unhex(s, strlen(s), out, 32), err, JS_EINVAL, "audit.checkpoint",
+              "checkpoint member \"%s\" is not 64 lower-case hex digits", k);
+    return JS_OK;
+}
+
+js_status js_audit_checkpoint_parse(const json_t *rec, js_audit_checkpoint *cp, js_err *err)
+{
+    memset(cp, 0, sizeof(*cp));
+    const char *type = NULL, *time = NULL, *reason = NULL, *origin = NULL, *sig = NULL;
+    JS_ENSURE(json_is_object(rec), err, JS_EINVAL, "audit.checkpoint",
+              "checkpoint is not a JSON object");
+    JS_GUARD(get_str(rec, "type", &type, err));
+    JS_ENSURE(strcmp(type, "checkpoint") == 0, err, JS_EINVAL, "audit.checkpoint",
+              "record is not a checkpoint");
+    JS_GUARD(get_u64(rec, "seq", &cp->seq, err));
+    JS_GUARD(get_u64(rec, "tree_size", &cp->tree_size, err));
+    JS_ENSURE(cp->seq >= 1 && cp->tree_size == cp->seq - 1, err, JS_EINVAL, "audit.checkpoint",
+              "checkpoint tree_size %" PRIu64 " is not seq - 1 (seq %" PRIu64 ")", cp->tree_size,
+              cp->seq);
+    JS_GUARD(get_str(rec, "time", &time, err));
+    JS_ENSURE(strlen(time) == JS_AUDIT_TIME_LEN && js_audit_time_parse(time, &cp->time_ms), err,
+              JS_EINVAL, "audit.checkpoint", "checkpoint time is not RFC 3339 UTC with ms");
+    memcpy(cp->time, time, JS_AUDIT_TIME_LEN + 1);
+    JS_GUARD(get_str(rec, "reason", &reason, err));
+    bool known = false;
+    for (size_t i = 0; i < sizeof(cp_reasons) / sizeof(cp_reasons[0]); i++)
+        known = known || strcmp(reason, cp_reasons[i]) == 0;
+    JS_ENSURE(known, err, JS_EINVAL, "audit.checkpoint", "unknown checkpoint reason");
+    memcpy(cp->reason, reason, strlen(reason) + 1);
+    JS_GUARD(get_str(rec, "origin", &origin, err));
+    JS_ENSURE(js_audit_origin_valid(origin), err, JS_EINVAL, "audit.checkpoint",
+              "checkpoint origin is not 1..%d characters of [A-Za-z0-9._:/@-]",
+              JS_AUDIT_ORIGIN_MAX);
+    memcpy(cp->origin, origin, strlen(origin) + 1);
+    JS_GUARD(get_hash(rec, "root", cp->root, err));
+    JS_GUARD(get_hash(rec, "prev", cp->head, err));
+    JS_GUARD(get_hash(rec, "prev_checkpoint", cp->prev_checkpoint, err));
+    JS_GUARD(get_u64(rec, "heartbeat_ms", &cp->heartbeat_ms, err));
+    JS_GUARD(get_u64(rec, "interval_ms", &cp->interval_ms, err));
+    JS_GUARD(get_str(rec, "sig", &sig, err));
+    size_t slen = strlen(sig);
+    JS_ENSURE(slen > 0 && slen <= B64URL_ENCODED_LEN(JS_AUDIT_SIG_MAX), err, JS_EINVAL,
+              "audit.checkpoint", "checkpoint signature has a bad length");
+    js_err e2;
+    JS_ENSURE(b64url_decode(sig, slen, cp->sig, sizeof(cp->sig), &cp->sig_len, &e2) == JS_OK, err,
+              JS_EINVAL, "audit.checkpoint", "checkpoint signature is not base64url");
+    return JS_OK;
+}
+
+js_status js_audit_checkpoint_body(const js_audit_checkpoint *cp, char **body, size_t *len,
+                                   js_err *err)
+{
+    char root[65], head[65], prevcp[65];
+    js_audit_hex(cp->root, 32, root);
+    js_audit_hex(cp->head, 32, head);
+    js_audit_hex(cp->prev_checkpoint, 32, prevcp);
+    size_t cap = 1024;
+    char *b = malloc(cap);
+    JS_ENSURE_ALLOC(b, err);
+    int n = snprintf(b, cap,
+                     CP_BODY_MAGIC "\norigin %s\nseq %" PRIu64 "\ntree_size %" PRIu64
+                                   "\nroot %s\nhead %s\nprev_checkpoint %s\ntime %s\nreason %s\n"
+                                   "heartbeat_ms %" PRIu64 "\ninterval_ms %" PRIu64 "\n",
+                     cp->origin, cp->seq, cp->tree_size, root, head, prevcp, cp->time, cp->reason,
+                     cp->heartbeat_ms, cp->interval_ms);
+    if (n <= 0 || (size_t)n >= cap) {
+        free(b);
+        return js_err_set(err, JS_EINTERNAL, "audit.checkpoint", "checkpoint body too long");
+    }
+    *body = b;
+    *len = (size_t)n;
+    return JS_OK;
+}
+
+js_status js_audit_checkpoint_members(const js_audit_checkpoint *cp, char **out, js_err *err)
+{
+    JS_ENSURE(js_audit_origin_valid(cp->origin), err, JS_EINVAL, "audit.checkpoint", "bad origin");
+    char root[65], prevcp[65];
+    char sig[B64URL_ENCODED_LEN(JS_AUDIT_SIG_MAX) + 1];
+    js_audit_hex(cp->root, 32, root);
+    js_audit_hex(cp->prev_checkpoint, 32, prevcp);
+    JS_ENSURE(cp->sig_len > 0 && cp->sig_len <= JS_AUDIT_SIG_MAX, err, JS_EINTERNAL,
+              "audit.checkpoint", "bad signature length");
+    b64url_encode(cp->sig, cp->sig_len, sig, sizeof(sig));
+    size_t cap = 1024;
+    char *b = malloc(cap);
+    JS_ENSURE_ALLOC(b, err);
+    /* origin and reason are from a fixed character set: no escaping needed. */
+    int n = snprintf(
+        b, cap,
+        "\"type\":\"checkpoint\",\"reason\":\"%s\",\"origin\":\"%s\",\"tree_size\":%" PRIu64
+        ",\"root\":\"%s\",\"prev_checkpoint\":\"%s\",\"heartbeat_ms\":%" PRIu64
+        ",\"interval_ms\":%" PRIu64 ",\"sig\":\"%s\"",
+        cp->reason, cp->origin, cp->tree_size, root, prevcp, cp->heartbeat_ms, cp->interval_ms,
+        sig);
+    if (n <= 0 || (size_t)n >= cap) {
+        free(b);
+        return js_err_set(err, JS_EINTERNAL, "audit.checkpoint", "checkpoint too long");
+    }
+    *out = b;
+    return JS_OK;
+}
+
+/* r||s (RFC 7518 §3.4) -> DER ECDSA-Sig-Value for OpenSSL. The signer
+ * core's jws_verify does the same, but audit/ must not link the daemon. */
+static js_status verify_es256(EVP_PKEY *pub, const uint8_t *msg, size_t len, const uint8_t *sig,
+                              size_t sig_len, js_err *err)
+{
+    JS_ENSURE(sig_len == 64, err, JS_EINVAL, "audit.bad_signature",
+              "checkpoint signature is %zu bytes; ES256 r||s is 64", sig_len);
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(sig, 32, NULL);
+    BIGNUM *s = BN_bin2bn(sig + 32, 32, NULL);
+    if (es == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(es, r, s) != 1) {
+        ECDSA_SIG_free(es);
+        BN_free(r);
+        BN_free(s);
+        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    }
+    uint8_t *der = NULL;
+    int der_len = i2d_ECDSA_SIG(es, &der);
+    ECDSA_SIG_free(es);
+    JS_ENSURE(der_len > 0, err, JS_EINTERNAL, "internal.oom", "out of memory");
+    EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+    int ok = mctx != NULL && EVP_DigestVerifyInit(mctx, NULL, EVP_sha256(), NULL, pub) == 1 &&
+             EVP_DigestVerify(mctx, der, (size_t)der_len, msg, len) == 1;
+    EVP_MD_CTX_free(mctx);
+    OPENSSL_free(der);
+    JS_ENSURE(ok, err, JS_EINVAL, "audit.bad_signature",
+              "checkpoint signature does not verify with the audit key");
+    return JS_OK;
+}
+
+js_status js_audit_checkpoint_verify_sig(const js_audit_checkpoint *cp, EVP_PKEY *pub, js_err *err)
+{
+    char *body = NULL;
+    size_t len = 0;
+    JS_GUARD(js_audit_checkpoint_body(cp, &body, &len, err));
+    js_status st = verify_es256(pub, (const uint8_t *)body, len, cp->sig, cp->sig_len, err);
+    free(body);
+    return st;
+}
+
+static js_status pubkey_check(EVP_PKEY *k, js_err *err)
+{
+    char group[32] = "";
+    size_t glen = 0;
+    int ok = EVP_PKEY_get_base_id(k) == EVP_PKEY_EC &&
+             EVP_PKEY_get_utf8_string_param(k, "group", group, sizeof(group), &glen) == 1 &&
+             strcmp(group, "prime256v1") == 0;
+    JS_ENSURE(ok, err, JS_EINVAL, "audit.pubkey", "the audit key is not a P-256 (ES256) key");
+    return JS_OK;
+}
+
+js_status js_audit_pubkey_parse(const char *pem, EVP_PKEY **out, js_err *err)
+{
+    JS_ENSURE(pem != NULL && strlen(pem) <= PUBKEY_PEM_MAX, err, JS_EINVAL, "audit.pubkey",
+              "audit public key PEM missing or larger than %u bytes", PUBKEY_PEM_MAX);
+    BIO *bio = BIO_new_mem_buf(pem, (int)strlen(pem));
+    JS_ENSURE_ALLOC(bio, err);
+    EVP_PKEY *k = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    JS_ENSURE(k != NULL, err, JS_EINVAL, "audit.pubkey",
+              "audit public key is not a PEM SubjectPublicKeyInfo");
+    js_status st = pubkey_check(k, err);
+    if (st != JS_OK) {
+        EVP_PKEY_free(k);
+        return st;
+    }
+    *out = k;
+    return JS_OK;
+}
+
+/* Reads a whole small file (at most max bytes) into a NUL-terminated buffer. */
+static js_status read_small(const char *path, size_t max, char **out, size_t *len, js_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    JS_ENSURE(f != NULL, err, errno == ENOENT ? JS_ENOTFOUND : JS_EUNAVAIL, "audit.io",
+              "cannot open %s: %s", path, strerror(errno));
+    char *buf = malloc(max + 2);
+    if (buf == NULL) {
+        fclose(f);
+        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    }
+    size_t n = fread(buf, 1, max + 1, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || n > max) {
+        free(buf);
+        return js_err_set(err, JS_EINVAL, "audit.io", "%s: %s", path,
+                          bad ? "read error" : "file too large");
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return JS_OK;
+}
+
+js_status js_audit_pubkey_load(const char *path, EVP_PKEY **out, js_err *err)
+{
+    char *pem = NULL;
+    size_t len = 0;
+    JS_GUARD(read_small(path, PUBKEY_PEM_MAX, &pem, &len, err));
+    js_status st = js_audit_pubkey_parse(pem, out, err);
+    free(pem);
+    if (st != JS_OK)
+        js_err_prefix(err, "%s: ", path);
+    return st;
+}
+
+js_status js_audit_checkpoint_load(const char *path, uint8_t **payload, size_t *len,
+                                   js_audit_checkpoint *cp, js_err *err)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    JS_GUARD(read_small(path, CP_FILE_MAX, &buf, &n, err));
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    json_error_t jerr;
+    json_t *j = n >= JS_AUDIT_MIN_PAYLOAD && n <= JS_AUDIT_MAX_PAYLOAD
+                    ? json_loadb(buf, n, JSON_REJECT_DUPLICATES, &jerr)
+                    : NULL;
+    if (j == NULL) {
+        free(buf);
+        return js_err_set(err, JS_EINVAL, "audit.checkpoint", "%s: not a checkpoint record", path);
+    }
+    js_status st = js_audit_checkpoint_parse(j, cp, err);
+    json_decref(j);
+    if (st != JS_OK) {
+        free(buf);
+        js_err_prefix(err, "%s: ", path);
+        return st;
+    }
+    *payload = (uint8_t *)buf;
+    *len = n;
+    return JS_OK;
+}

@@ -1,0 +1,76 @@
+/*
+ * checkpoint.h - signed checkpoints of the audit log (FORMAT.md §5):
+ * parse a checkpoint record, rebuild the exact signed body, check its ES256
+ * signature (JOSE r||s, RFC 7518 §3.4) with the audit public key.
+ *
+ * API agreed with the jwt-audit CLI; changes must be coordinated.
+ *
+ * A checkpoint with seq S commits to the tree of the S-1 records before it
+ * (tree_size = S-1): their RFC 6962 Merkle root, the chain head (hash of
+ * record S-1, which is also the checkpoint's "prev"), the origin, the time,
+ * the previous checkpoint's record hash and the writer's heartbeat/interval.
+ */
+#ifndef JS_AUDIT_CHECKPOINT_H
+#define JS_AUDIT_CHECKPOINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "err.h"
+
+#define JS_AUDIT_ORIGIN_MAX 128 /* bytes of an origin id, NUL excluded */
+#define JS_AUDIT_SIG_MAX    132 /* raw signature bytes accepted (ES256 is 64) */
+#define JS_AUDIT_TIME_LEN   24  /* "YYYY-MM-DDTHH:MM:SS.mmmZ" */
+
+typedef struct js_audit_checkpoint {
+    uint64_t seq;       /* the checkpoint record's own seq */
+    uint64_t tree_size; /* == seq - 1 */
+    char origin[JS_AUDIT_ORIGIN_MAX + 1];
+    char time[JS_AUDIT_TIME_LEN + 1];
+    int64_t time_ms;  /* time as ms since the Unix epoch */
+    char reason[16];  /* "open", "close", "interval", "records", "heartbeat", "recovery" */
+    uint8_t root[32]; /* Merkle root over records 1..tree_size */
+    uint8_t head[32]; /* chain hash of record tree_size (== "prev") */
+    uint8_t prev_checkpoint[32]; /* record hash of the previous checkpoint, zeros if none */
+    uint64_t heartbeat_ms;
+    uint64_t interval_ms;
+    uint8_t sig[JS_AUDIT_SIG_MAX];
+    size_t sig_len;
+} js_audit_checkpoint;
+
+/* Parses and bounds-checks a checkpoint record's JSON (type "checkpoint").
+ * JS_EINVAL "audit.checkpoint" naming the bad member. */
+js_status js_audit_checkpoint_parse(const json_t *rec, js_audit_checkpoint *cp, js_err *err) JS_WUR;
+
+/* The signed body (FORMAT.md §5.2) into a malloc'd buffer. */
+js_status js_audit_checkpoint_body(const js_audit_checkpoint *cp, char **body, size_t *len,
+                                   js_err *err) JS_WUR;
+
+/* JS_OK when cp->sig is a valid ES256 signature of the body under pub;
+ * JS_EINVAL "audit.bad_signature" otherwise. */
+js_status js_audit_checkpoint_verify_sig(const js_audit_checkpoint *cp, EVP_PKEY *pub,
+                                         js_err *err) JS_WUR;
+
+/* Loads a P-256 public key from a PEM file (JS_EINVAL if it is not one). */
+js_status js_audit_pubkey_load(const char *path, EVP_PKEY **out, js_err *err) JS_WUR;
+/* The same from PEM text. */
+js_status js_audit_pubkey_parse(const char *pem, EVP_PKEY **out, js_err *err) JS_WUR;
+
+/* The writer's side: the members between "time" and "prev" of a checkpoint
+ * record (FORMAT.md §5.1), compact, no braces; *out malloc'd. */
+js_status js_audit_checkpoint_members(const js_audit_checkpoint *cp, char **out,
+                                      js_err *err) JS_WUR;
+
+/* True if origin is 1..JS_AUDIT_ORIGIN_MAX bytes of [A-Za-z0-9._:/@-]. */
+bool js_audit_origin_valid(const char *origin);
+
+/* Reads a checkpoint file (DIR/checkpoint.json: one checkpoint record's
+ * payload, exact bytes, optional trailing newline); *payload malloc'd. */
+js_status js_audit_checkpoint_load(const char *path, uint8_t **payload, size_t *len,
+                                   js_audit_checkpoint *cp, js_err *err) JS_WUR;
+
+#endif

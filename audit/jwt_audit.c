@@ -1,0 +1,1523 @@
+/*
+ * jwt_audit.c - `jwt-audit`, the compliance tool for the signer's audit log
+ * (audit/FORMAT.md): verify a log offline, show and filter its records (a
+ * table, or JSON Lines for jq and SIEM ingestion), per-window statistics a
+ * security team watches (deny spikes, rate-limit hits, new callers), and
+ * RFC 9162 §2.1.3 inclusion proofs of one token's record against a signed
+ * checkpoint that an auditor can check without the log.
+ *
+ * Log segments and proof files are untrusted input: every read is bounded,
+ * every field is type- and size-checked, and text from the log is never
+ * written raw to a terminal (control bytes are replaced in tables; JSON
+ * output is escaped by jansson).
+ *
+ * Exit codes (documented in `jwt-audit --help`):
+ *   0  ok (log intact, proof valid, records shown)
+ *   1  verification failed, or the thing asked for was not found
+ *   2  usage error
+ *   3  I/O or format error (a file cannot be read, or is not what it claims)
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "checkpoint.h"
+#include "duration.h"
+#include "err.h"
+#include "merkle.h"
+#include "reader.h"
+#include "record.h"
+#include "verify.h"
+
+#define EX_OK    0
+#define EX_FAIL  1
+#define EX_USAGE 2
+#define EX_IO    3
+
+/* Bounds for untrusted inputs. */
+#define PROOF_FILE_MAX    (1024u * 1024u)        /* a proof is a few KB */
+#define PROOF_PATH_MAX    JS_MERKLE_MAX_DEPTH    /* RFC 9162 §2.1.3: at most tree height */
+#define PROVE_MAX_RECORDS (256ull * 1024 * 1024) /* 8 GiB of leaf hashes */
+#define STATS_MAX_ROWS    1000000u               /* distinct (window, caller, reason) */
+#define PROOF_FORMAT      "jwt-audit-inclusion-proof/v1"
+
+/* Record members (FORMAT.md §3). */
+#define F_SEQ      "seq"
+#define F_TIME     "time"
+#define F_TYPE     "type"
+#define F_CALLER   "caller"
+#define F_DECISION "decision"
+#define F_REASON   "reason"
+#define F_KEY      "key"
+#define F_KID      "kid"
+#define F_JTI      "jti"
+#define F_SUB      "sub"
+#define F_COUNT    "count"
+
+#define PROG "jwt-audit"
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void errorf(const char *fmt, ...) JS_PRINTF(1, 2);
+static void errorf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs(PROG ": ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* Exit code for a library status: verification verdicts are 1, anything
+ * that stopped us reading is 3. */
+static int exit_for(js_status st)
+{
+    switch (st) {
+    case JS_OK:
+        return EX_OK;
+    case JS_EDENIED:
+        return EX_FAIL;
+    case JS_EINVAL:
+    case JS_ELIMIT:
+    case JS_EUNAVAIL:
+    case JS_EINTERNAL:
+    case JS_ECONFIG:
+    case JS_ENOTFOUND:
+    default:
+        return EX_IO;
+    }
+}
+
+static const char *json_str(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static bool json_int(const json_t *o, const char *key, int64_t *out)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v))
+        return false;
+    *out = (int64_t)json_integer_value(v);
+    return true;
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+    return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+/* ---- time ---------------------------------------------------------------- */
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+ * days_from_civil); no dependency on the TZ environment. */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool digits(const char *s, size_t n, unsigned *out)
+{
+    unsigned v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* RFC 3339 §5.6 date-time: YYYY-MM-DD(T|t| )HH:MM:SS[.frac](Z|z|+HH:MM|-HH:MM)
+ * to ms since the epoch. Leap seconds (:60) are refused. */
+static bool parse_rfc3339(const char *s, int64_t *ms)
+{
+    unsigned y, mo, d, h, mi, se, frac_ms = 0;
+    size_t n = strlen(s);
+    if (n < 20 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
+        !digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+        !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' ||
+        !digits(s + 17, 2, &se))
+        return false;
+    static const unsigned mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 59)
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo == 2 && d == 29 && !leap)
+        return false;
+    const char *p = s + 19;
+    if (*p == '.') {
+        p++;
+        unsigned nd = 0, scale = 100;
+        while (*p >= '0' && *p <= '9') {
+            if (nd < 3)
+                frac_ms += (unsigned)(*p - '0') * scale;
+            scale /= 10;
+            nd++;
+            p++;
+            if (nd > 9)
+                return false;
+        }
+        if (nd == 0)
+            return false;
+    }
+    int64_t offset_s = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        unsigned oh, om;
+        if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) || oh > 23 || om > 59)
+            return false;
+        offset_s = (int64_t)(oh * 3600 + om * 60) * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return false;
+    }
+    if (*p != '\0')
+        return false;
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset_s;
+    *ms = secs * 1000 + frac_ms;
+    return true;
+}
+
+/* A --since/--until argument: RFC 3339 or Unix seconds. */
+static bool parse_time_arg(const char *s, int64_t *ms)
+{
+    size_t n = strlen(s);
+    if (n > 0 && n <= 12 && strspn(s, "0123456789") == n) {
+        unsigned long long v = strtoull(s, NULL, 10);
+        *ms = (int64_t)v * 1000;
+        return true;
+    }
+    return parse_rfc3339(s, ms);
+}
+
+/* The record's own time, ms since the epoch. */
+static bool record_time(const json_t *rec, int64_t *ms)
+{
+    const char *t = json_str(rec, F_TIME);
+    return t != NULL && parse_rfc3339(t, ms);
+}
+
+static void format_utc(int64_t secs, char out[32])
+{
+    time_t t = (time_t)secs;
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, 32, "@%" PRId64, secs);
+}
+
+/* ---- argument parsing ---------------------------------------------------- */
+
+typedef struct opt_spec {
+    const char *name;   /* "--caller" */
+    const char **value; /* option with a value */
+    bool *flag;         /* option without one */
+} opt_spec;
+
+typedef enum { ARGS_OK, ARGS_HELP, ARGS_BAD } args_result;
+
+/* Parses `--name value`, `--name=value`, flags, `--` and positionals. */
+static args_result parse_args(int argc, char **argv, const opt_spec *specs, size_t nspecs,
+                              const char **pos, size_t *npos)
+{
+    bool only_pos = false;
+    *npos = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_pos || a[0] != '-' || strcmp(a, "-") == 0) {
+            pos[(*npos)++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_pos = true;
+            continue;
+        }
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
+            return ARGS_HELP;
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq != NULL ? (size_t)(eq - a) : strlen(a);
+        const opt_spec *sp = NULL;
+        for (size_t k = 0; k < nspecs; k++)
+            if (strlen(specs[k].name) == nlen && strncmp(specs[k].name, a, nlen) == 0)
+                sp = &specs[k];
+        if (sp == NULL) {
+            errorf("unknown option '%.*s'", (int)nlen, a);
+            return ARGS_BAD;
+        }
+        if (sp->flag != NULL) {
+            if (eq != NULL) {
+                errorf("option %s takes no value", sp->name);
+                return ARGS_BAD;
+            }
+            *sp->flag = true;
+            continue;
+        }
+        if (eq != NULL) {
+            *sp->value = eq + 1;
+        } else if (i + 1 < argc) {
+            *sp->value = argv[++i];
+        } else {
+            errorf("option %s needs a value", sp->name);
+            return ARGS_BAD;
+        }
+    }
+    return ARGS_OK;
+}
+
+/* ---- segments and records ------------------------------------------------ */
+
+typedef struct seglist {
+    char **paths;
+    size_t n, cap;
+} seglist;
+
+static void seglist_free(seglist *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->paths[i]);
+    free(s->paths);
+    memset(s, 0, sizeof *s);
+}
+
+static bool seglist_push(seglist *s, const char *p)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 8;
+        char **np = realloc(s->paths, cap * sizeof *np);
+        if (np == NULL)
+            return false;
+        s->paths = np;
+        s->cap = cap;
+    }
+    char *c = strdup(p);
+    if (c == NULL)
+        return false;
+    s->paths[s->n++] = c;
+    return true;
+}
+
+/* SEGMENT arguments: files in the order given; a directory stands for its
+ * audit-NNNNNN.log segments in order. Returns an exit code. */
+static int seglist_build(const char *const *args, size_t n, seglist *out)
+{
+    memset(out, 0, sizeof *out);
+    if (n == 0) {
+        errorf("no SEGMENT given (a segment file or the log directory)");
+        return EX_USAGE;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct stat st;
+        if (stat(args[i], &st) != 0) {
+            errorf("%s: %s", args[i], strerror(errno));
+            seglist_free(out);
+            return EX_IO;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            if (!seglist_push(out, args[i]))
+                goto oom;
+            continue;
+        }
+        char **paths = NULL;
+        size_t np = 0;
+        js_err err;
+        if (js_audit_list_segments(args[i], &paths, &np, &err) != JS_OK) {
+            errorf("%s: %s", args[i], err.msg);
+            seglist_free(out);
+            return EX_IO;
+        }
+        bool ok = true;
+        for (size_t k = 0; k < np && ok; k++)
+            ok = seglist_push(out, paths[k]);
+        js_audit_segments_free(paths, np);
+        if (!ok)
+            goto oom;
+        if (np == 0) {
+            errorf("%s: no audit-NNNNNN.log segments in this directory", args[i]);
+            seglist_free(out);
+            return EX_IO;
+        }
+    }
+    return EX_OK;
+oom:
+    errorf("out of memory");
+    seglist_free(out);
+    return EX_IO;
+}
+
+/* Called for each record; returns EX_OK to go on, anything else stops. */
+typedef int (*record_fn)(void *ctx, const js_audit_record *rec);
+
+/* Reads every record of segs in order. A framing error stops the walk with
+ * EX_IO after the records before it were handled (and says where). */
+static int for_each_record(const seglist *segs, record_fn fn, void *ctx)
+{
+    js_audit_reader *r = NULL;
+    js_err err;
+    if (js_audit_reader_new((const char *const *)segs->paths, segs->n, &r, &err) != JS_OK) {
+        errorf("%s", err.msg);
+        return EX_IO;
+    }
+    int rc = EX_OK;
+    for (;;) {
+        js_audit_record rec;
+        js_status st = js_audit_reader_next(r, &rec, &err);
+        if (st == JS_ENOTFOUND && strcmp(err.reason, "audit.end") == 0)
+            break;
+        if (st == JS_EINVAL) {
+            const js_audit_read_error *re = js_audit_reader_error(r);
+            if (re != NULL)
+                errorf("%s: stopped at offset %" PRIu64 " (%s): %s", re->segment, re->offset,
+                       re->torn_tail ? "looks like a torn write at the tail"
+                                     : "damage with valid data after it",
+                       err.msg);
+            else
+                errorf("%s", err.msg);
+            rc = EX_IO;
+            break;
+        }
+        if (st != JS_OK) {
+            errorf("%s", err.msg);
+            rc = EX_IO;
+            break;
+        }
+        rc = fn(ctx, &rec);
+        if (rc != EX_OK)
+            break;
+    }
+    js_audit_reader_free(r);
+    return rc;
+}
+
+/* ---- table output --------------------------------------------------------- */
+
+/* Prints s (untrusted) in a cell of exactly width columns (or unbounded when
+ * width == 0, the last column): printable ASCII only, so a hostile log cannot
+ * drive the terminal; '~' marks a truncated value. */
+static void put_cell(const char *s, size_t width, bool right)
+{
+    char buf[256];
+    if (s == NULL || *s == '\0')
+        s = "-";
+    size_t cap = width > 0 && width < sizeof buf ? width : sizeof buf - 1;
+    size_t n = 0, len = strlen(s);
+    for (; n < cap && n < len; n++) {
+        unsigned char c = (unsigned char)s[n];
+        buf[n] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    if (n < len && n > 0)
+        buf[n - 1] = '~';
+    buf[n] = '\0';
+    if (width == 0)
+        fputs(buf, stdout);
+    else if (right)
+        printf("%*s ", (int)width, buf);
+    else
+        printf("%-*s ", (int)width, buf);
+}
+
+/* ---- verify ---------------------------------------------------------------- */
+
+static const char k_verify_usage[] =
+    "usage: jwt-audit verify [--pubkey AUDIT.pem] [--checkpoint FILE] SEGMENT...\n"
+    "\n"
+    "Checks the whole log from seq 1: framing (length, CRC-32C), sequence\n"
+    "continuity, the SHA-256 hash chain, every checkpoint's Merkle root (RFC 6962)\n"
+    "and links, every checkpoint signature (with --pubkey), the gap between\n"
+    "checkpoints, and that the log contains and extends the off-host checkpoint\n"
+    "FILE (so truncation and rollback are detected). Reports the unsigned tail\n"
+    "(records after the last checkpoint).\n"
+    "\n"
+    "SEGMENT is a segment file (audit-NNNNNN.log) or the log directory; give\n"
+    "segments in order.\n"
+    "\n"
+    "  --pubkey AUDIT.pem   the audit public key (audit-key.pem next to the log);\n"
+    "                       without it signatures are NOT checked (and said so)\n"
+    "  --checkpoint FILE    a checkpoint.json copied off-host earlier\n"
+    "\n"
+    "exit: 0 intact, 1 damaged (first bad seq and offset, crash damage or\n"
+    "tampering), 2 usage, 3 cannot read the inputs\n";
+
+static int cmd_verify(int argc, char **argv)
+{
+    const char *pubkey = NULL, *checkpoint = NULL;
+    const opt_spec specs[] = {{"--pubkey", &pubkey, NULL}, {"--checkpoint", &checkpoint, NULL}};
+    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    size_t npos = 0;
+    if (pos == NULL)
+        return EX_IO;
+    args_result ar = parse_args(argc, argv, specs, 2, pos, &npos);
+    if (ar != ARGS_OK) {
+        free(pos);
+        fputs(k_verify_usage, ar == ARGS_HELP ? stdout : stderr);
+        return ar == ARGS_HELP ? EX_OK : EX_USAGE;
+    }
+    seglist segs;
+    int rc = seglist_build(pos, npos, &segs);
+    free(pos);
+    if (rc != EX_OK) {
+        if (rc == EX_USAGE)
+            fputs(k_verify_usage, stderr);
+        return rc;
+    }
+    js_audit_verify_opts opts = {
+        .segments = (const char *const *)segs.paths,
+        .n_segments = segs.n,
+        .pubkey_path = pubkey,
+        .checkpoint_path = checkpoint,
+    };
+    js_audit_verify_report *rep = calloc(1, sizeof *rep);
+    js_err err;
+    js_err_clear(&err);
+    if (rep == NULL) {
+        seglist_free(&segs);
+        return EX_IO;
+    }
+    js_status st = js_audit_verify(&opts, rep, &err);
+    seglist_free(&segs);
+    if (st != JS_OK) {
+        errorf("cannot verify: %s", err.msg);
+        free(rep);
+        return exit_for(st);
+    }
+    if (rep->intact) {
+        printf("OK: log intact: %" PRIu64 " records, seq 1..%" PRIu64 ", %" PRIu64
+               " checkpoints, %" PRIu64 " writer restarts\n",
+               rep->records, rep->last_seq, rep->checkpoints, rep->restarts);
+    } else {
+        printf("FAILED: first bad record seq %" PRIu64 " in %s at offset %" PRIu64 "\n",
+               rep->bad_seq, rep->bad_segment, rep->bad_offset);
+        printf("  %s: %s\n", rep->reason, rep->message);
+        printf("  looks like: %s\n",
+               rep->damage == JS_AUDIT_DAMAGE_CRASH
+                   ? "crash damage (a torn write at the tail; the signer's recovery truncates it)"
+                   : "TAMPERING (damage that a crash cannot cause)");
+        printf("  valid before it: %" PRIu64 " records, %" PRIu64 " checkpoints\n", rep->records,
+               rep->checkpoints);
+    }
+    if (rep->have_checkpoint) {
+        char head[JS_AUDIT_HEX_LEN + 1], root[JS_AUDIT_HEX_LEN + 1];
+        js_audit_hex(rep->latest.root, 32, root);
+        js_audit_hex(rep->head, 32, head);
+        printf("  latest checkpoint: seq %" PRIu64 ", tree size %" PRIu64 ", %s, origin %s\n",
+               rep->latest.seq, rep->latest.tree_size, rep->latest.time, rep->latest.origin);
+        printf("  merkle root: %s\n", root);
+        printf("  chain head:  %s (seq %" PRIu64 ")\n", head, rep->last_seq);
+    } else {
+        printf("  no valid checkpoint: nothing in this log is signed\n");
+    }
+    printf("  unsigned tail: %" PRIu64 " record%s after the last checkpoint%s\n",
+           rep->unsigned_tail, rep->unsigned_tail == 1 ? "" : "s",
+           rep->unsigned_tail > 0 ? " (not yet covered by a signature)" : "");
+    printf("  signatures: %s\n",
+           rep->signatures_checked ? "checked" : "NOT checked (no --pubkey given)");
+    if (checkpoint != NULL)
+        printf("  checkpoint file %s: %s\n", checkpoint,
+               rep->checkpoint_file_matched ? "found in the log, and the log extends it"
+                                            : "NOT matched");
+    int out = rep->intact ? EX_OK : EX_FAIL;
+    free(rep);
+    return out;
+}
+
+/* ---- show ------------------------------------------------------------------ */
+
+static const char k_show_usage[] =
+    "usage: jwt-audit show [--caller ID] [--sub S] [--jti J] [--kid K]\n"
+    "                      [--decision allow|deny] [--since T] [--until T] [--json]\n"
+    "                      SEGMENT...\n"
+    "\n"
+    "Prints the records that match every filter given, as an aligned table\n"
+    "(time, seq, type, caller, decision, reason, key/kid, jti, sub) or, with\n"
+    "--json, as JSON Lines: one record object per line, for jq or a SIEM.\n"
+    "Only framing is checked here; use `jwt-audit verify` for integrity.\n"
+    "\n"
+    "  --caller ID, --sub S, --jti J, --kid K   exact match of that member\n"
+    "  --decision allow|deny                    decision of sign requests\n"
+    "  --since T, --until T   records with since <= time < until; T is RFC 3339\n"
+    "                         (2026-11-23T10:00:00Z) or Unix seconds\n"
+    "  --json                 JSON Lines instead of the table\n"
+    "\n"
+    "In the table, bytes outside printable ASCII are shown as '?' and long\n"
+    "values are cut, marked '~'; --json output is exact.\n"
+    "\n"
+    "exit: 0 ok (even if nothing matched), 2 usage, 3 unreadable or damaged\n"
+    "segment (the records before the damage are printed)\n";
+
+typedef struct show_ctx {
+    const char *caller, *sub, *jti, *kid, *decision;
+    bool has_since, has_until, json;
+    int64_t since_ms, until_ms;
+    uint64_t shown;
+} show_ctx;
+
+static bool show_match(const show_ctx *c, const json_t *rec)
+{
+    if (c->caller != NULL && !str_eq(json_str(rec, F_CALLER), c->caller))
+        return false;
+    if (c->sub != NULL && !str_eq(json_str(rec, F_SUB), c->sub))
+        return false;
+    if (c->jti != NULL && !str_eq(json_str(rec, F_JTI), c->jti))
+        return false;
+    if (c->kid != NULL && !str_eq(json_str(rec, F_KID), c->kid))
+        return false;
+    if (c->decision != NULL && !str_eq(json_str(rec, F_DECISION), c->decision))
+        return false;
+    if (c->has_since || c->has_until) {
+        int64_t t;
+        if (!record_time(rec, &t))
+            return false;
+        if (c->has_since && t < c->since_ms)
+            return false;
+        if (c->has_until && t >= c->until_ms)
+            return false;
+    }
+    return true;
+}
+
+static void show_header(void)
+{
+    put_cell("TIME", 24, false);
+    put_cell("SEQ", 8, true);
+    put_cell("TYPE", 10, false);
+    put_cell("CALLER", 28, false);
+    put_cell("DECISION", 8, false);
+    put_cell("REASON", 24, false);
+    put_cell("KEY/KID", 28, false);
+    put_cell("JTI", 36, false);
+    put_cell("SUB", 0, false);
+    putchar('\n');
+}
+
+static int show_record(void *ctx, const js_audit_record *rec)
+{
+    show_ctx *c = ctx;
+    if (!show_match(c, rec->json))
+        return EX_OK;
+    c->shown++;
+    if (c->json) {
+        /* The record exactly as logged: the payload is canonical compact JSON
+         * (FORMAT.md §3) on one line; re-encode only if it is not. */
+        if (memchr(rec->payload, '\n', rec->payload_len) == NULL &&
+            memchr(rec->payload, '\r', rec->payload_len) == NULL) {
+            fwrite(rec->payload, 1, rec->payload_len, stdout);
+        } else {
+            char *s = json_dumps(rec->json, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            if (s == NULL)
+                return EX_IO;
+            fputs(s, stdout);
+            free(s);
+        }
+        putchar('\n');
+        return EX_OK;
+    }
+    char seq[24], keykid[160];
+    snprintf(seq, sizeof seq, "%" PRIu64, rec->seq);
+    const char *key = json_str(rec->json, F_KEY), *kid = json_str(rec->json, F_KID);
+    if (key != NULL && kid != NULL)
+        snprintf(keykid, sizeof keykid, "%s/%s", key, kid);
+    else
+        snprintf(keykid, sizeof keykid, "%s", key != NULL ? key : kid != NULL ? kid : "-");
+    put_cell(json_str(rec->json, F_TIME), 24, false);
+    put_cell(seq, 8, true);
+    put_cell(rec->type, 10, false);
+    put_cell(json_str(rec->json, F_CALLER), 28, false);
+    put_cell(json_str(rec->json, F_DECISION), 8, false);
+    put_cell(json_str(rec->json, F_REASON), 24, false);
+    put_cell(keykid, 28, false);
+    put_cell(json_str(rec->json, F_JTI), 36, false);
+    put_cell(json_str(rec->json, F_SUB), 0, false);
+    putchar('\n');
+    return EX_OK;
+}
+
+static int cmd_show(int argc, char **argv)
+{
+    show_ctx c = {0};
+    const char *since = NULL, *until = NULL;
+    const opt_spec specs[] = {
+        {"--caller", &c.caller, NULL}, {"--sub", &c.sub, NULL},           {"--jti", &c.jti, NULL},
+        {"--kid", &c.kid, NULL},       {"--decision", &c.decision, NULL}, {"--since", &since, NULL},
+        {"--until", &until, NULL},     {"--json", NULL, &c.json},
+    };
+    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    size_t npos = 0;
+    if (pos == NULL)
+        return EX_IO;
+    args_result ar = parse_args(argc, argv, specs, sizeof specs / sizeof specs[0], pos, &npos);
+    int rc = EX_OK;
+    if (ar == ARGS_OK && c.decision != NULL && strcmp(c.decision, "allow") != 0 &&
+        strcmp(c.decision, "deny") != 0) {
+        errorf("--decision must be allow or deny, not '%s'", c.decision);
+        ar = ARGS_BAD;
+    }
+    if (ar == ARGS_OK && since != NULL && !(c.has_since = parse_time_arg(since, &c.since_ms))) {
+        errorf("--since '%s' is neither RFC 3339 (2026-11-23T10:00:00Z) nor Unix seconds", since);
+        ar = ARGS_BAD;
+    }
+    if (ar == ARGS_OK && until != NULL && !(c.has_until = parse_time_arg(until, &c.until_ms))) {
+        errorf("--until '%s' is neither RFC 3339 (2026-11-23T10:00:00Z) nor Unix seconds", until);
+        ar = ARGS_BAD;
+    }
+    if (ar != ARGS_OK) {
+        free(pos);
+        fputs(k_show_usage, ar == ARGS_HELP ? stdout : stderr);
+        return ar == ARGS_HELP ? EX_OK : EX_USAGE;
+    }
+    seglist segs;
+    rc = seglist_build(pos, npos, &segs);
+    free(pos);
+    if (rc != EX_OK) {
+        if (rc == EX_USAGE)
+            fputs(k_show_usage, stderr);
+        return rc;
+    }
+    if (!c.json)
+        show_header();
+    rc = for_each_record(&segs, show_record, &c);
+    seglist_free(&segs);
+    if (fflush(stdout) != 0) {
+        errorf("writing output: %s", strerror(errno));
+        return EX_IO;
+    }
+    return rc;
+}
+
+/* ---- stats ------------------------------------------------------------------ */
+
+static const char k_stats_usage[] =
+    "usage: jwt-audit stats [--window D] [--json] SEGMENT...\n"
+    "\n"
+    "Per time window (D like 30s, 1m, 1h, 1d; default 1m), per caller and reason:\n"
+    "how many requests were allowed, denied or failed. Folded rate-limit records\n"
+    "count as their \"count\". Each window also gets its totals, its rate-limited\n"
+    "denials and the callers first seen in it (NEW; every caller is new in the\n"
+    "log's first window) -- deny spikes, rate-limit hits, new callers.\n"
+    "\n"
+    "  --window D   window length (default 1m)\n"
+    "  --json       one JSON document: {\"window_seconds\":N,\"windows\":[...]}\n"
+    "\n"
+    "exit: 0 ok, 2 usage, 3 unreadable or damaged segment\n";
+
+typedef struct stats_row {
+    int64_t bucket; /* window start, Unix seconds */
+    char *caller;
+    char *reason;
+    uint64_t allowed, denied, errors, rate_limited;
+    bool new_caller;
+} stats_row;
+
+typedef struct stats_ctx {
+    int64_t window;
+    stats_row *rows;
+    size_t n, cap;
+    json_t *index;      /* "bucket\x1f" caller "\x1f" reason -> row index */
+    json_t *first_seen; /* caller -> first bucket */
+    uint64_t no_time;   /* records without a usable time, skipped */
+} stats_ctx;
+
+static bool is_rate_limited(const json_t *rec, const char *reason)
+{
+    /* Folded rate-limit records carry "count" (FORMAT.md §3); a single one
+     * is recognised by its reason code. */
+    return json_object_get(rec, F_COUNT) != NULL || (reason != NULL && strstr(reason, "rate"));
+}
+
+static int stats_record(void *ctx, const js_audit_record *rec)
+{
+    stats_ctx *c = ctx;
+    const char *decision = json_str(rec->json, F_DECISION);
+    if (decision == NULL)
+        return EX_OK; /* lifecycle records are not requests */
+    int64_t t;
+    if (!record_time(rec->json, &t)) {
+        c->no_time++;
+        return EX_OK;
+    }
+    int64_t secs = t >= 0 ? t / 1000 : -((-t + 999) / 1000);
+    int64_t bucket =
+        secs >= 0 ? secs - secs % c->window : secs - (c->window + secs % c->window) % c->window;
+    const char *caller = json_str(rec->json, F_CALLER);
+    const char *reason = json_str(rec->json, F_REASON);
+    if (caller == NULL)
+        caller = "";
+    if (reason == NULL)
+        reason = "";
+    int64_t count = 1;
+    if (json_int(rec->json, F_COUNT, &count) && (count < 1 || count > INT32_MAX))
+        count = 1; /* a hostile count cannot inflate the numbers beyond reason */
+
+    char *key = NULL;
+    size_t klen = strlen(caller) + strlen(reason) + 32;
+    key = malloc(klen);
+    if (key == NULL)
+        return EX_IO;
+    snprintf(key, klen, "%" PRId64 "\x1f%s\x1f%s", bucket, caller, reason);
+    const json_t *idx = json_object_get(c->index, key);
+    size_t i;
+    if (idx != NULL) {
+        i = (size_t)json_integer_value(idx);
+    } else {
+        if (c->n >= STATS_MAX_ROWS) {
+            free(key);
+            errorf("more than %u distinct (window, caller, reason) rows; use a longer --window",
+                   STATS_MAX_ROWS);
+            return EX_IO;
+        }
+        if (c->n == c->cap) {
+            size_t cap = c->cap ? c->cap * 2 : 64;
+            stats_row *nr = realloc(c->rows, cap * sizeof *nr);
+            if (nr == NULL) {
+                free(key);
+                return EX_IO;
+            }
+            c->rows = nr;
+            c->cap = cap;
+        }
+        i = c->n;
+        stats_row *r = &c->rows[i];
+        memset(r, 0, sizeof *r);
+        r->bucket = bucket;
+        r->caller = strdup(caller);
+        r->reason = strdup(reason);
+        if (r->caller == NULL || r->reason == NULL ||
+            json_object_set_new(c->index, key, json_integer((json_int_t)i)) != 0) {
+            free(r->caller);
+            free(r->reason);
+            free(key);
+            return EX_IO;
+        }
+        c->n++;
+    }
+    free(key);
+    stats_row *r = &c->rows[i];
+    if (strcmp(decision, "allow") == 0)
+        r->allowed += (uint64_t)count;
+    else if (strcmp(decision, "deny") == 0)
+        r->denied += (uint64_t)count;
+    else
+        r->errors += (uint64_t)count;
+    if (strcmp(decision, "allow") != 0 && is_rate_limited(rec->json, reason))
+        r->rate_limited += (uint64_t)count;
+
+    const json_t *fs = json_object_get(c->first_seen, caller);
+    if (fs == NULL || json_integer_value(fs) > bucket)
+        if (json_object_set_new(c->first_seen, caller, json_integer(bucket)) != 0)
+            return EX_IO;
+    return EX_OK;
+}
+
+static int row_cmp(const void *a, const void *b)
+{
+    const stats_row *x = a, *y = b;
+    if (x->bucket != y->bucket)
+        return x->bucket < y->bucket ? -1 : 1;
+    int c = strcmp(x->caller, y->caller);
+    return c != 0 ? c : strcmp(x->reason, y->reason);
+}
+
+static int stats_print(const stats_ctx *c, bool as_json)
+{
+    json_t *doc = NULL, *windows = NULL;
+    if (as_json) {
+        doc = json_object();
+        windows = json_array();
+        if (doc == NULL || windows == NULL ||
+            json_object_set_new(doc, "window_seconds", json_integer(c->window)) != 0 ||
+            json_object_set(doc, "windows", windows) != 0) {
+            json_decref(doc);
+            json_decref(windows);
+            return EX_IO;
+        }
+        json_decref(windows); /* doc holds it */
+    }
+    int rc = EX_OK;
+    for (size_t i = 0; i < c->n && rc == EX_OK;) {
+        size_t j = i;
+        uint64_t allowed = 0, denied = 0, errors = 0, rl = 0, newc = 0;
+        for (; j < c->n && c->rows[j].bucket == c->rows[i].bucket; j++) {
+            allowed += c->rows[j].allowed;
+            denied += c->rows[j].denied;
+            errors += c->rows[j].errors;
+            rl += c->rows[j].rate_limited;
+            /* count each new caller once, not once per reason */
+            if (c->rows[j].new_caller &&
+                (j == i || strcmp(c->rows[j].caller, c->rows[j - 1].caller) != 0))
+                newc++;
+        }
+        char start[32];
+        format_utc(c->rows[i].bucket, start);
+        if (!as_json) {
+            printf("window %s  allowed %" PRIu64 "  denied %" PRIu64 "  errors %" PRIu64
+                   "  rate-limited %" PRIu64 "  new callers %" PRIu64 "\n",
+                   start, allowed, denied, errors, rl, newc);
+            printf("  ");
+            put_cell("CALLER", 36, false);
+            put_cell("REASON", 28, false);
+            put_cell("ALLOWED", 8, true);
+            put_cell("DENIED", 8, true);
+            put_cell("ERRORS", 8, true);
+            put_cell("RATELIM", 8, true);
+            put_cell("NEW", 0, false);
+            putchar('\n');
+            for (size_t k = i; k < j; k++) {
+                const stats_row *r = &c->rows[k];
+                char a[24], d[24], e[24], l[24];
+                snprintf(a, sizeof a, "%" PRIu64, r->allowed);
+                snprintf(d, sizeof d, "%" PRIu64, r->denied);
+                snprintf(e, sizeof e, "%" PRIu64, r->errors);
+                snprintf(l, sizeof l, "%" PRIu64, r->rate_limited);
+                printf("  ");
+                put_cell(r->caller, 36, false);
+                put_cell(r->reason, 28, false);
+                put_cell(a, 8, true);
+                put_cell(d, 8, true);
+                put_cell(e, 8, true);
+                put_cell(l, 8, true);
+                fputs(r->new_caller ? "new" : "", stdout);
+                putchar('\n');
+            }
+            putchar('\n');
+        } else {
+            json_t *w = json_object(), *rows = json_array(), *nc = json_array();
+            if (w == NULL || rows == NULL || nc == NULL) {
+                json_decref(w);
+                json_decref(rows);
+                json_decref(nc);
+                rc = EX_IO;
+                break;
+            }
+            bool ok = json_object_set_new(w, "start", json_string(start)) == 0 &&
+                      json_object_set_new(w, "start_unix", json_integer(c->rows[i].bucket)) == 0 &&
+                      json_object_set_new(w, "allowed", json_integer((json_int_t)allowed)) == 0 &&
+                      json_object_set_new(w, "denied", json_integer((json_int_t)denied)) == 0 &&
+                      json_object_set_new(w, "errors", json_integer((json_int_t)errors)) == 0 &&
+                      json_object_set_new(w, "rate_limited", json_integer((json_int_t)rl)) == 0;
+            for (size_t k = i; k < j && ok; k++) {
+                const stats_row *r = &c->rows[k];
+                json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "caller", r->caller,
+                                      "reason", r->reason, "allowed", (json_int_t)r->allowed,
+                                      "denied", (json_int_t)r->denied, "errors",
+                                      (json_int_t)r->errors, "rate_limited",
+                                      (json_int_t)r->rate_limited, "new_caller", r->new_caller);
+                ok = o != NULL && json_array_append_new(rows, o) == 0;
+                if (ok && r->new_caller && (k == i || strcmp(r->caller, c->rows[k - 1].caller)))
+                    ok = json_array_append_new(nc, json_string(r->caller)) == 0;
+            }
+            ok = ok && json_object_set_new(w, "new_callers", nc) == 0;
+            nc = NULL;
+            ok = ok && json_object_set_new(w, "rows", rows) == 0;
+            rows = NULL;
+            ok = ok && json_array_append_new(windows, w) == 0;
+            if (!ok) {
+                rc = EX_IO;
+                break;
+            }
+        }
+        i = j;
+    }
+    if (as_json && rc == EX_OK) {
+        if (json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0)
+            rc = EX_IO;
+        putchar('\n');
+    }
+    json_decref(doc);
+    return rc;
+}
+
+static int cmd_stats(int argc, char **argv)
+{
+    const char *window = "1m";
+    bool as_json = false;
+    const opt_spec specs[] = {{"--window", &window, NULL}, {"--json", NULL, &as_json}};
+    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    size_t npos = 0;
+    if (pos == NULL)
+        return EX_IO;
+    stats_ctx c = {0};
+    args_result ar = parse_args(argc, argv, specs, 2, pos, &npos);
+    js_err err;
+    if (ar == ARGS_OK && js_parse_duration(window, &c.window, &err) != JS_OK) {
+        errorf("--window: %s", err.msg);
+        ar = ARGS_BAD;
+    }
+    if (ar != ARGS_OK) {
+        free(pos);
+        fputs(k_stats_usage, ar == ARGS_HELP ? stdout : stderr);
+        return ar == ARGS_HELP ? EX_OK : EX_USAGE;
+    }
+    seglist segs;
+    int rc = seglist_build(pos, npos, &segs);
+    free(pos);
+    if (rc != EX_OK) {
+        if (rc == EX_USAGE)
+            fputs(k_stats_usage, stderr);
+        return rc;
+    }
+    c.index = json_object();
+    c.first_seen = json_object();
+    if (c.index == NULL || c.first_seen == NULL) {
+        rc = EX_IO;
+    } else {
+        rc = for_each_record(&segs, stats_record, &c);
+    }
+    int walk_rc = rc;
+    /* Print what was read even if a damaged segment stopped the walk. */
+    if (rc == EX_OK || rc == EX_IO) {
+        for (size_t i = 0; i < c.n; i++) {
+            const json_t *fs = json_object_get(c.first_seen, c.rows[i].caller);
+            c.rows[i].new_caller = fs != NULL && json_integer_value(fs) == c.rows[i].bucket;
+        }
+        if (c.n > 0)
+            qsort(c.rows, c.n, sizeof *c.rows, row_cmp);
+        rc = stats_print(&c, as_json);
+        if (rc == EX_OK)
+            rc = walk_rc;
+    }
+    if (c.no_time > 0)
+        errorf("warning: %" PRIu64 " request records had no valid time and were not counted",
+               c.no_time);
+    for (size_t i = 0; i < c.n; i++) {
+        free(c.rows[i].caller);
+        free(c.rows[i].reason);
+    }
+    free(c.rows);
+    json_decref(c.index);
+    json_decref(c.first_seen);
+    seglist_free(&segs);
+    if (fflush(stdout) != 0)
+        return EX_IO;
+    return rc;
+}
+
+/* ---- prove ------------------------------------------------------------------- */
+
+static const char k_prove_usage[] =
+    "usage: jwt-audit prove --jti J SEGMENT...\n"
+    "\n"
+    "Finds the record of the token with jti J and prints a self-contained JSON\n"
+    "inclusion proof (RFC 9162 §2.1.3) of it against the LATEST signed checkpoint\n"
+    "in the log: the record's exact payload bytes (the JSON string \"payload\"),\n"
+    "its leaf index (seq - 1), the tree size and root, the audit path (hex), and\n"
+    "the full checkpoint record with its signature. Give the proof to\n"
+    "`jwt-audit check-proof`; it needs only the proof and the audit public key.\n"
+    "\n"
+    "exit: 0 proof printed, 1 no such jti, the record is not yet covered by a\n"
+    "checkpoint, or the log does not match its checkpoint, 2 usage, 3 unreadable\n"
+    "or damaged segment\n";
+
+typedef struct prove_ctx {
+    const char *jti;
+    uint8_t *leaves; /* leaf hashes, index seq - 1 */
+    uint64_t n, cap;
+    char *payload; /* the record's payload (a copy), NUL-terminated */
+    size_t payload_len;
+    uint64_t seq;
+    uint64_t matches;
+    char *cp_payload; /* the latest checkpoint's payload */
+    size_t cp_len;
+    js_audit_checkpoint cp;
+    bool have_cp;
+} prove_ctx;
+
+static char *dup_bytes(const uint8_t *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (s != NULL) {
+        memcpy(s, p, n);
+        s[n] = '\0';
+    }
+    return s;
+}
+
+static int prove_record(void *ctx, const js_audit_record *rec)
+{
+    prove_ctx *c = ctx;
+    /* The Merkle leaves are the records in seq order (FORMAT.md §5); a gap
+     * would make every index wrong, so refuse and point at verify. */
+    if (rec->seq != c->n + 1) {
+        errorf("%s offset %" PRIu64 ": seq %" PRIu64 " where %" PRIu64
+               " was expected; run `jwt-audit verify`",
+               rec->segment, rec->offset, rec->seq, c->n + 1);
+        return EX_FAIL;
+    }
+    if (c->n >= PROVE_MAX_RECORDS) {
+        errorf("more than %llu records; too large to prove in memory", PROVE_MAX_RECORDS);
+        return EX_IO;
+    }
+    if (c->n == c->cap) {
+        uint64_t cap = c->cap ? c->cap * 2 : 1024;
+        uint8_t *nl = realloc(c->leaves, (size_t)cap * JS_MERKLE_HASH_LEN);
+        if (nl == NULL) {
+            errorf("out of memory");
+            return EX_IO;
+        }
+        c->leaves = nl;
+        c->cap = cap;
+    }
+    memcpy(c->leaves + c->n * JS_MERKLE_HASH_LEN, rec->leaf_hash, JS_MERKLE_HASH_LEN);
+    c->n++;
+
+    if (rec->is_checkpoint) {
+        js_err err;
+        js_audit_checkpoint cp;
+        if (js_audit_checkpoint_parse(rec->json, &cp, &err) != JS_OK) {
+            errorf("%s offset %" PRIu64 ": checkpoint seq %" PRIu64 ": %s", rec->segment,
+                   rec->offset, rec->seq, err.msg);
+            return EX_FAIL;
+        }
+        char *p = dup_bytes(rec->payload, rec->payload_len);
+        if (p == NULL)
+            return EX_IO;
+        free(c->cp_payload);
+        c->cp_payload = p;
+        c->cp_len = rec->payload_len;
+        c->cp = cp;
+        c->have_cp = true;
+    }
+    if (str_eq(json_str(rec->json, F_JTI), c->jti)) {
+        c->matches++;
+        if (c->payload == NULL) {
+            c->payload = dup_bytes(rec->payload, rec->payload_len);
+            if (c->payload == NULL)
+                return EX_IO;
+            c->payload_len = rec->payload_len;
+            c->seq = rec->seq;
+        }
+    }
+    return EX_OK;
+}
+
+static int prove_emit(prove_ctx *c)
+{
+    if (c->payload == NULL) {
+        errorf("no record with jti '%s' in the log", c->jti);
+        return EX_FAIL;
+    }
+    if (c->matches > 1)
+        errorf("warning: jti '%s' appears in %" PRIu64 " records; proving the first (seq %" PRIu64
+               ")",
+               c->jti, c->matches, c->seq);
+    if (!c->have_cp) {
+        errorf("the log has no checkpoint: nothing to anchor a proof to");
+        return EX_FAIL;
+    }
+    uint64_t index = c->seq - 1, size = c->cp.tree_size;
+    if (index >= size) {
+        errorf("the record (seq %" PRIu64 ") is after the latest checkpoint (seq %" PRIu64
+               ", tree size %" PRIu64 "): not yet covered by a signature; retry after the "
+               "next checkpoint",
+               c->seq, c->cp.seq, size);
+        return EX_FAIL;
+    }
+    if (size > c->n) {
+        errorf("checkpoint seq %" PRIu64 " claims tree size %" PRIu64 " but only %" PRIu64
+               " records precede it; run `jwt-audit verify`",
+               c->cp.seq, size, c->n);
+        return EX_FAIL;
+    }
+    /* The root must be the log's: otherwise the proof would not verify and
+     * the log itself is damaged (RFC 6962 §2.1). */
+    uint8_t root[JS_MERKLE_HASH_LEN];
+    js_merkle_root(c->leaves, (size_t)size, root);
+    if (CRYPTO_memcmp(root, c->cp.root, sizeof root) != 0) {
+        errorf("the records before checkpoint seq %" PRIu64
+               " do not hash to its Merkle root; the log is damaged, run `jwt-audit verify`",
+               c->cp.seq);
+        return EX_FAIL;
+    }
+    uint8_t path[PROOF_PATH_MAX * JS_MERKLE_HASH_LEN];
+    size_t plen = 0;
+    js_err err;
+    if (js_merkle_inclusion_proof(c->leaves, (size_t)size, index, path, PROOF_PATH_MAX, &plen,
+                                  &err) != JS_OK ||
+        js_merkle_verify_inclusion(c->leaves + index * JS_MERKLE_HASH_LEN, index, size, path, plen,
+                                   root, &err) != JS_OK) {
+        errorf("internal error building the proof: %s", err.msg);
+        return EX_IO;
+    }
+    json_t *jpath = json_array();
+    char hex[JS_AUDIT_HEX_LEN + 1], leaf_hex[JS_AUDIT_HEX_LEN + 1], root_hex[JS_AUDIT_HEX_LEN + 1];
+    for (size_t i = 0; jpath != NULL && i < plen; i++) {
+        js_audit_hex(path + i * JS_MERKLE_HASH_LEN, JS_MERKLE_HASH_LEN, hex);
+        if (json_array_append_new(jpath, json_string(hex)) != 0) {
+            json_decref(jpath);
+            jpath = NULL;
+        }
+    }
+    js_audit_hex(c->leaves + index * JS_MERKLE_HASH_LEN, JS_MERKLE_HASH_LEN, leaf_hex);
+    js_audit_hex(root, JS_MERKLE_HASH_LEN, root_hex);
+    /* Payloads are JSON the reader parsed, so valid UTF-8 without NUL: a JSON
+     * string carries their exact bytes. */
+    json_t *doc = jpath == NULL
+                      ? NULL
+                      : json_pack("{s:s, s:s%, s:I, s:I, s:I, s:s, s:s, s:o, s:s%}", "format",
+                                  PROOF_FORMAT, "payload", c->payload, c->payload_len, "seq",
+                                  (json_int_t)c->seq, "leaf_index", (json_int_t)index, "tree_size",
+                                  (json_int_t)size, "leaf_hash", leaf_hex, "root", root_hex,
+                                  "audit_path", jpath, "checkpoint", c->cp_payload, c->cp_len);
+    if (doc == NULL) {
+        errorf("cannot encode the proof (payload not UTF-8?)");
+        return EX_IO;
+    }
+    int rc = json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) == 0 ? EX_OK : EX_IO;
+    putchar('\n');
+    json_decref(doc);
+    return rc;
+}
+
+static int cmd_prove(int argc, char **argv)
+{
+    prove_ctx c = {0};
+    const opt_spec specs[] = {{"--jti", &c.jti, NULL}};
+    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    size_t npos = 0;
+    if (pos == NULL)
+        return EX_IO;
+    args_result ar = parse_args(argc, argv, specs, 1, pos, &npos);
+    if (ar == ARGS_OK && (c.jti == NULL || *c.jti == '\0')) {
+        errorf("--jti is required");
+        ar = ARGS_BAD;
+    }
+    if (ar != ARGS_OK) {
+        free(pos);
+        fputs(k_prove_usage, ar == ARGS_HELP ? stdout : stderr);
+        return ar == ARGS_HELP ? EX_OK : EX_USAGE;
+    }
+    seglist segs;
+    int rc = seglist_build(pos, npos, &segs);
+    free(pos);
+    if (rc != EX_OK) {
+        if (rc == EX_USAGE)
+            fputs(k_prove_usage, stderr);
+        return rc;
+    }
+    rc = for_each_record(&segs, prove_record, &c);
+    /* A torn tail after the latest checkpoint does not affect what it
+     * covers: prove from what was read (for_each_record said where). */
+    if (rc == EX_OK || rc == EX_IO)
+        rc = prove_emit(&c) == EX_OK ? EX_OK : (rc == EX_IO && c.payload == NULL ? EX_IO : EX_FAIL);
+    free(c.leaves);
+    free(c.payload);
+    free(c.cp_payload);
+    seglist_free(&segs);
+    if (fflush(stdout) != 0)
+        return EX_IO;
+    return rc;
+}
+
+/* ---- check-proof --------------------------------------------------------------- */
+
+static const char k_check_usage[] =
+    "usage: jwt-audit check-proof --pubkey AUDIT.pem PROOF\n"
+    "\n"
+    "Verifies a proof from `jwt-audit prove` WITHOUT the log: the checkpoint's\n"
+    "ES256 signature under the audit public key (FORMAT.md), the leaf hash of\n"
+    "the payload (RFC 6962 §2.1) and its audit path up to the checkpoint's\n"
+    "Merkle root (RFC 9162 §2.1.3.2). PROOF is a file, or - for stdin.\n"
+    "Prints the record's jti, caller and time and \"proof OK\".\n"
+    "\n"
+    "exit: 0 proof OK, 1 proof does not verify, 2 usage, 3 unreadable or\n"
+    "malformed PROOF or key\n";
+
+/* Reads at most max bytes of path ("-" = stdin); more is an error. */
+static int read_bounded(const char *path, size_t max, char **out, size_t *len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (f == NULL) {
+        errorf("%s: %s", path, strerror(errno));
+        return EX_IO;
+    }
+    char *buf = malloc(max + 1);
+    size_t n = 0;
+    int rc = EX_OK;
+    if (buf == NULL) {
+        rc = EX_IO;
+    } else {
+        n = fread(buf, 1, max + 1, f);
+        if (ferror(f)) {
+            errorf("%s: read error", path);
+            rc = EX_IO;
+        } else if (n > max) {
+            errorf("%s: larger than %zu bytes; not a proof", path, max);
+            rc = EX_IO;
+        }
+    }
+    if (f != stdin)
+        fclose(f);
+    if (rc != EX_OK) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return EX_OK;
+}
+
+/* A proof member that must be a string; *len its byte length. */
+static const char *proof_str(const json_t *doc, const char *key, size_t max, size_t *len)
+{
+    const json_t *v = json_object_get(doc, key);
+    if (!json_is_string(v)) {
+        errorf("proof: \"%s\" is missing or not a string", key);
+        return NULL;
+    }
+    if (json_string_length(v) > max) {
+        errorf("proof: \"%s\" is longer than %zu bytes", key, max);
+        return NULL;
+    }
+    *len = json_string_length(v);
+    return json_string_value(v);
+}
+
+static bool proof_u64(const json_t *doc, const char *key, uint64_t *out)
+{
+    const json_t *v = json_object_get(doc, key);
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        errorf("proof: \"%s\" is missing or not a non-negative integer", key);
+        return false;
+    }
+    *out = (uint64_t)json_integer_value(v);
+    return true;
+}
+
+/* An optional hex copy of a hash in the proof: absent, or equal to want. */
+static bool proof_copy_matches(const json_t *doc, const char *key,
+                               const uint8_t want[JS_MERKLE_HASH_LEN])
+{
+    const json_t *v = json_object_get(doc, key);
+    uint8_t h[JS_MERKLE_HASH_LEN];
+    if (v == NULL)
+        return true;
+    return json_is_string(v) &&
+           js_audit_unhex(json_string_value(v), json_string_length(v), h, sizeof h) &&
+           CRYPTO_memcmp(h, want, sizeof h) == 0;
+}
+
+static int check_proof(const json_t *doc, EVP_PKEY *pub)
+{
+    size_t plen = 0, cplen = 0;
+    uint64_t index, size;
+    const json_t *fmt = json_object_get(doc, "format");
+    if (!json_is_string(fmt) || strcmp(json_string_value(fmt), PROOF_FORMAT) != 0) {
+        errorf("proof: \"format\" is not \"%s\"", PROOF_FORMAT);
+        return EX_IO;
+    }
+    const char *payload = proof_str(doc, "payload", JS_AUDIT_MAX_PAYLOAD, &plen);
+    const char *cptext = proof_str(doc, "checkpoint", JS_AUDIT_MAX_PAYLOAD, &cplen);
+    if (payload == NULL || cptext == NULL || !proof_u64(doc, "leaf_index", &index) ||
+        !proof_u64(doc, "tree_size", &size))
+        return EX_IO;
+    const json_t *jpath = json_object_get(doc, "audit_path");
+    if (!json_is_array(jpath) || json_array_size(jpath) > PROOF_PATH_MAX) {
+        errorf("proof: \"audit_path\" is missing, not an array, or longer than %d hashes",
+               PROOF_PATH_MAX);
+        return EX_IO;
+    }
+    uint8_t path[PROOF_PATH_MAX * JS_MERKLE_HASH_LEN];
+    size_t npath = json_array_size(jpath);
+    for (size_t i = 0; i < npath; i++) {
+        const json_t *h = json_array_get(jpath, i);
+        if (!json_is_string(h) ||
+            !js_audit_unhex(json_string_value(h), json_string_length(h),
+                            path + i * JS_MERKLE_HASH_LEN, JS_MERKLE_HASH_LEN)) {
+            errorf("proof: audit_path[%zu] is not 64 lower-case hex digits", i);
+            return EX_IO;
+        }
+    }
+
+    /* 1. The checkpoint: parse, then its signature (FORMAT.md §5). */
+    json_error_t jerr;
+    json_t *cpj = json_loadb(cptext, cplen, JSON_REJECT_DUPLICATES, &jerr);
+    if (cpj == NULL) {
+        errorf("proof: \"checkpoint\" is not JSON: %s", jerr.text);
+        return EX_IO;
+    }
+    js_audit_checkpoint cp;
+    js_err err;
+    js_status st = js_audit_checkpoint_parse(cpj, &cp, &err);
+    json_decref(cpj);
+    if (st != JS_OK) {
+        errorf("proof: checkpoint: %s", err.msg);
+        return EX_IO;
+    }
+    if (js_audit_checkpoint_verify_sig(&cp, pub, &err) != JS_OK) {
+        printf("proof FAILED: the checkpoint's signature does not verify under this key: %s\n",
+               err.msg);
+        return EX_FAIL;
+    }
+    if (cp.tree_size != size) {
+        printf("proof FAILED: tree_size %" PRIu64 " is not the checkpoint's (%" PRIu64 ")\n", size,
+               cp.tree_size);
+        return EX_FAIL;
+    }
+
+    /* 2. The record: its leaf hash, bound to its position (leaf = seq - 1). */
+    json_t *rec = json_loadb(payload, plen, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(rec)) {
+        json_decref(rec);
+        printf("proof FAILED: the payload is not a JSON object\n");
+        return EX_FAIL;
+    }
+    int64_t seq = 0;
+    if (!json_int(rec, F_SEQ, &seq) || seq < 1 || (uint64_t)seq != index + 1) {
+        printf("proof FAILED: the payload's seq does not match leaf_index %" PRIu64 " + 1\n",
+               index);
+        json_decref(rec);
+        return EX_FAIL;
+    }
+    uint8_t leaf[JS_MERKLE_HASH_LEN];
+    js_merkle_leaf_hash((const uint8_t *)payload, plen, leaf);
+
+    /* The convenience copies in the proof ("seq", "leaf_hash", "root") are
+     * not trusted, but a proof whose copies disagree with what they copy is
+     * refused rather than shown to a reader who may believe them. */
+    if (!proof_copy_matches(doc, "leaf_hash", leaf) || !proof_copy_matches(doc, "root", cp.root) ||
+        (json_object_get(doc, F_SEQ) != NULL &&
+         (!json_is_integer(json_object_get(doc, F_SEQ)) ||
+          json_integer_value(json_object_get(doc, F_SEQ)) != seq))) {
+        printf("proof FAILED: its seq, leaf_hash or root member disagrees with the payload or "
+               "the signed checkpoint\n");
+        json_decref(rec);
+        return EX_FAIL;
+    }
+
+    /* 3. The audit path to the signed root (RFC 9162 §2.1.3.2). */
+    st = js_merkle_verify_inclusion(leaf, index, size, path, npath, cp.root, &err);
+    if (st != JS_OK) {
+        printf("proof FAILED: %s\n", err.msg);
+        json_decref(rec);
+        return EX_FAIL;
+    }
+    const char *jti = json_str(rec, F_JTI), *caller = json_str(rec, F_CALLER),
+               *t = json_str(rec, F_TIME);
+    printf("record: seq %" PRId64 ", jti ", seq);
+    put_cell(jti, 0, false);
+    printf(", caller ");
+    put_cell(caller, 0, false);
+    printf(", time ");
+    put_cell(t, 0, false);
+    printf("\ncheckpoint: seq %" PRIu64 ", tree size %" PRIu64 ", %s, origin ", cp.seq,
+           cp.tree_size, cp.time);
+    put_cell(cp.origin, 0, false);
+    printf("\nproof OK\n");
+    json_decref(rec);
+    return EX_OK;
+}
+
+static int cmd_check_proof(int argc, char **argv)
+{
+    const char *pubkey = NULL;
+    const opt_spec specs[] = {{"--pubkey", &pubkey, NULL}};
+    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    size_t npos = 0;
+    if (pos == NULL)
+        return EX_IO;
+    args_result ar = parse_args(argc, argv, specs, 1, pos, &npos);
+    if (ar == ARGS_OK && pubkey == NULL) {
+        errorf("--pubkey is required");
+        ar = ARGS_BAD;
+    }
+    if (ar == ARGS_OK && npos != 1) {
+        errorf("exactly one PROOF file (or -) is needed");
+        ar = ARGS_BAD;
+    }
+    const char *proof_path = npos > 0 ? pos[0] : NULL;
+    free(pos);
+    if (ar != ARGS_OK) {
+        fputs(k_check_usage, ar == ARGS_HELP ? stdout : stderr);
+        return ar == ARGS_HELP ? EX_OK : EX_USAGE;
+    }
+    EVP_PKEY *pub = NULL;
+    js_err err;
+    if (js_audit_pubkey_load(pubkey, &pub, &err) != JS_OK) {
+        errorf("%s: %s", pubkey, err.msg);
+        return EX_IO;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    int rc = read_bounded(proof_path, PROOF_FILE_MAX, &text, &len);
+    if (rc == EX_OK) {
+        json_error_t jerr;
+        json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!json_is_object(doc)) {
+            errorf("%s: not a JSON proof object: %s", proof_path, doc == NULL ? jerr.text : "");
+            rc = EX_IO;
+        } else {
+            rc = check_proof(doc, pub);
+        }
+        json_decref(doc);
+    }
+    free(text);
+    EVP_PKEY_free(pub);
+    if (fflush(stdout) != 0)
+        return EX_IO;
+    return rc;
+}
+
+/* ---- main ------------------------------------------------------------------------ */
+
+static const char k_usage[] =
+    "usage: jwt-audit COMMAND [OPTIONS] ...\n"
+    "\n"
+    "The compliance tool of jwt-signer's audit log (audit/FORMAT.md).\n"
+    "\n"
+    "commands:\n"
+    "  verify       check framing, chain, Merkle roots, signatures, checkpoint file\n"
+    "  show         print (filtered) records as a table or JSON Lines\n"
+    "  stats        allowed/denied counts per window, caller and reason\n"
+    "  prove        an inclusion proof of one token's record (by jti)\n"
+    "  check-proof  verify such a proof without the log\n"
+    "\n"
+    "`jwt-audit COMMAND --help` describes each.\n"
+    "\n"
+    "exit codes: 0 ok; 1 verification failed or not found; 2 usage;\n"
+    "3 I/O or format error (unreadable file, damaged segment, malformed proof)\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(k_usage, stderr);
+        return EX_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(k_usage, stdout);
+        return EX_OK;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {
+        {"verify", cmd_verify},
+        {"show", cmd_show},
+        {"stats", cmd_stats},
+        {"prove", cmd_prove},
+        {"check-proof", cmd_check_proof},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (strcmp(cmd, cmds[i].name) == 0)
+            return cmds[i].fn(argc - 2, argv + 2);
+    errorf("unknown command '%s'", cmd);
+    fputs(k_usage, stderr);
+    return EX_USAGE;
+}

@@ -1,0 +1,263 @@
+/*
+ * record.c - canonical record encoding and framing (FORMAT.md §2-§4).
+ *
+ * The payload is built as text with a fixed member order so that the same
+ * event always yields the same bytes; jansson (JSON_COMPACT) escapes the
+ * string values. Only the framing decoder reads untrusted bytes, and it
+ * checks the length against the bound and what is left before using it.
+ */
+#include "record.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/sha.h>
+
+#include "crc32c.h"
+
+static void put_u32le(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_u32le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void js_audit_frame_header(const uint8_t *payload, uint32_t len, uint8_t hdr[JS_AUDIT_FRAME_HDR])
+{
+    put_u32le(hdr, len);
+    /* The CRC covers the length too, so a torn or flipped length is caught
+     * by the CRC and not only by the bound (FORMAT.md §2). */
+    uint32_t crc = js_crc32c_update(js_crc32c(hdr, 4), payload, len);
+    put_u32le(hdr + 4, crc);
+}
+
+js_status js_audit_frame_decode(const uint8_t *buf, size_t avail, size_t *payload_len, js_err *err)
+{
+    JS_ENSURE(avail >= JS_AUDIT_FRAME_HDR, err, JS_EINVAL, "audit.framing",
+              "short frame header (%zu of %u bytes)", avail, JS_AUDIT_FRAME_HDR);
+    uint32_t len = get_u32le(buf);
+    /* Never trust a length before checking it (PostgreSQL xlogreader). */
+    JS_ENSURE(len >= JS_AUDIT_MIN_PAYLOAD && len <= JS_AUDIT_MAX_PAYLOAD, err, JS_EINVAL,
+              "audit.framing", "record length %" PRIu32 " outside [%u, %u]", len,
+              JS_AUDIT_MIN_PAYLOAD, JS_AUDIT_MAX_PAYLOAD);
+    JS_ENSURE(len <= avail - JS_AUDIT_FRAME_HDR, err, JS_EINVAL, "audit.framing",
+              "short record: length %" PRIu32 " but %zu bytes left", len,
+              avail - JS_AUDIT_FRAME_HDR);
+    uint32_t crc = js_crc32c_update(js_crc32c(buf, 4), buf + JS_AUDIT_FRAME_HDR, len);
+    JS_ENSURE(crc == get_u32le(buf + 4), err, JS_EINVAL, "audit.framing",
+              "CRC-32C mismatch (stored %08" PRIx32 ", computed %08" PRIx32 ")", get_u32le(buf + 4),
+              crc);
+    *payload_len = len;
+    return JS_OK;
+}
+
+void js_audit_record_hash(const uint8_t *payload, size_t len, uint8_t out[JS_AUDIT_HASH_LEN])
+{
+    SHA256(payload, len, out);
+}
+
+void js_audit_hex(const uint8_t *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 0xF];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1; /* upper case is not canonical */
+}
+
+bool js_audit_unhex(const char *in, size_t in_len, uint8_t *out, size_t n)
+{
+    if (in == NULL || in_len != 2 * n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(in[2 * i]);
+        int lo = hexval(in[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return true;
+}
+
+void js_audit_time_format(int64_t ms, char out[25])
+{
+    time_t secs = (time_t)(ms / 1000);
+    int frac = (int)(ms % 1000);
+    if (frac < 0) {
+        frac += 1000;
+        secs -= 1;
+    }
+    struct tm tm;
+    if (gmtime_r(&secs, &tm) == NULL || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999) {
+        memcpy(out, "1970-01-01T00:00:00.000Z", 25);
+        return;
+    }
+    /* Fixed-width fields written digit by digit: exactly 24 characters. */
+    const int f[7] = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                      tm.tm_min,         tm.tm_sec,     frac};
+    const int w[7] = {4, 2, 2, 2, 2, 2, 3};
+    const char sep[7] = {'-', '-', 'T', ':', ':', '.', 'Z'};
+    size_t o = 0;
+    for (int i = 0; i < 7; i++) {
+        int v = f[i];
+        for (int k = w[i] - 1; k >= 0; k--) {
+            out[o + (size_t)k] = (char)('0' + v % 10);
+            v /= 10;
+        }
+        o += (size_t)w[i];
+        out[o++] = sep[i];
+    }
+    out[o] = '\0';
+}
+
+static bool digits(const char *s, int n, int *v)
+{
+    int x = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        x = x * 10 + (s[i] - '0');
+    }
+    *v = x;
+    return true;
+}
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar
+ * (Howard Hinnant's days_from_civil); no timegm() so no TZ dependence. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+bool js_audit_time_parse(const char *s, int64_t *ms)
+{
+    if (s == NULL || strlen(s) != 24)
+        return false;
+    int y, mo, d, h, mi, se, f;
+    if (!digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
+        !digits(s + 8, 2, &d) || s[10] != 'T' || !digits(s + 11, 2, &h) || s[13] != ':' ||
+        !digits(s + 14, 2, &mi) || s[16] != ':' || !digits(s + 17, 2, &se) || s[19] != '.' ||
+        !digits(s + 20, 3, &f) || s[23] != 'Z')
+        return false;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 60)
+        return false;
+    int64_t days = days_from_civil(y, mo, d);
+    *ms = ((days * 24 + h) * 60 + mi) * 60000 + (int64_t)se * 1000 + f;
+    return true;
+}
+
+int64_t js_audit_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Adds key:value to the object, for a string that may be NULL (omitted). */
+static int add_str(json_t *o, const char *k, const char *v)
+{
+    return v == NULL ? 0 : json_object_set_new(o, k, json_string(v));
+}
+
+js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **out, js_err *err)
+{
+    JS_ENSURE(ev != NULL && ev->type != NULL && ev->type[0] != '\0', err, JS_EINVAL, "audit.event",
+              "audit event without a type");
+    json_t *aud = NULL;
+    json_t *detail = NULL;
+    if (ev->aud_json != NULL) {
+        aud = json_loads(ev->aud_json, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+        JS_ENSURE(aud != NULL && (json_is_string(aud) || json_is_array(aud)), err, JS_EINVAL,
+                  "audit.event", "aud_json is not a JSON string or array");
+    }
+    if (ev->detail_json != NULL) {
+        detail = json_loads(ev->detail_json, JSON_REJECT_DUPLICATES, NULL);
+        if (detail == NULL || !json_is_object(detail)) {
+            json_decref(aud);
+            json_decref(detail);
+            return js_err_set(err, JS_EINVAL, "audit.event", "detail_json is not a JSON object");
+        }
+    }
+    json_t *o = json_object();
+    int rc = o == NULL ? -1 : 0;
+    /* FORMAT.md §3: the canonical member order. json_string() fails (NULL)
+     * on invalid UTF-8, which json_object_set_new turns into -1. */
+    rc |= add_str(o, "type", ev->type);
+    rc |= add_str(o, "caller", ev->caller);
+    rc |= add_str(o, "peer", ev->peer);
+    rc |= add_str(o, "request_id", ev->request_id);
+    rc |= add_str(o, "decision", ev->decision);
+    rc |= add_str(o, "reason", ev->reason);
+    rc |= add_str(o, "message", ev->message);
+    rc |= add_str(o, "key", ev->key);
+    rc |= add_str(o, "kid", ev->kid);
+    rc |= add_str(o, "alg", ev->alg);
+    rc |= add_str(o, "jti", ev->jti);
+    rc |= add_str(o, "sub", ev->sub);
+    if (aud != NULL)
+        rc |= json_object_set_new(o, "aud", aud);
+    if (ev->iat != 0)
+        rc |= json_object_set_new(o, "iat", json_integer(ev->iat));
+    if (ev->exp != 0)
+        rc |= json_object_set_new(o, "exp", json_integer(ev->exp));
+    rc |= add_str(o, "scopes", ev->scopes);
+    rc |= add_str(o, "token_sha256", ev->token_sha256);
+    rc |= add_str(o, "policy_hash", ev->policy_hash);
+    if (count > 0)
+        rc |= json_object_set_new(o, "count", json_integer((json_int_t)count));
+    if (detail != NULL)
+        rc |= json_object_set_new(o, "detail", detail);
+    char *txt = rc == 0 ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    JS_ENSURE(txt != NULL, err, JS_EINVAL, "audit.event",
+              "audit event cannot be encoded (invalid UTF-8 or out of memory)");
+    /* Strip the braces: the writer wraps seq/time before and prev after. */
+    size_t n = strlen(txt);
+    memmove(txt, txt + 1, n - 2);
+    txt[n - 2] = '\0';
+    *out = txt;
+    return JS_OK;
+}
+
+js_status js_audit_payload_assemble(uint64_t seq, const char *time, const char *body,
+                                    const uint8_t prev[JS_AUDIT_HASH_LEN], char *out, size_t cap,
+                                    size_t *len, js_err *err)
+{
+    char hex[JS_AUDIT_HEX_LEN + 1];
+    js_audit_hex(prev, JS_AUDIT_HASH_LEN, hex);
+    if (cap > JS_AUDIT_MAX_PAYLOAD + 1)
+        cap = JS_AUDIT_MAX_PAYLOAD + 1;
+    int n = snprintf(out, cap, "{\"seq\":%" PRIu64 ",\"time\":\"%s\",%s,\"prev\":\"%s\"}", seq,
+                     time, body, hex);
+    JS_ENSURE(n > 0 && (size_t)n < cap, err, JS_ELIMIT, "audit.record_too_large",
+              "audit record larger than %u bytes", JS_AUDIT_MAX_PAYLOAD);
+    *len = (size_t)n;
+    return JS_OK;
+}

@@ -1,0 +1,368 @@
+/*
+ * test_audit_format.c - the on-disk format (audit/FORMAT.md): frame
+ * encode/decode round trip, the length bound and CRC (which covers the
+ * length), canonical payload bytes, the hash chain, time and hex encodings,
+ * checkpoint parsing, signed body and signature check, and the reader's
+ * handling of short, oversized and non-JSON frames.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <openssl/sha.h>
+
+#include "test_audit_util.h"
+#include "checkpoint.h"
+#include "merkle.h"
+#include "reader.h"
+#include "record.h"
+#include "verify.h"
+
+/* Appends a frame for payload to buf at *len. */
+static void put_frame(uint8_t *buf, size_t *len, const char *payload)
+{
+    size_t pl = strlen(payload);
+    js_audit_frame_header((const uint8_t *)payload, (uint32_t)pl, buf + *len);
+    memcpy(buf + *len + JS_AUDIT_FRAME_HDR, payload, pl);
+    *len += JS_AUDIT_FRAME_HDR + pl;
+}
+
+static void test_frame_round_trip(void **state)
+{
+    (void)state;
+    uint8_t buf[256];
+    size_t len = 0;
+    put_frame(buf, &len, "{\"seq\":1}");
+    assert_int_equal(len, 8 + 9);
+    /* u32le length */
+    assert_int_equal(buf[0], 9);
+    assert_int_equal(buf[1] | buf[2] | buf[3], 0);
+    size_t pl = 0;
+    assert_int_equal(js_audit_frame_decode(buf, len, &pl, NULL), JS_OK);
+    assert_int_equal(pl, 9);
+    assert_memory_equal(buf + 8, "{\"seq\":1}", 9);
+}
+
+static void test_frame_rejects(void **state)
+{
+    (void)state;
+    uint8_t buf[256];
+    size_t len = 0, pl = 0;
+    js_err err;
+    put_frame(buf, &len, "{\"seq\":1,\"type\":\"x\"}");
+    /* short header / short payload */
+    assert_int_equal(js_audit_frame_decode(buf, 7, &pl, &err), JS_EINVAL);
+    assert_string_equal(err.reason, "audit.framing");
+    assert_int_equal(js_audit_frame_decode(buf, len - 1, &pl, &err), JS_EINVAL);
+    /* CRC mismatch in the payload, in the CRC itself */
+    buf[10] ^= 1;
+    assert_int_equal(js_audit_frame_decode(buf, len, &pl, &err), JS_EINVAL);
+    assert_non_null(strstr(err.msg, "CRC"));
+    buf[10] ^= 1;
+    buf[5] ^= 1;
+    assert_int_equal(js_audit_frame_decode(buf, len, &pl, &err), JS_EINVAL);
+    buf[5] ^= 1;
+    /* The CRC covers the length: a smaller length that still fits fails. */
+    buf[0] -= 1;
+    assert_int_equal(js_audit_frame_decode(buf, len, &pl, &err), JS_EINVAL);
+    assert_non_null(strstr(err.msg, "CRC"));
+    buf[0] += 1;
+    /* Lengths out of bounds are refused before anything is read for them. */
+    uint8_t big[8] = {0x01, 0x00, 0x01, 0x00, 0, 0, 0, 0}; /* 65537 */
+    assert_int_equal(js_audit_frame_decode(big, sizeof(big), &pl, &err), JS_EINVAL);
+    assert_non_null(strstr(err.msg, "outside"));
+    uint8_t huge[8] = {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0};
+    assert_int_equal(js_audit_frame_decode(huge, sizeof(huge), &pl, &err), JS_EINVAL);
+    uint8_t zero[16] = {0};
+    assert_int_equal(js_audit_frame_decode(zero, sizeof(zero), &pl, &err), JS_EINVAL);
+    assert_int_equal(js_audit_frame_decode(buf, len, &pl, &err), JS_OK);
+}
+
+static void test_event_canonical(void **state)
+{
+    (void)state;
+    js_audit_event ev = {.type = "sign",
+                         .caller = "spiffe://x",
+                         .peer = "ipv4:1.2.3.4:5",
+                         .request_id = "r1",
+                         .decision = "allow",
+                         .reason = "ok",
+                         .key = "main",
+                         .kid = "k1",
+                         .alg = "ES256",
+                         .jti = "j1",
+                         .sub = "s\"q",
+                         .aud_json = "[\"a\", \"b\"]",
+                         .iat = 10,
+                         .exp = 20,
+                         .scopes = "read",
+                         .token_sha256 = "ab",
+                         .policy_hash = "cd",
+                         .detail_json = "{\"x\": 1}"};
+    char *body = NULL;
+    js_err err;
+    assert_int_equal(js_audit_event_body(&ev, 3, &body, &err), JS_OK);
+    assert_string_equal(body,
+                        "\"type\":\"sign\",\"caller\":\"spiffe://x\",\"peer\":\"ipv4:1.2.3.4:5\","
+                        "\"request_id\":\"r1\",\"decision\":\"allow\",\"reason\":\"ok\","
+                        "\"key\":\"main\",\"kid\":\"k1\",\"alg\":\"ES256\",\"jti\":\"j1\","
+                        "\"sub\":\"s\\\"q\",\"aud\":[\"a\",\"b\"],\"iat\":10,\"exp\":20,"
+                        "\"scopes\":\"read\",\"token_sha256\":\"ab\",\"policy_hash\":\"cd\","
+                        "\"count\":3,\"detail\":{\"x\":1}");
+    uint8_t prev[32];
+    memset(prev, 0, sizeof(prev));
+    char out[JS_AUDIT_MAX_PAYLOAD + 1];
+    size_t len = 0;
+    assert_int_equal(js_audit_payload_assemble(7, "2024-01-02T03:04:05.678Z", body, prev, out,
+                                               sizeof(out), &len, &err),
+                     JS_OK);
+    assert_int_equal(len, strlen(out));
+    assert_true(strncmp(out, "{\"seq\":7,\"time\":\"2024-01-02T03:04:05.678Z\",\"type\":", 50) ==
+                0);
+    assert_non_null(strstr(out, ",\"prev\":\"0000000000000000000000000000000000000000000000000"
+                                "000000000000000\"}"));
+    json_t *j = json_loadb(out, len, JSON_REJECT_DUPLICATES, NULL);
+    assert_non_null(j);
+    json_decref(j);
+    free(body);
+    /* Only type is mandatory; absent members are omitted. */
+    js_audit_event min = {.type = "start"};
+    assert_int_equal(js_audit_event_body(&min, 0, &body, &err), JS_OK);
+    assert_string_equal(body, "\"type\":\"start\"");
+    free(body);
+    js_audit_event bad = {.type = "x", .detail_json = "[1]"};
+    assert_int_equal(js_audit_event_body(&bad, 0, &body, &err), JS_EINVAL);
+    js_audit_event badutf = {.type = "x", .caller = "\xff\xfe"};
+    assert_int_equal(js_audit_event_body(&badutf, 0, &body, &err), JS_EINVAL);
+}
+
+static void test_time_and_hex(void **state)
+{
+    (void)state;
+    char t[25];
+    js_audit_time_format(0, t);
+    assert_string_equal(t, "1970-01-01T00:00:00.000Z");
+    js_audit_time_format(1704164645678, t);
+    assert_string_equal(t, "2024-01-02T03:04:05.678Z");
+    int64_t ms = 0;
+    assert_true(js_audit_time_parse(t, &ms));
+    assert_int_equal(ms, 1704164645678);
+    assert_true(js_audit_time_parse("2000-02-29T23:59:59.999Z", &ms));
+    js_audit_time_format(ms, t);
+    assert_string_equal(t, "2000-02-29T23:59:59.999Z");
+    assert_false(js_audit_time_parse("2024-01-02T03:04:05Z", &ms));
+    assert_false(js_audit_time_parse("2024-13-02T03:04:05.678Z", &ms));
+    assert_false(js_audit_time_parse("2024-01-02 03:04:05.678Z", &ms));
+    assert_false(js_audit_time_parse("2024-01-02T03:04:05.678+00:00", &ms));
+    uint8_t b[2] = {0xAB, 0x01}, o[2];
+    char h[5];
+    js_audit_hex(b, 2, h);
+    assert_string_equal(h, "ab01");
+    assert_true(js_audit_unhex("ab01", 4, o, 2));
+    assert_memory_equal(o, b, 2);
+    assert_false(js_audit_unhex("AB01", 4, o, 2)); /* upper case is not canonical */
+    assert_false(js_audit_unhex("ab0", 3, o, 2));
+    assert_false(js_audit_unhex("ab0g", 4, o, 2));
+}
+
+/* Builds a tiny valid log in memory by hand, from FORMAT.md alone: this is
+ * what an independent verifier would do. */
+static size_t hand_log(uint8_t *buf, test_key *k, bool break_chain)
+{
+    size_t len = 0;
+    uint8_t prev[32], leaf[32];
+    memset(prev, 0, 32);
+    js_merkle_frontier tree;
+    js_merkle_frontier_init(&tree);
+    char payload[1024], hex[65];
+    for (int seq = 1; seq <= 3; seq++) {
+        js_audit_hex(prev, 32, hex);
+        if (break_chain && seq == 3)
+            hex[0] = hex[0] == '0' ? '1' : '0';
+        snprintf(payload, sizeof(payload),
+                 "{\"seq\":%d,\"time\":\"2024-01-01T00:00:0%d.000Z\",\"type\":\"sign\","
+                 "\"decision\":\"allow\",\"prev\":\"%s\"}",
+                 seq, seq, hex);
+        put_frame(buf, &len, payload);
+        SHA256((const uint8_t *)payload, strlen(payload), prev);
+        js_merkle_leaf_hash((const uint8_t *)payload, strlen(payload), leaf);
+        js_merkle_frontier_append(&tree, leaf);
+    }
+    js_audit_checkpoint cp;
+    memset(&cp, 0, sizeof(cp));
+    cp.seq = 4;
+    cp.tree_size = 3;
+    snprintf(cp.origin, sizeof(cp.origin), "hand");
+    snprintf(cp.time, sizeof(cp.time), "2024-01-01T00:00:04.000Z");
+    snprintf(cp.reason, sizeof(cp.reason), "close");
+    js_merkle_frontier_root(&tree, cp.root);
+    memcpy(cp.head, prev, 32);
+    cp.heartbeat_ms = 1000;
+    cp.interval_ms = 1000;
+    char *body = NULL;
+    size_t blen = 0;
+    js_err err;
+    assert_int_equal(js_audit_checkpoint_body(&cp, &body, &blen, &err), JS_OK);
+    assert_true(strncmp(body, "jwt-signer-audit-checkpoint/v1\norigin hand\nseq 4\ntree_size 3\n",
+                        60) == 0);
+    assert_int_equal(
+        test_sign(k, (const uint8_t *)body, blen, cp.sig, sizeof(cp.sig), &cp.sig_len, &err),
+        JS_OK);
+    free(body);
+    char *members = NULL;
+    assert_int_equal(js_audit_checkpoint_members(&cp, &members, &err), JS_OK);
+    js_audit_hex(prev, 32, hex);
+    snprintf(payload, sizeof(payload), "{\"seq\":4,\"time\":\"%s\",%s,\"prev\":\"%s\"}", cp.time,
+             members, hex);
+    free(members);
+    put_frame(buf, &len, payload);
+    return len;
+}
+
+static void test_chain_and_checkpoint(void **state)
+{
+    (void)state;
+    test_key k;
+    test_key_init(&k);
+    char dir[64], pem[128];
+    tmpdir_make(dir, sizeof(dir));
+    snprintf(pem, sizeof(pem), "%s/key.pem", dir);
+    file_write(pem, (const uint8_t *)k.pem, strlen(k.pem));
+    uint8_t buf[4096];
+    size_t len = hand_log(buf, &k, false);
+    js_audit_segment_mem m = {.name = "mem", .data = buf, .len = len};
+    js_audit_verify_opts vo = {.mem = &m, .n_mem = 1, .pubkey_path = pem};
+    js_audit_verify_report rep;
+    js_err err;
+    assert_int_equal(js_audit_verify(&vo, &rep, &err), JS_OK);
+    if (!rep.intact)
+        fail_msg("%s: %s", rep.reason, rep.message);
+    assert_int_equal(rep.records, 4);
+    assert_int_equal(rep.checkpoints, 1);
+    assert_int_equal(rep.latest.tree_size, 3);
+    assert_int_equal(rep.unsigned_tail, 0);
+
+    /* A broken chain at seq 3 (valid CRC) is tampering at seq 3. */
+    len = hand_log(buf, &k, true);
+    m.len = len;
+    assert_int_equal(js_audit_verify(&vo, &rep, &err), JS_OK);
+    assert_false(rep.intact);
+    assert_int_equal(rep.damage, JS_AUDIT_DAMAGE_TAMPER);
+    assert_int_equal(rep.bad_seq, 3);
+    assert_string_equal(rep.reason, "audit.chain");
+
+    /* Another key: the checkpoint signature fails. */
+    test_key other;
+    test_key_init(&other);
+    file_write(pem, (const uint8_t *)other.pem, strlen(other.pem));
+    len = hand_log(buf, &k, false);
+    m.len = len;
+    assert_int_equal(js_audit_verify(&vo, &rep, &err), JS_OK);
+    assert_false(rep.intact);
+    assert_string_equal(rep.reason, "audit.bad_signature");
+    assert_int_equal(rep.bad_seq, 4);
+    test_key_free(&other);
+    tmpdir_remove(dir);
+    test_key_free(&k);
+}
+
+static void test_reader_framing_errors(void **state)
+{
+    (void)state;
+    uint8_t buf[512];
+    size_t len = 0;
+    put_frame(buf, &len, "{\"seq\":1,\"type\":\"a\"}");
+    size_t first = len;
+    put_frame(buf, &len, "{\"seq\":2,\"type\":\"b\"}");
+    js_audit_segment_mem m = {.name = "seg", .data = buf, .len = len};
+    js_audit_reader *r = NULL;
+    js_err err;
+    js_audit_record rec;
+    assert_int_equal(js_audit_reader_new_mem(&m, 1, &r, &err), JS_OK);
+    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_OK);
+    assert_int_equal(rec.seq, 1);
+    assert_int_equal(rec.offset, 0);
+    assert_string_equal(rec.type, "a");
+    assert_false(rec.is_checkpoint);
+    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_OK);
+    assert_int_equal(rec.offset, first);
+    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_ENOTFOUND);
+    js_audit_reader_free(r);
+
+    /* Torn tail: the last frame is short; nothing valid after. */
+    m.len = len - 3;
+    assert_int_equal(js_audit_reader_new_mem(&m, 1, &r, &err), JS_OK);
+    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_OK);
+    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_EINVAL);
+    const js_audit_read_error *re = js_audit_reader_error(r);
+    assert_non_null(re);
+    assert_true(re->torn_tail);
+    assert_int_equal(re->offset, first);
+    js_audit_reader_free(r);
+
+    /* Damage in the first frame with a valid frame after it: not torn. */
+    buf[9] ^= 1;
+    m.len = len;
+    assert_int_equal(js_audit_reader_new_mem(&m, 1, &r, &err), JS_OK);
+    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_EINVAL);
+    assert_false(js_audit_reader_error(r)->torn_tail);
+    js_audit_reader_free(r);
+    buf[9] ^= 1;
+
+    /* Valid CRC but not a record: tampering, never a torn write. */
+    len = 0;
+    put_frame(buf, &len, "[1,2,3]");
+    m.len = len;
+    assert_int_equal(js_audit_reader_new_mem(&m, 1, &r, &err), JS_OK);
+    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_EINVAL);
+    assert_string_equal(err.reason, "audit.payload");
+    assert_false(js_audit_reader_error(r)->torn_tail);
+    js_audit_reader_free(r);
+    len = 0;
+    put_frame(buf, &len, "{\"seq\":1,\"seq\":2,\"type\":\"a\"}"); /* duplicate member */
+    m.len = len;
+    assert_int_equal(js_audit_reader_new_mem(&m, 1, &r, &err), JS_OK);
+    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_EINVAL);
+    js_audit_reader_free(r);
+}
+
+static void test_checkpoint_parse_rejects(void **state)
+{
+    (void)state;
+    js_audit_checkpoint cp;
+    js_err err;
+    const char *bad[] = {
+        "{\"seq\":2,\"type\":\"checkpoint\"}",
+        "{\"seq\":2,\"time\":\"2024-01-01T00:00:00.000Z\",\"type\":\"checkpoint\",\"reason\":"
+        "\"open\",\"origin\":\"o\",\"tree_size\":5,\"root\":\"00\",\"prev\":\"00\"}",
+        "{\"seq\":1,\"time\":\"2024-01-01T00:00:00.000Z\",\"type\":\"checkpoint\",\"reason\":"
+        "\"bogus\",\"origin\":\"o\",\"tree_size\":0}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *j = json_loads(bad[i], 0, NULL);
+        assert_non_null(j);
+        assert_int_equal(js_audit_checkpoint_parse(j, &cp, &err), JS_EINVAL);
+        assert_string_equal(err.reason, "audit.checkpoint");
+        json_decref(j);
+    }
+    assert_true(js_audit_origin_valid("jwt-signer.prod/eu-1"));
+    assert_false(js_audit_origin_valid(""));
+    assert_false(js_audit_origin_valid("a b"));
+    assert_false(js_audit_origin_valid("a\nb"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_frame_round_trip),
+        cmocka_unit_test(test_frame_rejects),
+        cmocka_unit_test(test_event_canonical),
+        cmocka_unit_test(test_time_and_hex),
+        cmocka_unit_test(test_chain_and_checkpoint),
+        cmocka_unit_test(test_reader_framing_errors),
+        cmocka_unit_test(test_checkpoint_parse_rejects),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

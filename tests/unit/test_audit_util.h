@@ -1,0 +1,130 @@
+/*
+ * test_audit_util.h - shared helpers of the audit unit tests: a test audit key
+ * (OpenSSL P-256 in place of the HSM) and its sign callback, temporary
+ * directories, whole-file reads. Header-only (static) so each test stays one
+ * file per module.
+ */
+#ifndef TEST_AUDIT_UTIL_H
+#define TEST_AUDIT_UTIL_H
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "auditlog.h"
+
+typedef struct test_key {
+    EVP_PKEY *pkey;
+    char *pem; /* public key PEM */
+} test_key;
+
+static inline void test_key_init(test_key *k)
+{
+    k->pkey = EVP_EC_gen("P-256");
+    BIO *b = BIO_new(BIO_s_mem());
+    PEM_write_bio_PUBKEY(b, k->pkey);
+    char *p = NULL;
+    long n = BIO_get_mem_data(b, &p);
+    k->pem = calloc(1, (size_t)n + 1);
+    memcpy(k->pem, p, (size_t)n);
+    BIO_free(b);
+}
+
+static inline void test_key_free(test_key *k)
+{
+    EVP_PKEY_free(k->pkey);
+    free(k->pem);
+}
+
+/* js_audit_sign_fn: ES256 with the test key, JOSE r||s (RFC 7518 §3.4). */
+static inline js_status test_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig,
+                                  size_t cap, size_t *sig_len, js_err *err)
+{
+    test_key *k = ctx;
+    uint8_t der[80];
+    size_t dlen = sizeof(der);
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    int ok = EVP_DigestSignInit(m, NULL, EVP_sha256(), NULL, k->pkey) == 1 &&
+             EVP_DigestSign(m, der, &dlen, msg, len) == 1;
+    EVP_MD_CTX_free(m);
+    if (!ok || cap < 64)
+        return js_err_set(err, JS_EUNAVAIL, "test.sign", "test signing failed");
+    const uint8_t *p = der;
+    ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &p, (long)dlen);
+    const BIGNUM *r = NULL, *s = NULL;
+    ECDSA_SIG_get0(es, &r, &s);
+    BN_bn2binpad(r, sig, 32);
+    BN_bn2binpad(s, sig + 32, 32);
+    ECDSA_SIG_free(es);
+    *sig_len = 64;
+    return JS_OK;
+}
+
+static inline void tmpdir_make(char *out, size_t cap)
+{
+    snprintf(out, cap, "/tmp/test_audit_XXXXXX");
+    if (mkdtemp(out) == NULL)
+        abort();
+}
+
+static inline void tmpdir_remove(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    char p[1024];
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static inline uint8_t *file_read(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)n + 1);
+    *len = fread(b, 1, (size_t)n, f);
+    b[*len] = 0;
+    fclose(f);
+    return b;
+}
+
+static inline void file_write(const char *path, const uint8_t *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        abort();
+    fwrite(data, 1, len, f);
+    fclose(f);
+}
+
+static inline void test_opts(js_audit_options *o, const char *dir, test_key *k)
+{
+    memset(o, 0, sizeof(*o));
+    o->dir = dir;
+    o->origin = "test.example/audit";
+    o->sign = test_sign;
+    o->sign_ctx = k;
+    o->pubkey_pem = k->pem;
+}
+
+#endif

@@ -1,0 +1,762 @@
+/*
+ * test_audit_writer.c - the audit log writer (auditlog.h): group commit under
+ * concurrent submitters, checkpoints (open, close, records threshold,
+ * heartbeat while idle), rotation, checkpoint.json / audit-key.pem, rate-limit
+ * folding, fail-closed on injected ENOSPC / EIO with recovery, and crash
+ * recovery at reopen (torn tail cut aside; other damage refuses to open).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "test_audit_util.h"
+#include "auditlog.h"
+#include "reader.h"
+#include "record.h"
+#include "verify.h"
+
+static test_key g_key;
+
+static int setup(void **state)
+{
+    (void)state;
+    test_key_init(&g_key);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    test_key_free(&g_key);
+    return 0;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Verifies the log in dir with the key and its checkpoint.json. */
+static void verify_dir(const char *dir, js_audit_verify_report *rep)
+{
+    char **paths = NULL;
+    size_t n = 0;
+    js_err err;
+    assert_int_equal(js_audit_list_segments(dir, &paths, &n, &err), JS_OK);
+    assert_true(n > 0);
+    char pem[512], cpf[512];
+    snprintf(pem, sizeof(pem), "%s/audit-key.pem", dir);
+    snprintf(cpf, sizeof(cpf), "%s/checkpoint.json", dir);
+    js_audit_verify_opts vo = {.segments = (const char *const *)paths,
+                               .n_segments = n,
+                               .pubkey_path = pem,
+                               .checkpoint_path = cpf};
+    assert_int_equal(js_audit_verify(&vo, rep, &err), JS_OK);
+    if (!rep->intact)
+        print_message("verify: %s seq %lu %s@%lu: %s\n", rep->reason, (unsigned long)rep->bad_seq,
+                      rep->bad_segment, (unsigned long)rep->bad_offset, rep->message);
+    js_audit_segments_free(paths, n);
+}
+
+/* Counts records of the log by type / checkpoint reason. */
+typedef struct log_stats {
+    uint64_t records, checkpoints, recovery;
+    uint64_t cp_open, cp_close, cp_records, cp_interval, cp_heartbeat, cp_recovery;
+    size_t segments;
+} log_stats;
+
+static void read_stats(const char *dir, log_stats *ls,
+                       bool (*visit)(void *, const js_audit_record *), void *vctx)
+{
+    memset(ls, 0, sizeof(*ls));
+    char **paths = NULL;
+    size_t n = 0;
+    js_err err;
+    assert_int_equal(js_audit_list_segments(dir, &paths, &n, &err), JS_OK);
+    ls->segments = n;
+    js_audit_reader *r = NULL;
+    assert_int_equal(js_audit_reader_new((const char *const *)paths, n, &r, &err), JS_OK);
+    js_audit_record rec;
+    js_status st;
+    while ((st = js_audit_reader_next(r, &rec, &err)) == JS_OK) {
+        ls->records++;
+        if (visit != NULL)
+            visit(vctx, &rec);
+        if (strcmp(rec.type, "recovery") == 0)
+            ls->recovery++;
+        if (!rec.is_checkpoint)
+            continue;
+        ls->checkpoints++;
+        const char *why = json_string_value(json_object_get(rec.json, "reason"));
+        assert_non_null(why);
+        ls->cp_open += strcmp(why, "open") == 0;
+        ls->cp_close += strcmp(why, "close") == 0;
+        ls->cp_records += strcmp(why, "records") == 0;
+        ls->cp_interval += strcmp(why, "interval") == 0;
+        ls->cp_heartbeat += strcmp(why, "heartbeat") == 0;
+        ls->cp_recovery += strcmp(why, "recovery") == 0;
+    }
+    assert_int_equal(st, JS_ENOTFOUND);
+    js_audit_reader_free(r);
+    js_audit_segments_free(paths, n);
+}
+
+/* ---- group commit ------------------------------------------------------------------ */
+
+#define GC_THREADS 8
+#define GC_PER     250
+
+typedef struct gc_shared {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t done, failed;
+    uint8_t *seen; /* indexed by seq */
+    size_t seen_cap;
+    bool dup;
+    int syncs;
+} gc_shared;
+
+static void gc_done(void *ctx, js_status st, uint64_t seq, const js_err *err)
+{
+    (void)err;
+    gc_shared *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    if (st != JS_OK)
+        g->failed++;
+    else if (seq >= g->seen_cap || g->seen[seq])
+        g->dup = true;
+    else
+        g->seen[seq] = 1;
+    g->done++;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+typedef struct gc_thread {
+    js_audit *a;
+    gc_shared *g;
+    int id;
+} gc_thread;
+
+static void *gc_worker(void *arg)
+{
+    gc_thread *t = arg;
+    for (int i = 0; i < GC_PER; i++) {
+        char rid[64], jti[64];
+        snprintf(rid, sizeof(rid), "req-%d-%d", t->id, i);
+        snprintf(jti, sizeof(jti), "jti-%d-%d", t->id, i);
+        js_audit_event ev = {.type = "sign",
+                             .caller = "spiffe://test/worker",
+                             .peer = "ipv4:1.2.3.4",
+                             .request_id = rid,
+                             .decision = "allow",
+                             .reason = "ok",
+                             .key = "main",
+                             .kid = "kid1",
+                             .alg = "ES256",
+                             .jti = jti,
+                             .sub = "alice",
+                             .aud_json = "[\"a\",\"b\"]",
+                             .iat = 1700000000,
+                             .exp = 1700000300,
+                             .scopes = "read write",
+                             .token_sha256 = "00ff",
+                             .policy_hash = "abcd"};
+        js_err err;
+        if (js_audit_submit(t->a, &ev, gc_done, t->g, &err) != JS_OK)
+            fail_msg("submit failed: %s", err.msg);
+    }
+    return NULL;
+}
+
+static int count_sync(void *ctx, int fd)
+{
+    gc_shared *g = ctx;
+    __atomic_add_fetch(&g->syncs, 1, __ATOMIC_SEQ_CST);
+    return fdatasync(fd);
+}
+
+static bool gc_visit(void *ctx, const js_audit_record *rec)
+{
+    gc_shared *g = ctx;
+    if (!rec->is_checkpoint && strcmp(rec->type, "sign") == 0) {
+        assert_true(rec->seq < g->seen_cap);
+        assert_int_equal(g->seen[rec->seq], 1); /* every logged record was acknowledged */
+        g->seen[rec->seq] = 2;
+    }
+    return true;
+}
+
+static void test_group_commit_concurrent(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    gc_shared g;
+    memset(&g, 0, sizeof(g));
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.cv, NULL);
+    g.seen_cap = GC_THREADS * GC_PER + 1000;
+    g.seen = calloc(g.seen_cap, 1);
+    js_audit_io io = {.fdatasync = count_sync, .ctx = &g};
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    o.io = &io;
+    o.checkpoint_records = 500;
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    pthread_t th[GC_THREADS];
+    gc_thread args[GC_THREADS];
+    for (int i = 0; i < GC_THREADS; i++) {
+        args[i] = (gc_thread){a, &g, i};
+        pthread_create(&th[i], NULL, gc_worker, &args[i]);
+    }
+    for (int i = 0; i < GC_THREADS; i++)
+        pthread_join(th[i], NULL);
+    pthread_mutex_lock(&g.mu);
+    while (g.done < GC_THREADS * GC_PER)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    assert_true(js_audit_healthy(a, NULL));
+    js_audit_close(a);
+    assert_false(g.dup);
+    assert_int_equal(g.failed, 0);
+    /* Group commit: far fewer fdatasyncs than records. */
+    print_message("group commit: %d records, %d fdatasync calls\n", GC_THREADS * GC_PER, g.syncs);
+    assert_true(g.syncs < GC_THREADS * GC_PER / 2);
+
+    log_stats ls;
+    read_stats(dir, &ls, gc_visit, &g);
+    /* Every acknowledged seq is in the log as that record; seqs of records
+     * and checkpoints together are 1..N without a gap. */
+    for (size_t s = 0; s < g.seen_cap; s++)
+        assert_true(g.seen[s] != 1);
+    assert_int_equal(ls.records - ls.checkpoints, GC_THREADS * GC_PER);
+    assert_true(ls.cp_records >= 3);
+    js_audit_verify_report rep;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    assert_int_equal(rep.records, ls.records);
+    assert_int_equal(rep.last_seq, ls.records);
+    assert_true(rep.checkpoint_file_matched);
+    assert_int_equal(rep.unsigned_tail, 0);
+    free(g.seen);
+    tmpdir_remove(dir);
+}
+
+/* ---- checkpoints, heartbeat, files ------------------------------------------------- */
+
+static void submit_n(js_audit *a, int n, const char *prefix)
+{
+    for (int i = 0; i < n; i++) {
+        char rid[64];
+        snprintf(rid, sizeof(rid), "%s-%d", prefix, i);
+        js_audit_event ev = {
+            .type = "sign", .caller = "c", .request_id = rid, .decision = "allow", .reason = "ok"};
+        uint64_t seq = 0;
+        js_err err;
+        assert_int_equal(js_audit_append_sync(a, &ev, &seq, &err), JS_OK);
+        assert_true(seq > 0);
+    }
+}
+
+static void test_checkpoints_and_files(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    o.checkpoint_records = 10;
+    o.checkpoint_interval_ms = 60;
+    o.heartbeat_ms = 80;
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    char path[512];
+    size_t len = 0;
+    snprintf(path, sizeof(path), "%s/audit-key.pem", dir);
+    uint8_t *pem = file_read(path, &len);
+    assert_non_null(pem);
+    assert_string_equal((char *)pem, g_key.pem);
+    free(pem);
+    snprintf(path, sizeof(path), "%s/checkpoint.json", dir);
+    uint8_t *cp = file_read(path, &len);
+    assert_non_null(cp);
+    assert_non_null(strstr((char *)cp, "\"reason\":\"open\""));
+    free(cp);
+
+    submit_n(a, 25, "busy");
+    sleep_ms(400); /* idle: heartbeats seal the empty intervals */
+    js_audit_close(a);
+
+    log_stats ls;
+    read_stats(dir, &ls, NULL, NULL);
+    assert_int_equal(ls.cp_open, 1);
+    assert_int_equal(ls.cp_close, 1);
+    assert_true(ls.cp_records >= 2);
+    assert_true(ls.cp_heartbeat >= 2);
+    js_audit_verify_report rep;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    assert_true(rep.signatures_checked);
+    assert_true(rep.checkpoint_file_matched);
+    assert_string_equal(rep.latest.reason, "close");
+    assert_int_equal(rep.latest.seq, rep.last_seq);
+
+    /* checkpoint.json is byte-identical to the last record's payload. */
+    cp = file_read(path, &len);
+    assert_non_null(cp);
+    assert_true(len > 1 && cp[len - 1] == '\n');
+    assert_non_null(strstr((char *)cp, "\"reason\":\"close\""));
+    free(cp);
+
+    /* Reopen continues the chain; a restart is an "open" checkpoint. */
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    submit_n(a, 3, "again");
+    js_audit_close(a);
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    assert_int_equal(rep.restarts, 1);
+    tmpdir_remove(dir);
+}
+
+static void test_rotation_chains_segments(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    o.segment_bytes = 2048;
+    o.checkpoint_records = 7;
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    submit_n(a, 60, "rot");
+    js_audit_close(a);
+    log_stats ls;
+    read_stats(dir, &ls, NULL, NULL);
+    assert_true(ls.segments >= 4);
+    js_audit_verify_report rep;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    /* Dropping a middle segment breaks the global chain. */
+    char **paths = NULL;
+    size_t n = 0;
+    assert_int_equal(js_audit_list_segments(dir, &paths, &n, &err), JS_OK);
+    const char *some[8];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < 8; i++)
+        if (i != 1)
+            some[k++] = paths[i];
+    js_audit_verify_opts vo = {.segments = some, .n_segments = k};
+    assert_int_equal(js_audit_verify(&vo, &rep, &err), JS_OK);
+    assert_false(rep.intact);
+    assert_int_equal(rep.damage, JS_AUDIT_DAMAGE_TAMPER);
+    assert_string_equal(rep.reason, "audit.seq");
+    js_audit_segments_free(paths, n);
+    tmpdir_remove(dir);
+}
+
+static bool rl_visit(void *ctx, const js_audit_record *rec)
+{
+    uint64_t *counts = ctx;
+    json_t *c = json_object_get(rec->json, "count");
+    if (c == NULL)
+        return true;
+    const char *caller = json_string_value(json_object_get(rec->json, "caller"));
+    assert_string_equal(json_string_value(json_object_get(rec->json, "decision")), "deny");
+    assert_string_equal(json_string_value(json_object_get(rec->json, "reason")), "rate_limited");
+    if (strcmp(caller, "flood") == 0) {
+        counts[0] += (uint64_t)json_integer_value(c);
+        counts[2]++;
+    } else {
+        counts[1] += (uint64_t)json_integer_value(c);
+    }
+    return true;
+}
+
+static void test_rate_limit_folding(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    for (int i = 0; i < 5000; i++)
+        js_audit_note_rate_limited(a, "flood", "rate_limited");
+    for (int i = 0; i < 3; i++)
+        js_audit_note_rate_limited(a, "small", "rate_limited");
+    sleep_ms(1200);
+    for (int i = 0; i < 7; i++)
+        js_audit_note_rate_limited(a, "flood", "rate_limited");
+    js_audit_close(a); /* flushes the open fold */
+    uint64_t counts[3] = {0, 0, 0};
+    log_stats ls;
+    read_stats(dir, &ls, rl_visit, counts);
+    assert_int_equal(counts[0], 5007);
+    assert_int_equal(counts[1], 3);
+    assert_int_equal(counts[2], 2); /* one record per caller per second */
+    assert_true(ls.records < 20);
+    js_audit_verify_report rep;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    tmpdir_remove(dir);
+}
+
+/* ---- fail closed ------------------------------------------------------------------- */
+
+typedef struct fault {
+    int write_errno; /* != 0: writes fail (after writing half of the first) */
+    int sync_errno;  /* != 0: fdatasync fails */
+    bool partial_done;
+} fault;
+
+static ssize_t fault_write(void *ctx, int fd, const void *buf, size_t len)
+{
+    fault *f = ctx;
+    int e = __atomic_load_n(&f->write_errno, __ATOMIC_SEQ_CST);
+    if (e != 0) {
+        if (!f->partial_done && len > 1) {
+            /* A torn write: half the batch reaches the file, then ENOSPC. */
+            f->partial_done = true;
+            return write(fd, buf, len / 2);
+        }
+        errno = e;
+        return -1;
+    }
+    return write(fd, buf, len);
+}
+
+static int fault_sync(void *ctx, int fd)
+{
+    fault *f = ctx;
+    int e = __atomic_load_n(&f->sync_errno, __ATOMIC_SEQ_CST);
+    if (e != 0) {
+        errno = e;
+        return -1;
+    }
+    return fdatasync(fd);
+}
+
+typedef struct fc_ctx {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, ok, unavail;
+    char msg[JS_MSG_MAX];
+} fc_ctx;
+
+static void fc_done(void *ctx, js_status st, uint64_t seq, const js_err *err)
+{
+    (void)seq;
+    fc_ctx *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    c->done++;
+    if (st == JS_OK)
+        c->ok++;
+    if (st == JS_EUNAVAIL) {
+        c->unavail++;
+        assert_non_null(err);
+        assert_string_equal(err->reason, "audit.unavailable");
+        snprintf(c->msg, sizeof(c->msg), "%s", err->msg);
+    }
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static bool fc_visit(void *ctx, const js_audit_record *rec)
+{
+    (void)ctx;
+    const char *rid = json_string_value(json_object_get(rec->json, "request_id"));
+    /* Records whose done said UNAVAILABLE were cut by the recovery. */
+    if (rid != NULL && strncmp(rid, "lost-", 5) == 0)
+        fail_msg("a failed record is in the log: %s", rid);
+    return true;
+}
+
+static void run_fail_closed(int write_errno, int sync_errno, const char *expect)
+{
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    fault f;
+    memset(&f, 0, sizeof(f));
+    js_audit_io io = {.write = fault_write, .fdatasync = fault_sync, .ctx = &f};
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    o.io = &io;
+    o.retry_ms = 30;
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    submit_n(a, 5, "before");
+
+    __atomic_store_n(&f.write_errno, write_errno, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&f.sync_errno, sync_errno, __ATOMIC_SEQ_CST);
+    fc_ctx c;
+    memset(&c, 0, sizeof(c));
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    int submitted = 0;
+    for (int i = 0; i < 20; i++) {
+        char rid[32];
+        snprintf(rid, sizeof(rid), "lost-%d", i);
+        js_audit_event ev = {.type = "sign", .request_id = rid, .decision = "allow"};
+        if (js_audit_submit(a, &ev, fc_done, &c, &err) == JS_OK)
+            submitted++;
+        else
+            assert_int_equal(err.status, JS_EUNAVAIL);
+    }
+    pthread_mutex_lock(&c.mu);
+    while (c.done < submitted)
+        pthread_cond_wait(&c.cv, &c.mu);
+    pthread_mutex_unlock(&c.mu);
+    assert_int_equal(c.ok, 0);
+    assert_int_equal(c.unavail, submitted);
+    assert_non_null(strstr(c.msg, expect));
+    js_err why;
+    assert_false(js_audit_healthy(a, &why));
+    assert_non_null(strstr(why.msg, expect));
+    /* New submits fail at once, without a callback. */
+    js_audit_event ev = {.type = "sign", .request_id = "lost-new"};
+    assert_int_equal(js_audit_submit(a, &ev, fc_done, &c, &err), JS_EUNAVAIL);
+    assert_string_equal(err.reason, "audit.unavailable");
+    assert_non_null(strstr(err.msg, expect));
+    sleep_ms(100); /* recovery attempts keep failing while the fault lasts */
+    assert_false(js_audit_healthy(a, NULL));
+
+    /* The operator fixes the cause: the writer recovers by itself. */
+    __atomic_store_n(&f.write_errno, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&f.sync_errno, 0, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < 200 && !js_audit_healthy(a, NULL); i++)
+        sleep_ms(10);
+    assert_true(js_audit_healthy(a, NULL));
+    submit_n(a, 5, "after");
+    js_audit_close(a);
+
+    log_stats ls;
+    read_stats(dir, &ls, fc_visit, NULL);
+    assert_int_equal(ls.recovery, 1);
+    assert_int_equal(ls.cp_recovery, 1);
+    js_audit_verify_report rep;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    pthread_cond_destroy(&c.cv);
+    pthread_mutex_destroy(&c.mu);
+    tmpdir_remove(dir);
+}
+
+static void test_fail_closed_write_enospc(void **state)
+{
+    (void)state;
+    run_fail_closed(ENOSPC, 0, "No space left on device");
+}
+
+static void test_fail_closed_fdatasync_eio(void **state)
+{
+    (void)state;
+    /* The data reached the page cache but fdatasync failed: it must not be
+     * trusted (never retried as if it succeeded) -- the recovery cuts it. */
+    run_fail_closed(0, EIO, "Input/output error");
+}
+
+/* ---- recovery at reopen ------------------------------------------------------------ */
+
+static void make_log(const char *dir, int n, js_audit_options *o)
+{
+    test_opts(o, dir, &g_key);
+    o->checkpoint_records = 10;
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(o, &a, &err), JS_OK);
+    submit_n(a, n, "rec");
+    js_audit_close(a);
+}
+
+static bool recovery_visit(void *ctx, const js_audit_record *rec)
+{
+    json_t **out = ctx;
+    if (strcmp(rec->type, "recovery") == 0) {
+        json_decref(*out);
+        *out = json_incref(rec->json);
+    }
+    return true;
+}
+
+static void test_reopen_torn_tail(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    make_log(dir, 30, &o);
+    char seg[512], broken[600];
+    snprintf(seg, sizeof(seg), "%s/audit-000001.log", dir);
+    size_t len = 0;
+    uint8_t *data = file_read(seg, &len);
+    /* Torn tail 1: the last record cut in the middle. */
+    assert_int_equal(truncate(seg, (off_t)(len - 10)), 0);
+    js_audit_verify_report rep;
+    js_err err;
+    const char *segs[1] = {seg};
+    js_audit_verify_opts vo = {.segments = segs, .n_segments = 1};
+    assert_int_equal(js_audit_verify(&vo, &rep, &err), JS_OK);
+    assert_false(rep.intact);
+    assert_int_equal(rep.damage, JS_AUDIT_DAMAGE_CRASH);
+
+    js_audit *a = NULL;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    js_audit_close(a);
+    snprintf(broken, sizeof(broken), "%s.broken", seg);
+    size_t blen = 0;
+    uint8_t *b = file_read(broken, &blen);
+    assert_non_null(b);
+    free(b);
+    json_t *recj = NULL;
+    log_stats ls;
+    read_stats(dir, &ls, recovery_visit, &recj);
+    assert_non_null(recj);
+    json_t *d = json_object_get(recj, "detail");
+    assert_int_equal(json_integer_value(json_object_get(d, "length")), blen);
+    assert_string_equal(json_string_value(json_object_get(d, "saved_as")),
+                        "audit-000001.log.broken");
+    assert_string_equal(json_string_value(json_object_get(recj, "reason")), "audit.torn_tail");
+    json_decref(recj);
+    recj = NULL;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+
+    /* Torn tail 2: garbage appended after the last record. */
+    FILE *f = fopen(seg, "ab");
+    fwrite("\x17\x00\x00\x00garbage-garbage-garbage!!", 1, 29, f);
+    fclose(f);
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    js_audit_close(a);
+    snprintf(broken, sizeof(broken), "%s.broken.1", seg);
+    b = file_read(broken, &blen);
+    assert_non_null(b);
+    assert_int_equal(blen, 29);
+    free(b);
+    read_stats(dir, &ls, recovery_visit, &recj);
+    assert_int_equal(ls.recovery, 2);
+    json_decref(recj);
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    free(data);
+    tmpdir_remove(dir);
+}
+
+static void test_reopen_refuses_damage(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    make_log(dir, 30, &o);
+    char seg[512];
+    snprintf(seg, sizeof(seg), "%s/audit-000001.log", dir);
+    size_t len = 0;
+    uint8_t *orig = file_read(seg, &len);
+
+    /* A flipped byte in the middle, valid records after it: not a torn tail. */
+    uint8_t *d = malloc(len);
+    memcpy(d, orig, len);
+    d[len / 2] ^= 0x20;
+    file_write(seg, d, len);
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "audit.damaged");
+    assert_non_null(strstr(err.msg, "audit-000001.log"));
+    assert_non_null(strstr(err.msg, "offset"));
+    assert_non_null(strstr(err.msg, "seq"));
+
+    /* A record rewritten with a valid CRC: the chain catches it. Find the
+     * frame of seq 5 and change one payload byte, recomputing the CRC. */
+    memcpy(d, orig, len);
+    size_t off = 0;
+    for (int s = 1; s < 5; s++)
+        off += JS_AUDIT_FRAME_HDR + (size_t)(d[off] | d[off + 1] << 8);
+    size_t plen = (size_t)(d[off] | d[off + 1] << 8);
+    uint8_t *p = d + off + JS_AUDIT_FRAME_HDR;
+    char *c = strstr((char *)p, "\"allow\"");
+    assert_non_null(c);
+    memcpy(c, "\"alloW\"", 7);
+    js_audit_frame_header(p, (uint32_t)plen, d + off);
+    file_write(seg, d, len);
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_ECONFIG);
+    assert_non_null(strstr(err.msg, "seq 6"));
+    assert_non_null(strstr(err.msg, "chain"));
+
+    /* Restore: opens again. */
+    file_write(seg, orig, len);
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    js_audit_close(a);
+    free(d);
+    free(orig);
+    tmpdir_remove(dir);
+}
+
+static void test_bad_events_rejected(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    js_audit *a = NULL;
+    js_err err;
+    o.origin = "bad origin\n";
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_ECONFIG);
+    o.origin = "test.example/audit";
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    js_audit_event ev = {.type = "sign", .aud_json = "{not json"};
+    assert_int_equal(js_audit_submit(a, &ev, NULL, NULL, &err), JS_EINVAL);
+    js_audit_event ev2 = {.type = NULL};
+    assert_int_equal(js_audit_submit(a, &ev2, NULL, NULL, &err), JS_EINVAL);
+    char *big = malloc(70000);
+    memset(big, 'x', 69999);
+    big[69999] = 0;
+    js_audit_event ev3 = {.type = "sign", .message = big};
+    assert_int_equal(js_audit_submit(a, &ev3, NULL, NULL, &err), JS_EINVAL);
+    assert_string_equal(err.reason, "audit.record_too_large");
+    free(big);
+    js_audit_event ev4 = {.type = "admin", .detail_json = "{\"k\":[1,2]}"};
+    uint64_t seq = 0;
+    assert_int_equal(js_audit_append_sync(a, &ev4, &seq, &err), JS_OK);
+    assert_true(js_audit_healthy(a, NULL));
+    js_audit_close(a);
+    /* Another origin refuses to continue this log. */
+    o.origin = "other";
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "audit.origin");
+    tmpdir_remove(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_group_commit_concurrent),
+        cmocka_unit_test(test_checkpoints_and_files),
+        cmocka_unit_test(test_rotation_chains_segments),
+        cmocka_unit_test(test_rate_limit_folding),
+        cmocka_unit_test(test_fail_closed_write_enospc),
+        cmocka_unit_test(test_fail_closed_fdatasync_eio),
+        cmocka_unit_test(test_reopen_torn_tail),
+        cmocka_unit_test(test_reopen_refuses_damage),
+        cmocka_unit_test(test_bad_events_rejected),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
