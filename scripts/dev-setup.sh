@@ -67,7 +67,8 @@ else
     # throw-away dev token on a developer machine.
     softhsm2-util --init-token --free --label "$label" --pin "$(cat "$dev/pin")" \
         --so-pin "$(cat "$dev/so-pin")" >/dev/null
-    rm -f "$dev/.key-$key_name"
+    rm -f "$dev/.key-$key_name" "$dev/.key-audit"
+    rm -rf "$dev/audit" # a new token has a new audit key: start a new log
     say "initialised SoftHSM token $label"
 fi
 chmod 600 "$dev/pin" "$dev/so-pin"
@@ -83,14 +84,53 @@ workers: 0
 hsm: {module: $module, token: "pkcs11:token=$label", pin_file: pin}
 keys: [{name: $key_name, label: $label-es256, alg: ES256}]
 default_key: $key_name
-issuer: "https://jwt-signer.dev.example"
-lifetime: {default: 5m, max: 1h}
-allowed_callers: [spiffe://example.org/issuer-a]
+policy: policy.yaml
+audit:
+  dir: audit
+  key_label: $label-audit
+  checkpoint_interval: 1s
+  heartbeat: 5s
 YAML
+
+# The dev policy is written once; edit it and `kill -HUP` the signer.
+if [[ ! -e "$dev/policy.yaml" ]]; then
+    cat >"$dev/policy.yaml" <<'YAML'
+# Development policy (scripts/dev-setup.sh writes it once; edit freely, then
+# `kill -HUP $(pidof jwt-signerd)` to reload). Format: policy/examples/policy.yaml.
+version: 1
+issuer: "https://jwt-signer.dev.example"
+admins: [spiffe://example.org/ops/admin]
+incident: false
+defaults:
+  keys: [dev-es256]
+  default_key: dev-es256
+  audiences: []
+  max_ttl: 1h
+  default_ttl: 5m
+  scope_claim: scope
+  scopes: []
+  subject: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+  rate: {per_second: 100, burst: 200}
+  incident_rate: {per_second: 5, burst: 10}
+callers:
+  # The one allowed dev caller (var/dev/pki/issuer-a.crt). intruder.crt,
+  # dns-caller.crt and cn-caller.crt match no entry: PERMISSION_DENIED.
+  - id: spiffe://example.org/issuer-a
+    audiences: ["https://api.example", "https://app.example"]
+    scopes: [read, write]
+    claims:
+      role: {type: string, max_bytes: 64}
+YAML
+fi
 
 if [[ ! -e "$dev/.key-$key_name" ]]; then
     echo "$signerd keygen --config $dev/signer.yaml --key $key_name"
     "$signerd" keygen --config "$dev/signer.yaml" --key "$key_name"
     touch "$dev/.key-$key_name"
+fi
+if [[ ! -e "$dev/.key-audit" ]]; then
+    echo "$signerd keygen --config $dev/signer.yaml --audit-key"
+    "$signerd" keygen --config "$dev/signer.yaml" --audit-key
+    touch "$dev/.key-audit"
 fi
 say "$dev ready (listen $listen)"
