@@ -29,7 +29,7 @@ SIGN_CMD := $(BUILD_DIR)/jwt-sign --target localhost:$(DEV_PORT) --ca var/dev/pk
 	--cert var/dev/pki/issuer-a.crt --key var/dev/pki/issuer-a.key sign '$(SAMPLE_CLAIMS)'
 shquote = '$(subst ','\'',$(1))'
 
-.PHONY: all deps build test lint run clean distclean
+.PHONY: all deps build test lint run bench clean distclean
 
 all: build
 
@@ -55,6 +55,14 @@ run: build
 	@JS_DEV_LISTEN=$(JS_DEV_LISTEN) scripts/dev-setup.sh $(BUILD_DIR)
 	@printf '%s\n' $(call shquote,In a second terminal: $(SIGN_CMD))
 	exec env SOFTHSM2_CONF=var/dev/softhsm2.conf $(BUILD_DIR)/jwt-signerd --config var/dev/signer.yaml
+
+# Throughput: raw HSM vs end to end with the durable audit log vs fsync off,
+# measured in one run (tests/bench/bench.py). Not part of `make test`.
+bench: build
+	JS_SIGNERD=$(CURDIR)/$(BUILD_DIR)/jwt-signerd JS_SIGN=$(CURDIR)/$(BUILD_DIR)/jwt-sign \
+	JS_CLIENT_TEST=$(CURDIR)/$(BUILD_DIR)/tests/client_load \
+	JS_BENCH_HSM=$(CURDIR)/$(BUILD_DIR)/tests/bench_hsm JS_SOURCE_DIR=$(CURDIR) \
+	GRPC_DNS_RESOLVER=native /usr/bin/python3 tests/bench/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(sort build build-san $(BUILD_DIR))

@@ -42,7 +42,7 @@ ssize_t write(int fd, const void *buf, size_t len)
         errno = ENOSPC;
         return -1;
     }
-    return REAL("write", ssize_t (*)(int, const void *, size_t))(fd, buf, len);
+    return REAL("write", ssize_t(*)(int, const void *, size_t))(fd, buf, len);
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int cnt)
@@ -51,7 +51,7 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt)
         errno = ENOSPC;
         return -1;
     }
-    return REAL("writev", ssize_t (*)(int, const struct iovec *, int))(fd, iov, cnt);
+    return REAL("writev", ssize_t(*)(int, const struct iovec *, int))(fd, iov, cnt);
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
@@ -60,7 +60,7 @@ ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
         errno = ENOSPC;
         return -1;
     }
-    return REAL("pwrite", ssize_t (*)(int, const void *, size_t, off_t))(fd, buf, len, off);
+    return REAL("pwrite", ssize_t(*)(int, const void *, size_t, off_t))(fd, buf, len, off);
 }
 
 int fdatasync(int fd)
