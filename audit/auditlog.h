@@ -45,8 +45,8 @@ typedef struct js_audit_io {
 } js_audit_io;
 
 typedef struct js_audit_options {
-    const char *dir;                /* log directory (created 0700 if absent) */
-    const char *origin;             /* log origin id, fixed for the log's lifetime */
+    const char *dir;                 /* log directory (created 0700 if absent) */
+    const char *origin;              /* log origin id, fixed for the log's lifetime */
     uint64_t checkpoint_interval_ms; /* 0 = 1000 */
     uint64_t checkpoint_records;     /* 0 = 1000 */
     uint64_t heartbeat_ms;           /* 0 = checkpoint_interval_ms */
@@ -61,22 +61,22 @@ typedef struct js_audit_options {
 
 /* The content of one record. Strings may be NULL (omitted). */
 typedef struct js_audit_event {
-    const char *type;       /* "sign", "start", "stop", "policy", "incident", "key", "admin", ... */
-    const char *caller;     /* identity */
+    const char *type;   /* "sign", "start", "stop", "policy", "incident", "key", "admin", ... */
+    const char *caller; /* identity */
     const char *peer;
     const char *request_id;
-    const char *decision;   /* "allow" | "deny" | "error" */
-    const char *reason;     /* stable reason code */
+    const char *decision; /* "allow" | "deny" | "error" */
+    const char *reason;   /* stable reason code */
     const char *message;
-    const char *key;        /* key name */
+    const char *key; /* key name */
     const char *kid;
     const char *alg;
     const char *jti;
     const char *sub;
-    const char *aud_json;   /* aud as compact JSON (string or array) */
-    int64_t iat;            /* 0 = absent */
+    const char *aud_json; /* aud as compact JSON (string or array) */
+    int64_t iat;          /* 0 = absent */
     int64_t exp;
-    const char *scopes;     /* granted scopes, space-separated */
+    const char *scopes;       /* granted scopes, space-separated */
     const char *token_sha256; /* hex SHA-256 of the issued JWT, never the JWT */
     const char *policy_hash;  /* hex SHA-256 of the policy file in force */
     const char *detail_json;  /* extra JSON object for lifecycle/admin events */

@@ -57,7 +57,7 @@ static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, cp_file *c
 
     js_audit_scan s;
     js_audit_scan_init(&s, pub, true, opts->gap_tolerance_ms);
-    const char *end_seg = opts->mem != NULL ? opts->mem[0].name : opts->segments[0];
+    size_t end_idx = 0; /* segment of the last valid record (names outlive the reader) */
     uint64_t end_off = 0;
     js_status st = JS_OK;
     for (;;) {
@@ -84,7 +84,7 @@ static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, cp_file *c
             st = rs;
             break;
         }
-        end_seg = rec.segment;
+        end_idx = rec.segment_index;
         end_off = rec.offset + rec.frame_len;
         if (cpf->payload != NULL && rec.seq == cpf->cp.seq) {
             if (rec.payload_len != cpf->len || memcmp(rec.payload, cpf->payload, cpf->len) != 0) {
@@ -112,6 +112,7 @@ static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, cp_file *c
                    "the log ends at seq %" PRIu64 " but the checkpoint file commits to seq %" PRIu64
                    " (tree size %" PRIu64 "): the log was truncated or rolled back",
                    s.last_seq, cpf->cp.seq, cpf->cp.tree_size);
+        const char *end_seg = opts->mem != NULL ? opts->mem[end_idx].name : opts->segments[end_idx];
         set_bad(rep, JS_AUDIT_DAMAGE_TAMPER, s.last_seq + 1, end_seg, end_off, &e);
     }
     rep->records = s.records;

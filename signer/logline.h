@@ -33,8 +33,8 @@ typedef struct js_reqlog {
     const char *key;        /* key name */
     const char *kid;
     const char *jti;
-    const char *sub; /* the token's sub, if a string */
-    const char *aud; /* the token's aud as compact JSON (string or array) */
+    const char *sub;       /* the token's sub, if a string */
+    const char *aud;       /* the token's aud as compact JSON (string or array) */
     const char *audit_seq; /* the audit record sequence number, as text */
     int64_t latency_us;
 } js_reqlog;

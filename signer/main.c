@@ -220,8 +220,8 @@ static void audit_lifecycle(daemon_state *d, const char *type, const char *decis
     js_err_clear(&err);
     uint64_t seq = 0;
     if (js_audit_append_sync(d->audit, &ev, &seq, &err) != JS_OK) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_record_lost", "record",
-                              type, "reason", err.reason, "message", err.msg);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_record_lost", "record", type,
+                              "reason", err.reason, "message", err.msg);
         js_log_emit("error", o);
     }
     free(detail_text);
@@ -308,8 +308,8 @@ static void reload_policy(daemon_state *d)
     if (st == JS_OK)
         st = js_service_check_policy(d->svc, p, &err);
     if (st != JS_OK) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "policy_reload_failed", "path",
-                              path, "reason", err.reason, "message", err.msg);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "policy_reload_failed", "path", path,
+                              "reason", err.reason, "message", err.msg);
         js_log_emit("error", o);
         audit_lifecycle(d, "policy", "error", &err, json_pack("{s:s}", "path", path));
         js_policy_free(p);
@@ -417,19 +417,18 @@ static int cmd_serve(const char *config_path)
 
     for (size_t i = 0; i < js_keyring_count(d.kr); i++) {
         const js_key *k = js_keyring_at(d.kr, i);
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "key_ready", "key",
-                              js_key_name(k), "alg", js_alg_name(js_key_alg(k)), "kid",
-                              js_key_kid(k));
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "key_ready", "key", js_key_name(k),
+                              "alg", js_alg_name(js_key_alg(k)), "kid", js_key_kid(k));
         js_log_emit("info", o);
     }
     char addr[300];
     const char *colon = strrchr(d.cfg->listen, ':');
     size_t hostlen = colon != NULL ? (size_t)(colon - d.cfg->listen) : strlen(d.cfg->listen);
     snprintf(addr, sizeof(addr), "%.*s:%d", (int)hostlen, d.cfg->listen, js_server_port(d.srv));
-    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:s, s:b}", "event", "listening", "address", addr,
-                          "port", js_server_port(d.srv), "workers", js_server_workers(d.srv),
-                          "token", js_hsm_token_description(d.hsm), "incident",
-                          js_ratelimit_incident(d.rl));
+    json_t *o =
+        json_pack("{s:s, s:s, s:i, s:i, s:s, s:b}", "event", "listening", "address", addr, "port",
+                  js_server_port(d.srv), "workers", js_server_workers(d.srv), "token",
+                  js_hsm_token_description(d.hsm), "incident", js_ratelimit_incident(d.rl));
     js_log_emit("info", o);
 
     for (;;) {
@@ -464,12 +463,9 @@ out:
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'k'},
-        {"audit-key", no_argument, NULL, 'a'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"key", required_argument, NULL, 'k'},
+        {"audit-key", no_argument, NULL, 'a'},    {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
     };
     if (argc == 3 && strcmp(argv[1], "check-policy") == 0)
         return cmd_check_policy(argv[2]);

@@ -467,7 +467,8 @@ static void handle_sign(call_ctx *c)
         /* A denial carries no token, so its reply need not wait for the disk;
          * if the log is failing, the refusal still stands. */
         if (js_audit_submit(srv->audit, &ev, NULL, NULL, NULL) != JS_OK)
-            js_log_event("warn", "audit_record_lost", "a denial could not be queued for the audit log");
+            js_log_event("warn", "audit_record_lost",
+                         "a denial could not be queued for the audit log");
     }
     grpc_status_code code = status_to_grpc(st);
     log_sign(c, code, &err, 0);

@@ -155,8 +155,9 @@ js_status js_service_check_policy(const js_service *svc, const js_policy *p, js_
     const char *iss = js_policy_issuer(p);
     JS_ENSURE(iss != NULL, err, JS_ECONFIG, "policy.no_issuer", "the policy does not set issuer");
     JS_ENSURE(svc->cfg->issuer == NULL || strcmp(svc->cfg->issuer, iss) == 0, err, JS_ECONFIG,
-              "policy.issuer_mismatch", "the policy's issuer '%s' differs from the configuration's '%s'",
-              iss, svc->cfg->issuer);
+              "policy.issuer_mismatch",
+              "the policy's issuer '%s' differs from the configuration's '%s'", iss,
+              svc->cfg->issuer);
     return JS_OK;
 }
 

@@ -35,9 +35,9 @@ typedef struct js_service js_service;
 typedef int64_t (*js_clock_fn)(void *ctx);
 
 #define JS_REQUEST_ID_MAX 128
-#define JS_LOG_SUB_MAX 256
-#define JS_LOG_AUD_MAX 512
-#define JS_SHA256_HEX 64
+#define JS_LOG_SUB_MAX    256
+#define JS_LOG_AUD_MAX    512
+#define JS_SHA256_HEX     64
 
 /* Borrowed view of one request. */
 typedef struct js_sign_request {
