@@ -192,10 +192,14 @@ js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **o
               "audit event without a type");
     json_t *aud = NULL;
     json_t *detail = NULL;
-    if (ev->aud_json != NULL) {
+    if (ev->aud_json != NULL && ev->aud_json[0] != '\0') {
+        /* The aud as the caller sent it: a string or array for a token, but
+         * a denied request may carry any JSON value, and the denial must be
+         * recorded all the same (FORMAT.md §3). Text that is not JSON at all
+         * is kept as a string rather than dropping the record. */
         aud = json_loads(ev->aud_json, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
-        JS_ENSURE(aud != NULL && (json_is_string(aud) || json_is_array(aud)), err, JS_EINVAL,
-                  "audit.event", "aud_json is not a JSON string or array");
+        if (aud == NULL)
+            aud = json_string(ev->aud_json);
     }
     if (ev->detail_json != NULL) {
         detail = json_loads(ev->detail_json, JSON_REJECT_DUPLICATES, NULL);

@@ -364,7 +364,7 @@ static void sign_event(const call_ctx *c, const js_err *err, const char *policy_
     ev->kid = res->kid;
     ev->alg = res->alg;
     ev->jti = ok ? res->jti : NULL;
-    ev->sub = res->sub;
+    ev->sub = res->sub[0] != '\0' ? res->sub : NULL;
     ev->aud_json = res->aud;
     ev->iat = ok ? res->issued_at : 0;
     ev->exp = ok ? res->expires_at : 0;
@@ -428,19 +428,28 @@ static void handle_sign(call_ctx *c)
     js_status st = call_identity(c->call, c->identity, sizeof(c->identity), &err);
     if (st == JS_OK)
         st = js_service_admit(srv->svc, policy, c->identity, &adm, &retry_ms, &err);
-    if (st == JS_OK)
-        st = read_request(c->request, &raw, &err);
-    if (st == JS_OK) {
+    /* A caller refused by match or frozen still gets its request envelope
+     * decoded, for the request_id its audit record and log line carry; a
+     * rate-limited one does not: a flood must stay cheap. */
+    bool decode = st == JS_OK || st == JS_EDENIED;
+    js_err derr;
+    js_err_clear(&derr);
+    js_status dst = decode ? read_request(c->request, &raw, &derr) : JS_EDENIED;
+    if (dst == JS_OK) {
         req = jwtsigner__v1__sign_jwt_request__unpack(NULL, GRPC_SLICE_LENGTH(raw),
                                                       GRPC_SLICE_START_PTR(raw));
         if (req == NULL)
-            st = js_err_set(&err, JS_EINVAL, "request.malformed",
-                            "SignJwtRequest is not a valid protobuf message");
+            dst = js_err_set(&derr, JS_EINVAL, "request.malformed",
+                             "SignJwtRequest is not a valid protobuf message");
+    }
+    /* Only log and record a request_id we accept (printable, bounded). */
+    if (req != NULL && js_request_id_check(req->request_id, NULL) == JS_OK)
+        snprintf(c->request_id, sizeof(c->request_id), "%s", req->request_id);
+    if (st == JS_OK && dst != JS_OK) {
+        st = dst;
+        err = derr;
     }
     if (st == JS_OK && req != NULL) {
-        /* Only log and record a request_id we accept (printable, bounded). */
-        if (js_request_id_check(req->request_id, NULL) == JS_OK)
-            snprintf(c->request_id, sizeof(c->request_id), "%s", req->request_id);
         js_sign_request sr = {req->claims_json.data, req->claims_json.len, req->key,
                               req->request_id};
         st = js_service_sign(srv->svc, w->session, &adm, &sr, &c->res, &err);

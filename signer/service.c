@@ -56,6 +56,7 @@ void js_sign_result_clear(js_sign_result *res)
         free(res->jwt);
     }
     free(res->scopes);
+    free(res->aud);
     memset(res, 0, sizeof(*res));
 }
 
@@ -92,19 +93,17 @@ static int key_name_valid(const char *s)
     return 1;
 }
 
-/* Copies sub and aud (compact JSON) for the request log, truncated. */
+/* Copies sub (truncated: logs only) and aud (whole, as compact JSON: it goes
+ * into the audit record, where a truncated JSON text would be invalid) of the
+ * request for the log line and the audit record. */
 static void note_sub_aud(const json_t *claims, js_sign_result *res)
 {
     const json_t *sub = json_object_get(claims, "sub");
     if (json_is_string(sub))
         snprintf(res->sub, sizeof(res->sub), "%s", json_string_value(sub));
     const json_t *aud = json_object_get(claims, "aud");
-    if (aud != NULL) {
-        char *a = json_dumps(aud, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (a != NULL)
-            snprintf(res->aud, sizeof(res->aud), "%s", a);
-        free(a);
-    }
+    if (aud != NULL)
+        res->aud = json_dumps(aud, JSON_COMPACT | JSON_ENCODE_ANY);
 }
 
 typedef struct hsm_sign_ctx {

@@ -36,7 +36,6 @@ typedef int64_t (*js_clock_fn)(void *ctx);
 
 #define JS_REQUEST_ID_MAX 128
 #define JS_LOG_SUB_MAX    256
-#define JS_LOG_AUD_MAX    512
 #define JS_SHA256_HEX     64
 
 /* Borrowed view of one request. */
@@ -65,7 +64,7 @@ typedef struct js_sign_result {
     char key_name[JS_KEY_NAME_MAX + 1];
     char alg[16];
     char sub[JS_LOG_SUB_MAX + 1];
-    char aud[JS_LOG_AUD_MAX + 1];
+    char *aud; /* the request's aud as compact JSON (NULL if absent); malloc'd */
     char token_sha256[JS_SHA256_HEX + 1];
     int64_t issued_at;
     int64_t expires_at;
