@@ -136,7 +136,7 @@ def sign_path():
 
 
 def client_test_path():
-    return _program("JS_CLIENT_TEST", "client_load")
+    return _program("JS_CLIENT_TEST", os.path.join("tests", "client_load"))
 
 
 def softhsm_module():
