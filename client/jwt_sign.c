@@ -1,6 +1,8 @@
 /*
  * jwt_sign.c - the jwt-sign command: asks jwt-signer to sign a claim set,
- * fetches its JWKS, or decodes a token locally for inspection.
+ * fetches its JWKS, decodes a token locally for inspection, or drives the
+ * signer's Admin service (rotate, revoke, incident mode, freeze, reload,
+ * status) for incident response.
  *
  * Network work goes through the client library (jwtsigner_client.h); `decode`
  * needs no network and verifies nothing. Failures print one line
@@ -45,7 +47,18 @@ enum {
     ST_UNAVAILABLE = 14,
 };
 
-typedef enum command { CMD_NONE, CMD_SIGN, CMD_JWKS, CMD_DECODE } command;
+typedef enum command { CMD_NONE, CMD_SIGN, CMD_JWKS, CMD_DECODE, CMD_ADMIN } command;
+
+typedef enum admin_cmd {
+    ADM_NONE,
+    ADM_ROTATE,
+    ADM_REVOKE,
+    ADM_INCIDENT,
+    ADM_FREEZE,
+    ADM_UNFREEZE,
+    ADM_RELOAD,
+    ADM_STATUS,
+} admin_cmd;
 
 typedef struct cli {
     const char *target;
@@ -58,7 +71,10 @@ typedef struct cli {
     int json;
     int help;
     command cmd;
-    const char *arg; /* CLAIMS_JSON, TOKEN or "-" */
+    admin_cmd admin;
+    const char *reason; /* --reason, admin only */
+    const char *arg;    /* CLAIMS_JSON, TOKEN or "-"; for admin its first operand */
+    const char *arg2;   /* admin revoke: KID */
 } cli;
 
 static void usage_global(FILE *f)
@@ -66,14 +82,20 @@ static void usage_global(FILE *f)
     fputs("Usage: jwt-sign [OPTIONS] sign CLAIMS_JSON|-\n"
           "       jwt-sign [OPTIONS] jwks\n"
           "       jwt-sign decode TOKEN|-\n"
-          "       jwt-sign [COMMAND] --help\n"
+          "       jwt-sign [OPTIONS] admin ACTION [ARGS] [--reason TEXT]\n"
+          "       jwt-sign [COMMAND [ACTION]] --help\n"
           "\n"
           "Commands:\n"
           "  sign     ask jwt-signer to sign CLAIMS_JSON (a JSON object) and print the token\n"
           "  jwks     print the signer's JWKS (RFC 7517 section 5)\n"
           "  decode   print a token's header and payload; no network, NO verification\n"
+          "  admin    incident response, for identities in the policy's admins:\n"
+          "             rotate KEY | revoke KEY KID | incident on|off |\n"
+          "             freeze IDENTITY | unfreeze IDENTITY | reload | status\n"
+          "           (see jwt-sign admin --help)\n"
           "\n"
-          "Connection options (sign, jwks); options may come before or after the command:\n"
+          "Connection options (sign, jwks, admin); options may come before or after the\n"
+          "command:\n"
           "  --target HOST:PORT   signer address               (env JWT_SIGN_TARGET)\n"
           "  --ca FILE            CA bundle for the server's certificate (env JWT_SIGN_CA)\n"
           "  --cert FILE          this client's TLS certificate (env JWT_SIGN_CERT)\n"
@@ -83,9 +105,10 @@ static void usage_global(FILE *f)
           "\n"
           "Exit status:\n"
           "  0 success\n"
-          "  1 any other failure (INTERNAL, UNKNOWN, ..., or writing the output)\n"
+          "  1 any other failure (INTERNAL, UNKNOWN, NOT_FOUND, FAILED_PRECONDITION, ...,\n"
+          "    or writing the output)\n"
           "  2 usage error\n"
-          "  3 PERMISSION_DENIED\n"
+          "  3 PERMISSION_DENIED (also: admin called by a non-admin identity)\n"
           "  4 INVALID_ARGUMENT (also unreadable PEM files, a malformed token to decode)\n"
           "  5 UNAVAILABLE or DEADLINE_EXCEEDED (server down, TLS failure, timeout)\n"
           "  6 RESOURCE_EXHAUSTED (rate limited)\n"
@@ -139,9 +162,164 @@ static void usage_decode(FILE *f)
           f);
 }
 
-static void print_help(command cmd)
+#define ADMIN_CONN                                                                                 \
+    "Usage: jwt-sign --target HOST:PORT --ca FILE --cert FILE --key FILE [--timeout-ms N]\n"
+
+static void usage_admin(FILE *f)
 {
+    fputs(ADMIN_CONN
+          "                admin ACTION [ARGS] [--reason TEXT]\n"
+          "\n"
+          "Calls the signer's Admin service (jwtsigner.v1.Admin). Only identities in the\n"
+          "policy's admins may; anyone else gets PERMISSION_DENIED (exit 3). Every call,\n"
+          "allowed or denied, is an audit record carrying the caller's identity and the\n"
+          "--reason text.\n"
+          "\n"
+          "Actions:\n"
+          "  rotate KEY          new version of KEY, published now, signing after the\n"
+          "                      pre-publication delay\n"
+          "  revoke KEY KID      revoke version KID of KEY at once (the leaked-key case)\n"
+          "  incident on|off     turn incident mode on or off\n"
+          "  freeze IDENTITY     refuse every request from caller IDENTITY\n"
+          "  unfreeze IDENTITY   serve caller IDENTITY again\n"
+          "  reload              reload the policy file; prints its SHA-256\n"
+          "  status              keys and states, incident mode, callers (JSON)\n"
+          "\n"
+          "  --reason TEXT       why, for the audit record (rotate, revoke, incident,\n"
+          "                      freeze, unfreeze)\n"
+          "\n"
+          "Each action prints one JSON object on stdout (see jwt-sign admin ACTION --help).\n"
+          "Exit status as for sign (jwt-sign --help); NOT_FOUND (no such key, kid or\n"
+          "caller) and FAILED_PRECONDITION exit 1.\n",
+          f);
+}
+
+static void usage_admin_rotate(FILE *f)
+{
+    fputs(ADMIN_CONN
+          "                admin rotate KEY [--reason TEXT]\n"
+          "\n"
+          "Generates a new version of key KEY in the HSM and publishes it as `next`; it\n"
+          "becomes `active` at activate_at (after the pre-publication delay, so no\n"
+          "verifier meets a kid it has not fetched) and the old version becomes\n"
+          "`retiring`. Prints\n"
+          "  {\"key\":KEY,\"version\":N,\"kid\":KID,\"activate_at\":UNIX_SECONDS}\n",
+          f);
+}
+
+static void usage_admin_revoke(FILE *f)
+{
+    fputs(ADMIN_CONN
+          "                admin revoke KEY KID [--reason TEXT]\n"
+          "\n"
+          "Revokes version KID of key KEY at once: it leaves the JWKS and never signs\n"
+          "again, also after a restart. Prints\n"
+          "  {\"key\":KEY,\"kid\":KID,\"revoked_at\":UNIX_SECONDS,\"active_kid\":KID2|null}\n"
+          "where active_kid is the version that signs now (null: none is left).\n"
+          "Exit 1 (NOT_FOUND) for an unknown key or kid.\n",
+          f);
+}
+
+static void usage_admin_incident(FILE *f)
+{
+    fputs(ADMIN_CONN "                admin incident on|off [--reason TEXT]\n"
+                     "\n"
+                     "Turns the signer's incident mode on or off. Prints\n"
+                     "  {\"incident_mode\":true|false}\n"
+                     "with the state the signer reports now.\n",
+          f);
+}
+
+static void usage_admin_freeze(FILE *f)
+{
+    fputs(ADMIN_CONN
+          "                admin freeze IDENTITY [--reason TEXT]\n"
+          "\n"
+          "Freezes caller IDENTITY (its exact identity, e.g.\n"
+          "spiffe://example.org/issuer-a): from its next request on, the signer refuses\n"
+          "it. Prints\n"
+          "  {\"identity\":IDENTITY,\"frozen\":true}\n",
+          f);
+}
+
+static void usage_admin_unfreeze(FILE *f)
+{
+    fputs(ADMIN_CONN "                admin unfreeze IDENTITY [--reason TEXT]\n"
+                     "\n"
+                     "Lets caller IDENTITY sign again. Prints\n"
+                     "  {\"identity\":IDENTITY,\"frozen\":false}\n",
+          f);
+}
+
+static void usage_admin_reload(FILE *f)
+{
+    fputs(ADMIN_CONN "                admin reload\n"
+                     "\n"
+                     "Makes the signer reload its policy file; a policy that does not load leaves\n"
+                     "the old one in force and fails the call. Prints\n"
+                     "  {\"sha256\":HEX}\n"
+                     "the SHA-256 of the policy now in force.\n",
+          f);
+}
+
+static void usage_admin_status(FILE *f)
+{
+    fputs(ADMIN_CONN "                admin status\n"
+                     "\n"
+                     "Prints the signer's status document, pretty-printed JSON: keys and their\n"
+                     "versions' states, incident mode, frozen callers, per-caller counters and\n"
+                     "limits.\n",
+          f);
+}
+
+/* One row per admin action: its name, operands and help. */
+typedef struct admin_spec {
+    const char *name;
+    admin_cmd id;
+    int nargs;           /* operands after the action */
+    int takes_reason;    /* --reason allowed */
+    const char *missing; /* usage error when operands are missing */
+    void (*usage)(FILE *f);
+} admin_spec;
+
+static const admin_spec admin_specs[] = {
+    {"rotate", ADM_ROTATE, 1, 1, "admin rotate needs KEY", usage_admin_rotate},
+    {"revoke", ADM_REVOKE, 2, 1, "admin revoke needs KEY and KID", usage_admin_revoke},
+    {"incident", ADM_INCIDENT, 1, 1, "admin incident needs on or off", usage_admin_incident},
+    {"freeze", ADM_FREEZE, 1, 1, "admin freeze needs IDENTITY", usage_admin_freeze},
+    {"unfreeze", ADM_UNFREEZE, 1, 1, "admin unfreeze needs IDENTITY", usage_admin_unfreeze},
+    {"reload", ADM_RELOAD, 0, 0, NULL, usage_admin_reload},
+    {"status", ADM_STATUS, 0, 0, NULL, usage_admin_status},
+};
+
+static const admin_spec *find_admin(const char *name)
+{
+    for (size_t i = 0; i < sizeof(admin_specs) / sizeof(admin_specs[0]); i++)
+        if (strcmp(admin_specs[i].name, name) == 0)
+            return &admin_specs[i];
+    return NULL;
+}
+
+static const admin_spec *admin_spec_of(admin_cmd id)
+{
+    for (size_t i = 0; i < sizeof(admin_specs) / sizeof(admin_specs[0]); i++)
+        if (admin_specs[i].id == id)
+            return &admin_specs[i];
+    return NULL;
+}
+
+static void print_help(command cmd, admin_cmd adm)
+{
+    const admin_spec *spec = NULL;
+
     switch (cmd) {
+    case CMD_ADMIN:
+        spec = admin_spec_of(adm);
+        if (spec != NULL)
+            spec->usage(stdout);
+        else
+            usage_admin(stdout);
+        break;
     case CMD_SIGN:
         usage_sign(stdout);
         break;
@@ -278,22 +456,18 @@ static int connect_client(const cli *c, jwtsigner_client **out)
     return EXIT_OK;
 }
 
-static int print_token_json(const jwtsigner_token *t)
+/*
+ * Prints obj (built with json_pack from server strings; NULL when that failed)
+ * as one line, or indented when `pretty`, and releases it.
+ */
+static int emit_json(json_t *obj, int pretty)
 {
     int rc = EXIT_OK;
     char *text = NULL;
-    json_t *obj = NULL;
 
-    if (t->audit_seq > (uint64_t)INT64_MAX)
-        return fail(ST_INTERNAL, "audit_seq does not fit a JSON integer");
-    obj = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I}", "jwt", t->jwt, "kid", t->kid, "jti", t->jti,
-                    "issued_at", (json_int_t)t->issued_at, "expires_at", (json_int_t)t->expires_at,
-                    "audit_seq", (json_int_t)t->audit_seq);
-    if (obj == NULL) {
-        rc = fail(ST_INTERNAL, "cannot build the JSON output (invalid UTF-8 from the server?)");
-        goto out;
-    }
-    text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (obj == NULL)
+        return fail(ST_INTERNAL, "cannot build the JSON output (invalid UTF-8 from the server?)");
+    text = json_dumps(obj, (pretty ? JSON_INDENT(2) : JSON_COMPACT) | JSON_PRESERVE_ORDER);
     if (text == NULL) {
         rc = fail(ST_INTERNAL, "out of memory");
         goto out;
@@ -303,6 +477,16 @@ out:
     free(text);
     json_decref(obj);
     return rc;
+}
+
+static int print_token_json(const jwtsigner_token *t)
+{
+    if (t->audit_seq > (uint64_t)INT64_MAX)
+        return fail(ST_INTERNAL, "audit_seq does not fit a JSON integer");
+    return emit_json(json_pack("{s:s, s:s, s:s, s:I, s:I, s:I}", "jwt", t->jwt, "kid", t->kid,
+                               "jti", t->jti, "issued_at", (json_int_t)t->issued_at, "expires_at",
+                               (json_int_t)t->expires_at, "audit_seq", (json_int_t)t->audit_seq),
+                     0);
 }
 
 static int cmd_sign(const cli *c)
@@ -367,6 +551,128 @@ static int cmd_jwks(const cli *c)
     rc = finish_output();
 out:
     free(jwks);
+    jwtsigner_client_free(client);
+    return rc;
+}
+
+static int admin_rotate(jwtsigner_client *client, const cli *c)
+{
+    jwtsigner_status st;
+    jwtsigner_rotate_result r;
+
+    if (jwtsigner_admin_rotate(client, c->arg, c->reason, &r, &st) != 0)
+        return fail(st.code, st.message);
+    int rc =
+        emit_json(json_pack("{s:s, s:I, s:s, s:I}", "key", r.key, "version", (json_int_t)r.version,
+                            "kid", r.kid, "activate_at", (json_int_t)r.activate_at),
+                  0);
+    jwtsigner_rotate_result_clear(&r);
+    return rc;
+}
+
+static int admin_revoke(jwtsigner_client *client, const cli *c)
+{
+    jwtsigner_status st;
+    jwtsigner_revoke_result r;
+
+    if (jwtsigner_admin_revoke(client, c->arg, c->arg2, c->reason, &r, &st) != 0)
+        return fail(st.code, st.message);
+    /* "s?" packs null for NULL: no version is left to sign. */
+    int rc = emit_json(json_pack("{s:s, s:s, s:I, s:s?}", "key", r.key, "kid", r.kid, "revoked_at",
+                                 (json_int_t)r.revoked_at, "active_kid",
+                                 r.active_kid[0] != '\0' ? r.active_kid : NULL),
+                       0);
+    jwtsigner_revoke_result_clear(&r);
+    return rc;
+}
+
+static int admin_incident(jwtsigner_client *client, const cli *c)
+{
+    jwtsigner_status st;
+    int now_on = 0;
+
+    if (jwtsigner_admin_incident(client, strcmp(c->arg, "on") == 0, c->reason, &now_on, &st) != 0)
+        return fail(st.code, st.message);
+    return emit_json(json_pack("{s:b}", "incident_mode", now_on), 0);
+}
+
+static int admin_freeze(jwtsigner_client *client, const cli *c, int freeze)
+{
+    jwtsigner_status st;
+
+    if (jwtsigner_admin_freeze(client, c->arg, c->reason, freeze, &st) != 0)
+        return fail(st.code, st.message);
+    return emit_json(json_pack("{s:s, s:b}", "identity", c->arg, "frozen", freeze), 0);
+}
+
+static int admin_reload(jwtsigner_client *client)
+{
+    jwtsigner_status st;
+    char *sha = NULL;
+
+    if (jwtsigner_admin_reload(client, &sha, &st) != 0)
+        return fail(st.code, st.message);
+    int rc = emit_json(json_pack("{s:s}", "sha256", sha), 0);
+    free(sha);
+    return rc;
+}
+
+static int admin_status(jwtsigner_client *client)
+{
+    jwtsigner_status st;
+    json_error_t jerr;
+    char *text = NULL;
+
+    if (jwtsigner_admin_status(client, &text, &st) != 0)
+        return fail(st.code, st.message);
+    /* Re-encoding also escapes any control bytes the server sent. */
+    json_t *doc = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
+    if (doc == NULL || !json_is_object(doc)) {
+        json_decref(doc);
+        return fail(ST_INTERNAL, "malformed response: status_json is not a JSON object");
+    }
+    return emit_json(doc, 1);
+}
+
+static int cmd_admin(const cli *c)
+{
+    int rc = EXIT_OK;
+    jwtsigner_client *client = NULL;
+
+    rc = connect_client(c, &client);
+    if (rc != EXIT_OK)
+        goto out;
+    switch (c->admin) {
+    case ADM_ROTATE:
+        rc = admin_rotate(client, c);
+        break;
+    case ADM_REVOKE:
+        rc = admin_revoke(client, c);
+        break;
+    case ADM_INCIDENT:
+        rc = admin_incident(client, c);
+        break;
+    case ADM_FREEZE:
+        rc = admin_freeze(client, c, 1);
+        break;
+    case ADM_UNFREEZE:
+        rc = admin_freeze(client, c, 0);
+        break;
+    case ADM_RELOAD:
+        rc = admin_reload(client);
+        break;
+    case ADM_STATUS:
+        rc = admin_status(client);
+        break;
+    case ADM_NONE:
+    default:
+        rc = EXIT_USAGE;
+        break;
+    }
+    if (rc == EXIT_OK)
+        rc = finish_output();
+out:
     jwtsigner_client_free(client);
     return rc;
 }
@@ -506,6 +812,8 @@ static command parse_command(const char *s)
         return CMD_JWKS;
     if (strcmp(s, "decode") == 0)
         return CMD_DECODE;
+    if (strcmp(s, "admin") == 0)
+        return CMD_ADMIN;
     return CMD_NONE;
 }
 
@@ -518,6 +826,7 @@ enum {
     OPT_TIMEOUT,
     OPT_REQUEST_ID,
     OPT_JSON,
+    OPT_REASON,
 };
 
 int main(int argc, char **argv)
@@ -531,6 +840,7 @@ int main(int argc, char **argv)
         {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
         {"request-id", required_argument, NULL, OPT_REQUEST_ID},
         {"json", no_argument, NULL, OPT_JSON},
+        {"reason", required_argument, NULL, OPT_REASON},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -566,6 +876,9 @@ int main(int argc, char **argv)
         case OPT_JSON:
             c.json = 1;
             break;
+        case OPT_REASON:
+            c.reason = optarg;
+            break;
         case 'h':
             c.help = 1;
             break;
@@ -583,12 +896,40 @@ int main(int argc, char **argv)
             return usage_error("unknown command", argv[optind]);
         optind++;
     }
+    const admin_spec *adm = NULL;
+    if (c.cmd == CMD_ADMIN && optind < argc) {
+        adm = find_admin(argv[optind]);
+        if (adm == NULL)
+            return usage_error("unknown admin action", argv[optind]);
+        c.admin = adm->id;
+        optind++;
+    }
     if (c.help) {
-        print_help(c.cmd);
+        print_help(c.cmd, c.admin);
         return finish_output();
     }
     if (c.cmd == CMD_NONE)
-        return usage_error("missing command (sign, jwks or decode)", NULL);
+        return usage_error("missing command (sign, jwks, decode or admin)", NULL);
+    if (c.cmd == CMD_ADMIN && adm == NULL)
+        return usage_error("admin needs an action (rotate, revoke, incident, freeze, unfreeze, "
+                           "reload or status)",
+                           NULL);
+    if (c.reason != NULL && (adm == NULL || !adm->takes_reason))
+        return usage_error("--reason applies only to admin rotate, revoke, incident, freeze and "
+                           "unfreeze",
+                           NULL);
+    if (adm != NULL) {
+        if (argc - optind < adm->nargs)
+            return usage_error(adm->missing, NULL);
+        if (adm->nargs >= 1)
+            c.arg = argv[optind++];
+        if (adm->nargs >= 2)
+            c.arg2 = argv[optind++];
+        if ((c.arg != NULL && c.arg[0] == '\0') || (c.arg2 != NULL && c.arg2[0] == '\0'))
+            return usage_error(adm->missing, NULL);
+        if (adm->id == ADM_INCIDENT && strcmp(c.arg, "on") != 0 && strcmp(c.arg, "off") != 0)
+            return usage_error("admin incident takes on or off, not", c.arg);
+    }
 
     int want_arg = (c.cmd == CMD_SIGN || c.cmd == CMD_DECODE);
     if (want_arg) {
@@ -621,6 +962,8 @@ int main(int argc, char **argv)
         return cmd_jwks(&c);
     case CMD_DECODE:
         return cmd_decode(&c);
+    case CMD_ADMIN:
+        return cmd_admin(&c);
     case CMD_NONE:
     default:
         return EXIT_USAGE;

@@ -3,10 +3,13 @@
  * the gRPC C core.
  *
  * This is the only client file that calls grpc_* (the core API changes between
- * gRPC minor versions). A handle owns one channel and the two registered
- * methods; each call gets its own pluck completion queue and runs one batch,
- * the way gRPC's own blocking C++ stub does, so concurrent calls on one handle
- * share nothing mutable but the channel, which gRPC makes thread-safe.
+ * gRPC minor versions). A handle owns one channel and the methods of the
+ * Signer and Admin services, registered once at connect. Every call goes
+ * through unary_call(): it gets its own pluck completion queue and runs one
+ * batch, the way gRPC's own blocking C++ stub does, so concurrent calls on one
+ * handle share nothing mutable but the channel, which gRPC makes thread-safe.
+ * The public functions only build a request message and check the reply
+ * against the contract in proto/jwtsigner/v1/signer.proto.
  */
 #include "jwtsigner_client.h"
 
@@ -43,13 +46,39 @@
  */
 #define PLUCK_GRACE_MS 10000
 
-#define METHOD_SIGN_JWT "/jwtsigner.v1.Signer/SignJwt"
-#define METHOD_GET_JWKS "/jwtsigner.v1.Signer/GetJwks"
+/* A SHA-256 in hex, as ReloadPolicyResponse.sha256 carries it. */
+#define SHA256_HEX_LEN 64
+
+/* Every method this client calls; the index into method_paths and c->methods. */
+typedef enum method_id {
+    M_SIGN_JWT,
+    M_GET_JWKS,
+    M_ROTATE_KEY,
+    M_REVOKE_KEY,
+    M_SET_INCIDENT_MODE,
+    M_FREEZE_CALLER,
+    M_UNFREEZE_CALLER,
+    M_RELOAD_POLICY,
+    M_GET_STATUS,
+    M_COUNT
+} method_id;
+
+static const char *const method_paths[M_COUNT] = {
+    [M_SIGN_JWT] = "/jwtsigner.v1.Signer/SignJwt",
+    [M_GET_JWKS] = "/jwtsigner.v1.Signer/GetJwks",
+    [M_ROTATE_KEY] = "/jwtsigner.v1.Admin/RotateKey",
+    [M_REVOKE_KEY] = "/jwtsigner.v1.Admin/RevokeKey",
+    [M_SET_INCIDENT_MODE] = "/jwtsigner.v1.Admin/SetIncidentMode",
+    [M_FREEZE_CALLER] = "/jwtsigner.v1.Admin/FreezeCaller",
+    [M_UNFREEZE_CALLER] = "/jwtsigner.v1.Admin/UnfreezeCaller",
+    [M_RELOAD_POLICY] = "/jwtsigner.v1.Admin/ReloadPolicy",
+    [M_GET_STATUS] = "/jwtsigner.v1.Admin/GetStatus",
+};
 
 struct jwtsigner_client {
     grpc_channel *channel;
-    void *sign_method; /* from grpc_channel_register_call, owned by the channel */
-    void *jwks_method;
+    /* From grpc_channel_register_call, owned by the channel; read-only after new(). */
+    void *methods[M_COUNT];
     int timeout_ms;
 };
 
@@ -286,11 +315,12 @@ jwtsigner_client *jwtsigner_client_new(const jwtsigner_options *opts, jwtsigner_
         set_status(st, GRPC_STATUS_INTERNAL, "cannot create a channel to '%s'", opts->target);
         goto out;
     }
-    c->sign_method = grpc_channel_register_call(c->channel, METHOD_SIGN_JWT, NULL, NULL);
-    c->jwks_method = grpc_channel_register_call(c->channel, METHOD_GET_JWKS, NULL, NULL);
-    if (c->sign_method == NULL || c->jwks_method == NULL) {
-        set_status(st, GRPC_STATUS_INTERNAL, "cannot register the signer's methods");
-        goto out;
+    for (size_t i = 0; i < M_COUNT; i++) {
+        c->methods[i] = grpc_channel_register_call(c->channel, method_paths[i], NULL, NULL);
+        if (c->methods[i] == NULL) {
+            set_status(st, GRPC_STATUS_INTERNAL, "cannot register method %s", method_paths[i]);
+            goto out;
+        }
     }
     ok = 1;
 
@@ -323,12 +353,15 @@ void jwtsigner_client_free(jwtsigner_client *c)
 }
 
 /*
- * Runs one unary call: sends `request`, and on status OK returns the reply as
- * one malloc'd buffer in *reply / *reply_len (caller frees). Returns 0 or the
- * status code, with *st filled either way.
+ * Runs one unary call of method m: sends `req`, and on status OK decodes the
+ * reply as a `resp_desc` message into *resp (the caller frees it with
+ * protobuf_c_message_free_unpacked). Returns 0 or the status code, with *st
+ * filled either way; a reply that does not decode is INTERNAL. The only place
+ * that runs a gRPC batch.
  */
-static int unary_call(jwtsigner_client *c, void *method, grpc_slice request, uint8_t **reply,
-                      size_t *reply_len, jwtsigner_status *st)
+static int unary_call(jwtsigner_client *c, method_id m, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                      jwtsigner_status *st)
 {
     int rc = 0;
     grpc_completion_queue *cq = NULL;
@@ -344,8 +377,7 @@ static int unary_call(jwtsigner_client *c, void *method, grpc_slice request, uin
     int tag_storage = 0;
     void *tag = &tag_storage;
 
-    *reply = NULL;
-    *reply_len = 0;
+    *resp = NULL;
     grpc_metadata_array_init(&initial_md);
     grpc_metadata_array_init(&trailing_md);
 
@@ -357,12 +389,17 @@ static int unary_call(jwtsigner_client *c, void *method, grpc_slice request, uin
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
                                          gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN));
     call = grpc_channel_create_registered_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-                                               method, deadline, NULL);
+                                               c->methods[m], deadline, NULL);
     if (call == NULL) {
         rc = set_status(st, GRPC_STATUS_INTERNAL, "cannot create a call");
         goto out;
     }
-    send_bb = grpc_raw_byte_buffer_create(&request, 1);
+    size_t req_len = protobuf_c_message_get_packed_size(req);
+    grpc_slice req_slice = grpc_slice_malloc(req_len);
+    if (req_len > 0)
+        protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(req_slice));
+    send_bb = grpc_raw_byte_buffer_create(&req_slice, 1);
+    grpc_slice_unref(req_slice);
 
     grpc_op ops[6];
     memset(ops, 0, sizeof(ops));
@@ -418,20 +455,20 @@ static int unary_call(jwtsigner_client *c, void *method, grpc_slice request, uin
         rc = set_status(st, GRPC_STATUS_INTERNAL, "cannot read the response message");
         goto out;
     }
+    /* readall copies into a slice of our own, so wiping it below is safe. */
     all = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
-    *reply_len = GRPC_SLICE_LENGTH(all);
-    /* +1 so an empty reply (valid protobuf: all fields default) still allocates. */
-    *reply = malloc(*reply_len + 1);
-    if (*reply == NULL) {
-        grpc_slice_unref(all);
-        *reply_len = 0;
-        rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+    /* An empty reply is valid protobuf (all fields default); the checks are the caller's. */
+    *resp = protobuf_c_message_unpack(resp_desc, NULL, GRPC_SLICE_LENGTH(all),
+                                      GRPC_SLICE_START_PTR(all));
+    /* A SignJwt reply holds a bearer token. */
+    wipe(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
+    grpc_slice_unref(all);
+    if (*resp == NULL) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "malformed response: %s does not decode",
+                        resp_desc->short_name);
         goto out;
     }
-    if (*reply_len > 0)
-        memcpy(*reply, GRPC_SLICE_START_PTR(all), *reply_len);
-    grpc_slice_unref(all);
     set_status(st, GRPC_STATUS_OK, "OK");
 out:
     if (call != NULL)
@@ -498,16 +535,32 @@ void jwtsigner_token_clear(jwtsigner_token *t)
     memset(t, 0, sizeof(*t));
 }
 
+/* Frees an unpacked reply; NULL is accepted. */
+static void free_reply(ProtobufCMessage *resp)
+{
+    if (resp != NULL)
+        protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+/* A required name argument: present and non-empty. */
+static int is_set(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+/* NULL reads as "", which is what proto3 sends for an absent string. */
+static char *opt_str(const char *s)
+{
+    return (char *)(s != NULL ? s : "");
+}
+
 int jwtsigner_sign(jwtsigner_client *c, const char *claims_json, size_t claims_len,
                    const char *key_name, const char *request_id, jwtsigner_token *out,
                    jwtsigner_status *st)
 {
     jwtsigner_status local;
     int rc = 0;
-    uint8_t *reply = NULL;
-    size_t reply_len = 0;
-    Jwtsigner__V1__SignJwtResponse *resp = NULL;
-    grpc_slice req_slice;
+    ProtobufCMessage *msg = NULL;
 
     if (st == NULL)
         st = &local;
@@ -520,23 +573,14 @@ int jwtsigner_sign(jwtsigner_client *c, const char *claims_json, size_t claims_l
     Jwtsigner__V1__SignJwtRequest req = JWTSIGNER__V1__SIGN_JWT_REQUEST__INIT;
     req.claims_json.data = (uint8_t *)claims_json;
     req.claims_json.len = claims_len;
-    req.key = (char *)(key_name != NULL ? key_name : "");
-    req.request_id = (char *)(request_id != NULL ? request_id : "");
+    req.key = opt_str(key_name);
+    req.request_id = opt_str(request_id);
 
-    size_t req_len = jwtsigner__v1__sign_jwt_request__get_packed_size(&req);
-    req_slice = grpc_slice_malloc(req_len);
-    jwtsigner__v1__sign_jwt_request__pack(&req, GRPC_SLICE_START_PTR(req_slice));
-    rc = unary_call(c, c->sign_method, req_slice, &reply, &reply_len, st);
-    grpc_slice_unref(req_slice);
+    rc = unary_call(c, M_SIGN_JWT, &req.base, &jwtsigner__v1__sign_jwt_response__descriptor, &msg,
+                    st);
     if (rc != 0)
         goto out;
-
-    resp = jwtsigner__v1__sign_jwt_response__unpack(NULL, reply_len, reply);
-    if (resp == NULL) {
-        rc = set_status(st, GRPC_STATUS_INTERNAL,
-                        "malformed response: SignJwtResponse does not decode");
-        goto out;
-    }
+    Jwtsigner__V1__SignJwtResponse *resp = (Jwtsigner__V1__SignJwtResponse *)msg;
     if (resp->jwt == NULL || !is_compact_jws(resp->jwt)) {
         rc = set_status(st, GRPC_STATUS_INTERNAL, "malformed response: jwt is not a compact JWS");
         goto out;
@@ -553,24 +597,34 @@ int jwtsigner_sign(jwtsigner_client *c, const char *claims_json, size_t claims_l
     out->expires_at = resp->expires_at;
     out->audit_seq = resp->audit_seq;
 out:
-    if (resp != NULL)
-        jwtsigner__v1__sign_jwt_response__free_unpacked(resp, NULL);
-    if (reply != NULL) {
-        /* The reply held the token. */
-        wipe(reply, reply_len);
-        free(reply);
+    if (msg != NULL) {
+        /* The unpacked reply holds the token too. */
+        Jwtsigner__V1__SignJwtResponse *r = (Jwtsigner__V1__SignJwtResponse *)msg;
+        if (r->jwt != NULL)
+            wipe(r->jwt, strlen(r->jwt));
     }
+    free_reply(msg);
     return rc;
+}
+
+/*
+ * A JSON document from the server must at least open as an object; the
+ * library does not parse JSON (the CLI does, to print it).
+ */
+static int looks_like_json_object(const char *s)
+{
+    if (s == NULL)
+        return 0;
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+        s++;
+    return *s == '{';
 }
 
 int jwtsigner_jwks(jwtsigner_client *c, char **jwks_out, jwtsigner_status *st)
 {
     jwtsigner_status local;
     int rc = 0;
-    uint8_t *reply = NULL;
-    size_t reply_len = 0;
-    Jwtsigner__V1__GetJwksResponse *resp = NULL;
-    grpc_slice req_slice;
+    ProtobufCMessage *msg = NULL;
 
     if (st == NULL)
         st = &local;
@@ -581,21 +635,11 @@ int jwtsigner_jwks(jwtsigner_client *c, char **jwks_out, jwtsigner_status *st)
                           "jwtsigner_jwks: missing handle or output");
 
     Jwtsigner__V1__GetJwksRequest req = JWTSIGNER__V1__GET_JWKS_REQUEST__INIT;
-    size_t req_len = jwtsigner__v1__get_jwks_request__get_packed_size(&req);
-    req_slice = grpc_slice_malloc(req_len);
-    if (req_len > 0)
-        jwtsigner__v1__get_jwks_request__pack(&req, GRPC_SLICE_START_PTR(req_slice));
-    rc = unary_call(c, c->jwks_method, req_slice, &reply, &reply_len, st);
-    grpc_slice_unref(req_slice);
+    rc = unary_call(c, M_GET_JWKS, &req.base, &jwtsigner__v1__get_jwks_response__descriptor, &msg,
+                    st);
     if (rc != 0)
         goto out;
-
-    resp = jwtsigner__v1__get_jwks_response__unpack(NULL, reply_len, reply);
-    if (resp == NULL) {
-        rc = set_status(st, GRPC_STATUS_INTERNAL,
-                        "malformed response: GetJwksResponse does not decode");
-        goto out;
-    }
+    Jwtsigner__V1__GetJwksResponse *resp = (Jwtsigner__V1__GetJwksResponse *)msg;
     if (resp->jwks_json == NULL || resp->jwks_json[0] != '{') {
         rc = set_status(st, GRPC_STATUS_INTERNAL,
                         "malformed response: jwks_json is not a JSON object");
@@ -607,8 +651,279 @@ int jwtsigner_jwks(jwtsigner_client *c, char **jwks_out, jwtsigner_status *st)
         goto out;
     }
 out:
-    if (resp != NULL)
-        jwtsigner__v1__get_jwks_response__free_unpacked(resp, NULL);
-    free(reply);
+    free_reply(msg);
+    return rc;
+}
+
+/* ---- Admin service ------------------------------------------------------------------ */
+
+void jwtsigner_rotate_result_clear(jwtsigner_rotate_result *r)
+{
+    if (r == NULL)
+        return;
+    free(r->key);
+    free(r->kid);
+    memset(r, 0, sizeof(*r));
+}
+
+void jwtsigner_revoke_result_clear(jwtsigner_revoke_result *r)
+{
+    if (r == NULL)
+        return;
+    free(r->key);
+    free(r->kid);
+    free(r->active_kid);
+    memset(r, 0, sizeof(*r));
+}
+
+int jwtsigner_admin_rotate(jwtsigner_client *c, const char *key, const char *reason,
+                           jwtsigner_rotate_result *out, jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    int rc = 0;
+    ProtobufCMessage *msg = NULL;
+
+    if (st == NULL)
+        st = &local;
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    if (c == NULL || out == NULL || !is_set(key))
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_admin_rotate: missing handle, key name or output");
+
+    Jwtsigner__V1__RotateKeyRequest req = JWTSIGNER__V1__ROTATE_KEY_REQUEST__INIT;
+    req.key = (char *)key;
+    req.reason = opt_str(reason);
+    rc = unary_call(c, M_ROTATE_KEY, &req.base, &jwtsigner__v1__rotate_key_response__descriptor,
+                    &msg, st);
+    if (rc != 0)
+        goto out;
+    Jwtsigner__V1__RotateKeyResponse *resp = (Jwtsigner__V1__RotateKeyResponse *)msg;
+    if (resp->key == NULL || strcmp(resp->key, key) != 0) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: RotateKey answered for another key");
+        goto out;
+    }
+    if (resp->version == 0 || !is_set(resp->kid)) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: RotateKey gave no new version or kid");
+        goto out;
+    }
+    out->key = dup_field(resp->key);
+    out->kid = dup_field(resp->kid);
+    if (out->key == NULL || out->kid == NULL) {
+        jwtsigner_rotate_result_clear(out);
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+        goto out;
+    }
+    out->version = resp->version;
+    out->activate_at = resp->activate_at;
+out:
+    free_reply(msg);
+    return rc;
+}
+
+int jwtsigner_admin_revoke(jwtsigner_client *c, const char *key, const char *kid,
+                           const char *reason, jwtsigner_revoke_result *out, jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    int rc = 0;
+    ProtobufCMessage *msg = NULL;
+
+    if (st == NULL)
+        st = &local;
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    if (c == NULL || out == NULL || !is_set(key) || !is_set(kid))
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_admin_revoke: missing handle, key name, kid or output");
+
+    Jwtsigner__V1__RevokeKeyRequest req = JWTSIGNER__V1__REVOKE_KEY_REQUEST__INIT;
+    req.key = (char *)key;
+    req.kid = (char *)kid;
+    req.reason = opt_str(reason);
+    rc = unary_call(c, M_REVOKE_KEY, &req.base, &jwtsigner__v1__revoke_key_response__descriptor,
+                    &msg, st);
+    if (rc != 0)
+        goto out;
+    Jwtsigner__V1__RevokeKeyResponse *resp = (Jwtsigner__V1__RevokeKeyResponse *)msg;
+    /* Revocation is the leaked-key case: success must name exactly what was asked. */
+    if (resp->key == NULL || strcmp(resp->key, key) != 0 || resp->kid == NULL ||
+        strcmp(resp->kid, kid) != 0) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: RevokeKey answered for another key or kid");
+        goto out;
+    }
+    if (resp->active_kid != NULL && strcmp(resp->active_kid, kid) == 0) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: RevokeKey reports the revoked kid as active");
+        goto out;
+    }
+    out->key = dup_field(resp->key);
+    out->kid = dup_field(resp->kid);
+    out->active_kid = dup_field(resp->active_kid);
+    if (out->key == NULL || out->kid == NULL || out->active_kid == NULL) {
+        jwtsigner_revoke_result_clear(out);
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+        goto out;
+    }
+    out->revoked_at = resp->revoked_at;
+out:
+    free_reply(msg);
+    return rc;
+}
+
+int jwtsigner_admin_incident(jwtsigner_client *c, int on, const char *reason, int *now_on,
+                             jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    int rc = 0;
+    ProtobufCMessage *msg = NULL;
+
+    if (st == NULL)
+        st = &local;
+    if (c == NULL)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_admin_incident: missing handle");
+
+    Jwtsigner__V1__SetIncidentModeRequest req = JWTSIGNER__V1__SET_INCIDENT_MODE_REQUEST__INIT;
+    req.on = on != 0;
+    req.reason = opt_str(reason);
+    rc = unary_call(c, M_SET_INCIDENT_MODE, &req.base,
+                    &jwtsigner__v1__set_incident_mode_response__descriptor, &msg, st);
+    if (rc != 0)
+        goto out;
+    Jwtsigner__V1__SetIncidentModeResponse *resp = (Jwtsigner__V1__SetIncidentModeResponse *)msg;
+    if (now_on != NULL)
+        *now_on = resp->on != 0;
+    /* A script must never read success while the mode is not what it asked for. */
+    if ((resp->on != 0) != (on != 0)) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: incident mode is %s after a request to turn it %s",
+                        resp->on ? "on" : "off", on ? "on" : "off");
+        goto out;
+    }
+out:
+    free_reply(msg);
+    return rc;
+}
+
+int jwtsigner_admin_freeze(jwtsigner_client *c, const char *identity, const char *reason,
+                           int freeze, jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    int rc = 0;
+    ProtobufCMessage *msg = NULL;
+
+    if (st == NULL)
+        st = &local;
+    if (c == NULL || !is_set(identity))
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_admin_freeze: missing handle or identity");
+
+    /* FreezeCaller and UnfreezeCaller share their message types. */
+    Jwtsigner__V1__FreezeCallerRequest req = JWTSIGNER__V1__FREEZE_CALLER_REQUEST__INIT;
+    req.identity = (char *)identity;
+    req.reason = opt_str(reason);
+    rc = unary_call(c, freeze ? M_FREEZE_CALLER : M_UNFREEZE_CALLER, &req.base,
+                    &jwtsigner__v1__freeze_caller_response__descriptor, &msg, st);
+    if (rc != 0)
+        goto out;
+    Jwtsigner__V1__FreezeCallerResponse *resp = (Jwtsigner__V1__FreezeCallerResponse *)msg;
+    if (resp->identity == NULL || strcmp(resp->identity, identity) != 0) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: %s answered for another identity",
+                        freeze ? "FreezeCaller" : "UnfreezeCaller");
+        goto out;
+    }
+    if ((resp->frozen != 0) != (freeze != 0)) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: caller is %s after a request to %s it",
+                        resp->frozen ? "frozen" : "not frozen", freeze ? "freeze" : "unfreeze");
+        goto out;
+    }
+out:
+    free_reply(msg);
+    return rc;
+}
+
+static int is_sha256_hex(const char *s)
+{
+    size_t n = 0;
+    for (; s[n] != '\0'; n++) {
+        char ch = s[n];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
+            return 0;
+    }
+    return n == SHA256_HEX_LEN;
+}
+
+int jwtsigner_admin_reload(jwtsigner_client *c, char **sha256_out, jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    int rc = 0;
+    ProtobufCMessage *msg = NULL;
+
+    if (st == NULL)
+        st = &local;
+    if (sha256_out != NULL)
+        *sha256_out = NULL;
+    if (c == NULL || sha256_out == NULL)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_admin_reload: missing handle or output");
+
+    Jwtsigner__V1__ReloadPolicyRequest req = JWTSIGNER__V1__RELOAD_POLICY_REQUEST__INIT;
+    rc = unary_call(c, M_RELOAD_POLICY, &req.base,
+                    &jwtsigner__v1__reload_policy_response__descriptor, &msg, st);
+    if (rc != 0)
+        goto out;
+    Jwtsigner__V1__ReloadPolicyResponse *resp = (Jwtsigner__V1__ReloadPolicyResponse *)msg;
+    if (resp->sha256 == NULL || !is_sha256_hex(resp->sha256)) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "malformed response: sha256 is not %d hex digits",
+                        SHA256_HEX_LEN);
+        goto out;
+    }
+    *sha256_out = strdup(resp->sha256);
+    if (*sha256_out == NULL) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+        goto out;
+    }
+out:
+    free_reply(msg);
+    return rc;
+}
+
+int jwtsigner_admin_status(jwtsigner_client *c, char **json_out, jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    int rc = 0;
+    ProtobufCMessage *msg = NULL;
+
+    if (st == NULL)
+        st = &local;
+    if (json_out != NULL)
+        *json_out = NULL;
+    if (c == NULL || json_out == NULL)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_admin_status: missing handle or output");
+
+    Jwtsigner__V1__GetStatusRequest req = JWTSIGNER__V1__GET_STATUS_REQUEST__INIT;
+    rc = unary_call(c, M_GET_STATUS, &req.base, &jwtsigner__v1__get_status_response__descriptor,
+                    &msg, st);
+    if (rc != 0)
+        goto out;
+    Jwtsigner__V1__GetStatusResponse *resp = (Jwtsigner__V1__GetStatusResponse *)msg;
+    if (!looks_like_json_object(resp->status_json)) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: status_json is not a JSON object");
+        goto out;
+    }
+    *json_out = strdup(resp->status_json);
+    if (*json_out == NULL) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+        goto out;
+    }
+out:
+    free_reply(msg);
     return rc;
 }

@@ -2,18 +2,21 @@
  * jwtsigner_client.h - C client library for jwt-signer (gRPC over mTLS).
  *
  * One jwtsigner_client holds one gRPC channel. Calls on one handle are
- * thread-safe: any number of threads may call jwtsigner_sign() and
- * jwtsigner_jwks() concurrently. Every call is bounded by the handle's timeout,
- * so no call blocks forever.
+ * thread-safe: any number of threads may call jwtsigner_sign(),
+ * jwtsigner_jwks() and the jwtsigner_admin_*() calls concurrently. Every call
+ * is bounded by the handle's timeout, so no call blocks forever.
  *
  * Ownership: jwtsigner_client_new() returns a handle freed with
- * jwtsigner_client_free(). Results (jwtsigner_token, JWKS strings) are owned by
- * the caller and released with jwtsigner_token_clear() / free().
+ * jwtsigner_client_free(). Results (jwtsigner_token, the admin result structs,
+ * returned strings) are owned by the caller and released with
+ * jwtsigner_token_clear(), jwtsigner_rotate_result_clear(),
+ * jwtsigner_revoke_result_clear() or free().
  *
  * Errors: each call returns 0 on success or the gRPC status code (1..16) of the
  * failure, and fills a jwtsigner_status with the code, its name and the
  * server's message. Local failures (unreadable files, bad arguments) use the
- * codes INVALID_ARGUMENT (3) or INTERNAL (13) with a local message.
+ * codes INVALID_ARGUMENT (3) or INTERNAL (13) with a local message. A reply
+ * that does not decode or breaks the contract in signer.proto is INTERNAL (13).
  */
 #ifndef JWTSIGNER_CLIENT_H
 #define JWTSIGNER_CLIENT_H
@@ -67,6 +70,59 @@ void jwtsigner_token_clear(jwtsigner_token *t);
 
 /* Fetches the JWKS JSON; *jwks_out is malloc'd, free() it. */
 int jwtsigner_jwks(jwtsigner_client *c, char **jwks_out, jwtsigner_status *st);
+
+/*
+ * Administration (service jwtsigner.v1.Admin, signer.proto). The server allows
+ * these only to identities in the policy's `admins`; anyone else gets
+ * PERMISSION_DENIED (7). `reason` is free text for the audit record and may be
+ * NULL (sent as ""). Required names (key, kid, identity) must be non-empty, or
+ * the call fails locally with INVALID_ARGUMENT.
+ */
+
+typedef struct jwtsigner_rotate_result {
+    char *key;           /* key name, as the server echoed it */
+    uint32_t version;    /* the new version's number (>= 1) */
+    char *kid;           /* the new version's kid, published now as `next` */
+    int64_t activate_at; /* Unix seconds when it starts signing */
+} jwtsigner_rotate_result;
+
+typedef struct jwtsigner_revoke_result {
+    char *key;
+    char *kid;          /* the revoked version */
+    int64_t revoked_at; /* Unix seconds */
+    char *active_kid;   /* the version that signs now; "" if none is left */
+} jwtsigner_revoke_result;
+
+/* Frees the strings of a result and zeroes it; NULL is accepted. */
+void jwtsigner_rotate_result_clear(jwtsigner_rotate_result *r);
+void jwtsigner_revoke_result_clear(jwtsigner_revoke_result *r);
+
+/* RotateKey: a new version of key; on success fills *out (clear it after use). */
+int jwtsigner_admin_rotate(jwtsigner_client *c, const char *key, const char *reason,
+                           jwtsigner_rotate_result *out, jwtsigner_status *st);
+
+/* RevokeKey: revokes version kid of key at once; fills *out. */
+int jwtsigner_admin_revoke(jwtsigner_client *c, const char *key, const char *kid,
+                           const char *reason, jwtsigner_revoke_result *out, jwtsigner_status *st);
+
+/* SetIncidentMode: on != 0 turns it on; *now_on (may be NULL) gets the server's state. */
+int jwtsigner_admin_incident(jwtsigner_client *c, int on, const char *reason, int *now_on,
+                             jwtsigner_status *st);
+
+/*
+ * FreezeCaller (freeze != 0) or UnfreezeCaller (freeze == 0) for an exact
+ * caller identity. Succeeds only if the server confirms that identity is now
+ * in the requested state.
+ */
+int jwtsigner_admin_freeze(jwtsigner_client *c, const char *identity, const char *reason,
+                           int freeze, jwtsigner_status *st);
+
+/* ReloadPolicy: *sha256_out (malloc'd, free() it) is the policy hash now in force, 64 hex digits.
+ */
+int jwtsigner_admin_reload(jwtsigner_client *c, char **sha256_out, jwtsigner_status *st);
+
+/* GetStatus: *json_out (malloc'd, free() it) is the status document, a JSON object. */
+int jwtsigner_admin_status(jwtsigner_client *c, char **json_out, jwtsigner_status *st);
 
 /* "OK", "INVALID_ARGUMENT", ... for a gRPC status code. */
 const char *jwtsigner_status_name(int code);

@@ -1291,6 +1291,21 @@ const char *js_policy_key_at(const js_policy *p, size_t i)
     return p != NULL && i < p->nall_keys ? p->all_keys[i] : NULL;
 }
 
+int64_t js_policy_key_max_ttl(const js_policy *p, const char *key)
+{
+    int64_t longest = 0;
+    for (size_t i = 0; p != NULL && i < p->ncallers; i++) {
+        const js_policy_caller *c = &p->callers[i];
+        const strlist *keys = &from(c, F_KEYS)->keys;
+        for (size_t k = 0; k < keys->n; k++) {
+            int64_t ttl = from(c, F_MAX_TTL)->max_ttl;
+            if (strcmp(keys->v[k], key) == 0 && ttl > longest)
+                longest = ttl;
+        }
+    }
+    return longest;
+}
+
 const js_policy_caller *js_policy_match(const js_policy *p, const char *identity)
 {
     if (p == NULL || identity == NULL)

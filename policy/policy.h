@@ -51,6 +51,10 @@ bool js_policy_is_admin(const js_policy *p, const char *identity);
 size_t js_policy_key_count(const js_policy *p);
 const char *js_policy_key_at(const js_policy *p, size_t i);
 
+/* The longest max_ttl of any caller allowed to use `key` (seconds; 0 if none):
+ * how long a version of that key must stay published after it stops signing. */
+int64_t js_policy_key_max_ttl(const js_policy *p, const char *key);
+
 /* The caller entry for identity: exact match first, else the longest matching
  * prefix pattern (an id ending in "/" and "*", e.g. spiffe://example.org/ns/payments/
  * followed by "*"). NULL: no match. */

@@ -10,8 +10,8 @@ static const struct {
     const char *name;
     bool supported;
 } k_algs[] = {
-    {JS_ALG_ES256, "ES256", true},  {JS_ALG_ES384, "ES384", false}, {JS_ALG_RS256, "RS256", false},
-    {JS_ALG_PS256, "PS256", false}, {JS_ALG_EDDSA, "EdDSA", false},
+    {JS_ALG_ES256, "ES256", true}, {JS_ALG_ES384, "ES384", true}, {JS_ALG_RS256, "RS256", true},
+    {JS_ALG_PS256, "PS256", true}, {JS_ALG_EDDSA, "EdDSA", true},
 };
 
 const char *js_alg_name(js_alg alg)

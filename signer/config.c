@@ -32,11 +32,14 @@
 /* A PIN file holds one short line; anything bigger is the wrong file. */
 #define PIN_FILE_MAX 4096
 
-static const char *const k_top_keys[] = {"listen",      "tls",    "workers", "hsm",  "keys",
-                                         "default_key", "issuer", "policy",  "audit"};
+static const char *const k_top_keys[] = {"listen", "tls",         "workers",      "hsm",
+                                         "keys",   "default_key", "issuer",       "policy",
+                                         "audit",  "http",        "key_lifecycle"};
+static const char *const k_http_keys[] = {"listen", "tls_cert", "tls_key", "jwks_max_age"};
+static const char *const k_lifecycle_keys[] = {"prepublish", "leeway"};
 static const char *const k_tls_keys[] = {"cert", "key", "client_ca"};
 static const char *const k_hsm_keys[] = {"module", "token", "pin_file", "pin_env"};
-static const char *const k_key_keys[] = {"name", "label", "alg"};
+static const char *const k_key_keys[] = {"name", "label", "alg", "bits", "rotation_period"};
 static const char *const k_audit_keys[] = {
     "dir",       "key_label",     "origin", "checkpoint_interval", "checkpoint_records",
     "heartbeat", "segment_bytes", "fsync"};
@@ -314,7 +317,35 @@ static js_status load_key(const loader *ld, const js_yaml_node *item, const char
         return fail(ld, js_yaml_node_line(v), sub, "alg_unsupported",
                     "alg %s is not supported by this build", js_alg_name(alg));
     key->alg = alg;
+
+    /* bits: the RSA modulus size for keygen; RFC 7518 §3.3/§3.5 require >= 2048. */
+    JS_GUARD(js_yaml_lookup(ld->doc, item, path, "bits", false, &v, ld->err));
+    if (v == NULL)
+        return JS_OK;
+    js_yaml_path_key(sub, sizeof(sub), path, "bits");
+    if (alg != JS_ALG_RS256 && alg != JS_ALG_PS256)
+        return fail(ld, js_yaml_node_line(v), sub, "key_bits",
+                    "bits applies only to RS256 and PS256 keys, not %s", js_alg_name(alg));
+    int64_t bits = 0;
+    JS_GUARD(js_yaml_expect_int(ld->doc, v, sub, 0, INT32_MAX, &bits, ld->err));
+    if (bits != 2048 && bits != 3072)
+        return fail(ld, js_yaml_node_line(v), sub, "key_bits",
+                    "RSA keys have 2048 or 3072 bits, not %lld", (long long)bits);
+    key->bits = (unsigned)bits;
     return JS_OK;
+}
+
+/* keys[].rotation_period: automatic rotation (optional). */
+static js_status load_rotation(const loader *ld, const js_yaml_node *item, const char *path,
+                               js_key_config *key)
+{
+    const js_yaml_node *v;
+    char sub[JS_YAML_PATH_MAX];
+    JS_GUARD(js_yaml_lookup(ld->doc, item, path, "rotation_period", false, &v, ld->err));
+    if (v == NULL)
+        return JS_OK;
+    js_yaml_path_key(sub, sizeof(sub), path, "rotation_period");
+    return js_yaml_expect_duration(ld->doc, v, sub, &key->rotation_period, ld->err);
 }
 
 static js_status load_keys(const loader *ld, const js_yaml_node *root, js_config *cfg)
@@ -334,6 +365,7 @@ static js_status load_keys(const loader *ld, const js_yaml_node *root, js_config
         js_yaml_path_index(path, sizeof(path), "keys", i);
         cfg->nkeys = i + 1; /* so js_config_free sees a partly filled entry */
         JS_GUARD(load_key(ld, item, path, &cfg->keys[i]));
+        JS_GUARD(load_rotation(ld, item, path, &cfg->keys[i]));
         for (size_t j = 0; j < i; j++) {
             if (strcmp(cfg->keys[j].name, cfg->keys[i].name) != 0)
                 continue;
@@ -492,6 +524,61 @@ static js_status load_audit(const loader *ld, const js_yaml_node *root, js_confi
     return JS_OK;
 }
 
+/* http: the JWKS / health / metrics endpoint (optional; absent = off). */
+static js_status load_http(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const js_yaml_node *h, *v;
+    cfg->http_jwks_max_age = 300;
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "http", false, &h, ld->err));
+    if (h == NULL)
+        return JS_OK;
+    JS_GUARD(js_yaml_expect_type(ld->doc, h, "http", JS_YAML_MAPPING, ld->err));
+    JS_GUARD(js_yaml_check_keys(ld->doc, h, "http", k_http_keys, COUNT(k_http_keys), ld->err));
+    const char *s;
+    JS_GUARD(get_string(ld, h, "http", "listen", true, &s, &v));
+    JS_GUARD(check_listen(ld, v, s));
+    JS_GUARD(dup_str(s, &cfg->http_listen, ld->err));
+    JS_GUARD(js_yaml_lookup(ld->doc, h, "http", "tls_cert", false, &v, ld->err));
+    if (v != NULL)
+        JS_GUARD(get_path(ld, h, "http", "tls_cert", &cfg->http_tls_cert));
+    JS_GUARD(js_yaml_lookup(ld->doc, h, "http", "tls_key", false, &v, ld->err));
+    if (v != NULL)
+        JS_GUARD(get_path(ld, h, "http", "tls_key", &cfg->http_tls_key));
+    if ((cfg->http_tls_cert == NULL) != (cfg->http_tls_key == NULL))
+        return fail(ld, js_yaml_node_line(h), "http", "http_tls",
+                    "tls_cert and tls_key go together");
+    JS_GUARD(js_yaml_lookup(ld->doc, h, "http", "jwks_max_age", false, &v, ld->err));
+    if (v != NULL)
+        JS_GUARD(js_yaml_expect_duration(ld->doc, v, "http.jwks_max_age", &cfg->http_jwks_max_age,
+                                         ld->err));
+    return JS_OK;
+}
+
+/* key_lifecycle: pre-publication delay and retirement leeway. */
+static js_status load_lifecycle(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const js_yaml_node *m, *v;
+    /* Default pre-publication: the JWKS cache max-age, so every verifier has
+     * fetched a new kid before any token carries it. */
+    cfg->key_prepublish = cfg->http_jwks_max_age;
+    cfg->key_leeway = 60;
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "key_lifecycle", false, &m, ld->err));
+    if (m == NULL)
+        return JS_OK;
+    JS_GUARD(js_yaml_expect_type(ld->doc, m, "key_lifecycle", JS_YAML_MAPPING, ld->err));
+    JS_GUARD(js_yaml_check_keys(ld->doc, m, "key_lifecycle", k_lifecycle_keys,
+                                COUNT(k_lifecycle_keys), ld->err));
+    JS_GUARD(js_yaml_lookup(ld->doc, m, "key_lifecycle", "prepublish", false, &v, ld->err));
+    if (v != NULL)
+        JS_GUARD(js_yaml_expect_duration(ld->doc, v, "key_lifecycle.prepublish",
+                                         &cfg->key_prepublish, ld->err));
+    JS_GUARD(js_yaml_lookup(ld->doc, m, "key_lifecycle", "leeway", false, &v, ld->err));
+    if (v != NULL)
+        JS_GUARD(
+            js_yaml_expect_duration(ld->doc, v, "key_lifecycle.leeway", &cfg->key_leeway, ld->err));
+    return JS_OK;
+}
+
 static js_status load_all(const loader *ld, js_config *cfg)
 {
     const js_yaml_node *root = js_yaml_doc_root(ld->doc);
@@ -516,6 +603,8 @@ static js_status load_all(const loader *ld, js_config *cfg)
     JS_GUARD(load_issuer(ld, root, cfg));
     JS_GUARD(get_path(ld, root, "", "policy", &cfg->policy_path));
     JS_GUARD(load_audit(ld, root, cfg));
+    JS_GUARD(load_http(ld, root, cfg));
+    JS_GUARD(load_lifecycle(ld, root, cfg));
     return JS_OK;
 }
 
@@ -584,6 +673,9 @@ void js_config_free(js_config *cfg)
     free(cfg->hsm_token);
     free(cfg->pin_file);
     free(cfg->pin_env);
+    free(cfg->http_listen);
+    free(cfg->http_tls_cert);
+    free(cfg->http_tls_key);
     for (size_t i = 0; i < cfg->nkeys; i++) {
         free(cfg->keys[i].name);
         free(cfg->keys[i].label);

@@ -45,9 +45,12 @@
 #define JS_CONFIG_AUDIT_ORIGIN_MAX    256
 
 typedef struct js_key_config {
-    char *name;  /* [A-Za-z0-9._-]{1,64}, unique */
-    char *label; /* CKA_LABEL of the key pair in the token */
-    js_alg alg;  /* must be js_alg_supported() */
+    char *name;    /* [A-Za-z0-9._-]{1,64}, unique */
+    char *label;   /* CKA_LABEL of the key pair in the token */
+    js_alg alg;    /* must be js_alg_supported() */
+    unsigned bits; /* RSA modulus size for keygen: 2048 or 3072 (RS256/PS256 only); 0 = absent,
+                      meaning 2048 */
+    int64_t rotation_period; /* automatic rotation, seconds; 0 = manual only */
 } js_key_config;
 
 typedef struct js_config {
@@ -87,6 +90,18 @@ typedef struct js_config {
     uint64_t audit_heartbeat_ms;           /* >= the interval; default = the interval */
     uint64_t audit_segment_bytes;          /* 65536..2^40; default 64 MiB */
     bool audit_fsync; /* default true; false is for benchmarks and tests only */
+
+    /* http: JWKS, health and metrics over HTTP (libmicrohttpd); NULL = off.
+     * Plain HTTP only on loopback; elsewhere tls_cert and tls_key. */
+    char *http_listen;
+    char *http_tls_cert;
+    char *http_tls_key;
+    int64_t http_jwks_max_age; /* seconds; default 300 */
+
+    /* key_lifecycle (keystate.h). */
+    int64_t key_prepublish; /* a new version is published this long before it signs;
+                               default http_jwks_max_age */
+    int64_t key_leeway;     /* added to the longest max_ttl before unpublishing; default 60 */
 } js_config;
 
 js_status js_config_load(const char *path, js_config **out, js_err *err) JS_WUR;

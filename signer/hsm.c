@@ -7,10 +7,12 @@
  * key pairs. Every CK_RV goes through hsm_fail(), the one place that names it
  * and maps it to a js_status. What differs between JWS algorithms (mechanism,
  * digest, key type, curve, public key reader, key generation template) is a
- * row of k_algs, so adding ES384/RS256/PS256/EdDSA is adding a row.
+ * row of k_algs: ES256/ES384 (RFC 7518 §3.4), RS256 (§3.3), PS256 (§3.5) and
+ * EdDSA with Ed25519 (RFC 8037 §3.1).
  */
 #include "hsm.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,8 +22,10 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/param_build.h>
 #include <openssl/rand.h>
+#include <openssl/rsa.h>
 
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
@@ -34,6 +38,13 @@
 #define HSM_EC_POINT_MAX  160 /* OCTET STRING of 04||X||Y for P-521 is 136 */
 #define HSM_KEY_ID_LEN    16
 #define HSM_DIGEST_MAX    EVP_MAX_MD_SIZE
+/* RS256/PS256 keys: RFC 7518 §3.3 and §3.5 require >= 2048 bits; 4096 bounds JS_SIG_MAX. */
+#define HSM_RSA_BITS_MIN     2048
+#define HSM_RSA_BITS_MAX     4096
+#define HSM_RSA_BITS_DEFAULT 2048
+#define HSM_RSA_MOD_MAX      (HSM_RSA_BITS_MAX / 8)
+#define HSM_RSA_EXP_MAX      32 /* 256 bits, the SP 800-56B bound OpenSSL checks too */
+#define HSM_ED25519_LEN      32 /* RFC 8032 §5.1.5 public key, §5.1.6 signature is 64 */
 
 /* Message of the key self-test signature made by js_hsm_key_find(). */
 static const uint8_t k_selftest_msg[] = "jwt-signer key pair self-test";
@@ -56,6 +67,7 @@ typedef struct hsm_alg hsm_alg;
 
 struct js_hsm_key {
     const hsm_alg *row;
+    size_t sig_len;        /* exact signature length: the row's, or the RSA modulus size */
     CK_OBJECT_HANDLE priv; /* token objects: valid in every session (PKCS#11 §2.4) */
     char label[JS_HSM_LABEL_MAX + 1];
     EVP_PKEY *pub;
@@ -218,8 +230,9 @@ static js_status hsm_fail(js_err *err, CK_RV rv, js_status ctx_status, const cha
 typedef js_status (*hsm_read_public_fn)(js_hsm_session *s, const hsm_alg *row,
                                         CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub,
                                         const char *label, EVP_PKEY **out, js_err *err);
+/* id: the random CKA_ID of both halves; rsa_bits: 2048..4096 for RSA rows, else 0. */
 typedef js_status (*hsm_keygen_fn)(js_hsm_session *s, const hsm_alg *row, const char *label,
-                                   js_err *err);
+                                   CK_BYTE *id, unsigned rsa_bits, js_err *err);
 /* Verifies a JWS signature (as js_hsm_sign returns it) with OpenSSL; for the key self-test. */
 typedef js_status (*hsm_verify_fn)(const hsm_alg *row, EVP_PKEY *pub, const uint8_t *msg,
                                    size_t msg_len, const uint8_t *sig, size_t sig_len, bool *ok,
@@ -229,8 +242,15 @@ struct hsm_alg {
     js_alg alg;
     CK_KEY_TYPE key_type;
     CK_MECHANISM_TYPE sign_mech;
-    /* Digest computed here before C_Sign, or NULL when the mechanism hashes itself. */
+    CK_MECHANISM_TYPE keygen_mech;
+    /* The JWS hash (RFC 7518 §3.1), or NULL for EdDSA (Ed25519 hashes inside, RFC 8032). */
     const EVP_MD *(*md)(void);
+    bool prehash; /* md is computed here and C_Sign gets the digest (CKM_ECDSA) */
+    /* RSASSA-PSS: CK_RSA_PKCS_PSS_PARAMS for C_SignInit (PKCS#11 v2.40 §2.1.14). */
+    bool pss;
+    CK_MECHANISM_TYPE pss_hash;
+    CK_RSA_PKCS_MGF_TYPE pss_mgf;
+    CK_ULONG pss_salt_len;
     size_t sig_len; /* exact JWS signature length; 0 = variable (RSA: modulus size) */
     /* EC: the curve as the DER OID PKCS#11 puts in CKA_EC_PARAMS, OpenSSL's name, field size. */
     const uint8_t *ec_params;
@@ -245,29 +265,55 @@ struct hsm_alg {
 static js_status ec_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDLE priv,
                                 CK_OBJECT_HANDLE pub, const char *label, EVP_PKEY **out,
                                 js_err *err);
-static js_status ec_keygen(js_hsm_session *s, const hsm_alg *row, const char *label, js_err *err);
+static js_status ec_keygen(js_hsm_session *s, const hsm_alg *row, const char *label, CK_BYTE *id,
+                           unsigned rsa_bits, js_err *err);
 static js_status ec_verify(const hsm_alg *row, EVP_PKEY *pub, const uint8_t *msg, size_t msg_len,
                            const uint8_t *sig, size_t sig_len, bool *ok, js_err *err);
+static js_status rsa_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDLE priv,
+                                 CK_OBJECT_HANDLE pub, const char *label, EVP_PKEY **out,
+                                 js_err *err);
+static js_status rsa_keygen(js_hsm_session *s, const hsm_alg *row, const char *label, CK_BYTE *id,
+                            unsigned rsa_bits, js_err *err);
+static js_status ed_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDLE priv,
+                                CK_OBJECT_HANDLE pub, const char *label, EVP_PKEY **out,
+                                js_err *err);
+static js_status ed_keygen(js_hsm_session *s, const hsm_alg *row, const char *label, CK_BYTE *id,
+                           unsigned rsa_bits, js_err *err);
+static js_status pkey_verify(const hsm_alg *row, EVP_PKEY *pub, const uint8_t *msg, size_t msg_len,
+                             const uint8_t *sig, size_t sig_len, bool *ok, js_err *err);
 
 /* prime256v1 = 1.2.840.10045.3.1.7, secp384r1 = 1.3.132.0.34 (RFC 5480 §2.1.1.1) */
 static const uint8_t k_oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
 static const uint8_t k_oid_p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+/*
+ * Ed25519 in CKA_EC_PARAMS (PKCS#11 v3.0 §2.3.10): the DER OID id-Ed25519
+ * 1.3.101.112 (RFC 8410 §3), or the PrintableString "edwards25519". Tokens
+ * differ in which they write and accept, so both are read; keygen tries the OID.
+ */
+static const uint8_t k_oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+static const uint8_t k_str_ed25519[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r',
+                                        'd',  's',  '2', '5', '5', '1', '9'};
 
 /*
  * One row per JWS alg (RFC 7518 §3.1). ES256: SoftHSM has no CKM_ECDSA_SHA256,
  * so SHA-256 is computed here and CKM_ECDSA signs the digest; its output is
  * r||s padded to the field size, already the JOSE form (RFC 7518 §3.4).
  * ES384 is the same with SHA-384 on P-384 (96-byte r||s).
- * Future rows: RS256 {CKK_RSA, CKM_SHA256_RSA_PKCS, NULL}; PS256
- * {CKK_RSA, CKM_SHA256_RSA_PKCS_PSS + CK_RSA_PKCS_PSS_PARAMS SHA-256/MGF1-SHA256/
- * sLen 32}; EdDSA {CKK_EC_EDWARDS, CKM_EDDSA, NULL, 64} with their own readers.
+ * RS256 (RFC 7518 §3.3): RSASSA-PKCS1-v1_5 with SHA-256, hashed by the token
+ * (CKM_SHA256_RSA_PKCS); the signature is as long as the modulus.
+ * PS256 (RFC 7518 §3.5): RSASSA-PSS with SHA-256, MGF1 with SHA-256 and a salt
+ * as long as the hash (32 bytes).
+ * EdDSA (RFC 8037 §3.1): Ed25519 over the signing input itself (CKM_EDDSA
+ * without parameters is pure Ed25519), a 64-byte signature.
  */
 static const hsm_alg k_algs[] = {
     {
         .alg = JS_ALG_ES256,
         .key_type = CKK_EC,
         .sign_mech = CKM_ECDSA,
+        .keygen_mech = CKM_EC_KEY_PAIR_GEN,
         .md = EVP_sha256,
+        .prehash = true,
         .sig_len = 64,
         .ec_params = k_oid_p256,
         .ec_params_len = sizeof(k_oid_p256),
@@ -281,7 +327,9 @@ static const hsm_alg k_algs[] = {
         .alg = JS_ALG_ES384,
         .key_type = CKK_EC,
         .sign_mech = CKM_ECDSA,
+        .keygen_mech = CKM_EC_KEY_PAIR_GEN,
         .md = EVP_sha384,
+        .prehash = true,
         .sig_len = 96,
         .ec_params = k_oid_p384,
         .ec_params_len = sizeof(k_oid_p384),
@@ -290,6 +338,44 @@ static const hsm_alg k_algs[] = {
         .read_public = ec_read_public,
         .keygen = ec_keygen,
         .verify = ec_verify,
+    },
+    {
+        .alg = JS_ALG_RS256,
+        .key_type = CKK_RSA,
+        .sign_mech = CKM_SHA256_RSA_PKCS,
+        .keygen_mech = CKM_RSA_PKCS_KEY_PAIR_GEN,
+        .md = EVP_sha256,
+        .read_public = rsa_read_public,
+        .keygen = rsa_keygen,
+        .verify = pkey_verify,
+    },
+    {
+        .alg = JS_ALG_PS256,
+        .key_type = CKK_RSA,
+        .sign_mech = CKM_SHA256_RSA_PKCS_PSS,
+        .keygen_mech = CKM_RSA_PKCS_KEY_PAIR_GEN,
+        .md = EVP_sha256,
+        .pss = true,
+        .pss_hash = CKM_SHA256,
+        .pss_mgf = CKG_MGF1_SHA256,
+        .pss_salt_len = 32,
+        .read_public = rsa_read_public,
+        .keygen = rsa_keygen,
+        .verify = pkey_verify,
+    },
+    {
+        .alg = JS_ALG_EDDSA,
+        .key_type = CKK_EC_EDWARDS,
+        .sign_mech = CKM_EDDSA,
+        .keygen_mech = CKM_EC_EDWARDS_KEY_PAIR_GEN,
+        .sig_len = 64,
+        .ec_params = k_oid_ed25519,
+        .ec_params_len = sizeof(k_oid_ed25519),
+        .ossl_group = "Ed25519",
+        .field_len = HSM_ED25519_LEN,
+        .read_public = ed_read_public,
+        .keygen = ed_keygen,
+        .verify = pkey_verify,
     },
 };
 
@@ -729,6 +815,11 @@ static CK_RV sign_once(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDLE k
 {
     CK_FUNCTION_LIST *m = s->hsm->mod;
     CK_MECHANISM mech = {row->sign_mech, NULL, 0};
+    CK_RSA_PKCS_PSS_PARAMS pss = {row->pss_hash, row->pss_mgf, row->pss_salt_len};
+    if (row->pss) {
+        mech.pParameter = &pss;
+        mech.ulParameterLen = sizeof(pss);
+    }
 
     *fn = "C_SignInit";
     CK_RV rv = m->C_SignInit(s->h, &mech, key);
@@ -742,12 +833,14 @@ static CK_RV sign_once(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDLE k
  * Signs `in` (a digest, or the message when the mechanism hashes) with one
  * C_Sign into a buffer of exactly the signature size: no size query round trip.
  */
-static js_status sign_raw(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDLE key,
-                          const char *label, CK_BYTE *in, size_t in_len, uint8_t *sig,
-                          size_t *sig_len, js_err *err)
+static js_status sign_raw(js_hsm_session *s, const js_hsm_key *k, CK_BYTE *in, size_t in_len,
+                          uint8_t *sig, size_t *sig_len, js_err *err)
 {
+    const hsm_alg *row = k->row;
+    CK_OBJECT_HANDLE key = k->priv;
+    const char *label = k->label;
     const char *fn = "C_SignInit";
-    CK_ULONG out_len = (CK_ULONG)row->sig_len;
+    CK_ULONG out_len = (CK_ULONG)k->sig_len;
     CK_RV rv = CKR_SESSION_HANDLE_INVALID;
 
     if (s->h != CK_INVALID_HANDLE)
@@ -759,7 +852,7 @@ static js_status sign_raw(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDL
             return hsm_fail(err, rv2, JS_EUNAVAIL, "hsm.sign",
                             "key '%s': reopening the session after %s failed: C_OpenSession", label,
                             fn);
-        out_len = (CK_ULONG)row->sig_len;
+        out_len = (CK_ULONG)k->sig_len;
         rv = sign_once(s, row, key, in, (CK_ULONG)in_len, sig, &out_len, &fn);
     }
     if (rv == CKR_BUFFER_TOO_SMALL)
@@ -767,10 +860,10 @@ static js_status sign_raw(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDL
     if (rv != CKR_OK)
         return hsm_fail(err, rv, JS_EUNAVAIL, "hsm.sign", "key '%s' on %s: %s", label, s->hsm->desc,
                         fn);
-    if (row->sig_len != 0 && out_len != row->sig_len)
+    if (out_len != k->sig_len)
         return js_err_set(err, JS_EUNAVAIL, "hsm.sign",
                           "key '%s': C_Sign returned %lu bytes, expected %zu", label,
-                          (unsigned long)out_len, row->sig_len);
+                          (unsigned long)out_len, k->sig_len);
     *sig_len = (size_t)out_len;
     return JS_OK;
 }
@@ -783,18 +876,25 @@ js_status js_hsm_sign(js_hsm_session *s, const js_hsm_key *key, const uint8_t *m
     JS_ENSURE(msg != NULL || msg_len == 0, err, JS_EINTERNAL, "internal.arg",
               "js_hsm_sign: NULL message");
     const hsm_alg *row = key->row;
-    JS_ENSURE(row->md != NULL, err, JS_EINTERNAL, "hsm.sign",
-              "key '%s': algorithm rows without a local digest are not implemented", key->label);
-    JS_ENSURE(sig_cap >= row->sig_len, err, JS_EINTERNAL, "hsm.sign",
+    JS_ENSURE(sig_cap >= key->sig_len, err, JS_EINTERNAL, "hsm.sign",
               "key '%s': signature buffer of %zu bytes, need %zu", key->label, sig_cap,
-              row->sig_len);
+              key->sig_len);
     *sig_len = 0;
 
+    if (!row->prehash) {
+        /* The mechanism hashes (CKM_SHA256_RSA_PKCS[_PSS]) or signs the message (CKM_EDDSA). */
+        JS_ENSURE(msg_len <= ULONG_MAX, err, JS_EINVAL, "hsm.sign", "key '%s': message too long",
+                  key->label);
+        CK_BYTE empty[1] = {0};
+        /* C_Sign takes a non-const pointer but only reads the data (PKCS#11 §5.11). */
+        CK_BYTE *in = msg_len > 0 ? (CK_BYTE *)(uintptr_t)msg : empty;
+        return sign_raw(s, key, in, msg_len, sig, sig_len, err);
+    }
     CK_BYTE digest[HSM_DIGEST_MAX];
     unsigned int digest_len = 0;
     JS_ENSURE(EVP_Digest(msg, msg_len, digest, &digest_len, row->md(), NULL) == 1, err,
               JS_EINTERNAL, "hsm.digest", "key '%s': EVP_Digest failed", key->label);
-    return sign_raw(s, row, key->priv, key->label, digest, digest_len, sig, sig_len, err);
+    return sign_raw(s, key, digest, digest_len, sig, sig_len, err);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -917,30 +1017,36 @@ out:
     return st;
 }
 
-/* C_GenerateKeyPair with CKM_EC_KEY_PAIR_GEN (§2.3.7); see the templates for the policy. */
-static js_status ec_keygen(js_hsm_session *s, const hsm_alg *row, const char *label, js_err *err)
+/*
+ * C_GenerateKeyPair with row->keygen_mech. The common templates are the key
+ * policy; alg_attrs (at most HSM_ALG_ATTRS) are the public key's
+ * algorithm-specific attributes (curve, modulus size, exponent). *fn_rv is the
+ * raw CK_RV so a caller can retry with another encoding; the return maps it.
+ */
+#define HSM_ALG_ATTRS 2
+static js_status generate_pair(js_hsm_session *s, const hsm_alg *row, const char *label,
+                               CK_BYTE *id, const CK_ATTRIBUTE *alg_attrs, CK_ULONG n_alg_attrs,
+                               CK_RV *fn_rv, js_err *err)
 {
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_BYTE id[HSM_KEY_ID_LEN];
-    CK_BYTE params[HSM_EC_PARAMS_MAX];
     CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
-    CK_MECHANISM mech = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_MECHANISM mech = {row->keygen_mech, NULL, 0};
     CK_ULONG label_len = (CK_ULONG)strlen(label);
-    /* The templates want non-const pointers: copy the label and the OID. */
+    /* The templates want non-const pointers: copy the label. */
     char label_buf[JS_HSM_LABEL_MAX + 1];
-
-    JS_ENSURE(RAND_bytes(id, sizeof(id)) == 1, err, JS_EINTERNAL, "hsm.keygen",
-              "RAND_bytes failed for CKA_ID");
     memcpy(label_buf, label, label_len + 1);
-    memcpy(params, row->ec_params, row->ec_params_len);
 
-    CK_ATTRIBUTE pub_tmpl[] = {
+    CK_ATTRIBUTE pub_tmpl[4 + HSM_ALG_ATTRS] = {
         {CKA_TOKEN, &yes, sizeof(yes)},
         {CKA_VERIFY, &yes, sizeof(yes)},
-        {CKA_EC_PARAMS, params, row->ec_params_len},
         {CKA_LABEL, label_buf, label_len},
-        {CKA_ID, id, sizeof(id)},
+        {CKA_ID, id, HSM_KEY_ID_LEN},
     };
+    CK_ULONG n_pub = 4;
+    JS_ENSURE(n_alg_attrs <= HSM_ALG_ATTRS, err, JS_EINTERNAL, "hsm.keygen",
+              "too many algorithm attributes");
+    for (CK_ULONG i = 0; i < n_alg_attrs; i++)
+        pub_tmpl[n_pub++] = alg_attrs[i];
     /*
      * Sensitive and not extractable: the token never lets the value out, and
      * then also sets CKA_ALWAYS_SENSITIVE / CKA_NEVER_EXTRACTABLE (§4.9).
@@ -949,14 +1055,216 @@ static js_status ec_keygen(js_hsm_session *s, const hsm_alg *row, const char *la
         {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &yes, sizeof(yes)},
         {CKA_SENSITIVE, &yes, sizeof(yes)}, {CKA_EXTRACTABLE, &no, sizeof(no)},
         {CKA_SIGN, &yes, sizeof(yes)},      {CKA_LABEL, label_buf, label_len},
-        {CKA_ID, id, sizeof(id)},
+        {CKA_ID, id, HSM_KEY_ID_LEN},
     };
-    CK_RV rv = s->hsm->mod->C_GenerateKeyPair(
-        s->h, &mech, pub_tmpl, sizeof(pub_tmpl) / sizeof(pub_tmpl[0]), priv_tmpl,
-        sizeof(priv_tmpl) / sizeof(priv_tmpl[0]), &pub, &priv);
+    CK_RV rv =
+        s->hsm->mod->C_GenerateKeyPair(s->h, &mech, pub_tmpl, n_pub, priv_tmpl,
+                                       sizeof(priv_tmpl) / sizeof(priv_tmpl[0]), &pub, &priv);
+    if (fn_rv != NULL)
+        *fn_rv = rv;
     if (rv != CKR_OK)
         return hsm_fail(err, rv, JS_ECONFIG, "hsm.keygen", "key '%s' (%s) on %s: C_GenerateKeyPair",
                         label, js_alg_name(row->alg), s->hsm->desc);
+    return JS_OK;
+}
+
+/* CKM_EC_KEY_PAIR_GEN (§2.3.7) on the row's named curve. */
+static js_status ec_keygen(js_hsm_session *s, const hsm_alg *row, const char *label, CK_BYTE *id,
+                           unsigned rsa_bits, js_err *err)
+{
+    (void)rsa_bits;
+    CK_BYTE params[HSM_EC_PARAMS_MAX];
+    memcpy(params, row->ec_params, row->ec_params_len);
+    CK_ATTRIBUTE attrs[] = {{CKA_EC_PARAMS, params, row->ec_params_len}};
+    return generate_pair(s, row, label, id, attrs, 1, NULL, err);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* RSA keys (CKK_RSA, PKCS#11 v2.40 §2.1.2-2.1.3) for RS256 and PS256.                       */
+
+/* CKM_RSA_PKCS_KEY_PAIR_GEN (§2.1.4), public exponent 65537 (F4). */
+static js_status rsa_keygen(js_hsm_session *s, const hsm_alg *row, const char *label, CK_BYTE *id,
+                            unsigned rsa_bits, js_err *err)
+{
+    CK_ULONG bits = rsa_bits;
+    CK_BYTE f4[] = {0x01, 0x00, 0x01};
+    CK_ATTRIBUTE attrs[] = {{CKA_MODULUS_BITS, &bits, sizeof(bits)},
+                            {CKA_PUBLIC_EXPONENT, f4, sizeof(f4)}};
+    return generate_pair(s, row, label, id, attrs, 2, NULL, err);
+}
+
+static js_status rsa_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDLE priv,
+                                 CK_OBJECT_HANDLE pub, const char *label, EVP_PKEY **out,
+                                 js_err *err)
+{
+    (void)row;
+    (void)priv; /* the self-test in js_hsm_key_find() proves the pair belongs together */
+    uint8_t n_buf[HSM_RSA_MOD_MAX], e_buf[HSM_RSA_EXP_MAX];
+    OSSL_PARAM_BLD *bld = NULL;
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL, *check = NULL;
+    EVP_PKEY *pkey = NULL;
+    BIGNUM *n = NULL, *e = NULL;
+    js_status st = JS_OK;
+
+    CK_ATTRIBUTE qa[] = {{CKA_MODULUS, n_buf, sizeof(n_buf)},
+                         {CKA_PUBLIC_EXPONENT, e_buf, sizeof(e_buf)}};
+    CK_RV rv = s->hsm->mod->C_GetAttributeValue(s->h, pub, qa, 2);
+    if (rv != CKR_OK) {
+        /* CKR_BUFFER_TOO_SMALL: a modulus above HSM_RSA_BITS_MAX (or a huge exponent). */
+        st = hsm_fail(err, rv, JS_ECONFIG,
+                      rv == CKR_BUFFER_TOO_SMALL ? "hsm.key_size" : "hsm.public_key",
+                      "key '%s': public key CKA_MODULUS/CKA_PUBLIC_EXPONENT (at most %d bits)",
+                      label, HSM_RSA_BITS_MAX);
+        goto out;
+    }
+    n = BN_bin2bn(n_buf, (int)qa[0].ulValueLen, NULL);
+    e = BN_bin2bn(e_buf, (int)qa[1].ulValueLen, NULL);
+    if (n == NULL || e == NULL) {
+        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        goto out;
+    }
+    /* RFC 7518 §3.3 (and §3.5 by reference): a key of 2048 bits or larger MUST be used. */
+    int bits = BN_num_bits(n);
+    if (bits < HSM_RSA_BITS_MIN || bits > HSM_RSA_BITS_MAX) {
+        st = js_err_set(err, JS_ECONFIG, "hsm.key_size",
+                        "key '%s' is RSA-%d; %s needs %d..%d bits (RFC 7518 §3.3)", label, bits,
+                        js_alg_name(row->alg), HSM_RSA_BITS_MIN, HSM_RSA_BITS_MAX);
+        goto out;
+    }
+
+    /* OpenSSL 3 provider API (EVP_PKEY_fromdata); the RSA_* API is deprecated. */
+    bld = OSSL_PARAM_BLD_new();
+    if (bld == NULL || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) ||
+        (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+        (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL ||
+        EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+        st = js_err_set(err, JS_ECONFIG, "hsm.public_key",
+                        "key '%s': OpenSSL rejected the RSA public key", label);
+        goto out;
+    }
+    /* n odd and not a prime power, e odd in (2^16, 2^256) (SP 800-56B §6.4.2.1). */
+    check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    if (check == NULL || EVP_PKEY_public_check(check) != 1) {
+        st = js_err_set(err, JS_ECONFIG, "hsm.public_key",
+                        "key '%s': the RSA public key fails OpenSSL's public key check", label);
+        goto out;
+    }
+    *out = pkey;
+    pkey = NULL;
+out:
+    ERR_clear_error();
+    EVP_PKEY_CTX_free(check);
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(pkey);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(n);
+    BN_free(e);
+    return st;
+}
+
+/*
+ * RS256, PS256 and EdDSA signatures are what OpenSSL verifies directly: the
+ * RSA padding is PKCS#1 v1.5 unless the row is PSS (RFC 7518 §3.5: MGF1 with
+ * the same hash, salt as long as the hash); Ed25519 takes no digest (RFC 8032).
+ */
+static js_status pkey_verify(const hsm_alg *row, EVP_PKEY *pub, const uint8_t *msg, size_t msg_len,
+                             const uint8_t *sig, size_t sig_len, bool *ok, js_err *err)
+{
+    EVP_PKEY_CTX *pctx = NULL;
+    js_status st = JS_OK;
+    *ok = false;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (md == NULL ||
+        EVP_DigestVerifyInit(md, &pctx, row->md != NULL ? row->md() : NULL, NULL, pub) != 1 ||
+        (row->pss && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+                      EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, row->md()) != 1 ||
+                      EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, (int)row->pss_salt_len) != 1))) {
+        st = js_err_set(err, JS_EINTERNAL, "hsm.verify", "OpenSSL verify set-up failed");
+        goto out;
+    }
+    *ok = EVP_DigestVerify(md, sig, sig_len, msg, msg_len) == 1;
+out:
+    ERR_clear_error(); /* a failed verification leaves errors the next caller must not see */
+    EVP_MD_CTX_free(md);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Ed25519 keys (CKK_EC_EDWARDS, PKCS#11 v3.0 §2.3.10) for EdDSA (RFC 8037).                  */
+
+static bool is_ed25519_params(const uint8_t *p, CK_ULONG n)
+{
+    return (n == sizeof(k_oid_ed25519) && memcmp(p, k_oid_ed25519, n) == 0) ||
+           (n == sizeof(k_str_ed25519) && memcmp(p, k_str_ed25519, n) == 0);
+}
+
+/* CKM_EC_EDWARDS_KEY_PAIR_GEN; the curve as an OID first, as a PrintableString if refused. */
+static js_status ed_keygen(js_hsm_session *s, const hsm_alg *row, const char *label, CK_BYTE *id,
+                           unsigned rsa_bits, js_err *err)
+{
+    (void)rsa_bits;
+    CK_BYTE oid[sizeof(k_oid_ed25519)], str[sizeof(k_str_ed25519)];
+    memcpy(oid, k_oid_ed25519, sizeof(oid));
+    memcpy(str, k_str_ed25519, sizeof(str));
+    CK_ATTRIBUTE attrs[] = {{CKA_EC_PARAMS, oid, sizeof(oid)}};
+    CK_RV rv = CKR_OK;
+    js_status st = generate_pair(s, row, label, id, attrs, 1, &rv, err);
+    if (rv == CKR_ATTRIBUTE_VALUE_INVALID || rv == CKR_CURVE_NOT_SUPPORTED ||
+        rv == CKR_DOMAIN_PARAMS_INVALID || rv == CKR_TEMPLATE_INCONSISTENT) {
+        attrs[0].pValue = str;
+        attrs[0].ulValueLen = sizeof(str);
+        st = generate_pair(s, row, label, id, attrs, 1, NULL, err);
+    }
+    return st;
+}
+
+static js_status ed_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDLE priv,
+                                CK_OBJECT_HANDLE pub, const char *label, EVP_PKEY **out,
+                                js_err *err)
+{
+    (void)row;
+    CK_FUNCTION_LIST *m = s->hsm->mod;
+    uint8_t priv_params[HSM_EC_PARAMS_MAX], pub_params[HSM_EC_PARAMS_MAX];
+    uint8_t point_der[HSM_EC_POINT_MAX];
+
+    /* CKA_EC_PARAMS of the private key is public domain information, not key material. */
+    CK_ATTRIBUTE pa[] = {{CKA_EC_PARAMS, priv_params, sizeof(priv_params)}};
+    CK_RV rv = m->C_GetAttributeValue(s->h, priv, pa, 1);
+    if (rv != CKR_OK)
+        return hsm_fail(err, rv, JS_ECONFIG, "hsm.key_type", "key '%s': private key CKA_EC_PARAMS",
+                        label);
+    CK_ATTRIBUTE qa[] = {{CKA_EC_PARAMS, pub_params, sizeof(pub_params)},
+                         {CKA_EC_POINT, point_der, sizeof(point_der)}};
+    rv = m->C_GetAttributeValue(s->h, pub, qa, 2);
+    if (rv != CKR_OK)
+        return hsm_fail(err, rv, JS_ECONFIG, "hsm.public_key",
+                        "key '%s': public key CKA_EC_PARAMS/CKA_EC_POINT", label);
+    /* Ed448 shares CKK_EC_EDWARDS; RFC 8037 EdDSA here means Ed25519 only. */
+    JS_ENSURE(is_ed25519_params(priv_params, pa[0].ulValueLen) &&
+                  is_ed25519_params(pub_params, qa[0].ulValueLen),
+              err, JS_ECONFIG, "hsm.key_type", "key '%s' is not an Ed25519 key (EdDSA)", label);
+
+    /* The 32-byte key (RFC 8032 §5.1.5), in a DER OCTET STRING or, on some tokens, bare. */
+    const uint8_t *point = NULL;
+    size_t point_len = 0;
+    if (!der_octet_string(point_der, qa[1].ulValueLen, &point, &point_len)) {
+        point = point_der;
+        point_len = qa[1].ulValueLen;
+    }
+    JS_ENSURE(point_len == HSM_ED25519_LEN, err, JS_ECONFIG, "hsm.public_key",
+              "key '%s': CKA_EC_POINT does not hold a %d-byte Ed25519 public key", label,
+              HSM_ED25519_LEN);
+    EVP_PKEY *pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, point, point_len);
+    if (pkey == NULL) {
+        ERR_clear_error();
+        return js_err_set(err, JS_ECONFIG, "hsm.public_key",
+                          "key '%s': OpenSSL rejected the Ed25519 public key", label);
+    }
+    *out = pkey;
     return JS_OK;
 }
 
@@ -1047,6 +1355,14 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
     st = row->read_public(s, row, key->priv, found[0], label, &key->pub, err);
     if (st != JS_OK)
         goto out;
+    /* RSA signatures are as long as the modulus (RFC 8017 §8.1.1, §8.2.1). */
+    key->sig_len = row->sig_len != 0 ? row->sig_len : (size_t)EVP_PKEY_get_size(key->pub);
+    if (key->sig_len == 0 || key->sig_len > JS_SIG_MAX) {
+        st = js_err_set(err, JS_ECONFIG, "hsm.key_size",
+                        "key '%s': signatures of %zu bytes do not fit %d", label, key->sig_len,
+                        JS_SIG_MAX);
+        goto out;
+    }
 
     /*
      * Self-test: the public key we will publish must verify what the private
@@ -1100,7 +1416,13 @@ EVP_PKEY *js_hsm_key_public(const js_hsm_key *key)
     return key != NULL ? key->pub : NULL;
 }
 
-js_status js_hsm_keygen(js_hsm *hsm, js_hsm_session *s, const char *label, js_alg alg, js_err *err)
+size_t js_hsm_key_sig_len(const js_hsm_key *key)
+{
+    return key != NULL ? key->sig_len : 0;
+}
+
+js_status js_hsm_keygen(js_hsm *hsm, js_hsm_session *s, const char *label, js_alg alg,
+                        unsigned rsa_bits, js_err *err)
 {
     JS_ENSURE(hsm != NULL && s != NULL, err, JS_EINTERNAL, "internal.arg",
               "js_hsm_keygen: NULL argument");
@@ -1111,6 +1433,18 @@ js_status js_hsm_keygen(js_hsm *hsm, js_hsm_session *s, const char *label, js_al
     JS_ENSURE(row != NULL, err, JS_ECONFIG, "hsm.alg_unsupported",
               "key '%s': algorithm %s is not supported by the HSM module", label,
               js_alg_name(alg) ? js_alg_name(alg) : "(none)");
+    if (row->key_type == CKK_RSA) {
+        if (rsa_bits == 0)
+            rsa_bits = HSM_RSA_BITS_DEFAULT;
+        /* RFC 7518 §3.3/§3.5: at least 2048 bits; 3072 for keys meant to outlive 2030. */
+        JS_ENSURE(rsa_bits == 2048 || rsa_bits == 3072, err, JS_EINVAL, "hsm.key_size",
+                  "key '%s': RSA keys are generated with 2048 or 3072 bits, not %u", label,
+                  rsa_bits);
+    } else {
+        JS_ENSURE(rsa_bits == 0, err, JS_EINVAL, "hsm.key_size",
+                  "key '%s': a key size applies only to RS256/PS256 keys, not %s", label,
+                  js_alg_name(alg));
+    }
 
     /*
      * Any object with that label (key, certificate, data) blocks generation, so
@@ -1126,5 +1460,8 @@ js_status js_hsm_keygen(js_hsm *hsm, js_hsm_session *s, const char *label, js_al
     JS_GUARD(find_objects(s, tmpl, 1, found, 1, &n, label, err));
     JS_ENSURE(n == 0, err, JS_ECONFIG, "hsm.label_exists",
               "an object labelled '%s' already exists on %s", label, hsm->desc);
-    return row->keygen(s, row, label, err);
+    CK_BYTE id[HSM_KEY_ID_LEN];
+    JS_ENSURE(RAND_bytes(id, sizeof(id)) == 1, err, JS_EINTERNAL, "hsm.keygen",
+              "RAND_bytes failed for CKA_ID");
+    return row->keygen(s, row, label, id, rsa_bits, err);
 }

@@ -53,8 +53,11 @@ void js_hsm_session_free(js_hsm_session *s);
 
 /*
  * Finds the key pair labelled `label` (exactly one private key with CKA_SIGN
- * and one public key, same CKA_LABEL), checks its type fits `alg`, and reads
- * the public key into an EVP_PKEY. JS_ENOTFOUND if no such private key.
+ * and one public key, same CKA_LABEL), checks its type fits `alg` (EC curve,
+ * CKK_RSA of 2048..4096 bits per RFC 7518 §3.3, or Ed25519), reads the public
+ * key into an EVP_PKEY and checks with one signature that the pair matches.
+ * JS_ENOTFOUND if no such private key; a wrong key type is JS_ECONFIG
+ * "hsm.key_type", an RSA key outside 2048..4096 bits "hsm.key_size".
  */
 js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_alg alg,
                           js_hsm_key **out, js_err *err) JS_WUR;
@@ -64,13 +67,22 @@ js_alg js_hsm_key_alg(const js_hsm_key *key);
 const char *js_hsm_key_label(const js_hsm_key *key);
 /* Borrowed: valid as long as the key. */
 EVP_PKEY *js_hsm_key_public(const js_hsm_key *key);
+/* The exact length of this key's signatures (RSA: the modulus size); 0 for NULL. */
+size_t js_hsm_key_sig_len(const js_hsm_key *key);
 
 /*
  * Signs the JWS signing input msg (RFC 7515 §5.1 step 5) with key, inside the
  * token, on session s (which only the calling thread uses). The output is the
- * JWS signature octets: for ES256 the digest is computed here with OpenSSL
- * (SoftHSM has no CKM_ECDSA_SHA256), CKM_ECDSA signs it, and the result is the
- * JOSE r||s form (RFC 7518 §3.4), 64 bytes. HSM trouble is JS_EUNAVAIL.
+ * JWS signature octets, of exactly js_hsm_key_sig_len(key) bytes (sig_cap must
+ * be at least that; JS_SIG_MAX always is):
+ *  - ES256/ES384: the digest is computed here with OpenSSL (SoftHSM has no
+ *    CKM_ECDSA_SHA256), CKM_ECDSA signs it, and the result is the JOSE r||s
+ *    form (RFC 7518 §3.4), 64 or 96 bytes;
+ *  - RS256: CKM_SHA256_RSA_PKCS (RFC 7518 §3.3), modulus-size bytes;
+ *  - PS256: CKM_SHA256_RSA_PKCS_PSS, MGF1-SHA256, 32-byte salt (RFC 7518
+ *    §3.5), modulus-size bytes;
+ *  - EdDSA: CKM_EDDSA over msg itself (RFC 8037 §3.1), 64 bytes.
+ * HSM trouble is JS_EUNAVAIL.
  */
 js_status js_hsm_sign(js_hsm_session *s, const js_hsm_key *key, const uint8_t *msg, size_t msg_len,
                       uint8_t *sig, size_t sig_cap, size_t *sig_len, js_err *err) JS_WUR;
@@ -79,9 +91,12 @@ js_status js_hsm_sign(js_hsm_session *s, const js_hsm_key *key, const uint8_t *m
  * Generates a key pair for alg inside the token: private key CKA_TOKEN,
  * CKA_PRIVATE, CKA_SENSITIVE=true, CKA_EXTRACTABLE=false, CKA_SIGN; public key
  * CKA_TOKEN, CKA_VERIFY; both labelled `label` with a random CKA_ID.
+ * ES256/ES384: P-256/P-384; RS256/PS256: RSA with rsa_bits (2048 or 3072; 0
+ * means 2048) and public exponent 65537; EdDSA: Ed25519. rsa_bits must be 0
+ * for the other algorithms (JS_EINVAL "hsm.key_size" otherwise).
  * Refuses (JS_ECONFIG, "hsm.label_exists") if a key with that label exists.
  */
 js_status js_hsm_keygen(js_hsm *hsm, js_hsm_session *s, const char *label, js_alg alg,
-                        js_err *err) JS_WUR;
+                        unsigned rsa_bits, js_err *err) JS_WUR;
 
 #endif

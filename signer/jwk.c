@@ -80,7 +80,7 @@ static js_status jwk_members(const EVP_PKEY *pk, js_alg alg, json_t *jwk, js_err
         return JS_OK;
     case JS_ALG_EDDSA: {
         uint8_t raw[32];
-        size_t n = 0;
+        size_t n = sizeof(raw); /* in: the buffer size; out: the key length */
         JS_ENSURE(EVP_PKEY_is_a(pk, "ED25519") && EVP_PKEY_get_raw_public_key(pk, raw, &n) == 1 &&
                       n == sizeof(raw),
                   err, JS_ECONFIG, "jwk.key_type", "EdDSA needs an Ed25519 key");

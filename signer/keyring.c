@@ -1,8 +1,10 @@
 /*
- * keyring.c - loads and self-tests the configured signing keys.
+ * keyring.c - the key vault (HSM key objects, self-tested once) and the
+ * immutable keyring snapshots built from the key state.
  */
 #include "keyring.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,20 +12,159 @@
 
 #include "jws.h"
 
+#define VAULT_MAX 1024
+
+typedef struct vault_entry {
+    char *label;
+    js_alg alg;
+    js_hsm_key *key;
+    char kid[JWK_KID_LEN + 1];
+    json_t *jwk; /* public JWK with kid, use, alg */
+} vault_entry;
+
+struct js_keyvault {
+    js_hsm *hsm;
+    js_hsm_session *s;
+    vault_entry *e;
+    size_t n;
+};
+
 struct js_key {
     char *name;
+    int can_sign;
     js_alg alg;
+    uint32_t version;
+    int64_t lifetime;
     char kid[JWK_KID_LEN + 1];
-    char *header; /* protected header JSON */
-    js_hsm_key *hsm_key;
+    char *header;
+    const js_hsm_key *hsm_key; /* borrowed from the vault */
 };
 
 struct js_keyring {
     js_key *keys;
     size_t nkeys;
-    size_t default_idx;
     char *jwks;
 };
+
+js_status js_keyvault_new(js_hsm *hsm, js_hsm_session *s, js_keyvault **out, js_err *err)
+{
+    *out = NULL;
+    js_keyvault *kv = calloc(1, sizeof(*kv));
+    JS_ENSURE_ALLOC(kv, err);
+    kv->e = calloc(VAULT_MAX, sizeof(*kv->e));
+    if (kv->e == NULL) {
+        free(kv);
+        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    }
+    kv->hsm = hsm;
+    kv->s = s;
+    *out = kv;
+    return JS_OK;
+}
+
+void js_keyvault_free(js_keyvault *kv)
+{
+    if (kv == NULL)
+        return;
+    for (size_t i = 0; i < kv->n; i++) {
+        free(kv->e[i].label);
+        js_hsm_key_free(kv->e[i].key);
+        json_decref(kv->e[i].jwk);
+    }
+    free(kv->e);
+    free(kv);
+}
+
+typedef struct selftest_ctx {
+    js_hsm_session *s;
+    const js_hsm_key *key;
+} selftest_ctx;
+
+/* Sign a fixed message in the HSM and verify it with OpenSSL against the
+ * public key we publish: proves the private and public objects belong
+ * together and that the token can sign, before any caller relies on it. */
+static js_status key_selftest(js_hsm_session *s, const js_hsm_key *key, js_alg alg, js_err *err)
+{
+    static const char msg[] = "jwt-signer start-up self-test";
+    uint8_t sig[JS_SIG_MAX];
+    size_t sig_len = 0;
+    JS_GUARD(js_hsm_sign(s, key, (const uint8_t *)msg, sizeof(msg) - 1, sig, sizeof(sig), &sig_len,
+                         err));
+    return jws_verify(alg, js_hsm_key_public(key), (const uint8_t *)msg, sizeof(msg) - 1, sig,
+                      sig_len, err);
+}
+
+static js_status vault_load(js_keyvault *kv, const char *label, js_alg alg, vault_entry **out,
+                            js_err *err)
+{
+    JS_ENSURE(kv->n < VAULT_MAX, err, JS_EINTERNAL, "keyring.vault_full",
+              "more than %d key versions loaded", VAULT_MAX);
+    vault_entry *e = &kv->e[kv->n];
+    memset(e, 0, sizeof(*e));
+    js_status st = js_hsm_key_find(kv->hsm, kv->s, label, alg, &e->key, err);
+    if (st == JS_OK)
+        st = key_selftest(kv->s, e->key, alg, err);
+    if (st == JS_OK)
+        st = jwk_from_pkey(js_hsm_key_public(e->key), alg, NULL, &e->jwk, err);
+    if (st == JS_OK)
+        st = jwk_thumbprint(e->jwk, e->kid, err);
+    if (st == JS_OK && json_object_set_new(e->jwk, "kid", json_string(e->kid)) != 0)
+        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    if (st == JS_OK && (e->label = strdup(label)) == NULL)
+        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    if (st != JS_OK) {
+        js_hsm_key_free(e->key);
+        json_decref(e->jwk);
+        memset(e, 0, sizeof(*e));
+        return st;
+    }
+    e->alg = alg;
+    kv->n++;
+    *out = e;
+    return JS_OK;
+}
+
+static js_status vault_entry_get(js_keyvault *kv, const char *label, js_alg alg, vault_entry **out,
+                                 js_err *err)
+{
+    for (size_t i = 0; i < kv->n; i++) {
+        if (strcmp(kv->e[i].label, label) == 0) {
+            JS_ENSURE(kv->e[i].alg == alg, err, JS_ECONFIG, "keyring.alg_mismatch",
+                      "key '%s' was loaded as %s, not %s", label, js_alg_name(kv->e[i].alg),
+                      js_alg_name(alg));
+            *out = &kv->e[i];
+            return JS_OK;
+        }
+    }
+    return vault_load(kv, label, alg, out, err);
+}
+
+js_status js_keyvault_get(js_keyvault *kv, const char *label, js_alg alg, const js_hsm_key **key,
+                          const char **kid, js_err *err)
+{
+    vault_entry *e = NULL;
+    JS_GUARD(vault_entry_get(kv, label, alg, &e, err));
+    if (key != NULL)
+        *key = e->key;
+    if (kid != NULL)
+        *kid = e->kid;
+    return JS_OK;
+}
+
+js_status js_keyvault_generate(js_keyvault *kv, const char *label, js_alg alg, unsigned rsa_bits,
+                               const char **kid, js_err *err)
+{
+    JS_GUARD(js_hsm_keygen(kv->hsm, kv->s, label, alg, rsa_bits, err));
+    return js_keyvault_get(kv, label, alg, NULL, kid, err);
+}
+
+void js_keyring_version_label(const char *base, uint32_t n, char *out, size_t cap)
+{
+    if (n <= 1)
+        snprintf(out, cap, "%s", base);
+    else
+        snprintf(out, cap, "%s.v%u", base, (unsigned)n);
+}
 
 void js_keyring_free(js_keyring *kr)
 {
@@ -32,66 +173,45 @@ void js_keyring_free(js_keyring *kr)
     for (size_t i = 0; i < kr->nkeys; i++) {
         free(kr->keys[i].name);
         free(kr->keys[i].header);
-        js_hsm_key_free(kr->keys[i].hsm_key);
     }
     free(kr->keys);
     free(kr->jwks);
     free(kr);
 }
 
-typedef struct selftest_ctx {
-    js_hsm_session *s;
-    const js_hsm_key *key;
-} selftest_ctx;
-
-static js_status selftest_sign(void *ctx, const uint8_t *in, size_t in_len, uint8_t *sig,
-                               size_t cap, size_t *sig_len, js_err *err)
+static js_status build_key(const js_key_config *kc, const js_keystate *ks, js_keyvault *kv,
+                           js_key *k, json_t *jwks_keys, js_err *err)
 {
-    const selftest_ctx *c = ctx;
-    return js_hsm_sign(c->s, c->key, in, in_len, sig, cap, sig_len, err);
-}
-
-/* Sign a fixed message in the HSM and verify it with OpenSSL against the
- * public key we publish: proves the private and public objects belong
- * together and that the token can sign, before any caller relies on it. */
-static js_status key_selftest(js_hsm_session *s, const js_key *k, js_err *err)
-{
-    static const char msg[] = "jwt-signer start-up self-test";
-    uint8_t sig[JS_SIG_MAX];
-    size_t sig_len = 0;
-    selftest_ctx ctx = {s, k->hsm_key};
-    JS_GUARD(selftest_sign(&ctx, (const uint8_t *)msg, sizeof(msg) - 1, sig, sizeof(sig), &sig_len,
-                           err));
-    return jws_verify(k->alg, js_hsm_key_public(k->hsm_key), (const uint8_t *)msg, sizeof(msg) - 1,
-                      sig, sig_len, err);
-}
-
-static js_status key_load(const js_key_config *kc, js_hsm *hsm, js_hsm_session *s, js_key *k,
-                          json_t *jwks_keys, js_err *err)
-{
-    k->alg = kc->alg;
     k->name = strdup(kc->name);
     JS_ENSURE_ALLOC(k->name, err);
-    JS_GUARD(js_hsm_key_find(hsm, s, kc->label, kc->alg, &k->hsm_key, err));
-
-    json_t *jwk = NULL;
-    JS_GUARD(jwk_from_pkey(js_hsm_key_public(k->hsm_key), k->alg, NULL, &jwk, err));
-    js_status st = jwk_thumbprint(jwk, k->kid, err);
-    if (st == JS_OK && json_object_set_new(jwk, "kid", json_string(k->kid)) != 0)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
-    if (st == JS_OK && json_array_append(jwks_keys, jwk) != 0)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
-    json_decref(jwk);
-    JS_GUARD(st);
-
-    k->header = jws_header_json(k->alg, k->kid);
+    k->alg = kc->alg;
+    const js_keyver *pub[JS_KS_MAX_PUBLISHED];
+    size_t npub = 0;
+    JS_GUARD(js_keystate_published(ks, kc->name, pub, &npub, err));
+    for (size_t i = 0; i < npub; i++) {
+        vault_entry *e = NULL;
+        JS_GUARD(vault_entry_get(kv, pub[i]->label, kc->alg, &e, err));
+        JS_ENSURE(json_array_append(jwks_keys, e->jwk) == 0, err, JS_EINTERNAL, "internal.oom",
+                  "out of memory");
+    }
+    const js_keyver *active = NULL;
+    js_err ignored;
+    if (js_keystate_active(ks, kc->name, &active, &ignored) != JS_OK)
+        return JS_OK; /* revoked with no successor: published ones only */
+    vault_entry *e = NULL;
+    JS_GUARD(vault_entry_get(kv, active->label, kc->alg, &e, err));
+    k->can_sign = 1;
+    k->version = active->version;
+    k->lifetime = active->lifetime;
+    k->hsm_key = e->key;
+    snprintf(k->kid, sizeof(k->kid), "%s", e->kid);
+    k->header = jws_header_json(kc->alg, e->kid);
     JS_ENSURE_ALLOC(k->header, err);
-    JS_GUARD(key_selftest(s, k, err));
     return JS_OK;
 }
 
-js_status js_keyring_load(const js_config *cfg, js_hsm *hsm, js_hsm_session *s, js_keyring **out,
-                          js_err *err)
+js_status js_keyring_build(const js_config *cfg, const js_keystate *ks, js_keyvault *kv,
+                           js_keyring **out, js_err *err)
 {
     *out = NULL;
     js_keyring *kr = calloc(1, sizeof(*kr));
@@ -106,13 +226,11 @@ js_status js_keyring_load(const js_config *cfg, js_hsm *hsm, js_hsm_session *s, 
     }
     for (size_t i = 0; i < cfg->nkeys; i++) {
         kr->nkeys = i + 1;
-        st = key_load(&cfg->keys[i], hsm, s, &kr->keys[i], keys, err);
+        st = build_key(&cfg->keys[i], ks, kv, &kr->keys[i], keys, err);
         if (st != JS_OK) {
-            js_err_prefix(err, "key '%s' (label '%s'): ", cfg->keys[i].name, cfg->keys[i].label);
+            js_err_prefix(err, "key '%s': ", cfg->keys[i].name);
             goto done;
         }
-        if (cfg->default_key != NULL && strcmp(cfg->default_key, cfg->keys[i].name) == 0)
-            kr->default_idx = i;
     }
     if (json_object_set(jwks, "keys", keys) != 0 ||
         (kr->jwks = json_dumps(jwks, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
@@ -132,13 +250,8 @@ const js_key *js_keyring_find(const js_keyring *kr, const char *name)
 {
     for (size_t i = 0; i < kr->nkeys; i++)
         if (strcmp(kr->keys[i].name, name) == 0)
-            return &kr->keys[i];
+            return kr->keys[i].can_sign ? &kr->keys[i] : NULL;
     return NULL;
-}
-
-const js_key *js_keyring_default(const js_keyring *kr)
-{
-    return kr->nkeys > 0 ? &kr->keys[kr->default_idx] : NULL;
 }
 
 size_t js_keyring_count(const js_keyring *kr)
@@ -171,6 +284,11 @@ js_alg js_key_alg(const js_key *k)
     return k->alg;
 }
 
+uint32_t js_key_version(const js_key *k)
+{
+    return k->version;
+}
+
 const js_hsm_key *js_key_hsm(const js_key *k)
 {
     return k->hsm_key;
@@ -179,4 +297,9 @@ const js_hsm_key *js_key_hsm(const js_key *k)
 const char *js_key_header(const js_key *k)
 {
     return k->header;
+}
+
+int64_t js_key_lifetime(const js_key *k)
+{
+    return k->lifetime;
 }

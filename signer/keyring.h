@@ -1,44 +1,74 @@
 /*
- * keyring.h - the signing keys the daemon serves, loaded from the HSM at start.
+ * keyring.h - the signing keys in force, as an immutable snapshot.
  *
- * Each configured key is found in the token, its public key read and turned
- * into a JWK whose RFC 7638 thumbprint is the kid, and a self-test signature
- * is made in the HSM and verified with OpenSSL. Any failure refuses start-up
- * with a message naming the key and the reason.
+ * A js_keyring says, for every configured key name, which version signs now
+ * (its HSM key, kid, header and the lifetime cap that keeps its tokens inside
+ * its publication window) and holds the JWKS of every published version
+ * (next, active, retiring; keystate.h). It is built on the main thread from
+ * the key state and published to workers as a snapshot (snapshot.h) after
+ * every start, rotation, revocation and timed transition.
  *
- * A js_keyring is immutable after js_keyring_load() and shared by all worker
- * threads without locks; js_keyring_free() releases it (after the workers).
+ * HSM key objects come from a js_keyvault: each label is found once, its
+ * public key read, checked with a self-test signature verified by OpenSSL,
+ * and kept for the life of the daemon (snapshots borrow them).
  */
 #ifndef JS_KEYRING_H
 #define JS_KEYRING_H
+
+#include <stdint.h>
 
 #include "alg.h"
 #include "config.h"
 #include "err.h"
 #include "hsm.h"
 #include "jwk.h"
+#include "keystate.h"
 
+typedef struct js_keyvault js_keyvault;
 typedef struct js_keyring js_keyring;
 typedef struct js_key js_key;
 
-js_status js_keyring_load(const js_config *cfg, js_hsm *hsm, js_hsm_session *s, js_keyring **out,
-                          js_err *err) JS_WUR;
+/* s is the main thread's session (only the main thread uses the vault). */
+js_status js_keyvault_new(js_hsm *hsm, js_hsm_session *s, js_keyvault **out, js_err *err) JS_WUR;
+void js_keyvault_free(js_keyvault *kv);
+
+/* The key pair labelled `label`: found, self-tested and its kid (RFC 7638)
+ * computed on first use, then cached. */
+js_status js_keyvault_get(js_keyvault *kv, const char *label, js_alg alg, const js_hsm_key **key,
+                          const char **kid, js_err *err) JS_WUR;
+
+/* Generates a new key pair in the token for alg (rsa_bits for RS/PS) and
+ * loads it into the vault. */
+js_status js_keyvault_generate(js_keyvault *kv, const char *label, js_alg alg, unsigned rsa_bits,
+                               const char **kid, js_err *err) JS_WUR;
+
+/* The label of version n of a key whose version 1 is `base`: base itself for
+ * n == 1 (the label the configuration names), "base.vN" after that. */
+void js_keyring_version_label(const char *base, uint32_t n, char *out, size_t cap);
+
+/* Builds a snapshot of every configured key from the state. A key with no
+ * active version (revoked, no successor) is present but cannot sign. */
+js_status js_keyring_build(const js_config *cfg, const js_keystate *ks, js_keyvault *kv,
+                           js_keyring **out, js_err *err) JS_WUR;
 void js_keyring_free(js_keyring *kr);
 
-/* NULL if no key has that name. */
+/* The active version of key `name`; NULL if no such key or none is active. */
 const js_key *js_keyring_find(const js_keyring *kr, const char *name);
-const js_key *js_keyring_default(const js_keyring *kr);
 size_t js_keyring_count(const js_keyring *kr);
 const js_key *js_keyring_at(const js_keyring *kr, size_t i);
 
-/* The JWKS document (RFC 7517 §5) of every key, built once at load. */
+/* The JWKS document (RFC 7517 §5) of every published version. */
 const char *js_keyring_jwks(const js_keyring *kr);
 
 const char *js_key_name(const js_key *k);
 const char *js_key_kid(const js_key *k);
 js_alg js_key_alg(const js_key *k);
+uint32_t js_key_version(const js_key *k);
 const js_hsm_key *js_key_hsm(const js_key *k);
 /* The protected header JSON for this key (built once). */
 const char *js_key_header(const js_key *k);
+/* Seconds a token of this version may live so it expires before the version
+ * leaves the JWKS (keystate.h); 0 = no cap known yet (fail closed). */
+int64_t js_key_lifetime(const js_key *k);
 
 #endif

@@ -31,6 +31,8 @@
 
 #include "auditlog.h"
 #include "config.h"
+#include "control.h"
+#include "frozen.h"
 #include "hsm.h"
 #include "jwk.h"
 #include "keyring.h"
@@ -117,20 +119,21 @@ static int cmd_keygen(const char *config_path, const char *key_name)
     const char *name = key_name != NULL ? key_name : "audit";
     const char *label = NULL;
     js_alg alg = JS_ALG_ES256; /* the audit key is always ES256 (FORMAT.md) */
+    unsigned bits = 0;         /* RSA modulus size from keys[].bits; 0 = default / not RSA */
     if (st == JS_OK && key_name != NULL) {
         const js_key_config *kc = js_config_find_key(cfg, key_name);
         if (kc == NULL)
             st = js_err_set(&err, JS_ECONFIG, "keygen.unknown_key", "no key named '%s' in %s",
                             key_name, config_path);
         else
-            label = kc->label, alg = kc->alg;
+            label = kc->label, alg = kc->alg, bits = kc->bits;
     } else if (st == JS_OK) {
         label = cfg->audit_key_label;
     }
     if (st == JS_OK)
         st = js_hsm_session_open(hsm, &s, &err);
     if (st == JS_OK)
-        st = js_hsm_keygen(hsm, s, label, alg, &err);
+        st = js_hsm_keygen(hsm, s, label, alg, bits, &err);
     if (st == JS_OK)
         st = js_hsm_key_find(hsm, s, label, alg, &key, &err);
     char kid[JWK_KID_LEN + 1] = "";
@@ -182,12 +185,16 @@ typedef struct daemon_state {
     js_hsm_session *session;       /* start-up and reloads (main thread) */
     js_hsm_session *audit_session; /* only the audit writer uses it */
     js_hsm_key *audit_key;
-    js_keyring *kr;
+    js_keyvault *vault;
+    js_snapshot_store *keys; /* of js_keyring */
     js_ratelimit *rl;
     js_service *svc;
     js_policy_store *policies;
+    js_snapshot_store *frozen;
     js_audit *audit;
+    js_control *control;
     js_server *srv;
+    char state_dir[4096];
 } daemon_state;
 
 typedef struct audit_signer {
@@ -282,63 +289,27 @@ static json_t *policy_detail(const js_policy *p, const char *path)
                      js_policy_incident(p));
 }
 
-static void set_incident(daemon_state *d, bool on, const char *cause)
+static void free_frozen(void *f)
 {
-    if (js_ratelimit_incident(d->rl) == on)
-        return;
-    js_ratelimit_set_incident(d->rl, on);
-    json_t *o = json_pack("{s:s, s:s, s:s}", "event", "incident_mode", "state", on ? "on" : "off",
-                          "cause", cause);
-    js_log_emit("warn", o);
-    audit_lifecycle(d, "incident", on ? "on" : "off", NULL,
-                    json_pack("{s:s, s:s}", "state", on ? "on" : "off", "cause", cause));
+    js_frozen_free(f);
 }
 
-/* SIGHUP: parse and validate off the request path, then swap atomically.
- * An invalid file keeps the old policy and says exactly why. `incident:
- * true` in the new file turns incident mode on; `false` leaves it as it is,
- * so a reload does not silently end an incident declared with SIGUSR1. */
-static void reload_policy(daemon_state *d)
+static void free_keyring(void *k)
 {
-    js_err err;
-    js_err_clear(&err);
-    js_policy *p = NULL;
-    const char *path = d->cfg->policy_path;
-    js_status st = js_policy_load(path, &p, &err);
-    if (st == JS_OK)
-        st = js_service_check_policy(d->svc, p, &err);
-    if (st != JS_OK) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "policy_reload_failed", "path", path,
-                              "reason", err.reason, "message", err.msg);
-        js_log_emit("error", o);
-        audit_lifecycle(d, "policy", "error", &err, json_pack("{s:s}", "path", path));
-        js_policy_free(p);
-        return;
-    }
-    bool incident = js_policy_incident(p);
-    json_t *detail = policy_detail(p, path);
-    json_t *o = json_pack("{s:s, s:s, s:s}", "event", "policy_reloaded", "path", path, "sha256",
-                          js_policy_hash_hex(p));
-    if (js_policy_store_swap(d->policies, p, &err) != JS_OK) {
-        json_decref(detail);
-        json_decref(o);
-        log_failure("policy_reload_failed", &err);
-        return;
-    }
-    js_log_emit("info", o);
-    audit_lifecycle(d, "policy", "reload", NULL, detail);
-    if (incident)
-        set_incident(d, true, "policy file");
+    js_keyring_free(k);
 }
 
 static void daemon_free(daemon_state *d)
 {
     js_server_free(d->srv);
+    js_control_free(d->control);
     js_audit_close(d->audit);
+    js_snapshot_store_free(d->frozen);
     js_service_free(d->svc);
     js_policy_store_free(d->policies);
     js_ratelimit_free(d->rl);
-    js_keyring_free(d->kr);
+    js_snapshot_store_free(d->keys);
+    js_keyvault_free(d->vault);
     js_hsm_key_free(d->audit_key);
     js_hsm_session_free(d->audit_session);
     js_hsm_session_free(d->session);
@@ -350,9 +321,10 @@ static js_status daemon_start(daemon_state *d, js_err *err)
 {
     JS_GUARD(open_hsm(d->config_path, &d->cfg, &d->hsm, err));
     JS_GUARD(js_hsm_session_open(d->hsm, &d->session, err));
-    JS_GUARD(js_keyring_load(d->cfg, d->hsm, d->session, &d->kr, err));
+    JS_GUARD(js_keyvault_new(d->hsm, d->session, &d->vault, err));
+    JS_GUARD(js_snapshot_store_new(NULL, free_keyring, &d->keys, err));
     JS_GUARD(js_ratelimit_new(RATELIMIT_MAX_IDENTITIES, &d->rl, err));
-    JS_GUARD(js_service_new(d->cfg, d->kr, d->rl, NULL, NULL, &d->svc, err));
+    JS_GUARD(js_service_new(d->cfg, d->rl, NULL, NULL, &d->svc, err));
 
     js_policy *p = NULL;
     JS_GUARD(js_policy_load(d->cfg->policy_path, &p, err));
@@ -372,18 +344,52 @@ static js_status daemon_start(daemon_state *d, js_err *err)
         json_decref(pdetail);
         return st;
     }
+    /* Version 1 of every configured key, found and self-tested in the HSM
+     * (the vault keeps it for the keyring the control plane builds). */
     json_t *keys = json_array();
-    for (size_t i = 0; i < js_keyring_count(d->kr); i++) {
-        const js_key *k = js_keyring_at(d->kr, i);
-        json_array_append_new(keys, json_pack("{s:s, s:s, s:s}", "key", js_key_name(k), "alg",
-                                              js_alg_name(js_key_alg(k)), "kid", js_key_kid(k)));
+    for (size_t i = 0; i < d->cfg->nkeys; i++) {
+        const js_key_config *kc = &d->cfg->keys[i];
+        const char *kid = NULL;
+        st = js_keyvault_get(d->vault, kc->label, kc->alg, NULL, &kid, err);
+        if (st != JS_OK) {
+            js_err_prefix(err, "key '%s' (label '%s'): ", kc->name, kc->label);
+            json_decref(keys);
+            json_decref(pdetail);
+            return st;
+        }
+        json_array_append_new(keys,
+                              json_pack("{s:s, s:s, s:s, s:s}", "key", kc->name, "alg",
+                                        js_alg_name(kc->alg), "label", kc->label, "kid", kid));
     }
     audit_lifecycle(d, "start", NULL, NULL,
                     json_pack("{s:s, s:o, s:b}", "version", "0.1.0", "keys", keys, "incident",
                               js_ratelimit_incident(d->rl)));
     audit_lifecycle(d, "policy", "load", NULL, pdetail);
 
-    JS_GUARD(js_server_new(d->cfg, d->svc, d->policies, d->audit, d->hsm, &d->srv, err));
+    /* Run-time state (incident mode, frozen callers) lives next to the
+     * configuration file, in STATE_DIR = <config dir>/state. */
+    const char *slash = strrchr(d->cfg->path, '/');
+    int dirlen = slash != NULL ? (int)(slash - d->cfg->path) : 1;
+    snprintf(d->state_dir, sizeof(d->state_dir), "%.*s/state", dirlen,
+             slash != NULL ? d->cfg->path : ".");
+    JS_GUARD(js_snapshot_store_new(NULL, free_frozen, &d->frozen, err));
+    js_control_deps cdeps = {
+        .cfg = d->cfg,
+        .svc = d->svc,
+        .rl = d->rl,
+        .policies = d->policies,
+        .frozen = d->frozen,
+        .audit = d->audit,
+        .state_dir = d->state_dir,
+        .vault = d->vault,
+        .keys = d->keys,
+        .prepublish = d->cfg->key_prepublish,
+        .leeway = d->cfg->key_leeway,
+    };
+    JS_GUARD(js_control_new(&cdeps, &d->control, err));
+    js_server_deps sdeps = {d->cfg,  d->svc,     d->policies, d->frozen,
+                            d->keys, d->control, d->audit,    d->hsm};
+    JS_GUARD(js_server_new(&sdeps, &d->srv, err));
     JS_GUARD(js_server_start(d->srv, err));
     return JS_OK;
 }
@@ -415,12 +421,15 @@ static int cmd_serve(const char *config_path)
         goto out;
     }
 
-    for (size_t i = 0; i < js_keyring_count(d.kr); i++) {
-        const js_key *k = js_keyring_at(d.kr, i);
+    js_snapshot *ksnap = js_snapshot_store_acquire(d.keys);
+    const js_keyring *kr = js_snapshot_value(ksnap);
+    for (size_t i = 0; i < js_keyring_count(kr); i++) {
+        const js_key *k = js_keyring_at(kr, i);
         json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "key_ready", "key", js_key_name(k),
                               "alg", js_alg_name(js_key_alg(k)), "kid", js_key_kid(k));
         js_log_emit("info", o);
     }
+    js_snapshot_release(ksnap);
     char addr[300];
     const char *colon = strrchr(d.cfg->listen, ':');
     size_t hostlen = colon != NULL ? (size_t)(colon - d.cfg->listen) : strlen(d.cfg->listen);
@@ -432,19 +441,27 @@ static int cmd_serve(const char *config_path)
     js_log_emit("info", o);
 
     for (;;) {
-        int sig = 0;
-        if (sigwait(&set, &sig) != 0)
+        /* A signal, or once a second the key schedule (keystate.h). */
+        struct timespec tick = {1, 0};
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig < 0) {
+            js_control_tick(d.control);
             continue;
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             json_t *so = json_pack("{s:s, s:s}", "event", "stopping", "signal",
                                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
             js_log_emit("info", so);
             break;
         }
-        if (sig == SIGHUP)
-            reload_policy(&d);
-        else if (sig == SIGUSR1)
-            set_incident(&d, !js_ratelimit_incident(d.rl), "SIGUSR1");
+        js_err cerr;
+        js_err_clear(&cerr);
+        /* Failures are logged and audited by the control plane itself. */
+        if (sig == SIGHUP && js_control_reload_policy(d.control, "SIGHUP", NULL, &cerr) != JS_OK)
+            continue;
+        if (sig == SIGUSR1 && js_control_set_incident(d.control, !js_control_incident(d.control),
+                                                      "SIGUSR1", "signal", &cerr) != JS_OK)
+            log_failure("incident_switch_failed", &cerr);
     }
     /* In-flight calls finish first (allowed ones wait for their records),
      * then the stop record and the final checkpoint. */

@@ -16,9 +16,11 @@
 
 #include "err.h"
 #include "policy.h"
+#include "snapshot.h"
 
-typedef struct js_policy_store js_policy_store;
-typedef struct js_policy_snapshot js_policy_snapshot;
+/* The generic snapshot store, typed for policies (snapshot.h). */
+typedef js_snapshot_store js_policy_store;
+typedef js_snapshot js_policy_snapshot;
 
 /* Takes ownership of initial. */
 js_status js_policy_store_new(js_policy *initial, js_policy_store **out, js_err *err) JS_WUR;
@@ -34,10 +36,7 @@ void js_policy_snapshot_release(js_policy_snapshot *snap);
 const js_policy *js_policy_snapshot_get(const js_policy_snapshot *snap);
 
 /* Per-worker cache; zero-initialise, then js_policy_cache_get per request. */
-typedef struct js_policy_cache {
-    js_policy_snapshot *snap;
-    uint64_t generation;
-} js_policy_cache;
+typedef js_snapshot_cache js_policy_cache;
 
 const js_policy *js_policy_cache_get(js_policy_cache *c, js_policy_store *s);
 void js_policy_cache_clear(js_policy_cache *c);

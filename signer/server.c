@@ -29,8 +29,11 @@
 #include <openssl/crypto.h>
 
 #include "auditlog.h"
+#include "control.h"
+#include "frozen.h"
 #include "identity.h"
 #include "jwtsigner/v1/signer.pb-c.h"
+#include <protobuf-c/protobuf-c.h>
 #include "logline.h"
 #include "policy_store.h"
 
@@ -46,13 +49,36 @@
 #define PEM_MAX_BYTES     (1024 * 1024)
 #define MAX_SAN_NAMES     32
 
-typedef enum call_kind { CALL_SIGN, CALL_JWKS, CALL_UNKNOWN } call_kind;
+typedef enum call_kind { CALL_SIGN, CALL_JWKS, CALL_ADMIN, CALL_UNKNOWN } call_kind;
+
+/* jwtsigner.v1.Admin, in the order of the proto. */
+typedef enum admin_method {
+    ADMIN_ROTATE,
+    ADMIN_REVOKE,
+    ADMIN_INCIDENT,
+    ADMIN_FREEZE,
+    ADMIN_UNFREEZE,
+    ADMIN_RELOAD,
+    ADMIN_STATUS,
+    ADMIN_COUNT
+} admin_method;
+
+static const char *const k_admin_paths[ADMIN_COUNT] = {
+    "/jwtsigner.v1.Admin/RotateKey",       "/jwtsigner.v1.Admin/RevokeKey",
+    "/jwtsigner.v1.Admin/SetIncidentMode", "/jwtsigner.v1.Admin/FreezeCaller",
+    "/jwtsigner.v1.Admin/UnfreezeCaller",  "/jwtsigner.v1.Admin/ReloadPolicy",
+    "/jwtsigner.v1.Admin/GetStatus",
+};
+static const char *const k_admin_actions[ADMIN_COUNT] = {
+    "rotate", "revoke", "incident", "freeze", "unfreeze", "reload", "status",
+};
 typedef enum call_state { CALL_REQUESTED, CALL_REPLYING } call_state;
 
 typedef struct worker worker;
 
 typedef struct call_ctx {
     call_kind kind;
+    admin_method admin; /* CALL_ADMIN only */
     call_state state;
     worker *w;
     grpc_call *call;
@@ -77,7 +103,9 @@ struct worker {
     js_server *srv;
     grpc_completion_queue *cq;
     js_hsm_session *session;
-    js_policy_cache policy; /* this worker's view of the policy in force */
+    js_policy_cache policy;   /* this worker's view of the policy in force */
+    js_snapshot_cache frozen; /* ... and of the callers frozen at run time */
+    js_snapshot_cache keys;   /* ... and of the keyring */
     pthread_t thread;
     int started;
 };
@@ -86,11 +114,15 @@ struct js_server {
     const js_config *cfg;
     const js_service *svc;
     js_policy_store *policies;
+    js_snapshot_store *frozen;
+    js_snapshot_store *keys;
+    js_control *control;
     js_audit *audit;
     grpc_server *server;
     grpc_completion_queue *shutdown_cq;
     void *method_sign;
     void *method_jwks;
+    void *method_admin[ADMIN_COUNT];
     worker *workers;
     int nworkers;
     int port;
@@ -175,8 +207,8 @@ static void call_free(call_ctx *c)
     free(c);
 }
 
-/* Arms one requested call of `kind` on worker w's queue. */
-static int call_arm(worker *w, call_kind kind)
+/* Arms one requested call of `kind` (and admin method) on worker w's queue. */
+static int call_arm_method(worker *w, call_kind kind, admin_method am)
 {
     js_server *srv = w->srv;
     if (atomic_load(&srv->shutting_down))
@@ -185,6 +217,7 @@ static int call_arm(worker *w, call_kind kind)
     if (c == NULL)
         return -1;
     c->kind = kind;
+    c->admin = am;
     c->state = CALL_REQUESTED;
     c->w = w;
     c->status_details = grpc_empty_slice();
@@ -195,7 +228,9 @@ static int call_arm(worker *w, call_kind kind)
         rc = grpc_server_request_call(srv->server, &c->call, &c->details, &c->req_md, w->cq, w->cq,
                                       c);
     } else {
-        void *method = kind == CALL_SIGN ? srv->method_sign : srv->method_jwks;
+        void *method = kind == CALL_SIGN   ? srv->method_sign
+                       : kind == CALL_JWKS ? srv->method_jwks
+                                           : srv->method_admin[am];
         rc = grpc_server_request_registered_call(srv->server, method, &c->call, &c->deadline,
                                                  &c->req_md, &c->request, w->cq, w->cq, c);
     }
@@ -204,6 +239,11 @@ static int call_arm(worker *w, call_kind kind)
         return -1;
     }
     return 0;
+}
+
+static int call_arm(worker *w, call_kind kind)
+{
+    return call_arm_method(w, kind, ADMIN_COUNT);
 }
 
 /* Sends the whole reply in one batch; the completion comes back on w->cq. */
@@ -422,12 +462,13 @@ static void handle_sign(call_ctx *c)
     Jwtsigner__V1__SignJwtRequest *req = NULL;
     uint64_t retry_ms = 0;
     const js_policy *policy = js_policy_cache_get(&w->policy, srv->policies);
+    const js_frozen *frozen = js_snapshot_cache_get(&w->frozen, srv->frozen);
     js_admission adm;
 
     /* identity -> match -> frozen -> rate, before the body is decoded. */
     js_status st = call_identity(c->call, c->identity, sizeof(c->identity), &err);
     if (st == JS_OK)
-        st = js_service_admit(srv->svc, policy, c->identity, &adm, &retry_ms, &err);
+        st = js_service_admit(srv->svc, policy, frozen, c->identity, &adm, &retry_ms, &err);
     /* A caller refused by match or frozen still gets its request envelope
      * decoded, for the request_id its audit record and log line carry; a
      * rate-limited one does not: a flood must stay cheap. */
@@ -450,6 +491,7 @@ static void handle_sign(call_ctx *c)
         err = derr;
     }
     if (st == JS_OK && req != NULL) {
+        adm.keys = js_snapshot_cache_get(&w->keys, srv->keys);
         js_sign_request sr = {req->claims_json.data, req->claims_json.len, req->key,
                               req->request_id};
         st = js_service_sign(srv->svc, w->session, &adm, &sr, &c->res, &err);
@@ -498,7 +540,8 @@ static void handle_jwks(call_ctx *c)
         /* The JWKS is public: any authenticated caller may read it. The
          * request message has no fields; it is not parsed. */
         Jwtsigner__V1__GetJwksResponse resp = JWTSIGNER__V1__GET_JWKS_RESPONSE__INIT;
-        resp.jwks_json = (char *)js_service_jwks(c->w->srv->svc);
+        const js_keyring *kr = js_snapshot_cache_get(&c->w->keys, c->w->srv->keys);
+        resp.jwks_json = (char *)js_keyring_jwks(kr);
         len = jwtsigner__v1__get_jwks_response__get_packed_size(&resp);
         buf = malloc(len > 0 ? len : 1);
         if (buf == NULL)
@@ -521,6 +564,137 @@ static void handle_jwks(call_ctx *c)
     call_reply(c, code, err.reason, err.msg, buf, len, 0);
     free(buf);
     gpr_free(peer);
+}
+
+/* ---- the Admin service ------------------------------------------------------------- */
+
+/* Packs any response message into a malloc'd buffer. */
+static uint8_t *pack_message(const ProtobufCMessage *m, size_t *len)
+{
+    *len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(*len > 0 ? *len : 1);
+    if (buf != NULL)
+        protobuf_c_message_pack(m, buf);
+    return buf;
+}
+
+/* Bounded free text for the audit record (reason fields). */
+static const char *admin_text(const char *s)
+{
+    return s != NULL && strlen(s) <= 512 ? s : "";
+}
+
+static js_status admin_dispatch(call_ctx *c, const uint8_t *data, size_t len, const char *admin,
+                                uint8_t **out, size_t *out_len, json_t *detail, js_err *err)
+{
+    js_control *ctl = c->w->srv->control;
+    js_status st;
+    switch (c->admin) {
+    case ADMIN_INCIDENT: {
+        Jwtsigner__V1__SetIncidentModeRequest *rq =
+            jwtsigner__v1__set_incident_mode_request__unpack(NULL, len, data);
+        JS_ENSURE(rq != NULL, err, JS_EINVAL, "request.malformed", "malformed request");
+        bool on = rq->on != 0;
+        json_object_set_new(detail, "on", json_boolean(on));
+        json_object_set_new(detail, "reason", json_string(admin_text(rq->reason)));
+        st = js_control_set_incident(ctl, on, admin, admin_text(rq->reason), err);
+        jwtsigner__v1__set_incident_mode_request__free_unpacked(rq, NULL);
+        JS_GUARD(st);
+        Jwtsigner__V1__SetIncidentModeResponse r = JWTSIGNER__V1__SET_INCIDENT_MODE_RESPONSE__INIT;
+        r.on = js_control_incident(ctl);
+        *out = pack_message(&r.base, out_len);
+        break;
+    }
+    case ADMIN_FREEZE:
+    case ADMIN_UNFREEZE: {
+        Jwtsigner__V1__FreezeCallerRequest *rq =
+            jwtsigner__v1__freeze_caller_request__unpack(NULL, len, data);
+        JS_ENSURE(rq != NULL, err, JS_EINVAL, "request.malformed", "malformed request");
+        bool freeze = c->admin == ADMIN_FREEZE;
+        json_object_set_new(detail, "identity", json_string(rq->identity));
+        json_object_set_new(detail, "reason", json_string(admin_text(rq->reason)));
+        st = js_control_freeze(ctl, rq->identity, freeze, admin, admin_text(rq->reason), err);
+        Jwtsigner__V1__FreezeCallerResponse r = JWTSIGNER__V1__FREEZE_CALLER_RESPONSE__INIT;
+        r.identity = rq->identity;
+        r.frozen = freeze;
+        if (st == JS_OK)
+            *out = pack_message(&r.base, out_len);
+        jwtsigner__v1__freeze_caller_request__free_unpacked(rq, NULL);
+        JS_GUARD(st);
+        break;
+    }
+    case ADMIN_RELOAD: {
+        char sha[65] = "";
+        JS_GUARD(js_control_reload_policy(ctl, admin, sha, err));
+        json_object_set_new(detail, "sha256", json_string(sha));
+        Jwtsigner__V1__ReloadPolicyResponse r = JWTSIGNER__V1__RELOAD_POLICY_RESPONSE__INIT;
+        r.sha256 = sha;
+        *out = pack_message(&r.base, out_len);
+        break;
+    }
+    case ADMIN_STATUS: {
+        char *json = js_control_status_json(ctl);
+        JS_ENSURE_ALLOC(json, err);
+        Jwtsigner__V1__GetStatusResponse r = JWTSIGNER__V1__GET_STATUS_RESPONSE__INIT;
+        r.status_json = json;
+        *out = pack_message(&r.base, out_len);
+        free(json);
+        break;
+    }
+    case ADMIN_ROTATE:
+    case ADMIN_REVOKE:
+        return js_control_key_admin(ctl, c->admin == ADMIN_ROTATE, data, len, admin, out, out_len,
+                                    detail, err);
+    case ADMIN_COUNT:
+    default:
+        return js_err_set(err, JS_EINTERNAL, "internal.admin", "unknown admin method");
+    }
+    JS_ENSURE(*out != NULL, err, JS_EINTERNAL, "internal.oom", "out of memory");
+    return JS_OK;
+}
+
+/* Every admin call, allowed or denied, is an audit record carrying the
+ * caller's identity; only identities in the policy's `admins` may act. */
+static void handle_admin(call_ctx *c)
+{
+    c->t0_us = mono_us();
+    js_server *srv = c->w->srv;
+    js_err err;
+    js_err_clear(&err);
+    c->peer = grpc_call_get_peer(c->call);
+    grpc_slice raw = grpc_empty_slice();
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    json_t *detail = json_object();
+    const js_policy *policy = js_policy_cache_get(&c->w->policy, srv->policies);
+
+    js_status st = call_identity(c->call, c->identity, sizeof(c->identity), &err);
+    if (st == JS_OK && !js_policy_is_admin(policy, c->identity))
+        st = js_err_set(&err, JS_EDENIED, "admin.not_admin",
+                        "caller '%s' is not an administrator (policy: admins)", c->identity);
+    if (st == JS_OK)
+        st = read_request(c->request, &raw, &err);
+    if (st == JS_OK)
+        st = admin_dispatch(c, GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw), c->identity, &buf,
+                            &len, detail, &err);
+    grpc_slice_unref(raw);
+    grpc_status_code code = status_to_grpc(st);
+    js_control_audit_admin(srv->control, c->identity, k_admin_actions[c->admin],
+                           st == JS_OK ? "allow" : decision_of(code), st == JS_OK ? NULL : &err,
+                           detail);
+    js_reqlog log = {
+        .method = k_admin_paths[c->admin] + sizeof("/jwtsigner.v1.") - 1,
+        .caller = c->identity,
+        .peer = c->peer,
+        .decision = decision_of(code),
+        .status = grpc_status_name(code),
+        .reason = st == JS_OK ? "ok" : err.reason,
+        .message = st == JS_OK ? NULL : err.msg,
+        .latency_us = mono_us() - c->t0_us,
+    };
+    js_reqlog_emit(&log);
+    call_reply(c, code, err.reason, err.msg, buf, len, 0);
+    free(buf);
 }
 
 static void handle_unknown(call_ctx *c)
@@ -558,7 +732,7 @@ static void *worker_main(void *arg)
             continue;
         }
         /* Re-arm first so the next request does not wait for this one. */
-        if (call_arm(w, c->kind) != 0)
+        if (call_arm_method(w, c->kind, c->admin) != 0)
             js_log_event("error", "rearm_failed", "cannot re-arm a requested call");
         switch (c->kind) {
         case CALL_SIGN:
@@ -566,6 +740,9 @@ static void *worker_main(void *arg)
             break;
         case CALL_JWKS:
             handle_jwks(c);
+            break;
+        case CALL_ADMIN:
+            handle_admin(c);
             break;
         case CALL_UNKNOWN:
         default:
@@ -632,16 +809,20 @@ static js_status make_credentials(const js_config *cfg, grpc_server_credentials 
     return st;
 }
 
-js_status js_server_new(const js_config *cfg, const js_service *svc, js_policy_store *policies,
-                        js_audit *audit, js_hsm *hsm, js_server **out, js_err *err)
+js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err)
 {
     *out = NULL;
     js_server *srv = calloc(1, sizeof(*srv));
     JS_ENSURE_ALLOC(srv, err);
+    const js_config *cfg = deps->cfg;
+    js_hsm *hsm = deps->hsm;
     srv->cfg = cfg;
-    srv->svc = svc;
-    srv->policies = policies;
-    srv->audit = audit;
+    srv->svc = deps->svc;
+    srv->policies = deps->policies;
+    srv->frozen = deps->frozen;
+    srv->keys = deps->keys;
+    srv->control = deps->control;
+    srv->audit = deps->audit;
     atomic_init(&srv->shutting_down, false);
     srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (srv->nworkers <= 0)
@@ -675,6 +856,9 @@ js_status js_server_new(const js_config *cfg, const js_service *svc, js_policy_s
                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     srv->method_jwks = grpc_server_register_method(srv->server, METHOD_JWKS, NULL,
                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    for (int m = 0; m < ADMIN_COUNT; m++)
+        srv->method_admin[m] = grpc_server_register_method(
+            srv->server, k_admin_paths[m], NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     for (int i = 0; i < srv->nworkers; i++) {
         srv->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
         grpc_server_register_completion_queue(srv->server, srv->workers[i].cq, NULL);
@@ -720,6 +904,9 @@ js_status js_server_start(js_server *srv, js_err *err)
         for (int k = 0; k < PENDING_JWKS; k++)
             JS_ENSURE(call_arm(w, CALL_JWKS) == 0, err, JS_EINTERNAL, "server.arm",
                       "cannot request calls");
+        for (int m = 0; m < ADMIN_COUNT; m++)
+            JS_ENSURE(call_arm_method(w, CALL_ADMIN, (admin_method)m) == 0, err, JS_EINTERNAL,
+                      "server.arm", "cannot request calls");
         for (int k = 0; k < PENDING_UNKNOWN; k++)
             JS_ENSURE(call_arm(w, CALL_UNKNOWN) == 0, err, JS_EINTERNAL, "server.arm",
                       "cannot request calls");
@@ -790,6 +977,8 @@ void js_server_free(js_server *srv)
         drain_and_destroy(srv->workers[i].cq);
         js_hsm_session_free(srv->workers[i].session);
         js_policy_cache_clear(&srv->workers[i].policy);
+        js_snapshot_cache_clear(&srv->workers[i].frozen);
+        js_snapshot_cache_clear(&srv->workers[i].keys);
     }
     drain_and_destroy(srv->shutdown_cq);
     free(srv->workers);

@@ -17,6 +17,7 @@
 
 #include "auditlog.h"
 #include "config.h"
+#include "control.h"
 #include "err.h"
 #include "hsm.h"
 #include "policy_store.h"
@@ -24,12 +25,22 @@
 
 typedef struct js_server js_server;
 
-/* Borrows cfg, svc, policies, audit and hsm; they must outlive the server
- * (and the audit log must keep running until js_server_shutdown returns:
- * allowed calls wait for their records). Opens one HSM session per worker.
- * grpc_init() must have been called. */
-js_status js_server_new(const js_config *cfg, const js_service *svc, js_policy_store *policies,
-                        js_audit *audit, js_hsm *hsm, js_server **out, js_err *err) JS_WUR;
+/* Everything the server borrows; it must outlive the server (and the audit
+ * log must keep running until js_server_shutdown returns: allowed calls wait
+ * for their records). */
+typedef struct js_server_deps {
+    const js_config *cfg;
+    const js_service *svc;
+    js_policy_store *policies;
+    js_snapshot_store *frozen; /* of js_frozen */
+    js_snapshot_store *keys;   /* of js_keyring */
+    js_control *control;       /* the Admin service acts through it */
+    js_audit *audit;
+    js_hsm *hsm;
+} js_server_deps;
+
+/* Opens one HSM session per worker. grpc_init() must have been called. */
+js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err) JS_WUR;
 
 /* The bound port (useful when the config asks for port 0). */
 int js_server_port(const js_server *srv);

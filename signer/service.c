@@ -15,7 +15,6 @@
 
 struct js_service {
     const js_config *cfg;
-    const js_keyring *kr;
     js_ratelimit *rl;
     js_clock_fn clock;
     void *clock_ctx;
@@ -27,14 +26,13 @@ static int64_t system_clock(void *ctx)
     return (int64_t)time(NULL);
 }
 
-js_status js_service_new(const js_config *cfg, const js_keyring *kr, js_ratelimit *rl,
-                         js_clock_fn clock, void *clock_ctx, js_service **out, js_err *err)
+js_status js_service_new(const js_config *cfg, js_ratelimit *rl, js_clock_fn clock, void *clock_ctx,
+                         js_service **out, js_err *err)
 {
     *out = NULL;
     js_service *svc = calloc(1, sizeof(*svc));
     JS_ENSURE_ALLOC(svc, err);
     svc->cfg = cfg;
-    svc->kr = kr;
     svc->rl = rl;
     svc->clock = clock != NULL ? clock : system_clock;
     svc->clock_ctx = clock_ctx;
@@ -58,11 +56,6 @@ void js_sign_result_clear(js_sign_result *res)
     free(res->scopes);
     free(res->aud);
     memset(res, 0, sizeof(*res));
-}
-
-const char *js_service_jwks(const js_service *svc)
-{
-    return js_keyring_jwks(svc->kr);
 }
 
 js_status js_request_id_check(const char *request_id, js_err *err)
@@ -125,8 +118,9 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-js_status js_service_admit(const js_service *svc, const js_policy *p, const char *identity,
-                           js_admission *adm, uint64_t *retry_after_ms, js_err *err)
+js_status js_service_admit(const js_service *svc, const js_policy *p, const js_frozen *frozen,
+                           const char *identity, js_admission *adm, uint64_t *retry_after_ms,
+                           js_err *err)
 {
     memset(adm, 0, sizeof(*adm));
     *retry_after_ms = 0;
@@ -135,6 +129,8 @@ js_status js_service_admit(const js_service *svc, const js_policy *p, const char
               "caller '%s' matches no entry of the policy", identity);
     JS_ENSURE(!js_policy_caller_frozen(c), err, JS_EDENIED, "policy.frozen",
               "caller '%s' is frozen (policy entry '%s')", identity, js_policy_caller_id(c));
+    JS_ENSURE(!js_frozen_contains(frozen, identity), err, JS_EDENIED, "admin.frozen",
+              "caller '%s' is frozen by an administrator", identity);
     JS_GUARD(js_ratelimit_take(svc->rl, c, identity, mono_ns(), retry_after_ms, err));
     adm->policy = p;
     adm->caller = c;
@@ -146,7 +142,7 @@ js_status js_service_check_policy(const js_service *svc, const js_policy *p, js_
 {
     for (size_t i = 0; i < js_policy_key_count(p); i++) {
         const char *name = js_policy_key_at(p, i);
-        JS_ENSURE(js_keyring_find(svc->kr, name) != NULL, err, JS_ECONFIG, "policy.unknown_key",
+        JS_ENSURE(js_config_find_key(svc->cfg, name) != NULL, err, JS_ECONFIG, "policy.unknown_key",
                   "the policy names key '%s', which is not in the signer's configuration", name);
     }
     /* The policy names the issuer (issue 3); a config issuer, kept for
@@ -201,12 +197,24 @@ js_status js_service_sign(const js_service *svc, js_hsm_session *s, const js_adm
         return st;
     }
 
-    /* The policy only names keys the keyring has (js_service_check_policy). */
-    const js_key *key = js_keyring_find(svc->kr, pr.key_name);
+    /* The policy only names configured keys (js_service_check_policy); a
+     * key without an active version was revoked with no successor. */
+    const js_key *key = js_keyring_find(adm->keys, pr.key_name);
     char *payload = NULL;
     if (key == NULL)
-        st = js_err_set(err, JS_EINTERNAL, "internal.key", "policy key '%s' is not loaded",
+        st = js_err_set(err, JS_EUNAVAIL, "key.no_active",
+                        "key '%s' has no active version (revoked); an administrator must rotate it",
                         pr.key_name);
+    /* A token never outlives its key version's publication (keystate.h):
+     * exp is capped to now + the version's lifetime window. */
+    if (st == JS_OK && js_key_lifetime(key) <= 0)
+        st = js_err_set(err, JS_EUNAVAIL, "key.lifetime_unknown",
+                        "key '%s' has no known publication window yet", pr.key_name);
+    if (st == JS_OK && pr.exp > now + js_key_lifetime(key)) {
+        pr.exp = now + js_key_lifetime(key);
+        if (json_object_set_new(pr.claims, "exp", json_integer(pr.exp)) != 0)
+            st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    }
     if (st == JS_OK) {
         snprintf(res->key_name, sizeof(res->key_name), "%s", js_key_name(key));
         snprintf(res->kid, sizeof(res->kid), "%s", js_key_kid(key));

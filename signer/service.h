@@ -23,6 +23,7 @@
 #include "claims.h"
 #include "config.h"
 #include "err.h"
+#include "frozen.h"
 #include "hsm.h"
 #include "jwk.h"
 #include "keyring.h"
@@ -52,6 +53,7 @@ typedef struct js_admission {
     const js_policy *policy;
     const js_policy_caller *caller;
     const char *identity;
+    const js_keyring *keys; /* the keyring snapshot in force for this request */
 } js_admission;
 
 /* Result of a request, allowed or denied. jwt and scopes are malloc'd (free
@@ -70,24 +72,23 @@ typedef struct js_sign_result {
     int64_t expires_at;
 } js_sign_result;
 
-/* Borrows cfg, kr and rl; they must outlive the service. clock NULL = time(). */
-js_status js_service_new(const js_config *cfg, const js_keyring *kr, js_ratelimit *rl,
-                         js_clock_fn clock, void *clock_ctx, js_service **out, js_err *err) JS_WUR;
+/* Borrows cfg and rl; they must outlive the service. clock NULL = time(). */
+js_status js_service_new(const js_config *cfg, js_ratelimit *rl, js_clock_fn clock, void *clock_ctx,
+                         js_service **out, js_err *err) JS_WUR;
 void js_service_free(js_service *svc);
 
 /*
- * Match, frozen and rate checks for identity under policy p. JS_EDENIED
- * (policy.no_match, policy.frozen) or JS_ELIMIT (rate.limited, with
- * *retry_after_ms) on refusal.
+ * Match, frozen and rate checks for identity under policy p and the callers
+ * frozen at run time. JS_EDENIED (policy.no_match, policy.frozen,
+ * admin.frozen) or JS_ELIMIT (rate.limited, with *retry_after_ms).
  */
-js_status js_service_admit(const js_service *svc, const js_policy *p, const char *identity,
-                           js_admission *adm, uint64_t *retry_after_ms, js_err *err) JS_WUR;
+js_status js_service_admit(const js_service *svc, const js_policy *p, const js_frozen *frozen,
+                           const char *identity, js_admission *adm, uint64_t *retry_after_ms,
+                           js_err *err) JS_WUR;
 
 js_status js_service_sign(const js_service *svc, js_hsm_session *s, const js_admission *adm,
                           const js_sign_request *req, js_sign_result *res, js_err *err) JS_WUR;
 void js_sign_result_clear(js_sign_result *res);
-
-const char *js_service_jwks(const js_service *svc);
 
 /* Checks that every key a policy names exists in the keyring, and that the
  * policy or the config sets an issuer. Used at start and on every reload. */

@@ -233,6 +233,33 @@ static void test_minimal_config_defaults(void **state)
     js_config_free(cfg);
 }
 
+/* Every algorithm is accepted; bits (RS256/PS256 only) defaults to 0, meaning 2048. */
+static void test_all_algs_and_bits(void **state)
+{
+    const fixture *fx = *state;
+    js_config *cfg = load_ok(fx, L_LISTEN L_TLS L_HSM
+                             "keys:\n"
+                             "  - {name: es256, label: l1, alg: ES256}\n"
+                             "  - {name: es384, label: l2, alg: ES384}\n"
+                             "  - {name: rs256, label: l3, alg: RS256}\n"
+                             "  - {name: rs256-3072, label: l4, alg: RS256, bits: 3072}\n"
+                             "  - {name: ps256, label: l5, alg: PS256, bits: 2048}\n"
+                             "  - {name: ps256-3072, label: l6, alg: PS256, bits: 3072}\n"
+                             "  - {name: eddsa, label: l7, alg: EdDSA}\n" L_ISSUER L_TAIL);
+    static const struct {
+        js_alg alg;
+        unsigned bits;
+    } want[] = {{JS_ALG_ES256, 0},    {JS_ALG_ES384, 0},    {JS_ALG_RS256, 0}, {JS_ALG_RS256, 3072},
+                {JS_ALG_PS256, 2048}, {JS_ALG_PS256, 3072}, {JS_ALG_EDDSA, 0}};
+    assert_int_equal(cfg->nkeys, sizeof(want) / sizeof(want[0]));
+    for (size_t i = 0; i < cfg->nkeys; i++) {
+        assert_int_equal(cfg->keys[i].alg, want[i].alg);
+        assert_int_equal(cfg->keys[i].bits, want[i].bits);
+        assert_true(js_alg_supported(want[i].alg));
+    }
+    js_config_free(cfg);
+}
+
 /* A config loaded by a relative path still yields absolute paths. */
 static void test_relative_config_path(void **state)
 {
@@ -265,7 +292,7 @@ static const struct {
 } k_invalid[] = {
     {"unknown top-level key", MINIMAL "bogus: 1\n", "config.unknown_key", 18,
      "unknown key 'bogus' (allowed: listen, tls, workers, hsm, keys, default_key, issuer, "
-     "policy, audit)",
+     "policy, audit, http, key_lifecycle)",
      NULL},
     {"unknown nested key",
      L_LISTEN "tls:\n  cert: a\n  key: b\n  client_ca: c\n  extra: d\n" L_HSM L_KEYS L_TAIL,
@@ -352,9 +379,31 @@ static const struct {
      "keys[0].alg: unknown alg 'HS256'", NULL},
     {"alg none", L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "none") L_TAIL, "config.alg", 13,
      "keys[0].alg: unknown alg 'none'", NULL},
-    {"unsupported alg",
-     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "ES256") KEY_ITEM("b", "PS256") L_TAIL,
-     "config.alg_unsupported", 16, "keys[1].alg: alg PS256 is not supported by this build", NULL},
+    {"alg case matters", L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "eddsa") L_TAIL, "config.alg",
+     13, "keys[0].alg: unknown alg 'eddsa'", NULL},
+    /* bits: RSA only, 2048 or 3072 (RFC 7518 §3.3 requires >= 2048). */
+    {"bits on an EC key",
+     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "ES256") "    bits: 2048\n" L_TAIL,
+     "config.key_bits", 14, "keys[0].bits: bits applies only to RS256 and PS256 keys, not ES256",
+     NULL},
+    {"bits on an EdDSA key",
+     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "EdDSA") "    bits: 3072\n" L_TAIL,
+     "config.key_bits", 14, "keys[0].bits: bits applies only to RS256 and PS256 keys, not EdDSA",
+     NULL},
+    {"bits too small",
+     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "RS256") "    bits: 1024\n" L_TAIL,
+     "config.key_bits", 14, "keys[0].bits: RSA keys have 2048 or 3072 bits, not 1024", NULL},
+    {"bits not offered",
+     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "PS256") "    bits: 4096\n" L_TAIL,
+     "config.key_bits", 14, "keys[0].bits: RSA keys have 2048 or 3072 bits, not 4096", NULL},
+    {"bits zero", L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "PS256") "    bits: 0\n" L_TAIL,
+     "config.key_bits", 14, "keys[0].bits: RSA keys have 2048 or 3072 bits, not 0", NULL},
+    {"bits negative",
+     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "RS256") "    bits: -2048\n" L_TAIL,
+     "config.range", 14, "keys[0].bits: ", NULL},
+    {"bits not an integer",
+     L_LISTEN L_TLS L_HSM "keys:\n" KEY_ITEM("a", "RS256") "    bits: \"2048\"\n" L_TAIL,
+     "config.integer", 14, "keys[0].bits: ", NULL},
     {"default_key not a key", MINIMAL "default_key: nope\n", "config.default_key", 18,
      "default_key: 'nope' is not the name of a key in keys", NULL},
     {"issuer empty", L_LISTEN L_TLS L_HSM L_KEYS "issuer: \"\"\n" L_TAIL, "config.issuer", 14,
@@ -711,7 +760,7 @@ int main(void)
         cmocka_unit_test(test_relative_config_path), cmocka_unit_test(test_invalid_configs),
         cmocka_unit_test(test_missing_file),         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_read_pin_from_file),   cmocka_unit_test(test_read_pin_file_errors),
-        cmocka_unit_test(test_read_pin_from_env),
+        cmocka_unit_test(test_read_pin_from_env),    cmocka_unit_test(test_all_algs_and_bits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

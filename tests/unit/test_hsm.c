@@ -2,9 +2,10 @@
  * test_hsm.c - hsm.c against a real SoftHSM token made in a temporary
  * directory: token selection by PKCS#11 URI (RFC 7512), login failures that
  * must not leak the PIN, key generation policy (sensitive, never extractable),
- * key lookup errors, ES256 signatures verified independently with OpenSSL
- * (RFC 7518 §3.4), recovery from a dropped session, and concurrent signing on
- * one session per thread. The test inspects the token through its own PKCS#11
+ * key lookup errors, signatures of every algorithm (ES256/ES384 RFC 7518 §3.4,
+ * RS256 §3.3, PS256 §3.5, EdDSA RFC 8037) verified independently with OpenSSL,
+ * wrong key types and RSA keys below 2048 bits refused, recovery from a dropped session, and
+ * concurrent signing on one session per thread. The test inspects the token through its own PKCS#11
  * session (only the test does this besides hsm.c) to check attributes the
  * module API deliberately cannot read.
  */
@@ -25,6 +26,7 @@
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/rsa.h>
 
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
@@ -39,6 +41,19 @@
 #define SO_PIN         "so-5678efgh"
 #define URI            "pkcs11:token=" TOKEN_LABEL
 #define THREAD_SIGNS   200
+
+#if defined(__SANITIZE_ADDRESS__)
+/*
+ * SoftHSM 2.6.1 leaks an ASN1_STRING in every C_SignInit with an Ed25519 key;
+ * tests/lsan.supp suppresses it by the C_SignInit frame, which only a slow
+ * unwind through libcrypto (built without frame pointers) can see.
+ */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "fast_unwind_on_malloc=0";
+}
+#endif
 
 typedef struct fixture {
     char dir[64];
@@ -137,7 +152,7 @@ static js_hsm_key *keygen_find_alg_ok(js_hsm *hsm, js_hsm_session *s, const char
 {
     js_err err;
     js_hsm_key *key = NULL;
-    js_status st = js_hsm_keygen(hsm, s, label, alg, &err);
+    js_status st = js_hsm_keygen(hsm, s, label, alg, 0, &err);
     if (st != JS_OK)
         print_error("keygen: %s: %s\n", err.reason, err.msg);
     assert_int_equal(st, JS_OK);
@@ -186,6 +201,32 @@ static bool es256_verify(EVP_PKEY *pub, const uint8_t *msg, size_t msg_len, cons
                          size_t sig_len)
 {
     return es_verify(pub, EVP_sha256(), 32, msg, msg_len, sig, sig_len);
+}
+
+/*
+ * Independent OpenSSL verification of a JWS signature for alg: ECDSA via
+ * es_verify, RS256 PKCS#1 v1.5 with SHA-256, PS256 PSS with MGF1-SHA256 and a
+ * 32-byte salt (RFC 7518 §3.5), EdDSA pure Ed25519 over the message.
+ */
+static bool alg_verify(js_alg alg, EVP_PKEY *pub, const uint8_t *msg, size_t msg_len,
+                       const uint8_t *sig, size_t sig_len)
+{
+    if (alg == JS_ALG_ES256)
+        return es_verify(pub, EVP_sha256(), 32, msg, msg_len, sig, sig_len);
+    if (alg == JS_ALG_ES384)
+        return es_verify(pub, EVP_sha384(), 48, msg, msg_len, sig, sig_len);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
+    bool ok =
+        md != NULL &&
+        EVP_DigestVerifyInit(md, &pctx, alg == JS_ALG_EDDSA ? NULL : EVP_sha256(), NULL, pub) == 1;
+    if (ok && alg == JS_ALG_PS256)
+        ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+             EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) == 1 &&
+             EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) == 1;
+    ok = ok && EVP_DigestVerify(md, sig, sig_len, msg, msg_len) == 1;
+    EVP_MD_CTX_free(md);
+    return ok;
 }
 
 /* The test's own PKCS#11 view of the token, for what hsm.c must not expose. */
@@ -441,7 +482,7 @@ static void test_keygen_label_exists(void **state)
 
     js_err err;
     js_err_clear(&err);
-    assert_int_equal(js_hsm_keygen(hsm, s, "dup-label", JS_ALG_ES256, &err), JS_ECONFIG);
+    assert_int_equal(js_hsm_keygen(hsm, s, "dup-label", JS_ALG_ES256, 0, &err), JS_ECONFIG);
     assert_string_equal(err.reason, "hsm.label_exists");
     assert_non_null(strstr(err.msg, "dup-label"));
 
@@ -483,17 +524,17 @@ static void test_bad_label_and_alg(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(js_hsm_key_find(hsm, s, bad[i], JS_ALG_ES256, &key, &err), JS_EINVAL);
         assert_string_equal(err.reason, "hsm.label");
-        assert_int_equal(js_hsm_keygen(hsm, s, bad[i], JS_ALG_ES256, &err), JS_EINVAL);
+        assert_int_equal(js_hsm_keygen(hsm, s, bad[i], JS_ALG_ES256, 0, &err), JS_EINVAL);
         assert_string_equal(err.reason, "hsm.label");
     }
     /* A label of exactly the maximum length is fine. */
     too_long[JS_HSM_LABEL_MAX] = '\0';
     js_hsm_key_free(keygen_find_ok(hsm, s, too_long));
 
-    /* Algorithms without a table row, and "none", are refused by name. */
-    static const js_alg algs[] = {JS_ALG_NONE, JS_ALG_RS256, JS_ALG_PS256, JS_ALG_EDDSA};
+    /* "none" and values outside the enum have no table row and are refused by name. */
+    static const js_alg algs[] = {JS_ALG_NONE, (js_alg)99};
     for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++) {
-        assert_int_equal(js_hsm_keygen(hsm, s, "alg-test", algs[i], &err), JS_ECONFIG);
+        assert_int_equal(js_hsm_keygen(hsm, s, "alg-test", algs[i], 0, &err), JS_ECONFIG);
         assert_string_equal(err.reason, "hsm.alg_unsupported");
         assert_int_equal(js_hsm_key_find(hsm, s, "dup-label", algs[i], &key, &err), JS_ECONFIG);
         assert_string_equal(err.reason, "hsm.alg_unsupported");
@@ -701,6 +742,230 @@ static void test_es384_sign_verify_and_type_mismatch(void **state)
     js_hsm_free(hsm);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Every algorithm.                                                                         */
+
+/* The private key labelled label: sensitive, never extractable, and its secret unreadable. */
+static void check_private_key_policy(const fixture *f, const char *label, CK_ATTRIBUTE_TYPE secret)
+{
+    tp11 t;
+    tp11_open(f, &t);
+    CK_OBJECT_HANDLE priv = tp11_find(&t, CKO_PRIVATE_KEY, label);
+    CK_BBOOL sensitive = CK_FALSE, extractable = CK_TRUE, never_extr = CK_FALSE,
+             always_sens = CK_FALSE, sign = CK_FALSE;
+    CK_ATTRIBUTE a[] = {
+        {CKA_SENSITIVE, &sensitive, sizeof(sensitive)},
+        {CKA_EXTRACTABLE, &extractable, sizeof(extractable)},
+        {CKA_NEVER_EXTRACTABLE, &never_extr, sizeof(never_extr)},
+        {CKA_ALWAYS_SENSITIVE, &always_sens, sizeof(always_sens)},
+        {CKA_SIGN, &sign, sizeof(sign)},
+    };
+    assert_int_equal(t.m->C_GetAttributeValue(t.h, priv, a, sizeof(a) / sizeof(a[0])), CKR_OK);
+    assert_int_equal(sensitive, CK_TRUE);
+    assert_int_equal(extractable, CK_FALSE);
+    assert_int_equal(never_extr, CK_TRUE);
+    assert_int_equal(always_sens, CK_TRUE);
+    assert_int_equal(sign, CK_TRUE);
+    uint8_t value[1024];
+    CK_ATTRIBUTE v[] = {{secret, value, sizeof(value)}};
+    assert_int_equal(t.m->C_GetAttributeValue(t.h, priv, v, 1), CKR_ATTRIBUTE_SENSITIVE);
+    CK_BBOOL verify = CK_FALSE;
+    CK_ATTRIBUTE pv[] = {{CKA_VERIFY, &verify, sizeof(verify)}};
+    assert_int_equal(t.m->C_GetAttributeValue(t.h, tp11_find(&t, CKO_PUBLIC_KEY, label), pv, 1),
+                     CKR_OK);
+    assert_int_equal(verify, CK_TRUE);
+    tp11_close(&t);
+}
+
+static const struct alg_case {
+    const char *label;
+    js_alg alg;
+    unsigned bits;         /* keygen rsa_bits; the public key's size in bits */
+    bool keygen;           /* false: the RSA pair of the row before, found as another alg */
+    size_t sig_len;        /* exact signature length */
+    const char *pkey_type; /* EVP_PKEY_is_a name */
+    CK_ATTRIBUTE_TYPE secret;
+} k_alg_cases[] = {
+    {"all-es256", JS_ALG_ES256, 256, true, 64, "EC", CKA_VALUE},
+    {"all-es384", JS_ALG_ES384, 384, true, 96, "EC", CKA_VALUE},
+    /* RSA keygen is slow in SoftHSM: one 2048 and one 3072 pair, each used as RS256 and PS256. */
+    {"all-rsa2048", JS_ALG_RS256, 2048, true, 256, "RSA", CKA_PRIVATE_EXPONENT},
+    {"all-rsa2048", JS_ALG_PS256, 2048, false, 256, "RSA", CKA_PRIVATE_EXPONENT},
+    {"all-rsa3072", JS_ALG_PS256, 3072, true, 384, "RSA", CKA_PRIVATE_EXPONENT},
+    {"all-rsa3072", JS_ALG_RS256, 3072, false, 384, "RSA", CKA_PRIVATE_EXPONENT},
+    {"all-ed25519", JS_ALG_EDDSA, 256, true, 64, "ED25519", CKA_VALUE},
+};
+
+static void test_all_algs_sign_verify(void **state)
+{
+    const fixture *f = *state;
+    js_hsm *hsm = open_ok(f);
+    js_hsm_session *s = session_ok(hsm);
+    static const uint8_t msg[] = "eyJhbGciOiJYIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4In0";
+    const size_t msg_len = sizeof(msg) - 1;
+
+    for (size_t i = 0; i < sizeof(k_alg_cases) / sizeof(k_alg_cases[0]); i++) {
+        const struct alg_case *c = &k_alg_cases[i];
+        js_err err;
+        js_err_clear(&err);
+        if (c->keygen) {
+            unsigned rsa_bits = c->pkey_type[0] == 'R' ? c->bits : 0;
+            js_status st = js_hsm_keygen(hsm, s, c->label, c->alg, rsa_bits, &err);
+            if (st != JS_OK)
+                print_error("%s keygen: %s: %s\n", c->label, err.reason, err.msg);
+            assert_int_equal(st, JS_OK);
+        }
+        js_hsm_key *key = NULL;
+        js_status st = js_hsm_key_find(hsm, s, c->label, c->alg, &key, &err);
+        if (st != JS_OK)
+            print_error("%s find: %s: %s\n", c->label, err.reason, err.msg);
+        assert_int_equal(st, JS_OK);
+        assert_int_equal(js_hsm_key_alg(key), c->alg);
+        EVP_PKEY *pub = js_hsm_key_public(key);
+        assert_true(EVP_PKEY_is_a(pub, c->pkey_type));
+        assert_int_equal(EVP_PKEY_get_bits(pub), c->bits);
+        assert_int_equal(js_hsm_key_sig_len(key), c->sig_len);
+
+        uint8_t sig[JS_SIG_MAX];
+        size_t sig_len = 0;
+        assert_int_equal(js_hsm_sign(s, key, msg, msg_len, sig, sizeof(sig), &sig_len, &err),
+                         JS_OK);
+        assert_int_equal(sig_len, c->sig_len);
+        assert_true(alg_verify(c->alg, pub, msg, msg_len, sig, sig_len));
+        /* A flipped byte anywhere (first, middle, last) breaks it; so does another message. */
+        const size_t at[] = {0, sig_len / 2, sig_len - 1};
+        for (size_t k = 0; k < 3; k++) {
+            sig[at[k]] ^= 0x01;
+            assert_false(alg_verify(c->alg, pub, msg, msg_len, sig, sig_len));
+            sig[at[k]] ^= 0x01;
+        }
+        assert_false(alg_verify(c->alg, pub, msg, msg_len - 1, sig, sig_len));
+        /* An RS256 signature is not a PS256 one, and the other way round (RFC 7518 §3.3/§3.5). */
+        if (c->alg == JS_ALG_RS256 || c->alg == JS_ALG_PS256)
+            assert_false(alg_verify(c->alg == JS_ALG_RS256 ? JS_ALG_PS256 : JS_ALG_RS256, pub, msg,
+                                    msg_len, sig, sig_len));
+        /* Ed25519 is deterministic (RFC 8032 §5.1.6); PKCS#1 v1.5 too; ECDSA and PSS are not. */
+        uint8_t sig2[JS_SIG_MAX];
+        size_t sig2_len = 0;
+        assert_int_equal(js_hsm_sign(s, key, msg, msg_len, sig2, sizeof(sig2), &sig2_len, &err),
+                         JS_OK);
+        assert_int_equal(sig2_len, sig_len);
+        bool same = memcmp(sig, sig2, sig_len) == 0;
+        assert_int_equal(same, c->alg == JS_ALG_EDDSA || c->alg == JS_ALG_RS256);
+        /* Empty input is still a message. */
+        assert_int_equal(js_hsm_sign(s, key, NULL, 0, sig, sizeof(sig), &sig_len, &err), JS_OK);
+        assert_true(alg_verify(c->alg, pub, (const uint8_t *)"", 0, sig, sig_len));
+        /* A buffer one byte short is refused before the HSM is asked. */
+        assert_int_equal(js_hsm_sign(s, key, msg, msg_len, sig, c->sig_len - 1, &sig_len, &err),
+                         JS_EINTERNAL);
+        assert_string_equal(err.reason, "hsm.sign");
+
+        if (c->keygen)
+            check_private_key_policy(f, c->label, c->secret);
+        if (c->alg == JS_ALG_EDDSA) {
+            /* SoftHSM 2.6.1 takes (and keeps) the curve as the DER OID 1.3.101.112 (RFC 8410). */
+            tp11 t;
+            tp11_open(f, &t);
+            uint8_t params[32];
+            CK_ATTRIBUTE a[] = {{CKA_EC_PARAMS, params, sizeof(params)}};
+            assert_int_equal(
+                t.m->C_GetAttributeValue(t.h, tp11_find(&t, CKO_PUBLIC_KEY, c->label), a, 1),
+                CKR_OK);
+            static const uint8_t oid[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+            assert_int_equal(a[0].ulValueLen, sizeof(oid));
+            assert_memory_equal(params, oid, sizeof(oid));
+            tp11_close(&t);
+        }
+        js_hsm_key_free(key);
+    }
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
+/* A key of the wrong type for the requested alg is refused, whatever the pairing. */
+static void test_wrong_key_type_for_alg(void **state)
+{
+    js_hsm *hsm = open_ok(*state);
+    js_hsm_session *s = session_ok(hsm);
+    js_err err;
+    assert_int_equal(js_hsm_keygen(hsm, s, "wt-ec", JS_ALG_ES256, 0, &err), JS_OK);
+    assert_int_equal(js_hsm_keygen(hsm, s, "wt-ed", JS_ALG_EDDSA, 0, &err), JS_OK);
+    assert_int_equal(js_hsm_keygen(hsm, s, "wt-rsa", JS_ALG_RS256, 0, &err), JS_OK);
+    static const struct {
+        const char *label;
+        js_alg alg;
+    } wrong[] = {
+        {"wt-ec", JS_ALG_RS256},  {"wt-ec", JS_ALG_PS256},  {"wt-ec", JS_ALG_EDDSA},
+        {"wt-ed", JS_ALG_ES256},  {"wt-ed", JS_ALG_ES384},  {"wt-ed", JS_ALG_RS256},
+        {"wt-rsa", JS_ALG_ES256}, {"wt-rsa", JS_ALG_ES384}, {"wt-rsa", JS_ALG_EDDSA},
+    };
+    for (size_t i = 0; i < sizeof(wrong) / sizeof(wrong[0]); i++) {
+        js_hsm_key *key = NULL;
+        js_err_clear(&err);
+        assert_int_equal(js_hsm_key_find(hsm, s, wrong[i].label, wrong[i].alg, &key, &err),
+                         JS_ECONFIG);
+        assert_string_equal(err.reason, "hsm.key_type");
+        assert_null(key);
+    }
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
+/* RFC 7518 §3.3: RS256/PS256 keys MUST be >= 2048 bits; keygen sizes are 2048 or 3072 only. */
+static void test_rsa_key_size(void **state)
+{
+    const fixture *f = *state;
+    js_hsm *hsm = open_ok(f);
+    js_hsm_session *s = session_ok(hsm);
+    js_err err;
+    static const struct {
+        js_alg alg;
+        unsigned bits;
+    } bad[] = {
+        {JS_ALG_RS256, 1024}, {JS_ALG_PS256, 4096}, {JS_ALG_RS256, 2047},
+        {JS_ALG_ES256, 2048}, {JS_ALG_EDDSA, 3072}, {JS_ALG_ES384, 1},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        js_err_clear(&err);
+        assert_int_equal(js_hsm_keygen(hsm, s, "size-test", bad[i].alg, bad[i].bits, &err),
+                         JS_EINVAL);
+        assert_string_equal(err.reason, "hsm.key_size");
+    }
+    js_hsm_key *key = NULL;
+    assert_int_equal(js_hsm_key_find(hsm, s, "size-test", JS_ALG_RS256, &key, &err), JS_ENOTFOUND);
+
+    /* A 1024-bit pair made behind our back (here by the test's own session) is not used. */
+    tp11 t;
+    tp11_open(f, &t);
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ULONG bits = 1024;
+    CK_BYTE f4[] = {0x01, 0x00, 0x01};
+    char label[] = "rsa-1024";
+    CK_ATTRIBUTE pub_tmpl[] = {{CKA_TOKEN, &yes, sizeof(yes)},
+                               {CKA_VERIFY, &yes, sizeof(yes)},
+                               {CKA_MODULUS_BITS, &bits, sizeof(bits)},
+                               {CKA_PUBLIC_EXPONENT, f4, sizeof(f4)},
+                               {CKA_LABEL, label, strlen(label)}};
+    CK_ATTRIBUTE priv_tmpl[] = {
+        {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &yes, sizeof(yes)},
+        {CKA_SENSITIVE, &yes, sizeof(yes)}, {CKA_EXTRACTABLE, &no, sizeof(no)},
+        {CKA_SIGN, &yes, sizeof(yes)},      {CKA_LABEL, label, strlen(label)}};
+    CK_MECHANISM mech = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+    CK_OBJECT_HANDLE pub, priv;
+    assert_int_equal(t.m->C_GenerateKeyPair(t.h, &mech, pub_tmpl, 5, priv_tmpl, 6, &pub, &priv),
+                     CKR_OK);
+    tp11_close(&t);
+    for (js_alg alg = JS_ALG_RS256; alg <= JS_ALG_PS256; alg++) {
+        js_err_clear(&err);
+        assert_int_equal(js_hsm_key_find(hsm, s, "rsa-1024", alg, &key, &err), JS_ECONFIG);
+        assert_string_equal(err.reason, "hsm.key_size");
+        assert_non_null(strstr(err.msg, "RSA-1024"));
+        assert_null(key);
+    }
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
 /* Lists the session handles SoftHSM currently knows (they are small integers). */
 static size_t live_sessions(CK_FUNCTION_LIST *raw, CK_SESSION_HANDLE *out, size_t cap)
 {
@@ -845,6 +1110,9 @@ int main(void)
         cmocka_unit_test(test_find_ambiguous_and_unusable),
         cmocka_unit_test(test_sign_verify),
         cmocka_unit_test(test_es384_sign_verify_and_type_mismatch),
+        cmocka_unit_test(test_all_algs_sign_verify),
+        cmocka_unit_test(test_wrong_key_type_for_alg),
+        cmocka_unit_test(test_rsa_key_size),
         cmocka_unit_test(test_sign_after_session_dropped),
         cmocka_unit_test(test_two_threads_sign),
     };

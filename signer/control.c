@@ -1,0 +1,543 @@
+/*
+ * control.c - run-time changes: policy reload, incident mode, frozen callers
+ * (see control.h). Changes are serialised by one mutex, audited, published as
+ * snapshots, and the run-time state is persisted with write-temp, fsync,
+ * rename, fsync-dir so a crash leaves either the old or the new file.
+ */
+#include "control.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "jwtsigner/v1/signer.pb-c.h"
+#include "logline.h"
+#include <protobuf-c/protobuf-c.h>
+#include <time.h>
+
+#define RUNTIME_FILE      "runtime.json"
+#define KEYSTATE_FILE     "keys.json"
+#define RUNTIME_MAX_BYTES (1024 * 1024)
+
+struct js_control {
+    js_control_deps d;
+    pthread_mutex_t mu;
+    json_t *runtime; /* {"incident":bool,"frozen":{identity:{"by","reason","at"}}} */
+    char path[4096];
+    js_keystate *ks; /* only touched under mu */
+    char ks_path[4096];
+};
+
+static void audit_event(js_control *ctl, const char *type, const char *caller, const char *decision,
+                        const js_err *why, json_t *detail)
+{
+    char *text = detail != NULL ? json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(detail);
+    js_audit_event ev = {
+        .type = type,
+        .caller = caller,
+        .decision = decision,
+        .reason = why != NULL ? why->reason : NULL,
+        .message = why != NULL ? why->msg : NULL,
+        .detail_json = text,
+    };
+    js_err err;
+    js_err_clear(&err);
+    uint64_t seq = 0;
+    if (js_audit_append_sync(ctl->d.audit, &ev, &seq, &err) != JS_OK) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_record_lost", "record", type,
+                              "reason", err.reason, "message", err.msg);
+        js_log_emit("error", o);
+    }
+    free(text);
+}
+
+void js_control_audit_admin(js_control *ctl, const char *admin, const char *action,
+                            const char *decision, const js_err *why, json_t *detail)
+{
+    if (detail == NULL)
+        detail = json_object();
+    json_object_set_new(detail, "action", json_string(action));
+    audit_event(ctl, "admin", admin, decision, why, detail);
+}
+
+/* Atomic replace: the file is either the old or the new version after a crash. */
+static js_status save_runtime(js_control *ctl, js_err *err)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", ctl->path);
+    char *text = json_dumps(ctl->runtime, JSON_INDENT(2) | JSON_SORT_KEYS);
+    JS_ENSURE_ALLOC(text, err);
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        free(text);
+        return js_err_set(err, JS_EUNAVAIL, "control.state_write", "cannot create %s: %s", tmp,
+                          strerror(errno));
+    }
+    size_t len = strlen(text);
+    bool ok = write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+    int saved = errno;
+    close(fd);
+    free(text);
+    if (!ok || rename(tmp, ctl->path) != 0) {
+        unlink(tmp);
+        return js_err_set(err, JS_EUNAVAIL, "control.state_write", "cannot write %s: %s", ctl->path,
+                          strerror(ok ? errno : saved));
+    }
+    int dfd = open(ctl->d.state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return JS_OK;
+}
+
+static js_status load_runtime(js_control *ctl, js_err *err)
+{
+    json_error_t jerr;
+    FILE *f = fopen(ctl->path, "rb");
+    if (f == NULL) {
+        JS_ENSURE(errno == ENOENT, err, JS_ECONFIG, "control.state_read", "cannot read %s: %s",
+                  ctl->path, strerror(errno));
+        ctl->runtime = json_pack("{s:b, s:{}}", "incident", 0, "frozen");
+        JS_ENSURE_ALLOC(ctl->runtime, err);
+        return JS_OK;
+    }
+    char *buf = malloc(RUNTIME_MAX_BYTES + 1);
+    size_t n = buf != NULL ? fread(buf, 1, RUNTIME_MAX_BYTES + 1, f) : 0;
+    fclose(f);
+    JS_ENSURE_ALLOC(buf, err);
+    if (n > RUNTIME_MAX_BYTES) {
+        free(buf);
+        return js_err_set(err, JS_ECONFIG, "control.state_read", "%s is over %d bytes", ctl->path,
+                          RUNTIME_MAX_BYTES);
+    }
+    ctl->runtime = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &jerr);
+    free(buf);
+    JS_ENSURE(ctl->runtime != NULL, err, JS_ECONFIG, "control.state_read", "%s: %s at line %d",
+              ctl->path, jerr.text, jerr.line);
+    JS_ENSURE(json_is_object(ctl->runtime) &&
+                  json_is_boolean(json_object_get(ctl->runtime, "incident")) &&
+                  json_is_object(json_object_get(ctl->runtime, "frozen")),
+              err, JS_ECONFIG, "control.state_read",
+              "%s: expected {\"incident\": bool, \"frozen\": {...}}", ctl->path);
+    return JS_OK;
+}
+
+static js_status publish_frozen(js_control *ctl, js_err *err)
+{
+    js_frozen *f = NULL;
+    js_frozen *next = NULL;
+    const char *id;
+    json_t *v;
+    json_object_foreach(json_object_get(ctl->runtime, "frozen"), id, v)
+    {
+        (void)v;
+        js_status st = js_frozen_with(f, id, true, &next, err);
+        js_frozen_free(f);
+        f = next;
+        JS_GUARD(st);
+    }
+    return js_snapshot_store_publish(ctl->d.frozen, f, err);
+}
+
+/* ---- key lifecycle (keystate.h, keyring.h) ---------------------------------------- */
+
+/* Longest token lifetime any caller may get with `key`, plus the leeway:
+ * how long a version stays published after it stops signing. */
+static int64_t key_lifetime(const char *key, void *ctx)
+{
+    js_control *ctl = ctx;
+    js_policy_snapshot *snap = js_policy_store_acquire(ctl->d.policies);
+    int64_t ttl = js_policy_key_max_ttl(js_policy_snapshot_get(snap), key);
+    js_policy_snapshot_release(snap);
+    int64_t life = ttl + ctl->d.leeway;
+    return life < JS_KS_MAX_LIFETIME ? life : JS_KS_MAX_LIFETIME;
+}
+
+static void audit_key_events(js_control *ctl, const js_ks_events *evs, const char *by)
+{
+    for (size_t i = 0; i < evs->count; i++) {
+        const js_ks_event *e = &evs->ev[i];
+        if (e->kind == JS_KS_EV_ROTATION_DUE)
+            continue;
+        const char *what = e->kind == JS_KS_EV_FORGOTTEN ? "forgotten" : js_key_state_name(e->to);
+        json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s, s:s}", "event", "key_transition",
+                              "key", e->key, "version", (int)e->version, "kid", e->kid, "from",
+                              js_key_state_name(e->from), "to", what, "by", by);
+        js_log_emit("warn", o);
+        audit_event(ctl, "key", by, what, NULL,
+                    json_pack("{s:s, s:i, s:s, s:s, s:s, s:I}", "key", e->key, "version",
+                              (int)e->version, "kid", e->kid, "from", js_key_state_name(e->from),
+                              "to", what, "at", (json_int_t)e->at));
+    }
+}
+
+/* Caller holds mu: persist, then publish a new keyring, then audit. The
+ * state file is written before workers can sign with a new version, so a
+ * crash never forgets a version that signed (or a revocation). */
+static js_status keys_commit(js_control *ctl, const js_ks_events *evs, const char *by, js_err *err)
+{
+    JS_GUARD(js_keystate_save(ctl->ks, ctl->ks_path, err));
+    js_keyring *kr = NULL;
+    JS_GUARD(js_keyring_build(ctl->d.cfg, ctl->ks, ctl->d.vault, &kr, err));
+    JS_GUARD(js_snapshot_store_publish(ctl->d.keys, kr, err));
+    audit_key_events(ctl, evs, by);
+    return JS_OK;
+}
+
+/* Caller holds mu. */
+static js_status rotate_locked(js_control *ctl, const char *key, const char *by, js_ks_events *evs,
+                               uint32_t *version, const char **kid_out, js_err *err)
+{
+    const js_key_config *kc = js_config_find_key(ctl->d.cfg, key);
+    JS_ENSURE(kc != NULL, err, JS_ENOTFOUND, "admin.unknown_key", "no key named '%s'", key);
+    /* Numbers are never reused, even after old records are forgotten, so a
+     * label never names an old (perhaps revoked) object in the token. */
+    uint32_t next = js_keystate_next_version(ctl->ks, key);
+    char label[JS_KS_LABEL_MAX + 1];
+    js_keyring_version_label(kc->label, next, label, sizeof(label));
+    const char *kid = NULL;
+    JS_GUARD(js_keyvault_generate(ctl->d.vault, label, kc->alg,
+                                  kc->alg == JS_ALG_RS256 || kc->alg == JS_ALG_PS256 ? kc->bits : 0,
+                                  &kid, err));
+    int64_t now = (int64_t)time(NULL);
+    JS_GUARD(js_keystate_rotate(ctl->ks, key, label, js_alg_name(kc->alg), kid, now,
+                                ctl->d.prepublish, version, evs, err));
+    JS_GUARD(js_keystate_tick(ctl->ks, now, key_lifetime, ctl, evs, err));
+    JS_GUARD(keys_commit(ctl, evs, by, err));
+    *kid_out = kid;
+    return JS_OK;
+}
+
+static js_status keys_start(js_control *ctl, js_err *err)
+{
+    JS_GUARD(js_keystate_load(ctl->ks_path, &ctl->ks, err));
+    int64_t now = (int64_t)time(NULL);
+    js_ks_events evs = {0};
+    js_status st = JS_OK;
+    for (size_t i = 0; st == JS_OK && i < ctl->d.cfg->nkeys; i++) {
+        const js_key_config *kc = &ctl->d.cfg->keys[i];
+        const char *kid = NULL;
+        st = js_keyvault_get(ctl->d.vault, kc->label, kc->alg, NULL, &kid, err);
+        if (st == JS_OK)
+            st = js_keystate_ensure_initial(ctl->ks, kc->name, kc->label, js_alg_name(kc->alg), kid,
+                                            now, &evs, err);
+        if (st == JS_OK && kc->rotation_period > 0)
+            st = js_keystate_set_rotation(ctl->ks, kc->name, kc->rotation_period, err);
+        if (st != JS_OK)
+            js_err_prefix(err, "key '%s' (label '%s'): ", kc->name, kc->label);
+    }
+    if (st == JS_OK)
+        st = js_keystate_tick(ctl->ks, now, key_lifetime, ctl, &evs, err);
+    if (st == JS_OK)
+        st = keys_commit(ctl, &evs, "start", err);
+    js_ks_events_cleanup(&evs);
+    return st;
+}
+
+void js_control_tick(js_control *ctl)
+{
+    pthread_mutex_lock(&ctl->mu);
+    js_ks_events evs = {0};
+    js_err err;
+    js_err_clear(&err);
+    js_status st = js_keystate_tick(ctl->ks, (int64_t)time(NULL), key_lifetime, ctl, &evs, &err);
+    if (st == JS_OK && evs.count > 0) {
+        bool changed = false;
+        for (size_t i = 0; i < evs.count; i++)
+            changed |= evs.ev[i].kind != JS_KS_EV_ROTATION_DUE;
+        if (changed)
+            st = keys_commit(ctl, &evs, "schedule", &err);
+        for (size_t i = 0; st == JS_OK && i < evs.count; i++) {
+            if (evs.ev[i].kind != JS_KS_EV_ROTATION_DUE)
+                continue;
+            js_ks_events rev = {0};
+            uint32_t version = 0;
+            const char *kid = NULL;
+            st = rotate_locked(ctl, evs.ev[i].key, "rotation period", &rev, &version, &kid, &err);
+            js_ks_events_cleanup(&rev);
+        }
+    }
+    if (st != JS_OK) {
+        json_t *o = json_pack("{s:s, s:s, s:s}", "event", "key_schedule_failed", "reason",
+                              err.reason, "message", err.msg);
+        js_log_emit("error", o);
+    }
+    js_ks_events_cleanup(&evs);
+    pthread_mutex_unlock(&ctl->mu);
+}
+
+void js_control_key_counts(js_control *ctl, size_t counts[JS_KS_STATE_COUNT])
+{
+    pthread_mutex_lock(&ctl->mu);
+    js_keystate_counts(ctl->ks, counts);
+    pthread_mutex_unlock(&ctl->mu);
+}
+
+js_status js_control_key_admin(js_control *ctl, bool rotate, const uint8_t *data, size_t len,
+                               const char *admin, uint8_t **out, size_t *out_len, json_t *detail,
+                               js_err *err)
+{
+    *out = NULL;
+    js_status st;
+    js_ks_events evs = {0};
+    pthread_mutex_lock(&ctl->mu);
+    if (rotate) {
+        Jwtsigner__V1__RotateKeyRequest *rq =
+            jwtsigner__v1__rotate_key_request__unpack(NULL, len, data);
+        if (rq == NULL) {
+            st = js_err_set(err, JS_EINVAL, "request.malformed", "malformed RotateKeyRequest");
+            goto out;
+        }
+        json_object_set_new(detail, "key", json_string(rq->key));
+        json_object_set_new(detail, "reason", json_string(rq->reason));
+        uint32_t version = 0;
+        const char *kid = NULL;
+        st = rotate_locked(ctl, rq->key, admin, &evs, &version, &kid, err);
+        if (st == JS_OK) {
+            const js_keyver *kv = js_keystate_find_kid(ctl->ks, kid, NULL);
+            Jwtsigner__V1__RotateKeyResponse r = JWTSIGNER__V1__ROTATE_KEY_RESPONSE__INIT;
+            r.key = rq->key;
+            r.version = version;
+            r.kid = (char *)kid;
+            r.activate_at = kv != NULL ? kv->activate_at : 0;
+            json_object_set_new(detail, "kid", json_string(kid));
+            json_object_set_new(detail, "version", json_integer(version));
+            *out_len = protobuf_c_message_get_packed_size(&r.base);
+            *out = malloc(*out_len > 0 ? *out_len : 1);
+            if (*out != NULL)
+                protobuf_c_message_pack(&r.base, *out);
+        }
+        jwtsigner__v1__rotate_key_request__free_unpacked(rq, NULL);
+    } else {
+        Jwtsigner__V1__RevokeKeyRequest *rq =
+            jwtsigner__v1__revoke_key_request__unpack(NULL, len, data);
+        if (rq == NULL) {
+            st = js_err_set(err, JS_EINVAL, "request.malformed", "malformed RevokeKeyRequest");
+            goto out;
+        }
+        json_object_set_new(detail, "key", json_string(rq->key));
+        json_object_set_new(detail, "kid", json_string(rq->kid));
+        json_object_set_new(detail, "reason", json_string(rq->reason));
+        int64_t now = (int64_t)time(NULL);
+        st = js_keystate_revoke(ctl->ks, rq->key, rq->kid, now, rq->reason, &evs, err);
+        if (st == JS_OK)
+            st = js_keystate_tick(ctl->ks, now, key_lifetime, ctl, &evs, err);
+        if (st == JS_OK)
+            st = keys_commit(ctl, &evs, admin, err);
+        if (st == JS_OK) {
+            const js_keyver *active = NULL;
+            js_err ignored;
+            bool has = js_keystate_active(ctl->ks, rq->key, &active, &ignored) == JS_OK;
+            Jwtsigner__V1__RevokeKeyResponse r = JWTSIGNER__V1__REVOKE_KEY_RESPONSE__INIT;
+            r.key = rq->key;
+            r.kid = rq->kid;
+            r.revoked_at = now;
+            r.active_kid = has ? (char *)active->kid : (char *)"";
+            *out_len = protobuf_c_message_get_packed_size(&r.base);
+            *out = malloc(*out_len > 0 ? *out_len : 1);
+            if (*out != NULL)
+                protobuf_c_message_pack(&r.base, *out);
+        }
+        jwtsigner__v1__revoke_key_request__free_unpacked(rq, NULL);
+    }
+    if (st == JS_OK && *out == NULL)
+        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+out:
+    js_ks_events_cleanup(&evs);
+    pthread_mutex_unlock(&ctl->mu);
+    return st;
+}
+
+static json_t *keys_status(js_control *ctl)
+{
+    json_t *keys = json_array();
+    for (size_t i = 0; i < js_keystate_key_count(ctl->ks); i++) {
+        json_t *versions = json_array();
+        for (size_t v = 0; v < js_keystate_version_count(ctl->ks, i); v++) {
+            const js_keyver *kv = js_keystate_version_at(ctl->ks, i, v);
+            json_array_append_new(
+                versions,
+                json_pack("{s:i, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "version", (int)kv->version,
+                          "kid", kv->kid, "state", js_key_state_name(kv->state), "label", kv->label,
+                          "activate_at", (json_int_t)kv->activate_at, "retire_at",
+                          (json_int_t)kv->retire_at, "unpublish_at", (json_int_t)kv->unpublish_at,
+                          "revoked_at", (json_int_t)kv->revoked_at));
+        }
+        json_array_append_new(keys, json_pack("{s:s, s:I, s:o}", "key",
+                                              js_keystate_key_name(ctl->ks, i), "rotation_period",
+                                              (json_int_t)js_keystate_key_rotation(ctl->ks, i),
+                                              "versions", versions));
+    }
+    return keys;
+}
+
+js_status js_control_new(const js_control_deps *deps, js_control **out, js_err *err)
+{
+    *out = NULL;
+    js_control *ctl = calloc(1, sizeof(*ctl));
+    JS_ENSURE_ALLOC(ctl, err);
+    ctl->d = *deps;
+    pthread_mutex_init(&ctl->mu, NULL);
+    snprintf(ctl->path, sizeof(ctl->path), "%s/%s", deps->state_dir, RUNTIME_FILE);
+    snprintf(ctl->ks_path, sizeof(ctl->ks_path), "%s/%s", deps->state_dir, KEYSTATE_FILE);
+    js_status st = JS_OK;
+    if (mkdir(deps->state_dir, 0700) != 0 && errno != EEXIST)
+        st = js_err_set(err, JS_ECONFIG, "control.state_dir", "cannot create %s: %s",
+                        deps->state_dir, strerror(errno));
+    if (st == JS_OK)
+        st = load_runtime(ctl, err);
+    if (st == JS_OK)
+        st = publish_frozen(ctl, err);
+    if (st == JS_OK)
+        st = keys_start(ctl, err);
+    if (st != JS_OK) {
+        js_control_free(ctl);
+        return st;
+    }
+    /* A saved incident survives a restart; the policy file can also set it. */
+    if (json_is_true(json_object_get(ctl->runtime, "incident")))
+        js_ratelimit_set_incident(ctl->d.rl, true);
+    *out = ctl;
+    return JS_OK;
+}
+
+void js_control_free(js_control *ctl)
+{
+    if (ctl == NULL)
+        return;
+    json_decref(ctl->runtime);
+    js_keystate_free(ctl->ks);
+    pthread_mutex_destroy(&ctl->mu);
+    free(ctl);
+}
+
+bool js_control_incident(js_control *ctl)
+{
+    return js_ratelimit_incident(ctl->d.rl);
+}
+
+/* Caller holds ctl->mu. */
+static js_status set_incident_locked(js_control *ctl, bool on, const char *by, const char *reason,
+                                     js_err *err)
+{
+    if (js_ratelimit_incident(ctl->d.rl) == on)
+        return JS_OK;
+    json_object_set_new(ctl->runtime, "incident", json_boolean(on));
+    JS_GUARD(save_runtime(ctl, err));
+    js_ratelimit_set_incident(ctl->d.rl, on);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "incident_mode", "state",
+                          on ? "on" : "off", "cause", by, "reason", reason ? reason : "");
+    js_log_emit("warn", o);
+    audit_event(ctl, "incident", by, on ? "on" : "off", NULL,
+                json_pack("{s:s, s:s, s:s}", "state", on ? "on" : "off", "cause", by, "reason",
+                          reason ? reason : ""));
+    return JS_OK;
+}
+
+js_status js_control_set_incident(js_control *ctl, bool on, const char *by, const char *reason,
+                                  js_err *err)
+{
+    pthread_mutex_lock(&ctl->mu);
+    js_status st = set_incident_locked(ctl, on, by, reason, err);
+    pthread_mutex_unlock(&ctl->mu);
+    return st;
+}
+
+/* Parses and validates off the request path, then swaps atomically. An
+ * invalid file keeps the old policy and says exactly why. `incident: true`
+ * in the new file turns incident mode on; `false` leaves it as it is, so a
+ * reload cannot silently end an incident declared by signal or admin. */
+js_status js_control_reload_policy(js_control *ctl, const char *by, char sha256[65], js_err *err)
+{
+    pthread_mutex_lock(&ctl->mu);
+    js_policy *p = NULL;
+    const char *path = ctl->d.cfg->policy_path;
+    js_status st = js_policy_load(path, &p, err);
+    if (st == JS_OK)
+        st = js_service_check_policy(ctl->d.svc, p, err);
+    if (st != JS_OK) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "event", "policy_reload_failed", "path",
+                              path, "by", by, "reason", err->reason, "message", err->msg);
+        js_log_emit("error", o);
+        audit_event(ctl, "policy", by, "error", err, json_pack("{s:s}", "path", path));
+        js_policy_free(p);
+        pthread_mutex_unlock(&ctl->mu);
+        return st;
+    }
+    bool incident = js_policy_incident(p);
+    char hash[65];
+    snprintf(hash, sizeof(hash), "%s", js_policy_hash_hex(p));
+    st = js_policy_store_swap(ctl->d.policies, p, err);
+    if (st == JS_OK) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "policy_reloaded", "path", path,
+                              "sha256", hash, "by", by);
+        js_log_emit("info", o);
+        audit_event(
+            ctl, "policy", by, "reload", NULL,
+            json_pack("{s:s, s:s, s:b}", "path", path, "sha256", hash, "incident", incident));
+        if (sha256 != NULL)
+            snprintf(sha256, 65, "%s", hash);
+        if (incident)
+            st = set_incident_locked(ctl, true, "policy file", "incident: true", err);
+    }
+    pthread_mutex_unlock(&ctl->mu);
+    return st;
+}
+
+js_status js_control_freeze(js_control *ctl, const char *identity, bool freeze, const char *by,
+                            const char *reason, js_err *err)
+{
+    JS_ENSURE(identity != NULL && identity[0] != '\0' && strlen(identity) <= 512, err, JS_EINVAL,
+              "admin.identity", "an identity of 1..512 bytes is required");
+    pthread_mutex_lock(&ctl->mu);
+    json_t *frozen = json_object_get(ctl->runtime, "frozen");
+    json_t *before = json_deep_copy(frozen);
+    if (freeze)
+        json_object_set_new(frozen, identity,
+                            json_pack("{s:s, s:s, s:I}", "by", by, "reason", reason ? reason : "",
+                                      "at", (json_int_t)time(NULL)));
+    else
+        json_object_del(frozen, identity);
+    js_status st = save_runtime(ctl, err);
+    if (st == JS_OK)
+        st = publish_frozen(ctl, err);
+    if (st != JS_OK) {
+        json_object_set_new(ctl->runtime, "frozen", before);
+        before = NULL;
+    } else {
+        json_t *o =
+            json_pack("{s:s, s:s, s:s, s:s}", "event", freeze ? "caller_frozen" : "caller_unfrozen",
+                      "identity", identity, "by", by, "reason", reason ? reason : "");
+        js_log_emit("warn", o);
+    }
+    json_decref(before);
+    pthread_mutex_unlock(&ctl->mu);
+    return st;
+}
+
+char *js_control_status_json(js_control *ctl)
+{
+    pthread_mutex_lock(&ctl->mu);
+    js_policy_snapshot *snap = js_policy_store_acquire(ctl->d.policies);
+    const js_policy *p = js_policy_snapshot_get(snap);
+    char *rules = js_policy_describe(p);
+    json_t *o = json_pack("{s:b, s:O, s:o, s:{s:s, s:s, s:s}}", "incident_mode",
+                          js_ratelimit_incident(ctl->d.rl), "frozen",
+                          json_object_get(ctl->runtime, "frozen"), "keys", keys_status(ctl),
+                          "policy", "path", ctl->d.cfg->policy_path, "sha256",
+                          js_policy_hash_hex(p), "rules", rules != NULL ? rules : "");
+    free(rules);
+    js_policy_snapshot_release(snap);
+    pthread_mutex_unlock(&ctl->mu);
+    char *text = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    return text;
+}

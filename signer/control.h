@@ -1,0 +1,85 @@
+/*
+ * control.h - the signer's control plane: every run-time change (policy
+ * reload, incident mode, frozen callers, and key rotation/revocation) goes
+ * through here, whether it comes from a signal or from the Admin API.
+ *
+ * One mutex serialises changes (they are rare; the request path never takes
+ * it). Each change is published to the workers as a new snapshot, written to
+ * the audit log with who asked for it, and the run-time part (incident mode,
+ * frozen callers) is persisted atomically to STATE_DIR/runtime.json, so a
+ * restart does not silently end an incident or unfreeze a compromised caller.
+ */
+#ifndef JS_CONTROL_H
+#define JS_CONTROL_H
+
+#include <stdbool.h>
+
+#include "auditlog.h"
+#include "config.h"
+#include "err.h"
+#include "frozen.h"
+#include "keyring.h"
+#include "keystate.h"
+#include "policy_store.h"
+#include "ratelimit.h"
+#include "service.h"
+#include "snapshot.h"
+
+typedef struct js_control js_control;
+
+typedef struct js_control_deps {
+    const js_config *cfg;
+    js_service *svc;
+    js_ratelimit *rl;
+    js_policy_store *policies;
+    js_snapshot_store *frozen; /* of js_frozen */
+    js_audit *audit;
+    const char *state_dir;   /* created 0700 if absent */
+    js_keyvault *vault;      /* HSM key objects (main thread's session) */
+    js_snapshot_store *keys; /* of js_keyring, published after every key change */
+    int64_t prepublish;      /* seconds a new version is published before it signs */
+    int64_t leeway;          /* seconds added to max_ttl before a version is unpublished */
+} js_control_deps;
+
+/* Loads STATE_DIR/runtime.json (absent = nothing frozen, incident off),
+ * publishes the frozen set, and applies the saved incident mode on top of
+ * the policy's. Loads STATE_DIR/keys.json, makes version 1 of every
+ * configured key active on first start, applies due transitions and
+ * publishes the first keyring. Borrows everything in deps. */
+js_status js_control_new(const js_control_deps *deps, js_control **out, js_err *err) JS_WUR;
+void js_control_free(js_control *ctl);
+
+/* `by` names who asked: "SIGHUP", "SIGUSR1", or the admin's identity. */
+js_status js_control_reload_policy(js_control *ctl, const char *by, char sha256[65],
+                                   js_err *err) JS_WUR;
+js_status js_control_set_incident(js_control *ctl, bool on, const char *by, const char *reason,
+                                  js_err *err) JS_WUR;
+bool js_control_incident(js_control *ctl);
+js_status js_control_freeze(js_control *ctl, const char *identity, bool freeze, const char *by,
+                            const char *reason, js_err *err) JS_WUR;
+
+/* Applies due key transitions (pre-published versions becoming active,
+ * retiring ones leaving the JWKS, automatic rotations); the main thread
+ * calls it about once a second. */
+void js_control_tick(js_control *ctl);
+
+/* Key versions by state, for metrics (index: js_key_state). */
+void js_control_key_counts(js_control *ctl, size_t counts[JS_KS_STATE_COUNT]);
+
+/* An audit record of an administrative action (allowed or denied). */
+void js_control_audit_admin(js_control *ctl, const char *admin, const char *action,
+                            const char *decision, const js_err *why, json_t *detail);
+
+/*
+ * RotateKey (rotate) or RevokeKey from an Admin call: decodes the request
+ * message (data/len), acts, and packs the response into *out (malloc'd).
+ * Facts for the audit record go into detail.
+ */
+js_status js_control_key_admin(js_control *ctl, bool rotate, const uint8_t *data, size_t len,
+                               const char *admin, uint8_t **out, size_t *out_len, json_t *detail,
+                               js_err *err) JS_WUR;
+
+/* Incident mode, frozen callers, policy hash, per-caller limits: malloc'd JSON. */
+char *js_control_status_json(js_control *ctl);
+
+#endif
