@@ -80,6 +80,7 @@ typedef struct batch {
     char *cp_payload; /* the last checkpoint in the batch (for checkpoint.json) */
     size_t cp_len;
     bool has_cp;
+    size_t nrec; /* records in the batch (for the on_batch hook) */
 } batch;
 
 struct js_audit {
@@ -88,6 +89,8 @@ struct js_audit {
     char *origin;
     uint64_t interval_ms, records_thr, heartbeat_ms, segment_bytes, retry_ms;
     bool no_fsync;
+    void (*on_batch)(void *ctx, size_t records, uint64_t fsync_us);
+    void *on_batch_ctx;
     js_audit_sign_fn sign;
     void *sign_ctx;
     js_audit_io io;
@@ -129,6 +132,13 @@ static int64_t mono_ms(void)
 static ssize_t io_write(js_audit *a, int fd, const void *buf, size_t len)
 {
     return a->io.write != NULL ? a->io.write(a->io.ctx, fd, buf, len) : write(fd, buf, len);
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static int io_sync(js_audit *a, int fd)
@@ -257,6 +267,7 @@ static js_status batch_add(batch *b, chain_state *cs, const char *time, const ch
     }
     cs->next_seq++;
     b->len += JS_AUDIT_FRAME_HDR + plen;
+    b->nrec++;
     return JS_OK;
 }
 
@@ -355,7 +366,10 @@ static js_status write_batch(js_audit *a, batch *b, chain_state *work, js_err *e
 {
     JS_GUARD(maybe_rotate(a, b->len, err));
     JS_GUARD(write_all(a, a->fd, b->buf, b->len, "write", err));
+    int64_t t0 = mono_us();
     JS_GUARD(sync_fd(a, a->fd, "segment", err));
+    if (a->on_batch != NULL)
+        a->on_batch(a->on_batch_ctx, b->nrec, (uint64_t)(mono_us() - t0));
     a->seg_size += b->len;
     a->durable = *work;
     if (b->has_cp) {
@@ -1029,6 +1043,8 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     a->sign_ctx = opts->sign_ctx;
     if (opts->io != NULL)
         a->io = *opts->io;
+    a->on_batch = opts->on_batch;
+    a->on_batch_ctx = opts->on_batch_ctx;
     js_merkle_frontier_init(&a->durable.tree);
     a->durable.next_seq = 1;
 

@@ -57,6 +57,9 @@ typedef struct js_audit_options {
     void *sign_ctx;
     const char *pubkey_pem; /* the audit key's public key, written as DIR/audit-key.pem */
     const js_audit_io *io;  /* NULL = real I/O */
+    /* Called on the writer thread after each durable batch (metrics). */
+    void (*on_batch)(void *ctx, size_t records, uint64_t fsync_us);
+    void *on_batch_ctx;
 } js_audit_options;
 
 /* The content of one record. Strings may be NULL (omitted). */

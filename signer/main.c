@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <grpc/grpc.h>
 #include <grpc/support/log.h>
@@ -36,7 +37,9 @@
 #include "hsm.h"
 #include "jwk.h"
 #include "keyring.h"
+#include "http.h"
 #include "logline.h"
+#include "metrics.h"
 #include "policy.h"
 #include "policy_store.h"
 #include "ratelimit.h"
@@ -194,6 +197,14 @@ typedef struct daemon_state {
     js_audit *audit;
     js_control *control;
     js_server *srv;
+    js_metrics *metrics;
+    js_http *http;
+    /* /healthz: an HSM probe on its own session, at most once a second. */
+    pthread_mutex_t health_mu;
+    js_hsm_session *health_session;
+    int64_t health_checked;
+    bool hsm_ok;
+    char hsm_why[JS_MSG_MAX];
     char state_dir[4096];
 } daemon_state;
 
@@ -247,6 +258,11 @@ static char *pubkey_pem(EVP_PKEY *pk)
     return out;
 }
 
+static void on_audit_batch(void *ctx, size_t records, uint64_t fsync_us)
+{
+    js_metrics_audit_batch(ctx, records, fsync_us);
+}
+
 static js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
 {
     const js_config *cfg = d->cfg;
@@ -273,6 +289,8 @@ static js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
         .sign = audit_sign,
         .sign_ctx = &signer,
         .pubkey_pem = pem,
+        .on_batch = on_audit_batch,
+        .on_batch_ctx = d->metrics,
     };
     if (!cfg->audit_fsync)
         js_log_event("warn", "audit_fsync_disabled",
@@ -299,8 +317,94 @@ static void free_keyring(void *k)
     js_keyring_free(k);
 }
 
+/* ---- HTTP handlers (run on libmicrohttpd's threads) ---------------------------------- */
+
+static char *http_jwks(void *ctx)
+{
+    daemon_state *d = ctx;
+    js_snapshot *snap = js_snapshot_store_acquire(d->keys);
+    const js_keyring *kr = js_snapshot_value(snap);
+    char *out = kr != NULL ? strdup(js_keyring_jwks(kr)) : NULL;
+    js_snapshot_release(snap);
+    return out;
+}
+
+/* Signs a probe with the audit key (never a JWT key) on the health
+ * session; the result is cached for a second so probes cannot load the HSM. */
+static bool hsm_healthy(daemon_state *d, char *why, size_t cap)
+{
+    pthread_mutex_lock(&d->health_mu);
+    int64_t now = (int64_t)time(NULL);
+    if (now != d->health_checked) {
+        js_err err;
+        js_err_clear(&err);
+        static const uint8_t probe[] = "jwt-signer health probe";
+        uint8_t sig[JS_SIG_MAX];
+        size_t len = 0;
+        d->hsm_ok = js_hsm_sign(d->health_session, d->audit_key, probe, sizeof(probe) - 1, sig,
+                                sizeof(sig), &len, &err) == JS_OK;
+        snprintf(d->hsm_why, sizeof(d->hsm_why), "%s", d->hsm_ok ? "" : err.msg);
+        d->health_checked = now;
+    }
+    bool ok = d->hsm_ok;
+    snprintf(why, cap, "%s", d->hsm_why);
+    pthread_mutex_unlock(&d->health_mu);
+    return ok;
+}
+
+static int http_health(void *ctx, char **body)
+{
+    daemon_state *d = ctx;
+    char hsm_why[JS_MSG_MAX];
+    bool hsm = hsm_healthy(d, hsm_why, sizeof(hsm_why));
+    js_err aerr;
+    js_err_clear(&aerr);
+    bool audit = js_audit_healthy(d->audit, &aerr);
+    json_t *o = json_pack("{s:s, s:s, s:s}", "status", hsm && audit ? "ok" : "unhealthy", "hsm",
+                          hsm ? "ok" : hsm_why, "audit", audit ? "ok" : aerr.msg);
+    *body = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    return hsm && audit;
+}
+
+static char *http_metrics(void *ctx)
+{
+    daemon_state *d = ctx;
+    js_metrics_gauges g;
+    memset(&g, 0, sizeof(g));
+    g.incident_mode = js_control_incident(d->control);
+    size_t counts[JS_KS_STATE_COUNT] = {0};
+    js_control_key_counts(d->control, counts);
+    for (size_t i = 0; i < JS_METRICS_KEY_STATES; i++)
+        g.key_versions[i] = counts[JS_KS_NEXT + i];
+    g.audit_healthy = js_audit_healthy(d->audit, NULL);
+    char why[JS_MSG_MAX];
+    g.hsm_healthy = hsm_healthy(d, why, sizeof(why));
+    return js_metrics_render(d->metrics, &g);
+}
+
+static js_status start_http(daemon_state *d, js_err *err)
+{
+    if (d->cfg->http_listen == NULL)
+        return JS_OK;
+    JS_GUARD(js_hsm_session_open(d->hsm, &d->health_session, err));
+    js_http_options o = {
+        .listen = d->cfg->http_listen,
+        .tls_cert_file = d->cfg->http_tls_cert,
+        .tls_key_file = d->cfg->http_tls_key,
+        .jwks_max_age = (unsigned)d->cfg->http_jwks_max_age,
+    };
+    js_http_handlers h = {http_jwks, http_health, http_metrics, d};
+    JS_GUARD(js_http_start(&o, &h, &d->http, err));
+    json_t *lo = json_pack("{s:s, s:s, s:i}", "event", "http_listening", "address",
+                           d->cfg->http_listen, "port", js_http_port(d->http));
+    js_log_emit("info", lo);
+    return JS_OK;
+}
+
 static void daemon_free(daemon_state *d)
 {
+    js_http_stop(d->http);
     js_server_free(d->srv);
     js_control_free(d->control);
     js_audit_close(d->audit);
@@ -313,6 +417,8 @@ static void daemon_free(daemon_state *d)
     js_hsm_key_free(d->audit_key);
     js_hsm_session_free(d->audit_session);
     js_hsm_session_free(d->session);
+    js_hsm_session_free(d->health_session);
+    js_metrics_free(d->metrics);
     js_hsm_free(d->hsm);
     js_config_free(d->cfg);
 }
@@ -321,6 +427,7 @@ static js_status daemon_start(daemon_state *d, js_err *err)
 {
     JS_GUARD(open_hsm(d->config_path, &d->cfg, &d->hsm, err));
     JS_GUARD(js_hsm_session_open(d->hsm, &d->session, err));
+    JS_GUARD(js_metrics_new(&d->metrics, err));
     JS_GUARD(js_keyvault_new(d->hsm, d->session, &d->vault, err));
     JS_GUARD(js_snapshot_store_new(NULL, free_keyring, &d->keys, err));
     JS_GUARD(js_ratelimit_new(RATELIMIT_MAX_IDENTITIES, &d->rl, err));
@@ -387,10 +494,20 @@ static js_status daemon_start(daemon_state *d, js_err *err)
         .leeway = d->cfg->key_leeway,
     };
     JS_GUARD(js_control_new(&cdeps, &d->control, err));
-    js_server_deps sdeps = {d->cfg,  d->svc,     d->policies, d->frozen,
-                            d->keys, d->control, d->audit,    d->hsm};
+    js_server_deps sdeps = {
+        .cfg = d->cfg,
+        .svc = d->svc,
+        .policies = d->policies,
+        .frozen = d->frozen,
+        .keys = d->keys,
+        .control = d->control,
+        .audit = d->audit,
+        .hsm = d->hsm,
+        .metrics = d->metrics,
+    };
     JS_GUARD(js_server_new(&sdeps, &d->srv, err));
     JS_GUARD(js_server_start(d->srv, err));
+    JS_GUARD(start_http(d, err));
     return JS_OK;
 }
 
@@ -400,6 +517,7 @@ static int cmd_serve(const char *config_path)
     js_err_clear(&err);
     daemon_state d;
     memset(&d, 0, sizeof(d));
+    pthread_mutex_init(&d.health_mu, NULL);
     d.config_path = config_path;
     int rc = 1;
 

@@ -35,6 +35,7 @@
 #include "jwtsigner/v1/signer.pb-c.h"
 #include <protobuf-c/protobuf-c.h>
 #include "logline.h"
+#include "metrics.h"
 #include "policy_store.h"
 
 #define METHOD_SIGN "/jwtsigner.v1.Signer/SignJwt"
@@ -118,6 +119,7 @@ struct js_server {
     js_snapshot_store *keys;
     js_control *control;
     js_audit *audit;
+    js_metrics *metrics;
     grpc_server *server;
     grpc_completion_queue *shutdown_cq;
     void *method_sign;
@@ -384,6 +386,14 @@ static void log_sign(const call_ctx *c, grpc_status_code code, const js_err *err
         .latency_us = mono_us() - c->t0_us,
     };
     js_reqlog_emit(&log);
+    js_metrics *m = c->w->srv->metrics;
+    js_metrics_request(m, "SignJwt", c->identity, log.decision, log.reason);
+    if (code == GRPC_STATUS_OK)
+        js_metrics_sign_latency(m, (uint64_t)log.latency_us);
+    else if (code == GRPC_STATUS_RESOURCE_EXHAUSTED)
+        js_metrics_rate_limited(m, c->identity);
+    else if (strncmp(log.reason, "hsm.", 4) == 0)
+        js_metrics_hsm_error(m);
 }
 
 /* The audit record of a SignJwt decision (audit/FORMAT.md). */
@@ -561,6 +571,7 @@ static void handle_jwks(call_ctx *c)
         .latency_us = mono_us() - t0,
     };
     js_reqlog_emit(&log);
+    js_metrics_request(c->w->srv->metrics, "GetJwks", identity, log.decision, log.reason);
     call_reply(c, code, err.reason, err.msg, buf, len, 0);
     free(buf);
     gpr_free(peer);
@@ -693,6 +704,7 @@ static void handle_admin(call_ctx *c)
         .latency_us = mono_us() - c->t0_us,
     };
     js_reqlog_emit(&log);
+    js_metrics_request(srv->metrics, log.method, c->identity, log.decision, log.reason);
     call_reply(c, code, err.reason, err.msg, buf, len, 0);
     free(buf);
 }
@@ -821,6 +833,7 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
     srv->policies = deps->policies;
     srv->frozen = deps->frozen;
     srv->keys = deps->keys;
+    srv->metrics = deps->metrics;
     srv->control = deps->control;
     srv->audit = deps->audit;
     atomic_init(&srv->shutting_down, false);

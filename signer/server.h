@@ -20,6 +20,7 @@
 #include "control.h"
 #include "err.h"
 #include "hsm.h"
+#include "metrics.h"
 #include "policy_store.h"
 #include "service.h"
 
@@ -37,6 +38,7 @@ typedef struct js_server_deps {
     js_control *control;       /* the Admin service acts through it */
     js_audit *audit;
     js_hsm *hsm;
+    js_metrics *metrics; /* may be NULL */
 } js_server_deps;
 
 /* Opens one HSM session per worker. grpc_init() must have been called. */

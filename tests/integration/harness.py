@@ -356,6 +356,7 @@ class Daemon:
     def __init__(self, argv, env, cwd):
         self.argv = list(argv)
         self.port = None
+        self.http_port = None
         self._lines = []      # raw stderr lines
         self._stdout = []
         self._cond = threading.Condition()
@@ -456,6 +457,9 @@ class Daemon:
         if not 0 < port < 65536:
             raise HarnessError("listening line with a bad port: %r" % obj)
         self.port = port
+        # The HTTP endpoint (JWKS, healthz, metrics) logs its own line first.
+        http = [o for o in self.logs("http_listening")]
+        self.http_port = http[-1]["port"] if http else None
         return port
 
     def sanitizer_reports(self):
@@ -651,6 +655,7 @@ class Env:
             "default_key": DEFAULT_KEY["name"],
             "policy": "policy.yaml",
             "audit": {"dir": "audit", "key_label": AUDIT_KEY_LABEL},
+            "http": {"listen": "127.0.0.1:0"},
         }
         pin_env = overrides.pop("pin_env", None)
         hsm_token = overrides.pop("hsm_token", None)
@@ -791,6 +796,23 @@ class Env:
                 d.kill()
                 raise
         return d
+
+    @property
+    def http_port(self):
+        if self.daemon is None or getattr(self.daemon, "http_port", None) is None:
+            raise HarnessError("no HTTP endpoint")
+        return self.daemon.http_port
+
+    def http_get(self, path, headers=None, timeout_s=10):
+        """GET http://127.0.0.1:HTTP_PORT/path: (status, headers dict, body bytes)."""
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout(timeout_s))
+        try:
+            conn.request("GET", path, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            conn.close()
 
     @property
     def port(self):

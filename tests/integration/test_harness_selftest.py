@@ -161,6 +161,8 @@ class YamlTest(unittest.TestCase):
             audit:
               dir: audit
               key_label: jwt-signer-test-audit
+            http:
+              listen: "127.0.0.1:0"
             """))
 
     def test_scalars_and_empties(self):
