@@ -1,9 +1,9 @@
 /*
  * alg.h - the JWS algorithms jwt-signer can sign with (RFC 7518 §3, RFC 8037).
  *
- * The signing path in this release implements ES256; the enum names the set
- * the key lifecycle work adds so that configuration and keys can be typed from
- * the start. js_alg_supported() says what this build can actually sign.
+ * All five are generated and signed inside the token (signer/hsm.c):
+ * ES256, ES384 (ECDSA, JOSE r||s), RS256 (PKCS#1 v1.5), PS256 (RSASSA-PSS,
+ * MGF1-SHA256, salt 32) with 2048- or 3072-bit keys, and EdDSA (Ed25519).
  */
 #ifndef JS_ALG_H
 #define JS_ALG_H
