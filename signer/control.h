@@ -20,6 +20,7 @@
 #include "frozen.h"
 #include "keyring.h"
 #include "keystate.h"
+#include "metrics.h"
 #include "policy_store.h"
 #include "ratelimit.h"
 #include "service.h"
@@ -39,6 +40,7 @@ typedef struct js_control_deps {
     js_snapshot_store *keys; /* of js_keyring, published after every key change */
     int64_t prepublish;      /* seconds a new version is published before it signs */
     int64_t leeway;          /* seconds added to max_ttl before a version is unpublished */
+    js_metrics *metrics;     /* per-caller counters for GetStatus; may be NULL */
 } js_control_deps;
 
 /* Loads STATE_DIR/runtime.json (absent = nothing frozen, incident off),

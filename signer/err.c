@@ -66,6 +66,8 @@ const char *js_status_name(js_status st)
         return "config";
     case JS_ENOTFOUND:
         return "not_found";
+    case JS_ESTATE:
+        return "failed_precondition";
     default:
         return "unknown";
     }

@@ -26,7 +26,8 @@ typedef enum js_status {
     JS_EUNAVAIL,  /* HSM or audit log trouble         -> UNAVAILABLE */
     JS_EINTERNAL, /* a bug or out of memory           -> INTERNAL */
     JS_ECONFIG,   /* bad configuration (start-up only) */
-    JS_ENOTFOUND, /* a named thing does not exist */
+    JS_ENOTFOUND, /* a named thing does not exist           -> NOT_FOUND */
+    JS_ESTATE,    /* not possible in the current state     -> FAILED_PRECONDITION */
 } js_status;
 
 #define JS_REASON_MAX 64

@@ -373,7 +373,7 @@ js_status js_keystate_rotate(js_keystate *ks, const char *key, const char *label
     ks_key *k = find_key(ks, key);
     JS_ENSURE(k != NULL, err, JS_ENOTFOUND, "keystate.unknown_key", "no key named '%s'", key);
     const js_keyver *pending = find_state(k, JS_KS_NEXT);
-    JS_ENSURE(pending == NULL, err, JS_EINVAL, "keystate.rotation_pending",
+    JS_ENSURE(pending == NULL, err, JS_ESTATE, "keystate.rotation_pending",
               "key '%s': version %" PRIu32 " (kid '%s') is already waiting to become active at "
               "%" PRId64 "; one rotation at a time",
               key, pending ? pending->version : 0, pending ? pending->kid : "",

@@ -154,7 +154,7 @@ js_status js_keystate_ensure_initial(js_keystate *ks, const char *key, const cha
                                      js_ks_events *events, js_err *err) JS_WUR;
 
 /* Adds version N+1 as `next` (published now, activate_at = now + prepublish)
- * and stores its number in *version_out. One rotation at a time: JS_EINVAL
+ * and stores its number in *version_out. One rotation at a time: JS_ESTATE
  * "keystate.rotation_pending" if a `next` exists. The kid and label must be
  * new (never seen in the state, revoked ones included). JS_ELIMIT if the key
  * would exceed JS_KS_MAX_PUBLISHED or JS_KS_MAX_VERSIONS (the oldest retired

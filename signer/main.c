@@ -492,6 +492,7 @@ static js_status daemon_start(daemon_state *d, js_err *err)
         .keys = d->keys,
         .prepublish = d->cfg->key_prepublish,
         .leeway = d->cfg->key_leeway,
+        .metrics = d->metrics,
     };
     JS_GUARD(js_control_new(&cdeps, &d->control, err));
     js_server_deps sdeps = {

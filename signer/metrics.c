@@ -11,6 +11,8 @@
  */
 #include "metrics.h"
 
+#include <jansson.h>
+
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -692,4 +694,35 @@ char *js_metrics_render(js_metrics *m, const js_metrics_gauges *g)
         return NULL;
     }
     return b.p;
+}
+
+json_t *js_metrics_caller_counts(js_metrics *m)
+{
+    json_t *out = json_object();
+    if (m == NULL || out == NULL)
+        return out;
+    series_table *t = &m->requests;
+    for (size_t i = 0; i < STRIPES; i++) {
+        pthread_mutex_lock(&t->mu[i]);
+        for (size_t k = 0; k < SERIES_BUCKETS; k++) {
+            for (node *nd = t->buckets[i][k]; nd != NULL; nd = nd->next) {
+                const series *se = (const series *)nd;
+                if (strcmp(se->method->value, "SignJwt") != 0)
+                    continue;
+                json_t *c = json_object_get(out, se->caller->value);
+                if (c == NULL) {
+                    c = json_pack("{s:I, s:I, s:I, s:I}", "allow", (json_int_t)0, "deny",
+                                  (json_int_t)0, "error", (json_int_t)0, "rate_limited",
+                                  (json_int_t)atomic_load(&((label *)se->caller)->rate_limited));
+                    json_object_set_new(out, se->caller->value, c);
+                }
+                json_t *v = json_object_get(c, se->decision->value);
+                if (v != NULL)
+                    json_integer_set(v,
+                                     json_integer_value(v) + (json_int_t)atomic_load(&se->count));
+            }
+        }
+        pthread_mutex_unlock(&t->mu[i]);
+    }
+    return out;
 }

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "err.h"
 
 #define JS_METRICS_MAX_CALLERS   256   /* distinct caller label values, then "other" */
@@ -90,5 +92,10 @@ void js_metrics_rate_limited(js_metrics *m, const char *caller);
  * each value is read atomically, the whole is not a snapshot.
  */
 char *js_metrics_render(js_metrics *m, const js_metrics_gauges *g);
+
+/* SignJwt counters per caller, for the Admin GetStatus document:
+ * {"caller": {"allow": n, "deny": n, "error": n, "rate_limited": n}}.
+ * A new reference (an empty object when m is NULL). */
+json_t *js_metrics_caller_counts(js_metrics *m);
 
 #endif

@@ -148,6 +148,8 @@ static grpc_status_code status_to_grpc(js_status st)
         return GRPC_STATUS_UNAVAILABLE;
     case JS_ENOTFOUND:
         return GRPC_STATUS_NOT_FOUND;
+    case JS_ESTATE:
+        return GRPC_STATUS_FAILED_PRECONDITION;
     case JS_EINTERNAL:
     case JS_ECONFIG:
     default:

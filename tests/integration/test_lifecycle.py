@@ -389,6 +389,10 @@ class Admin(LifecycleCase):
         (v1,) = st["keys"][0]["versions"]
         self.assertEqual((v1["version"], v1["state"], v1["kid"]),
                          (1, "active", jwks_before["keys"][0]["kid"]))
+        # per-caller counters: issuer-a has signed at least once above, and
+        # its limits are in the effective rules.
+        self.assertGreaterEqual(st["callers"][ISSUER_A]["allow"], 1, st["callers"])
+        self.assertIn("rate", st["policy"]["rules"])
 
         # freeze: the very next request is refused; unfreeze restores.
         res = admin("freeze", ISSUER_A, "--reason", "suspicious")

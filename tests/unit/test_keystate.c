@@ -188,7 +188,7 @@ static void test_rotation_with_prepublication(void **state)
     js_err err = {0};
     uint32_t ver = 0;
     assert_int_equal(
-        js_keystate_rotate(ks, KEY, LABEL3, "ES256", KID3, r, PREPUB, &ver, NULL, &err), JS_EINVAL);
+        js_keystate_rotate(ks, KEY, LABEL3, "ES256", KID3, r, PREPUB, &ver, NULL, &err), JS_ESTATE);
     assert_string_equal(err.reason, "keystate.rotation_pending");
 
     tick(ks, r + PREPUB - 1, &ev);
