@@ -13,6 +13,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 build_dir="${1:-build}"
 listen="${JS_DEV_LISTEN:-127.0.0.1:8443}"
+http_listen="${JS_DEV_HTTP:-127.0.0.1:8080}"
 dev="var/dev"
 label="jwt-signer-dev"
 key_name="dev-es256"
@@ -90,6 +91,9 @@ audit:
   key_label: $label-audit
   checkpoint_interval: 1s
   heartbeat: 5s
+http:
+  listen: "$http_listen"
+  jwks_max_age: 5m
 YAML
 
 # The dev policy is written once; edit it and `kill -HUP` the signer.

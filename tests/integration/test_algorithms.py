@@ -108,8 +108,12 @@ class Algorithms(unittest.TestCase):
             env.start()
             rc, out, err = env.jwks("issuer-a")
             assert rc == 0, err
-            cls.jwks_text = out
-            cls.jwks = json.loads(out)
+            # Verifiers fetch the HTTP JWKS; it must equal the gRPC one.
+            status, _, body = env.http_get("/.well-known/jwks.json")
+            assert status == 200, status
+            cls.jwks_text = body.decode("utf-8")
+            cls.jwks = json.loads(cls.jwks_text)
+            assert cls.jwks == json.loads(out), "HTTP and gRPC JWKS differ"
             cls.tokens = {}
             for k in KEYS:
                 rc, out, err = env.sign("issuer-a", env.sample_claims(), key_name=k["name"])

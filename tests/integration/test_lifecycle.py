@@ -595,6 +595,26 @@ class Rotation(LifecycleCase):
 
 # --- 6. Revocation ---------------------------------------------------------------------
 
+class AutomaticRotation(LifecycleCase):
+    def test_rotation_period(self):
+        """keys[].rotation_period: the schedule rotates by itself, with the same
+        pre-publication as a manual rotation, and audits who did it."""
+        env = self.env
+        key = dict(harness.DEFAULT_KEY, rotation_period="3s")
+        env.setup(policy=short_policy(env), key_lifecycle=SHORT_LIFECYCLE, keys=[key])
+        env.start()
+        (first,) = self.http_kids()
+        # A second version appears (next), then signs after its pre-publication.
+        self.poll("automatic rotation publishes a new version", lambda: len(self.http_kids()) >= 2)
+        second = [k for k in self.http_kids() if k != first][0]
+        self.poll("the new version signs", lambda: self.sign_ok()[1]["kid"] == second)
+        self.assertEqual(env.stop(), 0)
+        keys = [r for r in audit_records(env) if r["type"] == "key"]
+        rotated = [r for r in keys if r["detail"].get("kid") == second]
+        self.assertEqual(rotated[0]["caller"], "rotation period", rotated[0])
+        self.assertEqual([r["detail"]["to"] for r in rotated[:2]], ["next", "active"], rotated)
+
+
 class Revocation(LifecycleCase):
     def check_exp(self, payload):
         self.assertLessEqual(payload["exp"] - payload["iat"], MAX_TTL + LEEWAY, payload)
