@@ -88,8 +88,6 @@ typedef struct call_ctx {
     grpc_call_details details; /* generic calls only */
     grpc_byte_buffer *request;
     grpc_byte_buffer *reply;
-    grpc_slice status_details;
-    grpc_metadata trailing[2];
     int cancelled;
     /* An allowed SignJwt waits here for its audit record to be durable. */
     int64_t t0_us;
@@ -203,7 +201,6 @@ static void call_free(call_ctx *c)
         grpc_byte_buffer_destroy(c->request);
     if (c->reply != NULL)
         grpc_byte_buffer_destroy(c->reply);
-    grpc_slice_unref(c->status_details);
     if (c->call != NULL)
         grpc_call_unref(c->call);
     js_sign_result_clear(&c->res);
@@ -224,7 +221,6 @@ static int call_arm_method(worker *w, call_kind kind, admin_method am)
     c->admin = am;
     c->state = CALL_REQUESTED;
     c->w = w;
-    c->status_details = grpc_empty_slice();
     grpc_metadata_array_init(&c->req_md);
     grpc_call_error rc;
     if (kind == CALL_UNKNOWN) {
@@ -250,7 +246,12 @@ static int call_arm(worker *w, call_kind kind)
     return call_arm_method(w, kind, ADMIN_COUNT);
 }
 
-/* Sends the whole reply in one batch; the completion comes back on w->cq. */
+/* Sends the whole reply in one batch; the completion comes back on w->cq.
+ *
+ * After grpc_call_start_batch succeeds, c belongs to the worker that takes the
+ * completion and may be freed at any moment (this function also runs on the
+ * audit writer thread): nothing here may touch c afterwards. Status details
+ * and trailing metadata live in locals; gRPC copies them during the call. */
 static void call_reply(call_ctx *c, grpc_status_code code, const char *reason, const char *msg,
                        const uint8_t *body, size_t body_len, uint64_t retry_after_ms)
 {
@@ -268,41 +269,44 @@ static void call_reply(call_ctx *c, grpc_status_code code, const char *reason, c
         ops[n].data.send_message.send_message = c->reply;
         n++;
     }
-    char details[JS_REASON_MAX + JS_MSG_MAX + 4];
-    size_t trailing = 0;
+    grpc_slice details = grpc_empty_slice();
+    grpc_metadata trailing[2];
+    memset(trailing, 0, sizeof(trailing));
+    size_t ntrailing = 0;
     if (code != GRPC_STATUS_OK) {
         /* "reason: message": the stable code first, for scripts and humans. */
-        snprintf(details, sizeof(details), "%s: %s", reason, msg);
-        c->status_details = grpc_slice_from_copied_string(details);
+        char text[JS_REASON_MAX + JS_MSG_MAX + 4];
+        snprintf(text, sizeof(text), "%s: %s", reason, msg);
+        details = grpc_slice_from_copied_string(text);
         if (reason != NULL && reason[0] != '\0') {
-            c->trailing[trailing].key = grpc_slice_from_static_string("jwt-signer-reason");
-            c->trailing[trailing].value = grpc_slice_from_copied_string(reason);
-            trailing++;
+            trailing[ntrailing].key = grpc_slice_from_static_string("jwt-signer-reason");
+            trailing[ntrailing].value = grpc_slice_from_copied_string(reason);
+            ntrailing++;
         }
         if (code == GRPC_STATUS_RESOURCE_EXHAUSTED && retry_after_ms > 0) {
             char ms[32];
             snprintf(ms, sizeof(ms), "%llu", (unsigned long long)retry_after_ms);
-            c->trailing[trailing].key = grpc_slice_from_static_string("retry-after-ms");
-            c->trailing[trailing].value = grpc_slice_from_copied_string(ms);
-            trailing++;
+            trailing[ntrailing].key = grpc_slice_from_static_string("retry-after-ms");
+            trailing[ntrailing].value = grpc_slice_from_copied_string(ms);
+            ntrailing++;
         }
     }
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = code;
-    ops[n].data.send_status_from_server.status_details =
-        code != GRPC_STATUS_OK ? &c->status_details : NULL;
-    ops[n].data.send_status_from_server.trailing_metadata_count = trailing;
-    ops[n].data.send_status_from_server.trailing_metadata = trailing ? c->trailing : NULL;
+    ops[n].data.send_status_from_server.status_details = code != GRPC_STATUS_OK ? &details : NULL;
+    ops[n].data.send_status_from_server.trailing_metadata_count = ntrailing;
+    ops[n].data.send_status_from_server.trailing_metadata = ntrailing ? trailing : NULL;
     n++;
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
     n++;
     c->state = CALL_REPLYING;
     grpc_call_error rc = grpc_call_start_batch(c->call, ops, n, c, NULL);
-    /* start_batch has taken its own references to the metadata. */
-    for (size_t i = 0; i < trailing; i++) {
-        grpc_slice_unref(c->trailing[i].key);
-        grpc_slice_unref(c->trailing[i].value);
+    /* From here on, c may already be freed (see above). */
+    grpc_slice_unref(details);
+    for (size_t i = 0; i < ntrailing; i++) {
+        grpc_slice_unref(trailing[i].key);
+        grpc_slice_unref(trailing[i].value);
     }
     if (rc != GRPC_CALL_OK) {
         js_log_event("error", "reply_failed", "grpc_call_start_batch failed");
