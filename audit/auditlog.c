@@ -39,11 +39,17 @@
 #include "record.h"
 #include "scan.h"
 
-#define QUEUE_MAX       100000u /* queued records before submit fails (memory bound) */
-#define RL_MAX          1024u   /* distinct rate-limited callers tracked per second */
-#define RL_CALLER_MAX   128u
-#define RL_REASON_MAX   64u
-#define RL_WINDOW_MS    1000
+#define QUEUE_MAX     100000u /* queued records before submit fails (memory bound) */
+#define RL_MAX        1024u   /* distinct rate-limited callers tracked per second */
+#define RL_CALLER_MAX 128u
+#define RL_REASON_MAX 64u
+#define RL_WINDOW_MS  1000
+/* Group commit delay (PostgreSQL's commit_delay): a batch smaller than
+ * COMMIT_TARGET waits up to COMMIT_DELAY_US for more records before its
+ * write + fdatasync. Measured here: without it, 64 busy clients produced
+ * 2.5 records per fdatasync (~1,900 journal commits/s on a 2-core machine). */
+#define COMMIT_TARGET   32
+#define COMMIT_DELAY_US 500
 #define SEGMENT_MAX     (512ull * 1024 * 1024)
 #define DEFAULT_SEG     (64ull * 1024 * 1024)
 #define PATH_MAX_AUDIT  4096u
@@ -91,6 +97,15 @@ struct js_audit {
     bool no_fsync;
     void (*on_batch)(void *ctx, size_t records, uint64_t fsync_us);
     void *on_batch_ctx;
+    /* The notifier thread runs `done` callbacks of finished batches, so the
+     * writer can start the next write + fdatasync while replies go out. */
+    pthread_t notifier;
+    bool notifier_started;
+    pthread_mutex_t nmu;
+    pthread_cond_t nwake;
+    struct done_batch *nhead, *ntail;
+    bool nstop;
+    bool nsync_init; /* nmu and nwake initialised */
     js_audit_sign_fn sign;
     void *sign_ctx;
     js_audit_io io;
@@ -425,6 +440,63 @@ static void finish_items(item *it, js_status st, const js_err *why)
     }
 }
 
+typedef struct done_batch {
+    item *items;
+    js_status st;
+    js_err why;
+    struct done_batch *next;
+} done_batch;
+
+/* Hands a finished batch to the notifier, in order. Without memory for the
+ * hand-off the callbacks run here: slower, never lost. */
+static void deliver(js_audit *a, item *items, js_status st, const js_err *why)
+{
+    if (items == NULL)
+        return;
+    done_batch *d = calloc(1, sizeof(*d));
+    if (d == NULL || !a->notifier_started) {
+        free(d);
+        finish_items(items, st, why);
+        return;
+    }
+    d->items = items;
+    d->st = st;
+    if (why != NULL)
+        d->why = *why;
+    pthread_mutex_lock(&a->nmu);
+    if (a->ntail != NULL)
+        a->ntail->next = d;
+    else
+        a->nhead = d;
+    a->ntail = d;
+    pthread_cond_signal(&a->nwake);
+    pthread_mutex_unlock(&a->nmu);
+}
+
+static void *notifier_main(void *arg)
+{
+    js_audit *a = arg;
+    pthread_mutex_lock(&a->nmu);
+    for (;;) {
+        while (a->nhead == NULL && !a->nstop)
+            pthread_cond_wait(&a->nwake, &a->nmu);
+        done_batch *d = a->nhead;
+        a->nhead = a->ntail = NULL;
+        if (d == NULL && a->nstop)
+            break;
+        pthread_mutex_unlock(&a->nmu);
+        while (d != NULL) {
+            done_batch *next = d->next;
+            finish_items(d->items, d->st, d->st == JS_OK ? NULL : &d->why);
+            free(d);
+            d = next;
+        }
+        pthread_mutex_lock(&a->nmu);
+    }
+    pthread_mutex_unlock(&a->nmu);
+    return NULL;
+}
+
 /* Time-based checkpoint due? (FORMAT.md §5: every interval while busy,
  * every heartbeat when idle -- an empty interval is sealed too.) */
 static int64_t cp_due(const js_audit *a, const chain_state *cs)
@@ -560,6 +632,19 @@ static void *writer_main(void *arg)
                 break;
             wait_until(a, due);
         }
+        if (!a->no_fsync && !a->closing && !a->failed && a->qhead != NULL &&
+            a->qlen < COMMIT_TARGET) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += COMMIT_DELAY_US * 1000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            while (a->qlen < COMMIT_TARGET && !a->closing &&
+                   pthread_cond_timedwait(&a->wake, &a->mu, &until) == 0)
+                ;
+        }
         item *items = a->qhead;
         a->qhead = a->qtail = NULL;
         a->qlen = 0;
@@ -573,7 +658,7 @@ static void *writer_main(void *arg)
         js_err err;
         js_err_clear(&err);
         if (failed) {
-            finish_items(items, JS_EUNAVAIL, &why);
+            deliver(a, items, JS_EUNAVAIL, &why);
             if (closing)
                 break;
             if (retry_due) {
@@ -605,9 +690,9 @@ static void *writer_main(void *arg)
             pthread_mutex_lock(&a->mu);
             why = a->why;
             pthread_mutex_unlock(&a->mu);
-            finish_items(items, JS_EUNAVAIL, &why);
+            deliver(a, items, JS_EUNAVAIL, &why);
         } else {
-            finish_items(items, JS_OK, NULL);
+            deliver(a, items, JS_OK, NULL);
             if (write_checkpoint_file(a, &err) != JS_OK)
                 set_failed(a, &err);
         }
@@ -755,13 +840,30 @@ bool js_audit_healthy(js_audit *a, js_err *why)
     return ok;
 }
 
+static void stop_notifier(js_audit *a)
+{
+    if (!a->notifier_started)
+        return;
+    pthread_mutex_lock(&a->nmu);
+    a->nstop = true;
+    pthread_cond_signal(&a->nwake);
+    pthread_mutex_unlock(&a->nmu);
+    pthread_join(a->notifier, NULL);
+    a->notifier_started = false;
+}
+
 static void audit_free(js_audit *a)
 {
     if (a == NULL)
         return;
+    stop_notifier(a);
     if (a->fd >= 0)
         close(a->fd);
     finish_items(a->qhead, JS_EUNAVAIL, &a->why);
+    if (a->nsync_init) {
+        pthread_cond_destroy(&a->nwake);
+        pthread_mutex_destroy(&a->nmu);
+    }
     pthread_cond_destroy(&a->wake);
     pthread_mutex_destroy(&a->mu);
     free(a->rl);
@@ -781,6 +883,8 @@ void js_audit_close(js_audit *a)
     pthread_mutex_unlock(&a->mu);
     if (a->thread_started)
         pthread_join(a->thread, NULL);
+    /* Every batch the writer finished is delivered before we return. */
+    stop_notifier(a);
     js_err_set(&a->why, JS_EUNAVAIL, "audit.unavailable", "audit log is closed");
     audit_free(a);
 }
@@ -1049,6 +1153,13 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     a->durable.next_seq = 1;
 
     js_status st = open_log(a, opts, err);
+    if (st == JS_OK) {
+        pthread_mutex_init(&a->nmu, NULL);
+        pthread_cond_init(&a->nwake, NULL);
+        a->nsync_init = true;
+        if (pthread_create(&a->notifier, NULL, notifier_main, a) == 0)
+            a->notifier_started = true;
+    }
     if (st == JS_OK && pthread_create(&a->thread, NULL, writer_main, a) != 0)
         st = js_err_set(err, JS_EINTERNAL, "audit.thread", "cannot start the audit writer");
     if (st != JS_OK) {
