@@ -11,6 +11,17 @@
 
 #include "b64url.h"
 
+/* jansson's error texts quote the input ("... near '<fragment>'"); that
+ * fragment may be a claim value, and messages go to the caller, the log line
+ * and the audit record. Keep only the description; position is reported
+ * separately. */
+static void describe(const json_error_t *jerr, char *out, size_t cap)
+{
+    const char *near = strstr(jerr->text, " near ");
+    int n = near != NULL ? (int)(near - jerr->text) : (int)strlen(jerr->text);
+    snprintf(out, cap, "%.*s", n, jerr->text);
+}
+
 js_status claims_parse(const uint8_t *buf, size_t len, json_t **out, js_err *err)
 {
     *out = NULL;
@@ -25,11 +36,14 @@ js_status claims_parse(const uint8_t *buf, size_t len, json_t **out, js_err *err
     json_error_t jerr;
     json_t *root = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
+        char what[JSON_ERROR_TEXT_LENGTH];
+        describe(&jerr, what, sizeof(what));
         switch (json_error_code(&jerr)) {
         case json_error_duplicate_key:
             return js_err_set(err, JS_EINVAL, "claims.duplicate_member",
-                              "claims_json has a duplicate member name at offset %d: %s",
-                              jerr.position, jerr.text);
+                              "claims_json has a duplicate member name at offset %d "
+                              "(RFC 7519 §4: member names must be unique)",
+                              jerr.position);
         case json_error_invalid_utf8:
             return js_err_set(err, JS_EINVAL, "claims.utf8",
                               "claims_json is not valid UTF-8 (offset %d)", jerr.position);
@@ -39,7 +53,7 @@ js_status claims_parse(const uint8_t *buf, size_t len, json_t **out, js_err *err
                               "claims_json contains a NUL character (offset %d)", jerr.position);
         default:
             return js_err_set(err, JS_EINVAL, "claims.syntax",
-                              "claims_json is not valid JSON: %s at line %d column %d", jerr.text,
+                              "claims_json is not valid JSON: %s at line %d column %d", what,
                               jerr.line, jerr.column);
         }
     }

@@ -59,8 +59,6 @@ static const struct {
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
-/* ---- durations --------------------------------------------------------------------- */
-
 /* ---- the parse context ------------------------------------------------------------- */
 
 typedef struct loader {
@@ -69,19 +67,9 @@ typedef struct loader {
     js_err *err;
 } loader;
 
-static js_status fail(const loader *ld, size_t line, const char *path, const char *code,
-                      const char *fmt, ...) JS_PRINTF(5, 6);
-
-static js_status fail(const loader *ld, size_t line, const char *path, const char *code,
-                      const char *fmt, ...)
-{
-    char problem[JS_MSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(problem, sizeof(problem), fmt, ap);
-    va_end(ap);
-    return js_yaml_fail(ld->doc, line, path, code, ld->err, "%s", problem);
-}
+/* "FILE:LINE: path: problem" (yamldoc.h), with this loader's document. */
+#define fail(ld, line, path, code, ...)                                                            \
+    js_yaml_fail((ld)->doc, (line), (path), (code), (ld)->err, __VA_ARGS__)
 
 static js_status dup_str(const char *s, char **out, js_err *err)
 {

@@ -17,6 +17,7 @@
 
 #include "jwtsigner/v1/signer.pb-c.h"
 #include "logline.h"
+#include "statefile.h"
 #include <protobuf-c/protobuf-c.h>
 #include <time.h>
 
@@ -66,58 +67,28 @@ void js_control_audit_admin(js_control *ctl, const char *admin, const char *acti
     audit_event(ctl, "admin", admin, decision, why, detail);
 }
 
-/* Atomic replace: the file is either the old or the new version after a crash. */
+/* Crash-safe: the file is either the old or the new version (statefile.h). */
 static js_status save_runtime(js_control *ctl, js_err *err)
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", ctl->path);
     char *text = json_dumps(ctl->runtime, JSON_INDENT(2) | JSON_SORT_KEYS);
     JS_ENSURE_ALLOC(text, err);
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        free(text);
-        return js_err_set(err, JS_EUNAVAIL, "control.state_write", "cannot create %s: %s", tmp,
-                          strerror(errno));
-    }
-    size_t len = strlen(text);
-    bool ok = write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
-    int saved = errno;
-    close(fd);
+    js_status st = js_statefile_write(ctl->path, text, strlen(text), "control", err);
     free(text);
-    if (!ok || rename(tmp, ctl->path) != 0) {
-        unlink(tmp);
-        return js_err_set(err, JS_EUNAVAIL, "control.state_write", "cannot write %s: %s", ctl->path,
-                          strerror(ok ? errno : saved));
-    }
-    int dfd = open(ctl->d.state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return JS_OK;
+    return st;
 }
 
 static js_status load_runtime(js_control *ctl, js_err *err)
 {
-    json_error_t jerr;
-    FILE *f = fopen(ctl->path, "rb");
-    if (f == NULL) {
-        JS_ENSURE(errno == ENOENT, err, JS_ECONFIG, "control.state_read", "cannot read %s: %s",
-                  ctl->path, strerror(errno));
+    char *buf = NULL;
+    size_t n = 0;
+    bool absent = false;
+    JS_GUARD(js_statefile_read(ctl->path, RUNTIME_MAX_BYTES, "control", &buf, &n, &absent, err));
+    if (absent) {
         ctl->runtime = json_pack("{s:b, s:{}}", "incident", 0, "frozen");
         JS_ENSURE_ALLOC(ctl->runtime, err);
         return JS_OK;
     }
-    char *buf = malloc(RUNTIME_MAX_BYTES + 1);
-    size_t n = buf != NULL ? fread(buf, 1, RUNTIME_MAX_BYTES + 1, f) : 0;
-    fclose(f);
-    JS_ENSURE_ALLOC(buf, err);
-    if (n > RUNTIME_MAX_BYTES) {
-        free(buf);
-        return js_err_set(err, JS_ECONFIG, "control.state_read", "%s is over %d bytes", ctl->path,
-                          RUNTIME_MAX_BYTES);
-    }
+    json_error_t jerr;
     ctl->runtime = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &jerr);
     free(buf);
     JS_ENSURE(ctl->runtime != NULL, err, JS_ECONFIG, "control.state_read", "%s: %s at line %d",

@@ -11,6 +11,7 @@
  * EdDSA with Ed25519 (RFC 8037 §3.1).
  */
 #include "hsm.h"
+#include "jws.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -234,9 +235,6 @@ typedef js_status (*hsm_read_public_fn)(js_hsm_session *s, const hsm_alg *row,
 typedef js_status (*hsm_keygen_fn)(js_hsm_session *s, const hsm_alg *row, const char *label,
                                    CK_BYTE *id, unsigned rsa_bits, js_err *err);
 /* Verifies a JWS signature (as js_hsm_sign returns it) with OpenSSL; for the key self-test. */
-typedef js_status (*hsm_verify_fn)(const hsm_alg *row, EVP_PKEY *pub, const uint8_t *msg,
-                                   size_t msg_len, const uint8_t *sig, size_t sig_len, bool *ok,
-                                   js_err *err);
 
 struct hsm_alg {
     js_alg alg;
@@ -259,7 +257,6 @@ struct hsm_alg {
     size_t field_len;
     hsm_read_public_fn read_public;
     hsm_keygen_fn keygen;
-    hsm_verify_fn verify;
 };
 
 static js_status ec_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDLE priv,
@@ -267,8 +264,6 @@ static js_status ec_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT
                                 js_err *err);
 static js_status ec_keygen(js_hsm_session *s, const hsm_alg *row, const char *label, CK_BYTE *id,
                            unsigned rsa_bits, js_err *err);
-static js_status ec_verify(const hsm_alg *row, EVP_PKEY *pub, const uint8_t *msg, size_t msg_len,
-                           const uint8_t *sig, size_t sig_len, bool *ok, js_err *err);
 static js_status rsa_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDLE priv,
                                  CK_OBJECT_HANDLE pub, const char *label, EVP_PKEY **out,
                                  js_err *err);
@@ -279,8 +274,6 @@ static js_status ed_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT
                                 js_err *err);
 static js_status ed_keygen(js_hsm_session *s, const hsm_alg *row, const char *label, CK_BYTE *id,
                            unsigned rsa_bits, js_err *err);
-static js_status pkey_verify(const hsm_alg *row, EVP_PKEY *pub, const uint8_t *msg, size_t msg_len,
-                             const uint8_t *sig, size_t sig_len, bool *ok, js_err *err);
 
 /* prime256v1 = 1.2.840.10045.3.1.7, secp384r1 = 1.3.132.0.34 (RFC 5480 §2.1.1.1) */
 static const uint8_t k_oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
@@ -321,7 +314,6 @@ static const hsm_alg k_algs[] = {
         .field_len = 32,
         .read_public = ec_read_public,
         .keygen = ec_keygen,
-        .verify = ec_verify,
     },
     {
         .alg = JS_ALG_ES384,
@@ -337,7 +329,6 @@ static const hsm_alg k_algs[] = {
         .field_len = 48,
         .read_public = ec_read_public,
         .keygen = ec_keygen,
-        .verify = ec_verify,
     },
     {
         .alg = JS_ALG_RS256,
@@ -347,7 +338,6 @@ static const hsm_alg k_algs[] = {
         .md = EVP_sha256,
         .read_public = rsa_read_public,
         .keygen = rsa_keygen,
-        .verify = pkey_verify,
     },
     {
         .alg = JS_ALG_PS256,
@@ -361,7 +351,6 @@ static const hsm_alg k_algs[] = {
         .pss_salt_len = 32,
         .read_public = rsa_read_public,
         .keygen = rsa_keygen,
-        .verify = pkey_verify,
     },
     {
         .alg = JS_ALG_EDDSA,
@@ -375,7 +364,6 @@ static const hsm_alg k_algs[] = {
         .field_len = HSM_ED25519_LEN,
         .read_public = ed_read_public,
         .keygen = ed_keygen,
-        .verify = pkey_verify,
     },
 };
 
@@ -980,43 +968,6 @@ out:
     return st;
 }
 
-/* JOSE r||s (RFC 7518 §3.4) to DER ECDSA-Sig-Value, then EVP_DigestVerify. */
-static js_status ec_verify(const hsm_alg *row, EVP_PKEY *pub, const uint8_t *msg, size_t msg_len,
-                           const uint8_t *sig, size_t sig_len, bool *ok, js_err *err)
-{
-    ECDSA_SIG *es = NULL;
-    BIGNUM *r = NULL, *sv = NULL;
-    unsigned char *der = NULL;
-    EVP_MD_CTX *md = NULL;
-    js_status st = JS_OK;
-
-    *ok = false;
-    if (sig_len != 2 * row->field_len)
-        goto out; /* not a signature of this curve: simply invalid */
-    es = ECDSA_SIG_new();
-    r = BN_bin2bn(sig, (int)row->field_len, NULL);
-    sv = BN_bin2bn(sig + row->field_len, (int)row->field_len, NULL);
-    if (es == NULL || r == NULL || sv == NULL || ECDSA_SIG_set0(es, r, sv) != 1) {
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
-        goto out;
-    }
-    r = sv = NULL; /* owned by es now */
-    int der_len = i2d_ECDSA_SIG(es, &der);
-    md = EVP_MD_CTX_new();
-    if (der_len <= 0 || md == NULL || EVP_DigestVerifyInit(md, NULL, row->md(), NULL, pub) != 1) {
-        st = js_err_set(err, JS_EINTERNAL, "hsm.verify", "OpenSSL verify set-up failed");
-        goto out;
-    }
-    *ok = EVP_DigestVerify(md, der, (size_t)der_len, msg, msg_len) == 1;
-out:
-    EVP_MD_CTX_free(md);
-    OPENSSL_free(der);
-    BN_free(r);
-    BN_free(sv);
-    ECDSA_SIG_free(es);
-    return st;
-}
-
 /*
  * C_GenerateKeyPair with row->keygen_mech. The common templates are the key
  * policy; alg_attrs (at most HSM_ALG_ATTRS) are the public key's
@@ -1163,33 +1114,6 @@ out:
     OSSL_PARAM_BLD_free(bld);
     BN_free(n);
     BN_free(e);
-    return st;
-}
-
-/*
- * RS256, PS256 and EdDSA signatures are what OpenSSL verifies directly: the
- * RSA padding is PKCS#1 v1.5 unless the row is PSS (RFC 7518 §3.5: MGF1 with
- * the same hash, salt as long as the hash); Ed25519 takes no digest (RFC 8032).
- */
-static js_status pkey_verify(const hsm_alg *row, EVP_PKEY *pub, const uint8_t *msg, size_t msg_len,
-                             const uint8_t *sig, size_t sig_len, bool *ok, js_err *err)
-{
-    EVP_PKEY_CTX *pctx = NULL;
-    js_status st = JS_OK;
-    *ok = false;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (md == NULL ||
-        EVP_DigestVerifyInit(md, &pctx, row->md != NULL ? row->md() : NULL, NULL, pub) != 1 ||
-        (row->pss && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
-                      EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, row->md()) != 1 ||
-                      EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, (int)row->pss_salt_len) != 1))) {
-        st = js_err_set(err, JS_EINTERNAL, "hsm.verify", "OpenSSL verify set-up failed");
-        goto out;
-    }
-    *ok = EVP_DigestVerify(md, sig, sig_len, msg, msg_len) == 1;
-out:
-    ERR_clear_error(); /* a failed verification leaves errors the next caller must not see */
-    EVP_MD_CTX_free(md);
     return st;
 }
 
@@ -1371,16 +1295,14 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
      */
     uint8_t sig[JS_SIG_MAX];
     size_t sig_len = 0;
-    bool ok = false;
     st = js_hsm_sign(s, key, k_selftest_msg, sizeof(k_selftest_msg) - 1, sig, sizeof(sig), &sig_len,
                      err);
     if (st != JS_OK)
         goto out;
-    st = row->verify(row, key->pub, k_selftest_msg, sizeof(k_selftest_msg) - 1, sig, sig_len, &ok,
-                     err);
-    if (st != JS_OK)
-        goto out;
-    if (!ok) {
+    /* Verified the way every verifier will: OpenSSL over the JOSE form. */
+    js_err verr;
+    if (jws_verify(alg, key->pub, k_selftest_msg, sizeof(k_selftest_msg) - 1, sig, sig_len,
+                   &verr) != JS_OK) {
         st = js_err_set(err, JS_ECONFIG, "hsm.key_mismatch",
                         "key '%s': the public key does not verify the private key's signature",
                         label);

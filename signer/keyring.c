@@ -75,25 +75,6 @@ void js_keyvault_free(js_keyvault *kv)
     free(kv);
 }
 
-typedef struct selftest_ctx {
-    js_hsm_session *s;
-    const js_hsm_key *key;
-} selftest_ctx;
-
-/* Sign a fixed message in the HSM and verify it with OpenSSL against the
- * public key we publish: proves the private and public objects belong
- * together and that the token can sign, before any caller relies on it. */
-static js_status key_selftest(js_hsm_session *s, const js_hsm_key *key, js_alg alg, js_err *err)
-{
-    static const char msg[] = "jwt-signer start-up self-test";
-    uint8_t sig[JS_SIG_MAX];
-    size_t sig_len = 0;
-    JS_GUARD(js_hsm_sign(s, key, (const uint8_t *)msg, sizeof(msg) - 1, sig, sizeof(sig), &sig_len,
-                         err));
-    return jws_verify(alg, js_hsm_key_public(key), (const uint8_t *)msg, sizeof(msg) - 1, sig,
-                      sig_len, err);
-}
-
 static js_status vault_load(js_keyvault *kv, const char *label, js_alg alg, vault_entry **out,
                             js_err *err)
 {
@@ -101,9 +82,9 @@ static js_status vault_load(js_keyvault *kv, const char *label, js_alg alg, vaul
               "more than %d key versions loaded", VAULT_MAX);
     vault_entry *e = &kv->e[kv->n];
     memset(e, 0, sizeof(*e));
+    /* js_hsm_key_find() has already signed in the token and verified the
+     * signature with OpenSSL against the public key we publish. */
     js_status st = js_hsm_key_find(kv->hsm, kv->s, label, alg, &e->key, err);
-    if (st == JS_OK)
-        st = key_selftest(kv->s, e->key, alg, err);
     if (st == JS_OK)
         st = jwk_from_pkey(js_hsm_key_public(e->key), alg, NULL, &e->jwk, err);
     if (st == JS_OK)

@@ -8,8 +8,8 @@
  * the key state and published to workers as a snapshot (snapshot.h) after
  * every start, rotation, revocation and timed transition.
  *
- * HSM key objects come from a js_keyvault: each label is found once, its
- * public key read, checked with a self-test signature verified by OpenSSL,
+ * HSM key objects come from a js_keyvault: each label is found once (with
+ * js_hsm_key_find's self-test signature, verified by OpenSSL), its JWK built,
  * and kept for the life of the daemon (snapshots borrow them).
  */
 #ifndef JS_KEYRING_H

@@ -4,6 +4,7 @@
  * See keystate.h for the model and the guarantees.
  */
 #include "keystate.h"
+#include "statefile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -912,59 +913,21 @@ js_status js_keystate_load(const char *path, js_keystate **out, js_err *err)
     JS_ENSURE(path != NULL, err, JS_EINVAL, "keystate.io", "no state file path");
     js_keystate *ks = NULL;
     JS_GUARD(js_keystate_new(&ks, err));
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        if (errno == ENOENT) {
-            *out = ks;
-            return JS_OK;
-        }
-        int e = errno;
-        js_keystate_free(ks);
-        return js_err_set(err, JS_EUNAVAIL, "keystate.io", "%s: cannot open: %s", path,
-                          strerror(e));
-    }
-    js_status st = JS_OK;
     char *buf = NULL;
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = js_err_set(err, JS_ECONFIG, "keystate.io", "%s: not a regular file", path);
-        goto out;
-    }
-    if (sb.st_size > JS_KS_FILE_MAX) {
-        st = js_err_set(err, JS_ECONFIG, "keystate.too_large", "%s: %lld bytes; the limit is %d",
-                        path, (long long)sb.st_size, JS_KS_FILE_MAX);
-        goto out;
-    }
-    /* Read to the limit plus one, whatever fstat said: the file may grow. */
-    buf = malloc((size_t)JS_KS_FILE_MAX + 1);
-    if (buf == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
-        goto out;
-    }
     size_t len = 0;
-    while (len < (size_t)JS_KS_FILE_MAX + 1) {
-        ssize_t r = read(fd, buf + len, (size_t)JS_KS_FILE_MAX + 1 - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            st = js_err_set(err, JS_EUNAVAIL, "keystate.io", "%s: read failed: %s", path,
-                            strerror(errno));
-            goto out;
+    bool absent = false;
+    js_status st = js_statefile_read(path, JS_KS_FILE_MAX, "keystate", &buf, &len, &absent, err);
+    if (st != JS_OK || absent) {
+        if (st != JS_OK) {
+            js_keystate_free(ks);
+            return st;
         }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-    }
-    if (len > JS_KS_FILE_MAX) {
-        st = js_err_set(err, JS_ECONFIG, "keystate.too_large", "%s: larger than %d bytes", path,
-                        JS_KS_FILE_MAX);
-        goto out;
+        *out = ks; /* a missing file is an empty state */
+        return JS_OK;
     }
     loader ld = {.path = path, .err = err};
     st = parse_state(&ld, buf, len, ks);
-out:
     free(buf);
-    close(fd);
     if (st != JS_OK) {
         js_keystate_free(ks);
         return st;
@@ -1013,69 +976,9 @@ static json_t *state_json(const js_keystate *ks)
     return root;
 }
 
-static js_status write_all(int fd, const char *p, size_t len, const char *tmp, js_err *err)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        JS_ENSURE(n > 0, err, JS_EUNAVAIL, "keystate.io", "%s: write failed: %s", tmp,
-                  n == 0 ? "short write" : strerror(errno));
-        p += n;
-        len -= (size_t)n;
-    }
-    return JS_OK;
-}
-
-static js_status sync_dir(const char *dir, js_err *err)
-{
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    JS_ENSURE(dfd >= 0, err, JS_EUNAVAIL, "keystate.io", "%s: cannot open directory: %s", dir,
-              strerror(errno));
-    int rc = fsync(dfd);
-    int e = errno;
-    close(dfd);
-    JS_ENSURE(rc == 0, err, JS_EUNAVAIL, "keystate.io", "%s: directory fsync failed: %s", dir,
-              strerror(e));
-    return JS_OK;
-}
-
-/* Creates PATH.tmp.<pid>.<n> with O_EXCL: a stale temp file from a crash, or
- * a planted symlink, is never opened, just skipped. */
-static js_status create_temp(const char *path, char *tmp, size_t cap, int *fd_out, js_err *err)
-{
-    *fd_out = -1;
-    for (unsigned n = 0; n < 100; n++) {
-        int w = snprintf(tmp, cap, "%s.tmp.%ld.%u", path, (long)getpid(), n);
-        JS_ENSURE(w > 0 && (size_t)w < cap, err, JS_EINVAL, "keystate.io", "%s: path too long",
-                  path);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd >= 0) {
-            *fd_out = fd;
-            return JS_OK;
-        }
-        JS_ENSURE(errno == EEXIST, err, JS_EUNAVAIL, "keystate.io", "%s: cannot create: %s", tmp,
-                  strerror(errno));
-    }
-    return js_err_set(err, JS_EUNAVAIL, "keystate.io", "%s: too many stale temp files", path);
-}
-
 js_status js_keystate_save(const js_keystate *ks, const char *path, js_err *err)
 {
     JS_ENSURE(path != NULL && path[0] != '\0', err, JS_EINVAL, "keystate.io", "no state file path");
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL)
-        snprintf(dir, sizeof(dir), ".");
-    else if (slash == path)
-        snprintf(dir, sizeof(dir), "/");
-    else {
-        size_t dl = (size_t)(slash - path);
-        JS_ENSURE(dl < sizeof(dir), err, JS_EINVAL, "keystate.io", "state file path too long");
-        memcpy(dir, path, dl);
-        dir[dl] = '\0';
-    }
-
     json_t *root = state_json(ks);
     JS_ENSURE_ALLOC(root, err);
     char *text = json_dumps(root, JSON_INDENT(2));
@@ -1083,35 +986,11 @@ js_status js_keystate_save(const js_keystate *ks, const char *path, js_err *err)
     JS_ENSURE_ALLOC(text, err);
     size_t len = strlen(text);
     /* Never write a file the next start would refuse to load. */
-    if (len > JS_KS_FILE_MAX) {
-        free(text);
-        return js_err_set(err, JS_EINTERNAL, "keystate.too_large",
-                          "%s: state would be %zu bytes; the limit is %d", path, len,
-                          JS_KS_FILE_MAX);
-    }
-
-    char tmp[4200];
-    int fd = -1;
-    js_status st = create_temp(path, tmp, sizeof(tmp), &fd, err);
-    if (st != JS_OK) {
-        free(text);
-        return st;
-    }
-    st = write_all(fd, text, len, tmp, err);
+    js_status st = len <= JS_KS_FILE_MAX
+                       ? js_statefile_write(path, text, len, "keystate", err)
+                       : js_err_set(err, JS_EINTERNAL, "keystate.too_large",
+                                    "%s: state would be %zu bytes; the limit is %d", path, len,
+                                    JS_KS_FILE_MAX);
     free(text);
-    if (st == JS_OK && fsync(fd) != 0)
-        st = js_err_set(err, JS_EUNAVAIL, "keystate.io", "%s: fsync failed: %s", tmp,
-                        strerror(errno));
-    if (close(fd) != 0 && st == JS_OK)
-        st = js_err_set(err, JS_EUNAVAIL, "keystate.io", "%s: close failed: %s", tmp,
-                        strerror(errno));
-    if (st == JS_OK && rename(tmp, path) != 0)
-        st = js_err_set(err, JS_EUNAVAIL, "keystate.io", "cannot rename %s to %s: %s", tmp, path,
-                        strerror(errno));
-    if (st != JS_OK) {
-        unlink(tmp);
-        return st;
-    }
-    /* The rename is durable only once the directory entry is on disk. */
-    return sync_dir(dir, err);
+    return st;
 }

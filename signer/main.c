@@ -180,6 +180,11 @@ static int cmd_check_policy(const char *path)
     return 0;
 }
 
+typedef struct audit_signer {
+    js_hsm_session *s;
+    const js_hsm_key *key;
+} audit_signer;
+
 /* Everything the serving daemon owns; main() passes it around explicitly. */
 typedef struct daemon_state {
     const char *config_path;
@@ -188,6 +193,7 @@ typedef struct daemon_state {
     js_hsm_session *session;       /* start-up and reloads (main thread) */
     js_hsm_session *audit_session; /* only the audit writer uses it */
     js_hsm_key *audit_key;
+    audit_signer audit_signer; /* the audit log's sign_ctx: its session and key */
     js_keyvault *vault;
     js_snapshot_store *keys; /* of js_keyring */
     js_ratelimit *rl;
@@ -207,11 +213,6 @@ typedef struct daemon_state {
     char hsm_why[JS_MSG_MAX];
     char state_dir[4096];
 } daemon_state;
-
-typedef struct audit_signer {
-    js_hsm_session *s;
-    const js_hsm_key *key;
-} audit_signer;
 
 static js_status audit_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig, size_t cap,
                             size_t *sig_len, js_err *err)
@@ -275,9 +276,8 @@ static js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
     }
     char *pem = pubkey_pem(js_hsm_key_public(d->audit_key));
     JS_ENSURE_ALLOC(pem, err);
-    static audit_signer signer; /* lives as long as the log: main's frame would do too */
-    signer.s = d->audit_session;
-    signer.key = d->audit_key;
+    d->audit_signer.s = d->audit_session;
+    d->audit_signer.key = d->audit_key;
     js_audit_options opts = {
         .dir = cfg->audit_dir,
         .origin = cfg->audit_origin != NULL ? cfg->audit_origin : issuer,
@@ -287,7 +287,7 @@ static js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
         .segment_bytes = cfg->audit_segment_bytes,
         .no_fsync = !cfg->audit_fsync,
         .sign = audit_sign,
-        .sign_ctx = &signer,
+        .sign_ctx = &d->audit_signer,
         .pubkey_pem = pem,
         .on_batch = on_audit_batch,
         .on_batch_ctx = d->metrics,

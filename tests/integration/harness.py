@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 __all__ = [
     "Env", "Daemon", "HarnessError", "verify_es256", "jwk_thumbprint", "b64url_decode",
     "b64url_encode", "to_yaml", "timeout", "source_dir", "signerd_path", "sign_path",
-    "client_test_path", "softhsm_module", "CALLER_URIS", "InvalidSignature",
+    "client_test_path", "audit_path", "faultio_path", "softhsm_module", "CALLER_URIS", "InvalidSignature",
 ]
 
 # Identities of the callers scripts/mkpki.sh makes (see its header).
@@ -137,6 +137,20 @@ def sign_path():
 
 def client_test_path():
     return _program("JS_CLIENT_TEST", os.path.join("tests", "client_load"))
+
+
+def audit_path():
+    """jwt-audit (ctest sets JS_AUDIT)."""
+    return _program("JS_AUDIT", "jwt-audit")
+
+
+def faultio_path():
+    """The LD_PRELOAD fault-injection library (tests/integration/faultio.c)."""
+    path = os.environ.get("JS_FAULTIO") or os.path.join(source_dir(), "build", "tests",
+                                                        "libfaultio.so")
+    if not os.path.isfile(path):
+        raise HarnessError("JS_FAULTIO: %s not found (set JS_FAULTIO or build first)" % path)
+    return os.path.abspath(path)
 
 
 def softhsm_module():

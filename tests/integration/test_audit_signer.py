@@ -47,33 +47,6 @@ EXIT_DENIED, EXIT_UNAVAILABLE = 3, 5
 CRASH_ROUNDS = int(os.environ.get("JS_AUDIT_CRASH_ROUNDS", "20"))
 
 
-def _tool(var, *names):
-    path = os.environ.get(var)
-    if path:
-        return path
-    build = os.path.join(harness.source_dir(), "build")
-    for name in names:
-        cand = os.path.join(build, name)
-        if os.access(cand, os.X_OK):
-            return cand
-    raise harness.HarnessError("%s not set and %s not built" % (var, names[0]))
-
-
-def audit_path():
-    return _tool("JS_AUDIT", "jwt-audit")
-
-
-def faultio_path():
-    return _tool("JS_FAULTIO", "tests/libfaultio.so", "libfaultio.so")
-
-
-def load_path():
-    try:
-        return harness.client_test_path()
-    except harness.HarnessError:
-        return _tool("JS_CLIENT_TEST", "tests/client_load")
-
-
 def sha256_hex(data):
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -83,7 +56,7 @@ def sha256_hex(data):
 # --- the log, read with jwt-audit and independently --------------------------------
 
 def run_audit(env, *args, timeout_s=120):
-    return env.run([audit_path()] + list(args), timeout_s=timeout_s)
+    return env.run([harness.audit_path()] + list(args), timeout_s=timeout_s)
 
 
 def verify(env):
@@ -137,7 +110,7 @@ def read_tokens(path):
 
 def start_load(env, out_file, threads=8, requests=20000, timeout_ms=5000):
     ca, cert, key = env.caller_files("issuer-a")
-    argv = [load_path(), "--target", "localhost:%d" % env.port, "--ca", ca, "--cert", cert,
+    argv = [harness.client_test_path(), "--target", "localhost:%d" % env.port, "--ca", ca, "--cert", cert,
             "--key", key, "--threads", str(threads), "--requests", str(requests),
             "--timeout-ms", str(timeout_ms), "--claims",
             json.dumps({"sub": SUB, "aud": AUD}), "--out", out_file]
@@ -439,7 +412,7 @@ class FailClosed(AuditCase):
         env = self.env
         env.setup()
         trigger = env.path("fault-trigger")
-        extra = {"LD_PRELOAD": faultio_path(), "JS_FAULT_TRIGGER": trigger,
+        extra = {"LD_PRELOAD": harness.faultio_path(), "JS_FAULT_TRIGGER": trigger,
                  "JS_FAULT_MATCH": os.path.join(env.audit_dir(), "audit-")}
         if os.environ.get("ASAN_OPTIONS") is not None:
             extra["ASAN_OPTIONS"] = os.environ["ASAN_OPTIONS"] + ":verify_asan_link_order=0"

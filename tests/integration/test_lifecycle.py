@@ -54,29 +54,9 @@ PREPUBLISH, LEEWAY, MAX_TTL, DEFAULT_TTL = 2, 1, 3, 2
 SHORT_LIFECYCLE = {"prepublish": "%ds" % PREPUBLISH, "leeway": "%ds" % LEEWAY}
 
 
-def _tool(var, *names):
-    path = os.environ.get(var)
-    if path:
-        return path
-    build = os.path.join(harness.source_dir(), "build")
-    for name in names:
-        cand = os.path.join(build, name)
-        if os.access(cand, os.X_OK):
-            return cand
-    raise harness.HarnessError("%s not set and %s not built" % (var, names[0]))
-
-
-def audit_path():
-    return _tool("JS_AUDIT", "jwt-audit")
-
-
-def faultio_path():
-    return _tool("JS_FAULTIO", "tests/libfaultio.so", "libfaultio.so")
-
-
 def audit_records(env):
     """Every record of the log, from `jwt-audit show --json` (run after stop)."""
-    rc, out, err = env.run([audit_path(), "show", "--json"] + env.audit_segments(), timeout_s=60)
+    rc, out, err = env.run([harness.audit_path(), "show", "--json"] + env.audit_segments(), timeout_s=60)
     if rc != 0:
         raise AssertionError("jwt-audit show failed (%d): %s" % (rc, err))
     return [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -244,7 +224,7 @@ class Health(LifecycleCase):
         env = self.env
         env.setup()
         trigger = env.path("fault-trigger")
-        extra = {"LD_PRELOAD": faultio_path(), "JS_FAULT_TRIGGER": trigger,
+        extra = {"LD_PRELOAD": harness.faultio_path(), "JS_FAULT_TRIGGER": trigger,
                  "JS_FAULT_MATCH": os.path.join(env.audit_dir(), "audit-")}
         if os.environ.get("ASAN_OPTIONS") is not None:
             extra["ASAN_OPTIONS"] = os.environ["ASAN_OPTIONS"] + ":verify_asan_link_order=0"

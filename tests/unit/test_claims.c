@@ -202,6 +202,27 @@ static void test_exp_too_far_message_names_limit(void **state)
     json_decref(c);
 }
 
+/* Parse errors must not quote the input: the message reaches the caller, the
+ * log line and the audit record, and a fragment may be a claim value. */
+static void test_parse_errors_do_not_quote_input(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "{\"pw\":\"s3cr3t-value\" x}",
+        "{\"pw\":\"s3cr3t-value\",\"pw\":1}",
+        "{\"pw\": s3cr3t-value}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *out = NULL;
+        js_err err;
+        js_err_clear(&err);
+        assert_int_equal(claims_parse((const uint8_t *)bad[i], strlen(bad[i]), &out, &err),
+                         JS_EINVAL);
+        if (strstr(err.msg, "s3cr3t") != NULL)
+            fail_msg("message quotes the input: %s", err.msg);
+    }
+}
+
 static void test_jti_random_and_shaped(void **state)
 {
     (void)state;
@@ -223,6 +244,7 @@ int main(void)
         cmocka_unit_test(test_parse_depth_limit),
         cmocka_unit_test(test_apply_table),
         cmocka_unit_test(test_exp_too_far_message_names_limit),
+        cmocka_unit_test(test_parse_errors_do_not_quote_input),
         cmocka_unit_test(test_jti_random_and_shaped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
