@@ -753,14 +753,34 @@ js_status js_audit_submit(js_audit *a, const js_audit_event *ev, js_audit_done_f
     return JS_OK;
 }
 
+/* How long append_sync waits for its record. A writer stuck in the HSM or
+ * in fdatasync must not hold its callers (the control plane, shutdown)
+ * forever; the record may still land later, but is not confirmed. */
+#define SYNC_WAIT_S 30
+
+/* Shared by the waiter and the writer's callback; the last one frees it,
+ * so a callback after a timed-out wait never touches a dead stack frame. */
 typedef struct sync_wait {
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    int refs;
     bool done;
     js_status st;
     uint64_t seq;
     js_err err;
 } sync_wait;
+
+static void sync_release(sync_wait *w)
+{
+    pthread_mutex_lock(&w->mu);
+    bool last = --w->refs == 0;
+    pthread_mutex_unlock(&w->mu);
+    if (last) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+    }
+}
 
 static void sync_done(void *ctx, js_status st, uint64_t seq, const js_err *err)
 {
@@ -773,28 +793,43 @@ static void sync_done(void *ctx, js_status st, uint64_t seq, const js_err *err)
     w->done = true;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    sync_release(w);
 }
 
 js_status js_audit_append_sync(js_audit *a, const js_audit_event *ev, uint64_t *seq, js_err *err)
 {
-    sync_wait w;
-    memset(&w, 0, sizeof(w));
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
-    js_status st = js_audit_submit(a, ev, sync_done, &w, err);
-    if (st == JS_OK) {
-        pthread_mutex_lock(&w.mu);
-        while (!w.done)
-            pthread_cond_wait(&w.cv, &w.mu);
-        pthread_mutex_unlock(&w.mu);
-        st = w.st;
-        if (st == JS_OK && seq != NULL)
-            *seq = w.seq;
-        if (st != JS_OK && err != NULL)
-            *err = w.err;
+    sync_wait *w = calloc(1, sizeof(*w));
+    JS_ENSURE_ALLOC(w, err);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    w->refs = 2;
+    js_status st = js_audit_submit(a, ev, sync_done, w, err);
+    if (st != JS_OK) {
+        w->refs = 1; /* the callback will never run */
+        sync_release(w);
+        return st;
     }
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += SYNC_WAIT_S;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0)
+        ;
+    bool done = w->done;
+    st = done ? w->st : JS_EUNAVAIL;
+    if (done && st == JS_OK && seq != NULL)
+        *seq = w->seq;
+    if (done && st != JS_OK && err != NULL)
+        *err = w->err;
+    pthread_mutex_unlock(&w->mu);
+    if (!done)
+        js_err_set(err, JS_EUNAVAIL, "audit.unavailable",
+                   "audit log did not confirm the record within %d s", SYNC_WAIT_S);
+    sync_release(w);
     return st;
 }
 

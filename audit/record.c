@@ -181,9 +181,64 @@ int64_t js_audit_now_ms(void)
 }
 
 /* Adds key:value to the object, for a string that may be NULL (omitted). */
+/* Length of the valid UTF-8 sequence (RFC 3629) at p, or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *p)
+{
+    if (p[0] < 0x80)
+        return 1;
+    size_t n = (p[0] & 0xe0) == 0xc0   ? 2
+               : (p[0] & 0xf0) == 0xe0 ? 3
+               : (p[0] & 0xf8) == 0xf0 ? 4
+                                       : 0;
+    if (n == 0 || (n == 2 && p[0] < 0xc2) || (n == 4 && p[0] > 0xf4))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    uint32_t cp = p[0] & (0x7f >> n);
+    for (size_t i = 1; i < n; i++)
+        cp = (cp << 6) | (p[i] & 0x3f);
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/*
+ * A record must never be lost because one of its strings is not valid UTF-8
+ * (a certificate name in Latin-1, a sub cut at a byte limit): such bytes are
+ * recorded as U+FFFD instead of failing the record, or the whole batch with
+ * it. Valid strings are recorded unchanged.
+ */
 static int add_str(json_t *o, const char *k, const char *v)
 {
-    return v == NULL ? 0 : json_object_set_new(o, k, json_string(v));
+    if (v == NULL)
+        return 0;
+    json_t *js = json_string(v);
+    if (js == NULL) {
+        size_t len = strlen(v);
+        char *clean = malloc(len * 3 + 1);
+        if (clean == NULL)
+            return -1;
+        size_t o2 = 0;
+        const unsigned char *p = (const unsigned char *)v;
+        while (*p != '\0') {
+            size_t n = utf8_seq(p);
+            if (n == 0) {
+                memcpy(clean + o2, "\xef\xbf\xbd", 3); /* U+FFFD */
+                o2 += 3;
+                p++;
+            } else {
+                memcpy(clean + o2, p, n);
+                o2 += n;
+                p += n;
+            }
+        }
+        clean[o2] = '\0';
+        js = json_string(clean);
+        free(clean);
+    }
+    return json_object_set_new(o, k, js);
 }
 
 js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **out, js_err *err)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "jwtsigner/v1/signer.pb-c.h"
+#include "identity.h"
 #include "logline.h"
 #include "statefile.h"
 #include <protobuf-c/protobuf-c.h>
@@ -56,6 +57,22 @@ static void audit_event(js_control *ctl, const char *type, const char *caller, c
         js_log_emit("error", o);
     }
     free(text);
+}
+
+js_status js_admin_text(const char *what, const char *s, size_t max, bool required, js_err *err)
+{
+    char reason[JS_REASON_MAX];
+    snprintf(reason, sizeof(reason), "request.%s", what);
+    size_t n = s != NULL ? strlen(s) : 0;
+    JS_ENSURE(n > 0 || !required, err, JS_EINVAL, reason, "%s is required", what);
+    JS_ENSURE(n <= max, err, JS_EINVAL, reason, "%s is %zu bytes; the limit is %zu", what, n, max);
+    for (size_t i = 0; i < n; i++)
+        JS_ENSURE((unsigned char)s[i] >= 0x20 && s[i] != 0x7f, err, JS_EINVAL, reason,
+                  "%s has a control character", what);
+    json_t *utf8 = n > 0 ? json_string(s) : NULL; /* jansson validates UTF-8 */
+    JS_ENSURE(n == 0 || utf8 != NULL, err, JS_EINVAL, reason, "%s is not valid UTF-8", what);
+    json_decref(utf8);
+    return JS_OK;
 }
 
 void js_control_audit_admin(js_control *ctl, const char *admin, const char *action,
@@ -101,20 +118,29 @@ static js_status load_runtime(js_control *ctl, js_err *err)
     return JS_OK;
 }
 
-static js_status publish_frozen(js_control *ctl, js_err *err)
+/* The frozen set (frozen.h) of a runtime.json "frozen" object. */
+static js_status frozen_from_json(const json_t *frozen, js_frozen **out, js_err *err)
 {
     js_frozen *f = NULL;
-    js_frozen *next = NULL;
     const char *id;
     json_t *v;
-    json_object_foreach(json_object_get(ctl->runtime, "frozen"), id, v)
+    json_object_foreach((json_t *)frozen, id, v)
     {
         (void)v;
+        js_frozen *next = NULL;
         js_status st = js_frozen_with(f, id, true, &next, err);
         js_frozen_free(f);
         f = next;
         JS_GUARD(st);
     }
+    *out = f;
+    return JS_OK;
+}
+
+static js_status publish_frozen(js_control *ctl, js_err *err)
+{
+    js_frozen *f = NULL;
+    JS_GUARD(frozen_from_json(json_object_get(ctl->runtime, "frozen"), &f, err));
     return js_snapshot_store_publish(ctl->d.frozen, f, err);
 }
 
@@ -267,6 +293,13 @@ js_status js_control_key_admin(js_control *ctl, bool rotate, const uint8_t *data
             st = js_err_set(err, JS_EINVAL, "request.malformed", "malformed RotateKeyRequest");
             goto out;
         }
+        st = js_admin_text("key", rq->key, JS_KEY_NAME_MAX, true, err);
+        if (st == JS_OK)
+            st = js_admin_text("reason", rq->reason, JS_ADMIN_REASON_MAX, false, err);
+        if (st != JS_OK) {
+            jwtsigner__v1__rotate_key_request__free_unpacked(rq, NULL);
+            goto out;
+        }
         json_object_set_new(detail, "key", json_string(rq->key));
         json_object_set_new(detail, "reason", json_string(rq->reason));
         uint32_t version = 0;
@@ -292,6 +325,15 @@ js_status js_control_key_admin(js_control *ctl, bool rotate, const uint8_t *data
             jwtsigner__v1__revoke_key_request__unpack(NULL, len, data);
         if (rq == NULL) {
             st = js_err_set(err, JS_EINVAL, "request.malformed", "malformed RevokeKeyRequest");
+            goto out;
+        }
+        st = js_admin_text("key", rq->key, JS_KEY_NAME_MAX, true, err);
+        if (st == JS_OK)
+            st = js_admin_text("kid", rq->kid, JS_KS_KID_MAX, true, err);
+        if (st == JS_OK)
+            st = js_admin_text("reason", rq->reason, JS_ADMIN_REASON_MAX, false, err);
+        if (st != JS_OK) {
+            jwtsigner__v1__revoke_key_request__free_unpacked(rq, NULL);
             goto out;
         }
         json_object_set_new(detail, "key", json_string(rq->key));
@@ -466,30 +508,50 @@ js_status js_control_reload_policy(js_control *ctl, const char *by, char sha256[
 js_status js_control_freeze(js_control *ctl, const char *identity, bool freeze, const char *by,
                             const char *reason, js_err *err)
 {
-    JS_ENSURE(identity != NULL && identity[0] != '\0' && strlen(identity) <= 512, err, JS_EINVAL,
-              "admin.identity", "an identity of 1..512 bytes is required");
+    JS_GUARD(js_admin_text("identity", identity, IDENTITY_MAX, true, err));
+    JS_GUARD(js_admin_text("reason", reason, JS_ADMIN_REASON_MAX, false, err));
     pthread_mutex_lock(&ctl->mu);
-    json_t *frozen = json_object_get(ctl->runtime, "frozen");
-    json_t *before = json_deep_copy(frozen);
-    if (freeze)
-        json_object_set_new(frozen, identity,
-                            json_pack("{s:s, s:s, s:I}", "by", by, "reason", reason ? reason : "",
-                                      "at", (json_int_t)time(NULL)));
-    else
+    /* Everything is checked on a copy first (set, size, encoding), so a
+     * refused change leaves neither memory nor runtime.json changed: the file
+     * on disk must always be one the next start can load. */
+    json_t *next = json_deep_copy(ctl->runtime);
+    json_t *frozen = json_object_get(next, "frozen");
+    js_frozen *set = NULL;
+    char *text = NULL;
+    js_status st = JS_OK;
+    if (next == NULL || frozen == NULL)
+        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    else if (freeze && json_object_set_new(frozen, identity,
+                                           json_pack("{s:s, s:s, s:I}", "by", by, "reason",
+                                                     reason ? reason : "", "at",
+                                                     (json_int_t)time(NULL))) != 0)
+        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    else if (!freeze)
         json_object_del(frozen, identity);
-    js_status st = save_runtime(ctl, err);
     if (st == JS_OK)
-        st = publish_frozen(ctl, err);
-    if (st != JS_OK) {
-        json_object_set_new(ctl->runtime, "frozen", before);
-        before = NULL;
-    } else {
+        st = frozen_from_json(frozen, &set, err);
+    if (st == JS_OK && (text = json_dumps(next, JSON_INDENT(2) | JSON_SORT_KEYS)) == NULL)
+        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    if (st == JS_OK && strlen(text) > RUNTIME_MAX_BYTES)
+        st = js_err_set(err, JS_ELIMIT, "admin.frozen_full",
+                        "too many frozen callers: the state file would exceed %d bytes",
+                        RUNTIME_MAX_BYTES);
+    if (st == JS_OK)
+        st = js_statefile_write(ctl->path, text, strlen(text), "control", err);
+    free(text);
+    if (st == JS_OK) {
+        json_decref(ctl->runtime);
+        ctl->runtime = next;
+        next = NULL;
+        st = js_snapshot_store_publish(ctl->d.frozen, set, err);
+        set = NULL;
         json_t *o =
             json_pack("{s:s, s:s, s:s, s:s}", "event", freeze ? "caller_frozen" : "caller_unfrozen",
                       "identity", identity, "by", by, "reason", reason ? reason : "");
         js_log_emit("warn", o);
     }
-    json_decref(before);
+    js_frozen_free(set);
+    json_decref(next);
     pthread_mutex_unlock(&ctl->mu);
     return st;
 }

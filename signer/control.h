@@ -68,6 +68,13 @@ void js_control_tick(js_control *ctl);
 /* Key versions by state, for metrics (index: js_key_state). */
 void js_control_key_counts(js_control *ctl, size_t counts[JS_KS_STATE_COUNT]);
 
+/* Admin request text fields (key, kid, identity, reason): at most max bytes
+ * of UTF-8 without control characters; empty only when !required. JS_EINVAL
+ * "request.<what>" otherwise. Checked before anything is acted on or audited. */
+js_status js_admin_text(const char *what, const char *s, size_t max, bool required,
+                        js_err *err) JS_WUR;
+#define JS_ADMIN_REASON_MAX 512
+
 /* An audit record of an administrative action (allowed or denied). */
 void js_control_audit_admin(js_control *ctl, const char *admin, const char *action,
                             const char *decision, const js_err *why, json_t *detail);

@@ -6,12 +6,19 @@
 #include <stdio.h>
 #include <string.h>
 
-/* No control characters (C0, DEL): identities go into logs and comparisons. */
+#include <jansson.h>
+
+/* Valid UTF-8 without control characters (C0, DEL): identities go into
+ * logs, audit records and comparisons. */
 static int identity_valid(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > IDENTITY_MAX)
         return 0;
+    json_t *utf8 = json_string(s); /* jansson validates UTF-8 (RFC 3629) */
+    if (utf8 == NULL)
+        return 0;
+    json_decref(utf8);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c < 0x20 || c == 0x7f)
@@ -24,7 +31,8 @@ static js_status identity_take(const char *name, const char *kind, char *out, si
                                js_err *err)
 {
     JS_ENSURE(identity_valid(name), err, JS_EDENIED, "identity.invalid",
-              "client certificate %s is empty, too long or has control characters", kind);
+              "client certificate %s is empty, too long, not UTF-8 or has control characters",
+              kind);
     JS_ENSURE(strlen(name) < cap, err, JS_EINTERNAL, "identity.buffer",
               "identity buffer too small");
     snprintf(out, cap, "%s", name);

@@ -128,6 +128,9 @@ struct js_server {
     int port;
     int grpc_started;
     atomic_bool shutting_down;
+    /* Allowed SignJwt calls waiting for their audit record; their replies
+     * go out from the audit notifier and need the worker queues alive. */
+    atomic_int awaiting_audit;
 };
 
 /* The one mapping from our error convention to gRPC status codes. */
@@ -458,12 +461,14 @@ static void sign_audit_done(void *ctx, js_status st, uint64_t seq, const js_err 
         err = *aerr;
     }
     grpc_status_code code = status_to_grpc(st);
+    js_server *srv = c->w->srv;
     log_sign(c, code, &err, st == JS_OK ? seq : 0);
-    call_reply(c, code, err.reason, err.msg, buf, len, 0);
+    call_reply(c, code, err.reason, err.msg, buf, len, 0); /* c may be gone after this */
     if (buf != NULL) {
         OPENSSL_cleanse(buf, len);
         free(buf);
     }
+    atomic_fetch_sub(&srv->awaiting_audit, 1);
 }
 
 static void handle_sign(call_ctx *c)
@@ -522,8 +527,10 @@ static void handle_sign(call_ctx *c)
         /* The reply goes out from sign_audit_done once the record is durable. */
         js_err aerr;
         js_err_clear(&aerr);
+        atomic_fetch_add(&srv->awaiting_audit, 1);
         if (js_audit_submit(srv->audit, &ev, sign_audit_done, c, &aerr) == JS_OK)
             return;
+        atomic_fetch_sub(&srv->awaiting_audit, 1);
         js_sign_result_clear(&c->res); /* fail closed: the token is discarded */
         err = aerr;
         st = aerr.status;
@@ -595,12 +602,6 @@ static uint8_t *pack_message(const ProtobufCMessage *m, size_t *len)
     return buf;
 }
 
-/* Bounded free text for the audit record (reason fields). */
-static const char *admin_text(const char *s)
-{
-    return s != NULL && strlen(s) <= 512 ? s : "";
-}
-
 static js_status admin_dispatch(call_ctx *c, const uint8_t *data, size_t len, const char *admin,
                                 uint8_t **out, size_t *out_len, json_t *detail, js_err *err)
 {
@@ -612,9 +613,12 @@ static js_status admin_dispatch(call_ctx *c, const uint8_t *data, size_t len, co
             jwtsigner__v1__set_incident_mode_request__unpack(NULL, len, data);
         JS_ENSURE(rq != NULL, err, JS_EINVAL, "request.malformed", "malformed request");
         bool on = rq->on != 0;
+        st = js_admin_text("reason", rq->reason, JS_ADMIN_REASON_MAX, false, err);
         json_object_set_new(detail, "on", json_boolean(on));
-        json_object_set_new(detail, "reason", json_string(admin_text(rq->reason)));
-        st = js_control_set_incident(ctl, on, admin, admin_text(rq->reason), err);
+        if (st == JS_OK) {
+            json_object_set_new(detail, "reason", json_string(rq->reason));
+            st = js_control_set_incident(ctl, on, admin, rq->reason, err);
+        }
         jwtsigner__v1__set_incident_mode_request__free_unpacked(rq, NULL);
         JS_GUARD(st);
         Jwtsigner__V1__SetIncidentModeResponse r = JWTSIGNER__V1__SET_INCIDENT_MODE_RESPONSE__INIT;
@@ -628,9 +632,14 @@ static js_status admin_dispatch(call_ctx *c, const uint8_t *data, size_t len, co
             jwtsigner__v1__freeze_caller_request__unpack(NULL, len, data);
         JS_ENSURE(rq != NULL, err, JS_EINVAL, "request.malformed", "malformed request");
         bool freeze = c->admin == ADMIN_FREEZE;
-        json_object_set_new(detail, "identity", json_string(rq->identity));
-        json_object_set_new(detail, "reason", json_string(admin_text(rq->reason)));
-        st = js_control_freeze(ctl, rq->identity, freeze, admin, admin_text(rq->reason), err);
+        st = js_admin_text("identity", rq->identity, IDENTITY_MAX, true, err);
+        if (st == JS_OK)
+            st = js_admin_text("reason", rq->reason, JS_ADMIN_REASON_MAX, false, err);
+        if (st == JS_OK) {
+            json_object_set_new(detail, "identity", json_string(rq->identity));
+            json_object_set_new(detail, "reason", json_string(rq->reason));
+            st = js_control_freeze(ctl, rq->identity, freeze, admin, rq->reason, err);
+        }
         Jwtsigner__V1__FreezeCallerResponse r = JWTSIGNER__V1__FREEZE_CALLER_RESPONSE__INIT;
         r.identity = rq->identity;
         r.frozen = freeze;
@@ -843,6 +852,7 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
     srv->control = deps->control;
     srv->audit = deps->audit;
     atomic_init(&srv->shutting_down, false);
+    atomic_init(&srv->awaiting_audit, 0);
     srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (srv->nworkers <= 0)
         srv->nworkers = 1;
@@ -950,6 +960,14 @@ void js_server_shutdown(js_server *srv, int grace_ms)
         js_log_event("warn", "shutdown_grace_expired", "cancelling calls still in flight");
         grpc_server_cancel_all_calls(srv->server);
         grpc_completion_queue_next(srv->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    }
+    /* After a cancelled shutdown the tag can come while tokens still await
+     * their audit records; their replies (success or UNAVAILABLE) need the
+     * worker queues, so those close only once every one has gone out. The
+     * audit log answers every record, durable or failed. */
+    while (atomic_load(&srv->awaiting_audit) > 0) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
     }
     grpc_server_destroy(srv->server);
     srv->server = NULL;

@@ -726,6 +726,13 @@ static void test_bad_events_rejected(void **state)
      * denial of a malformed request must still be in the log. */
     js_audit_event ev = {.type = "sign", .aud_json = "{not json"};
     assert_int_equal(js_audit_submit(a, &ev, NULL, NULL, &err), JS_OK);
+    /* Invalid UTF-8 (a Latin-1 name, a multi-byte character cut at a byte
+     * limit) is recorded as U+FFFD: the record, and its batch, survive. */
+    js_audit_event bad_utf8 = {.type = "sign", .caller = "caf\xe9", .sub = "\xe2\x82"};
+    assert_int_equal(js_audit_submit(a, &bad_utf8, NULL, NULL, &err), JS_OK);
+    uint64_t seq_after = 0;
+    js_audit_event ok_ev = {.type = "sign", .caller = "after"};
+    assert_int_equal(js_audit_append_sync(a, &ok_ev, &seq_after, &err), JS_OK);
     js_audit_event ev2 = {.type = NULL};
     assert_int_equal(js_audit_submit(a, &ev2, NULL, NULL, &err), JS_EINVAL);
     char *big = malloc(70000);

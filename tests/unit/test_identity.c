@@ -15,6 +15,7 @@ static const char *const k_uri[] = {"spiffe://example.org/issuer-a"};
 static const char *const k_two_uris[] = {"spiffe://example.org/a", "spiffe://example.org/b"};
 static const char *const k_dns[] = {"svc.example.org", "other.example.org"};
 static const char *const k_ctrl[] = {"spiffe://example.org/a\nforged log line"};
+static const char *const k_latin1[] = {"spiffe://example.org/caf\xe9"};
 
 static const struct {
     const char *name;
@@ -32,6 +33,7 @@ static const struct {
     {"two uris are ambiguous", {k_two_uris, 2, k_dns, 1, "cn"}, JS_EDENIED, "identity.ambiguous"},
     {"control character", {k_ctrl, 1, NULL, 0, NULL}, JS_EDENIED, "identity.invalid"},
     {"empty cn", {NULL, 0, NULL, 0, ""}, JS_EDENIED, "identity.invalid"},
+    {"not utf-8", {k_latin1, 1, NULL, 0, NULL}, JS_EDENIED, "identity.invalid"},
 };
 
 static void test_table(void **state)
