@@ -13,6 +13,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -829,7 +830,46 @@ enum {
     OPT_REASON,
 };
 
-int main(int argc, char **argv)
+static int apply_option(cli *c, int opt, const char *optarg)
+{
+    switch (opt) {
+    case OPT_TARGET:
+        c->target = optarg;
+        break;
+    case OPT_CA:
+        c->ca = optarg;
+        break;
+    case OPT_CERT:
+        c->cert = optarg;
+        break;
+    case OPT_KEY:
+        c->key = optarg;
+        break;
+    case OPT_KEY_NAME:
+        c->key_name = optarg;
+        break;
+    case OPT_TIMEOUT:
+        if (parse_timeout(optarg, &c->timeout_ms) != 0)
+            return usage_error("--timeout-ms must be an integer in 1..3600000, not", optarg);
+        break;
+    case OPT_REQUEST_ID:
+        c->request_id = optarg;
+        break;
+    case OPT_JSON:
+        c->json = 1;
+        break;
+    case OPT_REASON:
+        c->reason = optarg;
+        break;
+    case 'h':
+    default:
+        c->help = 1;
+        break;
+    }
+    return 0;
+}
+
+static int cli_main(int argc, char **argv, char **ops)
 {
     static const struct option longopts[] = {
         {"target", required_argument, NULL, OPT_TARGET},
@@ -845,50 +885,55 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     cli c = {.timeout_ms = 0, .cmd = CMD_NONE};
-    int opt;
 
-    /* We print our own messages; glibc permutes, so options may follow the command. */
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        switch (opt) {
-        case OPT_TARGET:
-            c.target = optarg;
-            break;
-        case OPT_CA:
-            c.ca = optarg;
-            break;
-        case OPT_CERT:
-            c.cert = optarg;
-            break;
-        case OPT_KEY:
-            c.key = optarg;
-            break;
-        case OPT_KEY_NAME:
-            c.key_name = optarg;
-            break;
-        case OPT_TIMEOUT:
-            if (parse_timeout(optarg, &c.timeout_ms) != 0)
-                return usage_error("--timeout-ms must be an integer in 1..3600000, not", optarg);
-            break;
-        case OPT_REQUEST_ID:
-            c.request_id = optarg;
-            break;
-        case OPT_JSON:
-            c.json = 1;
-            break;
-        case OPT_REASON:
-            c.reason = optarg;
-            break;
-        case 'h':
-            c.help = 1;
-            break;
-        case ':':
-            return usage_error("missing value for option", argv[optind - 1]);
-        case '?':
-        default:
-            return usage_error("unknown option", argv[optind - 1]);
+    /*
+     * Our own argument scan instead of getopt: the only options are --long
+     * ones and -h, so anything else is an operand even if it starts with '-'
+     * (a kid is base64url and may: "admin revoke KEY -uMP..."). Options may
+     * come before or after the command; "--" ends them.
+     */
+    int nops = 0;
+    bool only_operands = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_operands || strncmp(a, "--", 2) != 0) {
+            if (!only_operands && strcmp(a, "-h") == 0)
+                c.help = 1;
+            else
+                ops[nops++] = argv[i];
+            continue;
         }
+        if (a[2] == '\0') {
+            only_operands = true;
+            continue;
+        }
+        const char *name = a + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq != NULL ? (size_t)(eq - name) : strlen(name);
+        const struct option *o = NULL;
+        for (const struct option *l = longopts; l->name != NULL; l++)
+            if (strlen(l->name) == nlen && strncmp(l->name, name, nlen) == 0)
+                o = l;
+        if (o == NULL)
+            return usage_error("unknown option", a);
+        const char *val = NULL;
+        if (o->has_arg == required_argument) {
+            if (eq != NULL)
+                val = eq + 1;
+            else if (i + 1 < argc)
+                val = argv[++i];
+            else
+                return usage_error("missing value for option", a);
+        } else if (eq != NULL) {
+            return usage_error("option takes no value", a);
+        }
+        int rc = apply_option(&c, o->val, val);
+        if (rc != 0)
+            return rc;
     }
+    argv = ops;
+    argc = nops;
+    int optind = 0;
 
     if (optind < argc) {
         c.cmd = parse_command(argv[optind]);
@@ -968,4 +1013,15 @@ int main(int argc, char **argv)
     default:
         return EXIT_USAGE;
     }
+}
+
+int main(int argc, char **argv)
+{
+    /* Room for every operand; freed on every path (LeakSanitizer runs the CLI in CI). */
+    char **ops = calloc((size_t)argc + 1, sizeof(char *));
+    if (ops == NULL)
+        return EXIT_OTHER;
+    int rc = cli_main(argc, argv, ops);
+    free(ops);
+    return rc;
 }

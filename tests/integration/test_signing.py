@@ -243,6 +243,15 @@ class SigningPath(unittest.TestCase):
         finally:
             ch.close()
 
+    def test_operand_starting_with_dash(self):
+        """A kid is base64url and may start with '-': it is an operand, not
+        options (`jwt-sign admin revoke KEY -uMP...` once failed that way)."""
+        rc, _, err = self.env.run([harness.sign_path(), "decode", "-uMPjR76aloOjycm"])
+        self.assertEqual(rc, EXIT_INVALID, err)
+        self.assertIn("not a compact JWS", err)
+        rc, _, err = self.env.run([harness.sign_path(), "--bogus", "decode", "x.y.z"])
+        self.assertEqual(rc, 2, err)
+
     def test_unknown_method_unimplemented(self):
         ca, cert, key = self.env.caller_files("issuer-a")
         ch = rawgrpc.channel(self.env.port, ca, cert, key)
