@@ -18,6 +18,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 #include "auditlog.h"
 #include "config.h"
 #include "control.h"
+#include "fdreserve.h"
 #include "frozen.h"
 #include "hsm.h"
 #include "jwk.h"
@@ -74,16 +76,46 @@ static void usage(FILE *out)
           out);
 }
 
+/* Descriptors held back for the HSM, audit log and HTTP server (fdreserve.h):
+ * at most this many, and at most 1/8 of the fd limit. */
+#define FD_RESERVE_MAX 64
+/* A lost gRPC listener is re-created at most this often. */
+#define LISTENER_RETRY_MS 1000
+/* In-flight calls get this long when the listener is re-created. */
+#define LISTENER_GRACE_MS 2000
+
+/*
+ * gRPC's log callback takes no context, so the one piece of state it must
+ * reach lives here, in main's file: gRPC 1.51's listener stops for good after
+ * accept4 fails (EMFILE, ENFILE, ENOBUFS...) and says so only in a log line.
+ * The callback hands the reserved descriptors back at once and flags the
+ * listener for re-creation by the main loop.
+ */
+static struct {
+    atomic_bool lost;
+    _Atomic(js_fdreserve *) reserve;
+} g_listener;
+
 /* gRPC's own diagnostics (e.g. a client's failed TLS handshake) become JSON
  * lines like ours, so the stderr stream stays machine-readable. */
 static void grpc_log_to_json(gpr_log_func_args *args)
 {
+    if (args->message != NULL && strncmp(args->message, "Failed accept4", 14) == 0 &&
+        !atomic_exchange(&g_listener.lost, true))
+        js_fdreserve_release(atomic_load(&g_listener.reserve));
     const char *level = args->severity == GPR_LOG_SEVERITY_ERROR ? "warn" : "debug";
     char where[256];
     snprintf(where, sizeof(where), "%s:%d", args->file != NULL ? args->file : "?", args->line);
     json_t *o = json_pack("{s:s, s:s, s:s}", "event", "grpc", "message",
                           args->message != NULL ? args->message : "", "source", where);
     js_log_emit(level, o);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void log_failure(const char *event, const js_err *err)
@@ -205,6 +237,11 @@ typedef struct daemon_state {
     js_server *srv;
     js_metrics *metrics;
     js_http *http;
+    js_fdreserve *fd_reserve;
+    char listen_again[300];    /* host:port the gRPC listener is re-created on */
+    int64_t listener_lost_ms;  /* when the main loop noticed; 0 = listening */
+    int64_t listener_retry_ms; /* next re-creation attempt */
+    atomic_bool listener_down; /* read by /healthz */
     /* /healthz: an HSM probe on its own session, at most once a second. */
     pthread_mutex_t health_mu;
     js_hsm_session *health_session;
@@ -360,11 +397,14 @@ static int http_health(void *ctx, char **body)
     js_err aerr;
     js_err_clear(&aerr);
     bool audit = js_audit_healthy(d->audit, &aerr);
-    json_t *o = json_pack("{s:s, s:s, s:s}", "status", hsm && audit ? "ok" : "unhealthy", "hsm",
-                          hsm ? "ok" : hsm_why, "audit", audit ? "ok" : aerr.msg);
+    bool grpc = !atomic_load(&d->listener_down);
+    bool ok = hsm && audit && grpc;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "status", ok ? "ok" : "unhealthy", "hsm",
+                          hsm ? "ok" : hsm_why, "audit", audit ? "ok" : aerr.msg, "grpc",
+                          grpc ? "ok" : "listener lost; re-creating");
     *body = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
-    return hsm && audit;
+    return ok;
 }
 
 static char *http_metrics(void *ctx)
@@ -402,6 +442,105 @@ static js_status start_http(daemon_state *d, js_err *err)
     return JS_OK;
 }
 
+static js_status start_grpc(daemon_state *d, const char *listen, js_err *err)
+{
+    js_server_deps sdeps = {
+        .cfg = d->cfg,
+        .svc = d->svc,
+        .policies = d->policies,
+        .frozen = d->frozen,
+        .keys = d->keys,
+        .control = d->control,
+        .audit = d->audit,
+        .hsm = d->hsm,
+        .metrics = d->metrics,
+        .listen = listen,
+    };
+    js_status st = js_server_new(&sdeps, &d->srv, err);
+    if (st == JS_OK)
+        st = js_server_start(d->srv, err);
+    if (st != JS_OK) {
+        js_server_free(d->srv);
+        d->srv = NULL;
+        return st;
+    }
+    if (listen == NULL) {
+        /* A re-created listener must come back on the port clients know,
+         * even when the configuration asked for port 0. */
+        const char *colon = strrchr(d->cfg->listen, ':');
+        size_t hostlen = colon != NULL ? (size_t)(colon - d->cfg->listen) : strlen(d->cfg->listen);
+        snprintf(d->listen_again, sizeof(d->listen_again), "%.*s:%d", (int)hostlen, d->cfg->listen,
+                 js_server_port(d->srv));
+    }
+    return JS_OK;
+}
+
+/*
+ * The gRPC listener died (accept4 failed, see g_listener): finish the calls
+ * in flight, close every connection of the old server (which frees the
+ * flood's descriptors), take the fd reserve back and listen again on the
+ * same address. Retried every LISTENER_RETRY_MS until it works.
+ */
+static void listener_check(daemon_state *d, int64_t now_ms)
+{
+    if (!atomic_load(&g_listener.lost) || now_ms < d->listener_retry_ms)
+        return;
+    if (d->listener_lost_ms == 0) {
+        d->listener_lost_ms = now_ms;
+        atomic_store(&d->listener_down, true);
+        json_t *o = json_pack("{s:s, s:s, s:I}", "event", "grpc_listener_lost", "message",
+                              "gRPC stopped accepting connections (accept4 failed: descriptors "
+                              "exhausted?); re-creating the listener",
+                              "open_fds", (json_int_t)js_fd_open_count());
+        js_log_emit("error", o);
+        js_server_shutdown(d->srv, LISTENER_GRACE_MS);
+        js_server_free(d->srv);
+        d->srv = NULL;
+    }
+    d->listener_retry_ms = now_ms + LISTENER_RETRY_MS;
+    size_t held = js_fdreserve_refill(d->fd_reserve);
+    js_err err;
+    js_err_clear(&err);
+    js_status st = held < js_fdreserve_budget(d->fd_reserve)
+                       ? js_err_set(&err, JS_EUNAVAIL, "fd.exhausted",
+                                    "only %zu of %zu reserved descriptors could be taken back",
+                                    held, js_fdreserve_budget(d->fd_reserve))
+                       : start_grpc(d, d->listen_again, &err);
+    if (st != JS_OK) {
+        js_fdreserve_release(d->fd_reserve);
+        json_t *o = json_pack("{s:s, s:s, s:s}", "event", "grpc_listener_retry", "reason",
+                              err.reason, "message", err.msg);
+        js_log_emit("warn", o);
+        return;
+    }
+    int64_t down_ms = now_ms - d->listener_lost_ms;
+    atomic_store(&g_listener.lost, false);
+    atomic_store(&d->listener_down, false);
+    d->listener_lost_ms = 0;
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I}", "event", "grpc_listener_recreated", "address",
+                          d->listen_again, "down_ms", (json_int_t)down_ms, "open_fds",
+                          (json_int_t)js_fd_open_count());
+    js_log_emit("info", o);
+    audit_lifecycle(
+        d, "listener", "recreated", NULL,
+        json_pack("{s:s, s:I}", "address", d->listen_again, "down_ms", (json_int_t)down_ms));
+}
+
+/* Raises the fd limit to the hard limit and holds the reserve. */
+static js_status fd_setup(daemon_state *d, js_err *err)
+{
+    unsigned long soft = 0, hard = 0;
+    JS_GUARD(js_fd_raise_limit(&soft, &hard, err));
+    size_t reserve = soft / 8 < FD_RESERVE_MAX ? soft / 8 : FD_RESERVE_MAX;
+    JS_GUARD(js_fdreserve_new(reserve, &d->fd_reserve, err));
+    atomic_store(&g_listener.reserve, d->fd_reserve);
+    json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I}", "event", "fd_limit", "soft",
+                          (json_int_t)soft, "hard", (json_int_t)hard, "reserved",
+                          (json_int_t)reserve, "open", (json_int_t)js_fd_open_count());
+    js_log_emit("info", o);
+    return JS_OK;
+}
+
 static void daemon_free(daemon_state *d)
 {
     js_http_stop(d->http);
@@ -421,10 +560,13 @@ static void daemon_free(daemon_state *d)
     js_metrics_free(d->metrics);
     js_hsm_free(d->hsm);
     js_config_free(d->cfg);
+    atomic_store(&g_listener.reserve, NULL);
+    js_fdreserve_free(d->fd_reserve);
 }
 
 static js_status daemon_start(daemon_state *d, js_err *err)
 {
+    JS_GUARD(fd_setup(d, err));
     JS_GUARD(open_hsm(d->config_path, &d->cfg, &d->hsm, err));
     JS_GUARD(js_hsm_session_open(d->hsm, &d->session, err));
     JS_GUARD(js_metrics_new(&d->metrics, err));
@@ -495,19 +637,7 @@ static js_status daemon_start(daemon_state *d, js_err *err)
         .metrics = d->metrics,
     };
     JS_GUARD(js_control_new(&cdeps, &d->control, err));
-    js_server_deps sdeps = {
-        .cfg = d->cfg,
-        .svc = d->svc,
-        .policies = d->policies,
-        .frozen = d->frozen,
-        .keys = d->keys,
-        .control = d->control,
-        .audit = d->audit,
-        .hsm = d->hsm,
-        .metrics = d->metrics,
-    };
-    JS_GUARD(js_server_new(&sdeps, &d->srv, err));
-    JS_GUARD(js_server_start(d->srv, err));
+    JS_GUARD(start_grpc(d, NULL, err));
     JS_GUARD(start_http(d, err));
     return JS_OK;
 }
@@ -559,14 +689,20 @@ static int cmd_serve(const char *config_path)
                   js_hsm_token_description(d.hsm), "incident", js_ratelimit_incident(d.rl));
     js_log_emit("info", o);
 
+    int64_t last_tick_ms = mono_ms();
     for (;;) {
-        /* A signal, or once a second the key schedule (keystate.h). */
-        struct timespec tick = {1, 0};
-        int sig = sigtimedwait(&set, NULL, &tick);
-        if (sig < 0) {
+        /* A signal, or every 250 ms the listener check and once a second the
+         * key schedule (keystate.h). */
+        struct timespec wait = {0, 250 * 1000 * 1000};
+        int sig = sigtimedwait(&set, NULL, &wait);
+        int64_t now_ms = mono_ms();
+        listener_check(&d, now_ms);
+        if (now_ms - last_tick_ms >= 1000) {
+            last_tick_ms = now_ms;
             js_control_tick(d.control);
-            continue;
         }
+        if (sig < 0)
+            continue;
         if (sig == SIGTERM || sig == SIGINT) {
             json_t *so = json_pack("{s:s, s:s}", "event", "stopping", "signal",
                                    sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -184,6 +184,15 @@ static const char *grpc_status_name(grpc_status_code c)
     return "UNKNOWN";
 }
 
+static grpc_arg int_arg(const char *key, int value)
+{
+    grpc_arg a;
+    a.type = GRPC_ARG_INTEGER;
+    a.key = (char *)key;
+    a.value.integer = value;
+    return a;
+}
+
 static int64_t mono_us(void)
 {
     struct timespec ts;
@@ -872,14 +881,23 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
             goto fail;
     }
 
-    grpc_arg args[2];
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = MAX_REQUEST_BYTES;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[1].value.integer = 4 * 1024 * 1024;
-    grpc_channel_args chargs = {2, args};
+    /* Limits against hostile peers (server.h lists them with their reasons). */
+    grpc_arg args[] = {
+        int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, MAX_REQUEST_BYTES),
+        int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, 4 * 1024 * 1024),
+        int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, JS_GRPC_HANDSHAKE_TIMEOUT_MS),
+        int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, JS_GRPC_MAX_CONNECTION_IDLE_MS),
+        int_arg(GRPC_ARG_MAX_CONNECTION_AGE_MS, JS_GRPC_MAX_CONNECTION_AGE_MS),
+        int_arg(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, JS_GRPC_MAX_CONNECTION_AGE_GRACE_MS),
+        int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, JS_GRPC_KEEPALIVE_TIME_MS),
+        int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, JS_GRPC_KEEPALIVE_TIMEOUT_MS),
+        int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                JS_GRPC_MIN_RECV_PING_INTERVAL_MS),
+        int_arg(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2),
+        int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, JS_GRPC_MAX_CONCURRENT_STREAMS),
+        int_arg(GRPC_ARG_MAX_METADATA_SIZE, JS_GRPC_MAX_METADATA_BYTES),
+    };
+    grpc_channel_args chargs = {sizeof(args) / sizeof(args[0]), args};
     srv->server = grpc_server_create(&chargs, NULL);
     srv->method_sign = grpc_server_register_method(srv->server, METHOD_SIGN, NULL,
                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
@@ -898,10 +916,11 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
     st = make_credentials(cfg, &creds, err);
     if (st != JS_OK)
         goto fail;
-    srv->port = grpc_server_add_http2_port(srv->server, cfg->listen, creds);
+    const char *listen = deps->listen != NULL ? deps->listen : cfg->listen;
+    srv->port = grpc_server_add_http2_port(srv->server, listen, creds);
     grpc_server_credentials_release(creds);
     if (srv->port == 0) {
-        st = js_err_set(err, JS_ECONFIG, "listen.bind", "cannot listen on %s", cfg->listen);
+        st = js_err_set(err, JS_ECONFIG, "listen.bind", "cannot listen on %s", listen);
         goto fail;
     }
     *out = srv;

@@ -24,6 +24,34 @@
 #include "policy_store.h"
 #include "service.h"
 
+/*
+ * Limits against hostile peers (gRPC C core 1.51 channel arguments). The
+ * connection count itself cannot be capped in 1.51, so these keep each
+ * connection's life short unless it does real work:
+ * - a peer that has not finished its TLS handshake is dropped after
+ *   JS_GRPC_HANDSHAKE_TIMEOUT_MS (gRPC's default is 120 s: an idle TCP flood
+ *   would hold a file descriptor per connection for two minutes);
+ * - a connection with no call in flight is closed after
+ *   JS_GRPC_MAX_CONNECTION_IDLE_MS (clients reconnect on their next call),
+ *   and every connection after JS_GRPC_MAX_CONNECTION_AGE_MS (plus a grace
+ *   for calls in flight), so certificate rotation and freezes reach every
+ *   connection;
+ * - server keepalive pings find dead peers; client pings more often than
+ *   JS_GRPC_MIN_RECV_PING_INTERVAL_MS without data are a strike, two
+ *   strikes close the connection (GOAWAY ENHANCE_YOUR_CALM);
+ * - at most JS_GRPC_MAX_CONCURRENT_STREAMS calls per connection and
+ *   JS_GRPC_MAX_METADATA_BYTES of request headers.
+ */
+#define JS_GRPC_HANDSHAKE_TIMEOUT_MS        5000
+#define JS_GRPC_MAX_CONNECTION_IDLE_MS      60000
+#define JS_GRPC_MAX_CONNECTION_AGE_MS       3600000
+#define JS_GRPC_MAX_CONNECTION_AGE_GRACE_MS 10000
+#define JS_GRPC_KEEPALIVE_TIME_MS           120000
+#define JS_GRPC_KEEPALIVE_TIMEOUT_MS        20000
+#define JS_GRPC_MIN_RECV_PING_INTERVAL_MS   10000
+#define JS_GRPC_MAX_CONCURRENT_STREAMS      64
+#define JS_GRPC_MAX_METADATA_BYTES          16384
+
 typedef struct js_server js_server;
 
 /* Everything the server borrows; it must outlive the server (and the audit
@@ -39,6 +67,8 @@ typedef struct js_server_deps {
     js_audit *audit;
     js_hsm *hsm;
     js_metrics *metrics; /* may be NULL */
+    const char
+        *listen; /* overrides cfg->listen (a re-created listener keeps its port); may be NULL */
 } js_server_deps;
 
 /* Opens one HSM session per worker. grpc_init() must have been called. */

@@ -1,0 +1,99 @@
+"""test_fd_flood.py - an unauthenticated peer opens more idle TCP connections
+to the gRPC port than the signer has file descriptors (the signer runs under
+`prlimit --nofile=256:256`), holds them 3 s without sending a byte, and
+closes them. gRPC 1.51 stops accepting for good after accept4 fails with
+EMFILE; the signer must notice, re-create its listener and sign again within
+5 s of the flood's end, without a restart, with its audit log intact.
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+NOFILE = 256
+FLOOD = 400  # connections: well past the limit
+
+
+class FdFlood(unittest.TestCase):
+    def setUp(self):
+        self.env = harness.Env()
+        self.env.setup()
+
+    def tearDown(self):
+        self.env.cleanup()
+
+    def _start_limited(self):
+        env = self.env
+        extra = env._pin_env_for(env.config_path)
+        d = harness.Daemon(["prlimit", "--nofile=%d:%d" % (NOFILE, NOFILE), harness.signerd_path(),
+                            "--config", env.config_path], env.env(extra), env.dir)
+        env.daemon = d
+        env.daemons.append(d)
+        d.wait_listening(harness.timeout(20))
+        return d
+
+    def _sign_ok(self):
+        rc, out, err = self.env.sign("issuer-a", self.env.sample_claims(), timeout_s=10)
+        return rc == 0
+
+    def test_idle_flood_beyond_fd_limit_recovers_without_restart(self):
+        d = self._start_limited()
+        pid = d.pid
+        limit = d.logs("fd_limit")
+        self.assertTrue(limit, "the fd limit in force is logged at start")
+        self.assertEqual(limit[0]["soft"], NOFILE, limit[0])
+        self.assertGreater(limit[0]["reserved"], 0, limit[0])
+        self.assertTrue(self._sign_ok(), "signing before the flood")
+
+        socks = []
+        for _ in range(FLOOD):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", self.env.port))
+            except BlockingIOError:
+                pass
+            socks.append(s)
+        time.sleep(3.0)
+        for s in socks:
+            s.close()
+        flood_end = time.monotonic()
+
+        recovered = None
+        deadline = flood_end + harness.timeout(5)
+        while time.monotonic() < deadline:
+            if self._sign_ok():
+                recovered = time.monotonic() - flood_end
+                break
+            time.sleep(0.2)
+        lost = d.logs("grpc_listener_lost")
+        sys.stderr.write("fd flood: %d idle connections at nofile=%d; listener lost: %s; signing "
+                         "again %.2f s after the flood ended\n"
+                         % (FLOOD, NOFILE, json.dumps(lost), recovered if recovered else -1))
+        self.assertIsNotNone(recovered, "signing did not resume within 5 s of the flood's end: "
+                             + d.tail(30))
+        self.assertEqual(d.pid, pid)
+        self.assertTrue(d.running())
+        if lost:
+            # The listener died of EMFILE and was re-created on the same port.
+            self.env.wait_log(lambda o: o.get("event") == "grpc_listener_recreated",
+                              timeout_s=10)
+        st, _, body = self.env.http_get("/healthz")
+        self.assertEqual(st, 200, body)
+        # Several more in a row: the HSM sessions and audit log are fine.
+        for _ in range(5):
+            self.assertTrue(self._sign_ok())
+        self.assertEqual(self.env.stop(), 0)
+        self.assertTrue(d.logs("stopped"))
+        rc, out, err = self.env.run([harness.audit_path(), "verify", self.env.audit_dir()])
+        self.assertEqual(rc, 0, out + err)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
