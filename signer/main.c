@@ -242,6 +242,8 @@ typedef struct daemon_state {
     int64_t listener_lost_ms;  /* when the main loop noticed; 0 = listening */
     int64_t listener_retry_ms; /* next re-creation attempt */
     atomic_bool listener_down; /* read by /healthz */
+    atomic_uint_fast64_t listener_recreations;
+    unsigned long fd_limit;
     /* /healthz: an HSM probe on its own session, at most once a second. */
     pthread_mutex_t health_mu;
     js_hsm_session *health_session;
@@ -418,6 +420,9 @@ static char *http_metrics(void *ctx)
     for (size_t i = 0; i < JS_METRICS_KEY_STATES; i++)
         g.key_versions[i] = counts[JS_KS_NEXT + i];
     g.audit_healthy = js_audit_healthy(d->audit, NULL);
+    g.listener_recreations = atomic_load(&d->listener_recreations);
+    g.open_fds = js_fd_open_count();
+    g.fd_limit = d->fd_limit;
     char why[JS_MSG_MAX];
     g.hsm_healthy = hsm_healthy(d, why, sizeof(why));
     return js_metrics_render(d->metrics, &g);
@@ -516,6 +521,7 @@ static void listener_check(daemon_state *d, int64_t now_ms)
     int64_t down_ms = now_ms - d->listener_lost_ms;
     atomic_store(&g_listener.lost, false);
     atomic_store(&d->listener_down, false);
+    atomic_fetch_add(&d->listener_recreations, 1);
     d->listener_lost_ms = 0;
     json_t *o = json_pack("{s:s, s:s, s:I, s:I}", "event", "grpc_listener_recreated", "address",
                           d->listen_again, "down_ms", (json_int_t)down_ms, "open_fds",
@@ -531,6 +537,7 @@ static js_status fd_setup(daemon_state *d, js_err *err)
 {
     unsigned long soft = 0, hard = 0;
     JS_GUARD(js_fd_raise_limit(&soft, &hard, err));
+    d->fd_limit = soft;
     size_t reserve = soft / 8 < FD_RESERVE_MAX ? soft / 8 : FD_RESERVE_MAX;
     JS_GUARD(js_fdreserve_new(reserve, &d->fd_reserve, err));
     atomic_store(&g_listener.reserve, d->fd_reserve);

@@ -669,6 +669,32 @@ static void render_gauges(buf *b, const js_metrics_gauges *g)
     buf_printf(b, "jwt_signer_audit_healthy %d\n", g->audit_healthy ? 1 : 0);
     buf_header(b, "jwt_signer_hsm_healthy", "gauge", "1 while the HSM can sign.");
     buf_printf(b, "jwt_signer_hsm_healthy %d\n", g->hsm_healthy ? 1 : 0);
+    buf_header(b, "jwt_signer_hsm_recoveries_total", "counter",
+               "HSM sessions re-opened (login, keys found again) after a fault.");
+    buf_printf(b, "jwt_signer_hsm_recoveries_total %" PRIu64 "\n", g->hsm_recoveries);
+    buf_header(b, "jwt_signer_hsm_session_failures_total", "counter",
+               "HSM faults that lost a session or key handle.");
+    buf_printf(b, "jwt_signer_hsm_session_failures_total %" PRIu64 "\n", g->hsm_session_failures);
+    buf_header(b, "jwt_signer_audit_disk_low", "gauge",
+               "1 while the audit file system's free space is under the watermark.");
+    buf_printf(b, "jwt_signer_audit_disk_low %d\n", g->audit_disk_low ? 1 : 0);
+    buf_header(b, "jwt_signer_audit_disk_free_bytes", "gauge",
+               "Free space of the audit directory's file system.");
+    buf_printf(b, "jwt_signer_audit_disk_free_bytes %" PRIu64 "\n", g->audit_disk_free_bytes);
+    buf_header(b, "jwt_signer_grpc_listener_recreations_total", "counter",
+               "gRPC listeners re-created after accept failed (descriptor exhaustion).");
+    buf_printf(b, "jwt_signer_grpc_listener_recreations_total %" PRIu64 "\n",
+               g->listener_recreations);
+    buf_header(b, "jwt_signer_denials_folded_total", "counter",
+               "Denials over the per-caller budget, counted into folded audit records and log "
+               "lines.");
+    buf_printf(b, "jwt_signer_denials_folded_total %" PRIu64 "\n", g->denials_folded);
+    if (g->open_fds >= 0) {
+        buf_header(b, "jwt_signer_open_fds", "gauge", "Open file descriptors.");
+        buf_printf(b, "jwt_signer_open_fds %ld\n", g->open_fds);
+    }
+    buf_header(b, "jwt_signer_fd_limit", "gauge", "RLIMIT_NOFILE in force.");
+    buf_printf(b, "jwt_signer_fd_limit %lu\n", g->fd_limit);
 }
 
 char *js_metrics_render(js_metrics *m, const js_metrics_gauges *g)

@@ -52,6 +52,14 @@ typedef struct js_metrics_gauges {
     size_t key_versions[JS_METRICS_KEY_STATES]; /* next, active, retiring, retired, revoked */
     int audit_healthy;                          /* 1 = the audit log is writable */
     int hsm_healthy;                            /* 1 = the HSM can sign */
+    uint64_t hsm_recoveries;                    /* HSM sessions re-opened after a fault */
+    uint64_t hsm_session_failures;              /* faults that lost a session or key handle */
+    int audit_disk_low;                         /* 1 = free space under the watermark */
+    uint64_t audit_disk_free_bytes; /* free space of the audit directory's file system */
+    uint64_t listener_recreations;  /* gRPC listeners re-created after accept failed */
+    uint64_t denials_folded;        /* denials counted into folded records */
+    long open_fds;                  /* open descriptors, -1 = unknown */
+    unsigned long fd_limit;         /* RLIMIT_NOFILE in force */
 } js_metrics_gauges;
 
 /* Creates an empty registry; free with js_metrics_free(). */

@@ -253,9 +253,29 @@ static void test_histograms(void **state)
     assert_null(strstr(text, "jwt_signer_incident_mode"));
     free(text);
 
-    js_metrics_gauges g = {
-        .incident_mode = 1, .key_versions = {1, 1, 2, 3, 0}, .audit_healthy = 1, .hsm_healthy = 0};
+    js_metrics_gauges g = {.incident_mode = 1,
+                           .key_versions = {1, 1, 2, 3, 0},
+                           .audit_healthy = 1,
+                           .hsm_healthy = 0,
+                           .hsm_recoveries = 4,
+                           .hsm_session_failures = 5,
+                           .audit_disk_low = 1,
+                           .audit_disk_free_bytes = 1048576,
+                           .listener_recreations = 2,
+                           .denials_folded = 4242,
+                           .open_fds = -1,
+                           .fd_limit = 1024};
     text = render(m, &g);
+    assert_line(text, "jwt_signer_hsm_recoveries_total 4");
+    assert_line(text, "jwt_signer_hsm_session_failures_total 5");
+    assert_line(text, "# TYPE jwt_signer_audit_disk_low gauge");
+    assert_line(text, "jwt_signer_audit_disk_low 1");
+    assert_line(text, "jwt_signer_audit_disk_free_bytes 1048576");
+    assert_line(text, "jwt_signer_grpc_listener_recreations_total 2");
+    assert_line(text, "jwt_signer_denials_folded_total 4242");
+    assert_line(text, "jwt_signer_fd_limit 1024");
+    /* An unknown fd count is left out rather than reported as a number. */
+    assert_null(strstr(text, "jwt_signer_open_fds"));
     assert_line(text, "# TYPE jwt_signer_incident_mode gauge");
     assert_line(text, "jwt_signer_incident_mode 1");
     assert_line(text, "jwt_signer_key_versions{state=\"retiring\"} 2");
