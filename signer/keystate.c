@@ -127,6 +127,13 @@ static void transition(js_ks_events *events, const ks_key *k, js_keyver *v, js_k
     ev_push(events, JS_KS_EV_TRANSITION, k, v, from, to, at);
 }
 
+/* Marks the event just pushed (if any) as an emergency activation. */
+static void mark_emergency(js_ks_events *events)
+{
+    if (events != NULL && events->count > 0)
+        events->ev[events->count - 1].emergency = true;
+}
+
 /* Identifier-like strings: printable ASCII without space (labels, kids, algs). */
 static bool token_ok(const char *s, size_t max)
 {
@@ -416,10 +423,15 @@ js_status js_keystate_rotate(js_keystate *ks, const char *key, const char *label
     snprintf(v->label, sizeof(v->label), "%s", label);
     snprintf(v->alg, sizeof(v->alg), "%s", alg);
     snprintf(v->kid, sizeof(v->kid), "%s", kid);
+    /* No version can sign: pre-publication would only prolong the outage,
+     * so the new version activates at the next tick (keystate.h). */
+    bool emergency = find_state(k, JS_KS_ACTIVE) == NULL;
     v->created = v->publish_at = now;
-    v->activate_at = now + prepublish;
+    v->activate_at = emergency ? now : now + prepublish;
     v->state = JS_KS_NONE;
     transition(events, k, v, JS_KS_NEXT, now);
+    if (emergency)
+        mark_emergency(events);
     if (version_out != NULL)
         *version_out = v->version;
     return JS_OK;
@@ -460,6 +472,7 @@ js_status js_keystate_revoke(js_keystate *ks, const char *key, const char *kid, 
             if (nx->lifetime < v->lifetime)
                 nx->lifetime = v->lifetime;
             transition(events, k, nx, JS_KS_ACTIVE, now);
+            mark_emergency(events);
         }
     }
     return JS_OK;
@@ -506,7 +519,10 @@ js_status js_keystate_tick(js_keystate *ks, int64_t now, js_ks_lifetime_fn lifet
             act->lifetime = l;
 
         js_keyver *nx = find_state(k, JS_KS_NEXT);
-        if (nx != NULL && nx->activate_at <= now) {
+        /* With no active version the key cannot sign: the next one takes
+         * over at once (an emergency activation, see keystate.h). */
+        bool emergency = nx != NULL && act == NULL;
+        if (nx != NULL && (nx->activate_at <= now || emergency)) {
             int64_t inherited = l;
             if (act != NULL) {
                 act->retire_at = now;
@@ -518,6 +534,8 @@ js_status js_keystate_tick(js_keystate *ks, int64_t now, js_ks_lifetime_fn lifet
             nx->activate_at = now;
             nx->lifetime = inherited;
             transition(events, k, nx, JS_KS_ACTIVE, now);
+            if (emergency)
+                mark_emergency(events);
             act = nx;
         }
 
@@ -553,7 +571,9 @@ js_status js_keystate_active(const js_keystate *ks, const char *key, const js_ke
     JS_ENSURE(k != NULL, err, JS_ENOTFOUND, "keystate.unknown_key", "no key named '%s'", key);
     const js_keyver *v = find_state(k, JS_KS_ACTIVE);
     JS_ENSURE(v != NULL, err, JS_EUNAVAIL, "keystate.no_active",
-              "key '%s' has no active version (revoked without a successor); rotate it", key);
+              "key '%s' has no active version (revoked without a successor): an administrator "
+              "must call Admin/RotateKey, which makes a new version active immediately",
+              key);
     *out = v;
     return JS_OK;
 }

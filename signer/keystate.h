@@ -11,7 +11,7 @@
  *   next     published in the JWKS, not signing yet (pre-publication, so no
  *            verifier ever sees a kid it has not fetched)
  *   active   signs; at most one per key (none only after the active one was
- *            revoked with no `next` to promote)
+ *            revoked with no `next` to promote, until the next rotation)
  *   retiring published for verification only, until every token it signed
  *            has expired: unpublish_at = retire_at + lifetime
  *   retired  unpublished
@@ -112,6 +112,11 @@ typedef struct js_ks_event {
     js_key_state from; /* JS_KS_NONE when the version was created */
     js_key_state to;
     int64_t at;
+    /* An emergency activation: the version became (or, created by rotate,
+     * will at the next tick become) active before its pre-publication period
+     * ended, because no version of the key could sign. Verifiers that cache
+     * the JWKS may not have fetched its kid yet. */
+    bool emergency;
 } js_ks_event;
 
 /* Growable list of events; zero-initialise, pass to calls (they append),
@@ -154,22 +159,26 @@ js_status js_keystate_ensure_initial(js_keystate *ks, const char *key, const cha
                                      js_ks_events *events, js_err *err) JS_WUR;
 
 /* Adds version N+1 as `next` (published now, activate_at = now + prepublish)
- * and stores its number in *version_out. One rotation at a time: JS_ESTATE
- * "keystate.rotation_pending" if a `next` exists. The kid and label must be
- * new (never seen in the state, revoked ones included). JS_ELIMIT if the key
- * would exceed JS_KS_MAX_PUBLISHED or JS_KS_MAX_VERSIONS (the oldest retired
- * records are dropped first to make room; revoked ones younger than
- * JS_KS_REVOKED_KEEP never are). Promotion happens in js_keystate_tick, also
- * with prepublish 0: call tick right after. */
+ * and stores its number in *version_out. When the key has no active version
+ * (its last one was revoked with no successor), the rotation is an
+ * emergency: activate_at = now whatever prepublish says, the event reports
+ * emergency, and the next tick makes the version active at once; signing
+ * must not wait out a pre-publication period for a key that cannot sign. One rotation at a time:
+ * JS_ESTATE "keystate.rotation_pending" if a `next` exists. The kid and label must be new (never
+ * seen in the state, revoked ones included). JS_ELIMIT if the key would exceed JS_KS_MAX_PUBLISHED
+ * or JS_KS_MAX_VERSIONS (the oldest retired records are dropped first to make room; revoked ones
+ * younger than JS_KS_REVOKED_KEEP never are). Promotion happens in js_keystate_tick, also with
+ * prepublish 0: call tick right after. */
 js_status js_keystate_rotate(js_keystate *ks, const char *key, const char *label, const char *alg,
                              const char *kid, int64_t now, int64_t prepublish,
                              uint32_t *version_out, js_ks_events *events, js_err *err) JS_WUR;
 
 /* Revokes the version of `key` with `kid` at once, from any state. If it was
  * the active one, the newest `next` (already published) becomes active at
- * once; without a `next` the key has no active version and signing with it
- * fails until a rotation. Revoking a revoked kid again changes nothing and
- * reports no event (the first reason stays). JS_ENOTFOUND if unknown. */
+ * once (an emergency activation: its event says so); without a `next` the
+ * key has no active version and signing with it fails until a rotation,
+ * which then activates at once (js_keystate_rotate). Revoking a revoked kid again changes nothing
+ * and reports no event (the first reason stays). JS_ENOTFOUND if unknown. */
 js_status js_keystate_revoke(js_keystate *ks, const char *key, const char *kid, int64_t now,
                              const char *reason, js_ks_events *events, js_err *err) JS_WUR;
 
@@ -177,6 +186,9 @@ js_status js_keystate_revoke(js_keystate *ks, const char *key, const char *kid, 
  *   - samples lifetime_fn(key) into the active version's lifetime mark;
  *   - next -> active when activate_at <= now; the previous active becomes
  *     retiring with retire_at = now, unpublish_at = now + its lifetime mark;
+ *   - next -> active at once, whatever its activate_at, when no version is
+ *     active (an emergency activation, reported in the event): also heals a
+ *     state file written before emergency rotations existed;
  *   - retiring -> retired when unpublish_at <= now;
  *   - retired records older than JS_KS_RETIRED_KEEP and revoked ones older
  *     than JS_KS_REVOKED_KEEP are forgotten (JS_KS_EV_FORGOTTEN);
@@ -197,7 +209,8 @@ js_status js_keystate_set_rotation(js_keystate *ks, const char *key, int64_t per
 /* ---- queries ----------------------------------------------------------------------- */
 
 /* The active version of `key`: JS_ENOTFOUND "keystate.unknown_key", or
- * JS_EUNAVAIL "keystate.no_active" when it was revoked with no successor. */
+ * JS_EUNAVAIL "keystate.no_active" when it was revoked with no successor
+ * (the message says that RotateKey makes a new version active at once). */
 js_status js_keystate_active(const js_keystate *ks, const char *key, const js_keyver **out,
                              js_err *err) JS_WUR;
 

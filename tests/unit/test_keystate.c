@@ -280,6 +280,9 @@ static void test_revoke_active_with_next(void **state)
     assert_int_equal(ev.count, 2);
     expect_event(&ev, 0, JS_KS_EV_TRANSITION, KID1, JS_KS_ACTIVE, JS_KS_REVOKED, T0 + 20);
     expect_event(&ev, 1, JS_KS_EV_TRANSITION, KID2, JS_KS_NEXT, JS_KS_ACTIVE, T0 + 20);
+    /* Promoted before its pre-publication ended: an emergency activation. */
+    assert_false(ev.ev[0].emergency);
+    assert_true(ev.ev[1].emergency);
     assert_string_equal(active_kid(ks), KID2);
     assert_false(is_published(ks, KID1));
     const js_keyver *r = js_keystate_find_kid(ks, KID1, NULL);
@@ -305,6 +308,9 @@ static void test_revoke_active_without_next(void **state)
     const js_keyver *v = NULL;
     assert_int_equal(js_keystate_active(ks, KEY, &v, &err), JS_EUNAVAIL);
     assert_string_equal(err.reason, "keystate.no_active");
+    /* The refusal says what to do about it. */
+    assert_non_null(strstr(err.msg, "RotateKey"));
+    assert_non_null(strstr(err.msg, "active immediately"));
     assert_null(v);
     /* A restart does not bring version 1 back. */
     ok(js_keystate_ensure_initial(ks, KEY, LABEL1, "ES256", KID1, T0 + 6, &ev, &err), &err);
@@ -314,12 +320,104 @@ static void test_revoke_active_without_next(void **state)
     ok(js_keystate_set_rotation(ks, KEY, 60, &err), &err);
     tick(ks, T0 + 1000, &ev);
     assert_int_equal(ev.count, 1);
-    /* Rotation restores signing after the pre-publication delay. */
+    /* The rotation is an emergency: signing resumes at the next tick, not
+     * after the pre-publication delay (test_emergency_rotation). */
     rotate(ks, LABEL2, KID2, T0 + 1000, NULL);
-    tick(ks, T0 + 1000 + PREPUB, &ev);
+    tick(ks, T0 + 1000, &ev);
     assert_string_equal(active_kid(ks), KID2);
     js_ks_events_cleanup(&ev);
     js_keystate_free(ks);
+}
+
+/* Revoke with no successor, then rotate: the key could not sign at all, so
+ * the new version is active at once (no pre-publication wait), the events
+ * say emergency, and it can sign (its lifetime is sampled by the tick). */
+static void test_emergency_rotation(void **state)
+{
+    (void)state;
+    js_ks_events ev = {0};
+    js_keystate *ks = fresh(NULL);
+    tick(ks, T0, NULL);
+    js_err err = {0};
+    ok(js_keystate_revoke(ks, KEY, KID1, T0 + 5, "leaked", NULL, &err), &err);
+    assert_null(active_kid(ks));
+
+    uint32_t ver = rotate(ks, LABEL2, KID2, T0 + 10, &ev);
+    assert_int_equal(ver, 2);
+    assert_int_equal(ev.count, 1);
+    expect_event(&ev, 0, JS_KS_EV_TRANSITION, KID2, JS_KS_NONE, JS_KS_NEXT, T0 + 10);
+    assert_true(ev.ev[0].emergency);
+    const js_keyver *v = js_keystate_find_kid(ks, KID2, NULL);
+    assert_int_equal(v->activate_at, T0 + 10); /* not T0 + 10 + PREPUB */
+    assert_true(is_published(ks, KID2));
+
+    tick(ks, T0 + 10, &ev);
+    assert_int_equal(ev.count, 2);
+    expect_event(&ev, 1, JS_KS_EV_TRANSITION, KID2, JS_KS_NEXT, JS_KS_ACTIVE, T0 + 10);
+    assert_true(ev.ev[1].emergency);
+    assert_string_equal(active_kid(ks), KID2);
+    int64_t capped = 0;
+    ok(js_keystate_cap_exp(ks, KEY, 2, T0 + 10, T0 + 70, &capped, &err), &err);
+    assert_int_equal(capped, T0 + 70);
+
+    /* The next, ordinary rotation waits out its pre-publication again and
+     * is no emergency. */
+    js_ks_events ev2 = {0};
+    rotate(ks, LABEL3, KID3, T0 + 20, &ev2);
+    tick(ks, T0 + 21, &ev2);
+    assert_string_equal(active_kid(ks), KID2);
+    tick(ks, T0 + 20 + PREPUB, &ev2);
+    assert_string_equal(active_kid(ks), KID3);
+    for (size_t i = 0; i < ev2.count; i++)
+        assert_false(ev2.ev[i].emergency);
+    js_ks_events_cleanup(&ev2);
+    js_ks_events_cleanup(&ev);
+    js_keystate_free(ks);
+}
+
+/* A state file written before emergency rotations existed: the active
+ * version revoked, a `next` waiting for its (late) activate_at. The tick
+ * activates it at once, as an emergency, instead of leaving the key unable
+ * to sign. */
+static void test_emergency_heals_waiting_next(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_keystate_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof(path), "%s/keys.json", dir);
+    char text[2048];
+    snprintf(text, sizeof(text),
+             "{\"format\":\"" JS_KS_FORMAT "\",\"version\":1,\"keys\":[{\"name\":\"" KEY
+             "\",\"initial_kid\":\"" KID1 "\",\"last_version\":2,\"rotation_period\":0,"
+             "\"versions\":["
+             "{\"version\":1,\"label\":\"" LABEL1 "\",\"alg\":\"ES256\",\"kid\":\"" KID1
+             "\",\"state\":\"revoked\",\"created\":%lld,\"publish_at\":%lld,"
+             "\"activate_at\":%lld,\"retire_at\":0,\"unpublish_at\":0,\"revoked_at\":%lld,"
+             "\"lifetime\":%d,\"reason\":\"leaked\"},"
+             "{\"version\":2,\"label\":\"" LABEL2 "\",\"alg\":\"ES256\",\"kid\":\"" KID2
+             "\",\"state\":\"next\",\"created\":%lld,\"publish_at\":%lld,"
+             "\"activate_at\":%lld,\"retire_at\":0,\"unpublish_at\":0,\"revoked_at\":0,"
+             "\"lifetime\":0,\"reason\":\"\"}]}]}",
+             T0, T0, T0, T0 + 5, LIFE, T0 + 10, T0 + 10, T0 + 10 + PREPUB);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    js_keystate *ks = NULL;
+    js_err err = {0};
+    ok(js_keystate_load(path, &ks, &err), &err);
+    assert_null(active_kid(ks));
+    js_ks_events ev = {0};
+    tick(ks, T0 + 11, &ev);
+    assert_string_equal(active_kid(ks), KID2);
+    assert_int_equal(ev.count, 1);
+    expect_event(&ev, 0, JS_KS_EV_TRANSITION, KID2, JS_KS_NEXT, JS_KS_ACTIVE, T0 + 11);
+    assert_true(ev.ev[0].emergency);
+    js_ks_events_cleanup(&ev);
+    js_keystate_free(ks);
+    unlink(path);
+    rmdir(dir);
 }
 
 static void test_revoke_retiring_and_terminal(void **state)
@@ -751,6 +849,8 @@ int main(void)
         cmocka_unit_test(test_revoke_active_without_next),
         cmocka_unit_test(test_revoke_retiring_and_terminal),
         cmocka_unit_test(test_rotation_due_events),
+        cmocka_unit_test(test_emergency_rotation),
+        cmocka_unit_test(test_emergency_heals_waiting_next),
         cmocka_unit_test(test_bounded_versions),
         cmocka_unit_test(test_input_validation),
         cmocka_unit_test(test_save_load_round_trip),
