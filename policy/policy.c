@@ -32,6 +32,8 @@
 
 #include <openssl/evp.h>
 
+#include "identity.h"
+#include "text.h"
 #include "yamldoc.h"
 
 /* ---- limits (untrusted input is bounded: style rule 5) ---------------------------- */
@@ -48,7 +50,6 @@
 #define POLICY_MAX_CLAIMS     64
 #define POLICY_CLAIM_NAME_MAX 128
 #define POLICY_MAX_FIXED      64
-#define POLICY_IDENTITY_MAX   1024
 #define POLICY_ISSUER_MAX     256
 #define POLICY_REGEX_MAX      1024
 #define POLICY_RATE_MAX       1000000.0
@@ -156,7 +157,8 @@ typedef struct rules {
 } rules;
 
 struct js_policy_caller {
-    char *id;
+    char *id; /* typed identity text (identity.h), or a URI prefix pattern */
+    js_identity_type type;
     size_t line;
     size_t index;      /* position in callers[] */
     bool pattern;      /* id ends in "/" "*" */
@@ -255,14 +257,13 @@ typedef enum str_kind {
     SK_KEY_NAME,  /* [A-Za-z0-9._-] */
     SK_AUDIENCE,  /* any bytes but control characters */
     SK_SCOPE,     /* RFC 6749 §3.3 scope-token */
-    SK_IDENTITY,  /* printable ASCII, no space */
     SK_CLAIM_NAME /* any bytes but control characters */
 } str_kind;
 
 static bool str_ok(str_kind kind, const char *s, size_t *max_out)
 {
     static const size_t maxes[] = {POLICY_KEY_NAME_MAX, POLICY_AUDIENCE_MAX, POLICY_SCOPE_MAX,
-                                   POLICY_IDENTITY_MAX, POLICY_CLAIM_NAME_MAX};
+                                   POLICY_CLAIM_NAME_MAX};
     size_t max = maxes[kind];
     *max_out = max;
     size_t n = strlen(s);
@@ -278,9 +279,6 @@ static bool str_ok(str_kind kind, const char *s, size_t *max_out)
             break;
         case SK_SCOPE:
             ok = c == 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e);
-            break;
-        case SK_IDENTITY:
-            ok = c > 0x20 && c < 0x7f;
             break;
         case SK_AUDIENCE:
         case SK_CLAIM_NAME:
@@ -301,8 +299,6 @@ static const char *str_kind_rule(str_kind kind)
         return "[A-Za-z0-9._-]";
     case SK_SCOPE:
         return "RFC 6749 scope-token characters, no spaces or quotes";
-    case SK_IDENTITY:
-        return "printable ASCII, no spaces";
     case SK_AUDIENCE:
     case SK_CLAIM_NAME:
     default:
@@ -352,6 +348,50 @@ static js_status get_strlist(const loader *ld, const js_yaml_node *n, const char
         JS_ENSURE_ALLOC(out->v[i], ld->err);
         out->n = i + 1;
     }
+    return JS_OK;
+}
+
+/*
+ * An identity of the policy (callers[].id, admins[i]) in the typed text of
+ * identity.h: a full URI (URI SAN), dns:NAME (DNS SAN) or cn:NAME (subject
+ * CN). A bare name from before identities were typed (`login.example`) could
+ * be read as a DNS SAN, a CN, or a CN that merely looks like a URI (issue 8):
+ * it is refused, with how to write it now. With allow_pattern, a URI may end
+ * in "/" "*" (a prefix pattern; *pattern set); dns: and cn: entries are exact
+ * names, so a '*' in them is refused rather than silently matched literally.
+ */
+static js_status get_identity(const loader *ld, const js_yaml_node *n, const char *path,
+                              bool allow_pattern, const char **out, js_identity_type *type,
+                              bool *pattern)
+{
+    char shown[64];
+    js_err why;
+    const char *id;
+    JS_GUARD(js_yaml_expect_string(ld->doc, n, path, &id, ld->err));
+    size_t line = js_yaml_node_line(n), len = strlen(id);
+    js_err_clear(&why);
+    if (identity_parse(id, type, &why) != JS_OK)
+        return fail(ld, line, path,
+                    strcmp(why.reason, "identity.ambiguous") == 0 ? "identity_untyped" : "identity",
+                    "%s", why.msg);
+    *pattern = false;
+    *out = id;
+    const char *star = strchr(id, '*');
+    if (star == NULL)
+        return JS_OK;
+    js_yaml_printable(shown, sizeof(shown), id);
+    if (*type != JS_ID_URI)
+        return fail(ld, line, path, "pattern",
+                    "'%s': '*' patterns are allowed for URI identities only; %s: entries are "
+                    "exact names",
+                    shown, identity_type_name(*type));
+    if (!allow_pattern)
+        return fail(ld, line, path, "pattern",
+                    "'%s': admins are exact identities; patterns are not allowed", shown);
+    if (star != id + len - 1 || len < 3 || id[len - 2] != '/')
+        return fail(ld, line, path, "pattern",
+                    "'%s': '*' is only allowed as a trailing \"/*\" prefix pattern", shown);
+    *pattern = true;
     return JS_OK;
 }
 
@@ -1011,18 +1051,9 @@ static js_status load_caller(const loader *ld, js_policy *p, const js_yaml_node 
     const char *id;
     JS_GUARD(js_yaml_lookup(ld->doc, item, path, "id", true, &idn, ld->err));
     js_yaml_path_key(sub, sizeof(sub), path, "id");
-    JS_GUARD(get_str(ld, idn, sub, SK_IDENTITY, "caller identity", &id));
-    size_t len = strlen(id);
-    const char *star = strchr(id, '*');
-    if (star != NULL) {
-        /* A prefix pattern: exactly one '*', last, right after a '/'. */
-        if (star != id + len - 1 || len < 3 || id[len - 2] != '/')
-            return fail(ld, js_yaml_node_line(idn), sub, "pattern",
-                        "'%s': '*' is only allowed as a trailing \"/*\" prefix pattern",
-                        js_yaml_printable(shown, sizeof(shown), id));
-        c->pattern = true;
-        c->prefix_len = len - 1;
-    }
+    JS_GUARD(get_identity(ld, idn, sub, true, &id, &c->type, &c->pattern));
+    if (c->pattern)
+        c->prefix_len = strlen(id) - 1; /* the bytes before the '*' */
     for (size_t j = 0; j < i; j++)
         if (strcmp(p->callers[j].id, id) == 0)
             return fail(ld, js_yaml_node_line(idn), sub, "duplicate_caller",
@@ -1091,10 +1122,41 @@ static js_status index_policy(js_policy *p, js_err *err)
     return JS_OK;
 }
 
+/* admins: up to POLICY_MAX_ADMINS distinct exact typed identities. */
+static js_status get_admins(const loader *ld, const js_yaml_node *n, strlist *out)
+{
+    char sub[JS_YAML_PATH_MAX], shown[64];
+    JS_GUARD(js_yaml_expect_type(ld->doc, n, "admins", JS_YAML_SEQUENCE, ld->err));
+    size_t cnt = js_yaml_seq_len(n);
+    if (cnt > POLICY_MAX_ADMINS)
+        return fail(ld, js_yaml_node_line(n), "admins", "count", "at most %d entries, found %zu",
+                    POLICY_MAX_ADMINS, cnt);
+    if (cnt == 0)
+        return JS_OK;
+    out->v = calloc(cnt, sizeof(*out->v));
+    JS_ENSURE_ALLOC(out->v, ld->err);
+    for (size_t i = 0; i < cnt; i++) {
+        const js_yaml_node *item = js_yaml_seq_item(n, i);
+        const char *s;
+        js_identity_type t;
+        bool pattern;
+        js_yaml_path_index(sub, sizeof(sub), "admins", i);
+        JS_GUARD(get_identity(ld, item, sub, false, &s, &t, &pattern));
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(out->v[j], s) == 0)
+                return fail(ld, js_yaml_node_line(item), sub, "duplicate",
+                            "duplicate entry '%s' (also admins[%zu])",
+                            js_yaml_printable(shown, sizeof(shown), s), j);
+        out->v[i] = strdup(s);
+        JS_ENSURE_ALLOC(out->v[i], ld->err);
+        out->n = i + 1;
+    }
+    return JS_OK;
+}
+
 static js_status load_top(const loader *ld, js_policy *p)
 {
     const js_yaml_node *root = js_yaml_doc_root(ld->doc), *v;
-    char shown[64];
     JS_GUARD(js_yaml_check_keys(ld->doc, root, "", k_top_keys, COUNT(k_top_keys), ld->err));
 
     int64_t version;
@@ -1119,15 +1181,8 @@ static js_status load_top(const loader *ld, js_policy *p)
     }
 
     JS_GUARD(js_yaml_lookup(ld->doc, root, "", "admins", false, &v, ld->err));
-    if (v != NULL) {
-        JS_GUARD(get_strlist(ld, v, "admins", SK_IDENTITY, "admin identity", POLICY_MAX_ADMINS,
-                             &p->admins));
-        for (size_t i = 0; i < p->admins.n; i++)
-            if (strchr(p->admins.v[i], '*') != NULL)
-                return fail(ld, js_yaml_node_line(js_yaml_seq_item(v, i)), "admins", "pattern",
-                            "'%s': admins are exact identities; patterns are not allowed",
-                            js_yaml_printable(shown, sizeof(shown), p->admins.v[i]));
-    }
+    if (v != NULL)
+        JS_GUARD(get_admins(ld, v, &p->admins));
 
     JS_GUARD(js_yaml_lookup(ld->doc, root, "", "incident", false, &v, ld->err));
     if (v != NULL)
@@ -1305,6 +1360,10 @@ const js_policy_caller *js_policy_match(const js_policy *p, const char *identity
     const js_policy_caller **hit = bsearch(&kp, p->exact, p->nexact, sizeof(*p->exact), cmp_exact);
     if (hit != NULL)
         return *hit;
+    /* Prefix patterns are URI entries only (load_caller): a dns: or cn:
+     * identity never matches one, whatever its text (issue 8). */
+    if (identity_type_of(identity) != JS_ID_URI)
+        return NULL;
     /* Longest prefix first; the identity must extend past the '/'. */
     size_t len = strlen(identity);
     for (size_t i = 0; i < p->npatterns; i++) {
@@ -1447,12 +1506,16 @@ static js_status check_subject(const js_policy_caller *c, const json_t *claims, 
     JS_ENSURE(strlen(s) == len, err, JS_EINVAL, "policy.subject",
               "subject: sub '%s' contains a NUL character", shown_n(b, sizeof(b), s, len));
     /* Without REG_NEWLINE, '.' and bracket expressions match '\n', so an
-     * anchored pattern could still span lines: refuse every control character. */
-    for (size_t i = 0; i < len; i++)
-        JS_ENSURE((unsigned char)s[i] >= 0x20 && s[i] != 0x7f, err, JS_EDENIED, "policy.subject",
-                  "subject: sub '%s' contains a control character and does not match the "
-                  "subject rule of caller '%s'",
-                  shown_n(b, sizeof(b), s, len), cid);
+     * anchored pattern could still span lines; and a permissive pattern
+     * (".*") would let invisible or reordering characters (Unicode Cf: bidi
+     * overrides, zero-width spaces) into a token and the audit log, where
+     * two subjects that look the same would differ. So every Cc and Cf
+     * character is refused, whatever the subject rule (text.h). */
+    if (js_text_check("sub", s, len, 0, JS_EDENIED, "policy.subject", err) != JS_OK) {
+        js_err_prefix(err, "subject: sub '%s' of caller '%s': ", shown_n(b, sizeof(b), s, len),
+                      cid);
+        return JS_EDENIED;
+    }
     if (sr->subject_compiled)
         JS_ENSURE(regexec(&sr->subject_re, s, 0, NULL, 0) == 0, err, JS_EDENIED, "policy.subject",
                   "subject: sub '%s' does not match %s for caller '%s'",

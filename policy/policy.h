@@ -44,7 +44,8 @@ const char *js_policy_hash_hex(const js_policy *p);
 bool js_policy_incident(const js_policy *p);
 /* Top-level `issuer`, or NULL when the file does not set one. */
 const char *js_policy_issuer(const js_policy *p);
-/* Whether identity is listed in top-level `admins` (exact match). */
+/* Whether identity is listed in top-level `admins` (exact match of the typed
+ * identity text of identity.h: a URI, dns:NAME or cn:NAME). */
 bool js_policy_is_admin(const js_policy *p, const char *identity);
 
 /* Every key name any caller may use (for the signer to check against its keys). */
@@ -55,9 +56,13 @@ const char *js_policy_key_at(const js_policy *p, size_t i);
  * how long a version of that key must stay published after it stops signing. */
 int64_t js_policy_key_max_ttl(const js_policy *p, const char *key);
 
-/* The caller entry for identity: exact match first, else the longest matching
- * prefix pattern (an id ending in "/" and "*", e.g. spiffe://example.org/ns/payments/
- * followed by "*"). NULL: no match. */
+/* The caller entry for identity (typed text, identity.h): exact match first,
+ * else, for a URI identity only, the longest matching prefix pattern (an id
+ * ending in "/" and "*", e.g. spiffe://example.org/ns/payments/ followed by
+ * "*"). A dns: or cn: identity matches only an entry that names it exactly, so
+ * a CN or DNS SAN can never pass for a URI entry. NULL: no match.
+ * At load, callers[].id and admins must be typed (identity_parse()): a bare
+ * name such as `login.example` is refused with how to write it now. */
 const js_policy_caller *js_policy_match(const js_policy *p, const char *identity);
 
 const char *js_policy_caller_id(const js_policy_caller *c); /* the entry's identity or pattern */

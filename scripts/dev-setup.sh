@@ -117,8 +117,11 @@ defaults:
   rate: {per_second: 100, burst: 200}
   incident_rate: {per_second: 5, burst: 10}
 callers:
-  # The one allowed dev caller (var/dev/pki/issuer-a.crt). intruder.crt,
-  # dns-caller.crt and cn-caller.crt match no entry: PERMISSION_DENIED.
+  # Identities are typed (policy/examples/policy.yaml): a URI SAN as the URI,
+  # a DNS SAN as dns:NAME, a CN as cn:NAME; a bare name is refused at load.
+  # The one allowed dev caller is var/dev/pki/issuer-a.crt. intruder.crt
+  # (spiffe://example.org/intruder), dns-caller.crt (dns:svc.example.org) and
+  # cn-caller.crt (cn:cn-caller) match no entry: PERMISSION_DENIED.
   - id: spiffe://example.org/issuer-a
     audiences: ["https://api.example", "https://app.example"]
     scopes: [read, write]

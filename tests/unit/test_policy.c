@@ -33,6 +33,8 @@
 #define SPECIAL "spiffe://t/ns/pay/special/x"
 #define EXACT   "spiffe://t/ns/pay/exact"
 #define FROZEN  "spiffe://t/frozen"
+#define DNSID   "dns:login.t"
+#define CNID    "cn:Legacy Batch"
 
 static const char k_policy[] =
     "version: 1\n"
@@ -87,7 +89,16 @@ static const char k_policy[] =
     "  - id: spiffe://t/frozen\n"
     "    keys: [k-f]\n"
     "    audiences: [f]\n"
-    "    frozen: true\n";
+    "    frozen: true\n"
+    /* Typed non-URI entries (identity.h); the CN caller's subject rule is
+     * permissive, so only the Cc/Cf check stands between it and any sub. */
+    "  - id: dns:login.t\n"
+    "    keys: [k-login]\n"
+    "    audiences: [app]\n"
+    "  - id: 'cn:Legacy Batch'\n"
+    "    keys: [k-login]\n"
+    "    audiences: [app]\n"
+    "    subject: '^.*$'\n";
 
 static int setup(void **state)
 {
@@ -307,13 +318,43 @@ static const ecase k_cases[] = {
     NO("sub uuid plus suffix", LOGIN, "{\"aud\":\"app\",\"sub\":\"" UUID "x\"}", NULL, JS_EDENIED,
        "policy.subject", NULL),
     NO("sub trailing newline", LOGIN, "{\"aud\":\"app\",\"sub\":\"" UUID "\\n\"}", NULL, JS_EDENIED,
-       "policy.subject", "\\x0a"),
+       "policy.subject", "U+000A"),
     NO("sub newline between", LOGIN, "{\"aud\":\"app\",\"sub\":\"" UUID "\\n" UUID "\"}", NULL,
        JS_EDENIED, "policy.subject", "\\x0a"),
     NO("sub leading newline", LOGIN, "{\"aud\":\"app\",\"sub\":\"\\n" UUID "\"}", NULL, JS_EDENIED,
        "policy.subject", NULL),
     NO("sub NUL escape", LOGIN, "{\"aud\":\"app\",\"sub\":\"" UUID "\\u0000x\"}", NULL, JS_EINVAL,
        "claims.nul", NULL),
+    /* Cc and Cf under a permissive pattern ('^.*$'): refused, naming sub
+     * and the code point (issue 8). */
+    OK("permissive sub", CNID, "{\"aud\":\"app\",\"sub\":\"bob\"}", NULL, "k-login", 300, ""),
+    OK("permissive sub in other scripts and emoji", CNID,
+       "{\"aud\":\"app\",\"sub\":\"J\u00fcrgen \u6771\u4eac \u0639\u0631\u0628\u064a "
+       "\\ud83d\\ude00\"}",
+       NULL, "k-login", 300, ""),
+    NO("permissive sub with C1 NEL", CNID, "{\"aud\":\"app\",\"sub\":\"bob\\u0085\"}", NULL,
+       JS_EDENIED, "policy.subject", "sub contains U+0085"),
+    NO("permissive sub with C1 edge", CNID, "{\"aud\":\"app\",\"sub\":\"bob\\u009f\"}", NULL,
+       JS_EDENIED, "policy.subject", "U+009F"),
+    NO("permissive sub with DEL", CNID, "{\"aud\":\"app\",\"sub\":\"bob\\u007f\"}", NULL,
+       JS_EDENIED, "policy.subject", "U+007F"),
+    NO("permissive sub with RLO", CNID, "{\"aud\":\"app\",\"sub\":\"bob\\u202e\"}", NULL,
+       JS_EDENIED, "policy.subject", "U+202E"),
+    NO("permissive sub with isolate", CNID, "{\"aud\":\"app\",\"sub\":\"a\\u2066b\\u2069\"}", NULL,
+       JS_EDENIED, "policy.subject", "U+2066"),
+    NO("permissive sub with zero-width space", CNID, "{\"aud\":\"app\",\"sub\":\"\\u200bbob\"}",
+       NULL, JS_EDENIED, "policy.subject", "U+200B"),
+    NO("permissive sub with LRM", CNID, "{\"aud\":\"app\",\"sub\":\"bob\\u200e\"}", NULL,
+       JS_EDENIED, "policy.subject", "U+200E"),
+    NO("permissive sub with BOM", CNID, "{\"aud\":\"app\",\"sub\":\"\\ufeffbob\"}", NULL,
+       JS_EDENIED, "policy.subject", "U+FEFF"),
+    NO("permissive sub with soft hyphen", CNID, "{\"aud\":\"app\",\"sub\":\"bo\\u00adb\"}", NULL,
+       JS_EDENIED, "policy.subject", "U+00AD"),
+    NO("permissive sub with tag character", CNID, "{\"aud\":\"app\",\"sub\":\"bob\\udb40\\udc41\"}",
+       NULL, JS_EDENIED, "policy.subject", "U+E0041"),
+    NO("permissive sub with tab", CNID, "{\"aud\":\"app\",\"sub\":\"b\\tob\"}", NULL, JS_EDENIED,
+       "policy.subject", "U+0009"),
+    OK("dns-typed caller", DNSID, "{\"aud\":\"app\"," SUB "}", NULL, "k-login", 300, ""),
     NO("sub optional but must match", PAY, "{\"aud\":\"pay.example.com\",\"sub\":\"bob\"}", NULL,
        JS_EDENIED, "policy.subject", "'bob'"),
 
@@ -553,6 +594,18 @@ static void test_match(void **state)
         {"SPIFFE://t/login", NULL},
         {"spiffe://t/admin", NULL}, /* admins are not callers */
         {"", NULL},
+        /* typed identities (issue 8): a CN or DNS name that reads like a URI
+         * entry never matches it, exactly or through a pattern */
+        {"cn:spiffe://t/login", NULL},
+        {"dns:spiffe://t/login", NULL},
+        {"cn:spiffe://t/ns/pay/checkout", NULL},
+        {"dns:login.t", "dns:login.t"},
+        {"cn:Legacy Batch", "cn:Legacy Batch"},
+        {"login.t", NULL}, /* the untyped text is nobody */
+        {"cn:login.t", NULL},
+        {"dns:Legacy Batch", NULL},
+        {"Legacy Batch", NULL},
+        {"cn:legacy batch", NULL}, /* a CN compares byte for byte */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const js_policy_caller *c = js_policy_match(p, cases[i].identity);
@@ -580,6 +633,8 @@ static void test_accessors(void **state)
     assert_true(js_policy_is_admin(p, "spiffe://t/admin"));
     assert_false(js_policy_is_admin(p, "spiffe://t/admin/"));
     assert_false(js_policy_is_admin(p, "spiffe://t/login"));
+    assert_false(js_policy_is_admin(p, "cn:spiffe://t/admin"));
+    assert_false(js_policy_is_admin(p, "dns:spiffe://t/admin"));
     assert_false(js_policy_is_admin(p, NULL));
 
     /* Every key any caller may use, sorted, once; k-default is used by nobody. */
@@ -624,29 +679,29 @@ static void test_incident_rate_clamped(void **state)
                                "  audiences: [a]\n"
                                "  incident_rate: {per_second: 5, burst: 10}\n"
                                "callers:\n"
-                               "  - id: c1\n"
+                               "  - id: cn:c1\n"
                                "    rate: {per_second: 2, burst: 20}\n"
-                               "  - id: c2\n"
-                               "  - id: c3\n"
+                               "  - id: cn:c2\n"
+                               "  - id: cn:c3\n"
                                "    rate: {per_second: 100, burst: 200}\n";
     js_policy *p = NULL;
     js_err err = {0};
     assert_int_equal(js_policy_load_buffer(text, strlen(text), "t.yaml", &p, &err), JS_OK);
-    js_rate r = js_policy_caller_incident_rate(js_policy_match(p, "c1"));
+    js_rate r = js_policy_caller_incident_rate(js_policy_match(p, "cn:c1"));
     assert_true(r.per_second == 2 && r.burst == 10);
     /* No rate anywhere: unlimited, and incident mode applies the incident rate. */
-    r = js_policy_caller_rate(js_policy_match(p, "c2"));
+    r = js_policy_caller_rate(js_policy_match(p, "cn:c2"));
     assert_true(r.per_second == 0);
-    r = js_policy_caller_incident_rate(js_policy_match(p, "c2"));
+    r = js_policy_caller_incident_rate(js_policy_match(p, "cn:c2"));
     assert_true(r.per_second == 5 && r.burst == 10);
-    r = js_policy_caller_incident_rate(js_policy_match(p, "c3"));
+    r = js_policy_caller_incident_rate(js_policy_match(p, "cn:c3"));
     assert_true(r.per_second == 5 && r.burst == 10);
     /* No issuer in the file: evaluate cannot set iss and says so. */
     assert_null(js_policy_issuer(p));
     json_t *claims = json_pack("{s:s}", "aud", "a");
     js_policy_result res;
     assert_int_equal(
-        js_policy_evaluate(p, js_policy_match(p, "c2"), claims, "", JTI, NOW, &res, &err),
+        js_policy_evaluate(p, js_policy_match(p, "cn:c2"), claims, "", JTI, NOW, &res, &err),
         JS_EINTERNAL);
     assert_string_equal(err.reason, "policy.no_issuer");
     json_decref(claims);

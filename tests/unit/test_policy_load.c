@@ -53,6 +53,15 @@ static void test_example_loads(void **state)
     c = js_policy_match(p, "spiffe://example.org/ns/payments/legacy-batch");
     assert_true(js_policy_caller_frozen(c));
     assert_null(js_policy_match(p, "spiffe://example.org/ops/admin"));
+    /* The example's DNS-typed entry: only a DNS SAN identity reaches it, and a
+     * CN holding the admin's SPIFFE ID is neither that admin nor a caller. */
+    c = js_policy_match(p, "dns:reports.internal.example");
+    assert_non_null(c);
+    assert_string_equal(js_policy_caller_id(c), "dns:reports.internal.example");
+    assert_null(js_policy_match(p, "cn:reports.internal.example"));
+    assert_null(js_policy_match(p, "reports.internal.example"));
+    assert_false(js_policy_is_admin(p, "cn:spiffe://example.org/ops/admin"));
+    assert_null(js_policy_match(p, "cn:spiffe://example.org/ns/payments/checkout"));
 
     /* Three services, distinct keys. */
     assert_int_equal(js_policy_key_count(p), 4);
@@ -177,12 +186,47 @@ static const lcase k_load_cases[] = {
      "trailing"},
     {"star without slash", HEAD "callers:\n  - id: spiffe://t/a*\n", "policy.pattern", 4,
      "trailing"},
-    {"star alone", HEAD "callers:\n  - id: '*'\n", "policy.pattern", 4, "trailing"},
+    {"star alone", HEAD "callers:\n  - id: '*'\n", "policy.identity_untyped", 4, "has no type"},
+    {"star after scheme only", HEAD "callers:\n  - id: 'spiffe:*'\n", "policy.pattern", 4,
+     "trailing"},
     {"two stars", HEAD "callers:\n  - id: spiffe://*/*\n", "policy.pattern", 4, "trailing"},
-    {"caller id with space", HEAD "callers:\n  - id: spiffe://t/a b\n", "policy.value", 4,
-     "printable ASCII"},
+    {"caller id with space", HEAD "callers:\n  - id: spiffe://t/a b\n", "policy.identity", 4,
+     "space"},
     {"admin pattern", "version: 1\nadmins: [spiffe://t/*]\n" C1, "policy.pattern", 2, "exact"},
-    {"admin duplicate", "version: 1\nadmins: [a, a]\n" C1, "policy.duplicate", 2, "'a'"},
+    {"admin duplicate", "version: 1\nadmins: ['cn:a', 'cn:a']\n" C1, "policy.duplicate", 2,
+     "'cn:a'"},
+
+    /* typed identities (issue 8): an old-style bare entry is refused with how
+     * to write it now, at its own line */
+    {"bare caller id", HEAD "callers:\n  - id: login.example\n", "policy.identity_untyped", 4,
+     "callers[0].id: identity 'login.example' has no type; write it as dns:login.example (DNS "
+     "SAN), cn:login.example (subject CN) or a full URI"},
+    {"bare caller id after a good one", HEAD C1 "  - id: legacy-batch\n", "policy.identity_untyped",
+     7, "callers[1].id"},
+    {"bare admin", "version: 1\nadmins: [ops-admin]\n" C1, "policy.identity_untyped", 2,
+     "admins[0]: identity 'ops-admin' has no type; write it as dns:ops-admin"},
+    {"bare admin on its line",
+     "version: 1\nadmins:\n  - spiffe://t/admin\n  - admin.example.org\n" C1,
+     "policy.identity_untyped", 4, "admins[1]"},
+    {"upper-case type", HEAD "callers:\n  - id: DNS:login.example\n", "policy.identity_untyped", 4,
+     "lower case"},
+    {"dns name in upper case", HEAD "callers:\n  - id: dns:Login.example\n", "policy.identity", 4,
+     "lower case"},
+    {"dns holding a uri", HEAD "callers:\n  - id: dns:spiffe://t/a\n", "policy.identity", 4,
+     "host name"},
+    {"empty cn", HEAD "callers:\n  - id: 'cn:'\n", "policy.identity", 4, "empty"},
+    {"empty id", HEAD "callers:\n  - id: ''\n", "policy.identity", 4, "empty"},
+    {"cn with bidi override", HEAD "callers:\n  - id: \"cn:adm\\u202ein\"\n", "policy.identity", 4,
+     "U+202E"},
+    {"uri with C1", HEAD "callers:\n  - id: \"spiffe://t/a\\u0085\"\n", "policy.identity", 4,
+     "U+0085"},
+    {"admin with zero-width space", "version: 1\nadmins: [\"cn:ad\\u200bmin\"]\n" C1,
+     "policy.identity", 2, "U+200B"},
+    {"cn pattern", HEAD "callers:\n  - id: 'cn:ops/*'\n", "policy.pattern", 4,
+     "URI identities only"},
+    {"cn with star in admins", "version: 1\nadmins: ['cn:a*']\n" C1, "policy.pattern", 2,
+     "URI identities only"},
+    {"admin not a string", "version: 1\nadmins: [[a]]\n" C1, "policy.type", 2, "admins[0]"},
 
     /* keys */
     {"default key not in keys", HEAD C1 "    default_key: other\n", "policy.default_key", 7,
@@ -190,7 +234,7 @@ static const lcase k_load_cases[] = {
     {"defaults default key not in keys", HEAD "defaults:\n  keys: [k]\n  default_key: j\n" C1,
      "policy.default_key", 5, "'j'"},
     {"inherited default key not in keys",
-     HEAD "defaults:\n  default_key: j\n  keys: [j]\ncallers:\n  - id: a\n    audiences: [a]\n"
+     HEAD "defaults:\n  default_key: j\n  keys: [j]\ncallers:\n  - id: cn:a\n    audiences: [a]\n"
           "    default_key: k\n",
      "policy.default_key", 9, "'k'"},
     {"no keys", HEAD "callers:\n  - id: spiffe://t/a\n    audiences: [a]\n", "policy.no_keys", 4,
@@ -205,11 +249,11 @@ static const lcase k_load_cases[] = {
     /* audiences */
     {"no audiences", HEAD "callers:\n  - id: spiffe://t/a\n    keys: [k]\n", "policy.no_audiences",
      4, "no audiences"},
-    {"duplicate audience", HEAD "callers:\n  - id: x\n    keys: [k]\n    audiences: [a, b, a]\n",
+    {"duplicate audience", HEAD "callers:\n  - id: cn:x\n    keys: [k]\n    audiences: [a, b, a]\n",
      "policy.duplicate", 6, "'a'"},
-    {"empty audience", HEAD "callers:\n  - id: x\n    keys: [k]\n    audiences: [\"\"]\n",
+    {"empty audience", HEAD "callers:\n  - id: cn:x\n    keys: [k]\n    audiences: [\"\"]\n",
      "policy.value", 6, "audience"},
-    {"audience not a string", HEAD "callers:\n  - id: x\n    keys: [k]\n    audiences: [[a]]\n",
+    {"audience not a string", HEAD "callers:\n  - id: cn:x\n    keys: [k]\n    audiences: [[a]]\n",
      "policy.type", 6, "audiences[0]"},
 
     /* scopes */
@@ -331,13 +375,13 @@ static void test_inheritance(void **state)
         "  audiences: [d]\n"
         "  scopes: [s1]\n"
         "callers:\n"
-        "  - id: inherits\n"
-        "  - id: own-keys\n"
+        "  - id: cn:inherits\n"
+        "  - id: cn:own-keys\n"
         "    keys: [k3, k2]\n" /* default key: its first, not the inherited k2 */
-        "  - id: own-keys-default\n"
+        "  - id: cn:own-keys-default\n"
         "    keys: [k3, k2]\n"
         "    default_key: k2\n"
-        "  - id: widen\n"
+        "  - id: cn:widen\n"
         "    audiences: [other]\n" /* replaces, not merged: d is not allowed */
         "    scopes: []\n";        /* replaces: no scopes */
     js_policy *p = NULL;
@@ -349,13 +393,13 @@ static void test_inheritance(void **state)
         js_status st;
         const char *want;
     } cases[] = {
-        {"inherits", "", "{\"aud\":\"d\",\"sub\":\"x\",\"scope\":\"s1\"}", JS_OK, "k2"},
-        {"own-keys", "", "{\"aud\":\"d\",\"sub\":\"x\"}", JS_OK, "k3"},
-        {"own-keys", "k1", "{\"aud\":\"d\",\"sub\":\"x\"}", JS_EDENIED, "policy.key"},
-        {"own-keys-default", "", "{\"aud\":\"d\",\"sub\":\"x\"}", JS_OK, "k2"},
-        {"widen", "", "{\"aud\":\"other\",\"sub\":\"x\"}", JS_OK, "k2"},
-        {"widen", "", "{\"aud\":\"d\",\"sub\":\"x\"}", JS_EDENIED, "policy.audience"},
-        {"widen", "", "{\"aud\":\"other\",\"sub\":\"x\",\"scope\":\"s1\"}", JS_EDENIED,
+        {"cn:inherits", "", "{\"aud\":\"d\",\"sub\":\"x\",\"scope\":\"s1\"}", JS_OK, "k2"},
+        {"cn:own-keys", "", "{\"aud\":\"d\",\"sub\":\"x\"}", JS_OK, "k3"},
+        {"cn:own-keys", "k1", "{\"aud\":\"d\",\"sub\":\"x\"}", JS_EDENIED, "policy.key"},
+        {"cn:own-keys-default", "", "{\"aud\":\"d\",\"sub\":\"x\"}", JS_OK, "k2"},
+        {"cn:widen", "", "{\"aud\":\"other\",\"sub\":\"x\"}", JS_OK, "k2"},
+        {"cn:widen", "", "{\"aud\":\"d\",\"sub\":\"x\"}", JS_EDENIED, "policy.audience"},
+        {"cn:widen", "", "{\"aud\":\"other\",\"sub\":\"x\",\"scope\":\"s1\"}", JS_EDENIED,
          "policy.scope"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -399,7 +443,7 @@ static void test_file_errors(void **state)
     char path[] = "/tmp/test_policy_load.XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    static const char text[] = "version: 1\ncallers:\n  - id: a\n    keys: [k]\n";
+    static const char text[] = "version: 1\ncallers:\n  - id: cn:a\n    keys: [k]\n";
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
     assert_int_equal(js_policy_load(path, &p, &err), JS_ECONFIG);
@@ -411,8 +455,8 @@ static void test_file_errors(void **state)
 static void test_same_bytes_same_hash(void **state)
 {
     (void)state;
-    static const char a[] = "version: 1\ncallers: [{id: a, keys: [k], audiences: [x]}]\n";
-    static const char b[] = "version: 1\ncallers: [{id: a, keys: [k], audiences: [x]}]  \n";
+    static const char a[] = "version: 1\ncallers: [{id: 'cn:a', keys: [k], audiences: [x]}]\n";
+    static const char b[] = "version: 1\ncallers: [{id: 'cn:a', keys: [k], audiences: [x]}]  \n";
     js_policy *pa = NULL, *pb = NULL, *pc = NULL;
     js_err err = {0};
     assert_int_equal(js_policy_load_buffer(a, strlen(a), "a", &pa, &err), JS_OK);
