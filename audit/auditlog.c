@@ -23,10 +23,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,11 +41,8 @@
 #include "record.h"
 #include "scan.h"
 
-#define QUEUE_MAX     100000u /* queued records before submit fails (memory bound) */
-#define RL_MAX        1024u   /* distinct rate-limited callers tracked per second */
-#define RL_CALLER_MAX 128u
-#define RL_REASON_MAX 64u
-#define RL_WINDOW_MS  1000
+#define QUEUE_MAX      100000u /* queued records before submit fails (memory bound) */
+#define FOLD_WINDOW_MS 1000    /* one folded record per (type, caller, reason) per window */
 /* Group commit delay (PostgreSQL's commit_delay): a batch smaller than
  * COMMIT_TARGET waits up to COMMIT_DELAY_US for more records before its
  * write + fdatasync. Measured here: without it, 64 busy clients produced
@@ -64,12 +63,17 @@ typedef struct item {
     void *ctx;
 } item;
 
-typedef struct rl_entry {
-    char caller[RL_CALLER_MAX + 1];
-    char reason[RL_REASON_MAX + 1];
+/* One open fold (FORMAT.md §3.1): denials of one (type, who, reason)
+ * counted since start_mono. */
+typedef struct fold_entry {
+    uint64_t hash; /* of type, is_peer, who, reason: compared before the text */
+    char type[JS_AUDIT_FOLD_TYPE_MAX + 1];
+    char who[JS_AUDIT_FOLD_WHO_MAX + 1]; /* caller identity, or peer address */
+    bool is_peer;
+    char reason[JS_AUDIT_FOLD_REASON_MAX + 1];
     uint64_t count;
     int64_t start_mono;
-} rl_entry;
+} fold_entry;
 
 /* The chain state after some record: what a batch advances and commits. */
 typedef struct chain_state {
@@ -97,6 +101,11 @@ struct js_audit {
     bool no_fsync;
     void (*on_batch)(void *ctx, size_t records, uint64_t fsync_us);
     void *on_batch_ctx;
+    void (*on_fold)(void *ctx, const js_audit_fold *f);
+    void *on_fold_ctx;
+    uint64_t min_free_bytes;
+    uint32_t min_free_percent;
+    bool watermark_off;
     /* The notifier thread runs `done` callbacks of finished batches, so the
      * writer can start the next write + fdatasync while replies go out. */
     pthread_t notifier;
@@ -118,8 +127,8 @@ struct js_audit {
     bool failed;
     js_err why;
     bool closing;
-    rl_entry *rl;
-    size_t rl_n;
+    fold_entry *folds; /* JS_AUDIT_FOLD_MAX of them */
+    size_t nfolds;
     pthread_t thread;
     bool thread_started;
 
@@ -133,6 +142,11 @@ struct js_audit {
     bool cp_file_pending; /* checkpoint.json could not be written */
     char *pending_cp;
     size_t pending_cp_len;
+    int64_t disk_check_mono;
+
+    /* disk watermark, written by the writer, read by anyone */
+    atomic_bool disk_low;
+    _Atomic uint64_t disk_free;
 };
 
 /* ---- small helpers -------------------------------------------------------------------- */
@@ -504,37 +518,15 @@ static int64_t cp_due(const js_audit *a, const chain_state *cs)
     return a->last_cp_mono + (int64_t)(cs->since_cp > 0 ? a->interval_ms : a->heartbeat_ms);
 }
 
-typedef struct rl_record {
-    char caller[RL_CALLER_MAX + 1];
-    char reason[RL_REASON_MAX + 1];
-    uint64_t count;
-} rl_record;
-
-/* Encodes a batch: queued items, due rate-limit folds, checkpoints at the
- * records threshold and when due. Returns JS_OK with b empty if there was
- * nothing to write. Items are numbered in queue order. */
-static js_status encode_batch(js_audit *a, batch *b, chain_state *cs, item *items,
-                              const rl_record *rl, size_t nrl, bool closing, js_err *err)
+/* Encodes a batch: queued items (folded records among them), checkpoints at
+ * the records threshold and when due. Returns JS_OK with b empty if there
+ * was nothing to write. Items are numbered in queue order. */
+static js_status encode_batch(js_audit *a, batch *b, chain_state *cs, item *items, bool closing,
+                              js_err *err)
 {
     for (item *it = items; it != NULL; it = it->next) {
         it->seq = cs->next_seq;
         JS_GUARD(batch_add(b, cs, it->time, it->body, false, err));
-        if (cs->since_cp >= a->records_thr)
-            JS_GUARD(batch_add_checkpoint(a, b, cs, "records", err));
-    }
-    for (size_t i = 0; i < nrl; i++) {
-        js_audit_event ev = {.type = "sign",
-                             .caller = rl[i].caller,
-                             .decision = "deny",
-                             .reason = rl[i].reason,
-                             .message = "rate-limited requests folded into one record"};
-        char *body = NULL;
-        JS_GUARD(js_audit_event_body(&ev, rl[i].count, &body, err));
-        char t[25];
-        js_audit_time_format(js_audit_now_ms(), t);
-        js_status st = batch_add(b, cs, t, body, false, err);
-        free(body);
-        JS_GUARD(st);
         if (cs->since_cp >= a->records_thr)
             JS_GUARD(batch_add_checkpoint(a, b, cs, "records", err));
     }
@@ -587,9 +579,11 @@ static int64_t next_due_locked(js_audit *a)
     if (a->failed)
         return a->fail_mono + (int64_t)a->retry_ms;
     int64_t due = cp_due(a, &a->durable);
-    for (size_t i = 0; i < a->rl_n; i++)
-        if (a->rl[i].start_mono + RL_WINDOW_MS < due)
-            due = a->rl[i].start_mono + RL_WINDOW_MS;
+    for (size_t i = 0; i < a->nfolds; i++)
+        if (a->folds[i].start_mono + FOLD_WINDOW_MS < due)
+            due = a->folds[i].start_mono + FOLD_WINDOW_MS;
+    if (!a->watermark_off && a->disk_check_mono + JS_AUDIT_DISK_CHECK_MS < due)
+        due = a->disk_check_mono + JS_AUDIT_DISK_CHECK_MS;
     return due;
 }
 
@@ -601,18 +595,15 @@ static void wait_until(js_audit *a, int64_t due_ms)
     pthread_cond_timedwait(&a->wake, &a->mu, &ts);
 }
 
-/* Takes due (or, when closing, all) rate-limit folds. Under mu. */
-static size_t take_rl_locked(js_audit *a, rl_record *out, bool all)
+/* Takes due (or, when closing, all) folds into out. Under mu. */
+static size_t take_folds_locked(js_audit *a, fold_entry *out, bool all)
 {
     int64_t now = mono_ms();
     size_t n = 0;
-    for (size_t i = 0; i < a->rl_n;) {
-        if (all || now >= a->rl[i].start_mono + RL_WINDOW_MS) {
-            memcpy(out[n].caller, a->rl[i].caller, sizeof(out[n].caller));
-            memcpy(out[n].reason, a->rl[i].reason, sizeof(out[n].reason));
-            out[n].count = a->rl[i].count;
-            n++;
-            a->rl[i] = a->rl[--a->rl_n];
+    for (size_t i = 0; i < a->nfolds;) {
+        if (all || now >= a->folds[i].start_mono + FOLD_WINDOW_MS) {
+            out[n++] = a->folds[i];
+            a->folds[i] = a->folds[--a->nfolds];
         } else {
             i++;
         }
@@ -620,10 +611,97 @@ static size_t take_rl_locked(js_audit *a, rl_record *out, bool all)
     return n;
 }
 
+/* What a folded record's `done` needs to report it through on_fold. */
+typedef struct fold_note {
+    js_audit *a;
+    fold_entry e;
+} fold_note;
+
+static void fold_done(void *ctx, js_status st, uint64_t seq, const js_err *err)
+{
+    (void)err;
+    fold_note *fn = ctx;
+    js_audit *a = fn->a;
+    js_audit_fold f = {.type = fn->e.type,
+                       .caller = fn->e.is_peer ? NULL : fn->e.who,
+                       .peer = fn->e.is_peer ? fn->e.who : NULL,
+                       .reason = fn->e.reason,
+                       .count = fn->e.count,
+                       .seq = st == JS_OK ? seq : 0};
+    if (a->on_fold != NULL)
+        a->on_fold(a->on_fold_ctx, &f);
+    free(fn);
+}
+
+/* Turns taken folds into items appended to *tail (FORMAT.md §3.1). A fold
+ * that cannot be encoded (out of memory) is dropped, never the batch. */
+static void folds_to_items(js_audit *a, const fold_entry *f, size_t n, item **head, item **tail)
+{
+    for (size_t i = 0; i < n; i++) {
+        bool overflow = strcmp(f[i].type, "denials") == 0;
+        js_audit_event ev = {
+            .type = f[i].type,
+            .caller = f[i].is_peer ? NULL : f[i].who,
+            .peer = f[i].is_peer ? f[i].who : NULL,
+            .decision = "deny",
+            .reason = f[i].reason,
+            .message = overflow ? "denials of callers beyond the fold table, folded into one record"
+                                : "denied requests folded into one record",
+        };
+        item *it = calloc(1, sizeof(*it));
+        fold_note *fn = malloc(sizeof(*fn));
+        js_err e;
+        if (it == NULL || fn == NULL ||
+            js_audit_event_body(&ev, f[i].count, &it->body, &e) != JS_OK) {
+            free(it);
+            free(fn);
+            continue;
+        }
+        fn->a = a;
+        fn->e = f[i];
+        js_audit_time_format(js_audit_now_ms(), it->time);
+        it->done = fold_done;
+        it->ctx = fn;
+        if (*tail != NULL)
+            (*tail)->next = it;
+        else
+            *head = it;
+        *tail = it;
+    }
+}
+
+/* Disk watermark (auditlog.h): at most once per JS_AUDIT_DISK_CHECK_MS, on
+ * the writer thread, never per record. */
+static void disk_check(js_audit *a, bool force)
+{
+    if (a->watermark_off)
+        return;
+    int64_t now = mono_ms();
+    if (!force && now < a->disk_check_mono + JS_AUDIT_DISK_CHECK_MS)
+        return;
+    a->disk_check_mono = now;
+    struct statvfs sv;
+    int rc = a->io.statvfs != NULL ? a->io.statvfs(a->io.ctx, a->dir, &sv) : statvfs(a->dir, &sv);
+    if (rc != 0) {
+        /* Unknown is not low: the write path reports real failures. */
+        atomic_store(&a->disk_free, UINT64_MAX);
+        atomic_store(&a->disk_low, false);
+        return;
+    }
+    uint64_t unit = sv.f_frsize != 0 ? (uint64_t)sv.f_frsize : (uint64_t)sv.f_bsize;
+    uint64_t avail = (uint64_t)sv.f_bavail;
+    uint64_t free_bytes = unit != 0 && avail > UINT64_MAX / unit ? UINT64_MAX : avail * unit;
+    bool low = free_bytes < a->min_free_bytes;
+    if (a->min_free_percent > 0 && sv.f_blocks > 0)
+        low = low || avail * 100 < (uint64_t)sv.f_blocks * a->min_free_percent;
+    atomic_store(&a->disk_free, free_bytes);
+    atomic_store(&a->disk_low, low);
+}
+
 static void *writer_main(void *arg)
 {
     js_audit *a = arg;
-    rl_record *rl = calloc(RL_MAX, sizeof(*rl));
+    fold_entry *folds = calloc(JS_AUDIT_FOLD_MAX, sizeof(*folds));
     pthread_mutex_lock(&a->mu);
     for (;;) {
         while (!a->closing && a->qhead == NULL) {
@@ -646,14 +724,20 @@ static void *writer_main(void *arg)
                 ;
         }
         item *items = a->qhead;
+        item *tail = a->qtail;
         a->qhead = a->qtail = NULL;
         a->qlen = 0;
         bool closing = a->closing;
         bool failed = a->failed;
         js_err why = a->why;
-        size_t nrl = (!failed && rl != NULL) ? take_rl_locked(a, rl, closing) : 0;
+        /* While failed, folds stay counted in the table (bounded) and are
+         * written after recovery. */
+        size_t nf = (!failed && folds != NULL) ? take_folds_locked(a, folds, closing) : 0;
         bool retry_due = failed && mono_ms() >= a->fail_mono + (int64_t)a->retry_ms;
         pthread_mutex_unlock(&a->mu);
+
+        disk_check(a, false);
+        folds_to_items(a, folds, nf, &items, &tail);
 
         js_err err;
         js_err_clear(&err);
@@ -677,9 +761,9 @@ static void *writer_main(void *arg)
         chain_state work = a->durable;
         batch b;
         memset(&b, 0, sizeof(b));
-        js_status st = rl == NULL ? js_err_set(&err, JS_EUNAVAIL, "audit.unavailable",
-                                               "audit writer out of memory")
-                                  : encode_batch(a, &b, &work, items, rl, nrl, closing, &err);
+        js_status st = folds == NULL ? js_err_set(&err, JS_EUNAVAIL, "audit.unavailable",
+                                                  "audit writer out of memory")
+                                     : encode_batch(a, &b, &work, items, closing, &err);
         if (st == JS_OK && b.len > 0)
             st = write_batch(a, &b, &work, &err);
         batch_free(&b);
@@ -700,7 +784,7 @@ static void *writer_main(void *arg)
             break;
         pthread_mutex_lock(&a->mu);
     }
-    free(rl);
+    free(folds);
     return NULL;
 }
 
@@ -833,36 +917,91 @@ js_status js_audit_append_sync(js_audit *a, const js_audit_event *ev, uint64_t *
     return st;
 }
 
-void js_audit_note_rate_limited(js_audit *a, const char *caller, const char *reason)
+/* FNV-1a over the fold key, a filter before the text compare (the text
+ * decides, so collisions cost a strcmp and nothing else). */
+static uint64_t fold_hash(const char *type, bool is_peer, const char *who, const char *reason)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    const char *parts[3] = {type, who, reason};
+    for (int i = 0; i < 3; i++) {
+        for (const char *p = parts[i]; *p != '\0'; p++)
+            h = (h ^ (uint8_t)*p) * 0x100000001b3ULL;
+        h = (h ^ (uint8_t)(i == 1 && is_peer ? 0xfe : 0xff)) * 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* Copies at most max bytes of src, never cutting a UTF-8 sequence in two
+ * (a cut one would be recorded as U+FFFD: harmless, but avoidable). */
+static void copy_bounded(char *dst, const char *src, size_t max)
+{
+    size_t n = strnlen(src, max + 1);
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+void js_audit_note_folded(js_audit *a, const char *type, const char *caller, const char *peer,
+                          const char *reason)
 {
     if (a == NULL)
         return;
-    if (caller == NULL)
-        caller = "";
+    bool is_peer = caller == NULL || caller[0] == '\0';
+    /* Bounded copies first, outside the lock: the key is what is recorded. */
+    fold_entry k;
+    copy_bounded(k.type, type != NULL && type[0] != '\0' ? type : "sign", JS_AUDIT_FOLD_TYPE_MAX);
+    copy_bounded(k.who, is_peer ? (peer != NULL ? peer : "") : caller, JS_AUDIT_FOLD_WHO_MAX);
+    copy_bounded(k.reason, reason != NULL && reason[0] != '\0' ? reason : "denied",
+                 JS_AUDIT_FOLD_REASON_MAX);
+    k.is_peer = is_peer;
+    k.hash = fold_hash(k.type, k.is_peer, k.who, k.reason);
     pthread_mutex_lock(&a->mu);
-    rl_entry *e = NULL;
-    for (size_t i = 0; i < a->rl_n && e == NULL; i++)
-        if (strncmp(a->rl[i].caller, caller, RL_CALLER_MAX) == 0)
-            e = &a->rl[i];
-    if (e == NULL && a->rl_n == RL_MAX - 1) {
-        /* The map is bounded: further callers in this window are folded
-         * into one "(other)" entry rather than growing memory. */
-        caller = "(other)";
-        for (size_t i = 0; i < a->rl_n && e == NULL; i++)
-            if (strcmp(a->rl[i].caller, caller) == 0)
-                e = &a->rl[i];
+    fold_entry *e = NULL;
+    for (size_t i = 0; i < a->nfolds && e == NULL; i++)
+        if (a->folds[i].hash == k.hash && a->folds[i].is_peer == k.is_peer &&
+            strcmp(a->folds[i].who, k.who) == 0 && strcmp(a->folds[i].reason, k.reason) == 0 &&
+            strcmp(a->folds[i].type, k.type) == 0)
+            e = &a->folds[i];
+    if (e == NULL && a->nfolds >= JS_AUDIT_FOLD_MAX - 1) {
+        /* The table is bounded: every further triple in this window is
+         * counted in one overflow record rather than growing memory or the
+         * number of records (FORMAT.md §3.1). */
+        memcpy(k.type, "denials", sizeof("denials"));
+        memcpy(k.who, "(other)", sizeof("(other)"));
+        k.is_peer = false;
+        memcpy(k.reason, "audit.fold_overflow", sizeof("audit.fold_overflow"));
+        k.hash = fold_hash(k.type, k.is_peer, k.who, k.reason);
+        for (size_t i = 0; i < a->nfolds && e == NULL; i++)
+            if (a->folds[i].hash == k.hash && strcmp(a->folds[i].type, "denials") == 0 &&
+                strcmp(a->folds[i].who, "(other)") == 0)
+                e = &a->folds[i];
     }
-    if (e == NULL && a->rl_n < RL_MAX) {
-        e = &a->rl[a->rl_n++];
-        memset(e, 0, sizeof(*e));
-        snprintf(e->caller, sizeof(e->caller), "%s", caller);
-        snprintf(e->reason, sizeof(e->reason), "%s", reason ? reason : "rate_limited");
+    if (e == NULL && a->nfolds < JS_AUDIT_FOLD_MAX) {
+        e = &a->folds[a->nfolds++];
+        *e = k;
+        e->count = 0;
         e->start_mono = mono_ms();
         pthread_cond_signal(&a->wake);
     }
     if (e != NULL)
         e->count++;
     pthread_mutex_unlock(&a->mu);
+}
+
+void js_audit_note_rate_limited(js_audit *a, const char *caller, const char *reason)
+{
+    js_audit_note_folded(a, "sign", caller, NULL, reason != NULL ? reason : "rate_limited");
+}
+
+bool js_audit_disk_low(js_audit *a, uint64_t *free_bytes)
+{
+    if (free_bytes != NULL)
+        *free_bytes = atomic_load(&a->disk_free);
+    return atomic_load(&a->disk_low);
 }
 
 bool js_audit_healthy(js_audit *a, js_err *why)
@@ -901,7 +1040,7 @@ static void audit_free(js_audit *a)
     }
     pthread_cond_destroy(&a->wake);
     pthread_mutex_destroy(&a->mu);
-    free(a->rl);
+    free(a->folds);
     free(a->pending_cp);
     free(a->dir);
     free(a->origin);
@@ -1165,8 +1304,10 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     pthread_condattr_destroy(&ca);
     a->dir = strdup(opts->dir);
     a->origin = strdup(opts->origin);
-    a->rl = calloc(RL_MAX, sizeof(*a->rl));
-    if (a->dir == NULL || a->origin == NULL || a->rl == NULL) {
+    a->folds = calloc(JS_AUDIT_FOLD_MAX, sizeof(*a->folds));
+    atomic_init(&a->disk_low, false);
+    atomic_init(&a->disk_free, UINT64_MAX);
+    if (a->dir == NULL || a->origin == NULL || a->folds == NULL) {
         audit_free(a);
         return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
     }
@@ -1184,10 +1325,17 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
         a->io = *opts->io;
     a->on_batch = opts->on_batch;
     a->on_batch_ctx = opts->on_batch_ctx;
+    a->on_fold = opts->on_fold;
+    a->on_fold_ctx = opts->on_fold_ctx;
+    a->min_free_bytes = opts->min_free_bytes ? opts->min_free_bytes : JS_AUDIT_MIN_FREE_DEFAULT;
+    a->min_free_percent = opts->min_free_percent > 100 ? 100 : opts->min_free_percent;
+    a->watermark_off = opts->disk_watermark_off;
     js_merkle_frontier_init(&a->durable.tree);
     a->durable.next_seq = 1;
 
     js_status st = open_log(a, opts, err);
+    if (st == JS_OK)
+        disk_check(a, true); /* the state is known before the first caller asks */
     if (st == JS_OK) {
         pthread_mutex_init(&a->nmu, NULL);
         pthread_cond_init(&a->nwake, NULL);

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 
 #include "err.h"
@@ -41,8 +42,33 @@ typedef js_status (*js_audit_sign_fn)(void *ctx, const uint8_t *msg, size_t len,
 typedef struct js_audit_io {
     ssize_t (*write)(void *ctx, int fd, const void *buf, size_t len);
     int (*fdatasync)(void *ctx, int fd);
+    int (*statvfs)(void *ctx, const char *path, struct statvfs *out); /* disk watermark */
     void *ctx;
 } js_audit_io;
+
+/* Free space below which js_audit_disk_low() reports true: 256 MiB is about
+ * two minutes of records at the benchmarked peak (~5,000 durable signs/s of
+ * ~470 bytes, ~2.4 MB/s; README "make bench") and hours at ordinary rates:
+ * time for an alert to reach someone before a full disk stops all signing
+ * (fail closed). */
+#define JS_AUDIT_MIN_FREE_DEFAULT (256ull * 1024 * 1024)
+#define JS_AUDIT_DISK_CHECK_MS    1000 /* statvfs at most this often */
+
+/* Limits of a folded record's members (FORMAT.md §3.1); longer text is cut. */
+#define JS_AUDIT_FOLD_TYPE_MAX   16u
+#define JS_AUDIT_FOLD_WHO_MAX    512u /* caller identity or peer address */
+#define JS_AUDIT_FOLD_REASON_MAX 64u
+#define JS_AUDIT_FOLD_MAX        256u /* distinct (type, caller, reason) per window */
+
+/* One folded record, as reported to on_fold once it is durable (or lost). */
+typedef struct js_audit_fold {
+    const char *type;   /* "sign", "admin", or "denials" for the overflow record */
+    const char *caller; /* NULL when the denials had no identity (then peer) */
+    const char *peer;   /* NULL when caller is set */
+    const char *reason;
+    uint64_t count; /* denials this record stands for */
+    uint64_t seq;   /* its sequence number; 0 if the log failed and it was lost */
+} js_audit_fold;
 
 typedef struct js_audit_options {
     const char *dir;                 /* log directory (created 0700 if absent) */
@@ -60,6 +86,18 @@ typedef struct js_audit_options {
     /* Called on the writer thread after each durable batch (metrics). */
     void (*on_batch)(void *ctx, size_t records, uint64_t fsync_us);
     void *on_batch_ctx;
+    /* Called once per folded record (notifier thread), so the daemon writes
+     * one summary log line per record: the log line and the audit record
+     * then always carry the same count. NULL = none. */
+    void (*on_fold)(void *ctx, const js_audit_fold *f);
+    void *on_fold_ctx;
+    /* Disk watermark: js_audit_disk_low() is true while the log directory's
+     * file system has less than min_free_bytes (0 = JS_AUDIT_MIN_FREE_DEFAULT)
+     * or less than min_free_percent % (0 = no percentage rule) available to
+     * the signer's user. disk_watermark_off disables the check. */
+    uint64_t min_free_bytes;
+    uint32_t min_free_percent;
+    bool disk_watermark_off;
 } js_audit_options;
 
 /* The content of one record. Strings may be NULL (omitted). */
@@ -104,9 +142,32 @@ js_status js_audit_submit(js_audit *a, const js_audit_event *ev, js_audit_done_f
 js_status js_audit_append_sync(js_audit *a, const js_audit_event *ev, uint64_t *seq,
                                js_err *err) JS_WUR;
 
-/* Counts a rate-limited denial; the writer folds them into at most one record
- * per caller per second, with a count, so a flood cannot fill the disk. */
+/*
+ * Counts one folded denial (FORMAT.md §3.1): a denial the daemon's budget
+ * (signer/denials.h) did not admit in full, or any rate-limited one. The
+ * writer turns the denials of one (type, caller or peer, reason) into one
+ * record with a "count", at most one per second per triple, so a flood
+ * cannot fill the disk; on_fold then reports each record. caller NULL or ""
+ * = no identity: the record names the peer address instead. Never blocks on
+ * I/O, never allocates: one mutex and a scan of at most JS_AUDIT_FOLD_MAX
+ * 64-bit hashes. Beyond JS_AUDIT_FOLD_MAX distinct triples in a window the
+ * rest are counted in one overflow record (caller "(other)").
+ */
+void js_audit_note_folded(js_audit *a, const char *type, const char *caller, const char *peer,
+                          const char *reason);
+
+/* js_audit_note_folded(a, "sign", caller, NULL, reason): kept for callers
+ * written before the general form. */
 void js_audit_note_rate_limited(js_audit *a, const char *caller, const char *reason);
+
+/* Disk watermark (js_audit_options.min_free_bytes): true while free space in
+ * the log directory's file system is below it. *free_bytes (may be NULL)
+ * gets the last measured free space (UINT64_MAX before the first
+ * measurement or if statvfs fails). The writer measures at most once every
+ * JS_AUDIT_DISK_CHECK_MS; this call only reads the last result (atomics),
+ * so /healthz and metrics may call it freely. The log keeps writing below
+ * the watermark: it is a warning, the fail-closed rule is unchanged. */
+bool js_audit_disk_low(js_audit *a, uint64_t *free_bytes);
 
 /* False (and why) while the log cannot be written. */
 bool js_audit_healthy(js_audit *a, js_err *why);

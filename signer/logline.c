@@ -82,8 +82,32 @@ void js_reqlog_emit(const js_reqlog *r)
     set_opt(o, "kid", r->kid);
     set_opt(o, "jti", r->jti);
     set_opt(o, "sub", r->sub);
-    set_opt(o, "aud", r->aud);
+    if (r->aud != NULL && r->aud[0] != '\0') {
+        /* r->aud is already JSON: log the value, not a string holding its
+         * text (which would encode it twice). Text that does not parse is
+         * logged as a string rather than dropped. */
+        json_t *aud = json_loads(r->aud, JSON_DECODE_ANY, NULL);
+        json_object_set_new(o, "aud", aud != NULL ? aud : json_string(r->aud));
+    }
     set_opt(o, "audit_seq", r->audit_seq);
     json_object_set_new(o, "latency_us", json_integer(r->latency_us));
     js_log_emit(r->decision != NULL && strcmp(r->decision, "allow") == 0 ? "info" : "warn", o);
+}
+
+void js_log_denials_folded(const js_foldlog *f)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return;
+    json_object_set_new(o, "event", json_string("denials_folded"));
+    set_opt(o, "type", f->type);
+    set_opt(o, "caller", f->caller);
+    set_opt(o, "peer", f->peer);
+    set_opt(o, "reason", f->reason);
+    json_object_set_new(o, "count", json_integer((json_int_t)f->count));
+    if (f->audit_seq > 0)
+        json_object_set_new(o, "audit_seq", json_integer((json_int_t)f->audit_seq));
+    else
+        json_object_set_new(o, "audit_lost", json_true());
+    js_log_emit("warn", o);
 }

@@ -41,4 +41,25 @@ typedef struct js_reqlog {
 
 void js_reqlog_emit(const js_reqlog *r);
 
+/*
+ * Folded denials: instead of one line per denied request beyond the denial
+ * budget (signer/denials.h), one line per folded audit record, i.e. at most
+ * one per (type, caller or peer, reason) per second:
+ *   {"event":"denials_folded","type":"sign","caller":"dns:x","reason":
+ *    "policy.no_match","count":4995,"audit_seq":1234}
+ * "audit_lost":true instead of audit_seq when the audit log failed and the
+ * record was not written. Call it from js_audit_options.on_fold, so the log
+ * line and the audit record always carry the same count. Strings may be NULL.
+ */
+typedef struct js_foldlog {
+    const char *type; /* "sign", "admin", "denials" (the fold table overflowed) */
+    const char *caller;
+    const char *peer; /* set when there was no identity */
+    const char *reason;
+    uint64_t count;
+    uint64_t audit_seq; /* 0 = lost */
+} js_foldlog;
+
+void js_log_denials_folded(const js_foldlog *f);
+
 #endif

@@ -1,12 +1,15 @@
 /*
  * test_audit_writer.c - the audit log writer (auditlog.h): group commit under
  * concurrent submitters, checkpoints (open, close, records threshold,
- * heartbeat while idle), rotation, checkpoint.json / audit-key.pem, rate-limit
- * folding, fail-closed on injected ENOSPC / EIO with recovery, and crash
+ * heartbeat while idle), rotation, checkpoint.json / audit-key.pem, folding
+ * of denials (per type, caller or peer, reason, second; the bounded table's
+ * overflow record; on_fold), the disk watermark through a statvfs hook,
+ * fail-closed on injected ENOSPC / EIO with recovery, and crash
  * recovery at reopen (torn tail cut aside; other damage refuses to open).
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -417,6 +420,271 @@ static void test_rate_limit_folding(void **state)
     tmpdir_remove(dir);
 }
 
+/* ---- folding of any denial (FORMAT.md §3.1) ------------------------------------------ */
+
+typedef struct fold_tally {
+    uint64_t by_key[4]; /* caller a/no_match, caller a/frozen, peer, admin */
+    uint64_t records[4];
+    uint64_t other, overflow_records, total, fold_records;
+    uint64_t hook_count, hook_records, hook_lost;
+    pthread_mutex_t mu;
+} fold_tally;
+
+static bool fold_visit(void *ctx, const js_audit_record *rec)
+{
+    fold_tally *t = ctx;
+    json_t *c = json_object_get(rec->json, "count");
+    if (c == NULL)
+        return true;
+    uint64_t n = (uint64_t)json_integer_value(c);
+    const char *type = json_string_value(json_object_get(rec->json, "type"));
+    const char *caller = json_string_value(json_object_get(rec->json, "caller"));
+    const char *peer = json_string_value(json_object_get(rec->json, "peer"));
+    const char *reason = json_string_value(json_object_get(rec->json, "reason"));
+    assert_string_equal(json_string_value(json_object_get(rec->json, "decision")), "deny");
+    t->total += n;
+    t->fold_records++;
+    int k = -1;
+    if (strcmp(type, "denials") == 0) {
+        assert_string_equal(caller, "(other)");
+        assert_string_equal(reason, "audit.fold_overflow");
+        t->other += n;
+        t->overflow_records++;
+        return true;
+    }
+    if (caller != NULL && strcmp(caller, "dns:a.example") == 0)
+        k = strcmp(reason, "policy.no_match") == 0 ? 0 : 1;
+    else if (caller == NULL && peer != NULL && strcmp(peer, "127.0.0.9") == 0)
+        k = 2;
+    else if (strcmp(type, "admin") == 0)
+        k = 3;
+    if (k >= 0) {
+        t->by_key[k] += n;
+        t->records[k]++;
+    }
+    return true;
+}
+
+static void fold_hook(void *ctx, const js_audit_fold *f)
+{
+    fold_tally *t = ctx;
+    pthread_mutex_lock(&t->mu);
+    t->hook_count += f->count;
+    t->hook_records++;
+    t->hook_lost += f->seq == 0;
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void test_fold_any_denial(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    fold_tally t;
+    memset(&t, 0, sizeof(t));
+    pthread_mutex_init(&t.mu, NULL);
+    o.on_fold = fold_hook;
+    o.on_fold_ctx = &t;
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    for (int i = 0; i < 3000; i++) {
+        js_audit_note_folded(a, "sign", "dns:a.example", NULL, "policy.no_match");
+        if (i % 3 == 0)
+            js_audit_note_folded(a, "sign", "dns:a.example", NULL, "admin.frozen");
+        if (i % 10 == 0)
+            js_audit_note_folded(a, "sign", NULL, "127.0.0.9", "identity.invalid");
+        if (i % 100 == 0)
+            js_audit_note_folded(a, "admin", "cn:mallory", NULL, "admin.not_admin");
+    }
+    sleep_ms(1200);
+    for (int i = 0; i < 5; i++)
+        js_audit_note_folded(a, "sign", "dns:a.example", NULL, "policy.no_match");
+    js_audit_close(a);
+    log_stats ls;
+    read_stats(dir, &ls, fold_visit, &t);
+    assert_int_equal(t.by_key[0], 3005);
+    assert_int_equal(t.records[0], 2); /* one per window: 3000, then 5 */
+    assert_int_equal(t.by_key[1], 1000);
+    assert_int_equal(t.records[1], 1); /* separate from no_match: per reason */
+    assert_int_equal(t.by_key[2], 300);
+    assert_int_equal(t.records[2], 1);
+    assert_int_equal(t.by_key[3], 30);
+    assert_int_equal(t.overflow_records, 0);
+    /* The hook saw every folded record with the same counts. */
+    assert_int_equal(t.hook_count, t.total);
+    assert_int_equal(t.hook_records, t.fold_records);
+    assert_int_equal(t.hook_lost, 0);
+    js_audit_verify_report rep;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    pthread_mutex_destroy(&t.mu);
+    tmpdir_remove(dir);
+}
+
+/* More distinct callers than the table holds: the rest are counted in one
+ * overflow record, so records per window stay <= JS_AUDIT_FOLD_MAX and no
+ * denial goes uncounted. */
+static void test_fold_table_overflow(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    char caller[600];
+    const int callers = 1000;
+    for (int r = 0; r < 3; r++)
+        for (int i = 0; i < callers; i++) {
+            /* long identities: each is cut to JS_AUDIT_FOLD_WHO_MAX bytes */
+            snprintf(caller, sizeof(caller), "spiffe://example.org/%0550d", i);
+            js_audit_note_folded(a, "sign", caller, NULL, "policy.no_match");
+        }
+    js_audit_close(a);
+    fold_tally t;
+    memset(&t, 0, sizeof(t));
+    log_stats ls;
+    read_stats(dir, &ls, fold_visit, &t);
+    /* Identities that differ only after JS_AUDIT_FOLD_WHO_MAX bytes are cut
+     * to the same text and fold together: a bounded record, no count lost. */
+    assert_int_equal(t.total, 3u * callers);
+    assert_int_equal(t.fold_records, 1);
+    tmpdir_remove(dir);
+
+    /* Distinct short identities: JS_AUDIT_FOLD_MAX - 1 entries, then the
+     * overflow record. */
+    tmpdir_make(dir, sizeof(dir));
+    test_opts(&o, dir, &g_key);
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    for (int r = 0; r < 3; r++)
+        for (int i = 0; i < callers; i++) {
+            snprintf(caller, sizeof(caller), "cn:bot-%d", i);
+            js_audit_note_folded(a, "sign", caller, NULL, "policy.no_match");
+        }
+    js_audit_close(a);
+    memset(&t, 0, sizeof(t));
+    read_stats(dir, &ls, fold_visit, &t);
+    assert_int_equal(t.total, 3u * callers);
+    assert_int_equal(t.fold_records, JS_AUDIT_FOLD_MAX);
+    assert_int_equal(t.overflow_records, 1);
+    assert_int_equal(t.other, 3u * (callers - (JS_AUDIT_FOLD_MAX - 1)));
+    js_audit_verify_report rep;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    tmpdir_remove(dir);
+}
+
+/* ---- disk watermark ------------------------------------------------------------------ */
+
+typedef struct fake_disk {
+    _Atomic uint64_t free_bytes;
+    _Atomic uint64_t total_bytes;
+    _Atomic int fail;
+    _Atomic int calls;
+} fake_disk;
+
+static int fake_statvfs(void *ctx, const char *path, struct statvfs *out)
+{
+    fake_disk *d = ctx;
+    (void)path;
+    atomic_fetch_add(&d->calls, 1);
+    if (atomic_load(&d->fail)) {
+        errno = EIO;
+        return -1;
+    }
+    memset(out, 0, sizeof(*out));
+    out->f_frsize = 4096;
+    out->f_bsize = 4096;
+    out->f_blocks = atomic_load(&d->total_bytes) / 4096;
+    out->f_bavail = atomic_load(&d->free_bytes) / 4096;
+    out->f_bfree = out->f_bavail;
+    return 0;
+}
+
+/* Waits up to 3 s for js_audit_disk_low to become want. */
+static bool wait_disk_low(js_audit *a, bool want)
+{
+    for (int i = 0; i < 300; i++) {
+        if (js_audit_disk_low(a, NULL) == want)
+            return true;
+        sleep_ms(10);
+    }
+    return false;
+}
+
+static void test_disk_watermark(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    fake_disk d;
+    atomic_init(&d.free_bytes, 64ull << 20);
+    atomic_init(&d.total_bytes, 1ull << 30);
+    atomic_init(&d.fail, 0);
+    atomic_init(&d.calls, 0);
+    js_audit_io io = {.statvfs = fake_statvfs, .ctx = &d};
+    o.io = &io;
+    o.min_free_bytes = 16ull << 20;
+    o.heartbeat_ms = 60000; /* the watermark is checked even when idle */
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    uint64_t free_b = 0;
+    assert_false(js_audit_disk_low(a, &free_b)); /* known at open */
+    assert_int_equal(free_b, 64ull << 20);
+    /* Below the watermark: reported within about a second; the log keeps
+     * accepting records. */
+    atomic_store(&d.free_bytes, 8ull << 20);
+    assert_true(wait_disk_low(a, true));
+    assert_true(js_audit_disk_low(a, &free_b));
+    assert_int_equal(free_b, 8ull << 20);
+    for (int i = 0; i < 2000; i++) {
+        js_audit_event ev = {
+            .type = "sign", .caller = "dns:x", .decision = "deny", .reason = "policy.no_match"};
+        assert_int_equal(js_audit_submit(a, &ev, NULL, NULL, &err), JS_OK);
+    }
+    /* Above it again. */
+    atomic_store(&d.free_bytes, 32ull << 20);
+    assert_true(wait_disk_low(a, false));
+    /* A percentage rule is not set: 32 MiB of 1 GiB is fine. statvfs
+     * failing is "unknown", not low. */
+    atomic_store(&d.fail, 1);
+    sleep_ms(1200);
+    assert_false(js_audit_disk_low(a, &free_b));
+    assert_int_equal(free_b, UINT64_MAX);
+    int calls = atomic_load(&d.calls);
+    js_audit_close(a);
+    /* About once a second over ~3 s and 2,000 records: never per record. */
+    assert_true(calls >= 2);
+    assert_true(calls <= 8);
+    tmpdir_remove(dir);
+
+    /* The percentage rule: 5% of 1 GiB is ~51 MiB; 40 MiB free is low. */
+    tmpdir_make(dir, sizeof(dir));
+    test_opts(&o, dir, &g_key);
+    atomic_store(&d.fail, 0);
+    atomic_store(&d.free_bytes, 40ull << 20);
+    o.io = &io;
+    o.min_free_bytes = 1ull << 20;
+    o.min_free_percent = 5;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    assert_true(js_audit_disk_low(a, NULL));
+    js_audit_close(a);
+    /* Disabled: never low. */
+    o.disk_watermark_off = true;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    assert_false(js_audit_disk_low(a, NULL));
+    js_audit_close(a);
+    tmpdir_remove(dir);
+}
+
 /* ---- fail closed ------------------------------------------------------------------- */
 
 typedef struct fault {
@@ -761,6 +1029,9 @@ int main(void)
         cmocka_unit_test(test_checkpoints_and_files),
         cmocka_unit_test(test_rotation_chains_segments),
         cmocka_unit_test(test_rate_limit_folding),
+        cmocka_unit_test(test_fold_any_denial),
+        cmocka_unit_test(test_fold_table_overflow),
+        cmocka_unit_test(test_disk_watermark),
         cmocka_unit_test(test_fail_closed_write_enospc),
         cmocka_unit_test(test_fail_closed_fdatasync_eio),
         cmocka_unit_test(test_reopen_torn_tail),
