@@ -18,7 +18,9 @@
 #include "jwtsigner/v1/signer.pb-c.h"
 #include "identity.h"
 #include "logline.h"
+#include "pbcheck.h"
 #include "statefile.h"
+#include "text.h"
 #include <protobuf-c/protobuf-c.h>
 #include <time.h>
 
@@ -35,8 +37,14 @@ struct js_control {
     char ks_path[4096];
 };
 
-static void audit_event(js_control *ctl, const char *type, const char *caller, const char *decision,
-                        const js_err *why, json_t *detail)
+/* How an audit record is written. A change of state is durable before the
+ * reply that reports it (DURABLE: append and fdatasync). A refusal changes
+ * nothing and carries no secret, so it is only queued (QUEUED): a refused
+ * caller must not be able to buy an fdatasync per request. */
+typedef enum audit_mode { AUDIT_DURABLE, AUDIT_QUEUED } audit_mode;
+
+static void audit_event(js_control *ctl, audit_mode mode, const char *type, const char *caller,
+                        const char *decision, const js_err *why, json_t *detail)
 {
     char *text = detail != NULL ? json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(detail);
@@ -51,7 +59,9 @@ static void audit_event(js_control *ctl, const char *type, const char *caller, c
     js_err err;
     js_err_clear(&err);
     uint64_t seq = 0;
-    if (js_audit_append_sync(ctl->d.audit, &ev, &seq, &err) != JS_OK) {
+    js_status st = mode == AUDIT_DURABLE ? js_audit_append_sync(ctl->d.audit, &ev, &seq, &err)
+                                         : js_audit_submit(ctl->d.audit, &ev, NULL, NULL, &err);
+    if (st != JS_OK) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_record_lost", "record", type,
                               "reason", err.reason, "message", err.msg);
         js_log_emit("error", o);
@@ -59,20 +69,37 @@ static void audit_event(js_control *ctl, const char *type, const char *caller, c
     free(text);
 }
 
+/* A message that filled the whole buffer was probably cut by snprintf, maybe
+ * mid-word: end it at the last word boundary with an ellipsis instead, so a
+ * reader sees that something is missing. */
+static void msg_clean_cut(js_err *err)
+{
+    static const char ellipsis[] = " ...";
+    size_t n = strnlen(err->msg, sizeof(err->msg));
+    if (n + 1 < sizeof(err->msg))
+        return;
+    size_t cut = sizeof(err->msg) - sizeof(ellipsis);
+    while (cut > 0 && err->msg[cut - 1] != ' ' && err->msg[cut - 1] != ',')
+        cut--;
+    if (cut == 0)
+        cut = sizeof(err->msg) - sizeof(ellipsis);
+    /* Never leave half of a UTF-8 sequence before the ellipsis. */
+    while (cut > 0 && ((unsigned char)err->msg[cut] & 0xC0u) == 0x80u)
+        cut--;
+    memcpy(err->msg + cut, ellipsis, sizeof(ellipsis));
+}
+
 js_status js_admin_text(const char *what, const char *s, size_t max, bool required, js_err *err)
 {
     char reason[JS_REASON_MAX];
     snprintf(reason, sizeof(reason), "request.%s", what);
+    /* The protobuf bytes were checked for NUL (pbcheck.h) before unpacking,
+     * so strlen is the field's whole length. */
     size_t n = s != NULL ? strlen(s) : 0;
     JS_ENSURE(n > 0 || !required, err, JS_EINVAL, reason, "%s is required", what);
-    JS_ENSURE(n <= max, err, JS_EINVAL, reason, "%s is %zu bytes; the limit is %zu", what, n, max);
-    for (size_t i = 0; i < n; i++)
-        JS_ENSURE((unsigned char)s[i] >= 0x20 && s[i] != 0x7f, err, JS_EINVAL, reason,
-                  "%s has a control character", what);
-    json_t *utf8 = n > 0 ? json_string(s) : NULL; /* jansson validates UTF-8 */
-    JS_ENSURE(n == 0 || utf8 != NULL, err, JS_EINVAL, reason, "%s is not valid UTF-8", what);
-    json_decref(utf8);
-    return JS_OK;
+    /* Clean text (text.h): no Cc control character forges a log line, no Cf
+     * format character makes two values look alike on an operator's screen. */
+    return js_text_check(what, s, n, max, JS_EINVAL, reason, err);
 }
 
 void js_control_audit_admin(js_control *ctl, const char *admin, const char *action,
@@ -81,7 +108,11 @@ void js_control_audit_admin(js_control *ctl, const char *admin, const char *acti
     if (detail == NULL)
         detail = json_object();
     json_object_set_new(detail, "action", json_string(action));
-    audit_event(ctl, "admin", admin, decision, why, detail);
+    /* Only an allowed action changed anything; its record is durable before
+     * the reply. Every refusal (not an admin, malformed, invalid, failed) is
+     * queued without waiting for the disk. */
+    bool allowed = decision != NULL && strcmp(decision, "allow") == 0;
+    audit_event(ctl, allowed ? AUDIT_DURABLE : AUDIT_QUEUED, "admin", admin, decision, why, detail);
 }
 
 /* Crash-safe: the file is either the old or the new version (statefile.h). */
@@ -158,6 +189,23 @@ static int64_t key_lifetime(const char *key, void *ctx)
     return life < JS_KS_MAX_LIFETIME ? life : JS_KS_MAX_LIFETIME;
 }
 
+/* What an emergency activation means for whoever reads the reply or the
+ * audit record (keystate.h, js_ks_event.emergency). */
+static const char k_emergency_note[] =
+    "emergency rotation: no version of the key was active, so the new version signs at once "
+    "without pre-publication; verifiers that cached the JWKS before it was published reject its "
+    "tokens until they fetch the JWKS again";
+
+/* true if the events made `version` active (or due at once) as an emergency. */
+static bool events_emergency(const js_ks_events *evs, uint32_t version)
+{
+    for (size_t i = 0; i < evs->count; i++)
+        if (evs->ev[i].kind == JS_KS_EV_TRANSITION && evs->ev[i].version == version &&
+            evs->ev[i].emergency)
+            return true;
+    return false;
+}
+
 static void audit_key_events(js_control *ctl, const js_ks_events *evs, const char *by)
 {
     for (size_t i = 0; i < evs->count; i++) {
@@ -165,14 +213,17 @@ static void audit_key_events(js_control *ctl, const js_ks_events *evs, const cha
         if (e->kind == JS_KS_EV_ROTATION_DUE)
             continue;
         const char *what = e->kind == JS_KS_EV_FORGOTTEN ? "forgotten" : js_key_state_name(e->to);
-        json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s, s:s}", "event", "key_transition",
-                              "key", e->key, "version", (int)e->version, "kid", e->kid, "from",
-                              js_key_state_name(e->from), "to", what, "by", by);
+        json_t *o =
+            json_pack("{s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:b}", "event", "key_transition", "key",
+                      e->key, "version", (int)e->version, "kid", e->kid, "from",
+                      js_key_state_name(e->from), "to", what, "by", by, "emergency", e->emergency);
+        if (o != NULL && e->emergency)
+            json_object_set_new(o, "note", json_string(k_emergency_note));
         js_log_emit("warn", o);
-        audit_event(ctl, "key", by, what, NULL,
-                    json_pack("{s:s, s:i, s:s, s:s, s:s, s:I}", "key", e->key, "version",
+        audit_event(ctl, AUDIT_DURABLE, "key", by, what, NULL,
+                    json_pack("{s:s, s:i, s:s, s:s, s:s, s:I, s:b}", "key", e->key, "version",
                               (int)e->version, "kid", e->kid, "from", js_key_state_name(e->from),
-                              "to", what, "at", (json_int_t)e->at));
+                              "to", what, "at", (json_int_t)e->at, "emergency", e->emergency));
     }
 }
 
@@ -287,17 +338,16 @@ js_status js_control_key_admin(js_control *ctl, bool rotate, const uint8_t *data
     js_ks_events evs = {0};
     pthread_mutex_lock(&ctl->mu);
     if (rotate) {
-        Jwtsigner__V1__RotateKeyRequest *rq =
-            jwtsigner__v1__rotate_key_request__unpack(NULL, len, data);
-        if (rq == NULL) {
-            st = js_err_set(err, JS_EINVAL, "request.malformed", "malformed RotateKeyRequest");
+        ProtobufCMessage *m = NULL;
+        st = js_pb_unpack(&jwtsigner__v1__rotate_key_request__descriptor, data, len, &m, err);
+        if (st != JS_OK)
             goto out;
-        }
+        Jwtsigner__V1__RotateKeyRequest *rq = (Jwtsigner__V1__RotateKeyRequest *)m;
         st = js_admin_text("key", rq->key, JS_KEY_NAME_MAX, true, err);
         if (st == JS_OK)
             st = js_admin_text("reason", rq->reason, JS_ADMIN_REASON_MAX, false, err);
         if (st != JS_OK) {
-            jwtsigner__v1__rotate_key_request__free_unpacked(rq, NULL);
+            protobuf_c_message_free_unpacked(m, NULL);
             goto out;
         }
         json_object_set_new(detail, "key", json_string(rq->key));
@@ -307,6 +357,7 @@ js_status js_control_key_admin(js_control *ctl, bool rotate, const uint8_t *data
         st = rotate_locked(ctl, rq->key, admin, &evs, &version, &kid, err);
         if (st == JS_OK) {
             const js_keyver *kv = js_keystate_find_kid(ctl->ks, kid, NULL);
+            bool emergency = events_emergency(&evs, version);
             Jwtsigner__V1__RotateKeyResponse r = JWTSIGNER__V1__ROTATE_KEY_RESPONSE__INIT;
             r.key = rq->key;
             r.version = version;
@@ -314,26 +365,29 @@ js_status js_control_key_admin(js_control *ctl, bool rotate, const uint8_t *data
             r.activate_at = kv != NULL ? kv->activate_at : 0;
             json_object_set_new(detail, "kid", json_string(kid));
             json_object_set_new(detail, "version", json_integer(version));
+            json_object_set_new(detail, "activate_at", json_integer(r.activate_at));
+            json_object_set_new(detail, "emergency", json_boolean(emergency));
+            if (emergency)
+                json_object_set_new(detail, "note", json_string(k_emergency_note));
             *out_len = protobuf_c_message_get_packed_size(&r.base);
             *out = malloc(*out_len > 0 ? *out_len : 1);
             if (*out != NULL)
                 protobuf_c_message_pack(&r.base, *out);
         }
-        jwtsigner__v1__rotate_key_request__free_unpacked(rq, NULL);
+        protobuf_c_message_free_unpacked(m, NULL);
     } else {
-        Jwtsigner__V1__RevokeKeyRequest *rq =
-            jwtsigner__v1__revoke_key_request__unpack(NULL, len, data);
-        if (rq == NULL) {
-            st = js_err_set(err, JS_EINVAL, "request.malformed", "malformed RevokeKeyRequest");
+        ProtobufCMessage *m = NULL;
+        st = js_pb_unpack(&jwtsigner__v1__revoke_key_request__descriptor, data, len, &m, err);
+        if (st != JS_OK)
             goto out;
-        }
+        Jwtsigner__V1__RevokeKeyRequest *rq = (Jwtsigner__V1__RevokeKeyRequest *)m;
         st = js_admin_text("key", rq->key, JS_KEY_NAME_MAX, true, err);
         if (st == JS_OK)
             st = js_admin_text("kid", rq->kid, JS_KS_KID_MAX, true, err);
         if (st == JS_OK)
             st = js_admin_text("reason", rq->reason, JS_ADMIN_REASON_MAX, false, err);
         if (st != JS_OK) {
-            jwtsigner__v1__revoke_key_request__free_unpacked(rq, NULL);
+            protobuf_c_message_free_unpacked(m, NULL);
             goto out;
         }
         json_object_set_new(detail, "key", json_string(rq->key));
@@ -354,12 +408,17 @@ js_status js_control_key_admin(js_control *ctl, bool rotate, const uint8_t *data
             r.kid = rq->kid;
             r.revoked_at = now;
             r.active_kid = has ? (char *)active->kid : (char *)"";
+            json_object_set_new(detail, "active_kid", json_string(r.active_kid));
+            bool emergency = has && events_emergency(&evs, active->version);
+            json_object_set_new(detail, "emergency", json_boolean(emergency));
+            if (emergency)
+                json_object_set_new(detail, "note", json_string(k_emergency_note));
             *out_len = protobuf_c_message_get_packed_size(&r.base);
             *out = malloc(*out_len > 0 ? *out_len : 1);
             if (*out != NULL)
                 protobuf_c_message_pack(&r.base, *out);
         }
-        jwtsigner__v1__revoke_key_request__free_unpacked(rq, NULL);
+        protobuf_c_message_free_unpacked(m, NULL);
     }
     if (st == JS_OK && *out == NULL)
         st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
@@ -449,7 +508,7 @@ static js_status set_incident_locked(js_control *ctl, bool on, const char *by, c
     json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "incident_mode", "state",
                           on ? "on" : "off", "cause", by, "reason", reason ? reason : "");
     js_log_emit("warn", o);
-    audit_event(ctl, "incident", by, on ? "on" : "off", NULL,
+    audit_event(ctl, AUDIT_DURABLE, "incident", by, on ? "on" : "off", NULL,
                 json_pack("{s:s, s:s, s:s}", "state", on ? "on" : "off", "cause", by, "reason",
                           reason ? reason : ""));
     return JS_OK;
@@ -476,11 +535,22 @@ js_status js_control_reload_policy(js_control *ctl, const char *by, char sha256[
     js_status st = js_policy_load(path, &p, err);
     if (st == JS_OK)
         st = js_service_check_policy(ctl->d.svc, p, err);
+    if (st != JS_OK && (st == JS_ECONFIG || st == JS_EINVAL)) {
+        /* The file on disk is not a loadable policy: neither the request nor
+         * the signer is at fault (INTERNAL is for bugs), and the old policy
+         * stays in force. FAILED_PRECONDITION, with the loader's whole
+         * reason and its FILE:LINE. */
+        err->status = st = JS_ESTATE;
+        js_err_prefix(err, "policy not reloaded (the policy in force is unchanged): ");
+        msg_clean_cut(err);
+    }
     if (st != JS_OK) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "event", "policy_reload_failed", "path",
                               path, "by", by, "reason", err->reason, "message", err->msg);
         js_log_emit("error", o);
-        audit_event(ctl, "policy", by, "error", err, json_pack("{s:s}", "path", path));
+        /* Nothing changed: queued, not waited for (see audit_mode). */
+        audit_event(ctl, AUDIT_QUEUED, "policy", by, "error", err,
+                    json_pack("{s:s}", "path", path));
         js_policy_free(p);
         pthread_mutex_unlock(&ctl->mu);
         return st;
@@ -494,7 +564,7 @@ js_status js_control_reload_policy(js_control *ctl, const char *by, char sha256[
                               "sha256", hash, "by", by);
         js_log_emit("info", o);
         audit_event(
-            ctl, "policy", by, "reload", NULL,
+            ctl, AUDIT_DURABLE, "policy", by, "reload", NULL,
             json_pack("{s:s, s:s, s:b}", "path", path, "sha256", hash, "incident", incident));
         if (sha256 != NULL)
             snprintf(sha256, 65, "%s", hash);
@@ -511,6 +581,19 @@ js_status js_control_freeze(js_control *ctl, const char *identity, bool freeze, 
     JS_GUARD(js_admin_text("identity", identity, IDENTITY_MAX, true, err));
     JS_GUARD(js_admin_text("reason", reason, JS_ADMIN_REASON_MAX, false, err));
     pthread_mutex_lock(&ctl->mu);
+    /* A frozen identity is a typed identity text (identity.h), or it could
+     * never match a caller, and a freeze that matches nobody is worse than a
+     * refusal. Unfreezing an entry that is frozen is always possible, so an
+     * untyped entry from before typed identities can be removed. */
+    bool listed = json_object_get(json_object_get(ctl->runtime, "frozen"), identity) != NULL;
+    if (freeze || !listed) {
+        js_status pst = identity_parse(identity, NULL, err);
+        if (pst != JS_OK) {
+            js_err_prefix(err, "identity: ");
+            pthread_mutex_unlock(&ctl->mu);
+            return pst;
+        }
+    }
     /* Everything is checked on a copy first (set, size, encoding), so a
      * refused change leaves neither memory nor runtime.json changed: the file
      * on disk must always be one the next start can load. */
