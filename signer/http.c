@@ -5,10 +5,23 @@
  * We resolve the listen address ourselves (so the loopback rule is checked on
  * the address actually bound) and hand it to libmicrohttpd, which binds it
  * (reporting why through its logger if it cannot) and runs a small internal
- * thread pool with
- * connection limits and an idle timeout so slow clients cannot pin it. Every
- * request is answered from the first access-handler call: nothing here reads
- * a request body.
+ * thread pool with connection limits. Every request is answered from the
+ * first access-handler call: nothing here reads a request body.
+ *
+ * libmicrohttpd 0.9.75 has only an inactivity timeout, which every byte
+ * received restarts, so a peer sending one header line every few seconds
+ * would hold its connection forever (slowloris). The connection guard below
+ * adds total deadlines: each connection is tracked from libmicrohttpd's
+ * "connection started" notification, its phase (waiting for a request
+ * header, or answering one) is moved on by the access handler and the
+ * "request completed" notification, and a sweeper thread shuts down (never
+ * closes: libmicrohttpd owns the descriptor) every connection past the
+ * deadline of its phase. libmicrohttpd calls the "connection closed"
+ * notification before it closes the descriptor (MHD_cleanup_connections in
+ * daemon.c), and the entry is removed there under the same mutex the sweeper
+ * holds while calling shutdown(2): so a descriptor is only ever shut down
+ * while it still belongs to its connection, never after it was closed and
+ * reused for something else.
  */
 #include "http.h"
 
@@ -17,6 +30,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -27,6 +41,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -45,6 +60,39 @@
 #define TYPE_TEXT    "text/plain; charset=utf-8"
 #define TYPE_METRICS "text/plain; version=0.0.4; charset=utf-8"
 
+/* Where a tracked connection is: each phase has its own deadline. */
+typedef enum conn_phase {
+    PHASE_HEADER, /* waiting for (the rest of) a request header */
+    PHASE_ANSWER, /* header received, the response is being made and sent */
+} conn_phase;
+
+/* Where the current request is, for the access handler's repeated calls. */
+typedef enum req_state {
+    REQ_NEW,      /* first call still to come: check and refuse early */
+    REQ_WAITING,  /* checked, answered on the next call (the request is then complete) */
+    REQ_ANSWERED, /* a response is queued; body bytes are dropped */
+} req_state;
+
+/*
+ * One connection, from MHD_CONNECTION_NOTIFY_STARTED to
+ * MHD_CONNECTION_NOTIFY_CLOSED (libmicrohttpd's socket context). fd, phase,
+ * since_ms, shut and the list links belong to js_http.mu; the rest is only
+ * touched by the libmicrohttpd thread that serves the connection.
+ */
+typedef struct http_conn {
+    struct http_conn *prev, *next;
+    int fd;           /* owned by libmicrohttpd; we may only shutdown(2) it */
+    conn_phase phase; /* mu */
+    int64_t since_ms; /* mu: when the phase began (monotonic) */
+    int shut;         /* mu: shutdown(2) done */
+    int64_t accepted_ms;
+    unsigned requests; /* requests whose header was received */
+    /* The current request, reset by the URI log callback (on_uri). */
+    req_state req;
+    size_t target_len; /* bytes of the raw request target before the first NUL */
+    int bad_target;    /* a NUL or control byte, percent-encoded, in the target */
+} http_conn;
+
 struct js_http {
     struct MHD_Daemon *daemon;
     js_http_handlers h;
@@ -55,7 +103,28 @@ struct js_http {
     size_t tls_key_len;
     atomic_int log_done; /* 1 once the first libmicrohttpd message is kept */
     char start_log[START_LOG_MAX];
+
+    /* The connection guard (see the file comment). */
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* wakes the sweeper for stop */
+    int sync_ready;    /* mu and cv initialised */
+    pthread_t sweeper;
+    int sweeper_running;
+    int stopping;       /* mu */
+    http_conn *conns;   /* mu: every tracked connection */
+    unsigned long open; /* mu: entries in conns */
+    atomic_ulong accepted;
+    atomic_ulong header_deadline;
+    atomic_ulong response_deadline;
+    atomic_ulong bad_requests;
 };
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* ---- listen address ---------------------------------------------------------------- */
 
@@ -210,39 +279,77 @@ static js_status read_pem(const char *path, const char *what, char **out, size_t
 
 /* ---- responses --------------------------------------------------------------------- */
 
+/* What to answer. */
+typedef struct reply {
+    unsigned status;
+    const char *type; /* Content-Type, or NULL */
+    char *body;       /* len bytes: malloc'd and handed over when owned, else static */
+    size_t len;       /* also the Content-Length of HEAD and 304 answers */
+    int owned;
+    const char *cache_control; /* or NULL */
+    const char *etag;          /* or NULL */
+    int close;                 /* "Connection: close": the connection ends after this answer */
+} reply;
+
 /*
- * Queues a response. body is malloc'd and owned (freed by libmicrohttpd) when
- * owned != 0, otherwise static. For HEAD, libmicrohttpd sends the headers
- * (with the GET Content-Length) and leaves out the body.
+ * Queues a response. libmicrohttpd sends Content-Length: len and leaves the
+ * body out for HEAD and for 304, so a 304 built from the 200's body carries
+ * exactly the length the 200 would have, which RFC 9110 section 8.6 allows
+ * (and nothing else, e.g. not the "Content-Length: 0" of an empty buffer).
+ * With close, libmicrohttpd closes the connection once the answer is sent
+ * (RFC 9112 section 9.6).
  */
-static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type,
-                               char *body, int owned, const char *cache_control, const char *etag)
+static enum MHD_Result respond(struct MHD_Connection *c, const reply *rp)
 {
-    size_t len = body != NULL ? strlen(body) : 0;
     struct MHD_Response *r = MHD_create_response_from_buffer(
-        len, body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+        rp->len, rp->body, rp->owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (r == NULL) {
-        if (owned)
-            free(body);
+        if (rp->owned)
+            free(rp->body);
         return MHD_NO;
     }
-    if (type != NULL)
-        (void)MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    if (cache_control != NULL)
-        (void)MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, cache_control);
-    if (etag != NULL)
-        (void)MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, etag);
-    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+    if (rp->type != NULL)
+        (void)MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, rp->type);
+    if (rp->cache_control != NULL)
+        (void)MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, rp->cache_control);
+    if (rp->etag != NULL)
+        (void)MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, rp->etag);
+    if (rp->status == MHD_HTTP_METHOD_NOT_ALLOWED)
         (void)MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    if (rp->close)
+        (void)MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     (void)MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    enum MHD_Result ret = MHD_queue_response(c, rp->status, r);
     MHD_destroy_response(r);
     return ret;
 }
 
-static enum MHD_Result respond_static(struct MHD_Connection *c, unsigned status, const char *text)
+static enum MHD_Result respond_static(struct MHD_Connection *c, unsigned status, const char *text,
+                                      int close)
 {
-    return respond(c, status, TYPE_TEXT, (char *)(uintptr_t)text, 0, "no-store", NULL);
+    reply rp = {.status = status,
+                .type = TYPE_TEXT,
+                .body = (char *)(uintptr_t)text,
+                .len = strlen(text),
+                .cache_control = "no-store",
+                .close = close};
+    return respond(c, &rp);
+}
+
+/* A malloc'd body (NULL-safe), handed over to respond(). */
+static enum MHD_Result respond_owned(struct MHD_Connection *c, unsigned status, const char *type,
+                                     char *body, const char *cache_control, const char *etag,
+                                     int close)
+{
+    reply rp = {.status = status,
+                .type = type,
+                .body = body,
+                .len = strlen(body),
+                .owned = 1,
+                .cache_control = cache_control,
+                .etag = etag,
+                .close = close};
+    return respond(c, &rp);
 }
 
 /* ---- ETag and If-None-Match (RFC 7232) --------------------------------------------- */
@@ -320,48 +427,240 @@ static enum MHD_Result inm_iter(void *cls, enum MHD_ValueKind kind, const char *
     return MHD_YES;
 }
 
-/* ---- routes ------------------------------------------------------------------------ */
+/* ---- the connection guard ---------------------------------------------------------- */
 
-/* RFC 7517 section 5: the JWK Set, cacheable, revalidated by ETag (RFC 7232). */
-static enum MHD_Result serve_jwks(js_http *h, struct MHD_Connection *c)
+static http_conn *conn_of(struct MHD_Connection *c)
 {
-    char *body = h->h.jwks != NULL ? h->h.jwks(h->h.ctx) : NULL;
-    if (body == NULL)
-        return respond_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, "jwks unavailable\n");
-    char etag[ETAG_HEX + 3];
-    if (!make_etag(body, strlen(body), etag)) {
-        free(body);
-        return respond_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error\n");
-    }
-    inm_state s = {etag, 0};
-    (void)MHD_get_connection_values(c, MHD_HEADER_KIND, inm_iter, &s);
-    if (s.matched) {
-        /* RFC 7232 section 4.1: 304 has no body but repeats ETag and Cache-Control. */
-        free(body);
-        return respond(c, MHD_HTTP_NOT_MODIFIED, NULL, NULL, 0, h->jwks_cache_control, etag);
-    }
-    return respond(c, MHD_HTTP_OK, TYPE_JSON, body, 1, h->jwks_cache_control, etag);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci != NULL ? ci->socket_context : NULL;
 }
 
-static enum MHD_Result serve_health(js_http *h, struct MHD_Connection *c)
+static void conn_set_phase(js_http *h, http_conn *conn, conn_phase phase)
 {
-    char *body = NULL;
-    int ok = h->h.health != NULL ? h->h.health(h->h.ctx, &body) : 0;
-    unsigned status = ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
-    if (body == NULL)
-        return respond(
-            c, status, TYPE_JSON,
-            (char *)(uintptr_t)(ok ? "{\"status\":\"ok\"}" : "{\"status\":\"unhealthy\"}"), 0,
-            "no-store", NULL);
-    return respond(c, status, TYPE_JSON, body, 1, "no-store", NULL);
+    pthread_mutex_lock(&h->mu);
+    conn->phase = phase;
+    conn->since_ms = now_ms();
+    pthread_mutex_unlock(&h->mu);
 }
 
-static enum MHD_Result serve_metrics(js_http *h, struct MHD_Connection *c)
+/*
+ * MHD_OPTION_NOTIFY_CONNECTION, on the thread serving the connection:
+ * tracking starts when libmicrohttpd has accepted a connection (within its
+ * limits) and ends before it closes the descriptor.
+ */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
 {
-    char *body = h->h.metrics != NULL ? h->h.metrics(h->h.ctx) : NULL;
-    if (body == NULL)
-        return respond_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, "metrics unavailable\n");
-    return respond(c, MHD_HTTP_OK, TYPE_METRICS, body, 1, "no-store", NULL);
+    js_http *h = cls;
+    switch (code) {
+    case MHD_CONNECTION_NOTIFY_STARTED: {
+        *socket_context = NULL;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        http_conn *conn = calloc(1, sizeof(*conn));
+        if (conn == NULL || ci == NULL) {
+            /* No connection goes untracked: without memory it is refused at once. */
+            free(conn);
+            if (ci != NULL)
+                (void)shutdown(ci->connect_fd, SHUT_RDWR);
+            return;
+        }
+        conn->fd = ci->connect_fd;
+        conn->accepted_ms = now_ms();
+        atomic_fetch_add(&h->accepted, 1);
+        pthread_mutex_lock(&h->mu);
+        conn->phase = PHASE_HEADER;
+        conn->since_ms = conn->accepted_ms;
+        conn->next = h->conns;
+        if (h->conns != NULL)
+            h->conns->prev = conn;
+        h->conns = conn;
+        h->open++;
+        pthread_mutex_unlock(&h->mu);
+        *socket_context = conn;
+        return;
+    }
+    case MHD_CONNECTION_NOTIFY_CLOSED: {
+        http_conn *conn = *socket_context;
+        if (conn == NULL)
+            return;
+        pthread_mutex_lock(&h->mu);
+        if (conn->prev != NULL)
+            conn->prev->next = conn->next;
+        else
+            h->conns = conn->next;
+        if (conn->next != NULL)
+            conn->next->prev = conn->prev;
+        h->open--;
+        pthread_mutex_unlock(&h->mu);
+        free(conn);
+        *socket_context = NULL;
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+/*
+ * MHD_OPTION_NOTIFY_COMPLETED: a response was sent (or the request ended).
+ * The next request header is now awaited, under the header deadline again:
+ * this bounds the idle time of a kept-alive connection.
+ */
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)con_cls;
+    (void)toe;
+    http_conn *conn = conn_of(c);
+    if (conn != NULL)
+        conn_set_phase(cls, conn, PHASE_HEADER);
+}
+
+/*
+ * MHD_OPTION_URI_LOG_CALLBACK: called once per request with the raw request
+ * target, before libmicrohttpd splits off the query and percent-decodes it.
+ * It starts the request's state; the return value is the access handler's
+ * *con_cls. The target is a C string here, so a NUL byte inside it makes it
+ * shorter than the target on the request line: on_request compares.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)cls;
+    http_conn *conn = conn_of(c);
+    if (conn == NULL)
+        return NULL;
+    conn->req = REQ_NEW;
+    conn->target_len = uri != NULL ? strlen(uri) : 0;
+    conn->bad_target = 0;
+    return conn;
+}
+
+/*
+ * MHD_OPTION_UNESCAPE_CALLBACK: libmicrohttpd's percent-decoding (of the
+ * path and of each query key and value), noting a decoded NUL or control
+ * character: a NUL would end the C string the routes are matched on, so
+ * "/healthz%00x" would be served as /healthz.
+ */
+static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    size_t n = MHD_http_unescape(s);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)s[i];
+        if (b < 0x20 || b == 0x7f) {
+            http_conn *conn = conn_of(c);
+            if (conn != NULL)
+                conn->bad_target = 1;
+            break;
+        }
+    }
+    return n;
+}
+
+/*
+ * The sweeper: every JS_HTTP_SWEEP_INTERVAL_MS, shuts down each connection
+ * past the deadline of its phase. shutdown(2) wakes libmicrohttpd's poll on
+ * that descriptor, it reads end-of-file and closes the connection itself. The
+ * call is made under mu, and an entry leaves the list (under mu) before
+ * libmicrohttpd closes its descriptor, so the descriptor is still the
+ * connection's.
+ */
+static void *sweeper_main(void *arg)
+{
+    js_http *h = arg;
+    pthread_mutex_lock(&h->mu);
+    while (!h->stopping) {
+        int64_t now = now_ms();
+        int64_t header_ms = h->open >= JS_HTTP_BUSY_CONNECTIONS ? JS_HTTP_BUSY_HEADER_TIMEOUT_MS
+                                                                : JS_HTTP_HEADER_TIMEOUT_MS;
+        for (http_conn *conn = h->conns; conn != NULL; conn = conn->next) {
+            int64_t limit = conn->phase == PHASE_HEADER ? header_ms : JS_HTTP_RESPONSE_TIMEOUT_MS;
+            if (conn->shut || now - conn->since_ms < limit)
+                continue;
+            (void)shutdown(conn->fd, SHUT_RDWR);
+            conn->shut = 1;
+            atomic_fetch_add(
+                conn->phase == PHASE_HEADER ? &h->header_deadline : &h->response_deadline, 1);
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)JS_HTTP_SWEEP_INTERVAL_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+        }
+        (void)pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+/* ---- request checks ---------------------------------------------------------------- */
+
+/*
+ * Is v a valid Host field value? RFC 9110 section 7.2: uri-host [ ":" port ],
+ * with uri-host a reg-name, IPv4address or IP-literal (RFC 3986 section
+ * 3.2.2): only these characters. Empty is valid (RFC 9112 section 3.2).
+ */
+static int host_valid(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))
+            continue;
+        if (strchr("-._~!$&'()*+,;=%:[]", *p) == NULL)
+            return 0;
+    }
+    return 1;
+}
+
+typedef struct host_state {
+    unsigned count;
+    int invalid;
+} host_state;
+
+static enum MHD_Result host_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    (void)kind;
+    host_state *s = cls;
+    if (key != NULL && strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        s->count++;
+        if (value == NULL || !host_valid(value))
+            s->invalid = 1;
+    }
+    return MHD_YES;
+}
+
+/*
+ * Why the request must be answered 400, or NULL. RFC 9112 section 3.2: 400
+ * for an HTTP/1.1 request without Host, and for any request with more than
+ * one Host or an invalid one (libmicrohttpd's strict mode also refuses a
+ * missing Host; the rule is kept here too so it does not hang on a library
+ * option). And a request target holding a NUL or a control character.
+ */
+static const char *request_problem(const http_conn *conn, struct MHD_Connection *c, const char *url,
+                                   const char *version)
+{
+    /*
+     * libmicrohttpd parses the request line in place (parse_initial_message_line
+     * in connection.c): the target starts at url and ends at the NUL written over
+     * the space before the version. If on_uri saw a shorter C string, the target
+     * holds a NUL byte. Any other layout counts as a problem: fail closed.
+     */
+    uintptr_t u = (uintptr_t)url, v = (uintptr_t)version;
+    if (v <= u || v - u - 1 != conn->target_len)
+        return "NUL in the request target\n";
+    if (conn->bad_target)
+        return "control character in the request target\n";
+    host_state hs = {0, 0};
+    (void)MHD_get_connection_values(c, MHD_HEADER_KIND, host_iter, &hs);
+    if (hs.count > 1 || hs.invalid)
+        return "invalid Host header\n";
+    if (hs.count == 0 && strcmp(version, MHD_HTTP_VERSION_1_0) != 0)
+        return "HTTP/1.1 request without Host header\n";
+    return NULL;
 }
 
 /* A request that announces a body (we never read one). */
@@ -381,60 +680,137 @@ static int has_body(struct MHD_Connection *c)
     return 0;
 }
 
+/* Should this answer end the connection (age or request count, see http.h)? */
+static int conn_retiring(const http_conn *conn)
+{
+    return conn->requests >= JS_HTTP_MAX_REQUESTS_PER_CONNECTION ||
+           now_ms() - conn->accepted_ms >= (int64_t)JS_HTTP_MAX_CONNECTION_AGE_SECONDS * 1000;
+}
+
+/* ---- routes ------------------------------------------------------------------------ */
+
+/* RFC 7517 section 5: the JWK Set, cacheable, revalidated by ETag (RFC 9110 section 13.1.2). */
+static enum MHD_Result serve_jwks(js_http *h, struct MHD_Connection *c, int close)
+{
+    char *body = h->h.jwks != NULL ? h->h.jwks(h->h.ctx) : NULL;
+    if (body == NULL)
+        return respond_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, "jwks unavailable\n", close);
+    char etag[ETAG_HEX + 3];
+    if (!make_etag(body, strlen(body), etag)) {
+        free(body);
+        return respond_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error\n", close);
+    }
+    inm_state s = {etag, 0};
+    (void)MHD_get_connection_values(c, MHD_HEADER_KIND, inm_iter, &s);
+    /*
+     * RFC 9110 section 15.4.5: a 304 has no content but repeats ETag and
+     * Cache-Control. It is built from the 200's body so that its Content-Length
+     * is the 200's (section 8.6); libmicrohttpd does not send the body.
+     */
+    return respond_owned(c, s.matched ? MHD_HTTP_NOT_MODIFIED : MHD_HTTP_OK,
+                         s.matched ? NULL : TYPE_JSON, body, h->jwks_cache_control, etag, close);
+}
+
+static enum MHD_Result serve_health(js_http *h, struct MHD_Connection *c, int close)
+{
+    char *body = NULL;
+    int ok = h->h.health != NULL ? h->h.health(h->h.ctx, &body) : 0;
+    unsigned status = ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+    if (body == NULL) {
+        const char *text = ok ? "{\"status\":\"ok\"}" : "{\"status\":\"unhealthy\"}";
+        reply rp = {.status = status,
+                    .type = TYPE_JSON,
+                    .body = (char *)(uintptr_t)text,
+                    .len = strlen(text),
+                    .cache_control = "no-store",
+                    .close = close};
+        return respond(c, &rp);
+    }
+    return respond_owned(c, status, TYPE_JSON, body, "no-store", NULL, close);
+}
+
+static enum MHD_Result serve_metrics(js_http *h, struct MHD_Connection *c, int close)
+{
+    char *body = h->h.metrics != NULL ? h->h.metrics(h->h.ctx) : NULL;
+    if (body == NULL)
+        return respond_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, "metrics unavailable\n", close);
+    return respond_owned(c, MHD_HTTP_OK, TYPE_METRICS, body, "no-store", NULL, close);
+}
+
+typedef enum route { R_NONE, R_JWKS, R_HEALTH, R_METRICS } route;
+
+static route route_of(const char *url)
+{
+    if (strcmp(url, PATH_JWKS) == 0)
+        return R_JWKS;
+    if (strcmp(url, PATH_HEALTH) == 0)
+        return R_HEALTH;
+    if (strcmp(url, PATH_METRICS) == 0)
+        return R_METRICS;
+    return R_NONE;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
-    (void)version;
     (void)upload_data;
     js_http *h = cls;
-    /* Per-request state is one of two addresses (never written): waiting or answered. */
-    static const char k_waiting = 0, k_answered = 0;
+    http_conn *conn = *con_cls; /* from on_uri */
+    if (conn == NULL)
+        return MHD_NO; /* untracked (no memory when it was accepted): close it */
 
-    if (*con_cls == (const void *)&k_answered) {
+    switch (conn->req) {
+    case REQ_NEW:
+        /*
+         * First call, headers only: the header deadline is met, the answer
+         * deadline starts. Refusals are answered now, before any body is read.
+         * A good request is answered on the next call, once libmicrohttpd has
+         * seen the whole (empty) request, so that the connection can be kept alive.
+         */
+        conn_set_phase(h, conn, PHASE_ANSWER);
+        conn->requests++;
+        conn->req = REQ_ANSWERED;
+        {
+            const char *problem = request_problem(conn, c, url, version);
+            if (problem != NULL) {
+                atomic_fetch_add(&h->bad_requests, 1);
+                return respond_static(c, MHD_HTTP_BAD_REQUEST, problem, 1);
+            }
+        }
+        if (route_of(url) == R_NONE)
+            return respond_static(c, MHD_HTTP_NOT_FOUND, "not found\n", conn_retiring(conn));
+        if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+            return respond_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n", 1);
+        if (has_body(c))
+            return respond_static(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body not accepted\n", 1);
+        conn->req = REQ_WAITING;
+        return MHD_YES;
+    case REQ_WAITING:
+        if (*upload_data_size != 0) {
+            *upload_data_size = 0; /* cannot happen: a request with a body was refused */
+            return MHD_YES;
+        }
+        conn->req = REQ_ANSWERED;
+        break;
+    case REQ_ANSWERED:
+    default:
         /* Body bytes after an early refusal: drop them, the connection then closes. */
         *upload_data_size = 0;
         return MHD_YES;
     }
-    enum { R_NONE, R_JWKS, R_HEALTH, R_METRICS } route = R_NONE;
-    if (strcmp(url, PATH_JWKS) == 0)
-        route = R_JWKS;
-    else if (strcmp(url, PATH_HEALTH) == 0)
-        route = R_HEALTH;
-    else if (strcmp(url, PATH_METRICS) == 0)
-        route = R_METRICS;
 
-    if (*con_cls == NULL) {
-        /*
-         * First call, headers only. Refusals are answered now, before any body is read.
-         * A good request is answered on the next call, once libmicrohttpd has seen the
-         * whole (empty) request, so that the connection can be kept alive.
-         */
-        *con_cls = (void *)(uintptr_t)&k_answered;
-        if (route == R_NONE)
-            return respond_static(c, MHD_HTTP_NOT_FOUND, "not found\n");
-        if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-            return respond_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
-        if (has_body(c))
-            return respond_static(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body not accepted\n");
-        *con_cls = (void *)(uintptr_t)&k_waiting;
-        return MHD_YES;
-    }
-    if (*upload_data_size != 0) {
-        *upload_data_size = 0; /* cannot happen: a request with a body was refused */
-        return MHD_YES;
-    }
-    *con_cls = (void *)(uintptr_t)&k_answered;
-    switch (route) {
+    int close = conn_retiring(conn);
+    switch (route_of(url)) {
     case R_JWKS:
-        return serve_jwks(h, c);
+        return serve_jwks(h, c, close);
     case R_HEALTH:
-        return serve_health(h, c);
+        return serve_health(h, c, close);
     case R_METRICS:
-        return serve_metrics(h, c);
+        return serve_metrics(h, c, close);
     case R_NONE:
     default:
-        return respond_static(c, MHD_HTTP_NOT_FOUND, "not found\n");
+        return respond_static(c, MHD_HTTP_NOT_FOUND, "not found\n", close);
     }
 }
 
@@ -456,16 +832,49 @@ static void on_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- start / stop ------------------------------------------------------------------ */
 
+/* Stops the sweeper (if running) and frees; the daemon is already stopped. */
 static void http_free(js_http *h)
 {
     if (h == NULL)
         return;
+    if (h->sweeper_running) {
+        pthread_mutex_lock(&h->mu);
+        h->stopping = 1;
+        pthread_cond_signal(&h->cv);
+        pthread_mutex_unlock(&h->mu);
+        pthread_join(h->sweeper, NULL);
+    }
+    if (h->sync_ready) {
+        pthread_cond_destroy(&h->cv);
+        pthread_mutex_destroy(&h->mu);
+    }
     if (h->tls_key != NULL) {
         OPENSSL_cleanse(h->tls_key, h->tls_key_len);
         free(h->tls_key);
     }
     free(h->tls_cert);
     free(h);
+}
+
+/* The mutex, the monotonic condition variable and the sweeper thread. */
+static js_status guard_start(js_http *h, js_err *err)
+{
+    pthread_condattr_t ca;
+    JS_ENSURE(pthread_condattr_init(&ca) == 0, err, JS_EINTERNAL, "internal.oom", "out of memory");
+    int ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
+    if (ok && pthread_mutex_init(&h->mu, NULL) == 0) {
+        if (pthread_cond_init(&h->cv, &ca) == 0)
+            h->sync_ready = 1;
+        else
+            pthread_mutex_destroy(&h->mu);
+    }
+    pthread_condattr_destroy(&ca);
+    JS_ENSURE(h->sync_ready, err, JS_EINTERNAL, "internal.oom",
+              "http: cannot create the connection guard's lock");
+    JS_ENSURE(pthread_create(&h->sweeper, NULL, sweeper_main, h) == 0, err, JS_EINTERNAL,
+              "internal.oom", "http: cannot start the connection sweeper thread");
+    h->sweeper_running = 1;
+    return JS_OK;
 }
 
 js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js_http **out,
@@ -484,6 +893,10 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
     JS_ENSURE_ALLOC(h, err);
     h->h = *hd;
     atomic_init(&h->log_done, 0);
+    atomic_init(&h->accepted, 0);
+    atomic_init(&h->header_deadline, 0);
+    atomic_init(&h->response_deadline, 0);
+    atomic_init(&h->bad_requests, 0);
     snprintf(h->jwks_cache_control, sizeof(h->jwks_cache_control), "public, max-age=%u",
              o->jwks_max_age);
 
@@ -502,6 +915,8 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
     struct sockaddr_storage sa;
     int ipv6 = 0;
     st = resolve_listen(o, tls, &sa, &ipv6, err);
+    if (st == JS_OK)
+        st = guard_start(h, err);
     if (st != JS_OK) {
         http_free(h);
         return st;
@@ -514,17 +929,22 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
         flags |= MHD_USE_TLS;
     /*
      * The logger must come first (libmicrohttpd prints to stderr until it is set). The TLS
-     * options come last: with plain HTTP they are replaced by the END marker.
+     * options come last: with plain HTTP they are replaced by the END marker. Strict mode 1
+     * refuses a space in the request target and an HTTP/1.1 request without Host.
      */
     h->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_log, h,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned int)JS_HTTP_THREADS, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)JS_HTTP_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned int)JS_HTTP_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)JS_HTTP_TIMEOUT_SECONDS, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)JS_HTTP_MEMORY_LIMIT, tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->tls_cert,
-        MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_END);
+        (unsigned int)JS_HTTP_PER_IP_LIMIT, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned int)JS_HTTP_LISTEN_BACKLOG, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)JS_HTTP_IDLE_TIMEOUT_SECONDS, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)JS_HTTP_MEMORY_LIMIT, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, h,
+        tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->tls_cert, MHD_OPTION_HTTPS_MEM_KEY,
+        h->tls_key, MHD_OPTION_END);
     if (h->daemon == NULL) {
         st = js_err_set(err, JS_ECONFIG, "http.start", "http listen '%s': cannot start: %s",
                         o->listen, h->start_log[0] ? h->start_log : "libmicrohttpd refused");
@@ -545,11 +965,30 @@ int js_http_port(const js_http *h)
     return h != NULL ? h->port : 0;
 }
 
+void js_http_get_stats(const js_http *h, js_http_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (h == NULL)
+        return;
+    js_http *m = (js_http *)(uintptr_t)h; /* the lock is not part of the value */
+    pthread_mutex_lock(&m->mu);
+    out->open = m->open;
+    pthread_mutex_unlock(&m->mu);
+    out->accepted = atomic_load(&m->accepted);
+    out->header_deadline = atomic_load(&m->header_deadline);
+    out->response_deadline = atomic_load(&m->response_deadline);
+    out->bad_requests = atomic_load(&m->bad_requests);
+}
+
 void js_http_stop(js_http *h)
 {
     if (h == NULL)
         return;
+    /*
+     * libmicrohttpd first: it joins its threads and closes every connection, each
+     * leaving the guard's list; then the sweeper stops (http_free).
+     */
     if (h->daemon != NULL)
-        MHD_stop_daemon(h->daemon); /* joins the threads, closes the listen socket */
+        MHD_stop_daemon(h->daemon);
     http_free(h);
 }

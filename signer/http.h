@@ -2,13 +2,14 @@
  * http.h - the signer's HTTP endpoint (libmicrohttpd), on its own listen
  * address, separate from the gRPC port: the JWKS for verifiers, a health
  * check and Prometheus metrics. Read-only: GET and HEAD only, request bodies
- * refused.
+ * refused, and everything a peer can hold is bounded (see Limits below).
  *
  *   GET /.well-known/jwks.json  200 application/json (the RFC 7517 section 5
  *                               JWK Set), Cache-Control: public, max-age=N,
  *                               a strong ETag, 304 on a matching If-None-Match
- *                               (RFC 7232 section 3.2); 503 when the handler
- *                               has no JWKS.
+ *                               (RFC 9110 section 13.1.2) whose Content-Length,
+ *                               if any, is the 200's (section 8.6); 503 when
+ *                               the handler has no JWKS.
  *   GET /healthz                200 healthy / 503 unhealthy, JSON body,
  *                               Cache-Control: no-store.
  *   GET /metrics                200 text/plain; version=0.0.4; charset=utf-8.
@@ -27,12 +28,73 @@
 
 #include "err.h"
 
-#define JS_HTTP_CONNECTION_LIMIT 64      /* open connections, all clients */
-#define JS_HTTP_PER_IP_LIMIT     16      /* open connections from one address */
-#define JS_HTTP_TIMEOUT_SECONDS  10      /* idle connection timeout */
-#define JS_HTTP_THREADS          2       /* internal thread pool */
-#define JS_HTTP_MEMORY_LIMIT     32768   /* bytes of request buffer per connection */
-#define JS_HTTP_TLS_FILE_MAX     1048576 /* bytes of a PEM certificate or key file */
+/*
+ * Limits (issue 8). The endpoint faces unauthenticated peers and verifiers reject every
+ * token while they cannot fetch the JWKS, so everything a peer can hold here
+ * is bounded, and a slow peer is cut off by a total deadline rather than an
+ * idle timer (libmicrohttpd's own timeout restarts on every byte received, so
+ * one header line every few seconds would hold a connection forever).
+ *
+ * Connections and descriptors. At most JS_HTTP_CONNECTION_LIMIT connections
+ * are open, at most JS_HTTP_PER_IP_LIMIT from one address; a connection over
+ * either limit is accepted and closed at once. At the global limit new
+ * connections wait in the kernel's listen queue (JS_HTTP_LISTEN_BACKLOG) until
+ * a slot frees. Descriptors: one per connection, plus the listen socket and
+ * two per thread (epoll and its wake-up eventfd): at most
+ * JS_HTTP_CONNECTION_LIMIT + 1 + 2 * JS_HTTP_THREADS.
+ *
+ * Deadlines, each measured from a fixed point, never restarted by traffic:
+ *  - the request header (request line, header fields, and with TLS the
+ *    handshake) must be complete JS_HTTP_HEADER_TIMEOUT_MS after the
+ *    connection was accepted, or, on a kept-alive connection, after the
+ *    previous response was sent: so this also bounds the idle time between
+ *    requests. While JS_HTTP_BUSY_CONNECTIONS or more connections are open
+ *    the deadline is JS_HTTP_BUSY_HEADER_TIMEOUT_MS instead.
+ *  - the response must be sent within JS_HTTP_RESPONSE_TIMEOUT_MS of the end
+ *    of its request header (a peer that does not read is cut off).
+ *  - libmicrohttpd's inactivity timeout (JS_HTTP_IDLE_TIMEOUT_SECONDS) stays
+ *    as a backstop.
+ * A connection past its deadline is shut down (checked every
+ * JS_HTTP_SWEEP_INTERVAL_MS). A connection older than
+ * JS_HTTP_MAX_CONNECTION_AGE_SECONDS, or that has made
+ * JS_HTTP_MAX_REQUESTS_PER_CONNECTION requests, gets "Connection: close" on
+ * its next response, so no connection lives longer than about
+ * JS_HTTP_MAX_CONNECTION_AGE_SECONDS + header and response deadlines.
+ *
+ * Requests. Request line and header fields together must fit in the
+ * connection's memory pool (JS_HTTP_MEMORY_LIMIT bytes, which also holds the
+ * parsed header list and the response header): a longer request line is 414,
+ * longer or more header fields 431, and the connection is closed. Only GET
+ * and HEAD (405 otherwise); a request announcing a body (Content-Length other
+ * than 0, or Transfer-Encoding) is 413 and the body is never read. 400 for an
+ * HTTP/1.1 request without exactly one valid Host (RFC 9112 section 3.2), and
+ * for a NUL or control character in the request target, raw or
+ * percent-encoded. Pipelined requests are answered one at a time, in order,
+ * each under the deadlines above.
+ *
+ * Worst case. Peers on fewer than CONNECTION_LIMIT / PER_IP_LIMIT (16)
+ * addresses cannot fill the server: a client on another address is served at
+ * once whatever they send. Peers on more addresses can hold every slot, but
+ * each slot for at most the busy header deadline (2 s) before it is freed, so
+ * a new client waits at most about that long in the listen queue (competing
+ * with the attackers' reconnections) and is then served. Memory: at most
+ * CONNECTION_LIMIT * MEMORY_LIMIT (8 MiB) of request buffers, plus one copy
+ * of the body per response in flight.
+ */
+#define JS_HTTP_CONNECTION_LIMIT            256     /* open connections, all clients */
+#define JS_HTTP_PER_IP_LIMIT                16      /* open connections from one address */
+#define JS_HTTP_LISTEN_BACKLOG              1024    /* connections queued in the kernel */
+#define JS_HTTP_HEADER_TIMEOUT_MS           5000    /* accept (or last response) -> header done */
+#define JS_HTTP_BUSY_CONNECTIONS            192     /* from this many open connections ... */
+#define JS_HTTP_BUSY_HEADER_TIMEOUT_MS      2000    /* ... the header deadline is this */
+#define JS_HTTP_RESPONSE_TIMEOUT_MS         10000   /* header done -> response sent */
+#define JS_HTTP_IDLE_TIMEOUT_SECONDS        10      /* libmicrohttpd's inactivity timeout */
+#define JS_HTTP_MAX_CONNECTION_AGE_SECONDS  60      /* then "Connection: close" */
+#define JS_HTTP_MAX_REQUESTS_PER_CONNECTION 100     /* then "Connection: close" */
+#define JS_HTTP_SWEEP_INTERVAL_MS           100     /* how often deadlines are checked */
+#define JS_HTTP_THREADS                     4       /* internal thread pool */
+#define JS_HTTP_MEMORY_LIMIT                32768   /* bytes of memory pool per connection */
+#define JS_HTTP_TLS_FILE_MAX                1048576 /* bytes of a PEM certificate or key file */
 
 typedef struct js_http js_http;
 
@@ -66,6 +128,18 @@ typedef struct js_http_options {
  */
 js_status js_http_start(const js_http_options *o, const js_http_handlers *h, js_http **out,
                         js_err *err) JS_WUR;
+
+/* Counters of the connection guard, for tests and metrics. */
+typedef struct js_http_stats {
+    unsigned long open;              /* connections open now */
+    unsigned long accepted;          /* connections accepted since start */
+    unsigned long header_deadline;   /* shut down: request header not complete in time */
+    unsigned long response_deadline; /* shut down: response not sent in time */
+    unsigned long bad_requests;      /* answered 400 by js_http (Host, request target) */
+} js_http_stats;
+
+/* Fills *out (zeros for NULL h). */
+void js_http_get_stats(const js_http *h, js_http_stats *out);
 
 /* The bound TCP port (useful after listening on port 0). */
 int js_http_port(const js_http *h);

@@ -7,6 +7,17 @@
  * content type; 404, 405 with Allow, 413 for a body; the refusal of plain
  * HTTP off loopback; bad listen and TLS options; TLS really served; and
  * repeated start/stop without leaking descriptors.
+ *
+ * Hostile clients (issue 8): a 304 carries the 200's Content-Length, never 0;
+ * a NUL or control character in the request target (raw or percent-encoded)
+ * and a missing, repeated or invalid Host are 400; oversized request lines and
+ * headers, many headers, bodies, pipelining and connection retirement; and the
+ * connection guard: slowloris connections (a header line now and then, nothing
+ * at all, an idle keep-alive) are closed by the total header deadline while a
+ * normal client is served at once, per-address limits hold with 200 slow
+ * connections from 8 addresses, a client that does not read its response is
+ * cut off by the response deadline, and no descriptor is ever shut down after
+ * the server closed it and the process reused it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,8 +34,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/ec.h>
@@ -47,6 +61,7 @@ typedef struct fake {
     const char *jwks; /* NULL = no JWKS */
     atomic_int healthy;
     atomic_int calls;
+    size_t metrics_size; /* 0: a short text; else a body of this many bytes */
 } fake;
 
 static char *fake_jwks(void *ctx)
@@ -67,8 +82,15 @@ static int fake_health(void *ctx, char **body)
 
 static char *fake_metrics(void *ctx)
 {
-    (void)ctx;
-    return strdup("# TYPE x counter\nx 1\n");
+    fake *f = ctx;
+    if (f->metrics_size == 0)
+        return strdup("# TYPE x counter\nx 1\n");
+    char *big = malloc(f->metrics_size + 1);
+    if (big != NULL) {
+        memset(big, '#', f->metrics_size);
+        big[f->metrics_size] = '\0';
+    }
+    return big;
 }
 
 typedef struct fx {
@@ -124,8 +146,8 @@ typedef struct resp {
     size_t body_len;
 } resp;
 
-/* Sends req verbatim (it should say Connection: close) and reads to EOF. */
-static void http_raw(int port, const char *req, resp *r)
+/* Sends len bytes of req verbatim (it should say Connection: close) and reads to EOF. */
+static void http_rawn(int port, const char *req, size_t len, resp *r)
 {
     memset(r, 0, sizeof(*r));
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -137,7 +159,6 @@ static void http_raw(int port, const char *req, resp *r)
     a.sin_port = htons((uint16_t)port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
-    size_t len = strlen(req);
     assert_int_equal(send(s, req, len, MSG_NOSIGNAL), (ssize_t)len);
     size_t got = 0;
     for (;;) {
@@ -158,6 +179,11 @@ static void http_raw(int port, const char *req, resp *r)
     assert_non_null(end);
     r->body = end + 4;
     r->body_len = got - (size_t)(r->body - r->raw);
+}
+
+static void http_raw(int port, const char *req, resp *r)
+{
+    http_rawn(port, req, strlen(req), r);
 }
 
 static void http_get(int port, const char *method, const char *path, const char *extra, resp *r)
@@ -587,6 +613,523 @@ static void test_tls_bad_material(void **state)
     unlink(path);
 }
 
+/* ---- hostile clients (issue 8) ----------------------------------------------------- */
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A TCP connection to 127.0.0.1:port from the loopback address src (e.g. "127.0.0.2"). */
+static int connect_from(const char *src, int port)
+{
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(s >= 0);
+    struct sockaddr_in b = {0};
+    b.sin_family = AF_INET;
+    assert_int_equal(inet_pton(AF_INET, src, &b.sin_addr), 1);
+    assert_int_equal(bind(s, (struct sockaddr *)&b, sizeof(b)), 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    return s;
+}
+
+/* 1 if the peer has closed s (EOF or reset) within wait_ms, 0 if it is still open. */
+static int peer_closed(int s, int wait_ms)
+{
+    struct pollfd p = {.fd = s, .events = POLLIN};
+    if (poll(&p, 1, wait_ms) <= 0)
+        return 0;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = recv(s, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            return 1;
+        if (n < 0)
+            return 0;
+    }
+}
+
+/*
+ * Reads one response from a kept-alive connection: the header, then
+ * Content-Length bytes of body unless the response has none (HEAD, 304).
+ * Returns 0 on EOF before a whole response.
+ */
+static int read_response(int s, int has_body, resp *r)
+{
+    memset(r, 0, sizeof(*r));
+    size_t got = 0;
+    const char *end = NULL;
+    while (end == NULL) {
+        ssize_t n = recv(s, r->raw + got, sizeof(r->raw) - 1 - got, 0);
+        if (n <= 0)
+            return 0;
+        got += (size_t)n;
+        r->raw[got] = '\0';
+        end = strstr(r->raw, "\r\n\r\n");
+    }
+    r->status = (int)strtol(r->raw + 9, NULL, 10);
+    r->headers = strstr(r->raw, "\r\n");
+    r->body = end + 4;
+    char cl[32];
+    size_t want = 0;
+    if (has_body && header(r, "Content-Length", cl, sizeof(cl)))
+        want = (size_t)strtoul(cl, NULL, 10);
+    size_t head = (size_t)(r->body - r->raw);
+    while (got - head < want) {
+        ssize_t n = recv(s, r->raw + got, sizeof(r->raw) - 1 - got, 0);
+        if (n <= 0)
+            return 0;
+        got += (size_t)n;
+    }
+    r->raw[got] = '\0';
+    r->body_len = got - head;
+    return 1;
+}
+
+static void send_all(int s, const char *p, size_t len)
+{
+    assert_int_equal(send(s, p, len, MSG_NOSIGNAL), (ssize_t)len);
+}
+
+/* RFC 9110 section 8.6: a 304 carries the 200's Content-Length or none, never 0. */
+static void test_304_content_length(void **state)
+{
+    fx *x = *state;
+    char etag[40], req[512], want[32];
+    expected_etag(JWKS_BODY, etag);
+    snprintf(want, sizeof(want), "%zu", strlen(JWKS_BODY));
+    /* Kept alive: a 304 followed by a 200 on the same connection proves the framing. */
+    int s = connect_from("127.0.0.1", x->port);
+    resp r;
+    for (int round = 0; round < 2; round++) {
+        snprintf(req, sizeof(req),
+                 "GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nIf-None-Match: %s\r\n\r\n",
+                 etag);
+        send_all(s, req, strlen(req));
+        assert_true(read_response(s, 0, &r));
+        assert_int_equal(r.status, 304);
+        char cl[32];
+        if (header(&r, "Content-Length", cl, sizeof(cl)))
+            assert_string_equal(cl, want);
+        assert_header(&r, "ETag", etag);
+        assert_header(&r, "Cache-Control", "public, max-age=300");
+        assert_int_equal(r.body_len, 0);
+        const char get[] = "GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n";
+        send_all(s, get, strlen(get));
+        assert_true(read_response(s, 1, &r));
+        assert_int_equal(r.status, 200);
+        assert_header(&r, "Content-Length", want);
+        assert_int_equal(r.body_len, strlen(JWKS_BODY));
+        assert_memory_equal(r.body, JWKS_BODY, r.body_len);
+    }
+    close(s);
+    /* HEAD with a matching tag: 304 too, same rule. */
+    snprintf(req, sizeof(req), "If-None-Match: %s\r\n", etag);
+    http_get(x->port, "HEAD", "/.well-known/jwks.json", req, &r);
+    assert_int_equal(r.status, 304);
+    char cl[32];
+    if (header(&r, "Content-Length", cl, sizeof(cl)))
+        assert_string_equal(cl, want);
+}
+
+/* A NUL or control character in the request target is 400, never a route. */
+static void test_target_nul_and_controls(void **state)
+{
+    fx *x = *state;
+    resp r;
+    static const struct {
+        const char *req;
+        size_t len;
+    } bad[] = {
+#define RAW(s) {s, sizeof(s) - 1}
+        RAW("GET /healthz\0/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        RAW("GET /healthz\0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        RAW("GET /.well-known/jwks.json\0\0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        RAW("GET /healthz?a=\0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        RAW("GET /healthz%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        RAW("GET /healthz%00/../x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        RAW("GET /metrics?x=%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        RAW("GET /healthz%0d%0aX:%20y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        RAW("GET /healthz\x01 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        RAW("GET /healthz\x7f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        RAW("GET /heal\tthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+#undef RAW
+    };
+    js_http_stats before, after;
+    js_http_get_stats(x->h, &before);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        http_rawn(x->port, bad[i].req, bad[i].len, &r);
+        if (r.status != 400)
+            fail_msg("case %zu: status %d", i, r.status);
+        if (strstr(r.body, "ok") != NULL)
+            fail_msg("case %zu served a body: %s", i, r.body);
+    }
+    js_http_get_stats(x->h, &after);
+    assert_int_equal(after.bad_requests - before.bad_requests, sizeof(bad) / sizeof(bad[0]));
+    /* Percent-encoding that decodes to printable bytes, and a query, are fine. */
+    http_get(x->port, "GET", "/%68ealthz", NULL, &r);
+    assert_int_equal(r.status, 200);
+    http_get(x->port, "GET", "/healthz?probe=1&x=%41", NULL, &r);
+    assert_int_equal(r.status, 200);
+    http_get(x->port, "GET", "/healthz%2fx", NULL, &r);
+    assert_int_equal(r.status, 404);
+}
+
+/* RFC 9112 section 3.2: Host is required on HTTP/1.1, at most once, and valid. */
+static void test_host_rules(void **state)
+{
+    fx *x = *state;
+    resp r;
+    const char *bad[] = {
+        "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a\r\nhost: a\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a/b\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a\"b\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a\x01\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a@b\r\nConnection: close\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        http_raw(x->port, bad[i], &r);
+        if (r.status != 400)
+            fail_msg("case %zu: status %d for %s", i, r.status, bad[i]);
+    }
+    const char *good[] = {
+        "GET /healthz HTTP/1.0\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nhost: jwks.example.com\r\nConnection: close\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        http_raw(x->port, good[i], &r);
+        if (r.status != 200)
+            fail_msg("case %zu: status %d for %s", i, r.status, good[i]);
+    }
+}
+
+/* Oversized request lines and headers, many headers, bodies: refused, bounded. */
+static void test_request_size_limits(void **state)
+{
+    fx *x = *state;
+    resp r;
+    size_t cap = 4 * JS_HTTP_MEMORY_LIMIT;
+    char *req = malloc(cap);
+    assert_non_null(req);
+
+    /* A request line longer than the connection's memory: 414. */
+    int n = snprintf(req, cap, "GET /");
+    memset(req + n, 'a', (size_t)JS_HTTP_MEMORY_LIMIT);
+    n += JS_HTTP_MEMORY_LIMIT;
+    n += snprintf(req + n, cap - (size_t)n, " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    http_rawn(x->port, req, (size_t)n, &r);
+    assert_int_equal(r.status, 414);
+
+    /* One header field longer than the memory: 431. */
+    n = snprintf(req, cap, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    memset(req + n, 'b', (size_t)JS_HTTP_MEMORY_LIMIT);
+    n += JS_HTTP_MEMORY_LIMIT;
+    n += snprintf(req + n, cap - (size_t)n, "\r\nConnection: close\r\n\r\n");
+    http_rawn(x->port, req, (size_t)n, &r);
+    assert_int_equal(r.status, 431);
+
+    /* Thousands of tiny header fields: their list lives in the same memory, 431. */
+    n = snprintf(req, cap, "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < 5000 && (size_t)n + 16 < cap - 64; i++)
+        n += snprintf(req + n, cap - (size_t)n, "a%d: b\r\n", i);
+    n += snprintf(req + n, cap - (size_t)n, "Connection: close\r\n\r\n");
+    http_rawn(x->port, req, (size_t)n, &r);
+    assert_int_equal(r.status, 431);
+    free(req);
+
+    /* Bodies: chunked, a huge length, a GET with a body. Never read, never served. */
+    const char *bodies[] = {
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        "Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n"
+        "Connection: close\r\n\r\n",
+        "HEAD /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        http_raw(x->port, bodies[i], &r);
+        if (r.status != 413 && r.status != 400)
+            fail_msg("case %zu: status %d", i, r.status);
+    }
+    /* Unknown and odd methods, HTTP/0.9 and 2.0 request lines. */
+    http_get(x->port, "TRACE", "/healthz", NULL, &r);
+    assert_int_equal(r.status, 405);
+    http_get(x->port, "CONNECT", "/healthz", NULL, &r);
+    assert_int_equal(r.status, 405);
+    http_raw(x->port, "GET /healthz HTTP/2.0\r\nHost: x\r\nConnection: close\r\n\r\n", &r);
+    assert_int_equal(r.status, 505);
+    /* Still serving. */
+    http_get(x->port, "GET", "/healthz", NULL, &r);
+    assert_int_equal(r.status, 200);
+}
+
+/* Pipelined requests are answered in order; a connection retires after its quota. */
+static void test_pipelining_and_retirement(void **state)
+{
+    fx *x = *state;
+    int s = connect_from("127.0.0.1", x->port);
+    const char three[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                         "HEAD /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n"
+                         "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(s, three, strlen(three));
+    resp r;
+    assert_true(read_response(s, 1, &r));
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"hsm\":\"ok\",\"audit\":\"ok\"}");
+    assert_true(read_response(s, 0, &r));
+    assert_int_equal(r.status, 200);
+    assert_true(read_response(s, 1, &r));
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "# TYPE x counter\nx 1\n");
+
+    /* 3 requests so far: the JS_HTTP_MAX_REQUESTS_PER_CONNECTION-th says close, then EOF. */
+    const char one[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    char v[32];
+    for (int i = 4; i <= JS_HTTP_MAX_REQUESTS_PER_CONNECTION; i++) {
+        send_all(s, one, strlen(one));
+        assert_true(read_response(s, 1, &r));
+        assert_int_equal(r.status, 200);
+        int closing = header(&r, "Connection", v, sizeof(v)) && strcasecmp(v, "close") == 0;
+        if (closing != (i == JS_HTTP_MAX_REQUESTS_PER_CONNECTION))
+            fail_msg("request %d: Connection: close is %d", i, closing);
+    }
+    assert_true(peer_closed(s, 2000));
+    close(s);
+}
+
+/* A slow peer. */
+typedef struct slow {
+    int s;
+    double opened, closed; /* closed: 0 while open */
+} slow;
+
+/*
+ * Slowloris (issue 8): connections that send a request line and then one
+ * header line every 500 ms, connections that send nothing, and a kept-alive
+ * connection left idle after one answer are all closed by the header
+ * deadline (a total, not restarted by the drip), while a normal client is
+ * served at once. Meanwhile the test process (which shares its descriptor
+ * table with the server) keeps recycling descriptor numbers with socket pairs:
+ * none of them may ever be shut down by the server's sweeper.
+ */
+static void test_header_deadline(void **state)
+{
+    fx *x = *state;
+    enum { DRIP = 6, SILENT = 3, PAIRS = 24 };
+    slow drip[DRIP], silent[SILENT], idle;
+    double t0 = mono_s();
+    const char line[] = "GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n";
+    for (int i = 0; i < DRIP; i++) {
+        drip[i] = (slow){connect_from("127.0.0.2", x->port), mono_s(), 0};
+        send_all(drip[i].s, line, strlen(line));
+    }
+    for (int i = 0; i < SILENT; i++)
+        silent[i] = (slow){connect_from("127.0.0.3", x->port), mono_s(), 0};
+    idle = (slow){connect_from("127.0.0.4", x->port), 0, 0};
+    const char get[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(idle.s, get, strlen(get));
+    resp r;
+    assert_true(read_response(idle.s, 1, &r));
+    assert_int_equal(r.status, 200);
+    idle.opened = mono_s(); /* the idle time counts from the end of the answer */
+
+    int pairs[PAIRS][2];
+    for (int i = 0; i < PAIRS; i++)
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pairs[i]), 0);
+
+    double worst_normal = 0;
+    int open_left = DRIP + SILENT + 1;
+    for (int tick = 0; open_left > 0 && mono_s() - t0 < 12.0; tick++) {
+        /* Drip one header line per connection every 500 ms. */
+        if (tick % 5 == 0)
+            for (int i = 0; i < DRIP; i++)
+                if (drip[i].closed == 0)
+                    (void)send(drip[i].s, "X-Drip: 1\r\n", 11, MSG_NOSIGNAL);
+        /* A normal client is served promptly throughout. */
+        if (tick % 5 == 2) {
+            double a = mono_s();
+            http_get(x->port, "GET", "/.well-known/jwks.json", NULL, &r);
+            assert_int_equal(r.status, 200);
+            if (mono_s() - a > worst_normal)
+                worst_normal = mono_s() - a;
+        }
+        /* Recycle descriptor numbers: close and reopen a few socket pairs. */
+        for (int i = tick % 4; i < PAIRS; i += 4) {
+            close(pairs[i][0]);
+            close(pairs[i][1]);
+            assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pairs[i]), 0);
+        }
+        slow *all[DRIP + SILENT + 1];
+        int n = 0;
+        for (int i = 0; i < DRIP; i++)
+            all[n++] = &drip[i];
+        for (int i = 0; i < SILENT; i++)
+            all[n++] = &silent[i];
+        all[n++] = &idle;
+        for (int i = 0; i < n; i++)
+            if (all[i]->closed == 0 && peer_closed(all[i]->s, 0)) {
+                all[i]->closed = mono_s();
+                open_left--;
+            }
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    double lo = JS_HTTP_HEADER_TIMEOUT_MS / 1000.0;
+    double hi = lo + 1.0;
+    for (int i = 0; i < DRIP; i++) {
+        double held = drip[i].closed - drip[i].opened;
+        print_message("drip %d: closed after %.2f s\n", i, held);
+        assert_true(drip[i].closed > 0 && held >= lo - 0.05 && held <= hi);
+        close(drip[i].s);
+    }
+    for (int i = 0; i < SILENT; i++) {
+        double held = silent[i].closed - silent[i].opened;
+        print_message("silent %d: closed after %.2f s\n", i, held);
+        assert_true(silent[i].closed > 0 && held >= lo - 0.05 && held <= hi);
+        close(silent[i].s);
+    }
+    double held = idle.closed - idle.opened;
+    print_message("idle keep-alive: closed %.2f s after its answer\n", held);
+    assert_true(idle.closed > 0 && held >= lo - 0.1 && held <= hi);
+    close(idle.s);
+    print_message("normal client: worst latency %.1f ms\n", worst_normal * 1000);
+    assert_true(worst_normal < 0.5);
+
+    /* No socket pair was touched: each end still carries data both ways. */
+    for (int i = 0; i < PAIRS; i++) {
+        assert_int_equal(send(pairs[i][0], "p", 1, MSG_NOSIGNAL), 1);
+        assert_int_equal(send(pairs[i][1], "q", 1, MSG_NOSIGNAL), 1);
+        char c;
+        assert_int_equal(recv(pairs[i][1], &c, 1, MSG_DONTWAIT), 1);
+        assert_int_equal(recv(pairs[i][0], &c, 1, MSG_DONTWAIT), 1);
+        close(pairs[i][0]);
+        close(pairs[i][1]);
+    }
+    js_http_stats st;
+    js_http_get_stats(x->h, &st);
+    assert_true(st.header_deadline >= DRIP + SILENT + 1);
+    assert_int_equal(st.open, 0);
+}
+
+/*
+ * 200 slow connections from 8 addresses (127.0.0.2-.9): each address holds
+ * at most JS_HTTP_PER_IP_LIMIT (the rest are closed at once), a client from
+ * 127.0.0.1 is served promptly all along, and the held ones go at the deadline.
+ */
+static void test_per_address_limits(void **state)
+{
+    fx *x = *state;
+    enum { ADDRS = 8, PER = 25 };
+    int socks[ADDRS][PER];
+    const char line[] = "GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n";
+    for (int a = 0; a < ADDRS; a++) {
+        char src[16];
+        snprintf(src, sizeof(src), "127.0.0.%d", a + 2);
+        for (int i = 0; i < PER; i++) {
+            socks[a][i] = connect_from(src, x->port);
+            (void)send(socks[a][i], line, strlen(line), MSG_NOSIGNAL);
+        }
+    }
+    double t0 = mono_s();
+    /* Those over the per-address limit are closed at once. */
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    int held = 0;
+    for (int a = 0; a < ADDRS; a++) {
+        int per = 0;
+        for (int i = 0; i < PER; i++)
+            per += !peer_closed(socks[a][i], 0);
+        assert_int_equal(per, JS_HTTP_PER_IP_LIMIT);
+        held += per;
+    }
+    js_http_stats st;
+    js_http_get_stats(x->h, &st);
+    assert_int_equal(st.open, (unsigned long)held);
+    double worst = 0;
+    for (int i = 0; i < 20; i++) {
+        double a0 = mono_s();
+        resp r;
+        http_get(x->port, "GET", "/.well-known/jwks.json", NULL, &r);
+        assert_int_equal(r.status, 200);
+        if (mono_s() - a0 > worst)
+            worst = mono_s() - a0;
+        ts.tv_nsec = 100 * 1000000L;
+        nanosleep(&ts, NULL);
+    }
+    print_message("%d slow connections held by 8 addresses; normal client worst %.1f ms\n", held,
+                  worst * 1000);
+    assert_true(worst < 0.5);
+    /* All gone by the deadline. */
+    double limit = JS_HTTP_HEADER_TIMEOUT_MS / 1000.0 + 1.0;
+    for (int a = 0; a < ADDRS; a++)
+        for (int i = 0; i < PER; i++) {
+            double left = limit - (mono_s() - t0);
+            assert_true(peer_closed(socks[a][i], left > 0 ? (int)(left * 1000) : 0));
+            close(socks[a][i]);
+        }
+    print_message("all closed %.2f s after the attack began\n", mono_s() - t0);
+}
+
+/*
+ * A client that sends a request and never reads the (large) answer is cut
+ * off by the response deadline; a normal client is served meanwhile.
+ */
+static void test_response_deadline(void **state)
+{
+    fx *x = *state;
+    x->f.metrics_size = 32u << 20; /* more than any socket buffers hold */
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(s >= 0);
+    int small = 4096;
+    assert_int_equal(setsockopt(s, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)x->port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(s, req, strlen(req));
+    double t0 = mono_s();
+    js_http_stats st;
+    for (;;) {
+        js_http_get_stats(x->h, &st);
+        if (st.response_deadline > 0 || mono_s() - t0 > JS_HTTP_RESPONSE_TIMEOUT_MS / 1000.0 + 3)
+            break;
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    double at = mono_s() - t0;
+    print_message("non-reading client cut off after %.2f s\n", at);
+    assert_int_equal(st.response_deadline, 1);
+    assert_true(at >= JS_HTTP_RESPONSE_TIMEOUT_MS / 1000.0 - 0.2);
+    x->f.metrics_size = 0;
+    resp r;
+    http_get(x->port, "GET", "/metrics", NULL, &r);
+    assert_int_equal(r.status, 200);
+    close(s);
+    /* The server closed its end: its count of open connections falls back to 0. */
+    for (int i = 0; i < 50; i++) {
+        js_http_get_stats(x->h, &st);
+        if (st.open == 0)
+            break;
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(st.open, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -604,6 +1147,14 @@ int main(void)
         cmocka_unit_test(test_start_stop_repeatedly),
         cmocka_unit_test(test_tls_served_off_loopback),
         cmocka_unit_test(test_tls_bad_material),
+        cmocka_unit_test_setup_teardown(test_304_content_length, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_target_nul_and_controls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_host_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_size_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipelining_and_retirement, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_header_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_per_address_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_response_deadline, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
