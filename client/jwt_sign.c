@@ -373,6 +373,67 @@ static int fail(int code, const char *msg)
     return exit_for_status(code);
 }
 
+/*
+ * Hints for a call that never reached the signer. gRPC reports a failed
+ * connection or TLS handshake only as UNAVAILABLE with its own text
+ * ("failed to connect to all addresses; last error: ..."); what it names
+ * there, tried against a real signer (gRPC 1.51, OpenSSL 3):
+ *   wrong --ca             Ssl handshake failed: ... certificate verify failed
+ *   wrong host in --target Peer name 127.1 is not in peer certificate
+ *   client certificate not trusted, not for client auth, or none: the
+ *                          server aborts the handshake (TLS 1.3 ends it
+ *                          after the client's last flight): Socket closed
+ *   no signer on the port  Failed to connect to remote host: Connection refused
+ * The server never sends that text itself, so a hint is only given for a
+ * failure gRPC produced locally.
+ */
+typedef struct conn_hint {
+    const char *match;
+    const char *hint;
+} conn_hint;
+
+static const conn_hint k_conn_hints[] = {
+    {"Peer name ",
+     "the signer's certificate is not issued for the host name in --target; use a name in its "
+     "subjectAltName (the dev PKI's is localhost or 127.0.0.1)"},
+    {"certificate verify failed",
+     "the signer's certificate does not chain to the CA in --ca; pass the CA that issued the "
+     "signer's server certificate"},
+    {"Socket closed",
+     "the signer closed the connection during the TLS handshake: it most likely refused the "
+     "client certificate in --cert (not issued by the CA the signer trusts for clients, expired, "
+     "or not for client authentication); the signer's log names this peer and the reason"},
+    {"Connection refused",
+     "nothing accepts connections at --target; is jwt-signerd running, on this host and port?"},
+    {"Ssl handshake failed",
+     "the TLS handshake failed; is --target the signer's gRPC port (not its HTTP port)?"},
+};
+
+static const char *conn_hint_for(const jwtsigner_status *st)
+{
+    static const char local[] = "failed to connect to all addresses";
+    if (st->code != ST_UNAVAILABLE)
+        return NULL;
+    const char *text = st->transport[0] != '\0' ? st->transport : st->message;
+    if (strstr(text, local) == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof(k_conn_hints) / sizeof(k_conn_hints[0]); i++)
+        if (strstr(text, k_conn_hints[i].match) != NULL)
+            return k_conn_hints[i].hint;
+    return NULL;
+}
+
+/* A failed call: the status line, then a hint if the call never reached the
+ * signer (the status line stays the first, parsable one). */
+static int fail_call(const jwtsigner_status *st)
+{
+    int rc = fail(st->code, st->message);
+    const char *hint = conn_hint_for(st);
+    if (hint != NULL)
+        fprintf(stderr, "jwt-sign: hint: %s\n", hint);
+    return rc;
+}
+
 /* Stdout may be a closed pipe or a full disk: a lost token is a failure. */
 static int finish_output(void)
 {
@@ -453,7 +514,7 @@ static int connect_client(const cli *c, jwtsigner_client **out)
     };
     *out = jwtsigner_client_new(&opts, &st);
     if (*out == NULL)
-        return fail(st.code, st.message);
+        return fail_call(&st);
     return EXIT_OK;
 }
 
@@ -513,7 +574,7 @@ static int cmd_sign(const cli *c)
     if (rc != EXIT_OK)
         goto out;
     if (jwtsigner_sign(client, claims, claims_len, c->key_name, c->request_id, &tok, &st) != 0) {
-        rc = fail(st.code, st.message);
+        rc = fail_call(&st);
         goto out;
     }
     if (c->json) {
@@ -542,7 +603,7 @@ static int cmd_jwks(const cli *c)
     if (rc != EXIT_OK)
         goto out;
     if (jwtsigner_jwks(client, &jwks, &st) != 0) {
-        rc = fail(st.code, st.message);
+        rc = fail_call(&st);
         goto out;
     }
     size_t n = strlen(jwks);
@@ -562,7 +623,7 @@ static int admin_rotate(jwtsigner_client *client, const cli *c)
     jwtsigner_rotate_result r;
 
     if (jwtsigner_admin_rotate(client, c->arg, c->reason, &r, &st) != 0)
-        return fail(st.code, st.message);
+        return fail_call(&st);
     int rc =
         emit_json(json_pack("{s:s, s:I, s:s, s:I}", "key", r.key, "version", (json_int_t)r.version,
                             "kid", r.kid, "activate_at", (json_int_t)r.activate_at),
@@ -577,7 +638,7 @@ static int admin_revoke(jwtsigner_client *client, const cli *c)
     jwtsigner_revoke_result r;
 
     if (jwtsigner_admin_revoke(client, c->arg, c->arg2, c->reason, &r, &st) != 0)
-        return fail(st.code, st.message);
+        return fail_call(&st);
     /* "s?" packs null for NULL: no version is left to sign. */
     int rc = emit_json(json_pack("{s:s, s:s, s:I, s:s?}", "key", r.key, "kid", r.kid, "revoked_at",
                                  (json_int_t)r.revoked_at, "active_kid",
@@ -593,7 +654,7 @@ static int admin_incident(jwtsigner_client *client, const cli *c)
     int now_on = 0;
 
     if (jwtsigner_admin_incident(client, strcmp(c->arg, "on") == 0, c->reason, &now_on, &st) != 0)
-        return fail(st.code, st.message);
+        return fail_call(&st);
     return emit_json(json_pack("{s:b}", "incident_mode", now_on), 0);
 }
 
@@ -602,7 +663,7 @@ static int admin_freeze(jwtsigner_client *client, const cli *c, int freeze)
     jwtsigner_status st;
 
     if (jwtsigner_admin_freeze(client, c->arg, c->reason, freeze, &st) != 0)
-        return fail(st.code, st.message);
+        return fail_call(&st);
     return emit_json(json_pack("{s:s, s:b}", "identity", c->arg, "frozen", freeze), 0);
 }
 
@@ -612,7 +673,7 @@ static int admin_reload(jwtsigner_client *client)
     char *sha = NULL;
 
     if (jwtsigner_admin_reload(client, &sha, &st) != 0)
-        return fail(st.code, st.message);
+        return fail_call(&st);
     int rc = emit_json(json_pack("{s:s}", "sha256", sha), 0);
     free(sha);
     return rc;
@@ -625,7 +686,7 @@ static int admin_status(jwtsigner_client *client)
     char *text = NULL;
 
     if (jwtsigner_admin_status(client, &text, &st) != 0)
-        return fail(st.code, st.message);
+        return fail_call(&st);
     /* Re-encoding also escapes any control bytes the server sent. */
     json_t *doc = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     free(text);

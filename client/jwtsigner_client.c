@@ -129,6 +129,7 @@ __attribute__((format(printf, 3, 4))) static int set_status(jwtsigner_status *st
                                                             const char *fmt, ...)
 {
     st->code = code;
+    st->transport[0] = '\0';
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(st->message, sizeof(st->message), fmt, ap);
@@ -151,6 +152,18 @@ static void copy_details(jwtsigner_status *st, grpc_slice details)
         st->message[i] = (char)((ch < 0x20 || ch == 0x7f) ? '?' : ch);
     }
     st->message[n] = '\0';
+}
+
+/* Copies gRPC's error_string (text from the local library, describing what
+ * the network did) as printable ASCII: anything else becomes '?'. */
+static void copy_printable(char *out, size_t cap, const char *s)
+{
+    size_t i = 0;
+    for (; s[i] != '\0' && i + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        out[i] = (char)((ch < 0x20 || ch >= 0x7f) ? '?' : ch);
+    }
+    out[i] = '\0';
 }
 
 /* Overwrites a buffer that held key material; the compiler may not drop it. */
@@ -440,10 +453,13 @@ static int unary_call(jwtsigner_client *c, method_id m, const ProtobufCMessage *
         /* Codes outside 1..16 (a broken peer) count as UNKNOWN, as in gRPC. */
         rc = (status > 0 && status <= 16) ? (int)status : GRPC_STATUS_UNKNOWN;
         st->code = rc;
+        st->transport[0] = '\0';
         if (GRPC_SLICE_LENGTH(details) > 0)
             copy_details(st, details);
         else
             snprintf(st->message, sizeof(st->message), "%s", jwtsigner_status_name(rc));
+        if (error_string != NULL)
+            copy_printable(st->transport, sizeof(st->transport), error_string);
         goto out;
     }
     if (recv_bb == NULL) {

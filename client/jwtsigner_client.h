@@ -43,6 +43,10 @@ typedef struct jwtsigner_options {
 typedef struct jwtsigner_status {
     int code; /* gRPC status code; 0 = OK */
     char message[JWTSIGNER_MSG_MAX];
+    /* gRPC's own description of a failed call (its error_string: connection
+     * and TLS handshake failures), printable ASCII; "" when the server
+     * answered or gRPC gave none. For diagnostics: see jwtsigner_tls_hint. */
+    char transport[JWTSIGNER_MSG_MAX];
 } jwtsigner_status;
 
 typedef struct jwtsigner_token {
