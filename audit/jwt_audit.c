@@ -707,10 +707,11 @@ static const char k_stats_usage[] =
     "usage: jwt-audit stats [--window D] [--json] SEGMENT...\n"
     "\n"
     "Per time window (D like 30s, 1m, 1h, 1d; default 1m), per caller and reason:\n"
-    "how many requests were allowed, denied or failed. Folded rate-limit records\n"
-    "count as their \"count\". Each window also gets its totals, its rate-limited\n"
-    "denials and the callers first seen in it (NEW; every caller is new in the\n"
-    "log's first window) -- deny spikes, rate-limit hits, new callers.\n"
+    "how many requests were allowed, denied or failed. Folded records (denials\n"
+    "beyond the denial budget, rate-limited ones) count as their \"count\". Each\n"
+    "window also gets its totals, its rate-limited denials (reason rate.*) and\n"
+    "the callers first seen in it (NEW; every caller is new in the log's first\n"
+    "window) -- deny spikes, rate-limit hits, new callers.\n"
     "\n"
     "  --window D   window length (default 1m)\n"
     "  --json       one JSON document: {\"window_seconds\":N,\"windows\":[...]}\n"
@@ -734,11 +735,13 @@ typedef struct stats_ctx {
     uint64_t no_time;   /* records without a usable time, skipped */
 } stats_ctx;
 
-static bool is_rate_limited(const json_t *rec, const char *reason)
+static bool is_rate_limited(const char *reason)
 {
-    /* Folded rate-limit records carry "count" (FORMAT.md §3); a single one
-     * is recognised by its reason code. */
-    return json_object_get(rec, F_COUNT) != NULL || (reason != NULL && strstr(reason, "rate"));
+    /* By reason code only: since any denial may be folded into a record
+     * with a "count" (FORMAT.md §3.1), a count no longer means a rate
+     * limit. Rate-limit reasons are "rate.limited" (and "rate_limited" in
+     * logs written before the reason table). */
+    return reason != NULL && strncmp(reason, "rate", 4) == 0;
 }
 
 static int stats_record(void *ctx, const js_audit_record *rec)
@@ -757,6 +760,14 @@ static int stats_record(void *ctx, const js_audit_record *rec)
         secs >= 0 ? secs - secs % c->window : secs - (c->window + secs % c->window) % c->window;
     const char *caller = json_str(rec->json, F_CALLER);
     const char *reason = json_str(rec->json, F_REASON);
+    /* Denials without an identity are recorded under their peer address
+     * (FORMAT.md §3.1): a row per address, not one row for all of them. */
+    char peer_caller[160];
+    const char *peer = caller == NULL ? json_str(rec->json, "peer") : NULL;
+    if (peer != NULL && strlen(peer) < sizeof(peer_caller) - 5) {
+        snprintf(peer_caller, sizeof(peer_caller), "peer:%s", peer);
+        caller = peer_caller;
+    }
     if (caller == NULL)
         caller = "";
     if (reason == NULL)
@@ -815,7 +826,7 @@ static int stats_record(void *ctx, const js_audit_record *rec)
         r->denied += (uint64_t)count;
     else
         r->errors += (uint64_t)count;
-    if (strcmp(decision, "allow") != 0 && is_rate_limited(rec->json, reason))
+    if (strcmp(decision, "allow") != 0 && is_rate_limited(reason))
         r->rate_limited += (uint64_t)count;
 
     const json_t *fs = json_object_get(c->first_seen, caller);

@@ -176,9 +176,16 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < 7; i++)
         js_audit_note_rate_limited(a, "spiffe://test/svc-0", "rate_limited");
+    /* Denials beyond the denial budget (FORMAT.md §3.1): an identity that
+     * matches no policy entry, and a peer without an identity. */
+    for (int i = 0; i < 40; i++)
+        js_audit_note_folded(a, "sign", "dns:intruder.example", NULL, "policy.no_match");
+    for (int i = 0; i < 9; i++)
+        js_audit_note_folded(a, "sign", NULL, "127.0.0.9", "identity.invalid");
     js_audit_close(a);
-    printf("{\"records\":%lu,\"allowed\":%lu,\"denied\":%lu,\"rate_limited\":7}\n", count, allowed,
-           denied);
+    printf("{\"records\":%lu,\"allowed\":%lu,\"denied\":%lu,\"rate_limited\":7,"
+           "\"folded\":49}\n",
+           count, allowed, denied);
     free(pem);
     EVP_PKEY_free(key);
     return 0;

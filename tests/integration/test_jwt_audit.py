@@ -289,9 +289,12 @@ class JwtAuditTest(unittest.TestCase):
         want_denied = sum(r.get("count", 1) for r in self.records if r.get("decision") == "deny")
         self.assertEqual(denied, want_denied)
         self.assertGreaterEqual(denied, self.summary["denied"])
+        # Rate-limited by reason code: a "count" alone means folded, and any
+        # denial beyond the denial budget is folded (FORMAT.md §3.1).
         want_rate = sum(r.get("count", 1) for r in self.records
-                        if r.get("decision") == "deny" and "count" in r)
+                        if r.get("decision") == "deny" and r.get("reason", "").startswith("rate"))
         self.assertEqual(rate, want_rate)
+        self.assertEqual(want_rate, self.summary["rate_limited"])
         # Per caller and reason.
         rows = [row for w in doc["windows"] for row in w["rows"]]
         late = sum(r["allowed"] for r in rows if r["caller"] == "spiffe://test/late")
@@ -300,8 +303,31 @@ class JwtAuditTest(unittest.TestCase):
                                     r.get("decision") == "allow"]))
         # Each caller is flagged new exactly once: in its first window.
         new = [c for w in doc["windows"] for c in w["new_callers"]]
-        callers = {r["caller"] for r in self.records if "decision" in r and "caller" in r}
+        callers = {r["caller"] if "caller" in r else "peer:" + r["peer"]
+                   for r in self.records if "decision" in r and ("caller" in r or "peer" in r)}
         self.assertEqual(sorted(new), sorted(callers))
+
+    def test_folded_denials(self):
+        # One counted record per (type, caller or peer, reason) per second,
+        # and the counts add up to what the generator folded.
+        folded = [r for r in self.records if "count" in r]
+        self.assertEqual(sum(r["count"] for r in folded),
+                         self.summary["folded"] + self.summary["rate_limited"])
+        nomatch = [r for r in folded if r.get("reason") == "policy.no_match"]
+        self.assertEqual([(r["caller"], r["count"]) for r in nomatch],
+                         [("dns:intruder.example", 40)])
+        nopeer = [r for r in folded if r.get("reason") == "identity.invalid"]
+        self.assertEqual(len(nopeer), 1)
+        self.assertNotIn("caller", nopeer[0])
+        self.assertEqual((nopeer[0]["peer"], nopeer[0]["count"]), ("127.0.0.9", 9))
+        for r in folded:
+            self.assertEqual((r["type"], r["decision"]), ("sign", "deny"))
+        rc, out, err = run("stats", "--window", "1d", "--json", self.dir)
+        self.assertEqual(rc, EX_OK, err)
+        rows = [row for w in json.loads(out)["windows"] for row in w["rows"]]
+        peer_rows = [row for row in rows if row["caller"] == "peer:127.0.0.9"]
+        self.assertEqual(sum(row["denied"] for row in peer_rows), 9)
+        self.assertEqual(sum(row["rate_limited"] for row in peer_rows), 0)
 
     def test_stats_table(self):
         rc, out, err = run("stats", self.dir)

@@ -1,18 +1,27 @@
 /*
  * test_denials.c - the denial budget (signer/denials.h): per-key burst and
  * rate, the global bound, the overflow bucket when the key table is full,
- * concurrent admits from several threads, and the budget key of a request.
+ * concurrent admits from several threads, the budget key of a request, and
+ * the daemon's use of it with the audit log: a 5,000-denial burst writes a
+ * bounded number of records whose counts add up, and the log verifies.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include <cmocka.h>
 #include <pthread.h>
+#include <time.h>
 
+#include "test_audit_util.h"
 #include "denials.h"
+#include "reader.h"
+#include "record.h"
+#include "verify.h"
 
 static js_denials *make(uint32_t rate, uint32_t burst, uint32_t grate, uint32_t gburst,
                         uint32_t max_keys)
@@ -203,6 +212,168 @@ static void test_key_of_request(void **state)
     assert_string_equal(small, "peer:12");
 }
 
+/* ---- with the audit log: what server.c does for each denial ------------------------ */
+
+static int64_t mono_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct burst_tally {
+    uint64_t full, folded_sum, fold_records, checkpoints, other;
+    int64_t first_ms, last_ms;
+    uint64_t per_second[64]; /* records by second since the first */
+} burst_tally;
+
+static void burst_visit(burst_tally *t, const js_audit_record *rec)
+{
+    int64_t ms = 0;
+    const char *time = json_string_value(json_object_get(rec->json, "time"));
+    assert_true(js_audit_time_parse(time, &ms));
+    if (t->first_ms == 0)
+        t->first_ms = ms;
+    int64_t sec = (ms - t->first_ms) / 1000;
+    if (sec >= 0 && sec < 64)
+        t->per_second[sec]++;
+    if (rec->is_checkpoint) {
+        t->checkpoints++;
+        return;
+    }
+    json_t *c = json_object_get(rec->json, "count");
+    if (c != NULL) {
+        t->folded_sum += (uint64_t)json_integer_value(c);
+        t->fold_records++;
+    } else if (json_object_get(rec->json, "decision") != NULL) {
+        t->full++;
+    } else {
+        t->other++;
+    }
+}
+
+/* 5,000 denials from one identity as fast as 4 threads can make them, plus
+ * a no-identity peer: full records within the budget, the rest folded into
+ * at most one record per (caller, reason) per second. */
+typedef struct burst_ctx {
+    js_denials *d;
+    js_audit *a;
+    int n;
+    const char *identity;
+    const char *peer;
+    _Atomic uint64_t admitted, folded;
+} burst_ctx;
+
+static void *burst_main(void *arg)
+{
+    burst_ctx *b = arg;
+    char key[JS_DENIALS_KEY_MAX + 1];
+    js_denials_key(b->identity, b->peer, key, sizeof(key));
+    for (int i = 0; i < b->n; i++) {
+        if (js_denials_admit(b->d, key, mono_now_ms())) {
+            js_audit_event ev = {.type = "sign",
+                                 .caller = b->identity,
+                                 .peer = b->peer,
+                                 .decision = "deny",
+                                 .reason = "policy.no_match",
+                                 .message = "no policy entry matches the caller"};
+            js_err err;
+            assert_int_equal(js_audit_submit(b->a, &ev, NULL, NULL, &err), JS_OK);
+            atomic_fetch_add(&b->admitted, 1);
+        } else {
+            /* no identity: the record names the peer address (key after "peer:") */
+            const char *peer = b->identity[0] == '\0' ? key + 5 : NULL;
+            js_audit_note_folded(b->a, "sign", b->identity, peer, "policy.no_match");
+            atomic_fetch_add(&b->folded, 1);
+        }
+    }
+    return NULL;
+}
+
+static void test_burst_with_audit(void **state)
+{
+    (void)state;
+    test_key k;
+    test_key_init(&k);
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    test_opts(&o, dir, &k);
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    js_denials *d = NULL;
+    assert_int_equal(js_denials_new(NULL, &d, &err), JS_OK);
+
+    burst_ctx b = {.d = d, .a = a, .n = 1250, .identity = "dns:intruder.example"};
+    atomic_init(&b.admitted, 0);
+    atomic_init(&b.folded, 0);
+    pthread_t th[4];
+    int64_t t0 = mono_now_ms();
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, burst_main, &b), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    /* The same from a peer without identity, spread over ~2.5 s. */
+    burst_ctx p = {.d = d, .a = a, .n = 1, .identity = "", .peer = "ipv4:127.0.0.9:4000"};
+    atomic_init(&p.admitted, 0);
+    atomic_init(&p.folded, 0);
+    for (int i = 0; i < 250; i++) {
+        burst_main(&p);
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    int64_t elapsed = mono_now_ms() - t0;
+    js_audit_close(a);
+
+    uint64_t admitted = atomic_load(&b.admitted) + atomic_load(&p.admitted);
+    uint64_t folded = atomic_load(&b.folded) + atomic_load(&p.folded);
+    assert_int_equal(admitted + folded, 5250);
+    /* Full records: each key's burst plus its rate over the elapsed time. */
+    uint64_t bound = 2 * (JS_DENIALS_BURST + JS_DENIALS_RATE * (uint64_t)(elapsed / 1000 + 1));
+    assert_true(admitted <= bound);
+    assert_true(admitted >= JS_DENIALS_BURST + 1);
+
+    char **paths = NULL;
+    size_t n = 0;
+    assert_int_equal(js_audit_list_segments(dir, &paths, &n, &err), JS_OK);
+    js_audit_reader *r = NULL;
+    assert_int_equal(js_audit_reader_new((const char *const *)paths, n, &r, &err), JS_OK);
+    burst_tally t;
+    memset(&t, 0, sizeof(t));
+    js_audit_record rec;
+    while (js_audit_reader_next(r, &rec, &err) == JS_OK)
+        burst_visit(&t, &rec);
+    js_audit_reader_free(r);
+    /* Every denial is in the log: in full, or in a count. */
+    assert_int_equal(t.full, admitted);
+    assert_int_equal(t.folded_sum, folded);
+    /* Folded records: at most 2 keys x 1 reason per started second. */
+    assert_true(t.fold_records <= 2 * (uint64_t)(elapsed / 1000 + 2));
+    /* Records per second (checkpoints included) stay small: before the
+     * budget this burst wrote 5,000 records in under a second. */
+    for (int s = 0; s < 64; s++)
+        assert_true(t.per_second[s] <= JS_DENIALS_BURST * 2 + JS_DENIALS_RATE * 2 + 8);
+    print_message("burst: %" PRIu64 " full, %" PRIu64 " folded into %" PRIu64 " records, %" PRIu64
+                  " checkpoints, %" PRId64 " ms\n",
+                  t.full, t.folded_sum, t.fold_records, t.checkpoints, elapsed);
+
+    char pem[512], cpf[512];
+    snprintf(pem, sizeof(pem), "%s/audit-key.pem", dir);
+    snprintf(cpf, sizeof(cpf), "%s/checkpoint.json", dir);
+    js_audit_verify_opts vo = {.segments = (const char *const *)paths,
+                               .n_segments = n,
+                               .pubkey_path = pem,
+                               .checkpoint_path = cpf};
+    js_audit_verify_report rep;
+    assert_int_equal(js_audit_verify(&vo, &rep, &err), JS_OK);
+    assert_true(rep.intact);
+    js_audit_segments_free(paths, n);
+    js_denials_free(d);
+    tmpdir_remove(dir);
+    test_key_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_overflow_bucket_bound),
         cmocka_unit_test(test_concurrent_admits),
         cmocka_unit_test(test_key_of_request),
+        cmocka_unit_test(test_burst_with_audit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
