@@ -50,17 +50,22 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 __all__ = [
     "Env", "Daemon", "HarnessError", "verify_es256", "jwk_thumbprint", "b64url_decode",
     "b64url_encode", "to_yaml", "timeout", "source_dir", "signerd_path", "sign_path",
-    "client_test_path", "audit_path", "faultio_path", "softhsm_module", "CALLER_URIS", "InvalidSignature",
+    "client_test_path", "audit_path", "faultio_path", "softhsm_module", "CALLER_URIS", "CALLER_IDS",
+    "InvalidSignature",
 ]
 
-# Identities of the callers scripts/mkpki.sh makes (see its header).
+# Identities of the callers scripts/mkpki.sh makes (see its header), in the
+# typed text the signer uses everywhere (signer/identity.h): a URI SAN is the
+# URI, a DNS SAN is "dns:" + name, a subject CN is "cn:" + CN. Policies name
+# callers the same way. CALLER_IDS is the same table under a truer name.
 CALLER_URIS = {
     "issuer-a": "spiffe://example.org/issuer-a",
     "intruder": "spiffe://example.org/intruder",
     "stranger": "spiffe://example.org/issuer-a",  # but signed by other-ca
-    "dns-caller": "svc.example.org",
-    "cn-caller": "cn-caller",
+    "dns-caller": "dns:svc.example.org",
+    "cn-caller": "cn:cn-caller",
 }
+CALLER_IDS = CALLER_URIS
 
 DEFAULT_KEY = {"name": "test-es256", "label": "jwt-signer-test-es256", "alg": "ES256"}
 AUDIT_KEY_LABEL = "jwt-signer-test-audit"
@@ -639,6 +644,75 @@ class Env:
     def add_caller(self, name, uri):
         """Adds a caller certificate NAME with SAN URI:uri, signed by the test CA."""
         self.make_pki({name: uri})
+
+    def add_cert(self, name, cn=None, dns=(), uris=(), ca="ca"):
+        """Issues caller certificate NAME (DIR/pki/NAME.crt and .key) with exactly the
+        names given: subject CN `cn` (any text, UTF-8 encoded, control and bidi
+        characters included: None for an empty subject), DNS SANs `dns` and URI SANs
+        `uris` (strings, in order; no SAN extension if both are empty), signed by the
+        test CA `ca` (an mkpki.sh CA: "ca" or "other-ca"), clientAuth, EC P-256.
+
+        The names are put into the certificate as given (python3-cryptography),
+        without the checks a real CA might make, so tests can present the names an
+        attacker would get a careless CA to issue. make_pki() must have run.
+        Returns the path of the certificate; use the caller as run_sign(name, ...).
+        """
+        import datetime
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        if not re.match(r"^[A-Za-z0-9._-]+$", name):
+            raise HarnessError("add_cert: bad certificate name %r" % name)
+        ca_crt = os.path.join(self.pki_dir, ca + ".crt")
+        ca_key = os.path.join(self.pki_dir, ca + ".key")
+        if not (os.path.exists(ca_crt) and os.path.exists(ca_key)):
+            raise HarnessError("add_cert: no CA %r in %s (run make_pki first)" % (ca, self.pki_dir))
+        with open(ca_crt, "rb") as f:
+            issuer = x509.load_pem_x509_certificate(f.read())
+        with open(ca_key, "rb") as f:
+            signer = serialization.load_pem_private_key(f.read(), password=None)
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [] if cn is None else [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        now = datetime.datetime.now(datetime.timezone.utc)
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name(attrs))
+                   .issuer_name(issuer.subject)
+                   .public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                                key_encipherment=False, data_encipherment=False,
+                                                key_agreement=False, key_cert_sign=False,
+                                                crl_sign=False, encipher_only=False,
+                                                decipher_only=False), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                                  critical=False)
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                                  critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                       signer.public_key()), critical=False))
+        sans = [x509.DNSName(d) for d in dns] + [x509.UniformResourceIdentifier(u) for u in uris]
+        if sans:
+            # RFC 5280 §4.2.1.6: critical when the subject is empty.
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans),
+                                            critical=cn is None)
+        cert = builder.sign(signer, hashes.SHA256())
+        key_path = os.path.join(self.pki_dir, name + ".key")
+        crt_path = os.path.join(self.pki_dir, name + ".crt")
+        for path in (key_path, crt_path):
+            if os.path.exists(path):
+                os.unlink(path)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        with open(crt_path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        return crt_path
 
     def caller_files(self, name):
         """(ca, cert, key) paths for a caller made by mkpki.sh."""

@@ -606,7 +606,7 @@ class RateStateAcrossReload(unittest.TestCase):
         def pol(dns_auds, issuer_rate):
             return default_policy(callers=[
                 {"id": ISSUER_A, "rate": issuer_rate, "incident_rate": issuer_rate},
-                {"id": "svc.example.org", "audiences": dns_auds}])
+                {"id": harness.CALLER_IDS["dns-caller"], "audiences": dns_auds}])
 
         env = make_env(pol([AUD], limited))
         callers = Callers(env)

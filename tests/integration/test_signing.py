@@ -33,8 +33,8 @@ class SigningPath(unittest.TestCase):
         try:
             env = cls.env
             env.setup(policy=env.default_policy(callers=[
-                {"id": harness.CALLER_URIS["issuer-a"]}, {"id": "svc.example.org"},
-                {"id": "cn-caller"}]))
+                {"id": harness.CALLER_IDS["issuer-a"]}, {"id": harness.CALLER_IDS["dns-caller"]},
+                {"id": harness.CALLER_IDS["cn-caller"]}]))
             cls.env.start()
             rc, out, err = cls.env.jwks("issuer-a")
             assert rc == 0, err
@@ -135,7 +135,8 @@ class SigningPath(unittest.TestCase):
             self.assertEqual(rc, 0, err)
             harness.verify_es256(out.strip(), self.jwks)
             line = wait_request(self.env, start, decision="allow")
-            self.assertEqual(line["caller"], harness.CALLER_URIS[caller])
+            # The identity carries its type: dns:svc.example.org, cn:cn-caller.
+            self.assertEqual(line["caller"], harness.CALLER_IDS[caller])
 
     def test_client_library_concurrent(self):
         out_file = self.env.path("tokens.txt")
