@@ -81,6 +81,8 @@ static void msg_clean_cut(js_err *err)
     size_t cut = sizeof(err->msg) - sizeof(ellipsis);
     while (cut > 0 && err->msg[cut - 1] != ' ' && err->msg[cut - 1] != ',')
         cut--;
+    while (cut > 0 && (err->msg[cut - 1] == ' ' || err->msg[cut - 1] == ','))
+        cut--;
     if (cut == 0)
         cut = sizeof(err->msg) - sizeof(ellipsis);
     /* Never leave half of a UTF-8 sequence before the ellipsis. */
