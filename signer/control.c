@@ -151,6 +151,62 @@ static js_status load_runtime(js_control *ctl, js_err *err)
     return JS_OK;
 }
 
+/*
+ * runtime.json from before typed identities (identity.h) froze bare names
+ * such as "login.example", which a DNS SAN or a CN produced; no caller has
+ * such an identity any more, so the freeze would silently end at the
+ * upgrade. Each bare entry becomes the typed entries it used to match,
+ * dns:NAME (lower case, as identity_select writes DNS names) and cn:NAME,
+ * each only if it is a valid identity; the change is logged and saved.
+ */
+static js_status migrate_untyped_frozen(js_control *ctl, js_err *err)
+{
+    json_t *frozen = json_object_get(ctl->runtime, "frozen");
+    json_t *bare = json_array();
+    JS_ENSURE_ALLOC(bare, err);
+    const char *id;
+    json_t *v;
+    json_object_foreach(frozen, id, v)
+    {
+        js_err ignored;
+        (void)v;
+        /* Bare: refused as an identity, and no type prefix or scheme at all. */
+        if (strchr(id, ':') == NULL && identity_parse(id, NULL, &ignored) != JS_OK)
+            json_array_append_new(bare, json_string(id));
+    }
+    size_t i;
+    json_t *name;
+    js_status st = JS_OK;
+    json_array_foreach(bare, i, name)
+    {
+        const char *old = json_string_value(name);
+        char typed[2][IDENTITY_MAX + 1];
+        snprintf(typed[0], sizeof(typed[0]), "dns:%s", old);
+        for (char *c = typed[0]; *c != '\0'; c++)
+            if (*c >= 'A' && *c <= 'Z')
+                *c = (char)(*c - 'A' + 'a');
+        snprintf(typed[1], sizeof(typed[1]), "cn:%s", old);
+        json_t *entry = json_object_get(frozen, old);
+        json_t *now_frozen = json_array();
+        for (int t = 0; t < 2; t++) {
+            js_err ignored;
+            if (identity_parse(typed[t], NULL, &ignored) == JS_OK &&
+                json_object_get(frozen, typed[t]) == NULL) {
+                json_object_set(frozen, typed[t], entry);
+                json_array_append_new(now_frozen, json_string(typed[t]));
+            }
+        }
+        json_t *o = json_pack("{s:s, s:s, s:o}", "event", "frozen_entry_migrated", "identity", old,
+                              "now", now_frozen);
+        js_log_emit("warn", o);
+        json_object_del(frozen, old);
+    }
+    if (json_array_size(bare) > 0)
+        st = save_runtime(ctl, err);
+    json_decref(bare);
+    return st;
+}
+
 /* The frozen set (frozen.h) of a runtime.json "frozen" object. */
 static js_status frozen_from_json(const json_t *frozen, js_frozen **out, js_err *err)
 {
@@ -468,6 +524,8 @@ js_status js_control_new(const js_control_deps *deps, js_control **out, js_err *
                         deps->state_dir, strerror(errno));
     if (st == JS_OK)
         st = load_runtime(ctl, err);
+    if (st == JS_OK)
+        st = migrate_untyped_frozen(ctl, err);
     if (st == JS_OK)
         st = publish_frozen(ctl, err);
     if (st == JS_OK)

@@ -244,6 +244,30 @@ class AdminHostileCase(unittest.TestCase):
         self.assertEqual(code, "OK", details)
         self.assertNotIn(INTRUDER, self.status()["frozen"])
 
+    def test_untyped_frozen_entry_migrated(self):
+        """A bare name frozen before typed identities stays frozen: it becomes the
+        dns: and cn: identities it used to match (never silently unfrozen)."""
+        env = self.env
+        self.assertEqual(env.stop(), 0)
+        path = env.path("state", "runtime.json")
+        rt = {"incident": False, "frozen": {}}  # absent until the first change
+        rt["frozen"]["Legacy-Batch.example"] = {"by": "old", "reason": "compromised", "at": 1}
+        rt["frozen"][INTRUDER] = {"by": "old", "reason": "", "at": 1}
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(rt, f)
+        env.start()
+        self.admin_ch.close()
+        ca, cert, key = env.caller_files("admin")
+        self.admin_ch = rawgrpc.channel(env.port, ca, cert, key)
+        frozen = self.status()["frozen"]
+        self.assertEqual(sorted(frozen), sorted(["dns:legacy-batch.example",
+                                                 "cn:Legacy-Batch.example", INTRUDER]))
+        self.assertEqual(frozen["cn:Legacy-Batch.example"]["reason"], "compromised")
+        self.assertTrue(env.logs("frozen_entry_migrated"))
+        # Saved: a restart finds the typed entries.
+        with open(path, encoding="utf-8") as f:
+            self.assertNotIn("Legacy-Batch.example", json.load(f)["frozen"])
+
     # --- 3. ReloadPolicy of a broken file ----------------------------------------------
     def test_reload_broken_policy(self):
         env = self.env
