@@ -38,7 +38,7 @@ typedef struct jwtsigner_options {
     int timeout_ms;        /* per-call deadline; <= 0 means 5000 */
 } jwtsigner_options;
 
-#define JWTSIGNER_MSG_MAX 512
+#define JWTSIGNER_MSG_MAX 1280 /* a server message (JS_MSG_MAX) with its reason */
 
 typedef struct jwtsigner_status {
     int code; /* gRPC status code; 0 = OK */
