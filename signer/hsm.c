@@ -14,11 +14,14 @@
 #include "jws.h"
 
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -50,29 +53,110 @@
 /* Message of the key self-test signature made by js_hsm_key_find(). */
 static const uint8_t k_selftest_msg[] = "jwt-signer key pair self-test";
 
+/*
+ * Self-healing (see hsm.h): a session that lost its PKCS#11 session or its
+ * object handles re-opens, logs in again and re-finds its keys; a session
+ * that failed to do so waits HSM_BACKOFF_MIN_MS, doubling up to
+ * HSM_BACKOFF_MAX_MS, before it touches the HSM again. The module-wide
+ * re-initialisation (C_Finalize + C_Initialize, which SoftHSM 2.6.1 needs to
+ * see a token whose directory vanished and came back) backs off the same way.
+ */
+#define HSM_BACKOFF_MIN_MS 50
+#define HSM_BACKOFF_MAX_MS 2000
+/* How long a signer waits for another thread's module re-initialisation. */
+#define HSM_REINIT_WAIT_MS 1000
+/* Keys one session remembers handles for (key versions in use at once). */
+#define HSM_CACHE_KEYS  32
+#define HSM_PENDING_MAX 4
+#define HSM_CKR_NAME    48
+
+/*
+ * The module gate: every use of the module holds `gate` for reading; a
+ * module re-initialisation holds it for writing, because C_Finalize must not
+ * run while another thread is inside a call (PKCS#11 §5.4). New readers wait
+ * while `reinit_pending` is set, so a writer is never starved.
+ */
 struct js_hsm {
     CK_FUNCTION_LIST *mod;
-    bool initialized;
+    bool initialized; /* C_Initialize succeeded and no C_Finalize since (written under the gate) */
+    bool ready;       /* token selected and logged in: sessions can be opened */
     CK_SLOT_ID slot;
-    CK_SESSION_HANDLE login_session; /* CK_INVALID_HANDLE when none */
+    CK_SESSION_HANDLE login_session; /* keeps the login (§5.6); CK_INVALID_HANDLE when none */
     char *module_path;
+    char *token_uri;
+    P11KitUri *uri;
+    /* For re-login after the token forgot us; wiped (OPENSSL_cleanse) in js_hsm_free. */
+    CK_UTF8CHAR *pin;
+    size_t pin_len;
     char desc[HSM_DESC_MAX];
+    js_hsm_observer_fn observer;
+    void *observer_ctx;
+
+    pthread_rwlock_t gate;
+    atomic_bool reinit_pending;
+    _Atomic uint64_t epoch;      /* +1 per re-initialisation: older session handles are dead */
+    _Atomic uint64_t handle_gen; /* +1 per re-open anywhere: key handle hints are not trusted */
+    _Atomic uint64_t next_key_id;
+
+    pthread_mutex_t mu; /* guards what follows */
+    pthread_cond_t reinit_done;
+    bool reinit_running;
+    int64_t reinit_next_ms; /* monotonic */
+    uint32_t reinit_backoff_ms;
+    int64_t outage_start_ms; /* monotonic, when `health.ok` went false */
+    js_hsm_health health;
 };
+
+/* One key's object handle as this session knows it. */
+typedef struct hsm_cached {
+    uint64_t key_id; /* js_hsm_key.id; 0 = free slot */
+    CK_OBJECT_HANDLE priv;
+    bool verified; /* a signature with priv verified under the key's public key */
+    bool refused;  /* re-found object is not this key: refuse until retry_ms */
+    int64_t retry_ms;
+    uint32_t backoff_ms;
+} hsm_cached;
 
 struct js_hsm_session {
     js_hsm *hsm;
-    CK_SESSION_HANDLE h; /* CK_INVALID_HANDLE after a failed reopen */
+    CK_SESSION_HANDLE h; /* CK_INVALID_HANDLE when none */
+    uint64_t epoch;      /* module epoch h was opened in; a stale h is never used or closed */
+    bool lost;           /* a loss was seen and no signature has worked since (health) */
+    bool reopen;         /* h is dead or useless: re-open before the next call */
+    CK_RV lost_rv;
+    uint64_t fail_epoch; /* module epoch of the last failed attempt */
+    int64_t next_try_ms; /* monotonic: no HSM call before this while lost */
+    uint32_t backoff_ms;
+    hsm_cached cache[HSM_CACHE_KEYS];
+    size_t cache_next;
 };
 
 typedef struct hsm_alg hsm_alg;
 
+/* Immutable after js_hsm_key_find(): shared by every session and thread. */
 struct js_hsm_key {
     const hsm_alg *row;
+    uint64_t id;           /* unique per js_hsm: the session caches' key, never reused */
     size_t sig_len;        /* exact signature length: the row's, or the RSA modulus size */
-    CK_OBJECT_HANDLE priv; /* token objects: valid in every session (PKCS#11 §2.4) */
+    CK_OBJECT_HANDLE hint; /* the handle the self-test used, valid while hint_gen/epoch hold */
+    uint64_t hint_gen;
+    uint64_t hint_epoch;
     char label[JS_HSM_LABEL_MAX + 1];
+    char warning[JS_MSG_MAX]; /* empty, or why the key's attributes are weaker than ours */
     EVP_PKEY *pub;
 };
+
+/* Observer events collected under locks and delivered after every lock is released. */
+typedef struct hsm_pending {
+    int n;
+    struct {
+        js_hsm_event_kind kind;
+        int64_t duration_ms;
+        char ckr[HSM_CKR_NAME];
+        char label[JS_HSM_LABEL_MAX + 1];
+        char msg[JS_MSG_MAX];
+    } e[HSM_PENDING_MAX];
+} hsm_pending;
 
 /* ------------------------------------------------------------------------------------------ */
 /* CK_RV mapping: the one place return values are named and classified.                       */
@@ -111,7 +195,7 @@ static const struct {
     R(CKR_FUNCTION_CANCELED, true),
     R(CKR_FUNCTION_NOT_PARALLEL, false),
     R(CKR_FUNCTION_NOT_SUPPORTED, false),
-    R(CKR_KEY_HANDLE_INVALID, false),
+    R(CKR_KEY_HANDLE_INVALID, true),
     R(CKR_KEY_SIZE_RANGE, false),
     R(CKR_KEY_TYPE_INCONSISTENT, false),
     R(CKR_KEY_NOT_NEEDED, false),
@@ -123,7 +207,7 @@ static const struct {
     R(CKR_KEY_UNEXTRACTABLE, false),
     R(CKR_MECHANISM_INVALID, false),
     R(CKR_MECHANISM_PARAM_INVALID, false),
-    R(CKR_OBJECT_HANDLE_INVALID, false),
+    R(CKR_OBJECT_HANDLE_INVALID, true),
     R(CKR_OPERATION_ACTIVE, false),
     R(CKR_OPERATION_NOT_INITIALIZED, false),
     R(CKR_PIN_INCORRECT, false),
@@ -182,6 +266,22 @@ static const struct {
 #undef R
 };
 
+/* The name of rv ("CKR_DEVICE_REMOVED"), written to buf (cap >= HSM_CKR_NAME); returns buf. */
+static const char *ckr_name(CK_RV rv, char *buf, size_t cap)
+{
+    for (size_t i = 0; i < sizeof(k_ckr) / sizeof(k_ckr[0]); i++) {
+        if (k_ckr[i].rv == rv) {
+            snprintf(buf, cap, "%s", k_ckr[i].name);
+            return buf;
+        }
+    }
+    if (rv >= CKR_VENDOR_DEFINED)
+        snprintf(buf, cap, "CKR_VENDOR_DEFINED+0x%lx", (unsigned long)(rv - CKR_VENDOR_DEFINED));
+    else
+        snprintf(buf, cap, "CKR_0x%lx", (unsigned long)rv);
+    return buf;
+}
+
 /*
  * Fills *err for a failed PKCS#11 call and returns its status: device, session
  * and communication errors are JS_EUNAVAIL whatever the context; everything
@@ -195,25 +295,16 @@ static js_status hsm_fail(js_err *err, CK_RV rv, js_status ctx_status, const cha
                           const char *fmt, ...)
 {
     char ctx[JS_MSG_MAX];
-    char unknown[48];
-    const char *name = NULL;
+    char name[HSM_CKR_NAME];
     js_status st = ctx_status;
 
+    ckr_name(rv, name, sizeof(name));
     for (size_t i = 0; i < sizeof(k_ckr) / sizeof(k_ckr[0]); i++) {
         if (k_ckr[i].rv == rv) {
-            name = k_ckr[i].name;
             if (k_ckr[i].unavailable)
                 st = JS_EUNAVAIL;
             break;
         }
-    }
-    if (name == NULL) {
-        if (rv >= CKR_VENDOR_DEFINED)
-            snprintf(unknown, sizeof(unknown), "CKR_VENDOR_DEFINED+0x%lx",
-                     (unsigned long)(rv - CKR_VENDOR_DEFINED));
-        else
-            snprintf(unknown, sizeof(unknown), "CKR_0x%lx", (unsigned long)rv);
-        name = unknown;
     }
     if (st == JS_OK) /* CKR_OK is never a failure; do not let a caller bug hide one */
         st = JS_EINTERNAL;
@@ -412,7 +503,7 @@ static js_status check_label(const char *label, js_err *err)
  */
 static js_status find_objects(js_hsm_session *s, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl,
                               CK_OBJECT_HANDLE *found, CK_ULONG cap, CK_ULONG *n_found,
-                              const char *what, js_err *err)
+                              const char *what, CK_RV *rv_out, js_err *err)
 {
     CK_FUNCTION_LIST *m = s->hsm->mod;
     js_status st = JS_OK;
@@ -420,12 +511,14 @@ static js_status find_objects(js_hsm_session *s, CK_ATTRIBUTE *tmpl, CK_ULONG n_
 
     *n_found = 0;
     CK_RV rv = m->C_FindObjectsInit(s->h, tmpl, n_tmpl);
+    *rv_out = rv;
     if (rv != CKR_OK) {
         st = hsm_fail(err, rv, JS_EUNAVAIL, "hsm.find", "%s: C_FindObjectsInit", what);
         goto out;
     }
     active = true;
     rv = m->C_FindObjects(s->h, found, cap, n_found);
+    *rv_out = rv;
     if (rv != CKR_OK) {
         st = hsm_fail(err, rv, JS_EUNAVAIL, "hsm.find", "%s: C_FindObjects", what);
         goto out;
@@ -434,6 +527,7 @@ out:
     if (active) {
         rv = m->C_FindObjectsFinal(s->h);
         if (rv != CKR_OK && st == JS_OK)
+            *rv_out = rv,
             st = hsm_fail(err, rv, JS_EUNAVAIL, "hsm.find", "%s: C_FindObjectsFinal", what);
     }
     return st;
@@ -477,6 +571,194 @@ static bool der_octet_string(const uint8_t *p, size_t n, const uint8_t **val, si
     *val = p + off;
     *val_len = len;
     return true;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Time, events and health.                                                                   */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint32_t backoff_next(uint32_t cur)
+{
+    return cur >= HSM_BACKOFF_MAX_MS / 2 ? HSM_BACKOFF_MAX_MS : cur * 2;
+}
+
+/*
+ * "The session or the objects are gone": the token was removed, restarted or
+ * forgot our login. Only these lead to re-opening; CKR_CRYPTOKI_NOT_INITIALIZED
+ * is added for a module that was finalised under us.
+ */
+static bool rv_gone(CK_RV rv)
+{
+    switch (rv) {
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+    case CKR_OBJECT_HANDLE_INVALID:
+    case CKR_KEY_HANDLE_INVALID:
+    case CKR_DEVICE_REMOVED:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_USER_NOT_LOGGED_IN:
+    case CKR_DEVICE_ERROR:
+    case CKR_CRYPTOKI_NOT_INITIALIZED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void pend_add(hsm_pending *p, js_hsm_event_kind kind, CK_RV rv, const char *label,
+                     int64_t duration_ms, const char *fmt, ...) JS_PRINTF(6, 7);
+
+static void pend_add(hsm_pending *p, js_hsm_event_kind kind, CK_RV rv, const char *label,
+                     int64_t duration_ms, const char *fmt, ...)
+{
+    if (p == NULL || p->n >= HSM_PENDING_MAX)
+        return;
+    int i = p->n++;
+    p->e[i].kind = kind;
+    p->e[i].duration_ms = duration_ms;
+    if (rv != CKR_OK)
+        ckr_name(rv, p->e[i].ckr, sizeof(p->e[i].ckr));
+    else
+        p->e[i].ckr[0] = '\0';
+    snprintf(p->e[i].label, sizeof(p->e[i].label), "%s", label != NULL ? label : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->e[i].msg, sizeof(p->e[i].msg), fmt, ap);
+    va_end(ap);
+}
+
+/* Delivers collected events; the caller holds no lock of ours. */
+static void pend_flush(js_hsm *hsm, hsm_pending *p)
+{
+    if (hsm->observer == NULL)
+        return;
+    for (int i = 0; i < p->n; i++) {
+        js_hsm_event ev = {
+            .kind = p->e[i].kind,
+            .ckr = p->e[i].ckr,
+            .label = p->e[i].label,
+            .duration_ms = p->e[i].duration_ms,
+            .message = p->e[i].msg,
+        };
+        hsm->observer(hsm->observer_ctx, &ev);
+    }
+    p->n = 0;
+}
+
+const char *js_hsm_event_name(js_hsm_event_kind kind)
+{
+    switch (kind) {
+    case JS_HSM_EVENT_LOST:
+        return "hsm_session_lost";
+    case JS_HSM_EVENT_RECOVERED:
+        return "hsm_recovered";
+    case JS_HSM_EVENT_KEY_MISMATCH:
+        return "hsm_key_mismatch";
+    case JS_HSM_EVENT_REINIT:
+        return "hsm_module_reinitialised";
+    default:
+        return "hsm_event";
+    }
+}
+
+/* A session noticed a loss (rv from fn): counted once per session until it signs again. */
+static void note_lost(js_hsm_session *s, CK_RV rv, const char *fn, const char *label,
+                      hsm_pending *pend)
+{
+    js_hsm *hsm = s->hsm;
+    s->reopen = true;
+    if (s->lost)
+        return;
+    s->lost = true;
+    s->lost_rv = rv;
+    s->next_try_ms = 0; /* the first re-open is immediate; later ones back off */
+    s->backoff_ms = HSM_BACKOFF_MIN_MS;
+    char name[HSM_CKR_NAME];
+    ckr_name(rv, name, sizeof(name));
+    pthread_mutex_lock(&hsm->mu);
+    hsm->health.failures++;
+    if (hsm->health.sessions_lost++ == 0) {
+        hsm->health.ok = false;
+        hsm->health.last_change_ms = wall_ms();
+        hsm->outage_start_ms = mono_ms();
+        snprintf(hsm->health.why, sizeof(hsm->health.why),
+                 "HSM session lost: %s in %s (key '%s') on %s; re-opening with backoff", name, fn,
+                 label != NULL ? label : "-", hsm->desc);
+        pend_add(pend, JS_HSM_EVENT_LOST, rv, label, 0, "%s", hsm->health.why);
+    }
+    pthread_mutex_unlock(&hsm->mu);
+}
+
+/* The session signed again after a loss. */
+static void note_healed(js_hsm_session *s, const char *label, hsm_pending *pend)
+{
+    js_hsm *hsm = s->hsm;
+    if (!s->lost)
+        return;
+    s->lost = false;
+    s->backoff_ms = HSM_BACKOFF_MIN_MS;
+    s->next_try_ms = 0;
+    pthread_mutex_lock(&hsm->mu);
+    hsm->health.session_heals++;
+    if (hsm->health.sessions_lost > 0 && --hsm->health.sessions_lost == 0) {
+        int64_t took = mono_ms() - hsm->outage_start_ms;
+        hsm->health.ok = true;
+        hsm->health.recoveries++;
+        hsm->health.last_change_ms = wall_ms();
+        hsm->health.why[0] = '\0';
+        pend_add(pend, JS_HSM_EVENT_RECOVERED, CKR_OK, label, took,
+                 "HSM sessions recovered on %s after %lld ms (re-opened, logged in, keys found "
+                 "and checked)",
+                 hsm->desc, (long long)took);
+    }
+    pthread_mutex_unlock(&hsm->mu);
+}
+
+/* A failed recovery attempt: the session leaves the HSM alone until next_try_ms. */
+static void schedule_retry(js_hsm_session *s, int64_t not_before)
+{
+    s->reopen = true;
+    int64_t now = mono_ms();
+    s->fail_epoch = atomic_load(&s->hsm->epoch);
+    if (s->backoff_ms < HSM_BACKOFF_MIN_MS)
+        s->backoff_ms = HSM_BACKOFF_MIN_MS;
+    s->next_try_ms = now + s->backoff_ms;
+    if (not_before > s->next_try_ms) /* the module's own backoff: retry when it allows */
+        s->next_try_ms = not_before;
+    s->backoff_ms = backoff_next(s->backoff_ms);
+}
+
+void js_hsm_health_get(js_hsm *hsm, js_hsm_health *out)
+{
+    if (out == NULL)
+        return;
+    memset(out, 0, sizeof(*out));
+    if (hsm == NULL)
+        return;
+    pthread_mutex_lock(&hsm->mu);
+    *out = hsm->health;
+    pthread_mutex_unlock(&hsm->mu);
+}
+
+void js_hsm_set_observer(js_hsm *hsm, js_hsm_observer_fn fn, void *ctx)
+{
+    if (hsm == NULL)
+        return;
+    hsm->observer = fn;
+    hsm->observer_ctx = ctx;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -627,31 +909,90 @@ out:
     return st;
 }
 
-/* One C_Login as CKU_USER (PKCS#11 §5.6) on the login session. The PIN never enters a message. */
-static js_status login(js_hsm *hsm, const char *pin, size_t pin_len, js_err *err)
+/* C_Login as CKU_USER on h with the kept PIN (PKCS#11 §5.6). The PIN never enters a message. */
+static CK_RV login_on(js_hsm *hsm, CK_SESSION_HANDLE h)
+{
+    /* C_Login takes a non-const pointer: hand it a copy, wiped after the call. */
+    CK_UTF8CHAR pin_copy[JS_HSM_PIN_MAX];
+    memcpy(pin_copy, hsm->pin, hsm->pin_len);
+    CK_RV rv = hsm->mod->C_Login(h, CKU_USER, pin_copy, (CK_ULONG)hsm->pin_len);
+    OPENSSL_cleanse(pin_copy, sizeof(pin_copy));
+    /* Already logged in: login state is per application (§5.6), another session did it. */
+    return rv == CKR_USER_ALREADY_LOGGED_IN ? CKR_OK : rv;
+}
+
+/*
+ * Opens an R/W session (keygen creates token objects; §5.6: R/O sessions
+ * cannot) and makes sure the application is logged in: only if the token
+ * forgot us (first open, token restarted or came back) does this call C_Login.
+ * *fn names the call that failed.
+ */
+static CK_RV open_logged_in(js_hsm *hsm, CK_SESSION_HANDLE *out, const char **fn)
 {
     CK_FUNCTION_LIST *m = hsm->mod;
-    /* C_Login takes a non-const pointer: hand it a copy, not the caller's buffer. */
-    CK_UTF8CHAR pin_copy[JS_HSM_PIN_MAX];
-    js_status st = JS_OK;
+    CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+    CK_SESSION_INFO info;
 
-    CK_RV rv = m->C_OpenSession(hsm->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
-                                &hsm->login_session);
+    *out = CK_INVALID_HANDLE;
+    *fn = "C_OpenSession";
+    CK_RV rv = m->C_OpenSession(hsm->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h);
+    if (rv != CKR_OK)
+        return rv;
+    *fn = "C_GetSessionInfo";
+    rv = m->C_GetSessionInfo(h, &info);
+    if (rv == CKR_OK && info.state != CKS_RW_USER_FUNCTIONS &&
+        info.state != CKS_RO_USER_FUNCTIONS) {
+        *fn = "C_Login";
+        rv = login_on(hsm, h);
+    }
     if (rv != CKR_OK) {
-        hsm->login_session = CK_INVALID_HANDLE;
-        st = hsm_fail(err, rv, JS_ECONFIG, "hsm.session", "%s: C_OpenSession", hsm->desc);
-        goto out;
+        (void)m->C_CloseSession(h);
+        return rv;
     }
-    memcpy(pin_copy, pin, pin_len);
-    rv = m->C_Login(hsm->login_session, CKU_USER, pin_copy, (CK_ULONG)pin_len);
-    /* Already logged in: another js_hsm in this process shares the module's login state. */
-    if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
-        st = hsm_fail(err, rv, JS_ECONFIG, "hsm.login", "%s: C_Login as user", hsm->desc);
-        goto out;
+    *out = h;
+    return CKR_OK;
+}
+
+/* C_Initialize, select the token, open the login session. Holds the gate for writing (or is
+ * js_hsm_open, before anyone else can see hsm). */
+static js_status module_start(js_hsm *hsm, js_err *err)
+{
+    /*
+     * Managed mode (see js_hsm_open): p11-kit initialises the module with
+     * CKF_OS_LOCKING_OK (PKCS#11 §5.4 C_Initialize), which SoftHSM needs for
+     * concurrent sessions.
+     */
+    CK_RV rv = p11_kit_module_initialize(hsm->mod);
+    if (rv != CKR_OK)
+        return hsm_fail(err, rv, JS_ECONFIG, "hsm.module", "%s: C_Initialize", hsm->module_path);
+    hsm->initialized = true;
+    JS_GUARD(select_token(hsm, hsm->uri, hsm->token_uri, err));
+    const char *fn = "C_OpenSession";
+    rv = open_logged_in(hsm, &hsm->login_session, &fn);
+    if (rv != CKR_OK) {
+        bool is_login = strcmp(fn, "C_Login") == 0;
+        return hsm_fail(err, rv, JS_ECONFIG, is_login ? "hsm.login" : "hsm.session", "%s: %s%s",
+                        hsm->desc, fn, is_login ? " as user" : "");
     }
-out:
-    OPENSSL_cleanse(pin_copy, sizeof(pin_copy));
-    return st;
+    hsm->ready = true;
+    return JS_OK;
+}
+
+/* Closes the login session and finalises the module; every handle dies (§5.4 C_Finalize). */
+static void module_stop(js_hsm *hsm)
+{
+    /*
+     * No C_Logout: login state belongs to the whole application (§5.6), and
+     * another js_hsm on the same module may still use it. Return values are
+     * ignored on purpose: there is nothing left to undo.
+     */
+    if (hsm->login_session != CK_INVALID_HANDLE)
+        (void)hsm->mod->C_CloseSession(hsm->login_session);
+    hsm->login_session = CK_INVALID_HANDLE;
+    if (hsm->initialized)
+        (void)p11_kit_module_finalize(hsm->mod);
+    hsm->initialized = false;
+    hsm->ready = false;
 }
 
 js_status js_hsm_open(const char *module_path, const char *token_uri, const char *pin,
@@ -674,16 +1015,36 @@ js_status js_hsm_open(const char *module_path, const char *token_uri, const char
     JS_GUARD(parse_token_uri(token_uri, &uri, err));
 
     hsm = calloc(1, sizeof(*hsm));
-    if (hsm == NULL || (hsm->module_path = strdup(module_path)) == NULL) {
+    JS_ENSURE_ALLOC(hsm, err);
+    hsm->uri = uri;
+    hsm->login_session = CK_INVALID_HANDLE;
+    hsm->reinit_backoff_ms = HSM_BACKOFF_MIN_MS;
+    hsm->health.ok = true;
+    atomic_init(&hsm->reinit_pending, false);
+    atomic_init(&hsm->epoch, 1);
+    atomic_init(&hsm->handle_gen, 1);
+    atomic_init(&hsm->next_key_id, 1);
+    pthread_condattr_t ca;
+    bool sync_ok = pthread_rwlock_init(&hsm->gate, NULL) == 0;
+    sync_ok = pthread_mutex_init(&hsm->mu, NULL) == 0 && sync_ok;
+    sync_ok = pthread_condattr_init(&ca) == 0 && sync_ok;
+    sync_ok = sync_ok && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+              pthread_cond_init(&hsm->reinit_done, &ca) == 0;
+    (void)pthread_condattr_destroy(&ca);
+    /* The PIN is kept for re-login after the token forgets us; js_hsm_free wipes it. */
+    hsm->pin = malloc(pin_len > 0 ? pin_len : 1);
+    hsm->module_path = strdup(module_path);
+    hsm->token_uri = strdup(token_uri);
+    if (!sync_ok || hsm->pin == NULL || hsm->module_path == NULL || hsm->token_uri == NULL) {
         st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
         goto out;
     }
-    hsm->login_session = CK_INVALID_HANDLE;
+    memcpy(hsm->pin, pin, pin_len);
+    hsm->pin_len = pin_len;
 
     /*
      * Managed mode (flags 0): p11-kit initialises the module with
-     * CKF_OS_LOCKING_OK (PKCS#11 §5.4 C_Initialize), which SoftHSM needs for
-     * concurrent sessions, and keeps several loads of one module apart.
+     * CKF_OS_LOCKING_OK, and keeps several loads of one module apart.
      */
     hsm->mod = p11_kit_module_load(module_path, 0);
     if (hsm->mod == NULL) {
@@ -692,24 +1053,12 @@ js_status js_hsm_open(const char *module_path, const char *token_uri, const char
                         module_path, why ? why : "unknown error");
         goto out;
     }
-    CK_RV rv = p11_kit_module_initialize(hsm->mod);
-    if (rv != CKR_OK) {
-        st = hsm_fail(err, rv, JS_ECONFIG, "hsm.module", "%s: C_Initialize", module_path);
-        goto out;
-    }
-    hsm->initialized = true;
-
-    st = select_token(hsm, uri, token_uri, err);
+    st = module_start(hsm, err);
     if (st != JS_OK)
         goto out;
-    st = login(hsm, pin, pin_len, err);
-    if (st != JS_OK)
-        goto out;
-
     *out = hsm;
     hsm = NULL;
 out:
-    p11_kit_uri_free(uri);
     js_hsm_free(hsm);
     return st;
 }
@@ -719,25 +1068,123 @@ void js_hsm_free(js_hsm *hsm)
     if (hsm == NULL)
         return;
     if (hsm->mod != NULL) {
-        /*
-         * No C_Logout: login state belongs to the whole application (§5.6), and
-         * another js_hsm on the same module may still use it. Closing our last
-         * session returns the token to the public state; C_Finalize ends it all.
-         * Return values are ignored on purpose: there is nothing left to undo.
-         */
-        if (hsm->login_session != CK_INVALID_HANDLE)
-            (void)hsm->mod->C_CloseSession(hsm->login_session);
-        if (hsm->initialized)
-            (void)p11_kit_module_finalize(hsm->mod);
+        module_stop(hsm);
         p11_kit_module_release(hsm->mod);
     }
+    if (hsm->pin != NULL)
+        OPENSSL_cleanse(hsm->pin, hsm->pin_len);
+    free(hsm->pin);
+    p11_kit_uri_free(hsm->uri);
     free(hsm->module_path);
+    free(hsm->token_uri);
+    pthread_rwlock_destroy(&hsm->gate);
+    pthread_mutex_destroy(&hsm->mu);
+    pthread_cond_destroy(&hsm->reinit_done);
     free(hsm);
 }
 
 const char *js_hsm_token_description(const js_hsm *hsm)
 {
     return hsm != NULL ? hsm->desc : "(no token)";
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The module gate and module re-initialisation.                                             */
+
+/* Enters the gate for reading; waits (bounded) while another thread re-initialises. */
+static js_status gate_enter(js_hsm *hsm, js_err *err)
+{
+    if (atomic_load(&hsm->reinit_pending)) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += HSM_REINIT_WAIT_MS / 1000;
+        until.tv_nsec += (long)(HSM_REINIT_WAIT_MS % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&hsm->mu);
+        int rc = 0;
+        while (hsm->reinit_running && rc == 0)
+            rc = pthread_cond_timedwait(&hsm->reinit_done, &hsm->mu, &until);
+        bool still = hsm->reinit_running;
+        pthread_mutex_unlock(&hsm->mu);
+        JS_ENSURE(!still, err, JS_EUNAVAIL, "hsm.recovering",
+                  "the PKCS#11 module %s is being re-initialised; try again", hsm->module_path);
+    }
+    pthread_rwlock_rdlock(&hsm->gate);
+    return JS_OK;
+}
+
+static void gate_exit(js_hsm *hsm)
+{
+    pthread_rwlock_unlock(&hsm->gate);
+}
+
+/*
+ * C_Finalize + C_Initialize + token selection + login, for a module whose
+ * token stays unusable after it came back (SoftHSM 2.6.1 keeps a token whose
+ * directory vanished invalid until C_Initialize; found by experiment). Only
+ * if no other thread did it since the caller saw `seen_epoch`, and not more
+ * often than the module backoff allows. *retry_at: when a caller may try
+ * again (monotonic ms). The caller holds no gate.
+ */
+static js_status module_reinit(js_hsm *hsm, uint64_t seen_epoch, const char *cause,
+                               int64_t *retry_at, hsm_pending *pend, js_err *err)
+{
+    int64_t now = mono_ms();
+    *retry_at = 0;
+    pthread_mutex_lock(&hsm->mu);
+    if (atomic_load(&hsm->epoch) != seen_epoch || hsm->reinit_running) {
+        /* Done or under way elsewhere: the caller's next gate_enter waits for it. */
+        pthread_mutex_unlock(&hsm->mu);
+        return JS_OK;
+    }
+    if (now < hsm->reinit_next_ms) {
+        int64_t wait = hsm->reinit_next_ms - now;
+        *retry_at = hsm->reinit_next_ms;
+        pthread_mutex_unlock(&hsm->mu);
+        return js_err_set(err, JS_EUNAVAIL, "hsm.recovering",
+                          "%s; re-initialising the PKCS#11 module backs off, next attempt in "
+                          "%lld ms",
+                          cause, (long long)wait);
+    }
+    hsm->reinit_running = true;
+    atomic_store(&hsm->reinit_pending, true);
+    pthread_mutex_unlock(&hsm->mu);
+
+    pthread_rwlock_wrlock(&hsm->gate);
+    module_stop(hsm);
+    js_err rerr;
+    js_err_clear(&rerr);
+    js_status st = module_start(hsm, &rerr);
+    /* Every handle of the old epoch died in C_Finalize, whatever module_start did. */
+    atomic_fetch_add(&hsm->epoch, 1);
+    atomic_fetch_add(&hsm->handle_gen, 1);
+    pthread_rwlock_unlock(&hsm->gate);
+
+    pthread_mutex_lock(&hsm->mu);
+    hsm->reinit_running = false;
+    atomic_store(&hsm->reinit_pending, false);
+    hsm->health.reinits++;
+    if (st == JS_OK) {
+        hsm->reinit_backoff_ms = HSM_BACKOFF_MIN_MS;
+        hsm->reinit_next_ms = 0;
+    } else {
+        hsm->health.reinit_failures++;
+        hsm->reinit_next_ms = mono_ms() + hsm->reinit_backoff_ms;
+        *retry_at = hsm->reinit_next_ms;
+        hsm->reinit_backoff_ms = backoff_next(hsm->reinit_backoff_ms);
+    }
+    pthread_cond_broadcast(&hsm->reinit_done);
+    pthread_mutex_unlock(&hsm->mu);
+    if (st != JS_OK)
+        return js_err_set(err, JS_EUNAVAIL, "hsm.unavailable",
+                          "%s; re-initialising the PKCS#11 module failed: %s", cause, rerr.msg);
+    pend_add(pend, JS_HSM_EVENT_REINIT, CKR_OK, NULL, 0,
+             "PKCS#11 module %s re-initialised (C_Finalize, C_Initialize, login) after: %s",
+             hsm->module_path, cause);
+    return JS_OK;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -751,12 +1198,20 @@ js_status js_hsm_session_open(js_hsm *hsm, js_hsm_session **out, js_err *err)
     js_hsm_session *s = calloc(1, sizeof(*s));
     JS_ENSURE_ALLOC(s, err);
     s->hsm = hsm;
-    /* R/W so keygen can create token objects (§5.6: R/O sessions cannot). */
-    CK_RV rv =
-        hsm->mod->C_OpenSession(hsm->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s->h);
+    s->h = CK_INVALID_HANDLE;
+    s->backoff_ms = HSM_BACKOFF_MIN_MS;
+    js_status st = gate_enter(hsm, err);
+    if (st != JS_OK) {
+        free(s);
+        return st;
+    }
+    const char *fn = "C_OpenSession";
+    CK_RV rv = hsm->ready ? open_logged_in(hsm, &s->h, &fn) : CKR_CRYPTOKI_NOT_INITIALIZED;
+    s->epoch = atomic_load(&hsm->epoch);
+    gate_exit(hsm);
     if (rv != CKR_OK) {
         free(s);
-        return hsm_fail(err, rv, JS_EUNAVAIL, "hsm.session", "%s: C_OpenSession", hsm->desc);
+        return hsm_fail(err, rv, JS_EUNAVAIL, "hsm.session", "%s: %s", hsm->desc, fn);
     }
     *out = s;
     return JS_OK;
@@ -766,36 +1221,238 @@ void js_hsm_session_free(js_hsm_session *s)
 {
     if (s == NULL)
         return;
-    if (s->h != CK_INVALID_HANDLE)
-        (void)s->hsm->mod->C_CloseSession(s->h); /* nothing to do if it is already gone */
+    js_hsm *hsm = s->hsm;
+    js_err err;
+    if (gate_enter(hsm, &err) == JS_OK) {
+        /* A handle of an older epoch may now name another thread's session: never close it. */
+        if (s->h != CK_INVALID_HANDLE && s->epoch == atomic_load(&hsm->epoch))
+            (void)hsm->mod->C_CloseSession(s->h); /* nothing to do if it is already gone */
+        gate_exit(hsm);
+    }
+    if (s->lost) {
+        pthread_mutex_lock(&hsm->mu);
+        if (hsm->health.sessions_lost > 0 && --hsm->health.sessions_lost == 0) {
+            hsm->health.ok = true;
+            hsm->health.last_change_ms = wall_ms();
+            hsm->health.why[0] = '\0';
+        }
+        pthread_mutex_unlock(&hsm->mu);
+    }
+    OPENSSL_cleanse(s, sizeof(*s));
     free(s);
 }
 
 /*
- * Replaces s's session with a new one: after the HSM dropped it, or to end a
- * sign operation left active by CKR_BUFFER_TOO_SMALL (§5.2: that return does
- * not terminate the operation, and 2.40 has no way to cancel it).
+ * Replaces s's PKCS#11 session with a new, logged-in one and forgets its key
+ * handles. Also ends a sign operation left active by CKR_BUFFER_TOO_SMALL
+ * (§5.2: that return does not terminate it, and 2.40 cannot cancel it).
+ * Caller holds the gate.
  */
-static CK_RV session_reopen(js_hsm_session *s)
+static CK_RV session_reopen(js_hsm_session *s, const char **fn)
 {
-    CK_FUNCTION_LIST *m = s->hsm->mod;
-    if (s->h != CK_INVALID_HANDLE)
-        (void)m->C_CloseSession(s->h); /* usually already invalid: that is why we are here */
+    js_hsm *hsm = s->hsm;
+    uint64_t epoch = atomic_load(&hsm->epoch);
+    if (s->h != CK_INVALID_HANDLE && s->epoch == epoch)
+        (void)hsm->mod->C_CloseSession(s->h); /* usually already invalid: that is why we are here */
     s->h = CK_INVALID_HANDLE;
+    s->epoch = epoch;
+    memset(s->cache, 0, sizeof(s->cache));
+    s->cache_next = 0;
+    atomic_fetch_add(&hsm->handle_gen, 1);
+    *fn = "C_OpenSession";
+    if (!hsm->ready)
+        return CKR_CRYPTOKI_NOT_INITIALIZED; /* the last re-initialisation failed */
     CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
-    CK_RV rv = m->C_OpenSession(s->hsm->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h);
-    if (rv == CKR_OK)
+    CK_RV rv = open_logged_in(hsm, &h, fn);
+    if (rv == CKR_OK) {
         s->h = h;
+        s->reopen = false;
+    }
     return rv;
+}
+
+/*
+ * Makes s usable for a call: re-opens it when its handle died with an older
+ * module epoch or after a loss, unless the backoff says not yet. *want_reinit:
+ * re-opening failed and a module re-initialisation may help. Caller holds the gate.
+ */
+static js_status session_ready(js_hsm_session *s, bool *want_reinit, hsm_pending *pend, js_err *err)
+{
+    js_hsm *hsm = s->hsm;
+    uint64_t epoch = atomic_load(&hsm->epoch);
+    char name[HSM_CKR_NAME];
+    if (s->reopen && s->fail_epoch == epoch) {
+        int64_t now = mono_ms();
+        if (now < s->next_try_ms)
+            return js_err_set(err, JS_EUNAVAIL, "hsm.recovering",
+                              "HSM session lost (%s) on %s; recovering, next attempt in %lld ms",
+                              ckr_name(s->lost_rv, name, sizeof(name)), hsm->desc,
+                              (long long)(s->next_try_ms - now));
+    }
+    if (s->h != CK_INVALID_HANDLE && s->epoch == epoch && !s->reopen)
+        return JS_OK;
+    const char *fn = "C_OpenSession";
+    CK_RV rv = session_reopen(s, &fn);
+    if (rv == CKR_OK)
+        return JS_OK;
+    note_lost(s, rv, fn, NULL, pend);
+    schedule_retry(s, 0);
+    /* A wrong PIN will not get better by re-initialising; anything else might. */
+    *want_reinit = rv != CKR_PIN_INCORRECT && rv != CKR_PIN_LOCKED && rv != CKR_PIN_EXPIRED;
+    return hsm_fail(err, rv, JS_EUNAVAIL, "hsm.unavailable",
+                    "re-opening the HSM session on %s after %s: %s", hsm->desc,
+                    ckr_name(s->lost_rv, name, sizeof(name)), fn);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Key handles per session: re-found by label, checked against the key we know.               */
+
+typedef enum resolve_result {
+    RESOLVE_OK,
+    RESOLVE_GONE,     /* a "session or object gone" CK_RV: heal the session */
+    RESOLVE_MISSING,  /* not found, ambiguous, unreadable: heal the module if after a loss */
+    RESOLVE_MISMATCH, /* another key under this label: refuse, never heal into it */
+} resolve_result;
+
+/*
+ * Finds the private key labelled key->label on s again: exactly one private
+ * key of the right type with CKA_SIGN, and exactly one public key with that
+ * label equal to the public key this signer loaded at start. A private key
+ * found this way is trusted only after its first signature verifies under
+ * that public key (finish_sign). Caller holds the gate.
+ */
+static resolve_result resolve_key(js_hsm_session *s, const js_hsm_key *key, CK_OBJECT_HANDLE *out,
+                                  CK_RV *rv_out, js_err *err)
+{
+    js_hsm *hsm = s->hsm;
+    const hsm_alg *row = key->row;
+    CK_OBJECT_CLASS cls_priv = CKO_PRIVATE_KEY, cls_pub = CKO_PUBLIC_KEY;
+    CK_ULONG label_len = (CK_ULONG)strlen(key->label);
+    char label_buf[JS_HSM_LABEL_MAX + 1];
+    memcpy(label_buf, key->label, label_len + 1);
+    CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls_priv, sizeof(cls_priv)},
+                           {CKA_LABEL, label_buf, label_len}};
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG n = 0;
+    EVP_PKEY *pk = NULL;
+
+    *rv_out = CKR_OK;
+    if (find_objects(s, tmpl, 2, found, 2, &n, key->label, rv_out, err) != JS_OK)
+        return rv_gone(*rv_out) ? RESOLVE_GONE : RESOLVE_MISSING;
+    if (n != 1) {
+        js_err_set(err, JS_EUNAVAIL, n == 0 ? "hsm.key_not_found" : "hsm.key_ambiguous",
+                   "key '%s': %s private key with this label on %s after re-opening the session",
+                   key->label, n == 0 ? "no" : "more than one", hsm->desc);
+        return RESOLVE_MISSING;
+    }
+    CK_OBJECT_HANDLE priv = found[0];
+    CK_KEY_TYPE kt = CK_UNAVAILABLE_INFORMATION;
+    CK_BBOOL can_sign = CK_FALSE;
+    CK_ATTRIBUTE pa[] = {{CKA_KEY_TYPE, &kt, sizeof(kt)}, {CKA_SIGN, &can_sign, sizeof(can_sign)}};
+    CK_RV rv = hsm->mod->C_GetAttributeValue(s->h, priv, pa, 2);
+    if (rv != CKR_OK) {
+        *rv_out = rv;
+        hsm_fail(err, rv, JS_EUNAVAIL, "hsm.unavailable",
+                 "key '%s': private key CKA_KEY_TYPE/CKA_SIGN", key->label);
+        return rv_gone(rv) ? RESOLVE_GONE : RESOLVE_MISSING;
+    }
+    tmpl[0].pValue = &cls_pub;
+    if (find_objects(s, tmpl, 2, found, 2, &n, key->label, rv_out, err) != JS_OK)
+        return rv_gone(*rv_out) ? RESOLVE_GONE : RESOLVE_MISSING;
+    js_err rerr;
+    if (kt != row->key_type || can_sign != CK_TRUE || n != 1 ||
+        row->read_public(s, row, priv, found[0], key->label, &pk, &rerr) != JS_OK ||
+        EVP_PKEY_eq(pk, key->pub) != 1) {
+        EVP_PKEY_free(pk);
+        ERR_clear_error();
+        js_err_set(err, JS_EUNAVAIL, "hsm.key_mismatch",
+                   "key '%s': the key now labelled '%s' on %s is not the key this signer loaded "
+                   "(type, usage or public key differ); refusing to sign with it",
+                   key->label, key->label, hsm->desc);
+        return RESOLVE_MISMATCH;
+    }
+    EVP_PKEY_free(pk);
+    *out = priv;
+    return RESOLVE_OK;
+}
+
+static hsm_cached *cache_slot(js_hsm_session *s, uint64_t key_id)
+{
+    for (size_t i = 0; i < HSM_CACHE_KEYS; i++)
+        if (s->cache[i].key_id == key_id)
+            return &s->cache[i];
+    hsm_cached *c = &s->cache[s->cache_next];
+    s->cache_next = (s->cache_next + 1) % HSM_CACHE_KEYS;
+    memset(c, 0, sizeof(*c));
+    c->key_id = key_id;
+    c->priv = CK_INVALID_HANDLE;
+    return c;
+}
+
+static void refuse_key(js_hsm_session *s, hsm_cached *c, const js_hsm_key *key, const js_err *why,
+                       hsm_pending *pend)
+{
+    c->refused = true;
+    c->priv = CK_INVALID_HANDLE;
+    c->verified = false;
+    if (c->backoff_ms < HSM_BACKOFF_MIN_MS)
+        c->backoff_ms = HSM_BACKOFF_MIN_MS;
+    c->retry_ms = mono_ms() + c->backoff_ms;
+    c->backoff_ms = backoff_next(c->backoff_ms);
+    pthread_mutex_lock(&s->hsm->mu);
+    s->hsm->health.key_mismatches++;
+    pthread_mutex_unlock(&s->hsm->mu);
+    pend_add(pend, JS_HSM_EVENT_KEY_MISMATCH, CKR_OK, key->label, 0, "%s", why->msg);
+}
+
+/*
+ * The object handle of key on s: from s's cache, from the key's own handle
+ * while nothing was re-opened since js_hsm_key_find, or re-found by label.
+ */
+static resolve_result key_handle(js_hsm_session *s, const js_hsm_key *key, hsm_cached **out,
+                                 CK_RV *rv, hsm_pending *pend, js_err *err)
+{
+    js_hsm *hsm = s->hsm;
+    hsm_cached *c = cache_slot(s, key->id);
+    *out = c;
+    *rv = CKR_OK;
+    if (c->refused) {
+        int64_t now = mono_ms();
+        if (now < c->retry_ms) {
+            js_err_set(err, JS_EUNAVAIL, "hsm.key_mismatch",
+                       "key '%s': the object under this label on %s is not the key this signer "
+                       "loaded; checking again in %lld ms",
+                       key->label, hsm->desc, (long long)(c->retry_ms - now));
+            return RESOLVE_MISMATCH;
+        }
+    } else if (c->priv != CK_INVALID_HANDLE) {
+        return RESOLVE_OK;
+    }
+    if (!c->refused && key->hint_gen == atomic_load(&hsm->handle_gen) &&
+        key->hint_epoch == atomic_load(&hsm->epoch)) {
+        c->priv = key->hint; /* proven by js_hsm_key_find's self-test, nothing re-opened since */
+        c->verified = true;
+        return RESOLVE_OK;
+    }
+    CK_OBJECT_HANDLE priv = CK_INVALID_HANDLE;
+    js_err rerr;
+    js_err_clear(&rerr);
+    resolve_result r = resolve_key(s, key, &priv, rv, &rerr);
+    if (r == RESOLVE_MISMATCH)
+        refuse_key(s, c, key, &rerr, pend);
+    if (r != RESOLVE_OK) {
+        if (err != NULL)
+            *err = rerr;
+        return r;
+    }
+    c->refused = false;
+    c->priv = priv;
+    c->verified = false;
+    return RESOLVE_OK;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Signing.                                                                                   */
-
-static bool session_lost(CK_RV rv)
-{
-    return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED;
-}
 
 /* C_SignInit + one C_Sign (§5.11) into sig (cap bytes); *fn names the call that failed. */
 static CK_RV sign_once(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDLE key, CK_BYTE *in,
@@ -817,43 +1474,129 @@ static CK_RV sign_once(js_hsm_session *s, const hsm_alg *row, CK_OBJECT_HANDLE k
     return m->C_Sign(s->h, in, in_len, sig, sig_len);
 }
 
-/*
- * Signs `in` (a digest, or the message when the mechanism hashes) with one
- * C_Sign into a buffer of exactly the signature size: no size query round trip.
+/* One signature request: what C_Sign gets, and the JWS signing input for checking a re-found key.
  */
-static js_status sign_raw(js_hsm_session *s, const js_hsm_key *k, CK_BYTE *in, size_t in_len,
-                          uint8_t *sig, size_t *sig_len, js_err *err)
-{
-    const hsm_alg *row = k->row;
-    CK_OBJECT_HANDLE key = k->priv;
-    const char *label = k->label;
-    const char *fn = "C_SignInit";
-    CK_ULONG out_len = (CK_ULONG)k->sig_len;
-    CK_RV rv = CKR_SESSION_HANDLE_INVALID;
+typedef struct sign_req {
+    const js_hsm_key *key;
+    const uint8_t *msg;
+    size_t msg_len;
+    CK_BYTE *in; /* the digest (CKM_ECDSA) or msg itself */
+    size_t in_len;
+    uint8_t *sig;
+    size_t *sig_len;
+} sign_req;
 
-    if (s->h != CK_INVALID_HANDLE)
-        rv = sign_once(s, row, key, in, (CK_ULONG)in_len, sig, &out_len, &fn);
-    if (session_lost(rv)) {
-        /* A network HSM can drop sessions: open a new one and try once more. */
-        CK_RV rv2 = session_reopen(s);
-        if (rv2 != CKR_OK)
-            return hsm_fail(err, rv2, JS_EUNAVAIL, "hsm.sign",
-                            "key '%s': reopening the session after %s failed: C_OpenSession", label,
+/*
+ * One signing attempt with healing, under the gate: re-opens once at once
+ * when the session or its objects are gone, then leaves further attempts to
+ * the backoff. *want_reinit: only a module re-initialisation can help now.
+ */
+static js_status sign_locked(js_hsm_session *s, const sign_req *r, bool *want_reinit,
+                             hsm_pending *pend, js_err *err)
+{
+    js_hsm *hsm = s->hsm;
+    const js_hsm_key *k = r->key;
+    char name[HSM_CKR_NAME];
+
+    JS_GUARD(session_ready(s, want_reinit, pend, err));
+    for (int attempt = 0;; attempt++) {
+        hsm_cached *c = NULL;
+        CK_RV rv = CKR_OK;
+        const char *fn = "C_FindObjects";
+        resolve_result res = key_handle(s, k, &c, &rv, pend, err);
+        if (res == RESOLVE_MISMATCH)
+            return JS_EUNAVAIL; /* the key backs off on its own (refuse_key) */
+        if (res == RESOLVE_OK) {
+            CK_ULONG out_len = (CK_ULONG)k->sig_len;
+            rv = sign_once(s, k->row, c->priv, r->in, (CK_ULONG)r->in_len, r->sig, &out_len, &fn);
+            if (rv == CKR_OK) {
+                if (out_len != k->sig_len)
+                    return js_err_set(err, JS_EUNAVAIL, "hsm.sign",
+                                      "key '%s': C_Sign returned %lu bytes, expected %zu", k->label,
+                                      (unsigned long)out_len, k->sig_len);
+                if (!c->verified) {
+                    /* The first signature of a re-found key proves it is ours (RFC 7515 §5.2). */
+                    js_err verr;
+                    if (jws_verify(k->row->alg, k->pub, r->msg, r->msg_len, r->sig, out_len,
+                                   &verr) != JS_OK) {
+                        js_err_set(&verr, JS_EUNAVAIL, "hsm.key_mismatch",
+                                   "key '%s': the private key now labelled '%s' on %s does not "
+                                   "match the public key this signer loaded; refusing to sign "
+                                   "with it",
+                                   k->label, k->label, hsm->desc);
+                        refuse_key(s, c, k, &verr, pend);
+                        if (err != NULL)
+                            *err = verr;
+                        OPENSSL_cleanse(r->sig, out_len);
+                        return JS_EUNAVAIL;
+                    }
+                    c->verified = true;
+                }
+                note_healed(s, k->label, pend);
+                *r->sig_len = (size_t)out_len;
+                return JS_OK;
+            }
+            if (rv == CKR_BUFFER_TOO_SMALL) {
+                const char *rfn = NULL;
+                (void)session_reopen(s, &rfn); /* ends the active operation; error below */
+            }
+            if (!rv_gone(rv))
+                return hsm_fail(err, rv, JS_EUNAVAIL, "hsm.sign", "key '%s' on %s: %s", k->label,
+                                hsm->desc, fn);
+        } else if (res == RESOLVE_MISSING && !s->lost) {
+            return JS_EUNAVAIL; /* a key deleted in normal operation: err says so */
+        }
+        /* Gone, or still missing after a loss. */
+        if (res == RESOLVE_GONE || res == RESOLVE_OK)
+            note_lost(s, rv, fn, k->label, pend);
+        if (attempt > 0) {
+            /* Re-opening did not bring the key back: only the module can. */
+            schedule_retry(s, 0);
+            *want_reinit = true;
+            if (res == RESOLVE_MISSING)
+                return JS_EUNAVAIL;
+            return hsm_fail(err, rv, JS_EUNAVAIL, "hsm.unavailable",
+                            "key '%s' on %s: %s after re-opening the session", k->label, hsm->desc,
                             fn);
-        out_len = (CK_ULONG)k->sig_len;
-        rv = sign_once(s, row, key, in, (CK_ULONG)in_len, sig, &out_len, &fn);
+        }
+        const char *rfn = "C_OpenSession";
+        CK_RV rrv = session_reopen(s, &rfn);
+        if (rrv != CKR_OK) {
+            schedule_retry(s, 0);
+            *want_reinit = rrv != CKR_PIN_INCORRECT && rrv != CKR_PIN_LOCKED;
+            return hsm_fail(err, rrv, JS_EUNAVAIL, "hsm.unavailable",
+                            "key '%s': re-opening the HSM session on %s after %s: %s", k->label,
+                            hsm->desc, ckr_name(s->lost_rv, name, sizeof(name)), rfn);
+        }
     }
-    if (rv == CKR_BUFFER_TOO_SMALL)
-        (void)session_reopen(s); /* ends the still active operation; the error below says why */
-    if (rv != CKR_OK)
-        return hsm_fail(err, rv, JS_EUNAVAIL, "hsm.sign", "key '%s' on %s: %s", label, s->hsm->desc,
-                        fn);
-    if (out_len != k->sig_len)
-        return js_err_set(err, JS_EUNAVAIL, "hsm.sign",
-                          "key '%s': C_Sign returned %lu bytes, expected %zu", label,
-                          (unsigned long)out_len, k->sig_len);
-    *sig_len = (size_t)out_len;
-    return JS_OK;
+}
+
+/* Signs with healing: at most one module re-initialisation per call. */
+static js_status sign_healing(js_hsm_session *s, const sign_req *r, hsm_pending *pend, js_err *err)
+{
+    js_hsm *hsm = s->hsm;
+    for (int round = 0;; round++) {
+        bool want_reinit = false;
+        JS_GUARD(gate_enter(hsm, err));
+        uint64_t seen = atomic_load(&hsm->epoch);
+        js_status st = sign_locked(s, r, &want_reinit, pend, err);
+        gate_exit(hsm);
+        if (st == JS_OK || !want_reinit || round > 0)
+            return st;
+        int64_t retry_at = 0;
+        char cause[JS_MSG_MAX];
+        snprintf(cause, sizeof(cause), "%s", err != NULL ? err->msg : "HSM session lost");
+        js_status rst = module_reinit(hsm, seen, cause, &retry_at, pend, err);
+        if (rst != JS_OK) {
+            /* Retry when the module's backoff allows; the failed attempt's new epoch is no
+             * reason to try again sooner. */
+            s->fail_epoch = atomic_load(&hsm->epoch);
+            if (retry_at > s->next_try_ms)
+                s->next_try_ms = retry_at;
+            return rst;
+        }
+        /* Re-initialised (here or by another thread): the next round re-opens at once. */
+    }
 }
 
 js_status js_hsm_sign(js_hsm_session *s, const js_hsm_key *key, const uint8_t *msg, size_t msg_len,
@@ -869,20 +1612,28 @@ js_status js_hsm_sign(js_hsm_session *s, const js_hsm_key *key, const uint8_t *m
               key->sig_len);
     *sig_len = 0;
 
+    CK_BYTE empty[1] = {0};
+    CK_BYTE digest[HSM_DIGEST_MAX];
+    sign_req r = {.key = key, .msg = msg, .msg_len = msg_len, .sig = sig, .sig_len = sig_len};
     if (!row->prehash) {
         /* The mechanism hashes (CKM_SHA256_RSA_PKCS[_PSS]) or signs the message (CKM_EDDSA). */
         JS_ENSURE(msg_len <= ULONG_MAX, err, JS_EINVAL, "hsm.sign", "key '%s': message too long",
                   key->label);
-        CK_BYTE empty[1] = {0};
         /* C_Sign takes a non-const pointer but only reads the data (PKCS#11 §5.11). */
-        CK_BYTE *in = msg_len > 0 ? (CK_BYTE *)(uintptr_t)msg : empty;
-        return sign_raw(s, key, in, msg_len, sig, sig_len, err);
+        r.in = msg_len > 0 ? (CK_BYTE *)(uintptr_t)msg : empty;
+        r.in_len = msg_len;
+    } else {
+        unsigned int digest_len = 0;
+        JS_ENSURE(EVP_Digest(msg, msg_len, digest, &digest_len, row->md(), NULL) == 1, err,
+                  JS_EINTERNAL, "hsm.digest", "key '%s': EVP_Digest failed", key->label);
+        r.in = digest;
+        r.in_len = digest_len;
     }
-    CK_BYTE digest[HSM_DIGEST_MAX];
-    unsigned int digest_len = 0;
-    JS_ENSURE(EVP_Digest(msg, msg_len, digest, &digest_len, row->md(), NULL) == 1, err,
-              JS_EINTERNAL, "hsm.digest", "key '%s': EVP_Digest failed", key->label);
-    return sign_raw(s, key, digest, digest_len, sig, sig_len, err);
+    hsm_pending pend;
+    pend.n = 0;
+    js_status st = sign_healing(s, &r, &pend, err);
+    pend_flush(s->hsm, &pend);
+    return st;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -987,13 +1738,14 @@ static js_status generate_pair(js_hsm_session *s, const hsm_alg *row, const char
     char label_buf[JS_HSM_LABEL_MAX + 1];
     memcpy(label_buf, label, label_len + 1);
 
-    CK_ATTRIBUTE pub_tmpl[4 + HSM_ALG_ATTRS] = {
-        {CKA_TOKEN, &yes, sizeof(yes)},
-        {CKA_VERIFY, &yes, sizeof(yes)},
-        {CKA_LABEL, label_buf, label_len},
-        {CKA_ID, id, HSM_KEY_ID_LEN},
+    /* A signing key pair does one thing (issue 8: SoftHSM's defaults allow more). */
+    CK_ATTRIBUTE pub_tmpl[8 + HSM_ALG_ATTRS] = {
+        {CKA_TOKEN, &yes, sizeof(yes)},    {CKA_VERIFY, &yes, sizeof(yes)},
+        {CKA_ENCRYPT, &no, sizeof(no)},    {CKA_WRAP, &no, sizeof(no)},
+        {CKA_DERIVE, &no, sizeof(no)},     {CKA_VERIFY_RECOVER, &no, sizeof(no)},
+        {CKA_LABEL, label_buf, label_len}, {CKA_ID, id, HSM_KEY_ID_LEN},
     };
-    CK_ULONG n_pub = 4;
+    CK_ULONG n_pub = 8;
     JS_ENSURE(n_alg_attrs <= HSM_ALG_ATTRS, err, JS_EINTERNAL, "hsm.keygen",
               "too many algorithm attributes");
     for (CK_ULONG i = 0; i < n_alg_attrs; i++)
@@ -1003,10 +1755,12 @@ static js_status generate_pair(js_hsm_session *s, const hsm_alg *row, const char
      * then also sets CKA_ALWAYS_SENSITIVE / CKA_NEVER_EXTRACTABLE (§4.9).
      */
     CK_ATTRIBUTE priv_tmpl[] = {
-        {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &yes, sizeof(yes)},
-        {CKA_SENSITIVE, &yes, sizeof(yes)}, {CKA_EXTRACTABLE, &no, sizeof(no)},
-        {CKA_SIGN, &yes, sizeof(yes)},      {CKA_LABEL, label_buf, label_len},
-        {CKA_ID, id, HSM_KEY_ID_LEN},
+        {CKA_TOKEN, &yes, sizeof(yes)},      {CKA_PRIVATE, &yes, sizeof(yes)},
+        {CKA_SENSITIVE, &yes, sizeof(yes)},  {CKA_EXTRACTABLE, &no, sizeof(no)},
+        {CKA_SIGN, &yes, sizeof(yes)},       {CKA_LABEL, label_buf, label_len},
+        {CKA_ID, id, HSM_KEY_ID_LEN},        {CKA_DECRYPT, &no, sizeof(no)},
+        {CKA_UNWRAP, &no, sizeof(no)},       {CKA_DERIVE, &no, sizeof(no)},
+        {CKA_SIGN_RECOVER, &no, sizeof(no)},
     };
     CK_RV rv =
         s->hsm->mod->C_GenerateKeyPair(s->h, &mech, pub_tmpl, n_pub, priv_tmpl,
@@ -1195,11 +1949,101 @@ static js_status ed_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT
 /* ------------------------------------------------------------------------------------------ */
 /* Keys.                                                                                      */
 
+/*
+ * Enters the gate with s ready for a call (re-opened if it was lost or its
+ * handle died with an older module epoch). Returns with the gate held on JS_OK.
+ */
+static js_status session_enter(js_hsm_session *s, hsm_pending *pend, js_err *err)
+{
+    js_hsm *hsm = s->hsm;
+    for (int round = 0;; round++) {
+        bool want_reinit = false;
+        JS_GUARD(gate_enter(hsm, err));
+        uint64_t seen = atomic_load(&hsm->epoch);
+        js_status st = session_ready(s, &want_reinit, pend, err);
+        if (st == JS_OK) {
+            /*
+             * Find and keygen run rarely (start, reload, operator): probe the
+             * session first, so one that died quietly is re-opened now rather
+             * than failing the operator's request.
+             */
+            CK_SESSION_INFO info;
+            CK_RV rv = hsm->mod->C_GetSessionInfo(s->h, &info);
+            if (!rv_gone(rv))
+                return JS_OK;
+            note_lost(s, rv, "C_GetSessionInfo", NULL, pend);
+            const char *fn = "C_OpenSession";
+            rv = session_reopen(s, &fn);
+            if (rv == CKR_OK)
+                return JS_OK;
+            schedule_retry(s, 0);
+            want_reinit = true;
+            st = hsm_fail(err, rv, JS_EUNAVAIL, "hsm.unavailable",
+                          "re-opening the HSM session on %s: %s", hsm->desc, fn);
+        }
+        gate_exit(hsm);
+        if (!want_reinit || round > 0)
+            return st;
+        int64_t retry_at = 0;
+        char cause[JS_MSG_MAX];
+        snprintf(cause, sizeof(cause), "%s", err != NULL ? err->msg : "HSM session lost");
+        st = module_reinit(hsm, seen, cause, &retry_at, pend, err);
+        if (st != JS_OK) {
+            s->fail_epoch = atomic_load(&hsm->epoch);
+            if (retry_at > s->next_try_ms)
+                s->next_try_ms = retry_at;
+            return st;
+        }
+    }
+}
+
+/*
+ * Usage beyond signing (issue: keys made before key generation said CKA_SIGN
+ * only): a signing key should not decrypt, unwrap, derive or sign-recover, and
+ * its public half should not encrypt or wrap. Returns a warning in key->warning.
+ */
+static void check_usage(js_hsm_session *s, js_hsm_key *key, CK_OBJECT_HANDLE priv,
+                        CK_OBJECT_HANDLE pub)
+{
+    static const struct {
+        CK_ATTRIBUTE_TYPE type;
+        bool on_private;
+        const char *name;
+    } k_extra[] = {
+        {CKA_DECRYPT, true, "CKA_DECRYPT"},         {CKA_UNWRAP, true, "CKA_UNWRAP"},
+        {CKA_DERIVE, true, "CKA_DERIVE"},           {CKA_SIGN_RECOVER, true, "CKA_SIGN_RECOVER"},
+        {CKA_ENCRYPT, false, "public CKA_ENCRYPT"}, {CKA_WRAP, false, "public CKA_WRAP"},
+    };
+    char found[JS_MSG_MAX] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < sizeof(k_extra) / sizeof(k_extra[0]); i++) {
+        CK_BBOOL v = CK_FALSE;
+        CK_ATTRIBUTE a = {k_extra[i].type, &v, sizeof(v)};
+        /* An attribute a key type does not have (CKR_ATTRIBUTE_TYPE_INVALID) is not a use. */
+        CK_RV rv =
+            s->hsm->mod->C_GetAttributeValue(s->h, k_extra[i].on_private ? priv : pub, &a, 1);
+        if (rv != CKR_OK || a.ulValueLen != sizeof(v) || v != CK_TRUE)
+            continue;
+        int n = snprintf(found + used, sizeof(found) - used, "%s%s", used > 0 ? ", " : "",
+                         k_extra[i].name);
+        if (n > 0 && (size_t)n < sizeof(found) - used)
+            used += (size_t)n;
+    }
+    if (used > 0 &&
+        snprintf(key->warning, sizeof(key->warning),
+                 "key '%s' on %s also allows %s; a signing key should have CKA_SIGN only "
+                 "(generate a new key version with jwt-signerd keygen and retire this one)",
+                 key->label, s->hsm->desc, found) < 0)
+        key->warning[0] = '\0';
+}
+
 js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_alg alg,
                           js_hsm_key **out, js_err *err)
 {
     js_hsm_key *key = NULL;
     js_status st = JS_OK;
+    hsm_pending pend;
+    pend.n = 0;
 
     JS_ENSURE(hsm != NULL && s != NULL && out != NULL, err, JS_EINTERNAL, "internal.arg",
               "js_hsm_key_find: NULL argument");
@@ -1218,18 +2062,24 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
     memcpy(label_buf, label, label_len + 1);
     CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls_priv, sizeof(cls_priv)},
                            {CKA_LABEL, label_buf, label_len}};
-    CK_OBJECT_HANDLE found[2];
+    CK_OBJECT_HANDLE found[2], priv = CK_INVALID_HANDLE;
     CK_ULONG n = 0;
+    CK_RV rv = CKR_OK;
+    const char *fn = "C_FindObjects";
 
     key = calloc(1, sizeof(*key));
-    if (key == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
-        goto out;
-    }
+    JS_ENSURE_ALLOC(key, err);
     key->row = row;
+    key->id = atomic_fetch_add(&hsm->next_key_id, 1);
     memcpy(key->label, label, label_len + 1);
 
-    st = find_objects(s, tmpl, 2, found, 2, &n, label, err);
+    st = session_enter(s, &pend, err);
+    if (st != JS_OK) {
+        pend_flush(hsm, &pend);
+        js_hsm_key_free(key);
+        return st;
+    }
+    st = find_objects(s, tmpl, 2, found, 2, &n, label, &rv, err);
     if (st != JS_OK)
         goto out;
     if (n == 0) {
@@ -1242,13 +2092,14 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
                         "several private keys labelled '%s' on %s", label, hsm->desc);
         goto out;
     }
-    key->priv = found[0];
+    priv = found[0];
 
     /* Only public attributes of the private key: type and usage (§4.8-4.9). */
     CK_KEY_TYPE kt = CK_UNAVAILABLE_INFORMATION;
     CK_BBOOL can_sign = CK_FALSE;
     CK_ATTRIBUTE pa[] = {{CKA_KEY_TYPE, &kt, sizeof(kt)}, {CKA_SIGN, &can_sign, sizeof(can_sign)}};
-    CK_RV rv = hsm->mod->C_GetAttributeValue(s->h, key->priv, pa, 2);
+    fn = "C_GetAttributeValue";
+    rv = hsm->mod->C_GetAttributeValue(s->h, priv, pa, 2);
     if (rv != CKR_OK) {
         st = hsm_fail(err, rv, JS_ECONFIG, "hsm.key_type",
                       "key '%s': private key CKA_KEY_TYPE/CKA_SIGN", label);
@@ -1267,7 +2118,8 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
     }
 
     tmpl[0].pValue = &cls_pub;
-    st = find_objects(s, tmpl, 2, found, 2, &n, label, err);
+    fn = "C_FindObjects";
+    st = find_objects(s, tmpl, 2, found, 2, &n, label, &rv, err);
     if (st != JS_OK)
         goto out;
     if (n != 1) {
@@ -1276,7 +2128,7 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
                         hsm->desc);
         goto out;
     }
-    st = row->read_public(s, row, key->priv, found[0], label, &key->pub, err);
+    st = row->read_public(s, row, priv, found[0], label, &key->pub, err);
     if (st != JS_OK)
         goto out;
     /* RSA signatures are as long as the modulus (RFC 8017 §8.1.1, §8.2.1). */
@@ -1287,30 +2139,62 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
                         JS_SIG_MAX);
         goto out;
     }
+    check_usage(s, key, priv, found[0]);
 
     /*
      * Self-test: the public key we will publish must verify what the private
      * key signs; a label shared by two unrelated keys would otherwise make
-     * every token unverifiable.
+     * every token unverifiable. Signed here on the gate we hold (js_hsm_sign
+     * would enter it again).
      */
     uint8_t sig[JS_SIG_MAX];
-    size_t sig_len = 0;
-    st = js_hsm_sign(s, key, k_selftest_msg, sizeof(k_selftest_msg) - 1, sig, sizeof(sig), &sig_len,
-                     err);
-    if (st != JS_OK)
+    CK_BYTE digest[HSM_DIGEST_MAX];
+    CK_BYTE *in = (CK_BYTE *)(uintptr_t)k_selftest_msg;
+    CK_ULONG in_len = sizeof(k_selftest_msg) - 1;
+    if (row->prehash) {
+        unsigned int dlen = 0;
+        if (EVP_Digest(k_selftest_msg, in_len, digest, &dlen, row->md(), NULL) != 1) {
+            st = js_err_set(err, JS_EINTERNAL, "hsm.digest", "key '%s': EVP_Digest failed", label);
+            goto out;
+        }
+        in = digest;
+        in_len = dlen;
+    }
+    CK_ULONG sig_len = (CK_ULONG)key->sig_len;
+    rv = sign_once(s, row, priv, in, in_len, sig, &sig_len, &fn);
+    if (rv == CKR_BUFFER_TOO_SMALL) {
+        const char *rfn = NULL;
+        (void)session_reopen(s, &rfn); /* ends the active operation */
+    }
+    if (rv != CKR_OK) {
+        st = hsm_fail(err, rv, JS_EUNAVAIL, "hsm.sign", "key '%s' on %s: %s", label, hsm->desc, fn);
         goto out;
+    }
     /* Verified the way every verifier will: OpenSSL over the JOSE form. */
     js_err verr;
-    if (jws_verify(alg, key->pub, k_selftest_msg, sizeof(k_selftest_msg) - 1, sig, sig_len,
+    if (sig_len != key->sig_len ||
+        jws_verify(alg, key->pub, k_selftest_msg, sizeof(k_selftest_msg) - 1, sig, sig_len,
                    &verr) != JS_OK) {
         st = js_err_set(err, JS_ECONFIG, "hsm.key_mismatch",
                         "key '%s': the public key does not verify the private key's signature",
                         label);
         goto out;
     }
+    /* Every session may use this handle until something is re-opened (§2.4: token objects). */
+    key->hint = priv;
+    key->hint_gen = atomic_load(&hsm->handle_gen);
+    key->hint_epoch = atomic_load(&hsm->epoch);
+    hsm_cached *c = cache_slot(s, key->id);
+    c->priv = priv;
+    c->verified = true;
+    note_healed(s, label, &pend);
     *out = key;
     key = NULL;
 out:
+    if (st != JS_OK && rv_gone(rv))
+        note_lost(s, rv, fn, label, &pend);
+    gate_exit(hsm);
+    pend_flush(hsm, &pend);
     js_hsm_key_free(key);
     return st;
 }
@@ -1343,6 +2227,11 @@ size_t js_hsm_key_sig_len(const js_hsm_key *key)
     return key != NULL ? key->sig_len : 0;
 }
 
+const char *js_hsm_key_warning(const js_hsm_key *key)
+{
+    return key != NULL && key->warning[0] != '\0' ? key->warning : NULL;
+}
+
 js_status js_hsm_keygen(js_hsm *hsm, js_hsm_session *s, const char *label, js_alg alg,
                         unsigned rsa_bits, js_err *err)
 {
@@ -1367,7 +2256,17 @@ js_status js_hsm_keygen(js_hsm *hsm, js_hsm_session *s, const char *label, js_al
                   "key '%s': a key size applies only to RS256/PS256 keys, not %s", label,
                   js_alg_name(alg));
     }
+    CK_BYTE id[HSM_KEY_ID_LEN];
+    JS_ENSURE(RAND_bytes(id, sizeof(id)) == 1, err, JS_EINTERNAL, "hsm.keygen",
+              "RAND_bytes failed for CKA_ID");
 
+    hsm_pending pend;
+    pend.n = 0;
+    js_status st = session_enter(s, &pend, err);
+    if (st != JS_OK) {
+        pend_flush(hsm, &pend);
+        return st;
+    }
     /*
      * Any object with that label (key, certificate, data) blocks generation, so
      * js_hsm_key_find() can never become ambiguous. Not atomic with the
@@ -1379,11 +2278,16 @@ js_status js_hsm_keygen(js_hsm *hsm, js_hsm_session *s, const char *label, js_al
     CK_ATTRIBUTE tmpl[] = {{CKA_LABEL, label_buf, label_len}};
     CK_OBJECT_HANDLE found[1];
     CK_ULONG n = 0;
-    JS_GUARD(find_objects(s, tmpl, 1, found, 1, &n, label, err));
-    JS_ENSURE(n == 0, err, JS_ECONFIG, "hsm.label_exists",
-              "an object labelled '%s' already exists on %s", label, hsm->desc);
-    CK_BYTE id[HSM_KEY_ID_LEN];
-    JS_ENSURE(RAND_bytes(id, sizeof(id)) == 1, err, JS_EINTERNAL, "hsm.keygen",
-              "RAND_bytes failed for CKA_ID");
-    return row->keygen(s, row, label, id, rsa_bits, err);
+    CK_RV rv = CKR_OK;
+    st = find_objects(s, tmpl, 1, found, 1, &n, label, &rv, err);
+    if (st == JS_OK && n != 0)
+        st = js_err_set(err, JS_ECONFIG, "hsm.label_exists",
+                        "an object labelled '%s' already exists on %s", label, hsm->desc);
+    if (st == JS_OK)
+        st = row->keygen(s, row, label, id, rsa_bits, err);
+    if (st != JS_OK && rv_gone(rv))
+        note_lost(s, rv, "C_FindObjects", label, &pend);
+    gate_exit(hsm);
+    pend_flush(hsm, &pend);
+    return st;
 }

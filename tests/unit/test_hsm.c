@@ -5,9 +5,13 @@
  * key lookup errors, signatures of every algorithm (ES256/ES384 RFC 7518 §3.4,
  * RS256 §3.3, PS256 §3.5, EdDSA RFC 8037) verified independently with OpenSSL,
  * wrong key types and RSA keys below 2048 bits refused, recovery from a dropped session, and
- * concurrent signing on one session per thread. The test inspects the token through its own PKCS#11
- * session (only the test does this besides hsm.c) to check attributes the
- * module API deliberately cannot read.
+ * concurrent signing on one session per thread. Through the fault-injecting shim
+ * (tests/p11shim, SoftHSM behind it): the self-healing state machine — recovery after every
+ * handle died, backoff while the token stays away, module re-initialisation, a different key
+ * under the same label refused, health counters and observer events, and signers on several
+ * threads while all that happens. Key generation gives signing keys no other usage. The test
+ * inspects the token through its own PKCS#11 session (only the test does this besides hsm.c) to
+ * check attributes the module API deliberately cannot read.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,10 +21,13 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dlfcn.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/core_names.h>
@@ -58,6 +65,7 @@ const char *__asan_default_options(void)
 typedef struct fixture {
     char dir[64];
     char module[512];
+    char shim_ctl[128];
 } fixture;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -104,6 +112,11 @@ static int group_setup(void **state)
         goto fail;
     /* SoftHSM reads SOFTHSM2_CONF in C_Initialize, so this must precede any js_hsm_open. */
     if (setenv("SOFTHSM2_CONF", path, 1) != 0)
+        goto fail;
+    /* The fault-injecting shim (tests/p11shim) forwards to this module, driven by this file. */
+    snprintf(f->shim_ctl, sizeof(f->shim_ctl), "%s/shim.ctl", f->dir);
+    if (setenv("JS_P11SHIM_MODULE", f->module, 1) != 0 ||
+        setenv("JS_P11SHIM_CONTROL", f->shim_ctl, 1) != 0)
         goto fail;
     char cmd[512];
     snprintf(cmd, sizeof(cmd), "mkdir -m 0700 '%s'", tokens);
@@ -1090,6 +1103,459 @@ static void test_two_threads_sign(void **state)
     js_hsm_free(hsm);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Key usage: CKA_SIGN only.                                                                */
+
+static CK_BBOOL tp11_bool(tp11 *t, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type)
+{
+    CK_BBOOL v = CK_TRUE;
+    CK_ATTRIBUTE a = {type, &v, sizeof(v)};
+    assert_int_equal(t->m->C_GetAttributeValue(t->h, o, &a, 1), CKR_OK);
+    return v;
+}
+
+static void test_keygen_sign_only(void **state)
+{
+    const fixture *f = *state;
+    js_hsm *hsm = open_ok(f);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key *rsa = keygen_find_alg_ok(hsm, s, "use-rsa", JS_ALG_RS256);
+    js_hsm_key *ec = keygen_find_alg_ok(hsm, s, "use-ec", JS_ALG_ES256);
+    assert_null(js_hsm_key_warning(rsa));
+    assert_null(js_hsm_key_warning(ec));
+
+    tp11 t;
+    tp11_open(f, &t);
+    static const char *labels[] = {"use-rsa", "use-ec"};
+    for (size_t i = 0; i < 2; i++) {
+        CK_OBJECT_HANDLE priv = tp11_find(&t, CKO_PRIVATE_KEY, labels[i]);
+        CK_OBJECT_HANDLE pub = tp11_find(&t, CKO_PUBLIC_KEY, labels[i]);
+        assert_int_equal(tp11_bool(&t, priv, CKA_SIGN), CK_TRUE);
+        assert_int_equal(tp11_bool(&t, priv, CKA_DECRYPT), CK_FALSE);
+        assert_int_equal(tp11_bool(&t, priv, CKA_UNWRAP), CK_FALSE);
+        assert_int_equal(tp11_bool(&t, priv, CKA_DERIVE), CK_FALSE);
+        assert_int_equal(tp11_bool(&t, priv, CKA_SIGN_RECOVER), CK_FALSE);
+        assert_int_equal(tp11_bool(&t, pub, CKA_VERIFY), CK_TRUE);
+        assert_int_equal(tp11_bool(&t, pub, CKA_ENCRYPT), CK_FALSE);
+        assert_int_equal(tp11_bool(&t, pub, CKA_WRAP), CK_FALSE);
+    }
+    /* The token itself refuses to decrypt with the new RSA key (the reproduction). */
+    CK_MECHANISM mech = {CKM_RSA_PKCS, NULL, 0};
+    CK_RV rv = t.m->C_DecryptInit(t.h, &mech, tp11_find(&t, CKO_PRIVATE_KEY, "use-rsa"));
+    assert_int_equal(rv, CKR_KEY_FUNCTION_NOT_PERMITTED);
+
+    /* A key made the old way (decrypt and unwrap allowed) is found, with a warning. */
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE old_use[] = {{CKA_DECRYPT, &yes, sizeof(yes)}, {CKA_UNWRAP, &yes, sizeof(yes)}};
+    assert_int_equal(
+        t.m->C_SetAttributeValue(t.h, tp11_find(&t, CKO_PRIVATE_KEY, "use-rsa"), old_use, 2),
+        CKR_OK);
+    js_hsm_key *old = NULL;
+    js_err err;
+    assert_int_equal(js_hsm_key_find(hsm, s, "use-rsa", JS_ALG_RS256, &old, &err), JS_OK);
+    const char *w = js_hsm_key_warning(old);
+    assert_non_null(w);
+    assert_non_null(strstr(w, "CKA_DECRYPT"));
+    assert_non_null(strstr(w, "CKA_UNWRAP"));
+    assert_null(strstr(w, "CKA_DERIVE"));
+    assert_non_null(strstr(w, "use-rsa"));
+    tp11_close(&t);
+    js_hsm_key_free(old);
+    js_hsm_key_free(rsa);
+    js_hsm_key_free(ec);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Self-healing through the fault-injecting shim.                                           */
+
+typedef struct observed {
+    pthread_mutex_t mu;
+    int lost, recovered, mismatch, reinit;
+    char last_ckr[64];
+    int64_t last_duration;
+    char last_msg[JS_MSG_MAX];
+} observed;
+
+static void observe(void *ctx, const js_hsm_event *ev)
+{
+    observed *o = ctx;
+    pthread_mutex_lock(&o->mu);
+    switch (ev->kind) {
+    case JS_HSM_EVENT_LOST:
+        o->lost++;
+        snprintf(o->last_ckr, sizeof(o->last_ckr), "%s", ev->ckr);
+        break;
+    case JS_HSM_EVENT_RECOVERED:
+        o->recovered++;
+        o->last_duration = ev->duration_ms;
+        break;
+    case JS_HSM_EVENT_KEY_MISMATCH:
+        o->mismatch++;
+        break;
+    case JS_HSM_EVENT_REINIT:
+        o->reinit++;
+        break;
+    default:
+        break;
+    }
+    snprintf(o->last_msg, sizeof(o->last_msg), "%s", ev->message);
+    pthread_mutex_unlock(&o->mu);
+}
+
+/* Replaces the shim's control file atomically (a new inode: the shim sees the change). */
+static void shim_ctl(const fixture *f, const char *text)
+{
+    char tmp[160];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", f->shim_ctl);
+    FILE *fp = fopen(tmp, "w");
+    assert_non_null(fp);
+    assert_true(fputs(text, fp) >= 0);
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(rename(tmp, f->shim_ctl), 0);
+}
+
+static const char *shim_path(void)
+{
+    const char *p = getenv("JS_P11SHIM");
+    if (p == NULL || p[0] == '\0')
+        fail_msg("JS_P11SHIM is not set (ctest sets it to the built p11shim module)");
+    return p;
+}
+
+static unsigned long shim_calls(const char *fn)
+{
+    void *dl = dlopen(shim_path(), RTLD_NOW | RTLD_NOLOAD);
+    assert_non_null(dl);
+    /* POSIX dlsym: the object-to-function pointer conversion goes through memcpy (ISO C). */
+    void *sym = dlsym(dl, "p11shim_calls");
+    assert_non_null(sym);
+    unsigned long (*calls)(const char *) = NULL;
+    memcpy(&calls, &sym, sizeof(calls));
+    unsigned long n = calls(fn);
+    dlclose(dl);
+    return n;
+}
+
+static js_hsm *open_shim(const fixture *f, observed *o)
+{
+    shim_ctl(f, "ok\n");
+    js_hsm *hsm = NULL;
+    js_err err;
+    js_status st = js_hsm_open(shim_path(), URI, PIN, strlen(PIN), &hsm, &err);
+    if (st != JS_OK)
+        print_error("js_hsm_open(shim): %s: %s\n", err.reason, err.msg);
+    assert_int_equal(st, JS_OK);
+    if (o != NULL) {
+        memset(o, 0, sizeof(*o));
+        assert_int_equal(pthread_mutex_init(&o->mu, NULL), 0);
+        js_hsm_set_observer(hsm, observe, o);
+    }
+    return hsm;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static js_status sign_msg(js_hsm_session *s, const js_hsm_key *k, const char *msg, uint8_t *sig,
+                          size_t *len, js_err *err)
+{
+    return js_hsm_sign(s, k, (const uint8_t *)msg, strlen(msg), sig, JS_SIG_MAX, len, err);
+}
+
+/* Every handle dies (token pulled and put back): the next sign re-opens, logs in, re-finds. */
+static void test_heal_after_invalidate(void **state)
+{
+    const fixture *f = *state;
+    observed o;
+    js_hsm *hsm = open_shim(f, &o);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key *key = keygen_find_ok(hsm, s, "heal-key");
+    js_hsm_session *w = session_ok(hsm); /* a worker: uses the key's handle from key_find */
+    uint8_t sig[JS_SIG_MAX];
+    size_t len = 0;
+    js_err err;
+    assert_int_equal(sign_msg(w, key, "a.b", sig, &len, &err), JS_OK);
+    js_hsm_health h;
+    js_hsm_health_get(hsm, &h);
+    assert_true(h.ok);
+    assert_int_equal(h.failures, 0);
+
+    unsigned long logins = shim_calls("C_Login");
+    shim_ctl(f, "invalidate\n");
+    js_status st = sign_msg(w, key, "c.d", sig, &len, &err);
+    if (st != JS_OK)
+        print_error("sign after invalidate: %s: %s\n", err.reason, err.msg);
+    assert_int_equal(st, JS_OK);
+    assert_true(es256_verify(js_hsm_key_public(key), (const uint8_t *)"c.d", 3, sig, len));
+    /* Every session was closed, so the token forgot the login: it logged in again. */
+    assert_true(shim_calls("C_Login") > logins);
+    js_hsm_health_get(hsm, &h);
+    assert_true(h.ok);
+    assert_int_equal(h.failures, 1);
+    assert_int_equal(h.recoveries, 1);
+    assert_int_equal(h.session_heals, 1);
+    assert_int_equal(h.sessions_lost, 0);
+    assert_true(h.last_change_ms > 0);
+    assert_int_equal(o.lost, 1);
+    assert_int_equal(o.recovered, 1);
+    assert_string_equal(o.last_ckr, "CKR_SESSION_HANDLE_INVALID");
+    assert_true(o.last_duration >= 0 && o.last_duration < 1000);
+
+    /* Object handles only (SoftHSM with its token directory gone): the same recovery. */
+    shim_ctl(f, "invalidate-objects\n");
+    assert_int_equal(sign_msg(w, key, "e.f", sig, &len, &err), JS_OK);
+    assert_true(es256_verify(js_hsm_key_public(key), (const uint8_t *)"e.f", 3, sig, len));
+    assert_int_equal(o.lost, 2);
+    assert_string_equal(o.last_ckr, "CKR_KEY_HANDLE_INVALID");
+
+    /* The other session heals on its own when it is next used; so do find and keygen. */
+    js_hsm_key *again = NULL;
+    assert_int_equal(js_hsm_key_find(hsm, s, "heal-key", JS_ALG_ES256, &again, &err), JS_OK);
+    js_hsm_key_free(again);
+    js_hsm_health_get(hsm, &h);
+    assert_true(h.ok);
+    assert_int_equal(h.reinits, 0); /* re-opening sessions was enough */
+
+    js_hsm_key_free(key);
+    js_hsm_session_free(w);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+    pthread_mutex_destroy(&o.mu);
+}
+
+/*
+ * The token stays away: signs fail fast with JS_EUNAVAIL naming the CKR, the
+ * HSM is tried only as the backoff allows, the module is re-initialised, and
+ * signing comes back by itself once the token is back.
+ */
+static void test_backoff_while_failing(void **state)
+{
+    const fixture *f = *state;
+    observed o;
+    js_hsm *hsm = open_shim(f, &o);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key *key = keygen_find_ok(hsm, s, "backoff-key");
+    uint8_t sig[JS_SIG_MAX];
+    size_t len = 0;
+    js_err err;
+    assert_int_equal(sign_msg(s, key, "a.b", sig, &len, &err), JS_OK);
+
+    shim_ctl(f, "invalidate\nfail * CKR_DEVICE_REMOVED\n");
+    unsigned long opens = shim_calls("C_OpenSession"), inits = shim_calls("C_Initialize");
+    unsigned long signs = shim_calls("C_Sign");
+    int64_t t0 = now_ms();
+    int attempts = 0, recovering = 0, unavailable = 0;
+    bool named = false;
+    while (now_ms() - t0 < 1000) {
+        memset(sig, 0, sizeof(sig));
+        len = 0;
+        js_status st = sign_msg(s, key, "x.y", sig, &len, &err);
+        assert_int_equal(st, JS_EUNAVAIL);
+        assert_int_equal(len, 0);
+        attempts++;
+        if (strcmp(err.reason, "hsm.recovering") == 0)
+            recovering++;
+        else if (strcmp(err.reason, "hsm.unavailable") == 0)
+            unavailable++;
+        else
+            fail_msg("unexpected reason %s: %s", err.reason, err.msg);
+        named = named || strstr(err.msg, "CKR_DEVICE_REMOVED") != NULL;
+        assert_null(strstr(err.msg, PIN));
+    }
+    unsigned long open_tries = shim_calls("C_OpenSession") - opens;
+    unsigned long init_tries = shim_calls("C_Initialize") - inits;
+    print_message("      backoff: %d signs in 1 s, %d recovering, %d unavailable; "
+                  "%lu C_OpenSession, %lu C_Initialize\n",
+                  attempts, recovering, unavailable, open_tries, init_tries);
+    js_hsm_health h;
+    js_hsm_health_get(hsm, &h);
+    print_message("      health: ok %d lost %u failures %llu reinits %llu (%llu failed): %s\n",
+                  h.ok, h.sessions_lost, (unsigned long long)h.failures,
+                  (unsigned long long)h.reinits, (unsigned long long)h.reinit_failures, h.why);
+    print_message("      last error: %s: %s\n", err.reason, err.msg);
+    assert_true(named);
+    assert_true(attempts > 100);
+    assert_true(recovering > attempts - 30); /* almost all answered without touching the HSM */
+    /* 50+100+200+400 ms: a handful of tries per second, for the session and the module. */
+    assert_true(open_tries <= 16);
+    assert_true(init_tries >= 1 && init_tries <= 8);
+    assert_int_equal(shim_calls("C_Sign"), signs);
+    assert_false(h.ok);
+    assert_int_equal(h.sessions_lost, 1);
+    assert_true(h.reinit_failures >= 1);
+    assert_non_null(strstr(h.why, "CKR_DEVICE_REMOVED"));
+    assert_int_equal(o.lost, 1);
+    assert_int_equal(o.recovered, 0);
+
+    /* The token is back: recovery within the 2 s backoff cap, no restart. */
+    shim_ctl(f, "ok\n");
+    int64_t t1 = now_ms();
+    js_status st = JS_EUNAVAIL;
+    while (st != JS_OK && now_ms() - t1 < 5000) {
+        st = sign_msg(s, key, "back.again", sig, &len, &err);
+        if (st != JS_OK)
+            usleep(5000);
+    }
+    int64_t took = now_ms() - t1;
+    print_message("      recovered %lld ms after the fault ended\n", (long long)took);
+    assert_int_equal(st, JS_OK);
+    assert_true(took <= 2500);
+    assert_true(es256_verify(js_hsm_key_public(key), (const uint8_t *)"back.again", 10, sig, len));
+    js_hsm_health_get(hsm, &h);
+    assert_true(h.ok);
+    assert_int_equal(h.recoveries, 1);
+    assert_true(h.reinits >= 2);
+    assert_int_equal(o.recovered, 1);
+    assert_true(o.reinit >= 1);
+    js_hsm_key_free(key);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+    pthread_mutex_destroy(&o.mu);
+}
+
+/* After a loss, another key under the same label is refused, never used to sign. */
+static void test_swapped_key_refused(void **state)
+{
+    const fixture *f = *state;
+    observed o;
+    js_hsm *hsm = open_shim(f, &o);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key *key = keygen_find_ok(hsm, s, "swap-key");
+    js_hsm_key *key2 = keygen_find_ok(hsm, s, "swap-priv");
+    js_hsm_key_free(keygen_find_ok(hsm, s, "swap-other"));
+    uint8_t sig[JS_SIG_MAX];
+    size_t len = 0;
+    js_err err;
+    assert_int_equal(sign_msg(s, key, "a.b", sig, &len, &err), JS_OK);
+    assert_int_equal(sign_msg(s, key2, "a.b", sig, &len, &err), JS_OK);
+
+    /* 1: a whole new pair under the label (public key differs). */
+    tp11 t;
+    tp11_open(f, &t);
+    assert_int_equal(t.m->C_DestroyObject(t.h, tp11_find(&t, CKO_PRIVATE_KEY, "swap-key")), CKR_OK);
+    assert_int_equal(t.m->C_DestroyObject(t.h, tp11_find(&t, CKO_PUBLIC_KEY, "swap-key")), CKR_OK);
+    assert_int_equal(js_hsm_keygen(hsm, s, "swap-key", JS_ALG_ES256, 0, &err), JS_OK);
+    /* 2: only the private key replaced (public key unchanged: only the signature tells). */
+    assert_int_equal(t.m->C_DestroyObject(t.h, tp11_find(&t, CKO_PRIVATE_KEY, "swap-priv")),
+                     CKR_OK);
+    tp11_set_label(&t, tp11_find(&t, CKO_PRIVATE_KEY, "swap-other"), "swap-priv");
+    tp11_close(&t);
+
+    shim_ctl(f, "invalidate\n");
+    memset(sig, 0, sizeof(sig));
+    len = 0;
+    assert_int_equal(sign_msg(s, key, "c.d", sig, &len, &err), JS_EUNAVAIL);
+    assert_string_equal(err.reason, "hsm.key_mismatch");
+    assert_non_null(strstr(err.msg, "swap-key"));
+    assert_int_equal(len, 0);
+    assert_int_equal(sign_msg(s, key2, "c.d", sig, &len, &err), JS_EUNAVAIL);
+    assert_string_equal(err.reason, "hsm.key_mismatch");
+    assert_int_equal(len, 0);
+    uint8_t zero[JS_SIG_MAX] = {0};
+    assert_memory_equal(sig, zero, sizeof(sig)); /* the foreign signature was wiped */
+    /* Refused again at once (backoff), without a new search. */
+    unsigned long finds = shim_calls("C_FindObjectsInit");
+    assert_int_equal(sign_msg(s, key, "e.f", sig, &len, &err), JS_EUNAVAIL);
+    assert_string_equal(err.reason, "hsm.key_mismatch");
+    assert_int_equal(shim_calls("C_FindObjectsInit"), finds);
+    js_hsm_health h;
+    js_hsm_health_get(hsm, &h);
+    assert_int_equal(h.key_mismatches, 2);
+    assert_false(h.ok);
+    assert_int_equal(o.mismatch, 2);
+    js_hsm_key_free(key2);
+    js_hsm_key_free(key);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+    pthread_mutex_destroy(&o.mu);
+}
+
+typedef struct fault_worker {
+    js_hsm *hsm;
+    const js_hsm_key *key;
+    atomic_int *stop;
+    int ok, failed, bad;
+} fault_worker;
+
+static void *fault_worker_main(void *arg)
+{
+    fault_worker *w = arg;
+    js_hsm_session *s = NULL;
+    js_err err;
+    if (js_hsm_session_open(w->hsm, &s, &err) != JS_OK)
+        return NULL;
+    for (int i = 0; !atomic_load(w->stop) && i < 200000; i++) {
+        char msg[32];
+        snprintf(msg, sizeof(msg), "m.%d", i);
+        uint8_t sig[JS_SIG_MAX];
+        size_t len = 0;
+        if (sign_msg(s, w->key, msg, sig, &len, &err) != JS_OK) {
+            w->failed++;
+            usleep(1000);
+            continue;
+        }
+        if (es256_verify(js_hsm_key_public(w->key), (const uint8_t *)msg, strlen(msg), sig, len))
+            w->ok++;
+        else
+            w->bad++;
+    }
+    js_hsm_session_free(s);
+    return NULL;
+}
+
+/* Two signing threads while handles die and the module is re-initialised under them. */
+static void test_heal_under_load(void **state)
+{
+    const fixture *f = *state;
+    js_hsm *hsm = open_shim(f, NULL);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key *key = keygen_find_ok(hsm, s, "load-key");
+    atomic_int stop;
+    atomic_init(&stop, 0);
+    fault_worker w[2];
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        memset(&w[i], 0, sizeof(w[i]));
+        w[i].hsm = hsm;
+        w[i].key = key;
+        w[i].stop = &stop;
+        assert_int_equal(pthread_create(&th[i], NULL, fault_worker_main, &w[i]), 0);
+    }
+    usleep(200000);
+    shim_ctl(f, "invalidate\n");
+    usleep(200000);
+    shim_ctl(f, "invalidate\nfail * CKR_DEVICE_REMOVED\n");
+    usleep(500000);
+    shim_ctl(f, "ok\n");
+    usleep(2500000);
+    int before[2] = {w[0].ok, w[1].ok};
+    usleep(300000);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    js_hsm_health h;
+    js_hsm_health_get(hsm, &h);
+    print_message("      under load: ok %d+%d, failed %d+%d, reinits %llu, recoveries %llu\n",
+                  w[0].ok, w[1].ok, w[0].failed, w[1].failed, (unsigned long long)h.reinits,
+                  (unsigned long long)h.recoveries);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(w[i].bad, 0);
+        assert_true(w[i].failed > 0);
+        assert_true(w[i].ok > before[i]); /* signing again after the fault, without a restart */
+    }
+    assert_true(h.ok);
+    assert_true(h.reinits >= 1);
+    js_hsm_key_free(key);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1115,6 +1581,11 @@ int main(void)
         cmocka_unit_test(test_rsa_key_size),
         cmocka_unit_test(test_sign_after_session_dropped),
         cmocka_unit_test(test_two_threads_sign),
+        cmocka_unit_test(test_keygen_sign_only),
+        cmocka_unit_test(test_heal_after_invalidate),
+        cmocka_unit_test(test_backoff_while_failing),
+        cmocka_unit_test(test_swapped_key_refused),
+        cmocka_unit_test(test_heal_under_load),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
