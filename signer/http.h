@@ -53,7 +53,7 @@
  *  - the response must be sent within JS_HTTP_RESPONSE_TIMEOUT_MS of the end
  *    of its request header (a peer that does not read is cut off).
  *  - libmicrohttpd's inactivity timeout (JS_HTTP_IDLE_TIMEOUT_SECONDS) stays
- *    as a backstop.
+ *    as a backstop; it is longer than both, so the deadlines decide.
  * A connection past its deadline is shut down (checked every
  * JS_HTTP_SWEEP_INTERVAL_MS). A connection older than
  * JS_HTTP_MAX_CONNECTION_AGE_SECONDS, or that has made
@@ -88,7 +88,7 @@
 #define JS_HTTP_BUSY_CONNECTIONS            192     /* from this many open connections ... */
 #define JS_HTTP_BUSY_HEADER_TIMEOUT_MS      2000    /* ... the header deadline is this */
 #define JS_HTTP_RESPONSE_TIMEOUT_MS         10000   /* header done -> response sent */
-#define JS_HTTP_IDLE_TIMEOUT_SECONDS        10      /* libmicrohttpd's inactivity timeout */
+#define JS_HTTP_IDLE_TIMEOUT_SECONDS        30      /* libmicrohttpd's inactivity timeout */
 #define JS_HTTP_MAX_CONNECTION_AGE_SECONDS  60      /* then "Connection: close" */
 #define JS_HTTP_MAX_REQUESTS_PER_CONNECTION 100     /* then "Connection: close" */
 #define JS_HTTP_SWEEP_INTERVAL_MS           100     /* how often deadlines are checked */

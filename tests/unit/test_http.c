@@ -656,7 +656,8 @@ static int peer_closed(int s, int wait_ms)
 }
 
 /*
- * Reads one response from a kept-alive connection: the header, then
+ * Reads one response from a kept-alive connection: the header (a byte at a
+ * time, so nothing of a pipelined next response is consumed), then
  * Content-Length bytes of body unless the response has none (HEAD, 304).
  * Returns 0 on EOF before a whole response.
  */
@@ -664,25 +665,24 @@ static int read_response(int s, int has_body, resp *r)
 {
     memset(r, 0, sizeof(*r));
     size_t got = 0;
-    const char *end = NULL;
-    while (end == NULL) {
-        ssize_t n = recv(s, r->raw + got, sizeof(r->raw) - 1 - got, 0);
-        if (n <= 0)
+    while (got < 4 || memcmp(r->raw + got - 4, "\r\n\r\n", 4) != 0) {
+        if (got == sizeof(r->raw) - 1 || recv(s, r->raw + got, 1, 0) != 1)
             return 0;
-        got += (size_t)n;
-        r->raw[got] = '\0';
-        end = strstr(r->raw, "\r\n\r\n");
+        got++;
     }
+    r->raw[got] = '\0';
     r->status = (int)strtol(r->raw + 9, NULL, 10);
     r->headers = strstr(r->raw, "\r\n");
-    r->body = end + 4;
+    r->body = r->raw + got;
     char cl[32];
     size_t want = 0;
     if (has_body && header(r, "Content-Length", cl, sizeof(cl)))
         want = (size_t)strtoul(cl, NULL, 10);
-    size_t head = (size_t)(r->body - r->raw);
+    if (want > sizeof(r->raw) - 1 - got)
+        return 0;
+    size_t head = got;
     while (got - head < want) {
-        ssize_t n = recv(s, r->raw + got, sizeof(r->raw) - 1 - got, 0);
+        ssize_t n = recv(s, r->raw + got, want - (got - head), 0);
         if (n <= 0)
             return 0;
         got += (size_t)n;
@@ -1083,6 +1083,51 @@ static void test_per_address_limits(void **state)
 }
 
 /*
+ * The documented worst case: peers on more addresses than
+ * CONNECTION_LIMIT / PER_IP_LIMIT fill every slot. The server then holds at
+ * most JS_HTTP_CONNECTION_LIMIT, switches to the busy header deadline, and a
+ * normal client waits in the listen queue about that long, then is served.
+ */
+static void test_global_limit_busy(void **state)
+{
+    fx *x = *state;
+    enum { ADDRS = 24, PER = JS_HTTP_PER_IP_LIMIT, N = ADDRS * PER };
+    static int socks[N];
+    const char line[] = "GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n";
+    double t0 = mono_s();
+    for (int a = 0; a < ADDRS; a++) {
+        char src[16];
+        snprintf(src, sizeof(src), "127.0.1.%d", a + 1);
+        for (int i = 0; i < PER; i++) {
+            socks[a * PER + i] = connect_from(src, x->port);
+            (void)send(socks[a * PER + i], line, strlen(line), MSG_NOSIGNAL);
+        }
+    }
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    js_http_stats st;
+    js_http_get_stats(x->h, &st);
+    assert_int_equal(st.open, JS_HTTP_CONNECTION_LIMIT);
+    double a0 = mono_s();
+    resp r;
+    http_get(x->port, "GET", "/.well-known/jwks.json", NULL, &r);
+    double waited = mono_s() - a0;
+    assert_int_equal(r.status, 200);
+    print_message("%d slow connections from %d addresses, %lu held; a normal client waited %.2f "
+                  "s\n",
+                  N, ADDRS, st.open, waited);
+    assert_true(waited < JS_HTTP_BUSY_HEADER_TIMEOUT_MS / 1000.0 + 1.0);
+    /* Everything queued or held is gone within two busy deadlines and a normal one. */
+    double limit = (2 * JS_HTTP_BUSY_HEADER_TIMEOUT_MS + JS_HTTP_HEADER_TIMEOUT_MS) / 1000.0 + 1;
+    for (int i = 0; i < N; i++) {
+        double left = limit - (mono_s() - t0);
+        assert_true(peer_closed(socks[i], left > 0 ? (int)(left * 1000) : 0));
+        close(socks[i]);
+    }
+    print_message("all %d closed %.2f s after the attack began\n", N, mono_s() - t0);
+}
+
+/*
  * A client that sends a request and never reads the (large) answer is cut
  * off by the response deadline; a normal client is served meanwhile.
  */
@@ -1130,6 +1175,49 @@ static void test_response_deadline(void **state)
     assert_int_equal(st.open, 0);
 }
 
+/*
+ * With TLS the handshake is part of the header deadline: a peer that opens a
+ * connection and sends half a ClientHello, or nothing, is closed by it.
+ */
+static void test_tls_handshake_deadline(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_http_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cert[128], key[128];
+    snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    make_cert(cert, key);
+    fake f = {.jwks = JWKS_BODY};
+    atomic_init(&f.healthy, 1);
+    js_http_handlers hd = {fake_jwks, fake_health, fake_metrics, &f};
+    js_http_options o = {.listen = "127.0.0.1:0", .tls_cert_file = cert, .tls_key_file = key};
+    js_http *h = NULL;
+    js_err err = {0};
+    if (js_http_start(&o, &hd, &h, &err) != JS_OK)
+        fail_msg("%s: %s", err.reason, err.msg);
+    int port = js_http_port(h);
+    double t0 = mono_s();
+    int silent = connect_from("127.0.0.5", port);
+    int partial = connect_from("127.0.0.6", port);
+    /* A TLS record header announcing a 512-byte handshake message, then 5 of its bytes. */
+    send_all(partial, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03", 10);
+    double lo = JS_HTTP_HEADER_TIMEOUT_MS / 1000.0 - 0.05, hi = lo + 1.5;
+    assert_true(peer_closed(silent, (int)(hi * 1000)));
+    double t_silent = mono_s() - t0;
+    assert_true(peer_closed(partial, (int)((hi - t_silent) * 1000) + 1));
+    double t_partial = mono_s() - t0;
+    print_message("TLS: silent peer closed after %.2f s, half a ClientHello after %.2f s\n",
+                  t_silent, t_partial);
+    assert_true(t_silent >= lo && t_partial >= lo && t_partial <= hi);
+    close(silent);
+    close(partial);
+    js_http_stop(h);
+    unlink(cert);
+    unlink(key);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1154,7 +1242,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pipelining_and_retirement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_per_address_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_global_limit_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_response_deadline, setup, teardown),
+        cmocka_unit_test(test_tls_handshake_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
