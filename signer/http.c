@@ -110,9 +110,9 @@ struct js_http {
     int sync_ready;    /* mu and cv initialised */
     pthread_t sweeper;
     int sweeper_running;
-    int stopping;       /* mu */
-    http_conn *conns;   /* mu: every tracked connection */
-    unsigned long open; /* mu: entries in conns */
+    int stopping;      /* mu */
+    http_conn *conns;  /* mu: every tracked connection */
+    atomic_ulong open; /* entries in conns (changed under mu) */
     atomic_ulong accepted;
     atomic_ulong header_deadline;
     atomic_ulong response_deadline;
@@ -476,7 +476,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         if (h->conns != NULL)
             h->conns->prev = conn;
         h->conns = conn;
-        h->open++;
+        atomic_fetch_add(&h->open, 1);
         pthread_mutex_unlock(&h->mu);
         *socket_context = conn;
         return;
@@ -492,7 +492,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
             h->conns = conn->next;
         if (conn->next != NULL)
             conn->next->prev = conn->prev;
-        h->open--;
+        atomic_fetch_sub(&h->open, 1);
         pthread_mutex_unlock(&h->mu);
         free(conn);
         *socket_context = NULL;
@@ -573,8 +573,9 @@ static void *sweeper_main(void *arg)
     pthread_mutex_lock(&h->mu);
     while (!h->stopping) {
         int64_t now = now_ms();
-        int64_t header_ms = h->open >= JS_HTTP_BUSY_CONNECTIONS ? JS_HTTP_BUSY_HEADER_TIMEOUT_MS
-                                                                : JS_HTTP_HEADER_TIMEOUT_MS;
+        int64_t header_ms = atomic_load(&h->open) >= JS_HTTP_BUSY_CONNECTIONS
+                                ? JS_HTTP_BUSY_HEADER_TIMEOUT_MS
+                                : JS_HTTP_HEADER_TIMEOUT_MS;
         for (http_conn *conn = h->conns; conn != NULL; conn = conn->next) {
             int64_t limit = conn->phase == PHASE_HEADER ? header_ms : JS_HTTP_RESPONSE_TIMEOUT_MS;
             if (conn->shut || now - conn->since_ms < limit)
@@ -893,6 +894,7 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
     JS_ENSURE_ALLOC(h, err);
     h->h = *hd;
     atomic_init(&h->log_done, 0);
+    atomic_init(&h->open, 0);
     atomic_init(&h->accepted, 0);
     atomic_init(&h->header_deadline, 0);
     atomic_init(&h->response_deadline, 0);
@@ -970,14 +972,11 @@ void js_http_get_stats(const js_http *h, js_http_stats *out)
     memset(out, 0, sizeof(*out));
     if (h == NULL)
         return;
-    js_http *m = (js_http *)(uintptr_t)h; /* the lock is not part of the value */
-    pthread_mutex_lock(&m->mu);
-    out->open = m->open;
-    pthread_mutex_unlock(&m->mu);
-    out->accepted = atomic_load(&m->accepted);
-    out->header_deadline = atomic_load(&m->header_deadline);
-    out->response_deadline = atomic_load(&m->response_deadline);
-    out->bad_requests = atomic_load(&m->bad_requests);
+    out->open = atomic_load(&h->open);
+    out->accepted = atomic_load(&h->accepted);
+    out->header_deadline = atomic_load(&h->header_deadline);
+    out->response_deadline = atomic_load(&h->response_deadline);
+    out->bad_requests = atomic_load(&h->bad_requests);
 }
 
 void js_http_stop(js_http *h)
