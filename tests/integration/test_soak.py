@@ -1238,6 +1238,8 @@ class SoakRun:
                     fails[c["code"]] = fails.get(c["code"], 0) + 1
             if fails:
                 ph.figures["caller_failures"] = fails
+                ph.figures["caller_failure_e.g."] = next(
+                    (c.get("details") or "")[:160] for c in calls if c["code"] != "OK")
             out.append("%-9s %-28s %6.1f %9s %12s %10.0f %7d %12s %s" % (
                 ph.name, ph.label, dur,
                 "%.2f" % ph.recovery if ph.recovery is not None else "NEVER",
