@@ -32,9 +32,11 @@
 /* A PIN file holds one short line; anything bigger is the wrong file. */
 #define PIN_FILE_MAX 4096
 
-static const char *const k_top_keys[] = {"listen", "tls",         "workers",      "hsm",
-                                         "keys",   "default_key", "issuer",       "policy",
-                                         "audit",  "http",        "key_lifecycle"};
+static const char *const k_top_keys[] = {"listen", "tls",         "workers",       "hsm",
+                                         "keys",   "default_key", "issuer",        "policy",
+                                         "audit",  "http",        "key_lifecycle", "limits"};
+static const char *const k_limits_keys[] = {"denials_per_second", "denials_burst",
+                                            "denials_total_per_second", "denials_total_burst"};
 static const char *const k_http_keys[] = {"listen", "tls_cert", "tls_key", "jwks_max_age"};
 static const char *const k_lifecycle_keys[] = {"prepublish", "leeway"};
 static const char *const k_tls_keys[] = {"cert", "key", "client_ca"};
@@ -42,7 +44,7 @@ static const char *const k_hsm_keys[] = {"module", "token", "pin_file", "pin_env
 static const char *const k_key_keys[] = {"name", "label", "alg", "bits", "rotation_period"};
 static const char *const k_audit_keys[] = {
     "dir",       "key_label",     "origin", "checkpoint_interval", "checkpoint_records",
-    "heartbeat", "segment_bytes", "fsync"};
+    "heartbeat", "segment_bytes", "fsync",  "min_free_bytes"};
 
 /*
  * Top-level keys of earlier versions whose job moved to the policy file. They
@@ -418,19 +420,25 @@ static js_status get_duration_ms(const loader *ld, const js_yaml_node *map, cons
     return JS_OK;
 }
 
-static js_status get_uint(const loader *ld, const js_yaml_node *map, const char *key, int64_t min,
-                          int64_t max, uint64_t *out)
+static js_status get_uint_in(const loader *ld, const js_yaml_node *map, const char *parent,
+                             const char *key, int64_t min, int64_t max, uint64_t *out)
 {
     const js_yaml_node *v;
     char path[JS_YAML_PATH_MAX];
     int64_t n;
-    JS_GUARD(js_yaml_lookup(ld->doc, map, "audit", key, false, &v, ld->err));
+    JS_GUARD(js_yaml_lookup(ld->doc, map, parent, key, false, &v, ld->err));
     if (v == NULL)
         return JS_OK;
-    JS_GUARD(js_yaml_expect_int(ld->doc, v, js_yaml_path_key(path, sizeof(path), "audit", key), min,
+    JS_GUARD(js_yaml_expect_int(ld->doc, v, js_yaml_path_key(path, sizeof(path), parent, key), min,
                                 max, &n, ld->err));
     *out = (uint64_t)n;
     return JS_OK;
+}
+
+static js_status get_uint(const loader *ld, const js_yaml_node *map, const char *key, int64_t min,
+                          int64_t max, uint64_t *out)
+{
+    return get_uint_in(ld, map, "audit", key, min, max, out);
 }
 
 /* audit.key_label names the audit key pair, which must not be a signing key. */
@@ -505,6 +513,11 @@ static js_status load_audit(const loader *ld, const js_yaml_node *root, js_confi
     JS_GUARD(get_uint(ld, audit, "segment_bytes", JS_CONFIG_AUDIT_SEGMENT_MIN,
                       (int64_t)JS_CONFIG_AUDIT_SEGMENT_MAX, &cfg->audit_segment_bytes));
 
+    /* The disk watermark (auditlog.h); 0 turns the check off. */
+    cfg->audit_min_free_bytes = JS_CONFIG_AUDIT_MIN_FREE_BYTES;
+    JS_GUARD(get_uint(ld, audit, "min_free_bytes", 0, (int64_t)JS_CONFIG_AUDIT_MIN_FREE_MAX,
+                      &cfg->audit_min_free_bytes));
+
     cfg->audit_fsync = true;
     JS_GUARD(js_yaml_lookup(ld->doc, audit, "audit", "fsync", false, &fv, ld->err));
     if (fv != NULL)
@@ -539,6 +552,27 @@ static js_status load_http(const loader *ld, const js_yaml_node *root, js_config
     if (v != NULL)
         JS_GUARD(js_yaml_expect_duration(ld->doc, v, "http.jwks_max_age", &cfg->http_jwks_max_age,
                                          ld->err));
+    return JS_OK;
+}
+
+/* limits: the denial budget (denials.h); defaults there. */
+static js_status load_limits(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const js_yaml_node *m;
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "limits", false, &m, ld->err));
+    if (m == NULL)
+        return JS_OK;
+    JS_GUARD(js_yaml_expect_type(ld->doc, m, "limits", JS_YAML_MAPPING, ld->err));
+    JS_GUARD(
+        js_yaml_check_keys(ld->doc, m, "limits", k_limits_keys, COUNT(k_limits_keys), ld->err));
+    JS_GUARD(get_uint_in(ld, m, "limits", "denials_per_second", 1, JS_CONFIG_LIMIT_MAX,
+                         &cfg->denials_per_second));
+    JS_GUARD(
+        get_uint_in(ld, m, "limits", "denials_burst", 1, JS_CONFIG_LIMIT_MAX, &cfg->denials_burst));
+    JS_GUARD(get_uint_in(ld, m, "limits", "denials_total_per_second", 1, JS_CONFIG_LIMIT_MAX,
+                         &cfg->denials_total_per_second));
+    JS_GUARD(get_uint_in(ld, m, "limits", "denials_total_burst", 1, JS_CONFIG_LIMIT_MAX,
+                         &cfg->denials_total_burst));
     return JS_OK;
 }
 
@@ -593,6 +627,7 @@ static js_status load_all(const loader *ld, js_config *cfg)
     JS_GUARD(load_audit(ld, root, cfg));
     JS_GUARD(load_http(ld, root, cfg));
     JS_GUARD(load_lifecycle(ld, root, cfg));
+    JS_GUARD(load_limits(ld, root, cfg));
     return JS_OK;
 }
 

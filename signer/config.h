@@ -36,13 +36,16 @@
 #define JS_KEY_NAME_MAX       64
 
 /* audit.* defaults and bounds. */
-#define JS_CONFIG_AUDIT_INTERVAL_MS   1000u
-#define JS_CONFIG_AUDIT_RECORDS       1000u
-#define JS_CONFIG_AUDIT_RECORDS_MAX   1000000u
-#define JS_CONFIG_AUDIT_SEGMENT_BYTES (64u * 1024u * 1024u)
-#define JS_CONFIG_AUDIT_SEGMENT_MIN   65536u
-#define JS_CONFIG_AUDIT_SEGMENT_MAX   (UINT64_C(1) << 40)
-#define JS_CONFIG_AUDIT_ORIGIN_MAX    256
+#define JS_CONFIG_AUDIT_INTERVAL_MS    1000u
+#define JS_CONFIG_AUDIT_RECORDS        1000u
+#define JS_CONFIG_AUDIT_RECORDS_MAX    1000000u
+#define JS_CONFIG_AUDIT_SEGMENT_BYTES  (64u * 1024u * 1024u)
+#define JS_CONFIG_AUDIT_SEGMENT_MIN    65536u
+#define JS_CONFIG_AUDIT_SEGMENT_MAX    (UINT64_C(1) << 40)
+#define JS_CONFIG_AUDIT_MIN_FREE_BYTES (256u * 1024u * 1024u) /* = JS_AUDIT_MIN_FREE_DEFAULT */
+#define JS_CONFIG_AUDIT_MIN_FREE_MAX   (UINT64_C(1) << 50)
+#define JS_CONFIG_LIMIT_MAX            1000000
+#define JS_CONFIG_AUDIT_ORIGIN_MAX     256
 
 typedef struct js_key_config {
     char *name;    /* [A-Za-z0-9._-]{1,64}, unique */
@@ -89,7 +92,13 @@ typedef struct js_config {
     uint64_t audit_checkpoint_records;     /* 1..1000000; default 1000 */
     uint64_t audit_heartbeat_ms;           /* >= the interval; default = the interval */
     uint64_t audit_segment_bytes;          /* 65536..2^40; default 64 MiB */
-    bool audit_fsync; /* default true; false is for benchmarks and tests only */
+    bool audit_fsync;              /* default true; false is for benchmarks and tests only */
+    uint64_t audit_min_free_bytes; /* disk watermark; default 256 MiB; 0 = no check */
+    /* limits: the denial budget (denials.h); 0 = its default. */
+    uint64_t denials_per_second;
+    uint64_t denials_burst;
+    uint64_t denials_total_per_second;
+    uint64_t denials_total_burst;
 
     /* http: JWKS, health and metrics over HTTP (libmicrohttpd); NULL = off.
      * Plain HTTP only on loopback; elsewhere tls_cert and tls_key. */

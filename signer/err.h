@@ -31,7 +31,7 @@ typedef enum js_status {
 } js_status;
 
 #define JS_REASON_MAX 64
-#define JS_MSG_MAX    320
+#define JS_MSG_MAX    1024
 
 typedef struct js_err {
     js_status status;

@@ -15,6 +15,7 @@
  * here with sigwait(), so no handler runs inside gRPC or PKCS#11 code.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -34,6 +35,7 @@
 #include "auditlog.h"
 #include "config.h"
 #include "control.h"
+#include "denials.h"
 #include "fdreserve.h"
 #include "frozen.h"
 #include "hsm.h"
@@ -238,6 +240,10 @@ typedef struct daemon_state {
     js_metrics *metrics;
     js_http *http;
     js_fdreserve *fd_reserve;
+    js_denials *denials;       /* denials in full vs folded (denials.h) */
+    js_denials *admin_rate;    /* Admin calls per administrator */
+    js_denials *quiet;         /* GetJwks log lines per caller */
+    atomic_bool disk_low;      /* last watermark state seen (logged on change) */
     char listen_again[300];    /* host:port the gRPC listener is re-created on */
     int64_t listener_lost_ms;  /* when the main loop noticed; 0 = listening */
     int64_t listener_retry_ms; /* next re-creation attempt */
@@ -303,6 +309,14 @@ static void on_audit_batch(void *ctx, size_t records, uint64_t fsync_us)
     js_metrics_audit_batch(ctx, records, fsync_us);
 }
 
+/* One log line per folded audit record, with the same count (logline.h). */
+static void on_audit_fold(void *ctx, const js_audit_fold *f)
+{
+    (void)ctx;
+    js_foldlog l = {f->type, f->caller, f->peer, f->reason, f->count, f->seq};
+    js_log_denials_folded(&l);
+}
+
 static js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
 {
     const js_config *cfg = d->cfg;
@@ -330,6 +344,10 @@ static js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
         .pubkey_pem = pem,
         .on_batch = on_audit_batch,
         .on_batch_ctx = d->metrics,
+        .on_fold = on_audit_fold,
+        .on_fold_ctx = d,
+        .min_free_bytes = cfg->audit_min_free_bytes,
+        .disk_watermark_off = cfg->audit_min_free_bytes == 0,
     };
     if (!cfg->audit_fsync)
         js_log_event("warn", "audit_fsync_disabled",
@@ -401,9 +419,16 @@ static int http_health(void *ctx, char **body)
     bool audit = js_audit_healthy(d->audit, &aerr);
     bool grpc = !atomic_load(&d->listener_down);
     bool ok = hsm && audit && grpc;
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "status", ok ? "ok" : "unhealthy", "hsm",
-                          hsm ? "ok" : hsm_why, "audit", audit ? "ok" : aerr.msg, "grpc",
-                          grpc ? "ok" : "listener lost; re-creating");
+    /* Below the disk watermark the signer still works: 200, "degraded". */
+    uint64_t free_bytes = 0;
+    bool low = js_audit_disk_low(d->audit, &free_bytes);
+    char disk[96];
+    if (low)
+        snprintf(disk, sizeof(disk), "low: %" PRIu64 " bytes free", free_bytes);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s}", "status", !ok ? "unhealthy" : (low ? "degraded" : "ok"), "hsm",
+        hsm ? "ok" : hsm_why, "audit", audit ? "ok" : aerr.msg, "grpc",
+        grpc ? "ok" : "listener lost; re-creating", "audit_disk", low ? disk : "ok");
     *body = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
     return ok;
@@ -421,6 +446,12 @@ static char *http_metrics(void *ctx)
         g.key_versions[i] = counts[JS_KS_NEXT + i];
     g.audit_healthy = js_audit_healthy(d->audit, NULL);
     g.listener_recreations = atomic_load(&d->listener_recreations);
+    uint64_t free_bytes = 0;
+    g.audit_disk_low = js_audit_disk_low(d->audit, &free_bytes);
+    g.audit_disk_free_bytes = free_bytes == UINT64_MAX ? 0 : free_bytes;
+    js_denials_stats ds;
+    js_denials_stats_get(d->denials, &ds);
+    g.denials_folded = ds.folded;
     g.open_fds = js_fd_open_count();
     g.fd_limit = d->fd_limit;
     char why[JS_MSG_MAX];
@@ -460,6 +491,9 @@ static js_status start_grpc(daemon_state *d, const char *listen, js_err *err)
         .hsm = d->hsm,
         .metrics = d->metrics,
         .listen = listen,
+        .denials = d->denials,
+        .admin_rate = d->admin_rate,
+        .quiet = d->quiet,
     };
     js_status st = js_server_new(&sdeps, &d->srv, err);
     if (st == JS_OK)
@@ -532,6 +566,22 @@ static void listener_check(daemon_state *d, int64_t now_ms)
         json_pack("{s:s, s:I}", "address", d->listen_again, "down_ms", (json_int_t)down_ms));
 }
 
+/* Logs when the audit file system crosses the disk watermark (auditlog.h
+ * measures; /healthz and the metrics report it), so an operator hears of
+ * it before a full disk stops all signing. */
+static void disk_check(daemon_state *d)
+{
+    uint64_t free_bytes = 0;
+    bool low = js_audit_disk_low(d->audit, &free_bytes);
+    if (low == atomic_load(&d->disk_low))
+        return;
+    atomic_store(&d->disk_low, low);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I}", "event", low ? "audit_disk_low" : "audit_disk_ok",
+                          "dir", d->cfg->audit_dir, "free_bytes", (json_int_t)free_bytes,
+                          "watermark_bytes", (json_int_t)d->cfg->audit_min_free_bytes);
+    js_log_emit(low ? "warn" : "info", o);
+}
+
 /* Raises the fd limit to the hard limit and holds the reserve. */
 static js_status fd_setup(daemon_state *d, js_err *err)
 {
@@ -558,6 +608,9 @@ static void daemon_free(daemon_state *d)
     js_service_free(d->svc);
     js_policy_store_free(d->policies);
     js_ratelimit_free(d->rl);
+    js_denials_free(d->denials);
+    js_denials_free(d->admin_rate);
+    js_denials_free(d->quiet);
     js_snapshot_store_free(d->keys);
     js_keyvault_free(d->vault);
     js_hsm_key_free(d->audit_key);
@@ -580,6 +633,17 @@ static js_status daemon_start(daemon_state *d, js_err *err)
     JS_GUARD(js_keyvault_new(d->hsm, d->session, &d->vault, err));
     JS_GUARD(js_snapshot_store_new(NULL, free_keyring, &d->keys, err));
     JS_GUARD(js_ratelimit_new(RATELIMIT_MAX_IDENTITIES, &d->rl, err));
+    js_denials_options deny_opts = {
+        .rate = (uint32_t)d->cfg->denials_per_second,
+        .burst = (uint32_t)d->cfg->denials_burst,
+        .global_rate = (uint32_t)d->cfg->denials_total_per_second,
+        .global_burst = (uint32_t)d->cfg->denials_total_burst,
+    };
+    JS_GUARD(js_denials_new(&deny_opts, &d->denials, err));
+    js_denials_options admin_opts = {.rate = JS_ADMIN_RATE, .burst = JS_ADMIN_BURST};
+    JS_GUARD(js_denials_new(&admin_opts, &d->admin_rate, err));
+    js_denials_options quiet_opts = {.rate = JS_JWKS_LOG_RATE, .burst = JS_JWKS_LOG_BURST};
+    JS_GUARD(js_denials_new(&quiet_opts, &d->quiet, err));
     JS_GUARD(js_service_new(d->cfg, d->rl, NULL, NULL, &d->svc, err));
 
     js_policy *p = NULL;
@@ -704,6 +768,7 @@ static int cmd_serve(const char *config_path)
         int sig = sigtimedwait(&set, NULL, &wait);
         int64_t now_ms = mono_ms();
         listener_check(&d, now_ms);
+        disk_check(&d);
         if (now_ms - last_tick_ms >= 1000) {
             last_tick_ms = now_ms;
             js_control_tick(d.control);

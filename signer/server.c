@@ -30,12 +30,14 @@
 
 #include "auditlog.h"
 #include "control.h"
+#include "denials.h"
 #include "frozen.h"
 #include "identity.h"
 #include "jwtsigner/v1/signer.pb-c.h"
 #include <protobuf-c/protobuf-c.h>
 #include "logline.h"
 #include "metrics.h"
+#include "pbcheck.h"
 #include "policy_store.h"
 
 #define METHOD_SIGN "/jwtsigner.v1.Signer/SignJwt"
@@ -118,6 +120,9 @@ struct js_server {
     js_control *control;
     js_audit *audit;
     js_metrics *metrics;
+    js_denials *denials;    /* denials recorded in full vs folded */
+    js_denials *admin_rate; /* Admin calls per administrator */
+    js_denials *quiet;      /* log lines of allowed GetJwks calls */
     grpc_server *server;
     grpc_completion_queue *shutdown_cq;
     void *method_sign;
@@ -355,16 +360,32 @@ static js_status call_identity(grpc_call *call, char *out, size_t cap, js_err *e
     const char *uris[MAX_SAN_NAMES];
     const char *dns[MAX_SAN_NAMES];
     identity_names names = {uris, 0, dns, 0, NULL};
-    grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, "peer_uri");
-    const grpc_auth_property *p;
-    while ((p = grpc_auth_property_iterator_next(&it)) != NULL && names.nuris < MAX_SAN_NAMES)
-        uris[names.nuris++] = p->value;
-    it = grpc_auth_context_find_properties_by_name(ctx, "peer_dns");
-    while ((p = grpc_auth_property_iterator_next(&it)) != NULL && names.ndns < MAX_SAN_NAMES)
-        dns[names.ndns++] = p->value;
-    it = grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_CN_PROPERTY_NAME);
-    if ((p = grpc_auth_property_iterator_next(&it)) != NULL)
-        names.cn = p->value;
+    /* gRPC gives each name with its length; identity_select reads C strings,
+     * so a name with an embedded NUL ("spiffe://x/issuer-a\0.evil") would be
+     * cut short into someone else's identity: refuse it here. */
+    static const struct {
+        const char *property;
+        const char *what;
+    } k_names[] = {
+        {"peer_uri", "URI SAN"}, {"peer_dns", "DNS SAN"}, {GRPC_X509_CN_PROPERTY_NAME, "CN"}};
+    for (size_t k = 0; k < sizeof(k_names) / sizeof(k_names[0]); k++) {
+        grpc_auth_property_iterator it =
+            grpc_auth_context_find_properties_by_name(ctx, k_names[k].property);
+        const grpc_auth_property *p;
+        while ((p = grpc_auth_property_iterator_next(&it)) != NULL) {
+            if (p->value == NULL || strnlen(p->value, p->value_length) != p->value_length) {
+                st = js_err_set(err, JS_EDENIED, "identity.invalid",
+                                "client certificate %s contains a NUL character", k_names[k].what);
+                goto done;
+            }
+            if (k == 0 && names.nuris < MAX_SAN_NAMES)
+                uris[names.nuris++] = p->value;
+            else if (k == 1 && names.ndns < MAX_SAN_NAMES)
+                dns[names.ndns++] = p->value;
+            else if (k == 2 && names.cn == NULL)
+                names.cn = p->value;
+        }
+    }
     st = identity_select(&names, out, cap, err);
 done:
     grpc_auth_context_release(ctx);
@@ -480,6 +501,61 @@ static void sign_audit_done(void *ctx, js_status st, uint64_t seq, const js_err 
     atomic_fetch_sub(&srv->awaiting_audit, 1);
 }
 
+/* Milliseconds of the monotonic clock, for the budgets (denials.h). */
+static int64_t mono_ms(void)
+{
+    return mono_us() / 1000;
+}
+
+/*
+ * One decision per denial (denials.h): true = audit record and log line in
+ * full; false = folded into a counted record (the audit writer reports each
+ * folded record as one log line, main.c). Keyed by the identity, or by the
+ * peer address when there is none.
+ */
+static bool denial_in_full(const call_ctx *c)
+{
+    char key[JS_DENIALS_KEY_MAX + 1];
+    js_denials_key(c->identity, c->peer, key, sizeof(key));
+    return js_denials_admit(c->w->srv->denials, key, mono_ms());
+}
+
+/* Counts a denial into its folded record: by identity, or by the peer's
+ * address (without the port, which changes with every connection). */
+static void fold_denial(const call_ctx *c, const char *type, const char *reason)
+{
+    char peer[JS_DENIALS_KEY_MAX + 1];
+    js_denials_key(NULL, c->peer, peer, sizeof(peer));
+    const char *addr = strncmp(peer, "peer:", 5) == 0 ? peer + 5 : peer;
+    js_audit_note_folded(c->w->srv->audit, type, c->identity, addr, reason);
+}
+
+/*
+ * A call that ended without a request message: the client reset the stream
+ * (HTTP/2 RST_STREAM, "rapid reset") or half-closed without sending one.
+ * Nothing was asked, so nothing is decided: no audit record, and a log line
+ * only within the caller's denial budget; the metrics count every one.
+ */
+static void handle_no_message(call_ctx *c, const char *method)
+{
+    js_server *srv = c->w->srv;
+    js_metrics_request(srv->metrics, method, c->identity, "deny", "request.missing");
+    if (denial_in_full(c)) {
+        js_reqlog log = {
+            .method = method,
+            .caller = c->identity,
+            .peer = c->peer,
+            .decision = "deny",
+            .status = grpc_status_name(GRPC_STATUS_CANCELLED),
+            .reason = "request.missing",
+            .message = "the call ended without a request message (stream reset)",
+            .latency_us = mono_us() - c->t0_us,
+        };
+        js_reqlog_emit(&log);
+    }
+    call_reply(c, GRPC_STATUS_CANCELLED, "request.missing", "no request message", NULL, 0, 0);
+}
+
 static void handle_sign(call_ctx *c)
 {
     c->t0_us = mono_us();
@@ -497,21 +573,28 @@ static void handle_sign(call_ctx *c)
 
     /* identity -> match -> frozen -> rate, before the body is decoded. */
     js_status st = call_identity(c->call, c->identity, sizeof(c->identity), &err);
+    if (c->request == NULL) {
+        handle_no_message(c, "SignJwt");
+        return;
+    }
     if (st == JS_OK)
         st = js_service_admit(srv->svc, policy, frozen, c->identity, &adm, &retry_ms, &err);
-    /* A caller refused by match or frozen still gets its request envelope
-     * decoded, for the request_id its audit record and log line carry; a
-     * rate-limited one does not: a flood must stay cheap. */
-    bool decode = st == JS_OK || st == JS_EDENIED;
+    /* A refused caller (no identity, no match, frozen) within its denial
+     * budget still gets its request envelope decoded, for the request_id its
+     * audit record and log line carry. Beyond the budget, and when rate
+     * limited, nothing is decoded: a flood must stay cheap. */
+    bool decided = st != JS_OK && st != JS_ELIMIT;
+    bool full = decided ? denial_in_full(c) : true;
+    bool decode = st == JS_OK || (decided && full);
     js_err derr;
     js_err_clear(&derr);
     js_status dst = decode ? read_request(c->request, &raw, &derr) : JS_EDENIED;
     if (dst == JS_OK) {
-        req = jwtsigner__v1__sign_jwt_request__unpack(NULL, GRPC_SLICE_LENGTH(raw),
-                                                      GRPC_SLICE_START_PTR(raw));
-        if (req == NULL)
-            dst = js_err_set(&derr, JS_EINVAL, "request.malformed",
-                             "SignJwtRequest is not a valid protobuf message");
+        /* pbcheck first: protobuf-c would cut a string at an embedded NUL. */
+        ProtobufCMessage *m = NULL;
+        dst = js_pb_unpack(&jwtsigner__v1__sign_jwt_request__descriptor, GRPC_SLICE_START_PTR(raw),
+                           GRPC_SLICE_LENGTH(raw), &m, &derr);
+        req = (Jwtsigner__V1__SignJwtRequest *)m;
     }
     /* Only log and record a request_id we accept (printable, bounded). */
     if (req != NULL && js_request_id_check(req->request_id, NULL) == JS_OK)
@@ -529,11 +612,15 @@ static void handle_sign(call_ctx *c)
     if (req != NULL)
         jwtsigner__v1__sign_jwt_request__free_unpacked(req, NULL);
     grpc_slice_unref(raw);
+    /* Denials decided after admission (malformed request, policy) take
+     * their budget decision now; errors (HSM, audit) are never folded. */
+    if (!decided && st != JS_OK && st != JS_ELIMIT && st != JS_EUNAVAIL && st != JS_EINTERNAL)
+        full = denial_in_full(c);
 
-    js_audit_event ev;
-    sign_event(c, &err, js_policy_hash_hex(policy), &ev);
     if (st == JS_OK) {
         /* The reply goes out from sign_audit_done once the record is durable. */
+        js_audit_event ev;
+        sign_event(c, &err, js_policy_hash_hex(policy), &ev);
         js_err aerr;
         js_err_clear(&aerr);
         atomic_fetch_add(&srv->awaiting_audit, 1);
@@ -543,12 +630,21 @@ static void handle_sign(call_ctx *c)
         js_sign_result_clear(&c->res); /* fail closed: the token is discarded */
         err = aerr;
         st = aerr.status;
-    } else if (st == JS_ELIMIT) {
-        /* Folded: at most one record per caller per second (FORMAT.md). */
-        js_audit_note_rate_limited(srv->audit, c->identity, err.reason);
+    } else if (st == JS_ELIMIT || !full) {
+        /* Folded: at most one counted record (and one log line) per caller,
+         * per reason, per second (FORMAT.md). */
+        fold_denial(c, "sign", err.reason);
+        grpc_status_code code = status_to_grpc(st);
+        js_metrics_request(srv->metrics, "SignJwt", c->identity, decision_of(code), err.reason);
+        if (st == JS_ELIMIT)
+            js_metrics_rate_limited(srv->metrics, c->identity);
+        call_reply(c, code, err.reason, err.msg, NULL, 0, retry_ms);
+        return;
     } else {
         /* A denial carries no token, so its reply need not wait for the disk;
          * if the log is failing, the refusal still stands. */
+        js_audit_event ev;
+        sign_event(c, &err, js_policy_hash_hex(policy), &ev);
         if (js_audit_submit(srv->audit, &ev, NULL, NULL, NULL) != JS_OK)
             js_log_event("warn", "audit_record_lost",
                          "a denial could not be queued for the audit log");
@@ -568,9 +664,18 @@ static void handle_jwks(call_ctx *c)
     uint8_t *buf = NULL;
     size_t len = 0;
     js_status st = call_identity(c->call, identity, sizeof(identity), &err);
+    if (st == JS_OK && c->request != NULL) {
+        /* The request message has no fields, but it must still be a
+         * well-formed message (pbcheck.h). */
+        grpc_slice raw = grpc_empty_slice();
+        st = read_request(c->request, &raw, &err);
+        if (st == JS_OK)
+            st = js_pb_check_strings(&jwtsigner__v1__get_jwks_request__descriptor,
+                                     GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw), &err);
+        grpc_slice_unref(raw);
+    }
     if (st == JS_OK) {
-        /* The JWKS is public: any authenticated caller may read it. The
-         * request message has no fields; it is not parsed. */
+        /* The JWKS is public: any authenticated caller may read it. */
         Jwtsigner__V1__GetJwksResponse resp = JWTSIGNER__V1__GET_JWKS_RESPONSE__INIT;
         const js_keyring *kr = js_snapshot_cache_get(&c->w->keys, c->w->srv->keys);
         resp.jwks_json = (char *)js_keyring_jwks(kr);
@@ -592,7 +697,12 @@ static void handle_jwks(call_ctx *c)
         .message = st == JS_OK ? NULL : err.msg,
         .latency_us = mono_us() - t0,
     };
-    js_reqlog_emit(&log);
+    /* The JWKS is cheap to serve and public, so any caller may ask often;
+     * its log lines are kept within a per-caller budget (metrics count all). */
+    char key[JS_DENIALS_KEY_MAX + 1];
+    js_denials_key(identity, peer, key, sizeof(key));
+    if (js_denials_admit(c->w->srv->quiet, key, mono_ms()))
+        js_reqlog_emit(&log);
     js_metrics_request(c->w->srv->metrics, "GetJwks", identity, log.decision, log.reason);
     call_reply(c, code, err.reason, err.msg, buf, len, 0);
     free(buf);
@@ -618,9 +728,10 @@ static js_status admin_dispatch(call_ctx *c, const uint8_t *data, size_t len, co
     js_status st;
     switch (c->admin) {
     case ADMIN_INCIDENT: {
-        Jwtsigner__V1__SetIncidentModeRequest *rq =
-            jwtsigner__v1__set_incident_mode_request__unpack(NULL, len, data);
-        JS_ENSURE(rq != NULL, err, JS_EINVAL, "request.malformed", "malformed request");
+        ProtobufCMessage *m = NULL;
+        JS_GUARD(js_pb_unpack(&jwtsigner__v1__set_incident_mode_request__descriptor, data, len, &m,
+                              err));
+        Jwtsigner__V1__SetIncidentModeRequest *rq = (Jwtsigner__V1__SetIncidentModeRequest *)m;
         bool on = rq->on != 0;
         st = js_admin_text("reason", rq->reason, JS_ADMIN_REASON_MAX, false, err);
         json_object_set_new(detail, "on", json_boolean(on));
@@ -637,9 +748,10 @@ static js_status admin_dispatch(call_ctx *c, const uint8_t *data, size_t len, co
     }
     case ADMIN_FREEZE:
     case ADMIN_UNFREEZE: {
-        Jwtsigner__V1__FreezeCallerRequest *rq =
-            jwtsigner__v1__freeze_caller_request__unpack(NULL, len, data);
-        JS_ENSURE(rq != NULL, err, JS_EINVAL, "request.malformed", "malformed request");
+        ProtobufCMessage *m = NULL;
+        JS_GUARD(
+            js_pb_unpack(&jwtsigner__v1__freeze_caller_request__descriptor, data, len, &m, err));
+        Jwtsigner__V1__FreezeCallerRequest *rq = (Jwtsigner__V1__FreezeCallerRequest *)m;
         bool freeze = c->admin == ADMIN_FREEZE;
         st = js_admin_text("identity", rq->identity, IDENTITY_MAX, true, err);
         if (st == JS_OK)
@@ -659,6 +771,8 @@ static js_status admin_dispatch(call_ctx *c, const uint8_t *data, size_t len, co
         break;
     }
     case ADMIN_RELOAD: {
+        JS_GUARD(
+            js_pb_check_strings(&jwtsigner__v1__reload_policy_request__descriptor, data, len, err));
         char sha[65] = "";
         JS_GUARD(js_control_reload_policy(ctl, admin, sha, err));
         json_object_set_new(detail, "sha256", json_string(sha));
@@ -668,6 +782,8 @@ static js_status admin_dispatch(call_ctx *c, const uint8_t *data, size_t len, co
         break;
     }
     case ADMIN_STATUS: {
+        JS_GUARD(
+            js_pb_check_strings(&jwtsigner__v1__get_status_request__descriptor, data, len, err));
         char *json = js_control_status_json(ctl);
         JS_ENSURE_ALLOC(json, err);
         Jwtsigner__V1__GetStatusResponse r = JWTSIGNER__V1__GET_STATUS_RESPONSE__INIT;
@@ -688,8 +804,15 @@ static js_status admin_dispatch(call_ctx *c, const uint8_t *data, size_t len, co
     return JS_OK;
 }
 
-/* Every admin call, allowed or denied, is an audit record carrying the
- * caller's identity; only identities in the policy's `admins` may act. */
+/*
+ * Every admin call, allowed or denied, is an audit record carrying the
+ * caller's identity; only identities in the policy's `admins` may act.
+ * Refusals go through the denial budget like any other (a refused call is
+ * queued for the log, never waits for the disk); allowed calls are never
+ * folded, but an administrator gets at most JS_ADMIN_RATE calls a second
+ * (burst JS_ADMIN_BURST), so a stolen admin certificate cannot turn the
+ * Admin API into a flood of durable records.
+ */
 static void handle_admin(call_ctx *c)
 {
     c->t0_us = mono_us();
@@ -697,16 +820,33 @@ static void handle_admin(call_ctx *c)
     js_err err;
     js_err_clear(&err);
     c->peer = grpc_call_get_peer(c->call);
+    const char *method = k_admin_paths[c->admin] + sizeof("/jwtsigner.v1.") - 1;
     grpc_slice raw = grpc_empty_slice();
     uint8_t *buf = NULL;
     size_t len = 0;
-    json_t *detail = json_object();
     const js_policy *policy = js_policy_cache_get(&c->w->policy, srv->policies);
 
     js_status st = call_identity(c->call, c->identity, sizeof(c->identity), &err);
+    if (c->request == NULL) {
+        handle_no_message(c, method);
+        return;
+    }
     if (st == JS_OK && !js_policy_is_admin(policy, c->identity))
         st = js_err_set(&err, JS_EDENIED, "admin.not_admin",
                         "caller '%s' is not an administrator (policy: admins)", c->identity);
+    if (st == JS_OK && !js_denials_admit(srv->admin_rate, c->identity, mono_ms()))
+        st = js_err_set(&err, JS_ELIMIT, "admin.rate_limited",
+                        "administrator '%s' is over %u Admin calls per second", c->identity,
+                        JS_ADMIN_RATE);
+    bool full = st == JS_OK || (st != JS_ELIMIT && denial_in_full(c));
+    if (!full || st == JS_ELIMIT) {
+        fold_denial(c, "admin", err.reason);
+        grpc_status_code code = status_to_grpc(st);
+        js_metrics_request(srv->metrics, method, c->identity, decision_of(code), err.reason);
+        call_reply(c, code, err.reason, err.msg, NULL, 0, st == JS_ELIMIT ? 1000 : 0);
+        return;
+    }
+    json_t *detail = json_object();
     if (st == JS_OK)
         st = read_request(c->request, &raw, &err);
     if (st == JS_OK)
@@ -718,7 +858,7 @@ static void handle_admin(call_ctx *c)
                            st == JS_OK ? "allow" : decision_of(code), st == JS_OK ? NULL : &err,
                            detail);
     js_reqlog log = {
-        .method = k_admin_paths[c->admin] + sizeof("/jwtsigner.v1.") - 1,
+        .method = method,
         .caller = c->identity,
         .peer = c->peer,
         .decision = decision_of(code),
@@ -860,6 +1000,9 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
     srv->metrics = deps->metrics;
     srv->control = deps->control;
     srv->audit = deps->audit;
+    srv->denials = deps->denials;
+    srv->admin_rate = deps->admin_rate;
+    srv->quiet = deps->quiet;
     atomic_init(&srv->shutting_down, false);
     atomic_init(&srv->awaiting_audit, 0);
     srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);

@@ -18,6 +18,7 @@
 #include "auditlog.h"
 #include "config.h"
 #include "control.h"
+#include "denials.h"
 #include "err.h"
 #include "hsm.h"
 #include "metrics.h"
@@ -42,6 +43,13 @@
  * - at most JS_GRPC_MAX_CONCURRENT_STREAMS calls per connection and
  *   JS_GRPC_MAX_METADATA_BYTES of request headers.
  */
+/* Admin calls per administrator (allowed ones; refusals use the denial
+ * budget), and log lines of allowed GetJwks calls per caller. */
+#define JS_ADMIN_RATE     5
+#define JS_ADMIN_BURST    20
+#define JS_JWKS_LOG_RATE  1
+#define JS_JWKS_LOG_BURST 5
+
 #define JS_GRPC_HANDSHAKE_TIMEOUT_MS        5000
 #define JS_GRPC_MAX_CONNECTION_IDLE_MS      60000
 #define JS_GRPC_MAX_CONNECTION_AGE_MS       3600000
@@ -67,6 +75,12 @@ typedef struct js_server_deps {
     js_audit *audit;
     js_hsm *hsm;
     js_metrics *metrics; /* may be NULL */
+    /* Budgets (denials.h): which denials are recorded in full (the rest are
+     * folded into counted records), how many Admin calls an administrator
+     * may make, and how many GetJwks log lines a caller may cause. */
+    js_denials *denials;
+    js_denials *admin_rate;
+    js_denials *quiet;
     const char
         *listen; /* overrides cfg->listen (a re-created listener keeps its port); may be NULL */
 } js_server_deps;

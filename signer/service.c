@@ -203,7 +203,9 @@ js_status js_service_sign(const js_service *svc, js_hsm_session *s, const js_adm
     char *payload = NULL;
     if (key == NULL)
         st = js_err_set(err, JS_EUNAVAIL, "key.no_active",
-                        "key '%s' has no active version (revoked); an administrator must rotate it",
+                        "key '%s' has no active version (revoked without a successor): an "
+                        "administrator must call Admin/RotateKey, which makes a new version "
+                        "active immediately (emergency rotation)",
                         pr.key_name);
     /* A token never outlives its key version's publication (keystate.h):
      * exp is capped to now + the version's lifetime window. */

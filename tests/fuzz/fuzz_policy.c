@@ -20,6 +20,10 @@ static const char *const k_identities[] = {
     "spiffe://example.org/sso",
     "spiffe://example.org/ns/payments/checkout",
     "spiffe://t/a",
+    "dns:reports.internal.example",
+    "dns:login.t",
+    "cn:Legacy Batch",
+    "cn:spiffe://example.org/login",
     "a",
     "x",
 };

@@ -74,6 +74,11 @@ def make_env(policy, extra_callers=None, **config):
     """An Env like Env.setup(), with extra caller certificates made in the same
     mkpki run and floats allowed in the policy. Cleans up if anything fails."""
     env = harness.Env()
+    # These tests check one log line per denial: a denial budget far above
+    # what they send (the budget itself is tested in test_denial_budget.py).
+    config.setdefault("limits", {"denials_per_second": 10000, "denials_burst": 10000,
+                                 "denials_total_per_second": 10000,
+                                 "denials_total_burst": 10000})
     try:
         env.init_token()
         env.make_pki(extra_callers or {})
@@ -202,7 +207,7 @@ class DenyClasses(unittest.TestCase):
         self.assertEqual(r.code, status, "%s %r: %r" % (caller, claims, r))
         self.assertTrue(r.details.startswith(reason + ": "), r.details)
         self.assertEqual(r.trailing.get("jwt-signer-reason"), reason, r.trailing)
-        pre_body = reason in ("policy.no_match", "policy.frozen", "rate.limited")
+        pre_body = reason in ("policy.no_match", "policy.frozen")
         line = request_line(self.env, start, rid, caller if pre_body else None, reason)
         self.assertEqual(line["decision"], "deny", line)
         self.assertEqual(line["status"], status, line)
@@ -329,10 +334,17 @@ class DenyClasses(unittest.TestCase):
         retry = int(r.trailing.get("retry-after-ms", "0"))
         self.assertTrue(0 < retry <= 1000, r.trailing)
         self.assertIn("retry after %d ms" % retry, r.details)
-        line = request_line(self.env, start, "slow-%d" % (len(replies) - 1), "slow-svc",
-                            "rate.limited")
-        self.assertEqual((line["decision"], line["status"], line["reason"]),
-                         ("deny", "RESOURCE_EXHAUSTED", "rate.limited"))
+        # Rate-limited calls are never logged one by one: the audit writer
+        # folds them into one counted record per caller and second, and its
+        # log line carries the same count and the record's sequence number.
+        line = self.env.wait_log(lambda o: o.get("event") == "denials_folded" and
+                                 o.get("caller") == URIS["slow-svc"] and
+                                 o.get("reason") == "rate.limited", timeout_s=10, start=start)
+        self.assertGreaterEqual(line["count"], 1, line)
+        self.assertGreater(line["audit_seq"], 0, line)
+        lines = [harness._parse_log(t) for t in self.env.daemon.stderr_lines()[start:]]
+        self.assertFalse([o for o in lines if o and o.get("event") == "request" and
+                          o.get("reason") == "rate.limited"])
         # jwt-sign maps it to exit 6 (a few tries: the bucket refills at 1/s)
         codes = []
         for _ in range(6):

@@ -292,7 +292,7 @@ static const struct {
 } k_invalid[] = {
     {"unknown top-level key", MINIMAL "bogus: 1\n", "config.unknown_key", 18,
      "unknown key 'bogus' (allowed: listen, tls, workers, hsm, keys, default_key, issuer, "
-     "policy, audit, http, key_lifecycle)",
+     "policy, audit, http, key_lifecycle, limits)",
      NULL},
     {"unknown nested key",
      L_LISTEN "tls:\n  cert: a\n  key: b\n  client_ca: c\n  extra: d\n" L_HSM L_KEYS L_TAIL,
@@ -472,8 +472,14 @@ static const struct {
      "audit.key_label: 'audit' is also the label of signing key keys[1].label (line 15)", NULL},
     {"unknown audit key", MINIMAL "  retry: 1s\n", "config.unknown_key", 18,
      "audit: unknown key 'retry' (allowed: dir, key_label, origin, checkpoint_interval, "
-     "checkpoint_records, heartbeat, segment_bytes, fsync)",
+     "checkpoint_records, heartbeat, segment_bytes, fsync, min_free_bytes)",
      NULL},
+    {"limits: unknown key", MINIMAL "limits:\n  denials: 5\n", "config.unknown_key", 19,
+     "limits: unknown key 'denials' (allowed: denials_per_second, denials_burst, "
+     "denials_total_per_second, denials_total_burst)",
+     NULL},
+    {"limits: zero budget", MINIMAL "limits:\n  denials_burst: 0\n", "config.range", 19,
+     "limits.denials_burst: 0 is out of range (1..1000000)", NULL},
     {"audit.origin with a control character", MINIMAL "  origin: \"prod\\tlog\"\n",
      "config.audit_origin", 18, "audit.origin: must be printable ASCII (no control characters)",
      NULL},

@@ -352,7 +352,7 @@ static void test_load_errors(void **state)
     (void)state;
     size_t bad = 0, n = sizeof(k_load_cases) / sizeof(k_load_cases[0]);
     for (size_t i = 0; i < n; i++) {
-        char why[1024];
+        char why[JS_MSG_MAX + 512];
         if (check_load_case(&k_load_cases[i], why, sizeof(why)) != NULL) {
             printf("MISMATCH %s\n", why);
             bad++;

@@ -27,17 +27,17 @@
 #define T0        (UINT64_C(1000) * S) /* an arbitrary monotonic start */
 #define BASE_TEXT "version: 1\nissuer: https://i\ndefaults: {keys: [k], audiences: [a]}\ncallers:\n"
 
-static const char k_text[] = BASE_TEXT "  - id: fast\n"
+static const char k_text[] = BASE_TEXT "  - id: cn:fast\n"
                                        "    rate: {per_second: 10, burst: 5}\n"
                                        "    incident_rate: {per_second: 1, burst: 2}\n"
-                                       "  - id: slow\n"
+                                       "  - id: cn:slow\n"
                                        "    rate: {per_second: 0.5, burst: 1}\n"
-                                       "  - id: same-burst\n"
+                                       "  - id: cn:same-burst\n"
                                        "    rate: {per_second: 10, burst: 4}\n"
                                        "    incident_rate: {per_second: 2, burst: 4}\n"
                                        "  - id: spiffe://t/ns/*\n"
                                        "    rate: {per_second: 1, burst: 3}\n"
-                                       "  - id: free\n";
+                                       "  - id: cn:free\n";
 
 typedef struct fx {
     js_policy *p;
@@ -121,25 +121,25 @@ static void expect_limited(fx *f, const char *entry, const char *identity, uint6
 static void test_burst_then_deny(void **state)
 {
     fx *f = *state;
-    take_ok_n(f, "fast", "fast", T0, 5);
-    expect_limited(f, "fast", "fast", T0, 100); /* one token at 10/s: 100 ms */
-    expect_limited(f, "fast", "fast", T0 + 40 * MS, 60);
-    expect_limited(f, "fast", "fast", T0 + 99 * MS + 1, 1); /* rounded up, never 0 */
-    take_ok_n(f, "fast", "fast", T0 + 100 * MS, 1);
-    expect_limited(f, "fast", "fast", T0 + 100 * MS, 100);
+    take_ok_n(f, "cn:fast", "cn:fast", T0, 5);
+    expect_limited(f, "cn:fast", "cn:fast", T0, 100); /* one token at 10/s: 100 ms */
+    expect_limited(f, "cn:fast", "cn:fast", T0 + 40 * MS, 60);
+    expect_limited(f, "cn:fast", "cn:fast", T0 + 99 * MS + 1, 1); /* rounded up, never 0 */
+    take_ok_n(f, "cn:fast", "cn:fast", T0 + 100 * MS, 1);
+    expect_limited(f, "cn:fast", "cn:fast", T0 + 100 * MS, 100);
 
-    take_ok_n(f, "slow", "slow", T0, 1);
-    expect_limited(f, "slow", "slow", T0, 2000); /* 0.5/s */
-    expect_limited(f, "slow", "slow", T0 + 1500 * MS, 500);
-    take_ok_n(f, "slow", "slow", T0 + 2 * S, 1);
+    take_ok_n(f, "cn:slow", "cn:slow", T0, 1);
+    expect_limited(f, "cn:slow", "cn:slow", T0, 2000); /* 0.5/s */
+    expect_limited(f, "cn:slow", "cn:slow", T0 + 1500 * MS, 500);
+    take_ok_n(f, "cn:slow", "cn:slow", T0 + 2 * S, 1);
 
     /* The message names the limit and the caller entry. */
     js_err err = {0};
     uint64_t r = 0;
     assert_int_equal(
-        js_ratelimit_take(f->rl, js_policy_match(f->p, "slow"), "slow", T0 + 2 * S, &r, &err),
+        js_ratelimit_take(f->rl, js_policy_match(f->p, "cn:slow"), "cn:slow", T0 + 2 * S, &r, &err),
         JS_ELIMIT);
-    assert_non_null(strstr(err.msg, "rate: caller 'slow'"));
+    assert_non_null(strstr(err.msg, "rate: caller 'cn:slow'"));
     assert_non_null(strstr(err.msg, "0.5/s, burst 1"));
     assert_non_null(strstr(err.msg, "retry after 2000 ms"));
 }
@@ -147,23 +147,23 @@ static void test_burst_then_deny(void **state)
 static void test_refill(void **state)
 {
     fx *f = *state;
-    take_ok_n(f, "fast", "fast", T0, 5);
+    take_ok_n(f, "cn:fast", "cn:fast", T0, 5);
     /* 250 ms at 10/s: 2.5 tokens; two whole ones, then half a token is 50 ms away. */
-    take_ok_n(f, "fast", "fast", T0 + 250 * MS, 2);
-    expect_limited(f, "fast", "fast", T0 + 250 * MS, 50);
+    take_ok_n(f, "cn:fast", "cn:fast", T0 + 250 * MS, 2);
+    expect_limited(f, "cn:fast", "cn:fast", T0 + 250 * MS, 50);
     /* A long idle time refills to the burst, never beyond. */
-    take_ok_n(f, "fast", "fast", T0 + 3600 * S, 5);
-    expect_limited(f, "fast", "fast", T0 + 3600 * S, 100);
+    take_ok_n(f, "cn:fast", "cn:fast", T0 + 3600 * S, 5);
+    expect_limited(f, "cn:fast", "cn:fast", T0 + 3600 * S, 100);
     /* A clock reading older than the last one (another thread's) refills nothing. */
-    expect_limited(f, "fast", "fast", T0 + 3599 * S, 100);
+    expect_limited(f, "cn:fast", "cn:fast", T0 + 3599 * S, 100);
 }
 
 static void test_unlimited(void **state)
 {
     fx *f = *state;
-    take_ok_n(f, "free", "free", T0, 10000);
+    take_ok_n(f, "cn:free", "cn:free", T0, 10000);
     js_ratelimit_set_incident(f->rl, true);
-    take_ok_n(f, "free", "free", T0, 100); /* no incident_rate either */
+    take_ok_n(f, "cn:free", "cn:free", T0, 100); /* no incident_rate either */
     js_ratelimit_set_incident(f->rl, false);
 }
 
@@ -171,61 +171,61 @@ static void test_incident_switch(void **state)
 {
     fx *f = *state;
     assert_false(js_ratelimit_incident(f->rl));
-    take_ok_n(f, "fast", "a", T0, 1); /* 4 tokens left under 10/s burst 5 */
+    take_ok_n(f, "cn:fast", "a", T0, 1); /* 4 tokens left under 10/s burst 5 */
     js_ratelimit_set_incident(f->rl, true);
     assert_true(js_ratelimit_incident(f->rl));
     /* Clamped to the incident burst 2 at once, then 1/s. */
-    take_ok_n(f, "fast", "a", T0, 2);
-    expect_limited(f, "fast", "a", T0, 1000);
-    take_ok_n(f, "fast", "a", T0 + S, 1);
-    expect_limited(f, "fast", "a", T0 + S, 1000);
+    take_ok_n(f, "cn:fast", "a", T0, 2);
+    expect_limited(f, "cn:fast", "a", T0, 1000);
+    take_ok_n(f, "cn:fast", "a", T0 + S, 1);
+    expect_limited(f, "cn:fast", "a", T0 + S, 1000);
 
     /* An exhausted bucket gets no fresh burst when incident mode switches on. */
     js_ratelimit_set_incident(f->rl, false);
-    take_ok_n(f, "fast", "b", T0, 5);
+    take_ok_n(f, "cn:fast", "b", T0, 5);
     js_ratelimit_set_incident(f->rl, true);
-    expect_limited(f, "fast", "b", T0, 1000);
+    expect_limited(f, "cn:fast", "b", T0, 1000);
 
     /* Off restores the normal limits: the larger burst restarts full. */
     js_ratelimit_set_incident(f->rl, false);
-    take_ok_n(f, "fast", "a", T0 + S, 5);
-    expect_limited(f, "fast", "a", T0 + S, 100);
+    take_ok_n(f, "cn:fast", "a", T0 + S, 5);
+    expect_limited(f, "cn:fast", "a", T0 + S, 100);
 
     /* With an equal burst, only the refill rate changes: no fresh tokens either way. */
-    take_ok_n(f, "same-burst", "c", T0, 4);
+    take_ok_n(f, "cn:same-burst", "c", T0, 4);
     js_ratelimit_set_incident(f->rl, true);
-    expect_limited(f, "same-burst", "c", T0, 500); /* 2/s */
+    expect_limited(f, "cn:same-burst", "c", T0, 500); /* 2/s */
     js_ratelimit_set_incident(f->rl, false);
-    expect_limited(f, "same-burst", "c", T0, 100); /* 10/s again */
+    expect_limited(f, "cn:same-burst", "c", T0, 100); /* 10/s again */
 }
 
 static void test_reload(void **state)
 {
     fx *f = *state;
-    take_ok_n(f, "fast", "fast", T0, 5);
-    take_ok_n(f, "slow", "slow", T0, 1);
-    expect_limited(f, "fast", "fast", T0, 100);
+    take_ok_n(f, "cn:fast", "cn:fast", T0, 5);
+    take_ok_n(f, "cn:slow", "cn:slow", T0, 1);
+    expect_limited(f, "cn:fast", "cn:fast", T0, 100);
 
-    /* A new policy: "fast" unchanged (another caller added), "slow" loosened. */
-    js_policy *next = load(BASE_TEXT "  - id: added\n"
-                                     "  - id: fast\n"
+    /* A new policy: "cn:fast" unchanged (another caller added), "cn:slow" loosened. */
+    js_policy *next = load(BASE_TEXT "  - id: cn:added\n"
+                                     "  - id: cn:fast\n"
                                      "    rate: {per_second: 10, burst: 5}\n"
                                      "    incident_rate: {per_second: 1, burst: 2}\n"
-                                     "  - id: slow\n"
+                                     "  - id: cn:slow\n"
                                      "    rate: {per_second: 1, burst: 3}\n");
     js_policy_free(f->p);
     f->p = next;
-    expect_limited(f, "fast", "fast", T0, 100); /* state survived */
-    take_ok_n(f, "slow", "slow", T0, 3);        /* restarted full under the new limits */
-    expect_limited(f, "slow", "slow", T0, 1000);
+    expect_limited(f, "cn:fast", "cn:fast", T0, 100); /* state survived */
+    take_ok_n(f, "cn:slow", "cn:slow", T0, 3);        /* restarted full under the new limits */
+    expect_limited(f, "cn:slow", "cn:slow", T0, 1000);
 
     /* Tightened by a reload: what is left is kept, capped at the new burst. */
-    take_ok_n(f, "fast", "tight", T0, 1); /* 4 left */
-    next = load(BASE_TEXT "  - id: fast\n    rate: {per_second: 10, burst: 2}\n");
+    take_ok_n(f, "cn:fast", "tight", T0, 1); /* 4 left */
+    next = load(BASE_TEXT "  - id: cn:fast\n    rate: {per_second: 10, burst: 2}\n");
     js_policy_free(f->p);
     f->p = next;
-    take_ok_n(f, "fast", "tight", T0, 2);
-    expect_limited(f, "fast", "tight", T0, 100);
+    take_ok_n(f, "cn:fast", "tight", T0, 2);
+    expect_limited(f, "cn:fast", "tight", T0, 100);
 }
 
 static void test_pattern_isolation(void **state)
@@ -237,7 +237,7 @@ static void test_pattern_isolation(void **state)
     take_ok_n(f, "spiffe://t/ns/b", "spiffe://t/ns/b", T0, 3);
     expect_limited(f, "spiffe://t/ns/b", "spiffe://t/ns/b", T0, 1000);
     /* And an identity is not confused with a caller entry id of the same text. */
-    take_ok_n(f, "fast", "spiffe://t/ns/*", T0, 5);
+    take_ok_n(f, "cn:fast", "spiffe://t/ns/*", T0, 5);
 }
 
 static void test_overflow(void **state)
@@ -290,7 +290,7 @@ static void test_bad_arguments(void **state)
     assert_null(rl);
     assert_int_equal(js_ratelimit_take(f->rl, NULL, "x", T0, &r, &err), JS_EINTERNAL);
     assert_int_equal(r, 0);
-    assert_int_equal(js_ratelimit_take(f->rl, js_policy_match(f->p, "fast"), NULL, T0, &r, &err),
+    assert_int_equal(js_ratelimit_take(f->rl, js_policy_match(f->p, "cn:fast"), NULL, T0, &r, &err),
                      JS_EINTERNAL);
     js_ratelimit_free(NULL);
     assert_false(js_ratelimit_incident(NULL));
