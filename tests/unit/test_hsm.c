@@ -1305,7 +1305,7 @@ static void test_heal_after_invalidate(void **state)
     assert_int_equal(o.lost, 1);
     assert_int_equal(o.recovered, 1);
     assert_string_equal(o.last_ckr, "CKR_SESSION_HANDLE_INVALID");
-    assert_true(o.last_duration >= 0 && o.last_duration < 1000);
+    assert_true(o.last_duration >= 0 && o.last_duration < 2000);
 
     /* Object handles only (SoftHSM with its token directory gone): the same recovery. */
     shim_ctl(f, "invalidate-objects\n");
@@ -1405,7 +1405,8 @@ static void test_backoff_while_failing(void **state)
     int64_t took = now_ms() - t1;
     print_message("      recovered %lld ms after the fault ended\n", (long long)took);
     assert_int_equal(st, JS_OK);
-    assert_true(took <= 2500);
+    assert_true(took <=
+                4000); /* 2 s backoff cap + one attempt, with room for a loaded CI machine */
     assert_true(es256_verify(js_hsm_key_public(key), (const uint8_t *)"back.again", 10, sig, len));
     js_hsm_health_get(hsm, &h);
     assert_true(h.ok);
@@ -1459,16 +1460,21 @@ static void test_swapped_key_refused(void **state)
     assert_int_equal(len, 0);
     uint8_t zero[JS_SIG_MAX] = {0};
     assert_memory_equal(sig, zero, sizeof(sig)); /* the foreign signature was wiped */
-    /* Refused again at once (backoff), without a new search. */
+    /* Refused again and again, but searched for only as the backoff allows (50, 100, 200 ms). */
     unsigned long finds = shim_calls("C_FindObjectsInit");
-    assert_int_equal(sign_msg(s, key, "e.f", sig, &len, &err), JS_EUNAVAIL);
-    assert_string_equal(err.reason, "hsm.key_mismatch");
-    assert_int_equal(shim_calls("C_FindObjectsInit"), finds);
+    int calls = 0;
+    for (int64_t t0 = now_ms(); now_ms() - t0 < 300; calls++) {
+        assert_int_equal(sign_msg(s, key, "e.f", sig, &len, &err), JS_EUNAVAIL);
+        assert_string_equal(err.reason, "hsm.key_mismatch");
+    }
+    unsigned long searched = shim_calls("C_FindObjectsInit") - finds;
+    assert_true(calls > 50);
+    assert_true(searched <= 8); /* two searches (private, public) per re-check */
     js_hsm_health h;
     js_hsm_health_get(hsm, &h);
-    assert_int_equal(h.key_mismatches, 2);
+    assert_true(h.key_mismatches >= 2 && h.key_mismatches <= 6);
     assert_false(h.ok);
-    assert_int_equal(o.mismatch, 2);
+    assert_int_equal(o.mismatch, (int)h.key_mismatches);
     js_hsm_key_free(key2);
     js_hsm_key_free(key);
     js_hsm_session_free(s);
