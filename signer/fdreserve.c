@@ -8,8 +8,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct js_fdreserve {
@@ -124,4 +128,38 @@ long js_fd_open_count(void)
             n++;
     closedir(d);
     return n - 1; /* the directory stream's own descriptor */
+}
+
+int js_fd_shutdown_listeners(int port)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return 0;
+    int self = dirfd(d), n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end = NULL;
+        long fd = strtol(e->d_name, &end, 10);
+        if (e->d_name[0] == '.' || end == e->d_name || *end != '\0' || fd == self || fd < 0 ||
+            fd > INT32_MAX)
+            continue;
+        struct stat st;
+        int listening = 0;
+        socklen_t len = sizeof(listening);
+        struct sockaddr_storage ss;
+        socklen_t slen = sizeof(ss);
+        if (fstat((int)fd, &st) != 0 || !S_ISSOCK(st.st_mode) ||
+            getsockopt((int)fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening ||
+            getsockname((int)fd, (struct sockaddr *)&ss, &slen) != 0)
+            continue;
+        int bound = -1;
+        if (ss.ss_family == AF_INET)
+            bound = ntohs(((const struct sockaddr_in *)&ss)->sin_port);
+        else if (ss.ss_family == AF_INET6)
+            bound = ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port);
+        if (bound == port && shutdown((int)fd, SHUT_RDWR) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
 }

@@ -46,4 +46,14 @@ js_status js_fd_raise_limit(unsigned long *soft, unsigned long *hard, js_err *er
 /* Open descriptors of this process (entries of /proc/self/fd), or -1. */
 long js_fd_open_count(void);
 
+/*
+ * shutdown(2)s every listening TCP socket of this process bound to `port`
+ * (any address) and returns how many. Used on a gRPC listener that stopped
+ * accepting: shut down, a listening socket leaves the kernel's lookup (and
+ * SO_REUSEPORT group), so the connections queued on it are reset and new ones
+ * reach the listener that replaces it. The descriptor itself stays open: it
+ * belongs to gRPC, which closes it with its server.
+ */
+int js_fd_shutdown_listeners(int port);
+
 #endif

@@ -110,9 +110,11 @@ struct js_http {
     int sync_ready;    /* mu and cv initialised */
     pthread_t sweeper;
     int sweeper_running;
-    int stopping;      /* mu */
-    http_conn *conns;  /* mu: every tracked connection */
-    atomic_ulong open; /* entries in conns (changed under mu) */
+    int stopping;              /* mu */
+    http_conn *conns;          /* mu: every tracked connection */
+    atomic_ulong open;         /* entries in conns (changed under mu) */
+    unsigned max_connections;  /* MHD_OPTION_CONNECTION_LIMIT */
+    unsigned busy_connections; /* from here on, the short header deadline */
     atomic_ulong accepted;
     atomic_ulong header_deadline;
     atomic_ulong response_deadline;
@@ -573,7 +575,7 @@ static void *sweeper_main(void *arg)
     pthread_mutex_lock(&h->mu);
     while (!h->stopping) {
         int64_t now = now_ms();
-        int64_t header_ms = atomic_load(&h->open) >= JS_HTTP_BUSY_CONNECTIONS
+        int64_t header_ms = atomic_load(&h->open) >= h->busy_connections
                                 ? JS_HTTP_BUSY_HEADER_TIMEOUT_MS
                                 : JS_HTTP_HEADER_TIMEOUT_MS;
         for (http_conn *conn = h->conns; conn != NULL; conn = conn->next) {
@@ -901,6 +903,11 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
     atomic_init(&h->bad_requests, 0);
     snprintf(h->jwks_cache_control, sizeof(h->jwks_cache_control), "public, max-age=%u",
              o->jwks_max_age);
+    h->max_connections = o->max_connections > 0 && o->max_connections < JS_HTTP_CONNECTION_LIMIT
+                             ? o->max_connections
+                             : JS_HTTP_CONNECTION_LIMIT;
+    /* JS_HTTP_BUSY_CONNECTIONS is three quarters of the default limit. */
+    h->busy_connections = h->max_connections * 3 / 4;
 
     js_status st = JS_OK;
     size_t cert_len = 0;
@@ -937,14 +944,14 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
     h->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_log, h,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned int)JS_HTTP_THREADS, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)JS_HTTP_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned int)JS_HTTP_PER_IP_LIMIT, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned int)JS_HTTP_LISTEN_BACKLOG, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)JS_HTTP_IDLE_TIMEOUT_SECONDS, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)JS_HTTP_MEMORY_LIMIT, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, h,
+        (unsigned int)JS_HTTP_THREADS, MHD_OPTION_CONNECTION_LIMIT, h->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)JS_HTTP_PER_IP_LIMIT,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)JS_HTTP_LISTEN_BACKLOG,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)JS_HTTP_IDLE_TIMEOUT_SECONDS,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)JS_HTTP_MEMORY_LIMIT,
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
+        MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, h,
         tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->tls_cert, MHD_OPTION_HTTPS_MEM_KEY,
         h->tls_key, MHD_OPTION_END);
     if (h->daemon == NULL) {

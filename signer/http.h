@@ -122,6 +122,10 @@ typedef struct js_http_options {
     const char *tls_cert_file; /* PEM chain; with tls_key_file, or both NULL */
     const char *tls_key_file;  /* PEM private key */
     unsigned jwks_max_age;     /* seconds, Cache-Control max-age of the JWKS */
+    /* Open connections, all clients: 0 = JS_HTTP_CONNECTION_LIMIT; at most
+     * that. The daemon lowers it under a small fd limit (its fd budget);
+     * the busy deadline starts at three quarters of it. */
+    unsigned max_connections;
 } js_http_options;
 
 /*

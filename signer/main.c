@@ -83,8 +83,11 @@ static void usage(FILE *out)
 #define FD_RESERVE_MAX 64
 /* A lost gRPC listener is re-created at most this often. */
 #define LISTENER_RETRY_MS 1000
-/* In-flight calls get this long when the listener is re-created. */
-#define LISTENER_GRACE_MS 2000
+/* Calls on a replaced listener's connections get this long to finish once
+ * it is drained. */
+#define LISTENER_DRAIN_MS 10000
+/* Replaced servers kept serving their existing connections, at most. */
+#define RETIRED_SERVERS 4
 
 /*
  * gRPC's log callback takes no context, so the one piece of state it must
@@ -102,7 +105,12 @@ static struct {
  * lines like ours, so the stderr stream stays machine-readable. */
 static void grpc_log_to_json(gpr_log_func_args *args)
 {
-    if (args->message != NULL && strncmp(args->message, "Failed accept4", 14) == 0 &&
+    /* Only running out of descriptors or kernel memory kills the listener
+     * this way; "Invalid argument" is a listener we shut down ourselves. */
+    const char *m = args->message;
+    if (m != NULL && strncmp(m, "Failed accept4: ", 16) == 0 &&
+        (strstr(m, "Too many open files") != NULL || strstr(m, "No buffer space") != NULL ||
+         strstr(m, "Cannot allocate memory") != NULL) &&
         !atomic_exchange(&g_listener.lost, true))
         js_fdreserve_release(atomic_load(&g_listener.reserve));
     const char *level = args->severity == GPR_LOG_SEVERITY_ERROR ? "warn" : "debug";
@@ -237,6 +245,13 @@ typedef struct daemon_state {
     js_audit *audit;
     js_control *control;
     js_server *srv;
+    /* Servers whose listener died: they keep serving the connections they
+     * had until those end by themselves (listener_check). */
+    struct {
+        js_server *srv;
+        int64_t drain_at_ms; /* begin the drain (GOAWAY) then */
+        bool draining;
+    } retired[RETIRED_SERVERS];
     js_metrics *metrics;
     js_http *http;
     js_fdreserve *fd_reserve;
@@ -250,6 +265,7 @@ typedef struct daemon_state {
     atomic_bool listener_down; /* read by /healthz */
     atomic_uint_fast64_t listener_recreations;
     unsigned long fd_limit;
+    unsigned http_max_connections; /* the HTTP server's share of the fd limit */
     /* /healthz: an HSM probe on its own session, at most once a second. */
     pthread_mutex_t health_mu;
     js_hsm_session *health_session;
@@ -469,6 +485,7 @@ static js_status start_http(daemon_state *d, js_err *err)
         .tls_cert_file = d->cfg->http_tls_cert,
         .tls_key_file = d->cfg->http_tls_key,
         .jwks_max_age = (unsigned)d->cfg->http_jwks_max_age,
+        .max_connections = d->http_max_connections,
     };
     js_http_handlers h = {http_jwks, http_health, http_metrics, d};
     JS_GUARD(js_http_start(&o, &h, &d->http, err));
@@ -514,44 +531,102 @@ static js_status start_grpc(daemon_state *d, const char *listen, js_err *err)
     return JS_OK;
 }
 
+/* Drains and frees retired servers whose time has come (or all, at stop). */
+static void retired_check(daemon_state *d, int64_t now_ms, bool all)
+{
+    for (size_t i = 0; i < RETIRED_SERVERS; i++) {
+        if (d->retired[i].srv == NULL || (!all && now_ms < d->retired[i].drain_at_ms))
+            continue;
+        if (!d->retired[i].draining) {
+            js_server_drain_begin(d->retired[i].srv);
+            d->retired[i].draining = true;
+        }
+        bool force = all || now_ms >= d->retired[i].drain_at_ms + LISTENER_DRAIN_MS;
+        if (all)
+            js_server_shutdown(d->retired[i].srv, SHUTDOWN_GRACE_MS);
+        else if (!js_server_drain_poll(d->retired[i].srv, force))
+            continue;
+        js_server_free(d->retired[i].srv);
+        d->retired[i].srv = NULL;
+        d->retired[i].draining = false;
+    }
+}
+
+/* Keeps srv serving its existing connections until every one of them must
+ * have ended by itself (max connection age plus its grace, server.h). */
+static void retire_server(daemon_state *d, js_server *srv, int64_t now_ms)
+{
+    size_t slot = 0;
+    for (size_t i = 0; i < RETIRED_SERVERS; i++) {
+        if (d->retired[i].srv == NULL) {
+            slot = i;
+            break;
+        }
+        if (d->retired[i].drain_at_ms < d->retired[slot].drain_at_ms)
+            slot = i;
+    }
+    if (d->retired[slot].srv != NULL) {
+        /* All slots taken (a repeated flood): the oldest is drained now. */
+        js_server_shutdown(d->retired[slot].srv, LISTENER_DRAIN_MS);
+        js_server_free(d->retired[slot].srv);
+    }
+    d->retired[slot].srv = srv;
+    d->retired[slot].draining = false;
+    d->retired[slot].drain_at_ms =
+        now_ms + JS_GRPC_MAX_CONNECTION_AGE_MS + JS_GRPC_MAX_CONNECTION_AGE_GRACE_MS + 1000;
+}
+
 /*
- * The gRPC listener died (accept4 failed, see g_listener): finish the calls
- * in flight, close every connection of the old server (which frees the
- * flood's descriptors), take the fd reserve back and listen again on the
- * same address. Retried every LISTENER_RETRY_MS until it works.
+ * The gRPC listener died (accept4 failed, see g_listener). The connections
+ * it accepted before are fine and are not cut: its listening sockets are shut
+ * down (the kernel resets what was queued on them and routes new connections
+ * only to the new listener), a new server listens on the same address, and
+ * the old one keeps serving its connections until they end by themselves
+ * (idle or age limits: clients then reconnect to the new listener without
+ * failing a call); the flood's half-open connections time out of it
+ * (handshake timeout). Retried every LISTENER_RETRY_MS until it works.
  */
 static void listener_check(daemon_state *d, int64_t now_ms)
 {
-    if (!atomic_load(&g_listener.lost) || now_ms < d->listener_retry_ms)
+    retired_check(d, now_ms, false);
+    if (!atomic_load(&g_listener.lost)) {
+        /* Take the fd reserve back once descriptors are plentiful again: at
+         * least as many left free afterwards as the reserve holds, so taking
+         * it back never starves the HSM or the audit log it protects. */
+        size_t held = js_fdreserve_held(d->fd_reserve);
+        size_t budget = js_fdreserve_budget(d->fd_reserve);
+        long open = held < budget ? js_fd_open_count() : -1;
+        if (open >= 0 && (unsigned long)open + 2 * (budget - held) + held <= d->fd_limit)
+            js_fdreserve_refill(d->fd_reserve);
         return;
+    }
+    if (now_ms < d->listener_retry_ms)
+        return;
+    d->listener_retry_ms = now_ms + LISTENER_RETRY_MS;
+    const char *colon = strrchr(d->listen_again, ':');
+    int port = colon != NULL ? (int)strtol(colon + 1, NULL, 10) : 0;
     if (d->listener_lost_ms == 0) {
         d->listener_lost_ms = now_ms;
         atomic_store(&d->listener_down, true);
-        json_t *o = json_pack("{s:s, s:s, s:I}", "event", "grpc_listener_lost", "message",
+        int closed = js_fd_shutdown_listeners(port);
+        json_t *o = json_pack("{s:s, s:s, s:I, s:i}", "event", "grpc_listener_lost", "message",
                               "gRPC stopped accepting connections (accept4 failed: descriptors "
-                              "exhausted?); re-creating the listener",
-                              "open_fds", (json_int_t)js_fd_open_count());
+                              "exhausted); re-creating the listener",
+                              "open_fds", (json_int_t)js_fd_open_count(), "sockets_shut", closed);
         js_log_emit("error", o);
-        js_server_shutdown(d->srv, LISTENER_GRACE_MS);
-        js_server_free(d->srv);
-        d->srv = NULL;
     }
-    d->listener_retry_ms = now_ms + LISTENER_RETRY_MS;
-    size_t held = js_fdreserve_refill(d->fd_reserve);
+    js_server *old = d->srv;
+    d->srv = NULL;
     js_err err;
     js_err_clear(&err);
-    js_status st = held < js_fdreserve_budget(d->fd_reserve)
-                       ? js_err_set(&err, JS_EUNAVAIL, "fd.exhausted",
-                                    "only %zu of %zu reserved descriptors could be taken back",
-                                    held, js_fdreserve_budget(d->fd_reserve))
-                       : start_grpc(d, d->listen_again, &err);
-    if (st != JS_OK) {
-        js_fdreserve_release(d->fd_reserve);
+    if (start_grpc(d, d->listen_again, &err) != JS_OK) {
+        d->srv = old;
         json_t *o = json_pack("{s:s, s:s, s:s}", "event", "grpc_listener_retry", "reason",
                               err.reason, "message", err.msg);
         js_log_emit("warn", o);
         return;
     }
+    retire_server(d, old, now_ms);
     int64_t down_ms = now_ms - d->listener_lost_ms;
     atomic_store(&g_listener.lost, false);
     atomic_store(&d->listener_down, false);
@@ -590,10 +665,16 @@ static js_status fd_setup(daemon_state *d, js_err *err)
     d->fd_limit = soft;
     size_t reserve = soft / 8 < FD_RESERVE_MAX ? soft / 8 : FD_RESERVE_MAX;
     JS_GUARD(js_fdreserve_new(reserve, &d->fd_reserve, err));
+    /* The HTTP server's share: a quarter of the limit, at most its default
+     * (http.h), so slow HTTP clients alone can never exhaust descriptors. */
+    unsigned long http = soft / 4;
+    d->http_max_connections = http < JS_HTTP_CONNECTION_LIMIT ? (unsigned)(http > 16 ? http : 16)
+                                                              : JS_HTTP_CONNECTION_LIMIT;
     atomic_store(&g_listener.reserve, d->fd_reserve);
-    json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I}", "event", "fd_limit", "soft",
-                          (json_int_t)soft, "hard", (json_int_t)hard, "reserved",
-                          (json_int_t)reserve, "open", (json_int_t)js_fd_open_count());
+    json_t *o =
+        json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "event", "fd_limit", "soft", (json_int_t)soft,
+                  "hard", (json_int_t)hard, "reserved", (json_int_t)reserve, "http_connections",
+                  (json_int_t)d->http_max_connections, "open", (json_int_t)js_fd_open_count());
     js_log_emit("info", o);
     return JS_OK;
 }
@@ -602,6 +683,8 @@ static void daemon_free(daemon_state *d)
 {
     js_http_stop(d->http);
     js_server_free(d->srv);
+    for (size_t i = 0; i < RETIRED_SERVERS; i++)
+        js_server_free(d->retired[i].srv);
     js_control_free(d->control);
     js_audit_close(d->audit);
     js_snapshot_store_free(d->frozen);
@@ -793,6 +876,7 @@ static int cmd_serve(const char *config_path)
     /* In-flight calls finish first (allowed ones wait for their records),
      * then the stop record and the final checkpoint. */
     js_server_shutdown(d.srv, SHUTDOWN_GRACE_MS);
+    retired_check(&d, mono_ms(), true);
     audit_lifecycle(&d, "stop", NULL, NULL, json_pack("{s:s}", "cause", "signal"));
     js_log_event("info", "stopped", "all in-flight calls answered");
     rc = 0;

@@ -133,6 +133,8 @@ struct js_server {
     int port;
     int grpc_started;
     atomic_bool shutting_down;
+    int drained;   /* the shutdown tag has come */
+    int cancelled; /* calls were cancelled when the drain grace ran out */
     /* Allowed SignJwt calls waiting for their audit record; their replies
      * go out from the audit notifier and need the worker queues alive. */
     atomic_int awaiting_audit;
@@ -1108,29 +1110,21 @@ js_status js_server_start(js_server *srv, js_err *err)
     return JS_OK;
 }
 
-void js_server_shutdown(js_server *srv, int grace_ms)
+void js_server_drain_begin(js_server *srv)
 {
-    if (srv == NULL || srv->server == NULL)
+    if (srv == NULL || srv->server == NULL || atomic_load(&srv->shutting_down))
         return;
     atomic_store(&srv->shutting_down, true);
-    /* Stop accepting; the tag arrives once every in-flight call is done. */
+    /* Stop accepting; GOAWAY to every connection (clients move to a new
+     * connection without failing the calls they had not yet sent); the tag
+     * arrives once every in-flight call is done. */
     grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, srv);
-    gpr_timespec grace =
-        gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
-    grpc_event ev = grpc_completion_queue_next(srv->shutdown_cq, grace, NULL);
-    if (ev.type == GRPC_QUEUE_TIMEOUT) {
-        js_log_event("warn", "shutdown_grace_expired", "cancelling calls still in flight");
-        grpc_server_cancel_all_calls(srv->server);
-        grpc_completion_queue_next(srv->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    }
-    /* After a cancelled shutdown the tag can come while tokens still await
-     * their audit records; their replies (success or UNAVAILABLE) need the
-     * worker queues, so those close only once every one has gone out. The
-     * audit log answers every record, durable or failed. */
-    while (atomic_load(&srv->awaiting_audit) > 0) {
-        struct timespec ms = {0, 1000000};
-        nanosleep(&ms, NULL);
-    }
+}
+
+/* Once the shutdown tag has come and every allowed call has its reply: the
+ * server is destroyed and the workers joined. */
+static void drain_finish(js_server *srv)
+{
     grpc_server_destroy(srv->server);
     srv->server = NULL;
     for (int i = 0; i < srv->nworkers; i++)
@@ -1141,6 +1135,57 @@ void js_server_shutdown(js_server *srv, int grace_ms)
             pthread_join(srv->workers[i].thread, NULL);
         srv->workers[i].started = 0;
     }
+}
+
+bool js_server_drain_poll(js_server *srv, bool force)
+{
+    if (srv == NULL || srv->server == NULL)
+        return true;
+    if (!srv->drained) {
+        if (force && !srv->cancelled) {
+            js_log_event("warn", "drain_grace_expired", "cancelling calls still in flight");
+            grpc_server_cancel_all_calls(srv->server);
+            srv->cancelled = 1;
+        }
+        grpc_event ev =
+            grpc_completion_queue_next(srv->shutdown_cq, gpr_time_0(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE)
+            return false;
+        srv->drained = 1;
+    }
+    /* Tokens still waiting for their audit records reply from the audit
+     * notifier through the worker queues: those close only afterwards. */
+    if (atomic_load(&srv->awaiting_audit) > 0)
+        return false;
+    drain_finish(srv);
+    return true;
+}
+
+void js_server_shutdown(js_server *srv, int grace_ms)
+{
+    if (srv == NULL || srv->server == NULL)
+        return;
+    js_server_drain_begin(srv);
+    if (!srv->drained) {
+        gpr_timespec grace =
+            gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
+        grpc_event ev = grpc_completion_queue_next(srv->shutdown_cq, grace, NULL);
+        if (ev.type == GRPC_QUEUE_TIMEOUT) {
+            js_log_event("warn", "shutdown_grace_expired", "cancelling calls still in flight");
+            grpc_server_cancel_all_calls(srv->server);
+            grpc_completion_queue_next(srv->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        }
+        srv->drained = 1;
+    }
+    /* After a cancelled shutdown the tag can come while tokens still await
+     * their audit records; their replies (success or UNAVAILABLE) need the
+     * worker queues, so those close only once every one has gone out. The
+     * audit log answers every record, durable or failed. */
+    while (atomic_load(&srv->awaiting_audit) > 0) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    drain_finish(srv);
 }
 
 static void drain_and_destroy(grpc_completion_queue *cq)

@@ -15,6 +15,8 @@
 #ifndef JS_SERVER_H
 #define JS_SERVER_H
 
+#include <stdbool.h>
+
 #include "auditlog.h"
 #include "config.h"
 #include "control.h"
@@ -52,7 +54,7 @@
 
 #define JS_GRPC_HANDSHAKE_TIMEOUT_MS        5000
 #define JS_GRPC_MAX_CONNECTION_IDLE_MS      60000
-#define JS_GRPC_MAX_CONNECTION_AGE_MS       3600000
+#define JS_GRPC_MAX_CONNECTION_AGE_MS       600000
 #define JS_GRPC_MAX_CONNECTION_AGE_GRACE_MS 10000
 #define JS_GRPC_KEEPALIVE_TIME_MS           120000
 #define JS_GRPC_KEEPALIVE_TIMEOUT_MS        20000
@@ -97,6 +99,16 @@ js_status js_server_start(js_server *srv, js_err *err) JS_WUR;
 /* Stops accepting new calls and waits for in-flight calls to finish; after
  * grace_ms the remaining calls are cancelled. Joins the workers. */
 void js_server_shutdown(js_server *srv, int grace_ms);
+
+/*
+ * The same without blocking, for a server being replaced while another keeps
+ * serving (a re-created listener, main.c): drain_begin stops accepting and
+ * sends GOAWAY; drain_poll returns true once every call is answered and the
+ * workers are joined (then js_server_free). force cancels the calls still in
+ * flight (the grace period ran out).
+ */
+void js_server_drain_begin(js_server *srv);
+bool js_server_drain_poll(js_server *srv, bool force);
 
 void js_server_free(js_server *srv);
 

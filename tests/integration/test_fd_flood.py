@@ -10,11 +10,13 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import rawgrpc  # noqa: E402
 
 NOFILE = 256
 FLOOD = 400  # connections: well past the limit
@@ -51,6 +53,23 @@ class FdFlood(unittest.TestCase):
         self.assertGreater(limit[0]["reserved"], 0, limit[0])
         self.assertTrue(self._sign_ok(), "signing before the flood")
 
+        # A legitimate caller on an established connection signs 50/s
+        # throughout: the connections accepted before the flood keep working.
+        ca, cert, key = self.env.caller_files("issuer-a")
+        ch = rawgrpc.channel(self.env.port, ca, cert, key)
+        req = rawgrpc.sign_request(json.dumps(self.env.sample_claims()).encode())
+        self.assertEqual(rawgrpc.call(ch, rawgrpc.SIGN, req)[0], "OK")
+        results = []
+        stop = threading.Event()
+
+        def steady():
+            while not stop.is_set():
+                code, details, _ = rawgrpc.call(ch, rawgrpc.SIGN, req, timeout=5)
+                results.append((code, details))
+                time.sleep(0.02)
+
+        t = threading.Thread(target=steady)
+        t.start()
         socks = []
         for _ in range(FLOOD):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -72,6 +91,17 @@ class FdFlood(unittest.TestCase):
                 recovered = time.monotonic() - flood_end
                 break
             time.sleep(0.2)
+        time.sleep(1.0)
+        stop.set()
+        t.join()
+        ch.close()
+        failed = [r for r in results if r[0] != "OK"]
+        sys.stderr.write("fd flood: established caller %d/%d OK during the flood; failures e.g. "
+                         "%r\n" % (len(results) - len(failed), len(results), failed[:3]))
+        if failed:
+            with open(os.path.join(os.environ.get("TMPDIR", "/tmp"), "fd_flood_signer.log"), "w") as f:
+                f.write("\n".join(d.stderr_lines()) + "\n")
+        self.assertEqual(failed, [], "the established caller failed during the flood")
         lost = d.logs("grpc_listener_lost")
         sys.stderr.write("fd flood: %d idle connections at nofile=%d; listener lost: %s; signing "
                          "again %.2f s after the flood ended\n"
