@@ -86,6 +86,8 @@ static void usage(FILE *out)
 /* Calls on a replaced listener's connections get this long to finish once
  * it is drained. */
 #define LISTENER_DRAIN_MS 10000
+/* HSM events waiting for their audit record, at most. */
+#define HSM_EVENTS_PENDING 16
 /* Replaced servers kept serving their existing connections, at most. */
 #define RETIRED_SERVERS 4
 
@@ -227,6 +229,16 @@ typedef struct audit_signer {
     const js_hsm_key *key;
 } audit_signer;
 
+/* An HSM event kept for its audit record (the observer's strings are only
+ * valid during the callback). */
+typedef struct hsm_event_copy {
+    js_hsm_event_kind kind;
+    char ckr[40];
+    char label[64];
+    int64_t duration_ms;
+    char message[256];
+} hsm_event_copy;
+
 /* Everything the serving daemon owns; main() passes it around explicitly. */
 typedef struct daemon_state {
     const char *config_path;
@@ -255,10 +267,17 @@ typedef struct daemon_state {
     js_metrics *metrics;
     js_http *http;
     js_fdreserve *fd_reserve;
-    js_denials *denials;       /* denials in full vs folded (denials.h) */
-    js_denials *admin_rate;    /* Admin calls per administrator */
-    js_denials *quiet;         /* GetJwks log lines per caller */
-    atomic_bool disk_low;      /* last watermark state seen (logged on change) */
+    js_denials *denials;    /* denials in full vs folded (denials.h) */
+    js_denials *admin_rate; /* Admin calls per administrator */
+    js_denials *quiet;      /* GetJwks log lines per caller */
+    atomic_bool disk_low;   /* last watermark state seen (logged on change) */
+    /* HSM events (hsm.h observer) waiting for their audit record: the
+     * observer runs on whatever thread noticed (even the audit writer), so
+     * the main loop writes the records. Bounded; overflow is counted. */
+    pthread_mutex_t hsm_ev_mu;
+    hsm_event_copy hsm_ev[HSM_EVENTS_PENDING];
+    size_t hsm_ev_n;
+    uint64_t hsm_ev_dropped;
     char listen_again[300];    /* host:port the gRPC listener is re-created on */
     int64_t listener_lost_ms;  /* when the main loop noticed; 0 = listening */
     int64_t listener_retry_ms; /* next re-creation attempt */
@@ -320,9 +339,52 @@ static char *pubkey_pem(EVP_PKEY *pk)
     return out;
 }
 
+/* A key made before keygen limited keys to signing (hsm.h) is still used,
+ * but the operator hears of it at every start. */
+static void log_key_usage(const char *name, const js_hsm_key *key)
+{
+    const char *warning = key != NULL ? js_hsm_key_warning(key) : NULL;
+    if (warning == NULL)
+        return;
+    json_t *o =
+        json_pack("{s:s, s:s, s:s}", "event", "hsm_key_usage", "key", name, "message", warning);
+    js_log_emit("warn", o);
+}
+
 static void on_audit_batch(void *ctx, size_t records, uint64_t fsync_us)
 {
     js_metrics_audit_batch(ctx, records, fsync_us);
+}
+
+/*
+ * The HSM observer (hsm.h): a log line now, and the event queued for an
+ * audit record the main loop writes (hsm_events_flush). It may run on the
+ * audit writer thread inside checkpoint signing, so it never waits for the log.
+ */
+static void on_hsm_event(void *ctx, const js_hsm_event *ev)
+{
+    daemon_state *d = ctx;
+    const char *level = ev->kind == JS_HSM_EVENT_KEY_MISMATCH ? "error"
+                        : ev->kind == JS_HSM_EVENT_LOST       ? "warn"
+                                                              : "info";
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:I, s:s}", "event", js_hsm_event_name(ev->kind), "ckr",
+        ev->ckr != NULL ? ev->ckr : "", "label", ev->label != NULL ? ev->label : "", "duration_ms",
+        (json_int_t)ev->duration_ms, "message", ev->message != NULL ? ev->message : "");
+    js_log_emit(level, o);
+    pthread_mutex_lock(&d->hsm_ev_mu);
+    if (d->hsm_ev_n < HSM_EVENTS_PENDING) {
+        size_t i = d->hsm_ev_n++;
+        d->hsm_ev[i].kind = ev->kind;
+        snprintf(d->hsm_ev[i].ckr, sizeof(d->hsm_ev[i].ckr), "%s", ev->ckr ? ev->ckr : "");
+        snprintf(d->hsm_ev[i].label, sizeof(d->hsm_ev[i].label), "%s", ev->label ? ev->label : "");
+        snprintf(d->hsm_ev[i].message, sizeof(d->hsm_ev[i].message), "%s",
+                 ev->message ? ev->message : "");
+        d->hsm_ev[i].duration_ms = ev->duration_ms;
+    } else {
+        d->hsm_ev_dropped++;
+    }
+    pthread_mutex_unlock(&d->hsm_ev_mu);
 }
 
 /* One log line per folded audit record, with the same count (logline.h). */
@@ -343,6 +405,7 @@ static js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
         js_err_prefix(err, "audit key (label '%s'): ", cfg->audit_key_label);
         return st;
     }
+    log_key_usage("audit key", d->audit_key);
     char *pem = pubkey_pem(js_hsm_key_public(d->audit_key));
     JS_ENSURE_ALLOC(pem, err);
     d->audit_signer.s = d->audit_session;
@@ -422,6 +485,14 @@ static bool hsm_healthy(daemon_state *d, char *why, size_t cap)
     bool ok = d->hsm_ok;
     snprintf(why, cap, "%s", d->hsm_why);
     pthread_mutex_unlock(&d->health_mu);
+    /* The probe's own session may be fine while a worker's is still lost
+     * (an idle worker heals on its next request): both must be well. */
+    js_hsm_health h;
+    js_hsm_health_get(d->hsm, &h);
+    if (ok && !h.ok) {
+        ok = false;
+        snprintf(why, cap, "%s", h.why);
+    }
     return ok;
 }
 
@@ -462,6 +533,10 @@ static char *http_metrics(void *ctx)
         g.key_versions[i] = counts[JS_KS_NEXT + i];
     g.audit_healthy = js_audit_healthy(d->audit, NULL);
     g.listener_recreations = atomic_load(&d->listener_recreations);
+    js_hsm_health hh;
+    js_hsm_health_get(d->hsm, &hh);
+    g.hsm_recoveries = hh.recoveries;
+    g.hsm_session_failures = hh.failures;
     uint64_t free_bytes = 0;
     g.audit_disk_low = js_audit_disk_low(d->audit, &free_bytes);
     g.audit_disk_free_bytes = free_bytes == UINT64_MAX ? 0 : free_bytes;
@@ -641,6 +716,31 @@ static void listener_check(daemon_state *d, int64_t now_ms)
         json_pack("{s:s, s:I}", "address", d->listen_again, "down_ms", (json_int_t)down_ms));
 }
 
+/* Writes the queued HSM events as audit records ("hsm"), once the log can
+ * take them: a recovery is recorded as soon as checkpoints sign again. */
+static void hsm_events_flush(daemon_state *d)
+{
+    if (!js_audit_healthy(d->audit, NULL))
+        return;
+    pthread_mutex_lock(&d->hsm_ev_mu);
+    size_t n = d->hsm_ev_n;
+    uint64_t dropped = d->hsm_ev_dropped;
+    hsm_event_copy ev[HSM_EVENTS_PENDING];
+    memcpy(ev, d->hsm_ev, n * sizeof(ev[0]));
+    d->hsm_ev_n = 0;
+    d->hsm_ev_dropped = 0;
+    pthread_mutex_unlock(&d->hsm_ev_mu);
+    for (size_t i = 0; i < n; i++) {
+        js_hsm_health h;
+        js_hsm_health_get(d->hsm, &h);
+        audit_lifecycle(d, "hsm", js_hsm_event_name(ev[i].kind), NULL,
+                        json_pack("{s:s, s:s, s:I, s:s, s:I, s:I}", "ckr", ev[i].ckr, "label",
+                                  ev[i].label, "duration_ms", (json_int_t)ev[i].duration_ms,
+                                  "message", ev[i].message, "reinits", (json_int_t)h.reinits,
+                                  "events_dropped", (json_int_t)(i + 1 == n ? dropped : 0)));
+    }
+}
+
 /* Logs when the audit file system crosses the disk watermark (auditlog.h
  * measures; /healthz and the metrics report it), so an operator hears of
  * it before a full disk stops all signing. */
@@ -711,6 +811,7 @@ static js_status daemon_start(daemon_state *d, js_err *err)
 {
     JS_GUARD(fd_setup(d, err));
     JS_GUARD(open_hsm(d->config_path, &d->cfg, &d->hsm, err));
+    js_hsm_set_observer(d->hsm, on_hsm_event, d);
     JS_GUARD(js_hsm_session_open(d->hsm, &d->session, err));
     JS_GUARD(js_metrics_new(&d->metrics, err));
     JS_GUARD(js_keyvault_new(d->hsm, d->session, &d->vault, err));
@@ -753,13 +854,15 @@ static js_status daemon_start(daemon_state *d, js_err *err)
     for (size_t i = 0; i < d->cfg->nkeys; i++) {
         const js_key_config *kc = &d->cfg->keys[i];
         const char *kid = NULL;
-        st = js_keyvault_get(d->vault, kc->label, kc->alg, NULL, &kid, err);
+        const js_hsm_key *hk = NULL;
+        st = js_keyvault_get(d->vault, kc->label, kc->alg, &hk, &kid, err);
         if (st != JS_OK) {
             js_err_prefix(err, "key '%s' (label '%s'): ", kc->name, kc->label);
             json_decref(keys);
             json_decref(pdetail);
             return st;
         }
+        log_key_usage(kc->name, hk);
         json_array_append_new(keys,
                               json_pack("{s:s, s:s, s:s, s:s}", "key", kc->name, "alg",
                                         js_alg_name(kc->alg), "label", kc->label, "kid", kid));
@@ -803,6 +906,7 @@ static int cmd_serve(const char *config_path)
     daemon_state d;
     memset(&d, 0, sizeof(d));
     pthread_mutex_init(&d.health_mu, NULL);
+    pthread_mutex_init(&d.hsm_ev_mu, NULL);
     d.config_path = config_path;
     int rc = 1;
 
@@ -852,6 +956,7 @@ static int cmd_serve(const char *config_path)
         int64_t now_ms = mono_ms();
         listener_check(&d, now_ms);
         disk_check(&d);
+        hsm_events_flush(&d);
         if (now_ms - last_tick_ms >= 1000) {
             last_tick_ms = now_ms;
             js_control_tick(d.control);

@@ -139,6 +139,12 @@ class HsmFaultTest(unittest.TestCase):
             self.assertFalse(any(ok for _, ok, _ in during), "a token was issued while the "
                              "token was gone")
             self.assertTrue(self.healthz_ok_within(RECOVERY_LIMIT_S), "/healthz not ok again")
+            # The loss and the recovery were logged with the CKR that revealed it.
+            lost = env.logs("hsm_session_lost")
+            self.assertTrue(lost, "no hsm_session_lost log line")
+            self.assertTrue(any(o.get("ckr") == "CKR_DEVICE_REMOVED" for o in lost), lost)
+            rec = env.wait_log(lambda o: o.get("event") == "hsm_recovered", timeout_s=10)
+            self.assertGreaterEqual(rec.get("duration_ms", -1), 0, rec)
 
             # 3. The reproduction: the token directory away for FAULT_S and back.
             time.sleep(1.0)
@@ -178,6 +184,13 @@ class HsmFaultTest(unittest.TestCase):
                                 os.path.join(d, "checkpoint.json")] + env.audit_segments(),
                                timeout_s=120)
         self.assertEqual(rc, 0, out + err)
+        # ... and audited: "hsm" records for the loss and the recovery.
+        rc, out, err = env.run([harness.audit_path(), "show", "--json"] + env.audit_segments())
+        self.assertEqual(rc, 0, err)
+        hsm = [json.loads(line) for line in out.splitlines() if '"type":"hsm"' in line]
+        decisions = {r.get("decision") for r in hsm}
+        self.assertIn("hsm_session_lost", decisions, hsm)
+        self.assertIn("hsm_recovered", decisions, hsm)
 
 
 if __name__ == "__main__":
