@@ -115,6 +115,7 @@ struct js_http {
     atomic_ulong open;         /* entries in conns (changed under mu) */
     unsigned max_connections;  /* MHD_OPTION_CONNECTION_LIMIT */
     unsigned busy_connections; /* from here on, the short header deadline */
+    unsigned per_ip;           /* MHD_OPTION_PER_IP_CONNECTION_LIMIT */
     atomic_ulong accepted;
     atomic_ulong header_deadline;
     atomic_ulong response_deadline;
@@ -908,6 +909,10 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
                              : JS_HTTP_CONNECTION_LIMIT;
     /* JS_HTTP_BUSY_CONNECTIONS is three quarters of the default limit. */
     h->busy_connections = h->max_connections * 3 / 4;
+    /* One address may hold a sixteenth of the slots (JS_HTTP_PER_IP_LIMIT of
+     * the default 256), at least 2: eight attacking addresses then hold at
+     * most half of them, whatever the limit. */
+    h->per_ip = h->max_connections / 16 < 2 ? 2 : h->max_connections / 16;
 
     js_status st = JS_OK;
     size_t cert_len = 0;
@@ -945,13 +950,12 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_log, h,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned int)JS_HTTP_THREADS, MHD_OPTION_CONNECTION_LIMIT, h->max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)JS_HTTP_PER_IP_LIMIT,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)JS_HTTP_LISTEN_BACKLOG,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)JS_HTTP_IDLE_TIMEOUT_SECONDS,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)JS_HTTP_MEMORY_LIMIT,
-        MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
-        MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, h,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, h->per_ip, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned int)JS_HTTP_LISTEN_BACKLOG, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)JS_HTTP_IDLE_TIMEOUT_SECONDS, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)JS_HTTP_MEMORY_LIMIT, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, h,
         tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->tls_cert, MHD_OPTION_HTTPS_MEM_KEY,
         h->tls_key, MHD_OPTION_END);
     if (h->daemon == NULL) {

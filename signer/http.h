@@ -36,8 +36,10 @@
  * one header line every few seconds would hold a connection forever).
  *
  * Connections and descriptors. At most JS_HTTP_CONNECTION_LIMIT connections
- * are open, at most JS_HTTP_PER_IP_LIMIT from one address; a connection over
- * either limit is accepted and closed at once. At the global limit new
+ * are open (or js_http_options.max_connections, when the daemon's fd limit
+ * leaves the HTTP server a smaller share), at most a sixteenth of that from
+ * one address (JS_HTTP_PER_IP_LIMIT with the default; at least 2); a
+ * connection over the per-address limit is accepted and closed at once. At the global limit new
  * connections wait in the kernel's listen queue (JS_HTTP_LISTEN_BACKLOG) until
  * a slot frees. Descriptors: one per connection, plus the listen socket and
  * at most two per thread (poll and wake-up descriptors; 5 in all measured
