@@ -81,6 +81,8 @@ static void usage(FILE *out)
 /* Descriptors held back for the HSM, audit log and HTTP server (fdreserve.h):
  * at most this many, and at most 1/8 of the fd limit. */
 #define FD_RESERVE_MAX 64
+/* gRPC log lines written per second, at most (the rest are counted). */
+#define GRPC_LOG_PER_SECOND 20
 /* A lost gRPC listener is re-created at most this often. */
 #define LISTENER_RETRY_MS 1000
 /* Calls on a replaced listener's connections get this long to finish once
@@ -101,10 +103,33 @@ static void usage(FILE *out)
 static struct {
     atomic_bool lost;
     _Atomic(js_fdreserve *) reserve;
+    /* gRPC's own log lines (e.g. one per failed TLS handshake, which any
+     * unauthenticated peer can cause) within GRPC_LOG_PER_SECOND; the rest
+     * are counted and reported as one grpc_log_folded line. */
+    atomic_llong log_second;
+    atomic_ullong log_lines;
+    atomic_ullong log_folded;
 } g_listener;
 
 /* gRPC's own diagnostics (e.g. a client's failed TLS handshake) become JSON
  * lines like ours, so the stderr stream stays machine-readable. */
+/* Writes the count of gRPC log lines folded in earlier seconds, if any. */
+static void grpc_log_flush(long long second)
+{
+    long long seen = atomic_load(&g_listener.log_second);
+    if (seen == second || !atomic_compare_exchange_strong(&g_listener.log_second, &seen, second))
+        return;
+    atomic_store(&g_listener.log_lines, 0);
+    unsigned long long folded = atomic_exchange(&g_listener.log_folded, 0);
+    if (folded > 0) {
+        json_t *o = json_pack("{s:s, s:I, s:s}", "event", "grpc_log_folded", "count",
+                              (json_int_t)folded, "message",
+                              "gRPC log lines over the per-second budget were counted, not "
+                              "written (e.g. failed TLS handshakes)");
+        js_log_emit("warn", o);
+    }
+}
+
 static void grpc_log_to_json(gpr_log_func_args *args)
 {
     /* Only running out of descriptors or kernel memory kills the listener
@@ -115,6 +140,13 @@ static void grpc_log_to_json(gpr_log_func_args *args)
          strstr(m, "Cannot allocate memory") != NULL) &&
         !atomic_exchange(&g_listener.lost, true))
         js_fdreserve_release(atomic_load(&g_listener.reserve));
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    grpc_log_flush((long long)ts.tv_sec);
+    if (atomic_fetch_add(&g_listener.log_lines, 1) >= GRPC_LOG_PER_SECOND) {
+        atomic_fetch_add(&g_listener.log_folded, 1);
+        return;
+    }
     const char *level = args->severity == GPR_LOG_SEVERITY_ERROR ? "warn" : "debug";
     char where[256];
     snprintf(where, sizeof(where), "%s:%d", args->file != NULL ? args->file : "?", args->line);
@@ -957,6 +989,7 @@ static int cmd_serve(const char *config_path)
         listener_check(&d, now_ms);
         disk_check(&d);
         hsm_events_flush(&d);
+        grpc_log_flush(now_ms / 1000);
         if (now_ms - last_tick_ms >= 1000) {
             last_tick_ms = now_ms;
             js_control_tick(d.control);

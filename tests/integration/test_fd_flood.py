@@ -125,5 +125,47 @@ class FdFlood(unittest.TestCase):
         self.assertEqual(rc, 0, out + err)
 
 
+class HandshakeFlood(unittest.TestCase):
+    """Failed TLS handshakes cost an unauthenticated peer nothing; each makes
+    gRPC log a line. Those lines are kept within a per-second budget and the
+    rest are counted in grpc_log_folded lines, so log bytes stay bounded."""
+
+    def setUp(self):
+        self.env = harness.Env()
+        self.env.setup()
+
+    def tearDown(self):
+        self.env.cleanup()
+
+    def test_failed_handshake_log_lines_are_bounded(self):
+        import ssl
+        env = self.env
+        env.start()
+        ctx = ssl.create_default_context(cafile=env.path("pki", "ca.crt"))
+        ctx.check_hostname = False
+        n = 300
+        t0 = time.monotonic()
+        for _ in range(n):  # no client certificate: the server refuses each one
+            try:
+                with socket.create_connection(("127.0.0.1", env.port), timeout=5) as raw:
+                    with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                        tls.settimeout(5)
+                        tls.recv(1)
+            except (OSError, ssl.SSLError):
+                pass
+        elapsed = time.monotonic() - t0
+        time.sleep(1.5)  # the main loop writes the last folded count
+        lines = env.logs("grpc")
+        folded = sum(o.get("count", 0) for o in env.logs("grpc_log_folded"))
+        seconds = int(elapsed) + 2
+        sys.stderr.write("handshake flood: %d failed handshakes in %.1f s -> %d gRPC log lines, "
+                         "%d folded\n" % (n, elapsed, len(lines), folded))
+        self.assertLessEqual(len(lines), 20 * seconds, "gRPC log lines over the budget")
+        self.assertGreater(folded, 0, "nothing was folded: the flood was not over the budget?")
+        # The signer still works for a real caller.
+        rc, out, err = env.sign("issuer-a", env.sample_claims())
+        self.assertEqual(rc, 0, err)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
