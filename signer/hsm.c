@@ -674,23 +674,34 @@ const char *js_hsm_event_name(js_hsm_event_kind kind)
     }
 }
 
-/* A session noticed a loss (rv from fn): counted once per session until it signs again. */
+/*
+ * A session noticed a loss (rv from fn). Health is the module's, not each
+ * session's: the HSM is unhealthy from the first loss until any session signs
+ * again (note_healed). Sessions that stay idle heal on their next use and do
+ * not keep the HSM "lost" (a worker with no calls, or a replaced server's).
+ * A session still marked lost that fails again after the HSM had recovered
+ * starts a new outage.
+ */
 static void note_lost(js_hsm_session *s, CK_RV rv, const char *fn, const char *label,
                       hsm_pending *pend)
 {
     js_hsm *hsm = s->hsm;
     s->reopen = true;
-    if (s->lost)
-        return;
-    s->lost = true;
-    s->lost_rv = rv;
-    s->next_try_ms = 0; /* the first re-open is immediate; later ones back off */
-    s->backoff_ms = HSM_BACKOFF_MIN_MS;
+    bool first = !s->lost;
+    if (first) {
+        s->lost = true;
+        s->lost_rv = rv;
+        s->next_try_ms = 0; /* the first re-open is immediate; later ones back off */
+        s->backoff_ms = HSM_BACKOFF_MIN_MS;
+    }
     char name[HSM_CKR_NAME];
     ckr_name(rv, name, sizeof(name));
     pthread_mutex_lock(&hsm->mu);
-    hsm->health.failures++;
-    if (hsm->health.sessions_lost++ == 0) {
+    if (first) {
+        hsm->health.failures++;
+        hsm->health.sessions_lost++;
+    }
+    if (hsm->health.ok) {
         hsm->health.ok = false;
         hsm->health.last_change_ms = wall_ms();
         hsm->outage_start_ms = mono_ms();
@@ -702,7 +713,7 @@ static void note_lost(js_hsm_session *s, CK_RV rv, const char *fn, const char *l
     pthread_mutex_unlock(&hsm->mu);
 }
 
-/* The session signed again after a loss. */
+/* The session signed again after a loss: the HSM works again. */
 static void note_healed(js_hsm_session *s, const char *label, hsm_pending *pend)
 {
     js_hsm *hsm = s->hsm;
@@ -713,14 +724,16 @@ static void note_healed(js_hsm_session *s, const char *label, hsm_pending *pend)
     s->next_try_ms = 0;
     pthread_mutex_lock(&hsm->mu);
     hsm->health.session_heals++;
-    if (hsm->health.sessions_lost > 0 && --hsm->health.sessions_lost == 0) {
+    if (hsm->health.sessions_lost > 0)
+        hsm->health.sessions_lost--;
+    if (!hsm->health.ok) {
         int64_t took = mono_ms() - hsm->outage_start_ms;
         hsm->health.ok = true;
         hsm->health.recoveries++;
         hsm->health.last_change_ms = wall_ms();
         hsm->health.why[0] = '\0';
         pend_add(pend, JS_HSM_EVENT_RECOVERED, CKR_OK, label, took,
-                 "HSM sessions recovered on %s after %lld ms (re-opened, logged in, keys found "
+                 "HSM recovered on %s after %lld ms (session re-opened, logged in, keys found "
                  "and checked)",
                  hsm->desc, (long long)took);
     }
@@ -1231,11 +1244,8 @@ void js_hsm_session_free(js_hsm_session *s)
     }
     if (s->lost) {
         pthread_mutex_lock(&hsm->mu);
-        if (hsm->health.sessions_lost > 0 && --hsm->health.sessions_lost == 0) {
-            hsm->health.ok = true;
-            hsm->health.last_change_ms = wall_ms();
-            hsm->health.why[0] = '\0';
-        }
+        if (hsm->health.sessions_lost > 0)
+            hsm->health.sessions_lost--;
         pthread_mutex_unlock(&hsm->mu);
     }
     OPENSSL_cleanse(s, sizeof(*s));

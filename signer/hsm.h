@@ -55,11 +55,14 @@ typedef struct js_hsm_key js_hsm_key;
 
 /*
  * What the daemon reports (/healthz, metrics). `ok` is false from the first
- * session found lost until every session that saw the loss signed again.
+ * session found lost until any session signs again (the HSM works again;
+ * sessions still marked lost heal on their next use: an idle worker's, or a
+ * replaced server's, must not keep the HSM "down"). A session that fails
+ * again after that starts a new outage.
  */
 typedef struct js_hsm_health {
     bool ok;
-    unsigned sessions_lost; /* sessions lost now and not yet healed */
+    unsigned sessions_lost; /* sessions marked lost, not yet used again */
     uint64_t failures;      /* session losses seen (each session counted once per loss) */
     uint64_t recoveries;    /* outages ended: ok went from false back to true */
     uint64_t session_heals; /* sessions that signed again after a loss */

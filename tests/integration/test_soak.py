@@ -1017,6 +1017,7 @@ class SoakRun:
                     mine.setdefault("no identity" if deny else "lifecycle", []).append(r)
             ph.audit = {k: (len(v), sum(r["_bytes"] for r in v)) for k, v in mine.items()}
             logs = {}
+            noident_events = {}
             objs = {label: [] for label in ph.identities.values()}
             ports = ["127.0.0.1:%d" % p for p in getattr(ph, "reset_ports", [])]
             for raw in lines[ph.line0:ph.line1]:
@@ -1032,6 +1033,8 @@ class SoakRun:
                     label = "resetter"
                 elif ph.noident and caller not in attackers:
                     label = "no identity"
+                    ev = obj.get("event", "?")
+                    noident_events[ev] = noident_events.get(ev, 0) + 1
                 else:
                     continue
                 logs[label] = logs.get(label, 0) + 1
@@ -1122,12 +1125,16 @@ class SoakRun:
                 self.check(ph, n == 0, "denial records without an identity: %d (documented: 0 "
                            "for a peer without a certificate)" % n)
                 life = ph.audit.get("lifecycle", (0, 0))
+                kinds = {}
+                for r in mine.get("lifecycle", []):
+                    k = "%s/%s" % (r.get("type"), r.get("decision"))
+                    kinds[k] = kinds.get(k, 0) + 1
                 self.check(ph, life[0] <= LIFECYCLE_MAX, "lifecycle records during the flood: "
-                           "%d (at most %d)" % (life[0], LIFECYCLE_MAX))
+                           "%d (at most %d): %r" % (life[0], LIFECYCLE_MAX, kinds))
                 lbudget = NOIDENT_LOG_LPS * secs + NOIDENT_LOG_BURST
                 self.check(ph, logs.get("no identity", 0) <= lbudget,
-                           "log lines without an identity: %d, at most %d"
-                           % (logs.get("no identity", 0), lbudget))
+                           "log lines without an identity: %d, at most %d; by event %r"
+                           % (logs.get("no identity", 0), lbudget, noident_events))
 
     def check_tokens(self, recs):
         by_jti = {r["jti"]: r for r in recs if r.get("type") == "sign" and r.get("jti")
