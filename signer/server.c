@@ -647,7 +647,11 @@ static void handle_sign(call_ctx *c)
          * if the log is failing, the refusal still stands. */
         js_audit_event ev;
         sign_event(c, &err, js_policy_hash_hex(policy), &ev);
-        if (js_audit_submit(srv->audit, &ev, NULL, NULL, NULL) != JS_OK)
+        /* While the log is failing every such denial would say so: one line
+         * a second is enough (the failure itself is logged by the audit log
+         * and /healthz). */
+        if (js_audit_submit(srv->audit, &ev, NULL, NULL, NULL) != JS_OK &&
+            js_denials_admit(srv->quiet, "audit_record_lost", mono_ms()))
             js_log_event("warn", "audit_record_lost",
                          "a denial could not be queued for the audit log");
     }
