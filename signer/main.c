@@ -78,9 +78,17 @@ static void usage(FILE *out)
           out);
 }
 
-/* Descriptors held back for the HSM, audit log and HTTP server (fdreserve.h):
- * at most this many, and at most 1/8 of the fd limit. */
-#define FD_RESERVE_MAX 64
+/*
+ * The fd budget (fdreserve.h). The HTTP server may hold a quarter of the fd
+ * limit (at most its default, http.h); the HSM module and the audit log need
+ * FD_CORE more (SoftHSM opens its object files on every operation, C_Initialize
+ * its whole token directory). The reserve holds both shares back from gRPC,
+ * whose accepted connections can take every other descriptor: when they do,
+ * gRPC's listener dies, the reserve is handed back, and HTTP, HSM and audit
+ * have their shares while the listener is re-created.
+ */
+#define FD_CORE      32
+#define FD_LIMIT_MIN 256
 /* gRPC log lines written per second, at most (the rest are counted). */
 #define GRPC_LOG_PER_SECOND 20
 /* A lost gRPC listener is re-created at most this often. */
@@ -795,13 +803,17 @@ static js_status fd_setup(daemon_state *d, js_err *err)
     unsigned long soft = 0, hard = 0;
     JS_GUARD(js_fd_raise_limit(&soft, &hard, err));
     d->fd_limit = soft;
-    size_t reserve = soft / 8 < FD_RESERVE_MAX ? soft / 8 : FD_RESERVE_MAX;
-    JS_GUARD(js_fdreserve_new(reserve, &d->fd_reserve, err));
+    JS_ENSURE(soft >= FD_LIMIT_MIN, err, JS_ECONFIG, "fd.limit",
+              "the file descriptor limit is %lu; jwt-signerd needs at least %d (raise the hard "
+              "limit: ulimit -Hn, systemd LimitNOFILE=)",
+              soft, FD_LIMIT_MIN);
     /* The HTTP server's share: a quarter of the limit, at most its default
      * (http.h), so slow HTTP clients alone can never exhaust descriptors. */
     unsigned long http = soft / 4;
-    d->http_max_connections = http < JS_HTTP_CONNECTION_LIMIT ? (unsigned)(http > 16 ? http : 16)
-                                                              : JS_HTTP_CONNECTION_LIMIT;
+    d->http_max_connections =
+        http < JS_HTTP_CONNECTION_LIMIT ? (unsigned)http : JS_HTTP_CONNECTION_LIMIT;
+    size_t reserve = d->http_max_connections + FD_CORE;
+    JS_GUARD(js_fdreserve_new(reserve, &d->fd_reserve, err));
     atomic_store(&g_listener.reserve, d->fd_reserve);
     json_t *o =
         json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "event", "fd_limit", "soft", (json_int_t)soft,
