@@ -116,6 +116,17 @@ js_status js_fd_raise_limit(unsigned long *soft, unsigned long *hard, js_err *er
     return JS_OK;
 }
 
+long js_fd_lowest_free(void)
+{
+    int fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+        struct rlimit rl;
+        return getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (long)rl.rlim_cur : 0;
+    }
+    close(fd);
+    return fd;
+}
+
 long js_fd_open_count(void)
 {
     DIR *d = opendir("/proc/self/fd");

@@ -43,6 +43,13 @@ void js_fdreserve_free(js_fdreserve *r);
  */
 js_status js_fd_raise_limit(unsigned long *soft, unsigned long *hard, js_err *err) JS_WUR;
 
+/*
+ * The lowest free descriptor number: every descriptor below it is open, so it
+ * is a lower bound of the open count, read with one dup and one close (cheap
+ * enough to poll every millisecond). The fd limit when none is free.
+ */
+long js_fd_lowest_free(void);
+
 /* Open descriptors of this process (entries of /proc/self/fd), or -1. */
 long js_fd_open_count(void);
 

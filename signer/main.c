@@ -82,13 +82,20 @@ static void usage(FILE *out)
  * The fd budget (fdreserve.h). The HTTP server may hold a quarter of the fd
  * limit (at most its default, http.h); the HSM module and the audit log need
  * FD_CORE more (SoftHSM opens its object files on every operation, C_Initialize
- * its whole token directory). The reserve holds both shares back from gRPC,
- * whose accepted connections can take every other descriptor: when they do,
- * gRPC's listener dies, the reserve is handed back, and HTTP, HSM and audit
- * have their shares while the listener is re-created.
+ * its whole token directory). gRPC 1.51 cannot cap its connections, so a
+ * watcher thread does (fd_watch_main): when the descriptors still free come
+ * within the HTTP server's unused share plus FD_MARGIN, it shuts gRPC's
+ * listener down and hands back the FD_CORE descriptors held in reserve; the
+ * main loop re-creates the listener once the flood's descriptors are gone.
+ * If gRPC hits EMFILE anyway (its listener then dies by itself), the same
+ * happens from its log callback.
  */
 #define FD_CORE      32
 #define FD_LIMIT_MIN 256
+/* Descriptors gRPC may still take between two looks of the fd watcher. */
+#define FD_MARGIN 16
+/* How often the fd watcher looks. */
+#define FD_WATCH_US 1000
 /* gRPC log lines written per second, at most (the rest are counted). */
 #define GRPC_LOG_PER_SECOND 20
 /* A lost gRPC listener is re-created at most this often. */
@@ -114,6 +121,8 @@ static struct {
     /* gRPC's own log lines (e.g. one per failed TLS handshake, which any
      * unauthenticated peer can cause) within GRPC_LOG_PER_SECOND; the rest
      * are counted and reported as one grpc_log_folded line. */
+    atomic_bool watch_stop; /* the fd watcher ends */
+    atomic_int port;        /* the gRPC port, for the watcher */
     atomic_llong log_second;
     atomic_ullong log_lines;
     atomic_ullong log_folded;
@@ -325,6 +334,9 @@ typedef struct daemon_state {
     atomic_uint_fast64_t listener_recreations;
     unsigned long fd_limit;
     unsigned http_max_connections; /* the HTTP server's share of the fd limit */
+    pthread_t fd_watch;
+    bool fd_watch_started;
+    atomic_ullong listener_sheds; /* listeners shut down by the fd watcher */
     /* /healthz: an HSM probe on its own session, at most once a second. */
     pthread_mutex_t health_mu;
     js_hsm_session *health_session;
@@ -717,7 +729,6 @@ static void listener_check(daemon_state *d, int64_t now_ms)
     }
     if (now_ms < d->listener_retry_ms)
         return;
-    d->listener_retry_ms = now_ms + LISTENER_RETRY_MS;
     const char *colon = strrchr(d->listen_again, ':');
     int port = colon != NULL ? (int)strtol(colon + 1, NULL, 10) : 0;
     if (d->listener_lost_ms == 0) {
@@ -725,10 +736,24 @@ static void listener_check(daemon_state *d, int64_t now_ms)
         atomic_store(&d->listener_down, true);
         int closed = js_fd_shutdown_listeners(port);
         json_t *o = json_pack("{s:s, s:s, s:I, s:i}", "event", "grpc_listener_lost", "message",
-                              "gRPC stopped accepting connections (accept4 failed: descriptors "
-                              "exhausted); re-creating the listener",
+                              "gRPC stopped accepting connections (descriptors nearly or fully "
+                              "exhausted); re-creating the listener once they are free",
                               "open_fds", (json_int_t)js_fd_open_count(), "sockets_shut", closed);
         js_log_emit("error", o);
+    }
+    /* Listen again only once the flood's descriptors are gone: the reserve
+     * back, the HTTP server's unused share and twice the margin still free. */
+    long open = js_fd_open_count();
+    js_http_stats hs;
+    js_http_get_stats(d->http, &hs);
+    unsigned long http_room = d->http != NULL && d->http_max_connections > hs.open
+                                  ? d->http_max_connections - hs.open
+                                  : 0;
+    size_t budget = js_fdreserve_budget(d->fd_reserve);
+    if (open < 0 || (unsigned long)open + budget + http_room + 2 * FD_MARGIN > d->fd_limit ||
+        js_fdreserve_refill(d->fd_reserve) < budget) {
+        js_fdreserve_release(d->fd_reserve);
+        return;
     }
     js_server *old = d->srv;
     d->srv = NULL;
@@ -736,6 +761,8 @@ static void listener_check(daemon_state *d, int64_t now_ms)
     js_err_clear(&err);
     if (start_grpc(d, d->listen_again, &err) != JS_OK) {
         d->srv = old;
+        d->listener_retry_ms = now_ms + LISTENER_RETRY_MS;
+        js_fdreserve_release(d->fd_reserve);
         json_t *o = json_pack("{s:s, s:s, s:s}", "event", "grpc_listener_retry", "reason",
                               err.reason, "message", err.msg);
         js_log_emit("warn", o);
@@ -797,6 +824,46 @@ static void disk_check(daemon_state *d)
     js_log_emit(low ? "warn" : "info", o);
 }
 
+/*
+ * The fd watcher: gRPC 1.51 accepts connections until descriptors run out
+ * and has no connection limit, so the signer keeps one here. Every
+ * FD_WATCH_US it reads the lowest free descriptor; when the descriptors left
+ * come within the HTTP server's unused share plus FD_MARGIN, it shuts the
+ * gRPC listener down (connections already accepted keep working) and hands
+ * the reserve back, so the HTTP server and the HSM always have theirs. The
+ * main loop re-creates the listener (listener_check).
+ */
+static void *fd_watch_main(void *arg)
+{
+    daemon_state *d = arg;
+    while (!atomic_load(&g_listener.watch_stop)) {
+        struct timespec ts = {0, FD_WATCH_US * 1000L};
+        nanosleep(&ts, NULL);
+        if (atomic_load(&g_listener.lost))
+            continue;
+        js_http_stats hs;
+        js_http_get_stats(d->http, &hs);
+        unsigned long http_room = d->http != NULL && d->http_max_connections > hs.open
+                                      ? d->http_max_connections - hs.open
+                                      : 0;
+        long lowest = js_fd_lowest_free();
+        if (lowest < 0 || (unsigned long)lowest + http_room + FD_MARGIN < d->fd_limit)
+            continue;
+        if (atomic_exchange(&g_listener.lost, true))
+            continue;
+        int closed = js_fd_shutdown_listeners(atomic_load(&g_listener.port));
+        js_fdreserve_release(d->fd_reserve);
+        atomic_fetch_add(&d->listener_sheds, 1);
+        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:i}", "event", "grpc_listener_shed", "message",
+                              "descriptors nearly exhausted: gRPC listener shut down, reserve "
+                              "handed back to the HSM and audit log",
+                              "lowest_free_fd", (json_int_t)lowest, "http_room",
+                              (json_int_t)http_room, "sockets_shut", closed);
+        js_log_emit("warn", o);
+    }
+    return NULL;
+}
+
 /* Raises the fd limit to the hard limit and holds the reserve. */
 static js_status fd_setup(daemon_state *d, js_err *err)
 {
@@ -812,7 +879,7 @@ static js_status fd_setup(daemon_state *d, js_err *err)
     unsigned long http = soft / 4;
     d->http_max_connections =
         http < JS_HTTP_CONNECTION_LIMIT ? (unsigned)http : JS_HTTP_CONNECTION_LIMIT;
-    size_t reserve = d->http_max_connections + FD_CORE;
+    size_t reserve = FD_CORE;
     JS_GUARD(js_fdreserve_new(reserve, &d->fd_reserve, err));
     atomic_store(&g_listener.reserve, d->fd_reserve);
     json_t *o =
@@ -823,8 +890,18 @@ static js_status fd_setup(daemon_state *d, js_err *err)
     return JS_OK;
 }
 
+static void fd_watch_stop(daemon_state *d)
+{
+    if (!d->fd_watch_started)
+        return;
+    atomic_store(&g_listener.watch_stop, true);
+    pthread_join(d->fd_watch, NULL);
+    d->fd_watch_started = false;
+}
+
 static void daemon_free(daemon_state *d)
 {
+    fd_watch_stop(d);
     js_http_stop(d->http);
     js_server_free(d->srv);
     for (size_t i = 0; i < RETIRED_SERVERS; i++)
@@ -940,6 +1017,11 @@ static js_status daemon_start(daemon_state *d, js_err *err)
     JS_GUARD(js_control_new(&cdeps, &d->control, err));
     JS_GUARD(start_grpc(d, NULL, err));
     JS_GUARD(start_http(d, err));
+    atomic_store(&g_listener.port, js_server_port(d->srv));
+    atomic_store(&g_listener.watch_stop, false);
+    JS_ENSURE(pthread_create(&d->fd_watch, NULL, fd_watch_main, d) == 0, err, JS_EINTERNAL,
+              "fd.watch", "cannot start the fd watcher thread");
+    d->fd_watch_started = true;
     return JS_OK;
 }
 
@@ -1025,6 +1107,7 @@ static int cmd_serve(const char *config_path)
     }
     /* In-flight calls finish first (allowed ones wait for their records),
      * then the stop record and the final checkpoint. */
+    fd_watch_stop(&d);
     js_server_shutdown(d.srv, SHUTDOWN_GRACE_MS);
     retired_check(&d, mono_ms(), true);
     audit_lifecycle(&d, "stop", NULL, NULL, json_pack("{s:s}", "cause", "signal"));

@@ -1055,12 +1055,14 @@ class SoakRun:
                 self.check(ph, "hsm_recovered" in events, "the HSM recovery is logged "
                            "(hsm_recovered); HSM events seen: %s"
                            % sorted({e for e in events if e and e.startswith("hsm")}))
-                hsm_recs = [r for r in recs if w0 <= _wall(r["time"]) <= w1
-                            and r.get("type") != "sign"
-                            and "hsm" in (str(r.get("reason")) + str(r.get("type")))]
-                ph.figures["hsm_audit_records"] = [(r.get("type"), r.get("reason"))
-                                                   for r in hsm_recs]
-                self.check(ph, bool(hsm_recs), "the HSM loss and recovery are audited")
+                # The records are written by the main loop once the audit log can
+                # take them again (after the HSM that signs its checkpoints is
+                # back), so they may come after the phase's window: any time later.
+                hsm_recs = [r for r in recs if w0 <= _wall(r["time"]) and r.get("type") == "hsm"]
+                kinds = {r.get("decision") for r in hsm_recs}
+                ph.figures["hsm_audit_records"] = sorted(kinds, key=str)
+                self.check(ph, {"hsm_session_lost", "hsm_recovered"} <= kinds,
+                           "the HSM loss and recovery are audited: %s" % sorted(kinds, key=str))
 
             # Per identity: <= burst + rate * T full records, <= 1 folded record per
             # second per (type, reason), each of the documented maximum size.
@@ -1193,6 +1195,14 @@ class SoakRun:
         ntok = self.check_tokens(recs)
         return ntok, len(recs)
 
+    def phase_at(self, t):
+        """"name+seconds" of the phase running at monotonic time t (for messages)."""
+        best = None
+        for ph in self.results:
+            if ph.w0 <= t:
+                best = ph
+        return "%s+%.2f" % (best.name, t - best.w0) if best else "before+0"
+
     def success_rate(self):
         windows = [w for ph in self.results for w in ph.fault_windows]
         calls = [c for c in self.caller.calls if c["code"] is not None]
@@ -1204,6 +1214,7 @@ class SoakRun:
                                                       and c["code"] == "UNAVAILABLE")
                               for w0, w1 in windows)]
         ok = sum(1 for c in outside if c["code"] == "OK")
+        self.outside_failures = [c for c in outside if c["code"] != "OK"]
         return ok, len(outside), sum(1 for c in calls if c["code"] == "OK"), len(calls)
 
     def cleanup(self):
@@ -1281,10 +1292,11 @@ class SoakRun:
         ok, n, _, _ = self.success_rate()
         self.check(None, n > 0 and ok / n >= SUCCESS_TARGET,
                    "legitimate caller success rate outside the fault windows %d/%d = %.2f%% "
-                   "(target %.0f%%); failures e.g. %s"
+                   "(target %.0f%%); failures outside the windows (phase: seconds after its start; "
+                   "code; details) e.g. %s"
                    % (ok, n, 100.0 * ok / n if n else 0, 100 * SUCCESS_TARGET,
-                      [(c["code"], c.get("details")) for c in self.caller.calls
-                       if c["code"] not in (None, "OK")][:3]))
+                      [(self.phase_at(c["t0"]), c["code"], (c.get("details") or "")[:160])
+                       for c in self.outside_failures][:6]))
         bad = [f for f in self.poller.fetches if not f[2]]
         self.check(None, self.poller.fetches and not bad,
                    "every JWKS fetch succeeded: %d of %d failed, e.g. %s"
