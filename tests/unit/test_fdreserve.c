@@ -10,6 +10,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -97,6 +100,8 @@ static void test_release_hands_back_and_refill_takes_again(void **state)
     int extra[16];
     int m = exhaust(extra, 16);
     assert_int_equal(m, 8);
+    /* None free: the lowest free descriptor is the limit itself. */
+    assert_int_equal(js_fd_lowest_free(), LIMIT);
 
     /* Still exhausted: refill cannot take anything. */
     assert_int_equal(js_fdreserve_refill(r), 0);
@@ -120,11 +125,60 @@ static void test_raise_limit_and_count(void **state)
     assert_int_equal(soft, hard);
     long before = js_fd_open_count();
     assert_true(before >= 3);
+    /* Every descriptor below the lowest free one is open. */
+    long lowest = js_fd_lowest_free();
+    assert_true(lowest >= 3 && lowest <= before);
+    int low = open("/dev/null", O_RDONLY);
+    assert_int_equal(low, lowest);
+    assert_true(js_fd_lowest_free() > lowest);
+    close(low);
+    assert_int_equal(js_fd_lowest_free(), lowest);
     int fd = open("/dev/null", O_RDONLY);
     assert_true(fd >= 0);
     assert_int_equal(js_fd_open_count(), before + 1);
     close(fd);
     assert_int_equal(js_fd_open_count(), before);
+}
+
+/* A listening socket on 127.0.0.1 with a kernel-chosen port. */
+static int listen_any(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 16) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        return -1;
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
+    close(fd);
+    return rc;
+}
+
+static void test_shutdown_listeners_only_that_port(void **state)
+{
+    (void)state;
+    int p1 = 0, p2 = 0;
+    int l1 = listen_any(&p1), l2 = listen_any(&p2);
+    assert_true(l1 >= 0 && l2 >= 0);
+    assert_int_equal(connect_to(p1), 0);
+    assert_int_equal(js_fd_shutdown_listeners(p1), 1);
+    /* Shut down, the socket leaves the kernel's lookup: connections are refused. */
+    assert_int_equal(connect_to(p1), -1);
+    assert_int_equal(connect_to(p2), 0);
+    /* Not listening any more: a second call finds nothing. */
+    assert_int_equal(js_fd_shutdown_listeners(p1), 0);
+    close(l1);
+    close(l2);
 }
 
 int main(void)
@@ -134,6 +188,7 @@ int main(void)
         cmocka_unit_test(test_not_enough_descriptors_refused),
         cmocka_unit_test(test_release_hands_back_and_refill_takes_again),
         cmocka_unit_test(test_raise_limit_and_count),
+        cmocka_unit_test(test_shutdown_listeners_only_that_port),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
