@@ -73,8 +73,9 @@ static const uint8_t k_selftest_msg[] = "jwt-signer key pair self-test";
 /*
  * The module gate: every use of the module holds `gate` for reading; a
  * module re-initialisation holds it for writing, because C_Finalize must not
- * run while another thread is inside a call (PKCS#11 §5.4). New readers wait
- * while `reinit_pending` is set, so a writer is never starved.
+ * run while another thread is inside a call (PKCS#11 §5.4), and so does a
+ * C_Login (login_alone). New readers wait while `reinit_pending` is set, so a
+ * writer is never starved.
  */
 struct js_hsm {
     CK_FUNCTION_LIST *mod;
@@ -101,6 +102,7 @@ struct js_hsm {
     pthread_mutex_t mu; /* guards what follows */
     pthread_cond_t reinit_done;
     bool reinit_running;
+    unsigned login_waiters; /* threads waiting to log in alone (login_alone) */
     int64_t reinit_next_ms; /* monotonic */
     uint32_t reinit_backoff_ms;
     int64_t outage_start_ms; /* monotonic, when `health.ok` went false */
@@ -935,12 +937,53 @@ static CK_RV login_on(js_hsm *hsm, CK_SESSION_HANDLE h)
 }
 
 /*
+ * C_Login with the gate held for writing: SoftHSM 2.6.1 is not safe when
+ * C_Login runs while another thread signs (seen in test_heal_under_load: a
+ * C_Sign crashed in EC_POINT_new while another session logged in again after
+ * a token loss). Logins are rare (first open, after a loss), so they run
+ * alone. Called with the gate held for reading, returns with it held for
+ * reading; a re-initialisation in between killed h: CKR_SESSION_HANDLE_INVALID.
+ */
+static CK_RV login_alone(js_hsm *hsm, CK_SESSION_HANDLE h)
+{
+    uint64_t epoch = atomic_load(&hsm->epoch);
+    pthread_rwlock_unlock(&hsm->gate);
+    pthread_mutex_lock(&hsm->mu);
+    hsm->login_waiters++;
+    atomic_store(&hsm->reinit_pending, true); /* new readers wait: the writer is not starved */
+    pthread_mutex_unlock(&hsm->mu);
+
+    pthread_rwlock_wrlock(&hsm->gate);
+    CK_RV rv = CKR_SESSION_HANDLE_INVALID;
+    if (atomic_load(&hsm->epoch) == epoch && hsm->ready) {
+        CK_SESSION_INFO info;
+        rv = hsm->mod->C_GetSessionInfo(h, &info);
+        /* Another thread may have logged the application in meanwhile (§5.6). */
+        if (rv == CKR_OK && info.state != CKS_RW_USER_FUNCTIONS &&
+            info.state != CKS_RO_USER_FUNCTIONS)
+            rv = login_on(hsm, h);
+    }
+    pthread_rwlock_unlock(&hsm->gate);
+
+    pthread_mutex_lock(&hsm->mu);
+    if (--hsm->login_waiters == 0 && !hsm->reinit_running)
+        atomic_store(&hsm->reinit_pending, false);
+    pthread_cond_broadcast(&hsm->reinit_done);
+    pthread_mutex_unlock(&hsm->mu);
+    pthread_rwlock_rdlock(&hsm->gate);
+    if (rv == CKR_OK && atomic_load(&hsm->epoch) != epoch)
+        rv = CKR_SESSION_HANDLE_INVALID;
+    return rv;
+}
+
+/*
  * Opens an R/W session (keygen creates token objects; §5.6: R/O sessions
  * cannot) and makes sure the application is logged in: only if the token
- * forgot us (first open, token restarted or came back) does this call C_Login.
- * *fn names the call that failed.
+ * forgot us (first open, token restarted or came back) does this call C_Login
+ * (alone, login_alone, when the caller holds the gate for reading; directly
+ * when it holds it for writing). *fn names the call that failed.
  */
-static CK_RV open_logged_in(js_hsm *hsm, CK_SESSION_HANDLE *out, const char **fn)
+static CK_RV open_logged_in_ex(js_hsm *hsm, CK_SESSION_HANDLE *out, const char **fn, bool read_gate)
 {
     CK_FUNCTION_LIST *m = hsm->mod;
     CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
@@ -956,7 +999,7 @@ static CK_RV open_logged_in(js_hsm *hsm, CK_SESSION_HANDLE *out, const char **fn
     if (rv == CKR_OK && info.state != CKS_RW_USER_FUNCTIONS &&
         info.state != CKS_RO_USER_FUNCTIONS) {
         *fn = "C_Login";
-        rv = login_on(hsm, h);
+        rv = read_gate ? login_alone(hsm, h) : login_on(hsm, h);
     }
     if (rv != CKR_OK) {
         (void)m->C_CloseSession(h);
@@ -964,6 +1007,12 @@ static CK_RV open_logged_in(js_hsm *hsm, CK_SESSION_HANDLE *out, const char **fn
     }
     *out = h;
     return CKR_OK;
+}
+
+/* The same, for a caller holding the gate for reading (every caller but module_start). */
+static CK_RV open_logged_in(js_hsm *hsm, CK_SESSION_HANDLE *out, const char **fn)
+{
+    return open_logged_in_ex(hsm, out, fn, true);
 }
 
 /* C_Initialize, select the token, open the login session. Holds the gate for writing (or is
@@ -981,7 +1030,7 @@ static js_status module_start(js_hsm *hsm, js_err *err)
     hsm->initialized = true;
     JS_GUARD(select_token(hsm, hsm->uri, hsm->token_uri, err));
     const char *fn = "C_OpenSession";
-    rv = open_logged_in(hsm, &hsm->login_session, &fn);
+    rv = open_logged_in_ex(hsm, &hsm->login_session, &fn, false);
     if (rv != CKR_OK) {
         bool is_login = strcmp(fn, "C_Login") == 0;
         return hsm_fail(err, rv, JS_ECONFIG, is_login ? "hsm.login" : "hsm.session", "%s: %s%s",
@@ -1118,9 +1167,9 @@ static js_status gate_enter(js_hsm *hsm, js_err *err)
         }
         pthread_mutex_lock(&hsm->mu);
         int rc = 0;
-        while (hsm->reinit_running && rc == 0)
+        while ((hsm->reinit_running || hsm->login_waiters > 0) && rc == 0)
             rc = pthread_cond_timedwait(&hsm->reinit_done, &hsm->mu, &until);
-        bool still = hsm->reinit_running;
+        bool still = hsm->reinit_running || hsm->login_waiters > 0;
         pthread_mutex_unlock(&hsm->mu);
         JS_ENSURE(!still, err, JS_EUNAVAIL, "hsm.recovering",
                   "the PKCS#11 module %s is being re-initialised; try again", hsm->module_path);
@@ -1178,7 +1227,8 @@ static js_status module_reinit(js_hsm *hsm, uint64_t seen_epoch, const char *cau
 
     pthread_mutex_lock(&hsm->mu);
     hsm->reinit_running = false;
-    atomic_store(&hsm->reinit_pending, false);
+    if (hsm->login_waiters == 0)
+        atomic_store(&hsm->reinit_pending, false);
     hsm->health.reinits++;
     if (st == JS_OK) {
         hsm->reinit_backoff_ms = HSM_BACKOFF_MIN_MS;

@@ -27,6 +27,9 @@
  *
  * p11shim_calls(name) (for unit tests, through dlsym) counts calls per function.
  */
+/* For the writer-preferring rwlock initializer (glibc): an invalidation must
+ * not wait behind a stream of calls. */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -57,6 +60,12 @@ typedef struct shim_rule {
 
 static struct {
     pthread_mutex_t mu;
+    /* Every forwarded call holds this for reading; closing the real sessions
+     * of an invalidation holds it for writing: PKCS#11 forbids closing a
+     * session while another thread is inside a call on it (§5.6; SoftHSM
+     * crashes in C_Sign when it happens), and a real token removal never
+     * does that to the application either. */
+    pthread_rwlock_t calls;
     CK_FUNCTION_LIST *real;
     unsigned long sgen, ogen; /* handle generations, never 0 */
     /* control file identity: a change means new rules */
@@ -73,7 +82,10 @@ static struct {
         const char *fn;
         unsigned long n;
     } counters[SHIM_COUNTERS_MAX];
-} g = {.mu = PTHREAD_MUTEX_INITIALIZER, .sgen = 1, .ogen = 1};
+} g = {.mu = PTHREAD_MUTEX_INITIALIZER,
+       .calls = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP,
+       .sgen = 1,
+       .ogen = 1};
 
 static const struct {
     const char *name;
@@ -235,8 +247,10 @@ static void count_locked(const char *fn)
     }
 }
 
-/* Every call starts here: count it, pick up new commands, and fail it if told to. */
-static CK_RV enter(const char *fn)
+/* Every call starts here: count it, pick up new commands, and fail it if told to.
+ * On return *held says whether the call holds g.calls for reading (released by
+ * ENTER's cleanup when the wrapper returns). */
+static CK_RV enter(const char *fn, int *held)
 {
     CK_SESSION_HANDLE to_close[SHIM_SESSIONS_MAX];
     CK_RV rv = CKR_OK;
@@ -254,9 +268,16 @@ static CK_RV enter(const char *fn)
     }
     CK_FUNCTION_LIST *real = g.real;
     pthread_mutex_unlock(&g.mu);
-    /* The real sessions of an invalidation really go (and with the last one, the login). */
-    for (size_t i = 0; i < n_close && real != NULL; i++)
-        (void)real->C_CloseSession(to_close[i]);
+    /* The real sessions of an invalidation really go (and with the last one,
+     * the login), while no other call is inside the module. */
+    if (n_close > 0 && real != NULL) {
+        pthread_rwlock_wrlock(&g.calls);
+        for (size_t i = 0; i < n_close; i++)
+            (void)real->C_CloseSession(to_close[i]);
+        pthread_rwlock_unlock(&g.calls);
+    }
+    pthread_rwlock_rdlock(&g.calls);
+    *held = 1;
     if (rv == CKR_OK && real == NULL && !module_level(fn))
         rv = CKR_CRYPTOKI_NOT_INITIALIZED;
     return rv;
@@ -305,9 +326,18 @@ static void obj_out(CK_OBJECT_HANDLE *o)
     pthread_mutex_unlock(&g.mu);
 }
 
+static void calls_release(int *held)
+{
+    if (*held)
+        pthread_rwlock_unlock(&g.calls);
+}
+
+/* The read hold on g.calls ends when the wrapper returns (GCC/Clang cleanup
+ * attribute: this is test code, built only with those compilers). */
 #define ENTER(fn)                                                                                  \
+    int held_ __attribute__((cleanup(calls_release))) = 0;                                         \
     do {                                                                                           \
-        CK_RV rv_ = enter(fn);                                                                     \
+        CK_RV rv_ = enter(fn, &held_);                                                             \
         if (rv_ != CKR_OK)                                                                         \
             return rv_;                                                                            \
     } while (0)
