@@ -402,7 +402,8 @@ static const conn_hint k_conn_hints[] = {
     {"Socket closed",
      "the signer closed the connection during the TLS handshake: it most likely refused the "
      "client certificate in --cert (not issued by the CA the signer trusts for clients, expired, "
-     "or not for client authentication); the signer's log names this peer and the reason"},
+     "or not for client authentication); the signer's log has gRPC's 'Handshake failed' "
+     "line with the reason"},
     {"Connection refused",
      "nothing accepts connections at --target; is jwt-signerd running, on this host and port?"},
     {"Ssl handshake failed",

@@ -670,7 +670,7 @@ static void render_gauges(buf *b, const js_metrics_gauges *g)
     buf_header(b, "jwt_signer_hsm_healthy", "gauge", "1 while the HSM can sign.");
     buf_printf(b, "jwt_signer_hsm_healthy %d\n", g->hsm_healthy ? 1 : 0);
     buf_header(b, "jwt_signer_hsm_recoveries_total", "counter",
-               "HSM sessions re-opened (login, keys found again) after a fault.");
+               "HSM outages ended: the HSM signed again after a lost session or key handle.");
     buf_printf(b, "jwt_signer_hsm_recoveries_total %" PRIu64 "\n", g->hsm_recoveries);
     buf_header(b, "jwt_signer_hsm_session_failures_total", "counter",
                "HSM faults that lost a session or key handle.");
