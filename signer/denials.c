@@ -312,7 +312,7 @@ void js_denials_key(const char *identity, const char *peer, char *out, size_t ca
         }
     }
     size_t o = 0;
-    const char *prefix = "peer:";
+    const char *prefix = "peer ";
     for (size_t i = 0; prefix[i] != '\0' && o + 1 < cap; i++)
         out[o++] = prefix[i];
     for (size_t i = 0; i < alen && o + 1 < cap; i++)

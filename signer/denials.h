@@ -14,7 +14,9 @@
  * global bucket over all keys, so an attacker holding many identities
  * cannot exceed global_rate full records per second in total. Keys are the
  * typed identity text (spiffe://..., dns:..., cn:...) or, when a request has
- * no identity, "peer:" + the peer address without its port
+ * no identity, "peer " + the peer address without its port (a space: no
+ * identity text has one before its first ':', so a URI SAN "peer:10.1.2.3"
+ * cannot share an address's budget)
  * (js_denials_key()).
  *
  * Memory is fixed at _new: at most max_keys tracked keys, in stripes with
@@ -44,7 +46,7 @@
 #define JS_DENIALS_GLOBAL_RATE  50u /* full denial records per second, all keys */
 #define JS_DENIALS_GLOBAL_BURST 100u
 #define JS_DENIALS_MAX_KEYS     4096u        /* tracked keys (fixed memory) */
-#define JS_DENIALS_KEY_MAX      (512u + 64u) /* "peer:" + address, or an identity */
+#define JS_DENIALS_KEY_MAX      (512u + 64u) /* "peer " + address, or an identity */
 
 typedef struct js_denials js_denials;
 
@@ -80,8 +82,8 @@ void js_denials_stats_get(const js_denials *d, js_denials_stats *out);
 
 /*
  * The budget key of a request: the identity when it is non-empty, else
- * "peer:" + the gRPC peer address without its port ("ipv4:127.0.0.1:5555"
- * -> "peer:127.0.0.1", "ipv6:[::1]:5555" -> "peer:::1"), else "peer:".
+ * "peer " + the gRPC peer address without its port ("ipv4:127.0.0.1:5555"
+ * -> "peer 127.0.0.1", "ipv6:[::1]:5555" -> "peer ::1"), else "peer ".
  * Always NUL-terminates out (cap >= 1); truncates at cap.
  */
 void js_denials_key(const char *identity, const char *peer, char *out, size_t cap);

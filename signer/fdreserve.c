@@ -141,7 +141,7 @@ long js_fd_open_count(void)
     return n - 1; /* the directory stream's own descriptor */
 }
 
-int js_fd_shutdown_listeners(int port)
+int js_fd_shutdown_listeners(int port, int except_fd)
 {
     DIR *d = opendir("/proc/self/fd");
     if (d == NULL)
@@ -152,7 +152,7 @@ int js_fd_shutdown_listeners(int port)
         char *end = NULL;
         long fd = strtol(e->d_name, &end, 10);
         if (e->d_name[0] == '.' || end == e->d_name || *end != '\0' || fd == self || fd < 0 ||
-            fd > INT32_MAX)
+            fd > INT32_MAX || fd == except_fd)
             continue;
         struct stat st;
         int listening = 0;

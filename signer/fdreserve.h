@@ -55,12 +55,12 @@ long js_fd_open_count(void);
 
 /*
  * shutdown(2)s every listening TCP socket of this process bound to `port`
- * (any address) and returns how many. Used on a gRPC listener that stopped
- * accepting: shut down, a listening socket leaves the kernel's lookup (and
- * SO_REUSEPORT group), so the connections queued on it are reset and new ones
- * reach the listener that replaces it. The descriptor itself stays open: it
- * belongs to gRPC, which closes it with its server.
+ * (any address) except except_fd (the HTTP server's, which may share the
+ * port number on another address; -1 = none) and returns how many. Used on a gRPC listener that
+ * stopped accepting: shut down, a listening socket leaves the kernel's lookup (and SO_REUSEPORT
+ * group), so the connections queued on it are reset and new ones reach the listener that replaces
+ * it. The descriptor itself stays open: it belongs to gRPC, which closes it with its server.
  */
-int js_fd_shutdown_listeners(int port);
+int js_fd_shutdown_listeners(int port, int except_fd);
 
 #endif

@@ -95,6 +95,7 @@ struct js_hsm {
 
     pthread_rwlock_t gate;
     atomic_bool reinit_pending;
+    atomic_bool down;            /* !health.ok, readable without mu */
     _Atomic uint64_t epoch;      /* +1 per re-initialisation: older session handles are dead */
     _Atomic uint64_t handle_gen; /* +1 per re-open anywhere: key handle hints are not trusted */
     _Atomic uint64_t next_key_id;
@@ -705,6 +706,7 @@ static void note_lost(js_hsm_session *s, CK_RV rv, const char *fn, const char *l
     }
     if (hsm->health.ok) {
         hsm->health.ok = false;
+        atomic_store(&hsm->down, true);
         hsm->health.last_change_ms = wall_ms();
         hsm->outage_start_ms = mono_ms();
         snprintf(hsm->health.why, sizeof(hsm->health.why),
@@ -719,16 +721,23 @@ static void note_lost(js_hsm_session *s, CK_RV rv, const char *fn, const char *l
 static void note_healed(js_hsm_session *s, const char *label, hsm_pending *pend)
 {
     js_hsm *hsm = s->hsm;
-    if (!s->lost)
+    /* A session that never saw the loss (re-opened only because the module
+     * was re-initialised) also proves the HSM works: `down` is read without
+     * the lock so a healthy sign costs one atomic load. */
+    if (!s->lost && !atomic_load(&hsm->down))
         return;
+    bool was_lost = s->lost;
     s->lost = false;
     s->backoff_ms = HSM_BACKOFF_MIN_MS;
     s->next_try_ms = 0;
     pthread_mutex_lock(&hsm->mu);
-    hsm->health.session_heals++;
-    if (hsm->health.sessions_lost > 0)
-        hsm->health.sessions_lost--;
+    if (was_lost) {
+        hsm->health.session_heals++;
+        if (hsm->health.sessions_lost > 0)
+            hsm->health.sessions_lost--;
+    }
     if (!hsm->health.ok) {
+        atomic_store(&hsm->down, false);
         int64_t took = mono_ms() - hsm->outage_start_ms;
         hsm->health.ok = true;
         hsm->health.recoveries++;
@@ -991,6 +1000,7 @@ static CK_RV open_logged_in_ex(js_hsm *hsm, CK_SESSION_HANDLE *out, const char *
 
     *out = CK_INVALID_HANDLE;
     *fn = "C_OpenSession";
+    uint64_t epoch = atomic_load(&hsm->epoch);
     CK_RV rv = m->C_OpenSession(hsm->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h);
     if (rv != CKR_OK)
         return rv;
@@ -1002,7 +1012,10 @@ static CK_RV open_logged_in_ex(js_hsm *hsm, CK_SESSION_HANDLE *out, const char *
         rv = read_gate ? login_alone(hsm, h) : login_on(hsm, h);
     }
     if (rv != CKR_OK) {
-        (void)m->C_CloseSession(h);
+        /* login_alone let go of the gate: after a re-initialisation in
+         * between, h may name another thread's session. Never close it. */
+        if (atomic_load(&hsm->epoch) == epoch)
+            (void)m->C_CloseSession(h);
         return rv;
     }
     *out = h;
@@ -1083,6 +1096,7 @@ js_status js_hsm_open(const char *module_path, const char *token_uri, const char
     hsm->reinit_backoff_ms = HSM_BACKOFF_MIN_MS;
     hsm->health.ok = true;
     atomic_init(&hsm->reinit_pending, false);
+    atomic_init(&hsm->down, false);
     atomic_init(&hsm->epoch, 1);
     atomic_init(&hsm->handle_gen, 1);
     atomic_init(&hsm->next_key_id, 1);

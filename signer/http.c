@@ -973,6 +973,14 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
     return JS_OK;
 }
 
+int js_http_listen_fd(const js_http *h)
+{
+    if (h == NULL || h->daemon == NULL)
+        return -1;
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+    return info != NULL ? (int)info->listen_fd : -1;
+}
+
 int js_http_port(const js_http *h)
 {
     return h != NULL ? h->port : 0;

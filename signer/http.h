@@ -152,6 +152,10 @@ typedef struct js_http_stats {
 /* Fills *out (zeros for NULL h). */
 void js_http_get_stats(const js_http *h, js_http_stats *out);
 
+/* The listening socket's descriptor (-1 for NULL h), so that nothing else
+ * mistakes it for another listener on the same port number. */
+int js_http_listen_fd(const js_http *h);
+
 /* The bound TCP port (useful after listening on port 0). */
 int js_http_port(const js_http *h);
 

@@ -693,8 +693,9 @@ static void retire_server(daemon_state *d, js_server *srv, int64_t now_ms)
             slot = i;
     }
     if (d->retired[slot].srv != NULL) {
-        /* All slots taken (a repeated flood): the oldest is drained now. */
-        js_server_shutdown(d->retired[slot].srv, LISTENER_DRAIN_MS);
+        /* All slots taken (a repeated flood): the oldest goes now, its calls
+         * cancelled (waiting out a grace here would stall the main loop). */
+        js_server_shutdown(d->retired[slot].srv, 0);
         js_server_free(d->retired[slot].srv);
     }
     d->retired[slot].srv = srv;
@@ -723,8 +724,12 @@ static void listener_check(daemon_state *d, int64_t now_ms)
         size_t held = js_fdreserve_held(d->fd_reserve);
         size_t budget = js_fdreserve_budget(d->fd_reserve);
         long open = held < budget ? js_fd_open_count() : -1;
-        if (open >= 0 && (unsigned long)open + 2 * (budget - held) + held <= d->fd_limit)
+        if (open >= 0 && (unsigned long)open + 2 * (budget - held) + held <= d->fd_limit) {
             js_fdreserve_refill(d->fd_reserve);
+            /* The watcher may have shed the listener meanwhile: hand it back. */
+            if (atomic_load(&g_listener.lost))
+                js_fdreserve_release(d->fd_reserve);
+        }
         return;
     }
     if (now_ms < d->listener_retry_ms)
@@ -734,7 +739,7 @@ static void listener_check(daemon_state *d, int64_t now_ms)
     if (d->listener_lost_ms == 0) {
         d->listener_lost_ms = now_ms;
         atomic_store(&d->listener_down, true);
-        int closed = js_fd_shutdown_listeners(port);
+        int closed = js_fd_shutdown_listeners(port, js_http_listen_fd(d->http));
         json_t *o = json_pack("{s:s, s:s, s:I, s:i}", "event", "grpc_listener_lost", "message",
                               "gRPC stopped accepting connections (descriptors nearly or fully "
                               "exhausted); re-creating the listener once they are free",
@@ -851,7 +856,8 @@ static void *fd_watch_main(void *arg)
             continue;
         if (atomic_exchange(&g_listener.lost, true))
             continue;
-        int closed = js_fd_shutdown_listeners(atomic_load(&g_listener.port));
+        int closed =
+            js_fd_shutdown_listeners(atomic_load(&g_listener.port), js_http_listen_fd(d->http));
         js_fdreserve_release(d->fd_reserve);
         atomic_fetch_add(&d->listener_sheds, 1);
         json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:i}", "event", "grpc_listener_shed", "message",

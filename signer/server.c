@@ -528,7 +528,7 @@ static void fold_denial(const call_ctx *c, const char *type, const char *reason)
 {
     char peer[JS_DENIALS_KEY_MAX + 1];
     js_denials_key(NULL, c->peer, peer, sizeof(peer));
-    const char *addr = strncmp(peer, "peer:", 5) == 0 ? peer + 5 : peer;
+    const char *addr = strncmp(peer, "peer ", 5) == 0 ? peer + 5 : peer;
     js_audit_note_folded(c->w->srv->audit, type, c->identity, addr, reason);
 }
 
@@ -542,7 +542,11 @@ static void handle_no_message(call_ctx *c, const char *method)
 {
     js_server *srv = c->w->srv;
     js_metrics_request(srv->metrics, method, c->identity, "deny", "request.missing");
-    if (denial_in_full(c)) {
+    /* Not a denial (nothing was asked): its log lines have their own budget,
+     * so cancelled calls never use up a caller's denial budget. */
+    char key[JS_DENIALS_KEY_MAX + 1];
+    js_denials_key(c->identity, c->peer, key, sizeof(key));
+    if (js_denials_admit(srv->quiet, key, mono_ms())) {
         js_reqlog log = {
             .method = method,
             .caller = c->identity,

@@ -87,9 +87,9 @@ static void test_identity_and_peer_keys_distinct(void **state)
     assert_true(js_denials_admit(d, "spiffe://example.org/a", 5000));
     assert_false(js_denials_admit(d, "spiffe://example.org/a", 5000));
     assert_true(js_denials_admit(d, "spiffe://example.org/b", 5000));
-    assert_true(js_denials_admit(d, "peer:127.0.0.1", 5000));
-    assert_false(js_denials_admit(d, "peer:127.0.0.1", 5000));
-    assert_true(js_denials_admit(d, "peer:127.0.0.2", 5000));
+    assert_true(js_denials_admit(d, "peer 127.0.0.1", 5000));
+    assert_false(js_denials_admit(d, "peer 127.0.0.1", 5000));
+    assert_true(js_denials_admit(d, "peer 127.0.0.2", 5000));
     js_denials_free(d);
 }
 
@@ -200,16 +200,16 @@ static void test_key_of_request(void **state)
     js_denials_key("spiffe://example.org/a", "ipv4:127.0.0.1:5555", k, sizeof(k));
     assert_string_equal(k, "spiffe://example.org/a");
     js_denials_key("", "ipv4:127.0.0.1:5555", k, sizeof(k));
-    assert_string_equal(k, "peer:127.0.0.1");
+    assert_string_equal(k, "peer 127.0.0.1");
     js_denials_key(NULL, "ipv6:[::1]:40000", k, sizeof(k));
-    assert_string_equal(k, "peer:::1");
+    assert_string_equal(k, "peer ::1");
     js_denials_key(NULL, "unix:/run/x.sock", k, sizeof(k));
-    assert_string_equal(k, "peer:unix:/run/x.sock");
+    assert_string_equal(k, "peer unix:/run/x.sock");
     js_denials_key(NULL, NULL, k, sizeof(k));
-    assert_string_equal(k, "peer:");
+    assert_string_equal(k, "peer ");
     char small[8];
     js_denials_key(NULL, "ipv4:127.0.0.1:5555", small, sizeof(small));
-    assert_string_equal(small, "peer:12");
+    assert_string_equal(small, "peer 12");
 }
 
 /* ---- with the audit log: what server.c does for each denial ------------------------ */
@@ -281,7 +281,7 @@ static void *burst_main(void *arg)
             assert_int_equal(js_audit_submit(b->a, &ev, NULL, NULL, &err), JS_OK);
             atomic_fetch_add(&b->admitted, 1);
         } else {
-            /* no identity: the record names the peer address (key after "peer:") */
+            /* no identity: the record names the peer address (key after "peer ") */
             const char *peer = b->identity[0] == '\0' ? key + 5 : NULL;
             js_audit_note_folded(b->a, "sign", b->identity, peer, "policy.no_match");
             atomic_fetch_add(&b->folded, 1);

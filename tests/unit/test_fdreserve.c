@@ -171,12 +171,15 @@ static void test_shutdown_listeners_only_that_port(void **state)
     int l1 = listen_any(&p1), l2 = listen_any(&p2);
     assert_true(l1 >= 0 && l2 >= 0);
     assert_int_equal(connect_to(p1), 0);
-    assert_int_equal(js_fd_shutdown_listeners(p1), 1);
+    /* The excepted descriptor is left alone. */
+    assert_int_equal(js_fd_shutdown_listeners(p1, l1), 0);
+    assert_int_equal(connect_to(p1), 0);
+    assert_int_equal(js_fd_shutdown_listeners(p1, -1), 1);
     /* Shut down, the socket leaves the kernel's lookup: connections are refused. */
     assert_int_equal(connect_to(p1), -1);
     assert_int_equal(connect_to(p2), 0);
     /* Not listening any more: a second call finds nothing. */
-    assert_int_equal(js_fd_shutdown_listeners(p1), 0);
+    assert_int_equal(js_fd_shutdown_listeners(p1, -1), 0);
     close(l1);
     close(l2);
 }
