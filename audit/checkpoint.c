@@ -115,6 +115,43 @@ js_status js_audit_checkpoint_parse(const json_t *rec, js_audit_checkpoint *cp, 
     js_err e2;
     JS_ENSURE(b64url_decode(sig, slen, cp->sig, sizeof(cp->sig), &cp->sig_len, &e2) == JS_OK, err,
               JS_EINVAL, "audit.checkpoint", "checkpoint signature is not base64url");
+    /* FORMAT.md §5.1/§7: ES256 in JOSE form is r||s, exactly 64 bytes (RFC
+     * 7518 §3.4), checked with or without a key, so no other length can
+     * pass a keyless verification. */
+    JS_ENSURE(cp->sig_len == JS_AUDIT_SIG_LEN, err, JS_EINVAL, "audit.checkpoint",
+              "checkpoint signature is %zu bytes; ES256 r||s is exactly %d", cp->sig_len,
+              JS_AUDIT_SIG_LEN);
+    return JS_OK;
+}
+
+js_status js_audit_checkpoint_payload(const js_audit_checkpoint *cp, char *out, size_t cap,
+                                      size_t *len, js_err *err)
+{
+    char *members = NULL;
+    JS_GUARD(js_audit_checkpoint_members(cp, &members, err));
+    js_status st =
+        js_audit_payload_assemble(cp->seq, cp->time, members, cp->head, out, cap, len, err);
+    free(members);
+    return st;
+}
+
+js_status js_audit_checkpoint_check_canonical(const js_audit_checkpoint *cp, const uint8_t *payload,
+                                              size_t len, js_err *err)
+{
+    char *canon = malloc(JS_AUDIT_MAX_PAYLOAD + 1);
+    JS_ENSURE_ALLOC(canon, err);
+    size_t clen = 0;
+    js_err e2;
+    bool same =
+        js_audit_checkpoint_payload(cp, canon, JS_AUDIT_MAX_PAYLOAD + 1, &clen, &e2) == JS_OK &&
+        clen == len && memcmp(canon, payload, len) == 0;
+    free(canon);
+    /* The signature covers the §5.2 body, not the record bytes: only this
+     * comparison makes the record's bytes (extra or reordered members,
+     * whitespace, escapes) as fixed as what is signed. */
+    JS_ENSURE(same, err, JS_EINVAL, "audit.noncanonical",
+              "checkpoint record bytes differ from the canonical serialisation of its signed "
+              "members (extra or reordered members, whitespace or escapes; FORMAT.md §5.1)");
     return JS_OK;
 }
 
@@ -285,8 +322,15 @@ js_status js_audit_checkpoint_load(const char *path, uint8_t **payload, size_t *
     char *buf = NULL;
     size_t n = 0;
     JS_GUARD(read_small(path, CP_FILE_MAX, &buf, &n, err));
-    if (n > 0 && buf[n - 1] == '\n')
-        n--;
+    /* FORMAT.md §5.3: the record's bytes and one "\n". A file without it
+     * was cut short (or not written by the writer): refused. */
+    if (n == 0 || buf[n - 1] != '\n') {
+        free(buf);
+        return js_err_set(
+            err, JS_EINVAL, "audit.checkpoint",
+            "%s: does not end in \"\\n\" (FORMAT.md §5.3): incomplete checkpoint file", path);
+    }
+    n--;
     json_error_t jerr;
     json_t *j = n >= JS_AUDIT_MIN_PAYLOAD && n <= JS_AUDIT_MAX_PAYLOAD
                     ? json_loadb(buf, n, JSON_REJECT_DUPLICATES, &jerr)
@@ -297,6 +341,8 @@ js_status js_audit_checkpoint_load(const char *path, uint8_t **payload, size_t *
     }
     js_status st = js_audit_checkpoint_parse(j, cp, err);
     json_decref(j);
+    if (st == JS_OK)
+        st = js_audit_checkpoint_check_canonical(cp, (const uint8_t *)buf, n, err);
     if (st != JS_OK) {
         free(buf);
         js_err_prefix(err, "%s: ", path);

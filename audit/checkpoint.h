@@ -23,7 +23,8 @@
 #include "err.h"
 
 #define JS_AUDIT_ORIGIN_MAX 128 /* bytes of an origin id, NUL excluded */
-#define JS_AUDIT_SIG_MAX    132 /* raw signature bytes accepted (ES256 is 64) */
+#define JS_AUDIT_SIG_MAX    132 /* raw signature buffer (ES256 is 64) */
+#define JS_AUDIT_SIG_LEN    64  /* the only signature length accepted: ES256 r||s */
 #define JS_AUDIT_TIME_LEN   24  /* "YYYY-MM-DDTHH:MM:SS.mmmZ" */
 
 typedef struct js_audit_checkpoint {
@@ -65,11 +66,23 @@ js_status js_audit_pubkey_parse(const char *pem, EVP_PKEY **out, js_err *err) JS
 js_status js_audit_checkpoint_members(const js_audit_checkpoint *cp, char **out,
                                       js_err *err) JS_WUR;
 
+/* The canonical payload of a checkpoint record (FORMAT.md §5.1): the
+ * writer's own serialisation of cp, {"seq":..,"time":..,MEMBERS,"prev":..},
+ * into out (cap bytes). */
+js_status js_audit_checkpoint_payload(const js_audit_checkpoint *cp, char *out, size_t cap,
+                                      size_t *len, js_err *err) JS_WUR;
+
+/* JS_OK when payload is byte for byte js_audit_checkpoint_payload(cp);
+ * JS_EINVAL "audit.noncanonical" otherwise (FORMAT.md §7). */
+js_status js_audit_checkpoint_check_canonical(const js_audit_checkpoint *cp, const uint8_t *payload,
+                                              size_t len, js_err *err) JS_WUR;
+
 /* True if origin is 1..JS_AUDIT_ORIGIN_MAX bytes of [A-Za-z0-9._:/@-]. */
 bool js_audit_origin_valid(const char *origin);
 
 /* Reads a checkpoint file (DIR/checkpoint.json: one checkpoint record's
- * payload, exact bytes, optional trailing newline); *payload malloc'd. */
+ * payload, exact and canonical bytes, then exactly one "\n", which is
+ * required); *payload malloc'd (without the "\n"). */
 js_status js_audit_checkpoint_load(const char *path, uint8_t **payload, size_t *len,
                                    js_audit_checkpoint *cp, js_err *err) JS_WUR;
 

@@ -315,8 +315,25 @@ static bool seglist_push(seglist *s, const char *p)
     return true;
 }
 
-/* SEGMENT arguments: files in the order given; a directory stands for its
- * audit-NNNNNN.log segments in order. Returns an exit code. */
+static const char *base_name(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    return b != NULL ? b + 1 : path;
+}
+
+static int seg_path_cmp(const void *a, const void *b)
+{
+    unsigned long x = js_audit_segment_number(base_name(*(char *const *)a));
+    unsigned long y = js_audit_segment_number(base_name(*(char *const *)b));
+    return x < y ? -1 : x > y;
+}
+
+/* SEGMENT arguments: segment files and log directories (a directory stands
+ * for its audit-NNNNNN.log segments). The log order is the segment number
+ * (FORMAT.md §1), never the order of the arguments, so every file must have
+ * a segment name and no number may appear twice. Stray "audit-*.log" names
+ * in a directory are reported on stderr and not read (FORMAT.md §7).
+ * Returns an exit code. */
 static int seglist_build(const char *const *args, size_t n, seglist *out)
 {
     memset(out, 0, sizeof *out);
@@ -332,18 +349,30 @@ static int seglist_build(const char *const *args, size_t n, seglist *out)
             return EX_IO;
         }
         if (!S_ISDIR(st.st_mode)) {
+            if (js_audit_segment_number(base_name(args[i])) == 0) {
+                errorf("%s: not a segment file name (audit- + at least 6 digits + .log, "
+                       "FORMAT.md §1): the log order comes from the name",
+                       args[i]);
+                seglist_free(out);
+                return EX_USAGE;
+            }
             if (!seglist_push(out, args[i]))
                 goto oom;
             continue;
         }
-        char **paths = NULL;
-        size_t np = 0;
+        char **paths = NULL, **strays = NULL;
+        size_t np = 0, ns = 0;
         js_err err;
-        if (js_audit_list_segments(args[i], &paths, &np, &err) != JS_OK) {
+        if (js_audit_list_segments_ex(args[i], &paths, &np, &strays, &ns, &err) != JS_OK) {
             errorf("%s: %s", args[i], err.msg);
             seglist_free(out);
             return EX_IO;
         }
+        for (size_t k = 0; k < ns; k++)
+            errorf("warning: %s/%s: stray file, not a segment name (audit- + at least 6 digits "
+                   "+ .log, FORMAT.md §1): ignored",
+                   args[i], strays[k]);
+        js_audit_segments_free(strays, ns);
         bool ok = true;
         for (size_t k = 0; k < np && ok; k++)
             ok = seglist_push(out, paths[k]);
@@ -354,6 +383,16 @@ static int seglist_build(const char *const *args, size_t n, seglist *out)
             errorf("%s: no audit-NNNNNN.log segments in this directory", args[i]);
             seglist_free(out);
             return EX_IO;
+        }
+    }
+    qsort(out->paths, out->n, sizeof *out->paths, seg_path_cmp);
+    for (size_t i = 1; i < out->n; i++) {
+        if (js_audit_segment_number(base_name(out->paths[i])) ==
+            js_audit_segment_number(base_name(out->paths[i - 1]))) {
+            errorf("%s and %s: the same segment number given twice", out->paths[i - 1],
+                   out->paths[i]);
+            seglist_free(out);
+            return EX_USAGE;
         }
     }
     return EX_OK;
@@ -446,8 +485,9 @@ static const char k_verify_usage[] =
     "FILE (so truncation and rollback are detected). Reports the unsigned tail\n"
     "(records after the last checkpoint).\n"
     "\n"
-    "SEGMENT is a segment file (audit-NNNNNN.log) or the log directory; give\n"
-    "segments in order.\n"
+    "SEGMENT is a segment file (audit-NNNNNN.log) or the log directory; segments\n"
+    "are read in segment-number order whatever the argument order. Stray\n"
+    "audit-*.log names in a directory (audit-4.log) are reported and ignored.\n"
     "\n"
     "  --pubkey AUDIT.pem   the audit public key (audit-key.pem next to the log);\n"
     "                       without it signatures are NOT checked (and said so)\n"
@@ -711,10 +751,14 @@ static const char k_stats_usage[] =
     "beyond the denial budget, rate-limited ones) count as their \"count\". Each\n"
     "window also gets its totals, its rate-limited denials (reason rate.*) and\n"
     "the callers first seen in it (NEW; every caller is new in the log's first\n"
-    "window) -- deny spikes, rate-limit hits, new callers.\n"
+    "window) -- deny spikes, rate-limit hits, new callers. Requests are records\n"
+    "of type sign, admin and denials; every other record (start, stop, policy,\n"
+    "key, incident, hsm, recovery, checkpoint) is a lifecycle event, counted by\n"
+    "type and event in its own section, never as a caller.\n"
     "\n"
     "  --window D   window length (default 1m)\n"
-    "  --json       one JSON document: {\"window_seconds\":N,\"windows\":[...]}\n"
+    "  --json       one JSON document: {\"window_seconds\":N,\"windows\":[...],\n"
+    "               \"lifecycle\":[{\"type\",\"event\",\"count\",\"first\",\"last\"}]}\n"
     "\n"
     "exit: 0 ok, 2 usage, 3 unreadable or damaged segment\n";
 
@@ -732,8 +776,115 @@ typedef struct stats_ctx {
     size_t n, cap;
     json_t *index;      /* "bucket\x1f" caller "\x1f" reason -> row index */
     json_t *first_seen; /* caller -> first bucket */
+    json_t *lifecycle;  /* "type\x1fevent" -> {type, event, count, first, last} */
     uint64_t no_time;   /* records without a usable time, skipped */
 } stats_ctx;
+
+/* Requests are what a caller asked for: signing (and its folded denials),
+ * administration, and the fold-overflow record (FORMAT.md §3.1). Every
+ * other type (start, stop, policy, key, incident, hsm, recovery, checkpoint)
+ * is something the signer did, with a pseudo-caller such as "SIGHUP" or
+ * "start" at most: never a caller, an error or a new caller. */
+static bool is_request_type(const char *type)
+{
+    return type != NULL && (strcmp(type, "sign") == 0 || strcmp(type, "admin") == 0 ||
+                            strcmp(type, "denials") == 0);
+}
+
+/* Tallies a lifecycle record by (type, decision = the event). */
+static int stats_lifecycle(stats_ctx *c, const js_audit_record *rec)
+{
+    const char *type = rec->type;
+    /* The event is the decision ("load", "on", "next"...), or for records
+     * without one (checkpoints) the reason ("open", "heartbeat"...). */
+    const char *event = json_str(rec->json, F_DECISION);
+    if (event == NULL)
+        event = json_str(rec->json, F_REASON);
+    if (event == NULL)
+        event = "";
+    size_t klen = strlen(type) + strlen(event) + 2;
+    char *key = malloc(klen);
+    if (key == NULL)
+        return EX_IO;
+    snprintf(key, klen, "%s\x1f%s", type, event);
+    json_t *o = json_object_get(c->lifecycle, key);
+    if (o == NULL) {
+        if (json_object_size(c->lifecycle) >= STATS_MAX_ROWS) {
+            free(key);
+            errorf("more than %u distinct lifecycle events", STATS_MAX_ROWS);
+            return EX_IO;
+        }
+        o = json_pack("{s:s, s:s, s:I}", "type", type, "event", event, "count", (json_int_t)0);
+        if (o == NULL || json_object_set_new(c->lifecycle, key, o) != 0) {
+            free(key);
+            return EX_IO;
+        }
+    }
+    free(key);
+    json_int_t n = json_integer_value(json_object_get(o, "count")) + 1;
+    const char *t = json_str(rec->json, F_TIME);
+    int64_t ms;
+    bool ok = json_object_set_new(o, "count", json_integer(n)) == 0;
+    if (ok && t != NULL && record_time(rec->json, &ms)) {
+        if (json_object_get(o, "first") == NULL)
+            ok = json_object_set_new(o, "first", json_string(t)) == 0;
+        ok = ok && json_object_set_new(o, "last", json_string(t)) == 0;
+    }
+    return ok ? EX_OK : EX_IO;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The lifecycle section, sorted by type then event. */
+static int lifecycle_print(const stats_ctx *c, json_t *doc)
+{
+    size_t n = json_object_size(c->lifecycle), i = 0;
+    const char **keys = calloc(n ? n : 1, sizeof *keys);
+    if (keys == NULL)
+        return EX_IO;
+    const char *k;
+    json_t *v;
+    json_object_foreach(c->lifecycle, k, v) keys[i++] = k;
+    qsort(keys, n, sizeof *keys, key_cmp);
+    json_t *arr = doc != NULL ? json_array() : NULL;
+    int rc = doc != NULL && arr == NULL ? EX_IO : EX_OK;
+    if (doc == NULL && n > 0) {
+        printf("lifecycle events (not requests), whole log\n  ");
+        put_cell("TYPE", 12, false);
+        put_cell("EVENT", 16, false);
+        put_cell("COUNT", 8, true);
+        put_cell("FIRST", 24, false);
+        put_cell("LAST", 0, false);
+        putchar('\n');
+    }
+    for (i = 0; i < n && rc == EX_OK; i++) {
+        json_t *o = json_object_get(c->lifecycle, keys[i]);
+        if (doc != NULL) {
+            if (json_array_append(arr, o) != 0)
+                rc = EX_IO;
+            continue;
+        }
+        char cnt[24];
+        snprintf(cnt, sizeof cnt, "%" PRId64,
+                 (int64_t)json_integer_value(json_object_get(o, "count")));
+        printf("  ");
+        put_cell(json_str(o, "type"), 12, false);
+        put_cell(json_str(o, "event"), 16, false);
+        put_cell(cnt, 8, true);
+        put_cell(json_str(o, "first"), 24, false);
+        put_cell(json_str(o, "last"), 0, false);
+        putchar('\n');
+    }
+    free(keys);
+    if (doc != NULL && rc == EX_OK && json_object_set_new(doc, "lifecycle", arr) != 0)
+        return EX_IO;
+    if (doc != NULL && rc != EX_OK)
+        json_decref(arr);
+    return rc;
+}
 
 static bool is_rate_limited(const char *reason)
 {
@@ -747,9 +898,11 @@ static bool is_rate_limited(const char *reason)
 static int stats_record(void *ctx, const js_audit_record *rec)
 {
     stats_ctx *c = ctx;
+    if (!is_request_type(rec->type))
+        return stats_lifecycle(c, rec);
     const char *decision = json_str(rec->json, F_DECISION);
     if (decision == NULL)
-        return EX_OK; /* lifecycle records are not requests */
+        return EX_OK; /* not a request outcome */
     int64_t t;
     if (!record_time(rec->json, &t)) {
         c->no_time++;
@@ -945,6 +1098,8 @@ static int stats_print(const stats_ctx *c, bool as_json)
         }
         i = j;
     }
+    if (rc == EX_OK)
+        rc = lifecycle_print(c, doc);
     if (as_json && rc == EX_OK) {
         if (json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0)
             rc = EX_IO;
@@ -985,7 +1140,8 @@ static int cmd_stats(int argc, char **argv)
     }
     c.index = json_object();
     c.first_seen = json_object();
-    if (c.index == NULL || c.first_seen == NULL) {
+    c.lifecycle = json_object();
+    if (c.index == NULL || c.first_seen == NULL || c.lifecycle == NULL) {
         rc = EX_IO;
     } else {
         rc = for_each_record(&segs, stats_record, &c);
@@ -1013,6 +1169,7 @@ static int cmd_stats(int argc, char **argv)
     free(c.rows);
     json_decref(c.index);
     json_decref(c.first_seen);
+    json_decref(c.lifecycle);
     seglist_free(&segs);
     if (fflush(stdout) != 0)
         return EX_IO;

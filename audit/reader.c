@@ -268,20 +268,33 @@ const js_audit_read_error *js_audit_reader_error(const js_audit_reader *r)
     return r->stopped ? &r->rerr : NULL;
 }
 
-/* "audit-" 1..9 digits ".log" -> number, else 0. */
-static unsigned long segment_number(const char *name)
+/* FORMAT.md §1: "audit-" + the number zero-padded to at least 6 digits (the
+ * writer's "%06lu", so a number of 7+ digits has no leading zero) + ".log";
+ * numbers from 1 to 999999999. One name per number, so no two files can
+ * claim the same place in the log. */
+unsigned long js_audit_segment_number(const char *name)
 {
-    if (strncmp(name, "audit-", 6) != 0)
+    if (name == NULL || strncmp(name, "audit-", 6) != 0)
         return 0;
     const char *p = name + 6;
     unsigned long v = 0;
     size_t nd = 0;
-    while (*p >= '0' && *p <= '9' && nd < 9) {
-        v = v * 10 + (unsigned long)(*p - '0');
-        p++;
+    while (p[nd] >= '0' && p[nd] <= '9' && nd < 10) {
+        v = v * 10 + (unsigned long)(p[nd] - '0');
         nd++;
     }
-    return nd > 0 && strcmp(p, ".log") == 0 ? v : 0;
+    if (nd < 6 || nd > 9 || (nd > 6 && p[0] == '0') || v == 0 || strcmp(p + nd, ".log") != 0)
+        return 0;
+    return v;
+}
+
+/* A name that looks like a segment to a person ("audit-*.log") but is not
+ * one by §1: reported, never read. */
+static bool stray_name(const char *name)
+{
+    size_t n = strlen(name);
+    return strncmp(name, "audit-", 6) == 0 && n >= 10 && strcmp(name + n - 4, ".log") == 0 &&
+           js_audit_segment_number(name) == 0;
 }
 
 typedef struct seg_ent {
@@ -304,10 +317,35 @@ void js_audit_segments_free(char **paths, size_t n)
     free(paths);
 }
 
+/* Appends a copy of name to a malloc'd array (grown one at a time: strays
+ * are rare). */
+static bool push_name(char ***v, size_t *n, const char *name)
+{
+    char **nv = realloc(*v, (*n + 1) * sizeof(char *));
+    if (nv == NULL)
+        return false;
+    *v = nv;
+    nv[*n] = strdup(name);
+    if (nv[*n] == NULL)
+        return false;
+    (*n)++;
+    return true;
+}
+
 js_status js_audit_list_segments(const char *dir, char ***paths, size_t *n, js_err *err)
+{
+    return js_audit_list_segments_ex(dir, paths, n, NULL, NULL, err);
+}
+
+js_status js_audit_list_segments_ex(const char *dir, char ***paths, size_t *n, char ***strays,
+                                    size_t *n_strays, js_err *err)
 {
     *paths = NULL;
     *n = 0;
+    if (strays != NULL) {
+        *strays = NULL;
+        *n_strays = 0;
+    }
     DIR *d = opendir(dir);
     JS_ENSURE(d != NULL, err, errno == ENOENT ? JS_ENOTFOUND : JS_EUNAVAIL, "audit.io",
               "cannot open log directory %s: %s", dir, strerror(errno));
@@ -316,9 +354,13 @@ js_status js_audit_list_segments(const char *dir, char ***paths, size_t *n, js_e
     js_status st = JS_OK;
     struct dirent *de;
     while (st == JS_OK && (de = readdir(d)) != NULL) {
-        unsigned long num = segment_number(de->d_name);
-        if (num == 0)
+        unsigned long num = js_audit_segment_number(de->d_name);
+        if (num == 0) {
+            if (strays != NULL && stray_name(de->d_name) &&
+                !push_name(strays, n_strays, de->d_name))
+                st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
             continue;
+        }
         if (cnt == cap) {
             size_t nc = cap ? cap * 2 : 16;
             seg_ent *nv = realloc(v, nc * sizeof(*nv));
@@ -356,5 +398,10 @@ js_status js_audit_list_segments(const char *dir, char ***paths, size_t *n, js_e
     free(v);
     if (st == JS_OK)
         *n = cnt;
+    if (st != JS_OK && strays != NULL) {
+        js_audit_segments_free(*strays, *n_strays);
+        *strays = NULL;
+        *n_strays = 0;
+    }
     return st;
 }

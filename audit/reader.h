@@ -83,9 +83,21 @@ const js_audit_read_error *js_audit_reader_error(const js_audit_reader *r);
 
 void js_audit_reader_free(js_audit_reader *r);
 
+/* The segment number of a file name without directory (FORMAT.md §1):
+ * "audit-" + at least 6 digits (exactly the writer's zero-padded "%06lu",
+ * 1..999999999) + ".log"; 0 for any other name (audit-4.log, audit-00004.log,
+ * audit-0000004.log, audit-000000.log). */
+unsigned long js_audit_segment_number(const char *name);
+
 /* Lists DIR/audit-NNNNNN.log in segment order (malloc'd array of malloc'd
- * paths; free with js_audit_segments_free). *n == 0 if there are none. */
+ * paths; free with js_audit_segments_free). *n == 0 if there are none.
+ * Files that are not segment names are ignored. */
 js_status js_audit_list_segments(const char *dir, char ***paths, size_t *n, js_err *err) JS_WUR;
+/* The same, and (when strays != NULL) the stray names: "audit-*.log" files
+ * that are not segment names by FORMAT.md §1 (file names only, malloc'd;
+ * free with js_audit_segments_free), so a tool can report them. */
+js_status js_audit_list_segments_ex(const char *dir, char ***paths, size_t *n, char ***strays,
+                                    size_t *n_strays, js_err *err) JS_WUR;
 void js_audit_segments_free(char **paths, size_t n);
 
 #endif

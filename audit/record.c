@@ -241,6 +241,27 @@ static int add_str(json_t *o, const char *k, const char *v)
     return json_object_set_new(o, k, js);
 }
 
+/*
+ * The one serialiser of a record's middle members: jansson, compact, in
+ * insertion order, without the braces (the writer wraps seq/time before and
+ * prev after). The verifier re-serialises a parsed record with this same
+ * function, so "canonical" means exactly what the writer writes.
+ */
+static char *dump_members(const json_t *o)
+{
+    char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (txt == NULL)
+        return NULL;
+    size_t n = strlen(txt);
+    if (n < 2) {
+        free(txt);
+        return NULL;
+    }
+    memmove(txt, txt + 1, n - 2);
+    txt[n - 2] = '\0';
+    return txt;
+}
+
 js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **out, js_err *err)
 {
     JS_ENSURE(ev != NULL && ev->type != NULL && ev->type[0] != '\0', err, JS_EINVAL, "audit.event",
@@ -293,15 +314,98 @@ js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **o
         rc |= json_object_set_new(o, "count", json_integer((json_int_t)count));
     if (detail != NULL)
         rc |= json_object_set_new(o, "detail", detail);
-    char *txt = rc == 0 ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    char *txt = rc == 0 ? dump_members(o) : NULL;
     json_decref(o);
     JS_ENSURE(txt != NULL, err, JS_EINVAL, "audit.event",
               "audit event cannot be encoded (invalid UTF-8 or out of memory)");
-    /* Strip the braces: the writer wraps seq/time before and prev after. */
-    size_t n = strlen(txt);
-    memmove(txt, txt + 1, n - 2);
-    txt[n - 2] = '\0';
     *out = txt;
+    return JS_OK;
+}
+
+/* FORMAT.md §3: the members between "time" and "prev", in this order. */
+static const char *const k_members[] = {
+    "type", "caller", "peer",         "request_id",  "decision", "reason", "message",
+    "key",  "kid",    "alg",          "jti",         "sub",      "aud",    "iat",
+    "exp",  "scopes", "token_sha256", "policy_hash", "count",    "detail",
+};
+
+static size_t member_rank(const char *k)
+{
+    for (size_t i = 0; i < sizeof(k_members) / sizeof(k_members[0]); i++)
+        if (strcmp(k, k_members[i]) == 0)
+            return i;
+    return SIZE_MAX;
+}
+
+js_status js_audit_payload_check_canonical(const uint8_t *payload, size_t len, const json_t *rec,
+                                           js_err *err)
+{
+    json_t *o = (json_t *)rec; /* iteration only; jansson has no const iterator */
+    JS_ENSURE(json_is_object(o) && json_object_size(o) >= 4, err, JS_EINVAL, "audit.noncanonical",
+              "record is not an object with seq, time, members and prev");
+    const json_t *seq = json_object_get(o, "seq");
+    const json_t *time = json_object_get(o, "time");
+    const json_t *prev = json_object_get(o, "prev");
+    int64_t ms = 0;
+    uint8_t ph[JS_AUDIT_HASH_LEN];
+    JS_ENSURE(json_is_integer(seq) && json_integer_value(seq) >= 1 && json_is_string(time) &&
+                  js_audit_time_parse(json_string_value(time), &ms) && json_is_string(prev) &&
+                  js_audit_unhex(json_string_value(prev), json_string_length(prev), ph,
+                                 JS_AUDIT_HASH_LEN),
+              err, JS_EINVAL, "audit.noncanonical",
+              "record lacks an integer seq, a time of the form YYYY-MM-DDTHH:MM:SS.mmmZ or a hex "
+              "prev");
+    json_t *mid = json_object();
+    JS_ENSURE_ALLOC(mid, err);
+    size_t pos = 0, last_rank = 0, n = json_object_size(o);
+    const char *bad = NULL, *why = NULL;
+    for (void *it = json_object_iter(o); it != NULL && bad == NULL;
+         it = json_object_iter_next(o, it), pos++) {
+        const char *k = json_object_iter_key(it);
+        const char *want = pos == 0 ? "seq" : pos == 1 ? "time" : pos == n - 1 ? "prev" : NULL;
+        if (want != NULL) {
+            if (strcmp(k, want) != 0) {
+                bad = k;
+                why = "is where seq (first), time (second) or prev (last) must be";
+            }
+            continue;
+        }
+        size_t rank = member_rank(k);
+        if (rank == SIZE_MAX) {
+            bad = k;
+            why = "is not a member of a record (FORMAT.md §3)";
+        } else if (pos > 2 && rank <= last_rank) {
+            bad = k;
+            why = "is out of the order of FORMAT.md §3";
+        } else if (json_object_set(mid, k, json_object_iter_value(it)) != 0) {
+            bad = k;
+            why = "cannot be copied (out of memory)";
+        }
+        last_rank = rank;
+    }
+    if (bad != NULL) {
+        json_decref(mid);
+        /* The key is untrusted: its length is bounded by the message buffer. */
+        return js_err_set(err, JS_EINVAL, "audit.noncanonical", "member \"%.64s\" %s", bad, why);
+    }
+    const json_t *type = json_object_get(mid, "type");
+    char *body = json_is_string(type) && json_string_length(type) > 0 ? dump_members(mid) : NULL;
+    json_decref(mid);
+    JS_ENSURE(body != NULL, err, JS_EINVAL, "audit.noncanonical",
+              "record has no type or cannot be re-serialised");
+    char *canon = malloc(JS_AUDIT_MAX_PAYLOAD + 1);
+    size_t clen = 0;
+    js_err e2;
+    bool same =
+        canon != NULL &&
+        js_audit_payload_assemble((uint64_t)json_integer_value(seq), json_string_value(time), body,
+                                  ph, canon, JS_AUDIT_MAX_PAYLOAD + 1, &clen, &e2) == JS_OK &&
+        clen == len && memcmp(canon, payload, len) == 0;
+    free(canon);
+    free(body);
+    JS_ENSURE(same, err, JS_EINVAL, "audit.noncanonical",
+              "record bytes differ from the canonical serialisation of its members (whitespace, "
+              "escaping or number form; FORMAT.md §3)");
     return JS_OK;
 }
 

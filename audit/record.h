@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "auditlog.h"
 #include "err.h"
 
@@ -54,6 +56,18 @@ js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **o
 js_status js_audit_payload_assemble(uint64_t seq, const char *time, const char *body,
                                     const uint8_t prev[JS_AUDIT_HASH_LEN], char *out, size_t cap,
                                     size_t *len, js_err *err) JS_WUR;
+
+/*
+ * FORMAT.md §3/§7: a payload must be exactly what the writer would write for
+ * its members: "seq" first, "time" (the exact 24-character form) second,
+ * "prev" last, the other members known and in the order of §3, and the bytes
+ * equal to the writer's own serialisation of them (compact, jansson's
+ * escaping and number form). rec is the parsed payload. Checkpoints use
+ * js_audit_checkpoint_check_canonical instead. JS_EINVAL
+ * "audit.noncanonical" naming the problem.
+ */
+js_status js_audit_payload_check_canonical(const uint8_t *payload, size_t len, const json_t *rec,
+                                           js_err *err) JS_WUR;
 
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void js_audit_hex(const uint8_t *in, size_t n, char *out);

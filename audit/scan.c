@@ -31,6 +31,7 @@ static js_status check_checkpoint(const js_audit_scan *s, const js_audit_record 
                                   js_audit_checkpoint *cp, js_err *err)
 {
     JS_GUARD(js_audit_checkpoint_parse(rec->json, cp, err));
+    JS_GUARD(js_audit_checkpoint_check_canonical(cp, rec->payload, rec->payload_len, err));
     /* RFC 6962 §2.1: the root over records 1..seq-1, recomputed here. */
     uint8_t root[32];
     js_merkle_frontier_root(&s->tree, root);
@@ -77,6 +78,10 @@ js_status js_audit_scan_record(js_audit_scan *s, const js_audit_record *rec, js_
     js_audit_checkpoint cp;
     if (rec->is_checkpoint)
         JS_GUARD(check_checkpoint(s, rec, &cp, err));
+    else
+        /* FORMAT.md §7 rule 1: bytes as the writer serialises them, so one
+         * record has one encoding and two verifiers read the same thing. */
+        JS_GUARD(js_audit_payload_check_canonical(rec->payload, rec->payload_len, rec->json, err));
 
     js_merkle_frontier_append(&s->tree, rec->leaf_hash);
     memcpy(s->head, rec->hash, 32);

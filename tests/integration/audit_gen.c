@@ -121,6 +121,11 @@ int main(int argc, char **argv)
         .sign_ctx = key,
         .pubkey_pem = pem,
     };
+    /* AUDIT_GEN_SEGMENT_BYTES: a small rotation size, for logs of several
+     * segments (segment order tests). */
+    const char *segbytes = getenv("AUDIT_GEN_SEGMENT_BYTES");
+    if (segbytes != NULL)
+        opts.segment_bytes = strtoull(segbytes, NULL, 10);
     js_audit *a = NULL;
     js_err err;
     if (js_audit_open(&opts, &a, &err) != JS_OK) {
@@ -128,6 +133,34 @@ int main(int argc, char **argv)
         free(pem);
         EVP_PKEY_free(key);
         return 1;
+    }
+    /* Lifecycle records as the daemon writes them (signer/main.c,
+     * signer/control.c): no caller, or a pseudo-caller ("start", "SIGHUP"),
+     * and a decision that is an event, not a request outcome. jwt-audit
+     * stats must list them apart from requests (issue 9, defect 5). */
+    const js_audit_event life[] = {
+        {.type = "start", .detail_json = "{\"version\":\"audit_gen\"}"},
+        {.type = "key",
+         .caller = "start",
+         .decision = "active",
+         .detail_json = "{\"key\":\"main\"}"},
+        {.type = "policy",
+         .caller = "SIGHUP",
+         .decision = "error",
+         .reason = "policy.invalid",
+         .message = "policy.yaml: bad entry"},
+        {.type = "policy", .caller = "SIGHUP", .decision = "reload"},
+        {.type = "incident", .caller = "spiffe://test/ops", .decision = "on"},
+    };
+    for (size_t i = 0; i < sizeof life / sizeof life[0]; i++) {
+        uint64_t seq = 0;
+        if (js_audit_append_sync(a, &life[i], &seq, &err) != JS_OK) {
+            fprintf(stderr, "audit_gen: lifecycle record %zu: %s\n", i, err.msg);
+            js_audit_close(a);
+            free(pem);
+            EVP_PKEY_free(key);
+            return 1;
+        }
     }
     unsigned long allowed = 0, denied = 0;
     for (unsigned long i = 0; i < count; i++) {
@@ -184,7 +217,7 @@ int main(int argc, char **argv)
         js_audit_note_folded(a, "sign", NULL, "127.0.0.9", "identity.invalid");
     js_audit_close(a);
     printf("{\"records\":%lu,\"allowed\":%lu,\"denied\":%lu,\"rate_limited\":7,"
-           "\"folded\":49}\n",
+           "\"folded\":49,\"lifecycle\":{\"start\":1,\"key\":1,\"policy\":2,\"incident\":1}}\n",
            count, allowed, denied);
     free(pem);
     EVP_PKEY_free(key);

@@ -100,6 +100,49 @@ def merkle_root(leaves):
     return hashlib.sha256(b"\x01" + merkle_root(leaves[:k]) + merkle_root(leaves[k:])).digest()
 
 
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    """CRC-32C (RFC 3720 §B.4), as FORMAT.md §2 defines it."""
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def frame(payload):
+    """A FORMAT.md §2 frame: u32le length, u32le CRC-32C over length||payload, payload."""
+    hdr = len(payload).to_bytes(4, "little")
+    return hdr + crc32c(hdr + payload).to_bytes(4, "little") + payload
+
+
+def read_frames(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    out, off = [], 0
+    while off < len(data):
+        n = int.from_bytes(data[off:off + 4], "little")
+        out.append(data[off + 8:off + 8 + n])
+        off += 8 + n
+    return out
+
+
+def write_frames(path, payloads):
+    with open(path, "wb") as f:
+        f.write(b"".join(frame(p) for p in payloads))
+
+
 class JwtAuditTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -213,6 +256,107 @@ class JwtAuditTest(unittest.TestCase):
                            older)
         self.assertEqual(rc, EX_FAIL, out + err)
 
+    # ---- issue 9: canonical records, strict names and lengths ---------------
+
+    def last_segment(self, d):
+        return os.path.join(d, sorted(f for f in os.listdir(d) if f.endswith(".log"))[-1])
+
+    def test_verify_modified_last_checkpoint(self):
+        # The signature covers the §5.2 body, not the record: every change that
+        # leaves the signed members equal must still fail as non-canonical.
+        def extra(p):
+            return p.replace(b',"prev":', b',"x":"anything","prev":')
+
+        def reorder(p):
+            rec = json.loads(p)
+            keys = list(rec)
+            i, j = keys.index("reason"), keys.index("origin")
+            keys[i], keys[j] = keys[j], keys[i]
+            return json.dumps({k: rec[k] for k in keys}, separators=(",", ":")).encode()
+
+        def space(p):
+            return p.replace(b'"seq":', b'"seq": ', 1)
+
+        def escape(p):
+            return p.replace(b'"type":"checkpoint"', b'"type":"\\u0063heckpoint"')
+
+        for name, change in (("extra member", extra), ("reordered", reorder),
+                             ("whitespace", space), ("escape", escape)):
+            with self.subTest(name):
+                d = self.copy_log()
+                seg = self.last_segment(d)
+                payloads = read_frames(seg)
+                last = json.loads(payloads[-1])
+                self.assertEqual(last["type"], "checkpoint")
+                changed = change(payloads[-1])
+                self.assertNotEqual(changed, payloads[-1])
+                self.assertEqual(json.loads(changed), {**last, **json.loads(changed)})
+                self.assertEqual(checkpoint_body(json.loads(changed)), checkpoint_body(last))
+                write_frames(seg, payloads[:-1] + [changed])
+                rc, out, err = run("verify", "--pubkey", self.key, d)
+                self.assertEqual(rc, EX_FAIL, out + err)
+                self.assertIn("audit.noncanonical", out)
+                self.assertIn(f"first bad record seq {last['seq']} ", out)
+                self.assertIn("TAMPERING", out)
+
+    def test_verify_65_byte_sig_without_key(self):
+        d = self.copy_log()
+        seg = self.last_segment(d)
+        payloads = read_frames(seg)
+        last = json.loads(payloads[-1])
+        sig = base64.urlsafe_b64decode(last["sig"] + "=" * (-len(last["sig"]) % 4))
+        self.assertEqual(len(sig), 64)
+        long_sig = base64.urlsafe_b64encode(sig + b"\x00").rstrip(b"=").decode()
+        payloads[-1] = payloads[-1].replace(last["sig"].encode(), long_sig.encode())
+        write_frames(seg, payloads)
+        rc, out, err = run("verify", d)
+        self.assertEqual(rc, EX_FAIL, out + err)
+        self.assertIn("65 bytes; ES256 r||s is exactly 64", out)
+        self.assertIn("TAMPERING", out)
+
+    def test_verify_stray_segment_names(self):
+        d = self.copy_log()
+        first = os.path.join(d, "audit-000001.log")
+        for stray in ("audit-4.log", "audit-00004.log", "audit-0000004.log", "audit-000000.log"):
+            shutil.copy(first, os.path.join(d, stray))
+        rc, out, err = run("verify", "--pubkey", self.key, "--checkpoint",
+                           os.path.join(d, "checkpoint.json"), d)
+        self.assertEqual(rc, EX_OK, out + err)
+        for stray in ("audit-4.log", "audit-00004.log", "audit-0000004.log", "audit-000000.log"):
+            self.assertIn(f"{stray}: stray file, not a segment name", err)
+        # Named explicitly, a stray is refused: its place in the log is unknown.
+        rc, out, err = run("verify", "--pubkey", self.key, os.path.join(d, "audit-4.log"))
+        self.assertEqual(rc, EX_USAGE, out + err)
+        self.assertIn("not a segment file name", err)
+
+    def test_verify_checkpoint_file_needs_newline(self):
+        d = self.copy_log()
+        cpf = os.path.join(d, "checkpoint.json")
+        with open(cpf, "rb") as f:
+            data = f.read()
+        self.assertTrue(data.endswith(b"}\n"))
+        for bad in (data[:-1], data + b"\n", data[:-1] + b" \n"):
+            with open(cpf, "wb") as f:
+                f.write(bad)
+            rc, out, err = run("verify", "--pubkey", self.key, "--checkpoint", cpf, d)
+            self.assertEqual(rc, EX_IO, out + err)
+            self.assertIn("cannot verify", err)
+
+    def test_verify_segment_order_from_names(self):
+        d = os.path.join(tempfile.mkdtemp(dir=self.tmp), "log")
+        env = dict(os.environ, AUDIT_GEN_SEGMENT_BYTES="20000")
+        subprocess.run([GEN, d, "200"], check=True, capture_output=True, timeout=120, env=env)
+        segs = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".log"))
+        self.assertGreaterEqual(len(segs), 3)
+        cpf = os.path.join(d, "checkpoint.json")
+        key = os.path.join(d, "audit-key.pem")
+        for order in (segs, segs[::-1], segs[1:] + segs[:1]):
+            rc, out, err = run("verify", "--pubkey", key, "--checkpoint", cpf, *order)
+            self.assertEqual(rc, EX_OK, out + err)
+        rc, out, err = run("verify", "--pubkey", key, segs[0], *segs)
+        self.assertEqual(rc, EX_USAGE, out + err)
+        self.assertIn("the same segment number given twice", err)
+
     # ---- show ----------------------------------------------------------------
 
     def test_show_json_lines(self):
@@ -304,8 +448,41 @@ class JwtAuditTest(unittest.TestCase):
         # Each caller is flagged new exactly once: in its first window.
         new = [c for w in doc["windows"] for c in w["new_callers"]]
         callers = {r["caller"] if "caller" in r else "peer:" + r["peer"]
-                   for r in self.records if "decision" in r and ("caller" in r or "peer" in r)}
+                   for r in self.records if "decision" in r and ("caller" in r or "peer" in r)
+                   and r["type"] in ("sign", "admin", "denials")}
         self.assertEqual(sorted(new), sorted(callers))
+
+    def test_stats_lifecycle_apart_from_requests(self):
+        # Issue 9 defect 5: lifecycle records (pseudo-callers "", "start",
+        # "SIGHUP") are not requests: no caller row, no error, no new caller.
+        rc, out, err = run("stats", "--window", "1d", "--json", self.dir)
+        self.assertEqual(rc, EX_OK, err)
+        doc = json.loads(out)
+        rows = [row for w in doc["windows"] for row in w["rows"]]
+        callers = {row["caller"] for row in rows}
+        for pseudo in ("", "start", "SIGHUP", "spiffe://test/ops"):
+            self.assertNotIn(pseudo, callers)
+        self.assertEqual(sum(w["errors"] for w in doc["windows"]), 0)
+        for w in doc["windows"]:
+            self.assertFalse({"", "start", "SIGHUP"} & set(w["new_callers"]))
+        life = {(e["type"], e["event"]): e["count"] for e in doc["lifecycle"]}
+        by_type = {}
+        for (t, _), n in life.items():
+            by_type[t] = by_type.get(t, 0) + n
+        for t, n in self.summary["lifecycle"].items():
+            self.assertEqual(by_type.get(t), n, t)
+        self.assertEqual(life[("policy", "error")], 1)
+        self.assertEqual(life[("policy", "reload")], 1)
+        self.assertEqual(life[("key", "active")], 1)
+        cps = [r for r in self.records if r["type"] == "checkpoint"]
+        self.assertEqual(by_type["checkpoint"], len(cps))
+        self.assertEqual(life[("checkpoint", "open")], 1)
+        self.assertEqual(life[("checkpoint", "close")], 1)
+        for e in doc["lifecycle"]:
+            self.assertLessEqual(e["first"], e["last"])
+        rc, out, err = run("stats", self.dir)
+        self.assertEqual(rc, EX_OK, err)
+        self.assertIn("lifecycle events (not requests)", out)
 
     def test_folded_denials(self):
         # One counted record per (type, caller or peer, reason) per second,
