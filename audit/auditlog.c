@@ -61,6 +61,10 @@ typedef struct item {
     uint64_t seq; /* assigned by the writer */
     js_audit_done_fn done;
     void *ctx;
+    /* Denials this record stands for when no caller waits for it (a denial
+     * submitted without `done`: 1; a folded record: its count); 0 when a
+     * caller is told of a failure. Counted if its batch fails (issue 9). */
+    uint64_t lost_weight;
 } item;
 
 /* One open fold (FORMAT.md §3.1): denials of one (type, who, reason)
@@ -142,7 +146,14 @@ struct js_audit {
     bool cp_file_pending; /* checkpoint.json could not be written */
     char *pending_cp;
     size_t pending_cp_len;
+    char *accept_reason; /* js_audit_options.accept_loss_reason, or NULL */
     int64_t disk_check_mono;
+    /* Dropped records no caller waited for, since the last recovery record
+     * (which reports them), and the denials they stood for. */
+    uint64_t lost_records, lost_denials;
+
+    /* records dropped since open (js_audit_records_lost), read by anyone */
+    _Atomic uint64_t lost_total;
 
     /* disk watermark, written by the writer, read by anyone */
     atomic_bool disk_low;
@@ -467,6 +478,19 @@ static void deliver(js_audit *a, item *items, js_status st, const js_err *why)
 {
     if (items == NULL)
         return;
+    if (st != JS_OK) {
+        /* Nobody is told of these records' loss: count them for the next
+         * recovery record and the metric (FORMAT.md §6). */
+        uint64_t n = 0;
+        for (const item *it = items; it != NULL; it = it->next) {
+            if (it->lost_weight > 0) {
+                n++;
+                a->lost_denials += it->lost_weight;
+            }
+        }
+        a->lost_records += n;
+        atomic_fetch_add(&a->lost_total, n);
+    }
     done_batch *d = calloc(1, sizeof(*d));
     if (d == NULL || !a->notifier_started) {
         free(d);
@@ -548,7 +572,9 @@ static js_status try_recover(js_audit *a, js_err *err)
     JS_ENSURE(ftruncate(a->fd, (off_t)a->seg_size) == 0, err, JS_EUNAVAIL, "audit.unavailable",
               "audit log recovery: truncate failed: %s", strerror(errno));
     JS_GUARD(sync_fd(a, a->fd, "segment", err));
-    json_t *d = json_pack("{s:s, s:I}", "segment", "", "durable_offset", (json_int_t)a->seg_size);
+    json_t *d = json_pack("{s:s, s:I, s:I, s:I}", "segment", "", "durable_offset",
+                          (json_int_t)a->seg_size, "lost_records", (json_int_t)a->lost_records,
+                          "lost_denials", (json_int_t)a->lost_denials);
     JS_ENSURE_ALLOC(d, err);
     char seg[32];
     snprintf(seg, sizeof(seg), "audit-%06lu.log", a->seg_num);
@@ -569,6 +595,8 @@ static js_status try_recover(js_audit *a, js_err *err)
     if (st == JS_OK)
         st = write_batch(a, &b, &work, err);
     batch_free(&b);
+    if (st == JS_OK)
+        a->lost_records = a->lost_denials = 0; /* the durable record reports them */
     if (st == JS_OK)
         st = write_checkpoint_file(a, err);
     return st;
@@ -662,6 +690,7 @@ static void folds_to_items(js_audit *a, const fold_entry *f, size_t n, item **he
         js_audit_time_format(js_audit_now_ms(), it->time);
         it->done = fold_done;
         it->ctx = fn;
+        it->lost_weight = f[i].count > 0 ? f[i].count : 1;
         if (*tail != NULL)
             (*tail)->next = it;
         else
@@ -811,6 +840,7 @@ js_status js_audit_submit(js_audit *a, const js_audit_event *ev, js_audit_done_f
     js_audit_time_format(js_audit_now_ms(), it->time);
     it->done = done;
     it->ctx = ctx;
+    it->lost_weight = done == NULL ? 1 : 0;
     pthread_mutex_lock(&a->mu);
     if (a->failed || a->closing || a->qlen >= QUEUE_MAX) {
         if (a->failed)
@@ -1004,6 +1034,11 @@ bool js_audit_disk_low(js_audit *a, uint64_t *free_bytes)
     return atomic_load(&a->disk_low);
 }
 
+uint64_t js_audit_records_lost(js_audit *a)
+{
+    return atomic_load(&a->lost_total);
+}
+
 bool js_audit_healthy(js_audit *a, js_err *why)
 {
     pthread_mutex_lock(&a->mu);
@@ -1042,6 +1077,7 @@ static void audit_free(js_audit *a)
     pthread_mutex_destroy(&a->mu);
     free(a->folds);
     free(a->pending_cp);
+    free(a->accept_reason);
     free(a->dir);
     free(a->origin);
     free(a);
@@ -1154,22 +1190,79 @@ out:
     return rc;
 }
 
+/* DIR/checkpoint.json as found at open: the local anchor (FORMAT.md §5.3). */
+typedef struct anchor {
+    bool present;
+    uint8_t *payload; /* its exact bytes, without the trailing newline */
+    size_t len;
+    js_audit_checkpoint cp;
+} anchor;
+
+/* Where the log lost a record the anchor names (damaged or missing). */
+typedef struct loss_info {
+    bool present;
+    char segment[PATH_MAX_AUDIT];
+    uint64_t offset;
+    uint64_t seq; /* the first record damaged or missing */
+    bool damaged; /* false: the log simply ends before the named record */
+} loss_info;
+
+/* Loads DIR/checkpoint.json if it exists. A file that exists but cannot be
+ * read as a checkpoint refuses the start: it is the anchor this log promised
+ * (FORMAT.md §5.3), never silently dropped. */
+static js_status anchor_load(const js_audit *a, anchor *an, js_err *err)
+{
+    char path[PATH_MAX_AUDIT];
+    snprintf(path, sizeof(path), "%s/checkpoint.json", a->dir);
+    js_err e;
+    js_status st = js_audit_checkpoint_load(path, &an->payload, &an->len, &an->cp, &e);
+    if (st == JS_ENOTFOUND)
+        return JS_OK;
+    if (st != JS_OK)
+        return js_err_set(err, JS_ECONFIG, "audit.anchor",
+                          "audit log anchor unreadable, refusing to start (no file was changed): "
+                          "%s",
+                          e.msg);
+    an->present = true;
+    return JS_OK;
+}
+
+/* The refusal for a lost named record (FORMAT.md §8). */
+static js_status anchor_refusal(const anchor *an, const loss_info *li, js_err *err)
+{
+    return js_err_set(err, JS_ECONFIG, "audit.anchor_lost",
+                      "audit log lost a record checkpoint.json names, refusing to start (no file "
+                      "was changed): segment %s offset %" PRIu64 " seq %" PRIu64
+                      " is %s, but checkpoint.json names the checkpoint seq %" PRIu64
+                      " (time %s, reason %s), so this is not crash damage; after investigating, "
+                      "start once with --accept-audit-loss REASON to cut the log there and "
+                      "record the loss",
+                      li->segment, li->offset, li->seq,
+                      li->damaged ? "damaged" : "missing (the log ends before it)", an->cp.seq,
+                      an->cp.time, an->cp.reason);
+}
+
 /* Scans every segment with the verifier's state machine. Anything but a torn
- * tail refuses to open (JS_ECONFIG) naming segment, offset and seq. */
-static js_status recover_scan(js_audit *a, char **paths, size_t n, EVP_PKEY *pub, torn_info *ti,
-                              js_err *err)
+ * tail beyond the record checkpoint.json names refuses to open (JS_ECONFIG)
+ * naming segment, offset and seq -- before any file is changed. A loss of
+ * the named record is cut only when the operator accepted it (li). */
+static js_status recover_scan(js_audit *a, char **paths, size_t n, EVP_PKEY *pub, const anchor *an,
+                              torn_info *ti, loss_info *li, js_err *err)
 {
     js_audit_reader *r = NULL;
     JS_GUARD(js_audit_reader_new((const char *const *)paths, n, &r, err));
     js_audit_scan s;
     js_audit_scan_init(&s, NULL, false, 0);
     js_status st = JS_OK;
+    bool ended = false;
     for (;;) {
         js_audit_record rec;
         js_err e;
         js_status rs = js_audit_reader_next(r, &rec, &e);
-        if (rs == JS_ENOTFOUND && strcmp(e.reason, "audit.end") == 0)
+        if (rs == JS_ENOTFOUND && strcmp(e.reason, "audit.end") == 0) {
+            ended = true;
             break;
+        }
         if (rs == JS_EINVAL) {
             const js_audit_read_error *re = js_audit_reader_error(r);
             if (!re->torn_tail) {
@@ -1178,6 +1271,20 @@ static js_status recover_scan(js_audit *a, char **paths, size_t n, EVP_PKEY *pub
                                 " seq %" PRIu64 ": %s",
                                 re->segment, re->offset, s.last_seq + 1, e.msg);
                 break;
+            }
+            /* A torn write can only hit records after the last one
+             * checkpoint.json names: that file is replaced after its record
+             * is durable. Damage at or before it is not a crash. */
+            if (an->present && s.last_seq + 1 <= an->cp.seq) {
+                li->present = true;
+                li->damaged = true;
+                snprintf(li->segment, sizeof(li->segment), "%s", re->segment);
+                li->offset = re->offset;
+                li->seq = s.last_seq + 1;
+                if (a->accept_reason == NULL) {
+                    st = anchor_refusal(an, li, err);
+                    break;
+                }
             }
             char path[PATH_MAX_AUDIT];
             snprintf(path, sizeof(path), "%s", re->segment);
@@ -1195,8 +1302,29 @@ static js_status recover_scan(js_audit *a, char **paths, size_t n, EVP_PKEY *pub
                             rec.segment, rec.offset, rec.seq, e.msg);
             break;
         }
+        if (an->present && rec.seq == an->cp.seq &&
+            (rec.payload_len != an->len || memcmp(rec.payload, an->payload, an->len) != 0)) {
+            st = js_err_set(err, JS_ECONFIG, "audit.anchor_mismatch",
+                            "audit log does not match checkpoint.json, refusing to start (no file "
+                            "was changed): segment %s offset %" PRIu64 " seq %" PRIu64
+                            " differs from the checkpoint checkpoint.json names",
+                            rec.segment, rec.offset, rec.seq);
+            break;
+        }
     }
     js_audit_reader_free(r);
+    if (st == JS_OK && ended && an->present && s.last_seq < an->cp.seq) {
+        /* The log ends cleanly before the named record: truncated at a record
+         * boundary, or rolled back. */
+        struct stat sb;
+        li->present = true;
+        li->damaged = false;
+        snprintf(li->segment, sizeof(li->segment), "%s", paths[n - 1]);
+        li->offset = stat(paths[n - 1], &sb) == 0 ? (uint64_t)sb.st_size : 0;
+        li->seq = s.last_seq + 1;
+        if (a->accept_reason == NULL)
+            st = anchor_refusal(an, li, err);
+    }
     JS_GUARD(st);
     if (s.have_cp) {
         JS_ENSURE(strcmp(s.last_cp.origin, a->origin) == 0, err, JS_ECONFIG, "audit.origin",
@@ -1221,36 +1349,87 @@ static js_status recover_scan(js_audit *a, char **paths, size_t n, EVP_PKEY *pub
     return JS_OK;
 }
 
+/* Body of the audit.loss_accepted RECOVERY record (FORMAT.md §8). */
+static js_status loss_body(const js_audit *a, const anchor *an, const loss_info *li, char **out,
+                           js_err *err)
+{
+    char hex[65];
+    uint8_t h[32];
+    SHA256(an->payload, an->len, h);
+    js_audit_hex(h, 32, hex);
+    json_t *cp = json_loadb((const char *)an->payload, an->len, 0, NULL);
+    json_t *d = json_object();
+    js_status st = JS_OK;
+    if (cp == NULL || d == NULL ||
+        json_object_set_new(d, "segment", json_string(base_name(li->segment))) != 0 ||
+        json_object_set_new(d, "offset", json_integer((json_int_t)li->offset)) != 0 ||
+        json_object_set_new(d, "seq", json_integer((json_int_t)li->seq)) != 0 ||
+        json_object_set_new(d, "damage", json_string(li->damaged ? "damaged" : "missing")) != 0 ||
+        json_object_set_new(d, "checkpoint_seq", json_integer((json_int_t)an->cp.seq)) != 0 ||
+        json_object_set_new(d, "checkpoint_sha256", json_string(hex)) != 0 ||
+        json_object_set_new(d, "checkpoint", json_incref(cp)) != 0 ||
+        json_object_set_new(d, "operator_reason", json_string(a->accept_reason)) != 0)
+        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    if (st == JS_OK)
+        st = recovery_body("audit.loss_accepted",
+                           "the operator accepted the loss of records checkpoint.json named", d,
+                           out, err);
+    json_decref(cp);
+    json_decref(d);
+    return st;
+}
+
 static js_status open_log(js_audit *a, const js_audit_options *opts, js_err *err)
 {
     if (mkdir(a->dir, 0700) != 0 && errno != EEXIST)
         return js_err_set(err, JS_ECONFIG, "audit.dir", "cannot create audit log directory %s: %s",
                           a->dir, strerror(errno));
     EVP_PKEY *pub = NULL;
-    if (opts->pubkey_pem != NULL) {
+    if (opts->pubkey_pem != NULL)
         JS_GUARD(js_audit_pubkey_parse(opts->pubkey_pem, &pub, err));
-        js_status st =
-            write_atomic(a, "audit-key.pem", opts->pubkey_pem, strlen(opts->pubkey_pem), 0644, err);
-        if (st != JS_OK) {
-            EVP_PKEY_free(pub);
-            return st;
-        }
-    }
+    /* Nothing in DIR is written before the scan has accepted the log: a
+     * refusal leaves every file as it was (FORMAT.md §8). */
+    anchor an;
+    memset(&an, 0, sizeof(an));
     char **paths = NULL;
     size_t n = 0;
-    js_status st = js_audit_list_segments(a->dir, &paths, &n, err);
+    js_status st = anchor_load(a, &an, err);
+    if (st == JS_OK)
+        st = js_audit_list_segments(a->dir, &paths, &n, err);
     torn_info ti;
     memset(&ti, 0, sizeof(ti));
-    if (st == JS_OK && n > 0)
-        st = recover_scan(a, paths, n, pub, &ti, err);
+    loss_info li;
+    memset(&li, 0, sizeof(li));
+    if (st == JS_OK && n > 0) {
+        st = recover_scan(a, paths, n, pub, &an, &ti, &li, err);
+    } else if (st == JS_OK && an.present) {
+        /* checkpoint.json names a record but no segment is left. */
+        li.present = true;
+        snprintf(li.segment, sizeof(li.segment), "%s/audit-000001.log", a->dir);
+        li.seq = 1;
+        if (a->accept_reason == NULL)
+            st = anchor_refusal(&an, &li, err);
+    }
     EVP_PKEY_free(pub);
     unsigned long last = n > 0 ? seg_number_of(paths[n - 1]) : 1;
     js_audit_segments_free(paths, n);
-    JS_GUARD(st);
-    JS_ENSURE(last > 0, err, JS_ECONFIG, "audit.dir", "bad segment name in %s", a->dir);
-    JS_GUARD(open_segment(a, last, true, err));
-    if (n == 0)
-        JS_GUARD(sync_dir(a, err));
+    char *loss_rec = NULL; /* the audit.loss_accepted record, when a loss was accepted */
+    if (st == JS_OK && li.present)
+        st = loss_body(a, &an, &li, &loss_rec, err);
+    free(an.payload);
+    if (st == JS_OK && opts->pubkey_pem != NULL)
+        st =
+            write_atomic(a, "audit-key.pem", opts->pubkey_pem, strlen(opts->pubkey_pem), 0644, err);
+    if (st == JS_OK && last == 0)
+        st = js_err_set(err, JS_ECONFIG, "audit.dir", "bad segment name in %s", a->dir);
+    if (st == JS_OK)
+        st = open_segment(a, last, true, err);
+    if (st == JS_OK && n == 0)
+        st = sync_dir(a, err);
+    if (st != JS_OK) {
+        free(loss_rec);
+        return st;
+    }
 
     /* The first batch: the RECOVERY record for a cut tail, then the opening
      * checkpoint. Written here, before the writer thread exists. */
@@ -1275,6 +1454,12 @@ static js_status open_log(js_audit *a, const js_audit_options *opts, js_err *err
             st = batch_add(&b, &work, t, body, false, err);
         free(body);
     }
+    if (st == JS_OK && loss_rec != NULL) {
+        char t[25];
+        js_audit_time_format(js_audit_now_ms(), t);
+        st = batch_add(&b, &work, t, loss_rec, false, err);
+    }
+    free(loss_rec);
     if (st == JS_OK)
         st = batch_add_checkpoint(a, &b, &work, "open", err);
     if (st == JS_OK)
@@ -1330,6 +1515,20 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     a->min_free_bytes = opts->min_free_bytes ? opts->min_free_bytes : JS_AUDIT_MIN_FREE_DEFAULT;
     a->min_free_percent = opts->min_free_percent > 100 ? 100 : opts->min_free_percent;
     a->watermark_off = opts->disk_watermark_off;
+    if (opts->accept_loss_reason != NULL) {
+        size_t rl = strlen(opts->accept_loss_reason);
+        if (rl == 0 || rl > JS_AUDIT_ACCEPT_REASON_MAX) {
+            audit_free(a);
+            return js_err_set(err, JS_ECONFIG, "audit.config",
+                              "the reason for accepting an audit loss must be 1..%u bytes",
+                              JS_AUDIT_ACCEPT_REASON_MAX);
+        }
+        a->accept_reason = strdup(opts->accept_loss_reason);
+        if (a->accept_reason == NULL) {
+            audit_free(a);
+            return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        }
+    }
     js_merkle_frontier_init(&a->durable.tree);
     a->durable.next_seq = 1;
 

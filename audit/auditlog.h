@@ -98,7 +98,20 @@ typedef struct js_audit_options {
     uint64_t min_free_bytes;
     uint32_t min_free_percent;
     bool disk_watermark_off;
+    /* Start-up recovery (FORMAT.md §8): damage at or before the record
+     * DIR/checkpoint.json names is not a crash (the file is replaced only
+     * after that record is durable), so js_audit_open refuses it
+     * (JS_ECONFIG, reason "audit.anchor_lost") and changes no file. An
+     * operator who has investigated sets this to why the loss is accepted
+     * (1..JS_AUDIT_ACCEPT_REASON_MAX bytes): recovery then proceeds and an
+     * audit.loss_accepted RECOVERY record names the segment, offset, first
+     * lost seq, the checkpoint that named it and this text. Ignored when
+     * nothing named is lost. NULL = refuse. */
+    const char *accept_loss_reason;
 } js_audit_options;
+
+/* Longest operator reason accepted in js_audit_options.accept_loss_reason. */
+#define JS_AUDIT_ACCEPT_REASON_MAX 512u
 
 /* The content of one record. Strings may be NULL (omitted). */
 typedef struct js_audit_event {
@@ -128,9 +141,11 @@ typedef struct js_audit_event {
  * JS_EUNAVAIL (err says why) if it never will be. */
 typedef void (*js_audit_done_fn)(void *ctx, js_status st, uint64_t seq, const js_err *err);
 
-/* Opens the log in opts->dir: crash recovery (see FORMAT.md), then the writer
- * thread starts and an opening checkpoint is written. Refuses (JS_ECONFIG)
- * on damage that is not a torn tail, naming segment, offset and sequence. */
+/* Opens the log in opts->dir: crash recovery (see FORMAT.md §8), then the
+ * writer thread starts and an opening checkpoint is written. Refuses
+ * (JS_ECONFIG) on damage that is not a torn tail, naming segment, offset and
+ * sequence, and on any loss of the record checkpoint.json names (unless
+ * opts->accept_loss_reason); a refusal changes no file. */
 js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *err) JS_WUR;
 
 /* Queues one record; never blocks on I/O. If the log is failed or closing,
@@ -168,6 +183,12 @@ void js_audit_note_rate_limited(js_audit *a, const char *caller, const char *rea
  * so /healthz and metrics may call it freely. The log keeps writing below
  * the watermark: it is a warning, the fail-closed rule is unchanged. */
 bool js_audit_disk_low(js_audit *a, uint64_t *free_bytes);
+
+/* Records dropped because their batch failed while no caller was waiting
+ * for them (denials, folded denials, asynchronous control events), since
+ * open. Each recovery record counts those of its outage in its detail
+ * ("lost_records", "lost_denials"; FORMAT.md §6). Any thread. */
+uint64_t js_audit_records_lost(js_audit *a);
 
 /* False (and why) while the log cannot be written. */
 bool js_audit_healthy(js_audit *a, js_err *why);

@@ -1,7 +1,8 @@
 /*
  * main.c - jwt-signerd: the signing proxy daemon, and its keygen subcommand.
  *
- *   jwt-signerd --config FILE                 serve until SIGTERM/SIGINT
+ *   jwt-signerd --config FILE [--accept-audit-loss REASON]
+ *                                             serve until SIGTERM/SIGINT
  *   jwt-signerd keygen --config FILE --key NAME | --audit-key
  *                                             generate a key pair in the HSM
  *   jwt-signerd check-policy FILE             validate a policy, print its rules
@@ -49,6 +50,7 @@
 #include "ratelimit.h"
 #include "server.h"
 #include "service.h"
+#include "text.h"
 
 #define EXIT_USAGE 2
 /* How long in-flight calls get to finish after SIGTERM. */
@@ -58,7 +60,7 @@
 
 static void usage(FILE *out)
 {
-    fputs("usage: jwt-signerd --config FILE\n"
+    fputs("usage: jwt-signerd --config FILE [--accept-audit-loss REASON]\n"
           "       jwt-signerd keygen --config FILE (--key NAME | --audit-key)\n"
           "       jwt-signerd check-policy FILE\n"
           "       jwt-signerd --help | --version\n"
@@ -74,7 +76,15 @@ static void usage(FILE *out)
           "an existing key with the same label, and prints the new key's public JWK.\n"
           "\n"
           "check-policy validates a policy file and prints the effective rules per caller;\n"
-          "exit 0 when valid, 1 with FILE:LINE and the problem otherwise.\n",
+          "exit 0 when valid, 1 with FILE:LINE and the problem otherwise.\n"
+          "\n"
+          "--accept-audit-loss REASON: at start, the audit log refuses (startup_failed,\n"
+          "exit 1, no file changed) when a record that checkpoint.json names is damaged\n"
+          "or missing: that is not crash damage (audit/FORMAT.md section 8). After\n"
+          "investigating, start ONCE with this option: recovery cuts the log at the\n"
+          "damage and writes an audit.loss_accepted record naming the segment, offset,\n"
+          "sequence number, the checkpoint and REASON (1-512 bytes of printable text,\n"
+          "e.g. who accepted it and the incident ticket). Remove it after that start.\n",
           out);
 }
 
@@ -291,6 +301,7 @@ typedef struct hsm_event_copy {
 /* Everything the serving daemon owns; main() passes it around explicitly. */
 typedef struct daemon_state {
     const char *config_path;
+    const char *accept_audit_loss; /* --accept-audit-loss REASON, or NULL */
     js_config *cfg;
     js_hsm *hsm;
     js_hsm_session *session;       /* start-up and reloads (main thread) */
@@ -484,6 +495,15 @@ static js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
         js_log_event("warn", "audit_fsync_disabled",
                      "audit.fsync is false: records are NOT durable before tokens are released "
                      "(benchmarks and tests only)");
+    opts.accept_loss_reason = d->accept_audit_loss;
+    if (d->accept_audit_loss != NULL) {
+        json_t *o = json_pack(
+            "{s:s, s:s, s:s}", "event", "audit_accept_loss", "reason", d->accept_audit_loss,
+            "message",
+            "--accept-audit-loss given: start-up recovery accepts the loss of records "
+            "checkpoint.json names, if any, and records it in the log; remove the option now");
+        js_log_emit("warn", o);
+    }
     st = js_audit_open(&opts, &d->audit, err);
     free(pem);
     return st;
@@ -595,6 +615,7 @@ static char *http_metrics(void *ctx)
     js_denials_stats ds;
     js_denials_stats_get(d->denials, &ds);
     g.denials_folded = ds.folded;
+    g.audit_records_lost = js_audit_records_lost(d->audit);
     g.open_fds = js_fd_open_count();
     g.fd_limit = d->fd_limit;
     char why[JS_MSG_MAX];
@@ -1031,7 +1052,7 @@ static js_status daemon_start(daemon_state *d, js_err *err)
     return JS_OK;
 }
 
-static int cmd_serve(const char *config_path)
+static int cmd_serve(const char *config_path, const char *accept_audit_loss)
 {
     js_err err;
     js_err_clear(&err);
@@ -1040,6 +1061,7 @@ static int cmd_serve(const char *config_path)
     pthread_mutex_init(&d.health_mu, NULL);
     pthread_mutex_init(&d.hsm_ev_mu, NULL);
     d.config_path = config_path;
+    d.accept_audit_loss = accept_audit_loss;
     int rc = 1;
 
     /* Block the signals we handle before any thread exists, so that every
@@ -1130,14 +1152,19 @@ out:
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"key", required_argument, NULL, 'k'},
-        {"audit-key", no_argument, NULL, 'a'},    {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"key", required_argument, NULL, 'k'},
+        {"audit-key", no_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"accept-audit-loss", required_argument, NULL, 'L'},
+        {NULL, 0, NULL, 0},
     };
     if (argc == 3 && strcmp(argv[1], "check-policy") == 0)
         return cmd_check_policy(argv[2]);
     const char *config_path = NULL;
     const char *key_name = NULL;
+    const char *accept_loss = NULL;
     int audit_key = 0;
     int keygen = 0;
     int first = 1;
@@ -1158,6 +1185,9 @@ int main(int argc, char **argv)
         case 'a':
             audit_key = 1;
             break;
+        case 'L':
+            accept_loss = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -1171,9 +1201,21 @@ int main(int argc, char **argv)
     }
     bool keygen_ok = keygen && ((key_name != NULL) != (audit_key != 0));
     bool serve_ok = !keygen && key_name == NULL && !audit_key;
-    if (optind != argc || config_path == NULL || !(keygen_ok || serve_ok)) {
+    if (optind != argc || config_path == NULL || !(keygen_ok || serve_ok) ||
+        (keygen && accept_loss != NULL)) {
         usage(stderr);
         return EXIT_USAGE;
     }
-    return keygen ? cmd_keygen(config_path, key_name) : cmd_serve(config_path);
+    if (accept_loss != NULL) {
+        /* It is written into the audit log and log lines: printable text only. */
+        js_err err;
+        if (js_text_check("--accept-audit-loss", accept_loss, strlen(accept_loss),
+                          JS_AUDIT_ACCEPT_REASON_MAX, JS_EINVAL, "audit.config", &err) != JS_OK ||
+            accept_loss[0] == '\0') {
+            fprintf(stderr, "jwt-signerd: --accept-audit-loss needs a reason: %s\n",
+                    accept_loss[0] == '\0' ? "it is empty" : err.msg);
+            return EXIT_USAGE;
+        }
+    }
+    return keygen ? cmd_keygen(config_path, key_name) : cmd_serve(config_path, accept_loss);
 }

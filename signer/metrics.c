@@ -689,6 +689,10 @@ static void render_gauges(buf *b, const js_metrics_gauges *g)
                "Denials over the per-caller budget, counted into folded audit records and log "
                "lines.");
     buf_printf(b, "jwt_signer_denials_folded_total %" PRIu64 "\n", g->denials_folded);
+    buf_header(b, "jwt_signer_audit_records_lost_total", "counter",
+               "Audit records dropped when their batch failed and no caller was waiting for them "
+               "(denials, folded denials); each recovery record counts its outage's.");
+    buf_printf(b, "jwt_signer_audit_records_lost_total %" PRIu64 "\n", g->audit_records_lost);
     if (g->open_fds >= 0) {
         buf_header(b, "jwt_signer_open_fds", "gauge", "Open file descriptors.");
         buf_printf(b, "jwt_signer_open_fds %ld\n", g->open_fds);

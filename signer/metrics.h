@@ -58,6 +58,7 @@ typedef struct js_metrics_gauges {
     uint64_t audit_disk_free_bytes; /* free space of the audit directory's file system */
     uint64_t listener_recreations;  /* gRPC listeners re-created after accept failed */
     uint64_t denials_folded;        /* denials counted into folded records */
+    uint64_t audit_records_lost;    /* records dropped by failed audit batches, no caller told */
     long open_fds;                  /* open descriptors, -1 = unknown */
     unsigned long fd_limit;         /* RLIMIT_NOFILE in force */
 } js_metrics_gauges;

@@ -4,10 +4,15 @@
  * heartbeat while idle), rotation, checkpoint.json / audit-key.pem, folding
  * of denials (per type, caller or peer, reason, second; the bounded table's
  * overflow record; on_fold), the disk watermark through a statvfs hook,
- * fail-closed on injected ENOSPC / EIO with recovery, and crash
- * recovery at reopen (torn tail cut aside; other damage refuses to open).
+ * fail-closed on injected ENOSPC / EIO with recovery (and the count of
+ * lost records no caller waited for), and crash recovery at reopen (torn
+ * tail beyond the record checkpoint.json names cut aside; damage at or
+ * before it, or other damage, refuses to open and changes no file; an
+ * operator's accepted loss is cut and recorded).
  */
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <setjmp.h>
@@ -863,6 +868,25 @@ static bool recovery_visit(void *ctx, const js_audit_record *rec)
     return true;
 }
 
+/* A crash leaves checkpoint.json behind the log (it is replaced after the
+ * batch is durable): a second session appends records and a close
+ * checkpoint, then the first session's checkpoint.json is put back. */
+static void lagging_anchor(const char *dir, js_audit_options *o)
+{
+    char cpf[512];
+    snprintf(cpf, sizeof(cpf), "%s/checkpoint.json", dir);
+    size_t cplen = 0;
+    uint8_t *cp = file_read(cpf, &cplen);
+    assert_non_null(cp);
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(o, &a, &err), JS_OK);
+    submit_n(a, 3, "unsigned");
+    js_audit_close(a);
+    file_write(cpf, cp, cplen);
+    free(cp);
+}
+
 static void test_reopen_torn_tail(void **state)
 {
     (void)state;
@@ -870,11 +894,13 @@ static void test_reopen_torn_tail(void **state)
     tmpdir_make(dir, sizeof(dir));
     js_audit_options o;
     make_log(dir, 30, &o);
+    lagging_anchor(dir, &o);
     char seg[512], broken[600];
     snprintf(seg, sizeof(seg), "%s/audit-000001.log", dir);
     size_t len = 0;
     uint8_t *data = file_read(seg, &len);
-    /* Torn tail 1: the last record cut in the middle. */
+    /* Torn tail 1: the last record (beyond the one checkpoint.json names)
+     * cut in the middle. */
     assert_int_equal(truncate(seg, (off_t)(len - 10)), 0);
     js_audit_verify_report rep;
     js_err err;
@@ -977,6 +1003,342 @@ static void test_reopen_refuses_damage(void **state)
     tmpdir_remove(dir);
 }
 
+/* ---- damage at or before the record checkpoint.json names (issue 9, defect 2) ------ */
+
+#define SNAP_MAX 16
+
+/* Every file of a directory, name and bytes: "leave every file untouched". */
+typedef struct dir_snap {
+    size_t n;
+    char name[SNAP_MAX][256];
+    uint8_t *data[SNAP_MAX];
+    size_t len[SNAP_MAX];
+} dir_snap;
+
+static void snap_take(const char *dir, dir_snap *sn)
+{
+    memset(sn, 0, sizeof(*sn));
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        assert_true(sn->n < SNAP_MAX);
+        char p[600];
+        snprintf(sn->name[sn->n], sizeof(sn->name[0]), "%s", de->d_name);
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        sn->data[sn->n] = file_read(p, &sn->len[sn->n]);
+        assert_non_null(sn->data[sn->n]);
+        sn->n++;
+    }
+    closedir(d);
+}
+
+static void snap_free(dir_snap *sn)
+{
+    for (size_t i = 0; i < sn->n; i++)
+        free(sn->data[i]);
+    sn->n = 0;
+}
+
+static void snap_assert_same(const dir_snap *before, const char *dir)
+{
+    dir_snap after;
+    snap_take(dir, &after);
+    if (after.n != before->n)
+        fail_msg("%zu files before, %zu after (a refusal must not create or remove files)",
+                 before->n, after.n);
+    for (size_t i = 0; i < before->n; i++) {
+        size_t j = 0;
+        while (j < after.n && strcmp(after.name[j], before->name[i]) != 0)
+            j++;
+        if (j == after.n)
+            fail_msg("%s disappeared", before->name[i]);
+        if (after.len[j] != before->len[i] ||
+            memcmp(after.data[j], before->data[i], before->len[i]) != 0)
+            fail_msg("%s changed", before->name[i]);
+    }
+    snap_free(&after);
+}
+
+/* Frame offsets of a segment image: off[i] is the frame of the record i+1
+ * records into the segment; returns the count. */
+static size_t frame_offsets(const uint8_t *d, size_t len, size_t *off, size_t cap)
+{
+    size_t n = 0, o = 0;
+    while (o + JS_AUDIT_FRAME_HDR <= len && n < cap) {
+        size_t plen = (size_t)d[o] | (size_t)d[o + 1] << 8 | (size_t)d[o + 2] << 16;
+        if (o + JS_AUDIT_FRAME_HDR + plen > len)
+            break;
+        off[n++] = o;
+        o += JS_AUDIT_FRAME_HDR + plen;
+    }
+    return n;
+}
+
+static void assert_refused(const js_audit_options *o, const char *dir, const char *damage,
+                           uint64_t offset, uint64_t seq, uint64_t cp_seq)
+{
+    dir_snap before;
+    snap_take(dir, &before);
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(o, &a, &err), JS_ECONFIG);
+    assert_null(a);
+    assert_string_equal(err.reason, "audit.anchor_lost");
+    char want[128];
+    assert_non_null(strstr(err.msg, "audit-000001.log"));
+    snprintf(want, sizeof(want), "offset %" PRIu64 " seq %" PRIu64 " is %s", offset, seq, damage);
+    if (strstr(err.msg, want) == NULL)
+        fail_msg("message lacks \"%s\": %s", want, err.msg);
+    snprintf(want, sizeof(want), "checkpoint.json names the checkpoint seq %" PRIu64, cp_seq);
+    if (strstr(err.msg, want) == NULL)
+        fail_msg("message lacks \"%s\": %s", want, err.msg);
+    assert_non_null(strstr(err.msg, "--accept-audit-loss"));
+    snap_assert_same(&before, dir);
+    /* And again: a refusal is repeatable, nothing was half-done. */
+    assert_int_equal(js_audit_open(o, &a, &err), JS_ECONFIG);
+    snap_assert_same(&before, dir);
+    snap_free(&before);
+}
+
+static bool loss_visit(void *ctx, const js_audit_record *rec)
+{
+    json_t **out = ctx;
+    const char *why = json_string_value(json_object_get(rec->json, "reason"));
+    if (strcmp(rec->type, "recovery") == 0 && why != NULL &&
+        strcmp(why, "audit.loss_accepted") == 0) {
+        json_decref(out[0]);
+        out[0] = json_incref(rec->json);
+    }
+    if (strcmp(rec->type, "recovery") == 0 && why != NULL && strcmp(why, "audit.torn_tail") == 0) {
+        json_decref(out[1]);
+        out[1] = json_incref(rec->json);
+    }
+    return true;
+}
+
+static void test_reopen_refuses_named_damage(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    make_log(dir, 30, &o);
+    char seg[512], cpf[512];
+    snprintf(seg, sizeof(seg), "%s/audit-000001.log", dir);
+    snprintf(cpf, sizeof(cpf), "%s/checkpoint.json", dir);
+    size_t len = 0, cplen = 0;
+    uint8_t *orig = file_read(seg, &len);
+    uint8_t *cp = file_read(cpf, &cplen);
+    json_t *cpj = json_loadb((const char *)cp, cplen, 0, NULL);
+    assert_non_null(cpj);
+    uint64_t cp_seq = (uint64_t)json_integer_value(json_object_get(cpj, "seq"));
+    json_decref(cpj);
+    size_t off[256];
+    size_t nf = frame_offsets(orig, len, off, 256);
+    assert_int_equal(nf, cp_seq); /* one segment; the close checkpoint is last */
+
+    /* 1. truncate -s -100: the close checkpoint checkpoint.json names is cut. */
+    assert_int_equal(truncate(seg, (off_t)(len - 100)), 0);
+    size_t k = nf - 1;
+    while (off[k] > len - 100)
+        k--;
+    assert_refused(&o, dir, "damaged", off[k], k + 1, cp_seq);
+
+    /* 2. Cut cleanly at a record boundary before it: missing, not damaged. */
+    assert_int_equal(truncate(seg, (off_t)off[nf - 3]), 0);
+    assert_refused(&o, dir, "missing", off[nf - 3], nf - 2, cp_seq);
+
+    /* 3. The whole log removed, checkpoint.json left. */
+    char moved[600];
+    snprintf(moved, sizeof(moved), "%s.away", dir);
+    assert_int_equal(rename(seg, moved), 0);
+    assert_refused(&o, dir, "missing", 0, 1, cp_seq);
+    assert_int_equal(rename(moved, seg), 0);
+
+    /* 4. The named record present but different: refused, not acceptable. */
+    file_write(seg, orig, len);
+    uint8_t *mod = malloc(cplen);
+    memcpy(mod, cp, cplen);
+    /* Another well-formed checkpoint: its signature's first character changed. */
+    char *t = strstr((char *)mod, "\"sig\":\"");
+    assert_non_null(t);
+    t += 7;
+    *t = *t == 'A' ? 'B' : 'A';
+    file_write(cpf, mod, cplen);
+    js_audit *a = NULL;
+    js_err err;
+    o.accept_loss_reason = "should not matter";
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "audit.anchor_mismatch");
+    assert_non_null(strstr(err.msg, "audit-000001.log"));
+    o.accept_loss_reason = NULL;
+    free(mod);
+
+    /* Intact again: opens. */
+    file_write(cpf, cp, cplen);
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    js_audit_close(a);
+    free(cp);
+    free(orig);
+    tmpdir_remove(dir);
+}
+
+static void test_accept_loss_records_it(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    make_log(dir, 30, &o);
+    char seg[512], broken[600];
+    snprintf(seg, sizeof(seg), "%s/audit-000001.log", dir);
+    size_t len = 0;
+    uint8_t *orig = file_read(seg, &len);
+    size_t off[256];
+    size_t nf = frame_offsets(orig, len, off, 256);
+    assert_int_equal(truncate(seg, (off_t)(len - 100)), 0);
+    size_t k = nf - 1;
+    while (off[k] > len - 100)
+        k--;
+
+    /* Bad reasons are refused before anything is read. */
+    js_audit *a = NULL;
+    js_err err;
+    o.accept_loss_reason = "";
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_ECONFIG);
+    assert_string_equal(err.reason, "audit.config");
+    char big[JS_AUDIT_ACCEPT_REASON_MAX + 2];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    o.accept_loss_reason = big;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_ECONFIG);
+
+    const char *why = "INC-4711: disk controller fault, accepted by alice";
+    o.accept_loss_reason = why;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    submit_n(a, 2, "after-accept");
+    js_audit_close(a);
+
+    json_t *found[2] = {NULL, NULL};
+    log_stats ls;
+    read_stats(dir, &ls, loss_visit, found);
+    assert_non_null(found[0]);
+    assert_non_null(found[1]); /* the damaged bytes were cut aside as for a torn tail */
+    json_t *d = json_object_get(found[0], "detail");
+    assert_string_equal(json_string_value(json_object_get(d, "segment")), "audit-000001.log");
+    assert_int_equal(json_integer_value(json_object_get(d, "offset")), off[k]);
+    assert_int_equal(json_integer_value(json_object_get(d, "seq")), k + 1);
+    assert_string_equal(json_string_value(json_object_get(d, "damage")), "damaged");
+    assert_int_equal(json_integer_value(json_object_get(d, "checkpoint_seq")), nf);
+    assert_string_equal(json_string_value(json_object_get(d, "operator_reason")), why);
+    json_t *named = json_object_get(d, "checkpoint");
+    assert_string_equal(json_string_value(json_object_get(named, "reason")), "close");
+    assert_int_equal(json_integer_value(json_object_get(named, "seq")), nf);
+    assert_int_equal(strlen(json_string_value(json_object_get(d, "checkpoint_sha256"))), 64);
+    /* Seq continues from the last good record: the loss record follows the
+     * torn-tail record right after it. */
+    assert_int_equal(json_integer_value(json_object_get(found[1], "seq")), k + 1);
+    assert_int_equal(json_integer_value(json_object_get(found[0], "seq")), k + 2);
+    json_decref(found[0]);
+    json_decref(found[1]);
+    snprintf(broken, sizeof(broken), "%s.broken", seg);
+    size_t blen = 0;
+    uint8_t *b = file_read(broken, &blen);
+    assert_non_null(b);
+    assert_int_equal(blen, len - 100 - off[k]);
+    free(b);
+    js_audit_verify_report rep;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+
+    /* The option left in place on an intact log changes nothing. */
+    uint64_t before = ls.recovery;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    js_audit_close(a);
+    read_stats(dir, &ls, NULL, NULL);
+    assert_int_equal(ls.recovery, before);
+    free(orig);
+    tmpdir_remove(dir);
+}
+
+/* ---- a failed batch's lost denials are counted (issue 9, defect 6) ------------------ */
+
+static bool lost_visit(void *ctx, const js_audit_record *rec)
+{
+    json_t **out = ctx;
+    if (strcmp(rec->type, "recovery") == 0) {
+        json_decref(*out);
+        *out = json_incref(rec->json);
+    }
+    return true;
+}
+
+static void test_lost_denials_counted(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    fault f;
+    memset(&f, 0, sizeof(f));
+    js_audit_io io = {.write = fault_write, .fdatasync = fault_sync, .ctx = &f};
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    o.io = &io;
+    o.retry_ms = 30;
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    submit_n(a, 3, "before");
+    assert_int_equal(js_audit_records_lost(a), 0);
+
+    /* fdatasync fails: every queued denial (no `done`: nobody waits) is
+     * dropped with its batch; those refused at submit are the caller's to
+     * report and are not counted. */
+    __atomic_store_n(&f.sync_errno, EIO, __ATOMIC_SEQ_CST);
+    uint64_t accepted = 0;
+    for (int i = 0; i < 40; i++) {
+        char rid[32];
+        snprintf(rid, sizeof(rid), "lost-%d", i);
+        js_audit_event ev = {
+            .type = "sign", .request_id = rid, .decision = "deny", .reason = "policy.no_match"};
+        if (js_audit_submit(a, &ev, NULL, NULL, &err) == JS_OK)
+            accepted++;
+        else
+            assert_int_equal(err.status, JS_EUNAVAIL);
+    }
+    assert_true(accepted >= 1);
+    for (int i = 0; i < 300 && js_audit_records_lost(a) < accepted; i++)
+        sleep_ms(10);
+    assert_int_equal(js_audit_records_lost(a), accepted);
+    assert_false(js_audit_healthy(a, NULL));
+
+    __atomic_store_n(&f.sync_errno, 0, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < 300 && !js_audit_healthy(a, NULL); i++)
+        sleep_ms(10);
+    assert_true(js_audit_healthy(a, NULL));
+    submit_n(a, 2, "after");
+    assert_int_equal(js_audit_records_lost(a), accepted); /* a running total */
+    js_audit_close(a);
+
+    json_t *recj = NULL;
+    log_stats ls;
+    read_stats(dir, &ls, lost_visit, &recj);
+    assert_int_equal(ls.recovery, 1);
+    assert_non_null(recj);
+    assert_string_equal(json_string_value(json_object_get(recj, "reason")), "audit.io_recovered");
+    json_t *d = json_object_get(recj, "detail");
+    assert_int_equal(json_integer_value(json_object_get(d, "lost_records")), accepted);
+    assert_int_equal(json_integer_value(json_object_get(d, "lost_denials")), accepted);
+    json_decref(recj);
+    js_audit_verify_report rep;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    tmpdir_remove(dir);
+}
+
 static void test_bad_events_rejected(void **state)
 {
     (void)state;
@@ -1036,6 +1398,9 @@ int main(void)
         cmocka_unit_test(test_fail_closed_fdatasync_eio),
         cmocka_unit_test(test_reopen_torn_tail),
         cmocka_unit_test(test_reopen_refuses_damage),
+        cmocka_unit_test(test_reopen_refuses_named_damage),
+        cmocka_unit_test(test_accept_loss_records_it),
+        cmocka_unit_test(test_lost_denials_counted),
         cmocka_unit_test(test_bad_events_rejected),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -263,6 +263,7 @@ static void test_histograms(void **state)
                            .audit_disk_free_bytes = 1048576,
                            .listener_recreations = 2,
                            .denials_folded = 4242,
+                           .audit_records_lost = 17,
                            .open_fds = -1,
                            .fd_limit = 1024};
     text = render(m, &g);
@@ -273,6 +274,8 @@ static void test_histograms(void **state)
     assert_line(text, "jwt_signer_audit_disk_free_bytes 1048576");
     assert_line(text, "jwt_signer_grpc_listener_recreations_total 2");
     assert_line(text, "jwt_signer_denials_folded_total 4242");
+    assert_line(text, "# TYPE jwt_signer_audit_records_lost_total counter");
+    assert_line(text, "jwt_signer_audit_records_lost_total 17");
     assert_line(text, "jwt_signer_fd_limit 1024");
     /* An unknown fd count is left out rather than reported as a number. */
     assert_null(strstr(text, "jwt_signer_open_fds"));
