@@ -337,6 +337,22 @@ static size_t member_rank(const char *k)
     return SIZE_MAX;
 }
 
+/* The JSON type the writer gives each member (FORMAT.md §3): iat and exp
+ * are non-zero integers (0 is omitted), count an integer >= 1, detail an
+ * object, aud any value, everything else a string. */
+static bool member_type_ok(const char *k, const json_t *v)
+{
+    if (strcmp(k, "aud") == 0)
+        return true;
+    if (strcmp(k, "iat") == 0 || strcmp(k, "exp") == 0)
+        return json_is_integer(v) && json_integer_value(v) != 0;
+    if (strcmp(k, "count") == 0)
+        return json_is_integer(v) && json_integer_value(v) >= 1;
+    if (strcmp(k, "detail") == 0)
+        return json_is_object(v);
+    return json_is_string(v);
+}
+
 js_status js_audit_payload_check_canonical(const uint8_t *payload, size_t len, const json_t *rec,
                                            js_err *err)
 {
@@ -374,6 +390,9 @@ js_status js_audit_payload_check_canonical(const uint8_t *payload, size_t len, c
         if (rank == SIZE_MAX) {
             bad = k;
             why = "is not a member of a record (FORMAT.md §3)";
+        } else if (!member_type_ok(k, json_object_iter_value(it))) {
+            bad = k;
+            why = "has a type or value the writer never writes (FORMAT.md §3)";
         } else if (pos > 2 && rank <= last_rank) {
             bad = k;
             why = "is out of the order of FORMAT.md §3";

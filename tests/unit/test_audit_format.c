@@ -357,6 +357,142 @@ static void test_checkpoint_parse_rejects(void **state)
     assert_false(js_audit_origin_valid("a\nb"));
 }
 
+/* Every member the writer can write, with escapes and UTF-8: the canonical
+ * check accepts exactly what js_audit_event_body + assemble produce. */
+static void check_canon(const char *payload, js_status want, const char *what)
+{
+    json_t *j = json_loads(payload, JSON_REJECT_DUPLICATES, NULL);
+    assert_non_null(j);
+    js_err err;
+    js_status st =
+        js_audit_payload_check_canonical((const uint8_t *)payload, strlen(payload), j, &err);
+    json_decref(j);
+    if (st != want)
+        fail_msg("%s: got %d, want %d (%s)", what, st, want, st != JS_OK ? err.msg : "");
+    if (st != JS_OK)
+        assert_string_equal(err.reason, "audit.noncanonical");
+}
+
+static void test_payload_canonical(void **state)
+{
+    (void)state;
+    js_audit_event ev = {.type = "sign",
+                         .caller = "dns:\xc3\xa9t\xc3\xa9.example",
+                         .request_id = "r\t1",
+                         .decision = "deny",
+                         .reason = "policy.no_match",
+                         .message = "quote \" slash / control \x01",
+                         .aud_json = "[1.5, {\"a\": null}, 1e3]",
+                         .iat = -5,
+                         .detail_json = "{\"b\": [true, false], \"a\": \"x\"}"};
+    char *body = NULL;
+    js_err err;
+    assert_int_equal(js_audit_event_body(&ev, 2, &body, &err), JS_OK);
+    uint8_t prev[32];
+    memset(prev, 0xab, sizeof(prev));
+    char out[JS_AUDIT_MAX_PAYLOAD + 1];
+    size_t len = 0;
+    assert_int_equal(js_audit_payload_assemble(12, "2026-01-02T03:04:05.006Z", body, prev, out,
+                                               sizeof(out), &len, &err),
+                     JS_OK);
+    free(body);
+    check_canon(out, JS_OK, "as written");
+    /* Each change keeps the JSON meaning but not the bytes, or adds or
+     * moves a member. */
+    static const struct {
+        const char *from, *to, *what;
+    } bad[] = {
+        {"\"seq\":12,", "\"seq\": 12,", "whitespace"},
+        {"\"reason\":\"policy.no_match\"", "\"reason\":\"policy\\u002eno_match\"", "escape"},
+        {"\"reason\":\"policy.no_match\"", "\"reason\":\"policy\\/no_match\"", "escaped slash"},
+        {"\"count\":2", "\"count\":2.0", "number form"},
+        {"\"count\":2", "\"count\":2,\"zz\":1", "unknown member"},
+        {"\"decision\":\"deny\",\"reason\":\"policy.no_match\"",
+         "\"reason\":\"policy.no_match\",\"decision\":\"deny\"", "reordered"},
+        {"{\"seq\":12,\"time\":\"2026-01-02T03:04:05.006Z\"",
+         "{\"time\":\"2026-01-02T03:04:05.006Z\",\"seq\":12", "time before seq"},
+        {"2026-01-02T03:04:05.006Z", "2026-01-02T03:04:05Z", "time without ms"},
+        {"2026-01-02T03:04:05.006Z", "2026-01-02T03:04:05.006+00:00", "time with offset"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *at = strstr(out, bad[i].from);
+        assert_non_null(at);
+        char v[JS_AUDIT_MAX_PAYLOAD + 64];
+        int n = snprintf(v, sizeof(v), "%.*s%s%s", (int)(at - out), out, bad[i].to,
+                         at + strlen(bad[i].from));
+        assert_true(n > 0 && (size_t)n < sizeof(v));
+        check_canon(v, JS_EINVAL, bad[i].what);
+    }
+    /* prev not last. */
+    check_canon("{\"seq\":1,\"time\":\"2026-01-02T03:04:05.006Z\",\"prev\":\"00000000000000000000"
+                "000000000000000000000000000000000000000000000\",\"type\":\"x\"}",
+                JS_EINVAL, "prev not last");
+}
+
+/* FORMAT.md §1: audit- + at least 6 digits (the writer's %06lu) + .log. */
+static void test_segment_names(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        unsigned long num;
+    } cases[] = {
+        {"audit-000001.log", 1},
+        {"audit-000042.log", 42},
+        {"audit-999999.log", 999999},
+        {"audit-1000000.log", 1000000},
+        {"audit-123456789.log", 123456789},
+        {"audit-4.log", 0},
+        {"audit-00004.log", 0},
+        {"audit-0000004.log", 0}, /* 7 digits with a leading zero: not %06lu */
+        {"audit-000000.log", 0},  /* numbered from 1 */
+        {"audit-1234567890.log", 0},
+        {"audit-000001.log.broken", 0},
+        {"audit-000001.LOG", 0},
+        {"audit-+00001.log", 0},
+        {"xaudit-000001.log", 0},
+        {"", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (js_audit_segment_number(cases[i].name) != cases[i].num)
+            fail_msg("%s: got %lu, want %lu", cases[i].name, js_audit_segment_number(cases[i].name),
+                     cases[i].num);
+
+    char dir[64], p[256];
+    tmpdir_make(dir, sizeof(dir));
+    static const char *const files[] = {"audit-000002.log",       "audit-000001.log", "audit-4.log",
+                                        "audit-00004.log",        "audit-000000.log", "notes.txt",
+                                        "audit-000001.log.broken"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
+        file_write(p, (const uint8_t *)"", 0);
+    }
+    char **paths = NULL, **strays = NULL;
+    size_t n = 0, ns = 0;
+    js_err err;
+    assert_int_equal(js_audit_list_segments_ex(dir, &paths, &n, &strays, &ns, &err), JS_OK);
+    assert_int_equal(n, 2);
+    snprintf(p, sizeof(p), "%s/audit-000001.log", dir);
+    assert_string_equal(paths[0], p);
+    snprintf(p, sizeof(p), "%s/audit-000002.log", dir);
+    assert_string_equal(paths[1], p);
+    assert_int_equal(ns, 3); /* audit-4, audit-00004, audit-000000; not notes.txt or .broken */
+    bool seen[3] = {false, false, false};
+    for (size_t i = 0; i < ns; i++) {
+        seen[0] |= strcmp(strays[i], "audit-4.log") == 0;
+        seen[1] |= strcmp(strays[i], "audit-00004.log") == 0;
+        seen[2] |= strcmp(strays[i], "audit-000000.log") == 0;
+    }
+    assert_true(seen[0] && seen[1] && seen[2]);
+    js_audit_segments_free(paths, n);
+    js_audit_segments_free(strays, ns);
+    /* The plain listing ignores the strays the same way. */
+    assert_int_equal(js_audit_list_segments(dir, &paths, &n, &err), JS_OK);
+    assert_int_equal(n, 2);
+    js_audit_segments_free(paths, n);
+    tmpdir_remove(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -367,6 +503,8 @@ int main(void)
         cmocka_unit_test(test_chain_and_checkpoint),
         cmocka_unit_test(test_reader_framing_errors),
         cmocka_unit_test(test_checkpoint_parse_rejects),
+        cmocka_unit_test(test_payload_canonical),
+        cmocka_unit_test(test_segment_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -424,6 +424,203 @@ static void test_forged_checkpoint_file(void **state)
     gen_free(&g);
 }
 
+/* The log image with frame k's payload replaced by p (re-framed, valid CRC). */
+static uint8_t *replace_payload(const gen_log *g, size_t k, const char *p, size_t *out_len)
+{
+    size_t pl = strlen(p);
+    uint8_t *img = malloc(g->len + pl + JS_AUDIT_FRAME_HDR);
+    size_t o = g->frames[k].off;
+    memcpy(img, g->data, o);
+    js_audit_frame_header((const uint8_t *)p, (uint32_t)pl, img + o);
+    memcpy(img + o + JS_AUDIT_FRAME_HDR, p, pl);
+    o += JS_AUDIT_FRAME_HDR + pl;
+    size_t rest = g->frames[k].off + g->frames[k].len;
+    memcpy(img + o, g->data + rest, g->len - rest);
+    *out_len = o + g->len - rest;
+    return img;
+}
+
+/* A copy of frame k's payload, NUL-terminated. */
+static char *payload_of(const gen_log *g, size_t k)
+{
+    size_t pl = g->frames[k].len - JS_AUDIT_FRAME_HDR;
+    char *s = calloc(1, pl + 1);
+    memcpy(s, g->data + g->frames[k].off + JS_AUDIT_FRAME_HDR, pl);
+    return s;
+}
+
+/* s with the first occurrence of from replaced by to (malloc'd). */
+static char *replace1(const char *s, const char *from, const char *to)
+{
+    const char *at = strstr(s, from);
+    assert_non_null(at);
+    size_t n = strlen(s) - strlen(from) + strlen(to);
+    char *r = calloc(1, n + 1);
+    size_t pre = (size_t)(at - s);
+    memcpy(r, s, pre);
+    memcpy(r + pre, to, strlen(to));
+    memcpy(r + pre + strlen(to), at + strlen(from), strlen(at + strlen(from)));
+    return r;
+}
+
+static void expect_noncanonical(const gen_log *g, size_t k, const char *changed, const char *what)
+{
+    size_t len;
+    uint8_t *img = replace_payload(g, k, changed, &len);
+    js_audit_verify_report rep;
+    verify_mem(g, img, len, false, &rep); /* the record alone, not the checkpoint file */
+    if (rep.intact)
+        fail_msg("%s of record %zu not detected", what, k + 1);
+    assert_int_equal(rep.damage, JS_AUDIT_DAMAGE_TAMPER);
+    assert_string_equal(rep.reason, "audit.noncanonical");
+    assert_int_equal(rep.bad_seq, k + 1);
+    free(img);
+}
+
+/* Issue 9 defect 3: the signature covers the §5.2 body, not the record
+ * bytes, so each of these changes leaves a signature that verifies; only the
+ * canonical-bytes rule catches them. */
+static void test_modified_last_checkpoint(void **state)
+{
+    (void)state;
+    gen_log g;
+    gen(&g, 30, 10);
+    size_t k = g.n - 1;
+    char *orig = payload_of(&g, k);
+    assert_non_null(strstr(orig, "\"reason\":\"close\""));
+    /* Reordered: "origin" before "reason". */
+    json_t *j = json_loads(orig, 0, NULL);
+    assert_non_null(j);
+    const char *reason = json_string_value(json_object_get(j, "reason"));
+    const char *origin = json_string_value(json_object_get(j, "origin"));
+    char from[256], to[256];
+    snprintf(from, sizeof(from), "\"reason\":\"%s\",\"origin\":\"%s\"", reason, origin);
+    snprintf(to, sizeof(to), "\"origin\":\"%s\",\"reason\":\"%s\"", origin, reason);
+    char *variants[5];
+    variants[0] = replace1(orig, ",\"prev\":", ",\"x\":\"anything\",\"prev\":");
+    variants[1] = replace1(orig, from, to);
+    variants[2] = replace1(orig, "\"seq\":", "\"seq\": ");
+    variants[3] = replace1(orig, "\"type\":\"checkpoint\"", "\"type\":\"\\u0063heckpoint\"");
+    variants[4] = replace1(orig, "}", "}\n");
+    json_decref(j);
+    const char *names[5] = {"extra member", "reordered members", "whitespace", "\\u escape",
+                            "trailing newline"};
+    for (size_t i = 0; i < 5; i++) {
+        expect_noncanonical(&g, k, variants[i], names[i]);
+        free(variants[i]);
+    }
+    /* The unmodified record still passes (the comparison is not too strict). */
+    size_t len;
+    uint8_t *img = replace_payload(&g, k, orig, &len);
+    js_audit_verify_report rep;
+    verify_mem(&g, img, len, true, &rep);
+    assert_true(rep.intact);
+    free(img);
+    free(orig);
+    gen_free(&g);
+}
+
+/* Ordinary records follow the same rule: compact, §3 order, prev last. */
+static void test_noncanonical_ordinary_record(void **state)
+{
+    (void)state;
+    gen_log g;
+    gen(&g, 30, 10);
+    size_t k = 3; /* a sign record (1 is the open checkpoint) */
+    char *orig = payload_of(&g, k);
+    assert_non_null(strstr(orig, "\"type\":\"sign\""));
+    char *v[5];
+    v[0] = replace1(orig, "\"type\":\"sign\",", "\"type\":\"sign\",\"x\":1,");
+    v[1] = replace1(orig, "\"type\":\"sign\",\"caller\":\"svc\"",
+                    "\"caller\":\"svc\",\"type\":\"sign\"");
+    v[2] = replace1(orig, "\"caller\":", "\"caller\" :");
+    v[3] = replace1(orig, "\"caller\":\"svc\"", "\"caller\":\"\\u0073vc\"");
+    /* A time of another RFC 3339 form (no milliseconds) is not the writer's. */
+    const char *t = strstr(orig, "\"time\":\"");
+    assert_non_null(t);
+    char tfrom[40], tto[40];
+    snprintf(tfrom, sizeof(tfrom), "%.32s", t); /* "time":"YYYY-MM-DDTHH:MM:SS.mmmZ" */
+    snprintf(tto, sizeof(tto), "%.27sZ", t);    /* "time":"YYYY-MM-DDTHH:MM:SSZ */
+    v[4] = replace1(orig, tfrom, tto);
+    const char *names[5] = {"unknown member", "reordered", "whitespace", "escape", "time form"};
+    for (size_t i = 0; i < 5; i++) {
+        expect_noncanonical(&g, k, v[i], names[i]);
+        free(v[i]);
+    }
+    free(orig);
+    gen_free(&g);
+}
+
+/* Issue 9 defect 4: a signature of any length but 64 is refused even when
+ * no key is given (the keyless check is all a verifier without the key has). */
+static void test_sig_length_without_key(void **state)
+{
+    (void)state;
+    gen_log g;
+    gen(&g, 10, 5);
+    size_t k = g.n - 1;
+    char *orig = payload_of(&g, k);
+    json_t *j = json_loads(orig, 0, NULL);
+    const char *sig = json_string_value(json_object_get(j, "sig"));
+    assert_int_equal(strlen(sig), 86); /* base64url of 64 bytes */
+    char longer[100], shorter[100];
+    /* 65 bytes: 87 base64url characters; 63 bytes: 84. */
+    snprintf(longer, sizeof(longer), "%.85sAA", sig);
+    snprintf(shorter, sizeof(shorter), "%.84s", sig);
+    const char *bad[2] = {longer, shorter};
+    for (size_t i = 0; i < 2; i++) {
+        char *p = replace1(orig, sig, bad[i]);
+        size_t len;
+        uint8_t *img = replace_payload(&g, k, p, &len);
+        js_audit_segment_mem m = {.name = "audit-000001.log", .data = img, .len = len};
+        js_audit_verify_opts vo = {.mem = &m, .n_mem = 1};
+        js_audit_verify_report rep;
+        js_err err;
+        assert_int_equal(js_audit_verify(&vo, &rep, &err), JS_OK);
+        assert_false(rep.intact);
+        assert_int_equal(rep.damage, JS_AUDIT_DAMAGE_TAMPER);
+        assert_string_equal(rep.reason, "audit.checkpoint");
+        assert_non_null(strstr(rep.message, "ES256 r||s is exactly 64"));
+        assert_int_equal(rep.bad_seq, k + 1);
+        free(img);
+        free(p);
+    }
+    json_decref(j);
+    free(orig);
+    gen_free(&g);
+}
+
+/* Issue 9 defect 4: checkpoint.json must end in exactly one "\n" and hold
+ * the canonical bytes (FORMAT.md §5.3). */
+static void test_checkpoint_file_strict(void **state)
+{
+    (void)state;
+    gen_log g;
+    gen(&g, 10, 5);
+    size_t len = 0;
+    uint8_t *cp = file_read(g.cpf, &len);
+    assert_true(len > 2 && cp[len - 1] == '\n' && cp[len - 2] == '}');
+    js_audit_segment_mem m = {.name = "audit-000001.log", .data = g.data, .len = g.len};
+    js_audit_verify_opts vo = {
+        .mem = &m, .n_mem = 1, .pubkey_path = g.pem, .checkpoint_path = g.cpf};
+    js_audit_verify_report rep;
+    js_err err;
+    assert_int_equal(js_audit_verify(&vo, &rep, &err), JS_OK); /* as written: fine */
+    assert_true(rep.intact && rep.checkpoint_file_matched);
+    file_write(g.cpf, cp, len - 1); /* no "\n" */
+    assert_int_equal(js_audit_verify(&vo, &rep, &err), JS_EINVAL);
+    assert_non_null(strstr(err.msg, "does not end in"));
+    uint8_t *two = malloc(len + 1);
+    memcpy(two, cp, len);
+    two[len] = '\n'; /* two */
+    file_write(g.cpf, two, len + 1);
+    assert_int_equal(js_audit_verify(&vo, &rep, &err), JS_EINVAL);
+    assert_string_equal(err.reason, "audit.noncanonical");
+    free(two);
+    free(cp);
+    gen_free(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -434,6 +631,10 @@ int main(void)
         cmocka_unit_test(test_truncate_every_boundary),
         cmocka_unit_test(test_rollback_to_older_copy),
         cmocka_unit_test(test_forged_checkpoint_file),
+        cmocka_unit_test(test_modified_last_checkpoint),
+        cmocka_unit_test(test_noncanonical_ordinary_record),
+        cmocka_unit_test(test_sig_length_without_key),
+        cmocka_unit_test(test_checkpoint_file_strict),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
