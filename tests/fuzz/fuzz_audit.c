@@ -36,6 +36,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 size_t blen = 0;
                 if (js_audit_checkpoint_body(&cp, &body, &blen, &err) == JS_OK)
                     free(body);
+                /* The canonical-bytes rule (FORMAT.md §7 rule 4). */
+                js_status cs = js_audit_checkpoint_check_canonical(&cp, payload, plen, &err);
+                (void)cs;
+            } else {
+                /* The canonical-bytes rule for ordinary records (§7 rule 1). */
+                js_status cs = js_audit_payload_check_canonical(payload, plen, rec, &err);
+                (void)cs;
             }
             json_decref(rec);
         }
