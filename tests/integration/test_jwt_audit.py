@@ -357,6 +357,33 @@ class JwtAuditTest(unittest.TestCase):
         self.assertEqual(rc, EX_USAGE, out + err)
         self.assertIn("the same segment number given twice", err)
 
+    def test_vectors(self):
+        """audit/testdata/*: each vector's expected.json is the verdict FORMAT.md §7 requires
+        (built by audit/testdata/generate.py from how the damage was made)."""
+        root = os.path.join(SOURCE, "audit", "testdata")
+        names = sorted(n for n in os.listdir(root)
+                       if os.path.isfile(os.path.join(root, n, "expected.json")))
+        self.assertGreaterEqual(len(names), 10)
+        for name in names:
+            with self.subTest(name):
+                d = os.path.join(root, name)
+                with open(os.path.join(d, "expected.json")) as f:
+                    exp = json.load(f)
+                args = ["verify"]
+                if exp["pubkey"]:
+                    args += ["--pubkey", os.path.join(d, "audit-key.pem")]
+                if exp["checkpoint"]:
+                    args += ["--checkpoint", os.path.join(d, "checkpoint.json")]
+                rc, out, err = run(*args, d)
+                self.assertEqual(rc, exp["exit"], out + err)
+                if exp["exit"] == EX_OK:
+                    self.assertIn("OK: log intact", out)
+                if exp["exit"] != EX_FAIL:
+                    continue
+                self.assertIn(f"first bad record seq {exp['bad_seq']} ", out)
+                self.assertIn(f"  {exp['reason']}: ", out)
+                self.assertIn("crash damage" if exp["damage"] == "crash" else "TAMPERING", out)
+
     # ---- show ----------------------------------------------------------------
 
     def test_show_json_lines(self):
