@@ -16,8 +16,13 @@ defect 2) and the count of lost denials (defect 6), through a real jwt-signerd.
 3. --accept-audit-loss with an empty or control-character reason is a usage
    error; --help documents the option.
 4. /metrics exports jwt_signer_audit_records_lost_total.
+5. A denial flood while the audit disk fails (faultio.c, LD_PRELOAD): the
+   denials dropped with the failing batches (no caller waits for them) are
+   counted in the audit.io_recovered records' lost_records, and their sum
+   equals the metric.
 
-Programs: the harness's (JS_SIGNERD, JS_SIGN), and JS_AUDIT (jwt-audit).
+Programs: the harness's (JS_SIGNERD, JS_SIGN, JS_CLIENT_TEST), JS_AUDIT (jwt-audit) and
+JS_FAULTIO.
 """
 
 import hashlib
@@ -27,6 +32,7 @@ import re
 import struct
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -221,6 +227,65 @@ class GenuineTornTail(RecoveryCase):
         self.assertEqual(rec[0]["detail"]["offset"], off)
         self.assertEqual([f for f in os.listdir(adir) if ".broken" in f],
                          [os.path.basename(seg) + ".broken"])
+
+
+class LostDenials(RecoveryCase):
+    def test_failed_batches_count_lost_denials(self):
+        """Denials flood in while the audit disk fails (faultio): the denials
+        queued in failing batches have no waiting caller and are dropped; the
+        recovery records count them (lost_records) and the metric agrees."""
+        env = self.env
+        env.setup(http={"listen": "127.0.0.1:0"})
+        trigger = env.path("fault-trigger")
+        extra = {"LD_PRELOAD": harness.faultio_path(), "JS_FAULT_TRIGGER": trigger,
+                 "JS_FAULT_MATCH": os.path.join(env.audit_dir(), "audit-")}
+        if os.environ.get("ASAN_OPTIONS") is not None:
+            extra["ASAN_OPTIONS"] = os.environ["ASAN_OPTIONS"] + ":verify_asan_link_order=0"
+        env.start(env=extra)
+        ca, cert, key = env.caller_files("issuer-a")
+        argv = [harness.client_test_path(), "--target", "localhost:%d" % env.port, "--ca", ca,
+                "--cert", cert, "--key", key, "--threads", "4", "--requests", "100000",
+                "--timeout-ms", "5000", "--claims",
+                json.dumps({"sub": "not-a-uuid", "aud": AUD})]
+        load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, env=env.env(), text=True)
+        try:
+            env.wait_log(lambda o: o.get("event") == "request" and o.get("decision") == "deny",
+                         timeout_s=30)
+            with open(trigger, "w", encoding="ascii"):
+                pass
+            # The log failed: denials can no longer be queued.
+            env.wait_log("audit_record_lost", timeout_s=30)
+            time.sleep(0.3)
+            os.unlink(trigger)
+        finally:
+            if load.poll() is None:
+                load.kill()
+            load.communicate()
+        # Recovered by itself (retry_ms is 1 s): /healthz is 200 again.
+        status, body = 0, b""
+        for _ in range(100):
+            status, _, body = env.http_get("/healthz")
+            if status == 200:
+                break
+            time.sleep(0.2)
+        self.assertEqual(status, 200, body)
+        status, _, body = env.http_get("/metrics")
+        self.assertEqual(status, 200)
+        m = re.search(r"^jwt_signer_audit_records_lost_total (\d+)$", body.decode("utf-8"), re.M)
+        self.assertIsNotNone(m)
+        metric = int(m.group(1))
+        self.assertEqual(env.stop(), 0)
+        self.assertVerifies("after an I/O failure under a denial flood")
+        recs = show(env)
+        rec = [r for r in recs if r["type"] == "recovery"]
+        self.assertGreaterEqual(len(rec), 1, "no recovery record")
+        for r in rec:
+            self.assertEqual(r["reason"], "audit.io_recovered", r)
+            self.assertIn("lost_records", r["detail"])
+            self.assertGreaterEqual(r["detail"]["lost_denials"], r["detail"]["lost_records"])
+        self.assertEqual(sum(r["detail"]["lost_records"] for r in rec), metric)
+        sys.stderr.write("lost denials: %d records in %d recoveries\n" % (metric, len(rec)))
 
 
 class Options(RecoveryCase):
