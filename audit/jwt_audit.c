@@ -1533,6 +1533,12 @@ static int check_proof(const json_t *doc, EVP_PKEY *pub)
                err.msg);
         return EX_FAIL;
     }
+    /* The signature covers the §5.2 body, not these bytes: the checkpoint
+     * must also be the canonical record (FORMAT.md §7 rule 4), as in the log. */
+    if (js_audit_checkpoint_check_canonical(&cp, (const uint8_t *)cptext, cplen, &err) != JS_OK) {
+        printf("proof FAILED: %s\n", err.msg);
+        return EX_FAIL;
+    }
     if (cp.tree_size != size) {
         printf("proof FAILED: tree_size %" PRIu64 " is not the checkpoint's (%" PRIu64 ")\n", size,
                cp.tree_size);

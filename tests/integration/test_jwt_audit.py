@@ -616,6 +616,12 @@ class JwtAuditTest(unittest.TestCase):
                     cp2[member] = cp2[member] + 1
                 forged = dict(good, checkpoint=json.dumps(cp2, separators=(",", ":")))
                 self.assertNotEqual(self.check(forged)[0], EX_OK, member)
+        # Issue 9 defect 3: the same signed members in other bytes are refused too.
+        extra = good["checkpoint"].replace(',"prev":', ',"x":"anything","prev":')
+        self.assertNotEqual(extra, good["checkpoint"])
+        rc, out, _ = self.check(dict(good, checkpoint=extra))
+        self.assertEqual(rc, EX_FAIL, out)
+        self.assertIn("canonical", out)
 
     def test_check_proof_malformed(self):
         path = os.path.join(self.tmp, "junk.json")
