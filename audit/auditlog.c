@@ -94,7 +94,9 @@ typedef struct batch {
     char *cp_payload; /* the last checkpoint in the batch (for checkpoint.json) */
     size_t cp_len;
     bool has_cp;
-    size_t nrec; /* records in the batch (for the on_batch hook) */
+    size_t nrec;         /* records in the batch (for the on_batch hook) */
+    int64_t cp_mono;     /* monotonic ms when its checkpoint was made (has_cp) */
+    uint64_t cp_sign_ms; /* how long signing that checkpoint took */
 } batch;
 
 struct js_audit {
@@ -143,6 +145,13 @@ struct js_audit {
     chain_state durable;
     int64_t last_cp_mono;
     int64_t fail_mono;
+    /* Lateness evidence (FORMAT.md §5.1 late_ms/late_why): when the last
+     * durable checkpoint was made (0 = none yet in this process), and the
+     * largest delays of each kind since then: the writer waking after its
+     * deadline (the process did not run), an fdatasync, the checkpoint's
+     * own signing. */
+    int64_t cp_made_mono;
+    uint64_t stall_ms, sync_ms, sign_ms;
     bool cp_file_pending; /* checkpoint.json could not be written */
     char *pending_cp;
     size_t pending_cp_len;
@@ -311,6 +320,54 @@ static js_status batch_add(batch *b, chain_state *cs, const char *time, const ch
     return JS_OK;
 }
 
+/* FORMAT.md §5.1: how late this checkpoint is against its schedule -- the
+ * previous checkpoint's making plus the interval (records pending) or the
+ * heartbeat (idle) -- measured on the monotonic clock, and the largest cause
+ * the writer saw since then. The writer says so itself, signed, so a verifier
+ * can tell a stalled writer from a log with sealed intervals cut out. */
+static void note_late(const js_audit *a, const chain_state *cs, js_audit_checkpoint *cp,
+                      int64_t now)
+{
+    if (a->cp_made_mono == 0)
+        return; /* the first checkpoint of this process ("open"): no schedule */
+    int64_t due = a->cp_made_mono + (int64_t)(cs->since_cp > 0 ? a->interval_ms : a->heartbeat_ms);
+    if (now - due <= JS_AUDIT_LATE_TOLERANCE_MS)
+        return;
+    cp->late_ms = (uint64_t)(now - due);
+    if (cp->late_ms > JS_AUDIT_LATE_MAX_MS)
+        cp->late_ms = JS_AUDIT_LATE_MAX_MS;
+    const char *why = "stalled";
+    uint64_t why_ms = a->stall_ms;
+    if (a->sync_ms > why_ms) {
+        why = "fsync";
+        why_ms = a->sync_ms;
+    }
+    if (a->sign_ms > why_ms) {
+        why = "sign";
+        why_ms = a->sign_ms;
+    }
+    /* A cause is named only when it was seen to take more than the
+     * tolerance; otherwise the writer does not know why (busy, say). */
+    if (why_ms > JS_AUDIT_LATE_TOLERANCE_MS) {
+        snprintf(cp->late_why, sizeof(cp->late_why), "%s", why);
+        cp->late_why_ms = why_ms < JS_AUDIT_LATE_MAX_MS ? why_ms : JS_AUDIT_LATE_MAX_MS;
+    }
+}
+
+static uint64_t max_u64(uint64_t x, uint64_t y)
+{
+    return x > y ? x : y;
+}
+
+/* The writer meant to run at due_ms and runs now: anything beyond that the
+ * process (or its thread) was not scheduled -- SIGSTOP, a VM pause, swap. */
+static void note_wake(js_audit *a, int64_t due_ms)
+{
+    int64_t now = mono_ms();
+    if (now > due_ms)
+        a->stall_ms = max_u64(a->stall_ms, (uint64_t)(now - due_ms));
+}
+
 /* A checkpoint (FORMAT.md §5) over the records before it, signed through
  * opts->sign (the HSM audit key). */
 static js_status batch_add_checkpoint(js_audit *a, batch *b, chain_state *cs, const char *reason,
@@ -329,6 +386,8 @@ static js_status batch_add_checkpoint(js_audit *a, batch *b, chain_state *cs, co
     memcpy(cp.prev_checkpoint, cs->last_cp_hash, 32);
     cp.heartbeat_ms = a->heartbeat_ms;
     cp.interval_ms = a->interval_ms;
+    int64_t made = mono_ms();
+    note_late(a, cs, &cp, made);
     char *body = NULL;
     size_t blen = 0;
     JS_GUARD(js_audit_checkpoint_body(&cp, &body, &blen, err));
@@ -337,6 +396,8 @@ static js_status batch_add_checkpoint(js_audit *a, batch *b, chain_state *cs, co
     js_status st = a->sign(a->sign_ctx, (const uint8_t *)body, blen, cp.sig, sizeof(cp.sig),
                            &cp.sig_len, &serr);
     free(body);
+    b->cp_mono = made;
+    b->cp_sign_ms = (uint64_t)(mono_ms() - made);
     if (st != JS_OK || cp.sig_len != 64)
         return js_err_set(err, JS_EUNAVAIL, "audit.unavailable",
                           "audit checkpoint signing failed: %s",
@@ -408,10 +469,20 @@ static js_status write_batch(js_audit *a, batch *b, chain_state *work, js_err *e
     JS_GUARD(write_all(a, a->fd, b->buf, b->len, "write", err));
     int64_t t0 = mono_us();
     JS_GUARD(sync_fd(a, a->fd, "segment", err));
+    uint64_t sync_us = (uint64_t)(mono_us() - t0);
     if (a->on_batch != NULL)
-        a->on_batch(a->on_batch_ctx, b->nrec, (uint64_t)(mono_us() - t0));
+        a->on_batch(a->on_batch_ctx, b->nrec, sync_us);
     a->seg_size += b->len;
     a->durable = *work;
+    if (b->has_cp) {
+        /* The next checkpoint's schedule starts at this one's making; what
+         * delayed it since (its signing, this fdatasync) is evidence. */
+        a->cp_made_mono = b->cp_mono;
+        a->stall_ms = 0;
+        a->sign_ms = b->cp_sign_ms;
+        a->sync_ms = 0;
+    }
+    a->sync_ms = max_u64(a->sync_ms, sync_us / 1000);
     if (b->has_cp) {
         a->last_cp_mono = mono_ms();
         free(a->pending_cp);
@@ -433,7 +504,9 @@ static js_status write_checkpoint_file(js_audit *a, js_err *err)
     JS_ENSURE_ALLOC(buf, err);
     memcpy(buf, a->pending_cp, a->pending_cp_len);
     buf[a->pending_cp_len] = '\n';
+    int64_t t0 = mono_ms();
     js_status st = write_atomic(a, "checkpoint.json", buf, a->pending_cp_len + 1, 0644, err);
+    a->sync_ms = max_u64(a->sync_ms, (uint64_t)(mono_ms() - t0)); /* two fsyncs inside */
     free(buf);
     if (st == JS_OK)
         a->cp_file_pending = false;
@@ -738,6 +811,7 @@ static void *writer_main(void *arg)
             if (mono_ms() >= due)
                 break;
             wait_until(a, due);
+            note_wake(a, due);
         }
         if (!a->no_fsync && !a->closing && !a->failed && a->qhead != NULL &&
             a->qlen < COMMIT_TARGET) {
@@ -751,6 +825,7 @@ static void *writer_main(void *arg)
             while (a->qlen < COMMIT_TARGET && !a->closing &&
                    pthread_cond_timedwait(&a->wake, &a->mu, &until) == 0)
                 ;
+            note_wake(a, (int64_t)until.tv_sec * 1000 + until.tv_nsec / 1000000);
         }
         item *items = a->qhead;
         item *tail = a->qtail;

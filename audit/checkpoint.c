@@ -29,6 +29,7 @@
 
 static const char *const cp_reasons[] = {"open",    "close",     "interval",
                                          "records", "heartbeat", "recovery"};
+static const char *const cp_late_whys[] = {"stalled", "fsync", "sign"};
 
 bool js_audit_origin_valid(const char *origin)
 {
@@ -74,6 +75,37 @@ static js_status get_hash(const json_t *o, const char *k, uint8_t out[32], js_er
     return JS_OK;
 }
 
+/* FORMAT.md §5.1: late_ms (>= 1) only when late; late_why only with
+ * late_ms, and late_why_ms exactly with late_why. Absent in old logs. */
+static js_status parse_late(const json_t *rec, js_audit_checkpoint *cp, js_err *err)
+{
+    if (json_object_get(rec, "late_ms") != NULL) {
+        JS_GUARD(get_u64(rec, "late_ms", &cp->late_ms, err));
+        JS_ENSURE(cp->late_ms >= 1 && cp->late_ms <= JS_AUDIT_LATE_MAX_MS, err, JS_EINVAL,
+                  "audit.checkpoint", "checkpoint late_ms is not 1..%" PRIu64,
+                  JS_AUDIT_LATE_MAX_MS);
+    }
+    bool has_why = json_object_get(rec, "late_why") != NULL;
+    bool has_why_ms = json_object_get(rec, "late_why_ms") != NULL;
+    JS_ENSURE(has_why == has_why_ms && (!has_why || cp->late_ms > 0), err, JS_EINVAL,
+              "audit.checkpoint",
+              "checkpoint late_why and late_why_ms come together, and only with late_ms");
+    if (!has_why)
+        return JS_OK;
+    const char *why = NULL;
+    JS_GUARD(get_str(rec, "late_why", &why, err));
+    bool known = false;
+    for (size_t i = 0; i < sizeof(cp_late_whys) / sizeof(cp_late_whys[0]); i++)
+        known = known || strcmp(why, cp_late_whys[i]) == 0;
+    JS_ENSURE(known, err, JS_EINVAL, "audit.checkpoint",
+              "checkpoint late_why is not stalled, fsync or sign");
+    memcpy(cp->late_why, why, strlen(why) + 1);
+    JS_GUARD(get_u64(rec, "late_why_ms", &cp->late_why_ms, err));
+    JS_ENSURE(cp->late_why_ms <= JS_AUDIT_LATE_MAX_MS, err, JS_EINVAL, "audit.checkpoint",
+              "checkpoint late_why_ms is over %" PRIu64, JS_AUDIT_LATE_MAX_MS);
+    return JS_OK;
+}
+
 js_status js_audit_checkpoint_parse(const json_t *rec, js_audit_checkpoint *cp, js_err *err)
 {
     memset(cp, 0, sizeof(*cp));
@@ -108,6 +140,7 @@ js_status js_audit_checkpoint_parse(const json_t *rec, js_audit_checkpoint *cp, 
     JS_GUARD(get_hash(rec, "prev_checkpoint", cp->prev_checkpoint, err));
     JS_GUARD(get_u64(rec, "heartbeat_ms", &cp->heartbeat_ms, err));
     JS_GUARD(get_u64(rec, "interval_ms", &cp->interval_ms, err));
+    JS_GUARD(parse_late(rec, cp, err));
     JS_GUARD(get_str(rec, "sig", &sig, err));
     size_t slen = strlen(sig);
     JS_ENSURE(slen > 0 && slen <= B64URL_ENCODED_LEN(JS_AUDIT_SIG_MAX), err, JS_EINVAL,
@@ -171,6 +204,14 @@ js_status js_audit_checkpoint_body(const js_audit_checkpoint *cp, char **body, s
                                    "heartbeat_ms %" PRIu64 "\ninterval_ms %" PRIu64 "\n",
                      cp->origin, cp->seq, cp->tree_size, root, head, prevcp, cp->time, cp->reason,
                      cp->heartbeat_ms, cp->interval_ms);
+    /* The lateness evidence is signed, so it cannot be added to hide a gap
+     * or removed to fake one; lines are absent when the members are, so
+     * bodies of logs written before them are unchanged. */
+    if (n > 0 && (size_t)n < cap && cp->late_ms > 0)
+        n += snprintf(b + n, cap - (size_t)n, "late_ms %" PRIu64 "\n", cp->late_ms);
+    if (n > 0 && (size_t)n < cap && cp->late_why[0] != '\0')
+        n += snprintf(b + n, cap - (size_t)n, "late_why %s\nlate_why_ms %" PRIu64 "\n",
+                      cp->late_why, cp->late_why_ms);
     if (n <= 0 || (size_t)n >= cap) {
         free(b);
         return js_err_set(err, JS_EINTERNAL, "audit.checkpoint", "checkpoint body too long");
@@ -193,14 +234,23 @@ js_status js_audit_checkpoint_members(const js_audit_checkpoint *cp, char **out,
     size_t cap = 1024;
     char *b = malloc(cap);
     JS_ENSURE_ALLOC(b, err);
-    /* origin and reason are from a fixed character set: no escaping needed. */
+    /* origin, reason and late_why are from fixed character sets: no
+     * escaping needed. The late members sit between interval_ms and sig,
+     * present only when late (FORMAT.md §5.1). */
+    char late[128] = "";
+    if (cp->late_ms > 0 && cp->late_why[0] != '\0')
+        snprintf(late, sizeof(late),
+                 ",\"late_ms\":%" PRIu64 ",\"late_why\":\"%s\",\"late_why_ms\":%" PRIu64,
+                 cp->late_ms, cp->late_why, cp->late_why_ms);
+    else if (cp->late_ms > 0)
+        snprintf(late, sizeof(late), ",\"late_ms\":%" PRIu64, cp->late_ms);
     int n = snprintf(
         b, cap,
         "\"type\":\"checkpoint\",\"reason\":\"%s\",\"origin\":\"%s\",\"tree_size\":%" PRIu64
         ",\"root\":\"%s\",\"prev_checkpoint\":\"%s\",\"heartbeat_ms\":%" PRIu64
-        ",\"interval_ms\":%" PRIu64 ",\"sig\":\"%s\"",
+        ",\"interval_ms\":%" PRIu64 "%s,\"sig\":\"%s\"",
         cp->reason, cp->origin, cp->tree_size, root, prevcp, cp->heartbeat_ms, cp->interval_ms,
-        sig);
+        late, sig);
     if (n <= 0 || (size_t)n >= cap) {
         free(b);
         return js_err_set(err, JS_EINTERNAL, "audit.checkpoint", "checkpoint too long");

@@ -26,6 +26,12 @@
 #define JS_AUDIT_SIG_MAX    132 /* raw signature buffer (ES256 is 64) */
 #define JS_AUDIT_SIG_LEN    64  /* the only signature length accepted: ES256 r||s */
 #define JS_AUDIT_TIME_LEN   24  /* "YYYY-MM-DDTHH:MM:SS.mmmZ" */
+/* A checkpoint sealed more than this after its schedule records late_ms
+ * (FORMAT.md §5.1): scheduler jitter below it is not worth a member. */
+#define JS_AUDIT_LATE_TOLERANCE_MS 200
+/* Largest late_ms / late_why_ms accepted (about 10 years): bounds the sums
+ * the verifier makes with them. */
+#define JS_AUDIT_LATE_MAX_MS (UINT64_C(10) * 366 * 24 * 3600 * 1000)
 
 typedef struct js_audit_checkpoint {
     uint64_t seq;       /* the checkpoint record's own seq */
@@ -39,6 +45,13 @@ typedef struct js_audit_checkpoint {
     uint8_t prev_checkpoint[32]; /* record hash of the previous checkpoint, zeros if none */
     uint64_t heartbeat_ms;
     uint64_t interval_ms;
+    /* FORMAT.md §5.1 lateness evidence, signed (§5.2); all absent (0, "")
+     * unless the writer sealed more than JS_AUDIT_LATE_TOLERANCE_MS after
+     * its schedule. late_why is "" or one of "stalled", "fsync", "sign";
+     * late_why_ms the duration of that cause (0 when late_why is ""). */
+    uint64_t late_ms;
+    char late_why[16];
+    uint64_t late_why_ms;
     uint8_t sig[JS_AUDIT_SIG_MAX];
     size_t sig_len;
 } js_audit_checkpoint;

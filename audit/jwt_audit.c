@@ -475,8 +475,62 @@ static void put_cell(const char *s, size_t width, bool right)
 
 /* ---- verify ---------------------------------------------------------------- */
 
+/* --max-gap DURATION: digits and a unit ms, s or m ("6s", "1500ms"); at
+ * most JS_AUDIT_LATE_MAX_MS. */
+static bool parse_gap_arg(const char *s, uint64_t *ms)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+    for (; s[i] >= '0' && s[i] <= '9'; i++) {
+        if (i >= 12)
+            return false; /* bounded: 12 digits are already far beyond the cap */
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (i == 0)
+        return false;
+    uint64_t unit = 0;
+    if (strcmp(s + i, "ms") == 0)
+        unit = 1;
+    else if (strcmp(s + i, "s") == 0)
+        unit = 1000;
+    else if (strcmp(s + i, "m") == 0)
+        unit = 60000;
+    if (unit == 0 || v == 0 || v > JS_AUDIT_LATE_MAX_MS / unit)
+        return false;
+    *ms = v * unit;
+    return true;
+}
+
+static void print_gaps(const js_audit_verify_report *rep)
+{
+    if (rep->largest_gap_ms < 0) {
+        printf("  largest gap between checkpoints: none (fewer than two of a running writer)\n");
+        return;
+    }
+    printf("  largest gap between checkpoints: %" PRId64 " ms (before checkpoint seq %" PRIu64
+           ")\n",
+           rep->largest_gap_ms, rep->largest_gap_seq);
+    if (rep->stalls == 0)
+        return;
+    printf("  stalls: %" PRIu64 " (gaps over the limit the writer accounted for, signed)\n",
+           rep->stalls);
+    uint64_t n = rep->stalls < JS_AUDIT_STALLS_MAX ? rep->stalls : JS_AUDIT_STALLS_MAX;
+    for (uint64_t i = 0; i < n; i++) {
+        const js_audit_stall *t = &rep->stall[i];
+        printf("    stall: checkpoints %" PRIu64 " -> %" PRIu64 ": gap %" PRId64
+               " ms, late_ms %" PRIu64,
+               t->from_seq, t->seq, t->gap_ms, t->late_ms);
+        if (t->late_why[0] != '\0')
+            printf(", late_why %s (%" PRIu64 " ms)", t->late_why, t->late_why_ms);
+        printf("\n");
+    }
+    if (rep->stalls > n)
+        printf("    ... and %" PRIu64 " more\n", rep->stalls - n);
+}
+
 static const char k_verify_usage[] =
-    "usage: jwt-audit verify [--pubkey AUDIT.pem] [--checkpoint FILE] SEGMENT...\n"
+    "usage: jwt-audit verify [--pubkey AUDIT.pem] [--checkpoint FILE] [--max-gap DURATION]\n"
+    "                        SEGMENT...\n"
     "\n"
     "Checks the whole log from seq 1: framing (length, CRC-32C), sequence\n"
     "continuity, the SHA-256 hash chain, every checkpoint's Merkle root (RFC 6962)\n"
@@ -492,19 +546,32 @@ static const char k_verify_usage[] =
     "  --pubkey AUDIT.pem   the audit public key (audit-key.pem next to the log);\n"
     "                       without it signatures are NOT checked (and said so)\n"
     "  --checkpoint FILE    a checkpoint.json copied off-host earlier\n"
+    "  --max-gap DURATION   the largest gap between checkpoints tolerated without\n"
+    "                       the writer's signed late_ms (e.g. 5s, 1500ms, 2m);\n"
+    "                       default 2 x max(heartbeat_ms, interval_ms) + 1s. A\n"
+    "                       longer gap that the later checkpoint's late_ms covers\n"
+    "                       is a stall (reported, exit 0); one it does not cover\n"
+    "                       fails (audit.gap)\n"
     "\n"
     "exit: 0 intact, 1 damaged (first bad seq and offset, crash damage or\n"
     "tampering), 2 usage, 3 cannot read the inputs\n";
 
 static int cmd_verify(int argc, char **argv)
 {
-    const char *pubkey = NULL, *checkpoint = NULL;
-    const opt_spec specs[] = {{"--pubkey", &pubkey, NULL}, {"--checkpoint", &checkpoint, NULL}};
+    const char *pubkey = NULL, *checkpoint = NULL, *max_gap = NULL;
+    const opt_spec specs[] = {{"--pubkey", &pubkey, NULL},
+                              {"--checkpoint", &checkpoint, NULL},
+                              {"--max-gap", &max_gap, NULL}};
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     size_t npos = 0;
     if (pos == NULL)
         return EX_IO;
-    args_result ar = parse_args(argc, argv, specs, 2, pos, &npos);
+    args_result ar = parse_args(argc, argv, specs, 3, pos, &npos);
+    uint64_t max_gap_ms = 0;
+    if (ar == ARGS_OK && max_gap != NULL && !parse_gap_arg(max_gap, &max_gap_ms)) {
+        errorf("--max-gap %s: not a duration (digits and ms, s or m, e.g. 5s)", max_gap);
+        ar = ARGS_BAD;
+    }
     if (ar != ARGS_OK) {
         free(pos);
         fputs(k_verify_usage, ar == ARGS_HELP ? stdout : stderr);
@@ -523,6 +590,7 @@ static int cmd_verify(int argc, char **argv)
         .n_segments = segs.n,
         .pubkey_path = pubkey,
         .checkpoint_path = checkpoint,
+        .max_gap_ms = max_gap_ms,
     };
     js_audit_verify_report *rep = calloc(1, sizeof *rep);
     js_err err;
@@ -546,10 +614,21 @@ static int cmd_verify(int argc, char **argv)
         printf("FAILED: first bad record seq %" PRIu64 " in %s at offset %" PRIu64 "\n",
                rep->bad_seq, rep->bad_segment, rep->bad_offset);
         printf("  %s: %s\n", rep->reason, rep->message);
-        printf("  looks like: %s\n",
-               rep->damage == JS_AUDIT_DAMAGE_CRASH
-                   ? "crash damage (a torn write at the tail; the signer's recovery truncates it)"
-                   : "TAMPERING (damage that a crash cannot cause)");
+        if (strcmp(rep->reason, "audit.gap") == 0 && rep->signatures_checked)
+            /* FORMAT.md §7 rule 5: with the chain, the tree, the links and
+             * the signatures intact up to here, no sealed record is missing;
+             * what failed is the writer's promise to seal on time or say
+             * why. Not a crash, so it fails; but it is not proof of a cut. */
+            printf("  looks like: UNEXPLAINED GAP (not a deletion: chain, Merkle tree, links "
+                   "and signatures are intact; the writer did not seal on time and did not "
+                   "record why: a wall-clock step, a writer without late_ms, or the audit key "
+                   "used outside the writer)\n");
+        else
+            printf("  looks like: %s\n",
+                   rep->damage == JS_AUDIT_DAMAGE_CRASH
+                       ? "crash damage (a torn write at the tail; the signer's recovery "
+                         "truncates it)"
+                       : "TAMPERING (damage that a crash cannot cause)");
         printf("  valid before it: %" PRIu64 " records, %" PRIu64 " checkpoints\n", rep->records,
                rep->checkpoints);
     }
@@ -567,6 +646,7 @@ static int cmd_verify(int argc, char **argv)
     printf("  unsigned tail: %" PRIu64 " record%s after the last checkpoint%s\n",
            rep->unsigned_tail, rep->unsigned_tail == 1 ? "" : "s",
            rep->unsigned_tail > 0 ? " (not yet covered by a signature)" : "");
+    print_gaps(rep);
     printf("  signatures: %s\n",
            rep->signatures_checked ? "checked" : "NOT checked (no --pubkey given)");
     if (checkpoint != NULL)

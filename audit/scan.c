@@ -28,7 +28,8 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
 }
 
 static js_status check_checkpoint(const js_audit_scan *s, const js_audit_record *rec,
-                                  js_audit_checkpoint *cp, js_err *err)
+                                  js_audit_checkpoint *cp, int64_t *gap_out, bool *stall,
+                                  js_err *err)
 {
     JS_GUARD(js_audit_checkpoint_parse(rec->json, cp, err));
     JS_GUARD(js_audit_checkpoint_check_canonical(cp, rec->payload, rec->payload_len, err));
@@ -44,22 +45,35 @@ static js_status check_checkpoint(const js_audit_scan *s, const js_audit_record 
     JS_ENSURE(!s->have_cp || strcmp(cp->origin, s->last_cp.origin) == 0, err, JS_EINVAL,
               "audit.origin", "checkpoint origin \"%s\" differs from \"%s\"", cp->origin,
               s->last_cp.origin);
-    if (s->check_gaps && s->have_cp && strcmp(cp->reason, "open") != 0 &&
-        strcmp(cp->reason, "recovery") != 0) {
-        /* FORMAT.md §7: a writer that is up seals at least every
-         * max(heartbeat, interval); twice that plus a tolerance is allowed
-         * for a slow HSM or disk. Restarts and recoveries are exempt (and
-         * visible as "open"/"recovery" checkpoints). */
-        uint64_t period = max_u64(s->last_cp.heartbeat_ms, s->last_cp.interval_ms);
-        uint64_t allowed = 2 * period + s->gap_tolerance_ms;
-        int64_t gap = cp->time_ms - s->last_cp.time_ms;
-        JS_ENSURE(gap <= 0 || (uint64_t)gap <= allowed, err, JS_EINVAL, "audit.gap",
-                  "%" PRId64 " ms between checkpoints %" PRIu64 " and %" PRIu64 " (at most %" PRIu64
-                  " ms allowed): records may be missing",
-                  gap, s->last_cp.seq, cp->seq, allowed);
-    }
+    /* The signature first: late_ms below is evidence only once it is known
+     * to be the writer's (with a key). */
     if (s->pub != NULL)
         JS_GUARD(js_audit_checkpoint_verify_sig(cp, s->pub, err));
+    *gap_out = -1;
+    *stall = false;
+    if (s->check_gaps && s->have_cp && strcmp(cp->reason, "open") != 0 &&
+        strcmp(cp->reason, "recovery") != 0) {
+        /* FORMAT.md §7 rule 5: a writer that is up seals at least every
+         * max(heartbeat, interval); twice that plus a tolerance is allowed
+         * for a slow HSM or disk. Restarts and recoveries are exempt (and
+         * visible as "open"/"recovery" checkpoints). Beyond the limit, only
+         * the later checkpoint's own signed late_ms can account for the
+         * excess: then the writer was stalled and said so (a stall, reported);
+         * otherwise the gap is unexplained. */
+        uint64_t period = max_u64(s->last_cp.heartbeat_ms, s->last_cp.interval_ms);
+        uint64_t allowed = s->max_gap_ms != 0 ? s->max_gap_ms : 2 * period + s->gap_tolerance_ms;
+        int64_t gap = cp->time_ms - s->last_cp.time_ms;
+        *gap_out = gap;
+        if (gap > 0 && (uint64_t)gap > allowed) {
+            JS_ENSURE((uint64_t)gap <= allowed + cp->late_ms, err, JS_EINVAL, "audit.gap",
+                      "%" PRId64 " ms between checkpoints %" PRIu64 " and %" PRIu64
+                      " (at most %" PRIu64 " ms allowed, %" PRIu64
+                      " ms of it accounted for by the writer's signed late_ms): an unexplained "
+                      "gap; sealed intervals may be missing",
+                      gap, s->last_cp.seq, cp->seq, allowed, cp->late_ms);
+            *stall = true;
+        }
+    }
     return JS_OK;
 }
 
@@ -76,8 +90,10 @@ js_status js_audit_scan_record(js_audit_scan *s, const js_audit_record *rec, js_
     JS_ENSURE(CRYPTO_memcmp(ph, s->head, 32) == 0, err, JS_EINVAL, "audit.chain",
               "hash chain broken: \"prev\" is not the hash of record %" PRIu64, s->last_seq);
     js_audit_checkpoint cp;
+    int64_t gap = -1;
+    bool stall = false;
     if (rec->is_checkpoint)
-        JS_GUARD(check_checkpoint(s, rec, &cp, err));
+        JS_GUARD(check_checkpoint(s, rec, &cp, &gap, &stall, err));
     else
         /* FORMAT.md §7 rule 1: bytes as the writer serialises them, so one
          * record has one encoding and two verifiers read the same thing. */
@@ -90,6 +106,22 @@ js_status js_audit_scan_record(js_audit_scan *s, const js_audit_record *rec, js_
     if (rec->is_checkpoint) {
         if (s->have_cp && strcmp(cp.reason, "open") == 0)
             s->restarts++;
+        if (gap > s->largest_gap_ms) {
+            s->largest_gap_ms = gap;
+            s->largest_gap_seq = cp.seq;
+        }
+        if (stall) {
+            if (s->stalls < JS_AUDIT_STALLS_MAX) {
+                js_audit_stall *t = &s->stall[s->stalls];
+                t->from_seq = s->last_cp.seq;
+                t->seq = cp.seq;
+                t->gap_ms = gap;
+                t->late_ms = cp.late_ms;
+                memcpy(t->late_why, cp.late_why, sizeof(t->late_why));
+                t->late_why_ms = cp.late_why_ms;
+            }
+            s->stalls++;
+        }
         s->last_cp = cp;
         s->have_cp = true;
         memcpy(s->last_cp_hash, rec->hash, 32);

@@ -19,11 +19,25 @@
 #include "merkle.h"
 #include "reader.h"
 
+/* A gap between two checkpoints of a running writer that is over the limit
+ * but covered by the later checkpoint's signed late_ms (FORMAT.md §7 rule
+ * 5): a stall, reported, not tampering. */
+typedef struct js_audit_stall {
+    uint64_t from_seq, seq; /* the earlier and the later checkpoint */
+    int64_t gap_ms;         /* time(seq) - time(from_seq) */
+    uint64_t late_ms;       /* the later checkpoint's late_ms */
+    char late_why[16];      /* its late_why, or "" */
+    uint64_t late_why_ms;
+} js_audit_stall;
+
+#define JS_AUDIT_STALLS_MAX 32 /* stalls kept for the report; more are only counted */
+
 typedef struct js_audit_scan {
     /* configuration */
     EVP_PKEY *pub;             /* borrowed; NULL = signatures not checked */
     bool check_gaps;           /* the writer's recovery does not judge old gaps */
     uint64_t gap_tolerance_ms; /* FORMAT.md §7 */
+    uint64_t max_gap_ms;       /* the limit itself if non-zero (replaces 2*period+tolerance) */
     /* state after the last accepted record */
     uint64_t last_seq;
     uint8_t head[32]; /* chain hash of record last_seq (zeros before the first) */
@@ -35,6 +49,11 @@ typedef struct js_audit_scan {
     uint64_t checkpoints;
     uint64_t restarts;
     uint64_t since_cp; /* records after the last checkpoint */
+    /* gaps between checkpoints of a running writer (not across open/recovery) */
+    int64_t largest_gap_ms;
+    uint64_t largest_gap_seq; /* the later checkpoint of the largest gap (0 = none) */
+    uint64_t stalls;          /* covered gaps over the limit */
+    js_audit_stall stall[JS_AUDIT_STALLS_MAX];
 } js_audit_scan;
 
 void js_audit_scan_init(js_audit_scan *s, EVP_PKEY *pub, bool check_gaps,

@@ -57,6 +57,8 @@ static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, cp_file *c
 
     js_audit_scan s;
     js_audit_scan_init(&s, pub, true, opts->gap_tolerance_ms);
+    s.max_gap_ms = opts->max_gap_ms;
+    s.largest_gap_ms = -1;
     size_t end_idx = 0; /* segment of the last valid record (names outlive the reader) */
     uint64_t end_off = 0;
     js_status st = JS_OK;
@@ -125,6 +127,10 @@ static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, cp_file *c
     if (s.have_cp)
         rep->latest = s.last_cp;
     rep->checkpoint_file_matched = cpf->matched;
+    rep->largest_gap_ms = s.largest_gap_ms;
+    rep->largest_gap_seq = s.largest_gap_seq;
+    rep->stalls = s.stalls;
+    memcpy(rep->stall, s.stall, sizeof(rep->stall));
     return JS_OK;
 }
 

@@ -22,6 +22,7 @@
 #include "checkpoint.h"
 #include "err.h"
 #include "reader.h"
+#include "scan.h"
 
 typedef struct js_audit_verify_opts {
     const char *const *segments; /* segment paths, in log order */
@@ -33,6 +34,10 @@ typedef struct js_audit_verify_opts {
     /* Extra slack allowed between consecutive checkpoints on top of
      * 2 * max(heartbeat_ms, interval_ms); 0 = 1000 ms (FORMAT.md §7). */
     uint64_t gap_tolerance_ms;
+    /* The largest gap between checkpoints tolerated without the writer's
+     * signed late_ms evidence (jwt-audit verify --max-gap); 0 = the default
+     * 2 * max(heartbeat_ms, interval_ms) + gap_tolerance_ms. */
+    uint64_t max_gap_ms;
 } js_audit_verify_opts;
 
 typedef enum js_audit_damage {
@@ -64,6 +69,11 @@ typedef struct js_audit_verify_report {
     bool have_checkpoint;         /* latest is valid */
     js_audit_checkpoint latest;   /* the latest good checkpoint */
     bool checkpoint_file_matched; /* --checkpoint given and found, byte-identical, in the log */
+    /* Gaps between checkpoints of a running writer (FORMAT.md §7 rule 5): */
+    int64_t largest_gap_ms;                    /* -1 when no two such checkpoints were seen */
+    uint64_t largest_gap_seq;                  /* the later checkpoint of that gap */
+    uint64_t stalls;                           /* gaps over the limit covered by signed late_ms */
+    js_audit_stall stall[JS_AUDIT_STALLS_MAX]; /* the first min(stalls, MAX) */
 } js_audit_verify_report;
 
 /*

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <openssl/sha.h>
@@ -621,9 +622,171 @@ static void test_checkpoint_file_strict(void **state)
     gen_free(&g);
 }
 
+/* ---- stalls (issue 9 defect 1, FORMAT.md §7 rule 5) ------------------------------- */
+
+/* The writer's sign callback, slow once: the third signature (the second
+ * heartbeat after open) takes 600 ms, so the checkpoint after it is late. */
+typedef struct slow_sign_ctx {
+    int calls;
+} slow_sign_ctx;
+
+static js_status slow_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig, size_t cap,
+                           size_t *sig_len, js_err *err)
+{
+    slow_sign_ctx *c = ctx;
+    if (++c->calls == 3) {
+        struct timespec ts = {0, 600 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return test_sign(&g_key, msg, len, sig, cap, sig_len, err);
+}
+
+/* An idle log (heartbeat 100 ms, ~1.2 s) with one stalled heartbeat. */
+static void gen_stalled(gen_log *g)
+{
+    memset(g, 0, sizeof(*g));
+    tmpdir_make(g->dir, sizeof(g->dir));
+    js_audit_options o;
+    test_opts(&o, g->dir, &g_key);
+    slow_sign_ctx sc = {0};
+    o.sign = slow_sign;
+    o.sign_ctx = &sc;
+    o.checkpoint_interval_ms = 100;
+    o.heartbeat_ms = 100;
+    o.no_fsync = true;
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    struct timespec ts = {1, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+    js_audit_close(a);
+    snprintf(g->pem, sizeof(g->pem), "%s/audit-key.pem", g->dir);
+    snprintf(g->cpf, sizeof(g->cpf), "%s/checkpoint.json", g->dir);
+    snprintf(g->seg, sizeof(g->seg), "%s/audit-000001.log", g->dir);
+    g->data = file_read(g->seg, &g->len);
+    assert_non_null(g->data);
+    g->frames = calloc(g->len / JS_AUDIT_FRAME_HDR + 1, sizeof(frame));
+    for (size_t off = 0; off < g->len;) {
+        size_t pl = 0;
+        assert_int_equal(js_audit_frame_decode(g->data + off, g->len - off, &pl, NULL), JS_OK);
+        g->frames[g->n++] = (frame){off, JS_AUDIT_FRAME_HDR + pl};
+        off += JS_AUDIT_FRAME_HDR + pl;
+    }
+}
+
+/* Verifies with a 1 ms tolerance (so the limit is 2 x 100 + 1 ms, and the
+ * 700 ms gap is over it) or an explicit --max-gap; key optional. */
+static void verify_gap(const gen_log *g, const uint8_t *img, size_t len, bool key,
+                       uint64_t max_gap_ms, js_audit_verify_report *rep)
+{
+    js_audit_segment_mem m = {.name = "audit-000001.log", .data = img, .len = len};
+    js_audit_verify_opts vo = {.mem = &m,
+                               .n_mem = 1,
+                               .pubkey_path = key ? g->pem : NULL,
+                               .gap_tolerance_ms = 1,
+                               .max_gap_ms = max_gap_ms};
+    js_err err;
+    assert_int_equal(js_audit_verify(&vo, rep, &err), JS_OK);
+}
+
+static void test_stall_covered_by_late_ms(void **state)
+{
+    (void)state;
+    gen_log g;
+    gen_stalled(&g);
+    size_t k = 0;
+    for (size_t i = 0; i < g.n && k == 0; i++) {
+        char *p = payload_of(&g, i);
+        if (strstr(p, "\"late_ms\":") != NULL)
+            k = i;
+        free(p);
+    }
+    assert_true(k > 0);
+    char *orig = payload_of(&g, k);
+    assert_non_null(strstr(orig, "\"late_why\":\"sign\""));
+
+    /* The gap is over the limit and the late checkpoint's signed late_ms
+     * covers it: a stall, reported, the log intact. */
+    js_audit_verify_report rep;
+    verify_gap(&g, g.data, g.len, true, 0, &rep);
+    assert_true(rep.intact);
+    assert_int_equal(rep.stalls, 1);
+    assert_int_equal(rep.stall[0].seq, k + 1);
+    assert_true(rep.stall[0].gap_ms >= 600);
+    assert_true(rep.stall[0].late_ms >= 500);
+    assert_string_equal(rep.stall[0].late_why, "sign");
+    assert_true(rep.largest_gap_ms == rep.stall[0].gap_ms);
+    assert_int_equal(rep.largest_gap_seq, k + 1);
+
+    /* The same checkpoint with late_ms/late_why removed (a forged record):
+     * still canonical bytes, but no longer what was signed. */
+    json_t *j = json_loads(orig, 0, NULL);
+    assert_non_null(j);
+    json_object_del(j, "late_ms");
+    json_object_del(j, "late_why");
+    json_object_del(j, "late_why_ms");
+    char *stripped = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    size_t len;
+    uint8_t *img = replace_payload(&g, k, stripped, &len);
+    verify_gap(&g, img, len, true, 0, &rep);
+    assert_false(rep.intact);
+    assert_int_equal(rep.damage, JS_AUDIT_DAMAGE_TAMPER);
+    assert_string_equal(rep.reason, "audit.bad_signature");
+    assert_int_equal(rep.bad_seq, k + 1);
+    /* Without the key nothing is signed: the stripped gap is unexplained. */
+    verify_gap(&g, img, len, false, 0, &rep);
+    assert_false(rep.intact);
+    assert_string_equal(rep.reason, "audit.gap");
+    assert_int_equal(rep.bad_seq, k + 1);
+    free(img);
+    /* A late_ms made larger is not what was signed either. */
+    char *bigger = replace1(orig, "\"late_ms\":", "\"late_ms\":9");
+    img = replace_payload(&g, k, bigger, &len);
+    verify_gap(&g, img, len, true, 0, &rep);
+    assert_false(rep.intact);
+    assert_string_equal(rep.reason, "audit.bad_signature");
+    free(img);
+    free(bigger);
+    free(stripped);
+    free(orig);
+    gen_free(&g);
+}
+
+static void test_uncovered_gap_flagged(void **state)
+{
+    (void)state;
+    gen_log g;
+    gen(&g, 30, 10);
+    /* An ordinary gap (every checkpoint on time, no late_ms) over a 1 ms
+     * --max-gap: unexplained, flagged at the first checkpoint after open. */
+    js_audit_verify_report rep;
+    verify_gap(&g, g.data, g.len, true, 0, &rep);
+    assert_true(rep.intact); /* within 2 x 1000 + 1 ms */
+    assert_int_equal(rep.stalls, 0);
+    gen_free(&g);
+
+    gen_stalled(&g);
+    /* The stalled log against a limit of 1 ms: the on-time heartbeats
+     * (~100 ms apart, no late_ms) are over it and nothing covers them. */
+    verify_gap(&g, g.data, g.len, true, 1, &rep);
+    assert_false(rep.intact);
+    assert_int_equal(rep.damage, JS_AUDIT_DAMAGE_TAMPER);
+    assert_string_equal(rep.reason, "audit.gap");
+    assert_non_null(strstr(rep.message, "unexplained"));
+    /* A generous --max-gap accepts every gap without calling it a stall. */
+    verify_gap(&g, g.data, g.len, true, 60000, &rep);
+    assert_true(rep.intact);
+    assert_int_equal(rep.stalls, 0);
+    assert_true(rep.largest_gap_ms >= 600);
+    gen_free(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stall_covered_by_late_ms),
+        cmocka_unit_test(test_uncovered_gap_flagged),
         cmocka_unit_test(test_generated_log_is_intact),
         cmocka_unit_test(test_flip_every_byte),
         cmocka_unit_test(test_delete_duplicate_swap_insert),

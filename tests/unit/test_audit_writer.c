@@ -1384,6 +1384,146 @@ static void test_bad_events_rejected(void **state)
     tmpdir_remove(dir);
 }
 
+/* ---- lateness evidence (FORMAT.md §5.1 late_ms / late_why) -------------------------- */
+
+/* A signer (or a disk) that is slow once: the call numbered `slow_call`
+ * takes delay_ms. Called only from the writer thread. */
+typedef struct slow_ctx {
+    test_key *key;
+    int calls, slow_call;
+    long delay_ms;
+} slow_ctx;
+
+static js_status slow_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig, size_t cap,
+                           size_t *sig_len, js_err *err)
+{
+    slow_ctx *c = ctx;
+    if (++c->calls == c->slow_call)
+        sleep_ms(c->delay_ms);
+    return test_sign(c->key, msg, len, sig, cap, sig_len, err);
+}
+
+static int slow_sync(void *ctx, int fd)
+{
+    slow_ctx *c = ctx;
+    if (++c->calls == c->slow_call)
+        sleep_ms(c->delay_ms);
+    return fdatasync(fd);
+}
+
+/* The largest late_ms among the checkpoints, with its late_why. */
+typedef struct late_seen {
+    uint64_t late_ms, why_ms, late_cps, records;
+    char why[16];
+} late_seen;
+
+static bool late_visit(void *ctx, const js_audit_record *rec)
+{
+    late_seen *ls = ctx;
+    ls->records++;
+    if (!rec->is_checkpoint)
+        return true;
+    json_t *l = json_object_get(rec->json, "late_ms");
+    if (l == NULL)
+        return true;
+    ls->late_cps++;
+    if ((uint64_t)json_integer_value(l) > ls->late_ms) {
+        ls->late_ms = (uint64_t)json_integer_value(l);
+        const char *w = json_string_value(json_object_get(rec->json, "late_why"));
+        snprintf(ls->why, sizeof(ls->why), "%s", w != NULL ? w : "");
+        ls->why_ms = (uint64_t)json_integer_value(json_object_get(rec->json, "late_why_ms"));
+    }
+    return true;
+}
+
+/* Writes an idle log with a 100 ms heartbeat for about 1.5 s while one
+ * checkpoint signature (slow_sign) or one fdatasync (slow_sync) takes 700
+ * ms; returns what the checkpoints said about it. */
+static void run_late(bool slow_disk, late_seen *seen, js_audit_verify_report *rep)
+{
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    o.checkpoint_interval_ms = 100;
+    o.heartbeat_ms = 100;
+    slow_ctx sc = {.key = &g_key, .slow_call = 3, .delay_ms = 700};
+    js_audit_io io = {.fdatasync = slow_sync, .ctx = &sc};
+    if (slow_disk)
+        o.io = &io;
+    else {
+        o.sign = slow_sign;
+        o.sign_ctx = &sc;
+    }
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    sleep_ms(1500);
+    js_audit_close(a);
+    assert_true(sc.calls >= 3);
+    log_stats ls;
+    memset(seen, 0, sizeof(*seen));
+    read_stats(dir, &ls, late_visit, seen);
+    verify_dir(dir, rep);
+    tmpdir_remove(dir);
+}
+
+static void test_late_checkpoint_signed_evidence(void **state)
+{
+    (void)state;
+    late_seen seen;
+    js_audit_verify_report rep;
+    /* Slow HSM: the checkpoint after the slow signature is late by about
+     * the signing time, and says "sign". */
+    run_late(false, &seen, &rep);
+    print_message("slow sign: late_ms %lu why %s (%lu ms), %lu late checkpoints\n",
+                  (unsigned long)seen.late_ms, seen.why, (unsigned long)seen.why_ms,
+                  (unsigned long)seen.late_cps);
+    assert_true(seen.late_ms >= 500 && seen.late_ms < 5000);
+    assert_string_equal(seen.why, "sign");
+    assert_true(seen.why_ms >= 650);
+    assert_true(rep.intact); /* the evidence is signed and canonical */
+    assert_true(rep.largest_gap_ms >= 600);
+    /* Slow disk: the same, "fsync". */
+    run_late(true, &seen, &rep);
+    print_message("slow fsync: late_ms %lu why %s (%lu ms)\n", (unsigned long)seen.late_ms,
+                  seen.why, (unsigned long)seen.why_ms);
+    assert_true(seen.late_ms >= 500 && seen.late_ms < 5000);
+    assert_string_equal(seen.why, "fsync");
+    assert_true(seen.why_ms >= 650);
+    assert_true(rep.intact);
+}
+
+/* A writer on time writes no late members (old verifiers and logs keep
+ * their shape): checkpoints every 100 ms while idle, none late by more than
+ * the tolerance unless the machine really was busy, and never many. */
+static void test_on_time_checkpoint_has_no_late_members(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    o.checkpoint_interval_ms = 100;
+    o.heartbeat_ms = 100;
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    sleep_ms(800);
+    js_audit_close(a);
+    late_seen seen;
+    memset(&seen, 0, sizeof(seen));
+    log_stats ls;
+    read_stats(dir, &ls, late_visit, &seen);
+    assert_true(ls.checkpoints >= 4);
+    assert_true(seen.late_cps * 2 < ls.checkpoints);
+    js_audit_verify_report rep;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    assert_int_equal(rep.stalls, 0);
+    tmpdir_remove(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1402,6 +1542,8 @@ int main(void)
         cmocka_unit_test(test_accept_loss_records_it),
         cmocka_unit_test(test_lost_denials_counted),
         cmocka_unit_test(test_bad_events_rejected),
+        cmocka_unit_test(test_late_checkpoint_signed_evidence),
+        cmocka_unit_test(test_on_time_checkpoint_has_no_late_members),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
