@@ -353,6 +353,37 @@ static bool member_type_ok(const char *k, const json_t *v)
     return json_is_string(v);
 }
 
+static const char *str_member(const json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k)); /* NULL if absent or not a string */
+}
+
+/*
+ * The rules of FORMAT.md §3.1/§3.2 that hold for every record any writer
+ * built on this library writes, whatever event it was given: a "count" is
+ * only written by the fold, which always writes decision "deny" and a
+ * reason, and the overflow type "denials" is only written by the fold. The
+ * per-type value lists of §3.2 (decision "on"/"off" for incident, ...)
+ * describe jwt-signerd, not the library, so they are not enforced here: a
+ * log the library wrote for another event vocabulary still verifies.
+ * NULL if the rules hold, else what is wrong.
+ */
+static const char *fold_rules_violation(const json_t *o)
+{
+    const char *type = str_member(o, "type");
+    const char *decision = str_member(o, "decision");
+    const char *reason = str_member(o, "reason");
+    bool folded = json_object_get(o, "count") != NULL;
+    if (folded && (decision == NULL || strcmp(decision, "deny") != 0))
+        return "a folded record (with \"count\") must have decision \"deny\" (FORMAT.md §3.1)";
+    if (folded && (reason == NULL || reason[0] == '\0'))
+        return "a folded record (with \"count\") must have a non-empty \"reason\" (FORMAT.md "
+               "§3.1)";
+    if (type != NULL && strcmp(type, "denials") == 0 && !folded)
+        return "a \"denials\" record must have \"count\" (FORMAT.md §3.1)";
+    return NULL;
+}
+
 js_status js_audit_payload_check_canonical(const uint8_t *payload, size_t len, const json_t *rec,
                                            js_err *err)
 {
@@ -408,6 +439,11 @@ js_status js_audit_payload_check_canonical(const uint8_t *payload, size_t len, c
         return js_err_set(err, JS_EINVAL, "audit.noncanonical", "member \"%.64s\" %s", bad, why);
     }
     const json_t *type = json_object_get(mid, "type");
+    const char *rule = fold_rules_violation(mid);
+    if (rule != NULL) {
+        json_decref(mid);
+        return js_err_set(err, JS_EINVAL, "audit.noncanonical", "%s", rule);
+    }
     char *body = json_is_string(type) && json_string_length(type) > 0 ? dump_members(mid) : NULL;
     json_decref(mid);
     JS_ENSURE(body != NULL, err, JS_EINVAL, "audit.noncanonical",

@@ -429,6 +429,96 @@ static void test_payload_canonical(void **state)
                 JS_EINVAL, "prev not last");
 }
 
+/* Builds {"seq":7,"time":T,MIDDLE,"prev":"00..0"} for the rules tests. */
+static void rec_with(char *out, size_t cap, const char *middle)
+{
+    int n = snprintf(out, cap,
+                     "{\"seq\":7,\"time\":\"2026-01-02T03:04:05.006Z\",%s,\"prev\":\"0000000000"
+                     "000000000000000000000000000000000000000000000000000000\"}",
+                     middle);
+    assert_true(n > 0 && (size_t)n < cap);
+}
+
+/* FORMAT.md §3.1/§3.2: a "count" (a folded record) only with decision
+ * "deny" and a reason; type "denials" only folded. Canonical bytes that
+ * break these rules are still refused. */
+static void test_fold_rules(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *middle, *what;
+    } bad[] = {
+        {"\"type\":\"sign\",\"caller\":\"dns:a\",\"decision\":\"allow\",\"reason\":\"ok\","
+         "\"count\":3",
+         "folded allow"},
+        {"\"type\":\"sign\",\"caller\":\"dns:a\",\"decision\":\"error\",\"reason\":\"hsm.x\","
+         "\"count\":1",
+         "folded error"},
+        {"\"type\":\"sign\",\"caller\":\"dns:a\",\"reason\":\"rate_limited\",\"count\":1",
+         "folded without decision"},
+        {"\"type\":\"admin\",\"caller\":\"dns:a\",\"decision\":\"deny\",\"count\":2",
+         "folded without reason"},
+        {"\"type\":\"sign\",\"caller\":\"dns:a\",\"decision\":\"deny\",\"reason\":\"\","
+         "\"count\":2",
+         "folded with an empty reason"},
+        {"\"type\":\"denials\",\"caller\":\"(other)\",\"decision\":\"deny\","
+         "\"reason\":\"audit.fold_overflow\"",
+         "denials without count"},
+        {"\"type\":\"denials\",\"caller\":\"(other)\",\"decision\":\"allow\","
+         "\"reason\":\"audit.fold_overflow\",\"count\":9",
+         "denials allowed"},
+    };
+    char v[1024];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        rec_with(v, sizeof(v), bad[i].middle);
+        check_canon(v, JS_EINVAL, bad[i].what);
+        /* Refused by the fold rule itself, not by the bytes. */
+        json_t *j = json_loads(v, JSON_REJECT_DUPLICATES, NULL);
+        assert_non_null(j);
+        js_err e;
+        assert_int_equal(js_audit_payload_check_canonical((const uint8_t *)v, strlen(v), j, &e),
+                         JS_EINVAL);
+        json_decref(j);
+        if (strstr(e.msg, "FORMAT.md §3.1") == NULL)
+            fail_msg("%s: refused for another reason: %s", bad[i].what, e.msg);
+    }
+    /* What jwt-signerd writes: folds by caller and by peer, the overflow
+     * record, a full denial with the empty key/kid/alg it carries, and
+     * records with no decision at all. */
+    static const char *const good[] = {
+        "\"type\":\"sign\",\"caller\":\"dns:a\",\"decision\":\"deny\",\"reason\":\"rate_limited\","
+        "\"message\":\"denied requests folded into one record\",\"count\":4990",
+        "\"type\":\"admin\",\"peer\":\"ipv4:127.0.0.1\",\"decision\":\"deny\","
+        "\"reason\":\"identity.none\",\"message\":\"m\",\"count\":1",
+        "\"type\":\"denials\",\"caller\":\"(other)\",\"decision\":\"deny\","
+        "\"reason\":\"audit.fold_overflow\",\"message\":\"m\",\"count\":12",
+        "\"type\":\"sign\",\"caller\":\"dns:a\",\"peer\":\"ipv4:127.0.0.1:5\",\"request_id\":\"\","
+        "\"decision\":\"deny\",\"reason\":\"policy.no_match\",\"message\":\"m\",\"key\":\"\","
+        "\"kid\":\"\",\"alg\":\"\",\"policy_hash\":\"ab\"",
+        "\"type\":\"stop\",\"detail\":{\"cause\":\"signal\"}",
+        "\"type\":\"recovery\",\"reason\":\"audit.torn_tail\",\"message\":\"m\","
+        "\"detail\":{\"segment\":\"audit-000001.log\",\"offset\":8}",
+        "\"type\":\"incident\",\"caller\":\"SIGUSR1\",\"decision\":\"on\","
+        "\"detail\":{\"cause\":\"SIGUSR1\",\"reason\":\"signal\",\"state\":\"on\"}",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        rec_with(v, sizeof(v), good[i]);
+        check_canon(v, JS_OK, good[i]);
+    }
+    /* The fold's own encoder writes a record the check accepts. */
+    js_audit_event ev = {.type = "sign",
+                         .peer = "ipv6:[::1]",
+                         .decision = "deny",
+                         .reason = "identity.none",
+                         .message = "denied requests folded into one record"};
+    char *body = NULL;
+    js_err err;
+    assert_int_equal(js_audit_event_body(&ev, 3, &body, &err), JS_OK);
+    rec_with(v, sizeof(v), body);
+    free(body);
+    check_canon(v, JS_OK, "encoded fold");
+}
+
 /* FORMAT.md §1: audit- + at least 6 digits (the writer's %06lu) + .log. */
 static void test_segment_names(void **state)
 {
@@ -504,6 +594,7 @@ int main(void)
         cmocka_unit_test(test_reader_framing_errors),
         cmocka_unit_test(test_checkpoint_parse_rejects),
         cmocka_unit_test(test_payload_canonical),
+        cmocka_unit_test(test_fold_rules),
         cmocka_unit_test(test_segment_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
