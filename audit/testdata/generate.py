@@ -7,6 +7,7 @@ Each vector is a directory: the log's segments, `audit-key.pem`, `checkpoint.jso
    "exit": 0|1|3,                       # jwt-audit verify exit code
    "damage": "none"|"crash"|"tamper",   # classification of the first problem
    "bad_seq": N, "reason": "audit.*",   # first bad (or expected) seq and its reason
+   "stalls": N, "largest_gap_seq": S,   # (optional, exit 0) stalls verify must report
    "why": "..."}
 The expectations come from how each vector is built (below), not from running jwt-audit;
 tests/integration/test_jwt_audit.py checks jwt-audit against them, and any other verifier can
@@ -101,13 +102,13 @@ def main():
     assert recs[-1]["type"] == "checkpoint" and recs[-1]["reason"] == "close"
     n = len(ps)
 
-    def vector(name, payloads, expected, raw_tail=b"", extra=None, cpfile=None):
+    def vector(name, payloads, expected, raw_tail=b"", extra=None, cpfile=None, src=base):
         d = os.path.join(outdir, name)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
-        shutil.copy(os.path.join(base, "audit-key.pem"), d)
+        shutil.copy(os.path.join(src, "audit-key.pem"), d)
         if cpfile is None:
-            shutil.copy(os.path.join(base, "checkpoint.json"), d)
+            shutil.copy(os.path.join(src, "checkpoint.json"), d)
         else:
             with open(os.path.join(d, "checkpoint.json"), "wb") as f:
                 f.write(cpfile)
@@ -183,6 +184,39 @@ def main():
                                          "why": "checkpoint.json without its final newline "
                                                 "is refused: verification does not run"},
            cpfile=cp[:-1])
+
+    # Stalled heartbeat (FORMAT.md §5.1 late_ms, §7 rule 5): a second log whose writer
+    # was held up 3 s by one checkpoint signature while idle (heartbeat 200 ms, so the
+    # limit is 2 x 200 + 1000 ms); the checkpoint after it says late_ms/late_why, signed.
+    stalled = os.path.join(tmp, "stalled")
+    subprocess.run([gen, stalled, "12"], check=True, capture_output=True,
+                   env={**os.environ, "AUDIT_GEN_STALL_MS": "3000"})
+    with open(os.path.join(stalled, seg), "rb") as f:
+        sps = frames(f.read())
+    late = [i for i, p in enumerate(sps) if b'"late_ms":' in p and
+            json.loads(p)["late_ms"] >= 2500]
+    assert len(late) == 1, late
+    li = late[0]
+    vector("stalled_heartbeat", sps, {**full, "exit": 0, "damage": "none", "stalls": 1,
+                                      "largest_gap_seq": li + 1,
+                                      "why": "checkpoints about 3.2 s apart (limit 1.4 s); "
+                                             "the later one's signed late_ms covers the excess: "
+                                             "a stall, reported, not tampering"}, src=stalled)
+    lr = json.loads(sps[li])
+    strip = sps[li].replace(b',"late_ms":%d,"late_why":"%s","late_why_ms":%d' % (
+        lr["late_ms"], lr["late_why"].encode(), lr["late_why_ms"]), b"")
+    assert strip != sps[li] and b"late" not in strip
+    stripped = sps[:li] + [strip] + sps[li + 1:]
+    vector("stalled_heartbeat_late_removed", stripped,
+           {"pubkey": True, "checkpoint": False, "exit": 1, "damage": "tamper",
+            "bad_seq": li + 1, "reason": "audit.bad_signature",
+            "why": "late_ms/late_why removed from the stalled checkpoint: still canonical, "
+                   "but no longer what was signed"}, src=stalled)
+    vector("stalled_heartbeat_unexplained_without_key", stripped,
+           {"pubkey": False, "checkpoint": False, "exit": 1, "damage": "tamper",
+            "bad_seq": li + 1, "reason": "audit.gap",
+            "why": "the same log without the key: the 3.2 s gap has no late_ms to cover it "
+                   "(an unexplained gap)"}, src=stalled)
     shutil.rmtree(tmp)
 
 

@@ -15,12 +15,18 @@
  * The audit public key is written by the log to DIR/audit-key.pem; an
  * unrelated public key goes to OTHER_PUBKEY_PEM (wrong-key tests).
  * Prints a JSON summary of what was submitted to stdout.
+ *
+ * AUDIT_GEN_STALL_MS=N: before closing, stay idle with one checkpoint
+ * signature taking N ms (a stalled heartbeat: the next checkpoint records
+ * late_ms and late_why "sign", FORMAT.md §5.1), for the test vectors.
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -30,10 +36,26 @@
 
 #include "auditlog.h"
 
+/* The checkpoint signer: the key, and a one-time delay armed by main. */
+typedef struct gen_signer {
+    EVP_PKEY *key;
+    _Atomic long stall_ms;
+} gen_signer;
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 static js_status sign_es256(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig, size_t cap,
                             size_t *sig_len, js_err *err)
 {
-    EVP_PKEY *key = ctx;
+    gen_signer *gs = ctx;
+    long stall = atomic_exchange(&gs->stall_ms, 0);
+    if (stall > 0)
+        sleep_ms(stall);
+    EVP_PKEY *key = gs->key;
     uint8_t der[128];
     size_t der_len = sizeof der;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -112,13 +134,26 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    long stall_ms = 0;
+    const char *stall = getenv("AUDIT_GEN_STALL_MS");
+    if (stall != NULL) {
+        stall_ms = strtol(stall, &end, 10);
+        if (end == stall || *end != '\0' || stall_ms < 1 || stall_ms > 60000) {
+            fprintf(stderr, "audit_gen: AUDIT_GEN_STALL_MS must be 1..60000\n");
+            free(pem);
+            EVP_PKEY_free(key);
+            return 2;
+        }
+    }
+    gen_signer gs = {.key = key};
+    atomic_init(&gs.stall_ms, 0);
     js_audit_options opts = {
         .dir = argv[1],
         .origin = "test.jwt-signer.example/audit-gen",
         .checkpoint_interval_ms = 200,
         .checkpoint_records = 50,
         .sign = sign_es256,
-        .sign_ctx = key,
+        .sign_ctx = &gs,
         .pubkey_pem = pem,
     };
     /* AUDIT_GEN_SEGMENT_BYTES: a small rotation size, for logs of several
@@ -215,6 +250,13 @@ int main(int argc, char **argv)
         js_audit_note_folded(a, "sign", "dns:intruder.example", NULL, "policy.no_match");
     for (int i = 0; i < 9; i++)
         js_audit_note_folded(a, "sign", NULL, "127.0.0.9", "identity.invalid");
+    if (stall_ms > 0) {
+        /* Idle: the folds and an interval checkpoint go out, then one
+         * signature stalls, and the heartbeat after it is late. */
+        sleep_ms(1500);
+        atomic_store(&gs.stall_ms, stall_ms);
+        sleep_ms(stall_ms + 800);
+    }
     js_audit_close(a);
     printf("{\"records\":%lu,\"allowed\":%lu,\"denied\":%lu,\"rate_limited\":7,"
            "\"folded\":49,\"lifecycle\":{\"start\":1,\"key\":1,\"policy\":2,\"incident\":1}}\n",

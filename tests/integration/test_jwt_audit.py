@@ -378,6 +378,11 @@ class JwtAuditTest(unittest.TestCase):
                 self.assertEqual(rc, exp["exit"], out + err)
                 if exp["exit"] == EX_OK:
                     self.assertIn("OK: log intact", out)
+                    # FORMAT.md §7 rule 5: stalls are reported, not failures.
+                    if "stalls" in exp:
+                        self.assertIn(f"  stalls: {exp['stalls']} ", out)
+                    if "largest_gap_seq" in exp:
+                        self.assertIn(f"(before checkpoint seq {exp['largest_gap_seq']})", out)
                 if exp["exit"] != EX_FAIL:
                     continue
                 self.assertIn(f"first bad record seq {exp['bad_seq']} ", out)
