@@ -357,6 +357,102 @@ static void test_checkpoint_parse_rejects(void **state)
     assert_false(js_audit_origin_valid("a\nb"));
 }
 
+/* FORMAT.md §5.1/§5.2: the late members are optional, come in the stated
+ * combinations, are re-serialised in place (between interval_ms and sig)
+ * and are part of the signed body; malformed ones are refused. */
+static char *late_cp(const char *late)
+{
+    char zeros[65], sig[87];
+    memset(zeros, '0', 64);
+    zeros[64] = '\0';
+    memset(sig, 'A', 86);
+    sig[86] = '\0';
+    char *s = malloc(1024);
+    assert_non_null(s);
+    snprintf(s, 1024,
+             "{\"seq\":2,\"time\":\"2024-01-01T00:00:00.000Z\",\"type\":\"checkpoint\","
+             "\"reason\":\"heartbeat\",\"origin\":\"o\",\"tree_size\":1,\"root\":\"%s\","
+             "\"prev_checkpoint\":\"%s\",\"heartbeat_ms\":1000,\"interval_ms\":1000%s,"
+             "\"sig\":\"%s\",\"prev\":\"%s\"}",
+             zeros, zeros, late, sig, zeros);
+    return s;
+}
+
+static void test_checkpoint_late_members(void **state)
+{
+    (void)state;
+    const char *good[] = {"", ",\"late_ms\":4800",
+                          ",\"late_ms\":4800,\"late_why\":\"stalled\",\"late_why_ms\":4700",
+                          ",\"late_ms\":900,\"late_why\":\"fsync\",\"late_why_ms\":0",
+                          ",\"late_ms\":900,\"late_why\":\"sign\",\"late_why_ms\":850"};
+    const char *body_tail[] = {"interval_ms 1000\n", "interval_ms 1000\nlate_ms 4800\n",
+                               "interval_ms 1000\nlate_ms 4800\nlate_why stalled\n"
+                               "late_why_ms 4700\n",
+                               "late_ms 900\nlate_why fsync\nlate_why_ms 0\n",
+                               "late_ms 900\nlate_why sign\nlate_why_ms 850\n"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char *p = late_cp(good[i]);
+        json_t *j = json_loads(p, JSON_REJECT_DUPLICATES, NULL);
+        assert_non_null(j);
+        js_audit_checkpoint cp;
+        js_err err;
+        if (js_audit_checkpoint_parse(j, &cp, &err) != JS_OK)
+            fail_msg("%s: %s", good[i], err.msg);
+        assert_int_equal(
+            js_audit_checkpoint_check_canonical(&cp, (const uint8_t *)p, strlen(p), &err), JS_OK);
+        char *body = NULL;
+        size_t blen = 0;
+        assert_int_equal(js_audit_checkpoint_body(&cp, &body, &blen, &err), JS_OK);
+        size_t tl = strlen(body_tail[i]);
+        assert_true(blen >= tl);
+        assert_memory_equal(body + blen - tl, body_tail[i], tl); /* the last lines */
+        free(body);
+        json_decref(j);
+        free(p);
+    }
+    const char *bad[] = {
+        ",\"late_ms\":0",
+        ",\"late_ms\":-5",
+        ",\"late_ms\":\"4800\"",
+        ",\"late_ms\":316224000001",
+        ",\"late_why\":\"stalled\",\"late_why_ms\":4700",
+        ",\"late_ms\":4800,\"late_why\":\"stalled\"",
+        ",\"late_ms\":4800,\"late_why_ms\":4700",
+        ",\"late_ms\":4800,\"late_why\":\"lazy\",\"late_why_ms\":4700",
+        ",\"late_ms\":4800,\"late_why\":\"sign\",\"late_why_ms\":-1",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *p = late_cp(bad[i]);
+        json_t *j = json_loads(p, JSON_REJECT_DUPLICATES, NULL);
+        assert_non_null(j);
+        js_audit_checkpoint cp;
+        js_err err;
+        if (js_audit_checkpoint_parse(j, &cp, &err) != JS_EINVAL)
+            fail_msg("accepted: %s", bad[i]);
+        assert_string_equal(err.reason, "audit.checkpoint");
+        json_decref(j);
+        free(p);
+    }
+    /* Members out of place (late_ms after sig) are not canonical. */
+    char *p = late_cp("");
+    char *moved = malloc(strlen(p) + 32);
+    assert_non_null(moved);
+    const char *at = strstr(p, ",\"prev\":");
+    snprintf(moved, strlen(p) + 32, "%.*s,\"late_ms\":4800%s", (int)(at - p), p, at);
+    json_t *j = json_loads(moved, JSON_REJECT_DUPLICATES, NULL);
+    assert_non_null(j);
+    js_audit_checkpoint cp;
+    js_err err;
+    assert_int_equal(js_audit_checkpoint_parse(j, &cp, &err), JS_OK);
+    assert_int_equal(
+        js_audit_checkpoint_check_canonical(&cp, (const uint8_t *)moved, strlen(moved), &err),
+        JS_EINVAL);
+    assert_string_equal(err.reason, "audit.noncanonical");
+    json_decref(j);
+    free(moved);
+    free(p);
+}
+
 /* Every member the writer can write, with escapes and UTF-8: the canonical
  * check accepts exactly what js_audit_event_body + assemble produce. */
 static void check_canon(const char *payload, js_status want, const char *what)
@@ -593,6 +689,7 @@ int main(void)
         cmocka_unit_test(test_chain_and_checkpoint),
         cmocka_unit_test(test_reader_framing_errors),
         cmocka_unit_test(test_checkpoint_parse_rejects),
+        cmocka_unit_test(test_checkpoint_late_members),
         cmocka_unit_test(test_payload_canonical),
         cmocka_unit_test(test_fold_rules),
         cmocka_unit_test(test_segment_names),
