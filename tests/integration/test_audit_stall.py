@@ -158,7 +158,8 @@ class StallCase(unittest.TestCase):
         self.assertGreaterEqual(int(m.group(1)), (STOP_S - 0.5) * 1000, out)
         self.assertLessEqual(int(m.group(1)), (stopped_for + 3) * 1000, out)
         self.assertEqual(int(m.group(2)), cp["seq"], out)
-        self.assertIn("stalls: 1 ", out)
+        # At least the SIGSTOP (a loaded machine may add honest smaller ones).
+        self.assertRegex(out, r"  stalls: [1-9]\d* \(")
         self.assertRegex(out, r"stall: checkpoints \d+ -> %d: gap \d+ ms, late_ms %d, "
                               r"late_why stalled \(\d+ ms\)" % (cp["seq"], cp["late_ms"]))
 
