@@ -18,7 +18,12 @@
  *
  * Checkpoints (RFC 6962-style, signed in the HSM through `sign`) are written
  * at open, at close, every checkpoint_interval_ms or checkpoint_records while
- * busy, and every heartbeat_ms when idle.
+ * busy, and every heartbeat_ms when idle. A checkpoint made more than
+ * JS_AUDIT_LATE_TOLERANCE_MS after that schedule (measured on the monotonic
+ * clock from the previous checkpoint's making) records late_ms and, when one
+ * delay explains it, late_why ("stalled": the writer woke late, the process
+ * did not run; "fsync"; "sign") with late_why_ms -- signed, so a verifier
+ * can tell a stall from a cut (FORMAT.md §5.1, §7 rule 5).
  */
 #ifndef JS_AUDITLOG_H
 #define JS_AUDITLOG_H
