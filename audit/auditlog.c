@@ -86,6 +86,12 @@ typedef struct chain_state {
     js_merkle_frontier tree;
     uint8_t last_cp_hash[32];
     uint64_t since_cp;
+    /* The key that signs the next checkpoint (FORMAT.md §5.4): it changes
+     * with the chain, so a batch that never becomes durable leaves the old
+     * key in force and the announcement is made again. */
+    js_audit_sign_fn sign;
+    void *sign_ctx;
+    bool announced; /* a checkpoint in this state announced the pending key */
 } chain_state;
 
 typedef struct batch {
@@ -121,8 +127,6 @@ struct js_audit {
     struct done_batch *nhead, *ntail;
     bool nstop;
     bool nsync_init; /* nmu and nwake initialised */
-    js_audit_sign_fn sign;
-    void *sign_ctx;
     js_audit_io io;
 
     /* shared, under mu */
@@ -137,6 +141,15 @@ struct js_audit {
     size_t nfolds;
     pthread_t thread;
     bool thread_started;
+    /* Audit key rotation (js_audit_rotate_key, FORMAT.md §5.4) */
+    char *pubkey_pem; /* the key in force (audit-key.pem) */
+    bool rot_pending;
+    js_audit_sign_fn rot_sign;
+    void *rot_sign_ctx;
+    char *rot_pem;
+    char rot_id[JS_AUDIT_KEY_ID_LEN + 1];
+    uint64_t rot_done; /* rotations made durable */
+    pthread_cond_t rot_cv;
 
     /* writer-only */
     int fd;
@@ -388,13 +401,25 @@ static js_status batch_add_checkpoint(js_audit *a, batch *b, chain_state *cs, co
     cp.interval_ms = a->interval_ms;
     int64_t made = mono_ms();
     note_late(a, cs, &cp, made);
+    /* FORMAT.md §5.4: the first checkpoint after a rotation request names
+     * the new key and is signed by the old one; every later one in this
+     * chain is signed by the new key. */
+    js_audit_sign_fn sign = cs->sign;
+    void *sign_ctx = cs->sign_ctx;
+    pthread_mutex_lock(&a->mu);
+    bool announce = a->rot_pending && !cs->announced;
+    js_audit_sign_fn next_sign = a->rot_sign;
+    void *next_ctx = a->rot_sign_ctx;
+    if (announce)
+        memcpy(cp.next_key, a->rot_id, sizeof(cp.next_key));
+    pthread_mutex_unlock(&a->mu);
     char *body = NULL;
     size_t blen = 0;
     JS_GUARD(js_audit_checkpoint_body(&cp, &body, &blen, err));
     js_err serr;
     js_err_clear(&serr);
-    js_status st = a->sign(a->sign_ctx, (const uint8_t *)body, blen, cp.sig, sizeof(cp.sig),
-                           &cp.sig_len, &serr);
+    js_status st =
+        sign(sign_ctx, (const uint8_t *)body, blen, cp.sig, sizeof(cp.sig), &cp.sig_len, &serr);
     free(body);
     b->cp_mono = made;
     b->cp_sign_ms = (uint64_t)(mono_ms() - made);
@@ -406,7 +431,33 @@ static js_status batch_add_checkpoint(js_audit *a, batch *b, chain_state *cs, co
     JS_GUARD(js_audit_checkpoint_members(&cp, &members, err));
     st = batch_add(b, cs, cp.time, members, true, err);
     free(members);
+    if (st == JS_OK && announce) {
+        cs->sign = next_sign;
+        cs->sign_ctx = next_ctx;
+        cs->announced = true;
+    }
     return st;
+}
+
+/* The announcing checkpoint is durable: the new key is in force. Writes
+ * DIR/audit-key.pem (the old and new keys were kept as audit-key-ID.pem
+ * when the rotation was asked for) and wakes js_audit_rotate_key. */
+static js_status rotation_commit(js_audit *a, js_err *err)
+{
+    a->durable.announced = false;
+    pthread_mutex_lock(&a->mu);
+    char *pem = a->rot_pem;
+    char *old = a->pubkey_pem;
+    a->pubkey_pem = pem;
+    a->rot_pem = NULL;
+    a->rot_pending = false;
+    a->rot_done++;
+    pthread_cond_broadcast(&a->rot_cv);
+    pthread_mutex_unlock(&a->mu);
+    free(old);
+    if (pem == NULL)
+        return JS_OK;
+    return write_atomic(a, "audit-key.pem", pem, strlen(pem), 0644, err);
 }
 
 /* Body of a RECOVERY record. */
@@ -474,6 +525,8 @@ static js_status write_batch(js_audit *a, batch *b, chain_state *work, js_err *e
         a->on_batch(a->on_batch_ctx, b->nrec, sync_us);
     a->seg_size += b->len;
     a->durable = *work;
+    if (work->announced)
+        JS_GUARD(rotation_commit(a, err));
     if (b->has_cp) {
         /* The next checkpoint's schedule starts at this one's making; what
          * delayed it since (its signing, this fdatasync) is evidence. */
@@ -629,7 +682,11 @@ static js_status encode_batch(js_audit *a, batch *b, chain_state *cs, item *item
     }
     if (closing)
         return batch_add_checkpoint(a, b, cs, "close", err);
-    if (mono_ms() >= cp_due(a, cs) && !(b->has_cp && cs->since_cp == 0))
+    pthread_mutex_lock(&a->mu);
+    bool rotate = a->rot_pending && !cs->announced;
+    pthread_mutex_unlock(&a->mu);
+    /* A rotation request is sealed at once: the caller waits for it. */
+    if ((rotate || mono_ms() >= cp_due(a, cs)) && !(b->has_cp && cs->since_cp == 0 && !rotate))
         return batch_add_checkpoint(a, b, cs, cs->since_cp > 0 ? "interval" : "heartbeat", err);
     return JS_OK;
 }
@@ -680,6 +737,8 @@ static int64_t next_due_locked(js_audit *a)
     if (a->failed)
         return a->fail_mono + (int64_t)a->retry_ms;
     int64_t due = cp_due(a, &a->durable);
+    if (a->rot_pending)
+        due = mono_ms();
     for (size_t i = 0; i < a->nfolds; i++)
         if (a->folds[i].start_mono + FOLD_WINDOW_MS < due)
             due = a->folds[i].start_mono + FOLD_WINDOW_MS;
@@ -1149,7 +1208,10 @@ static void audit_free(js_audit *a)
         pthread_mutex_destroy(&a->nmu);
     }
     pthread_cond_destroy(&a->wake);
+    pthread_cond_destroy(&a->rot_cv);
     pthread_mutex_destroy(&a->mu);
+    free(a->pubkey_pem);
+    free(a->rot_pem);
     free(a->folds);
     free(a->pending_cp);
     free(a->accept_reason);
@@ -1407,7 +1469,19 @@ static js_status recover_scan(js_audit *a, char **paths, size_t n, EVP_PKEY *pub
                   a->origin);
         /* The last checkpoint's signature vouches for everything before it
          * (its root was recomputed above), so one verification suffices. */
-        if (pub != NULL) {
+        /* After a rotation (FORMAT.md §5.4) the last checkpoint may be the
+         * announcing one, signed by the previous key: it must name ours.
+         * One that names another key means we were started with the wrong
+         * audit key: refused, so no checkpoint breaks the key chain. */
+        char id[JS_AUDIT_KEY_ID_LEN + 1] = "";
+        if (pub != NULL)
+            JS_GUARD(js_audit_pubkey_id(pub, id, err));
+        if (pub != NULL && s.last_cp.next_key[0] != '\0') {
+            JS_ENSURE(strcmp(s.last_cp.next_key, id) == 0, err, JS_ECONFIG, "audit.key_chain",
+                      "audit log checkpoint seq %" PRIu64 " announced audit key %s but this "
+                      "signer's audit key is %s: start with the announced key",
+                      s.last_cp.seq, s.last_cp.next_key, id);
+        } else if (pub != NULL) {
             js_err e;
             if (js_audit_checkpoint_verify_sig(&s.last_cp, pub, &e) != JS_OK)
                 return js_err_set(err, JS_ECONFIG, "audit.damaged",
@@ -1561,6 +1635,7 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&a->wake, &ca);
+    pthread_cond_init(&a->rot_cv, &ca);
     pthread_condattr_destroy(&ca);
     a->dir = strdup(opts->dir);
     a->origin = strdup(opts->origin);
@@ -1579,8 +1654,12 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
         a->segment_bytes = SEGMENT_MAX;
     a->retry_ms = opts->retry_ms ? opts->retry_ms : 1000;
     a->no_fsync = opts->no_fsync;
-    a->sign = opts->sign;
-    a->sign_ctx = opts->sign_ctx;
+    a->durable.sign = opts->sign;
+    a->durable.sign_ctx = opts->sign_ctx;
+    if (opts->pubkey_pem != NULL && (a->pubkey_pem = strdup(opts->pubkey_pem)) == NULL) {
+        audit_free(a);
+        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    }
     if (opts->io != NULL)
         a->io = *opts->io;
     a->on_batch = opts->on_batch;
@@ -1625,5 +1704,84 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     }
     a->thread_started = true;
     *out = a;
+    return JS_OK;
+}
+
+/* FORMAT.md §5.4. Keys are kept as audit-key-ID.pem before the request is
+ * queued, so a verifier finds the new key as soon as a checkpoint names it. */
+js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx,
+                              const char *pubkey_pem, uint64_t timeout_ms, char *new_id,
+                              js_err *err)
+{
+    JS_ENSURE(sign != NULL && pubkey_pem != NULL, err, JS_EINVAL, "audit.rotate",
+              "a key rotation needs the new key's signing callback and public key");
+    EVP_PKEY *pub = NULL, *old = NULL;
+    JS_GUARD(js_audit_pubkey_parse(pubkey_pem, &pub, err));
+    char id[JS_AUDIT_KEY_ID_LEN + 1], old_id[JS_AUDIT_KEY_ID_LEN + 1];
+    js_status st = js_audit_pubkey_id(pub, id, err);
+    EVP_PKEY_free(pub);
+    JS_GUARD(st);
+    pthread_mutex_lock(&a->mu);
+    char *cur = a->pubkey_pem != NULL ? strdup(a->pubkey_pem) : NULL;
+    bool busy = a->rot_pending || a->closing || a->failed;
+    pthread_mutex_unlock(&a->mu);
+    if (cur == NULL || busy) {
+        free(cur);
+        return js_err_set(err, JS_ESTATE, "audit.rotate",
+                          busy ? "the audit log is failed, closing or already rotating its key"
+                               : "the audit log has no public key to rotate from");
+    }
+    st = js_audit_pubkey_parse(cur, &old, err);
+    if (st == JS_OK)
+        st = js_audit_pubkey_id(old, old_id, err);
+    EVP_PKEY_free(old);
+    if (st == JS_OK && strcmp(id, old_id) == 0)
+        st = js_err_set(err, JS_EINVAL, "audit.rotate", "the new audit key is the key in force");
+    char name[JS_AUDIT_KEY_ID_LEN + 32];
+    if (st == JS_OK) {
+        snprintf(name, sizeof(name), "audit-key-%s.pem", old_id);
+        st = write_atomic(a, name, cur, strlen(cur), 0644, err);
+    }
+    free(cur);
+    if (st == JS_OK) {
+        snprintf(name, sizeof(name), "audit-key-%s.pem", id);
+        st = write_atomic(a, name, pubkey_pem, strlen(pubkey_pem), 0644, err);
+    }
+    char *pem = st == JS_OK ? strdup(pubkey_pem) : NULL;
+    if (st == JS_OK && pem == NULL)
+        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    JS_GUARD(st);
+    pthread_mutex_lock(&a->mu);
+    if (a->rot_pending || a->closing || a->failed) {
+        pthread_mutex_unlock(&a->mu);
+        free(pem);
+        return js_err_set(err, JS_ESTATE, "audit.rotate",
+                          "the audit log is failed, closing or already rotating its key");
+    }
+    uint64_t done = a->rot_done;
+    a->rot_pending = true;
+    a->rot_sign = sign;
+    a->rot_sign_ctx = sign_ctx;
+    a->rot_pem = pem;
+    memcpy(a->rot_id, id, sizeof(a->rot_id));
+    pthread_cond_signal(&a->wake);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)(timeout_ms / 1000);
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (a->rot_done == done && !a->closing &&
+           pthread_cond_timedwait(&a->rot_cv, &a->mu, &until) == 0)
+        ;
+    bool ok = a->rot_done != done;
+    pthread_mutex_unlock(&a->mu);
+    if (new_id != NULL)
+        memcpy(new_id, id, JS_AUDIT_KEY_ID_LEN + 1);
+    JS_ENSURE(ok, err, JS_EUNAVAIL, "audit.rotate_pending",
+              "the audit key rotation is not durable yet (the log is failing or slow); it "
+              "stays pending and takes effect with the next durable checkpoint");
     return JS_OK;
 }

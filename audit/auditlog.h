@@ -198,6 +198,23 @@ uint64_t js_audit_records_lost(js_audit *a);
 /* False (and why) while the log cannot be written. */
 bool js_audit_healthy(js_audit *a, js_err *why);
 
+/*
+ * Audit key rotation (FORMAT.md §5.4). Keeps the key in force and the new
+ * one as DIR/audit-key-ID.pem (ID = js_audit_pubkey_id), then asks the
+ * writer to seal a checkpoint at once that announces the new key (next_key)
+ * and is signed by the key in force; every later checkpoint is signed
+ * through `sign`/`sign_ctx`, and DIR/audit-key.pem becomes pubkey_pem, once
+ * that checkpoint is durable. Waits up to timeout_ms for it: JS_OK (new_id,
+ * if non-NULL, gets the new key's id); JS_EUNAVAIL "audit.rotate_pending"
+ * when not durable yet (the request stays queued: sign_ctx must stay valid
+ * until the log is closed); JS_ESTATE when the log is failed, closing or
+ * already rotating, or was opened without pubkey_pem. The previous
+ * sign_ctx is no longer used once this returns JS_OK. Any thread.
+ */
+js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx,
+                              const char *pubkey_pem, uint64_t timeout_ms, char *new_id,
+                              js_err *err) JS_WUR;
+
 /* Flushes, writes a final checkpoint, stops the writer, closes files. */
 void js_audit_close(js_audit *a);
 

@@ -106,6 +106,27 @@ static js_status parse_late(const json_t *rec, js_audit_checkpoint *cp, js_err *
     return JS_OK;
 }
 
+/* FORMAT.md §5.4: next_key, when present, is a key id: 43 base64url
+ * characters decoding to 32 bytes. */
+static js_status parse_next_key(const json_t *rec, js_audit_checkpoint *cp, js_err *err)
+{
+    if (json_object_get(rec, "next_key") == NULL)
+        return JS_OK;
+    const char *id = NULL;
+    JS_GUARD(get_str(rec, "next_key", &id, err));
+    uint8_t raw[33];
+    size_t rlen = 0;
+    js_err e2;
+    JS_ENSURE(strlen(id) == JS_AUDIT_KEY_ID_LEN &&
+                  b64url_decode(id, JS_AUDIT_KEY_ID_LEN, raw, sizeof(raw), &rlen, &e2) == JS_OK &&
+                  rlen == 32,
+              err, JS_EINVAL, "audit.checkpoint",
+              "checkpoint next_key is not the base64url SHA-256 of a key (%d characters)",
+              JS_AUDIT_KEY_ID_LEN);
+    memcpy(cp->next_key, id, JS_AUDIT_KEY_ID_LEN + 1);
+    return JS_OK;
+}
+
 js_status js_audit_checkpoint_parse(const json_t *rec, js_audit_checkpoint *cp, js_err *err)
 {
     memset(cp, 0, sizeof(*cp));
@@ -141,6 +162,7 @@ js_status js_audit_checkpoint_parse(const json_t *rec, js_audit_checkpoint *cp, 
     JS_GUARD(get_u64(rec, "heartbeat_ms", &cp->heartbeat_ms, err));
     JS_GUARD(get_u64(rec, "interval_ms", &cp->interval_ms, err));
     JS_GUARD(parse_late(rec, cp, err));
+    JS_GUARD(parse_next_key(rec, cp, err));
     JS_GUARD(get_str(rec, "sig", &sig, err));
     size_t slen = strlen(sig);
     JS_ENSURE(slen > 0 && slen <= B64URL_ENCODED_LEN(JS_AUDIT_SIG_MAX), err, JS_EINVAL,
@@ -212,6 +234,10 @@ js_status js_audit_checkpoint_body(const js_audit_checkpoint *cp, char **body, s
     if (n > 0 && (size_t)n < cap && cp->late_why[0] != '\0')
         n += snprintf(b + n, cap - (size_t)n, "late_why %s\nlate_why_ms %" PRIu64 "\n",
                       cp->late_why, cp->late_why_ms);
+    /* The announcement of the next key is signed by the current one: the
+     * only way a verifier learns to trust the next (FORMAT.md §5.4). */
+    if (n > 0 && (size_t)n < cap && cp->next_key[0] != '\0')
+        n += snprintf(b + n, cap - (size_t)n, "next_key %s\n", cp->next_key);
     if (n <= 0 || (size_t)n >= cap) {
         free(b);
         return js_err_set(err, JS_EINTERNAL, "audit.checkpoint", "checkpoint body too long");
@@ -244,13 +270,17 @@ js_status js_audit_checkpoint_members(const js_audit_checkpoint *cp, char **out,
                  cp->late_ms, cp->late_why, cp->late_why_ms);
     else if (cp->late_ms > 0)
         snprintf(late, sizeof(late), ",\"late_ms\":%" PRIu64, cp->late_ms);
+    /* next_key is base64url (no escaping), after the late members. */
+    char next[JS_AUDIT_KEY_ID_LEN + 16] = "";
+    if (cp->next_key[0] != '\0')
+        snprintf(next, sizeof(next), ",\"next_key\":\"%s\"", cp->next_key);
     int n = snprintf(
         b, cap,
         "\"type\":\"checkpoint\",\"reason\":\"%s\",\"origin\":\"%s\",\"tree_size\":%" PRIu64
         ",\"root\":\"%s\",\"prev_checkpoint\":\"%s\",\"heartbeat_ms\":%" PRIu64
-        ",\"interval_ms\":%" PRIu64 "%s,\"sig\":\"%s\"",
+        ",\"interval_ms\":%" PRIu64 "%s%s,\"sig\":\"%s\"",
         cp->reason, cp->origin, cp->tree_size, root, prevcp, cp->heartbeat_ms, cp->interval_ms,
-        late, sig);
+        late, next, sig);
     if (n <= 0 || (size_t)n >= cap) {
         free(b);
         return js_err_set(err, JS_EINTERNAL, "audit.checkpoint", "checkpoint too long");
@@ -329,6 +359,20 @@ js_status js_audit_pubkey_parse(const char *pem, EVP_PKEY **out, js_err *err)
     return JS_OK;
 }
 
+js_status js_audit_pubkey_id(EVP_PKEY *pub, char *out, js_err *err)
+{
+    uint8_t *der = NULL;
+    int dlen = i2d_PUBKEY(pub, &der);
+    JS_ENSURE(dlen > 0, err, JS_EINVAL, "audit.pubkey", "cannot encode the audit public key");
+    uint8_t h[32];
+    unsigned hlen = 0;
+    int ok = EVP_Digest(der, (size_t)dlen, h, &hlen, EVP_sha256(), NULL);
+    OPENSSL_free(der);
+    JS_ENSURE(ok == 1 && hlen == 32, err, JS_EINTERNAL, "internal.crypto", "SHA-256 failed");
+    b64url_encode(h, 32, out, JS_AUDIT_KEY_ID_LEN + 1);
+    return JS_OK;
+}
+
 /* Reads a whole small file (at most max bytes) into a NUL-terminated buffer. */
 static js_status read_small(const char *path, size_t max, char **out, size_t *len, js_err *err)
 {
@@ -361,6 +405,44 @@ js_status js_audit_pubkey_load(const char *path, EVP_PKEY **out, js_err *err)
     JS_GUARD(read_small(path, PUBKEY_PEM_MAX, &pem, &len, err));
     js_status st = js_audit_pubkey_parse(pem, out, err);
     free(pem);
+    if (st != JS_OK)
+        js_err_prefix(err, "%s: ", path);
+    return st;
+}
+
+js_status js_audit_pubkeys_load(const char *path, EVP_PKEY ***keys, size_t *n, js_err *err)
+{
+    char *pem = NULL;
+    size_t len = 0;
+    JS_GUARD(read_small(path, PUBKEY_PEM_MAX * 4, &pem, &len, err));
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    if (bio == NULL) {
+        free(pem);
+        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    }
+    js_status st = JS_OK;
+    size_t found = 0;
+    EVP_PKEY *k = NULL;
+    while (st == JS_OK && (k = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL)) != NULL) {
+        st = pubkey_check(k, err);
+        if (st == JS_OK && *n >= JS_AUDIT_KEYS_MAX)
+            st = js_err_set(err, JS_EINVAL, "audit.pubkey", "more than %d audit keys",
+                            JS_AUDIT_KEYS_MAX);
+        EVP_PKEY **grown = st == JS_OK ? realloc(*keys, (*n + 1) * sizeof(**keys)) : NULL;
+        if (st == JS_OK && grown == NULL)
+            st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        if (st != JS_OK) {
+            EVP_PKEY_free(k);
+            break;
+        }
+        *keys = grown;
+        (*keys)[(*n)++] = k;
+        found++;
+    }
+    BIO_free(bio);
+    free(pem);
+    if (st == JS_OK && found == 0)
+        st = js_err_set(err, JS_EINVAL, "audit.pubkey", "no PEM public key");
     if (st != JS_OK)
         js_err_prefix(err, "%s: ", path);
     return st;

@@ -32,6 +32,9 @@
 /* Largest late_ms / late_why_ms accepted (about 10 years): bounds the sums
  * the verifier makes with them. */
 #define JS_AUDIT_LATE_MAX_MS (UINT64_C(10) * 366 * 24 * 3600 * 1000)
+/* An audit key's id (FORMAT.md §5.4): base64url (no padding) of the SHA-256
+ * of its SubjectPublicKeyInfo DER, 43 characters. */
+#define JS_AUDIT_KEY_ID_LEN 43
 
 typedef struct js_audit_checkpoint {
     uint64_t seq;       /* the checkpoint record's own seq */
@@ -52,6 +55,9 @@ typedef struct js_audit_checkpoint {
     uint64_t late_ms;
     char late_why[16];
     uint64_t late_why_ms;
+    /* FORMAT.md §5.4 key rotation, signed (§5.2): the id of the key that
+     * signs every later checkpoint; "" (absent) when the key is unchanged. */
+    char next_key[JS_AUDIT_KEY_ID_LEN + 1];
     uint8_t sig[JS_AUDIT_SIG_MAX];
     size_t sig_len;
 } js_audit_checkpoint;
@@ -73,6 +79,13 @@ js_status js_audit_checkpoint_verify_sig(const js_audit_checkpoint *cp, EVP_PKEY
 js_status js_audit_pubkey_load(const char *path, EVP_PKEY **out, js_err *err) JS_WUR;
 /* The same from PEM text. */
 js_status js_audit_pubkey_parse(const char *pem, EVP_PKEY **out, js_err *err) JS_WUR;
+/* Every P-256 public key of a PEM file holding one or more of them (a keys
+ * file, FORMAT.md §5.4), appended to *keys (*n of them; realloc'd, at most
+ * JS_AUDIT_KEYS_MAX in all). */
+#define JS_AUDIT_KEYS_MAX 64
+js_status js_audit_pubkeys_load(const char *path, EVP_PKEY ***keys, size_t *n, js_err *err) JS_WUR;
+/* The key's id (FORMAT.md §5.4) into out (JS_AUDIT_KEY_ID_LEN + 1 bytes). */
+js_status js_audit_pubkey_id(EVP_PKEY *pub, char *out, js_err *err) JS_WUR;
 
 /* The writer's side: the members between "time" and "prev" of a checkpoint
  * record (FORMAT.md §5.1), compact, no braces; *out malloc'd. */

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -528,9 +529,51 @@ static void print_gaps(const js_audit_verify_report *rep)
         printf("    ... and %" PRIu64 " more\n", rep->stalls - n);
 }
 
+/* FORMAT.md §5.4: the keys a checkpoint may announce, found next to the
+ * log as audit-key-ID.pem (the writer keeps every key it used there). */
+static int keys_in_dir(const char *seg, seglist *out)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", seg);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else
+        *slash = '\0';
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return EX_OK; /* no directory to look in: only --keys */
+    struct dirent *de;
+    int rc = EX_OK;
+    while (rc == EX_OK && (de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (n < 15 || strncmp(de->d_name, "audit-key-", 10) != 0 ||
+            strcmp(de->d_name + n - 4, ".pem") != 0)
+            continue;
+        if (out->n >= JS_AUDIT_KEYS_MAX) {
+            errorf("%s: more than %d audit-key-*.pem files", dir, JS_AUDIT_KEYS_MAX);
+            rc = EX_IO;
+            break;
+        }
+        char **grown = realloc(out->paths, (out->n + 1) * sizeof *grown);
+        size_t plen = strlen(dir) + n + 2;
+        char *p = grown != NULL ? malloc(plen) : NULL;
+        if (grown != NULL)
+            out->paths = grown;
+        if (p == NULL) {
+            rc = EX_IO;
+            break;
+        }
+        snprintf(p, plen, "%s/%s", dir, de->d_name);
+        out->paths[out->n++] = p;
+    }
+    closedir(d);
+    return rc;
+}
+
 static const char k_verify_usage[] =
-    "usage: jwt-audit verify [--pubkey AUDIT.pem] [--checkpoint FILE] [--max-gap DURATION]\n"
-    "                        SEGMENT...\n"
+    "usage: jwt-audit verify [--pubkey AUDIT.pem] [--keys FILE] [--checkpoint FILE]\n"
+    "                        [--max-gap DURATION] SEGMENT...\n"
     "\n"
     "Checks the whole log from seq 1: framing (length, CRC-32C), sequence\n"
     "continuity, the SHA-256 hash chain, every checkpoint's Merkle root (RFC 6962)\n"
@@ -544,7 +587,13 @@ static const char k_verify_usage[] =
     "audit-*.log names in a directory (audit-4.log) are reported and ignored.\n"
     "\n"
     "  --pubkey AUDIT.pem   the audit public key (audit-key.pem next to the log);\n"
-    "                       without it signatures are NOT checked (and said so)\n"
+    "                       without it signatures are NOT checked (and said so);\n"
+    "                       after a key rotation, the FIRST key of the log\n"
+    "  --keys FILE          PEM public keys a checkpoint may announce as the next\n"
+    "                       audit key (next_key, FORMAT.md §5.4), besides the\n"
+    "                       audit-key-*.pem files next to the log; a key is used\n"
+    "                       only once a checkpoint signed by the key before it\n"
+    "                       names it\n"
     "  --checkpoint FILE    a checkpoint.json copied off-host earlier\n"
     "  --max-gap DURATION   the largest gap between checkpoints tolerated without\n"
     "                       the writer's signed late_ms (e.g. 5s, 1500ms, 2m);\n"
@@ -558,15 +607,16 @@ static const char k_verify_usage[] =
 
 static int cmd_verify(int argc, char **argv)
 {
-    const char *pubkey = NULL, *checkpoint = NULL, *max_gap = NULL;
+    const char *pubkey = NULL, *checkpoint = NULL, *max_gap = NULL, *keys = NULL;
     const opt_spec specs[] = {{"--pubkey", &pubkey, NULL},
                               {"--checkpoint", &checkpoint, NULL},
-                              {"--max-gap", &max_gap, NULL}};
+                              {"--max-gap", &max_gap, NULL},
+                              {"--keys", &keys, NULL}};
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     size_t npos = 0;
     if (pos == NULL)
         return EX_IO;
-    args_result ar = parse_args(argc, argv, specs, 3, pos, &npos);
+    args_result ar = parse_args(argc, argv, specs, 4, pos, &npos);
     uint64_t max_gap_ms = 0;
     if (ar == ARGS_OK && max_gap != NULL && !parse_gap_arg(max_gap, &max_gap_ms)) {
         errorf("--max-gap %s: not a duration (digits and ms, s or m, e.g. 5s)", max_gap);
@@ -592,15 +642,30 @@ static int cmd_verify(int argc, char **argv)
         .checkpoint_path = checkpoint,
         .max_gap_ms = max_gap_ms,
     };
-    js_audit_verify_report *rep = calloc(1, sizeof *rep);
+    seglist keyfiles;
+    memset(&keyfiles, 0, sizeof keyfiles);
+    if (pubkey != NULL && keys != NULL) {
+        keyfiles.paths = calloc(1, sizeof *keyfiles.paths);
+        if (keyfiles.paths != NULL)
+            keyfiles.paths[0] = strdup(keys);
+        rc = keyfiles.paths == NULL || keyfiles.paths[0] == NULL ? EX_IO : EX_OK;
+        keyfiles.n = rc == EX_OK ? 1 : 0;
+    }
+    if (rc == EX_OK && pubkey != NULL && segs.n > 0)
+        rc = keys_in_dir(segs.paths[0], &keyfiles);
+    opts.key_paths = (const char *const *)keyfiles.paths;
+    opts.n_key_paths = keyfiles.n;
+    js_audit_verify_report *rep = rc == EX_OK ? calloc(1, sizeof *rep) : NULL;
     js_err err;
     js_err_clear(&err);
     if (rep == NULL) {
         seglist_free(&segs);
-        return EX_IO;
+        seglist_free(&keyfiles);
+        return rc == EX_OK ? EX_IO : rc;
     }
     js_status st = js_audit_verify(&opts, rep, &err);
     seglist_free(&segs);
+    seglist_free(&keyfiles);
     if (st != JS_OK) {
         errorf("cannot verify: %s", err.msg);
         free(rep);
@@ -649,6 +714,9 @@ static int cmd_verify(int argc, char **argv)
     print_gaps(rep);
     printf("  signatures: %s\n",
            rep->signatures_checked ? "checked" : "NOT checked (no --pubkey given)");
+    if (rep->key_changes > 0)
+        printf("  audit key rotations followed: %" PRIu64 " (FORMAT.md §5.4 next_key)\n",
+               rep->key_changes);
     if (checkpoint != NULL)
         printf("  checkpoint file %s: %s\n", checkpoint,
                rep->checkpoint_file_matched ? "found in the log, and the log extends it"

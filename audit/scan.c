@@ -27,9 +27,28 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
     return a > b ? a : b;
 }
 
+/* FORMAT.md §5.4: the key a checkpoint signed by the current key announces
+ * must be one of the keys given; it signs every checkpoint after this one. */
+static js_status find_next_key(const js_audit_scan *s, const js_audit_checkpoint *cp,
+                               EVP_PKEY **next, js_err *err)
+{
+    for (size_t i = 0; i < s->n_keys; i++) {
+        char id[JS_AUDIT_KEY_ID_LEN + 1];
+        if (s->keys[i] != NULL && js_audit_pubkey_id(s->keys[i], id, err) == JS_OK &&
+            strcmp(id, cp->next_key) == 0) {
+            *next = s->keys[i];
+            return JS_OK;
+        }
+    }
+    return js_err_set(err, JS_EINVAL, "audit.key_unknown",
+                      "checkpoint %" PRIu64 " announces audit key %s, which is not among the "
+                      "keys given (audit-key-*.pem next to the log, --keys FILE)",
+                      cp->seq, cp->next_key);
+}
+
 static js_status check_checkpoint(const js_audit_scan *s, const js_audit_record *rec,
                                   js_audit_checkpoint *cp, int64_t *gap_out, bool *stall,
-                                  js_err *err)
+                                  EVP_PKEY **next, js_err *err)
 {
     JS_GUARD(js_audit_checkpoint_parse(rec->json, cp, err));
     JS_GUARD(js_audit_checkpoint_check_canonical(cp, rec->payload, rec->payload_len, err));
@@ -47,8 +66,11 @@ static js_status check_checkpoint(const js_audit_scan *s, const js_audit_record 
               s->last_cp.origin);
     /* The signature first: late_ms below is evidence only once it is known
      * to be the writer's (with a key). */
+    *next = NULL;
     if (s->pub != NULL)
         JS_GUARD(js_audit_checkpoint_verify_sig(cp, s->pub, err));
+    if (s->pub != NULL && cp->next_key[0] != '\0')
+        JS_GUARD(find_next_key(s, cp, next, err));
     *gap_out = -1;
     *stall = false;
     if (s->check_gaps && s->have_cp && strcmp(cp->reason, "open") != 0 &&
@@ -92,8 +114,9 @@ js_status js_audit_scan_record(js_audit_scan *s, const js_audit_record *rec, js_
     js_audit_checkpoint cp;
     int64_t gap = -1;
     bool stall = false;
+    EVP_PKEY *next = NULL;
     if (rec->is_checkpoint)
-        JS_GUARD(check_checkpoint(s, rec, &cp, &gap, &stall, err));
+        JS_GUARD(check_checkpoint(s, rec, &cp, &gap, &stall, &next, err));
     else
         /* FORMAT.md §7 rule 1: bytes as the writer serialises them, so one
          * record has one encoding and two verifiers read the same thing. */
@@ -121,6 +144,10 @@ js_status js_audit_scan_record(js_audit_scan *s, const js_audit_record *rec, js_
                 t->late_why_ms = cp.late_why_ms;
             }
             s->stalls++;
+        }
+        if (next != NULL) {
+            s->pub = next;
+            s->key_changes++;
         }
         s->last_cp = cp;
         s->have_cp = true;

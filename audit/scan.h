@@ -34,7 +34,11 @@ typedef struct js_audit_stall {
 
 typedef struct js_audit_scan {
     /* configuration */
-    EVP_PKEY *pub;             /* borrowed; NULL = signatures not checked */
+    EVP_PKEY *pub; /* borrowed; NULL = signatures not checked */
+    /* Keys a checkpoint may announce (FORMAT.md §5.4 next_key), borrowed;
+     * one becomes pub only once a checkpoint signed by pub names its id. */
+    EVP_PKEY *const *keys;
+    size_t n_keys;
     bool check_gaps;           /* the writer's recovery does not judge old gaps */
     uint64_t gap_tolerance_ms; /* FORMAT.md §7 */
     uint64_t max_gap_ms;       /* the limit itself if non-zero (replaces 2*period+tolerance) */
@@ -48,7 +52,8 @@ typedef struct js_audit_scan {
     uint64_t records;
     uint64_t checkpoints;
     uint64_t restarts;
-    uint64_t since_cp; /* records after the last checkpoint */
+    uint64_t key_changes; /* announced keys followed (FORMAT.md §5.4) */
+    uint64_t since_cp;    /* records after the last checkpoint */
     /* gaps between checkpoints of a running writer (not across open/recovery) */
     int64_t largest_gap_ms;
     uint64_t largest_gap_seq; /* the later checkpoint of the largest gap (0 = none) */

@@ -46,8 +46,8 @@ typedef struct cp_file {
     bool matched;
 } cp_file;
 
-static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, cp_file *cpf,
-                     js_audit_verify_report *rep, js_err *err)
+static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, EVP_PKEY *const *keys,
+                     size_t n_keys, cp_file *cpf, js_audit_verify_report *rep, js_err *err)
 {
     js_audit_reader *r = NULL;
     if (opts->mem != NULL)
@@ -57,6 +57,8 @@ static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, cp_file *c
 
     js_audit_scan s;
     js_audit_scan_init(&s, pub, true, opts->gap_tolerance_ms);
+    s.keys = keys;
+    s.n_keys = n_keys;
     s.max_gap_ms = opts->max_gap_ms;
     s.largest_gap_ms = -1;
     size_t end_idx = 0; /* segment of the last valid record (names outlive the reader) */
@@ -123,6 +125,7 @@ static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, cp_file *c
     memcpy(rep->head, s.head, 32);
     rep->unsigned_tail = s.since_cp;
     rep->restarts = s.restarts;
+    rep->key_changes = s.key_changes;
     rep->have_checkpoint = s.have_cp;
     if (s.have_cp)
         rep->latest = s.last_cp;
@@ -132,6 +135,13 @@ static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, cp_file *c
     rep->stalls = s.stalls;
     memcpy(rep->stall, s.stall, sizeof(rep->stall));
     return JS_OK;
+}
+
+static void keys_free(EVP_PKEY **keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        EVP_PKEY_free(keys[i]);
+    free(keys);
 }
 
 js_status js_audit_verify(const js_audit_verify_opts *opts, js_audit_verify_report *rep,
@@ -146,26 +156,50 @@ js_status js_audit_verify(const js_audit_verify_opts *opts, js_audit_verify_repo
     if (opts->pubkey_path != NULL)
         JS_GUARD(js_audit_pubkey_load(opts->pubkey_path, &pub, err));
     rep->signatures_checked = pub != NULL;
+    /* keys[0] is the first key; the rest are candidates for next_key. */
+    EVP_PKEY **keys = NULL;
+    size_t n_keys = 0;
+    if (pub != NULL) {
+        keys = malloc(sizeof(*keys));
+        if (keys == NULL) {
+            EVP_PKEY_free(pub);
+            return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        }
+        keys[n_keys++] = pub;
+        for (size_t i = 0; i < opts->n_key_paths; i++) {
+            js_status ks = js_audit_pubkeys_load(opts->key_paths[i], &keys, &n_keys, err);
+            if (ks != JS_OK) {
+                keys_free(keys, n_keys);
+                return ks;
+            }
+        }
+    }
     cp_file cpf;
     memset(&cpf, 0, sizeof(cpf));
     if (opts->checkpoint_path != NULL) {
         js_status st =
             js_audit_checkpoint_load(opts->checkpoint_path, &cpf.payload, &cpf.len, &cpf.cp, err);
         if (st != JS_OK) {
-            EVP_PKEY_free(pub);
+            keys_free(keys, n_keys);
             return st;
         }
+        /* After a rotation the file is signed by a later key; that it is
+         * the key in force at its seq is checked where the scan meets the
+         * record (byte-identical, signature checked with the chained key). */
+        bool signed_ok = pub == NULL;
         js_err e;
-        if (pub != NULL && js_audit_checkpoint_verify_sig(&cpf.cp, pub, &e) != JS_OK) {
+        for (size_t i = 0; i < n_keys && !signed_ok; i++)
+            signed_ok = js_audit_checkpoint_verify_sig(&cpf.cp, keys[i], &e) == JS_OK;
+        if (!signed_ok) {
             js_err_prefix(&e, "checkpoint file: ");
             set_bad(rep, JS_AUDIT_DAMAGE_TAMPER, cpf.cp.seq, opts->checkpoint_path, 0, &e);
             free(cpf.payload);
-            EVP_PKEY_free(pub);
+            keys_free(keys, n_keys);
             return JS_OK;
         }
     }
-    js_status st = run(opts, pub, &cpf, rep, err);
+    js_status st = run(opts, pub, keys, n_keys, &cpf, rep, err);
     free(cpf.payload);
-    EVP_PKEY_free(pub);
+    keys_free(keys, n_keys);
     return st;
 }

@@ -29,7 +29,12 @@ typedef struct js_audit_verify_opts {
     size_t n_segments;
     const js_audit_segment_mem *mem; /* or in-memory images (if non-NULL, segments is ignored) */
     size_t n_mem;
-    const char *pubkey_path;     /* audit-key.pem; NULL = signatures not checked */
+    const char *pubkey_path; /* audit-key.pem; NULL = signatures not checked */
+    /* Further PEM files (one or more public keys each) a checkpoint may
+     * announce as the next audit key (FORMAT.md §5.4); used only with
+     * pubkey_path, each only once announced by the key before it. */
+    const char *const *key_paths;
+    size_t n_key_paths;
     const char *checkpoint_path; /* off-host checkpoint.json; NULL = none */
     /* Extra slack allowed between consecutive checkpoints on top of
      * 2 * max(heartbeat_ms, interval_ms); 0 = 1000 ms (FORMAT.md §7). */
@@ -65,6 +70,7 @@ typedef struct js_audit_verify_report {
     uint8_t head[32];             /* chain hash of the last valid record */
     uint64_t unsigned_tail;       /* records after the last good checkpoint */
     uint64_t restarts;            /* "open" checkpoints after the first: writer restarts */
+    uint64_t key_changes;         /* audit keys followed through next_key (FORMAT.md §5.4) */
     bool signatures_checked;      /* a public key was given */
     bool have_checkpoint;         /* latest is valid */
     js_audit_checkpoint latest;   /* the latest good checkpoint */
