@@ -59,6 +59,7 @@ typedef enum admin_cmd {
     ADM_UNFREEZE,
     ADM_RELOAD,
     ADM_STATUS,
+    ADM_ROTATE_AUDIT,
 } admin_cmd;
 
 typedef struct cli {
@@ -92,7 +93,8 @@ static void usage_global(FILE *f)
           "  decode   print a token's header and payload; no network, NO verification\n"
           "  admin    incident response, for identities in the policy's admins:\n"
           "             rotate KEY | revoke KEY KID | incident on|off |\n"
-          "             freeze IDENTITY | unfreeze IDENTITY | reload | status\n"
+          "             freeze IDENTITY | unfreeze IDENTITY | reload | status |\n"
+          "             rotate-audit-key\n"
           "           (see jwt-sign admin --help)\n"
           "\n"
           "Connection options (sign, jwks, admin); options may come before or after the\n"
@@ -185,9 +187,10 @@ static void usage_admin(FILE *f)
           "  unfreeze IDENTITY   serve caller IDENTITY again\n"
           "  reload              reload the policy file; prints its SHA-256\n"
           "  status              keys and states, incident mode, callers (JSON)\n"
+          "  rotate-audit-key    new audit log key in the HSM; the log announces it\n"
           "\n"
           "  --reason TEXT       why, for the audit record (rotate, revoke, incident,\n"
-          "                      freeze, unfreeze)\n"
+          "                      freeze, unfreeze, rotate-audit-key)\n"
           "\n"
           "Each action prints one JSON object on stdout (see jwt-sign admin ACTION --help).\n"
           "Exit status as for sign (jwt-sign --help); NOT_FOUND (no such key, kid or\n"
@@ -263,6 +266,20 @@ static void usage_admin_reload(FILE *f)
           f);
 }
 
+static void usage_admin_rotate_audit(FILE *f)
+{
+    fputs(ADMIN_CONN "                admin rotate-audit-key [--reason TEXT]\n"
+                     "\n"
+                     "Generates a new audit log key in the signer's HSM (ES256, non-extractable,\n"
+                     "label <audit.key_label>-N). The next checkpoint, signed by the old key,\n"
+                     "announces it (audit/FORMAT.md §5.4); every later one is signed by it, also\n"
+                     "after a restart. Verify with the log's FIRST key:\n"
+                     "  jwt-audit verify --pubkey FIRST.pem AUDIT_DIR\n"
+                     "Prints\n"
+                     "  {\"label\":LABEL,\"key_id\":ID}\n",
+          f);
+}
+
 static void usage_admin_status(FILE *f)
 {
     fputs(ADMIN_CONN "                admin status\n"
@@ -291,6 +308,7 @@ static const admin_spec admin_specs[] = {
     {"unfreeze", ADM_UNFREEZE, 1, 1, "admin unfreeze needs IDENTITY", usage_admin_unfreeze},
     {"reload", ADM_RELOAD, 0, 0, NULL, usage_admin_reload},
     {"status", ADM_STATUS, 0, 0, NULL, usage_admin_status},
+    {"rotate-audit-key", ADM_ROTATE_AUDIT, 0, 1, NULL, usage_admin_rotate_audit},
 };
 
 static const admin_spec *find_admin(const char *name)
@@ -668,6 +686,16 @@ static int admin_freeze(jwtsigner_client *client, const cli *c, int freeze)
     return emit_json(json_pack("{s:s, s:b}", "identity", c->arg, "frozen", freeze), 0);
 }
 
+static int admin_rotate_audit(jwtsigner_client *client, const cli *c)
+{
+    jwtsigner_status st;
+    jwtsigner_audit_key_result r;
+
+    if (jwtsigner_admin_rotate_audit_key(client, c->reason, &r, &st) != 0)
+        return fail_call(&st);
+    return emit_json(json_pack("{s:s, s:s}", "label", r.label, "key_id", r.key_id), 0);
+}
+
 static int admin_reload(jwtsigner_client *client)
 {
     jwtsigner_status st;
@@ -727,6 +755,9 @@ static int cmd_admin(const cli *c)
         break;
     case ADM_STATUS:
         rc = admin_status(client);
+        break;
+    case ADM_ROTATE_AUDIT:
+        rc = admin_rotate_audit(client, c);
         break;
     case ADM_NONE:
     default:
@@ -1019,11 +1050,11 @@ static int cli_main(int argc, char **argv, char **ops)
         return usage_error("missing command (sign, jwks, decode or admin)", NULL);
     if (c.cmd == CMD_ADMIN && adm == NULL)
         return usage_error("admin needs an action (rotate, revoke, incident, freeze, unfreeze, "
-                           "reload or status)",
+                           "reload, status or rotate-audit-key)",
                            NULL);
     if (c.reason != NULL && (adm == NULL || !adm->takes_reason))
-        return usage_error("--reason applies only to admin rotate, revoke, incident, freeze and "
-                           "unfreeze",
+        return usage_error("--reason applies only to admin rotate, revoke, incident, freeze, "
+                           "unfreeze and rotate-audit-key",
                            NULL);
     if (adm != NULL) {
         if (argc - optind < adm->nargs)

@@ -60,6 +60,7 @@ typedef enum method_id {
     M_UNFREEZE_CALLER,
     M_RELOAD_POLICY,
     M_GET_STATUS,
+    M_ROTATE_AUDIT_KEY,
     M_COUNT
 } method_id;
 
@@ -73,6 +74,7 @@ static const char *const method_paths[M_COUNT] = {
     [M_UNFREEZE_CALLER] = "/jwtsigner.v1.Admin/UnfreezeCaller",
     [M_RELOAD_POLICY] = "/jwtsigner.v1.Admin/ReloadPolicy",
     [M_GET_STATUS] = "/jwtsigner.v1.Admin/GetStatus",
+    [M_ROTATE_AUDIT_KEY] = "/jwtsigner.v1.Admin/RotateAuditKey",
 };
 
 struct jwtsigner_client {
@@ -872,6 +874,52 @@ static int is_sha256_hex(const char *s)
             return 0;
     }
     return n == SHA256_HEX_LEN;
+}
+
+/* A key id (FORMAT.md §5.4): 43 base64url characters. */
+static int is_key_id(const char *s)
+{
+    size_t n = 0;
+    for (; s[n] != '\0' && n <= 43; n++) {
+        char ch = s[n];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              ch == '-' || ch == '_'))
+            return 0;
+    }
+    return n == 43;
+}
+
+int jwtsigner_admin_rotate_audit_key(jwtsigner_client *c, const char *reason,
+                                     jwtsigner_audit_key_result *out, jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    ProtobufCMessage *msg = NULL;
+
+    if (st == NULL)
+        st = &local;
+    if (c == NULL || out == NULL)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_admin_rotate_audit_key: missing handle or output");
+    memset(out, 0, sizeof(*out));
+    Jwtsigner__V1__RotateAuditKeyRequest req = JWTSIGNER__V1__ROTATE_AUDIT_KEY_REQUEST__INIT;
+    req.reason = (char *)(reason != NULL ? reason : "");
+    int rc = unary_call(c, M_ROTATE_AUDIT_KEY, &req.base,
+                        &jwtsigner__v1__rotate_audit_key_response__descriptor, &msg, st);
+    if (rc != 0)
+        goto out;
+    Jwtsigner__V1__RotateAuditKeyResponse *resp = (Jwtsigner__V1__RotateAuditKeyResponse *)msg;
+    if (resp->label == NULL || resp->label[0] == '\0' ||
+        strlen(resp->label) >= sizeof(out->label) || resp->key_id == NULL ||
+        !is_key_id(resp->key_id)) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: RotateAuditKey gave no label or key id");
+        goto out;
+    }
+    snprintf(out->label, sizeof(out->label), "%s", resp->label);
+    snprintf(out->key_id, sizeof(out->key_id), "%s", resp->key_id);
+out:
+    free_reply(msg);
+    return rc;
 }
 
 int jwtsigner_admin_reload(jwtsigner_client *c, char **sha256_out, jwtsigner_status *st)

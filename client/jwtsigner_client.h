@@ -125,6 +125,14 @@ int jwtsigner_admin_freeze(jwtsigner_client *c, const char *identity, const char
  */
 int jwtsigner_admin_reload(jwtsigner_client *c, char **sha256_out, jwtsigner_status *st);
 
+/* RotateAuditKey: a new audit log key (audit/FORMAT.md §5.4). */
+typedef struct jwtsigner_audit_key_result {
+    char label[128]; /* HSM label of the audit key now in force */
+    char key_id[44]; /* its key id, base64url SHA-256 of its SPKI DER */
+} jwtsigner_audit_key_result;
+int jwtsigner_admin_rotate_audit_key(jwtsigner_client *c, const char *reason,
+                                     jwtsigner_audit_key_result *out, jwtsigner_status *st);
+
 /* GetStatus: *json_out (malloc'd, free() it) is the status document, a JSON object. */
 int jwtsigner_admin_status(jwtsigner_client *c, char **json_out, jwtsigner_status *st);
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "jwtsigner/v1/signer.pb-c.h"
+#include "checkpoint.h"
 #include "identity.h"
 #include "logline.h"
 #include "pbcheck.h"
@@ -507,6 +508,41 @@ static json_t *keys_status(js_control *ctl)
                                               "versions", versions));
     }
     return keys;
+}
+
+js_status js_control_rotate_audit_key(js_control *ctl, const uint8_t *data, size_t len,
+                                      const char *admin, uint8_t **out, size_t *out_len,
+                                      json_t *detail, js_err *err)
+{
+    *out = NULL;
+    ProtobufCMessage *m = NULL;
+    JS_GUARD(
+        js_pb_unpack(&jwtsigner__v1__rotate_audit_key_request__descriptor, data, len, &m, err));
+    Jwtsigner__V1__RotateAuditKeyRequest *rq = (Jwtsigner__V1__RotateAuditKeyRequest *)m;
+    js_status st = js_admin_text("reason", rq->reason, JS_ADMIN_REASON_MAX, false, err);
+    if (st == JS_OK)
+        json_object_set_new(detail, "reason", json_string(rq->reason));
+    protobuf_c_message_free_unpacked(m, NULL);
+    JS_GUARD(st);
+    JS_ENSURE(ctl->d.rotate_audit != NULL, err, JS_ESTATE, "audit.rotate",
+              "audit key rotation is not available in this signer");
+    char label[JS_CONTROL_AUDIT_LABEL_MAX + 1] = "";
+    char key_id[JS_AUDIT_KEY_ID_LEN + 1] = "";
+    /* One change at a time, like every other control-plane change. */
+    pthread_mutex_lock(&ctl->mu);
+    st = ctl->d.rotate_audit(ctl->d.rotate_audit_ctx, admin, label, key_id, err);
+    pthread_mutex_unlock(&ctl->mu);
+    JS_GUARD(st);
+    json_object_set_new(detail, "label", json_string(label));
+    json_object_set_new(detail, "key_id", json_string(key_id));
+    Jwtsigner__V1__RotateAuditKeyResponse r = JWTSIGNER__V1__ROTATE_AUDIT_KEY_RESPONSE__INIT;
+    r.label = label;
+    r.key_id = key_id;
+    *out_len = protobuf_c_message_get_packed_size(&r.base);
+    *out = malloc(*out_len > 0 ? *out_len : 1);
+    JS_ENSURE_ALLOC(*out, err);
+    protobuf_c_message_pack(&r.base, *out);
+    return JS_OK;
 }
 
 js_status js_control_new(const js_control_deps *deps, js_control **out, js_err *err)

@@ -41,7 +41,15 @@ typedef struct js_control_deps {
     int64_t prepublish;      /* seconds a new version is published before it signs */
     int64_t leeway;          /* seconds added to max_ttl before a version is unpublished */
     js_metrics *metrics;     /* per-caller counters for GetStatus; may be NULL */
+    /* Audit key rotation (Admin/RotateAuditKey), done by the daemon, which
+     * owns the HSM sessions and the audit signer: label gets the new HSM
+     * label (JS_CONTROL_AUDIT_LABEL_MAX), key_id its FORMAT.md §5.4 id.
+     * NULL = not available (JS_ESTATE). */
+    js_status (*rotate_audit)(void *ctx, const char *by, char *label, char *key_id, js_err *err);
+    void *rotate_audit_ctx;
 } js_control_deps;
+
+#define JS_CONTROL_AUDIT_LABEL_MAX 96
 
 /* Loads STATE_DIR/runtime.json (absent = nothing frozen, incident off),
  * publishes the frozen set, and applies the saved incident mode on top of
@@ -87,6 +95,13 @@ void js_control_audit_admin(js_control *ctl, const char *admin, const char *acti
 js_status js_control_key_admin(js_control *ctl, bool rotate, const uint8_t *data, size_t len,
                                const char *admin, uint8_t **out, size_t *out_len, json_t *detail,
                                js_err *err) JS_WUR;
+
+/* RotateAuditKey from an Admin call: decodes the request, rotates the
+ * audit key through deps.rotate_audit (serialised with the other changes),
+ * packs the response into *out (malloc'd); facts go into detail. */
+js_status js_control_rotate_audit_key(js_control *ctl, const uint8_t *data, size_t len,
+                                      const char *admin, uint8_t **out, size_t *out_len,
+                                      json_t *detail, js_err *err) JS_WUR;
 
 /* Incident mode, frozen callers, policy hash, per-caller limits: malloc'd JSON. */
 char *js_control_status_json(js_control *ctl);

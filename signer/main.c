@@ -50,6 +50,7 @@
 #include "ratelimit.h"
 #include "server.h"
 #include "service.h"
+#include "statefile.h"
 #include "text.h"
 
 #define EXIT_USAGE 2
@@ -283,6 +284,13 @@ static int cmd_check_policy(const char *path)
     return 0;
 }
 
+/* Audit key rotations one process makes (each keeps an HSM session). */
+#define AUDIT_ROTATIONS_MAX 16
+/* STATE_DIR/audit-key.json: {"label":L,"generation":N}, the audit key in
+ * force after a rotation, so a restart signs with it (FORMAT.md §5.4). */
+#define AUDIT_KEY_STATE     "audit-key.json"
+#define AUDIT_KEY_STATE_MAX 4096
+
 typedef struct audit_signer {
     js_hsm_session *s;
     const js_hsm_key *key;
@@ -308,6 +316,17 @@ typedef struct daemon_state {
     js_hsm_session *audit_session; /* only the audit writer uses it */
     js_hsm_key *audit_key;
     audit_signer audit_signer; /* the audit log's sign_ctx: its session and key */
+    /* Audit keys rotated in (Admin/RotateAuditKey, FORMAT.md §5.4): each on
+     * its own session (the writer may be signing on the one before), kept
+     * until exit because the writer may still hold the previous one. */
+    struct audit_rotated {
+        js_hsm_session *s;
+        js_hsm_key *key;
+        audit_signer signer;
+    } * audit_rotated[AUDIT_ROTATIONS_MAX];
+    size_t n_audit_rotated;
+    unsigned audit_generation;                        /* N of the label <audit.key_label>-N */
+    char audit_label[JS_CONTROL_AUDIT_LABEL_MAX + 1]; /* the audit key in force */
     js_keyvault *vault;
     js_snapshot_store *keys; /* of js_keyring */
     js_ratelimit *rl;
@@ -458,14 +477,128 @@ static void on_audit_fold(void *ctx, const js_audit_fold *f)
     js_log_denials_folded(&l);
 }
 
+/* The audit key in force: audit.key_label, or the label a rotation saved
+ * in STATE_DIR/audit-key.json. */
+static js_status load_audit_label(daemon_state *d, js_err *err)
+{
+    snprintf(d->audit_label, sizeof(d->audit_label), "%s", d->cfg->audit_key_label);
+    d->audit_generation = 1;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", d->state_dir, AUDIT_KEY_STATE);
+    char *text = NULL;
+    size_t len = 0;
+    bool absent = false;
+    JS_GUARD(js_statefile_read(path, AUDIT_KEY_STATE_MAX, "audit", &text, &len, &absent, err));
+    if (absent)
+        return JS_OK;
+    json_error_t je;
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    free(text);
+    json_t *l = json_object_get(j, "label");
+    json_t *g = json_object_get(j, "generation");
+    bool ok = json_is_string(l) && json_string_length(l) >= 1 &&
+              json_string_length(l) <= JS_CONTROL_AUDIT_LABEL_MAX && json_is_integer(g) &&
+              json_integer_value(g) >= 1 && json_integer_value(g) <= 1000000;
+    if (ok) {
+        snprintf(d->audit_label, sizeof(d->audit_label), "%s", json_string_value(l));
+        d->audit_generation = (unsigned)json_integer_value(g);
+    }
+    json_decref(j);
+    JS_ENSURE(ok, err, JS_ECONFIG, "audit.key_state", "%s: not {\"label\":LABEL,\"generation\":N}",
+              path);
+    return JS_OK;
+}
+
+static js_status save_audit_label(daemon_state *d, js_err *err)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", d->state_dir, AUDIT_KEY_STATE);
+    json_t *j = json_pack("{s:s, s:I}", "label", d->audit_label, "generation",
+                          (json_int_t)d->audit_generation);
+    char *text = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    JS_ENSURE_ALLOC(text, err);
+    js_status st = js_statefile_write(path, text, strlen(text), "audit", err);
+    free(text);
+    return st;
+}
+
+/* Admin/RotateAuditKey (control.h rotate_audit), under the control mutex:
+ * a new ES256 key in the HSM (hsm.c keygen: sensitive, non-extractable,
+ * sign-only) labelled <audit.key_label>-N on a session of its own, handed
+ * to the writer (js_audit_rotate_key), then saved as the key in force. */
+static js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key_id,
+                                  js_err *err)
+{
+    daemon_state *d = ctx;
+    JS_ENSURE(d->n_audit_rotated < AUDIT_ROTATIONS_MAX, err, JS_ESTATE, "audit.rotate",
+              "at most %d audit key rotations per process: restart the signer first",
+              AUDIT_ROTATIONS_MAX);
+    struct audit_rotated *r = calloc(1, sizeof(*r));
+    JS_ENSURE_ALLOC(r, err);
+    js_status st = js_hsm_session_open(d->hsm, &r->s, err);
+    unsigned gen = d->audit_generation;
+    char label[JS_CONTROL_AUDIT_LABEL_MAX + 1] = "";
+    /* A label left by a rotation that never completed is skipped, never
+     * reused: its key may have been seen by no one, but it is not ours. */
+    for (int tries = 0; st == JS_OK && tries < 16; tries++) {
+        gen++;
+        int n = snprintf(label, sizeof(label), "%s-%u", d->cfg->audit_key_label, gen);
+        if (n <= 0 || (size_t)n >= sizeof(label)) {
+            st = js_err_set(err, JS_ESTATE, "audit.rotate", "audit key label too long");
+            break;
+        }
+        js_hsm_key *old = NULL;
+        js_err e2;
+        if (js_hsm_key_find(d->hsm, r->s, label, JS_ALG_ES256, &old, &e2) == JS_OK) {
+            js_hsm_key_free(old);
+            label[0] = '\0';
+            continue;
+        }
+        break;
+    }
+    if (st == JS_OK && label[0] == '\0')
+        st = js_err_set(err, JS_ESTATE, "audit.rotate", "no free audit key label");
+    if (st == JS_OK)
+        st = js_hsm_keygen(d->hsm, r->s, label, JS_ALG_ES256, 0, err);
+    if (st == JS_OK)
+        st = js_hsm_key_find(d->hsm, r->s, label, JS_ALG_ES256, &r->key, err);
+    char *pem = st == JS_OK ? pubkey_pem(js_hsm_key_public(r->key)) : NULL;
+    if (st == JS_OK && pem == NULL)
+        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    r->signer.s = r->s;
+    r->signer.key = r->key;
+    if (st == JS_OK)
+        st = js_audit_rotate_key(d->audit, audit_sign, &r->signer, pem, 10000, key_id, err);
+    free(pem);
+    if (st != JS_OK && strcmp(err->reason, "audit.rotate_pending") != 0) {
+        js_hsm_key_free(r->key);
+        js_hsm_session_free(r->s);
+        free(r);
+        return st;
+    }
+    /* Pending or done, the writer holds r->signer: kept until exit. */
+    d->audit_rotated[d->n_audit_rotated++] = r;
+    JS_GUARD(st);
+    snprintf(d->audit_label, sizeof(d->audit_label), "%s", label);
+    d->audit_generation = gen;
+    snprintf(label_out, JS_CONTROL_AUDIT_LABEL_MAX + 1, "%s", label);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_key_rotated", "label", label,
+                          "key_id", key_id, "by", by);
+    js_log_emit("info", o);
+    JS_GUARD(save_audit_label(d, err));
+    return JS_OK;
+}
+
 static js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
 {
     const js_config *cfg = d->cfg;
+    JS_GUARD(load_audit_label(d, err));
     JS_GUARD(js_hsm_session_open(d->hsm, &d->audit_session, err));
-    js_status st = js_hsm_key_find(d->hsm, d->audit_session, cfg->audit_key_label, JS_ALG_ES256,
-                                   &d->audit_key, err);
+    js_status st =
+        js_hsm_key_find(d->hsm, d->audit_session, d->audit_label, JS_ALG_ES256, &d->audit_key, err);
     if (st != JS_OK) {
-        js_err_prefix(err, "audit key (label '%s'): ", cfg->audit_key_label);
+        js_err_prefix(err, "audit key (label '%s'): ", d->audit_label);
         return st;
     }
     log_key_usage("audit key", d->audit_key);
@@ -946,6 +1079,11 @@ static void daemon_free(daemon_state *d)
     js_keyvault_free(d->vault);
     js_hsm_key_free(d->audit_key);
     js_hsm_session_free(d->audit_session);
+    for (size_t i = 0; i < d->n_audit_rotated; i++) {
+        js_hsm_key_free(d->audit_rotated[i]->key);
+        js_hsm_session_free(d->audit_rotated[i]->s);
+        free(d->audit_rotated[i]);
+    }
     js_hsm_session_free(d->session);
     js_hsm_session_free(d->health_session);
     js_metrics_free(d->metrics);
@@ -991,6 +1129,13 @@ static js_status daemon_start(daemon_state *d, js_err *err)
     snprintf(issuer, sizeof(issuer), "%s", js_policy_issuer(p));
     JS_GUARD(js_policy_store_new(p, &d->policies, err));
 
+    /* Run-time state (incident mode, frozen callers, the audit key in
+     * force) lives next to the configuration file, in STATE_DIR =
+     * <config dir>/state. */
+    const char *slash = strrchr(d->cfg->path, '/');
+    int dirlen = slash != NULL ? (int)(slash - d->cfg->path) : 1;
+    snprintf(d->state_dir, sizeof(d->state_dir), "%.*s/state", dirlen,
+             slash != NULL ? d->cfg->path : ".");
     st = open_audit(d, issuer, err);
     if (st != JS_OK) {
         json_decref(pdetail);
@@ -1020,12 +1165,6 @@ static js_status daemon_start(daemon_state *d, js_err *err)
                               js_ratelimit_incident(d->rl)));
     audit_lifecycle(d, "policy", "load", NULL, pdetail);
 
-    /* Run-time state (incident mode, frozen callers) lives next to the
-     * configuration file, in STATE_DIR = <config dir>/state. */
-    const char *slash = strrchr(d->cfg->path, '/');
-    int dirlen = slash != NULL ? (int)(slash - d->cfg->path) : 1;
-    snprintf(d->state_dir, sizeof(d->state_dir), "%.*s/state", dirlen,
-             slash != NULL ? d->cfg->path : ".");
     JS_GUARD(js_snapshot_store_new(NULL, free_frozen, &d->frozen, err));
     js_control_deps cdeps = {
         .cfg = d->cfg,
@@ -1040,6 +1179,8 @@ static js_status daemon_start(daemon_state *d, js_err *err)
         .prepublish = d->cfg->key_prepublish,
         .leeway = d->cfg->key_leeway,
         .metrics = d->metrics,
+        .rotate_audit = rotate_audit_key,
+        .rotate_audit_ctx = d,
     };
     JS_GUARD(js_control_new(&cdeps, &d->control, err));
     JS_GUARD(start_grpc(d, NULL, err));

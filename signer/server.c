@@ -63,6 +63,7 @@ typedef enum admin_method {
     ADMIN_UNFREEZE,
     ADMIN_RELOAD,
     ADMIN_STATUS,
+    ADMIN_ROTATE_AUDIT,
     ADMIN_COUNT
 } admin_method;
 
@@ -70,10 +71,10 @@ static const char *const k_admin_paths[ADMIN_COUNT] = {
     "/jwtsigner.v1.Admin/RotateKey",       "/jwtsigner.v1.Admin/RevokeKey",
     "/jwtsigner.v1.Admin/SetIncidentMode", "/jwtsigner.v1.Admin/FreezeCaller",
     "/jwtsigner.v1.Admin/UnfreezeCaller",  "/jwtsigner.v1.Admin/ReloadPolicy",
-    "/jwtsigner.v1.Admin/GetStatus",
+    "/jwtsigner.v1.Admin/GetStatus",       "/jwtsigner.v1.Admin/RotateAuditKey",
 };
 static const char *const k_admin_actions[ADMIN_COUNT] = {
-    "rotate", "revoke", "incident", "freeze", "unfreeze", "reload", "status",
+    "rotate", "revoke", "incident", "freeze", "unfreeze", "reload", "status", "rotate_audit_key",
 };
 typedef enum call_state { CALL_REQUESTED, CALL_REPLYING } call_state;
 
@@ -802,6 +803,8 @@ static js_status admin_dispatch(call_ctx *c, const uint8_t *data, size_t len, co
         free(json);
         break;
     }
+    case ADMIN_ROTATE_AUDIT:
+        return js_control_rotate_audit_key(ctl, data, len, admin, out, out_len, detail, err);
     case ADMIN_ROTATE:
     case ADMIN_REVOKE:
         return js_control_key_admin(ctl, c->admin == ADMIN_ROTATE, data, len, admin, out, out_len,
