@@ -568,10 +568,15 @@ static js_status rotate_audit_key(void *ctx, const char *by, char *label_out, ch
         st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
     r->signer.s = r->s;
     r->signer.key = r->key;
-    if (st == JS_OK)
+    /* The writer holds r->signer once the request is queued: JS_OK (done) or
+     * JS_EUNAVAIL (not durable yet) from js_audit_rotate_key (auditlog.h). */
+    bool queued = false;
+    if (st == JS_OK) {
         st = js_audit_rotate_key(d->audit, audit_sign, &r->signer, pem, 10000, key_id, err);
+        queued = st == JS_OK || st == JS_EUNAVAIL;
+    }
     free(pem);
-    if (st != JS_OK && strcmp(err->reason, "audit.rotate_pending") != 0) {
+    if (!queued) {
         js_hsm_key_free(r->key);
         js_hsm_session_free(r->s);
         free(r);
