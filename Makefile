@@ -19,7 +19,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
 # Our C code, for clang-format (check-banned.sh has the same list).
-C_DIRS := $(wildcard signer client policy audit tests)
+C_DIRS := $(wildcard lib signer client policy audit tests)
 
 # make run: the dev signer's port and a sample request for a second terminal.
 JS_DEV_LISTEN ?= 127.0.0.1:8443

@@ -164,7 +164,7 @@ js_status js_audit_append_sync(js_audit *a, const js_audit_event *ev, uint64_t *
 
 /*
  * Counts one folded denial (FORMAT.md §3.1): a denial the daemon's budget
- * (signer/denials.h) did not admit in full, or any rate-limited one. The
+ * (signer/core/denials.h) did not admit in full, or any rate-limited one. The
  * writer turns the denials of one (type, caller or peer, reason) into one
  * record with a "count", at most one per second per triple, so a flood
  * cannot fill the disk; on_fold then reports each record. caller NULL or ""

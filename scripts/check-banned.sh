@@ -4,12 +4,12 @@
 # Comments, string and character literals are blanked first (line numbers
 # kept), so prose mentioning a name does not trip the check.
 #
-# Usage: scripts/check-banned.sh [DIR|FILE]...   (default: signer client policy audit tests)
+# Usage: scripts/check-banned.sh [DIR|FILE]...   (default: lib signer client policy audit tests)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(signer client policy audit tests)
+[[ ${#targets[@]} -gt 0 ]] || targets=(lib signer client policy audit tests)
 
 files=()
 for t in "${targets[@]}"; do

@@ -1,7 +1,7 @@
 """bench.py - signing throughput benchmark (make bench).
 
 Measures, in one run on one SoftHSM token:
-  1. the raw HSM: C_Sign throughput through signer/hsm.c with 1 and 2
+  1. the raw HSM: C_Sign throughput through lib/hsm/hsm.c with 1 and 2
      threads (bench_hsm), the ceiling;
   2. end to end: jwt-signerd with the durable audit log (fdatasync per
      group-commit batch), driven at full load by client_load over mTLS;

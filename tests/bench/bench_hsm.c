@@ -1,7 +1,7 @@
 /*
  * bench_hsm.c - raw HSM signing throughput: N threads, each with its own
  * PKCS#11 session, sign a 32-byte-digest message in a loop for a fixed time
- * through signer/hsm.c (C_SignInit + C_Sign per signature, nothing else).
+ * through lib/hsm/hsm.c (C_SignInit + C_Sign per signature, nothing else).
  * This is the ceiling the end-to-end benchmark (bench.py) is compared with,
  * measured in the same run on the same token.
  *

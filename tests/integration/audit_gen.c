@@ -170,7 +170,7 @@ int main(int argc, char **argv)
         return 1;
     }
     /* Lifecycle records as the daemon writes them (signer/main.c,
-     * signer/control.c): no caller, or a pseudo-caller ("start", "SIGHUP"),
+     * signer/core/control.c): no caller, or a pseudo-caller ("start", "SIGHUP"),
      * and a decision that is an event, not a request outcome. jwt-audit
      * stats must list them apart from requests (issue 9, defect 5). */
     const js_audit_event life[] = {

@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 # Identities of the callers scripts/mkpki.sh makes (see its header), in the
-# typed text the signer uses everywhere (signer/identity.h): a URI SAN is the
+# typed text the signer uses everywhere (lib/base/identity.h): a URI SAN is the
 # URI, a DNS SAN is "dns:" + name, a subject CN is "cn:" + CN. Policies name
 # callers the same way. CALLER_IDS is the same table under a truer name.
 CALLER_URIS = {

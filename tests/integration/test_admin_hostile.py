@@ -2,13 +2,13 @@
 """test_admin_hostile.py - hostile input to the Admin and Signer services of a
 running jwt-signerd, and the control-plane defects of issue 8.
 
-1. NUL inside protobuf strings (signer/pbcheck.h): SignJwt key "<key>\\0../x"
+1. NUL inside protobuf strings (signer/rpc/pbcheck.h): SignJwt key "<key>\\0../x"
    and "\\0<key>", request_id "ok\\0\\nINJECT", FreezeCaller identity
    "spiffe://.../intruder\\0garbage", RotateKey key and RevokeKey kid with a
    NUL -> INVALID_ARGUMENT (request.nul) naming the field; nothing is signed,
    frozen or rotated. Bytes are sent raw (rawgrpc.py): protobuf encoders
    cannot produce them from C strings.
-2. Unicode Cc and Cf in admin text (signer/text.h): a C1 control or a bidi
+2. Unicode Cc and Cf in admin text (lib/base/text.h): a C1 control or a bidi
    override in the FreezeCaller identity or reason, the incident reason, the
    RotateKey reason -> INVALID_ARGUMENT with reason request.<field> and the
    code point; an untyped identity ("intruder") -> INVALID_ARGUMENT saying

@@ -321,7 +321,7 @@ class EndToEnd(AuditCase):
         self.assertEqual(rc, 0, out + err)
 
     def test_denial_before_claims_is_recorded(self):
-        # Regression test for a product bug seen at commit c429e9f: signer/server.c
+        # Regression test for a product bug seen at commit c429e9f: signer/rpc/server.c
         # sign_event() passed ev->aud_json = res->aud, a char array that is ""
         # when the request was refused before its claims were parsed
         # (policy.no_match, policy.frozen, claims.syntax ...); audit/record.c

@@ -42,7 +42,7 @@ PER_ADDR = 25                 # 8 x 25 = 200 slow connections
 DRIP_S = 2.0                  # one header line every 2 s
 ATTACK_S = 14.0               # the attack's length (bounded)
 NORMAL_EVERY_S = 0.2
-# From signer/http.h.
+# From signer/http/http.h.
 HEADER_TIMEOUT_S = 5.0
 PER_IP_LIMIT = 16
 EXIT_OK = 0

@@ -301,7 +301,7 @@ class DenyClasses(unittest.TestCase):
         # aud is a string or array returns without json_decref(aud): a leak per
         # request. The same check also drops the denial's audit record
         # ("audit_record_lost"), as it does for every denial with no aud at all
-        # (no_match, frozen, claims.syntax): signer/server.c sign_event() passes
+        # (no_match, frozen, claims.syntax): signer/rpc/server.c sign_event() passes
         # res->aud, an empty char array, never NULL, and json_loads("") fails.
         cases = [
             ("aud number", {"sub": SUB, "aud": 5}, "policy.audience"),

@@ -130,17 +130,17 @@ DISK_FULL_HOLD = 2.0                   # g
 TMPFS_SIZE = 48 * 1024 * 1024
 WATERMARK = 8 * 1024 * 1024            # audit.min_free_bytes: /healthz degraded below it
 
-# The documented denial budget (audit/FORMAT.md section 3.1, signer/denials.h):
+# The documented denial budget (audit/FORMAT.md section 3.1, signer/core/denials.h):
 # per identity (or peer address without one) at most BURST full denial records,
 # then RATE a second; over all keys GLOBAL_BURST, then GLOBAL_RATE a second; at
 # most one folded record per (type, caller, reason) per second. A denial
 # refused before its claims are read (no match, frozen, not an admin) is at
 # most about 2.5 KiB, a folded record at most about 1.4 KiB; a peer without
 # a certificate causes no audit record at all.
-DENIAL_RATE = _header_define("signer/denials.h", "JS_DENIALS_RATE", 5)
-DENIAL_BURST = _header_define("signer/denials.h", "JS_DENIALS_BURST", 10)
-DENIAL_GLOBAL_RATE = _header_define("signer/denials.h", "JS_DENIALS_GLOBAL_RATE", 50)
-DENIAL_GLOBAL_BURST = _header_define("signer/denials.h", "JS_DENIALS_GLOBAL_BURST", 100)
+DENIAL_RATE = _header_define("signer/core/denials.h", "JS_DENIALS_RATE", 5)
+DENIAL_BURST = _header_define("signer/core/denials.h", "JS_DENIALS_BURST", 10)
+DENIAL_GLOBAL_RATE = _header_define("signer/core/denials.h", "JS_DENIALS_GLOBAL_RATE", 50)
+DENIAL_GLOBAL_BURST = _header_define("signer/core/denials.h", "JS_DENIALS_GLOBAL_BURST", 100)
 FULL_DENIAL_MAX = 2560
 FOLDED_MAX = 1434
 # Without an identity (idle TCP, slow HTTP): lifecycle records the flood may
@@ -150,7 +150,7 @@ NOIDENT_LOG_LPS = 10
 NOIDENT_LOG_BURST = 20
 
 
-HTTP_HEADER_TIMEOUT = _header_define("signer/http.h", "JS_HTTP_HEADER_TIMEOUT_MS", 10000) / 1000.0
+HTTP_HEADER_TIMEOUT = _header_define("signer/http/http.h", "JS_HTTP_HEADER_TIMEOUT_MS", 10000) / 1000.0
 
 
 def p11shim_path():
@@ -998,7 +998,7 @@ class SoakRun:
 
     def attribute(self, recs):
         """Audit records, bytes and log lines each phase's attackers caused, against the
-        documented denial budget (audit/FORMAT.md section 3.1, signer/denials.h)."""
+        documented denial budget (audit/FORMAT.md section 3.1, signer/core/denials.h)."""
         legit = {LEGIT, ADMIN}
         attackers = (INTRUDER, FROZEN, RESETTER)
         lines = self.daemon.stderr_lines()

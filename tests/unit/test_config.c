@@ -1,5 +1,5 @@
 /*
- * test_config.c - unit tests for jwt-signerd's configuration (signer/config.h):
+ * test_config.c - unit tests for jwt-signerd's configuration (signer/core/config.h):
  * a full and a minimal valid file, a table of invalid files each checked for
  * its reason, key path and line (including the keys that moved to the policy
  * file and the audit mapping), js_parse_duration, and js_config_read_pin from

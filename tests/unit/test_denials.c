@@ -1,5 +1,5 @@
 /*
- * test_denials.c - the denial budget (signer/denials.h): per-key burst and
+ * test_denials.c - the denial budget (signer/core/denials.h): per-key burst and
  * rate, the global bound, the overflow bucket when the key table is full,
  * concurrent admits from several threads, the budget key of a request, and
  * the daemon's use of it with the audit log: a 5,000-denial burst writes a

@@ -1,5 +1,5 @@
 /*
- * test_http.c - unit tests for the HTTP endpoint (signer/http.h), started on
+ * test_http.c - unit tests for the HTTP endpoint (signer/http/http.h), started on
  * 127.0.0.1:0 with fake handlers and spoken to by a tiny raw-socket HTTP/1.1
  * client: JWKS 200 with Cache-Control and ETag, 304 on a matching
  * If-None-Match (exact, in a list, weak, "*", split over two fields) and 200

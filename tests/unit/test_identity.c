@@ -1,5 +1,5 @@
 /*
- * test_identity.c - the typed caller identity (signer/identity.h): selection
+ * test_identity.c - the typed caller identity (lib/base/identity.h): selection
  * from certificate names (URI SAN, else first DNS SAN, else CN) into
  * `URI` / `dns:NAME` / `cn:NAME`, and the check of operator-written
  * identities. Negative cases first: the confusions of issue 8.

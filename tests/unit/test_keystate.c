@@ -1,5 +1,5 @@
 /*
- * test_keystate.c - unit tests for the key lifecycle (signer/keystate.h) on an
+ * test_keystate.c - unit tests for the key lifecycle (signer/core/keystate.h) on an
  * injected clock: initial activation, rotation with pre-publication,
  * retirement, revocation (terminal, with and without a successor), events,
  * rotation-due reports, bounds, the lifetime cap, and the state file (round

@@ -1,5 +1,5 @@
 /*
- * test_logline.c - structured log lines (signer/logline.h): the request
+ * test_logline.c - structured log lines (signer/core/logline.h): the request
  * line carries aud as JSON (a string or an array, not a string holding JSON
  * text), text that is not JSON is still logged, and the folded-denials line
  * has its count and audit_seq (or audit_lost).

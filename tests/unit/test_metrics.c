@@ -1,5 +1,5 @@
 /*
- * test_metrics.c - unit tests for the metrics registry (signer/metrics.h):
+ * test_metrics.c - unit tests for the metrics registry (signer/core/metrics.h):
  * counts from many threads add up exactly, the caller and reason caps hold
  * (also when threads race to add callers), label values are escaped and
  * sanitised, histograms are cumulative with the right _sum and _count, and

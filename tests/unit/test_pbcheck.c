@@ -1,6 +1,6 @@
 /*
  * test_pbcheck.c - unit tests for the protobuf wire-format string check
- * (signer/pbcheck.h): every string field of every message of
+ * (signer/rpc/pbcheck.h): every string field of every message of
  * proto/jwtsigner/v1/signer.proto refuses an embedded NUL and malformed
  * UTF-8 and names itself; bytes and unknown fields pass; hostile varints,
  * lengths past the end, bad field numbers and wire types are malformed; deep

@@ -1,6 +1,6 @@
 /*
  * test_ratelimit.c - unit tests for the per-identity token buckets
- * (policy/ratelimit.h) with an injected clock: burst then deny with the right
+ * (signer/core/ratelimit.h) with an injected clock: burst then deny with the right
  * retry-after, refill, incident mode tightening at once (and off restoring),
  * reloads that keep or restart state, per-identity isolation under a prefix
  * pattern, the overflow bucket, and concurrent takes that never exceed

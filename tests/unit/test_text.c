@@ -1,5 +1,5 @@
 /*
- * test_text.c - the clean-text check (signer/text.h): every edge of the Cc
+ * test_text.c - the clean-text check (lib/base/text.h): every edge of the Cc
  * and Cf ranges, malformed UTF-8 (overlongs, surrogates, truncated and
  * out-of-range sequences), NUL, and clean text in several scripts.
  */

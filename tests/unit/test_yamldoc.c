@@ -1,5 +1,5 @@
 /*
- * test_yamldoc.c - unit tests for the bounded YAML tree (signer/yamldoc.h):
+ * test_yamldoc.c - unit tests for the bounded YAML tree (lib/base/yamldoc.h):
  * node types and lines, every structural rejection (aliases, anchors, tags,
  * duplicate and non-scalar keys, depth, size, node count, several documents),
  * and the strict typed readers, mostly as tables of inputs and expected reasons.

@@ -1,7 +1,7 @@
 /*
  * alg.h - the JWS algorithms jwt-signer can sign with (RFC 7518 §3, RFC 8037).
  *
- * All five are generated and signed inside the token (signer/hsm.c):
+ * All five are generated and signed inside the token (lib/hsm/hsm.c):
  * ES256, ES384 (ECDSA, JOSE r||s), RS256 (PKCS#1 v1.5), PS256 (RSASSA-PSS,
  * MGF1-SHA256, salt 32) with 2048- or 3072-bit keys, and EdDSA (Ed25519).
  */

@@ -43,7 +43,7 @@ void js_reqlog_emit(const js_reqlog *r);
 
 /*
  * Folded denials: instead of one line per denied request beyond the denial
- * budget (signer/denials.h), one line per folded audit record, i.e. at most
+ * budget (signer/core/denials.h), one line per folded audit record, i.e. at most
  * one per (type, caller or peer, reason) per second:
  *   {"event":"denials_folded","type":"sign","caller":"dns:x","reason":
  *    "policy.no_match","count":4995,"audit_seq":1234}
