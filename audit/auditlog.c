@@ -218,7 +218,7 @@ static js_status write_all(js_audit *a, int fd, const uint8_t *p, size_t len, co
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            return js_err_set(err, JS_EUNAVAIL, "audit.unavailable", "audit log %s failed: %s",
+            return js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "audit log %s failed: %s",
                               what, n == 0 ? "short write" : strerror(errno));
         p += n;
         len -= (size_t)n;
@@ -228,7 +228,7 @@ static js_status write_all(js_audit *a, int fd, const uint8_t *p, size_t len, co
 
 static js_status sync_fd(js_audit *a, int fd, const char *what, js_err *err)
 {
-    JS_ENSURE(io_sync(a, fd) == 0, err, JS_EUNAVAIL, "audit.unavailable",
+    JS_ENSURE(io_sync(a, fd) == 0, err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE,
               "audit log %s fdatasync failed: %s", what, strerror(errno));
     return JS_OK;
 }
@@ -238,12 +238,12 @@ static js_status sync_dir(js_audit *a, js_err *err)
     if (a->no_fsync)
         return JS_OK;
     int dfd = open(a->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    JS_ENSURE(dfd >= 0, err, JS_EUNAVAIL, "audit.unavailable",
+    JS_ENSURE(dfd >= 0, err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE,
               "audit log directory %s cannot be opened: %s", a->dir, strerror(errno));
     int rc = fsync(dfd);
     int e = errno;
     close(dfd);
-    JS_ENSURE(rc == 0, err, JS_EUNAVAIL, "audit.unavailable",
+    JS_ENSURE(rc == 0, err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE,
               "audit log directory fsync failed: %s", strerror(e));
     return JS_OK;
 }
@@ -261,14 +261,14 @@ static js_status write_atomic(js_audit *a, const char *name, const void *data, s
     snprintf(path, sizeof(path), "%s/%s", a->dir, name);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    JS_ENSURE(fd >= 0, err, JS_EUNAVAIL, "audit.unavailable", "cannot create %s: %s", tmp,
+    JS_ENSURE(fd >= 0, err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "cannot create %s: %s", tmp,
               strerror(errno));
     js_status st = write_all(a, fd, data, len, name, err);
     if (st == JS_OK)
         st = sync_fd(a, fd, name, err);
     close(fd);
     if (st == JS_OK && rename(tmp, path) != 0)
-        st = js_err_set(err, JS_EUNAVAIL, "audit.unavailable", "cannot rename %s: %s", tmp,
+        st = js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "cannot rename %s: %s", tmp,
                         strerror(errno));
     if (st == JS_OK)
         st = sync_dir(a, err);
@@ -424,7 +424,7 @@ static js_status batch_add_checkpoint(js_audit *a, batch *b, chain_state *cs, co
     b->cp_mono = made;
     b->cp_sign_ms = (uint64_t)(mono_ms() - made);
     if (st != JS_OK || cp.sig_len != 64)
-        return js_err_set(err, JS_EUNAVAIL, "audit.unavailable",
+        return js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE,
                           "audit checkpoint signing failed: %s",
                           st != JS_OK ? serr.msg : "signature is not ES256 r||s");
     char *members = NULL;
@@ -481,12 +481,12 @@ static js_status open_segment(js_audit *a, unsigned long num, bool create, js_er
     seg_path(a, num, path, sizeof(path));
     int flags = O_WRONLY | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0);
     int fd = open(path, flags, 0600);
-    JS_ENSURE(fd >= 0, err, JS_EUNAVAIL, "audit.unavailable", "cannot open segment %s: %s", path,
+    JS_ENSURE(fd >= 0, err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "cannot open segment %s: %s", path,
               strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         close(fd);
-        return js_err_set(err, JS_EUNAVAIL, "audit.unavailable", "cannot stat %s", path);
+        return js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "cannot stat %s", path);
     }
     if (a->fd >= 0)
         close(a->fd);
@@ -506,7 +506,7 @@ static js_status maybe_rotate(js_audit *a, size_t len, js_err *err)
     JS_GUARD(open_segment(a, a->seg_num + 1, true, err));
     if (a->seg_size != 0) {
         /* Leftover of an earlier failed rotation: nothing in it is durable. */
-        JS_ENSURE(ftruncate(a->fd, 0) == 0, err, JS_EUNAVAIL, "audit.unavailable",
+        JS_ENSURE(ftruncate(a->fd, 0) == 0, err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE,
                   "cannot truncate new segment: %s", strerror(errno));
         a->seg_size = 0;
     }
@@ -699,7 +699,7 @@ static js_status try_recover(js_audit *a, js_err *err)
     pthread_mutex_lock(&a->mu);
     why = a->why;
     pthread_mutex_unlock(&a->mu);
-    JS_ENSURE(ftruncate(a->fd, (off_t)a->seg_size) == 0, err, JS_EUNAVAIL, "audit.unavailable",
+    JS_ENSURE(ftruncate(a->fd, (off_t)a->seg_size) == 0, err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE,
               "audit log recovery: truncate failed: %s", strerror(errno));
     JS_GUARD(sync_fd(a, a->fd, "segment", err));
     json_t *d = json_pack("{s:s, s:I, s:I, s:I}", "segment", "", "durable_offset",
@@ -924,7 +924,7 @@ static void *writer_main(void *arg)
         chain_state work = a->durable;
         batch b;
         memset(&b, 0, sizeof(b));
-        js_status st = folds == NULL ? js_err_set(&err, JS_EUNAVAIL, "audit.unavailable",
+        js_status st = folds == NULL ? js_err_set(&err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE,
                                                   "audit writer out of memory")
                                      : encode_batch(a, &b, &work, items, closing, &err);
         if (st == JS_OK && b.len > 0)
@@ -932,7 +932,8 @@ static void *writer_main(void *arg)
         batch_free(&b);
         if (st != JS_OK) {
             if (st != JS_EUNAVAIL)
-                js_err_set(&err, JS_EUNAVAIL, "audit.unavailable", "audit log failed: %s", err.msg);
+                js_err_set(&err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "audit log failed: %s",
+                           err.msg);
             set_failed(a, &err);
             pthread_mutex_lock(&a->mu);
             why = a->why;
@@ -968,7 +969,7 @@ js_status js_audit_submit(js_audit *a, const js_audit_event *ev, js_audit_done_f
     if (strlen(it->body) > JS_AUDIT_MAX_PAYLOAD - RECORD_OVERHEAD) {
         free(it->body);
         free(it);
-        return js_err_set(err, JS_EINVAL, "audit.record_too_large",
+        return js_err_set(err, JS_EINVAL, JS_R_AUDIT_RECORD_TOO_LARGE,
                           "audit record larger than %u bytes", JS_AUDIT_MAX_PAYLOAD);
     }
     js_audit_time_format(js_audit_now_ms(), it->time);
@@ -978,12 +979,12 @@ js_status js_audit_submit(js_audit *a, const js_audit_event *ev, js_audit_done_f
     pthread_mutex_lock(&a->mu);
     if (a->failed || a->closing || a->qlen >= QUEUE_MAX) {
         if (a->failed)
-            st = js_err_set(err, JS_EUNAVAIL, "audit.unavailable", "%s", a->why.msg);
+            st = js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "%s", a->why.msg);
         else if (a->closing)
-            st = js_err_set(err, JS_EUNAVAIL, "audit.unavailable", "audit log is closing");
+            st = js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "audit log is closing");
         else
             st =
-                js_err_set(err, JS_EUNAVAIL, "audit.unavailable",
+                js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE,
                            "audit log queue full (%u records): the disk cannot keep up", QUEUE_MAX);
         pthread_mutex_unlock(&a->mu);
         free(it->body);
@@ -1075,7 +1076,7 @@ js_status js_audit_append_sync(js_audit *a, const js_audit_event *ev, uint64_t *
         *err = w->err;
     pthread_mutex_unlock(&w->mu);
     if (!done)
-        js_err_set(err, JS_EUNAVAIL, "audit.unavailable",
+        js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE,
                    "audit log did not confirm the record within %d s", SYNC_WAIT_S);
     sync_release(w);
     return st;
@@ -1232,7 +1233,7 @@ void js_audit_close(js_audit *a)
         pthread_join(a->thread, NULL);
     /* Every batch the writer finished is delivered before we return. */
     stop_notifier(a);
-    js_err_set(&a->why, JS_EUNAVAIL, "audit.unavailable", "audit log is closed");
+    js_err_set(&a->why, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "audit log is closed");
     audit_free(a);
 }
 
@@ -1268,24 +1269,24 @@ static js_status cut_torn_tail(js_audit *a, const char *path, uint64_t offset, t
                                js_err *err)
 {
     int fd = open(path, O_RDWR | O_CLOEXEC);
-    JS_ENSURE(fd >= 0, err, JS_ECONFIG, "audit.recovery", "cannot open %s: %s", path,
+    JS_ENSURE(fd >= 0, err, JS_ECONFIG, JS_R_AUDIT_RECOVERY, "cannot open %s: %s", path,
               strerror(errno));
     struct stat st;
     js_status rc = JS_OK;
     uint8_t *tail = NULL;
     size_t len = 0;
     if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < offset) {
-        rc = js_err_set(err, JS_ECONFIG, "audit.recovery", "cannot stat %s", path);
+        rc = js_err_set(err, JS_ECONFIG, JS_R_AUDIT_RECOVERY, "cannot stat %s", path);
         goto out;
     }
     len = (size_t)((uint64_t)st.st_size - offset);
     tail = malloc(len ? len : 1);
     if (tail == NULL) {
-        rc = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        rc = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         goto out;
     }
     if (pread(fd, tail, len, (off_t)offset) != (ssize_t)len) {
-        rc = js_err_set(err, JS_ECONFIG, "audit.recovery", "cannot read the tail of %s", path);
+        rc = js_err_set(err, JS_ECONFIG, JS_R_AUDIT_RECOVERY, "cannot read the tail of %s", path);
         goto out;
     }
     SHA256(tail, len, ti->sha256);
@@ -1301,7 +1302,7 @@ static js_status cut_torn_tail(js_audit *a, const char *path, uint64_t offset, t
             break;
     }
     if (bfd < 0) {
-        rc = js_err_set(err, JS_ECONFIG, "audit.recovery", "cannot create %s.broken: %s", path,
+        rc = js_err_set(err, JS_ECONFIG, JS_R_AUDIT_RECOVERY, "cannot create %s.broken: %s", path,
                         strerror(errno));
         goto out;
     }
@@ -1312,7 +1313,7 @@ static js_status cut_torn_tail(js_audit *a, const char *path, uint64_t offset, t
     if (rc == JS_OK)
         rc = sync_dir(a, err);
     if (rc == JS_OK && (ftruncate(fd, (off_t)offset) != 0 || io_sync(a, fd) != 0))
-        rc = js_err_set(err, JS_EUNAVAIL, "audit.recovery", "cannot truncate %s: %s", path,
+        rc = js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_RECOVERY, "cannot truncate %s: %s", path,
                         strerror(errno));
     if (rc == JS_OK) {
         ti->present = true;
@@ -1356,7 +1357,7 @@ static js_status anchor_load(const js_audit *a, anchor *an, js_err *err)
     if (st == JS_ENOTFOUND)
         return JS_OK;
     if (st != JS_OK)
-        return js_err_set(err, JS_ECONFIG, "audit.anchor",
+        return js_err_set(err, JS_ECONFIG, JS_R_AUDIT_ANCHOR,
                           "audit log anchor unreadable, refusing to start (no file was changed): "
                           "%s",
                           e.msg);
@@ -1367,7 +1368,7 @@ static js_status anchor_load(const js_audit *a, anchor *an, js_err *err)
 /* The refusal for a lost named record (FORMAT.md §8). */
 static js_status anchor_refusal(const anchor *an, const loss_info *li, js_err *err)
 {
-    return js_err_set(err, JS_ECONFIG, "audit.anchor_lost",
+    return js_err_set(err, JS_ECONFIG, JS_R_AUDIT_ANCHOR_LOST,
                       "audit log lost a record checkpoint.json names, refusing to start (no file "
                       "was changed): segment %s offset %" PRIu64 " seq %" PRIu64
                       " is %s, but checkpoint.json names the checkpoint seq %" PRIu64
@@ -1396,14 +1397,14 @@ static js_status recover_scan(js_audit *a, char **paths, size_t n, EVP_PKEY *pub
         js_audit_record rec;
         js_err e;
         js_status rs = js_audit_reader_next(r, &rec, &e);
-        if (rs == JS_ENOTFOUND && strcmp(e.reason, "audit.end") == 0) {
+        if (rs == JS_ENOTFOUND && e.reason == JS_R_AUDIT_END) {
             ended = true;
             break;
         }
         if (rs == JS_EINVAL) {
             const js_audit_read_error *re = js_audit_reader_error(r);
             if (!re->torn_tail) {
-                st = js_err_set(err, JS_ECONFIG, "audit.damaged",
+                st = js_err_set(err, JS_ECONFIG, JS_R_AUDIT_DAMAGED,
                                 "audit log damaged, refusing to start: segment %s offset %" PRIu64
                                 " seq %" PRIu64 ": %s",
                                 re->segment, re->offset, s.last_seq + 1, e.msg);
@@ -1429,11 +1430,11 @@ static js_status recover_scan(js_audit *a, char **paths, size_t n, EVP_PKEY *pub
             break;
         }
         if (rs != JS_OK) {
-            st = js_err_set(err, JS_ECONFIG, "audit.damaged", "%s", e.msg);
+            st = js_err_set(err, JS_ECONFIG, JS_R_AUDIT_DAMAGED, "%s", e.msg);
             break;
         }
         if (js_audit_scan_record(&s, &rec, &e) != JS_OK) {
-            st = js_err_set(err, JS_ECONFIG, "audit.damaged",
+            st = js_err_set(err, JS_ECONFIG, JS_R_AUDIT_DAMAGED,
                             "audit log damaged, refusing to start: segment %s offset %" PRIu64
                             " seq %" PRIu64 ": %s",
                             rec.segment, rec.offset, rec.seq, e.msg);
@@ -1441,7 +1442,7 @@ static js_status recover_scan(js_audit *a, char **paths, size_t n, EVP_PKEY *pub
         }
         if (an->present && rec.seq == an->cp.seq &&
             (rec.payload_len != an->len || memcmp(rec.payload, an->payload, an->len) != 0)) {
-            st = js_err_set(err, JS_ECONFIG, "audit.anchor_mismatch",
+            st = js_err_set(err, JS_ECONFIG, JS_R_AUDIT_ANCHOR_MISMATCH,
                             "audit log does not match checkpoint.json, refusing to start (no file "
                             "was changed): segment %s offset %" PRIu64 " seq %" PRIu64
                             " differs from the checkpoint checkpoint.json names",
@@ -1464,7 +1465,7 @@ static js_status recover_scan(js_audit *a, char **paths, size_t n, EVP_PKEY *pub
     }
     JS_GUARD(st);
     if (s.have_cp) {
-        JS_ENSURE(strcmp(s.last_cp.origin, a->origin) == 0, err, JS_ECONFIG, "audit.origin",
+        JS_ENSURE(strcmp(s.last_cp.origin, a->origin) == 0, err, JS_ECONFIG, JS_R_AUDIT_ORIGIN,
                   "audit log in %s has origin \"%s\", not \"%s\"", a->dir, s.last_cp.origin,
                   a->origin);
         /* The last checkpoint's signature vouches for everything before it
@@ -1477,14 +1478,14 @@ static js_status recover_scan(js_audit *a, char **paths, size_t n, EVP_PKEY *pub
         if (pub != NULL)
             JS_GUARD(js_audit_pubkey_id(pub, id, err));
         if (pub != NULL && s.last_cp.next_key[0] != '\0') {
-            JS_ENSURE(strcmp(s.last_cp.next_key, id) == 0, err, JS_ECONFIG, "audit.key_chain",
+            JS_ENSURE(strcmp(s.last_cp.next_key, id) == 0, err, JS_ECONFIG, JS_R_AUDIT_KEY_CHAIN,
                       "audit log checkpoint seq %" PRIu64 " announced audit key %s but this "
                       "signer's audit key is %s: start with the announced key",
                       s.last_cp.seq, s.last_cp.next_key, id);
         } else if (pub != NULL) {
             js_err e;
             if (js_audit_checkpoint_verify_sig(&s.last_cp, pub, &e) != JS_OK)
-                return js_err_set(err, JS_ECONFIG, "audit.damaged",
+                return js_err_set(err, JS_ECONFIG, JS_R_AUDIT_DAMAGED,
                                   "audit log damaged, refusing to start: checkpoint seq %" PRIu64
                                   ": %s",
                                   s.last_cp.seq, e.msg);
@@ -1518,7 +1519,7 @@ static js_status loss_body(const js_audit *a, const anchor *an, const loss_info 
         json_object_set_new(d, "checkpoint_sha256", json_string(hex)) != 0 ||
         json_object_set_new(d, "checkpoint", json_incref(cp)) != 0 ||
         json_object_set_new(d, "operator_reason", json_string(a->accept_reason)) != 0)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     if (st == JS_OK)
         st = recovery_body("audit.loss_accepted",
                            "the operator accepted the loss of records checkpoint.json named", d,
@@ -1531,8 +1532,8 @@ static js_status loss_body(const js_audit *a, const anchor *an, const loss_info 
 static js_status open_log(js_audit *a, const js_audit_options *opts, js_err *err)
 {
     if (mkdir(a->dir, 0700) != 0 && errno != EEXIST)
-        return js_err_set(err, JS_ECONFIG, "audit.dir", "cannot create audit log directory %s: %s",
-                          a->dir, strerror(errno));
+        return js_err_set(err, JS_ECONFIG, JS_R_AUDIT_DIR,
+                          "cannot create audit log directory %s: %s", a->dir, strerror(errno));
     EVP_PKEY *pub = NULL;
     if (opts->pubkey_pem != NULL)
         JS_GUARD(js_audit_pubkey_parse(opts->pubkey_pem, &pub, err));
@@ -1570,7 +1571,7 @@ static js_status open_log(js_audit *a, const js_audit_options *opts, js_err *err
         st =
             write_atomic(a, "audit-key.pem", opts->pubkey_pem, strlen(opts->pubkey_pem), 0644, err);
     if (st == JS_OK && last == 0)
-        st = js_err_set(err, JS_ECONFIG, "audit.dir", "bad segment name in %s", a->dir);
+        st = js_err_set(err, JS_ECONFIG, JS_R_AUDIT_DIR, "bad segment name in %s", a->dir);
     if (st == JS_OK)
         st = open_segment(a, last, true, err);
     if (st == JS_OK && n == 0)
@@ -1593,7 +1594,7 @@ static js_status open_log(js_audit *a, const js_audit_options *opts, js_err *err
                               (json_int_t)ti.offset, "length", (json_int_t)ti.length, "sha256", hex,
                               "saved_as", ti.saved_as);
         char *body = NULL;
-        st = d == NULL ? js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory")
+        st = d == NULL ? js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory")
                        : recovery_body("audit.torn_tail",
                                        "torn tail cut at start-up (crash damage)", d, &body, err);
         json_decref(d);
@@ -1622,10 +1623,10 @@ static js_status open_log(js_audit *a, const js_audit_options *opts, js_err *err
 js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *err)
 {
     JS_ENSURE(opts != NULL && opts->dir != NULL && opts->sign != NULL, err, JS_ECONFIG,
-              "audit.config", "audit log needs a directory and a signing callback");
-    JS_ENSURE(js_audit_origin_valid(opts->origin), err, JS_ECONFIG, "audit.config",
+              JS_R_AUDIT_CONFIG, "audit log needs a directory and a signing callback");
+    JS_ENSURE(js_audit_origin_valid(opts->origin), err, JS_ECONFIG, JS_R_AUDIT_CONFIG,
               "audit origin must be 1..%d characters of [A-Za-z0-9._:/@-]", JS_AUDIT_ORIGIN_MAX);
-    JS_ENSURE(strlen(opts->dir) < PATH_MAX_AUDIT - 64, err, JS_ECONFIG, "audit.config",
+    JS_ENSURE(strlen(opts->dir) < PATH_MAX_AUDIT - 64, err, JS_ECONFIG, JS_R_AUDIT_CONFIG,
               "audit log directory path too long");
     js_audit *a = calloc(1, sizeof(*a));
     JS_ENSURE_ALLOC(a, err);
@@ -1644,7 +1645,7 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     atomic_init(&a->disk_free, UINT64_MAX);
     if (a->dir == NULL || a->origin == NULL || a->folds == NULL) {
         audit_free(a);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     a->interval_ms = opts->checkpoint_interval_ms ? opts->checkpoint_interval_ms : 1000;
     a->records_thr = opts->checkpoint_records ? opts->checkpoint_records : 1000;
@@ -1658,7 +1659,7 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     a->durable.sign_ctx = opts->sign_ctx;
     if (opts->pubkey_pem != NULL && (a->pubkey_pem = strdup(opts->pubkey_pem)) == NULL) {
         audit_free(a);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     if (opts->io != NULL)
         a->io = *opts->io;
@@ -1673,14 +1674,14 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
         size_t rl = strlen(opts->accept_loss_reason);
         if (rl == 0 || rl > JS_AUDIT_ACCEPT_REASON_MAX) {
             audit_free(a);
-            return js_err_set(err, JS_ECONFIG, "audit.config",
+            return js_err_set(err, JS_ECONFIG, JS_R_AUDIT_CONFIG,
                               "the reason for accepting an audit loss must be 1..%u bytes",
                               JS_AUDIT_ACCEPT_REASON_MAX);
         }
         a->accept_reason = strdup(opts->accept_loss_reason);
         if (a->accept_reason == NULL) {
             audit_free(a);
-            return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+            return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         }
     }
     js_merkle_frontier_init(&a->durable.tree);
@@ -1697,7 +1698,7 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
             a->notifier_started = true;
     }
     if (st == JS_OK && pthread_create(&a->thread, NULL, writer_main, a) != 0)
-        st = js_err_set(err, JS_EINTERNAL, "audit.thread", "cannot start the audit writer");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_AUDIT_THREAD, "cannot start the audit writer");
     if (st != JS_OK) {
         audit_free(a);
         return st;
@@ -1713,7 +1714,7 @@ js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx
                               const char *pubkey_pem, uint64_t timeout_ms, char *new_id,
                               js_err *err)
 {
-    JS_ENSURE(sign != NULL && pubkey_pem != NULL, err, JS_EINVAL, "audit.rotate",
+    JS_ENSURE(sign != NULL && pubkey_pem != NULL, err, JS_EINVAL, JS_R_AUDIT_ROTATE,
               "a key rotation needs the new key's signing callback and public key");
     EVP_PKEY *pub = NULL, *old = NULL;
     JS_GUARD(js_audit_pubkey_parse(pubkey_pem, &pub, err));
@@ -1727,7 +1728,7 @@ js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx
     pthread_mutex_unlock(&a->mu);
     if (cur == NULL || busy) {
         free(cur);
-        return js_err_set(err, JS_ESTATE, "audit.rotate",
+        return js_err_set(err, JS_ESTATE, JS_R_AUDIT_ROTATE,
                           busy ? "the audit log is failed, closing or already rotating its key"
                                : "the audit log has no public key to rotate from");
     }
@@ -1736,7 +1737,7 @@ js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx
         st = js_audit_pubkey_id(old, old_id, err);
     EVP_PKEY_free(old);
     if (st == JS_OK && strcmp(id, old_id) == 0)
-        st = js_err_set(err, JS_EINVAL, "audit.rotate", "the new audit key is the key in force");
+        st = js_err_set(err, JS_EINVAL, JS_R_AUDIT_ROTATE, "the new audit key is the key in force");
     char name[JS_AUDIT_KEY_ID_LEN + 32];
     if (st == JS_OK) {
         snprintf(name, sizeof(name), "audit-key-%s.pem", old_id);
@@ -1749,13 +1750,13 @@ js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx
     }
     char *pem = st == JS_OK ? strdup(pubkey_pem) : NULL;
     if (st == JS_OK && pem == NULL)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     JS_GUARD(st);
     pthread_mutex_lock(&a->mu);
     if (a->rot_pending || a->closing || a->failed) {
         pthread_mutex_unlock(&a->mu);
         free(pem);
-        return js_err_set(err, JS_ESTATE, "audit.rotate",
+        return js_err_set(err, JS_ESTATE, JS_R_AUDIT_ROTATE,
                           "the audit log is failed, closing or already rotating its key");
     }
     uint64_t done = a->rot_done;
@@ -1780,7 +1781,7 @@ js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx
     pthread_mutex_unlock(&a->mu);
     if (new_id != NULL)
         memcpy(new_id, id, JS_AUDIT_KEY_ID_LEN + 1);
-    JS_ENSURE(ok, err, JS_EUNAVAIL, "audit.rotate_pending",
+    JS_ENSURE(ok, err, JS_EUNAVAIL, JS_R_AUDIT_ROTATE_PENDING,
               "the audit key rotation is not durable yet (the log is failing or slow); it "
               "stays pending and takes effect with the next durable checkpoint");
     return JS_OK;

@@ -51,8 +51,8 @@ bool js_audit_origin_valid(const char *origin)
 static js_status get_u64(const json_t *o, const char *k, uint64_t *v, js_err *err)
 {
     json_t *m = json_object_get(o, k);
-    JS_ENSURE(json_is_integer(m) && json_integer_value(m) >= 0, err, JS_EINVAL, "audit.checkpoint",
-              "checkpoint member \"%s\" is not a non-negative integer", k);
+    JS_ENSURE(json_is_integer(m) && json_integer_value(m) >= 0, err, JS_EINVAL,
+              JS_R_AUDIT_CHECKPOINT, "checkpoint member \"%s\" is not a non-negative integer", k);
     *v = (uint64_t)json_integer_value(m);
     return JS_OK;
 }
@@ -60,7 +60,7 @@ static js_status get_u64(const json_t *o, const char *k, uint64_t *v, js_err *er
 static js_status get_str(const json_t *o, const char *k, const char **v, js_err *err)
 {
     json_t *m = json_object_get(o, k);
-    JS_ENSURE(json_is_string(m), err, JS_EINVAL, "audit.checkpoint",
+    JS_ENSURE(json_is_string(m), err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT,
               "checkpoint member \"%s\" is not a string", k);
     *v = json_string_value(m);
     return JS_OK;
@@ -70,7 +70,7 @@ static js_status get_hash(const json_t *o, const char *k, uint8_t out[32], js_er
 {
     const char *s = NULL;
     JS_GUARD(get_str(o, k, &s, err));
-    JS_ENSURE(js_audit_unhex(s, strlen(s), out, 32), err, JS_EINVAL, "audit.checkpoint",
+    JS_ENSURE(js_audit_unhex(s, strlen(s), out, 32), err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT,
               "checkpoint member \"%s\" is not 64 lower-case hex digits", k);
     return JS_OK;
 }
@@ -82,13 +82,13 @@ static js_status parse_late(const json_t *rec, js_audit_checkpoint *cp, js_err *
     if (json_object_get(rec, "late_ms") != NULL) {
         JS_GUARD(get_u64(rec, "late_ms", &cp->late_ms, err));
         JS_ENSURE(cp->late_ms >= 1 && cp->late_ms <= JS_AUDIT_LATE_MAX_MS, err, JS_EINVAL,
-                  "audit.checkpoint", "checkpoint late_ms is not 1..%" PRIu64,
+                  JS_R_AUDIT_CHECKPOINT, "checkpoint late_ms is not 1..%" PRIu64,
                   JS_AUDIT_LATE_MAX_MS);
     }
     bool has_why = json_object_get(rec, "late_why") != NULL;
     bool has_why_ms = json_object_get(rec, "late_why_ms") != NULL;
     JS_ENSURE(has_why == has_why_ms && (!has_why || cp->late_ms > 0), err, JS_EINVAL,
-              "audit.checkpoint",
+              JS_R_AUDIT_CHECKPOINT,
               "checkpoint late_why and late_why_ms come together, and only with late_ms");
     if (!has_why)
         return JS_OK;
@@ -97,11 +97,11 @@ static js_status parse_late(const json_t *rec, js_audit_checkpoint *cp, js_err *
     bool known = false;
     for (size_t i = 0; i < sizeof(cp_late_whys) / sizeof(cp_late_whys[0]); i++)
         known = known || strcmp(why, cp_late_whys[i]) == 0;
-    JS_ENSURE(known, err, JS_EINVAL, "audit.checkpoint",
+    JS_ENSURE(known, err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT,
               "checkpoint late_why is not stalled, fsync or sign");
     memcpy(cp->late_why, why, strlen(why) + 1);
     JS_GUARD(get_u64(rec, "late_why_ms", &cp->late_why_ms, err));
-    JS_ENSURE(cp->late_why_ms <= JS_AUDIT_LATE_MAX_MS, err, JS_EINVAL, "audit.checkpoint",
+    JS_ENSURE(cp->late_why_ms <= JS_AUDIT_LATE_MAX_MS, err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT,
               "checkpoint late_why_ms is over %" PRIu64, JS_AUDIT_LATE_MAX_MS);
     return JS_OK;
 }
@@ -120,7 +120,7 @@ static js_status parse_next_key(const json_t *rec, js_audit_checkpoint *cp, js_e
     JS_ENSURE(strlen(id) == JS_AUDIT_KEY_ID_LEN &&
                   b64url_decode(id, JS_AUDIT_KEY_ID_LEN, raw, sizeof(raw), &rlen, &e2) == JS_OK &&
                   rlen == 32,
-              err, JS_EINVAL, "audit.checkpoint",
+              err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT,
               "checkpoint next_key is not the base64url SHA-256 of a key (%d characters)",
               JS_AUDIT_KEY_ID_LEN);
     memcpy(cp->next_key, id, JS_AUDIT_KEY_ID_LEN + 1);
@@ -131,28 +131,28 @@ js_status js_audit_checkpoint_parse(const json_t *rec, js_audit_checkpoint *cp, 
 {
     memset(cp, 0, sizeof(*cp));
     const char *type = NULL, *time = NULL, *reason = NULL, *origin = NULL, *sig = NULL;
-    JS_ENSURE(json_is_object(rec), err, JS_EINVAL, "audit.checkpoint",
+    JS_ENSURE(json_is_object(rec), err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT,
               "checkpoint is not a JSON object");
     JS_GUARD(get_str(rec, "type", &type, err));
-    JS_ENSURE(strcmp(type, "checkpoint") == 0, err, JS_EINVAL, "audit.checkpoint",
+    JS_ENSURE(strcmp(type, "checkpoint") == 0, err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT,
               "record is not a checkpoint");
     JS_GUARD(get_u64(rec, "seq", &cp->seq, err));
     JS_GUARD(get_u64(rec, "tree_size", &cp->tree_size, err));
-    JS_ENSURE(cp->seq >= 1 && cp->tree_size == cp->seq - 1, err, JS_EINVAL, "audit.checkpoint",
+    JS_ENSURE(cp->seq >= 1 && cp->tree_size == cp->seq - 1, err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT,
               "checkpoint tree_size %" PRIu64 " is not seq - 1 (seq %" PRIu64 ")", cp->tree_size,
               cp->seq);
     JS_GUARD(get_str(rec, "time", &time, err));
     JS_ENSURE(strlen(time) == JS_AUDIT_TIME_LEN && js_audit_time_parse(time, &cp->time_ms), err,
-              JS_EINVAL, "audit.checkpoint", "checkpoint time is not RFC 3339 UTC with ms");
+              JS_EINVAL, JS_R_AUDIT_CHECKPOINT, "checkpoint time is not RFC 3339 UTC with ms");
     memcpy(cp->time, time, JS_AUDIT_TIME_LEN + 1);
     JS_GUARD(get_str(rec, "reason", &reason, err));
     bool known = false;
     for (size_t i = 0; i < sizeof(cp_reasons) / sizeof(cp_reasons[0]); i++)
         known = known || strcmp(reason, cp_reasons[i]) == 0;
-    JS_ENSURE(known, err, JS_EINVAL, "audit.checkpoint", "unknown checkpoint reason");
+    JS_ENSURE(known, err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT, "unknown checkpoint reason");
     memcpy(cp->reason, reason, strlen(reason) + 1);
     JS_GUARD(get_str(rec, "origin", &origin, err));
-    JS_ENSURE(js_audit_origin_valid(origin), err, JS_EINVAL, "audit.checkpoint",
+    JS_ENSURE(js_audit_origin_valid(origin), err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT,
               "checkpoint origin is not 1..%d characters of [A-Za-z0-9._:/@-]",
               JS_AUDIT_ORIGIN_MAX);
     memcpy(cp->origin, origin, strlen(origin) + 1);
@@ -166,14 +166,14 @@ js_status js_audit_checkpoint_parse(const json_t *rec, js_audit_checkpoint *cp, 
     JS_GUARD(get_str(rec, "sig", &sig, err));
     size_t slen = strlen(sig);
     JS_ENSURE(slen > 0 && slen <= B64URL_ENCODED_LEN(JS_AUDIT_SIG_MAX), err, JS_EINVAL,
-              "audit.checkpoint", "checkpoint signature has a bad length");
+              JS_R_AUDIT_CHECKPOINT, "checkpoint signature has a bad length");
     js_err e2;
     JS_ENSURE(b64url_decode(sig, slen, cp->sig, sizeof(cp->sig), &cp->sig_len, &e2) == JS_OK, err,
-              JS_EINVAL, "audit.checkpoint", "checkpoint signature is not base64url");
+              JS_EINVAL, JS_R_AUDIT_CHECKPOINT, "checkpoint signature is not base64url");
     /* FORMAT.md §5.1/§7: ES256 in JOSE form is r||s, exactly 64 bytes (RFC
      * 7518 §3.4), checked with or without a key, so no other length can
      * pass a keyless verification. */
-    JS_ENSURE(cp->sig_len == JS_AUDIT_SIG_LEN, err, JS_EINVAL, "audit.checkpoint",
+    JS_ENSURE(cp->sig_len == JS_AUDIT_SIG_LEN, err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT,
               "checkpoint signature is %zu bytes; ES256 r||s is exactly %d", cp->sig_len,
               JS_AUDIT_SIG_LEN);
     return JS_OK;
@@ -204,7 +204,7 @@ js_status js_audit_checkpoint_check_canonical(const js_audit_checkpoint *cp, con
     /* The signature covers the §5.2 body, not the record bytes: only this
      * comparison makes the record's bytes (extra or reordered members,
      * whitespace, escapes) as fixed as what is signed. */
-    JS_ENSURE(same, err, JS_EINVAL, "audit.noncanonical",
+    JS_ENSURE(same, err, JS_EINVAL, JS_R_AUDIT_NONCANONICAL,
               "checkpoint record bytes differ from the canonical serialisation of its signed "
               "members (extra or reordered members, whitespace or escapes; FORMAT.md §5.1)");
     return JS_OK;
@@ -240,7 +240,7 @@ js_status js_audit_checkpoint_body(const js_audit_checkpoint *cp, char **body, s
         n += snprintf(b + n, cap - (size_t)n, "next_key %s\n", cp->next_key);
     if (n <= 0 || (size_t)n >= cap) {
         free(b);
-        return js_err_set(err, JS_EINTERNAL, "audit.checkpoint", "checkpoint body too long");
+        return js_err_set(err, JS_EINTERNAL, JS_R_AUDIT_CHECKPOINT, "checkpoint body too long");
     }
     *body = b;
     *len = (size_t)n;
@@ -249,13 +249,14 @@ js_status js_audit_checkpoint_body(const js_audit_checkpoint *cp, char **body, s
 
 js_status js_audit_checkpoint_members(const js_audit_checkpoint *cp, char **out, js_err *err)
 {
-    JS_ENSURE(js_audit_origin_valid(cp->origin), err, JS_EINVAL, "audit.checkpoint", "bad origin");
+    JS_ENSURE(js_audit_origin_valid(cp->origin), err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT,
+              "bad origin");
     char root[65], prevcp[65];
     char sig[B64URL_ENCODED_LEN(JS_AUDIT_SIG_MAX) + 1];
     js_audit_hex(cp->root, 32, root);
     js_audit_hex(cp->prev_checkpoint, 32, prevcp);
     JS_ENSURE(cp->sig_len > 0 && cp->sig_len <= JS_AUDIT_SIG_MAX, err, JS_EINTERNAL,
-              "audit.checkpoint", "bad signature length");
+              JS_R_AUDIT_CHECKPOINT, "bad signature length");
     b64url_encode(cp->sig, cp->sig_len, sig, sizeof(sig));
     size_t cap = 1024;
     char *b = malloc(cap);
@@ -283,7 +284,7 @@ js_status js_audit_checkpoint_members(const js_audit_checkpoint *cp, char **out,
         late, next, sig);
     if (n <= 0 || (size_t)n >= cap) {
         free(b);
-        return js_err_set(err, JS_EINTERNAL, "audit.checkpoint", "checkpoint too long");
+        return js_err_set(err, JS_EINTERNAL, JS_R_AUDIT_CHECKPOINT, "checkpoint too long");
     }
     *out = b;
     return JS_OK;
@@ -294,7 +295,7 @@ js_status js_audit_checkpoint_members(const js_audit_checkpoint *cp, char **out,
 static js_status verify_es256(EVP_PKEY *pub, const uint8_t *msg, size_t len, const uint8_t *sig,
                               size_t sig_len, js_err *err)
 {
-    JS_ENSURE(sig_len == 64, err, JS_EINVAL, "audit.bad_signature",
+    JS_ENSURE(sig_len == 64, err, JS_EINVAL, JS_R_AUDIT_BAD_SIGNATURE,
               "checkpoint signature is %zu bytes; ES256 r||s is 64", sig_len);
     ECDSA_SIG *es = ECDSA_SIG_new();
     BIGNUM *r = BN_bin2bn(sig, 32, NULL);
@@ -303,18 +304,18 @@ static js_status verify_es256(EVP_PKEY *pub, const uint8_t *msg, size_t len, con
         ECDSA_SIG_free(es);
         BN_free(r);
         BN_free(s);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     uint8_t *der = NULL;
     int der_len = i2d_ECDSA_SIG(es, &der);
     ECDSA_SIG_free(es);
-    JS_ENSURE(der_len > 0, err, JS_EINTERNAL, "internal.oom", "out of memory");
+    JS_ENSURE(der_len > 0, err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     EVP_MD_CTX *mctx = EVP_MD_CTX_new();
     int ok = mctx != NULL && EVP_DigestVerifyInit(mctx, NULL, EVP_sha256(), NULL, pub) == 1 &&
              EVP_DigestVerify(mctx, der, (size_t)der_len, msg, len) == 1;
     EVP_MD_CTX_free(mctx);
     OPENSSL_free(der);
-    JS_ENSURE(ok, err, JS_EINVAL, "audit.bad_signature",
+    JS_ENSURE(ok, err, JS_EINVAL, JS_R_AUDIT_BAD_SIGNATURE,
               "checkpoint signature does not verify with the audit key");
     return JS_OK;
 }
@@ -336,19 +337,19 @@ static js_status pubkey_check(EVP_PKEY *k, js_err *err)
     int ok = EVP_PKEY_get_base_id(k) == EVP_PKEY_EC &&
              EVP_PKEY_get_utf8_string_param(k, "group", group, sizeof(group), &glen) == 1 &&
              strcmp(group, "prime256v1") == 0;
-    JS_ENSURE(ok, err, JS_EINVAL, "audit.pubkey", "the audit key is not a P-256 (ES256) key");
+    JS_ENSURE(ok, err, JS_EINVAL, JS_R_AUDIT_PUBKEY, "the audit key is not a P-256 (ES256) key");
     return JS_OK;
 }
 
 js_status js_audit_pubkey_parse(const char *pem, EVP_PKEY **out, js_err *err)
 {
-    JS_ENSURE(pem != NULL && strlen(pem) <= PUBKEY_PEM_MAX, err, JS_EINVAL, "audit.pubkey",
+    JS_ENSURE(pem != NULL && strlen(pem) <= PUBKEY_PEM_MAX, err, JS_EINVAL, JS_R_AUDIT_PUBKEY,
               "audit public key PEM missing or larger than %u bytes", PUBKEY_PEM_MAX);
     BIO *bio = BIO_new_mem_buf(pem, (int)strlen(pem));
     JS_ENSURE_ALLOC(bio, err);
     EVP_PKEY *k = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
     BIO_free(bio);
-    JS_ENSURE(k != NULL, err, JS_EINVAL, "audit.pubkey",
+    JS_ENSURE(k != NULL, err, JS_EINVAL, JS_R_AUDIT_PUBKEY,
               "audit public key is not a PEM SubjectPublicKeyInfo");
     js_status st = pubkey_check(k, err);
     if (st != JS_OK) {
@@ -363,12 +364,12 @@ js_status js_audit_pubkey_id(EVP_PKEY *pub, char *out, js_err *err)
 {
     uint8_t *der = NULL;
     int dlen = i2d_PUBKEY(pub, &der);
-    JS_ENSURE(dlen > 0, err, JS_EINVAL, "audit.pubkey", "cannot encode the audit public key");
+    JS_ENSURE(dlen > 0, err, JS_EINVAL, JS_R_AUDIT_PUBKEY, "cannot encode the audit public key");
     uint8_t h[32];
     unsigned hlen = 0;
     int ok = EVP_Digest(der, (size_t)dlen, h, &hlen, EVP_sha256(), NULL);
     OPENSSL_free(der);
-    JS_ENSURE(ok == 1 && hlen == 32, err, JS_EINTERNAL, "internal.crypto", "SHA-256 failed");
+    JS_ENSURE(ok == 1 && hlen == 32, err, JS_EINTERNAL, JS_R_INTERNAL_CRYPTO, "SHA-256 failed");
     b64url_encode(h, 32, out, JS_AUDIT_KEY_ID_LEN + 1);
     return JS_OK;
 }
@@ -377,19 +378,19 @@ js_status js_audit_pubkey_id(EVP_PKEY *pub, char *out, js_err *err)
 static js_status read_small(const char *path, size_t max, char **out, size_t *len, js_err *err)
 {
     FILE *f = fopen(path, "rb");
-    JS_ENSURE(f != NULL, err, errno == ENOENT ? JS_ENOTFOUND : JS_EUNAVAIL, "audit.io",
+    JS_ENSURE(f != NULL, err, errno == ENOENT ? JS_ENOTFOUND : JS_EUNAVAIL, JS_R_AUDIT_IO,
               "cannot open %s: %s", path, strerror(errno));
     char *buf = malloc(max + 2);
     if (buf == NULL) {
         fclose(f);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     size_t n = fread(buf, 1, max + 1, f);
     int bad = ferror(f);
     fclose(f);
     if (bad || n > max) {
         free(buf);
-        return js_err_set(err, JS_EINVAL, "audit.io", "%s: %s", path,
+        return js_err_set(err, JS_EINVAL, JS_R_AUDIT_IO, "%s: %s", path,
                           bad ? "read error" : "file too large");
     }
     buf[n] = '\0';
@@ -418,7 +419,7 @@ js_status js_audit_pubkeys_load(const char *path, EVP_PKEY ***keys, size_t *n, j
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
     if (bio == NULL) {
         free(pem);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     js_status st = JS_OK;
     size_t found = 0;
@@ -426,11 +427,11 @@ js_status js_audit_pubkeys_load(const char *path, EVP_PKEY ***keys, size_t *n, j
     while (st == JS_OK && (k = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL)) != NULL) {
         st = pubkey_check(k, err);
         if (st == JS_OK && *n >= JS_AUDIT_KEYS_MAX)
-            st = js_err_set(err, JS_EINVAL, "audit.pubkey", "more than %d audit keys",
+            st = js_err_set(err, JS_EINVAL, JS_R_AUDIT_PUBKEY, "more than %d audit keys",
                             JS_AUDIT_KEYS_MAX);
         EVP_PKEY **grown = st == JS_OK ? realloc(*keys, (*n + 1) * sizeof(**keys)) : NULL;
         if (st == JS_OK && grown == NULL)
-            st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         if (st != JS_OK) {
             EVP_PKEY_free(k);
             break;
@@ -442,7 +443,7 @@ js_status js_audit_pubkeys_load(const char *path, EVP_PKEY ***keys, size_t *n, j
     BIO_free(bio);
     free(pem);
     if (st == JS_OK && found == 0)
-        st = js_err_set(err, JS_EINVAL, "audit.pubkey", "no PEM public key");
+        st = js_err_set(err, JS_EINVAL, JS_R_AUDIT_PUBKEY, "no PEM public key");
     if (st != JS_OK)
         js_err_prefix(err, "%s: ", path);
     return st;
@@ -459,7 +460,7 @@ js_status js_audit_checkpoint_load(const char *path, uint8_t **payload, size_t *
     if (n == 0 || buf[n - 1] != '\n') {
         free(buf);
         return js_err_set(
-            err, JS_EINVAL, "audit.checkpoint",
+            err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT,
             "%s: does not end in \"\\n\" (FORMAT.md §5.3): incomplete checkpoint file", path);
     }
     n--;
@@ -469,7 +470,8 @@ js_status js_audit_checkpoint_load(const char *path, uint8_t **payload, size_t *
                     : NULL;
     if (j == NULL) {
         free(buf);
-        return js_err_set(err, JS_EINVAL, "audit.checkpoint", "%s: not a checkpoint record", path);
+        return js_err_set(err, JS_EINVAL, JS_R_AUDIT_CHECKPOINT, "%s: not a checkpoint record",
+                          path);
     }
     js_status st = js_audit_checkpoint_parse(j, cp, err);
     json_decref(j);

@@ -420,7 +420,7 @@ static int for_each_record(const seglist *segs, record_fn fn, void *ctx)
     for (;;) {
         js_audit_record rec;
         js_status st = js_audit_reader_next(r, &rec, &err);
-        if (st == JS_ENOTFOUND && strcmp(err.reason, "audit.end") == 0)
+        if (st == JS_ENOTFOUND && err.reason == JS_R_AUDIT_END)
             break;
         if (st == JS_EINVAL) {
             const js_audit_read_error *re = js_audit_reader_error(r);
@@ -678,8 +678,8 @@ static int cmd_verify(int argc, char **argv)
     } else {
         printf("FAILED: first bad record seq %" PRIu64 " in %s at offset %" PRIu64 "\n",
                rep->bad_seq, rep->bad_segment, rep->bad_offset);
-        printf("  %s: %s\n", rep->reason, rep->message);
-        if (strcmp(rep->reason, "audit.gap") == 0 && rep->signatures_checked)
+        printf("  %s: %s\n", js_reason_name(rep->reason), rep->message);
+        if (rep->reason == JS_R_AUDIT_GAP && rep->signatures_checked)
             /* FORMAT.md §7 rule 5: with the chain, the tree, the links and
              * the signatures intact up to here, no sealed record is missing;
              * what failed is the writer's promise to seal on time or say

@@ -141,7 +141,7 @@ void js_merkle_root(const uint8_t *leaves, size_t n, uint8_t out[HLEN])
 /* Appends one hash to a caller proof buffer, bounded by cap. */
 static js_status push(uint8_t *buf, size_t cap, size_t *len, const uint8_t h[HLEN], js_err *err)
 {
-    JS_ENSURE(*len < cap, err, JS_ELIMIT, "merkle.path_cap",
+    JS_ENSURE(*len < cap, err, JS_ELIMIT, JS_R_MERKLE_PATH_CAP,
               "proof needs more than %zu hashes of output space", cap);
     memcpy(buf + *len * HLEN, h, HLEN);
     (*len)++;
@@ -171,7 +171,7 @@ js_status js_merkle_inclusion_proof(const uint8_t *leaves, size_t n, uint64_t in
                                     size_t path_cap, size_t *path_len, js_err *err)
 {
     *path_len = 0;
-    JS_ENSURE(index < n, err, JS_EINVAL, "merkle.bad_index",
+    JS_ENSURE(index < n, err, JS_EINVAL, JS_R_MERKLE_BAD_INDEX,
               "leaf index %llu is not in a tree of %zu leaves", (unsigned long long)index, n);
     return path_rec(leaves, n, index, path, path_cap, path_len, err);
 }
@@ -181,17 +181,17 @@ js_status js_merkle_verify_inclusion(const uint8_t leaf_hash[HLEN], uint64_t ind
                                      const uint8_t root[HLEN], js_err *err)
 {
     /* RFC 9162 §2.1.3.2, step by step. */
-    JS_ENSURE(index < tree_size, err, JS_EINVAL, "merkle.bad_index",
+    JS_ENSURE(index < tree_size, err, JS_EINVAL, JS_R_MERKLE_BAD_INDEX,
               "leaf index %llu is not in a tree of %llu leaves", (unsigned long long)index,
               (unsigned long long)tree_size);
-    JS_ENSURE(path_len <= JS_MERKLE_MAX_DEPTH, err, JS_EINVAL, "merkle.bad_path_len",
+    JS_ENSURE(path_len <= JS_MERKLE_MAX_DEPTH, err, JS_EINVAL, JS_R_MERKLE_BAD_PATH_LEN,
               "audit path of %zu hashes is longer than any tree", path_len);
     uint64_t fn = index, sn = tree_size - 1;
     uint8_t r[HLEN];
     memcpy(r, leaf_hash, HLEN);
     for (size_t i = 0; i < path_len; i++) {
         const uint8_t *p = path + i * HLEN;
-        JS_ENSURE(sn != 0, err, JS_EINVAL, "merkle.bad_path_len",
+        JS_ENSURE(sn != 0, err, JS_EINVAL, JS_R_MERKLE_BAD_PATH_LEN,
                   "audit path is longer than the tree of %llu leaves needs",
                   (unsigned long long)tree_size);
         if ((fn & 1u) != 0 || fn == sn) {
@@ -208,10 +208,10 @@ js_status js_merkle_verify_inclusion(const uint8_t leaf_hash[HLEN], uint64_t ind
         fn >>= 1;
         sn >>= 1;
     }
-    JS_ENSURE(sn == 0, err, JS_EINVAL, "merkle.bad_path_len",
+    JS_ENSURE(sn == 0, err, JS_EINVAL, JS_R_MERKLE_BAD_PATH_LEN,
               "audit path is shorter than the tree of %llu leaves needs",
               (unsigned long long)tree_size);
-    JS_ENSURE(CRYPTO_memcmp(r, root, HLEN) == 0, err, JS_EINVAL, "merkle.root_mismatch",
+    JS_ENSURE(CRYPTO_memcmp(r, root, HLEN) == 0, err, JS_EINVAL, JS_R_MERKLE_ROOT_MISMATCH,
               "audit path does not lead to the expected root (RFC 9162 §2.1.3.2)");
     return JS_OK;
 }
@@ -242,7 +242,7 @@ js_status js_merkle_consistency_proof(const uint8_t *leaves, size_t n, uint64_t 
                                       size_t proof_cap, size_t *proof_len, js_err *err)
 {
     *proof_len = 0;
-    JS_ENSURE(m > 0 && m <= n, err, JS_EINVAL, "merkle.bad_size",
+    JS_ENSURE(m > 0 && m <= n, err, JS_EINVAL, JS_R_MERKLE_BAD_SIZE,
               "consistency proof needs 0 < m <= n (m=%llu, n=%zu)", (unsigned long long)m, n);
     return subproof(leaves, n, m, 1, proof, proof_cap, proof_len, err);
 }
@@ -251,25 +251,25 @@ js_status js_merkle_verify_consistency(uint64_t size1, uint64_t size2, const uin
                                        const uint8_t root2[HLEN], const uint8_t *proof,
                                        size_t proof_len, js_err *err)
 {
-    JS_ENSURE(size1 <= size2, err, JS_EINVAL, "merkle.bad_size",
+    JS_ENSURE(size1 <= size2, err, JS_EINVAL, JS_R_MERKLE_BAD_SIZE,
               "tree of %llu leaves cannot extend one of %llu", (unsigned long long)size2,
               (unsigned long long)size1);
     if (size1 == size2) {
-        JS_ENSURE(proof_len == 0, err, JS_EINVAL, "merkle.bad_path_len",
+        JS_ENSURE(proof_len == 0, err, JS_EINVAL, JS_R_MERKLE_BAD_PATH_LEN,
                   "consistency proof between equal sizes must be empty");
-        JS_ENSURE(CRYPTO_memcmp(root1, root2, HLEN) == 0, err, JS_EINVAL, "merkle.root_mismatch",
+        JS_ENSURE(CRYPTO_memcmp(root1, root2, HLEN) == 0, err, JS_EINVAL, JS_R_MERKLE_ROOT_MISMATCH,
                   "two trees of %llu leaves have different roots", (unsigned long long)size1);
         return JS_OK;
     }
     if (size1 == 0) {
         /* Every tree extends the empty tree; nothing to prove. */
-        JS_ENSURE(proof_len == 0, err, JS_EINVAL, "merkle.bad_path_len",
+        JS_ENSURE(proof_len == 0, err, JS_EINVAL, JS_R_MERKLE_BAD_PATH_LEN,
                   "consistency proof from the empty tree must be empty");
         return JS_OK;
     }
     /* RFC 9162 §2.1.4.2, step by step. Step 1: an empty path fails. */
     JS_ENSURE(proof_len > 0 && proof_len <= 2 * JS_MERKLE_MAX_DEPTH, err, JS_EINVAL,
-              "merkle.bad_path_len", "consistency proof of %zu hashes is impossible", proof_len);
+              JS_R_MERKLE_BAD_PATH_LEN, "consistency proof of %zu hashes is impossible", proof_len);
     /* Step 2: if size1 is a power of two, first_hash is prepended. */
     int prepend = (size1 & (size1 - 1)) == 0;
     size_t total = proof_len + (prepend ? 1u : 0u);
@@ -283,7 +283,7 @@ js_status js_merkle_verify_consistency(uint64_t size1, uint64_t size2, const uin
     memcpy(sr, fr, HLEN);
     for (size_t i = 1; i < total; i++) {
         const uint8_t *c = proof + (prepend ? i - 1 : i) * HLEN;
-        JS_ENSURE(sn != 0, err, JS_EINVAL, "merkle.bad_path_len",
+        JS_ENSURE(sn != 0, err, JS_EINVAL, JS_R_MERKLE_BAD_PATH_LEN,
                   "consistency proof is longer than needed");
         if ((fn & 1u) != 0 || fn == sn) {
             js_merkle_node_hash(c, fr, fr);
@@ -298,10 +298,10 @@ js_status js_merkle_verify_consistency(uint64_t size1, uint64_t size2, const uin
         fn >>= 1;
         sn >>= 1;
     }
-    JS_ENSURE(sn == 0, err, JS_EINVAL, "merkle.bad_path_len",
+    JS_ENSURE(sn == 0, err, JS_EINVAL, JS_R_MERKLE_BAD_PATH_LEN,
               "consistency proof is shorter than needed");
     JS_ENSURE(CRYPTO_memcmp(fr, root1, HLEN) == 0 && CRYPTO_memcmp(sr, root2, HLEN) == 0, err,
-              JS_EINVAL, "merkle.root_mismatch",
+              JS_EINVAL, JS_R_MERKLE_ROOT_MISMATCH,
               "consistency proof does not lead to both roots (RFC 9162 §2.1.4.2)");
     return JS_OK;
 }

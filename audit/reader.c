@@ -55,13 +55,13 @@ js_status js_audit_reader_new(const char *const *paths, size_t n, js_audit_reade
     r->paths = calloc(n ? n : 1, sizeof(char *));
     if (r->paths == NULL) {
         free(r);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     for (size_t i = 0; i < n; i++) {
         r->paths[i] = strdup(paths[i]);
         if (r->paths[i] == NULL) {
             js_audit_reader_free(r);
-            return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+            return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         }
     }
     *out = r;
@@ -100,13 +100,13 @@ static const char *seg_name(const js_audit_reader *r, size_t i)
 static js_status read_file(const char *path, uint8_t **out, size_t *len, js_err *err)
 {
     FILE *f = fopen(path, "rb");
-    JS_ENSURE(f != NULL, err, errno == ENOENT ? JS_ENOTFOUND : JS_EUNAVAIL, "audit.io",
+    JS_ENSURE(f != NULL, err, errno == ENOENT ? JS_ENOTFOUND : JS_EUNAVAIL, JS_R_AUDIT_IO,
               "cannot open segment %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
         (uint64_t)st.st_size > JS_AUDIT_MAX_SEGMENT_BYTES) {
         fclose(f);
-        return js_err_set(err, JS_EUNAVAIL, "audit.io",
+        return js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_IO,
                           "segment %s is not a regular file of at most %u bytes", path,
                           JS_AUDIT_MAX_SEGMENT_BYTES);
     }
@@ -114,7 +114,7 @@ static js_status read_file(const char *path, uint8_t **out, size_t *len, js_err 
     uint8_t *buf = malloc(cap ? cap : 1);
     if (buf == NULL) {
         fclose(f);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     /* Read what is there now (the writer may be appending): at most cap. */
     size_t n = fread(buf, 1, cap, f);
@@ -122,7 +122,7 @@ static js_status read_file(const char *path, uint8_t **out, size_t *len, js_err 
     fclose(f);
     if (bad) {
         free(buf);
-        return js_err_set(err, JS_EUNAVAIL, "audit.io", "cannot read segment %s", path);
+        return js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_IO, "cannot read segment %s", path);
     }
     *out = buf;
     *len = n;
@@ -209,7 +209,7 @@ js_status js_audit_reader_next(js_audit_reader *r, js_audit_record *rec, js_err 
     for (;;) {
         if (!r->loaded) {
             if (r->idx >= r->n)
-                return js_err_set(err, JS_ENOTFOUND, "audit.end", "end of log");
+                return js_err_set(err, JS_ENOTFOUND, JS_R_AUDIT_END, "end of log");
             JS_GUARD(load_segment(r, err));
         }
         if (r->pos < r->len)
@@ -224,7 +224,7 @@ js_status js_audit_reader_next(js_audit_reader *r, js_audit_record *rec, js_err 
     if (js_audit_frame_decode(frame, avail, &plen, &ferr) != JS_OK) {
         bool over = false;
         bool torn = !valid_frame_after(r->buf, r->len, r->pos, &over) && later_segments_empty(r);
-        js_err_set(err, JS_EINVAL, "audit.framing",
+        js_err_set(err, JS_EINVAL, JS_R_AUDIT_FRAMING,
                    "%s offset %zu (record seq %" PRIu64 " expected): %s%s", seg_name(r, r->idx),
                    r->pos, r->last_seq + 1, ferr.msg,
                    over ? " (too much damage to look for a torn tail)" : "");
@@ -238,7 +238,7 @@ js_status js_audit_reader_next(js_audit_reader *r, js_audit_record *rec, js_err 
     if (!json_is_object(j) || !json_is_integer(seq) || json_integer_value(seq) < 1 ||
         !json_is_string(type)) {
         json_decref(j);
-        js_err_set(err, JS_EINVAL, "audit.payload",
+        js_err_set(err, JS_EINVAL, JS_R_AUDIT_PAYLOAD,
                    "%s offset %zu (record seq %" PRIu64
                    " expected): payload is not a JSON object with \"seq\" >= 1 and \"type\"",
                    seg_name(r, r->idx), r->pos, r->last_seq + 1);
@@ -347,7 +347,7 @@ js_status js_audit_list_segments_ex(const char *dir, char ***paths, size_t *n, c
         *n_strays = 0;
     }
     DIR *d = opendir(dir);
-    JS_ENSURE(d != NULL, err, errno == ENOENT ? JS_ENOTFOUND : JS_EUNAVAIL, "audit.io",
+    JS_ENSURE(d != NULL, err, errno == ENOENT ? JS_ENOTFOUND : JS_EUNAVAIL, JS_R_AUDIT_IO,
               "cannot open log directory %s: %s", dir, strerror(errno));
     seg_ent *v = NULL;
     size_t cnt = 0, cap = 0;
@@ -358,14 +358,14 @@ js_status js_audit_list_segments_ex(const char *dir, char ***paths, size_t *n, c
         if (num == 0) {
             if (strays != NULL && stray_name(de->d_name) &&
                 !push_name(strays, n_strays, de->d_name))
-                st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+                st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
             continue;
         }
         if (cnt == cap) {
             size_t nc = cap ? cap * 2 : 16;
             seg_ent *nv = realloc(v, nc * sizeof(*nv));
             if (nv == NULL) {
-                st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+                st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
                 break;
             }
             v = nv;
@@ -374,7 +374,7 @@ js_status js_audit_list_segments_ex(const char *dir, char ***paths, size_t *n, c
         size_t plen = strlen(dir) + 1 + strlen(de->d_name) + 1;
         char *p = malloc(plen);
         if (p == NULL) {
-            st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
             break;
         }
         snprintf(p, plen, "%s/%s", dir, de->d_name);
@@ -387,7 +387,7 @@ js_status js_audit_list_segments_ex(const char *dir, char ***paths, size_t *n, c
         qsort(v, cnt, sizeof(*v), seg_cmp);
         *paths = calloc(cnt, sizeof(char *));
         if (*paths == NULL)
-            st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     for (size_t i = 0; i < cnt; i++) {
         if (st == JS_OK)

@@ -44,18 +44,18 @@ void js_audit_frame_header(const uint8_t *payload, uint32_t len, uint8_t hdr[JS_
 
 js_status js_audit_frame_decode(const uint8_t *buf, size_t avail, size_t *payload_len, js_err *err)
 {
-    JS_ENSURE(avail >= JS_AUDIT_FRAME_HDR, err, JS_EINVAL, "audit.framing",
+    JS_ENSURE(avail >= JS_AUDIT_FRAME_HDR, err, JS_EINVAL, JS_R_AUDIT_FRAMING,
               "short frame header (%zu of %u bytes)", avail, JS_AUDIT_FRAME_HDR);
     uint32_t len = get_u32le(buf);
     /* Never trust a length before checking it (PostgreSQL xlogreader). */
     JS_ENSURE(len >= JS_AUDIT_MIN_PAYLOAD && len <= JS_AUDIT_MAX_PAYLOAD, err, JS_EINVAL,
-              "audit.framing", "record length %" PRIu32 " outside [%u, %u]", len,
+              JS_R_AUDIT_FRAMING, "record length %" PRIu32 " outside [%u, %u]", len,
               JS_AUDIT_MIN_PAYLOAD, JS_AUDIT_MAX_PAYLOAD);
-    JS_ENSURE(len <= avail - JS_AUDIT_FRAME_HDR, err, JS_EINVAL, "audit.framing",
+    JS_ENSURE(len <= avail - JS_AUDIT_FRAME_HDR, err, JS_EINVAL, JS_R_AUDIT_FRAMING,
               "short record: length %" PRIu32 " but %zu bytes left", len,
               avail - JS_AUDIT_FRAME_HDR);
     uint32_t crc = js_crc32c_update(js_crc32c(buf, 4), buf + JS_AUDIT_FRAME_HDR, len);
-    JS_ENSURE(crc == get_u32le(buf + 4), err, JS_EINVAL, "audit.framing",
+    JS_ENSURE(crc == get_u32le(buf + 4), err, JS_EINVAL, JS_R_AUDIT_FRAMING,
               "CRC-32C mismatch (stored %08" PRIx32 ", computed %08" PRIx32 ")", get_u32le(buf + 4),
               crc);
     *payload_len = len;
@@ -264,8 +264,8 @@ static char *dump_members(const json_t *o)
 
 js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **out, js_err *err)
 {
-    JS_ENSURE(ev != NULL && ev->type != NULL && ev->type[0] != '\0', err, JS_EINVAL, "audit.event",
-              "audit event without a type");
+    JS_ENSURE(ev != NULL && ev->type != NULL && ev->type[0] != '\0', err, JS_EINVAL,
+              JS_R_AUDIT_EVENT, "audit event without a type");
     json_t *aud = NULL;
     json_t *detail = NULL;
     if (ev->aud_json != NULL && ev->aud_json[0] != '\0') {
@@ -282,7 +282,7 @@ js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **o
         if (detail == NULL || !json_is_object(detail)) {
             json_decref(aud);
             json_decref(detail);
-            return js_err_set(err, JS_EINVAL, "audit.event", "detail_json is not a JSON object");
+            return js_err_set(err, JS_EINVAL, JS_R_AUDIT_EVENT, "detail_json is not a JSON object");
         }
     }
     json_t *o = json_object();
@@ -316,7 +316,7 @@ js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **o
         rc |= json_object_set_new(o, "detail", detail);
     char *txt = rc == 0 ? dump_members(o) : NULL;
     json_decref(o);
-    JS_ENSURE(txt != NULL, err, JS_EINVAL, "audit.event",
+    JS_ENSURE(txt != NULL, err, JS_EINVAL, JS_R_AUDIT_EVENT,
               "audit event cannot be encoded (invalid UTF-8 or out of memory)");
     *out = txt;
     return JS_OK;
@@ -388,8 +388,8 @@ js_status js_audit_payload_check_canonical(const uint8_t *payload, size_t len, c
                                            js_err *err)
 {
     json_t *o = (json_t *)rec; /* iteration only; jansson has no const iterator */
-    JS_ENSURE(json_is_object(o) && json_object_size(o) >= 4, err, JS_EINVAL, "audit.noncanonical",
-              "record is not an object with seq, time, members and prev");
+    JS_ENSURE(json_is_object(o) && json_object_size(o) >= 4, err, JS_EINVAL,
+              JS_R_AUDIT_NONCANONICAL, "record is not an object with seq, time, members and prev");
     const json_t *seq = json_object_get(o, "seq");
     const json_t *time = json_object_get(o, "time");
     const json_t *prev = json_object_get(o, "prev");
@@ -399,7 +399,7 @@ js_status js_audit_payload_check_canonical(const uint8_t *payload, size_t len, c
                   js_audit_time_parse(json_string_value(time), &ms) && json_is_string(prev) &&
                   js_audit_unhex(json_string_value(prev), json_string_length(prev), ph,
                                  JS_AUDIT_HASH_LEN),
-              err, JS_EINVAL, "audit.noncanonical",
+              err, JS_EINVAL, JS_R_AUDIT_NONCANONICAL,
               "record lacks an integer seq, a time of the form YYYY-MM-DDTHH:MM:SS.mmmZ or a hex "
               "prev");
     json_t *mid = json_object();
@@ -436,17 +436,17 @@ js_status js_audit_payload_check_canonical(const uint8_t *payload, size_t len, c
     if (bad != NULL) {
         json_decref(mid);
         /* The key is untrusted: its length is bounded by the message buffer. */
-        return js_err_set(err, JS_EINVAL, "audit.noncanonical", "member \"%.64s\" %s", bad, why);
+        return js_err_set(err, JS_EINVAL, JS_R_AUDIT_NONCANONICAL, "member \"%.64s\" %s", bad, why);
     }
     const json_t *type = json_object_get(mid, "type");
     const char *rule = fold_rules_violation(mid);
     if (rule != NULL) {
         json_decref(mid);
-        return js_err_set(err, JS_EINVAL, "audit.noncanonical", "%s", rule);
+        return js_err_set(err, JS_EINVAL, JS_R_AUDIT_NONCANONICAL, "%s", rule);
     }
     char *body = json_is_string(type) && json_string_length(type) > 0 ? dump_members(mid) : NULL;
     json_decref(mid);
-    JS_ENSURE(body != NULL, err, JS_EINVAL, "audit.noncanonical",
+    JS_ENSURE(body != NULL, err, JS_EINVAL, JS_R_AUDIT_NONCANONICAL,
               "record has no type or cannot be re-serialised");
     char *canon = malloc(JS_AUDIT_MAX_PAYLOAD + 1);
     size_t clen = 0;
@@ -458,7 +458,7 @@ js_status js_audit_payload_check_canonical(const uint8_t *payload, size_t len, c
         clen == len && memcmp(canon, payload, len) == 0;
     free(canon);
     free(body);
-    JS_ENSURE(same, err, JS_EINVAL, "audit.noncanonical",
+    JS_ENSURE(same, err, JS_EINVAL, JS_R_AUDIT_NONCANONICAL,
               "record bytes differ from the canonical serialisation of its members (whitespace, "
               "escaping or number form; FORMAT.md §3)");
     return JS_OK;
@@ -474,7 +474,7 @@ js_status js_audit_payload_assemble(uint64_t seq, const char *time, const char *
         cap = JS_AUDIT_MAX_PAYLOAD + 1;
     int n = snprintf(out, cap, "{\"seq\":%" PRIu64 ",\"time\":\"%s\",%s,\"prev\":\"%s\"}", seq,
                      time, body, hex);
-    JS_ENSURE(n > 0 && (size_t)n < cap, err, JS_ELIMIT, "audit.record_too_large",
+    JS_ENSURE(n > 0 && (size_t)n < cap, err, JS_ELIMIT, JS_R_AUDIT_RECORD_TOO_LARGE,
               "audit record larger than %u bytes", JS_AUDIT_MAX_PAYLOAD);
     *len = (size_t)n;
     return JS_OK;

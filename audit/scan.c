@@ -40,7 +40,7 @@ static js_status find_next_key(const js_audit_scan *s, const js_audit_checkpoint
             return JS_OK;
         }
     }
-    return js_err_set(err, JS_EINVAL, "audit.key_unknown",
+    return js_err_set(err, JS_EINVAL, JS_R_AUDIT_KEY_UNKNOWN,
                       "checkpoint %" PRIu64 " announces audit key %s, which is not among the "
                       "keys given (audit-key-*.pem next to the log, --keys FILE)",
                       cp->seq, cp->next_key);
@@ -56,13 +56,13 @@ static js_status check_checkpoint(const js_audit_scan *s, const js_audit_record 
     uint8_t root[32];
     js_merkle_frontier_root(&s->tree, root);
     JS_ENSURE(s->tree.size == cp->tree_size && CRYPTO_memcmp(root, cp->root, 32) == 0, err,
-              JS_EINVAL, "audit.root",
+              JS_EINVAL, JS_R_AUDIT_ROOT,
               "checkpoint root does not match the Merkle root of records 1..%" PRIu64,
               cp->tree_size);
     JS_ENSURE(CRYPTO_memcmp(cp->prev_checkpoint, s->last_cp_hash, 32) == 0, err, JS_EINVAL,
-              "audit.prev_checkpoint", "checkpoint does not link to the previous checkpoint");
+              JS_R_AUDIT_PREV_CHECKPOINT, "checkpoint does not link to the previous checkpoint");
     JS_ENSURE(!s->have_cp || strcmp(cp->origin, s->last_cp.origin) == 0, err, JS_EINVAL,
-              "audit.origin", "checkpoint origin \"%s\" differs from \"%s\"", cp->origin,
+              JS_R_AUDIT_ORIGIN, "checkpoint origin \"%s\" differs from \"%s\"", cp->origin,
               s->last_cp.origin);
     /* The signature first: late_ms below is evidence only once it is known
      * to be the writer's (with a key). */
@@ -87,7 +87,7 @@ static js_status check_checkpoint(const js_audit_scan *s, const js_audit_record 
         int64_t gap = cp->time_ms - s->last_cp.time_ms;
         *gap_out = gap;
         if (gap > 0 && (uint64_t)gap > allowed) {
-            JS_ENSURE((uint64_t)gap <= allowed + cp->late_ms, err, JS_EINVAL, "audit.gap",
+            JS_ENSURE((uint64_t)gap <= allowed + cp->late_ms, err, JS_EINVAL, JS_R_AUDIT_GAP,
                       "%" PRId64 " ms between checkpoints %" PRIu64 " and %" PRIu64
                       " (at most %" PRIu64 " ms allowed, %" PRIu64
                       " ms of it accounted for by the writer's signed late_ms): an unexplained "
@@ -101,15 +101,15 @@ static js_status check_checkpoint(const js_audit_scan *s, const js_audit_record 
 
 js_status js_audit_scan_record(js_audit_scan *s, const js_audit_record *rec, js_err *err)
 {
-    JS_ENSURE(rec->seq == s->last_seq + 1, err, JS_EINVAL, "audit.seq",
+    JS_ENSURE(rec->seq == s->last_seq + 1, err, JS_EINVAL, JS_R_AUDIT_SEQ,
               "sequence gap: seq %" PRIu64 " where %" PRIu64 " was expected", rec->seq,
               s->last_seq + 1);
     json_t *prev = json_object_get(rec->json, "prev");
     uint8_t ph[32];
     JS_ENSURE(json_is_string(prev) &&
                   js_audit_unhex(json_string_value(prev), json_string_length(prev), ph, 32),
-              err, JS_EINVAL, "audit.chain", "record has no valid \"prev\" hash");
-    JS_ENSURE(CRYPTO_memcmp(ph, s->head, 32) == 0, err, JS_EINVAL, "audit.chain",
+              err, JS_EINVAL, JS_R_AUDIT_CHAIN, "record has no valid \"prev\" hash");
+    JS_ENSURE(CRYPTO_memcmp(ph, s->head, 32) == 0, err, JS_EINVAL, JS_R_AUDIT_CHAIN,
               "hash chain broken: \"prev\" is not the hash of record %" PRIu64, s->last_seq);
     js_audit_checkpoint cp;
     int64_t gap = -1;

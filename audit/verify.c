@@ -35,7 +35,7 @@ static void set_bad(js_audit_verify_report *rep, js_audit_damage d, uint64_t seq
     rep->bad_seq = seq;
     snprintf(rep->bad_segment, sizeof(rep->bad_segment), "%s", segment ? segment : "");
     rep->bad_offset = offset;
-    snprintf(rep->reason, sizeof(rep->reason), "%s", e->reason);
+    rep->reason = e->reason;
     snprintf(rep->message, sizeof(rep->message), "%s", e->msg);
 }
 
@@ -68,7 +68,7 @@ static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, EVP_PKEY *
         js_audit_record rec;
         js_err e;
         js_status rs = js_audit_reader_next(r, &rec, &e);
-        if (rs == JS_ENOTFOUND && strcmp(e.reason, "audit.end") == 0)
+        if (rs == JS_ENOTFOUND && e.reason == JS_R_AUDIT_END)
             break;
         if (rs == JS_EINVAL) {
             const js_audit_read_error *re = js_audit_reader_error(r);
@@ -92,7 +92,7 @@ static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, EVP_PKEY *
         end_off = rec.offset + rec.frame_len;
         if (cpf->payload != NULL && rec.seq == cpf->cp.seq) {
             if (rec.payload_len != cpf->len || memcmp(rec.payload, cpf->payload, cpf->len) != 0) {
-                js_err_set(&e, JS_EINVAL, "audit.checkpoint_file",
+                js_err_set(&e, JS_EINVAL, JS_R_AUDIT_CHECKPOINT_FILE,
                            "record %" PRIu64 " differs from the checkpoint file: the log was "
                            "rewritten or replaced",
                            rec.seq);
@@ -112,7 +112,7 @@ static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, EVP_PKEY *
         return st;
     if (rep->intact && cpf->payload != NULL && !cpf->matched) {
         js_err e;
-        js_err_set(&e, JS_EINVAL, "audit.truncated",
+        js_err_set(&e, JS_EINVAL, JS_R_AUDIT_TRUNCATED,
                    "the log ends at seq %" PRIu64 " but the checkpoint file commits to seq %" PRIu64
                    " (tree size %" PRIu64 "): the log was truncated or rolled back",
                    s.last_seq, cpf->cp.seq, cpf->cp.tree_size);
@@ -150,7 +150,7 @@ js_status js_audit_verify(const js_audit_verify_opts *opts, js_audit_verify_repo
     memset(rep, 0, sizeof(*rep));
     bool mem = opts->mem != NULL;
     JS_ENSURE((mem ? opts->n_mem : opts->n_segments) > 0 && (mem || opts->segments != NULL), err,
-              JS_EINVAL, "audit.usage", "no log segments to verify");
+              JS_EINVAL, JS_R_AUDIT_USAGE, "no log segments to verify");
     rep->intact = true;
     EVP_PKEY *pub = NULL;
     if (opts->pubkey_path != NULL)
@@ -163,7 +163,7 @@ js_status js_audit_verify(const js_audit_verify_opts *opts, js_audit_verify_repo
         keys = malloc(sizeof(*keys));
         if (keys == NULL) {
             EVP_PKEY_free(pub);
-            return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+            return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         }
         keys[n_keys++] = pub;
         for (size_t i = 0; i < opts->n_key_paths; i++) {

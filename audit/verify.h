@@ -59,8 +59,8 @@ typedef struct js_audit_verify_report {
     /* The first problem (when !intact): */
     uint64_t bad_seq; /* seq of the bad record (or the seq expected there) */
     char bad_segment[JS_AUDIT_SEGNAME_MAX];
-    uint64_t bad_offset;        /* byte offset of the bad frame in bad_segment */
-    char reason[JS_REASON_MAX]; /* e.g. "audit.chain", "audit.framing", "audit.bad_signature" */
+    uint64_t bad_offset; /* byte offset of the bad frame in bad_segment */
+    js_reason reason;    /* e.g. JS_R_AUDIT_CHAIN, JS_R_AUDIT_FRAMING, JS_R_AUDIT_BAD_SIGNATURE */
     char message[JS_MSG_MAX];
 
     /* What was read (up to the problem, if any): */

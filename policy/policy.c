@@ -314,7 +314,7 @@ static js_status get_str(const loader *ld, const js_yaml_node *n, const char *pa
     size_t max;
     JS_GUARD(js_yaml_expect_string(ld->doc, n, path, out, ld->err));
     if (!str_ok(kind, *out, &max))
-        return fail(ld, js_yaml_node_line(n), path, "value",
+        return fail(ld, js_yaml_node_line(n), path, JS_R_POLICY_VALUE,
                     "'%s' is not a valid %s (1..%zu bytes, %s)",
                     js_yaml_printable(shown, sizeof(shown), *out), what, max, str_kind_rule(kind));
     return JS_OK;
@@ -328,8 +328,8 @@ static js_status get_strlist(const loader *ld, const js_yaml_node *n, const char
     JS_GUARD(js_yaml_expect_type(ld->doc, n, path, JS_YAML_SEQUENCE, ld->err));
     size_t cnt = js_yaml_seq_len(n);
     if (cnt > max_n)
-        return fail(ld, js_yaml_node_line(n), path, "count", "at most %zu entries, found %zu",
-                    max_n, cnt);
+        return fail(ld, js_yaml_node_line(n), path, JS_R_POLICY_COUNT,
+                    "at most %zu entries, found %zu", max_n, cnt);
     if (cnt == 0)
         return JS_OK;
     out->v = calloc(cnt, sizeof(*out->v));
@@ -341,7 +341,7 @@ static js_status get_strlist(const loader *ld, const js_yaml_node *n, const char
         JS_GUARD(get_str(ld, item, sub, kind, what, &s));
         for (size_t j = 0; j < i; j++)
             if (strcmp(out->v[j], s) == 0)
-                return fail(ld, js_yaml_node_line(item), sub, "duplicate",
+                return fail(ld, js_yaml_node_line(item), sub, JS_R_POLICY_DUPLICATE,
                             "duplicate entry '%s' (also %s[%zu])",
                             js_yaml_printable(shown, sizeof(shown), s), path, j);
         out->v[i] = strdup(s);
@@ -372,7 +372,8 @@ static js_status get_identity(const loader *ld, const js_yaml_node *n, const cha
     js_err_clear(&why);
     if (identity_parse(id, type, &why) != JS_OK)
         return fail(ld, line, path,
-                    strcmp(why.reason, "identity.ambiguous") == 0 ? "identity_untyped" : "identity",
+                    why.reason == JS_R_IDENTITY_AMBIGUOUS ? JS_R_POLICY_IDENTITY_UNTYPED
+                                                          : JS_R_POLICY_IDENTITY,
                     "%s", why.msg);
     *pattern = false;
     *out = id;
@@ -381,15 +382,15 @@ static js_status get_identity(const loader *ld, const js_yaml_node *n, const cha
         return JS_OK;
     js_yaml_printable(shown, sizeof(shown), id);
     if (*type != JS_ID_URI)
-        return fail(ld, line, path, "pattern",
+        return fail(ld, line, path, JS_R_POLICY_PATTERN,
                     "'%s': '*' patterns are allowed for URI identities only; %s: entries are "
                     "exact names",
                     shown, identity_type_name(*type));
     if (!allow_pattern)
-        return fail(ld, line, path, "pattern",
+        return fail(ld, line, path, JS_R_POLICY_PATTERN,
                     "'%s': admins are exact identities; patterns are not allowed", shown);
     if (star != id + len - 1 || len < 3 || id[len - 2] != '/')
-        return fail(ld, line, path, "pattern",
+        return fail(ld, line, path, JS_R_POLICY_PATTERN,
                     "'%s': '*' is only allowed as a trailing \"/*\" prefix pattern", shown);
     *pattern = true;
     return JS_OK;
@@ -430,14 +431,14 @@ static js_status get_per_second(const loader *ld, const js_yaml_node *n, const c
         ok = ok && digits > 0 && s[i] == '\0' && digits <= 7;
     }
     if (!ok)
-        return fail(ld, js_yaml_node_line(n), path, "number",
+        return fail(ld, js_yaml_node_line(n), path, JS_R_POLICY_NUMBER,
                     "must be a positive decimal number such as 100 or 0.5");
     errno = 0;
     char *end = NULL;
     double v = strtod(s, &end);
     if (errno != 0 || end != s + i || !(v > 0.0) || v > POLICY_RATE_MAX)
-        return fail(ld, js_yaml_node_line(n), path, "range", "must be > 0 and at most %.0f",
-                    POLICY_RATE_MAX);
+        return fail(ld, js_yaml_node_line(n), path, JS_R_POLICY_RANGE,
+                    "must be > 0 and at most %.0f", POLICY_RATE_MAX);
     *out = v;
     return JS_OK;
 }
@@ -502,8 +503,8 @@ static js_status regex_check_cost(const loader *ld, size_t line, const char *pat
         switch (s[i]) {
         case '\\':
             if (s[i + 1] >= '1' && s[i + 1] <= '9')
-                return fail(ld, line, path, "regex", "back-references (\\%c) are not allowed",
-                            s[i + 1]);
+                return fail(ld, line, path, JS_R_POLICY_REGEX,
+                            "back-references (\\%c) are not allowed", s[i + 1]);
             if (s[i + 1] != '\0')
                 i++;
             regex_add(f, 1);
@@ -532,7 +533,7 @@ static js_status regex_check_cost(const loader *ld, size_t line, const char *pat
         }
         case '(':
             if (depth == POLICY_REGEX_DEPTH)
-                return fail(ld, line, path, "regex", "groups nest deeper than %d",
+                return fail(ld, line, path, JS_R_POLICY_REGEX, "groups nest deeper than %d",
                             POLICY_REGEX_DEPTH);
             depth++;
             memset(&st[depth], 0, sizeof(st[depth]));
@@ -564,8 +565,8 @@ static js_status regex_check_cost(const loader *ld, size_t line, const char *pat
             if (!digits)
                 break; /* not a bound; regcomp decides */
             if (lo > POLICY_REGEX_BOUND || hi > POLICY_REGEX_BOUND)
-                return fail(ld, line, path, "regex", "repetition bounds above %u are not allowed",
-                            POLICY_REGEX_BOUND);
+                return fail(ld, line, path, JS_R_POLICY_REGEX,
+                            "repetition bounds above %u are not allowed", POLICY_REGEX_BOUND);
             regex_repeat(f, (hi > lo ? hi : lo) + 1);
             while (s[j] != '\0' && s[j] != '}')
                 j++;
@@ -577,7 +578,7 @@ static js_status regex_check_cost(const loader *ld, size_t line, const char *pat
             break;
         }
         if (f->sum > POLICY_REGEX_COST || f->last > POLICY_REGEX_COST)
-            return fail(ld, line, path, "regex",
+            return fail(ld, line, path, JS_R_POLICY_REGEX,
                         "regular expression too complex (its repetitions expand beyond %u "
                         "elements)",
                         POLICY_REGEX_COST);
@@ -593,17 +594,17 @@ static js_status get_subject(const loader *ld, const js_yaml_node *n, const char
     size_t len = strlen(s);
     size_t line = js_yaml_node_line(n);
     if (len < 2 || len > POLICY_REGEX_MAX)
-        return fail(ld, line, path, "regex", "must be an anchored regex of 2..%d bytes",
+        return fail(ld, line, path, JS_R_POLICY_REGEX, "must be an anchored regex of 2..%d bytes",
                     POLICY_REGEX_MAX);
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return fail(ld, line, path, "regex", "must not contain control characters");
+            return fail(ld, line, path, JS_R_POLICY_REGEX, "must not contain control characters");
     /* A '$' escaped by an odd run of backslashes is a literal, not an anchor. */
     size_t bs = 0;
     for (size_t i = len - 1; i > 0 && s[i - 1] == '\\'; i--)
         bs++;
     if (s[0] != '^' || s[len - 1] != '$' || bs % 2 == 1)
-        return fail(ld, line, path, "regex_anchor",
+        return fail(ld, line, path, JS_R_POLICY_REGEX_ANCHOR,
                     "must be anchored: start with '^' and end with '$' so it matches the whole "
                     "sub");
     JS_GUARD(regex_check_cost(ld, line, path, s));
@@ -613,7 +614,7 @@ static js_status get_subject(const loader *ld, const js_yaml_node *n, const char
     if (rc != 0) {
         char why[128];
         regerror(rc, &r->subject_re, why, sizeof(why));
-        return fail(ld, line, path, "regex", "invalid regular expression: %s", why);
+        return fail(ld, line, path, JS_R_POLICY_REGEX, "invalid regular expression: %s", why);
     }
     r->subject_compiled = true;
     return JS_OK;
@@ -625,8 +626,8 @@ static js_status get_claims(const loader *ld, const js_yaml_node *n, const char 
     JS_GUARD(js_yaml_expect_type(ld->doc, n, path, JS_YAML_MAPPING, ld->err));
     size_t cnt = js_yaml_map_len(n);
     if (cnt > POLICY_MAX_CLAIMS)
-        return fail(ld, js_yaml_node_line(n), path, "count", "at most %d claims, found %zu",
-                    POLICY_MAX_CLAIMS, cnt);
+        return fail(ld, js_yaml_node_line(n), path, JS_R_POLICY_COUNT,
+                    "at most %d claims, found %zu", POLICY_MAX_CLAIMS, cnt);
     if (cnt == 0)
         return JS_OK;
     r->claims = calloc(cnt, sizeof(*r->claims));
@@ -637,14 +638,14 @@ static js_status get_claims(const loader *ld, const js_yaml_node *n, const char 
         size_t max;
         js_yaml_path_key(sub, sizeof(sub), path, name);
         if (!str_ok(SK_CLAIM_NAME, name, &max))
-            return fail(ld, line, path, "claim_name",
+            return fail(ld, line, path, JS_R_POLICY_CLAIM_NAME,
                         "'%s' is not a valid claim name (1..%zu bytes)",
                         js_yaml_printable(shown, sizeof(shown), name), max);
         if (in_array(k_server_claims, COUNT(k_server_claims), name))
-            return fail(ld, line, sub, "server_claim",
+            return fail(ld, line, sub, JS_R_POLICY_SERVER_CLAIM,
                         "'%s' is set by the signer (RFC 7519 §4.1) and can never be allowed", name);
         if (in_array(k_ruled_claims, COUNT(k_ruled_claims), name))
-            return fail(ld, line, sub, "ruled_claim",
+            return fail(ld, line, sub, JS_R_POLICY_RULED_CLAIM,
                         "'%s' is governed by its own rule (audiences, subject, max_ttl, "
                         "scope_claim/scopes); it cannot be listed in claims",
                         name);
@@ -665,7 +666,7 @@ static js_status get_claims(const loader *ld, const js_yaml_node *n, const char 
                 if (strcmp(ts, k_claim_type_names[k]) == 0)
                     cr->type = (claim_type)k;
             if (cr->type == CT_ANY)
-                return fail(ld, js_yaml_node_line(t), sub2, "claim_type",
+                return fail(ld, js_yaml_node_line(t), sub2, JS_R_POLICY_CLAIM_TYPE,
                             "unknown type '%s' (allowed: string, number, boolean, array, object)",
                             js_yaml_printable(shown, sizeof(shown), ts));
         }
@@ -696,12 +697,12 @@ static js_status yaml_to_json(const loader *ld, const js_yaml_node *n, const cha
         if (!js_yaml_scalar_is_plain(n)) {
             *out = json_stringn(s, len);
             if (*out == NULL)
-                return fail(ld, js_yaml_node_line(n), path, "fixed_claim",
+                return fail(ld, js_yaml_node_line(n), path, JS_R_POLICY_FIXED_CLAIM,
                             "not a valid UTF-8 string");
             return JS_OK;
         }
         if (js_yaml_scalar_is_null(n))
-            return fail(ld, js_yaml_node_line(n), path, "fixed_claim",
+            return fail(ld, js_yaml_node_line(n), path, JS_R_POLICY_FIXED_CLAIM,
                         "null is not a useful fixed claim; quote it for the string \"null\"");
         if (strcmp(s, "true") == 0 || strcmp(s, "false") == 0) {
             *out = json_boolean(s[0] == 't');
@@ -711,7 +712,7 @@ static js_status yaml_to_json(const loader *ld, const js_yaml_node *n, const cha
             if (*out == NULL || !json_is_number(*out)) {
                 json_decref(*out);
                 *out = NULL;
-                return fail(ld, js_yaml_node_line(n), path, "fixed_claim",
+                return fail(ld, js_yaml_node_line(n), path, JS_R_POLICY_FIXED_CLAIM,
                             "not a valid JSON number (an int64 or a decimal); quote it for a "
                             "string");
             }
@@ -729,7 +730,7 @@ static js_status yaml_to_json(const loader *ld, const js_yaml_node *n, const cha
             js_status st = yaml_to_json(ld, js_yaml_seq_item(n, i),
                                         js_yaml_path_index(sub, sizeof(sub), path, i), &item);
             if (st == JS_OK && json_array_append_new(*out, item) != 0)
-                st = js_err_set(ld->err, JS_EINTERNAL, "internal.oom", "out of memory");
+                st = js_err_set(ld->err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
             if (st != JS_OK) {
                 json_decref(*out);
                 *out = NULL;
@@ -746,7 +747,7 @@ static js_status yaml_to_json(const loader *ld, const js_yaml_node *n, const cha
             js_status st = yaml_to_json(ld, js_yaml_map_value(n, i),
                                         js_yaml_path_key(sub, sizeof(sub), path, k), &item);
             if (st == JS_OK && json_object_set_new(*out, k, item) != 0)
-                st = js_err_set(ld->err, JS_EINTERNAL, "internal.oom", "out of memory");
+                st = js_err_set(ld->err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
             if (st != JS_OK) {
                 json_decref(*out);
                 *out = NULL;
@@ -756,7 +757,8 @@ static js_status yaml_to_json(const loader *ld, const js_yaml_node *n, const cha
         return JS_OK;
     case JS_YAML_NONE:
     default:
-        return fail(ld, js_yaml_node_line(n), path, "fixed_claim", "unsupported YAML node");
+        return fail(ld, js_yaml_node_line(n), path, JS_R_POLICY_FIXED_CLAIM,
+                    "unsupported YAML node");
     }
     JS_ENSURE_ALLOC(*out, ld->err);
     return JS_OK;
@@ -768,8 +770,8 @@ static js_status get_fixed(const loader *ld, const js_yaml_node *n, const char *
     JS_GUARD(js_yaml_expect_type(ld->doc, n, path, JS_YAML_MAPPING, ld->err));
     size_t cnt = js_yaml_map_len(n);
     if (cnt > POLICY_MAX_FIXED)
-        return fail(ld, js_yaml_node_line(n), path, "count", "at most %d fixed claims, found %zu",
-                    POLICY_MAX_FIXED, cnt);
+        return fail(ld, js_yaml_node_line(n), path, JS_R_POLICY_COUNT,
+                    "at most %d fixed claims, found %zu", POLICY_MAX_FIXED, cnt);
     r->fixed = json_object();
     JS_ENSURE_ALLOC(r->fixed, ld->err);
     for (size_t i = 0; i < cnt; i++) {
@@ -777,21 +779,21 @@ static js_status get_fixed(const loader *ld, const js_yaml_node *n, const char *
         size_t line = js_yaml_map_key_line(n, i), max;
         js_yaml_path_key(sub, sizeof(sub), path, name);
         if (!str_ok(SK_CLAIM_NAME, name, &max))
-            return fail(ld, line, path, "claim_name",
+            return fail(ld, line, path, JS_R_POLICY_CLAIM_NAME,
                         "'%s' is not a valid claim name (1..%zu bytes)",
                         js_yaml_printable(shown, sizeof(shown), name), max);
         if (in_array(k_server_claims, COUNT(k_server_claims), name) ||
             in_array(k_ruled_claims, COUNT(k_ruled_claims), name))
-            return fail(ld, line, sub, "registered_claim",
+            return fail(ld, line, sub, JS_R_POLICY_REGISTERED_CLAIM,
                         "'%s' is a registered claim with its own rule; it cannot be fixed", name);
         json_t *v;
         JS_GUARD(yaml_to_json(ld, js_yaml_map_value(n, i), sub, &v));
         if (json_object_set_new(r->fixed, name, v) != 0)
-            return js_err_set(ld->err, JS_EINTERNAL, "internal.oom", "out of memory");
+            return js_err_set(ld->err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     size_t bytes = json_dumpb(r->fixed, NULL, 0, JSON_COMPACT);
     if (bytes > CLAIMS_MAX_BYTES / 2)
-        return fail(ld, js_yaml_node_line(n), path, "size",
+        return fail(ld, js_yaml_node_line(n), path, JS_R_POLICY_SIZE,
                     "fixed claims encode to %zu bytes; the limit is %d", bytes,
                     CLAIMS_MAX_BYTES / 2);
     return JS_OK;
@@ -845,7 +847,7 @@ static js_status get_rules(const loader *ld, const js_yaml_node *map, const char
             else if (strcmp(s, "scp") == 0)
                 r->scope_claim = SCOPE_ARRAY;
             else
-                return fail(ld, r->line[f], fp, "scope_claim",
+                return fail(ld, r->line[f], fp, JS_R_POLICY_SCOPE_CLAIM,
                             "must be \"scope\" (space-separated string, RFC 8693/9068) or "
                             "\"scp\" (array of strings)");
             break;
@@ -926,7 +928,7 @@ static js_status check_caller(const loader *ld, js_policy_caller *c)
     const strlist *keys = &from(c, F_KEYS)->keys;
     if (keys->n == 0)
         return fail(ld, has(from(c, F_KEYS), F_KEYS) ? src_line(c, F_KEYS) : c->line,
-                    src_path(pa, sizeof(pa), c, F_KEYS), "no_keys",
+                    src_path(pa, sizeof(pa), c, F_KEYS), JS_R_POLICY_NO_KEYS,
                     "caller '%s' has no keys; set keys here or in defaults", id);
     /* default_key: the caller's own; else the inherited one if keys are inherited
      * too; else keys[0] (a default chosen for another key list would surprise). */
@@ -938,7 +940,8 @@ static js_status check_caller(const loader *ld, js_policy_caller *c)
         c->default_key = keys->v[0];
     } else {
         if (!in_list(keys, dk))
-            return fail(ld, src_line(c, dkf), src_path(pa, sizeof(pa), c, dkf), "default_key",
+            return fail(ld, src_line(c, dkf), src_path(pa, sizeof(pa), c, dkf),
+                        JS_R_POLICY_DEFAULT_KEY,
                         "caller '%s': default key '%s' is not in its keys (%s)", id, dk,
                         src_path(pb, sizeof(pb), c, F_KEYS));
         for (size_t i = 0; i < keys->n; i++)
@@ -948,7 +951,7 @@ static js_status check_caller(const loader *ld, js_policy_caller *c)
 
     if (from(c, F_AUDIENCES)->audiences.n == 0)
         return fail(ld, has(from(c, F_AUDIENCES), F_AUDIENCES) ? src_line(c, F_AUDIENCES) : c->line,
-                    src_path(pa, sizeof(pa), c, F_AUDIENCES), "no_audiences",
+                    src_path(pa, sizeof(pa), c, F_AUDIENCES), JS_R_POLICY_NO_AUDIENCES,
                     "caller '%s' has no audiences, so every request would be denied (aud is "
                     "required); set audiences",
                     id);
@@ -957,7 +960,7 @@ static js_status check_caller(const loader *ld, js_policy_caller *c)
     if (dttl > mttl) {
         field f =
             has(&c->own, F_DEFAULT_TTL) || !has(&c->own, F_MAX_TTL) ? F_DEFAULT_TTL : F_MAX_TTL;
-        return fail(ld, src_line(c, f), src_path(pa, sizeof(pa), c, f), "ttl",
+        return fail(ld, src_line(c, f), src_path(pa, sizeof(pa), c, f), JS_R_POLICY_TTL,
                     "caller '%s': default_ttl (%" PRId64 "s, %s) is longer than max_ttl (%" PRId64
                     "s, %s)",
                     id, dttl, src_path(pb, sizeof(pb), c, F_DEFAULT_TTL), mttl,
@@ -972,7 +975,7 @@ static js_status check_caller(const loader *ld, js_policy_caller *c)
         c->incident_rate = ir->incident_rate;
         if (!rate_tighter(c->incident_rate, rate))
             return fail(ld, src_line(c, F_INCIDENT_RATE),
-                        src_path(pa, sizeof(pa), c, F_INCIDENT_RATE), "incident_rate",
+                        src_path(pa, sizeof(pa), c, F_INCIDENT_RATE), JS_R_POLICY_INCIDENT_RATE,
                         "caller '%s': incident_rate (%g/s, burst %g) is looser than rate "
                         "(%g/s, burst %g); incident mode must tighten",
                         id, c->incident_rate.per_second, c->incident_rate.burst, rate.per_second,
@@ -990,7 +993,7 @@ static js_status check_caller(const loader *ld, js_policy_caller *c)
     for (size_t i = 0; i < cr->nclaims; i++)
         if (fr->fixed != NULL && json_object_get(fr->fixed, cr->claims[i].name) != NULL)
             return fail(ld, src_line(c, F_CLAIMS), src_path(pa, sizeof(pa), c, F_CLAIMS),
-                        "claim_fixed",
+                        JS_R_POLICY_CLAIM_FIXED,
                         "caller '%s': claim '%s' is both allowed (claims) and fixed (%s); a "
                         "fixed claim cannot be set by the caller",
                         id, js_yaml_printable(shown, sizeof(shown), cr->claims[i].name),
@@ -1003,24 +1006,24 @@ static js_status check_caller(const loader *ld, js_policy_caller *c)
 static js_status check_defaults(const loader *ld, const rules *d)
 {
     if (has(d, F_DEFAULT_KEY) && !in_list(&d->keys, d->default_key))
-        return fail(ld, d->line[F_DEFAULT_KEY], "defaults.default_key", "default_key",
+        return fail(ld, d->line[F_DEFAULT_KEY], "defaults.default_key", JS_R_POLICY_DEFAULT_KEY,
                     "default key '%s' is not in defaults.keys", d->default_key);
     if (d->default_ttl > d->max_ttl) {
         field f = has(d, F_DEFAULT_TTL) ? F_DEFAULT_TTL : F_MAX_TTL;
-        return fail(ld, d->line[f],
-                    f == F_DEFAULT_TTL ? "defaults.default_ttl" : "defaults.max_ttl", "ttl",
-                    "default_ttl (%" PRId64 "s) is longer than max_ttl (%" PRId64 "s)",
-                    d->default_ttl, d->max_ttl);
+        return fail(
+            ld, d->line[f], f == F_DEFAULT_TTL ? "defaults.default_ttl" : "defaults.max_ttl",
+            JS_R_POLICY_TTL, "default_ttl (%" PRId64 "s) is longer than max_ttl (%" PRId64 "s)",
+            d->default_ttl, d->max_ttl);
     }
     if (has(d, F_INCIDENT_RATE) && has(d, F_RATE) && !rate_tighter(d->incident_rate, d->rate))
-        return fail(ld, d->line[F_INCIDENT_RATE], "defaults.incident_rate", "incident_rate",
-                    "incident_rate (%g/s, burst %g) is looser than rate (%g/s, burst %g); "
-                    "incident mode must tighten",
-                    d->incident_rate.per_second, d->incident_rate.burst, d->rate.per_second,
-                    d->rate.burst);
+        return fail(
+            ld, d->line[F_INCIDENT_RATE], "defaults.incident_rate", JS_R_POLICY_INCIDENT_RATE,
+            "incident_rate (%g/s, burst %g) is looser than rate (%g/s, burst %g); "
+            "incident mode must tighten",
+            d->incident_rate.per_second, d->incident_rate.burst, d->rate.per_second, d->rate.burst);
     for (size_t i = 0; i < d->nclaims; i++)
         if (d->fixed != NULL && json_object_get(d->fixed, d->claims[i].name) != NULL)
-            return fail(ld, d->line[F_CLAIMS], "defaults.claims", "claim_fixed",
+            return fail(ld, d->line[F_CLAIMS], "defaults.claims", JS_R_POLICY_CLAIM_FIXED,
                         "claim '%s' is both allowed (claims) and fixed (fixed_claims)",
                         d->claims[i].name);
     return JS_OK;
@@ -1056,7 +1059,7 @@ static js_status load_caller(const loader *ld, js_policy *p, const js_yaml_node 
         c->prefix_len = strlen(id) - 1; /* the bytes before the '*' */
     for (size_t j = 0; j < i; j++)
         if (strcmp(p->callers[j].id, id) == 0)
-            return fail(ld, js_yaml_node_line(idn), sub, "duplicate_caller",
+            return fail(ld, js_yaml_node_line(idn), sub, JS_R_POLICY_DUPLICATE_CALLER,
                         "duplicate caller '%s' (also callers[%zu] on line %zu)",
                         js_yaml_printable(shown, sizeof(shown), id), j, p->callers[j].line);
     c->id = strdup(id);
@@ -1129,8 +1132,8 @@ static js_status get_admins(const loader *ld, const js_yaml_node *n, strlist *ou
     JS_GUARD(js_yaml_expect_type(ld->doc, n, "admins", JS_YAML_SEQUENCE, ld->err));
     size_t cnt = js_yaml_seq_len(n);
     if (cnt > POLICY_MAX_ADMINS)
-        return fail(ld, js_yaml_node_line(n), "admins", "count", "at most %d entries, found %zu",
-                    POLICY_MAX_ADMINS, cnt);
+        return fail(ld, js_yaml_node_line(n), "admins", JS_R_POLICY_COUNT,
+                    "at most %d entries, found %zu", POLICY_MAX_ADMINS, cnt);
     if (cnt == 0)
         return JS_OK;
     out->v = calloc(cnt, sizeof(*out->v));
@@ -1144,7 +1147,7 @@ static js_status get_admins(const loader *ld, const js_yaml_node *n, strlist *ou
         JS_GUARD(get_identity(ld, item, sub, false, &s, &t, &pattern));
         for (size_t j = 0; j < i; j++)
             if (strcmp(out->v[j], s) == 0)
-                return fail(ld, js_yaml_node_line(item), sub, "duplicate",
+                return fail(ld, js_yaml_node_line(item), sub, JS_R_POLICY_DUPLICATE,
                             "duplicate entry '%s' (also admins[%zu])",
                             js_yaml_printable(shown, sizeof(shown), s), j);
         out->v[i] = strdup(s);
@@ -1169,12 +1172,12 @@ static js_status load_top(const loader *ld, js_policy *p)
         JS_GUARD(js_yaml_expect_string(ld->doc, v, "issuer", &s, ld->err));
         size_t n = strlen(s);
         if (n == 0 || n > POLICY_ISSUER_MAX)
-            return fail(ld, js_yaml_node_line(v), "issuer", "issuer", "must be 1..%d bytes",
-                        POLICY_ISSUER_MAX);
+            return fail(ld, js_yaml_node_line(v), "issuer", JS_R_POLICY_ISSUER,
+                        "must be 1..%d bytes", POLICY_ISSUER_MAX);
         /* Copied into every token's iss (RFC 7519 §4.1.1) and into logs. */
         for (size_t i = 0; i < n; i++)
             if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-                return fail(ld, js_yaml_node_line(v), "issuer", "issuer",
+                return fail(ld, js_yaml_node_line(v), "issuer", JS_R_POLICY_ISSUER,
                             "must not contain control characters");
         p->issuer = strdup(s);
         JS_ENSURE_ALLOC(p->issuer, ld->err);
@@ -1200,7 +1203,7 @@ static js_status load_top(const loader *ld, js_policy *p)
     JS_GUARD(js_yaml_expect_type(ld->doc, v, "callers", JS_YAML_SEQUENCE, ld->err));
     size_t n = js_yaml_seq_len(v);
     if (n == 0 || n > POLICY_MAX_CALLERS)
-        return fail(ld, js_yaml_node_line(v), "callers", "callers_count",
+        return fail(ld, js_yaml_node_line(v), "callers", JS_R_POLICY_CALLERS_COUNT,
                     "between 1 and %d callers are required, found %zu", POLICY_MAX_CALLERS, n);
     p->callers = calloc(n, sizeof(*p->callers));
     JS_ENSURE_ALLOC(p->callers, ld->err);
@@ -1231,7 +1234,7 @@ js_status js_policy_load_buffer(const char *text, size_t len, const char *name, 
                                 js_err *err)
 {
     *out = NULL;
-    JS_ENSURE(text != NULL || len == 0, err, JS_EINTERNAL, "policy.internal", "no policy text");
+    JS_ENSURE(text != NULL || len == 0, err, JS_EINTERNAL, JS_R_POLICY_INTERNAL, "no policy text");
     js_yaml_opts opts = {.domain = "policy", .status = JS_ECONFIG};
     js_yaml_doc *doc = NULL;
     JS_GUARD(
@@ -1239,7 +1242,7 @@ js_status js_policy_load_buffer(const char *text, size_t len, const char *name, 
     js_policy *p = calloc(1, sizeof(*p));
     if (p == NULL) {
         js_yaml_doc_free(doc);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     rules_builtin(&p->defaults);
     loader ld = {doc, err};
@@ -1248,7 +1251,7 @@ js_status js_policy_load_buffer(const char *text, size_t len, const char *name, 
     if (st == JS_OK) {
         sha256_hex(text ? text : "", len, p->hash_hex);
         if (p->hash_hex[0] == '\0')
-            st = js_err_set(err, JS_EINTERNAL, "internal.digest", "SHA-256 failed");
+            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_DIGEST, "SHA-256 failed");
     }
     if (st != JS_OK) {
         js_policy_free(p);
@@ -1261,14 +1264,15 @@ js_status js_policy_load_buffer(const char *text, size_t len, const char *name, 
 js_status js_policy_load(const char *path, js_policy **out, js_err *err)
 {
     *out = NULL;
-    JS_ENSURE(path != NULL, err, JS_ECONFIG, "policy.io", "no policy file given");
+    JS_ENSURE(path != NULL, err, JS_ECONFIG, JS_R_POLICY_IO, "no policy file given");
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    JS_ENSURE(fd >= 0, err, JS_ECONFIG, "policy.io", "%s: cannot open: %s", path, strerror(errno));
+    JS_ENSURE(fd >= 0, err, JS_ECONFIG, JS_R_POLICY_IO, "%s: cannot open: %s", path,
+              strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size < 0 ||
         (uint64_t)sb.st_size > JS_YAML_MAX_BYTES) {
         close(fd);
-        return js_err_set(err, JS_ECONFIG, "policy.io",
+        return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO,
                           "%s: not a regular file of at most %u bytes", path, JS_YAML_MAX_BYTES);
     }
     /* Read one byte more than the size so a file growing under us is caught. */
@@ -1276,7 +1280,7 @@ js_status js_policy_load(const char *path, js_policy **out, js_err *err)
     char *buf = malloc(cap);
     if (buf == NULL) {
         close(fd);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     for (;;) {
         ssize_t r = read(fd, buf + len, cap - len);
@@ -1286,7 +1290,7 @@ js_status js_policy_load(const char *path, js_policy **out, js_err *err)
             int e = errno;
             close(fd);
             free(buf);
-            return js_err_set(err, JS_ECONFIG, "policy.io", "%s: read failed: %s", path,
+            return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO, "%s: read failed: %s", path,
                               strerror(e));
         }
         if (r == 0)
@@ -1295,7 +1299,8 @@ js_status js_policy_load(const char *path, js_policy **out, js_err *err)
         if (len == cap) {
             close(fd);
             free(buf);
-            return js_err_set(err, JS_ECONFIG, "policy.io", "%s: file changed while reading", path);
+            return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO, "%s: file changed while reading",
+                              path);
         }
     }
     close(fd);
@@ -1452,34 +1457,34 @@ static js_status check_audience(const js_policy_caller *c, const json_t *claims,
     const strlist *allowed = &from(c, F_AUDIENCES)->audiences;
     int64_t max_aud = from(c, F_MAX_AUD)->max_aud;
     shown_s(cid, sizeof(cid), c->id);
-    JS_ENSURE(aud != NULL, err, JS_EINVAL, "policy.audience",
+    JS_ENSURE(aud != NULL, err, JS_EINVAL, JS_R_POLICY_AUDIENCE,
               "audiences: aud is required (a string or an array of strings)");
     if (json_is_string(aud)) {
-        JS_ENSURE(aud_allowed(allowed, aud), err, JS_EDENIED, "policy.audience",
+        JS_ENSURE(aud_allowed(allowed, aud), err, JS_EDENIED, JS_R_POLICY_AUDIENCE,
                   "audiences: aud '%s' is not allowed for caller '%s'",
                   shown_n(b, sizeof(b), json_string_value(aud), json_string_length(aud)), cid);
         return JS_OK;
     }
-    JS_ENSURE(json_is_array(aud), err, JS_EINVAL, "policy.audience",
+    JS_ENSURE(json_is_array(aud), err, JS_EINVAL, JS_R_POLICY_AUDIENCE,
               "audiences: aud must be a string or an array of strings, not %s",
               json_type_name(aud));
     size_t n = json_array_size(aud);
-    JS_ENSURE(n > 0, err, JS_EINVAL, "policy.audience",
+    JS_ENSURE(n > 0, err, JS_EINVAL, JS_R_POLICY_AUDIENCE,
               "audiences: aud must not be an empty array");
     for (size_t i = 0; i < n; i++)
-        JS_ENSURE(json_is_string(json_array_get(aud, i)), err, JS_EINVAL, "policy.audience",
+        JS_ENSURE(json_is_string(json_array_get(aud, i)), err, JS_EINVAL, JS_R_POLICY_AUDIENCE,
                   "audiences: aud[%zu] must be a string, not %s", i,
                   json_type_name(json_array_get(aud, i)));
-    JS_ENSURE((int64_t)n <= max_aud, err, JS_EDENIED, "policy.audience",
+    JS_ENSURE((int64_t)n <= max_aud, err, JS_EDENIED, JS_R_POLICY_AUDIENCE,
               "audiences: aud has %zu elements; caller '%s' may send at most %" PRId64, n, cid,
               max_aud);
     for (size_t i = 0; i < n; i++) {
         const json_t *a = json_array_get(aud, i);
         for (size_t j = 0; j < i; j++)
-            JS_ENSURE(!json_equal(a, json_array_get(aud, j)), err, JS_EINVAL, "policy.audience",
+            JS_ENSURE(!json_equal(a, json_array_get(aud, j)), err, JS_EINVAL, JS_R_POLICY_AUDIENCE,
                       "audiences: aud[%zu] '%s' repeats aud[%zu]", i,
                       shown_n(b, sizeof(b), json_string_value(a), json_string_length(a)), j);
-        JS_ENSURE(aud_allowed(allowed, a), err, JS_EDENIED, "policy.audience",
+        JS_ENSURE(aud_allowed(allowed, a), err, JS_EDENIED, JS_R_POLICY_AUDIENCE,
                   "audiences: aud[%zu] '%s' is not allowed for caller '%s'", i,
                   shown_n(b, sizeof(b), json_string_value(a), json_string_length(a)), cid);
     }
@@ -1493,17 +1498,17 @@ static js_status check_subject(const js_policy_caller *c, const json_t *claims, 
     const rules *sr = from(c, F_SUBJECT);
     shown_s(cid, sizeof(cid), c->id);
     if (sub == NULL) {
-        JS_ENSURE(!from(c, F_SUBJECT_REQUIRED)->subject_required, err, JS_EINVAL, "policy.subject",
-                  "subject: sub is required for caller '%s'", cid);
+        JS_ENSURE(!from(c, F_SUBJECT_REQUIRED)->subject_required, err, JS_EINVAL,
+                  JS_R_POLICY_SUBJECT, "subject: sub is required for caller '%s'", cid);
         return JS_OK;
     }
-    JS_ENSURE(json_is_string(sub), err, JS_EINVAL, "policy.subject",
+    JS_ENSURE(json_is_string(sub), err, JS_EINVAL, JS_R_POLICY_SUBJECT,
               "subject: sub must be a string, not %s", json_type_name(sub));
     const char *s = json_string_value(sub);
     size_t len = json_string_length(sub);
-    JS_ENSURE(len > 0, err, JS_EINVAL, "policy.subject", "subject: sub must not be empty");
+    JS_ENSURE(len > 0, err, JS_EINVAL, JS_R_POLICY_SUBJECT, "subject: sub must not be empty");
     /* regexec sees a C string: an embedded NUL would hide the rest. */
-    JS_ENSURE(strlen(s) == len, err, JS_EINVAL, "policy.subject",
+    JS_ENSURE(strlen(s) == len, err, JS_EINVAL, JS_R_POLICY_SUBJECT,
               "subject: sub '%s' contains a NUL character", shown_n(b, sizeof(b), s, len));
     /* Without REG_NEWLINE, '.' and bracket expressions match '\n', so an
      * anchored pattern could still span lines; and a permissive pattern
@@ -1511,14 +1516,14 @@ static js_status check_subject(const js_policy_caller *c, const json_t *claims, 
      * overrides, zero-width spaces) into a token and the audit log, where
      * two subjects that look the same would differ. So every Cc and Cf
      * character is refused, whatever the subject rule (text.h). */
-    if (js_text_check("sub", s, len, 0, JS_EDENIED, "policy.subject", err) != JS_OK) {
+    if (js_text_check("sub", s, len, 0, JS_EDENIED, JS_R_POLICY_SUBJECT, err) != JS_OK) {
         js_err_prefix(err, "subject: sub '%s' of caller '%s': ", shown_n(b, sizeof(b), s, len),
                       cid);
         return JS_EDENIED;
     }
     if (sr->subject_compiled)
-        JS_ENSURE(regexec(&sr->subject_re, s, 0, NULL, 0) == 0, err, JS_EDENIED, "policy.subject",
-                  "subject: sub '%s' does not match %s for caller '%s'",
+        JS_ENSURE(regexec(&sr->subject_re, s, 0, NULL, 0) == 0, err, JS_EDENIED,
+                  JS_R_POLICY_SUBJECT, "subject: sub '%s' does not match %s for caller '%s'",
                   shown_n(b, sizeof(b), s, len), sr->subject, cid);
     return JS_OK;
 }
@@ -1527,11 +1532,11 @@ static js_status check_subject(const js_policy_caller *c, const json_t *claims, 
 static js_status scope_token_ok(const char *s, size_t len, const char *where, js_err *err)
 {
     char b[96];
-    JS_ENSURE(len > 0, err, JS_EINVAL, "policy.scope", "scopes: %s has an empty element", where);
+    JS_ENSURE(len > 0, err, JS_EINVAL, JS_R_POLICY_SCOPE, "scopes: %s has an empty element", where);
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
         JS_ENSURE(ch == 0x21 || (ch >= 0x23 && ch <= 0x5b) || (ch >= 0x5d && ch <= 0x7e), err,
-                  JS_EINVAL, "policy.scope",
+                  JS_EINVAL, JS_R_POLICY_SCOPE,
                   "scopes: %s element '%s' has a character not allowed in a scope (RFC 6749 "
                   "§3.3)",
                   where, shown_n(b, sizeof(b), s, len));
@@ -1555,7 +1560,7 @@ static js_status check_scope(const js_policy_caller *c, const json_t *claims, ch
     shown_s(cid, sizeof(cid), c->id);
     /* The other form is not this caller's: denied, not malformed (it is a
      * well-formed claim this caller may not set). */
-    JS_ENSURE(json_object_get(claims, other) == NULL, err, JS_EDENIED, "policy.scope",
+    JS_ENSURE(json_object_get(claims, other) == NULL, err, JS_EDENIED, JS_R_POLICY_SCOPE,
               "scopes: caller '%s' sends scopes in '%s' (%s), not '%s'", cid, name,
               sc == SCOPE_STRING ? "a space-separated string" : "an array of strings", other);
     const json_t *v = json_object_get(claims, name);
@@ -1569,7 +1574,7 @@ static js_status check_scope(const js_policy_caller *c, const json_t *claims, ch
     span toks[POLICY_MAX_SCOPES];
     size_t n = 0;
     if (sc == SCOPE_STRING) {
-        JS_ENSURE(json_is_string(v), err, JS_EINVAL, "policy.scope",
+        JS_ENSURE(json_is_string(v), err, JS_EINVAL, JS_R_POLICY_SCOPE,
                   "scopes: scope must be a space-separated string, not %s", json_type_name(v));
         const char *s = json_string_value(v);
         size_t len = json_string_length(v), start = 0;
@@ -1578,7 +1583,7 @@ static js_status check_scope(const js_policy_caller *c, const json_t *claims, ch
         for (size_t i = 0; i <= len; i++) {
             if (i < len && s[i] != ' ')
                 continue;
-            JS_ENSURE(n < POLICY_MAX_SCOPES, err, JS_EINVAL, "policy.scope",
+            JS_ENSURE(n < POLICY_MAX_SCOPES, err, JS_EINVAL, JS_R_POLICY_SCOPE,
                       "scopes: more than %d scopes requested", POLICY_MAX_SCOPES);
             JS_GUARD(scope_token_ok(s + start, i - start, "scope", err));
             toks[n].s = s + start;
@@ -1587,15 +1592,15 @@ static js_status check_scope(const js_policy_caller *c, const json_t *claims, ch
             start = i + 1;
         }
     } else {
-        JS_ENSURE(json_is_array(v), err, JS_EINVAL, "policy.scope",
+        JS_ENSURE(json_is_array(v), err, JS_EINVAL, JS_R_POLICY_SCOPE,
                   "scopes: scp must be an array of strings, not %s", json_type_name(v));
-        JS_ENSURE(json_array_size(v) > 0, err, JS_EINVAL, "policy.scope",
+        JS_ENSURE(json_array_size(v) > 0, err, JS_EINVAL, JS_R_POLICY_SCOPE,
                   "scopes: scp must not be an empty array; omit it to request no scopes");
-        JS_ENSURE(json_array_size(v) <= POLICY_MAX_SCOPES, err, JS_EINVAL, "policy.scope",
+        JS_ENSURE(json_array_size(v) <= POLICY_MAX_SCOPES, err, JS_EINVAL, JS_R_POLICY_SCOPE,
                   "scopes: more than %d scopes requested", POLICY_MAX_SCOPES);
         for (size_t i = 0; i < json_array_size(v); i++) {
             const json_t *e = json_array_get(v, i);
-            JS_ENSURE(json_is_string(e), err, JS_EINVAL, "policy.scope",
+            JS_ENSURE(json_is_string(e), err, JS_EINVAL, JS_R_POLICY_SCOPE,
                       "scopes: scp[%zu] must be a string, not %s", i, json_type_name(e));
             JS_GUARD(scope_token_ok(json_string_value(e), json_string_length(e), "scp", err));
             toks[n].s = json_string_value(e);
@@ -1607,7 +1612,7 @@ static js_status check_scope(const js_policy_caller *c, const json_t *claims, ch
     for (size_t i = 0; i < n; i++) {
         for (size_t j = 0; j < i; j++)
             JS_ENSURE(toks[j].len != toks[i].len || memcmp(toks[j].s, toks[i].s, toks[i].len) != 0,
-                      err, JS_EINVAL, "policy.scope", "scopes: scope '%s' is requested twice",
+                      err, JS_EINVAL, JS_R_POLICY_SCOPE, "scopes: scope '%s' is requested twice",
                       shown_n(b, sizeof(b), toks[i].s, toks[i].len));
         total += toks[i].len + 1;
     }
@@ -1617,7 +1622,7 @@ static js_status check_scope(const js_policy_caller *c, const json_t *claims, ch
         for (size_t k = 0; k < ceiling->n && !ok; k++)
             ok = strlen(ceiling->v[k]) == toks[i].len &&
                  memcmp(ceiling->v[k], toks[i].s, toks[i].len) == 0;
-        JS_ENSURE(ok, err, JS_EDENIED, "policy.scope",
+        JS_ENSURE(ok, err, JS_EDENIED, JS_R_POLICY_SCOPE,
                   "scopes: scope '%s' is not in the scope ceiling of caller '%s'%s",
                   shown_n(b, sizeof(b), toks[i].s, toks[i].len), cid,
                   ceiling->n == 0 ? " (it may request no scopes)" : "");
@@ -1670,7 +1675,7 @@ static js_status check_claims(const js_policy_caller *c, const json_t *claims, j
             in_array(k_ruled_claims, COUNT(k_ruled_claims), name))
             continue;
         JS_ENSURE(fixed == NULL || json_object_get(fixed, name) == NULL, err, JS_EDENIED,
-                  "policy.fixed_claim",
+                  JS_R_POLICY_FIXED_CLAIM,
                   "fixed_claims: claim '%s' is fixed by the policy for caller '%s'; it cannot be "
                   "overridden",
                   shown_s(b, sizeof(b), name), cid);
@@ -1678,16 +1683,16 @@ static js_status check_claims(const js_policy_caller *c, const json_t *claims, j
         for (size_t i = 0; i < cr->nclaims && rule == NULL; i++)
             if (strcmp(cr->claims[i].name, name) == 0)
                 rule = &cr->claims[i];
-        JS_ENSURE(rule != NULL, err, JS_EDENIED, "policy.claim",
+        JS_ENSURE(rule != NULL, err, JS_EDENIED, JS_R_POLICY_CLAIM,
                   "claims: claim '%s' is not on the allowlist of caller '%s'",
                   shown_s(b, sizeof(b), name), cid);
-        JS_ENSURE(type_ok(rule->type, v), err, JS_EINVAL, "policy.claim",
+        JS_ENSURE(type_ok(rule->type, v), err, JS_EINVAL, JS_R_POLICY_CLAIM,
                   "claims: claim '%s' must be %s %s, not %s", shown_s(b, sizeof(b), name),
                   rule->type == CT_ARRAY || rule->type == CT_OBJECT ? "an" : "a",
                   k_claim_type_names[rule->type], json_type_name(v));
         if (rule->max_bytes > 0) {
             size_t size = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
-            JS_ENSURE(size <= rule->max_bytes, err, JS_EDENIED, "policy.claim",
+            JS_ENSURE(size <= rule->max_bytes, err, JS_EDENIED, JS_R_POLICY_CLAIM,
                       "claims: claim '%s' encodes to %zu bytes; caller '%s' may send at most %zu",
                       shown_s(b, sizeof(b), name), size, cid, rule->max_bytes);
         }
@@ -1709,18 +1714,18 @@ js_status js_policy_evaluate(const js_policy *p, const js_policy_caller *c, cons
                              js_policy_result *out, js_err *err)
 {
     char b[96], cid[96];
-    JS_ENSURE(out != NULL, err, JS_EINTERNAL, "policy.internal", "no result storage");
+    JS_ENSURE(out != NULL, err, JS_EINTERNAL, JS_R_POLICY_INTERNAL, "no result storage");
     memset(out, 0, sizeof(*out));
-    JS_ENSURE(p != NULL && c != NULL && jti != NULL, err, JS_EINTERNAL, "policy.internal",
+    JS_ENSURE(p != NULL && c != NULL && jti != NULL, err, JS_EINTERNAL, JS_R_POLICY_INTERNAL,
               "evaluate needs a policy, a caller entry and a jti");
-    JS_ENSURE(json_is_object(claims), err, JS_EINVAL, "claims.not_object",
+    JS_ENSURE(json_is_object(claims), err, JS_EINVAL, JS_R_CLAIMS_NOT_OBJECT,
               "the claim set must be a JSON object");
-    JS_ENSURE(p->issuer != NULL, err, JS_EINTERNAL, "policy.no_issuer",
+    JS_ENSURE(p->issuer != NULL, err, JS_EINTERNAL, JS_R_POLICY_NO_ISSUER,
               "the policy does not set issuer");
     shown_s(cid, sizeof(cid), c->id);
     /* The signer checks this before the rate limit; repeated so the library
      * cannot be misused into signing for a frozen caller. */
-    JS_ENSURE(!js_policy_caller_frozen(c), err, JS_EDENIED, "policy.frozen",
+    JS_ENSURE(!js_policy_caller_frozen(c), err, JS_EDENIED, JS_R_POLICY_FROZEN,
               "frozen: caller entry '%s' is frozen", cid);
 
     /* 1. key */
@@ -1731,7 +1736,7 @@ js_status js_policy_evaluate(const js_policy *p, const js_policy_caller *c, cons
         for (size_t i = 0; i < keys->n && key == NULL; i++)
             if (strcmp(keys->v[i], requested_key) == 0)
                 key = keys->v[i];
-        JS_ENSURE(key != NULL, err, JS_EDENIED, "policy.key",
+        JS_ENSURE(key != NULL, err, JS_EDENIED, JS_R_POLICY_KEY,
                   "keys: key '%s' is not allowed for caller '%s'",
                   shown_s(b, sizeof(b), requested_key), cid);
     }
@@ -1742,9 +1747,9 @@ js_status js_policy_evaluate(const js_policy *p, const js_policy_caller *c, cons
     claims_lifetime life = {from(c, F_DEFAULT_TTL)->default_ttl, from(c, F_MAX_TTL)->max_ttl};
     int64_t exp = 0;
     js_status st = claims_apply_server(copy, p->issuer, now, &life, jti, &exp, err);
-    if (st == JS_EDENIED && err != NULL && strcmp(err->reason, "claims.exp_too_far") == 0) {
+    if (st == JS_EDENIED && err != NULL && err->reason == JS_R_CLAIMS_EXP_TOO_FAR) {
         /* The ceiling is this caller's max_ttl: report it as the policy rule. */
-        snprintf(err->reason, sizeof(err->reason), "policy.lifetime");
+        err->reason = JS_R_POLICY_LIFETIME;
         js_err_prefix(err, "max_ttl of caller '%s': ", cid);
     }
 
@@ -1762,7 +1767,7 @@ js_status js_policy_evaluate(const js_policy *p, const js_policy_caller *c, cons
     /* 4. fixed claims, which the caller could not send (checked above) */
     const json_t *fixed = from(c, F_FIXED_CLAIMS)->fixed;
     if (st == JS_OK && fixed != NULL && json_object_update(copy, (json_t *)fixed) != 0)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     if (st != JS_OK) {
         json_decref(copy);
         free(granted);

@@ -192,8 +192,8 @@ static int64_t mono_ms(void)
 
 static void log_failure(const char *event, const js_err *err)
 {
-    json_t *o =
-        json_pack("{s:s, s:s, s:s}", "event", event, "reason", err->reason, "message", err->msg);
+    json_t *o = json_pack("{s:s, s:s, s:s}", "event", event, "reason", js_reason_name(err->reason),
+                          "message", err->msg);
     js_log_emit("error", o);
 }
 
@@ -230,7 +230,7 @@ static int cmd_keygen(const char *config_path, const char *key_name)
     if (st == JS_OK && key_name != NULL) {
         const js_key_config *kc = js_config_find_key(cfg, key_name);
         if (kc == NULL)
-            st = js_err_set(&err, JS_ECONFIG, "keygen.unknown_key", "no key named '%s' in %s",
+            st = js_err_set(&err, JS_ECONFIG, JS_R_KEYGEN_UNKNOWN_KEY, "no key named '%s' in %s",
                             key_name, config_path);
         else
             label = kc->label, alg = kc->alg, bits = kc->bits;
@@ -393,7 +393,7 @@ static void audit_lifecycle(daemon_state *d, const char *type, const char *decis
     js_audit_event ev = {
         .type = type,
         .decision = decision,
-        .reason = why != NULL ? why->reason : NULL,
+        .reason = why != NULL ? js_reason_name(why->reason) : NULL,
         .message = why != NULL ? why->msg : NULL,
         .detail_json = detail_text,
     };
@@ -402,7 +402,7 @@ static void audit_lifecycle(daemon_state *d, const char *type, const char *decis
     uint64_t seq = 0;
     if (js_audit_append_sync(d->audit, &ev, &seq, &err) != JS_OK) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_record_lost", "record", type,
-                              "reason", err.reason, "message", err.msg);
+                              "reason", js_reason_name(err.reason), "message", err.msg);
         js_log_emit("error", o);
     }
     free(detail_text);
@@ -504,8 +504,8 @@ static js_status load_audit_label(daemon_state *d, js_err *err)
         d->audit_generation = (unsigned)json_integer_value(g);
     }
     json_decref(j);
-    JS_ENSURE(ok, err, JS_ECONFIG, "audit.key_state", "%s: not {\"label\":LABEL,\"generation\":N}",
-              path);
+    JS_ENSURE(ok, err, JS_ECONFIG, JS_R_AUDIT_KEY_STATE,
+              "%s: not {\"label\":LABEL,\"generation\":N}", path);
     return JS_OK;
 }
 
@@ -531,7 +531,7 @@ static js_status rotate_audit_key(void *ctx, const char *by, char *label_out, ch
                                   js_err *err)
 {
     daemon_state *d = ctx;
-    JS_ENSURE(d->n_audit_rotated < AUDIT_ROTATIONS_MAX, err, JS_ESTATE, "audit.rotate",
+    JS_ENSURE(d->n_audit_rotated < AUDIT_ROTATIONS_MAX, err, JS_ESTATE, JS_R_AUDIT_ROTATE,
               "at most %d audit key rotations per process: restart the signer first",
               AUDIT_ROTATIONS_MAX);
     struct audit_rotated *r = calloc(1, sizeof(*r));
@@ -545,7 +545,7 @@ static js_status rotate_audit_key(void *ctx, const char *by, char *label_out, ch
         gen++;
         int n = snprintf(label, sizeof(label), "%s-%u", d->cfg->audit_key_label, gen);
         if (n <= 0 || (size_t)n >= sizeof(label)) {
-            st = js_err_set(err, JS_ESTATE, "audit.rotate", "audit key label too long");
+            st = js_err_set(err, JS_ESTATE, JS_R_AUDIT_ROTATE, "audit key label too long");
             break;
         }
         js_hsm_key *old = NULL;
@@ -558,14 +558,14 @@ static js_status rotate_audit_key(void *ctx, const char *by, char *label_out, ch
         break;
     }
     if (st == JS_OK && label[0] == '\0')
-        st = js_err_set(err, JS_ESTATE, "audit.rotate", "no free audit key label");
+        st = js_err_set(err, JS_ESTATE, JS_R_AUDIT_ROTATE, "no free audit key label");
     if (st == JS_OK)
         st = js_hsm_keygen(d->hsm, r->s, label, JS_ALG_ES256, 0, err);
     if (st == JS_OK)
         st = js_hsm_key_find(d->hsm, r->s, label, JS_ALG_ES256, &r->key, err);
     char *pem = st == JS_OK ? pubkey_pem(js_hsm_key_public(r->key)) : NULL;
     if (st == JS_OK && pem == NULL)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     r->signer.s = r->s;
     r->signer.key = r->key;
     /* The writer holds r->signer once the request is queued: JS_OK (done) or
@@ -928,7 +928,7 @@ static void listener_check(daemon_state *d, int64_t now_ms)
         d->listener_retry_ms = now_ms + LISTENER_RETRY_MS;
         js_fdreserve_release(d->fd_reserve);
         json_t *o = json_pack("{s:s, s:s, s:s}", "event", "grpc_listener_retry", "reason",
-                              err.reason, "message", err.msg);
+                              js_reason_name(err.reason), "message", err.msg);
         js_log_emit("warn", o);
         return;
     }
@@ -1035,7 +1035,7 @@ static js_status fd_setup(daemon_state *d, js_err *err)
     unsigned long soft = 0, hard = 0;
     JS_GUARD(js_fd_raise_limit(&soft, &hard, err));
     d->fd_limit = soft;
-    JS_ENSURE(soft >= FD_LIMIT_MIN, err, JS_ECONFIG, "fd.limit",
+    JS_ENSURE(soft >= FD_LIMIT_MIN, err, JS_ECONFIG, JS_R_FD_LIMIT,
               "the file descriptor limit is %lu; jwt-signerd needs at least %d (raise the hard "
               "limit: ulimit -Hn, systemd LimitNOFILE=)",
               soft, FD_LIMIT_MIN);
@@ -1193,7 +1193,7 @@ static js_status daemon_start(daemon_state *d, js_err *err)
     atomic_store(&g_listener.port, js_server_port(d->srv));
     atomic_store(&g_listener.watch_stop, false);
     JS_ENSURE(pthread_create(&d->fd_watch, NULL, fd_watch_main, d) == 0, err, JS_EINTERNAL,
-              "fd.watch", "cannot start the fd watcher thread");
+              JS_R_FD_WATCH, "cannot start the fd watcher thread");
     d->fd_watch_started = true;
     return JS_OK;
 }
@@ -1356,7 +1356,8 @@ int main(int argc, char **argv)
         /* It is written into the audit log and log lines: printable text only. */
         js_err err;
         if (js_text_check("--accept-audit-loss", accept_loss, strlen(accept_loss),
-                          JS_AUDIT_ACCEPT_REASON_MAX, JS_EINVAL, "audit.config", &err) != JS_OK ||
+                          JS_AUDIT_ACCEPT_REASON_MAX, JS_EINVAL, JS_R_AUDIT_CONFIG,
+                          &err) != JS_OK ||
             accept_loss[0] == '\0') {
             fprintf(stderr, "jwt-signerd: --accept-audit-loss needs a reason: %s\n",
                     accept_loss[0] == '\0' ? "it is empty" : err.msg);

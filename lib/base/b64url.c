@@ -78,10 +78,10 @@ js_status b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap, size
 {
     *out_len = 0;
     /* A single leftover character carries only 6 bits: never a valid encoding. */
-    JS_ENSURE(n % 4 != 1, err, JS_EINVAL, "b64url.length",
+    JS_ENSURE(n % 4 != 1, err, JS_EINVAL, JS_R_B64URL_LENGTH,
               "base64url: invalid length %zu (RFC 4648 §5, no padding)", n);
     size_t need = (n / 4) * 3 + ((n % 4) ? (n % 4) - 1 : 0);
-    JS_ENSURE(need <= cap, err, JS_EINVAL, "b64url.too_long",
+    JS_ENSURE(need <= cap, err, JS_EINVAL, JS_R_B64URL_TOO_LONG,
               "base64url: decodes to %zu bytes, limit %zu", need, cap);
 
     size_t o = 0;
@@ -89,7 +89,7 @@ js_status b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap, size
     unsigned bits = 0;
     for (size_t i = 0; i < n; i++) {
         int v = b64url_value((unsigned char)in[i]);
-        JS_ENSURE(v >= 0, err, JS_EINVAL, "b64url.char",
+        JS_ENSURE(v >= 0, err, JS_EINVAL, JS_R_B64URL_CHAR,
                   "base64url: invalid character at offset %zu", i);
         acc = (acc << 6) | (uint32_t)v;
         bits += 6;
@@ -100,7 +100,7 @@ js_status b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap, size
         }
     }
     /* RFC 4648 §3.5: the pad bits must be zero, or two strings decode alike. */
-    JS_ENSURE(acc == 0, err, JS_EINVAL, "b64url.trailing_bits",
+    JS_ENSURE(acc == 0, err, JS_EINVAL, JS_R_B64URL_TRAILING_BITS,
               "base64url: non-zero trailing bits (non-canonical encoding)");
     *out_len = o;
     return JS_OK;

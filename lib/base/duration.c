@@ -12,13 +12,14 @@
 
 js_status js_parse_duration(const char *s, int64_t *seconds, js_err *err)
 {
-    JS_ENSURE(s != NULL && seconds != NULL, err, JS_EINVAL, "duration.syntax", "no duration given");
+    JS_ENSURE(s != NULL && seconds != NULL, err, JS_EINVAL, JS_R_DURATION_SYNTAX,
+              "no duration given");
     size_t len = strlen(s);
     size_t ndigits = 0;
     while (ndigits < len && s[ndigits] >= '0' && s[ndigits] <= '9')
         ndigits++;
     /* Exactly digits then one unit letter: no sign, spaces, fractions or compound "1h30m". */
-    JS_ENSURE(ndigits > 0 && len == ndigits + 1, err, JS_EINVAL, "duration.syntax",
+    JS_ENSURE(ndigits > 0 && len == ndigits + 1, err, JS_EINVAL, JS_R_DURATION_SYNTAX,
               "duration must be a positive integer followed by s, m, h or d (e.g. 15m)");
     int64_t unit;
     switch (s[ndigits]) {
@@ -35,18 +36,18 @@ js_status js_parse_duration(const char *s, int64_t *seconds, js_err *err)
         unit = 86400;
         break;
     default:
-        return js_err_set(err, JS_EINVAL, "duration.syntax",
+        return js_err_set(err, JS_EINVAL, JS_R_DURATION_SYNTAX,
                           "duration unit must be s, m, h or d (e.g. 15m)");
     }
     /* strtoll reads the digits; the checks above guarantee where it must stop. */
     errno = 0;
     char *end = NULL;
     long long v = strtoll(s, &end, 10);
-    JS_ENSURE(end == s + ndigits, err, JS_EINVAL, "duration.syntax",
+    JS_ENSURE(end == s + ndigits, err, JS_EINVAL, JS_R_DURATION_SYNTAX,
               "duration must be a positive integer followed by s, m, h or d (e.g. 15m)");
-    JS_ENSURE(errno != ERANGE && v <= DURATION_MAX_SECONDS / unit, err, JS_EINVAL, "duration.range",
-              "duration is longer than 10 years");
-    JS_ENSURE(v > 0, err, JS_EINVAL, "duration.range", "duration must be positive");
+    JS_ENSURE(errno != ERANGE && v <= DURATION_MAX_SECONDS / unit, err, JS_EINVAL,
+              JS_R_DURATION_RANGE, "duration is longer than 10 years");
+    JS_ENSURE(v > 0, err, JS_EINVAL, JS_R_DURATION_RANGE, "duration must be positive");
     *seconds = (int64_t)v * unit;
     return JS_OK;
 }

@@ -7,12 +7,53 @@
 #include <stdio.h>
 #include <string.h>
 
-js_status js_err_set(js_err *err, js_status st, const char *reason, const char *fmt, ...)
+static const struct {
+    const char *name;
+    unsigned classes;
+    const char *meaning;
+} k_reasons[JS_R_COUNT] = {
+    [JS_R_NONE] = {"", 0, "no error"},
+#define JS_REASON(id, name, classes, meaning) [JS_R_##id] = {name, classes, meaning},
+#include "reasons.def"
+#undef JS_REASON
+};
+
+const char *js_reason_name(js_reason r)
+{
+    return (unsigned)r < JS_R_COUNT ? k_reasons[r].name : "";
+}
+
+const char *js_reason_meaning(js_reason r)
+{
+    return (unsigned)r < JS_R_COUNT ? k_reasons[r].meaning : "";
+}
+
+unsigned js_reason_classes(js_reason r)
+{
+    return (unsigned)r < JS_R_COUNT ? k_reasons[r].classes : 0;
+}
+
+js_reason js_reason_lookup(const char *prefix, const char *code)
+{
+    if (code == NULL)
+        return JS_R_NONE;
+    size_t plen = prefix != NULL ? strlen(prefix) : 0;
+    for (unsigned r = JS_R_NONE + 1; r < JS_R_COUNT; r++) {
+        const char *n = k_reasons[r].name;
+        if (plen > 0 && (strncmp(n, prefix, plen) != 0 || n[plen] != '.'))
+            continue;
+        if (strcmp(n + (plen > 0 ? plen + 1 : 0), code) == 0)
+            return (js_reason)r;
+    }
+    return JS_R_NONE;
+}
+
+js_status js_err_set(js_err *err, js_status st, js_reason reason, const char *fmt, ...)
 {
     if (err == NULL)
         return st;
     err->status = st;
-    snprintf(err->reason, sizeof(err->reason), "%s", reason ? reason : "");
+    err->reason = reason;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof(err->msg), fmt, ap);

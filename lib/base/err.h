@@ -2,10 +2,12 @@
  * err.h - the one error convention of jwt-signer.
  *
  * Every fallible function returns a js_status and, when it fails, fills a
- * caller-owned js_err with a stable machine-readable reason code (e.g.
- * "claims.duplicate_member") and a human message naming the rule that was
- * broken. Libraries never print and never exit; only main() does. Only
- * signer/rpc maps a js_status to a gRPC status code, in one place.
+ * caller-owned js_err with a reason from the closed set in reasons.def (e.g.
+ * JS_R_CLAIMS_DUPLICATE_MEMBER, named "claims.duplicate_member") and a human
+ * message naming the rule that was broken. Code branches on the status or on
+ * the enum, never on a reason's name. Libraries never print and never exit;
+ * only main() does. Only signer/rpc maps a js_status to a gRPC status code,
+ * in one place.
  *
  * Messages may name the offending value for claims the caller sent, but never
  * a secret (PIN, private key material, a token).
@@ -30,17 +32,53 @@ typedef enum js_status {
     JS_ESTATE,    /* not possible in the current state     -> FAILED_PRECONDITION */
 } js_status;
 
-#define JS_REASON_MAX 64
-#define JS_MSG_MAX    1024
+/* The statuses a reason is used with (reasons.def "classes"). */
+#define JS_C_OK            (1u << JS_OK)
+#define JS_C_INVALID       (1u << JS_EINVAL)
+#define JS_C_DENIED        (1u << JS_EDENIED)
+#define JS_C_LIMIT         (1u << JS_ELIMIT)
+#define JS_C_UNAVAIL       (1u << JS_EUNAVAIL)
+#define JS_C_INTERNAL      (1u << JS_EINTERNAL)
+#define JS_C_CONFIG        (1u << JS_ECONFIG)
+#define JS_C_NOTFOUND      (1u << JS_ENOTFOUND)
+#define JS_C_STATE         (1u << JS_ESTATE)
+#define JS_C_UNIMPLEMENTED (1u << 14) /* an RPC method we do not serve */
+#define JS_C_RECORD        (1u << 15) /* only ever written into audit records */
+#define JS_C_ANY           0xffffu    /* the caller picks the status */
+
+/* The closed set of reasons, one per row of reasons.def. JS_R_NONE ("") is
+ * the reason of a cleared js_err. */
+typedef enum js_reason {
+    JS_R_NONE = 0,
+#define JS_REASON(id, name, classes, meaning) JS_R_##id,
+#include "reasons.def"
+#undef JS_REASON
+    JS_R_COUNT
+} js_reason;
+
+/* The stable name of r ("claims.duplicate_member"); "" for JS_R_NONE and for
+ * a value outside the table. */
+const char *js_reason_name(js_reason r);
+/* The one-line meaning of r from reasons.def. */
+const char *js_reason_meaning(js_reason r);
+/* The JS_C_* classes of r. */
+unsigned js_reason_classes(js_reason r);
+/* The reason named "prefix.code" (prefix may be NULL: then code is the whole
+ * name); JS_R_NONE when the table has no such row. For the families that are
+ * built from a domain (YAML documents, state files) and for parsing names
+ * read back from files; never for branching. */
+js_reason js_reason_lookup(const char *prefix, const char *code);
+
+#define JS_MSG_MAX 1024
 
 typedef struct js_err {
     js_status status;
-    char reason[JS_REASON_MAX]; /* stable code, dotted lower case */
-    char msg[JS_MSG_MAX];       /* human message, names the rule */
+    js_reason reason;     /* from the closed set; js_reason_name() names it */
+    char msg[JS_MSG_MAX]; /* human message, names the rule */
 } js_err;
 
 /* Fills *err (if not NULL) and returns st, so callers can `return js_err_set(...)`. */
-js_status js_err_set(js_err *err, js_status st, const char *reason, const char *fmt, ...)
+js_status js_err_set(js_err *err, js_status st, js_reason reason, const char *fmt, ...)
     JS_PRINTF(4, 5);
 
 /* Prefixes the message already in *err with context ("key 'x': ..."). */
@@ -67,7 +105,7 @@ const char *js_status_name(js_status st);
 
 /* Allocation failure is an internal error with a fixed reason. */
 #define JS_ENSURE_ALLOC(ptr, err)                                                                  \
-    JS_ENSURE((ptr) != NULL, (err), JS_EINTERNAL, "internal.oom", "out of memory")
+    JS_ENSURE((ptr) != NULL, (err), JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory")
 
 /* Free and NULL (curl's safefree). */
 #define JS_FREE(p)                                                                                 \

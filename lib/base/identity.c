@@ -104,10 +104,10 @@ static js_status put(char *out, size_t cap, const char *prefix, const char *name
                      js_err *err)
 {
     size_t n = strlen(prefix) + strlen(name);
-    JS_ENSURE(n <= IDENTITY_MAX, err, JS_EDENIED, "identity.invalid",
+    JS_ENSURE(n <= IDENTITY_MAX, err, JS_EDENIED, JS_R_IDENTITY_INVALID,
               "client certificate %s gives an identity of %zu bytes; at most %d are allowed", field,
               n, IDENTITY_MAX);
-    JS_ENSURE(n < cap, err, JS_EINTERNAL, "identity.buffer", "identity buffer too small");
+    JS_ENSURE(n < cap, err, JS_EINTERNAL, JS_R_IDENTITY_BUFFER, "identity buffer too small");
     snprintf(out, cap, "%s%s", prefix, name);
     return JS_OK;
 }
@@ -116,8 +116,8 @@ static js_status clean(const char *name, const char *field, js_err *err)
 {
     char what[64];
     snprintf(what, sizeof(what), "client certificate %s", field);
-    JS_ENSURE(name[0] != '\0', err, JS_EDENIED, "identity.invalid", "%s is empty", what);
-    return js_text_check(what, name, strlen(name), IDENTITY_MAX, JS_EDENIED, "identity.invalid",
+    JS_ENSURE(name[0] != '\0', err, JS_EDENIED, JS_R_IDENTITY_INVALID, "%s is empty", what);
+    return js_text_check(what, name, strlen(name), IDENTITY_MAX, JS_EDENIED, JS_R_IDENTITY_INVALID,
                          err);
 }
 
@@ -126,10 +126,10 @@ static js_status take_uri(const char *uri, char *out, size_t cap, js_err *err)
     char shown[64];
     JS_GUARD(clean(uri, "URI SAN", err));
     const char *why = uri_problem(uri);
-    JS_ENSURE(why == NULL, err, JS_EDENIED, "identity.invalid",
+    JS_ENSURE(why == NULL, err, JS_EDENIED, JS_R_IDENTITY_INVALID,
               "client certificate URI SAN '%s' %s", js_yaml_printable(shown, sizeof(shown), uri),
               why);
-    JS_ENSURE(!scheme_is_type(uri, scheme_len(uri)), err, JS_EDENIED, "identity.ambiguous",
+    JS_ENSURE(!scheme_is_type(uri, scheme_len(uri)), err, JS_EDENIED, JS_R_IDENTITY_AMBIGUOUS,
               "client certificate URI SAN '%s' uses a scheme that reads as another identity "
               "type (dns: or cn:)",
               js_yaml_printable(shown, sizeof(shown), uri));
@@ -141,7 +141,7 @@ static js_status take_dns(const char *name, char *out, size_t cap, js_err *err)
     char shown[64], low[IDENTITY_DNS_MAX + 1];
     JS_GUARD(clean(name, "DNS SAN", err));
     const char *why = dns_problem(name, true);
-    JS_ENSURE(why == NULL, err, JS_EDENIED, "identity.invalid",
+    JS_ENSURE(why == NULL, err, JS_EDENIED, JS_R_IDENTITY_INVALID,
               "client certificate DNS SAN '%s' %s", js_yaml_printable(shown, sizeof(shown), name),
               why);
     size_t n = strlen(name); /* <= IDENTITY_DNS_MAX: dns_problem checked */
@@ -162,7 +162,7 @@ js_status identity_select(const identity_names *names, char *out, size_t cap, js
         out[0] = '\0';
     if (names->nuris > 0) {
         /* Two URI SANs would make "the" identity ambiguous (SPIFFE X509-SVID §2). */
-        JS_ENSURE(names->nuris == 1, err, JS_EDENIED, "identity.ambiguous",
+        JS_ENSURE(names->nuris == 1, err, JS_EDENIED, JS_R_IDENTITY_AMBIGUOUS,
                   "client certificate has %zu URI SANs; exactly one is allowed", names->nuris);
         return take_uri(names->uris[0], out, cap, err);
     }
@@ -170,7 +170,7 @@ js_status identity_select(const identity_names *names, char *out, size_t cap, js
         return take_dns(names->dns[0], out, cap, err);
     if (names->cn != NULL)
         return take_cn(names->cn, out, cap, err);
-    return js_err_set(err, JS_EDENIED, "identity.none",
+    return js_err_set(err, JS_EDENIED, JS_R_IDENTITY_NONE,
                       "client certificate has no URI SAN, DNS SAN or CN");
 }
 
@@ -179,41 +179,42 @@ js_status identity_select(const identity_names *names, char *out, size_t cap, js
 js_status identity_parse(const char *text, js_identity_type *type, js_err *err)
 {
     char shown[64];
-    JS_ENSURE(text != NULL && text[0] != '\0', err, JS_EINVAL, "identity.invalid",
+    JS_ENSURE(text != NULL && text[0] != '\0', err, JS_EINVAL, JS_R_IDENTITY_INVALID,
               "an identity must not be empty; write dns:NAME, cn:NAME or a full URI");
     JS_GUARD(js_text_check("identity", text, strlen(text), IDENTITY_MAX, JS_EINVAL,
-                           "identity.invalid", err));
+                           JS_R_IDENTITY_INVALID, err));
     const char *q = js_yaml_printable(shown, sizeof(shown), text);
     size_t sl = scheme_len(text);
     if (sl == 3 && strncmp(text, "dns", 3) == 0) {
         const char *why = dns_problem(text + 4, false);
-        JS_ENSURE(why == NULL, err, JS_EINVAL, "identity.invalid", "identity '%s': the DNS name %s",
-                  q, why);
+        JS_ENSURE(why == NULL, err, JS_EINVAL, JS_R_IDENTITY_INVALID,
+                  "identity '%s': the DNS name %s", q, why);
         if (type != NULL)
             *type = JS_ID_DNS;
         return JS_OK;
     }
     if (sl == 2 && strncmp(text, "cn", 2) == 0) {
-        JS_ENSURE(text[3] != '\0', err, JS_EINVAL, "identity.invalid",
+        JS_ENSURE(text[3] != '\0', err, JS_EINVAL, JS_R_IDENTITY_INVALID,
                   "identity '%s': the CN after cn: is empty", q);
         if (type != NULL)
             *type = JS_ID_CN;
         return JS_OK;
     }
-    JS_ENSURE(!scheme_is_type(text, sl), err, JS_EINVAL, "identity.ambiguous",
+    JS_ENSURE(!scheme_is_type(text, sl), err, JS_EINVAL, JS_R_IDENTITY_AMBIGUOUS,
               "identity '%s': write the type in lower case (dns: or cn:)", q);
     /* A CN may hold anything, so a text with a scheme could also be a CN or a
      * DNS name: only the prefix says which field it came from. */
     if (sl == 0) {
         char s[40]; /* shorter: the text is quoted three times */
         js_yaml_printable(s, sizeof(s), text);
-        return js_err_set(err, JS_EINVAL, "identity.ambiguous",
+        return js_err_set(err, JS_EINVAL, JS_R_IDENTITY_AMBIGUOUS,
                           "identity '%s' has no type; write it as dns:%s (DNS SAN), cn:%s "
                           "(subject CN) or a full URI such as spiffe://... (URI SAN)",
                           s, s, s);
     }
     const char *why = uri_problem(text);
-    JS_ENSURE(why == NULL, err, JS_EINVAL, "identity.invalid", "identity '%s': the URI %s", q, why);
+    JS_ENSURE(why == NULL, err, JS_EINVAL, JS_R_IDENTITY_INVALID, "identity '%s': the URI %s", q,
+              why);
     if (type != NULL)
         *type = JS_ID_URI;
     return JS_OK;

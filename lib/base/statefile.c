@@ -17,9 +17,9 @@ static js_status io_err(js_err *err, const char *domain, const char *fmt, ...) J
 
 static js_status io_err(js_err *err, const char *domain, const char *fmt, ...)
 {
-    char reason[JS_REASON_MAX];
+    /* The "<domain>.io" rows of reasons.def (audit.io, control.io, keystate.io). */
+    js_reason reason = js_reason_lookup(domain, "io");
     char msg[JS_MSG_MAX];
-    snprintf(reason, sizeof(reason), "%s.io", domain);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -41,14 +41,13 @@ js_status js_statefile_read(const char *path, size_t max, const char *domain, ch
         }
         return io_err(err, domain, "%s: cannot open: %s", path, strerror(errno));
     }
-    char reason[JS_REASON_MAX];
-    snprintf(reason, sizeof(reason), "%s.too_large", domain);
+    js_reason reason = js_reason_lookup(domain, "too_large");
     struct stat sb;
     js_status st = JS_OK;
     char *buf = NULL;
     size_t n = 0;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        snprintf(reason, sizeof(reason), "%s.io", domain);
+        reason = js_reason_lookup(domain, "io");
         st = js_err_set(err, JS_ECONFIG, reason, "%s: not a regular file", path);
         goto out;
     }
@@ -60,7 +59,7 @@ js_status js_statefile_read(const char *path, size_t max, const char *domain, ch
     /* Read to the limit plus one, whatever fstat said: the file may grow. */
     buf = malloc(max + 2);
     if (buf == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         goto out;
     }
     while (n < max + 1) {

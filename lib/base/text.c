@@ -127,7 +127,7 @@ bool js_text_valid(const char *s, size_t len, size_t *bad_offset, uint32_t *bad_
 }
 
 js_status js_text_check(const char *field, const char *s, size_t len, size_t max, js_status st,
-                        const char *reason, js_err *err)
+                        js_reason reason, js_err *err)
 {
     size_t off = 0;
     uint32_t cp = 0;

@@ -42,6 +42,6 @@ bool js_text_valid(const char *s, size_t len, size_t *bad_offset, uint32_t *bad_
  * caller that requires a value checks that itself.
  */
 js_status js_text_check(const char *field, const char *s, size_t len, size_t max, js_status st,
-                        const char *reason, js_err *err) JS_WUR;
+                        js_reason reason, js_err *err) JS_WUR;
 
 #endif

@@ -235,17 +235,14 @@ const char *js_yaml_printable(char *buf, size_t cap, const char *s)
     return buf;
 }
 
-static js_status vfail(const char *name, const char *domain, js_status st, size_t line,
-                       const char *path, const char *code, js_err *err, const char *fmt, va_list ap)
-    JS_PRINTF(8, 0);
+static js_status vfail(const char *name, js_status st, size_t line, const char *path,
+                       js_reason reason, js_err *err, const char *fmt, va_list ap) JS_PRINTF(7, 0);
 
-static js_status vfail(const char *name, const char *domain, js_status st, size_t line,
-                       const char *path, const char *code, js_err *err, const char *fmt, va_list ap)
+static js_status vfail(const char *name, js_status st, size_t line, const char *path,
+                       js_reason reason, js_err *err, const char *fmt, va_list ap)
 {
-    char reason[JS_REASON_MAX];
     char problem[JS_MSG_MAX];
     char where[32] = "";
-    snprintf(reason, sizeof(reason), "%s.%s", domain, code);
     vsnprintf(problem, sizeof(problem), fmt, ap);
     if (line > 0)
         snprintf(where, sizeof(where), ":%zu", line);
@@ -254,13 +251,30 @@ static js_status vfail(const char *name, const char *domain, js_status st, size_
     return js_err_set(err, st, reason, "%s%s: %s", name, where, problem);
 }
 
-js_status js_yaml_fail(const js_yaml_doc *doc, size_t line, const char *path, const char *code,
+js_status js_yaml_fail(const js_yaml_doc *doc, size_t line, const char *path, js_reason reason,
                        js_err *err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    js_status st = vfail(doc ? doc->name : "(yaml)", doc ? doc->domain : "yaml",
-                         doc ? doc->status : JS_EINVAL, line, path, code, err, fmt, ap);
+    js_status st = vfail(doc ? doc->name : "(yaml)", doc ? doc->status : JS_EINVAL, line, path,
+                         reason, err, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+/* The structural errors yamldoc finds on behalf of a document's reader are
+ * "<domain>.<code>": one row of reasons.def per domain and code (config.type,
+ * policy.type, yaml.type, ...; test_reasons checks every pair is listed). */
+static js_status yaml_fail(const js_yaml_doc *doc, size_t line, const char *path, const char *code,
+                           js_err *err, const char *fmt, ...) JS_PRINTF(6, 7);
+
+static js_status yaml_fail(const js_yaml_doc *doc, size_t line, const char *path, const char *code,
+                           js_err *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    js_status st = vfail(doc ? doc->name : "(yaml)", doc ? doc->status : JS_EINVAL, line, path,
+                         js_reason_lookup(doc ? doc->domain : "yaml", code), err, fmt, ap);
     va_end(ap);
     return st;
 }
@@ -271,8 +285,8 @@ static js_status node_new(builder *b, js_yaml_type t, const yaml_mark_t *mark, j
                           js_err *err)
 {
     if (b->nnodes >= b->max_nodes)
-        return js_yaml_fail(b->doc, mark->line + 1, NULL, "too_many_nodes", err,
-                            "more than %zu nodes", b->max_nodes);
+        return yaml_fail(b->doc, mark->line + 1, NULL, "too_many_nodes", err, "more than %zu nodes",
+                         b->max_nodes);
     js_yaml_node *n = calloc(1, sizeof(*n));
     JS_ENSURE_ALLOC(n, err);
     n->type = t;
@@ -309,9 +323,9 @@ static js_status attach(builder *b, js_yaml_node *n, js_err *err)
     if (parent->type == JS_YAML_MAPPING) {
         bool is_key = parent->nkids % 2 == 0;
         if (is_key && n->type != JS_YAML_SCALAR)
-            return js_yaml_fail(b->doc, n->line, NULL, "key_not_scalar", err,
-                                "a mapping key must be a scalar, found a %s",
-                                js_yaml_type_name(js_yaml_node_type(n)));
+            return yaml_fail(b->doc, n->line, NULL, "key_not_scalar", err,
+                             "a mapping key must be a scalar, found a %s",
+                             js_yaml_type_name(js_yaml_node_type(n)));
         /*
          * libyaml places an omitted value ("key:" then a newline) at the next
          * token, often on a later line; the key's line is where a reader looks.
@@ -327,11 +341,11 @@ static js_status reject_anchor_tag(builder *b, const yaml_event_t *ev, const yam
 {
     /* Anchors exist only to be aliased; aliases are how "billion laughs" expands. */
     if (anchor != NULL)
-        return js_yaml_fail(b->doc, ev->start_mark.line + 1, NULL, "anchor", err,
-                            "anchors (&name) are not allowed");
+        return yaml_fail(b->doc, ev->start_mark.line + 1, NULL, "anchor", err,
+                         "anchors (&name) are not allowed");
     if (tag != NULL)
-        return js_yaml_fail(b->doc, ev->start_mark.line + 1, NULL, "tag", err,
-                            "tags (!name) are not allowed");
+        return yaml_fail(b->doc, ev->start_mark.line + 1, NULL, "tag", err,
+                         "tags (!name) are not allowed");
     return JS_OK;
 }
 
@@ -342,8 +356,8 @@ static js_status on_scalar(builder *b, const yaml_event_t *ev, js_err *err)
     size_t len = ev->data.scalar.length;
     /* "\0" in a quoted scalar would silently cut every C string made from it. */
     if (memchr(value, '\0', len) != NULL)
-        return js_yaml_fail(b->doc, ev->start_mark.line + 1, NULL, "nul_in_scalar", err,
-                            "a value contains a NUL character");
+        return yaml_fail(b->doc, ev->start_mark.line + 1, NULL, "nul_in_scalar", err,
+                         "a value contains a NUL character");
     js_yaml_node *n;
     JS_GUARD(node_new(b, JS_YAML_SCALAR, &ev->start_mark, &n, err));
     n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
@@ -351,7 +365,7 @@ static js_status on_scalar(builder *b, const yaml_event_t *ev, js_err *err)
     n->str = malloc(len + 1);
     if (n->str == NULL) {
         node_free(n);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     memcpy(n->str, value, len);
     n->str[len] = '\0';
@@ -366,8 +380,8 @@ static js_status on_collection_start(builder *b, const yaml_event_t *ev, js_yaml
 {
     JS_GUARD(reject_anchor_tag(b, ev, anchor, tag, err));
     if (b->depth >= b->max_depth)
-        return js_yaml_fail(b->doc, ev->start_mark.line + 1, NULL, "too_deep", err,
-                            "nesting deeper than %zu levels", b->max_depth);
+        return yaml_fail(b->doc, ev->start_mark.line + 1, NULL, "too_deep", err,
+                         "nesting deeper than %zu levels", b->max_depth);
     js_yaml_node *n;
     JS_GUARD(node_new(b, t, &ev->start_mark, &n, err));
     js_status st = attach(b, n, err);
@@ -438,9 +452,9 @@ static js_status check_unique_keys(builder *b, const js_yaml_node *map, js_err *
         return JS_OK;
     const js_yaml_node *k = map->kids[2 * dup];
     char shown[64];
-    return js_yaml_fail(
-        b->doc, k->line, NULL, "duplicate_key", err, "duplicate key '%s' (first on line %zu)",
-        js_yaml_printable(shown, sizeof(shown), k->str), map->kids[2 * first]->line);
+    return yaml_fail(b->doc, k->line, NULL, "duplicate_key", err,
+                     "duplicate key '%s' (first on line %zu)",
+                     js_yaml_printable(shown, sizeof(shown), k->str), map->kids[2 * first]->line);
 }
 
 static js_status on_event(builder *b, const yaml_event_t *ev, bool *done, js_err *err)
@@ -455,13 +469,13 @@ static js_status on_event(builder *b, const yaml_event_t *ev, bool *done, js_err
         return JS_OK;
     case YAML_DOCUMENT_START_EVENT:
         if (b->seen_document)
-            return js_yaml_fail(b->doc, ev->start_mark.line + 1, NULL, "multiple_documents", err,
-                                "only one YAML document is allowed");
+            return yaml_fail(b->doc, ev->start_mark.line + 1, NULL, "multiple_documents", err,
+                             "only one YAML document is allowed");
         b->seen_document = true;
         return JS_OK;
     case YAML_ALIAS_EVENT:
-        return js_yaml_fail(b->doc, ev->start_mark.line + 1, NULL, "alias", err,
-                            "aliases (*name) are not allowed");
+        return yaml_fail(b->doc, ev->start_mark.line + 1, NULL, "alias", err,
+                         "aliases (*name) are not allowed");
     case YAML_SCALAR_EVENT:
         return on_scalar(b, ev, err);
     case YAML_SEQUENCE_START_EVENT:
@@ -473,13 +487,13 @@ static js_status on_event(builder *b, const yaml_event_t *ev, bool *done, js_err
     case YAML_SEQUENCE_END_EVENT:
     case YAML_MAPPING_END_EVENT:
         /* libyaml only emits balanced events; a mismatch would be a libyaml bug. */
-        JS_ENSURE(b->depth > 0, err, JS_EINTERNAL, "internal.yaml", "unbalanced YAML events");
+        JS_ENSURE(b->depth > 0, err, JS_EINTERNAL, JS_R_INTERNAL_YAML, "unbalanced YAML events");
         b->depth--;
         if (ev->type == YAML_MAPPING_END_EVENT)
             return check_unique_keys(b, b->stack[b->depth], err);
         return JS_OK;
     default:
-        return js_err_set(err, JS_EINTERNAL, "internal.yaml", "unexpected YAML event %d",
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_YAML, "unexpected YAML event %d",
                           (int)ev->type);
     }
 }
@@ -489,11 +503,11 @@ static js_status parser_failure(const js_yaml_doc *doc, const yaml_parser_t *p, 
     const char *problem = p->problem ? p->problem : "unknown error";
     switch (p->error) {
     case YAML_MEMORY_ERROR:
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     case YAML_READER_ERROR:
         /* The reader has no line yet: it rejects bytes (bad UTF-8, control characters). */
-        return js_yaml_fail(doc, 0, NULL, "yaml_syntax", err, "invalid input at byte %zu: %s",
-                            p->problem_offset, problem);
+        return yaml_fail(doc, 0, NULL, "yaml_syntax", err, "invalid input at byte %zu: %s",
+                         p->problem_offset, problem);
     case YAML_SCANNER_ERROR:
     case YAML_PARSER_ERROR:
     case YAML_COMPOSER_ERROR:
@@ -502,11 +516,11 @@ static js_status parser_failure(const js_yaml_doc *doc, const yaml_parser_t *p, 
     case YAML_EMITTER_ERROR:
     default:
         if (p->context != NULL)
-            return js_yaml_fail(doc, p->problem_mark.line + 1, NULL, "yaml_syntax", err,
-                                "YAML syntax error: %s (%s at line %zu)", problem, p->context,
-                                p->context_mark.line + 1);
-        return js_yaml_fail(doc, p->problem_mark.line + 1, NULL, "yaml_syntax", err,
-                            "YAML syntax error: %s", problem);
+            return yaml_fail(doc, p->problem_mark.line + 1, NULL, "yaml_syntax", err,
+                             "YAML syntax error: %s (%s at line %zu)", problem, p->context,
+                             p->context_mark.line + 1);
+        return yaml_fail(doc, p->problem_mark.line + 1, NULL, "yaml_syntax", err,
+                         "YAML syntax error: %s", problem);
     }
 }
 
@@ -519,14 +533,14 @@ static size_t limit(size_t asked, size_t cap)
 static js_status doc_new(const char *name, const js_yaml_opts *opts, js_yaml_doc **out, js_err *err)
 {
     const char *domain = (opts && opts->domain) ? opts->domain : "yaml";
-    JS_ENSURE(strlen(domain) <= JS_YAML_DOMAIN_MAX, err, JS_EINTERNAL, "internal.yaml",
+    JS_ENSURE(strlen(domain) <= JS_YAML_DOMAIN_MAX, err, JS_EINTERNAL, JS_R_INTERNAL_YAML,
               "YAML error domain '%.24s...' is too long", domain);
     js_yaml_doc *doc = calloc(1, sizeof(*doc));
     JS_ENSURE_ALLOC(doc, err);
     doc->name = strdup(name ? name : "(buffer)");
     if (doc->name == NULL) {
         free(doc);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     memcpy(doc->domain, domain, strlen(domain) + 1);
     doc->status = (opts && opts->status != JS_OK) ? opts->status : JS_EINVAL;
@@ -539,8 +553,8 @@ static js_status parse_into(js_yaml_doc *doc, const void *data, size_t len,
 {
     size_t max_bytes = limit(opts ? opts->max_bytes : 0, JS_YAML_MAX_BYTES);
     if (len > max_bytes)
-        return js_yaml_fail(doc, 0, NULL, "too_large", err,
-                            "%zu bytes is more than the limit of %zu bytes", len, max_bytes);
+        return yaml_fail(doc, 0, NULL, "too_large", err,
+                         "%zu bytes is more than the limit of %zu bytes", len, max_bytes);
 
     builder b = {
         .doc = doc,
@@ -549,7 +563,7 @@ static js_status parse_into(js_yaml_doc *doc, const void *data, size_t len,
     };
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser))
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     yaml_parser_set_input_string(&parser, (const unsigned char *)(len ? data : ""), len);
 
     js_status st = JS_OK;
@@ -565,14 +579,14 @@ static js_status parse_into(js_yaml_doc *doc, const void *data, size_t len,
     }
     yaml_parser_delete(&parser);
     if (st == JS_OK && doc->root == NULL)
-        st = js_yaml_fail(doc, 0, NULL, "no_document", err, "no YAML document (empty input)");
+        st = yaml_fail(doc, 0, NULL, "no_document", err, "no YAML document (empty input)");
     return st;
 }
 
 js_status js_yaml_load_buffer(const char *name, const void *data, size_t len,
                               const js_yaml_opts *opts, js_yaml_doc **out, js_err *err)
 {
-    JS_ENSURE(out != NULL && (data != NULL || len == 0), err, JS_EINTERNAL, "internal.args",
+    JS_ENSURE(out != NULL && (data != NULL || len == 0), err, JS_EINTERNAL, JS_R_INTERNAL_ARGS,
               "js_yaml_load_buffer: bad arguments");
     *out = NULL;
     js_yaml_doc *doc;
@@ -592,21 +606,21 @@ static js_status read_file(const js_yaml_doc *doc, const char *path, size_t max,
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return js_yaml_fail(doc, 0, NULL, "io", err, "cannot open: %s", strerror(errno));
+        return yaml_fail(doc, 0, NULL, "io", err, "cannot open: %s", strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
-        return js_yaml_fail(doc, 0, NULL, "io", err, "not a regular file");
+        return yaml_fail(doc, 0, NULL, "io", err, "not a regular file");
     }
     if (sb.st_size < 0 || (uint64_t)sb.st_size > max) {
         close(fd);
-        return js_yaml_fail(doc, 0, NULL, "too_large", err,
-                            "file is larger than the limit of %zu bytes", max);
+        return yaml_fail(doc, 0, NULL, "too_large", err,
+                         "file is larger than the limit of %zu bytes", max);
     }
     char *buf = malloc(max + 1);
     if (buf == NULL) {
         close(fd);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     /* The size may change between fstat and read; the loop trusts only what it reads. */
     size_t got = 0;
@@ -618,7 +632,7 @@ static js_status read_file(const js_yaml_doc *doc, const char *path, size_t max,
             int e = errno;
             free(buf);
             close(fd);
-            return js_yaml_fail(doc, 0, NULL, "io", err, "read failed: %s", strerror(e));
+            return yaml_fail(doc, 0, NULL, "io", err, "read failed: %s", strerror(e));
         }
         if (r == 0)
             break;
@@ -627,8 +641,8 @@ static js_status read_file(const js_yaml_doc *doc, const char *path, size_t max,
     close(fd);
     if (got > max) {
         free(buf);
-        return js_yaml_fail(doc, 0, NULL, "too_large", err,
-                            "file is larger than the limit of %zu bytes", max);
+        return yaml_fail(doc, 0, NULL, "too_large", err,
+                         "file is larger than the limit of %zu bytes", max);
     }
     *data = buf;
     *len = got;
@@ -638,7 +652,7 @@ static js_status read_file(const js_yaml_doc *doc, const char *path, size_t max,
 js_status js_yaml_load_file(const char *path, const js_yaml_opts *opts, js_yaml_doc **out,
                             js_err *err)
 {
-    JS_ENSURE(out != NULL && path != NULL, err, JS_EINTERNAL, "internal.args",
+    JS_ENSURE(out != NULL && path != NULL, err, JS_EINTERNAL, JS_R_INTERNAL_ARGS,
               "js_yaml_load_file: bad arguments");
     *out = NULL;
     js_yaml_doc *doc;
@@ -666,10 +680,10 @@ js_status js_yaml_expect_type(const js_yaml_doc *doc, const js_yaml_node *n, con
     if (js_yaml_node_type(n) == t)
         return JS_OK;
     if (js_yaml_scalar_is_null(n))
-        return js_yaml_fail(doc, js_yaml_node_line(n), path, "type", err,
-                            "expected a %s, found nothing (null)", js_yaml_type_name(t));
-    return js_yaml_fail(doc, js_yaml_node_line(n), path, "type", err, "expected a %s, found a %s",
-                        js_yaml_type_name(t), js_yaml_type_name(js_yaml_node_type(n)));
+        return yaml_fail(doc, js_yaml_node_line(n), path, "type", err,
+                         "expected a %s, found nothing (null)", js_yaml_type_name(t));
+    return yaml_fail(doc, js_yaml_node_line(n), path, "type", err, "expected a %s, found a %s",
+                     js_yaml_type_name(t), js_yaml_type_name(js_yaml_node_type(n)));
 }
 
 js_status js_yaml_lookup(const js_yaml_doc *doc, const js_yaml_node *map, const char *map_path,
@@ -680,9 +694,9 @@ js_status js_yaml_lookup(const js_yaml_doc *doc, const js_yaml_node *map, const 
     *out = js_yaml_map_get(map, key);
     if (*out == NULL && required) {
         char path[JS_YAML_PATH_MAX];
-        return js_yaml_fail(doc, js_yaml_node_line(map),
-                            js_yaml_path_key(path, sizeof(path), map_path, key), "missing_key", err,
-                            "required key is missing");
+        return yaml_fail(doc, js_yaml_node_line(map),
+                         js_yaml_path_key(path, sizeof(path), map_path, key), "missing_key", err,
+                         "required key is missing");
     }
     return JS_OK;
 }
@@ -691,13 +705,12 @@ js_status js_yaml_expect_string(const js_yaml_doc *doc, const js_yaml_node *n, c
                                 const char **out, js_err *err)
 {
     if (js_yaml_node_type(n) != JS_YAML_SCALAR)
-        return js_yaml_fail(doc, js_yaml_node_line(n), path, "type", err,
-                            "expected a string, found a %s",
-                            js_yaml_type_name(js_yaml_node_type(n)));
+        return yaml_fail(doc, js_yaml_node_line(n), path, "type", err,
+                         "expected a string, found a %s", js_yaml_type_name(js_yaml_node_type(n)));
     /* A bare "key:" is null, not ""; reading it as a string hides a forgotten value. */
     if (js_yaml_scalar_is_null(n))
-        return js_yaml_fail(doc, n->line, path, "type", err,
-                            "expected a string, found nothing (null)");
+        return yaml_fail(doc, n->line, path, "type", err,
+                         "expected a string, found nothing (null)");
     *out = n->str;
     return JS_OK;
 }
@@ -707,7 +720,7 @@ js_status js_yaml_expect_int(const js_yaml_doc *doc, const js_yaml_node *n, cons
 {
     char shown[48];
     if (js_yaml_node_type(n) != JS_YAML_SCALAR || !n->plain)
-        return js_yaml_fail(
+        return yaml_fail(
             doc, js_yaml_node_line(n), path, "integer", err, "expected an integer, found a %s",
             js_yaml_node_type(n) == JS_YAML_SCALAR ? "quoted string"
                                                    : js_yaml_type_name(js_yaml_node_type(n)));
@@ -721,16 +734,16 @@ js_status js_yaml_expect_int(const js_yaml_doc *doc, const js_yaml_node *n, cons
     for (const char *p = digits; ok && *p; p++)
         ok = *p >= '0' && *p <= '9';
     if (!ok)
-        return js_yaml_fail(doc, n->line, path, "integer", err,
-                            "expected a decimal integer, found '%s'",
-                            js_yaml_printable(shown, sizeof(shown), s));
+        return yaml_fail(doc, n->line, path, "integer", err,
+                         "expected a decimal integer, found '%s'",
+                         js_yaml_printable(shown, sizeof(shown), s));
     errno = 0;
     char *end = NULL;
     long long v = strtoll(s, &end, 10);
     if (errno == ERANGE || end == NULL || *end != '\0' || v < min || v > max)
-        return js_yaml_fail(doc, n->line, path, "range", err,
-                            "%s is out of range (%" PRId64 "..%" PRId64 ")",
-                            js_yaml_printable(shown, sizeof(shown), s), min, max);
+        return yaml_fail(doc, n->line, path, "range", err,
+                         "%s is out of range (%" PRId64 "..%" PRId64 ")",
+                         js_yaml_printable(shown, sizeof(shown), s), min, max);
     *out = (int64_t)v;
     return JS_OK;
 }
@@ -749,12 +762,11 @@ js_status js_yaml_expect_bool(const js_yaml_doc *doc, const js_yaml_node *n, con
     }
     char shown[48];
     if (js_yaml_node_type(n) == JS_YAML_SCALAR)
-        return js_yaml_fail(doc, n->line, path, "boolean", err,
-                            "expected true or false (unquoted), found '%s'",
-                            js_yaml_printable(shown, sizeof(shown), n->str));
-    return js_yaml_fail(doc, js_yaml_node_line(n), path, "boolean", err,
-                        "expected true or false, found a %s",
-                        js_yaml_type_name(js_yaml_node_type(n)));
+        return yaml_fail(doc, n->line, path, "boolean", err,
+                         "expected true or false (unquoted), found '%s'",
+                         js_yaml_printable(shown, sizeof(shown), n->str));
+    return yaml_fail(doc, js_yaml_node_line(n), path, "boolean", err,
+                     "expected true or false, found a %s", js_yaml_type_name(js_yaml_node_type(n)));
 }
 
 js_status js_yaml_expect_duration(const js_yaml_doc *doc, const js_yaml_node *n, const char *path,
@@ -764,7 +776,7 @@ js_status js_yaml_expect_duration(const js_yaml_doc *doc, const js_yaml_node *n,
     JS_GUARD(js_yaml_expect_string(doc, n, path, &s, err));
     js_err inner = {0};
     if (js_parse_duration(s, out, &inner) != JS_OK)
-        return js_yaml_fail(doc, n->line, path, "duration", err, "%s", inner.msg);
+        return yaml_fail(doc, n->line, path, "duration", err, "%s", inner.msg);
     return JS_OK;
 }
 
@@ -789,9 +801,9 @@ js_status js_yaml_check_keys(const js_yaml_doc *doc, const js_yaml_node *map, co
             used += (size_t)w;
         }
         char shown[48];
-        return js_yaml_fail(doc, js_yaml_map_key_line(map, i), path, "unknown_key", err,
-                            "unknown key '%s' (allowed: %s)",
-                            js_yaml_printable(shown, sizeof(shown), key), list);
+        return yaml_fail(doc, js_yaml_map_key_line(map, i), path, "unknown_key", err,
+                         "unknown key '%s' (allowed: %s)",
+                         js_yaml_printable(shown, sizeof(shown), key), list);
     }
     return JS_OK;
 }

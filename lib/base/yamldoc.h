@@ -119,11 +119,12 @@ const char *js_yaml_path_index(char *buf, size_t cap, const char *parent, size_t
 /* ---- errors and typed reading ------------------------------------------------------ */
 
 /*
- * Fills err with the doc's status, reason "<domain>.<code>" and the message
+ * Fills err with the doc's status, the reason and the message
  * "FILE:LINE: PATH: <fmt...>" (LINE omitted when 0, PATH when NULL or empty)
- * and returns the status.
+ * and returns the status. (The typed readers below report their own errors
+ * as "<domain>.<code>", e.g. config.type.)
  */
-js_status js_yaml_fail(const js_yaml_doc *doc, size_t line, const char *path, const char *code,
+js_status js_yaml_fail(const js_yaml_doc *doc, size_t line, const char *path, js_reason reason,
                        js_err *err, const char *fmt, ...) JS_PRINTF(6, 7);
 
 /*

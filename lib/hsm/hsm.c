@@ -291,10 +291,10 @@ static const char *ckr_name(CK_RV rv, char *buf, size_t cap)
  * else takes ctx_status, the caller's judgement of what a failure means there.
  * The message is "<context>: <CKR name>"; callers never put a PIN in it.
  */
-static js_status hsm_fail(js_err *err, CK_RV rv, js_status ctx_status, const char *reason,
+static js_status hsm_fail(js_err *err, CK_RV rv, js_status ctx_status, js_reason reason,
                           const char *fmt, ...) JS_PRINTF(5, 6);
 
-static js_status hsm_fail(js_err *err, CK_RV rv, js_status ctx_status, const char *reason,
+static js_status hsm_fail(js_err *err, CK_RV rv, js_status ctx_status, js_reason reason,
                           const char *fmt, ...)
 {
     char ctx[JS_MSG_MAX];
@@ -489,13 +489,13 @@ static void printable_field(char *dst, size_t cap, const unsigned char *src, siz
  */
 static js_status check_label(const char *label, js_err *err)
 {
-    JS_ENSURE(label != NULL, err, JS_EINVAL, "hsm.label", "key label is missing");
+    JS_ENSURE(label != NULL, err, JS_EINVAL, JS_R_HSM_LABEL, "key label is missing");
     size_t n = strnlen(label, JS_HSM_LABEL_MAX + 1);
-    JS_ENSURE(n > 0, err, JS_EINVAL, "hsm.label", "key label is empty");
-    JS_ENSURE(n <= JS_HSM_LABEL_MAX, err, JS_EINVAL, "hsm.label",
+    JS_ENSURE(n > 0, err, JS_EINVAL, JS_R_HSM_LABEL, "key label is empty");
+    JS_ENSURE(n <= JS_HSM_LABEL_MAX, err, JS_EINVAL, JS_R_HSM_LABEL,
               "key label is longer than %d bytes", JS_HSM_LABEL_MAX);
     for (size_t i = 0; i < n; i++)
-        JS_ENSURE(label[i] >= 0x20 && label[i] < 0x7f, err, JS_EINVAL, "hsm.label",
+        JS_ENSURE(label[i] >= 0x20 && label[i] < 0x7f, err, JS_EINVAL, JS_R_HSM_LABEL,
                   "key label contains a byte outside printable ASCII (offset %zu)", i);
     return JS_OK;
 }
@@ -516,14 +516,14 @@ static js_status find_objects(js_hsm_session *s, CK_ATTRIBUTE *tmpl, CK_ULONG n_
     CK_RV rv = m->C_FindObjectsInit(s->h, tmpl, n_tmpl);
     *rv_out = rv;
     if (rv != CKR_OK) {
-        st = hsm_fail(err, rv, JS_EUNAVAIL, "hsm.find", "%s: C_FindObjectsInit", what);
+        st = hsm_fail(err, rv, JS_EUNAVAIL, JS_R_HSM_FIND, "%s: C_FindObjectsInit", what);
         goto out;
     }
     active = true;
     rv = m->C_FindObjects(s->h, found, cap, n_found);
     *rv_out = rv;
     if (rv != CKR_OK) {
-        st = hsm_fail(err, rv, JS_EUNAVAIL, "hsm.find", "%s: C_FindObjects", what);
+        st = hsm_fail(err, rv, JS_EUNAVAIL, JS_R_HSM_FIND, "%s: C_FindObjects", what);
         goto out;
     }
 out:
@@ -531,7 +531,7 @@ out:
         rv = m->C_FindObjectsFinal(s->h);
         if (rv != CKR_OK && st == JS_OK)
             *rv_out = rv,
-            st = hsm_fail(err, rv, JS_EUNAVAIL, "hsm.find", "%s: C_FindObjectsFinal", what);
+            st = hsm_fail(err, rv, JS_EUNAVAIL, JS_R_HSM_FIND, "%s: C_FindObjectsFinal", what);
     }
     return st;
 }
@@ -826,20 +826,20 @@ static js_status parse_token_uri(const char *token_uri, P11KitUri **out, js_err 
 
     int r = p11_kit_uri_parse(token_uri, P11_KIT_URI_FOR_TOKEN, uri);
     if (r != P11_KIT_URI_OK) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.uri", "token URI %s: %s (RFC 7512)",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_URI, "token URI %s: %s (RFC 7512)",
                         uri_for_msg(token_uri), uri_result_name(r));
         goto out;
     }
     /* The PIN is configured separately and must never sit in a URI that ends up in logs. */
     if (p11_kit_uri_get_pin_value(uri) != NULL || p11_kit_uri_get_pin_source(uri) != NULL) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.uri",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_URI,
                         "token URI must not carry pin-value or pin-source; configure the PIN "
                         "separately");
         goto out;
     }
     /* p11-kit makes a URI with attributes it did not parse match nothing; say why instead. */
     if (p11_kit_uri_any_unrecognized(uri)) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.uri",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_URI,
                         "token URI %s has path attributes other than token, manufacturer, "
                         "serial and model",
                         token_uri);
@@ -866,7 +866,8 @@ static js_status select_token(js_hsm *hsm, P11KitUri *uri, const char *token_uri
     for (;;) {
         rv = m->C_GetSlotList(CK_TRUE, NULL, &n);
         if (rv != CKR_OK) {
-            st = hsm_fail(err, rv, JS_ECONFIG, "hsm.token", "%s: C_GetSlotList", hsm->module_path);
+            st = hsm_fail(err, rv, JS_ECONFIG, JS_R_HSM_TOKEN, "%s: C_GetSlotList",
+                          hsm->module_path);
             goto out;
         }
         if (n == 0 || n > HSM_SLOTS_MAX)
@@ -874,20 +875,21 @@ static js_status select_token(js_hsm *hsm, P11KitUri *uri, const char *token_uri
         free(slots);
         slots = calloc(n, sizeof(*slots));
         if (slots == NULL) {
-            st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
             goto out;
         }
         rv = m->C_GetSlotList(CK_TRUE, slots, &n);
         if (rv == CKR_BUFFER_TOO_SMALL && ++attempts < 3)
             continue;
         if (rv != CKR_OK) {
-            st = hsm_fail(err, rv, JS_ECONFIG, "hsm.token", "%s: C_GetSlotList", hsm->module_path);
+            st = hsm_fail(err, rv, JS_ECONFIG, JS_R_HSM_TOKEN, "%s: C_GetSlotList",
+                          hsm->module_path);
             goto out;
         }
         break;
     }
     if (n > HSM_SLOTS_MAX) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.token", "%s: more than %d slots", hsm->module_path,
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_TOKEN, "%s: more than %d slots", hsm->module_path,
                         HSM_SLOTS_MAX);
         goto out;
     }
@@ -900,7 +902,8 @@ static js_status select_token(js_hsm *hsm, P11KitUri *uri, const char *token_uri
         if (rv == CKR_TOKEN_NOT_PRESENT) /* removed since C_GetSlotList */
             continue;
         if (rv != CKR_OK) {
-            st = hsm_fail(err, rv, JS_ECONFIG, "hsm.token", "%s: C_GetTokenInfo", hsm->module_path);
+            st = hsm_fail(err, rv, JS_ECONFIG, JS_R_HSM_TOKEN, "%s: C_GetTokenInfo",
+                          hsm->module_path);
             goto out;
         }
         /* An uninitialised token (SoftHSM always offers one) cannot hold keys or log in. */
@@ -914,12 +917,12 @@ static js_status select_token(js_hsm *hsm, P11KitUri *uri, const char *token_uri
         }
     }
     if (matches == 0) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.token_not_found",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_TOKEN_NOT_FOUND,
                         "no initialised token in %s matches %s", hsm->module_path, token_uri);
         goto out;
     }
     if (matches > 1) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.token_ambiguous",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_TOKEN_AMBIGUOUS,
                         "%zu tokens in %s match %s; add token= or serial= to the URI", matches,
                         hsm->module_path, token_uri);
         goto out;
@@ -1039,15 +1042,15 @@ static js_status module_start(js_hsm *hsm, js_err *err)
      */
     CK_RV rv = p11_kit_module_initialize(hsm->mod);
     if (rv != CKR_OK)
-        return hsm_fail(err, rv, JS_ECONFIG, "hsm.module", "%s: C_Initialize", hsm->module_path);
+        return hsm_fail(err, rv, JS_ECONFIG, JS_R_HSM_MODULE, "%s: C_Initialize", hsm->module_path);
     hsm->initialized = true;
     JS_GUARD(select_token(hsm, hsm->uri, hsm->token_uri, err));
     const char *fn = "C_OpenSession";
     rv = open_logged_in_ex(hsm, &hsm->login_session, &fn, false);
     if (rv != CKR_OK) {
         bool is_login = strcmp(fn, "C_Login") == 0;
-        return hsm_fail(err, rv, JS_ECONFIG, is_login ? "hsm.login" : "hsm.session", "%s: %s%s",
-                        hsm->desc, fn, is_login ? " as user" : "");
+        return hsm_fail(err, rv, JS_ECONFIG, is_login ? JS_R_HSM_LOGIN : JS_R_HSM_SESSION,
+                        "%s: %s%s", hsm->desc, fn, is_login ? " as user" : "");
     }
     hsm->ready = true;
     return JS_OK;
@@ -1077,14 +1080,14 @@ js_status js_hsm_open(const char *module_path, const char *token_uri, const char
     P11KitUri *uri = NULL;
     js_status st = JS_OK;
 
-    JS_ENSURE(out != NULL, err, JS_EINTERNAL, "internal.arg", "js_hsm_open: out is NULL");
+    JS_ENSURE(out != NULL, err, JS_EINTERNAL, JS_R_INTERNAL_ARG, "js_hsm_open: out is NULL");
     *out = NULL;
-    JS_ENSURE(module_path != NULL && module_path[0] != '\0', err, JS_ECONFIG, "hsm.module",
+    JS_ENSURE(module_path != NULL && module_path[0] != '\0', err, JS_ECONFIG, JS_R_HSM_MODULE,
               "PKCS#11 module path is missing");
-    JS_ENSURE(token_uri != NULL, err, JS_ECONFIG, "hsm.uri", "token URI is missing");
-    JS_ENSURE(pin != NULL, err, JS_ECONFIG, "hsm.pin", "PIN is missing");
-    JS_ENSURE(pin_len <= JS_HSM_PIN_MAX, err, JS_ECONFIG, "hsm.pin", "PIN is longer than %d bytes",
-              JS_HSM_PIN_MAX);
+    JS_ENSURE(token_uri != NULL, err, JS_ECONFIG, JS_R_HSM_URI, "token URI is missing");
+    JS_ENSURE(pin != NULL, err, JS_ECONFIG, JS_R_HSM_PIN, "PIN is missing");
+    JS_ENSURE(pin_len <= JS_HSM_PIN_MAX, err, JS_ECONFIG, JS_R_HSM_PIN,
+              "PIN is longer than %d bytes", JS_HSM_PIN_MAX);
 
     /* Parse first: a bad URI is reported without loading any code. */
     JS_GUARD(parse_token_uri(token_uri, &uri, err));
@@ -1112,7 +1115,7 @@ js_status js_hsm_open(const char *module_path, const char *token_uri, const char
     hsm->module_path = strdup(module_path);
     hsm->token_uri = strdup(token_uri);
     if (!sync_ok || hsm->pin == NULL || hsm->module_path == NULL || hsm->token_uri == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         goto out;
     }
     memcpy(hsm->pin, pin, pin_len);
@@ -1125,7 +1128,7 @@ js_status js_hsm_open(const char *module_path, const char *token_uri, const char
     hsm->mod = p11_kit_module_load(module_path, 0);
     if (hsm->mod == NULL) {
         const char *why = p11_kit_message();
-        st = js_err_set(err, JS_ECONFIG, "hsm.module", "cannot load PKCS#11 module %s: %s",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_MODULE, "cannot load PKCS#11 module %s: %s",
                         module_path, why ? why : "unknown error");
         goto out;
     }
@@ -1185,7 +1188,7 @@ static js_status gate_enter(js_hsm *hsm, js_err *err)
             rc = pthread_cond_timedwait(&hsm->reinit_done, &hsm->mu, &until);
         bool still = hsm->reinit_running || hsm->login_waiters > 0;
         pthread_mutex_unlock(&hsm->mu);
-        JS_ENSURE(!still, err, JS_EUNAVAIL, "hsm.recovering",
+        JS_ENSURE(!still, err, JS_EUNAVAIL, JS_R_HSM_RECOVERING,
                   "the PKCS#11 module %s is being re-initialised; try again", hsm->module_path);
     }
     pthread_rwlock_rdlock(&hsm->gate);
@@ -1220,7 +1223,7 @@ static js_status module_reinit(js_hsm *hsm, uint64_t seen_epoch, const char *cau
         int64_t wait = hsm->reinit_next_ms - now;
         *retry_at = hsm->reinit_next_ms;
         pthread_mutex_unlock(&hsm->mu);
-        return js_err_set(err, JS_EUNAVAIL, "hsm.recovering",
+        return js_err_set(err, JS_EUNAVAIL, JS_R_HSM_RECOVERING,
                           "%s; re-initialising the PKCS#11 module backs off, next attempt in "
                           "%lld ms",
                           cause, (long long)wait);
@@ -1256,7 +1259,7 @@ static js_status module_reinit(js_hsm *hsm, uint64_t seen_epoch, const char *cau
     pthread_cond_broadcast(&hsm->reinit_done);
     pthread_mutex_unlock(&hsm->mu);
     if (st != JS_OK)
-        return js_err_set(err, JS_EUNAVAIL, "hsm.unavailable",
+        return js_err_set(err, JS_EUNAVAIL, JS_R_HSM_UNAVAILABLE,
                           "%s; re-initialising the PKCS#11 module failed: %s", cause, rerr.msg);
     pend_add(pend, JS_HSM_EVENT_REINIT, CKR_OK, NULL, 0,
              "PKCS#11 module %s re-initialised (C_Finalize, C_Initialize, login) after: %s",
@@ -1269,7 +1272,7 @@ static js_status module_reinit(js_hsm *hsm, uint64_t seen_epoch, const char *cau
 
 js_status js_hsm_session_open(js_hsm *hsm, js_hsm_session **out, js_err *err)
 {
-    JS_ENSURE(hsm != NULL && out != NULL, err, JS_EINTERNAL, "internal.arg",
+    JS_ENSURE(hsm != NULL && out != NULL, err, JS_EINTERNAL, JS_R_INTERNAL_ARG,
               "js_hsm_session_open: NULL argument");
     *out = NULL;
     js_hsm_session *s = calloc(1, sizeof(*s));
@@ -1288,7 +1291,7 @@ js_status js_hsm_session_open(js_hsm *hsm, js_hsm_session **out, js_err *err)
     gate_exit(hsm);
     if (rv != CKR_OK) {
         free(s);
-        return hsm_fail(err, rv, JS_EUNAVAIL, "hsm.session", "%s: %s", hsm->desc, fn);
+        return hsm_fail(err, rv, JS_EUNAVAIL, JS_R_HSM_SESSION, "%s: %s", hsm->desc, fn);
     }
     *out = s;
     return JS_OK;
@@ -1358,7 +1361,7 @@ static js_status session_ready(js_hsm_session *s, bool *want_reinit, hsm_pending
     if (s->reopen && s->fail_epoch == epoch) {
         int64_t now = mono_ms();
         if (now < s->next_try_ms)
-            return js_err_set(err, JS_EUNAVAIL, "hsm.recovering",
+            return js_err_set(err, JS_EUNAVAIL, JS_R_HSM_RECOVERING,
                               "HSM session lost (%s) on %s; recovering, next attempt in %lld ms",
                               ckr_name(s->lost_rv, name, sizeof(name)), hsm->desc,
                               (long long)(s->next_try_ms - now));
@@ -1373,7 +1376,7 @@ static js_status session_ready(js_hsm_session *s, bool *want_reinit, hsm_pending
     schedule_retry(s, 0);
     /* A wrong PIN will not get better by re-initialising; anything else might. */
     *want_reinit = rv != CKR_PIN_INCORRECT && rv != CKR_PIN_LOCKED && rv != CKR_PIN_EXPIRED;
-    return hsm_fail(err, rv, JS_EUNAVAIL, "hsm.unavailable",
+    return hsm_fail(err, rv, JS_EUNAVAIL, JS_R_HSM_UNAVAILABLE,
                     "re-opening the HSM session on %s after %s: %s", hsm->desc,
                     ckr_name(s->lost_rv, name, sizeof(name)), fn);
 }
@@ -1414,7 +1417,7 @@ static resolve_result resolve_key(js_hsm_session *s, const js_hsm_key *key, CK_O
     if (find_objects(s, tmpl, 2, found, 2, &n, key->label, rv_out, err) != JS_OK)
         return rv_gone(*rv_out) ? RESOLVE_GONE : RESOLVE_MISSING;
     if (n != 1) {
-        js_err_set(err, JS_EUNAVAIL, n == 0 ? "hsm.key_not_found" : "hsm.key_ambiguous",
+        js_err_set(err, JS_EUNAVAIL, n == 0 ? JS_R_HSM_KEY_NOT_FOUND : JS_R_HSM_KEY_AMBIGUOUS,
                    "key '%s': %s private key with this label on %s after re-opening the session",
                    key->label, n == 0 ? "no" : "more than one", hsm->desc);
         return RESOLVE_MISSING;
@@ -1426,7 +1429,7 @@ static resolve_result resolve_key(js_hsm_session *s, const js_hsm_key *key, CK_O
     CK_RV rv = hsm->mod->C_GetAttributeValue(s->h, priv, pa, 2);
     if (rv != CKR_OK) {
         *rv_out = rv;
-        hsm_fail(err, rv, JS_EUNAVAIL, "hsm.unavailable",
+        hsm_fail(err, rv, JS_EUNAVAIL, JS_R_HSM_UNAVAILABLE,
                  "key '%s': private key CKA_KEY_TYPE/CKA_SIGN", key->label);
         return rv_gone(rv) ? RESOLVE_GONE : RESOLVE_MISSING;
     }
@@ -1439,7 +1442,7 @@ static resolve_result resolve_key(js_hsm_session *s, const js_hsm_key *key, CK_O
         EVP_PKEY_eq(pk, key->pub) != 1) {
         EVP_PKEY_free(pk);
         ERR_clear_error();
-        js_err_set(err, JS_EUNAVAIL, "hsm.key_mismatch",
+        js_err_set(err, JS_EUNAVAIL, JS_R_HSM_KEY_MISMATCH,
                    "key '%s': the key now labelled '%s' on %s is not the key this signer loaded "
                    "(type, usage or public key differ); refusing to sign with it",
                    key->label, key->label, hsm->desc);
@@ -1493,7 +1496,7 @@ static resolve_result key_handle(js_hsm_session *s, const js_hsm_key *key, hsm_c
     if (c->refused) {
         int64_t now = mono_ms();
         if (now < c->retry_ms) {
-            js_err_set(err, JS_EUNAVAIL, "hsm.key_mismatch",
+            js_err_set(err, JS_EUNAVAIL, JS_R_HSM_KEY_MISMATCH,
                        "key '%s': the object under this label on %s is not the key this signer "
                        "loaded; checking again in %lld ms",
                        key->label, hsm->desc, (long long)(c->retry_ms - now));
@@ -1585,7 +1588,7 @@ static js_status sign_locked(js_hsm_session *s, const sign_req *r, bool *want_re
             rv = sign_once(s, k->row, c->priv, r->in, (CK_ULONG)r->in_len, r->sig, &out_len, &fn);
             if (rv == CKR_OK) {
                 if (out_len != k->sig_len)
-                    return js_err_set(err, JS_EUNAVAIL, "hsm.sign",
+                    return js_err_set(err, JS_EUNAVAIL, JS_R_HSM_SIGN,
                                       "key '%s': C_Sign returned %lu bytes, expected %zu", k->label,
                                       (unsigned long)out_len, k->sig_len);
                 if (!c->verified) {
@@ -1593,7 +1596,7 @@ static js_status sign_locked(js_hsm_session *s, const sign_req *r, bool *want_re
                     js_err verr;
                     if (jws_verify(k->row->alg, k->pub, r->msg, r->msg_len, r->sig, out_len,
                                    &verr) != JS_OK) {
-                        js_err_set(&verr, JS_EUNAVAIL, "hsm.key_mismatch",
+                        js_err_set(&verr, JS_EUNAVAIL, JS_R_HSM_KEY_MISMATCH,
                                    "key '%s': the private key now labelled '%s' on %s does not "
                                    "match the public key this signer loaded; refusing to sign "
                                    "with it",
@@ -1615,7 +1618,7 @@ static js_status sign_locked(js_hsm_session *s, const sign_req *r, bool *want_re
                 (void)session_reopen(s, &rfn); /* ends the active operation; error below */
             }
             if (!rv_gone(rv))
-                return hsm_fail(err, rv, JS_EUNAVAIL, "hsm.sign", "key '%s' on %s: %s", k->label,
+                return hsm_fail(err, rv, JS_EUNAVAIL, JS_R_HSM_SIGN, "key '%s' on %s: %s", k->label,
                                 hsm->desc, fn);
         } else if (res == RESOLVE_MISSING && !s->lost) {
             return JS_EUNAVAIL; /* a key deleted in normal operation: err says so */
@@ -1629,7 +1632,7 @@ static js_status sign_locked(js_hsm_session *s, const sign_req *r, bool *want_re
             *want_reinit = true;
             if (res == RESOLVE_MISSING)
                 return JS_EUNAVAIL;
-            return hsm_fail(err, rv, JS_EUNAVAIL, "hsm.unavailable",
+            return hsm_fail(err, rv, JS_EUNAVAIL, JS_R_HSM_UNAVAILABLE,
                             "key '%s' on %s: %s after re-opening the session", k->label, hsm->desc,
                             fn);
         }
@@ -1638,7 +1641,7 @@ static js_status sign_locked(js_hsm_session *s, const sign_req *r, bool *want_re
         if (rrv != CKR_OK) {
             schedule_retry(s, 0);
             *want_reinit = rrv != CKR_PIN_INCORRECT && rrv != CKR_PIN_LOCKED;
-            return hsm_fail(err, rrv, JS_EUNAVAIL, "hsm.unavailable",
+            return hsm_fail(err, rrv, JS_EUNAVAIL, JS_R_HSM_UNAVAILABLE,
                             "key '%s': re-opening the HSM session on %s after %s: %s", k->label,
                             hsm->desc, ckr_name(s->lost_rv, name, sizeof(name)), rfn);
         }
@@ -1677,11 +1680,11 @@ js_status js_hsm_sign(js_hsm_session *s, const js_hsm_key *key, const uint8_t *m
                       uint8_t *sig, size_t sig_cap, size_t *sig_len, js_err *err)
 {
     JS_ENSURE(s != NULL && key != NULL && sig != NULL && sig_len != NULL, err, JS_EINTERNAL,
-              "internal.arg", "js_hsm_sign: NULL argument");
-    JS_ENSURE(msg != NULL || msg_len == 0, err, JS_EINTERNAL, "internal.arg",
+              JS_R_INTERNAL_ARG, "js_hsm_sign: NULL argument");
+    JS_ENSURE(msg != NULL || msg_len == 0, err, JS_EINTERNAL, JS_R_INTERNAL_ARG,
               "js_hsm_sign: NULL message");
     const hsm_alg *row = key->row;
-    JS_ENSURE(sig_cap >= key->sig_len, err, JS_EINTERNAL, "hsm.sign",
+    JS_ENSURE(sig_cap >= key->sig_len, err, JS_EINTERNAL, JS_R_HSM_SIGN,
               "key '%s': signature buffer of %zu bytes, need %zu", key->label, sig_cap,
               key->sig_len);
     *sig_len = 0;
@@ -1691,7 +1694,7 @@ js_status js_hsm_sign(js_hsm_session *s, const js_hsm_key *key, const uint8_t *m
     sign_req r = {.key = key, .msg = msg, .msg_len = msg_len, .sig = sig, .sig_len = sig_len};
     if (!row->prehash) {
         /* The mechanism hashes (CKM_SHA256_RSA_PKCS[_PSS]) or signs the message (CKM_EDDSA). */
-        JS_ENSURE(msg_len <= ULONG_MAX, err, JS_EINVAL, "hsm.sign", "key '%s': message too long",
+        JS_ENSURE(msg_len <= ULONG_MAX, err, JS_EINVAL, JS_R_HSM_SIGN, "key '%s': message too long",
                   key->label);
         /* C_Sign takes a non-const pointer but only reads the data (PKCS#11 §5.11). */
         r.in = msg_len > 0 ? (CK_BYTE *)(uintptr_t)msg : empty;
@@ -1699,7 +1702,7 @@ js_status js_hsm_sign(js_hsm_session *s, const js_hsm_key *key, const uint8_t *m
     } else {
         unsigned int digest_len = 0;
         JS_ENSURE(EVP_Digest(msg, msg_len, digest, &digest_len, row->md(), NULL) == 1, err,
-                  JS_EINTERNAL, "hsm.digest", "key '%s': EVP_Digest failed", key->label);
+                  JS_EINTERNAL, JS_R_HSM_DIGEST, "key '%s': EVP_Digest failed", key->label);
         r.in = digest;
         r.in_len = digest_len;
     }
@@ -1731,7 +1734,7 @@ static js_status ec_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT
     CK_ATTRIBUTE pa[] = {{CKA_EC_PARAMS, priv_params, sizeof(priv_params)}};
     rv = m->C_GetAttributeValue(s->h, priv, pa, 1);
     if (rv != CKR_OK) {
-        st = hsm_fail(err, rv, JS_ECONFIG, "hsm.key_type", "key '%s': private key CKA_EC_PARAMS",
+        st = hsm_fail(err, rv, JS_ECONFIG, JS_R_HSM_KEY_TYPE, "key '%s': private key CKA_EC_PARAMS",
                       label);
         goto out;
     }
@@ -1739,7 +1742,7 @@ static js_status ec_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT
                          {CKA_EC_POINT, point_der, sizeof(point_der)}};
     rv = m->C_GetAttributeValue(s->h, pub, qa, 2);
     if (rv != CKR_OK) {
-        st = hsm_fail(err, rv, JS_ECONFIG, "hsm.public_key",
+        st = hsm_fail(err, rv, JS_ECONFIG, JS_R_HSM_PUBLIC_KEY,
                       "key '%s': public key CKA_EC_PARAMS/CKA_EC_POINT", label);
         goto out;
     }
@@ -1747,15 +1750,15 @@ static js_status ec_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT
         memcmp(pub_params, row->ec_params, row->ec_params_len) != 0 ||
         pa[0].ulValueLen != row->ec_params_len ||
         memcmp(priv_params, row->ec_params, row->ec_params_len) != 0) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.key_type", "key '%s' is not on curve %s (%s)", label,
-                        row->ossl_group, js_alg_name(row->alg));
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_KEY_TYPE, "key '%s' is not on curve %s (%s)",
+                        label, row->ossl_group, js_alg_name(row->alg));
         goto out;
     }
     const uint8_t *point = NULL;
     size_t point_len = 0;
     if (!der_octet_string(point_der, qa[1].ulValueLen, &point, &point_len) ||
         point_len != 1 + 2 * row->field_len || point[0] != 0x04) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.public_key",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_PUBLIC_KEY,
                         "key '%s': CKA_EC_POINT is not a DER OCTET STRING holding an "
                         "uncompressed %s point",
                         label, row->ossl_group);
@@ -1771,14 +1774,14 @@ static js_status ec_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT
         (ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL ||
         EVP_PKEY_fromdata_init(ctx) != 1 ||
         EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.public_key",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_PUBLIC_KEY,
                         "key '%s': OpenSSL rejected the public key", label);
         goto out;
     }
     /* The point must be on the curve (SEC 1 §3.2.2.1), whatever the token says. */
     check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
     if (check == NULL || EVP_PKEY_public_check(check) != 1) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.public_key",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_PUBLIC_KEY,
                         "key '%s': public key is not a valid %s point", label, row->ossl_group);
         goto out;
     }
@@ -1820,7 +1823,7 @@ static js_status generate_pair(js_hsm_session *s, const hsm_alg *row, const char
         {CKA_LABEL, label_buf, label_len}, {CKA_ID, id, HSM_KEY_ID_LEN},
     };
     CK_ULONG n_pub = 8;
-    JS_ENSURE(n_alg_attrs <= HSM_ALG_ATTRS, err, JS_EINTERNAL, "hsm.keygen",
+    JS_ENSURE(n_alg_attrs <= HSM_ALG_ATTRS, err, JS_EINTERNAL, JS_R_HSM_KEYGEN,
               "too many algorithm attributes");
     for (CK_ULONG i = 0; i < n_alg_attrs; i++)
         pub_tmpl[n_pub++] = alg_attrs[i];
@@ -1842,8 +1845,9 @@ static js_status generate_pair(js_hsm_session *s, const hsm_alg *row, const char
     if (fn_rv != NULL)
         *fn_rv = rv;
     if (rv != CKR_OK)
-        return hsm_fail(err, rv, JS_ECONFIG, "hsm.keygen", "key '%s' (%s) on %s: C_GenerateKeyPair",
-                        label, js_alg_name(row->alg), s->hsm->desc);
+        return hsm_fail(err, rv, JS_ECONFIG, JS_R_HSM_KEYGEN,
+                        "key '%s' (%s) on %s: C_GenerateKeyPair", label, js_alg_name(row->alg),
+                        s->hsm->desc);
     return JS_OK;
 }
 
@@ -1892,7 +1896,7 @@ static js_status rsa_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJEC
     if (rv != CKR_OK) {
         /* CKR_BUFFER_TOO_SMALL: a modulus above HSM_RSA_BITS_MAX (or a huge exponent). */
         st = hsm_fail(err, rv, JS_ECONFIG,
-                      rv == CKR_BUFFER_TOO_SMALL ? "hsm.key_size" : "hsm.public_key",
+                      rv == CKR_BUFFER_TOO_SMALL ? JS_R_HSM_KEY_SIZE : JS_R_HSM_PUBLIC_KEY,
                       "key '%s': public key CKA_MODULUS/CKA_PUBLIC_EXPONENT (at most %d bits)",
                       label, HSM_RSA_BITS_MAX);
         goto out;
@@ -1900,13 +1904,13 @@ static js_status rsa_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJEC
     n = BN_bin2bn(n_buf, (int)qa[0].ulValueLen, NULL);
     e = BN_bin2bn(e_buf, (int)qa[1].ulValueLen, NULL);
     if (n == NULL || e == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         goto out;
     }
     /* RFC 7518 §3.3 (and §3.5 by reference): a key of 2048 bits or larger MUST be used. */
     int bits = BN_num_bits(n);
     if (bits < HSM_RSA_BITS_MIN || bits > HSM_RSA_BITS_MAX) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.key_size",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_KEY_SIZE,
                         "key '%s' is RSA-%d; %s needs %d..%d bits (RFC 7518 §3.3)", label, bits,
                         js_alg_name(row->alg), HSM_RSA_BITS_MIN, HSM_RSA_BITS_MAX);
         goto out;
@@ -1920,14 +1924,14 @@ static js_status rsa_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJEC
         (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL ||
         EVP_PKEY_fromdata_init(ctx) != 1 ||
         EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.public_key",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_PUBLIC_KEY,
                         "key '%s': OpenSSL rejected the RSA public key", label);
         goto out;
     }
     /* n odd and not a prime power, e odd in (2^16, 2^256) (SP 800-56B §6.4.2.1). */
     check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
     if (check == NULL || EVP_PKEY_public_check(check) != 1) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.public_key",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_PUBLIC_KEY,
                         "key '%s': the RSA public key fails OpenSSL's public key check", label);
         goto out;
     }
@@ -1987,18 +1991,18 @@ static js_status ed_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT
     CK_ATTRIBUTE pa[] = {{CKA_EC_PARAMS, priv_params, sizeof(priv_params)}};
     CK_RV rv = m->C_GetAttributeValue(s->h, priv, pa, 1);
     if (rv != CKR_OK)
-        return hsm_fail(err, rv, JS_ECONFIG, "hsm.key_type", "key '%s': private key CKA_EC_PARAMS",
-                        label);
+        return hsm_fail(err, rv, JS_ECONFIG, JS_R_HSM_KEY_TYPE,
+                        "key '%s': private key CKA_EC_PARAMS", label);
     CK_ATTRIBUTE qa[] = {{CKA_EC_PARAMS, pub_params, sizeof(pub_params)},
                          {CKA_EC_POINT, point_der, sizeof(point_der)}};
     rv = m->C_GetAttributeValue(s->h, pub, qa, 2);
     if (rv != CKR_OK)
-        return hsm_fail(err, rv, JS_ECONFIG, "hsm.public_key",
+        return hsm_fail(err, rv, JS_ECONFIG, JS_R_HSM_PUBLIC_KEY,
                         "key '%s': public key CKA_EC_PARAMS/CKA_EC_POINT", label);
     /* Ed448 shares CKK_EC_EDWARDS; RFC 8037 EdDSA here means Ed25519 only. */
     JS_ENSURE(is_ed25519_params(priv_params, pa[0].ulValueLen) &&
                   is_ed25519_params(pub_params, qa[0].ulValueLen),
-              err, JS_ECONFIG, "hsm.key_type", "key '%s' is not an Ed25519 key (EdDSA)", label);
+              err, JS_ECONFIG, JS_R_HSM_KEY_TYPE, "key '%s' is not an Ed25519 key (EdDSA)", label);
 
     /* The 32-byte key (RFC 8032 §5.1.5), in a DER OCTET STRING or, on some tokens, bare. */
     const uint8_t *point = NULL;
@@ -2007,13 +2011,13 @@ static js_status ed_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJECT
         point = point_der;
         point_len = qa[1].ulValueLen;
     }
-    JS_ENSURE(point_len == HSM_ED25519_LEN, err, JS_ECONFIG, "hsm.public_key",
+    JS_ENSURE(point_len == HSM_ED25519_LEN, err, JS_ECONFIG, JS_R_HSM_PUBLIC_KEY,
               "key '%s': CKA_EC_POINT does not hold a %d-byte Ed25519 public key", label,
               HSM_ED25519_LEN);
     EVP_PKEY *pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, point, point_len);
     if (pkey == NULL) {
         ERR_clear_error();
-        return js_err_set(err, JS_ECONFIG, "hsm.public_key",
+        return js_err_set(err, JS_ECONFIG, JS_R_HSM_PUBLIC_KEY,
                           "key '%s': OpenSSL rejected the Ed25519 public key", label);
     }
     *out = pkey;
@@ -2052,7 +2056,7 @@ static js_status session_enter(js_hsm_session *s, hsm_pending *pend, js_err *err
                 return JS_OK;
             schedule_retry(s, 0);
             want_reinit = true;
-            st = hsm_fail(err, rv, JS_EUNAVAIL, "hsm.unavailable",
+            st = hsm_fail(err, rv, JS_EUNAVAIL, JS_R_HSM_UNAVAILABLE,
                           "re-opening the HSM session on %s: %s", hsm->desc, fn);
         }
         gate_exit(hsm);
@@ -2119,14 +2123,14 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
     hsm_pending pend;
     pend.n = 0;
 
-    JS_ENSURE(hsm != NULL && s != NULL && out != NULL, err, JS_EINTERNAL, "internal.arg",
+    JS_ENSURE(hsm != NULL && s != NULL && out != NULL, err, JS_EINTERNAL, JS_R_INTERNAL_ARG,
               "js_hsm_key_find: NULL argument");
-    JS_ENSURE(s->hsm == hsm, err, JS_EINTERNAL, "internal.arg",
+    JS_ENSURE(s->hsm == hsm, err, JS_EINTERNAL, JS_R_INTERNAL_ARG,
               "js_hsm_key_find: session of another js_hsm");
     *out = NULL;
     JS_GUARD(check_label(label, err));
     const hsm_alg *row = alg_row(alg);
-    JS_ENSURE(row != NULL, err, JS_ECONFIG, "hsm.alg_unsupported",
+    JS_ENSURE(row != NULL, err, JS_ECONFIG, JS_R_HSM_ALG_UNSUPPORTED,
               "key '%s': algorithm %s is not supported by the HSM module", label,
               js_alg_name(alg) ? js_alg_name(alg) : "(none)");
 
@@ -2157,12 +2161,12 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
     if (st != JS_OK)
         goto out;
     if (n == 0) {
-        st = js_err_set(err, JS_ENOTFOUND, "hsm.key_not_found",
+        st = js_err_set(err, JS_ENOTFOUND, JS_R_HSM_KEY_NOT_FOUND,
                         "no private key labelled '%s' on %s", label, hsm->desc);
         goto out;
     }
     if (n > 1) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.key_ambiguous",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_KEY_AMBIGUOUS,
                         "several private keys labelled '%s' on %s", label, hsm->desc);
         goto out;
     }
@@ -2175,18 +2179,18 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
     fn = "C_GetAttributeValue";
     rv = hsm->mod->C_GetAttributeValue(s->h, priv, pa, 2);
     if (rv != CKR_OK) {
-        st = hsm_fail(err, rv, JS_ECONFIG, "hsm.key_type",
+        st = hsm_fail(err, rv, JS_ECONFIG, JS_R_HSM_KEY_TYPE,
                       "key '%s': private key CKA_KEY_TYPE/CKA_SIGN", label);
         goto out;
     }
     if (kt != row->key_type) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.key_type",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_KEY_TYPE,
                         "key '%s' has key type 0x%lx, %s needs 0x%lx", label, (unsigned long)kt,
                         js_alg_name(alg), (unsigned long)row->key_type);
         goto out;
     }
     if (can_sign != CK_TRUE) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.key_usage", "key '%s' does not have CKA_SIGN=true",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_KEY_USAGE, "key '%s' does not have CKA_SIGN=true",
                         label);
         goto out;
     }
@@ -2197,9 +2201,9 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
     if (st != JS_OK)
         goto out;
     if (n != 1) {
-        st = js_err_set(err, JS_ECONFIG, n == 0 ? "hsm.public_key_not_found" : "hsm.key_ambiguous",
-                        "%s public key labelled '%s' on %s", n == 0 ? "no" : "several", label,
-                        hsm->desc);
+        st = js_err_set(
+            err, JS_ECONFIG, n == 0 ? JS_R_HSM_PUBLIC_KEY_NOT_FOUND : JS_R_HSM_KEY_AMBIGUOUS,
+            "%s public key labelled '%s' on %s", n == 0 ? "no" : "several", label, hsm->desc);
         goto out;
     }
     st = row->read_public(s, row, priv, found[0], label, &key->pub, err);
@@ -2208,7 +2212,7 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
     /* RSA signatures are as long as the modulus (RFC 8017 §8.1.1, §8.2.1). */
     key->sig_len = row->sig_len != 0 ? row->sig_len : (size_t)EVP_PKEY_get_size(key->pub);
     if (key->sig_len == 0 || key->sig_len > JS_SIG_MAX) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.key_size",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_KEY_SIZE,
                         "key '%s': signatures of %zu bytes do not fit %d", label, key->sig_len,
                         JS_SIG_MAX);
         goto out;
@@ -2228,7 +2232,8 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
     if (row->prehash) {
         unsigned int dlen = 0;
         if (EVP_Digest(k_selftest_msg, in_len, digest, &dlen, row->md(), NULL) != 1) {
-            st = js_err_set(err, JS_EINTERNAL, "hsm.digest", "key '%s': EVP_Digest failed", label);
+            st = js_err_set(err, JS_EINTERNAL, JS_R_HSM_DIGEST, "key '%s': EVP_Digest failed",
+                            label);
             goto out;
         }
         in = digest;
@@ -2241,7 +2246,8 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
         (void)session_reopen(s, &rfn); /* ends the active operation */
     }
     if (rv != CKR_OK) {
-        st = hsm_fail(err, rv, JS_EUNAVAIL, "hsm.sign", "key '%s' on %s: %s", label, hsm->desc, fn);
+        st = hsm_fail(err, rv, JS_EUNAVAIL, JS_R_HSM_SIGN, "key '%s' on %s: %s", label, hsm->desc,
+                      fn);
         goto out;
     }
     /* Verified the way every verifier will: OpenSSL over the JOSE form. */
@@ -2249,7 +2255,7 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
     if (sig_len != key->sig_len ||
         jws_verify(alg, key->pub, k_selftest_msg, sizeof(k_selftest_msg) - 1, sig, sig_len,
                    &verr) != JS_OK) {
-        st = js_err_set(err, JS_ECONFIG, "hsm.key_mismatch",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_KEY_MISMATCH,
                         "key '%s': the public key does not verify the private key's signature",
                         label);
         goto out;
@@ -2309,29 +2315,29 @@ const char *js_hsm_key_warning(const js_hsm_key *key)
 js_status js_hsm_keygen(js_hsm *hsm, js_hsm_session *s, const char *label, js_alg alg,
                         unsigned rsa_bits, js_err *err)
 {
-    JS_ENSURE(hsm != NULL && s != NULL, err, JS_EINTERNAL, "internal.arg",
+    JS_ENSURE(hsm != NULL && s != NULL, err, JS_EINTERNAL, JS_R_INTERNAL_ARG,
               "js_hsm_keygen: NULL argument");
-    JS_ENSURE(s->hsm == hsm, err, JS_EINTERNAL, "internal.arg",
+    JS_ENSURE(s->hsm == hsm, err, JS_EINTERNAL, JS_R_INTERNAL_ARG,
               "js_hsm_keygen: session of another js_hsm");
     JS_GUARD(check_label(label, err));
     const hsm_alg *row = alg_row(alg);
-    JS_ENSURE(row != NULL, err, JS_ECONFIG, "hsm.alg_unsupported",
+    JS_ENSURE(row != NULL, err, JS_ECONFIG, JS_R_HSM_ALG_UNSUPPORTED,
               "key '%s': algorithm %s is not supported by the HSM module", label,
               js_alg_name(alg) ? js_alg_name(alg) : "(none)");
     if (row->key_type == CKK_RSA) {
         if (rsa_bits == 0)
             rsa_bits = HSM_RSA_BITS_DEFAULT;
         /* RFC 7518 §3.3/§3.5: at least 2048 bits; 3072 for keys meant to outlive 2030. */
-        JS_ENSURE(rsa_bits == 2048 || rsa_bits == 3072, err, JS_EINVAL, "hsm.key_size",
+        JS_ENSURE(rsa_bits == 2048 || rsa_bits == 3072, err, JS_EINVAL, JS_R_HSM_KEY_SIZE,
                   "key '%s': RSA keys are generated with 2048 or 3072 bits, not %u", label,
                   rsa_bits);
     } else {
-        JS_ENSURE(rsa_bits == 0, err, JS_EINVAL, "hsm.key_size",
+        JS_ENSURE(rsa_bits == 0, err, JS_EINVAL, JS_R_HSM_KEY_SIZE,
                   "key '%s': a key size applies only to RS256/PS256 keys, not %s", label,
                   js_alg_name(alg));
     }
     CK_BYTE id[HSM_KEY_ID_LEN];
-    JS_ENSURE(RAND_bytes(id, sizeof(id)) == 1, err, JS_EINTERNAL, "hsm.keygen",
+    JS_ENSURE(RAND_bytes(id, sizeof(id)) == 1, err, JS_EINTERNAL, JS_R_HSM_KEYGEN,
               "RAND_bytes failed for CKA_ID");
 
     hsm_pending pend;
@@ -2355,7 +2361,7 @@ js_status js_hsm_keygen(js_hsm *hsm, js_hsm_session *s, const char *label, js_al
     CK_RV rv = CKR_OK;
     st = find_objects(s, tmpl, 1, found, 1, &n, label, &rv, err);
     if (st == JS_OK && n != 0)
-        st = js_err_set(err, JS_ECONFIG, "hsm.label_exists",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HSM_LABEL_EXISTS,
                         "an object labelled '%s' already exists on %s", label, hsm->desc);
     if (st == JS_OK)
         st = row->keygen(s, row, label, id, rsa_bits, err);

@@ -25,9 +25,10 @@ static void describe(const json_error_t *jerr, char *out, size_t cap)
 js_status claims_parse(const uint8_t *buf, size_t len, json_t **out, js_err *err)
 {
     *out = NULL;
-    JS_ENSURE(len <= CLAIMS_MAX_BYTES, err, JS_EINVAL, "claims.too_large",
+    JS_ENSURE(len <= CLAIMS_MAX_BYTES, err, JS_EINVAL, JS_R_CLAIMS_TOO_LARGE,
               "claims_json is %zu bytes; the limit is %d", len, CLAIMS_MAX_BYTES);
-    JS_ENSURE(len > 0, err, JS_EINVAL, "claims.empty", "claims_json is empty; send a JSON object");
+    JS_ENSURE(len > 0, err, JS_EINVAL, JS_R_CLAIMS_EMPTY,
+              "claims_json is empty; send a JSON object");
 
     /* JSON_REJECT_DUPLICATES: RFC 7519 §4 duplicate-name rule, strict form.
      * No JSON_DECODE_ANY: the top level must be an object or an array (checked
@@ -40,32 +41,32 @@ js_status claims_parse(const uint8_t *buf, size_t len, json_t **out, js_err *err
         describe(&jerr, what, sizeof(what));
         switch (json_error_code(&jerr)) {
         case json_error_duplicate_key:
-            return js_err_set(err, JS_EINVAL, "claims.duplicate_member",
+            return js_err_set(err, JS_EINVAL, JS_R_CLAIMS_DUPLICATE_MEMBER,
                               "claims_json has a duplicate member name at offset %d "
                               "(RFC 7519 §4: member names must be unique)",
                               jerr.position);
         case json_error_invalid_utf8:
-            return js_err_set(err, JS_EINVAL, "claims.utf8",
+            return js_err_set(err, JS_EINVAL, JS_R_CLAIMS_UTF8,
                               "claims_json is not valid UTF-8 (offset %d)", jerr.position);
         case json_error_null_character:
         case json_error_null_byte_in_key:
-            return js_err_set(err, JS_EINVAL, "claims.nul",
+            return js_err_set(err, JS_EINVAL, JS_R_CLAIMS_NUL,
                               "claims_json contains a NUL character (offset %d)", jerr.position);
         default:
-            return js_err_set(err, JS_EINVAL, "claims.syntax",
+            return js_err_set(err, JS_EINVAL, JS_R_CLAIMS_SYNTAX,
                               "claims_json is not valid JSON: %s at line %d column %d", what,
                               jerr.line, jerr.column);
         }
     }
     if (!json_is_object(root)) {
         json_decref(root);
-        return js_err_set(err, JS_EINVAL, "claims.not_object",
+        return js_err_set(err, JS_EINVAL, JS_R_CLAIMS_NOT_OBJECT,
                           "claims_json must be a JSON object (RFC 7519 §7.2 step 10)");
     }
     size_t depth = claims_depth(root);
     if (depth > CLAIMS_MAX_DEPTH) {
         json_decref(root);
-        return js_err_set(err, JS_EINVAL, "claims.depth",
+        return js_err_set(err, JS_EINVAL, JS_R_CLAIMS_DEPTH,
                           "claims_json nests %zu levels deep; the limit is %d", depth,
                           CLAIMS_MAX_DEPTH);
     }
@@ -110,7 +111,7 @@ js_status claims_apply_server(json_t *claims, const char *issuer, int64_t now,
 {
     for (size_t i = 0; i < sizeof(k_server_claims) / sizeof(k_server_claims[0]); i++)
         JS_ENSURE(json_object_get(claims, k_server_claims[i]) == NULL, err, JS_EINVAL,
-                  "claims.reserved", "claim '%s' is set by the signer; callers may not send it",
+                  JS_R_CLAIMS_RESERVED, "claim '%s' is set by the signer; callers may not send it",
                   k_server_claims[i]);
 
     int64_t exp;
@@ -118,12 +119,12 @@ js_status claims_apply_server(json_t *claims, const char *issuer, int64_t now,
     if (jexp != NULL) {
         /* RFC 7519 §2 allows non-integer NumericDates; we do not, so every
          * verifier reads the same instant (and floats cannot hide 2^63). */
-        JS_ENSURE(json_is_integer(jexp), err, JS_EINVAL, "claims.exp_type",
+        JS_ENSURE(json_is_integer(jexp), err, JS_EINVAL, JS_R_CLAIMS_EXP_TYPE,
                   "exp must be an integer NumericDate (seconds since the epoch)");
         exp = (int64_t)json_integer_value(jexp);
-        JS_ENSURE(exp > now, err, JS_EINVAL, "claims.exp_past",
+        JS_ENSURE(exp > now, err, JS_EINVAL, JS_R_CLAIMS_EXP_PAST,
                   "exp %" PRId64 " is not in the future (now %" PRId64 ")", exp, now);
-        JS_ENSURE(exp - now <= life->max_ttl, err, JS_EDENIED, "claims.exp_too_far",
+        JS_ENSURE(exp - now <= life->max_ttl, err, JS_EDENIED, JS_R_CLAIMS_EXP_TOO_FAR,
                   "exp %" PRId64 " exceeds the maximum lifetime of %" PRId64
                   " s (latest allowed %" PRId64 ")",
                   exp, life->max_ttl, now + life->max_ttl);
@@ -141,7 +142,7 @@ js_status claims_apply_server(json_t *claims, const char *issuer, int64_t now,
         json_decref(jiat);
         json_decref(jexp2);
         json_decref(jjti);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     /* _set_new steals the reference even on failure. */
     if (json_object_set_new(claims, "iat", jiat) != 0 ||
@@ -150,7 +151,7 @@ js_status claims_apply_server(json_t *claims, const char *issuer, int64_t now,
         json_object_del(claims, "iss");
         json_object_del(claims, "iat");
         json_object_del(claims, "jti");
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     if (exp_out != NULL)
         *exp_out = exp;
@@ -160,9 +161,9 @@ js_status claims_apply_server(json_t *claims, const char *issuer, int64_t now,
 js_status claims_new_jti(char jti[CLAIMS_JTI_LEN + 1], js_err *err)
 {
     uint8_t raw[CLAIMS_JTI_BYTES];
-    JS_ENSURE(RAND_bytes(raw, sizeof(raw)) == 1, err, JS_EINTERNAL, "internal.rand",
+    JS_ENSURE(RAND_bytes(raw, sizeof(raw)) == 1, err, JS_EINTERNAL, JS_R_INTERNAL_RAND,
               "random number generator failed");
     size_t n = b64url_encode(raw, sizeof(raw), jti, CLAIMS_JTI_LEN + 1);
-    JS_ENSURE(n == CLAIMS_JTI_LEN, err, JS_EINTERNAL, "internal.jti", "jti encoding failed");
+    JS_ENSURE(n == CLAIMS_JTI_LEN, err, JS_EINTERNAL, JS_R_INTERNAL_JTI, "jti encoding failed");
     return JS_OK;
 }

@@ -23,7 +23,7 @@ static js_status set_b64(json_t *obj, const char *name, const uint8_t *buf, size
     JS_ENSURE_ALLOC(s, err);
     int rc = json_object_set_new(obj, name, json_string(s));
     free(s);
-    JS_ENSURE(rc == 0, err, JS_EINTERNAL, "internal.oom", "out of memory");
+    JS_ENSURE(rc == 0, err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     return JS_OK;
 }
 
@@ -32,12 +32,12 @@ static js_status set_bn(json_t *obj, const char *name, const EVP_PKEY *pk, const
 {
     BIGNUM *bn = NULL;
     uint8_t buf[JWK_RSA_MAX];
-    JS_ENSURE(EVP_PKEY_get_bn_param(pk, param, &bn) == 1, err, JS_EINTERNAL, "jwk.param",
+    JS_ENSURE(EVP_PKEY_get_bn_param(pk, param, &bn) == 1, err, JS_EINTERNAL, JS_R_JWK_PARAM,
               "public key has no parameter %s", param);
     int len = pad > 0 ? pad : BN_num_bytes(bn);
     if (len <= 0 || (size_t)len > sizeof(buf) || BN_bn2binpad(bn, buf, len) != len) {
         BN_free(bn);
-        return js_err_set(err, JS_EINTERNAL, "jwk.param", "public key parameter %s too large",
+        return js_err_set(err, JS_EINTERNAL, JS_R_JWK_PARAM, "public key parameter %s too large",
                           param);
     }
     BN_free(bn);
@@ -59,21 +59,21 @@ static js_status jwk_members(const EVP_PKEY *pk, js_alg alg, json_t *jwk, js_err
                       EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, gname,
                                                      sizeof(gname), &glen) == 1 &&
                       strcmp(gname, group) == 0,
-                  err, JS_ECONFIG, "jwk.key_type", "%s needs an EC key on %s", js_alg_name(alg),
+                  err, JS_ECONFIG, JS_R_JWK_KEY_TYPE, "%s needs an EC key on %s", js_alg_name(alg),
                   crv);
         JS_ENSURE(json_object_set_new(jwk, "kty", json_string("EC")) == 0 &&
                       json_object_set_new(jwk, "crv", json_string(crv)) == 0,
-                  err, JS_EINTERNAL, "internal.oom", "out of memory");
+                  err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         JS_GUARD(set_bn(jwk, "x", pk, OSSL_PKEY_PARAM_EC_PUB_X, size, err));
         JS_GUARD(set_bn(jwk, "y", pk, OSSL_PKEY_PARAM_EC_PUB_Y, size, err));
         return JS_OK;
     }
     case JS_ALG_RS256:
     case JS_ALG_PS256:
-        JS_ENSURE(EVP_PKEY_is_a(pk, "RSA"), err, JS_ECONFIG, "jwk.key_type", "%s needs an RSA key",
-                  js_alg_name(alg));
+        JS_ENSURE(EVP_PKEY_is_a(pk, "RSA"), err, JS_ECONFIG, JS_R_JWK_KEY_TYPE,
+                  "%s needs an RSA key", js_alg_name(alg));
         JS_ENSURE(json_object_set_new(jwk, "kty", json_string("RSA")) == 0, err, JS_EINTERNAL,
-                  "internal.oom", "out of memory");
+                  JS_R_INTERNAL_OOM, "out of memory");
         /* RFC 7518 §6.3.1: unsigned big-endian, no leading zero octets. */
         JS_GUARD(set_bn(jwk, "n", pk, OSSL_PKEY_PARAM_RSA_N, 0, err));
         JS_GUARD(set_bn(jwk, "e", pk, OSSL_PKEY_PARAM_RSA_E, 0, err));
@@ -83,15 +83,15 @@ static js_status jwk_members(const EVP_PKEY *pk, js_alg alg, json_t *jwk, js_err
         size_t n = sizeof(raw); /* in: the buffer size; out: the key length */
         JS_ENSURE(EVP_PKEY_is_a(pk, "ED25519") && EVP_PKEY_get_raw_public_key(pk, raw, &n) == 1 &&
                       n == sizeof(raw),
-                  err, JS_ECONFIG, "jwk.key_type", "EdDSA needs an Ed25519 key");
+                  err, JS_ECONFIG, JS_R_JWK_KEY_TYPE, "EdDSA needs an Ed25519 key");
         JS_ENSURE(json_object_set_new(jwk, "kty", json_string("OKP")) == 0 &&
                       json_object_set_new(jwk, "crv", json_string("Ed25519")) == 0,
-                  err, JS_EINTERNAL, "internal.oom", "out of memory");
+                  err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         return set_b64(jwk, "x", raw, n, err); /* RFC 8037 §2 */
     }
     case JS_ALG_NONE:
     default:
-        return js_err_set(err, JS_ECONFIG, "jwk.alg", "no JWK form for this algorithm");
+        return js_err_set(err, JS_ECONFIG, JS_R_JWK_ALG, "no JWK form for this algorithm");
     }
 }
 
@@ -104,7 +104,7 @@ js_status jwk_from_pkey(const EVP_PKEY *pk, js_alg alg, const char *kid, json_t 
     if (st == JS_OK && (json_object_set_new(jwk, "use", json_string("sig")) != 0 ||
                         json_object_set_new(jwk, "alg", json_string(js_alg_name(alg))) != 0 ||
                         (kid != NULL && json_object_set_new(jwk, "kid", json_string(kid)) != 0)))
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     if (st != JS_OK) {
         json_decref(jwk);
         return st;
@@ -125,10 +125,10 @@ js_status jwk_thumbprint(const json_t *jwk, char kid[JWK_KID_LEN + 1], js_err *e
         {"OKP", {"crv", "x", NULL}},
     };
     const char *kty = json_string_value(json_object_get(jwk, "kty"));
-    JS_ENSURE(kty != NULL, err, JS_EINVAL, "jwk.kty", "JWK has no kty");
+    JS_ENSURE(kty != NULL, err, JS_EINVAL, JS_R_JWK_KTY, "JWK has no kty");
     json_t *canon = json_object();
     JS_ENSURE_ALLOC(canon, err);
-    js_status st = js_err_set(err, JS_EINVAL, "jwk.kty", "unsupported kty '%s'", kty);
+    js_status st = js_err_set(err, JS_EINVAL, JS_R_JWK_KTY, "unsupported kty '%s'", kty);
     for (size_t i = 0; i < sizeof(k_required) / sizeof(k_required[0]); i++) {
         if (strcmp(k_required[i].kty, kty) != 0)
             continue;
@@ -138,7 +138,8 @@ js_status jwk_thumbprint(const json_t *jwk, char kid[JWK_KID_LEN + 1], js_err *e
             const char *name = k_required[i].members[m];
             json_t *v = json_object_get(jwk, name);
             if (!json_is_string(v)) {
-                st = js_err_set(err, JS_EINVAL, "jwk.member", "JWK lacks string member '%s'", name);
+                st = js_err_set(err, JS_EINVAL, JS_R_JWK_MEMBER, "JWK lacks string member '%s'",
+                                name);
                 break;
             }
             json_object_set(canon, name, v);
@@ -151,7 +152,7 @@ js_status jwk_thumbprint(const json_t *jwk, char kid[JWK_KID_LEN + 1], js_err *e
          * base64url or fixed names, so JSON escaping cannot differ. */
         text = json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS);
         if (text == NULL)
-            st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     json_decref(canon);
     if (st != JS_OK)

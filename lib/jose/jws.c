@@ -59,7 +59,7 @@ js_status jws_sign_compact(const char *header_json, size_t header_len, const cha
     }
     if (sig_len == 0 || sig_len > sizeof(sig)) {
         free(tok);
-        return js_err_set(err, JS_EINTERNAL, "jws.sig_length", "signature of invalid length %zu",
+        return js_err_set(err, JS_EINTERNAL, JS_R_JWS_SIG_LENGTH, "signature of invalid length %zu",
                           sig_len);
     }
     tok[off++] = '.';
@@ -73,7 +73,7 @@ js_status jws_sign_compact(const char *header_json, size_t header_len, const cha
 static js_status ecdsa_jose_to_der(const uint8_t *sig, size_t sig_len, size_t coord, uint8_t **der,
                                    int *der_len, js_err *err)
 {
-    JS_ENSURE(sig_len == 2 * coord, err, JS_EINVAL, "jws.bad_signature",
+    JS_ENSURE(sig_len == 2 * coord, err, JS_EINVAL, JS_R_JWS_BAD_SIGNATURE,
               "ECDSA signature is %zu bytes; expected %zu (r||s)", sig_len, 2 * coord);
     ECDSA_SIG *es = ECDSA_SIG_new();
     BIGNUM *r = BN_bin2bn(sig, (int)coord, NULL);
@@ -82,12 +82,12 @@ static js_status ecdsa_jose_to_der(const uint8_t *sig, size_t sig_len, size_t co
         ECDSA_SIG_free(es);
         BN_free(r);
         BN_free(s);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     *der = NULL;
     *der_len = i2d_ECDSA_SIG(es, der);
     ECDSA_SIG_free(es);
-    JS_ENSURE(*der_len > 0, err, JS_EINTERNAL, "internal.oom", "out of memory");
+    JS_ENSURE(*der_len > 0, err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     return JS_OK;
 }
 
@@ -114,7 +114,7 @@ js_status jws_verify(js_alg alg, EVP_PKEY *pub, const uint8_t *input, size_t inp
         break;
     case JS_ALG_NONE:
     default:
-        return js_err_set(err, JS_EINVAL, "jws.alg", "cannot verify this algorithm");
+        return js_err_set(err, JS_EINVAL, JS_R_JWS_ALG, "cannot verify this algorithm");
     }
 
     uint8_t *der = NULL;
@@ -141,7 +141,7 @@ js_status jws_verify(js_alg alg, EVP_PKEY *pub, const uint8_t *input, size_t inp
     OPENSSL_free(der);
     if (!valid)
         ERR_clear_error(); /* leave no stale OpenSSL error for the next caller */
-    JS_ENSURE(ok, err, JS_EINTERNAL, "jws.verify_setup", "cannot set up signature verification");
-    JS_ENSURE(valid, err, JS_EINVAL, "jws.bad_signature", "signature does not verify");
+    JS_ENSURE(ok, err, JS_EINTERNAL, JS_R_JWS_VERIFY_SETUP, "cannot set up signature verification");
+    JS_ENSURE(valid, err, JS_EINVAL, JS_R_JWS_BAD_SIGNATURE, "signature does not verify");
     return JS_OK;
 }

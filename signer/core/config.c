@@ -110,11 +110,11 @@ static js_status get_path(const loader *ld, const js_yaml_node *map, const char 
     JS_GUARD(get_string(ld, map, map_path, key, true, &s, &v));
     js_yaml_path_key(path, sizeof(path), map_path, key);
     if (s[0] == '\0')
-        return fail(ld, js_yaml_node_line(v), path, "path", "path must not be empty");
+        return fail(ld, js_yaml_node_line(v), path, JS_R_CONFIG_PATH, "path must not be empty");
     size_t need = s[0] == '/' ? strlen(s) + 1 : strlen(ld->dir) + 1 + strlen(s) + 1;
     if (need > PATH_MAX)
-        return fail(ld, js_yaml_node_line(v), path, "path", "path is longer than %d bytes",
-                    PATH_MAX - 1);
+        return fail(ld, js_yaml_node_line(v), path, JS_R_CONFIG_PATH,
+                    "path is longer than %d bytes", PATH_MAX - 1);
     *out = malloc(need);
     JS_ENSURE_ALLOC(*out, ld->err);
     if (s[0] == '/')
@@ -145,36 +145,37 @@ static js_status check_listen(const loader *ld, const js_yaml_node *v, const cha
         host = s + 1;
         host_end = strchr(host, ']');
         if (host_end == NULL || host_end[1] != ':')
-            return fail(ld, line, "listen", "listen",
+            return fail(ld, line, "listen", JS_R_CONFIG_LISTEN,
                         "expected host:port or [ipv6]:port, e.g. 127.0.0.1:8443");
         port = host_end + 2;
     } else {
         host_end = strrchr(s, ':');
         if (host_end == NULL)
-            return fail(ld, line, "listen", "listen",
+            return fail(ld, line, "listen", JS_R_CONFIG_LISTEN,
                         "expected host:port or [ipv6]:port, e.g. 127.0.0.1:8443");
         port = host_end + 1;
     }
     if (host_end == host)
-        return fail(ld, line, "listen", "listen", "the host part is empty");
+        return fail(ld, line, "listen", JS_R_CONFIG_LISTEN, "the host part is empty");
     for (const char *p = host; p < host_end; p++) {
         if (*p == ':' && !bracketed)
-            return fail(ld, line, "listen", "listen",
+            return fail(ld, line, "listen", JS_R_CONFIG_LISTEN,
                         "an IPv6 address must be in brackets, e.g. [::1]:8443");
         if (!host_char(*p, bracketed))
-            return fail(ld, line, "listen", "listen", "invalid character in the host part");
+            return fail(ld, line, "listen", JS_R_CONFIG_LISTEN,
+                        "invalid character in the host part");
     }
     size_t nport = strlen(port);
     bool digits = nport >= 1 && nport <= 5;
     for (size_t i = 0; digits && i < nport; i++)
         digits = port[i] >= '0' && port[i] <= '9';
     if (!digits)
-        return fail(ld, line, "listen", "listen", "the port must be a number 0..65535");
+        return fail(ld, line, "listen", JS_R_CONFIG_LISTEN, "the port must be a number 0..65535");
     errno = 0;
     char *end = NULL;
     long p = strtol(port, &end, 10);
     if (errno != 0 || end != port + nport || p < 0 || p > 65535)
-        return fail(ld, line, "listen", "listen", "the port must be a number 0..65535");
+        return fail(ld, line, "listen", JS_R_CONFIG_LISTEN, "the port must be a number 0..65535");
     return JS_OK;
 }
 
@@ -229,7 +230,7 @@ static js_status load_hsm(const loader *ld, const js_yaml_node *root, js_config 
     JS_GUARD(js_yaml_expect_type(ld->doc, hsm, "hsm", JS_YAML_MAPPING, ld->err));
     /* Checked before unknown keys so the message says what to do instead. Never echo it. */
     if (js_yaml_map_find(hsm, "pin", &i))
-        return fail(ld, js_yaml_map_key_line(hsm, i), "hsm.pin", "pin_in_file",
+        return fail(ld, js_yaml_map_key_line(hsm, i), "hsm.pin", JS_R_CONFIG_PIN_IN_FILE,
                     "the PIN must not be in the config file; use pin_file or pin_env");
     JS_GUARD(js_yaml_check_keys(ld->doc, hsm, "hsm", k_hsm_keys, COUNT(k_hsm_keys), ld->err));
     JS_GUARD(get_path(ld, hsm, "hsm", "module", &cfg->hsm_module));
@@ -237,7 +238,7 @@ static js_status load_hsm(const loader *ld, const js_yaml_node *root, js_config 
     JS_GUARD(get_string(ld, hsm, "hsm", "token", true, &s, &v));
     /* RFC 7512 §2.3: the scheme is "pkcs11:"; the HSM module parses the rest. */
     if (strncmp(s, "pkcs11:", 7) != 0)
-        return fail(ld, js_yaml_node_line(v), "hsm.token", "token",
+        return fail(ld, js_yaml_node_line(v), "hsm.token", JS_R_CONFIG_TOKEN,
                     "must be a PKCS#11 URI starting with \"pkcs11:\" (RFC 7512)");
     JS_GUARD(dup_str(s, &cfg->hsm_token, ld->err));
 
@@ -245,15 +246,16 @@ static js_status load_hsm(const loader *ld, const js_yaml_node *root, js_config 
     bool has_env = js_yaml_map_get(hsm, "pin_env") != NULL;
     if (has_file && has_env)
         return fail(ld, js_yaml_map_key_line(hsm, js_yaml_map_find(hsm, "pin_env", &i) ? i : 0),
-                    "hsm", "pin_source", "set exactly one of pin_file and pin_env, not both");
+                    "hsm", JS_R_CONFIG_PIN_SOURCE,
+                    "set exactly one of pin_file and pin_env, not both");
     if (!has_file && !has_env)
-        return fail(ld, js_yaml_node_line(hsm), "hsm", "pin_source",
+        return fail(ld, js_yaml_node_line(hsm), "hsm", JS_R_CONFIG_PIN_SOURCE,
                     "set exactly one of pin_file and pin_env");
     if (has_file)
         return get_path(ld, hsm, "hsm", "pin_file", &cfg->pin_file);
     JS_GUARD(get_string(ld, hsm, "hsm", "pin_env", true, &s, &v));
     if (!env_name_ok(s))
-        return fail(ld, js_yaml_node_line(v), "hsm.pin_env", "pin_env",
+        return fail(ld, js_yaml_node_line(v), "hsm.pin_env", JS_R_CONFIG_PIN_ENV,
                     "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most %d)",
                     PIN_ENV_NAME_MAX);
     return dup_str(s, &cfg->pin_env, ld->err);
@@ -285,7 +287,8 @@ static js_status load_key(const loader *ld, const js_yaml_node *item, const char
     JS_GUARD(get_string(ld, item, path, "name", true, &s, &v));
     if (!key_name_ok(s))
         return fail(ld, js_yaml_node_line(v), js_yaml_path_key(sub, sizeof(sub), path, "name"),
-                    "key_name", "'%s' is not a valid key name ([A-Za-z0-9._-], 1..%d bytes)",
+                    JS_R_CONFIG_KEY_NAME,
+                    "'%s' is not a valid key name ([A-Za-z0-9._-], 1..%d bytes)",
                     js_yaml_printable(shown, sizeof(shown), s), JS_KEY_NAME_MAX);
     JS_GUARD(dup_str(s, &key->name, ld->err));
 
@@ -293,18 +296,18 @@ static js_status load_key(const loader *ld, const js_yaml_node *item, const char
     size_t n = strlen(s);
     if (n == 0 || n > JS_HSM_LABEL_MAX)
         return fail(ld, js_yaml_node_line(v), js_yaml_path_key(sub, sizeof(sub), path, "label"),
-                    "key_label", "label must be 1..%d bytes", JS_HSM_LABEL_MAX);
+                    JS_R_CONFIG_KEY_LABEL, "label must be 1..%d bytes", JS_HSM_LABEL_MAX);
     JS_GUARD(dup_str(s, &key->label, ld->err));
 
     JS_GUARD(get_string(ld, item, path, "alg", true, &s, &v));
     js_alg alg = js_alg_from_name(s);
     js_yaml_path_key(sub, sizeof(sub), path, "alg");
     if (alg == JS_ALG_NONE)
-        return fail(ld, js_yaml_node_line(v), sub, "alg",
+        return fail(ld, js_yaml_node_line(v), sub, JS_R_CONFIG_ALG,
                     "unknown alg '%s' (JOSE names: ES256, ES384, RS256, PS256, EdDSA)",
                     js_yaml_printable(shown, sizeof(shown), s));
     if (!js_alg_supported(alg))
-        return fail(ld, js_yaml_node_line(v), sub, "alg_unsupported",
+        return fail(ld, js_yaml_node_line(v), sub, JS_R_CONFIG_ALG_UNSUPPORTED,
                     "alg %s is not supported by this build", js_alg_name(alg));
     key->alg = alg;
 
@@ -314,12 +317,12 @@ static js_status load_key(const loader *ld, const js_yaml_node *item, const char
         return JS_OK;
     js_yaml_path_key(sub, sizeof(sub), path, "bits");
     if (alg != JS_ALG_RS256 && alg != JS_ALG_PS256)
-        return fail(ld, js_yaml_node_line(v), sub, "key_bits",
+        return fail(ld, js_yaml_node_line(v), sub, JS_R_CONFIG_KEY_BITS,
                     "bits applies only to RS256 and PS256 keys, not %s", js_alg_name(alg));
     int64_t bits = 0;
     JS_GUARD(js_yaml_expect_int(ld->doc, v, sub, 0, INT32_MAX, &bits, ld->err));
     if (bits != 2048 && bits != 3072)
-        return fail(ld, js_yaml_node_line(v), sub, "key_bits",
+        return fail(ld, js_yaml_node_line(v), sub, JS_R_CONFIG_KEY_BITS,
                     "RSA keys have 2048 or 3072 bits, not %lld", (long long)bits);
     key->bits = (unsigned)bits;
     return JS_OK;
@@ -345,7 +348,7 @@ static js_status load_keys(const loader *ld, const js_yaml_node *root, js_config
     JS_GUARD(js_yaml_expect_type(ld->doc, keys, "keys", JS_YAML_SEQUENCE, ld->err));
     size_t n = js_yaml_seq_len(keys);
     if (n == 0 || n > JS_CONFIG_MAX_KEYS)
-        return fail(ld, js_yaml_node_line(keys), "keys", "keys_count",
+        return fail(ld, js_yaml_node_line(keys), "keys", JS_R_CONFIG_KEYS_COUNT,
                     "between 1 and %d keys are required, found %zu", JS_CONFIG_MAX_KEYS, n);
     cfg->keys = calloc(n, sizeof(*cfg->keys));
     JS_ENSURE_ALLOC(cfg->keys, ld->err);
@@ -361,7 +364,8 @@ static js_status load_keys(const loader *ld, const js_yaml_node *root, js_config
                 continue;
             const js_yaml_node *first = js_yaml_map_get(js_yaml_seq_item(keys, j), "name");
             return fail(ld, js_yaml_node_line(js_yaml_map_get(item, "name")),
-                        js_yaml_path_key(sub, sizeof(sub), path, "name"), "duplicate_key_name",
+                        js_yaml_path_key(sub, sizeof(sub), path, "name"),
+                        JS_R_CONFIG_DUPLICATE_KEY_NAME,
                         "duplicate key name '%s' (also keys[%zu] on line %zu)", cfg->keys[i].name,
                         j, js_yaml_node_line(first));
         }
@@ -378,7 +382,7 @@ static js_status load_default_key(const loader *ld, const js_yaml_node *root, js
     if (s == NULL)
         return dup_str(cfg->keys[0].name, &cfg->default_key, ld->err);
     if (js_config_find_key(cfg, s) == NULL)
-        return fail(ld, js_yaml_node_line(v), "default_key", "default_key",
+        return fail(ld, js_yaml_node_line(v), "default_key", JS_R_CONFIG_DEFAULT_KEY,
                     "'%s' is not the name of a key in keys",
                     js_yaml_printable(shown, sizeof(shown), s));
     return dup_str(s, &cfg->default_key, ld->err);
@@ -393,12 +397,12 @@ static js_status load_issuer(const loader *ld, const js_yaml_node *root, js_conf
         return JS_OK; /* the policy file may set it; the signer checks one of them does */
     size_t n = strlen(s);
     if (n == 0 || n > ISSUER_MAX)
-        return fail(ld, js_yaml_node_line(v), "issuer", "issuer", "must be 1..%d bytes",
+        return fail(ld, js_yaml_node_line(v), "issuer", JS_R_CONFIG_ISSUER, "must be 1..%d bytes",
                     ISSUER_MAX);
     /* It is copied into every token's "iss" (RFC 7519 §4.1.1) and into logs. */
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return fail(ld, js_yaml_node_line(v), "issuer", "issuer",
+            return fail(ld, js_yaml_node_line(v), "issuer", JS_R_CONFIG_ISSUER,
                         "must not contain control characters");
     return dup_str(s, &cfg->issuer, ld->err);
 }
@@ -451,14 +455,14 @@ static js_status load_audit_key_label(const loader *ld, const js_yaml_node *root
     JS_GUARD(get_string(ld, audit, "audit", "key_label", true, &s, &v));
     size_t n = strlen(s);
     if (n == 0 || n > JS_HSM_LABEL_MAX)
-        return fail(ld, js_yaml_node_line(v), "audit.key_label", "key_label",
+        return fail(ld, js_yaml_node_line(v), "audit.key_label", JS_R_CONFIG_KEY_LABEL,
                     "label must be 1..%d bytes", JS_HSM_LABEL_MAX);
     for (size_t i = 0; i < cfg->nkeys; i++) {
         if (strcmp(cfg->keys[i].label, s) != 0)
             continue;
         const js_yaml_node *kl =
             js_yaml_map_get(js_yaml_seq_item(js_yaml_map_get(root, "keys"), i), "label");
-        return fail(ld, js_yaml_node_line(v), "audit.key_label", "audit_key_label",
+        return fail(ld, js_yaml_node_line(v), "audit.key_label", JS_R_CONFIG_AUDIT_KEY_LABEL,
                     "'%s' is also the label of signing key keys[%zu].label (line %zu); the audit "
                     "key must be a key pair of its own",
                     js_yaml_printable(shown, sizeof(shown), s), i, js_yaml_node_line(kl));
@@ -475,12 +479,12 @@ static js_status load_audit_origin(const loader *ld, const js_yaml_node *audit, 
         return JS_OK; /* NULL: the signer uses the issuer */
     size_t n = strlen(s);
     if (n == 0 || n > JS_CONFIG_AUDIT_ORIGIN_MAX)
-        return fail(ld, js_yaml_node_line(v), "audit.origin", "audit_origin", "must be 1..%d bytes",
-                    JS_CONFIG_AUDIT_ORIGIN_MAX);
+        return fail(ld, js_yaml_node_line(v), "audit.origin", JS_R_CONFIG_AUDIT_ORIGIN,
+                    "must be 1..%d bytes", JS_CONFIG_AUDIT_ORIGIN_MAX);
     /* It is the first line of every signed checkpoint: printable ASCII only. */
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
-            return fail(ld, js_yaml_node_line(v), "audit.origin", "audit_origin",
+            return fail(ld, js_yaml_node_line(v), "audit.origin", JS_R_CONFIG_AUDIT_ORIGIN,
                         "must be printable ASCII (no control characters)");
     return dup_str(s, &cfg->audit_origin, ld->err);
 }
@@ -504,7 +508,7 @@ static js_status load_audit(const loader *ld, const js_yaml_node *root, js_confi
     cfg->audit_heartbeat_ms = cfg->audit_checkpoint_interval_ms;
     JS_GUARD(get_duration_ms(ld, audit, "heartbeat", &cfg->audit_heartbeat_ms, &hv));
     if (cfg->audit_heartbeat_ms < cfg->audit_checkpoint_interval_ms)
-        return fail(ld, js_yaml_node_line(hv), "audit.heartbeat", "audit_heartbeat",
+        return fail(ld, js_yaml_node_line(hv), "audit.heartbeat", JS_R_CONFIG_AUDIT_HEARTBEAT,
                     "heartbeat (%" PRIu64 "s) is shorter than checkpoint_interval (%" PRIu64
                     "s, line %zu)",
                     cfg->audit_heartbeat_ms / 1000u, cfg->audit_checkpoint_interval_ms / 1000u,
@@ -546,7 +550,7 @@ static js_status load_http(const loader *ld, const js_yaml_node *root, js_config
     if (v != NULL)
         JS_GUARD(get_path(ld, h, "http", "tls_key", &cfg->http_tls_key));
     if ((cfg->http_tls_cert == NULL) != (cfg->http_tls_key == NULL))
-        return fail(ld, js_yaml_node_line(h), "http", "http_tls",
+        return fail(ld, js_yaml_node_line(h), "http", JS_R_CONFIG_HTTP_TLS,
                     "tls_cert and tls_key go together");
     JS_GUARD(js_yaml_lookup(ld->doc, h, "http", "jwks_max_age", false, &v, ld->err));
     if (v != NULL)
@@ -611,8 +615,8 @@ static js_status load_all(const loader *ld, js_config *cfg)
     for (size_t i = 0; i < js_yaml_map_len(root); i++)
         for (size_t k = 0; k < COUNT(k_moved_keys); k++)
             if (strcmp(js_yaml_map_key_str(root, i), k_moved_keys[k].key) == 0)
-                return fail(ld, js_yaml_map_key_line(root, i), NULL, "moved_to_policy", "%s",
-                            k_moved_keys[k].problem);
+                return fail(ld, js_yaml_map_key_line(root, i), NULL, JS_R_CONFIG_MOVED_TO_POLICY,
+                            "%s", k_moved_keys[k].problem);
     JS_GUARD(js_yaml_check_keys(ld->doc, root, "", k_top_keys, COUNT(k_top_keys), ld->err));
     JS_GUARD(get_string(ld, root, "", "listen", true, &s, &v));
     JS_GUARD(check_listen(ld, v, s));
@@ -647,7 +651,7 @@ static js_status config_dir(const char *path, char **out, js_err *err)
     int e = errno;
     free(dir);
     if (abs == NULL)
-        return js_err_set(err, JS_ECONFIG, "config.io", "%s: cannot resolve its directory: %s",
+        return js_err_set(err, JS_ECONFIG, JS_R_CONFIG_IO, "%s: cannot resolve its directory: %s",
                           path, strerror(e));
     *out = abs;
     return JS_OK;
@@ -655,7 +659,7 @@ static js_status config_dir(const char *path, char **out, js_err *err)
 
 js_status js_config_load(const char *path, js_config **out, js_err *err)
 {
-    JS_ENSURE(path != NULL && out != NULL, err, JS_EINTERNAL, "internal.args",
+    JS_ENSURE(path != NULL && out != NULL, err, JS_EINTERNAL, JS_R_INTERNAL_ARGS,
               "js_config_load: bad arguments");
     *out = NULL;
     const js_yaml_opts opts = {.domain = "config", .status = JS_ECONFIG};
@@ -664,7 +668,7 @@ js_status js_config_load(const char *path, js_config **out, js_err *err)
 
     js_config *cfg = calloc(1, sizeof(*cfg));
     char *dir = NULL;
-    js_status st = cfg ? JS_OK : js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    js_status st = cfg ? JS_OK : js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     if (st == JS_OK)
         st = dup_str(path, &cfg->path, err);
     if (st == JS_OK)
@@ -729,10 +733,10 @@ const js_key_config *js_config_find_key(const js_config *cfg, const char *name)
 static js_status deliver_pin(const char *what, const char *pin, size_t n, char *buf, size_t cap,
                              size_t *len, js_err *err)
 {
-    JS_ENSURE(n > 0, err, JS_ECONFIG, "config.pin_empty", "%s: the PIN is empty", what);
-    JS_ENSURE(memchr(pin, '\0', n) == NULL, err, JS_ECONFIG, "config.pin_invalid",
+    JS_ENSURE(n > 0, err, JS_ECONFIG, JS_R_CONFIG_PIN_EMPTY, "%s: the PIN is empty", what);
+    JS_ENSURE(memchr(pin, '\0', n) == NULL, err, JS_ECONFIG, JS_R_CONFIG_PIN_INVALID,
               "%s: the PIN contains a NUL byte", what);
-    JS_ENSURE(n <= JS_HSM_PIN_MAX && n < cap, err, JS_ECONFIG, "config.pin_too_long",
+    JS_ENSURE(n <= JS_HSM_PIN_MAX && n < cap, err, JS_ECONFIG, JS_R_CONFIG_PIN_TOO_LONG,
               "%s: the PIN is longer than %zu bytes", what,
               (size_t)JS_HSM_PIN_MAX < cap - 1 ? (size_t)JS_HSM_PIN_MAX : cap - 1);
     memcpy(buf, pin, n);
@@ -746,12 +750,12 @@ static js_status read_pin_file(const char *path, char *buf, size_t cap, size_t *
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return js_err_set(err, JS_ECONFIG, "config.pin_file", "pin_file %s: cannot open: %s", path,
-                          strerror(errno));
+        return js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE, "pin_file %s: cannot open: %s",
+                          path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
-        return js_err_set(err, JS_ECONFIG, "config.pin_file", "pin_file %s: not a regular file",
+        return js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE, "pin_file %s: not a regular file",
                           path);
     }
     /*
@@ -761,7 +765,7 @@ static js_status read_pin_file(const char *path, char *buf, size_t cap, size_t *
      */
     if (sb.st_mode & (S_IROTH | S_IWOTH)) {
         close(fd);
-        return js_err_set(err, JS_ECONFIG, "config.pin_file_mode",
+        return js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE_MODE,
                           "pin_file %s: must not be accessible by all users (mode %04o); "
                           "chmod o-rw",
                           path, (unsigned)(sb.st_mode & 07777));
@@ -774,7 +778,7 @@ static js_status read_pin_file(const char *path, char *buf, size_t cap, size_t *
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            st = js_err_set(err, JS_ECONFIG, "config.pin_file", "pin_file %s: read failed: %s",
+            st = js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE, "pin_file %s: read failed: %s",
                             path, strerror(errno));
             break;
         }
@@ -784,7 +788,7 @@ static js_status read_pin_file(const char *path, char *buf, size_t cap, size_t *
     }
     close(fd);
     if (st == JS_OK && got > PIN_FILE_MAX)
-        st = js_err_set(err, JS_ECONFIG, "config.pin_file",
+        st = js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE,
                         "pin_file %s: larger than %d bytes; expected one line", path, PIN_FILE_MAX);
     if (st == JS_OK) {
         /* The first line, without its terminator (LF or CRLF). */
@@ -802,21 +806,21 @@ static js_status read_pin_file(const char *path, char *buf, size_t cap, size_t *
 
 js_status js_config_read_pin(const js_config *cfg, char *buf, size_t cap, size_t *len, js_err *err)
 {
-    JS_ENSURE(cfg != NULL && buf != NULL && cap > 0, err, JS_EINTERNAL, "internal.args",
+    JS_ENSURE(cfg != NULL && buf != NULL && cap > 0, err, JS_EINTERNAL, JS_R_INTERNAL_ARGS,
               "js_config_read_pin: bad arguments");
     buf[0] = '\0';
     if (len)
         *len = 0;
     if (cfg->pin_file != NULL)
         return read_pin_file(cfg->pin_file, buf, cap, len, err);
-    JS_ENSURE(cfg->pin_env != NULL, err, JS_ECONFIG, "config.pin_source",
+    JS_ENSURE(cfg->pin_env != NULL, err, JS_ECONFIG, JS_R_CONFIG_PIN_SOURCE,
               "neither pin_file nor pin_env is configured");
     /*
      * The environment's copy is not ours to wipe (getenv returns the process's
      * own storage); main may unsetenv it once the PIN has been used.
      */
     const char *v = getenv(cfg->pin_env);
-    JS_ENSURE(v != NULL, err, JS_ECONFIG, "config.pin_env",
+    JS_ENSURE(v != NULL, err, JS_ECONFIG, JS_R_CONFIG_PIN_ENV,
               "environment variable %s (hsm.pin_env) is not set", cfg->pin_env);
     char what[JS_MSG_MAX / 2];
     snprintf(what, sizeof(what), "environment variable %s", cfg->pin_env);

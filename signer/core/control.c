@@ -53,7 +53,7 @@ static void audit_event(js_control *ctl, audit_mode mode, const char *type, cons
         .type = type,
         .caller = caller,
         .decision = decision,
-        .reason = why != NULL ? why->reason : NULL,
+        .reason = why != NULL ? js_reason_name(why->reason) : NULL,
         .message = why != NULL ? why->msg : NULL,
         .detail_json = text,
     };
@@ -64,7 +64,7 @@ static void audit_event(js_control *ctl, audit_mode mode, const char *type, cons
                                          : js_audit_submit(ctl->d.audit, &ev, NULL, NULL, &err);
     if (st != JS_OK) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_record_lost", "record", type,
-                              "reason", err.reason, "message", err.msg);
+                              "reason", js_reason_name(err.reason), "message", err.msg);
         js_log_emit("error", o);
     }
     free(text);
@@ -94,8 +94,8 @@ static void msg_clean_cut(js_err *err)
 
 js_status js_admin_text(const char *what, const char *s, size_t max, bool required, js_err *err)
 {
-    char reason[JS_REASON_MAX];
-    snprintf(reason, sizeof(reason), "request.%s", what);
+    /* request.identity, request.reason, request.key, request.kid (reasons.def) */
+    js_reason reason = js_reason_lookup("request", what);
     /* The protobuf bytes were checked for NUL (pbcheck.h) before unpacking,
      * so strlen is the field's whole length. */
     size_t n = s != NULL ? strlen(s) : 0;
@@ -142,12 +142,12 @@ static js_status load_runtime(js_control *ctl, js_err *err)
     json_error_t jerr;
     ctl->runtime = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &jerr);
     free(buf);
-    JS_ENSURE(ctl->runtime != NULL, err, JS_ECONFIG, "control.state_read", "%s: %s at line %d",
+    JS_ENSURE(ctl->runtime != NULL, err, JS_ECONFIG, JS_R_CONTROL_STATE_READ, "%s: %s at line %d",
               ctl->path, jerr.text, jerr.line);
     JS_ENSURE(json_is_object(ctl->runtime) &&
                   json_is_boolean(json_object_get(ctl->runtime, "incident")) &&
                   json_is_object(json_object_get(ctl->runtime, "frozen")),
-              err, JS_ECONFIG, "control.state_read",
+              err, JS_ECONFIG, JS_R_CONTROL_STATE_READ,
               "%s: expected {\"incident\": bool, \"frozen\": {...}}", ctl->path);
     return JS_OK;
 }
@@ -304,7 +304,7 @@ static js_status rotate_locked(js_control *ctl, const char *key, const char *by,
                                uint32_t *version, const char **kid_out, js_err *err)
 {
     const js_key_config *kc = js_config_find_key(ctl->d.cfg, key);
-    JS_ENSURE(kc != NULL, err, JS_ENOTFOUND, "admin.unknown_key", "no key named '%s'", key);
+    JS_ENSURE(kc != NULL, err, JS_ENOTFOUND, JS_R_ADMIN_UNKNOWN_KEY, "no key named '%s'", key);
     /* Numbers are never reused, even after old records are forgotten, so a
      * label never names an old (perhaps revoked) object in the token. */
     uint32_t next = js_keystate_next_version(ctl->ks, key);
@@ -374,7 +374,7 @@ void js_control_tick(js_control *ctl)
     }
     if (st != JS_OK) {
         json_t *o = json_pack("{s:s, s:s, s:s}", "event", "key_schedule_failed", "reason",
-                              err.reason, "message", err.msg);
+                              js_reason_name(err.reason), "message", err.msg);
         js_log_emit("error", o);
     }
     js_ks_events_cleanup(&evs);
@@ -480,7 +480,7 @@ js_status js_control_key_admin(js_control *ctl, bool rotate, const uint8_t *data
         protobuf_c_message_free_unpacked(m, NULL);
     }
     if (st == JS_OK && *out == NULL)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
 out:
     js_ks_events_cleanup(&evs);
     pthread_mutex_unlock(&ctl->mu);
@@ -524,7 +524,7 @@ js_status js_control_rotate_audit_key(js_control *ctl, const uint8_t *data, size
         json_object_set_new(detail, "reason", json_string(rq->reason));
     protobuf_c_message_free_unpacked(m, NULL);
     JS_GUARD(st);
-    JS_ENSURE(ctl->d.rotate_audit != NULL, err, JS_ESTATE, "audit.rotate",
+    JS_ENSURE(ctl->d.rotate_audit != NULL, err, JS_ESTATE, JS_R_AUDIT_ROTATE,
               "audit key rotation is not available in this signer");
     char label[JS_CONTROL_AUDIT_LABEL_MAX + 1] = "";
     char key_id[JS_AUDIT_KEY_ID_LEN + 1] = "";
@@ -556,7 +556,7 @@ js_status js_control_new(const js_control_deps *deps, js_control **out, js_err *
     snprintf(ctl->ks_path, sizeof(ctl->ks_path), "%s/%s", deps->state_dir, KEYSTATE_FILE);
     js_status st = JS_OK;
     if (mkdir(deps->state_dir, 0700) != 0 && errno != EEXIST)
-        st = js_err_set(err, JS_ECONFIG, "control.state_dir", "cannot create %s: %s",
+        st = js_err_set(err, JS_ECONFIG, JS_R_CONTROL_STATE_DIR, "cannot create %s: %s",
                         deps->state_dir, strerror(errno));
     if (st == JS_OK)
         st = load_runtime(ctl, err);
@@ -641,8 +641,9 @@ js_status js_control_reload_policy(js_control *ctl, const char *by, char sha256[
         msg_clean_cut(err);
     }
     if (st != JS_OK) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "event", "policy_reload_failed", "path",
-                              path, "by", by, "reason", err->reason, "message", err->msg);
+        json_t *o =
+            json_pack("{s:s, s:s, s:s, s:s, s:s}", "event", "policy_reload_failed", "path", path,
+                      "by", by, "reason", js_reason_name(err->reason), "message", err->msg);
         js_log_emit("error", o);
         /* Nothing changed: queued, not waited for (see audit_mode). */
         audit_event(ctl, AUDIT_QUEUED, "policy", by, "error", err,
@@ -699,20 +700,20 @@ js_status js_control_freeze(js_control *ctl, const char *identity, bool freeze, 
     char *text = NULL;
     js_status st = JS_OK;
     if (next == NULL || frozen == NULL)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     else if (freeze && json_object_set_new(frozen, identity,
                                            json_pack("{s:s, s:s, s:I}", "by", by, "reason",
                                                      reason ? reason : "", "at",
                                                      (json_int_t)time(NULL))) != 0)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     else if (!freeze)
         json_object_del(frozen, identity);
     if (st == JS_OK)
         st = frozen_from_json(frozen, &set, err);
     if (st == JS_OK && (text = json_dumps(next, JSON_INDENT(2) | JSON_SORT_KEYS)) == NULL)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     if (st == JS_OK && strlen(text) > RUNTIME_MAX_BYTES)
-        st = js_err_set(err, JS_ELIMIT, "admin.frozen_full",
+        st = js_err_set(err, JS_ELIMIT, JS_R_ADMIN_FROZEN_FULL,
                         "too many frozen callers: the state file would exceed %d bytes",
                         RUNTIME_MAX_BYTES);
     if (st == JS_OK)

@@ -164,7 +164,7 @@ js_status js_denials_new(const js_denials_options *opts, js_denials **out, js_er
     /* Bounded so milli-token arithmetic stays far from overflow. */
     JS_ENSURE(rate <= 1000000 && burst <= 1000000 && grate <= 1000000 && gburst <= 1000000 &&
                   max_keys <= 1u << 20,
-              err, JS_EINVAL, "denials.config", "denial budget values out of range");
+              err, JS_EINVAL, JS_R_DENIALS_CONFIG, "denial budget values out of range");
     js_denials *d = calloc(1, sizeof(*d));
     JS_ENSURE_ALLOC(d, err);
     uint8_t seed[16];
@@ -176,7 +176,7 @@ js_status js_denials_new(const js_denials_options *opts, js_denials **out, js_er
     }
     if (got < sizeof(seed)) {
         free(d);
-        return js_err_set(err, JS_EINTERNAL, "denials.entropy", "getrandom failed");
+        return js_err_set(err, JS_EINTERNAL, JS_R_DENIALS_ENTROPY, "getrandom failed");
     }
     d->sip_k0 = load_le64(seed);
     d->sip_k1 = load_le64(seed + 8);
@@ -190,7 +190,7 @@ js_status js_denials_new(const js_denials_options *opts, js_denials **out, js_er
         d->stripes[i].slots = calloc(d->per_stripe, sizeof(slot));
         if (d->stripes[i].slots == NULL) {
             js_denials_free(d);
-            return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+            return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         }
     }
     pthread_mutex_init(&d->omu, NULL);

@@ -26,7 +26,7 @@ struct js_fdreserve {
 js_status js_fdreserve_new(size_t count, js_fdreserve **out, js_err *err)
 {
     *out = NULL;
-    JS_ENSURE(count <= JS_FDRESERVE_MAX, err, JS_EINTERNAL, "fd.reserve",
+    JS_ENSURE(count <= JS_FDRESERVE_MAX, err, JS_EINTERNAL, JS_R_FD_RESERVE,
               "fd reserve of %zu is over the maximum %d", count, JS_FDRESERVE_MAX);
     js_fdreserve *r = calloc(1, sizeof(*r));
     JS_ENSURE_ALLOC(r, err);
@@ -36,7 +36,7 @@ js_status js_fdreserve_new(size_t count, js_fdreserve **out, js_err *err)
     size_t held = js_fdreserve_refill(r);
     if (held < count) {
         js_fdreserve_free(r);
-        return js_err_set(err, JS_EINTERNAL, "fd.reserve",
+        return js_err_set(err, JS_EINTERNAL, JS_R_FD_RESERVE,
                           "cannot hold %zu spare file descriptors (got %zu): raise the fd limit",
                           count, held);
     }
@@ -104,7 +104,7 @@ void js_fdreserve_free(js_fdreserve *r)
 js_status js_fd_raise_limit(unsigned long *soft, unsigned long *hard, js_err *err)
 {
     struct rlimit rl;
-    JS_ENSURE(getrlimit(RLIMIT_NOFILE, &rl) == 0, err, JS_EINTERNAL, "fd.limit",
+    JS_ENSURE(getrlimit(RLIMIT_NOFILE, &rl) == 0, err, JS_EINTERNAL, JS_R_FD_LIMIT,
               "getrlimit(RLIMIT_NOFILE) failed");
     if (rl.rlim_cur < rl.rlim_max) {
         struct rlimit want = {rl.rlim_max, rl.rlim_max};

@@ -50,14 +50,14 @@ js_status js_frozen_with(const js_frozen *from, const char *identity, bool add, 
 {
     *out = NULL;
     size_t n = js_frozen_count(from);
-    JS_ENSURE(!add || n < FROZEN_MAX, err, JS_EINVAL, "admin.frozen_full",
+    JS_ENSURE(!add || n < FROZEN_MAX, err, JS_EINVAL, JS_R_ADMIN_FROZEN_FULL,
               "at most %d callers can be frozen at run time", FROZEN_MAX);
     js_frozen *f = calloc(1, sizeof(*f));
     JS_ENSURE_ALLOC(f, err);
     f->ids = calloc(n + 1, sizeof(char *));
     if (f->ids == NULL) {
         free(f);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     for (size_t i = 0; i < n; i++) {
         if (!add && strcmp(from->ids[i], identity) == 0)
@@ -76,5 +76,5 @@ js_status js_frozen_with(const js_frozen *from, const char *identity, bool add, 
     return JS_OK;
 oom:
     js_frozen_free(f);
-    return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+    return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
 }

@@ -54,7 +54,7 @@ js_status js_keyvault_new(js_hsm *hsm, js_hsm_session *s, js_keyvault **out, js_
     kv->e = calloc(VAULT_MAX, sizeof(*kv->e));
     if (kv->e == NULL) {
         free(kv);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     kv->hsm = hsm;
     kv->s = s;
@@ -78,7 +78,7 @@ void js_keyvault_free(js_keyvault *kv)
 static js_status vault_load(js_keyvault *kv, const char *label, js_alg alg, vault_entry **out,
                             js_err *err)
 {
-    JS_ENSURE(kv->n < VAULT_MAX, err, JS_EINTERNAL, "keyring.vault_full",
+    JS_ENSURE(kv->n < VAULT_MAX, err, JS_EINTERNAL, JS_R_KEYRING_VAULT_FULL,
               "more than %d key versions loaded", VAULT_MAX);
     vault_entry *e = &kv->e[kv->n];
     memset(e, 0, sizeof(*e));
@@ -90,9 +90,9 @@ static js_status vault_load(js_keyvault *kv, const char *label, js_alg alg, vaul
     if (st == JS_OK)
         st = jwk_thumbprint(e->jwk, e->kid, err);
     if (st == JS_OK && json_object_set_new(e->jwk, "kid", json_string(e->kid)) != 0)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     if (st == JS_OK && (e->label = strdup(label)) == NULL)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     if (st != JS_OK) {
         js_hsm_key_free(e->key);
         json_decref(e->jwk);
@@ -110,7 +110,7 @@ static js_status vault_entry_get(js_keyvault *kv, const char *label, js_alg alg,
 {
     for (size_t i = 0; i < kv->n; i++) {
         if (strcmp(kv->e[i].label, label) == 0) {
-            JS_ENSURE(kv->e[i].alg == alg, err, JS_ECONFIG, "keyring.alg_mismatch",
+            JS_ENSURE(kv->e[i].alg == alg, err, JS_ECONFIG, JS_R_KEYRING_ALG_MISMATCH,
                       "key '%s' was loaded as %s, not %s", label, js_alg_name(kv->e[i].alg),
                       js_alg_name(alg));
             *out = &kv->e[i];
@@ -172,7 +172,7 @@ static js_status build_key(const js_key_config *kc, const js_keystate *ks, js_ke
     for (size_t i = 0; i < npub; i++) {
         vault_entry *e = NULL;
         JS_GUARD(vault_entry_get(kv, pub[i]->label, kc->alg, &e, err));
-        JS_ENSURE(json_array_append(jwks_keys, e->jwk) == 0, err, JS_EINTERNAL, "internal.oom",
+        JS_ENSURE(json_array_append(jwks_keys, e->jwk) == 0, err, JS_EINTERNAL, JS_R_INTERNAL_OOM,
                   "out of memory");
     }
     const js_keyver *active = NULL;
@@ -202,7 +202,7 @@ js_status js_keyring_build(const js_config *cfg, const js_keystate *ks, js_keyva
     js_status st = JS_OK;
     kr->keys = calloc(cfg->nkeys, sizeof(*kr->keys));
     if (kr->keys == NULL || jwks == NULL || keys == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         goto done;
     }
     for (size_t i = 0; i < cfg->nkeys; i++) {
@@ -215,7 +215,7 @@ js_status js_keyring_build(const js_config *cfg, const js_keystate *ks, js_keyva
     }
     if (json_object_set(jwks, "keys", keys) != 0 ||
         (kr->jwks = json_dumps(jwks, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
 done:
     json_decref(keys);
     json_decref(jwks);

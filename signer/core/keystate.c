@@ -175,7 +175,7 @@ static bool reason_ok(const char *s)
 
 static js_status check_now(int64_t now, js_err *err)
 {
-    JS_ENSURE(now > 0 && now <= JS_KS_TIME_MAX, err, JS_EINVAL, "keystate.bad_time",
+    JS_ENSURE(now > 0 && now <= JS_KS_TIME_MAX, err, JS_EINVAL, JS_R_KEYSTATE_BAD_TIME,
               "time %" PRId64 " is out of range", now);
     return JS_OK;
 }
@@ -183,14 +183,14 @@ static js_status check_now(int64_t now, js_err *err)
 static js_status check_ids(const char *key, const char *label, const char *alg, const char *kid,
                            js_err *err)
 {
-    JS_ENSURE(key != NULL && name_ok(key), err, JS_EINVAL, "keystate.bad_name",
+    JS_ENSURE(key != NULL && name_ok(key), err, JS_EINVAL, JS_R_KEYSTATE_BAD_NAME,
               "key name must be 1..%d of [A-Za-z0-9._-]", JS_KS_NAME_MAX);
     JS_ENSURE(label != NULL && token_ok(label, JS_KS_LABEL_MAX), err, JS_EINVAL,
-              "keystate.bad_label", "key '%s': label must be 1..%d printable characters", key,
+              JS_R_KEYSTATE_BAD_LABEL, "key '%s': label must be 1..%d printable characters", key,
               JS_KS_LABEL_MAX);
-    JS_ENSURE(alg != NULL && token_ok(alg, JS_KS_ALG_MAX), err, JS_EINVAL, "keystate.bad_alg",
+    JS_ENSURE(alg != NULL && token_ok(alg, JS_KS_ALG_MAX), err, JS_EINVAL, JS_R_KEYSTATE_BAD_ALG,
               "key '%s': alg must be 1..%d printable characters", key, JS_KS_ALG_MAX);
-    JS_ENSURE(kid != NULL && token_ok(kid, JS_KS_KID_MAX), err, JS_EINVAL, "keystate.bad_kid",
+    JS_ENSURE(kid != NULL && token_ok(kid, JS_KS_KID_MAX), err, JS_EINVAL, JS_R_KEYSTATE_BAD_KID,
               "key '%s': kid must be 1..%d printable characters", key, JS_KS_KID_MAX);
     return JS_OK;
 }
@@ -257,7 +257,7 @@ static js_status key_reserve(ks_key *k, size_t more, js_err *err)
 
 static js_status add_key(js_keystate *ks, const char *name, ks_key **out, js_err *err)
 {
-    JS_ENSURE(ks->n < JS_KS_MAX_KEYS, err, JS_ELIMIT, "keystate.too_many_keys",
+    JS_ENSURE(ks->n < JS_KS_MAX_KEYS, err, JS_ELIMIT, JS_R_KEYSTATE_TOO_MANY_KEYS,
               "key '%s': the state holds at most %d keys", name, JS_KS_MAX_KEYS);
     if (ks->n == ks->cap) {
         size_t nc = ks->cap ? ks->cap * 2 : 4;
@@ -328,20 +328,20 @@ js_status js_keystate_ensure_initial(js_keystate *ks, const char *key, const cha
     ks_key *k = find_key(ks, key);
     if (k != NULL) {
         /* The record of version 1 may be pruned; initial_kid never is. */
-        JS_ENSURE(strcmp(k->initial_kid, kid) == 0, err, JS_ECONFIG, "keystate.kid_mismatch",
+        JS_ENSURE(strcmp(k->initial_kid, kid) == 0, err, JS_ECONFIG, JS_R_KEYSTATE_KID_MISMATCH,
                   "key '%s': the token's key under label '%s' has kid '%s' but the state file "
                   "recorded version 1 with kid '%s'; the state file and the token disagree",
                   key, label, kid, k->initial_kid);
         return JS_OK;
     }
     const ks_key *other = NULL;
-    JS_ENSURE(find_kid_any(ks, kid, &other) == NULL, err, JS_ECONFIG, "keystate.duplicate_kid",
+    JS_ENSURE(find_kid_any(ks, kid, &other) == NULL, err, JS_ECONFIG, JS_R_KEYSTATE_DUPLICATE_KID,
               "key '%s': kid '%s' is already recorded for key '%s'", key, kid,
               other ? other->name : "?");
-    JS_ENSURE(!label_used(ks, label), err, JS_ECONFIG, "keystate.duplicate_label",
+    JS_ENSURE(!label_used(ks, label), err, JS_ECONFIG, JS_R_KEYSTATE_DUPLICATE_LABEL,
               "key '%s': label '%s' is already recorded for another version", key, label);
     JS_GUARD(ev_reserve(events, 1, err));
-    JS_ENSURE(ks->n < JS_KS_MAX_KEYS, err, JS_ELIMIT, "keystate.too_many_keys",
+    JS_ENSURE(ks->n < JS_KS_MAX_KEYS, err, JS_ELIMIT, JS_R_KEYSTATE_TOO_MANY_KEYS,
               "key '%s': the state holds at most %d keys", key, JS_KS_MAX_KEYS);
     /* Reserve the version before adding the key, so a failure leaves no
      * half-made key behind. */
@@ -376,27 +376,27 @@ js_status js_keystate_rotate(js_keystate *ks, const char *key, const char *label
     JS_GUARD(check_ids(key, label, alg, kid, err));
     JS_GUARD(check_now(now, err));
     JS_ENSURE(prepublish >= 0 && prepublish <= JS_KS_MAX_PERIOD, err, JS_EINVAL,
-              "keystate.bad_period", "key '%s': pre-publication of %" PRId64 " s is out of range",
-              key, prepublish);
+              JS_R_KEYSTATE_BAD_PERIOD,
+              "key '%s': pre-publication of %" PRId64 " s is out of range", key, prepublish);
     ks_key *k = find_key(ks, key);
-    JS_ENSURE(k != NULL, err, JS_ENOTFOUND, "keystate.unknown_key", "no key named '%s'", key);
+    JS_ENSURE(k != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KEY, "no key named '%s'", key);
     const js_keyver *pending = find_state(k, JS_KS_NEXT);
-    JS_ENSURE(pending == NULL, err, JS_ESTATE, "keystate.rotation_pending",
+    JS_ENSURE(pending == NULL, err, JS_ESTATE, JS_R_KEYSTATE_ROTATION_PENDING,
               "key '%s': version %" PRIu32 " (kid '%s') is already waiting to become active at "
               "%" PRId64 "; one rotation at a time",
               key, pending ? pending->version : 0, pending ? pending->kid : "",
               pending ? pending->activate_at : 0);
     const ks_key *other = NULL;
-    JS_ENSURE(find_kid_any(ks, kid, &other) == NULL, err, JS_EINVAL, "keystate.duplicate_kid",
+    JS_ENSURE(find_kid_any(ks, kid, &other) == NULL, err, JS_EINVAL, JS_R_KEYSTATE_DUPLICATE_KID,
               "key '%s': kid '%s' is already recorded for key '%s'; a new version needs a new key",
               key, kid, other ? other->name : "?");
-    JS_ENSURE(!label_used(ks, label), err, JS_EINVAL, "keystate.duplicate_label",
+    JS_ENSURE(!label_used(ks, label), err, JS_EINVAL, JS_R_KEYSTATE_DUPLICATE_LABEL,
               "key '%s': label '%s' is already recorded", key, label);
     JS_ENSURE(count_published(k) < JS_KS_MAX_PUBLISHED, err, JS_ELIMIT,
-              "keystate.too_many_published",
+              JS_R_KEYSTATE_TOO_MANY_PUBLISHED,
               "key '%s': %d versions are already published; wait for retiring ones to retire", key,
               JS_KS_MAX_PUBLISHED);
-    JS_ENSURE(k->last_version < UINT32_MAX, err, JS_ELIMIT, "keystate.version_overflow",
+    JS_ENSURE(k->last_version < UINT32_MAX, err, JS_ELIMIT, JS_R_KEYSTATE_VERSION_OVERFLOW,
               "key '%s': no version numbers left", key);
     size_t victim = SIZE_MAX;
     if (k->n >= JS_KS_MAX_VERSIONS) {
@@ -405,7 +405,7 @@ js_status js_keystate_rotate(js_keystate *ks, const char *key, const char *label
         for (size_t i = 0; i < k->n && victim == SIZE_MAX; i++)
             if (forgettable(&k->v[i], now, true))
                 victim = i;
-        JS_ENSURE(victim != SIZE_MAX, err, JS_ELIMIT, "keystate.too_many_versions",
+        JS_ENSURE(victim != SIZE_MAX, err, JS_ELIMIT, JS_R_KEYSTATE_TOO_MANY_VERSIONS,
                   "key '%s': %d versions are recorded and none may be forgotten yet (revoked "
                   "kids are kept %d days)",
                   key, JS_KS_MAX_VERSIONS, JS_KS_REVOKED_KEEP / 86400);
@@ -441,20 +441,20 @@ js_status js_keystate_revoke(js_keystate *ks, const char *key, const char *kid, 
                              const char *reason, js_ks_events *events, js_err *err)
 {
     JS_GUARD(check_now(now, err));
-    JS_ENSURE(key != NULL && kid != NULL, err, JS_EINVAL, "keystate.bad_name",
+    JS_ENSURE(key != NULL && kid != NULL, err, JS_EINVAL, JS_R_KEYSTATE_BAD_NAME,
               "key name and kid are required");
     if (reason == NULL)
         reason = "";
-    JS_ENSURE(reason_ok(reason), err, JS_EINVAL, "keystate.bad_reason",
+    JS_ENSURE(reason_ok(reason), err, JS_EINVAL, JS_R_KEYSTATE_BAD_REASON,
               "revocation reason must be at most %d printable characters", JS_KS_REASON_MAX);
     ks_key *k = find_key(ks, key);
-    JS_ENSURE(k != NULL, err, JS_ENOTFOUND, "keystate.unknown_key", "no key named '%s'", key);
+    JS_ENSURE(k != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KEY, "no key named '%s'", key);
     js_keyver *v = NULL;
     for (size_t i = 0; i < k->n && v == NULL; i++)
         if (strcmp(k->v[i].kid, kid) == 0)
             v = &k->v[i];
-    JS_ENSURE(v != NULL, err, JS_ENOTFOUND, "keystate.unknown_kid", "key '%s' has no kid '%s'", key,
-              kid);
+    JS_ENSURE(v != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KID, "key '%s' has no kid '%s'",
+              key, kid);
     if (v->state == JS_KS_REVOKED)
         return JS_OK; /* terminal; a retried admin call is not an error */
     JS_GUARD(ev_reserve(events, 2, err));
@@ -481,12 +481,12 @@ js_status js_keystate_revoke(js_keystate *ks, const char *key, const char *kid, 
 js_status js_keystate_set_rotation(js_keystate *ks, const char *key, int64_t period_seconds,
                                    js_err *err)
 {
-    JS_ENSURE(key != NULL, err, JS_EINVAL, "keystate.bad_name", "key name is required");
+    JS_ENSURE(key != NULL, err, JS_EINVAL, JS_R_KEYSTATE_BAD_NAME, "key name is required");
     ks_key *k = find_key(ks, key);
-    JS_ENSURE(k != NULL, err, JS_ENOTFOUND, "keystate.unknown_key", "no key named '%s'", key);
+    JS_ENSURE(k != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KEY, "no key named '%s'", key);
     JS_ENSURE(period_seconds >= 0 && period_seconds <= JS_KS_MAX_PERIOD, err, JS_EINVAL,
-              "keystate.bad_period", "key '%s': rotation period of %" PRId64 " s is out of range",
-              key, period_seconds);
+              JS_R_KEYSTATE_BAD_PERIOD,
+              "key '%s': rotation period of %" PRId64 " s is out of range", key, period_seconds);
     k->rotation_period = period_seconds;
     return JS_OK;
 }
@@ -495,7 +495,7 @@ js_status js_keystate_tick(js_keystate *ks, int64_t now, js_ks_lifetime_fn lifet
                            js_ks_events *events, js_err *err)
 {
     JS_GUARD(check_now(now, err));
-    JS_ENSURE(lifetime_fn != NULL, err, JS_EINVAL, "keystate.no_lifetime",
+    JS_ENSURE(lifetime_fn != NULL, err, JS_EINVAL, JS_R_KEYSTATE_NO_LIFETIME,
               "tick needs a lifetime function");
     /* Sample and check every lifetime, and reserve every event, before
      * changing anything: the tick either fails whole or applies whole. */
@@ -503,7 +503,7 @@ js_status js_keystate_tick(js_keystate *ks, int64_t now, js_ks_lifetime_fn lifet
     size_t worst = 0;
     for (size_t i = 0; i < ks->n; i++) {
         int64_t l = lifetime_fn(ks->keys[i].name, ctx);
-        JS_ENSURE(l >= 0 && l <= JS_KS_MAX_LIFETIME, err, JS_EINTERNAL, "keystate.bad_lifetime",
+        JS_ENSURE(l >= 0 && l <= JS_KS_MAX_LIFETIME, err, JS_EINTERNAL, JS_R_KEYSTATE_BAD_LIFETIME,
                   "key '%s': token lifetime %" PRId64 " s is out of range 0..%d", ks->keys[i].name,
                   l, JS_KS_MAX_LIFETIME);
         lifetimes[i] = l;
@@ -568,9 +568,9 @@ js_status js_keystate_active(const js_keystate *ks, const char *key, const js_ke
 {
     *out = NULL;
     const ks_key *k = find_key(ks, key);
-    JS_ENSURE(k != NULL, err, JS_ENOTFOUND, "keystate.unknown_key", "no key named '%s'", key);
+    JS_ENSURE(k != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KEY, "no key named '%s'", key);
     const js_keyver *v = find_state(k, JS_KS_ACTIVE);
-    JS_ENSURE(v != NULL, err, JS_EUNAVAIL, "keystate.no_active",
+    JS_ENSURE(v != NULL, err, JS_EUNAVAIL, JS_R_KEYSTATE_NO_ACTIVE,
               "key '%s' has no active version (revoked without a successor): an administrator "
               "must call Admin/RotateKey, which makes a new version active immediately",
               key);
@@ -592,12 +592,12 @@ js_status js_keystate_published(const js_keystate *ks, const char *key,
 {
     *count = 0;
     const ks_key *k = find_key(ks, key);
-    JS_ENSURE(k != NULL, err, JS_ENOTFOUND, "keystate.unknown_key", "no key named '%s'", key);
+    JS_ENSURE(k != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KEY, "no key named '%s'", key);
     for (size_t i = 0; i < k->n; i++) {
         if (!js_key_state_published(k->v[i].state))
             continue;
         /* Guaranteed by rotate and load; checked so a bug cannot overflow. */
-        JS_ENSURE(*count < JS_KS_MAX_PUBLISHED, err, JS_EINTERNAL, "internal.bug",
+        JS_ENSURE(*count < JS_KS_MAX_PUBLISHED, err, JS_EINTERNAL, JS_R_INTERNAL_BUG,
                   "key '%s' has more than %d published versions", key, JS_KS_MAX_PUBLISHED);
         out[(*count)++] = &k->v[i];
     }
@@ -656,17 +656,17 @@ js_status js_keystate_cap_exp(const js_keystate *ks, const char *key, uint32_t v
 {
     *capped = 0;
     const ks_key *k = find_key(ks, key);
-    JS_ENSURE(k != NULL, err, JS_ENOTFOUND, "keystate.unknown_key", "no key named '%s'", key);
+    JS_ENSURE(k != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KEY, "no key named '%s'", key);
     const js_keyver *v = NULL;
     for (size_t i = 0; i < k->n && v == NULL; i++)
         if (k->v[i].version == version)
             v = &k->v[i];
-    JS_ENSURE(v != NULL, err, JS_ENOTFOUND, "keystate.unknown_version",
+    JS_ENSURE(v != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_VERSION,
               "key '%s' has no version %" PRIu32, key, version);
-    JS_ENSURE(v->state == JS_KS_ACTIVE, err, JS_EDENIED, "keystate.not_active",
+    JS_ENSURE(v->state == JS_KS_ACTIVE, err, JS_EDENIED, JS_R_KEYSTATE_NOT_ACTIVE,
               "key '%s' version %" PRIu32 " is %s and may not sign", key, version,
               js_key_state_name(v->state));
-    JS_ENSURE(v->lifetime > 0, err, JS_EUNAVAIL, "keystate.lifetime_unknown",
+    JS_ENSURE(v->lifetime > 0, err, JS_EUNAVAIL, JS_R_KEYSTATE_LIFETIME_UNKNOWN,
               "key '%s' version %" PRIu32 ": token lifetime not sampled yet (tick first)", key,
               version);
     /* The version retires at some time >= now and stays published for its
@@ -684,7 +684,7 @@ typedef struct loader {
     js_err *err;
 } loader;
 
-static js_status bad(const loader *ld, const char *reason, const char *where, const char *what)
+static js_status bad(const loader *ld, js_reason reason, const char *where, const char *what)
 {
     return js_err_set(ld->err, JS_ECONFIG, reason, "%s: %s: %s", ld->path, where, what);
 }
@@ -704,14 +704,14 @@ static js_status only_members(const loader *ld, json_t *obj, const char *where,
         if (!known) {
             char what[200];
             snprintf(what, sizeof(what), "unknown member '%.64s'", name);
-            return bad(ld, "keystate.unknown_member", where, what);
+            return bad(ld, JS_R_KEYSTATE_UNKNOWN_MEMBER, where, what);
         }
     }
     for (size_t i = 0; i < n; i++) {
         if (json_object_get(obj, names[i]) == NULL) {
             char what[120];
             snprintf(what, sizeof(what), "missing member '%s'", names[i]);
-            return bad(ld, "keystate.missing_member", where, what);
+            return bad(ld, JS_R_KEYSTATE_MISSING_MEMBER, where, what);
         }
     }
     return JS_OK;
@@ -724,13 +724,13 @@ static js_status get_int(const loader *ld, json_t *obj, const char *where, const
     char at[160];
     snprintf(at, sizeof(at), "%s.%s", where, name);
     if (!json_is_integer(v))
-        return bad(ld, "keystate.type", at, "must be an integer");
+        return bad(ld, JS_R_KEYSTATE_TYPE, at, "must be an integer");
     json_int_t x = json_integer_value(v);
     if (x < lo || x > hi) {
         char what[120];
         snprintf(what, sizeof(what), "%lld is out of range %" PRId64 "..%" PRId64, (long long)x, lo,
                  hi);
-        return bad(ld, "keystate.range", at, what);
+        return bad(ld, JS_R_KEYSTATE_RANGE, at, what);
     }
     *out = (int64_t)x;
     return JS_OK;
@@ -743,10 +743,10 @@ static js_status get_str(const loader *ld, json_t *obj, const char *where, const
     char at[160];
     snprintf(at, sizeof(at), "%s.%s", where, name);
     if (!json_is_string(v))
-        return bad(ld, "keystate.type", at, "must be a string");
+        return bad(ld, JS_R_KEYSTATE_TYPE, at, "must be a string");
     const char *s = json_string_value(v);
     if (json_string_length(v) >= cap || strlen(s) != json_string_length(v) || !ok(s))
-        return bad(ld, "keystate.invalid", at, "not a valid value");
+        return bad(ld, JS_R_KEYSTATE_INVALID, at, "not a valid value");
     snprintf(out, cap, "%s", s);
     return JS_OK;
 }
@@ -771,7 +771,7 @@ static const char *const k_version_members[] = {
 static js_status load_version(const loader *ld, json_t *jv, const char *where, js_keyver *v)
 {
     if (!json_is_object(jv))
-        return bad(ld, "keystate.type", where, "must be an object");
+        return bad(ld, JS_R_KEYSTATE_TYPE, where, "must be an object");
     JS_GUARD(only_members(ld, jv, where, k_version_members,
                           sizeof(k_version_members) / sizeof(k_version_members[0])));
     memset(v, 0, sizeof(*v));
@@ -786,11 +786,11 @@ static js_status load_version(const loader *ld, json_t *jv, const char *where, j
     char at[160];
     snprintf(at, sizeof(at), "%s.state", where);
     if (!json_is_string(js))
-        return bad(ld, "keystate.type", at, "must be a string");
+        return bad(ld, JS_R_KEYSTATE_TYPE, at, "must be a string");
     if (!js_key_state_parse(json_string_value(js), &v->state)) {
         char what[120];
         snprintf(what, sizeof(what), "unknown state '%.32s'", json_string_value(js));
-        return bad(ld, "keystate.unknown_state", at, what);
+        return bad(ld, JS_R_KEYSTATE_UNKNOWN_STATE, at, what);
     }
     JS_GUARD(get_int(ld, jv, where, "created", 1, JS_KS_TIME_MAX, &v->created));
     JS_GUARD(get_int(ld, jv, where, "publish_at", 1, JS_KS_TIME_MAX, &v->publish_at));
@@ -802,12 +802,12 @@ static js_status load_version(const loader *ld, json_t *jv, const char *where, j
 
     /* Timestamps each state needs to make its next transition. */
     if (v->state == JS_KS_REVOKED && v->revoked_at == 0)
-        return bad(ld, "keystate.invalid", where, "a revoked version needs revoked_at");
+        return bad(ld, JS_R_KEYSTATE_INVALID, where, "a revoked version needs revoked_at");
     if (v->state != JS_KS_REVOKED && v->revoked_at != 0)
-        return bad(ld, "keystate.invalid", where, "only a revoked version has revoked_at");
+        return bad(ld, JS_R_KEYSTATE_INVALID, where, "only a revoked version has revoked_at");
     if ((v->state == JS_KS_RETIRING || v->state == JS_KS_RETIRED) &&
         (v->retire_at == 0 || v->unpublish_at < v->retire_at))
-        return bad(ld, "keystate.invalid", where,
+        return bad(ld, JS_R_KEYSTATE_INVALID, where,
                    "a retiring or retired version needs retire_at <= unpublish_at");
     return JS_OK;
 }
@@ -825,20 +825,20 @@ static js_status load_key(const loader *ld, js_keystate *ks, json_t *jk, size_t 
     char where[64];
     snprintf(where, sizeof(where), "keys[%zu]", idx);
     if (!json_is_object(jk))
-        return bad(ld, "keystate.type", where, "must be an object");
+        return bad(ld, JS_R_KEYSTATE_TYPE, where, "must be an object");
     JS_GUARD(only_members(ld, jk, where, k_key_members,
                           sizeof(k_key_members) / sizeof(k_key_members[0])));
     char name[JS_KS_NAME_MAX + 1];
     JS_GUARD(get_str(ld, jk, where, "name", name, sizeof(name), name_valid));
     if (find_key(ks, name) != NULL)
-        return bad(ld, "keystate.invalid", where, "duplicate key name");
+        return bad(ld, JS_R_KEYSTATE_INVALID, where, "duplicate key name");
     json_t *jvs = json_object_get(jk, "versions");
     char at[96];
     snprintf(at, sizeof(at), "%s.versions", where);
     if (!json_is_array(jvs))
-        return bad(ld, "keystate.type", at, "must be an array");
+        return bad(ld, JS_R_KEYSTATE_TYPE, at, "must be an array");
     if (json_array_size(jvs) > JS_KS_MAX_VERSIONS)
-        return bad(ld, "keystate.invalid", at, "too many versions");
+        return bad(ld, JS_R_KEYSTATE_INVALID, at, "too many versions");
 
     ks_key *k = NULL;
     JS_GUARD(add_key(ks, name, &k, ld->err));
@@ -857,26 +857,26 @@ static js_status load_key(const loader *ld, js_keystate *ks, json_t *jk, size_t 
         js_keyver v;
         JS_GUARD(load_version(ld, json_array_get(jvs, j), vw, &v));
         if (v.version > k->last_version)
-            return bad(ld, "keystate.invalid", vw, "version is above last_version");
+            return bad(ld, JS_R_KEYSTATE_INVALID, vw, "version is above last_version");
         if (k->n > 0 && v.version <= k->v[k->n - 1].version)
-            return bad(ld, "keystate.invalid", vw, "versions must be in increasing order");
+            return bad(ld, JS_R_KEYSTATE_INVALID, vw, "versions must be in increasing order");
         if (v.version == 1 && strcmp(v.kid, k->initial_kid) != 0)
-            return bad(ld, "keystate.invalid", vw, "version 1 kid differs from initial_kid");
+            return bad(ld, JS_R_KEYSTATE_INVALID, vw, "version 1 kid differs from initial_kid");
         if (find_kid_any(ks, v.kid, NULL) != NULL)
-            return bad(ld, "keystate.invalid", vw, "duplicate kid");
+            return bad(ld, JS_R_KEYSTATE_INVALID, vw, "duplicate kid");
         if (label_used(ks, v.label))
-            return bad(ld, "keystate.invalid", vw, "duplicate label");
+            return bad(ld, JS_R_KEYSTATE_INVALID, vw, "duplicate label");
         n_active += v.state == JS_KS_ACTIVE;
         n_next += v.state == JS_KS_NEXT;
         n_pub += js_key_state_published(v.state);
         k->v[k->n++] = v;
     }
     if (n_active > 1)
-        return bad(ld, "keystate.invalid", where, "more than one active version");
+        return bad(ld, JS_R_KEYSTATE_INVALID, where, "more than one active version");
     if (n_next > 1)
-        return bad(ld, "keystate.invalid", where, "more than one next version");
+        return bad(ld, JS_R_KEYSTATE_INVALID, where, "more than one next version");
     if (n_pub > JS_KS_MAX_PUBLISHED)
-        return bad(ld, "keystate.invalid", where, "too many published versions");
+        return bad(ld, JS_R_KEYSTATE_INVALID, where, "too many published versions");
     return JS_OK;
 }
 
@@ -887,12 +887,13 @@ static js_status parse_state(const loader *ld, const char *buf, size_t len, js_k
      * silently win. */
     json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
-        return js_err_set(ld->err, JS_ECONFIG, "keystate.malformed", "%s:%d:%d: malformed JSON: %s",
-                          ld->path, jerr.line, jerr.column, jerr.text);
+        return js_err_set(ld->err, JS_ECONFIG, JS_R_KEYSTATE_MALFORMED,
+                          "%s:%d:%d: malformed JSON: %s", ld->path, jerr.line, jerr.column,
+                          jerr.text);
     js_status st = JS_OK;
     static const char *const members[] = {"format", "version", "keys"};
     if (!json_is_object(root)) {
-        st = bad(ld, "keystate.type", "top level", "must be an object");
+        st = bad(ld, JS_R_KEYSTATE_TYPE, "top level", "must be an object");
         goto out;
     }
     st = only_members(ld, root, "top level", members, 3);
@@ -900,7 +901,7 @@ static js_status parse_state(const loader *ld, const char *buf, size_t len, js_k
         goto out;
     json_t *f = json_object_get(root, "format");
     if (!json_is_string(f) || strcmp(json_string_value(f), JS_KS_FORMAT) != 0) {
-        st = bad(ld, "keystate.format", "format", "must be \"" JS_KS_FORMAT "\"");
+        st = bad(ld, JS_R_KEYSTATE_FORMAT, "format", "must be \"" JS_KS_FORMAT "\"");
         goto out;
     }
     int64_t ver = 0;
@@ -908,16 +909,16 @@ static js_status parse_state(const loader *ld, const char *buf, size_t len, js_k
     if (st != JS_OK)
         goto out;
     if (ver != JS_KS_FORMAT_VERSION) {
-        st = bad(ld, "keystate.format", "version", "unsupported format version");
+        st = bad(ld, JS_R_KEYSTATE_FORMAT, "version", "unsupported format version");
         goto out;
     }
     json_t *keys = json_object_get(root, "keys");
     if (!json_is_array(keys)) {
-        st = bad(ld, "keystate.type", "keys", "must be an array");
+        st = bad(ld, JS_R_KEYSTATE_TYPE, "keys", "must be an array");
         goto out;
     }
     if (json_array_size(keys) > JS_KS_MAX_KEYS) {
-        st = bad(ld, "keystate.invalid", "keys", "too many keys");
+        st = bad(ld, JS_R_KEYSTATE_INVALID, "keys", "too many keys");
         goto out;
     }
     for (size_t i = 0; i < json_array_size(keys) && st == JS_OK; i++)
@@ -930,7 +931,7 @@ out:
 js_status js_keystate_load(const char *path, js_keystate **out, js_err *err)
 {
     *out = NULL;
-    JS_ENSURE(path != NULL, err, JS_EINVAL, "keystate.io", "no state file path");
+    JS_ENSURE(path != NULL, err, JS_EINVAL, JS_R_KEYSTATE_IO, "no state file path");
     js_keystate *ks = NULL;
     JS_GUARD(js_keystate_new(&ks, err));
     char *buf = NULL;
@@ -998,7 +999,8 @@ static json_t *state_json(const js_keystate *ks)
 
 js_status js_keystate_save(const js_keystate *ks, const char *path, js_err *err)
 {
-    JS_ENSURE(path != NULL && path[0] != '\0', err, JS_EINVAL, "keystate.io", "no state file path");
+    JS_ENSURE(path != NULL && path[0] != '\0', err, JS_EINVAL, JS_R_KEYSTATE_IO,
+              "no state file path");
     json_t *root = state_json(ks);
     JS_ENSURE_ALLOC(root, err);
     char *text = json_dumps(root, JSON_INDENT(2));
@@ -1008,7 +1010,7 @@ js_status js_keystate_save(const js_keystate *ks, const char *path, js_err *err)
     /* Never write a file the next start would refuse to load. */
     js_status st = len <= JS_KS_FILE_MAX
                        ? js_statefile_write(path, text, len, "keystate", err)
-                       : js_err_set(err, JS_EINTERNAL, "keystate.too_large",
+                       : js_err_set(err, JS_EINTERNAL, JS_R_KEYSTATE_TOO_LARGE,
                                     "%s: state would be %zu bytes; the limit is %d", path, len,
                                     JS_KS_FILE_MAX);
     free(text);

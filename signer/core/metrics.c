@@ -374,7 +374,7 @@ static void histogram_observe(histogram *hg, uint64_t v)
 
 js_status js_metrics_new(js_metrics **out, js_err *err)
 {
-    JS_ENSURE(out != NULL, err, JS_EINVAL, "metrics.invalid", "js_metrics_new: out is NULL");
+    JS_ENSURE(out != NULL, err, JS_EINVAL, JS_R_METRICS_INVALID, "js_metrics_new: out is NULL");
     *out = NULL;
     js_metrics *m = calloc(1, sizeof(*m));
     JS_ENSURE_ALLOC(m, err);

@@ -101,7 +101,7 @@ js_status js_ratelimit_new(size_t max_identities, js_ratelimit **out, js_err *er
 {
     *out = NULL;
     JS_ENSURE(max_identities >= 1 && max_identities <= RL_MAX_IDENTITIES, err, JS_ECONFIG,
-              "rate.config", "max_identities must be 1..%u", RL_MAX_IDENTITIES);
+              JS_R_RATE_CONFIG, "max_identities must be 1..%u", RL_MAX_IDENTITIES);
     js_ratelimit *rl = calloc(1, sizeof(*rl));
     JS_ENSURE_ALLOC(rl, err);
     rl->max_identities = max_identities;
@@ -115,14 +115,15 @@ js_status js_ratelimit_new(size_t max_identities, js_ratelimit **out, js_err *er
         stripe *st = &rl->stripes[s];
         if (pthread_mutex_init(&st->mu, NULL) != 0) {
             js_ratelimit_free(rl);
-            return js_err_set(err, JS_EINTERNAL, "internal.mutex", "mutex initialisation failed");
+            return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_MUTEX,
+                              "mutex initialisation failed");
         }
         rl->nstripes_init = s + 1;
         st->nchains = nchains;
         st->chains = calloc(nchains, sizeof(*st->chains));
         if (st->chains == NULL) {
             js_ratelimit_free(rl);
-            return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+            return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         }
     }
     *out = rl;
@@ -294,9 +295,9 @@ js_status js_ratelimit_take(js_ratelimit *rl, const js_policy_caller *c, const c
                             uint64_t now_ns, uint64_t *retry_after_ms, js_err *err)
 {
     char shown[96], cid[96];
-    JS_ENSURE(retry_after_ms != NULL, err, JS_EINTERNAL, "rate.internal", "no retry_after_ms");
+    JS_ENSURE(retry_after_ms != NULL, err, JS_EINTERNAL, JS_R_RATE_INTERNAL, "no retry_after_ms");
     *retry_after_ms = 0;
-    JS_ENSURE(rl != NULL && c != NULL && identity != NULL, err, JS_EINTERNAL, "rate.internal",
+    JS_ENSURE(rl != NULL && c != NULL && identity != NULL, err, JS_EINTERNAL, JS_R_RATE_INTERNAL,
               "rate limiter called without a limiter, caller entry or identity");
     bool incident = atomic_load(&rl->incident);
     js_rate lim = incident ? js_policy_caller_incident_rate(c) : js_policy_caller_rate(c);
@@ -325,7 +326,7 @@ js_status js_ratelimit_take(js_ratelimit *rl, const js_policy_caller *c, const c
             whole++; /* ceil without libm */
         *retry_after_ms = whole < 1 ? 1 : whole;
         return js_err_set(
-            err, JS_ELIMIT, "rate.limited",
+            err, JS_ELIMIT, JS_R_RATE_LIMITED,
             "%s: caller '%s' (policy entry '%s'%s) is over %g/s, burst %g; retry "
             "after %" PRIu64 " ms",
             incident ? "incident_rate" : "rate", js_escape(shown, sizeof(shown), identity, len),
@@ -335,6 +336,6 @@ js_status js_ratelimit_take(js_ratelimit *rl, const js_policy_caller *c, const c
     case TAKE_OOM:
     case TAKE_NO_ROOM:
     default:
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
 }

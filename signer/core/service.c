@@ -61,11 +61,11 @@ void js_sign_result_clear(js_sign_result *res)
 js_status js_request_id_check(const char *request_id, js_err *err)
 {
     size_t n = strlen(request_id);
-    JS_ENSURE(n <= JS_REQUEST_ID_MAX, err, JS_EINVAL, "request.request_id",
+    JS_ENSURE(n <= JS_REQUEST_ID_MAX, err, JS_EINVAL, JS_R_REQUEST_REQUEST_ID,
               "request_id is %zu characters; the limit is %d", n, JS_REQUEST_ID_MAX);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)request_id[i];
-        JS_ENSURE(c >= 0x21 && c <= 0x7e, err, JS_EINVAL, "request.request_id",
+        JS_ENSURE(c >= 0x21 && c <= 0x7e, err, JS_EINVAL, JS_R_REQUEST_REQUEST_ID,
                   "request_id must be printable ASCII without spaces");
     }
     return JS_OK;
@@ -125,11 +125,11 @@ js_status js_service_admit(const js_service *svc, const js_policy *p, const js_f
     memset(adm, 0, sizeof(*adm));
     *retry_after_ms = 0;
     const js_policy_caller *c = js_policy_match(p, identity);
-    JS_ENSURE(c != NULL, err, JS_EDENIED, "policy.no_match",
+    JS_ENSURE(c != NULL, err, JS_EDENIED, JS_R_POLICY_NO_MATCH,
               "caller '%s' matches no entry of the policy", identity);
-    JS_ENSURE(!js_policy_caller_frozen(c), err, JS_EDENIED, "policy.frozen",
+    JS_ENSURE(!js_policy_caller_frozen(c), err, JS_EDENIED, JS_R_POLICY_FROZEN,
               "caller '%s' is frozen (policy entry '%s')", identity, js_policy_caller_id(c));
-    JS_ENSURE(!js_frozen_contains(frozen, identity), err, JS_EDENIED, "admin.frozen",
+    JS_ENSURE(!js_frozen_contains(frozen, identity), err, JS_EDENIED, JS_R_ADMIN_FROZEN,
               "caller '%s' is frozen by an administrator", identity);
     JS_GUARD(js_ratelimit_take(svc->rl, c, identity, mono_ns(), retry_after_ms, err));
     adm->policy = p;
@@ -142,15 +142,17 @@ js_status js_service_check_policy(const js_service *svc, const js_policy *p, js_
 {
     for (size_t i = 0; i < js_policy_key_count(p); i++) {
         const char *name = js_policy_key_at(p, i);
-        JS_ENSURE(js_config_find_key(svc->cfg, name) != NULL, err, JS_ECONFIG, "policy.unknown_key",
+        JS_ENSURE(js_config_find_key(svc->cfg, name) != NULL, err, JS_ECONFIG,
+                  JS_R_POLICY_UNKNOWN_KEY,
                   "the policy names key '%s', which is not in the signer's configuration", name);
     }
     /* The policy names the issuer (issue 3); a config issuer, kept for
      * compatibility, must agree with it so no one is surprised by iss. */
     const char *iss = js_policy_issuer(p);
-    JS_ENSURE(iss != NULL, err, JS_ECONFIG, "policy.no_issuer", "the policy does not set issuer");
+    JS_ENSURE(iss != NULL, err, JS_ECONFIG, JS_R_POLICY_NO_ISSUER,
+              "the policy does not set issuer");
     JS_ENSURE(svc->cfg->issuer == NULL || strcmp(svc->cfg->issuer, iss) == 0, err, JS_ECONFIG,
-              "policy.issuer_mismatch",
+              JS_R_POLICY_ISSUER_MISMATCH,
               "the policy's issuer '%s' differs from the configuration's '%s'", iss,
               svc->cfg->issuer);
     return JS_OK;
@@ -176,7 +178,7 @@ js_status js_service_sign(const js_service *svc, js_hsm_session *s, const js_adm
     memset(res, 0, sizeof(*res));
     JS_GUARD(js_request_id_check(req->request_id, err));
     if (req->key_name[0] != '\0')
-        JS_ENSURE(key_name_valid(req->key_name), err, JS_EINVAL, "request.key_name",
+        JS_ENSURE(key_name_valid(req->key_name), err, JS_EINVAL, JS_R_REQUEST_KEY_NAME,
                   "key name must be 1-%d characters of [A-Za-z0-9._-]", JS_KEY_NAME_MAX);
 
     json_t *claims = NULL;
@@ -202,7 +204,7 @@ js_status js_service_sign(const js_service *svc, js_hsm_session *s, const js_adm
     const js_key *key = js_keyring_find(adm->keys, pr.key_name);
     char *payload = NULL;
     if (key == NULL)
-        st = js_err_set(err, JS_EUNAVAIL, "key.no_active",
+        st = js_err_set(err, JS_EUNAVAIL, JS_R_KEY_NO_ACTIVE,
                         "key '%s' has no active version (revoked without a successor): an "
                         "administrator must call Admin/RotateKey, which makes a new version "
                         "active immediately (emergency rotation)",
@@ -210,12 +212,12 @@ js_status js_service_sign(const js_service *svc, js_hsm_session *s, const js_adm
     /* A token never outlives its key version's publication (keystate.h):
      * exp is capped to now + the version's lifetime window. */
     if (st == JS_OK && js_key_lifetime(key) <= 0)
-        st = js_err_set(err, JS_EUNAVAIL, "key.lifetime_unknown",
+        st = js_err_set(err, JS_EUNAVAIL, JS_R_KEY_LIFETIME_UNKNOWN,
                         "key '%s' has no known publication window yet", pr.key_name);
     if (st == JS_OK && pr.exp > now + js_key_lifetime(key)) {
         pr.exp = now + js_key_lifetime(key);
         if (json_object_set_new(pr.claims, "exp", json_integer(pr.exp)) != 0)
-            st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     if (st == JS_OK) {
         snprintf(res->key_name, sizeof(res->key_name), "%s", js_key_name(key));
@@ -223,7 +225,7 @@ js_status js_service_sign(const js_service *svc, js_hsm_session *s, const js_adm
         snprintf(res->alg, sizeof(res->alg), "%s", js_alg_name(js_key_alg(key)));
         payload = json_dumps(pr.claims, JSON_COMPACT | JSON_PRESERVE_ORDER);
         if (payload == NULL)
-            st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     if (st == JS_OK) {
         const char *header = js_key_header(key);

@@ -150,17 +150,17 @@ static int is_loopback(const struct sockaddr *sa)
  */
 static js_status parse_listen(const char *listen, char host[LISTEN_MAX], char port[8], js_err *err)
 {
-    JS_ENSURE(listen != NULL && listen[0] != '\0', err, JS_ECONFIG, "http.listen",
+    JS_ENSURE(listen != NULL && listen[0] != '\0', err, JS_ECONFIG, JS_R_HTTP_LISTEN,
               "http listen address is empty");
     size_t n = strnlen(listen, LISTEN_MAX);
-    JS_ENSURE(n < LISTEN_MAX, err, JS_ECONFIG, "http.listen",
+    JS_ENSURE(n < LISTEN_MAX, err, JS_ECONFIG, JS_R_HTTP_LISTEN,
               "http listen address is longer than %d bytes", LISTEN_MAX - 1);
     const char *colon;
     const char *hs = listen;
     size_t hl;
     if (listen[0] == '[') {
         const char *close = strchr(listen, ']');
-        JS_ENSURE(close != NULL && close[1] == ':', err, JS_ECONFIG, "http.listen",
+        JS_ENSURE(close != NULL && close[1] == ':', err, JS_ECONFIG, JS_R_HTTP_LISTEN,
                   "http listen '%s': expected [ipv6]:port", listen);
         hs = listen + 1;
         hl = (size_t)(close - hs);
@@ -168,22 +168,22 @@ static js_status parse_listen(const char *listen, char host[LISTEN_MAX], char po
     } else {
         colon = strrchr(listen, ':');
         JS_ENSURE(colon != NULL && memchr(listen, ':', (size_t)(colon - listen)) == NULL, err,
-                  JS_ECONFIG, "http.listen",
+                  JS_ECONFIG, JS_R_HTTP_LISTEN,
                   "http listen '%s': expected host:port (IPv6 in brackets)", listen);
         hl = (size_t)(colon - listen);
     }
     const char *ps = colon + 1;
     size_t pl = strlen(ps);
     unsigned long v = 0;
-    JS_ENSURE(pl >= 1 && pl <= 5, err, JS_ECONFIG, "http.listen",
+    JS_ENSURE(pl >= 1 && pl <= 5, err, JS_ECONFIG, JS_R_HTTP_LISTEN,
               "http listen '%s': port must be 0-65535", listen);
     for (size_t i = 0; i < pl; i++) {
-        JS_ENSURE(ps[i] >= '0' && ps[i] <= '9', err, JS_ECONFIG, "http.listen",
+        JS_ENSURE(ps[i] >= '0' && ps[i] <= '9', err, JS_ECONFIG, JS_R_HTTP_LISTEN,
                   "http listen '%s': port must be 0-65535", listen);
         v = v * 10 + (unsigned long)(ps[i] - '0');
     }
-    JS_ENSURE(v <= 65535, err, JS_ECONFIG, "http.listen", "http listen '%s': port must be 0-65535",
-              listen);
+    JS_ENSURE(v <= 65535, err, JS_ECONFIG, JS_R_HTTP_LISTEN,
+              "http listen '%s': port must be 0-65535", listen);
     memcpy(host, hs, hl);
     host[hl] = '\0';
     memcpy(port, ps, pl + 1);
@@ -215,15 +215,15 @@ static js_status resolve_listen(const js_http_options *o, int tls, struct sockad
         node = "127.0.0.1";
     struct addrinfo *ai = NULL;
     int rc = getaddrinfo(node, port, &hints, &ai);
-    JS_ENSURE(rc == 0 && ai != NULL, err, JS_ECONFIG, "http.listen",
+    JS_ENSURE(rc == 0 && ai != NULL, err, JS_ECONFIG, JS_R_HTTP_LISTEN,
               "http listen '%s': cannot resolve: %s", o->listen, gai_strerror(rc));
 
     js_status st = JS_OK;
     if (ai->ai_addrlen > sizeof(*sa) || (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)) {
-        st = js_err_set(err, JS_ECONFIG, "http.listen", "http listen '%s': not an IP address",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HTTP_LISTEN, "http listen '%s': not an IP address",
                         o->listen);
     } else if (!tls && !is_loopback(ai->ai_addr)) {
-        st = js_err_set(err, JS_ECONFIG, "http.plain",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HTTP_PLAIN,
                         "http listen '%s' is not a loopback address: plain HTTP is allowed "
                         "only on 127.0.0.0/8, ::1 or localhost; configure a TLS certificate "
                         "and key",
@@ -243,13 +243,13 @@ static js_status resolve_listen(const js_http_options *o, int tls, struct sockad
 static js_status read_pem(const char *path, const char *what, char **out, size_t *len, js_err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    JS_ENSURE(fd >= 0, err, JS_ECONFIG, "http.tls", "http TLS %s '%s': %s", what, path,
+    JS_ENSURE(fd >= 0, err, JS_ECONFIG, JS_R_HTTP_TLS, "http TLS %s '%s': %s", what, path,
               strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0 ||
         sb.st_size > JS_HTTP_TLS_FILE_MAX) {
         close(fd);
-        return js_err_set(err, JS_ECONFIG, "http.tls",
+        return js_err_set(err, JS_ECONFIG, JS_R_HTTP_TLS,
                           "http TLS %s '%s': not a regular file of 1 to %d bytes", what, path,
                           JS_HTTP_TLS_FILE_MAX);
     }
@@ -257,7 +257,7 @@ static js_status read_pem(const char *path, const char *what, char **out, size_t
     char *p = malloc(size + 1);
     if (p == NULL) {
         close(fd);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     size_t got = 0;
     while (got < size) {
@@ -272,7 +272,8 @@ static js_status read_pem(const char *path, const char *what, char **out, size_t
     if (got != size) {
         OPENSSL_cleanse(p, size);
         free(p);
-        return js_err_set(err, JS_ECONFIG, "http.tls", "http TLS %s '%s': short read", what, path);
+        return js_err_set(err, JS_ECONFIG, JS_R_HTTP_TLS, "http TLS %s '%s': short read", what,
+                          path);
     }
     p[size] = '\0';
     *out = p;
@@ -864,7 +865,8 @@ static void http_free(js_http *h)
 static js_status guard_start(js_http *h, js_err *err)
 {
     pthread_condattr_t ca;
-    JS_ENSURE(pthread_condattr_init(&ca) == 0, err, JS_EINTERNAL, "internal.oom", "out of memory");
+    JS_ENSURE(pthread_condattr_init(&ca) == 0, err, JS_EINTERNAL, JS_R_INTERNAL_OOM,
+              "out of memory");
     int ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
     if (ok && pthread_mutex_init(&h->mu, NULL) == 0) {
         if (pthread_cond_init(&h->cv, &ca) == 0)
@@ -873,10 +875,10 @@ static js_status guard_start(js_http *h, js_err *err)
             pthread_mutex_destroy(&h->mu);
     }
     pthread_condattr_destroy(&ca);
-    JS_ENSURE(h->sync_ready, err, JS_EINTERNAL, "internal.oom",
+    JS_ENSURE(h->sync_ready, err, JS_EINTERNAL, JS_R_INTERNAL_OOM,
               "http: cannot create the connection guard's lock");
     JS_ENSURE(pthread_create(&h->sweeper, NULL, sweeper_main, h) == 0, err, JS_EINTERNAL,
-              "internal.oom", "http: cannot start the connection sweeper thread");
+              JS_R_INTERNAL_OOM, "http: cannot start the connection sweeper thread");
     h->sweeper_running = 1;
     return JS_OK;
 }
@@ -884,14 +886,14 @@ static js_status guard_start(js_http *h, js_err *err)
 js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js_http **out,
                         js_err *err)
 {
-    JS_ENSURE(o != NULL && hd != NULL && out != NULL, err, JS_EINVAL, "http.invalid",
+    JS_ENSURE(o != NULL && hd != NULL && out != NULL, err, JS_EINVAL, JS_R_HTTP_INVALID,
               "js_http_start: NULL argument");
     *out = NULL;
     int tls = o->tls_cert_file != NULL || o->tls_key_file != NULL;
     JS_ENSURE(!tls || (o->tls_cert_file != NULL && o->tls_key_file != NULL), err, JS_ECONFIG,
-              "http.tls", "http TLS needs both a certificate file and a key file");
+              JS_R_HTTP_TLS, "http TLS needs both a certificate file and a key file");
     JS_ENSURE(!tls || MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES, err, JS_ECONFIG,
-              "http.tls", "http TLS requested but libmicrohttpd was built without TLS");
+              JS_R_HTTP_TLS, "http TLS requested but libmicrohttpd was built without TLS");
 
     js_http *h = calloc(1, sizeof(*h));
     JS_ENSURE_ALLOC(h, err);
@@ -959,7 +961,7 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
         tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->tls_cert, MHD_OPTION_HTTPS_MEM_KEY,
         h->tls_key, MHD_OPTION_END);
     if (h->daemon == NULL) {
-        st = js_err_set(err, JS_ECONFIG, "http.start", "http listen '%s': cannot start: %s",
+        st = js_err_set(err, JS_ECONFIG, JS_R_HTTP_START, "http listen '%s': cannot start: %s",
                         o->listen, h->start_log[0] ? h->start_log : "libmicrohttpd refused");
         http_free(h);
         return st;

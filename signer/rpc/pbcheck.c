@@ -47,7 +47,7 @@ static bool read_varint(const uint8_t *p, size_t left, uint64_t *v, size_t *used
 static js_status malformed(const ProtobufCMessageDescriptor *d, size_t at, const char *what,
                            js_err *err)
 {
-    return js_err_set(err, JS_EINVAL, "request.malformed",
+    return js_err_set(err, JS_EINVAL, JS_R_REQUEST_MALFORMED,
                       "%s is not a valid protobuf message: %s at byte %zu", d->short_name, what,
                       at);
 }
@@ -76,11 +76,11 @@ static js_status check_string(const ProtobufCMessageDescriptor *d,
         if (js_text_valid((const char *)s + i, n - i, &off, &cp))
             return JS_OK;
         i += off;
-        JS_ENSURE(cp != JS_TEXT_NOT_UTF8, err, JS_EINVAL, "request.utf8",
+        JS_ENSURE(cp != JS_TEXT_NOT_UTF8, err, JS_EINVAL, JS_R_REQUEST_UTF8,
                   "%s.%s is not valid UTF-8 at offset %zu (a protobuf string is UTF-8 text)",
                   d->short_name, f->name, i);
-        JS_ENSURE(cp != 0, err, JS_EINVAL, "request.nul", "%s.%s contains a NUL byte at offset %zu",
-                  d->short_name, f->name, i);
+        JS_ENSURE(cp != 0, err, JS_EINVAL, JS_R_REQUEST_NUL,
+                  "%s.%s contains a NUL byte at offset %zu", d->short_name, f->name, i);
         i += utf8_len(cp);
     }
     return JS_OK;
@@ -137,7 +137,7 @@ static js_status walk(const ProtobufCMessageDescriptor *d, const uint8_t *buf, s
             if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING)
                 JS_GUARD(check_string(d, f, body, n, err));
             if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE) {
-                JS_ENSURE(depth < JS_PB_MAX_DEPTH, err, JS_EINVAL, "request.too_deep",
+                JS_ENSURE(depth < JS_PB_MAX_DEPTH, err, JS_EINVAL, JS_R_REQUEST_TOO_DEEP,
                           "%s.%s: messages nested deeper than %d levels", d->short_name, f->name,
                           JS_PB_MAX_DEPTH);
                 JS_GUARD(walk(f->descriptor, body, n, depth + 1, err));
@@ -161,8 +161,8 @@ js_status js_pb_check_strings(const ProtobufCMessageDescriptor *d, const uint8_t
                               js_err *err)
 {
     JS_ENSURE(d != NULL && d->magic == PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC, err, JS_EINTERNAL,
-              "internal.bug", "no message descriptor");
-    JS_ENSURE(buf != NULL || len == 0, err, JS_EINTERNAL, "internal.bug", "no message buffer");
+              JS_R_INTERNAL_BUG, "no message descriptor");
+    JS_ENSURE(buf != NULL || len == 0, err, JS_EINTERNAL, JS_R_INTERNAL_BUG, "no message buffer");
     return walk(d, buf, len, 0, err);
 }
 
@@ -175,7 +175,7 @@ js_status js_pb_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *buf, 
      * from ever seeing NULL. */
     static const uint8_t empty[1] = {0};
     *out = protobuf_c_message_unpack(d, NULL, len, len > 0 ? buf : empty);
-    JS_ENSURE(*out != NULL, err, JS_EINVAL, "request.malformed",
+    JS_ENSURE(*out != NULL, err, JS_EINVAL, JS_R_REQUEST_MALFORMED,
               "%s is not a valid protobuf message", d->short_name);
     return JS_OK;
 }

@@ -272,7 +272,7 @@ static int call_arm(worker *w, call_kind kind)
  * completion and may be freed at any moment (this function also runs on the
  * audit writer thread): nothing here may touch c afterwards. Status details
  * and trailing metadata live in locals; gRPC copies them during the call. */
-static void call_reply(call_ctx *c, grpc_status_code code, const char *reason, const char *msg,
+static void call_reply(call_ctx *c, grpc_status_code code, js_reason why, const char *msg,
                        const uint8_t *body, size_t body_len, uint64_t retry_after_ms)
 {
     grpc_op ops[4];
@@ -295,7 +295,8 @@ static void call_reply(call_ctx *c, grpc_status_code code, const char *reason, c
     size_t ntrailing = 0;
     if (code != GRPC_STATUS_OK) {
         /* "reason: message": the stable code first, for scripts and humans. */
-        char text[JS_REASON_MAX + JS_MSG_MAX + 4];
+        const char *reason = js_reason_name(why);
+        char text[JS_MSG_MAX + 80];
         snprintf(text, sizeof(text), "%s: %s", reason, msg);
         details = grpc_slice_from_copied_string(text);
         if (reason != NULL && reason[0] != '\0') {
@@ -339,11 +340,11 @@ static void call_reply(call_ctx *c, grpc_status_code code, const char *reason, c
 /* Copies the request payload into one contiguous, bounded buffer. */
 static js_status read_request(grpc_byte_buffer *bb, grpc_slice *out, js_err *err)
 {
-    JS_ENSURE(bb != NULL, err, JS_EINVAL, "request.missing", "request message missing");
-    JS_ENSURE(grpc_byte_buffer_length(bb) <= MAX_REQUEST_BYTES, err, JS_EINVAL, "request.too_large",
-              "request is larger than %d bytes", MAX_REQUEST_BYTES);
+    JS_ENSURE(bb != NULL, err, JS_EINVAL, JS_R_REQUEST_MISSING, "request message missing");
+    JS_ENSURE(grpc_byte_buffer_length(bb) <= MAX_REQUEST_BYTES, err, JS_EINVAL,
+              JS_R_REQUEST_TOO_LARGE, "request is larger than %d bytes", MAX_REQUEST_BYTES);
     grpc_byte_buffer_reader r;
-    JS_ENSURE(grpc_byte_buffer_reader_init(&r, bb) == 1, err, JS_EINVAL, "request.unreadable",
+    JS_ENSURE(grpc_byte_buffer_reader_init(&r, bb) == 1, err, JS_EINVAL, JS_R_REQUEST_UNREADABLE,
               "request message cannot be read");
     *out = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
@@ -354,10 +355,10 @@ static js_status read_request(grpc_byte_buffer *bb, grpc_slice *out, js_err *err
 static js_status call_identity(grpc_call *call, char *out, size_t cap, js_err *err)
 {
     grpc_auth_context *ctx = grpc_call_auth_context(call);
-    JS_ENSURE(ctx != NULL, err, JS_EDENIED, "identity.none", "no authenticated peer");
+    JS_ENSURE(ctx != NULL, err, JS_EDENIED, JS_R_IDENTITY_NONE, "no authenticated peer");
     js_status st;
     if (!grpc_auth_context_peer_is_authenticated(ctx)) {
-        st = js_err_set(err, JS_EDENIED, "identity.none", "peer is not authenticated");
+        st = js_err_set(err, JS_EDENIED, JS_R_IDENTITY_NONE, "peer is not authenticated");
         goto done;
     }
     const char *uris[MAX_SAN_NAMES];
@@ -377,7 +378,7 @@ static js_status call_identity(grpc_call *call, char *out, size_t cap, js_err *e
         const grpc_auth_property *p;
         while ((p = grpc_auth_property_iterator_next(&it)) != NULL) {
             if (p->value == NULL || strnlen(p->value, p->value_length) != p->value_length) {
-                st = js_err_set(err, JS_EDENIED, "identity.invalid",
+                st = js_err_set(err, JS_EDENIED, JS_R_IDENTITY_INVALID,
                                 "client certificate %s contains a NUL character", k_names[k].what);
                 goto done;
             }
@@ -417,7 +418,7 @@ static void log_sign(const call_ctx *c, grpc_status_code code, const js_err *err
         .request_id = c->request_id,
         .decision = decision_of(code),
         .status = grpc_status_name(code),
-        .reason = code == GRPC_STATUS_OK ? "ok" : err->reason,
+        .reason = js_reason_name(code == GRPC_STATUS_OK ? JS_R_OK : err->reason),
         .message = code == GRPC_STATUS_OK ? NULL : err->msg,
         .key = res->key_name,
         .kid = res->kid,
@@ -450,7 +451,7 @@ static void sign_event(const call_ctx *c, const js_err *err, const char *policy_
     ev->peer = c->peer;
     ev->request_id = c->request_id;
     ev->decision = ok ? "allow" : "deny";
-    ev->reason = ok ? "ok" : err->reason;
+    ev->reason = js_reason_name(ok ? JS_R_OK : err->reason);
     ev->message = ok ? NULL : err->msg;
     ev->key = res->key_name;
     ev->kid = res->kid;
@@ -486,7 +487,7 @@ static void sign_audit_done(void *ctx, js_status st, uint64_t seq, const js_err 
         len = jwtsigner__v1__sign_jwt_response__get_packed_size(&resp);
         buf = malloc(len > 0 ? len : 1);
         if (buf == NULL)
-            st = js_err_set(&err, JS_EINTERNAL, "internal.oom", "out of memory");
+            st = js_err_set(&err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         else
             jwtsigner__v1__sign_jwt_response__pack(&resp, buf);
     } else {
@@ -525,12 +526,12 @@ static bool denial_in_full(const call_ctx *c)
 
 /* Counts a denial into its folded record: by identity, or by the peer's
  * address (without the port, which changes with every connection). */
-static void fold_denial(const call_ctx *c, const char *type, const char *reason)
+static void fold_denial(const call_ctx *c, const char *type, js_reason why)
 {
     char peer[JS_DENIALS_KEY_MAX + 1];
     js_denials_key(NULL, c->peer, peer, sizeof(peer));
     const char *addr = strncmp(peer, "peer ", 5) == 0 ? peer + 5 : peer;
-    js_audit_note_folded(c->w->srv->audit, type, c->identity, addr, reason);
+    js_audit_note_folded(c->w->srv->audit, type, c->identity, addr, js_reason_name(why));
 }
 
 /*
@@ -560,7 +561,7 @@ static void handle_no_message(call_ctx *c, const char *method)
         };
         js_reqlog_emit(&log);
     }
-    call_reply(c, GRPC_STATUS_CANCELLED, "request.missing", "no request message", NULL, 0, 0);
+    call_reply(c, GRPC_STATUS_CANCELLED, JS_R_REQUEST_MISSING, "no request message", NULL, 0, 0);
 }
 
 static void handle_sign(call_ctx *c)
@@ -642,7 +643,8 @@ static void handle_sign(call_ctx *c)
          * per reason, per second (FORMAT.md). */
         fold_denial(c, "sign", err.reason);
         grpc_status_code code = status_to_grpc(st);
-        js_metrics_request(srv->metrics, "SignJwt", c->identity, decision_of(code), err.reason);
+        js_metrics_request(srv->metrics, "SignJwt", c->identity, decision_of(code),
+                           js_reason_name(err.reason));
         if (st == JS_ELIMIT)
             js_metrics_rate_limited(srv->metrics, c->identity);
         call_reply(c, code, err.reason, err.msg, NULL, 0, retry_ms);
@@ -693,7 +695,7 @@ static void handle_jwks(call_ctx *c)
         len = jwtsigner__v1__get_jwks_response__get_packed_size(&resp);
         buf = malloc(len > 0 ? len : 1);
         if (buf == NULL)
-            st = js_err_set(&err, JS_EINTERNAL, "internal.oom", "out of memory");
+            st = js_err_set(&err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         else
             jwtsigner__v1__get_jwks_response__pack(&resp, buf);
     }
@@ -704,7 +706,7 @@ static void handle_jwks(call_ctx *c)
         .peer = peer,
         .decision = st == JS_OK ? "allow" : "deny",
         .status = grpc_status_name(code),
-        .reason = st == JS_OK ? "ok" : err.reason,
+        .reason = js_reason_name(st == JS_OK ? JS_R_OK : err.reason),
         .message = st == JS_OK ? NULL : err.msg,
         .latency_us = mono_us() - t0,
     };
@@ -811,9 +813,9 @@ static js_status admin_dispatch(call_ctx *c, const uint8_t *data, size_t len, co
                                     detail, err);
     case ADMIN_COUNT:
     default:
-        return js_err_set(err, JS_EINTERNAL, "internal.admin", "unknown admin method");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_ADMIN, "unknown admin method");
     }
-    JS_ENSURE(*out != NULL, err, JS_EINTERNAL, "internal.oom", "out of memory");
+    JS_ENSURE(*out != NULL, err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     return JS_OK;
 }
 
@@ -845,17 +847,18 @@ static void handle_admin(call_ctx *c)
         return;
     }
     if (st == JS_OK && !js_policy_is_admin(policy, c->identity))
-        st = js_err_set(&err, JS_EDENIED, "admin.not_admin",
+        st = js_err_set(&err, JS_EDENIED, JS_R_ADMIN_NOT_ADMIN,
                         "caller '%s' is not an administrator (policy: admins)", c->identity);
     if (st == JS_OK && !js_denials_admit(srv->admin_rate, c->identity, mono_ms()))
-        st = js_err_set(&err, JS_ELIMIT, "admin.rate_limited",
+        st = js_err_set(&err, JS_ELIMIT, JS_R_ADMIN_RATE_LIMITED,
                         "administrator '%s' is over %u Admin calls per second", c->identity,
                         JS_ADMIN_RATE);
     bool full = st == JS_OK || (st != JS_ELIMIT && denial_in_full(c));
     if (!full || st == JS_ELIMIT) {
         fold_denial(c, "admin", err.reason);
         grpc_status_code code = status_to_grpc(st);
-        js_metrics_request(srv->metrics, method, c->identity, decision_of(code), err.reason);
+        js_metrics_request(srv->metrics, method, c->identity, decision_of(code),
+                           js_reason_name(err.reason));
         call_reply(c, code, err.reason, err.msg, NULL, 0, st == JS_ELIMIT ? 1000 : 0);
         return;
     }
@@ -876,7 +879,7 @@ static void handle_admin(call_ctx *c)
         .peer = c->peer,
         .decision = decision_of(code),
         .status = grpc_status_name(code),
-        .reason = st == JS_OK ? "ok" : err.reason,
+        .reason = js_reason_name(st == JS_OK ? JS_R_OK : err.reason),
         .message = st == JS_OK ? NULL : err.msg,
         .latency_us = mono_us() - c->t0_us,
     };
@@ -896,7 +899,7 @@ static void handle_unknown(call_ctx *c)
     method[mlen] = '\0';
     char msg[320];
     snprintf(msg, sizeof(msg), "method %s is not implemented", method);
-    call_reply(c, GRPC_STATUS_UNIMPLEMENTED, "rpc.unimplemented", msg, NULL, 0, 0);
+    call_reply(c, GRPC_STATUS_UNIMPLEMENTED, JS_R_RPC_UNIMPLEMENTED, msg, NULL, 0, 0);
 }
 
 /* ---- workers -------------------------------------------------------------------- */
@@ -948,11 +951,11 @@ static js_status read_pem(const char *path, char **out, js_err *err)
 {
     *out = NULL;
     FILE *f = fopen(path, "rb");
-    JS_ENSURE(f != NULL, err, JS_ECONFIG, "tls.read", "cannot open %s", path);
+    JS_ENSURE(f != NULL, err, JS_ECONFIG, JS_R_TLS_READ, "cannot open %s", path);
     char *buf = malloc(PEM_MAX_BYTES + 1);
     if (buf == NULL) {
         fclose(f);
-        return js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
     size_t n = fread(buf, 1, PEM_MAX_BYTES + 1, f);
     int bad = ferror(f);
@@ -960,8 +963,8 @@ static js_status read_pem(const char *path, char **out, js_err *err)
     if (bad || n == 0 || n > PEM_MAX_BYTES) {
         OPENSSL_cleanse(buf, PEM_MAX_BYTES + 1);
         free(buf);
-        return js_err_set(err, JS_ECONFIG, "tls.read", "%s is empty, unreadable or over %d bytes",
-                          path, PEM_MAX_BYTES);
+        return js_err_set(err, JS_ECONFIG, JS_R_TLS_READ,
+                          "%s is empty, unreadable or over %d bytes", path, PEM_MAX_BYTES);
     }
     buf[n] = '\0';
     *out = buf;
@@ -990,7 +993,7 @@ static js_status make_credentials(const js_config *cfg, grpc_server_credentials 
         *out = grpc_ssl_server_credentials_create_ex(
             ca, &pair, 1, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
         if (*out == NULL)
-            st = js_err_set(err, JS_ECONFIG, "tls.credentials", "cannot create TLS credentials");
+            st = js_err_set(err, JS_ECONFIG, JS_R_TLS_CREDENTIALS, "cannot create TLS credentials");
     }
     free(cert);
     free_secret_pem(key);
@@ -1026,7 +1029,7 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
 
     srv->workers = calloc((size_t)srv->nworkers, sizeof(*srv->workers));
     if (srv->workers == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, "internal.oom", "out of memory");
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
         goto fail;
     }
     for (int i = 0; i < srv->nworkers; i++) {
@@ -1076,7 +1079,7 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
     srv->port = grpc_server_add_http2_port(srv->server, listen, creds);
     grpc_server_credentials_release(creds);
     if (srv->port == 0) {
-        st = js_err_set(err, JS_ECONFIG, "listen.bind", "cannot listen on %s", listen);
+        st = js_err_set(err, JS_ECONFIG, JS_R_LISTEN_BIND, "cannot listen on %s", listen);
         goto fail;
     }
     *out = srv;
@@ -1103,19 +1106,19 @@ js_status js_server_start(js_server *srv, js_err *err)
     for (int i = 0; i < srv->nworkers; i++) {
         worker *w = &srv->workers[i];
         for (int k = 0; k < PENDING_SIGN; k++)
-            JS_ENSURE(call_arm(w, CALL_SIGN) == 0, err, JS_EINTERNAL, "server.arm",
+            JS_ENSURE(call_arm(w, CALL_SIGN) == 0, err, JS_EINTERNAL, JS_R_SERVER_ARM,
                       "cannot request calls");
         for (int k = 0; k < PENDING_JWKS; k++)
-            JS_ENSURE(call_arm(w, CALL_JWKS) == 0, err, JS_EINTERNAL, "server.arm",
+            JS_ENSURE(call_arm(w, CALL_JWKS) == 0, err, JS_EINTERNAL, JS_R_SERVER_ARM,
                       "cannot request calls");
         for (int m = 0; m < ADMIN_COUNT; m++)
             JS_ENSURE(call_arm_method(w, CALL_ADMIN, (admin_method)m) == 0, err, JS_EINTERNAL,
-                      "server.arm", "cannot request calls");
+                      JS_R_SERVER_ARM, "cannot request calls");
         for (int k = 0; k < PENDING_UNKNOWN; k++)
-            JS_ENSURE(call_arm(w, CALL_UNKNOWN) == 0, err, JS_EINTERNAL, "server.arm",
+            JS_ENSURE(call_arm(w, CALL_UNKNOWN) == 0, err, JS_EINTERNAL, JS_R_SERVER_ARM,
                       "cannot request calls");
         JS_ENSURE(pthread_create(&w->thread, NULL, worker_main, w) == 0, err, JS_EINTERNAL,
-                  "server.thread", "cannot start worker thread %d", i);
+                  JS_R_SERVER_THREAD, "cannot start worker thread %d", i);
         w->started = 1;
     }
     return JS_OK;

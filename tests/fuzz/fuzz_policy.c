@@ -42,8 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     js_policy *p = NULL;
     js_err err = {0};
     if (js_policy_load_buffer((const char *)data, size, "fuzz", &p, &err) != JS_OK) {
-        if (p != NULL ||
-            (strncmp(err.reason, "policy.", 7) != 0 && strncmp(err.reason, "internal.", 9) != 0))
+        if (p != NULL || (strncmp(js_reason_name(err.reason), "policy.", 7) != 0 &&
+                          strncmp(js_reason_name(err.reason), "internal.", 9) != 0))
             abort();
         return 0;
     }

@@ -72,7 +72,7 @@ static js_status sign_es256(void *ctx, const uint8_t *msg, size_t len, uint8_t *
     }
     ECDSA_SIG_free(es);
     if (!ok)
-        return js_err_set(err, JS_EUNAVAIL, "test.sign", "ES256 signing failed");
+        return js_err_set(err, JS_EUNAVAIL, JS_R_HSM_SIGN, "ES256 signing failed");
     *sig_len = 64;
     return JS_OK;
 }

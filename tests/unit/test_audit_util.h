@@ -57,7 +57,7 @@ static inline js_status test_sign(void *ctx, const uint8_t *msg, size_t len, uin
              EVP_DigestSign(m, der, &dlen, msg, len) == 1;
     EVP_MD_CTX_free(m);
     if (!ok || cap < 64)
-        return js_err_set(err, JS_EUNAVAIL, "test.sign", "test signing failed");
+        return js_err_set(err, JS_EUNAVAIL, JS_R_HSM_SIGN, "test signing failed");
     const uint8_t *p = der;
     ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &p, (long)dlen);
     const BIGNUM *r = NULL, *s = NULL;

@@ -82,7 +82,7 @@ static void test_decode_rejects(void **state)
         js_err_clear(&err);
         assert_int_equal(b64url_decode(bad[i].in, strlen(bad[i].in), out, sizeof(out), &n, &err),
                          JS_EINVAL);
-        assert_string_equal(err.reason, bad[i].reason);
+        assert_string_equal(js_reason_name(err.reason), bad[i].reason);
     }
 }
 
@@ -93,7 +93,7 @@ static void test_decode_capacity(void **state)
     size_t n = 0;
     js_err err;
     assert_int_equal(b64url_decode("Zm9v", 4, out, sizeof(out), &n, &err), JS_EINVAL);
-    assert_string_equal(err.reason, "b64url.too_long");
+    assert_string_equal(js_reason_name(err.reason), "b64url.too_long");
 }
 
 static void test_encode_small_buffer(void **state)

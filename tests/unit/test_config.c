@@ -79,7 +79,7 @@ static js_config *load_ok(const fixture *fx, const char *text)
     write_file(fx, "config.yaml", text, 0600, path, sizeof(path));
     js_status st = js_config_load(path, &cfg, &err);
     if (st != JS_OK)
-        fail_msg("unexpected error: %s (%s)", err.msg, err.reason);
+        fail_msg("unexpected error: %s (%s)", err.msg, js_reason_name(err.reason));
     assert_non_null(cfg);
     return cfg;
 }
@@ -563,10 +563,11 @@ static void test_invalid_configs(void **state)
             snprintf(want, sizeof(want), "%s:%zu: %s", path, k_invalid[i].line, k_invalid[i].want);
         else
             snprintf(want, sizeof(want), "%s: %s", path, k_invalid[i].want);
-        if (st != JS_ECONFIG || strcmp(err.reason, k_invalid[i].reason) != 0 ||
+        if (st != JS_ECONFIG || strcmp(js_reason_name(err.reason), k_invalid[i].reason) != 0 ||
             strncmp(err.msg, want, strlen(want)) != 0)
             fail_msg("case '%s':\n  got  %s %s: %s\n  want config %s: %s...", k_invalid[i].name,
-                     js_status_name(st), err.reason, err.msg, k_invalid[i].reason, want);
+                     js_status_name(st), js_reason_name(err.reason), err.msg, k_invalid[i].reason,
+                     want);
         if (k_invalid[i].absent != NULL && strstr(err.msg, k_invalid[i].absent) != NULL)
             fail_msg("case '%s': message leaks '%s': %s", k_invalid[i].name, k_invalid[i].absent,
                      err.msg);
@@ -581,7 +582,7 @@ static void test_missing_file(void **state)
     js_config *cfg = NULL;
     js_err err = {0};
     assert_int_equal(js_config_load(path, &cfg, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "config.io");
+    assert_string_equal(js_reason_name(err.reason), "config.io");
     assert_non_null(strstr(err.msg, path));
     assert_null(cfg);
 }
@@ -631,7 +632,7 @@ static void test_parse_duration(void **state)
         } else {
             if (st != JS_EINVAL)
                 fail_msg("'%s' was accepted", k_durations[i].text);
-            assert_true(strncmp(err.reason, "duration.", 9) == 0);
+            assert_true(strncmp(js_reason_name(err.reason), "duration.", 9) == 0);
             assert_true(got == -1);
         }
     }
@@ -694,8 +695,9 @@ static void test_read_pin_file_errors(void **state)
                    sizeof(path));
         memset(buf, 'X', sizeof(buf));
         js_status st = js_config_read_pin(&cfg, buf, k_bad_pin_files[i].cap, &len, &err);
-        if (st != JS_ECONFIG || strcmp(err.reason, k_bad_pin_files[i].reason) != 0)
-            fail_msg("case '%s': got %s %s", k_bad_pin_files[i].name, err.reason, err.msg);
+        if (st != JS_ECONFIG || strcmp(js_reason_name(err.reason), k_bad_pin_files[i].reason) != 0)
+            fail_msg("case '%s': got %s %s", k_bad_pin_files[i].name, js_reason_name(err.reason),
+                     err.msg);
         assert_non_null(strstr(err.msg, path));
         if (k_bad_pin_files[i].secret != NULL)
             assert_null(strstr(err.msg, k_bad_pin_files[i].secret));
@@ -711,7 +713,7 @@ static void test_read_pin_file_errors(void **state)
     char buf[16];
     js_err err = {0};
     assert_int_equal(js_config_read_pin(&cfg, buf, sizeof(buf), NULL, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "config.pin_file");
+    assert_string_equal(js_reason_name(err.reason), "config.pin_file");
     assert_non_null(strstr(err.msg, missing));
 
     /* A directory is not a PIN file. */
@@ -719,7 +721,7 @@ static void test_read_pin_file_errors(void **state)
     memcpy(dir, fx->dir, sizeof(dir));
     cfg.pin_file = dir;
     assert_int_equal(js_config_read_pin(&cfg, buf, sizeof(buf), NULL, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "config.pin_file");
+    assert_string_equal(js_reason_name(err.reason), "config.pin_file");
 }
 
 static void test_read_pin_from_env(void **state)
@@ -738,7 +740,7 @@ static void test_read_pin_from_env(void **state)
 
     /* Too long for the buffer: the error names the variable, never the value. */
     assert_int_equal(js_config_read_pin(&cfg, buf, 6, &len, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "config.pin_too_long");
+    assert_string_equal(js_reason_name(err.reason), "config.pin_too_long");
     assert_non_null(strstr(err.msg, var));
     assert_null(strstr(err.msg, "env-PIN"));
     assert_null(strstr(err.msg, "7531"));
@@ -746,13 +748,13 @@ static void test_read_pin_from_env(void **state)
 
     assert_int_equal(setenv(var, "", 1), 0);
     assert_int_equal(js_config_read_pin(&cfg, buf, sizeof(buf), &len, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "config.pin_empty");
+    assert_string_equal(js_reason_name(err.reason), "config.pin_empty");
     assert_non_null(strstr(err.msg, var));
 
     assert_int_equal(unsetenv(var), 0);
     memset(&err, 0, sizeof(err));
     assert_int_equal(js_config_read_pin(&cfg, buf, sizeof(buf), &len, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "config.pin_env");
+    assert_string_equal(js_reason_name(err.reason), "config.pin_env");
     assert_string_equal(err.msg,
                         "environment variable JS_TEST_CONFIG_PIN (hsm.pin_env) is not set");
     assert_int_equal(buf[0], '\0');

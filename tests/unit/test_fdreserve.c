@@ -72,7 +72,7 @@ static void test_not_enough_descriptors_refused(void **state)
     js_fdreserve *r = NULL;
     assert_int_equal(js_fdreserve_new(8, &r, &err), JS_EINTERNAL);
     assert_null(r);
-    assert_string_equal(err.reason, "fd.reserve");
+    assert_string_equal(js_reason_name(err.reason), "fd.reserve");
     close_all(fds, n - 3);
 }
 

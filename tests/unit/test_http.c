@@ -119,7 +119,7 @@ static int setup(void **state)
     js_err err = {0};
     x->h = start("127.0.0.1:0", &x->f, &err);
     if (x->h == NULL) {
-        fprintf(stderr, "start: %s: %s\n", err.reason, err.msg);
+        fprintf(stderr, "start: %s: %s\n", js_reason_name(err.reason), err.msg);
         free(x);
         return -1;
     }
@@ -395,8 +395,8 @@ static void expect_refusal(const char *listen, const char *reason)
         js_http_stop(h);
         fail_msg("'%s' started", listen);
     }
-    if (strcmp(err.reason, reason) != 0)
-        fail_msg("'%s': %s: %s (wanted %s)", listen, err.reason, err.msg, reason);
+    if (strcmp(js_reason_name(err.reason), reason) != 0)
+        fail_msg("'%s': %s: %s (wanted %s)", listen, js_reason_name(err.reason), err.msg, reason);
     assert_int_equal(err.status, JS_ECONFIG);
 }
 
@@ -424,7 +424,7 @@ static void test_loopback_names_allowed(void **state)
         js_err err = {0};
         js_http *h = start(ok[i], &f, &err);
         if (h == NULL)
-            fail_msg("'%s': %s: %s", ok[i], err.reason, err.msg);
+            fail_msg("'%s': %s: %s", ok[i], js_reason_name(err.reason), err.msg);
         assert_true(js_http_port(h) > 0);
         js_http_stop(h);
     }
@@ -433,7 +433,7 @@ static void test_loopback_names_allowed(void **state)
     js_err err = {0};
     js_http *h = start("[::1]:0", &f, &err);
     if (h == NULL)
-        assert_string_equal(err.reason, "http.start");
+        assert_string_equal(js_reason_name(err.reason), "http.start");
     js_http_stop(h);
 }
 
@@ -459,11 +459,11 @@ static void test_bad_options(void **state)
     js_err err = {0};
     js_http_options only_cert = {.listen = "0.0.0.0:0", .tls_cert_file = "/nonexistent"};
     assert_int_equal(js_http_start(&only_cert, &hd, &h, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "http.tls");
+    assert_string_equal(js_reason_name(err.reason), "http.tls");
     js_http_options missing = {
         .listen = "0.0.0.0:0", .tls_cert_file = "/nonexistent", .tls_key_file = "/nonexistent"};
     assert_int_equal(js_http_start(&missing, &hd, &h, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "http.tls");
+    assert_string_equal(js_reason_name(err.reason), "http.tls");
     assert_null(h);
     assert_int_equal(js_http_start(NULL, &hd, &h, &err), JS_EINVAL);
     js_http_stop(NULL);
@@ -491,7 +491,7 @@ static void test_start_stop_repeatedly(void **state)
         js_err err = {0};
         js_http *h = start("127.0.0.1:0", &f, &err);
         if (h == NULL)
-            fail_msg("round %d: %s: %s", i, err.reason, err.msg);
+            fail_msg("round %d: %s: %s", i, js_reason_name(err.reason), err.msg);
         if (i % 8 == 0) {
             resp r;
             http_get(js_http_port(h), "GET", "/.well-known/jwks.json", NULL, &r);
@@ -551,7 +551,7 @@ static void test_tls_served_off_loopback(void **state)
     js_http *h = NULL;
     js_err err = {0};
     if (js_http_start(&o, &hd, &h, &err) != JS_OK)
-        fail_msg("%s: %s", err.reason, err.msg);
+        fail_msg("%s: %s", js_reason_name(err.reason), err.msg);
     int port = js_http_port(h);
 
     /* One HTTPS request with OpenSSL as the client. */
@@ -607,7 +607,7 @@ static void test_tls_bad_material(void **state)
     js_http *h = NULL;
     js_err err = {0};
     assert_int_equal(js_http_start(&o, &hd, &h, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "http.start");
+    assert_string_equal(js_reason_name(err.reason), "http.start");
     assert_null(h);
     assert_int_equal(count_fds(), before);
     unlink(path);
@@ -1195,7 +1195,7 @@ static void test_tls_handshake_deadline(void **state)
     js_http *h = NULL;
     js_err err = {0};
     if (js_http_start(&o, &hd, &h, &err) != JS_OK)
-        fail_msg("%s: %s", err.reason, err.msg);
+        fail_msg("%s: %s", js_reason_name(err.reason), err.msg);
     int port = js_http_port(h);
     double t0 = mono_s();
     int silent = connect_from("127.0.0.5", port);

@@ -118,9 +118,9 @@ static void test_select_table(void **state)
                      err.msg);
         if (st == JS_OK && strcmp(out, k_cases[i].want) != 0)
             fail_msg("case '%s': identity '%s', want '%s'", k_cases[i].name, out, k_cases[i].want);
-        if (st != JS_OK && strcmp(err.reason, k_cases[i].want) != 0)
-            fail_msg("case '%s': reason '%s', want '%s'", k_cases[i].name, err.reason,
-                     k_cases[i].want);
+        if (st != JS_OK && strcmp(js_reason_name(err.reason), k_cases[i].want) != 0)
+            fail_msg("case '%s': reason '%s', want '%s'", k_cases[i].name,
+                     js_reason_name(err.reason), k_cases[i].want);
         if (st != JS_OK)
             assert_string_equal(out, "");
     }
@@ -154,7 +154,7 @@ static void test_too_long(void **state)
     char out[IDENTITY_MAX + 1];
     js_err err;
     assert_int_equal(identity_select(&in, out, sizeof(out), &err), JS_EDENIED);
-    assert_string_equal(err.reason, "identity.invalid");
+    assert_string_equal(js_reason_name(err.reason), "identity.invalid");
     /* The limit is on the typed text: "cn:" + 509 bytes is exactly IDENTITY_MAX. */
     big[IDENTITY_MAX - 2] = '\0';
     assert_int_equal(identity_select(&in, out, sizeof(out), &err), JS_EDENIED);
@@ -244,8 +244,8 @@ static void test_parse_table(void **state)
         if (st == JS_OK && strcmp(identity_type_name(t), k_parse[i].reason) != 0)
             fail_msg("'%s': type %s, want %s", k_parse[i].text, identity_type_name(t),
                      k_parse[i].reason);
-        if (st != JS_OK && strcmp(err.reason, k_parse[i].reason) != 0)
-            fail_msg("'%s': reason %s, want %s (%s)", k_parse[i].text, err.reason,
+        if (st != JS_OK && strcmp(js_reason_name(err.reason), k_parse[i].reason) != 0)
+            fail_msg("'%s': reason %s, want %s (%s)", k_parse[i].text, js_reason_name(err.reason),
                      k_parse[i].reason, err.msg);
         if (k_parse[i].msg != NULL && strstr(err.msg, k_parse[i].msg) == NULL)
             fail_msg("'%s': message '%s' lacks '%s'", k_parse[i].text, err.msg, k_parse[i].msg);

@@ -49,7 +49,7 @@ static int64_t lifetime(const char *key, void *ctx)
 static void ok(js_status st, const js_err *err)
 {
     if (st != JS_OK)
-        fail_msg("unexpected error: %s (%s)", err->msg, err->reason);
+        fail_msg("unexpected error: %s (%s)", err->msg, js_reason_name(err->reason));
 }
 
 static js_keystate *fresh(js_ks_events *ev)
@@ -144,7 +144,7 @@ static void test_initial_activation(void **state)
     /* Before the first tick the lifetime is unknown: fail closed. */
     int64_t capped = 0;
     assert_int_equal(js_keystate_cap_exp(ks, KEY, 1, T0, T0 + 60, &capped, &err), JS_EUNAVAIL);
-    assert_string_equal(err.reason, "keystate.lifetime_unknown");
+    assert_string_equal(js_reason_name(err.reason), "keystate.lifetime_unknown");
     js_ks_events_cleanup(&ev);
     js_keystate_free(ks);
 }
@@ -157,13 +157,13 @@ static void test_kid_mismatch_on_ensure_initial(void **state)
     assert_int_equal(
         js_keystate_ensure_initial(ks, KEY, LABEL1, "ES256", "other-kid", T0, NULL, &err),
         JS_ECONFIG);
-    assert_string_equal(err.reason, "keystate.kid_mismatch");
+    assert_string_equal(js_reason_name(err.reason), "keystate.kid_mismatch");
     assert_non_null(strstr(err.msg, "other-kid"));
     /* A second key may not reuse a kid either. */
     assert_int_equal(
         js_keystate_ensure_initial(ks, "api-rs256", "api", "RS256", KID1, T0, NULL, &err),
         JS_ECONFIG);
-    assert_string_equal(err.reason, "keystate.duplicate_kid");
+    assert_string_equal(js_reason_name(err.reason), "keystate.duplicate_kid");
     js_keystate_free(ks);
 }
 
@@ -189,7 +189,7 @@ static void test_rotation_with_prepublication(void **state)
     uint32_t ver = 0;
     assert_int_equal(
         js_keystate_rotate(ks, KEY, LABEL3, "ES256", KID3, r, PREPUB, &ver, NULL, &err), JS_ESTATE);
-    assert_string_equal(err.reason, "keystate.rotation_pending");
+    assert_string_equal(js_reason_name(err.reason), "keystate.rotation_pending");
 
     tick(ks, r + PREPUB - 1, &ev);
     assert_int_equal(ev.count, 1);
@@ -264,7 +264,7 @@ static void test_cap_exp(void **state)
     /* Out-of-range lifetimes fail the tick before anything changes. */
     lc.value = -1;
     assert_int_equal(js_keystate_tick(ks, T0 + 40, lifetime, &lc, NULL, &err), JS_EINTERNAL);
-    assert_string_equal(err.reason, "keystate.bad_lifetime");
+    assert_string_equal(js_reason_name(err.reason), "keystate.bad_lifetime");
     js_keystate_free(ks);
 }
 
@@ -307,7 +307,7 @@ static void test_revoke_active_without_next(void **state)
     assert_int_equal(ev.count, 1);
     const js_keyver *v = NULL;
     assert_int_equal(js_keystate_active(ks, KEY, &v, &err), JS_EUNAVAIL);
-    assert_string_equal(err.reason, "keystate.no_active");
+    assert_string_equal(js_reason_name(err.reason), "keystate.no_active");
     /* The refusal says what to do about it. */
     assert_non_null(strstr(err.msg, "RotateKey"));
     assert_non_null(strstr(err.msg, "active immediately"));
@@ -523,7 +523,7 @@ static void test_bounded_versions(void **state)
     assert_int_equal(
         js_keystate_rotate(ks, KEY, "login.vX", "ES256", "kid-x", now, 0, &ver, NULL, &err),
         JS_ELIMIT);
-    assert_string_equal(err.reason, "keystate.too_many_published");
+    assert_string_equal(js_reason_name(err.reason), "keystate.too_many_published");
 
     /* Revoked kids are never dropped early to make room for records. */
     js_keystate_free(ks);
@@ -542,7 +542,7 @@ static void test_bounded_versions(void **state)
     assert_int_equal(
         js_keystate_rotate(ks, KEY, "login.vY", "ES256", "kid-y", now, 0, &ver, NULL, &err),
         JS_ELIMIT);
-    assert_string_equal(err.reason, "keystate.too_many_versions");
+    assert_string_equal(js_reason_name(err.reason), "keystate.too_many_versions");
     size_t counts[JS_KS_STATE_COUNT];
     js_keystate_counts(ks, counts);
     assert_int_equal(counts[JS_KS_ACTIVE], 1);
@@ -570,10 +570,10 @@ static void test_input_validation(void **state)
                      JS_ENOTFOUND);
     assert_int_equal(js_keystate_rotate(ks, KEY, LABEL2, "ES256", KID1, T0, 0, &ver, NULL, &err),
                      JS_EINVAL);
-    assert_string_equal(err.reason, "keystate.duplicate_kid");
+    assert_string_equal(js_reason_name(err.reason), "keystate.duplicate_kid");
     assert_int_equal(js_keystate_rotate(ks, KEY, LABEL1, "ES256", KID2, T0, 0, &ver, NULL, &err),
                      JS_EINVAL);
-    assert_string_equal(err.reason, "keystate.duplicate_label");
+    assert_string_equal(js_reason_name(err.reason), "keystate.duplicate_label");
     assert_int_equal(js_keystate_rotate(ks, KEY, LABEL2, "ES256", "a b", T0, 0, &ver, NULL, &err),
                      JS_EINVAL);
     assert_int_equal(js_keystate_rotate(ks, KEY, LABEL2, "ES256", KID2, T0, -1, &ver, NULL, &err),
@@ -745,7 +745,7 @@ static void test_save_crash_safety(void **state)
     char bad_path[160];
     path_in_dir(bad_path, sizeof(bad_path), "no-such-dir/keys.json");
     assert_int_equal(js_keystate_save(ks, bad_path, &err), JS_EUNAVAIL);
-    assert_string_equal(err.reason, "keystate.io");
+    assert_string_equal(js_reason_name(err.reason), "keystate.io");
     js_keystate_free(ks);
 }
 
@@ -813,8 +813,9 @@ static void test_load_errors(void **state)
             fail_msg("case %zu loaded: %s", i, c->text);
         assert_null(ks);
         assert_int_equal(st, JS_ECONFIG);
-        if (strcmp(err.reason, c->reason) != 0)
-            fail_msg("case %zu: reason %s, want %s (%s)", i, err.reason, c->reason, err.msg);
+        if (strcmp(js_reason_name(err.reason), c->reason) != 0)
+            fail_msg("case %zu: reason %s, want %s (%s)", i, js_reason_name(err.reason), c->reason,
+                     err.msg);
         if (strstr(err.msg, c->where) == NULL)
             fail_msg("case %zu: message '%s' does not name '%s'", i, err.msg, c->where);
         if (strstr(err.msg, path) == NULL)
@@ -831,7 +832,7 @@ static void test_load_errors(void **state)
     js_keystate *ks = NULL;
     js_err err = {0};
     assert_int_equal(js_keystate_load(path, &ks, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "keystate.too_large");
+    assert_string_equal(js_reason_name(err.reason), "keystate.too_large");
 
     /* A directory is not a state file. */
     assert_int_equal(js_keystate_load(g_dir, &ks, &err), JS_ECONFIG);

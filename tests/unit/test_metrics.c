@@ -31,7 +31,7 @@ static js_metrics *new_metrics(void)
     js_metrics *m = NULL;
     js_err err = {0};
     if (js_metrics_new(&m, &err) != JS_OK)
-        fail_msg("%s: %s", err.reason, err.msg);
+        fail_msg("%s: %s", js_reason_name(err.reason), err.msg);
     return m;
 }
 

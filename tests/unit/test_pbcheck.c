@@ -112,9 +112,9 @@ static void expect(js_status st, const js_err *err, js_status want, const char *
                    const char *msg_part)
 {
     if (st != want)
-        fail_msg("status %d, want %d (%s: %s)", st, want, err->reason, err->msg);
+        fail_msg("status %d, want %d (%s: %s)", st, want, js_reason_name(err->reason), err->msg);
     if (reason != NULL)
-        assert_string_equal(err->reason, reason);
+        assert_string_equal(js_reason_name(err->reason), reason);
     if (msg_part != NULL && strstr(err->msg, msg_part) == NULL)
         fail_msg("message '%s' lacks '%s'", err->msg, msg_part);
 }
@@ -323,9 +323,9 @@ static void test_hostile_encodings(void **state)
             protobuf_c_message_free_unpacked(m, NULL);
             continue;
         }
-        if (st != JS_EINVAL || strcmp(err.reason, c->reason) != 0)
-            fail_msg("%s: status %d reason '%s' (%s), want %s", c->name, st, err.reason, err.msg,
-                     c->reason);
+        if (st != JS_EINVAL || strcmp(js_reason_name(err.reason), c->reason) != 0)
+            fail_msg("%s: status %d reason '%s' (%s), want %s", c->name, st,
+                     js_reason_name(err.reason), err.msg, c->reason);
         assert_null(m);
         assert_non_null(strstr(err.msg, "SignJwtRequest"));
     }
@@ -444,9 +444,9 @@ static void test_random_mutations(void **state)
         if (st != JS_OK) {
             refused++;
             assert_int_equal(st, JS_EINVAL);
-            assert_true(strcmp(err.reason, "request.malformed") == 0 ||
-                        strcmp(err.reason, "request.nul") == 0 ||
-                        strcmp(err.reason, "request.utf8") == 0);
+            assert_true(strcmp(js_reason_name(err.reason), "request.malformed") == 0 ||
+                        strcmp(js_reason_name(err.reason), "request.nul") == 0 ||
+                        strcmp(js_reason_name(err.reason), "request.utf8") == 0);
             continue;
         }
         const Jwtsigner__V1__RevokeKeyRequest *r = (const Jwtsigner__V1__RevokeKeyRequest *)m;

@@ -49,7 +49,7 @@ static js_policy *load(const char *text)
     js_policy *p = NULL;
     js_err err = {0};
     if (js_policy_load_buffer(text, strlen(text), "t.yaml", &p, &err) != JS_OK)
-        fail_msg("%s: %s", err.reason, err.msg);
+        fail_msg("%s: %s", js_reason_name(err.reason), err.msg);
     return p;
 }
 
@@ -91,7 +91,7 @@ static js_status take(js_ratelimit *rl, const js_policy *p, const char *entry, c
         assert_int_equal(r, 0);
     } else {
         assert_int_equal(st, JS_ELIMIT);
-        assert_string_equal(err.reason, "rate.limited");
+        assert_string_equal(js_reason_name(err.reason), "rate.limited");
         assert_non_null(strstr(err.msg, "retry after"));
     }
     if (retry != NULL)

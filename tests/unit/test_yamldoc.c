@@ -18,7 +18,7 @@
 
 #include "yamldoc.h"
 
-static const js_yaml_opts k_opts = {.domain = "test", .status = JS_ECONFIG};
+static const js_yaml_opts k_opts = {.domain = "yaml", .status = JS_ECONFIG};
 
 static js_yaml_doc *load_ok(const char *text)
 {
@@ -26,7 +26,7 @@ static js_yaml_doc *load_ok(const char *text)
     js_err err = {0};
     js_status st = js_yaml_load_buffer("t.yaml", text, strlen(text), &k_opts, &doc, &err);
     if (st != JS_OK)
-        fail_msg("unexpected error: %s (%s)", err.msg, err.reason);
+        fail_msg("unexpected error: %s (%s)", err.msg, js_reason_name(err.reason));
     assert_non_null(doc);
     return doc;
 }
@@ -42,7 +42,7 @@ static void load_fails(const char *text, size_t len, const js_yaml_opts *opts, c
         fail_msg("expected %s, but it loaded: %.60s", reason, text);
     assert_null(doc);
     assert_int_equal(st, opts ? opts->status : JS_EINVAL);
-    assert_string_equal(err.reason, reason);
+    assert_string_equal(js_reason_name(err.reason), reason);
     char prefix[64];
     if (line > 0)
         snprintf(prefix, sizeof(prefix), "t.yaml:%zu: ", line);
@@ -151,26 +151,26 @@ static const struct {
     const char *reason;
     size_t line;
 } k_bad[] = {
-    {"duplicate key", "a: 1\nb: 2\na: 3\n", "test.duplicate_key", 3},
-    {"duplicate key nested", "top:\n  x: 1\n  y: 2\n  x: 3\n", "test.duplicate_key", 4},
-    {"duplicate flow key", "{a: 1, a: 2}\n", "test.duplicate_key", 1},
-    {"anchor", "a: &x 1\nb: 2\n", "test.anchor", 1},
-    {"alias", "a: 1\nb: *x\n", "test.alias", 2},
-    {"billion laughs", "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n", "test.anchor", 1},
-    {"tag on scalar", "a: 1\nb: !!str 2\n", "test.tag", 2},
-    {"local tag", "a: !mine x\n", "test.tag", 1},
-    {"tag on mapping", "a: !!map {k: v}\n", "test.tag", 1},
-    {"sequence as key", "? [a, b]\n: v\n", "test.key_not_scalar", 1},
-    {"mapping as key", "{{a: b}: c}\n", "test.key_not_scalar", 1},
-    {"two documents", "a: 1\n---\nb: 2\n", "test.multiple_documents", 2},
-    {"empty input", "", "test.no_document", 0},
-    {"only a comment", "# nothing\n", "test.no_document", 0},
-    {"unclosed flow", "a: 1\nb: [1, 2\nc: 3\n", "test.yaml_syntax", 3},
-    {"bad indentation", "a:\n  b: 1\n c: 2\n", "test.yaml_syntax", 3},
-    {"unterminated quote", "a: 1\nb: \"open\n", "test.yaml_syntax", 3},
-    {"tab indentation", "a:\n\tb: 1\n", "test.yaml_syntax", 2},
-    {"NUL escape", "a: 1\nb: \"x\\0y\"\n", "test.nul_in_scalar", 2},
-    {"invalid UTF-8", "a: \xff\xfe\n", "test.yaml_syntax", 0},
+    {"duplicate key", "a: 1\nb: 2\na: 3\n", "yaml.duplicate_key", 3},
+    {"duplicate key nested", "top:\n  x: 1\n  y: 2\n  x: 3\n", "yaml.duplicate_key", 4},
+    {"duplicate flow key", "{a: 1, a: 2}\n", "yaml.duplicate_key", 1},
+    {"anchor", "a: &x 1\nb: 2\n", "yaml.anchor", 1},
+    {"alias", "a: 1\nb: *x\n", "yaml.alias", 2},
+    {"billion laughs", "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n", "yaml.anchor", 1},
+    {"tag on scalar", "a: 1\nb: !!str 2\n", "yaml.tag", 2},
+    {"local tag", "a: !mine x\n", "yaml.tag", 1},
+    {"tag on mapping", "a: !!map {k: v}\n", "yaml.tag", 1},
+    {"sequence as key", "? [a, b]\n: v\n", "yaml.key_not_scalar", 1},
+    {"mapping as key", "{{a: b}: c}\n", "yaml.key_not_scalar", 1},
+    {"two documents", "a: 1\n---\nb: 2\n", "yaml.multiple_documents", 2},
+    {"empty input", "", "yaml.no_document", 0},
+    {"only a comment", "# nothing\n", "yaml.no_document", 0},
+    {"unclosed flow", "a: 1\nb: [1, 2\nc: 3\n", "yaml.yaml_syntax", 3},
+    {"bad indentation", "a:\n  b: 1\n c: 2\n", "yaml.yaml_syntax", 3},
+    {"unterminated quote", "a: 1\nb: \"open\n", "yaml.yaml_syntax", 3},
+    {"tab indentation", "a:\n\tb: 1\n", "yaml.yaml_syntax", 2},
+    {"NUL escape", "a: 1\nb: \"x\\0y\"\n", "yaml.nul_in_scalar", 2},
+    {"invalid UTF-8", "a: \xff\xfe\n", "yaml.yaml_syntax", 0},
 };
 
 static void test_structural_rejections(void **state)
@@ -237,16 +237,16 @@ static void test_depth_limit(void **state)
     js_yaml_doc_free(load_ok(ok));
     free(ok);
     char *deep = nested(JS_YAML_MAX_DEPTH + 1);
-    load_fails(deep, strlen(deep), &k_opts, "test.too_deep", 1);
+    load_fails(deep, strlen(deep), &k_opts, "yaml.too_deep", 1);
     free(deep);
     /* Block style counts the same way, and opts can lower the limit. */
-    const js_yaml_opts shallow = {.domain = "test", .status = JS_ECONFIG, .max_depth = 2};
+    const js_yaml_opts shallow = {.domain = "yaml", .status = JS_ECONFIG, .max_depth = 2};
     const char *three = "a:\n  b:\n    c: 1\n";
-    load_fails(three, strlen(three), &shallow, "test.too_deep", 3);
+    load_fails(three, strlen(three), &shallow, "yaml.too_deep", 3);
     /* Asking for more than the hard cap gets the cap. */
-    const js_yaml_opts greedy = {.domain = "test", .status = JS_ECONFIG, .max_depth = 1000};
+    const js_yaml_opts greedy = {.domain = "yaml", .status = JS_ECONFIG, .max_depth = 1000};
     deep = nested(JS_YAML_MAX_DEPTH + 1);
-    load_fails(deep, strlen(deep), &greedy, "test.too_deep", 1);
+    load_fails(deep, strlen(deep), &greedy, "yaml.too_deep", 1);
     free(deep);
 }
 
@@ -257,11 +257,11 @@ static void test_size_limit(void **state)
     char *big = malloc(len);
     assert_non_null(big);
     memset(big, '#', len); /* one huge comment: only the size rule can reject it */
-    load_fails(big, len, &k_opts, "test.too_large", 0);
+    load_fails(big, len, &k_opts, "yaml.too_large", 0);
     js_yaml_doc *doc = NULL;
     js_err err = {0};
     assert_int_equal(js_yaml_load_buffer("t.yaml", big, len, NULL, &doc, &err), JS_EINVAL);
-    assert_string_equal(err.reason, "yaml.too_large");
+    assert_string_equal(js_reason_name(err.reason), "yaml.too_large");
 
     /* The same through a file. */
     char dir[] = "/tmp/test_yamldoc.XXXXXX";
@@ -273,7 +273,7 @@ static void test_size_limit(void **state)
     assert_int_equal(fwrite(big, 1, len, f), len);
     assert_int_equal(fclose(f), 0);
     assert_int_equal(js_yaml_load_file(path, &k_opts, &doc, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "test.too_large");
+    assert_string_equal(js_reason_name(err.reason), "yaml.too_large");
     assert_non_null(strstr(err.msg, path));
     assert_null(doc);
 
@@ -287,15 +287,15 @@ static void test_size_limit(void **state)
     assert_string_equal(js_yaml_scalar_str(js_yaml_map_get(js_yaml_doc_root(doc), "a")), "1");
     js_yaml_doc_free(doc);
 
-    const js_yaml_opts tiny = {.domain = "test", .status = JS_ECONFIG, .max_bytes = 4};
+    const js_yaml_opts tiny = {.domain = "yaml", .status = JS_ECONFIG, .max_bytes = 4};
     assert_int_equal(js_yaml_load_file(path, &tiny, &doc, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "test.too_large");
+    assert_string_equal(js_reason_name(err.reason), "yaml.too_large");
 
     assert_int_equal(unlink(path), 0);
     assert_int_equal(js_yaml_load_file(path, &k_opts, &doc, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "test.io");
+    assert_string_equal(js_reason_name(err.reason), "yaml.io");
     assert_int_equal(js_yaml_load_file(dir, &k_opts, &doc, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "test.io");
+    assert_string_equal(js_reason_name(err.reason), "yaml.io");
     assert_int_equal(rmdir(dir), 0);
     free(big);
 }
@@ -320,14 +320,14 @@ static void test_size_limit_exact(void **state)
 static void test_node_limit(void **state)
 {
     (void)state;
-    const js_yaml_opts few = {.domain = "test", .status = JS_ECONFIG, .max_nodes = 5};
+    const js_yaml_opts few = {.domain = "yaml", .status = JS_ECONFIG, .max_nodes = 5};
     const char *four = "[a, b, c, d]\n"; /* 5 nodes: the sequence and four scalars */
     js_yaml_doc *doc = NULL;
     js_err err = {0};
     assert_int_equal(js_yaml_load_buffer("t.yaml", four, strlen(four), &few, &doc, &err), JS_OK);
     js_yaml_doc_free(doc);
     const char *five = "[a, b, c, d,\n e]\n";
-    load_fails(five, strlen(five), &few, "test.too_many_nodes", 2);
+    load_fails(five, strlen(five), &few, "yaml.too_many_nodes", 2);
 }
 
 /* ---- typed readers ----------------------------------------------------------------- */
@@ -343,21 +343,21 @@ static const struct {
     {"-7", -10, 10, NULL, -7},
     {"9223372036854775807", INT64_MIN, INT64_MAX, NULL, INT64_MAX},
     {"-9223372036854775808", INT64_MIN, INT64_MAX, NULL, INT64_MIN},
-    {"9223372036854775808", INT64_MIN, INT64_MAX, "test.range", 0},
-    {"101", 0, 100, "test.range", 0},
-    {"-1", 0, 100, "test.range", 0},
-    {"007", 0, 100, "test.integer", 0},
-    {"0x10", 0, 100, "test.integer", 0},
-    {"+1", 0, 100, "test.integer", 0},
-    {"1e3", 0, 10000, "test.integer", 0},
-    {"1_000", 0, 10000, "test.integer", 0},
-    {"4.0", 0, 100, "test.integer", 0},
-    {"\"4\"", 0, 100, "test.integer", 0},
-    {"four", 0, 100, "test.integer", 0},
-    {"-x", 0, 100, "test.integer", 0},
-    {"--1", 0, 100, "test.integer", 0},
-    {"", 0, 100, "test.integer", 0},
-    {"[1]", 0, 100, "test.integer", 0},
+    {"9223372036854775808", INT64_MIN, INT64_MAX, "yaml.range", 0},
+    {"101", 0, 100, "yaml.range", 0},
+    {"-1", 0, 100, "yaml.range", 0},
+    {"007", 0, 100, "yaml.integer", 0},
+    {"0x10", 0, 100, "yaml.integer", 0},
+    {"+1", 0, 100, "yaml.integer", 0},
+    {"1e3", 0, 10000, "yaml.integer", 0},
+    {"1_000", 0, 10000, "yaml.integer", 0},
+    {"4.0", 0, 100, "yaml.integer", 0},
+    {"\"4\"", 0, 100, "yaml.integer", 0},
+    {"four", 0, 100, "yaml.integer", 0},
+    {"-x", 0, 100, "yaml.integer", 0},
+    {"--1", 0, 100, "yaml.integer", 0},
+    {"", 0, 100, "yaml.integer", 0},
+    {"[1]", 0, 100, "yaml.integer", 0},
 };
 
 static void test_expect_int(void **state)
@@ -377,7 +377,7 @@ static void test_expect_int(void **state)
             assert_true(out == k_ints[i].want);
         } else {
             assert_int_equal(st, JS_ECONFIG);
-            assert_string_equal(err.reason, k_ints[i].reason);
+            assert_string_equal(js_reason_name(err.reason), k_ints[i].reason);
             assert_true(strncmp(err.msg, "t.yaml:2: sec.v: ", 17) == 0);
             assert_true(out == 12345);
         }
@@ -407,7 +407,7 @@ static void test_expect_bool(void **state)
             js_yaml_expect_bool(doc, js_yaml_map_get(js_yaml_doc_root(doc), "v"), "v", &out, &err);
         if (k_bools[i].result < 0) {
             assert_int_equal(st, JS_ECONFIG);
-            assert_string_equal(err.reason, "test.boolean");
+            assert_string_equal(js_reason_name(err.reason), "yaml.boolean");
             assert_true(strncmp(err.msg, "t.yaml:1: v: ", 13) == 0);
         } else {
             assert_int_equal(st, JS_OK);
@@ -438,7 +438,7 @@ static void test_expect_string_and_duration(void **state)
     assert_string_equal(s, "");
     assert_int_equal(js_yaml_expect_string(doc, js_yaml_map_get(root, "n"), "n", &s, &err),
                      JS_ECONFIG);
-    assert_string_equal(err.reason, "test.type");
+    assert_string_equal(js_reason_name(err.reason), "yaml.type");
     assert_string_equal(err.msg, "t.yaml:3: n: expected a string, found nothing (null)");
     assert_int_equal(js_yaml_expect_string(doc, js_yaml_map_get(root, "t"), "t", &s, &err),
                      JS_ECONFIG);
@@ -456,7 +456,7 @@ static void test_expect_string_and_duration(void **state)
     assert_int_equal(
         js_yaml_expect_duration(doc, js_yaml_map_get(root, "bad"), "x.bad", &secs, &err),
         JS_ECONFIG);
-    assert_string_equal(err.reason, "test.duration");
+    assert_string_equal(js_reason_name(err.reason), "yaml.duration");
     assert_true(strncmp(err.msg, "t.yaml:8: x.bad: ", 17) == 0);
 
     assert_int_equal(
@@ -485,7 +485,7 @@ static void test_check_keys_and_lookup(void **state)
     static const char *const allowed[] = {"a", "b", "c"};
     js_err err = {0};
     assert_int_equal(js_yaml_check_keys(doc, outer, "outer", allowed, 3, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "test.unknown_key");
+    assert_string_equal(js_reason_name(err.reason), "yaml.unknown_key");
     /* The control byte is not echoed. */
     assert_string_equal(err.msg, "t.yaml:4: outer: unknown key 'zz?' (allowed: a, b, c)");
     js_yaml_doc_free(doc);
@@ -499,12 +499,12 @@ static void test_check_keys_and_lookup(void **state)
     assert_int_equal(js_yaml_lookup(doc, outer, "outer", "b", true, &v, &err), JS_OK);
     assert_string_equal(js_yaml_scalar_str(v), "2");
     assert_int_equal(js_yaml_lookup(doc, outer, "outer", "c", true, &v, &err), JS_ECONFIG);
-    assert_string_equal(err.reason, "test.missing_key");
+    assert_string_equal(js_reason_name(err.reason), "yaml.missing_key");
     assert_string_equal(err.msg, "t.yaml:2: outer.c: required key is missing");
     assert_int_equal(
         js_yaml_lookup(doc, js_yaml_map_get(outer, "a"), "outer.a", "x", false, &v, &err),
         JS_ECONFIG);
-    assert_string_equal(err.reason, "test.type");
+    assert_string_equal(js_reason_name(err.reason), "yaml.type");
     assert_int_equal(js_yaml_check_keys(doc, js_yaml_doc_root(doc), "", allowed, 3, &err),
                      JS_ECONFIG);
     /* An empty path (the top level) is left out of the message. */
@@ -532,7 +532,7 @@ static void test_default_domain(void **state)
     js_err err = {0};
     const char *text = "a: *x\n";
     assert_int_equal(js_yaml_load_buffer(NULL, text, strlen(text), NULL, &doc, &err), JS_EINVAL);
-    assert_string_equal(err.reason, "yaml.alias");
+    assert_string_equal(js_reason_name(err.reason), "yaml.alias");
     assert_string_equal(err.msg, "(buffer):1: aliases (*name) are not allowed");
 }
 
