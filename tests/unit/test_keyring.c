@@ -1,0 +1,353 @@
+/*
+ * test_keyring.c - the signing keys in force (signer/core/keyring.h) against a
+ * real SoftHSM token made for the test: the vault finds, self-tests and caches
+ * key pairs and computes their kid (RFC 7638); a keyring built from the key
+ * state signs with the active version only and publishes every published
+ * version (next, active, retiring) in its JWKS (RFC 7517 section 5); a key
+ * revoked with no successor is present but cannot sign; version labels;
+ * negative cases: an algorithm other than the one a label was loaded as, a
+ * label the token does not hold, a key the state does not know.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "hsm.h"
+#include "keyring.h"
+#include "keystate.h"
+
+#define DEFAULT_MODULE "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"
+#define TOKEN_LABEL    "jskeyring"
+#define PIN            "1234abcd"
+#define SO_PIN         "so-5678efgh"
+#define URI            "pkcs11:token=" TOKEN_LABEL
+#define KEY            "login-es256"
+#define LABEL          "login"
+#define T0             1700000000LL
+#define LIFE           3600
+
+typedef struct fixture {
+    char dir[64];
+    char module[512];
+    js_hsm *hsm;
+    js_hsm_session *s;
+    js_keyvault *kv;
+    js_config *cfg;
+    const char *kid1; /* borrowed from the vault */
+} fixture;
+
+static int run_quiet(const char *cmd)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof(line), "%s >/dev/null 2>&1", cmd);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return -1;
+    return system(line);
+}
+
+static void ok(js_status st, const js_err *err)
+{
+    if (st != JS_OK)
+        fail_msg("unexpected error: %s: %s", js_reason_name(err->reason), err->msg);
+}
+
+static int64_t lifetime(const char *key, void *ctx)
+{
+    (void)key;
+    (void)ctx;
+    return LIFE;
+}
+
+static int write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        return -1;
+    size_t n = strlen(text);
+    int rc = fwrite(text, 1, n, f) == n ? 0 : -1;
+    return fclose(f) == 0 ? rc : -1;
+}
+
+static int group_setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/js_keyring_test.XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        goto fail;
+    const char *mod = getenv("JS_SOFTHSM_MODULE");
+    snprintf(f->module, sizeof(f->module), "%s", mod != NULL && mod[0] ? mod : DEFAULT_MODULE);
+    char path[256], tokens[256], cmd[512];
+    snprintf(path, sizeof(path), "%s/softhsm2.conf", f->dir);
+    snprintf(tokens, sizeof(tokens), "%s/tokens", f->dir);
+    char conf[512];
+    snprintf(conf, sizeof(conf),
+             "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", tokens);
+    if (write_text(path, conf) != 0 || setenv("SOFTHSM2_CONF", path, 1) != 0 ||
+        mkdir(tokens, 0700) != 0)
+        goto fail;
+    snprintf(cmd, sizeof(cmd),
+             "softhsm2-util --init-token --free --label '%s' --pin '%s' --so-pin '%s'", TOKEN_LABEL,
+             PIN, SO_PIN);
+    if (run_quiet(cmd) != 0)
+        goto fail;
+
+    /* A configuration naming the key the test generates. */
+    char cfg_path[256];
+    snprintf(cfg_path, sizeof(cfg_path), "%s/config.yaml", f->dir);
+    char cfg_text[1024];
+    snprintf(cfg_text, sizeof(cfg_text),
+             "listen: \"127.0.0.1:0\"\n"
+             "tls:\n  cert: server.crt\n  key: server.key\n  client_ca: ca.crt\n"
+             "hsm:\n  module: %s\n  token: \"" URI "\"\n  pin_file: pin.txt\n"
+             "keys:\n  - name: " KEY "\n    label: " LABEL "\n    alg: ES256\n"
+             "issuer: \"https://issuer.example\"\n"
+             "policy: policy.yaml\n"
+             "audit:\n  dir: audit\n  key_label: audit\n  origin: \"test/keyring\"\n",
+             f->module);
+    js_err err = {0};
+    if (write_text(cfg_path, cfg_text) != 0 || js_config_load(cfg_path, &f->cfg, &err) != JS_OK ||
+        js_hsm_open(f->module, URI, PIN, strlen(PIN), &f->hsm, &err) != JS_OK ||
+        js_hsm_session_open(f->hsm, &f->s, &err) != JS_OK ||
+        js_keyvault_new(f->hsm, f->s, &f->kv, &err) != JS_OK ||
+        js_keyvault_generate(f->kv, LABEL, JS_ALG_ES256, 0, &f->kid1, &err) != JS_OK) {
+        fprintf(stderr, "set-up: %s: %s\n", js_reason_name(err.reason), err.msg);
+        goto fail;
+    }
+    *state = f;
+    return 0;
+fail:
+    free(f);
+    return -1;
+}
+
+static int group_teardown(void **state)
+{
+    fixture *f = *state;
+    js_keyvault_free(f->kv);
+    js_hsm_session_free(f->s);
+    js_hsm_free(f->hsm);
+    js_config_free(f->cfg);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    int rc = run_quiet(cmd);
+    free(f);
+    return rc == 0 ? 0 : -1;
+}
+
+/* A key state with version 1 of KEY active under LABEL and its lifetime sampled. */
+static js_keystate *state_v1(const fixture *f)
+{
+    js_keystate *ks = NULL;
+    js_ks_events ev = {0};
+    js_err err = {0};
+    ok(js_keystate_new(&ks, &err), &err);
+    ok(js_keystate_ensure_initial(ks, KEY, LABEL, "ES256", f->kid1, T0, &ev, &err), &err);
+    ok(js_keystate_tick(ks, T0, lifetime, NULL, &ev, &err), &err);
+    js_ks_events_cleanup(&ev);
+    return ks;
+}
+
+/* The kids in a JWKS document, in order, as one comma-separated string. */
+static void jwks_kids(const char *jwks, char *out, size_t cap)
+{
+    json_error_t je;
+    json_t *doc = json_loads(jwks, 0, &je);
+    assert_non_null(doc);
+    json_t *keys = json_object_get(doc, "keys");
+    assert_true(json_is_array(keys));
+    out[0] = '\0';
+    size_t at = 0;
+    for (size_t i = 0; i < json_array_size(keys); i++) {
+        json_t *k = json_array_get(keys, i);
+        /* Public parts only (RFC 7518 section 6.2.1): never "d". */
+        assert_null(json_object_get(k, "d"));
+        assert_string_equal(json_string_value(json_object_get(k, "alg")), "ES256");
+        assert_string_equal(json_string_value(json_object_get(k, "use")), "sig");
+        int n = snprintf(out + at, cap - at, "%s%s", i ? "," : "",
+                         json_string_value(json_object_get(k, "kid")));
+        assert_true(n > 0 && (size_t)n < cap - at);
+        at += (size_t)n;
+    }
+    json_decref(doc);
+}
+
+static void test_version_label(void **state)
+{
+    (void)state;
+    char buf[64];
+    js_keyring_version_label("login", 1, buf, sizeof(buf));
+    assert_string_equal(buf, "login");
+    js_keyring_version_label("login", 0, buf, sizeof(buf));
+    assert_string_equal(buf, "login");
+    js_keyring_version_label("login", 2, buf, sizeof(buf));
+    assert_string_equal(buf, "login.v2");
+    js_keyring_version_label("login", 4294967295u, buf, sizeof(buf));
+    assert_string_equal(buf, "login.v4294967295");
+}
+
+static void test_vault_caches_and_checks(void **state)
+{
+    fixture *f = *state;
+    const js_hsm_key *k1 = NULL, *k2 = NULL;
+    const char *kid = NULL, *kid2 = NULL;
+    js_err err = {0};
+    ok(js_keyvault_get(f->kv, LABEL, JS_ALG_ES256, &k1, &kid, &err), &err);
+    ok(js_keyvault_get(f->kv, LABEL, JS_ALG_ES256, &k2, &kid2, &err), &err);
+    assert_ptr_equal(k1, k2); /* found once, then cached */
+    assert_ptr_equal(kid, kid2);
+    assert_string_equal(kid, f->kid1);
+    /* RFC 7638 thumbprint, base64url of SHA-256: 43 characters. */
+    assert_int_equal(strlen(kid), 43);
+
+    /* The same label as another algorithm is a configuration error. */
+    assert_int_equal(js_keyvault_get(f->kv, LABEL, JS_ALG_ES384, NULL, NULL, &err), JS_ECONFIG);
+    assert_int_equal(err.reason, JS_R_KEYRING_ALG_MISMATCH);
+
+    /* A label the token does not hold. */
+    js_err_clear(&err);
+    assert_int_not_equal(js_keyvault_get(f->kv, "no-such-label", JS_ALG_ES256, NULL, NULL, &err),
+                         JS_OK);
+    assert_true(strncmp(js_reason_name(err.reason), "hsm.", 4) == 0);
+}
+
+static void test_build_active(void **state)
+{
+    fixture *f = *state;
+    js_keystate *ks = state_v1(f);
+    js_keyring *kr = NULL;
+    js_err err = {0};
+    ok(js_keyring_build(f->cfg, ks, f->kv, &kr, &err), &err);
+    assert_int_equal(js_keyring_count(kr), 1);
+    const js_key *k = js_keyring_find(kr, KEY);
+    assert_non_null(k);
+    assert_ptr_equal(js_keyring_at(kr, 0), k);
+    assert_string_equal(js_key_name(k), KEY);
+    assert_string_equal(js_key_kid(k), f->kid1);
+    assert_int_equal(js_key_alg(k), JS_ALG_ES256);
+    assert_int_equal(js_key_version(k), 1);
+    assert_int_equal(js_key_lifetime(k), LIFE);
+    assert_non_null(js_key_hsm(k));
+    /* The protected header names the algorithm and the kid (RFC 7515 section 4.1). */
+    json_error_t je;
+    json_t *h = json_loads(js_key_header(k), 0, &je);
+    assert_non_null(h);
+    assert_string_equal(json_string_value(json_object_get(h, "alg")), "ES256");
+    assert_string_equal(json_string_value(json_object_get(h, "kid")), f->kid1);
+    json_decref(h);
+    char kids[256];
+    jwks_kids(js_keyring_jwks(kr), kids, sizeof(kids));
+    assert_string_equal(kids, f->kid1);
+    /* Unknown names are not found, not defaulted. */
+    assert_null(js_keyring_find(kr, "other"));
+    assert_null(js_keyring_find(kr, ""));
+    js_keyring_free(kr);
+    js_keystate_free(ks);
+}
+
+static void test_rotation_publishes_next(void **state)
+{
+    fixture *f = *state;
+    js_keystate *ks = state_v1(f);
+    js_err err = {0};
+    char label2[64];
+    uint32_t n = js_keystate_next_version(ks, KEY);
+    assert_int_equal(n, 2);
+    js_keyring_version_label(LABEL, n, label2, sizeof(label2));
+    const char *kid2 = NULL;
+    ok(js_keyvault_generate(f->kv, label2, JS_ALG_ES256, 0, &kid2, &err), &err);
+    assert_string_not_equal(kid2, f->kid1);
+    uint32_t v = 0;
+    js_ks_events ev = {0};
+    ok(js_keystate_rotate(ks, KEY, label2, "ES256", kid2, T0 + 10, 300, &v, &ev, &err), &err);
+    ok(js_keystate_tick(ks, T0 + 10, lifetime, NULL, &ev, &err), &err);
+
+    /* Pre-published: both in the JWKS, the old one still signs. */
+    js_keyring *kr = NULL;
+    ok(js_keyring_build(f->cfg, ks, f->kv, &kr, &err), &err);
+    char kids[256], want[256];
+    jwks_kids(js_keyring_jwks(kr), kids, sizeof(kids));
+    snprintf(want, sizeof(want), "%s,%s", f->kid1, kid2);
+    assert_string_equal(kids, want);
+    assert_string_equal(js_key_kid(js_keyring_find(kr, KEY)), f->kid1);
+    js_keyring_free(kr);
+
+    /* After the pre-publication period the new version signs; the old one
+     * stays published while its tokens may still be alive. */
+    ok(js_keystate_tick(ks, T0 + 400, lifetime, NULL, &ev, &err), &err);
+    ok(js_keyring_build(f->cfg, ks, f->kv, &kr, &err), &err);
+    const js_key *k = js_keyring_find(kr, KEY);
+    assert_string_equal(js_key_kid(k), kid2);
+    assert_int_equal(js_key_version(k), 2);
+    jwks_kids(js_keyring_jwks(kr), kids, sizeof(kids));
+    assert_string_equal(kids, want);
+    js_keyring_free(kr);
+    js_ks_events_cleanup(&ev);
+    js_keystate_free(ks);
+}
+
+static void test_revoked_cannot_sign(void **state)
+{
+    fixture *f = *state;
+    js_keystate *ks = state_v1(f);
+    js_err err = {0};
+    js_ks_events ev = {0};
+    ok(js_keystate_revoke(ks, KEY, f->kid1, T0 + 5, "test", &ev, &err), &err);
+    js_keyring *kr = NULL;
+    ok(js_keyring_build(f->cfg, ks, f->kv, &kr, &err), &err);
+    /* The key is configured, so it is present, but nothing signs and the
+     * revoked version left the JWKS at once. */
+    assert_int_equal(js_keyring_count(kr), 1);
+    assert_null(js_keyring_find(kr, KEY));
+    char kids[256];
+    jwks_kids(js_keyring_jwks(kr), kids, sizeof(kids));
+    assert_string_equal(kids, "");
+    js_keyring_free(kr);
+    js_ks_events_cleanup(&ev);
+    js_keystate_free(ks);
+}
+
+static void test_state_label_missing_in_token(void **state)
+{
+    fixture *f = *state;
+    js_keystate *ks = NULL;
+    js_ks_events ev = {0};
+    js_err err = {0};
+    ok(js_keystate_new(&ks, &err), &err);
+    /* The state names a label the token does not hold: building fails closed. */
+    ok(js_keystate_ensure_initial(ks, KEY, "gone", "ES256", "kid-gone", T0, &ev, &err), &err);
+    ok(js_keystate_tick(ks, T0, lifetime, NULL, &ev, &err), &err);
+    js_keyring *kr = NULL;
+    assert_int_not_equal(js_keyring_build(f->cfg, ks, f->kv, &kr, &err), JS_OK);
+    assert_null(kr);
+    assert_non_null(strstr(err.msg, KEY));
+    js_ks_events_cleanup(&ev);
+    js_keystate_free(ks);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_version_label),
+        cmocka_unit_test(test_vault_caches_and_checks),
+        cmocka_unit_test(test_build_active),
+        cmocka_unit_test(test_rotation_publishes_next),
+        cmocka_unit_test(test_revoked_cannot_sign),
+        cmocka_unit_test(test_state_label_missing_in_token),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
