@@ -40,9 +40,11 @@
 #include "fdreserve.h"
 #include "frozen.h"
 #include "hsm.h"
+#include "hsm_signer.h"
 #include "jwk.h"
-#include "keyring.h"
 #include "http.h"
+#include "keyring.h"
+#include "lifecycle.h"
 #include "logline.h"
 #include "metrics.h"
 #include "policy.h"
@@ -291,11 +293,6 @@ static int cmd_check_policy(const char *path)
 #define AUDIT_KEY_STATE     "audit-key.json"
 #define AUDIT_KEY_STATE_MAX 4096
 
-typedef struct audit_signer {
-    js_hsm_session *s;
-    const js_hsm_key *key;
-} audit_signer;
-
 /* An HSM event kept for its audit record (the observer's strings are only
  * valid during the callback). */
 typedef struct hsm_event_copy {
@@ -315,14 +312,14 @@ typedef struct daemon_state {
     js_hsm_session *session;       /* start-up and reloads (main thread) */
     js_hsm_session *audit_session; /* only the audit writer uses it */
     js_hsm_key *audit_key;
-    audit_signer audit_signer; /* the audit log's sign_ctx: its session and key */
+    js_hsm_signer audit_signer; /* the audit log's sign_ctx: its session and key */
     /* Audit keys rotated in (Admin/RotateAuditKey, FORMAT.md §5.4): each on
      * its own session (the writer may be signing on the one before), kept
      * until exit because the writer may still hold the previous one. */
     struct audit_rotated {
         js_hsm_session *s;
         js_hsm_key *key;
-        audit_signer signer;
+        js_hsm_signer signer;
     } * audit_rotated[AUDIT_ROTATIONS_MAX];
     size_t n_audit_rotated;
     unsigned audit_generation;                        /* N of the label <audit.key_label>-N */
@@ -376,36 +373,11 @@ typedef struct daemon_state {
     char state_dir[4096];
 } daemon_state;
 
-static js_status audit_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig, size_t cap,
-                            size_t *sig_len, js_err *err)
-{
-    const audit_signer *a = ctx;
-    return js_hsm_sign(a->s, a->key, msg, len, sig, cap, sig_len, err);
-}
-
-/* A lifecycle record, durable before we go on. A failure is logged: the
- * daemon still refuses tokens by itself when the log is failing. */
+/* A lifecycle record, durable before we go on (lifecycle.h). */
 static void audit_lifecycle(daemon_state *d, const char *type, const char *decision,
                             const js_err *why, json_t *detail)
 {
-    char *detail_text = detail != NULL ? json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(detail);
-    js_audit_event ev = {
-        .type = type,
-        .decision = decision,
-        .reason = why != NULL ? js_reason_name(why->reason) : NULL,
-        .message = why != NULL ? why->msg : NULL,
-        .detail_json = detail_text,
-    };
-    js_err err;
-    js_err_clear(&err);
-    uint64_t seq = 0;
-    if (js_audit_append_sync(d->audit, &ev, &seq, &err) != JS_OK) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_record_lost", "record", type,
-                              "reason", js_reason_name(err.reason), "message", err.msg);
-        js_log_emit("error", o);
-    }
-    free(detail_text);
+    (void)js_lifecycle_audit(d->audit, JS_LIFECYCLE_DURABLE, type, NULL, decision, why, detail);
 }
 
 static char *pubkey_pem(EVP_PKEY *pk)
@@ -572,7 +544,7 @@ static js_status rotate_audit_key(void *ctx, const char *by, char *label_out, ch
      * JS_EUNAVAIL (not durable yet) from js_audit_rotate_key (auditlog.h). */
     bool queued = false;
     if (st == JS_OK) {
-        st = js_audit_rotate_key(d->audit, audit_sign, &r->signer, pem, 10000, key_id, err);
+        st = js_audit_rotate_key(d->audit, js_hsm_signer_sign, &r->signer, pem, 10000, key_id, err);
         queued = st == JS_OK || st == JS_EUNAVAIL;
     }
     free(pem);
@@ -619,7 +591,7 @@ static js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
         .heartbeat_ms = cfg->audit_heartbeat_ms,
         .segment_bytes = cfg->audit_segment_bytes,
         .no_fsync = !cfg->audit_fsync,
-        .sign = audit_sign,
+        .sign = js_hsm_signer_sign,
         .sign_ctx = &d->audit_signer,
         .pubkey_pem = pem,
         .on_batch = on_audit_batch,
