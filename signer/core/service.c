@@ -1,16 +1,18 @@
 /*
- * service.c - decides and signs one SignJwt request (see service.h).
+ * service.c - the SignJwt pipeline: admits, decodes, decides and signs one
+ * request into one decision (see service.h).
  */
 #include "service.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include <openssl/crypto.h>
-
 #include <openssl/evp.h>
 
+#include "clock.h"
+#include "hex.h"
 #include "jws.h"
 
 struct js_service {
@@ -43,19 +45,6 @@ js_status js_service_new(const js_config *cfg, js_ratelimit *rl, js_clock_fn clo
 void js_service_free(js_service *svc)
 {
     free(svc);
-}
-
-void js_sign_result_clear(js_sign_result *res)
-{
-    if (res == NULL)
-        return;
-    if (res->jwt != NULL) {
-        OPENSSL_cleanse(res->jwt, strlen(res->jwt));
-        free(res->jwt);
-    }
-    free(res->scopes);
-    free(res->aud);
-    memset(res, 0, sizeof(*res));
 }
 
 js_status js_request_id_check(const char *request_id, js_err *err)
@@ -102,39 +91,43 @@ static void note_sub_aud(const json_t *claims, js_sign_result *res)
 typedef struct hsm_sign_ctx {
     js_hsm_session *s;
     const js_hsm_key *key;
+    bool failed; /* the HSM refused or failed: counted as an HSM error */
 } hsm_sign_ctx;
 
 static js_status hsm_sign_cb(void *ctx, const uint8_t *in, size_t in_len, uint8_t *sig, size_t cap,
                              size_t *sig_len, js_err *err)
 {
-    const hsm_sign_ctx *c = ctx;
-    return js_hsm_sign(c->s, c->key, in, in_len, sig, cap, sig_len, err);
+    hsm_sign_ctx *c = ctx;
+    js_status st = js_hsm_sign(c->s, c->key, in, in_len, sig, cap, sig_len, err);
+    c->failed = st != JS_OK;
+    return st;
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+/* A caller admitted past match, frozen and rate checks, with everything the
+ * rest of the pipeline needs: borrowed from the input's snapshots. */
+typedef struct admission {
+    const js_policy *policy;
+    const js_policy_caller *caller;
+    const char *identity;
+    const js_keyring *keys;
+} admission;
 
-js_status js_service_admit(const js_service *svc, const js_policy *p, const js_frozen *frozen,
-                           const char *identity, js_admission *adm, uint64_t *retry_after_ms,
-                           js_err *err)
+/* Match, frozen and rate checks, before the request body is decoded.
+ * JS_EDENIED (policy.no_match, policy.frozen, admin.frozen) or JS_ELIMIT
+ * (rate.limited, with *retry_after_ms). */
+static js_status admit(const js_service *svc, const js_sign_input *in, admission *adm,
+                       uint64_t *retry_after_ms, js_err *err)
 {
-    memset(adm, 0, sizeof(*adm));
-    *retry_after_ms = 0;
-    const js_policy_caller *c = js_policy_match(p, identity);
+    const char *identity = in->identity;
+    const js_policy_caller *c = js_policy_match(in->policy, identity);
     JS_ENSURE(c != NULL, err, JS_EDENIED, JS_R_POLICY_NO_MATCH,
               "caller '%s' matches no entry of the policy", identity);
     JS_ENSURE(!js_policy_caller_frozen(c), err, JS_EDENIED, JS_R_POLICY_FROZEN,
               "caller '%s' is frozen (policy entry '%s')", identity, js_policy_caller_id(c));
-    JS_ENSURE(!js_frozen_contains(frozen, identity), err, JS_EDENIED, JS_R_ADMIN_FROZEN,
+    JS_ENSURE(!js_frozen_contains(in->frozen, identity), err, JS_EDENIED, JS_R_ADMIN_FROZEN,
               "caller '%s' is frozen by an administrator", identity);
-    JS_GUARD(js_ratelimit_take(svc->rl, c, identity, mono_ns(), retry_after_ms, err));
-    adm->policy = p;
-    adm->caller = c;
-    adm->identity = identity;
+    JS_GUARD(js_ratelimit_take(svc->rl, c, identity, js_mono_ns(), retry_after_ms, err));
+    *adm = (admission){in->policy, c, identity, in->keys};
     return JS_OK;
 }
 
@@ -164,86 +157,134 @@ static void token_digest(const char *jwt, char hex[JS_SHA256_HEX + 1])
     uint8_t d[32];
     unsigned int n = 0;
     EVP_Digest(jwt, strlen(jwt), d, &n, EVP_sha256(), NULL);
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < 32; i++) {
-        hex[2 * i] = digits[d[i] >> 4];
-        hex[2 * i + 1] = digits[d[i] & 15];
-    }
-    hex[JS_SHA256_HEX] = '\0';
+    js_hex_encode(d, sizeof(d), hex);
 }
 
-js_status js_service_sign(const js_service *svc, js_hsm_session *s, const js_admission *adm,
-                          const js_sign_request *req, js_sign_result *res, js_err *err)
+/* The request fields, the claims and the policy: the final claim set in
+ * *pr, with the jti in res. */
+static js_status evaluate(const admission *adm, const js_sign_request *req, int64_t now,
+                          js_sign_result *res, js_policy_result *pr, js_err *err)
 {
-    memset(res, 0, sizeof(*res));
     JS_GUARD(js_request_id_check(req->request_id, err));
     if (req->key_name[0] != '\0')
         JS_ENSURE(key_name_valid(req->key_name), err, JS_EINVAL, JS_R_REQUEST_KEY_NAME,
                   "key name must be 1-%d characters of [A-Za-z0-9._-]", JS_KEY_NAME_MAX);
-
     json_t *claims = NULL;
     JS_GUARD(claims_parse(req->claims, req->claims_len, &claims, err));
     note_sub_aud(claims, res);
+    js_status st = claims_new_jti(res->jti, err);
+    if (st == JS_OK)
+        st = js_policy_evaluate(adm->policy, adm->caller, claims, req->key_name, res->jti, now, pr,
+                                err);
+    json_decref(claims);
+    return st;
+}
 
+/*
+ * Signs the claim set with the key the policy chose. The policy only names
+ * configured keys (js_service_check_policy); a key without an active
+ * version was revoked with no successor.
+ */
+static js_status sign(const admission *adm, js_hsm_session *s, int64_t now, js_policy_result *pr,
+                      js_sign_result *res, bool *hsm_failed, js_err *err)
+{
+    const js_key *key = js_keyring_find(adm->keys, pr->key_name);
+    JS_ENSURE(key != NULL, err, JS_EUNAVAIL, JS_R_KEY_NO_ACTIVE,
+              "key '%s' has no active version (revoked without a successor): an administrator "
+              "must call Admin/RotateKey, which makes a new version active immediately "
+              "(emergency rotation)",
+              pr->key_name);
+    JS_ENSURE(js_key_lifetime(key) > 0, err, JS_EUNAVAIL, JS_R_KEY_LIFETIME_UNKNOWN,
+              "key '%s' has no known publication window yet", pr->key_name);
+    /* A token never outlives its key version's publication (keystate.h):
+     * exp is capped to now + the version's lifetime window. The policy
+     * cannot know the window, so the cap is applied to the claim set it
+     * built, here and only here. */
+    if (pr->exp > now + js_key_lifetime(key)) {
+        pr->exp = now + js_key_lifetime(key);
+        JS_ENSURE(json_object_set_new(pr->claims, "exp", json_integer(pr->exp)) == 0, err,
+                  JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+    }
+    snprintf(res->key_name, sizeof(res->key_name), "%s", js_key_name(key));
+    snprintf(res->kid, sizeof(res->kid), "%s", js_key_kid(key));
+    snprintf(res->alg, sizeof(res->alg), "%s", js_alg_name(js_key_alg(key)));
+    char *payload = json_dumps(pr->claims, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    JS_ENSURE_ALLOC(payload, err);
+    const char *header = js_key_header(key);
+    hsm_sign_ctx ctx = {s, js_key_hsm(key), false};
+    js_status st = jws_sign_compact(header, strlen(header), payload, strlen(payload), hsm_sign_cb,
+                                    &ctx, &res->jwt, err);
+    free(payload);
+    *hsm_failed = ctx.failed;
+    JS_GUARD(st);
+    res->issued_at = now;
+    res->expires_at = pr->exp;
+    res->scopes = pr->scopes;
+    pr->scopes = NULL;
+    token_digest(res->jwt, res->token_sha256);
+    return JS_OK;
+}
+
+/* Everything after admission: decode, evaluate, sign. */
+static js_status decide_admitted(const js_service *svc, const js_sign_input *in,
+                                 const admission *adm, js_decision *d, js_err *err)
+{
+    js_sign_request req;
+    memset(&req, 0, sizeof(req));
+    JS_GUARD(in->decode(in->decode_ctx, &req, err));
+    /* Only log and record a request_id we accept (printable, bounded). */
+    if (js_request_id_check(req.request_id, NULL) == JS_OK)
+        snprintf(d->request_id, sizeof(d->request_id), "%s", req.request_id);
     int64_t now = svc->clock(svc->clock_ctx);
     js_policy_result pr;
     memset(&pr, 0, sizeof(pr));
-    js_status st = claims_new_jti(res->jti, err);
+    js_status st = evaluate(adm, &req, now, &d->token, &pr, err);
     if (st == JS_OK)
-        st = js_policy_evaluate(adm->policy, adm->caller, claims, req->key_name, res->jti, now, &pr,
-                                err);
-    json_decref(claims);
-    if (st != JS_OK) {
-        res->jti[0] = '\0'; /* no token carries it */
-        js_policy_result_clear(&pr);
-        return st;
-    }
-
-    /* The policy only names configured keys (js_service_check_policy); a
-     * key without an active version was revoked with no successor. */
-    const js_key *key = js_keyring_find(adm->keys, pr.key_name);
-    char *payload = NULL;
-    if (key == NULL)
-        st = js_err_set(err, JS_EUNAVAIL, JS_R_KEY_NO_ACTIVE,
-                        "key '%s' has no active version (revoked without a successor): an "
-                        "administrator must call Admin/RotateKey, which makes a new version "
-                        "active immediately (emergency rotation)",
-                        pr.key_name);
-    /* A token never outlives its key version's publication (keystate.h):
-     * exp is capped to now + the version's lifetime window. */
-    if (st == JS_OK && js_key_lifetime(key) <= 0)
-        st = js_err_set(err, JS_EUNAVAIL, JS_R_KEY_LIFETIME_UNKNOWN,
-                        "key '%s' has no known publication window yet", pr.key_name);
-    if (st == JS_OK && pr.exp > now + js_key_lifetime(key)) {
-        pr.exp = now + js_key_lifetime(key);
-        if (json_object_set_new(pr.claims, "exp", json_integer(pr.exp)) != 0)
-            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
-    }
-    if (st == JS_OK) {
-        snprintf(res->key_name, sizeof(res->key_name), "%s", js_key_name(key));
-        snprintf(res->kid, sizeof(res->kid), "%s", js_key_kid(key));
-        snprintf(res->alg, sizeof(res->alg), "%s", js_alg_name(js_key_alg(key)));
-        payload = json_dumps(pr.claims, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        if (payload == NULL)
-            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
-    }
-    if (st == JS_OK) {
-        const char *header = js_key_header(key);
-        hsm_sign_ctx ctx = {s, js_key_hsm(key)};
-        st = jws_sign_compact(header, strlen(header), payload, strlen(payload), hsm_sign_cb, &ctx,
-                              &res->jwt, err);
-    }
-    free(payload);
-    if (st != JS_OK) {
-        res->jti[0] = '\0';
-        js_policy_result_clear(&pr);
-        return st;
-    }
-    res->issued_at = now;
-    res->expires_at = pr.exp;
-    res->scopes = pr.scopes;
-    pr.scopes = NULL;
+        st = sign(adm, in->session, now, &pr, &d->token, &d->hsm_failed, err);
     js_policy_result_clear(&pr);
-    token_digest(res->jwt, res->token_sha256);
-    return JS_OK;
+    return st;
+}
+
+void js_service_decide(const js_service *svc, const js_sign_input *in, js_decision *d)
+{
+    js_decision_init(d);
+    js_err err;
+    js_err_clear(&err);
+    admission adm;
+    memset(&adm, 0, sizeof(adm));
+    /* identity -> match -> frozen -> rate, before the body is decoded. */
+    js_status st;
+    if (in->identity == NULL) {
+        err = *in->identity_err;
+        st = err.status;
+    } else {
+        st = admit(svc, in, &adm, &d->retry_after_ms, &err);
+    }
+    if (st == JS_ELIMIT) {
+        /* Rate limited: nothing is decoded and the denial is folded, so a
+         * flood stays cheap. */
+        d->folded = true;
+    } else if (st != JS_OK) {
+        /* A refused caller (no identity, no match, frozen) within its denial
+         * budget still gets its request envelope decoded, for the request_id
+         * its audit record and log line carry; beyond the budget nothing is
+         * decoded. */
+        d->folded = !in->in_full(in->budget_ctx);
+        js_sign_request req;
+        memset(&req, 0, sizeof(req));
+        js_err ignored;
+        if (!d->folded && in->decode(in->decode_ctx, &req, &ignored) == JS_OK &&
+            js_request_id_check(req.request_id, NULL) == JS_OK)
+            snprintf(d->request_id, sizeof(d->request_id), "%s", req.request_id);
+    } else {
+        st = decide_admitted(svc, in, &adm, d, &err);
+        /* Denials decided after admission (malformed request, policy) take
+         * their budget decision now; errors (HSM, audit) are never folded. */
+        if (st != JS_OK && js_decision_kind_of(st) == JS_DECISION_DENY)
+            d->folded = !in->in_full(in->budget_ctx);
+    }
+    if (st == JS_OK)
+        js_decision_allow(d);
+    else
+        js_decision_fail(d, &err);
 }

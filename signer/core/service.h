@@ -1,27 +1,32 @@
 /*
- * service.h - the SignJwt and GetJwks logic, independent of gRPC.
+ * service.h - the SignJwt pipeline, independent of gRPC: one function takes
+ * the caller's identity and the request and returns one decision
+ * (decision.h), from which the RPC layer builds the reply, the log line,
+ * the audit record and the metrics.
  *
- * The RPC layer (server.c) authenticates the transport, extracts the caller
- * identity and picks up the policy snapshot in force; this module decides and
- * signs, and reports every field the request log and the audit record need.
+ * The RPC layer authenticates the transport, extracts the caller identity,
+ * picks up the snapshots in force (policy, frozen callers, keyring) and
+ * hands over a decoder for the request body; it never decides. GetJwks and
+ * the Admin service are not here (signer/rpc, control.h).
  *
- * Order of checks (issue: evaluation order): identity -> policy match ->
- * frozen? -> rate limit, all in js_service_admit() BEFORE the request body is
- * decoded, so a flood costs little; then js_service_sign(): request fields ->
- * claims parse (strict) -> policy evaluation -> sign in the HSM. Nothing is
- * returned unless the whole token was built.
+ * Order of checks: identity -> policy match -> frozen? -> rate limit, all
+ * BEFORE the request body is decoded, so a flood costs little; then the
+ * request fields -> claims parse (strict) -> policy evaluation -> sign in
+ * the HSM. No token is returned unless the whole token was built.
  *
  * Thread-safety: a js_service is shared by all workers; each passes its own
- * HSM session and its own policy snapshot.
+ * HSM session and its own snapshots.
  */
 #ifndef JS_SERVICE_H
 #define JS_SERVICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "claims.h"
 #include "config.h"
+#include "decision.h"
 #include "err.h"
 #include "frozen.h"
 #include "hsm.h"
@@ -35,10 +40,6 @@ typedef struct js_service js_service;
 /* Returns the current time in Unix seconds; injectable for tests. */
 typedef int64_t (*js_clock_fn)(void *ctx);
 
-#define JS_REQUEST_ID_MAX 128
-#define JS_LOG_SUB_MAX    256
-#define JS_SHA256_HEX     64
-
 /* Borrowed view of one request. */
 typedef struct js_sign_request {
     const uint8_t *claims;
@@ -47,30 +48,30 @@ typedef struct js_sign_request {
     const char *request_id; /* "" = none */
 } js_sign_request;
 
-/* A caller admitted past match, frozen and rate checks. Borrowed pointers
- * into the policy snapshot the worker holds for this request. */
-typedef struct js_admission {
-    const js_policy *policy;
-    const js_policy_caller *caller;
-    const char *identity;
-    const js_keyring *keys; /* the keyring snapshot in force for this request */
-} js_admission;
+/* How the RPC layer hands over the request body: called at most once, only
+ * for an admitted caller, or for a refused one whose denial is recorded in
+ * full (for the request_id its audit record and log line carry). *req may
+ * borrow from ctx until js_service_decide returns. */
+typedef js_status (*js_sign_decode_fn)(void *ctx, js_sign_request *req, js_err *err);
 
-/* Result of a request, allowed or denied. jwt and scopes are malloc'd (free
- * with js_sign_result_clear); the fixed buffers serve logs and audit. */
-typedef struct js_sign_result {
-    char *jwt;
-    char *scopes;
-    char kid[JWK_KID_LEN + 1];
-    char jti[CLAIMS_JTI_LEN + 1];
-    char key_name[JS_KEY_NAME_MAX + 1];
-    char alg[16];
-    char sub[JS_LOG_SUB_MAX + 1];
-    char *aud; /* the request's aud as compact JSON (NULL if absent); malloc'd */
-    char token_sha256[JS_SHA256_HEX + 1];
-    int64_t issued_at;
-    int64_t expires_at;
-} js_sign_result;
+/* The denial budget (denials.h): true = this denial gets an audit record
+ * and a log line of its own, false = it is folded into a counted record.
+ * Asked at most once per request, only for denials (never for errors). */
+typedef bool (*js_denial_budget_fn)(void *ctx);
+
+/* One SignJwt request as the RPC layer sees it. Everything is borrowed. */
+typedef struct js_sign_input {
+    const char *identity;       /* the caller, or NULL: the transport found none */
+    const js_err *identity_err; /* why not, when identity is NULL */
+    const js_policy *policy;    /* the snapshots in force for this request */
+    const js_frozen *frozen;
+    const js_keyring *keys;
+    js_hsm_session *session; /* the worker's own */
+    js_sign_decode_fn decode;
+    void *decode_ctx;
+    js_denial_budget_fn in_full;
+    void *budget_ctx;
+} js_sign_input;
 
 /* Borrows cfg and rl; they must outlive the service. clock NULL = time(). */
 js_status js_service_new(const js_config *cfg, js_ratelimit *rl, js_clock_fn clock, void *clock_ctx,
@@ -78,17 +79,14 @@ js_status js_service_new(const js_config *cfg, js_ratelimit *rl, js_clock_fn clo
 void js_service_free(js_service *svc);
 
 /*
- * Match, frozen and rate checks for identity under policy p and the callers
- * frozen at run time. JS_EDENIED (policy.no_match, policy.frozen,
- * admin.frozen) or JS_ELIMIT (rate.limited, with *retry_after_ms).
+ * Decides one SignJwt request into *d (js_decision_init'ed here; release
+ * with js_decision_clear). Allowed: d->token holds the signed token. Refused:
+ * deny with policy.no_match, policy.frozen, admin.frozen, rate.limited (with
+ * retry_after_ms), request.* or a policy rule; error (HSM, no active key,
+ * internal) with its reason. d->folded says whether a denial went beyond
+ * the caller's denial budget.
  */
-js_status js_service_admit(const js_service *svc, const js_policy *p, const js_frozen *frozen,
-                           const char *identity, js_admission *adm, uint64_t *retry_after_ms,
-                           js_err *err) JS_WUR;
-
-js_status js_service_sign(const js_service *svc, js_hsm_session *s, const js_admission *adm,
-                          const js_sign_request *req, js_sign_result *res, js_err *err) JS_WUR;
-void js_sign_result_clear(js_sign_result *res);
+void js_service_decide(const js_service *svc, const js_sign_input *in, js_decision *d);
 
 /* Checks that every key a policy names exists in the keyring, and that the
  * policy or the config sets an issuer. Used at start and on every reload. */

@@ -90,7 +90,7 @@ void rpc_call_free(call_ctx *c)
         grpc_byte_buffer_destroy(c->reply);
     if (c->call != NULL)
         grpc_call_unref(c->call);
-    js_sign_result_clear(&c->res);
+    js_decision_clear(&c->d);
     gpr_free(c->peer);
     free(c);
 }
@@ -162,6 +162,12 @@ void rpc_reply(call_ctx *c, grpc_status_code code, js_reason why, const char *ms
         js_log_event("error", "reply_failed", "grpc_call_start_batch failed");
         rpc_call_free(c);
     }
+}
+
+void rpc_reply_decision(call_ctx *c, const js_decision *d, const uint8_t *body, size_t body_len)
+{
+    /* rpc_reply reads d before it starts the batch that may free c. */
+    rpc_reply(c, rpc_status_code(d->status), d->reason, d->msg, body, body_len, d->retry_after_ms);
 }
 
 /* ---- request handling ----------------------------------------------------------- */

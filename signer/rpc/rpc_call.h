@@ -18,6 +18,7 @@
 
 #include <grpc/grpc.h>
 
+#include "decision.h"
 #include "identity.h"
 #include "server.h"
 
@@ -61,8 +62,7 @@ typedef struct call_ctx {
     int64_t t0_us;
     char *peer;
     char identity[IDENTITY_MAX + 1];
-    char request_id[JS_REQUEST_ID_MAX + 1];
-    js_sign_result res;
+    js_decision d; /* how the call ended: reply, log line, audit record, metrics */
 } call_ctx;
 
 struct worker {
@@ -125,6 +125,9 @@ void rpc_call_free(call_ctx *c);
  * it returns. */
 void rpc_reply(call_ctx *c, grpc_status_code code, js_reason why, const char *msg,
                const uint8_t *body, size_t body_len, uint64_t retry_after_ms);
+/* The reply of decision d (c->d, or one of the caller's): its status,
+ * reason, message and retry-after; body only when allowed. */
+void rpc_reply_decision(call_ctx *c, const js_decision *d, const uint8_t *body, size_t body_len);
 
 /* Copies the request payload into one contiguous buffer of at most
  * MAX_REQUEST_BYTES (release *out with grpc_slice_unref). */
