@@ -4,6 +4,8 @@
  */
 #include "statefile.h"
 
+#include "fileio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -30,64 +32,33 @@ static js_status io_err(js_err *err, const char *domain, const char *fmt, ...)
 js_status js_statefile_read(const char *path, size_t max, const char *domain, char **out,
                             size_t *len, bool *absent, js_err *err)
 {
-    *out = NULL;
-    *len = 0;
     *absent = false;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        if (errno == ENOENT) {
+    js_file_info fi;
+    switch (js_file_read(path, max, 0, out, len, &fi)) {
+    case JS_FILE_OK:
+        return JS_OK;
+    case JS_FILE_OPEN:
+        if (fi.sys_errno == ENOENT) {
             *absent = true;
             return JS_OK;
         }
-        return io_err(err, domain, "%s: cannot open: %s", path, strerror(errno));
+        return io_err(err, domain, "%s: cannot open: %s", path, strerror(fi.sys_errno));
+    case JS_FILE_NOT_REGULAR:
+        return js_err_set(err, JS_ECONFIG, js_reason_lookup(domain, "io"), "%s: not a regular file",
+                          path);
+    case JS_FILE_TOO_LARGE:
+        /* Over the limit when opened, or grew past it while being read. */
+        if (fi.size > 0 && (unsigned long long)fi.size > max)
+            return js_err_set(err, JS_ECONFIG, js_reason_lookup(domain, "too_large"),
+                              "%s: %lld bytes; the limit is %zu", path, fi.size, max);
+        return js_err_set(err, JS_ECONFIG, js_reason_lookup(domain, "too_large"),
+                          "%s: larger than %zu bytes", path, max);
+    case JS_FILE_READ:
+        return io_err(err, domain, "%s: read failed: %s", path, strerror(fi.sys_errno));
+    case JS_FILE_NOMEM:
+    default:
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
-    js_reason reason = js_reason_lookup(domain, "too_large");
-    struct stat sb;
-    js_status st = JS_OK;
-    char *buf = NULL;
-    size_t n = 0;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        reason = js_reason_lookup(domain, "io");
-        st = js_err_set(err, JS_ECONFIG, reason, "%s: not a regular file", path);
-        goto out;
-    }
-    if ((size_t)sb.st_size > max) {
-        st = js_err_set(err, JS_ECONFIG, reason, "%s: %lld bytes; the limit is %zu", path,
-                        (long long)sb.st_size, max);
-        goto out;
-    }
-    /* Read to the limit plus one, whatever fstat said: the file may grow. */
-    buf = malloc(max + 2);
-    if (buf == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
-        goto out;
-    }
-    while (n < max + 1) {
-        ssize_t r = read(fd, buf + n, max + 1 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            st = io_err(err, domain, "%s: read failed: %s", path, strerror(errno));
-            goto out;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    if (n > max) {
-        st = js_err_set(err, JS_ECONFIG, reason, "%s: larger than %zu bytes", path, max);
-        goto out;
-    }
-    buf[n] = '\0';
-out:
-    close(fd);
-    if (st != JS_OK) {
-        free(buf);
-        return st;
-    }
-    *out = buf;
-    *len = n;
-    return JS_OK;
 }
 
 static js_status write_all(int fd, const char *p, size_t len, const char *tmp, const char *domain,

@@ -18,8 +18,9 @@
 #include "err.h"
 
 /* Reads the whole regular file at path (no symlink followed) into a malloc'd,
- * NUL-terminated buffer of at most max bytes. A missing file sets *absent
- * and returns JS_OK with *out NULL. Larger than max: JS_ECONFIG. */
+ * NUL-terminated buffer of at most max bytes, with js_file_read (fileio.h).
+ * A missing file sets *absent and returns JS_OK with *out NULL. Larger than
+ * max: JS_ECONFIG "<domain>.too_large". */
 js_status js_statefile_read(const char *path, size_t max, const char *domain, char **out,
                             size_t *len, bool *absent, js_err *err) JS_WUR;
 

@@ -9,18 +9,16 @@
 #include "yamldoc.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <yaml.h>
 
 #include "duration.h"
+#include "fileio.h"
 
 struct js_yaml_node {
     js_yaml_type type;
@@ -600,53 +598,28 @@ js_status js_yaml_load_buffer(const char *name, const void *data, size_t len,
     return JS_OK;
 }
 
-/* Reads at most max bytes of a regular file; one byte more means "too large". */
+/* Reads at most max bytes of a regular file (fileio.h); one byte more means
+ * "too large". A symlink is followed: the operator names these files. */
 static js_status read_file(const js_yaml_doc *doc, const char *path, size_t max, char **data,
                            size_t *len, js_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return yaml_fail(doc, 0, NULL, "io", err, "cannot open: %s", strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
+    js_file_info fi;
+    switch (js_file_read(path, max, JS_FILE_FOLLOW, data, len, &fi)) {
+    case JS_FILE_OK:
+        return JS_OK;
+    case JS_FILE_OPEN:
+        return yaml_fail(doc, 0, NULL, "io", err, "cannot open: %s", strerror(fi.sys_errno));
+    case JS_FILE_NOT_REGULAR:
         return yaml_fail(doc, 0, NULL, "io", err, "not a regular file");
-    }
-    if (sb.st_size < 0 || (uint64_t)sb.st_size > max) {
-        close(fd);
+    case JS_FILE_TOO_LARGE:
         return yaml_fail(doc, 0, NULL, "too_large", err,
                          "file is larger than the limit of %zu bytes", max);
-    }
-    char *buf = malloc(max + 1);
-    if (buf == NULL) {
-        close(fd);
+    case JS_FILE_READ:
+        return yaml_fail(doc, 0, NULL, "io", err, "read failed: %s", strerror(fi.sys_errno));
+    case JS_FILE_NOMEM:
+    default:
         return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
-    /* The size may change between fstat and read; the loop trusts only what it reads. */
-    size_t got = 0;
-    while (got <= max) {
-        ssize_t r = read(fd, buf + got, max + 1 - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = errno;
-            free(buf);
-            close(fd);
-            return yaml_fail(doc, 0, NULL, "io", err, "read failed: %s", strerror(e));
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got > max) {
-        free(buf);
-        return yaml_fail(doc, 0, NULL, "too_large", err,
-                         "file is larger than the limit of %zu bytes", max);
-    }
-    *data = buf;
-    *len = got;
-    return JS_OK;
 }
 
 js_status js_yaml_load_file(const char *path, const js_yaml_opts *opts, js_yaml_doc **out,

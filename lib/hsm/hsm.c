@@ -144,7 +144,7 @@ struct js_hsm_key {
     CK_OBJECT_HANDLE hint; /* the handle the self-test used, valid while hint_gen/epoch hold */
     uint64_t hint_gen;
     uint64_t hint_epoch;
-    char label[JS_HSM_LABEL_MAX + 1];
+    char label[JS_LABEL_MAX + 1];
     char warning[JS_MSG_MAX]; /* empty, or why the key's attributes are weaker than ours */
     EVP_PKEY *pub;
 };
@@ -156,7 +156,7 @@ typedef struct hsm_pending {
         js_hsm_event_kind kind;
         int64_t duration_ms;
         char ckr[HSM_CKR_NAME];
-        char label[JS_HSM_LABEL_MAX + 1];
+        char label[JS_LABEL_MAX + 1];
         char msg[JS_MSG_MAX];
     } e[HSM_PENDING_MAX];
 } hsm_pending;
@@ -484,20 +484,23 @@ static void printable_field(char *dst, size_t cap, const unsigned char *src, siz
 }
 
 /*
- * A label goes into templates and messages: 1..JS_HSM_LABEL_MAX bytes of
- * printable ASCII, so it can be neither truncated nor used to forge log lines.
+ * A label goes into templates and messages: the HSM label rule of names.h
+ * (1..JS_LABEL_MAX bytes of printable ASCII), so it can be neither truncated
+ * nor used to forge log lines. The rest only says what is wrong with it.
  */
 static js_status check_label(const char *label, js_err *err)
 {
+    if (js_label_ok(label))
+        return JS_OK;
     JS_ENSURE(label != NULL, err, JS_EINVAL, JS_R_HSM_LABEL, "key label is missing");
-    size_t n = strnlen(label, JS_HSM_LABEL_MAX + 1);
+    size_t n = strnlen(label, JS_LABEL_MAX + 1);
     JS_ENSURE(n > 0, err, JS_EINVAL, JS_R_HSM_LABEL, "key label is empty");
-    JS_ENSURE(n <= JS_HSM_LABEL_MAX, err, JS_EINVAL, JS_R_HSM_LABEL,
-              "key label is longer than %d bytes", JS_HSM_LABEL_MAX);
+    JS_ENSURE(n <= JS_LABEL_MAX, err, JS_EINVAL, JS_R_HSM_LABEL,
+              "key label is longer than %d bytes", JS_LABEL_MAX);
     for (size_t i = 0; i < n; i++)
         JS_ENSURE(label[i] >= 0x20 && label[i] < 0x7f, err, JS_EINVAL, JS_R_HSM_LABEL,
                   "key label contains a byte outside printable ASCII (offset %zu)", i);
-    return JS_OK;
+    return js_err_set(err, JS_EINVAL, JS_R_HSM_LABEL, "key label is not valid");
 }
 
 /*
@@ -1405,7 +1408,7 @@ static resolve_result resolve_key(js_hsm_session *s, const js_hsm_key *key, CK_O
     const hsm_alg *row = key->row;
     CK_OBJECT_CLASS cls_priv = CKO_PRIVATE_KEY, cls_pub = CKO_PUBLIC_KEY;
     CK_ULONG label_len = (CK_ULONG)strlen(key->label);
-    char label_buf[JS_HSM_LABEL_MAX + 1];
+    char label_buf[JS_LABEL_MAX + 1];
     memcpy(label_buf, key->label, label_len + 1);
     CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls_priv, sizeof(cls_priv)},
                            {CKA_LABEL, label_buf, label_len}};
@@ -1812,7 +1815,7 @@ static js_status generate_pair(js_hsm_session *s, const hsm_alg *row, const char
     CK_MECHANISM mech = {row->keygen_mech, NULL, 0};
     CK_ULONG label_len = (CK_ULONG)strlen(label);
     /* The templates want non-const pointers: copy the label. */
-    char label_buf[JS_HSM_LABEL_MAX + 1];
+    char label_buf[JS_LABEL_MAX + 1];
     memcpy(label_buf, label, label_len + 1);
 
     /* A signing key pair does one thing (issue 8: SoftHSM's defaults allow more). */
@@ -2136,7 +2139,7 @@ js_status js_hsm_key_find(js_hsm *hsm, js_hsm_session *s, const char *label, js_
 
     CK_OBJECT_CLASS cls_priv = CKO_PRIVATE_KEY, cls_pub = CKO_PUBLIC_KEY;
     CK_ULONG label_len = (CK_ULONG)strlen(label);
-    char label_buf[JS_HSM_LABEL_MAX + 1];
+    char label_buf[JS_LABEL_MAX + 1];
     memcpy(label_buf, label, label_len + 1);
     CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls_priv, sizeof(cls_priv)},
                            {CKA_LABEL, label_buf, label_len}};
@@ -2353,7 +2356,7 @@ js_status js_hsm_keygen(js_hsm *hsm, js_hsm_session *s, const char *label, js_al
      * generation below: keygen is an operator action, not a concurrent path.
      */
     CK_ULONG label_len = (CK_ULONG)strlen(label);
-    char label_buf[JS_HSM_LABEL_MAX + 1];
+    char label_buf[JS_LABEL_MAX + 1];
     memcpy(label_buf, label, label_len + 1);
     CK_ATTRIBUTE tmpl[] = {{CKA_LABEL, label_buf, label_len}};
     CK_OBJECT_HANDLE found[1];

@@ -45,13 +45,13 @@
 
 #include "alg.h"
 #include "err.h"
+#include "names.h" /* JS_LABEL_MAX, js_label_ok */
 
 typedef struct js_hsm js_hsm;
 typedef struct js_hsm_session js_hsm_session;
 typedef struct js_hsm_key js_hsm_key;
 
-#define JS_HSM_LABEL_MAX 128
-#define JS_HSM_PIN_MAX   256
+#define JS_HSM_PIN_MAX 256
 
 /*
  * What the daemon reports (/healthz, metrics). `ok` is false from the first

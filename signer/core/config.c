@@ -11,7 +11,6 @@
 #include "duration.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -24,11 +23,12 @@
 
 #include <openssl/crypto.h>
 
-#include "hsm.h" /* JS_HSM_LABEL_MAX, JS_HSM_PIN_MAX */
+#include "fileio.h"
+#include "hsm.h" /* JS_HSM_PIN_MAX */
+#include "names.h"
 #include "yamldoc.h"
 
-#define ISSUER_MAX       256
-#define PIN_ENV_NAME_MAX 128
+#define ISSUER_MAX 256
 /* A PIN file holds one short line; anything bigger is the wrong file. */
 #define PIN_FILE_MAX 4096
 
@@ -206,21 +206,6 @@ static js_status load_workers(const loader *ld, const js_yaml_node *root, js_con
     return JS_OK;
 }
 
-static bool env_name_ok(const char *s)
-{
-    /* POSIX portable environment variable names (XBD 8.1). */
-    size_t n = strlen(s);
-    if (n == 0 || n > PIN_ENV_NAME_MAX || (s[0] >= '0' && s[0] <= '9'))
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '_'))
-            return false;
-    }
-    return true;
-}
-
 static js_status load_hsm(const loader *ld, const js_yaml_node *root, js_config *cfg)
 {
     const js_yaml_node *hsm, *v;
@@ -254,25 +239,11 @@ static js_status load_hsm(const loader *ld, const js_yaml_node *root, js_config 
     if (has_file)
         return get_path(ld, hsm, "hsm", "pin_file", &cfg->pin_file);
     JS_GUARD(get_string(ld, hsm, "hsm", "pin_env", true, &s, &v));
-    if (!env_name_ok(s))
+    if (!js_env_name_ok(s))
         return fail(ld, js_yaml_node_line(v), "hsm.pin_env", JS_R_CONFIG_PIN_ENV,
                     "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most %d)",
-                    PIN_ENV_NAME_MAX);
+                    JS_ENV_NAME_MAX);
     return dup_str(s, &cfg->pin_env, ld->err);
-}
-
-static bool key_name_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > JS_KEY_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
 }
 
 static js_status load_key(const loader *ld, const js_yaml_node *item, const char *path,
@@ -285,7 +256,7 @@ static js_status load_key(const loader *ld, const js_yaml_node *item, const char
     JS_GUARD(js_yaml_check_keys(ld->doc, item, path, k_key_keys, COUNT(k_key_keys), ld->err));
 
     JS_GUARD(get_string(ld, item, path, "name", true, &s, &v));
-    if (!key_name_ok(s))
+    if (!js_key_name_ok(s))
         return fail(ld, js_yaml_node_line(v), js_yaml_path_key(sub, sizeof(sub), path, "name"),
                     JS_R_CONFIG_KEY_NAME,
                     "'%s' is not a valid key name ([A-Za-z0-9._-], 1..%d bytes)",
@@ -294,9 +265,9 @@ static js_status load_key(const loader *ld, const js_yaml_node *item, const char
 
     JS_GUARD(get_string(ld, item, path, "label", true, &s, &v));
     size_t n = strlen(s);
-    if (n == 0 || n > JS_HSM_LABEL_MAX)
+    if (n == 0 || n > JS_LABEL_MAX)
         return fail(ld, js_yaml_node_line(v), js_yaml_path_key(sub, sizeof(sub), path, "label"),
-                    JS_R_CONFIG_KEY_LABEL, "label must be 1..%d bytes", JS_HSM_LABEL_MAX);
+                    JS_R_CONFIG_KEY_LABEL, "label must be 1..%d bytes", JS_LABEL_MAX);
     JS_GUARD(dup_str(s, &key->label, ld->err));
 
     JS_GUARD(get_string(ld, item, path, "alg", true, &s, &v));
@@ -454,9 +425,9 @@ static js_status load_audit_key_label(const loader *ld, const js_yaml_node *root
     char shown[48];
     JS_GUARD(get_string(ld, audit, "audit", "key_label", true, &s, &v));
     size_t n = strlen(s);
-    if (n == 0 || n > JS_HSM_LABEL_MAX)
+    if (n == 0 || n > JS_LABEL_MAX)
         return fail(ld, js_yaml_node_line(v), "audit.key_label", JS_R_CONFIG_KEY_LABEL,
-                    "label must be 1..%d bytes", JS_HSM_LABEL_MAX);
+                    "label must be 1..%d bytes", JS_LABEL_MAX);
     for (size_t i = 0; i < cfg->nkeys; i++) {
         if (strcmp(cfg->keys[i].label, s) != 0)
             continue;
@@ -748,59 +719,51 @@ static js_status deliver_pin(const char *what, const char *pin, size_t n, char *
 
 static js_status read_pin_file(const char *path, char *buf, size_t cap, size_t *len, js_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    char *text = NULL;
+    size_t got = 0;
+    js_file_info fi;
+    js_file_fail ff =
+        js_file_read(path, PIN_FILE_MAX, JS_FILE_FOLLOW | JS_FILE_SECRET, &text, &got, &fi);
+    if (ff == JS_FILE_OPEN)
         return js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE, "pin_file %s: cannot open: %s",
-                          path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
+                          path, strerror(fi.sys_errno));
+    if (ff == JS_FILE_NOT_REGULAR)
         return js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE, "pin_file %s: not a regular file",
                           path);
-    }
     /*
      * A library cannot warn, so the line is drawn where the PIN is certainly
      * exposed: readable (or replaceable) by every user. Group access is left to
-     * the deployment (e.g. a root:jwt-signer 0640 file).
+     * the deployment (e.g. a root:jwt-signer 0640 file). Checked before the
+     * other outcomes of the read, as it was when it came before the read.
      */
-    if (sb.st_mode & (S_IROTH | S_IWOTH)) {
-        close(fd);
-        return js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE_MODE,
-                          "pin_file %s: must not be accessible by all users (mode %04o); "
-                          "chmod o-rw",
-                          path, (unsigned)(sb.st_mode & 07777));
-    }
-    char tmp[PIN_FILE_MAX + 1];
-    size_t got = 0;
     js_status st = JS_OK;
-    while (got < sizeof(tmp)) {
-        ssize_t r = read(fd, tmp + got, sizeof(tmp) - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            st = js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE, "pin_file %s: read failed: %s",
-                            path, strerror(errno));
-            break;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (st == JS_OK && got > PIN_FILE_MAX)
+    if (fi.stat_ok && (fi.mode & (S_IROTH | S_IWOTH)))
+        st = js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE_MODE,
+                        "pin_file %s: must not be accessible by all users (mode %04o); "
+                        "chmod o-rw",
+                        path, (unsigned)(fi.mode & 07777));
+    else if (ff == JS_FILE_READ)
+        st = js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE, "pin_file %s: read failed: %s", path,
+                        strerror(fi.sys_errno));
+    else if (ff == JS_FILE_TOO_LARGE)
         st = js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE,
                         "pin_file %s: larger than %d bytes; expected one line", path, PIN_FILE_MAX);
+    else if (ff != JS_FILE_OK)
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     if (st == JS_OK) {
         /* The first line, without its terminator (LF or CRLF). */
-        const char *nl = memchr(tmp, '\n', got);
-        size_t n = nl ? (size_t)(nl - tmp) : got;
-        while (n > 0 && (tmp[n - 1] == '\r' || tmp[n - 1] == '\n'))
+        const char *nl = memchr(text, '\n', got);
+        size_t n = nl ? (size_t)(nl - text) : got;
+        while (n > 0 && (text[n - 1] == '\r' || text[n - 1] == '\n'))
             n--;
         char what[JS_MSG_MAX / 2];
         snprintf(what, sizeof(what), "pin_file %s", path);
-        st = deliver_pin(what, tmp, n, buf, cap, len, err);
+        st = deliver_pin(what, text, n, buf, cap, len, err);
     }
-    OPENSSL_cleanse(tmp, sizeof(tmp));
+    if (text != NULL) {
+        OPENSSL_cleanse(text, got);
+        free(text);
+    }
     return st;
 }
 

@@ -30,10 +30,10 @@
 
 #include "alg.h"
 #include "err.h"
+#include "names.h" /* JS_KEY_NAME_MAX */
 
 #define JS_CONFIG_MAX_KEYS    64
 #define JS_CONFIG_MAX_WORKERS 256
-#define JS_KEY_NAME_MAX       64
 
 /* audit.* defaults and bounds. */
 #define JS_CONFIG_AUDIT_INTERVAL_MS    1000u

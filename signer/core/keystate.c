@@ -18,7 +18,7 @@
 #include <jansson.h>
 
 typedef struct ks_key {
-    char name[JS_KS_NAME_MAX + 1];
+    char name[JS_KEY_NAME_MAX + 1];
     /* The kid of version 1, kept after that record is pruned so that a
      * restart can still tell whether the token holds the same key. */
     char initial_kid[JS_KS_KID_MAX + 1];
@@ -146,21 +146,6 @@ static bool token_ok(const char *s, size_t max)
     return true;
 }
 
-static bool name_ok(const char *s)
-{
-    size_t n = strnlen(s, JS_KS_NAME_MAX + 1);
-    if (n == 0 || n > JS_KS_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 /* The reason ends up in audit records and status output: no control bytes. */
 static bool reason_ok(const char *s)
 {
@@ -183,8 +168,8 @@ static js_status check_now(int64_t now, js_err *err)
 static js_status check_ids(const char *key, const char *label, const char *alg, const char *kid,
                            js_err *err)
 {
-    JS_ENSURE(key != NULL && name_ok(key), err, JS_EINVAL, JS_R_KEYSTATE_BAD_NAME,
-              "key name must be 1..%d of [A-Za-z0-9._-]", JS_KS_NAME_MAX);
+    JS_ENSURE(js_key_name_ok(key), err, JS_EINVAL, JS_R_KEYSTATE_BAD_NAME,
+              "key name must be 1..%d of [A-Za-z0-9._-]", JS_KEY_NAME_MAX);
     JS_ENSURE(label != NULL && token_ok(label, JS_KS_LABEL_MAX), err, JS_EINVAL,
               JS_R_KEYSTATE_BAD_LABEL, "key '%s': label must be 1..%d printable characters", key,
               JS_KS_LABEL_MAX);
@@ -815,11 +800,6 @@ static js_status load_version(const loader *ld, json_t *jv, const char *where, j
 static const char *const k_key_members[] = {"name", "initial_kid", "last_version",
                                             "rotation_period", "versions"};
 
-static bool name_valid(const char *s)
-{
-    return name_ok(s);
-}
-
 static js_status load_key(const loader *ld, js_keystate *ks, json_t *jk, size_t idx)
 {
     char where[64];
@@ -828,8 +808,8 @@ static js_status load_key(const loader *ld, js_keystate *ks, json_t *jk, size_t 
         return bad(ld, JS_R_KEYSTATE_TYPE, where, "must be an object");
     JS_GUARD(only_members(ld, jk, where, k_key_members,
                           sizeof(k_key_members) / sizeof(k_key_members[0])));
-    char name[JS_KS_NAME_MAX + 1];
-    JS_GUARD(get_str(ld, jk, where, "name", name, sizeof(name), name_valid));
+    char name[JS_KEY_NAME_MAX + 1];
+    JS_GUARD(get_str(ld, jk, where, "name", name, sizeof(name), js_key_name_ok));
     if (find_key(ks, name) != NULL)
         return bad(ld, JS_R_KEYSTATE_INVALID, where, "duplicate key name");
     json_t *jvs = json_object_get(jk, "versions");

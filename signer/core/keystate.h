@@ -45,13 +45,13 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "names.h" /* JS_KEY_NAME_MAX, JS_LABEL_MAX */
 
 /* Bounds (bytes exclude the terminating NUL). */
-#define JS_KS_NAME_MAX   64  /* key name: [A-Za-z0-9._-] */
-#define JS_KS_LABEL_MAX  128 /* HSM label: printable ASCII, no space */
-#define JS_KS_ALG_MAX    16  /* "ES256", "EdDSA", ... */
-#define JS_KS_KID_MAX    128 /* RFC 7638 SHA-256 thumbprint is 43 */
-#define JS_KS_REASON_MAX 256 /* printable ASCII and space */
+#define JS_KS_LABEL_MAX  JS_LABEL_MAX /* HSM label (names.h); here also without space */
+#define JS_KS_ALG_MAX    16           /* "ES256", "EdDSA", ... */
+#define JS_KS_KID_MAX    128          /* RFC 7638 SHA-256 thumbprint is 43 */
+#define JS_KS_REASON_MAX 256          /* printable ASCII and space */
 
 #define JS_KS_MAX_KEYS      64 /* named keys in one state */
 #define JS_KS_MAX_PUBLISHED 16 /* next + active + retiring per key: bounds the JWKS */
@@ -106,7 +106,7 @@ typedef enum js_ks_event_kind {
 
 typedef struct js_ks_event {
     js_ks_event_kind kind;
-    char key[JS_KS_NAME_MAX + 1];
+    char key[JS_KEY_NAME_MAX + 1];
     uint32_t version;
     char kid[JS_KS_KID_MAX + 1];
     js_key_state from; /* JS_KS_NONE when the version was created */

@@ -25,6 +25,8 @@
  */
 #include "http.h"
 
+#include "fileio.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -239,45 +241,44 @@ static js_status resolve_listen(const js_http_options *o, int tls, struct sockad
 
 /* ---- TLS material ------------------------------------------------------------------ */
 
-/* Reads a whole PEM file (at most JS_HTTP_TLS_FILE_MAX bytes), NUL-terminated. */
+/* Reads a whole PEM file (1 to JS_HTTP_TLS_FILE_MAX bytes), NUL-terminated,
+ * with the one bounded reader (fileio.h). A symlink is followed: the operator
+ * names the file. The key is secret, so every copy is wiped. */
 static js_status read_pem(const char *path, const char *what, char **out, size_t *len, js_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    JS_ENSURE(fd >= 0, err, JS_ECONFIG, JS_R_HTTP_TLS, "http TLS %s '%s': %s", what, path,
-              strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0 ||
-        sb.st_size > JS_HTTP_TLS_FILE_MAX) {
-        close(fd);
+    js_file_info fi;
+    switch (
+        js_file_read(path, JS_HTTP_TLS_FILE_MAX, JS_FILE_FOLLOW | JS_FILE_SECRET, out, len, &fi)) {
+    case JS_FILE_OK:
+        break;
+    case JS_FILE_OPEN:
+        return js_err_set(err, JS_ECONFIG, JS_R_HTTP_TLS, "http TLS %s '%s': %s", what, path,
+                          strerror(fi.sys_errno));
+    case JS_FILE_NOT_REGULAR:
+    case JS_FILE_TOO_LARGE:
         return js_err_set(err, JS_ECONFIG, JS_R_HTTP_TLS,
                           "http TLS %s '%s': not a regular file of 1 to %d bytes", what, path,
                           JS_HTTP_TLS_FILE_MAX);
-    }
-    size_t size = (size_t)sb.st_size;
-    char *p = malloc(size + 1);
-    if (p == NULL) {
-        close(fd);
+    case JS_FILE_READ:
+        return js_err_set(err, JS_ECONFIG, JS_R_HTTP_TLS, "http TLS %s '%s': short read", what,
+                          path);
+    case JS_FILE_NOMEM:
+    default:
         return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
     }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, p + got, size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got != size) {
-        OPENSSL_cleanse(p, size);
-        free(p);
+    if (*len == 0 || (long long)*len != fi.size) {
+        /* Empty, or changed between fstat and the end of the read. */
+        int empty = fi.size == 0;
+        OPENSSL_cleanse(*out, *len);
+        JS_FREE(*out);
+        *len = 0;
+        if (empty)
+            return js_err_set(err, JS_ECONFIG, JS_R_HTTP_TLS,
+                              "http TLS %s '%s': not a regular file of 1 to %d bytes", what, path,
+                              JS_HTTP_TLS_FILE_MAX);
         return js_err_set(err, JS_ECONFIG, JS_R_HTTP_TLS, "http TLS %s '%s': short read", what,
                           path);
     }
-    p[size] = '\0';
-    *out = p;
-    *len = size;
     return JS_OK;
 }
 

@@ -287,7 +287,7 @@ static void tp11_close(tp11 *t)
 /* Returns the one object of class cls labelled label (fails the test otherwise). */
 static CK_OBJECT_HANDLE tp11_find(tp11 *t, CK_OBJECT_CLASS cls, const char *label)
 {
-    char lab[JS_HSM_LABEL_MAX + 1];
+    char lab[JS_LABEL_MAX + 1];
     snprintf(lab, sizeof(lab), "%s", label);
     CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_LABEL, lab, strlen(lab)}};
     CK_OBJECT_HANDLE found[2];
@@ -301,7 +301,7 @@ static CK_OBJECT_HANDLE tp11_find(tp11 *t, CK_OBJECT_CLASS cls, const char *labe
 
 static void tp11_set_label(tp11 *t, CK_OBJECT_HANDLE o, const char *label)
 {
-    char lab[JS_HSM_LABEL_MAX + 1];
+    char lab[JS_LABEL_MAX + 1];
     snprintf(lab, sizeof(lab), "%s", label);
     CK_ATTRIBUTE a[] = {{CKA_LABEL, lab, strlen(lab)}};
     assert_int_equal(t->m->C_SetAttributeValue(t->h, o, a, 1), CKR_OK);
@@ -529,7 +529,7 @@ static void test_bad_label_and_alg(void **state)
     js_hsm_session *s = session_ok(hsm);
     js_hsm_key *key = NULL;
     js_err err;
-    char too_long[JS_HSM_LABEL_MAX + 2];
+    char too_long[JS_LABEL_MAX + 2];
     memset(too_long, 'a', sizeof(too_long) - 1);
     too_long[sizeof(too_long) - 1] = '\0';
     const char *const bad[] = {"", too_long, "line\nbreak", "tab\there", NULL};
@@ -541,7 +541,7 @@ static void test_bad_label_and_alg(void **state)
         assert_string_equal(js_reason_name(err.reason), "hsm.label");
     }
     /* A label of exactly the maximum length is fine. */
-    too_long[JS_HSM_LABEL_MAX] = '\0';
+    too_long[JS_LABEL_MAX] = '\0';
     js_hsm_key_free(keygen_find_ok(hsm, s, too_long));
 
     /* "none" and values outside the enum have no table row and are refused by name. */
