@@ -5,9 +5,20 @@
  *
  * Group commit: worker threads hand records to js_audit_submit(), which only
  * queues them; one writer thread takes every queued record, writes them with
- * one write and makes them durable with one fdatasync per batch, then calls
- * each record's `done` callback (from the writer thread). No worker waits on
- * fsync: the signer sends a token's reply from that callback.
+ * one write and makes them durable with one fdatasync per batch, then hands the
+ * batch to a notifier thread, which calls each record's `done` callback while
+ * the writer goes on with the next batch. No worker waits on fsync: the
+ * signer sends a token's reply from that callback.
+ *
+ * Threads that run callbacks:
+ *   done, on_fold   the notifier thread; the writer thread instead when the
+ *                   hand-off cannot be allocated (out of memory) or the
+ *                   notifier could not be started. Never the submitting
+ *                   thread. Batches are delivered in order either way.
+ *   sign            the writer thread; during js_audit_open (recovery and
+ *                   the opening checkpoint) the opening thread, before the
+ *                   writer exists. Never two at once.
+ *   on_batch        the writer thread (the opening thread during open).
  *
  * Fail closed: once a write or fdatasync fails, every queued and new record
  * fails with JS_EUNAVAIL (reason "audit.unavailable", message saying why).
@@ -38,8 +49,9 @@
 
 typedef struct js_audit js_audit;
 
-/* Signs a checkpoint body with the audit key (ES256, JOSE r||s). Called only
- * from the writer thread (which may therefore own one HSM session). */
+/* Signs a checkpoint body with the audit key (ES256, JOSE r||s). Called from
+ * the writer thread, and from js_audit_open's thread before the writer starts
+ * -- never concurrently, so it may own one HSM session. */
 typedef js_status (*js_audit_sign_fn)(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig,
                                       size_t cap, size_t *sig_len, js_err *err);
 
@@ -88,10 +100,12 @@ typedef struct js_audit_options {
     void *sign_ctx;
     const char *pubkey_pem; /* the audit key's public key, written as DIR/audit-key.pem */
     const js_audit_io *io;  /* NULL = real I/O */
-    /* Called on the writer thread after each durable batch (metrics). */
+    /* Called on the writer thread after each durable batch (metrics); during
+     * js_audit_open on the opening thread. */
     void (*on_batch)(void *ctx, size_t records, uint64_t fsync_us);
     void *on_batch_ctx;
-    /* Called once per folded record (notifier thread), so the daemon writes
+    /* Called once per folded record (the notifier thread, or the writer
+     * when memory runs out: see the top of this file), so the daemon writes
      * one summary log line per record: the log line and the audit record
      * then always carry the same count. NULL = none. */
     void (*on_fold)(void *ctx, const js_audit_fold *f);
@@ -141,13 +155,15 @@ typedef struct js_audit_event {
     const char *detail_json;  /* extra JSON object for lifecycle/admin events */
 } js_audit_event;
 
-/* Called exactly once per submitted record, from the writer thread:
+/* Called exactly once per submitted record, from the notifier thread (from
+ * the writer thread when memory for the hand-off runs out):
  * st == JS_OK with the record's sequence number once it is durable, or
  * JS_EUNAVAIL (err says why) if it never will be. */
 typedef void (*js_audit_done_fn)(void *ctx, js_status st, uint64_t seq, const js_err *err);
 
-/* Opens the log in opts->dir: crash recovery (see FORMAT.md §8), then the
- * writer thread starts and an opening checkpoint is written. Refuses
+/* Opens the log in opts->dir: crash recovery (see FORMAT.md §8) and the
+ * opening checkpoint, written on the calling thread; then the notifier and
+ * writer threads start. Refuses
  * (JS_ECONFIG) on damage that is not a torn tail, naming segment, offset and
  * sequence, and on any loss of the record checkpoint.json names (unless
  * opts->accept_loss_reason); a refusal changes no file. */
@@ -215,7 +231,11 @@ js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx
                               const char *pubkey_pem, uint64_t timeout_ms, char *new_id,
                               js_err *err) JS_WUR;
 
-/* Flushes, writes a final checkpoint, stops the writer, closes files. */
+/* Flushes, writes a final checkpoint, stops the writer, closes files. Every
+ * record submitted before it has had its `done` called when it returns (the
+ * notifier is stopped only after the writer's last batch is delivered). It
+ * waits for the writer's last batch: one write, one fdatasync, one
+ * checkpoint signature. */
 void js_audit_close(js_audit *a);
 
 #endif

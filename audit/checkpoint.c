@@ -21,7 +21,9 @@
 #include <openssl/pem.h>
 
 #include "b64url.h"
+#include "hex.h"
 #include "record.h"
+#include "statefile.h"
 
 #define CP_BODY_MAGIC  "jwt-signer-audit-checkpoint/v1"
 #define CP_FILE_MAX    (JS_AUDIT_MAX_PAYLOAD + 2)
@@ -214,9 +216,9 @@ js_status js_audit_checkpoint_body(const js_audit_checkpoint *cp, char **body, s
                                    js_err *err)
 {
     char root[65], head[65], prevcp[65];
-    js_audit_hex(cp->root, 32, root);
-    js_audit_hex(cp->head, 32, head);
-    js_audit_hex(cp->prev_checkpoint, 32, prevcp);
+    js_hex_encode(cp->root, 32, root);
+    js_hex_encode(cp->head, 32, head);
+    js_hex_encode(cp->prev_checkpoint, 32, prevcp);
     size_t cap = 1024;
     char *b = malloc(cap);
     JS_ENSURE_ALLOC(b, err);
@@ -253,8 +255,8 @@ js_status js_audit_checkpoint_members(const js_audit_checkpoint *cp, char **out,
               "bad origin");
     char root[65], prevcp[65];
     char sig[B64URL_ENCODED_LEN(JS_AUDIT_SIG_MAX) + 1];
-    js_audit_hex(cp->root, 32, root);
-    js_audit_hex(cp->prev_checkpoint, 32, prevcp);
+    js_hex_encode(cp->root, 32, root);
+    js_hex_encode(cp->prev_checkpoint, 32, prevcp);
     JS_ENSURE(cp->sig_len > 0 && cp->sig_len <= JS_AUDIT_SIG_MAX, err, JS_EINTERNAL,
               JS_R_AUDIT_CHECKPOINT, "bad signature length");
     b64url_encode(cp->sig, cp->sig_len, sig, sizeof(sig));
@@ -374,29 +376,25 @@ js_status js_audit_pubkey_id(EVP_PKEY *pub, char *out, js_err *err)
     return JS_OK;
 }
 
-/* Reads a whole small file (at most max bytes) into a NUL-terminated buffer. */
+/* Reads a whole small file (at most max bytes) into a NUL-terminated buffer
+ * with the one bounded reader (statefile.h: no symlink followed, regular
+ * files only, growth while reading caught). Statuses as before: missing
+ * JS_ENOTFOUND, too large or not a regular file JS_EINVAL, I/O JS_EUNAVAIL;
+ * reason "audit.io". */
 static js_status read_small(const char *path, size_t max, char **out, size_t *len, js_err *err)
 {
-    FILE *f = fopen(path, "rb");
-    JS_ENSURE(f != NULL, err, errno == ENOENT ? JS_ENOTFOUND : JS_EUNAVAIL, JS_R_AUDIT_IO,
-              "cannot open %s: %s", path, strerror(errno));
-    char *buf = malloc(max + 2);
-    if (buf == NULL) {
-        fclose(f);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
-    }
-    size_t n = fread(buf, 1, max + 1, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || n > max) {
-        free(buf);
-        return js_err_set(err, JS_EINVAL, JS_R_AUDIT_IO, "%s: %s", path,
-                          bad ? "read error" : "file too large");
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return JS_OK;
+    bool absent = false;
+    js_err e;
+    js_err_clear(&e);
+    js_status st = js_statefile_read(path, max, "audit", out, len, &absent, &e);
+    if (st == JS_OK && absent)
+        return js_err_set(err, JS_ENOTFOUND, JS_R_AUDIT_IO, "cannot open %s: %s", path,
+                          strerror(ENOENT));
+    if (st == JS_ECONFIG)
+        return js_err_set(err, JS_EINVAL, JS_R_AUDIT_IO, "%s", e.msg);
+    if (st != JS_OK && err != NULL)
+        *err = e;
+    return st;
 }
 
 js_status js_audit_pubkey_load(const char *path, EVP_PKEY **out, js_err *err)

@@ -36,6 +36,7 @@
 #include "checkpoint.h"
 #include "duration.h"
 #include "err.h"
+#include "hex.h"
 #include "merkle.h"
 #include "reader.h"
 #include "record.h"
@@ -419,8 +420,9 @@ static int for_each_record(const seglist *segs, record_fn fn, void *ctx)
     int rc = EX_OK;
     for (;;) {
         js_audit_record rec;
-        js_status st = js_audit_reader_next(r, &rec, &err);
-        if (st == JS_ENOTFOUND && err.reason == JS_R_AUDIT_END)
+        bool end = false;
+        js_status st = js_audit_reader_read(r, &rec, &end, &err);
+        if (st == JS_OK && end)
             break;
         if (st == JS_EINVAL) {
             const js_audit_read_error *re = js_audit_reader_error(r);
@@ -699,8 +701,8 @@ static int cmd_verify(int argc, char **argv)
     }
     if (rep->have_checkpoint) {
         char head[JS_AUDIT_HEX_LEN + 1], root[JS_AUDIT_HEX_LEN + 1];
-        js_audit_hex(rep->latest.root, 32, root);
-        js_audit_hex(rep->head, 32, head);
+        js_hex_encode(rep->latest.root, 32, root);
+        js_hex_encode(rep->head, 32, head);
         printf("  latest checkpoint: seq %" PRIu64 ", tree size %" PRIu64 ", %s, origin %s\n",
                rep->latest.seq, rep->latest.tree_size, rep->latest.time, rep->latest.origin);
         printf("  merkle root: %s\n", root);
@@ -1473,14 +1475,14 @@ static int prove_emit(prove_ctx *c)
     json_t *jpath = json_array();
     char hex[JS_AUDIT_HEX_LEN + 1], leaf_hex[JS_AUDIT_HEX_LEN + 1], root_hex[JS_AUDIT_HEX_LEN + 1];
     for (size_t i = 0; jpath != NULL && i < plen; i++) {
-        js_audit_hex(path + i * JS_MERKLE_HASH_LEN, JS_MERKLE_HASH_LEN, hex);
+        js_hex_encode(path + i * JS_MERKLE_HASH_LEN, JS_MERKLE_HASH_LEN, hex);
         if (json_array_append_new(jpath, json_string(hex)) != 0) {
             json_decref(jpath);
             jpath = NULL;
         }
     }
-    js_audit_hex(c->leaves + index * JS_MERKLE_HASH_LEN, JS_MERKLE_HASH_LEN, leaf_hex);
-    js_audit_hex(root, JS_MERKLE_HASH_LEN, root_hex);
+    js_hex_encode(c->leaves + index * JS_MERKLE_HASH_LEN, JS_MERKLE_HASH_LEN, leaf_hex);
+    js_hex_encode(root, JS_MERKLE_HASH_LEN, root_hex);
     /* Payloads are JSON the reader parsed, so valid UTF-8 without NUL: a JSON
      * string carries their exact bytes. */
     json_t *doc = jpath == NULL

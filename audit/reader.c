@@ -195,11 +195,12 @@ static js_status stop(js_audit_reader *r, bool torn, js_err *err)
     return err->status;
 }
 
-js_status js_audit_reader_next(js_audit_reader *r, js_audit_record *rec, js_err *err)
+js_status js_audit_reader_read(js_audit_reader *r, js_audit_record *rec, bool *end, js_err *err)
 {
     js_err local;
     if (err == NULL)
         err = &local;
+    *end = false;
     if (r->stopped) {
         *err = r->stop_err;
         return err->status;
@@ -208,8 +209,10 @@ js_status js_audit_reader_next(js_audit_reader *r, js_audit_record *rec, js_err 
     r->json = NULL;
     for (;;) {
         if (!r->loaded) {
-            if (r->idx >= r->n)
-                return js_err_set(err, JS_ENOTFOUND, JS_R_AUDIT_END, "end of log");
+            if (r->idx >= r->n) {
+                *end = true; /* the clean end of the last segment: not an error */
+                return JS_OK;
+            }
             JS_GUARD(load_segment(r, err));
         }
         if (r->pos < r->len)
@@ -261,6 +264,15 @@ js_status js_audit_reader_next(js_audit_reader *r, js_audit_record *rec, js_err 
     r->pos += JS_AUDIT_FRAME_HDR + plen;
     r->last_seq = rec->seq;
     return JS_OK;
+}
+
+js_status js_audit_reader_next(js_audit_reader *r, js_audit_record *rec, js_err *err)
+{
+    bool end = false;
+    js_status st = js_audit_reader_read(r, rec, &end, err);
+    if (st == JS_OK && end)
+        return js_err_set(err, JS_ENOTFOUND, JS_R_AUDIT_END, "end of log");
+    return st;
 }
 
 const js_audit_read_error *js_audit_reader_error(const js_audit_reader *r)

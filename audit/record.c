@@ -19,6 +19,7 @@
 #include <openssl/sha.h>
 
 #include "crc32c.h"
+#include "hex.h"
 
 static void put_u32le(uint8_t *p, uint32_t v)
 {
@@ -65,16 +66,6 @@ js_status js_audit_frame_decode(const uint8_t *buf, size_t avail, size_t *payloa
 void js_audit_record_hash(const uint8_t *payload, size_t len, uint8_t out[JS_AUDIT_HASH_LEN])
 {
     SHA256(payload, len, out);
-}
-
-void js_audit_hex(const uint8_t *in, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 0xF];
-    }
-    out[2 * n] = '\0';
 }
 
 static int hexval(char c)
@@ -469,7 +460,7 @@ js_status js_audit_payload_assemble(uint64_t seq, const char *time, const char *
                                     size_t *len, js_err *err)
 {
     char hex[JS_AUDIT_HEX_LEN + 1];
-    js_audit_hex(prev, JS_AUDIT_HASH_LEN, hex);
+    js_hex_encode(prev, JS_AUDIT_HASH_LEN, hex);
     if (cap > JS_AUDIT_MAX_PAYLOAD + 1)
         cap = JS_AUDIT_MAX_PAYLOAD + 1;
     int n = snprintf(out, cap, "{\"seq\":%" PRIu64 ",\"time\":\"%s\",%s,\"prev\":\"%s\"}", seq,

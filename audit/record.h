@@ -69,10 +69,8 @@ js_status js_audit_payload_assemble(uint64_t seq, const char *time, const char *
 js_status js_audit_payload_check_canonical(const uint8_t *payload, size_t len, const json_t *rec,
                                            js_err *err) JS_WUR;
 
-/* Lower-case hex of n bytes into out (2n+1 bytes). */
-void js_audit_hex(const uint8_t *in, size_t n, char *out);
-
-/* Strict lower-case hex decode of exactly 2n characters. */
+/* Strict lower-case hex decode of exactly 2n characters (the encoder is
+ * js_hex_encode, hex.h). */
 bool js_audit_unhex(const char *in, size_t in_len, uint8_t *out, size_t n);
 
 /* "YYYY-MM-DDTHH:MM:SS.mmmZ" for ms since the epoch (out: 25 bytes). */

@@ -67,8 +67,9 @@ static js_status run(const js_audit_verify_opts *opts, EVP_PKEY *pub, EVP_PKEY *
     for (;;) {
         js_audit_record rec;
         js_err e;
-        js_status rs = js_audit_reader_next(r, &rec, &e);
-        if (rs == JS_ENOTFOUND && e.reason == JS_R_AUDIT_END)
+        bool end = false;
+        js_status rs = js_audit_reader_read(r, &rec, &end, &e);
+        if (rs == JS_OK && end)
             break;
         if (rs == JS_EINVAL) {
             const js_audit_read_error *re = js_audit_reader_error(r);

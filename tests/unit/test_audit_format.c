@@ -15,6 +15,7 @@
 
 #include "test_audit_util.h"
 #include "checkpoint.h"
+#include "hex.h"
 #include "merkle.h"
 #include "reader.h"
 #include "record.h"
@@ -162,7 +163,7 @@ static void test_time_and_hex(void **state)
     assert_false(js_audit_time_parse("2024-01-02T03:04:05.678+00:00", &ms));
     uint8_t b[2] = {0xAB, 0x01}, o[2];
     char h[5];
-    js_audit_hex(b, 2, h);
+    js_hex_encode(b, 2, h);
     assert_string_equal(h, "ab01");
     assert_true(js_audit_unhex("ab01", 4, o, 2));
     assert_memory_equal(o, b, 2);
@@ -182,7 +183,7 @@ static size_t hand_log(uint8_t *buf, test_key *k, bool break_chain)
     js_merkle_frontier_init(&tree);
     char payload[1024], hex[65];
     for (int seq = 1; seq <= 3; seq++) {
-        js_audit_hex(prev, 32, hex);
+        js_hex_encode(prev, 32, hex);
         if (break_chain && seq == 3)
             hex[0] = hex[0] == '0' ? '1' : '0';
         snprintf(payload, sizeof(payload),
@@ -217,7 +218,7 @@ static size_t hand_log(uint8_t *buf, test_key *k, bool break_chain)
     free(body);
     char *members = NULL;
     assert_int_equal(js_audit_checkpoint_members(&cp, &members, &err), JS_OK);
-    js_audit_hex(prev, 32, hex);
+    js_hex_encode(prev, 32, hex);
     snprintf(payload, sizeof(payload), "{\"seq\":4,\"time\":\"%s\",%s,\"prev\":\"%s\"}", cp.time,
              members, hex);
     free(members);
@@ -284,22 +285,28 @@ static void test_reader_framing_errors(void **state)
     js_audit_reader *r = NULL;
     js_err err;
     js_audit_record rec;
+    bool end = false;
     assert_int_equal(js_audit_reader_new_mem(&m, 1, &r, &err), JS_OK);
-    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_OK);
+    assert_int_equal(js_audit_reader_read(r, &rec, &end, &err), JS_OK);
     assert_int_equal(rec.seq, 1);
     assert_int_equal(rec.offset, 0);
     assert_string_equal(rec.type, "a");
     assert_false(rec.is_checkpoint);
-    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_OK);
+    assert_int_equal(js_audit_reader_read(r, &rec, &end, &err), JS_OK);
     assert_int_equal(rec.offset, first);
-    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_ENOTFOUND);
+    assert_false(end);
+    /* The end is a return value, not an error, and stays the end. */
+    assert_int_equal(js_audit_reader_read(r, &rec, &end, &err), JS_OK);
+    assert_true(end);
+    assert_int_equal(js_audit_reader_read(r, &rec, &end, &err), JS_OK);
+    assert_true(end);
     js_audit_reader_free(r);
 
     /* Torn tail: the last frame is short; nothing valid after. */
     m.len = len - 3;
     assert_int_equal(js_audit_reader_new_mem(&m, 1, &r, &err), JS_OK);
-    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_OK);
-    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_EINVAL);
+    assert_int_equal(js_audit_reader_read(r, &rec, &end, &err), JS_OK);
+    assert_int_equal(js_audit_reader_read(r, &rec, &end, &err), JS_EINVAL);
     const js_audit_read_error *re = js_audit_reader_error(r);
     assert_non_null(re);
     assert_true(re->torn_tail);
@@ -310,7 +317,7 @@ static void test_reader_framing_errors(void **state)
     buf[9] ^= 1;
     m.len = len;
     assert_int_equal(js_audit_reader_new_mem(&m, 1, &r, &err), JS_OK);
-    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_EINVAL);
+    assert_int_equal(js_audit_reader_read(r, &rec, &end, &err), JS_EINVAL);
     assert_false(js_audit_reader_error(r)->torn_tail);
     js_audit_reader_free(r);
     buf[9] ^= 1;
@@ -320,7 +327,7 @@ static void test_reader_framing_errors(void **state)
     put_frame(buf, &len, "[1,2,3]");
     m.len = len;
     assert_int_equal(js_audit_reader_new_mem(&m, 1, &r, &err), JS_OK);
-    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_EINVAL);
+    assert_int_equal(js_audit_reader_read(r, &rec, &end, &err), JS_EINVAL);
     assert_string_equal(js_reason_name(err.reason), "audit.payload");
     assert_false(js_audit_reader_error(r)->torn_tail);
     js_audit_reader_free(r);
@@ -328,7 +335,7 @@ static void test_reader_framing_errors(void **state)
     put_frame(buf, &len, "{\"seq\":1,\"seq\":2,\"type\":\"a\"}"); /* duplicate member */
     m.len = len;
     assert_int_equal(js_audit_reader_new_mem(&m, 1, &r, &err), JS_OK);
-    assert_int_equal(js_audit_reader_next(r, &rec, &err), JS_EINVAL);
+    assert_int_equal(js_audit_reader_read(r, &rec, &end, &err), JS_EINVAL);
     js_audit_reader_free(r);
 }
 

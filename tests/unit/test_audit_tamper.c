@@ -19,6 +19,7 @@
 
 #include "test_audit_util.h"
 #include "auditlog.h"
+#include "hex.h"
 #include "record.h"
 #include "verify.h"
 
@@ -291,7 +292,7 @@ static uint8_t *rechain(const gen_log *g, size_t k, int op, size_t *out_len)
             if (i == k && op == 2)
                 json_object_set_new(j, "decision", json_string("forged"));
             char hex[65];
-            js_audit_hex(prev, 32, hex);
+            js_hex_encode(prev, 32, hex);
             json_object_set_new(j, "seq", json_integer((json_int_t)seq));
             json_object_set_new(j, "prev", json_string(hex));
             if (json_object_get(j, "tree_size") != NULL)
