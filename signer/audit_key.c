@@ -1,0 +1,216 @@
+/*
+ * audit_key.c - jwt-signerd's audit log and the HSM key that signs its
+ * checkpoints: the key in force (audit.key_label, or the label a rotation
+ * saved in STATE_DIR/audit-key.json) is found in the HSM and the log opened
+ * with it on a session only the writer uses; Admin/RotateAuditKey makes a new
+ * key and hands it to the writer (FORMAT.md §5.4).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/pem.h>
+
+#include "daemon.h"
+#include "logline.h"
+#include "statefile.h"
+
+/* STATE_DIR/audit-key.json: {"label":L,"generation":N}, the audit key in
+ * force after a rotation, so a restart signs with it (FORMAT.md §5.4). */
+#define AUDIT_KEY_STATE     "audit-key.json"
+#define AUDIT_KEY_STATE_MAX 4096
+
+static char *pubkey_pem(EVP_PKEY *pk)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *out = NULL;
+    if (bio != NULL && PEM_write_bio_PUBKEY(bio, pk) == 1) {
+        char *data = NULL;
+        long n = BIO_get_mem_data(bio, &data);
+        out = n > 0 ? strndup(data, (size_t)n) : NULL;
+    }
+    BIO_free(bio);
+    return out;
+}
+
+static void on_audit_batch(void *ctx, size_t records, uint64_t fsync_us)
+{
+    js_metrics_audit_batch(ctx, records, fsync_us);
+}
+
+/* One log line per folded audit record, with the same count (logline.h). */
+static void on_audit_fold(void *ctx, const js_audit_fold *f)
+{
+    (void)ctx;
+    js_foldlog l = {f->type, f->caller, f->peer, f->reason, f->count, f->seq};
+    js_log_denials_folded(&l);
+}
+
+/* The audit key in force: audit.key_label, or the label a rotation saved
+ * in STATE_DIR/audit-key.json. */
+static js_status load_audit_label(daemon_state *d, js_err *err)
+{
+    snprintf(d->audit_label, sizeof(d->audit_label), "%s", d->cfg->audit_key_label);
+    d->audit_generation = 1;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", d->state_dir, AUDIT_KEY_STATE);
+    char *text = NULL;
+    size_t len = 0;
+    bool absent = false;
+    JS_GUARD(js_statefile_read(path, AUDIT_KEY_STATE_MAX, "audit", &text, &len, &absent, err));
+    if (absent)
+        return JS_OK;
+    json_error_t je;
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    free(text);
+    json_t *l = json_object_get(j, "label");
+    json_t *g = json_object_get(j, "generation");
+    bool ok = json_is_string(l) && json_string_length(l) >= 1 &&
+              json_string_length(l) <= JS_CONTROL_AUDIT_LABEL_MAX && json_is_integer(g) &&
+              json_integer_value(g) >= 1 && json_integer_value(g) <= 1000000;
+    if (ok) {
+        snprintf(d->audit_label, sizeof(d->audit_label), "%s", json_string_value(l));
+        d->audit_generation = (unsigned)json_integer_value(g);
+    }
+    json_decref(j);
+    JS_ENSURE(ok, err, JS_ECONFIG, JS_R_AUDIT_KEY_STATE,
+              "%s: not {\"label\":LABEL,\"generation\":N}", path);
+    return JS_OK;
+}
+
+static js_status save_audit_label(daemon_state *d, js_err *err)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", d->state_dir, AUDIT_KEY_STATE);
+    json_t *j = json_pack("{s:s, s:I}", "label", d->audit_label, "generation",
+                          (json_int_t)d->audit_generation);
+    char *text = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    JS_ENSURE_ALLOC(text, err);
+    js_status st = js_statefile_write(path, text, strlen(text), "audit", err);
+    free(text);
+    return st;
+}
+
+/* Admin/RotateAuditKey (control.h rotate_audit), under the control mutex:
+ * a new ES256 key in the HSM (hsm.c keygen: sensitive, non-extractable,
+ * sign-only) labelled <audit.key_label>-N on a session of its own, handed
+ * to the writer (js_audit_rotate_key), then saved as the key in force. */
+js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key_id, js_err *err)
+{
+    daemon_state *d = ctx;
+    JS_ENSURE(d->n_audit_rotated < AUDIT_ROTATIONS_MAX, err, JS_ESTATE, JS_R_AUDIT_ROTATE,
+              "at most %d audit key rotations per process: restart the signer first",
+              AUDIT_ROTATIONS_MAX);
+    audit_rotated *r = calloc(1, sizeof(*r));
+    JS_ENSURE_ALLOC(r, err);
+    js_status st = js_hsm_session_open(d->hsm, &r->s, err);
+    unsigned gen = d->audit_generation;
+    char label[JS_CONTROL_AUDIT_LABEL_MAX + 1] = "";
+    /* A label left by a rotation that never completed is skipped, never
+     * reused: its key may have been seen by no one, but it is not ours. */
+    for (int tries = 0; st == JS_OK && tries < 16; tries++) {
+        gen++;
+        int n = snprintf(label, sizeof(label), "%s-%u", d->cfg->audit_key_label, gen);
+        if (n <= 0 || (size_t)n >= sizeof(label)) {
+            st = js_err_set(err, JS_ESTATE, JS_R_AUDIT_ROTATE, "audit key label too long");
+            break;
+        }
+        js_hsm_key *old = NULL;
+        js_err e2;
+        if (js_hsm_key_find(d->hsm, r->s, label, JS_ALG_ES256, &old, &e2) == JS_OK) {
+            js_hsm_key_free(old);
+            label[0] = '\0';
+            continue;
+        }
+        break;
+    }
+    if (st == JS_OK && label[0] == '\0')
+        st = js_err_set(err, JS_ESTATE, JS_R_AUDIT_ROTATE, "no free audit key label");
+    if (st == JS_OK)
+        st = js_hsm_keygen(d->hsm, r->s, label, JS_ALG_ES256, 0, err);
+    if (st == JS_OK)
+        st = js_hsm_key_find(d->hsm, r->s, label, JS_ALG_ES256, &r->key, err);
+    char *pem = st == JS_OK ? pubkey_pem(js_hsm_key_public(r->key)) : NULL;
+    if (st == JS_OK && pem == NULL)
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+    r->signer.s = r->s;
+    r->signer.key = r->key;
+    /* The writer holds r->signer once the request is queued: JS_OK (done) or
+     * JS_EUNAVAIL (not durable yet) from js_audit_rotate_key (auditlog.h). */
+    bool queued = false;
+    if (st == JS_OK) {
+        st = js_audit_rotate_key(d->audit, js_hsm_signer_sign, &r->signer, pem, 10000, key_id, err);
+        queued = st == JS_OK || st == JS_EUNAVAIL;
+    }
+    free(pem);
+    if (!queued) {
+        js_hsm_key_free(r->key);
+        js_hsm_session_free(r->s);
+        free(r);
+        return st;
+    }
+    /* Pending or done, the writer holds r->signer: kept until exit. */
+    d->audit_rotated[d->n_audit_rotated++] = r;
+    JS_GUARD(st);
+    snprintf(d->audit_label, sizeof(d->audit_label), "%s", label);
+    d->audit_generation = gen;
+    snprintf(label_out, JS_CONTROL_AUDIT_LABEL_MAX + 1, "%s", label);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_key_rotated", "label", label,
+                          "key_id", key_id, "by", by);
+    js_log_emit("info", o);
+    JS_GUARD(save_audit_label(d, err));
+    return JS_OK;
+}
+
+js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
+{
+    const js_config *cfg = d->cfg;
+    JS_GUARD(load_audit_label(d, err));
+    JS_GUARD(js_hsm_session_open(d->hsm, &d->audit_session, err));
+    js_status st =
+        js_hsm_key_find(d->hsm, d->audit_session, d->audit_label, JS_ALG_ES256, &d->audit_key, err);
+    if (st != JS_OK) {
+        js_err_prefix(err, "audit key (label '%s'): ", d->audit_label);
+        return st;
+    }
+    log_key_usage("audit key", d->audit_key);
+    char *pem = pubkey_pem(js_hsm_key_public(d->audit_key));
+    JS_ENSURE_ALLOC(pem, err);
+    d->audit_signer.s = d->audit_session;
+    d->audit_signer.key = d->audit_key;
+    js_audit_options opts = {
+        .dir = cfg->audit_dir,
+        .origin = cfg->audit_origin != NULL ? cfg->audit_origin : issuer,
+        .checkpoint_interval_ms = cfg->audit_checkpoint_interval_ms,
+        .checkpoint_records = cfg->audit_checkpoint_records,
+        .heartbeat_ms = cfg->audit_heartbeat_ms,
+        .segment_bytes = cfg->audit_segment_bytes,
+        .no_fsync = !cfg->audit_fsync,
+        .sign = js_hsm_signer_sign,
+        .sign_ctx = &d->audit_signer,
+        .pubkey_pem = pem,
+        .on_batch = on_audit_batch,
+        .on_batch_ctx = d->metrics,
+        .on_fold = on_audit_fold,
+        .on_fold_ctx = d,
+        .min_free_bytes = cfg->audit_min_free_bytes,
+        .disk_watermark_off = cfg->audit_min_free_bytes == 0,
+    };
+    if (!cfg->audit_fsync)
+        js_log_event("warn", "audit_fsync_disabled",
+                     "audit.fsync is false: records are NOT durable before tokens are released "
+                     "(benchmarks and tests only)");
+    opts.accept_loss_reason = d->accept_audit_loss;
+    if (d->accept_audit_loss != NULL) {
+        json_t *o = json_pack(
+            "{s:s, s:s, s:s}", "event", "audit_accept_loss", "reason", d->accept_audit_loss,
+            "message",
+            "--accept-audit-loss given: start-up recovery accepts the loss of records "
+            "checkpoint.json names, if any, and records it in the log; remove the option now");
+        js_log_emit("warn", o);
+    }
+    st = js_audit_open(&opts, &d->audit, err);
+    free(pem);
+    return st;
+}
