@@ -1,6 +1,6 @@
 /*
  * scan.h - the record-by-record integrity state machine shared by the
- * verifier (verify.c) and the writer's crash recovery at open (auditlog.c):
+ * verifier (verify.c) and the writer's crash recovery at open (recovery.c):
  * sequence continuity, the SHA-256 chain, and per checkpoint its Merkle root
  * (RFC 6962 §2.1, recomputed with an incremental frontier), tree size, chain
  * head, previous-checkpoint link, origin, signature and the heartbeat gap.
