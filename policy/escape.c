@@ -6,9 +6,10 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "hex.h"
+
 const char *js_escape(char *buf, size_t cap, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
     if (buf == NULL || cap == 0)
         return "";
     if (s == NULL)
@@ -31,8 +32,10 @@ const char *js_escape(char *buf, size_t cap, const char *s, size_t len)
         } else {
             buf[at++] = '\\';
             buf[at++] = 'x';
-            buf[at++] = hex[c >> 4];
-            buf[at++] = hex[c & 15];
+            /* Two digits, then a NUL that stays in bounds (at + 2 <= room) and
+             * is overwritten by what follows or kept as the terminator. */
+            js_hex_encode(&c, 1, buf + at);
+            at += 2;
         }
     }
     if (truncated && at + 3 <= room) {

@@ -1,13 +1,15 @@
 /*
  * policy.h - per-caller signing policy: a pure decision library.
  *
- * No gRPC, no HSM and no I/O on the request path: js_policy_load() reads and
- * validates a YAML file once (libyaml via yamldoc), and the result is an
- * immutable js_policy that any number of threads evaluate concurrently. The
- * signer swaps a whole new js_policy in on reload; it never mutates one.
+ * No gRPC, no HSM, no threads, no locks and no I/O on the request path:
+ * js_policy_load() reads and validates a YAML file once (libyaml via
+ * yamldoc), and the result is an immutable js_policy that any number of
+ * threads evaluate concurrently. The signer swaps a whole new js_policy in
+ * on reload; it never mutates one.
  *
  * Evaluation order (the signer's): identity -> js_policy_match() -> frozen?
- * -> rate limit (ratelimit.h) -> parse claims -> js_policy_evaluate() -> sign.
+ * -> rate limit (signer/core/ratelimit.h) -> parse claims ->
+ * js_policy_evaluate() -> sign.
  *
  * Status rule: malformed input is JS_EINVAL; a well-formed request for more
  * than this caller may have is JS_EDENIED. Every deny has a stable reason code

@@ -326,7 +326,7 @@ static const ecase k_cases[] = {
     NO("sub NUL escape", LOGIN, "{\"aud\":\"app\",\"sub\":\"" UUID "\\u0000x\"}", NULL, JS_EINVAL,
        "claims.nul", NULL),
     /* Cc and Cf under a permissive pattern ('^.*$'): refused, naming sub
-     * and the code point (issue 8). */
+     * and the code point. */
     OK("permissive sub", CNID, "{\"aud\":\"app\",\"sub\":\"bob\"}", NULL, "k-login", 300, ""),
     OK("permissive sub in other scripts and emoji", CNID,
        "{\"aud\":\"app\",\"sub\":\"J\u00fcrgen \u6771\u4eac \u0639\u0631\u0628\u064a "
@@ -595,7 +595,7 @@ static void test_match(void **state)
         {"SPIFFE://t/login", NULL},
         {"spiffe://t/admin", NULL}, /* admins are not callers */
         {"", NULL},
-        /* typed identities (issue 8): a CN or DNS name that reads like a URI
+        /* typed identities: a CN or DNS name that reads like a URI
          * entry never matches it, exactly or through a pattern */
         {"cn:spiffe://t/login", NULL},
         {"dns:spiffe://t/login", NULL},

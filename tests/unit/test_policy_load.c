@@ -196,7 +196,7 @@ static const lcase k_load_cases[] = {
     {"admin duplicate", "version: 1\nadmins: ['cn:a', 'cn:a']\n" C1, "policy.duplicate", 2,
      "'cn:a'"},
 
-    /* typed identities (issue 8): an old-style bare entry is refused with how
+    /* typed identities: an old-style bare entry is refused with how
      * to write it now, at its own line */
     {"bare caller id", HEAD "callers:\n  - id: login.example\n", "policy.identity_untyped", 4,
      "callers[0].id: identity 'login.example' has no type; write it as dns:login.example (DNS "

@@ -1,0 +1,385 @@
+/*
+ * policy_eval.c - decides one signing request for a matched caller entry
+ * (js_policy_evaluate, policy.h): frozen, key, lifetime, audience, subject,
+ * scopes, the claims allowlist, then the fixed claims, in that order, the
+ * first failure reported.
+ *
+ * Pure: no I/O, no locks of its own, no mutation of the policy; the claim set
+ * the caller sent is copied and never modified, so any number of threads
+ * evaluate one js_policy at once. (glibc's regexec() does take a lock inside
+ * the compiled regex_t, so requests matched against the same subject rule at
+ * the same moment are serialised there, briefly.)
+ */
+#include "policy_int.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "text.h"
+
+static const char *json_type_name(const json_t *v)
+{
+    if (v == NULL)
+        return "nothing";
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "boolean";
+    case JSON_NULL:
+        return "null";
+    default:
+        return "unknown";
+    }
+}
+
+static bool aud_allowed(const strlist *allowed, const json_t *s)
+{
+    const char *v = json_string_value(s);
+    size_t n = json_string_length(s);
+    /* Exact bytes: no case folding, no trailing-slash or Unicode normalisation. */
+    for (size_t i = 0; i < allowed->n; i++)
+        if (strlen(allowed->v[i]) == n && memcmp(allowed->v[i], v, n) == 0)
+            return true;
+    return false;
+}
+
+/* RFC 7519 §4.1.3: aud is a string or an array of strings; we require it. */
+static js_status check_audience(const js_policy_caller *c, const json_t *claims, js_err *err)
+{
+    char b[96], cid[96];
+    const json_t *aud = json_object_get(claims, "aud");
+    const strlist *allowed = &policy_from(c, F_AUDIENCES)->audiences;
+    int64_t max_aud = policy_from(c, F_MAX_AUD)->max_aud;
+    shown_s(cid, sizeof(cid), c->id);
+    JS_ENSURE(aud != NULL, err, JS_EINVAL, JS_R_POLICY_AUDIENCE,
+              "audiences: aud is required (a string or an array of strings)");
+    if (json_is_string(aud)) {
+        JS_ENSURE(aud_allowed(allowed, aud), err, JS_EDENIED, JS_R_POLICY_AUDIENCE,
+                  "audiences: aud '%s' is not allowed for caller '%s'",
+                  shown_n(b, sizeof(b), json_string_value(aud), json_string_length(aud)), cid);
+        return JS_OK;
+    }
+    JS_ENSURE(json_is_array(aud), err, JS_EINVAL, JS_R_POLICY_AUDIENCE,
+              "audiences: aud must be a string or an array of strings, not %s",
+              json_type_name(aud));
+    size_t n = json_array_size(aud);
+    JS_ENSURE(n > 0, err, JS_EINVAL, JS_R_POLICY_AUDIENCE,
+              "audiences: aud must not be an empty array");
+    for (size_t i = 0; i < n; i++)
+        JS_ENSURE(json_is_string(json_array_get(aud, i)), err, JS_EINVAL, JS_R_POLICY_AUDIENCE,
+                  "audiences: aud[%zu] must be a string, not %s", i,
+                  json_type_name(json_array_get(aud, i)));
+    JS_ENSURE((int64_t)n <= max_aud, err, JS_EDENIED, JS_R_POLICY_AUDIENCE,
+              "audiences: aud has %zu elements; caller '%s' may send at most %" PRId64, n, cid,
+              max_aud);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *a = json_array_get(aud, i);
+        for (size_t j = 0; j < i; j++)
+            JS_ENSURE(!json_equal(a, json_array_get(aud, j)), err, JS_EINVAL, JS_R_POLICY_AUDIENCE,
+                      "audiences: aud[%zu] '%s' repeats aud[%zu]", i,
+                      shown_n(b, sizeof(b), json_string_value(a), json_string_length(a)), j);
+        JS_ENSURE(aud_allowed(allowed, a), err, JS_EDENIED, JS_R_POLICY_AUDIENCE,
+                  "audiences: aud[%zu] '%s' is not allowed for caller '%s'", i,
+                  shown_n(b, sizeof(b), json_string_value(a), json_string_length(a)), cid);
+    }
+    return JS_OK;
+}
+
+static js_status check_subject(const js_policy_caller *c, const json_t *claims, js_err *err)
+{
+    char b[96], cid[96];
+    const json_t *sub = json_object_get(claims, "sub");
+    const rules *sr = policy_from(c, F_SUBJECT);
+    shown_s(cid, sizeof(cid), c->id);
+    if (sub == NULL) {
+        JS_ENSURE(!policy_from(c, F_SUBJECT_REQUIRED)->subject_required, err, JS_EINVAL,
+                  JS_R_POLICY_SUBJECT, "subject: sub is required for caller '%s'", cid);
+        return JS_OK;
+    }
+    JS_ENSURE(json_is_string(sub), err, JS_EINVAL, JS_R_POLICY_SUBJECT,
+              "subject: sub must be a string, not %s", json_type_name(sub));
+    const char *s = json_string_value(sub);
+    size_t len = json_string_length(sub);
+    JS_ENSURE(len > 0, err, JS_EINVAL, JS_R_POLICY_SUBJECT, "subject: sub must not be empty");
+    /* regexec sees a C string: an embedded NUL would hide the rest. */
+    JS_ENSURE(strlen(s) == len, err, JS_EINVAL, JS_R_POLICY_SUBJECT,
+              "subject: sub '%s' contains a NUL character", shown_n(b, sizeof(b), s, len));
+    /* Without REG_NEWLINE, '.' and bracket expressions match '\n', so an
+     * anchored pattern could still span lines; and a permissive pattern
+     * (".*") would let invisible or reordering characters (Unicode Cf: bidi
+     * overrides, zero-width spaces) into a token and the audit log, where
+     * two subjects that look the same would differ. So every Cc and Cf
+     * character is refused, whatever the subject rule (text.h). */
+    if (js_text_check("sub", s, len, 0, JS_EDENIED, JS_R_POLICY_SUBJECT, err) != JS_OK) {
+        js_err_prefix(err, "subject: sub '%s' of caller '%s': ", shown_n(b, sizeof(b), s, len),
+                      cid);
+        return JS_EDENIED;
+    }
+    if (sr->subject_compiled)
+        JS_ENSURE(regexec(&sr->subject_re, s, 0, NULL, 0) == 0, err, JS_EDENIED,
+                  JS_R_POLICY_SUBJECT, "subject: sub '%s' does not match %s for caller '%s'",
+                  shown_n(b, sizeof(b), s, len), sr->subject, cid);
+    return JS_OK;
+}
+
+/* One requested scope token; INVALID if malformed (RFC 6749 §3.3 scope-token). */
+static js_status scope_token_ok(const char *s, size_t len, const char *where, js_err *err)
+{
+    char b[96];
+    JS_ENSURE(len > 0, err, JS_EINVAL, JS_R_POLICY_SCOPE, "scopes: %s has an empty element", where);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        JS_ENSURE(ch == 0x21 || (ch >= 0x23 && ch <= 0x5b) || (ch >= 0x5d && ch <= 0x7e), err,
+                  JS_EINVAL, JS_R_POLICY_SCOPE,
+                  "scopes: %s element '%s' has a character not allowed in a scope (RFC 6749 "
+                  "§3.3)",
+                  where, shown_n(b, sizeof(b), s, len));
+    }
+    return JS_OK;
+}
+
+typedef struct span {
+    const char *s;
+    size_t len;
+} span;
+
+static js_status check_scope(const js_policy_caller *c, const json_t *claims, char **granted,
+                             js_err *err)
+{
+    char b[96], cid[96];
+    scope_claim sc = policy_from(c, F_SCOPE_CLAIM)->scope_claim;
+    const strlist *ceiling = &policy_from(c, F_SCOPES)->scopes;
+    const char *name = sc == SCOPE_STRING ? "scope" : "scp";
+    const char *other = sc == SCOPE_STRING ? "scp" : "scope";
+    shown_s(cid, sizeof(cid), c->id);
+    /* The other form is not this caller's: denied, not malformed (it is a
+     * well-formed claim this caller may not set). */
+    JS_ENSURE(json_object_get(claims, other) == NULL, err, JS_EDENIED, JS_R_POLICY_SCOPE,
+              "scopes: caller '%s' sends scopes in '%s' (%s), not '%s'", cid, name,
+              sc == SCOPE_STRING ? "a space-separated string" : "an array of strings", other);
+    const json_t *v = json_object_get(claims, name);
+    *granted = NULL;
+    if (v == NULL) {
+        *granted = strdup("");
+        JS_ENSURE_ALLOC(*granted, err);
+        return JS_OK;
+    }
+
+    span toks[POLICY_MAX_SCOPES];
+    size_t n = 0;
+    if (sc == SCOPE_STRING) {
+        JS_ENSURE(json_is_string(v), err, JS_EINVAL, JS_R_POLICY_SCOPE,
+                  "scopes: scope must be a space-separated string, not %s", json_type_name(v));
+        const char *s = json_string_value(v);
+        size_t len = json_string_length(v), start = 0;
+        /* RFC 6749 §3.3: scope = scope-token *( SP scope-token ); so "" and
+         * leading, trailing or doubled spaces are empty elements. */
+        for (size_t i = 0; i <= len; i++) {
+            if (i < len && s[i] != ' ')
+                continue;
+            JS_ENSURE(n < POLICY_MAX_SCOPES, err, JS_EINVAL, JS_R_POLICY_SCOPE,
+                      "scopes: more than %d scopes requested", POLICY_MAX_SCOPES);
+            JS_GUARD(scope_token_ok(s + start, i - start, "scope", err));
+            toks[n].s = s + start;
+            toks[n].len = i - start;
+            n++;
+            start = i + 1;
+        }
+    } else {
+        JS_ENSURE(json_is_array(v), err, JS_EINVAL, JS_R_POLICY_SCOPE,
+                  "scopes: scp must be an array of strings, not %s", json_type_name(v));
+        JS_ENSURE(json_array_size(v) > 0, err, JS_EINVAL, JS_R_POLICY_SCOPE,
+                  "scopes: scp must not be an empty array; omit it to request no scopes");
+        JS_ENSURE(json_array_size(v) <= POLICY_MAX_SCOPES, err, JS_EINVAL, JS_R_POLICY_SCOPE,
+                  "scopes: more than %d scopes requested", POLICY_MAX_SCOPES);
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            const json_t *e = json_array_get(v, i);
+            JS_ENSURE(json_is_string(e), err, JS_EINVAL, JS_R_POLICY_SCOPE,
+                      "scopes: scp[%zu] must be a string, not %s", i, json_type_name(e));
+            JS_GUARD(scope_token_ok(json_string_value(e), json_string_length(e), "scp", err));
+            toks[n].s = json_string_value(e);
+            toks[n].len = json_string_length(e);
+            n++;
+        }
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < i; j++)
+            JS_ENSURE(toks[j].len != toks[i].len || memcmp(toks[j].s, toks[i].s, toks[i].len) != 0,
+                      err, JS_EINVAL, JS_R_POLICY_SCOPE, "scopes: scope '%s' is requested twice",
+                      shown_n(b, sizeof(b), toks[i].s, toks[i].len));
+        total += toks[i].len + 1;
+    }
+    /* The ceiling: exact tokens; a prefix of an allowed scope is a different scope. */
+    for (size_t i = 0; i < n; i++) {
+        bool ok = false;
+        for (size_t k = 0; k < ceiling->n && !ok; k++)
+            ok = strlen(ceiling->v[k]) == toks[i].len &&
+                 memcmp(ceiling->v[k], toks[i].s, toks[i].len) == 0;
+        JS_ENSURE(ok, err, JS_EDENIED, JS_R_POLICY_SCOPE,
+                  "scopes: scope '%s' is not in the scope ceiling of caller '%s'%s",
+                  shown_n(b, sizeof(b), toks[i].s, toks[i].len), cid,
+                  ceiling->n == 0 ? " (it may request no scopes)" : "");
+    }
+    char *g = malloc(total + 1);
+    JS_ENSURE_ALLOC(g, err);
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            g[at++] = ' ';
+        memcpy(g + at, toks[i].s, toks[i].len);
+        at += toks[i].len;
+    }
+    g[at] = '\0';
+    *granted = g;
+    return JS_OK;
+}
+
+static bool type_ok(claim_type t, const json_t *v)
+{
+    switch (t) {
+    case CT_STRING:
+        return json_is_string(v);
+    case CT_NUMBER:
+        return json_is_number(v);
+    case CT_BOOLEAN:
+        return json_is_boolean(v);
+    case CT_ARRAY:
+        return json_is_array(v);
+    case CT_OBJECT:
+        return json_is_object(v);
+    case CT_ANY:
+    default:
+        return true;
+    }
+}
+
+/* Every member not governed by another rule must be on the claims allowlist. */
+static js_status check_claims(const js_policy_caller *c, const json_t *claims, js_err *err)
+{
+    char b[96], cid[96];
+    const rules *cr = policy_from(c, F_CLAIMS);
+    const json_t *fixed = policy_from(c, F_FIXED_CLAIMS)->fixed;
+    shown_s(cid, sizeof(cid), c->id);
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)claims, name, v)
+    {
+        if (policy_registered_claim(name))
+            continue;
+        JS_ENSURE(fixed == NULL || json_object_get(fixed, name) == NULL, err, JS_EDENIED,
+                  JS_R_POLICY_FIXED_CLAIM,
+                  "fixed_claims: claim '%s' is fixed by the policy for caller '%s'; it cannot be "
+                  "overridden",
+                  shown_s(b, sizeof(b), name), cid);
+        const claim_rule *rule = NULL;
+        for (size_t i = 0; i < cr->nclaims && rule == NULL; i++)
+            if (strcmp(cr->claims[i].name, name) == 0)
+                rule = &cr->claims[i];
+        JS_ENSURE(rule != NULL, err, JS_EDENIED, JS_R_POLICY_CLAIM,
+                  "claims: claim '%s' is not on the allowlist of caller '%s'",
+                  shown_s(b, sizeof(b), name), cid);
+        JS_ENSURE(type_ok(rule->type, v), err, JS_EINVAL, JS_R_POLICY_CLAIM,
+                  "claims: claim '%s' must be %s %s, not %s", shown_s(b, sizeof(b), name),
+                  rule->type == CT_ARRAY || rule->type == CT_OBJECT ? "an" : "a",
+                  policy_claim_type_names[rule->type], json_type_name(v));
+        if (rule->max_bytes > 0) {
+            size_t size = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+            JS_ENSURE(size <= rule->max_bytes, err, JS_EDENIED, JS_R_POLICY_CLAIM,
+                      "claims: claim '%s' encodes to %zu bytes; caller '%s' may send at most %zu",
+                      shown_s(b, sizeof(b), name), size, cid, rule->max_bytes);
+        }
+    }
+    return JS_OK;
+}
+
+void js_policy_result_clear(js_policy_result *r)
+{
+    if (r == NULL)
+        return;
+    json_decref(r->claims);
+    free(r->scopes);
+    memset(r, 0, sizeof(*r));
+}
+
+js_status js_policy_evaluate(const js_policy *p, const js_policy_caller *c, const json_t *claims,
+                             const char *requested_key, const char *jti, int64_t now,
+                             js_policy_result *out, js_err *err)
+{
+    char b[96], cid[96];
+    JS_ENSURE(out != NULL, err, JS_EINTERNAL, JS_R_POLICY_INTERNAL, "no result storage");
+    memset(out, 0, sizeof(*out));
+    JS_ENSURE(p != NULL && c != NULL && jti != NULL, err, JS_EINTERNAL, JS_R_POLICY_INTERNAL,
+              "evaluate needs a policy, a caller entry and a jti");
+    JS_ENSURE(json_is_object(claims), err, JS_EINVAL, JS_R_CLAIMS_NOT_OBJECT,
+              "the claim set must be a JSON object");
+    JS_ENSURE(p->issuer != NULL, err, JS_EINTERNAL, JS_R_POLICY_NO_ISSUER,
+              "the policy does not set issuer");
+    shown_s(cid, sizeof(cid), c->id);
+    /* The signer checks this before the rate limit; repeated so the library
+     * cannot be misused into signing for a frozen caller. */
+    JS_ENSURE(!js_policy_caller_frozen(c), err, JS_EDENIED, JS_R_POLICY_FROZEN,
+              "frozen: caller entry '%s' is frozen", cid);
+
+    /* 1. key */
+    const char *key = c->default_key;
+    if (requested_key != NULL && requested_key[0] != '\0') {
+        const strlist *keys = &policy_from(c, F_KEYS)->keys;
+        key = NULL;
+        for (size_t i = 0; i < keys->n && key == NULL; i++)
+            if (strcmp(keys->v[i], requested_key) == 0)
+                key = keys->v[i];
+        JS_ENSURE(key != NULL, err, JS_EDENIED, JS_R_POLICY_KEY,
+                  "keys: key '%s' is not allowed for caller '%s'",
+                  shown_s(b, sizeof(b), requested_key), cid);
+    }
+
+    /* 2. the server's claims and the lifetime rule (claims.h), on a copy */
+    json_t *copy = json_deep_copy(claims);
+    JS_ENSURE_ALLOC(copy, err);
+    claims_lifetime life = {policy_from(c, F_DEFAULT_TTL)->default_ttl,
+                            policy_from(c, F_MAX_TTL)->max_ttl};
+    int64_t exp = 0;
+    js_status st = claims_apply_server(copy, p->issuer, now, &life, jti, &exp, err);
+    if (st == JS_EDENIED && err != NULL && err->reason == JS_R_CLAIMS_EXP_TOO_FAR) {
+        /* The ceiling is this caller's max_ttl: report it as the policy rule. */
+        err->reason = JS_R_POLICY_LIFETIME;
+        js_err_prefix(err, "max_ttl of caller '%s': ", cid);
+    }
+
+    /* 3. the per-caller rules, in a fixed order */
+    char *granted = NULL;
+    if (st == JS_OK)
+        st = check_audience(c, claims, err);
+    if (st == JS_OK)
+        st = check_subject(c, claims, err);
+    if (st == JS_OK)
+        st = check_scope(c, claims, &granted, err);
+    if (st == JS_OK)
+        st = check_claims(c, claims, err);
+
+    /* 4. fixed claims, which the caller could not send (checked above) */
+    const json_t *fixed = policy_from(c, F_FIXED_CLAIMS)->fixed;
+    if (st == JS_OK && fixed != NULL && json_object_update(copy, (json_t *)fixed) != 0)
+        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+    if (st != JS_OK) {
+        json_decref(copy);
+        free(granted);
+        return st;
+    }
+    out->claims = copy;
+    out->key_name = key;
+    out->exp = exp;
+    out->scopes = granted;
+    return JS_OK;
+}
