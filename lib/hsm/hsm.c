@@ -11,6 +11,7 @@
  * EdDSA with Ed25519 (RFC 8037 §3.1).
  */
 #include "hsm.h"
+#include "clock.h"
 #include "jws.h"
 
 #include <limits.h>
@@ -582,13 +583,6 @@ static bool der_octet_string(const uint8_t *p, size_t n, const uint8_t **val, si
 /* ------------------------------------------------------------------------------------------ */
 /* Time, events and health.                                                                   */
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -711,7 +705,7 @@ static void note_lost(js_hsm_session *s, CK_RV rv, const char *fn, const char *l
         hsm->health.ok = false;
         atomic_store(&hsm->down, true);
         hsm->health.last_change_ms = wall_ms();
-        hsm->outage_start_ms = mono_ms();
+        hsm->outage_start_ms = js_mono_ms();
         snprintf(hsm->health.why, sizeof(hsm->health.why),
                  "HSM session lost: %s in %s (key '%s') on %s; re-opening with backoff", name, fn,
                  label != NULL ? label : "-", hsm->desc);
@@ -741,7 +735,7 @@ static void note_healed(js_hsm_session *s, const char *label, hsm_pending *pend)
     }
     if (!hsm->health.ok) {
         atomic_store(&hsm->down, false);
-        int64_t took = mono_ms() - hsm->outage_start_ms;
+        int64_t took = js_mono_ms() - hsm->outage_start_ms;
         hsm->health.ok = true;
         hsm->health.recoveries++;
         hsm->health.last_change_ms = wall_ms();
@@ -758,7 +752,7 @@ static void note_healed(js_hsm_session *s, const char *label, hsm_pending *pend)
 static void schedule_retry(js_hsm_session *s, int64_t not_before)
 {
     s->reopen = true;
-    int64_t now = mono_ms();
+    int64_t now = js_mono_ms();
     s->fail_epoch = atomic_load(&s->hsm->epoch);
     if (s->backoff_ms < HSM_BACKOFF_MIN_MS)
         s->backoff_ms = HSM_BACKOFF_MIN_MS;
@@ -1177,14 +1171,8 @@ const char *js_hsm_token_description(const js_hsm *hsm)
 static js_status gate_enter(js_hsm *hsm, js_err *err)
 {
     if (atomic_load(&hsm->reinit_pending)) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += HSM_REINIT_WAIT_MS / 1000;
-        until.tv_nsec += (long)(HSM_REINIT_WAIT_MS % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        /* reinit_done uses CLOCK_MONOTONIC (pthread_condattr_setclock in js_hsm_open). */
+        struct timespec until = js_mono_deadline(HSM_REINIT_WAIT_MS);
         pthread_mutex_lock(&hsm->mu);
         int rc = 0;
         while ((hsm->reinit_running || hsm->login_waiters > 0) && rc == 0)
@@ -1214,7 +1202,7 @@ static void gate_exit(js_hsm *hsm)
 static js_status module_reinit(js_hsm *hsm, uint64_t seen_epoch, const char *cause,
                                int64_t *retry_at, hsm_pending *pend, js_err *err)
 {
-    int64_t now = mono_ms();
+    int64_t now = js_mono_ms();
     *retry_at = 0;
     pthread_mutex_lock(&hsm->mu);
     if (atomic_load(&hsm->epoch) != seen_epoch || hsm->reinit_running) {
@@ -1255,7 +1243,7 @@ static js_status module_reinit(js_hsm *hsm, uint64_t seen_epoch, const char *cau
         hsm->reinit_next_ms = 0;
     } else {
         hsm->health.reinit_failures++;
-        hsm->reinit_next_ms = mono_ms() + hsm->reinit_backoff_ms;
+        hsm->reinit_next_ms = js_mono_ms() + hsm->reinit_backoff_ms;
         *retry_at = hsm->reinit_next_ms;
         hsm->reinit_backoff_ms = backoff_next(hsm->reinit_backoff_ms);
     }
@@ -1362,7 +1350,7 @@ static js_status session_ready(js_hsm_session *s, bool *want_reinit, hsm_pending
     uint64_t epoch = atomic_load(&hsm->epoch);
     char name[HSM_CKR_NAME];
     if (s->reopen && s->fail_epoch == epoch) {
-        int64_t now = mono_ms();
+        int64_t now = js_mono_ms();
         if (now < s->next_try_ms)
             return js_err_set(err, JS_EUNAVAIL, JS_R_HSM_RECOVERING,
                               "HSM session lost (%s) on %s; recovering, next attempt in %lld ms",
@@ -1477,7 +1465,7 @@ static void refuse_key(js_hsm_session *s, hsm_cached *c, const js_hsm_key *key, 
     c->verified = false;
     if (c->backoff_ms < HSM_BACKOFF_MIN_MS)
         c->backoff_ms = HSM_BACKOFF_MIN_MS;
-    c->retry_ms = mono_ms() + c->backoff_ms;
+    c->retry_ms = js_mono_ms() + c->backoff_ms;
     c->backoff_ms = backoff_next(c->backoff_ms);
     pthread_mutex_lock(&s->hsm->mu);
     s->hsm->health.key_mismatches++;
@@ -1497,7 +1485,7 @@ static resolve_result key_handle(js_hsm_session *s, const js_hsm_key *key, hsm_c
     *out = c;
     *rv = CKR_OK;
     if (c->refused) {
-        int64_t now = mono_ms();
+        int64_t now = js_mono_ms();
         if (now < c->retry_ms) {
             js_err_set(err, JS_EUNAVAIL, JS_R_HSM_KEY_MISMATCH,
                        "key '%s': the object under this label on %s is not the key this signer "

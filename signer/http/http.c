@@ -25,7 +25,9 @@
  */
 #include "http.h"
 
+#include "clock.h"
 #include "fileio.h"
+#include "hex.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -123,13 +125,6 @@ struct js_http {
     atomic_ulong response_deadline;
     atomic_ulong bad_requests;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- listen address ---------------------------------------------------------------- */
 
@@ -366,12 +361,8 @@ static int make_etag(const char *body, size_t len, char out[ETAG_HEX + 3])
     unsigned int mdlen = 0;
     if (EVP_Digest(body, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen * 2 < ETAG_HEX)
         return 0;
-    static const char hex[] = "0123456789abcdef";
     out[0] = '"';
-    for (size_t i = 0; i < ETAG_HEX / 2; i++) {
-        out[1 + 2 * i] = hex[md[i] >> 4];
-        out[2 + 2 * i] = hex[md[i] & 0x0f];
-    }
+    js_hex_encode(md, ETAG_HEX / 2, out + 1); /* its NUL is replaced by the closing quote */
     out[ETAG_HEX + 1] = '"';
     out[ETAG_HEX + 2] = '\0';
     return 1;
@@ -445,7 +436,7 @@ static void conn_set_phase(js_http *h, http_conn *conn, conn_phase phase)
 {
     pthread_mutex_lock(&h->mu);
     conn->phase = phase;
-    conn->since_ms = now_ms();
+    conn->since_ms = js_mono_ms();
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -472,7 +463,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
             return;
         }
         conn->fd = ci->connect_fd;
-        conn->accepted_ms = now_ms();
+        conn->accepted_ms = js_mono_ms();
         atomic_fetch_add(&h->accepted, 1);
         pthread_mutex_lock(&h->mu);
         conn->phase = PHASE_HEADER;
@@ -577,7 +568,7 @@ static void *sweeper_main(void *arg)
     js_http *h = arg;
     pthread_mutex_lock(&h->mu);
     while (!h->stopping) {
-        int64_t now = now_ms();
+        int64_t now = js_mono_ms();
         int64_t header_ms = atomic_load(&h->open) >= h->busy_connections
                                 ? JS_HTTP_BUSY_HEADER_TIMEOUT_MS
                                 : JS_HTTP_HEADER_TIMEOUT_MS;
@@ -590,13 +581,8 @@ static void *sweeper_main(void *arg)
             atomic_fetch_add(
                 conn->phase == PHASE_HEADER ? &h->header_deadline : &h->response_deadline, 1);
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += (long)JS_HTTP_SWEEP_INTERVAL_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
-        }
+        /* h->cv uses CLOCK_MONOTONIC (pthread_condattr_setclock in guard_start). */
+        struct timespec ts = js_mono_deadline(JS_HTTP_SWEEP_INTERVAL_MS);
         (void)pthread_cond_timedwait(&h->cv, &h->mu, &ts);
     }
     pthread_mutex_unlock(&h->mu);
@@ -690,7 +676,7 @@ static int has_body(struct MHD_Connection *c)
 static int conn_retiring(const http_conn *conn)
 {
     return conn->requests >= JS_HTTP_MAX_REQUESTS_PER_CONNECTION ||
-           now_ms() - conn->accepted_ms >= (int64_t)JS_HTTP_MAX_CONNECTION_AGE_SECONDS * 1000;
+           js_mono_ms() - conn->accepted_ms >= (int64_t)JS_HTTP_MAX_CONNECTION_AGE_SECONDS * 1000;
 }
 
 /* ---- routes ------------------------------------------------------------------------ */

@@ -17,6 +17,7 @@
 
 #include <openssl/crypto.h>
 
+#include "clock.h"
 #include "hsm.h"
 
 typedef struct bench {
@@ -29,9 +30,7 @@ typedef struct bench {
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)js_mono_ns() / 1e9;
 }
 
 static void *run(void *arg)

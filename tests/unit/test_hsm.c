@@ -38,6 +38,7 @@
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
 
+#include "clock.h"
 #include "hsm.h"
 
 #define DEFAULT_MODULE "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"
@@ -1255,13 +1256,6 @@ static js_hsm *open_shim(const fixture *f, observed *o)
     return hsm;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static js_status sign_msg(js_hsm_session *s, const js_hsm_key *k, const char *msg, uint8_t *sig,
                           size_t *len, js_err *err)
 {
@@ -1349,10 +1343,10 @@ static void test_backoff_while_failing(void **state)
     shim_ctl(f, "invalidate\nfail * CKR_DEVICE_REMOVED\n");
     unsigned long opens = shim_calls("C_OpenSession"), inits = shim_calls("C_Initialize");
     unsigned long signs = shim_calls("C_Sign");
-    int64_t t0 = now_ms();
+    int64_t t0 = js_mono_ms();
     int attempts = 0, recovering = 0, unavailable = 0;
     bool named = false;
-    while (now_ms() - t0 < 1000) {
+    while (js_mono_ms() - t0 < 1000) {
         memset(sig, 0, sizeof(sig));
         len = 0;
         js_status st = sign_msg(s, key, "x.y", sig, &len, &err);
@@ -1395,14 +1389,14 @@ static void test_backoff_while_failing(void **state)
 
     /* The token is back: recovery within the 2 s backoff cap, no restart. */
     shim_ctl(f, "ok\n");
-    int64_t t1 = now_ms();
+    int64_t t1 = js_mono_ms();
     js_status st = JS_EUNAVAIL;
-    while (st != JS_OK && now_ms() - t1 < 5000) {
+    while (st != JS_OK && js_mono_ms() - t1 < 5000) {
         st = sign_msg(s, key, "back.again", sig, &len, &err);
         if (st != JS_OK)
             usleep(5000);
     }
-    int64_t took = now_ms() - t1;
+    int64_t took = js_mono_ms() - t1;
     print_message("      recovered %lld ms after the fault ended\n", (long long)took);
     assert_int_equal(st, JS_OK);
     assert_true(took <=
@@ -1463,7 +1457,7 @@ static void test_swapped_key_refused(void **state)
     /* Refused again and again, but searched for only as the backoff allows (50, 100, 200 ms). */
     unsigned long finds = shim_calls("C_FindObjectsInit");
     int calls = 0;
-    for (int64_t t0 = now_ms(); now_ms() - t0 < 300; calls++) {
+    for (int64_t t0 = js_mono_ms(); js_mono_ms() - t0 < 300; calls++) {
         assert_int_equal(sign_msg(s, key, "e.f", sig, &len, &err), JS_EUNAVAIL);
         assert_string_equal(js_reason_name(err.reason), "hsm.key_mismatch");
     }

@@ -47,6 +47,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "clock.h"
 #include "http.h"
 
 /* The tables of If-None-Match forms below are printf formats. */
@@ -617,9 +618,7 @@ static void test_tls_bad_material(void **state)
 
 static double mono_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)js_mono_ns() / 1e9;
 }
 
 /* A TCP connection to 127.0.0.1:port from the loopback address src (e.g. "127.0.0.2"). */
