@@ -281,6 +281,48 @@ void js_denials_stats_get(const js_denials *d, js_denials_stats *out)
     out->overflowed = atomic_load_explicit(&m->overflowed, memory_order_relaxed);
 }
 
+/* The address in a gRPC peer string, without its port: "ipv4:A.B.C.D:PORT",
+ * "ipv6:[ADDR]:PORT", else the whole string ("unix:PATH"). The port changes
+ * per connection; the address does not. Sets *addr, returns its length. */
+static size_t peer_addr(const char *peer, const char **addr)
+{
+    const char *p = peer != NULL ? peer : "";
+    *addr = p;
+    if (strncmp(p, "ipv4:", 5) == 0) {
+        *addr = p + 5;
+        const char *colon = strrchr(*addr, ':');
+        return colon != NULL ? (size_t)(colon - *addr) : strlen(*addr);
+    }
+    if (strncmp(p, "ipv6:", 5) == 0) {
+        *addr = p + 5;
+        const char *close = strchr(*addr, ']');
+        if ((*addr)[0] == '[' && close != NULL) {
+            (*addr)++;
+            return (size_t)(close - *addr);
+        }
+        return strlen(*addr);
+    }
+    return strlen(p);
+}
+
+/* Appends n bytes of s to out[*o..], truncating at cap (room kept for the NUL). */
+static void put(char *out, size_t cap, size_t *o, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n && *o + 1 < cap; i++)
+        out[(*o)++] = s[i];
+}
+
+void js_denials_peer_addr(const char *peer, char *out, size_t cap)
+{
+    if (cap == 0)
+        return;
+    const char *addr;
+    size_t alen = peer_addr(peer, &addr);
+    size_t o = 0;
+    put(out, cap, &o, addr, alen);
+    out[o] = '\0';
+}
+
 void js_denials_key(const char *identity, const char *peer, char *out, size_t cap)
 {
     if (cap == 0)
@@ -291,31 +333,10 @@ void js_denials_key(const char *identity, const char *peer, char *out, size_t ca
         out[n] = '\0';
         return;
     }
-    /* gRPC peer strings: "ipv4:A.B.C.D:PORT", "ipv6:[ADDR]:PORT",
-     * "unix:PATH". The port changes per connection; the address does not. */
-    const char *p = peer != NULL ? peer : "";
-    size_t plen = strlen(p);
-    const char *addr = p;
-    size_t alen = plen;
-    if (strncmp(p, "ipv4:", 5) == 0) {
-        addr = p + 5;
-        const char *colon = strrchr(addr, ':');
-        alen = colon != NULL ? (size_t)(colon - addr) : strlen(addr);
-    } else if (strncmp(p, "ipv6:", 5) == 0) {
-        addr = p + 5;
-        const char *close = strchr(addr, ']');
-        if (addr[0] == '[' && close != NULL) {
-            addr++;
-            alen = (size_t)(close - addr);
-        } else {
-            alen = strlen(addr);
-        }
-    }
+    const char *addr;
+    size_t alen = peer_addr(peer, &addr);
     size_t o = 0;
-    const char *prefix = "peer ";
-    for (size_t i = 0; prefix[i] != '\0' && o + 1 < cap; i++)
-        out[o++] = prefix[i];
-    for (size_t i = 0; i < alen && o + 1 < cap; i++)
-        out[o++] = addr[i];
+    put(out, cap, &o, "peer ", 5);
+    put(out, cap, &o, addr, alen);
     out[o] = '\0';
 }

@@ -88,4 +88,13 @@ void js_denials_stats_get(const js_denials *d, js_denials_stats *out);
  */
 void js_denials_key(const char *identity, const char *peer, char *out, size_t cap);
 
+/*
+ * The bare address of a gRPC peer, as js_denials_key uses it but without the
+ * "peer " prefix: "ipv4:127.0.0.1:5555" -> "127.0.0.1", "ipv6:[::1]:5555" ->
+ * "::1", any other form (e.g. "unix:/run/x.sock") unchanged, NULL -> "".
+ * For a folded denial's peer (js_audit_note_folded). Always NUL-terminates
+ * out (cap >= 1); truncates at cap (JS_DENIALS_KEY_MAX + 1 is always enough).
+ */
+void js_denials_peer_addr(const char *peer, char *out, size_t cap);
+
 #endif

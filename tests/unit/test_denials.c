@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "test_audit_util.h"
+#include "clock.h"
 #include "denials.h"
 #include "reader.h"
 #include "record.h"
@@ -212,14 +213,37 @@ static void test_key_of_request(void **state)
     assert_string_equal(small, "peer 12");
 }
 
-/* ---- with the audit log: what server.c does for each denial ------------------------ */
-
-static int64_t mono_now_ms(void)
+/* The bare peer address: js_denials_key's without "peer " (folded denials). */
+static void test_peer_addr(void **state)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    (void)state;
+    static const struct {
+        const char *peer, *addr;
+    } cases[] = {
+        {"ipv4:127.0.0.1:5555", "127.0.0.1"},
+        {"ipv6:[::1]:40000", "::1"},
+        {"ipv6:[fe80::1%eth0]:1", "fe80::1%eth0"},
+        {"ipv6:::1", "::1"},           /* no brackets: kept whole */
+        {"ipv4:10.0.0.1", "10.0.0.1"}, /* no port */
+        {"unix:/run/x.sock", "unix:/run/x.sock"},
+        {"", ""},
+        {NULL, ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char a[JS_DENIALS_KEY_MAX + 1], k[JS_DENIALS_KEY_MAX + 1];
+        js_denials_peer_addr(cases[i].peer, a, sizeof(a));
+        assert_string_equal(a, cases[i].addr);
+        /* the key is exactly "peer " + the address */
+        js_denials_key(NULL, cases[i].peer, k, sizeof(k));
+        assert_memory_equal(k, "peer ", 5);
+        assert_string_equal(k + 5, a);
+    }
+    char small[4];
+    js_denials_peer_addr("ipv4:127.0.0.1:5555", small, sizeof(small));
+    assert_string_equal(small, "127");
 }
+
+/* ---- with the audit log: what server.c does for each denial ------------------------ */
 
 typedef struct burst_tally {
     uint64_t full, folded_sum, fold_records, checkpoints, other;
@@ -270,7 +294,7 @@ static void *burst_main(void *arg)
     char key[JS_DENIALS_KEY_MAX + 1];
     js_denials_key(b->identity, b->peer, key, sizeof(key));
     for (int i = 0; i < b->n; i++) {
-        if (js_denials_admit(b->d, key, mono_now_ms())) {
+        if (js_denials_admit(b->d, key, js_mono_ms())) {
             js_audit_event ev = {.type = "sign",
                                  .caller = b->identity,
                                  .peer = b->peer,
@@ -281,8 +305,10 @@ static void *burst_main(void *arg)
             assert_int_equal(js_audit_submit(b->a, &ev, NULL, NULL, &err), JS_OK);
             atomic_fetch_add(&b->admitted, 1);
         } else {
-            /* no identity: the record names the peer address (key after "peer ") */
-            const char *peer = b->identity[0] == '\0' ? key + 5 : NULL;
+            /* no identity: the record names the peer's bare address */
+            char addr[JS_DENIALS_KEY_MAX + 1];
+            js_denials_peer_addr(b->peer, addr, sizeof(addr));
+            const char *peer = b->identity[0] == '\0' ? addr : NULL;
             js_audit_note_folded(b->a, "sign", b->identity, peer, "policy.no_match");
             atomic_fetch_add(&b->folded, 1);
         }
@@ -309,7 +335,7 @@ static void test_burst_with_audit(void **state)
     atomic_init(&b.admitted, 0);
     atomic_init(&b.folded, 0);
     pthread_t th[4];
-    int64_t t0 = mono_now_ms();
+    int64_t t0 = js_mono_ms();
     for (int i = 0; i < 4; i++)
         assert_int_equal(pthread_create(&th[i], NULL, burst_main, &b), 0);
     for (int i = 0; i < 4; i++)
@@ -323,7 +349,7 @@ static void test_burst_with_audit(void **state)
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    int64_t elapsed = mono_now_ms() - t0;
+    int64_t elapsed = js_mono_ms() - t0;
     js_audit_close(a);
 
     uint64_t admitted = atomic_load(&b.admitted) + atomic_load(&p.admitted);
@@ -384,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_overflow_bucket_bound),
         cmocka_unit_test(test_concurrent_admits),
         cmocka_unit_test(test_key_of_request),
+        cmocka_unit_test(test_peer_addr),
         cmocka_unit_test(test_burst_with_audit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
