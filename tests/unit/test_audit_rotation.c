@@ -158,19 +158,6 @@ static js_status switch_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t 
     return test_sign(k, msg, len, sig, cap, sig_len, err);
 }
 
-static void submit_n(js_audit *a, int n, const char *prefix)
-{
-    for (int i = 0; i < n; i++) {
-        char rid[64];
-        snprintf(rid, sizeof(rid), "%s-%d", prefix, i);
-        js_audit_event ev = {
-            .type = "sign", .caller = "c", .request_id = rid, .decision = "allow", .reason = "ok"};
-        uint64_t seq = 0;
-        js_err err;
-        assert_int_equal(js_audit_append_sync(a, &ev, &seq, &err), JS_OK);
-    }
-}
-
 static void write_pem(const char *dir, const char *name, const char *pem)
 {
     char p[256];
@@ -183,24 +170,11 @@ static void write_pem(const char *dir, const char *name, const char *pem)
 static void verify_dir(const char *dir, test_key *first, const char *const *keys, size_t nkeys,
                        bool with_cp_file, js_audit_verify_report *rep)
 {
-    char **paths = NULL;
-    size_t n = 0;
-    js_err err;
-    assert_int_equal(js_audit_list_segments(dir, &paths, &n, &err), JS_OK);
-    char pk[256], cpf[256];
+    char pk[256];
     snprintf(pk, sizeof(pk), "%s.first.pem", dir);
     file_write(pk, (const uint8_t *)first->pem, strlen(first->pem));
-    snprintf(cpf, sizeof(cpf), "%s/checkpoint.json", dir);
-    js_audit_verify_opts o = {.segments = (const char *const *)paths,
-                              .n_segments = n,
-                              .pubkey_path = pk,
-                              .key_paths = keys,
-                              .n_key_paths = nkeys,
-                              .checkpoint_path = with_cp_file ? cpf : NULL,
-                              .max_gap_ms = 3600000};
-    assert_int_equal(js_audit_verify(&o, rep, &err), JS_OK);
+    test_verify_dir(dir, pk, keys, nkeys, with_cp_file, 3600000, rep);
     unlink(pk);
-    js_audit_segments_free(paths, n);
 }
 
 /* Old -> new across segments and a restart: the writer announces B with A,

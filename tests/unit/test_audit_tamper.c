@@ -635,10 +635,8 @@ static js_status slow_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t *s
                            size_t *sig_len, js_err *err)
 {
     slow_sign_ctx *c = ctx;
-    if (++c->calls == 3) {
-        struct timespec ts = {0, 600 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    if (++c->calls == 3)
+        sleep_ms(600);
     return test_sign(&g_key, msg, len, sig, cap, sig_len, err);
 }
 
@@ -658,8 +656,7 @@ static void gen_stalled(gen_log *g)
     js_audit *a = NULL;
     js_err err;
     assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
-    struct timespec ts = {1, 200 * 1000000L};
-    nanosleep(&ts, NULL);
+    sleep_ms(1200);
     js_audit_close(a);
     snprintf(g->pem, sizeof(g->pem), "%s/audit-key.pem", g->dir);
     snprintf(g->cpf, sizeof(g->cpf), "%s/checkpoint.json", g->dir);

@@ -1,8 +1,9 @@
 /*
  * test_audit_util.h - shared helpers of the audit unit tests: a test audit key
  * (OpenSSL P-256 in place of the HSM) and its sign callback, temporary
- * directories, whole-file reads. Header-only (static) so each test stays one
- * file per module.
+ * directories, whole-file reads, sleeping, appending records and verifying a
+ * log directory. Header-only (static) so each test stays one file per module;
+ * include it after <cmocka.h> (the helpers assert).
  */
 #ifndef TEST_AUDIT_UTIL_H
 #define TEST_AUDIT_UTIL_H
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/bio.h>
@@ -21,6 +23,8 @@
 #include <openssl/pem.h>
 
 #include "auditlog.h"
+#include "reader.h"
+#include "verify.h"
 
 typedef struct test_key {
     EVP_PKEY *pkey;
@@ -125,6 +129,53 @@ static inline void test_opts(js_audit_options *o, const char *dir, test_key *k)
     o->sign = test_sign;
     o->sign_ctx = k;
     o->pubkey_pem = k->pem;
+}
+
+static inline void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Appends n "sign" records request_id PREFIX-0..n-1 and waits for each. */
+static inline void submit_n(js_audit *a, int n, const char *prefix)
+{
+    for (int i = 0; i < n; i++) {
+        char rid[64];
+        snprintf(rid, sizeof(rid), "%s-%d", prefix, i);
+        js_audit_event ev = {
+            .type = "sign", .caller = "c", .request_id = rid, .decision = "allow", .reason = "ok"};
+        uint64_t seq = 0;
+        js_err err;
+        assert_int_equal(js_audit_append_sync(a, &ev, &seq, &err), JS_OK);
+        assert_true(seq > 0);
+    }
+}
+
+/* Verifies every segment in dir with the first key pubkey_path, the key
+ * files keys[0..nkeys) and, when cp_file, dir/checkpoint.json; max_gap_ms 0
+ * = the verifier's default. The verify call itself must succeed (rep says
+ * whether the log is intact). */
+static inline void test_verify_dir(const char *dir, const char *pubkey_path,
+                                   const char *const *keys, size_t nkeys, bool cp_file,
+                                   uint64_t max_gap_ms, js_audit_verify_report *rep)
+{
+    char **paths = NULL;
+    size_t n = 0;
+    js_err err;
+    assert_int_equal(js_audit_list_segments(dir, &paths, &n, &err), JS_OK);
+    assert_true(n > 0);
+    char cpf[512];
+    snprintf(cpf, sizeof(cpf), "%s/checkpoint.json", dir);
+    js_audit_verify_opts vo = {.segments = (const char *const *)paths,
+                               .n_segments = n,
+                               .pubkey_path = pubkey_path,
+                               .key_paths = keys,
+                               .n_key_paths = nkeys,
+                               .checkpoint_path = cp_file ? cpf : NULL,
+                               .max_gap_ms = max_gap_ms};
+    assert_int_equal(js_audit_verify(&vo, rep, &err), JS_OK);
+    js_audit_segments_free(paths, n);
 }
 
 #endif

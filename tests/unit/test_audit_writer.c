@@ -46,33 +46,16 @@ static int teardown(void **state)
     return 0;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Verifies the log in dir with the key and its checkpoint.json. */
 static void verify_dir(const char *dir, js_audit_verify_report *rep)
 {
-    char **paths = NULL;
-    size_t n = 0;
-    js_err err;
-    assert_int_equal(js_audit_list_segments(dir, &paths, &n, &err), JS_OK);
-    assert_true(n > 0);
-    char pem[512], cpf[512];
+    char pem[512];
     snprintf(pem, sizeof(pem), "%s/audit-key.pem", dir);
-    snprintf(cpf, sizeof(cpf), "%s/checkpoint.json", dir);
-    js_audit_verify_opts vo = {.segments = (const char *const *)paths,
-                               .n_segments = n,
-                               .pubkey_path = pem,
-                               .checkpoint_path = cpf};
-    assert_int_equal(js_audit_verify(&vo, rep, &err), JS_OK);
+    test_verify_dir(dir, pem, NULL, 0, true, 0, rep);
     if (!rep->intact)
         print_message("verify: %s seq %lu %s@%lu: %s\n", js_reason_name(rep->reason),
                       (unsigned long)rep->bad_seq, rep->bad_segment, (unsigned long)rep->bad_offset,
                       rep->message);
-    js_audit_segments_free(paths, n);
 }
 
 /* Counts records of the log by type / checkpoint reason. */
@@ -265,20 +248,6 @@ static void test_group_commit_concurrent(void **state)
 }
 
 /* ---- checkpoints, heartbeat, files ------------------------------------------------- */
-
-static void submit_n(js_audit *a, int n, const char *prefix)
-{
-    for (int i = 0; i < n; i++) {
-        char rid[64];
-        snprintf(rid, sizeof(rid), "%s-%d", prefix, i);
-        js_audit_event ev = {
-            .type = "sign", .caller = "c", .request_id = rid, .decision = "allow", .reason = "ok"};
-        uint64_t seq = 0;
-        js_err err;
-        assert_int_equal(js_audit_append_sync(a, &ev, &seq, &err), JS_OK);
-        assert_true(seq > 0);
-    }
-}
 
 static void test_checkpoints_and_files(void **state)
 {
