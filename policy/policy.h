@@ -2,10 +2,10 @@
  * policy.h - per-caller signing policy: a pure decision library.
  *
  * No gRPC, no HSM, no threads, no locks and no I/O on the request path:
- * js_policy_load() reads and validates a YAML file once (libyaml via
- * yamldoc), and the result is an immutable js_policy that any number of
- * threads evaluate concurrently. The signer swaps a whole new js_policy in
- * on reload; it never mutates one.
+ * js_policy_load() reads a YAML file once through the bounded reader
+ * (statefile.h) and validates it (libyaml via yamldoc), and the result is an
+ * immutable js_policy that any number of threads evaluate concurrently. The
+ * signer swaps a whole new js_policy in on reload; it never mutates one.
  *
  * Evaluation order (the signer's): identity -> js_policy_match() -> frozen?
  * -> rate limit (signer/core/ratelimit.h) -> parse claims ->
@@ -33,7 +33,9 @@ typedef struct js_policy_caller js_policy_caller;
 #define JS_POLICY_HASH_HEX 64
 
 /* Loads and fully validates a policy file. Errors are JS_ECONFIG with
- * "FILE:LINE: key.path: problem". The file's SHA-256 is kept (hash_hex). */
+ * "FILE:LINE: key.path: problem"; a file that cannot be read (missing, not a
+ * regular file, a symlink, larger than JS_YAML_MAX_BYTES) is JS_ECONFIG
+ * policy.io. The file's SHA-256 is kept (hash_hex). */
 js_status js_policy_load(const char *path, js_policy **out, js_err *err) JS_WUR;
 /* The same from memory; `name` stands for the file name in messages. */
 js_status js_policy_load_buffer(const char *text, size_t len, const char *name, js_policy **out,

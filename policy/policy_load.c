@@ -3,31 +3,30 @@
  * js_policy (policy.h; the file format is documented in
  * policy/examples/policy.yaml), and frees one.
  *
- * The file is read once and parsed through yamldoc (bounded tree, unique
- * keys, a line on every node); loading stops at the first problem with
- * "FILE:LINE: path: problem", JS_ECONFIG, reason "policy.*". The top-level
- * `defaults` section is parsed into a rules record pre-filled with built-in
- * values; each caller entry is parsed into its own rules record holding only
- * the fields it sets (policy_int.h). Consistency rules that relate two fields
- * (default_ttl <= max_ttl, default_key in keys, incident_rate no looser than
- * rate, ...) are checked on a caller's effective values, with the line of
- * whichever section supplied each.
+ * The file is read once through the bounded reader (statefile.h) and parsed
+ * through yamldoc (bounded tree, unique keys, a line on every node); loading
+ * stops at the first problem with "FILE:LINE: path: problem", JS_ECONFIG,
+ * reason "policy.*". The top-level `defaults` section is parsed into a rules
+ * record pre-filled with built-in values; each caller entry is parsed into
+ * its own rules record holding only the fields it sets (policy_int.h).
+ * Consistency rules that relate two fields (default_ttl <= max_ttl,
+ * default_key in keys, incident_rate no looser than rate, ...) are checked on
+ * a caller's effective values, with the line of whichever section supplied
+ * each.
  */
 #include "policy_int.h"
 #include "regex_cost.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/evp.h>
 
 #include "hex.h"
+#include "statefile.h"
 #include "yamldoc.h"
 
 /* Built-in values when neither defaults nor the caller set a field (the same
@@ -915,46 +914,28 @@ js_status js_policy_load(const char *path, js_policy **out, js_err *err)
 {
     *out = NULL;
     JS_ENSURE(path != NULL, err, JS_ECONFIG, JS_R_POLICY_IO, "no policy file given");
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    JS_ENSURE(fd >= 0, err, JS_ECONFIG, JS_R_POLICY_IO, "%s: cannot open: %s", path,
-              strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size < 0 ||
-        (uint64_t)sb.st_size > JS_YAML_MAX_BYTES) {
-        close(fd);
-        return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO,
-                          "%s: not a regular file of at most %u bytes", path, JS_YAML_MAX_BYTES);
-    }
-    /* Read one byte more than the size so a file growing under us is caught. */
-    size_t cap = (size_t)sb.st_size + 1, len = 0;
-    char *buf = malloc(cap);
-    if (buf == NULL) {
-        close(fd);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
-    }
-    for (;;) {
-        ssize_t r = read(fd, buf + len, cap - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = errno;
-            close(fd);
-            free(buf);
-            return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO, "%s: read failed: %s", path,
-                              strerror(e));
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-        if (len == cap) {
-            close(fd);
-            free(buf);
-            return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO, "%s: file changed while reading",
-                              path);
+    char *text = NULL;
+    size_t len = 0;
+    bool absent = false;
+    js_status st = js_statefile_read(path, JS_YAML_MAX_BYTES, "policy", &text, &len, &absent, err);
+    if (st == JS_OK && absent)
+        return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO, "%s: cannot open: %s", path,
+                          strerror(ENOENT));
+    if (st != JS_OK && st != JS_EINTERNAL) {
+        /* A policy file that cannot be read is a configuration problem whatever
+         * the cause (the reader says UNAVAILABLE for an I/O error and
+         * "policy.too_large" for a file over the limit): JS_ECONFIG policy.io,
+         * which start-up reports as a configuration error and ReloadPolicy as
+         * FAILED_PRECONDITION, keeping the policy in force. */
+        st = JS_ECONFIG;
+        if (err != NULL) {
+            err->status = st;
+            err->reason = JS_R_POLICY_IO;
         }
     }
-    close(fd);
-    js_status st = js_policy_load_buffer(buf, len, path, out, err);
-    free(buf);
+    if (st != JS_OK)
+        return st;
+    st = js_policy_load_buffer(text, len, path, out, err);
+    free(text);
     return st;
 }

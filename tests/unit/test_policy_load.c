@@ -2,7 +2,8 @@
  * test_policy_load.c - unit tests for loading and validating policy files
  * (policy/policy.h): the example file loads and reads as documented; a table
  * of broken files, each checked for its reason code, its line and the words
- * of its message; file errors; and a leak-free failure at every step.
+ * of its message; file errors and the bounded reader; and a leak-free
+ * failure at every step.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -452,6 +453,56 @@ static void test_file_errors(void **state)
     unlink(path);
 }
 
+/* The file goes through the one bounded reader (statefile.h): the hash is of
+ * the bytes read, a symlink is not followed and a file over the YAML limit
+ * is refused, both as JS_ECONFIG policy.io like any unreadable policy file. */
+static void test_file_reader(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_policy_load.XXXXXX";
+    char path[4096], link[4096], big[4096];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/policy.yaml", dir);
+    snprintf(link, sizeof(link), "%s/link.yaml", dir);
+    snprintf(big, sizeof(big), "%s/big.yaml", dir);
+    static const char text[] =
+        "version: 1\nissuer: i\ncallers: [{id: 'cn:a', keys: [k], audiences: [x]}]\n";
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
+    assert_int_equal(fclose(f), 0);
+
+    js_policy *p = NULL, *q = NULL;
+    js_err err = {0};
+    assert_int_equal(js_policy_load(path, &p, &err), JS_OK);
+    assert_int_equal(js_policy_load_buffer(text, strlen(text), "t", &q, &err), JS_OK);
+    assert_string_equal(js_policy_hash_hex(p), js_policy_hash_hex(q));
+    js_policy_free(p);
+    js_policy_free(q);
+    p = NULL;
+
+    assert_int_equal(symlink(path, link), 0);
+    assert_int_equal(js_policy_load(link, &p, &err), JS_ECONFIG);
+    assert_string_equal(js_reason_name(err.reason), "policy.io");
+    assert_non_null(strstr(err.msg, link));
+    assert_null(p);
+
+    f = fopen(big, "wb");
+    assert_non_null(f);
+    for (size_t i = 0; i < 1024 * 1024 / 16 + 1; i++)
+        assert_int_equal(fwrite("# padding line.\n", 1, 16, f), 16);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(js_policy_load(big, &p, &err), JS_ECONFIG);
+    assert_string_equal(js_reason_name(err.reason), "policy.io");
+    assert_non_null(strstr(err.msg, big));
+    assert_null(p);
+
+    unlink(big);
+    unlink(link);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void test_same_bytes_same_hash(void **state)
 {
     (void)state;
@@ -500,6 +551,7 @@ int main(void)
         cmocka_unit_test(test_example_loads),        cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_inheritance),          cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_same_bytes_same_hash), cmocka_unit_test(test_truncations),
+        cmocka_unit_test(test_file_reader),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
