@@ -3,7 +3,7 @@
  * as typed text.
  *
  * The identity says which certificate field it came from, so a name can never
- * pass for a name of another kind (issue 8: a CN or DNS SAN that reads
+ * pass for a name of another kind (a CN or DNS SAN that reads
  * "spiffe://example.org/ops/admin" must not be that SPIFFE ID):
  *   URI SAN  -> the URI itself            spiffe://example.org/issuer-a
  *   DNS SAN  -> "dns:" + the name         dns:login.internal.example

@@ -1806,7 +1806,9 @@ static js_status generate_pair(js_hsm_session *s, const hsm_alg *row, const char
     char label_buf[JS_LABEL_MAX + 1];
     memcpy(label_buf, label, label_len + 1);
 
-    /* A signing key pair does one thing (issue 8: SoftHSM's defaults allow more). */
+    /* A signing key pair does one thing: the private key only signs, the public
+     * key only verifies; no encrypt, decrypt, wrap, unwrap, derive or recover
+     * (SoftHSM's defaults allow more). */
     CK_ATTRIBUTE pub_tmpl[8 + HSM_ALG_ATTRS] = {
         {CKA_TOKEN, &yes, sizeof(yes)},    {CKA_VERIFY, &yes, sizeof(yes)},
         {CKA_ENCRYPT, &no, sizeof(no)},    {CKA_WRAP, &no, sizeof(no)},

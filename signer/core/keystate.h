@@ -7,7 +7,7 @@
  * caller generates key pairs in the HSM, decides the labels and kids (RFC 7638
  * thumbprints), and turns the reported events into audit records.
  *
- * States of a version (issue 5, "Keyring"):
+ * States of a version (README, "Key lifecycle"):
  *   next     published in the JWKS, not signing yet (pre-publication, so no
  *            verifier ever sees a kid it has not fetched)
  *   active   signs; at most one per key (none only after the active one was

@@ -29,7 +29,7 @@
 #include "err.h"
 
 /*
- * Limits (issue 8). The endpoint faces unauthenticated peers and verifiers reject every
+ * Limits. The endpoint faces unauthenticated peers and verifiers reject every
  * token while they cannot fetch the JWKS, so everything a peer can hold here
  * is bounded, and a slow peer is cut off by a total deadline rather than an
  * idle timer (libmicrohttpd's own timeout restarts on every byte received, so

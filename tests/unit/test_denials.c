@@ -243,7 +243,7 @@ static void test_peer_addr(void **state)
     assert_string_equal(small, "127");
 }
 
-/* ---- with the audit log: what server.c does for each denial ------------------------ */
+/* ---- with the audit log: what signer/rpc does for each denial --------------------- */
 
 typedef struct burst_tally {
     uint64_t full, folded_sum, fold_records, checkpoints, other;

@@ -8,7 +8,7 @@
  * HTTP off loopback; bad listen and TLS options; TLS really served; and
  * repeated start/stop without leaking descriptors.
  *
- * Hostile clients (issue 8): a 304 carries the 200's Content-Length, never 0;
+ * Hostile clients: a 304 carries the 200's Content-Length, never 0;
  * a NUL or control character in the request target (raw or percent-encoded)
  * and a missing, repeated or invalid Host are 400; oversized request lines and
  * headers, many headers, bodies, pipelining and connection retirement; and the
@@ -614,7 +614,7 @@ static void test_tls_bad_material(void **state)
     unlink(path);
 }
 
-/* ---- hostile clients (issue 8) ----------------------------------------------------- */
+/* ---- hostile clients --------------------------------------------------------------- */
 
 static double mono_s(void)
 {
@@ -915,7 +915,7 @@ typedef struct slow {
 } slow;
 
 /*
- * Slowloris (issue 8): connections that send a request line and then one
+ * Slowloris: connections that send a request line and then one
  * header line every 500 ms, connections that send nothing, and a kept-alive
  * connection left idle after one answer are all closed by the header
  * deadline (a total, not restarted by the drip), while a normal client is

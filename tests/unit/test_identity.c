@@ -2,7 +2,7 @@
  * test_identity.c - the typed caller identity (lib/base/identity.h): selection
  * from certificate names (URI SAN, else first DNS SAN, else CN) into
  * `URI` / `dns:NAME` / `cn:NAME`, and the check of operator-written
- * identities. Negative cases first: the confusions of issue 8.
+ * identities. Negative cases first: one kind of name passing for another.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -40,7 +40,7 @@ static const struct {
     js_status st;
     const char *want; /* identity or reason */
 } k_cases[] = {
-    /* the confusions of issue 8 */
+    /* one kind of name passing for another */
     {"cn holding a spiffe id is a cn",
      {NULL, 0, NULL, 0, "spiffe://example.org/ops/admin"},
      JS_OK,

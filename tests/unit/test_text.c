@@ -97,8 +97,9 @@ static void test_range_edges(void **state)
     expect_cp(0x2065, true); /* unassigned, between 2060-2064 and 2066-206F */
 }
 
-/* The characters named in issue 8, one by one. */
-static void test_issue_examples(void **state)
+/* Characters that hide or reorder text on an operator's screen (NEL, RLO,
+ * the bidi isolates, LRM/RLM, BOM, C1 and DEL), one by one. */
+static void test_hiding_characters(void **state)
 {
     (void)state;
     static const uint32_t bad[] = {0x0085, 0x202E, 0x2066, 0x2069, 0x200E,
@@ -260,7 +261,7 @@ static void test_exhaustive(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_range_edges), cmocka_unit_test(test_issue_examples),
+        cmocka_unit_test(test_range_edges), cmocka_unit_test(test_hiding_characters),
         cmocka_unit_test(test_malformed),   cmocka_unit_test(test_nul),
         cmocka_unit_test(test_clean),       cmocka_unit_test(test_check_messages),
         cmocka_unit_test(test_exhaustive),
