@@ -15,15 +15,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "jwtsigner/v1/signer.pb-c.h"
+#include <time.h>
+
 #include "checkpoint.h"
 #include "identity.h"
 #include "logline.h"
-#include "pbcheck.h"
 #include "statefile.h"
 #include "text.h"
-#include <protobuf-c/protobuf-c.h>
-#include <time.h>
 
 #define RUNTIME_FILE      "runtime.json"
 #define KEYSTATE_FILE     "keys.json"
@@ -96,8 +94,9 @@ js_status js_admin_text(const char *what, const char *s, size_t max, bool requir
 {
     /* request.identity, request.reason, request.key, request.kid (reasons.def) */
     js_reason reason = js_reason_lookup("request", what);
-    /* The protobuf bytes were checked for NUL (pbcheck.h) before unpacking,
-     * so strlen is the field's whole length. */
+    /* A C string: the RPC layer refuses a text field with an embedded NUL
+     * before it unpacks the request (signer/rpc/pbcheck.h), so strlen is the
+     * field's whole length. */
     size_t n = s != NULL ? strlen(s) : 0;
     JS_ENSURE(n > 0 || !required, err, JS_EINVAL, reason, "%s is required", what);
     /* Clean text (text.h): no Cc control character forges a log line, no Cf
@@ -106,7 +105,7 @@ js_status js_admin_text(const char *what, const char *s, size_t max, bool requir
 }
 
 void js_control_audit_admin(js_control *ctl, const char *admin, const char *action,
-                            const char *decision, const js_err *why, json_t *detail)
+                            const js_decision *d, json_t *detail)
 {
     if (detail == NULL)
         detail = json_object();
@@ -114,8 +113,23 @@ void js_control_audit_admin(js_control *ctl, const char *admin, const char *acti
     /* Only an allowed action changed anything; its record is durable before
      * the reply. Every refusal (not an admin, malformed, invalid, failed) is
      * queued without waiting for the disk. */
-    bool allowed = decision != NULL && strcmp(decision, "allow") == 0;
-    audit_event(ctl, allowed ? AUDIT_DURABLE : AUDIT_QUEUED, "admin", admin, decision, why, detail);
+    bool allowed = d->kind == JS_DECISION_ALLOW;
+    js_err why;
+    js_decision_err(d, &why);
+    audit_event(ctl, allowed ? AUDIT_DURABLE : AUDIT_QUEUED, "admin", admin,
+                js_decision_name(d->kind), allowed ? NULL : &why, detail);
+}
+
+/* A run-time change never returns JS_ECONFIG (start-up only, answered
+ * INTERNAL): what the configuration or the files on disk do not allow now
+ * is a failed precondition (control.h). */
+static js_status at_run_time(js_status st, js_err *err)
+{
+    if (st == JS_ECONFIG) {
+        err->status = JS_ESTATE;
+        return JS_ESTATE;
+    }
+    return st;
 }
 
 /* Crash-safe: the file is either the old or the new version (statefile.h). */
@@ -388,103 +402,71 @@ void js_control_key_counts(js_control *ctl, size_t counts[JS_KS_STATE_COUNT])
     pthread_mutex_unlock(&ctl->mu);
 }
 
-js_status js_control_key_admin(js_control *ctl, bool rotate, const uint8_t *data, size_t len,
-                               const char *admin, uint8_t **out, size_t *out_len, json_t *detail,
-                               js_err *err)
+js_status js_control_rotate_key(js_control *ctl, const char *key, const char *reason,
+                                const char *by, js_rotate_result *out, json_t *detail, js_err *err)
 {
-    *out = NULL;
-    js_status st;
+    memset(out, 0, sizeof(*out));
+    JS_GUARD(js_admin_text("key", key, JS_KEY_NAME_MAX, true, err));
+    JS_GUARD(js_admin_text("reason", reason, JS_ADMIN_REASON_MAX, false, err));
+    json_object_set_new(detail, "key", json_string(key));
+    json_object_set_new(detail, "reason", json_string(reason));
     js_ks_events evs = {0};
+    uint32_t version = 0;
+    const char *kid = NULL;
     pthread_mutex_lock(&ctl->mu);
-    if (rotate) {
-        ProtobufCMessage *m = NULL;
-        st = js_pb_unpack(&jwtsigner__v1__rotate_key_request__descriptor, data, len, &m, err);
-        if (st != JS_OK)
-            goto out;
-        Jwtsigner__V1__RotateKeyRequest *rq = (Jwtsigner__V1__RotateKeyRequest *)m;
-        st = js_admin_text("key", rq->key, JS_KEY_NAME_MAX, true, err);
-        if (st == JS_OK)
-            st = js_admin_text("reason", rq->reason, JS_ADMIN_REASON_MAX, false, err);
-        if (st != JS_OK) {
-            protobuf_c_message_free_unpacked(m, NULL);
-            goto out;
-        }
-        json_object_set_new(detail, "key", json_string(rq->key));
-        json_object_set_new(detail, "reason", json_string(rq->reason));
-        uint32_t version = 0;
-        const char *kid = NULL;
-        st = rotate_locked(ctl, rq->key, admin, &evs, &version, &kid, err);
-        if (st == JS_OK) {
-            const js_keyver *kv = js_keystate_find_kid(ctl->ks, kid, NULL);
-            bool emergency = events_emergency(&evs, version);
-            Jwtsigner__V1__RotateKeyResponse r = JWTSIGNER__V1__ROTATE_KEY_RESPONSE__INIT;
-            r.key = rq->key;
-            r.version = version;
-            r.kid = (char *)kid;
-            r.activate_at = kv != NULL ? kv->activate_at : 0;
-            json_object_set_new(detail, "kid", json_string(kid));
-            json_object_set_new(detail, "version", json_integer(version));
-            json_object_set_new(detail, "activate_at", json_integer(r.activate_at));
-            json_object_set_new(detail, "emergency", json_boolean(emergency));
-            if (emergency)
-                json_object_set_new(detail, "note", json_string(k_emergency_note));
-            *out_len = protobuf_c_message_get_packed_size(&r.base);
-            *out = malloc(*out_len > 0 ? *out_len : 1);
-            if (*out != NULL)
-                protobuf_c_message_pack(&r.base, *out);
-        }
-        protobuf_c_message_free_unpacked(m, NULL);
-    } else {
-        ProtobufCMessage *m = NULL;
-        st = js_pb_unpack(&jwtsigner__v1__revoke_key_request__descriptor, data, len, &m, err);
-        if (st != JS_OK)
-            goto out;
-        Jwtsigner__V1__RevokeKeyRequest *rq = (Jwtsigner__V1__RevokeKeyRequest *)m;
-        st = js_admin_text("key", rq->key, JS_KEY_NAME_MAX, true, err);
-        if (st == JS_OK)
-            st = js_admin_text("kid", rq->kid, JS_KS_KID_MAX, true, err);
-        if (st == JS_OK)
-            st = js_admin_text("reason", rq->reason, JS_ADMIN_REASON_MAX, false, err);
-        if (st != JS_OK) {
-            protobuf_c_message_free_unpacked(m, NULL);
-            goto out;
-        }
-        json_object_set_new(detail, "key", json_string(rq->key));
-        json_object_set_new(detail, "kid", json_string(rq->kid));
-        json_object_set_new(detail, "reason", json_string(rq->reason));
-        int64_t now = (int64_t)time(NULL);
-        st = js_keystate_revoke(ctl->ks, rq->key, rq->kid, now, rq->reason, &evs, err);
-        if (st == JS_OK)
-            st = js_keystate_tick(ctl->ks, now, key_lifetime, ctl, &evs, err);
-        if (st == JS_OK)
-            st = keys_commit(ctl, &evs, admin, err);
-        if (st == JS_OK) {
-            const js_keyver *active = NULL;
-            js_err ignored;
-            bool has = js_keystate_active(ctl->ks, rq->key, &active, &ignored) == JS_OK;
-            Jwtsigner__V1__RevokeKeyResponse r = JWTSIGNER__V1__REVOKE_KEY_RESPONSE__INIT;
-            r.key = rq->key;
-            r.kid = rq->kid;
-            r.revoked_at = now;
-            r.active_kid = has ? (char *)active->kid : (char *)"";
-            json_object_set_new(detail, "active_kid", json_string(r.active_kid));
-            bool emergency = has && events_emergency(&evs, active->version);
-            json_object_set_new(detail, "emergency", json_boolean(emergency));
-            if (emergency)
-                json_object_set_new(detail, "note", json_string(k_emergency_note));
-            *out_len = protobuf_c_message_get_packed_size(&r.base);
-            *out = malloc(*out_len > 0 ? *out_len : 1);
-            if (*out != NULL)
-                protobuf_c_message_pack(&r.base, *out);
-        }
-        protobuf_c_message_free_unpacked(m, NULL);
+    js_status st = rotate_locked(ctl, key, by, &evs, &version, &kid, err);
+    if (st == JS_OK) {
+        const js_keyver *kv = js_keystate_find_kid(ctl->ks, kid, NULL);
+        out->version = version;
+        snprintf(out->kid, sizeof(out->kid), "%s", kid);
+        out->activate_at = kv != NULL ? kv->activate_at : 0;
+        out->emergency = events_emergency(&evs, version);
+        json_object_set_new(detail, "kid", json_string(out->kid));
+        json_object_set_new(detail, "version", json_integer(version));
+        json_object_set_new(detail, "activate_at", json_integer(out->activate_at));
+        json_object_set_new(detail, "emergency", json_boolean(out->emergency));
+        if (out->emergency)
+            json_object_set_new(detail, "note", json_string(k_emergency_note));
     }
-    if (st == JS_OK && *out == NULL)
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
-out:
     js_ks_events_cleanup(&evs);
     pthread_mutex_unlock(&ctl->mu);
-    return st;
+    return at_run_time(st, err);
+}
+
+js_status js_control_revoke_key(js_control *ctl, const char *key, const char *kid,
+                                const char *reason, const char *by, js_revoke_result *out,
+                                json_t *detail, js_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    JS_GUARD(js_admin_text("key", key, JS_KEY_NAME_MAX, true, err));
+    JS_GUARD(js_admin_text("kid", kid, JS_KS_KID_MAX, true, err));
+    JS_GUARD(js_admin_text("reason", reason, JS_ADMIN_REASON_MAX, false, err));
+    json_object_set_new(detail, "key", json_string(key));
+    json_object_set_new(detail, "kid", json_string(kid));
+    json_object_set_new(detail, "reason", json_string(reason));
+    js_ks_events evs = {0};
+    pthread_mutex_lock(&ctl->mu);
+    int64_t now = (int64_t)time(NULL);
+    js_status st = js_keystate_revoke(ctl->ks, key, kid, now, reason, &evs, err);
+    if (st == JS_OK)
+        st = js_keystate_tick(ctl->ks, now, key_lifetime, ctl, &evs, err);
+    if (st == JS_OK)
+        st = keys_commit(ctl, &evs, by, err);
+    if (st == JS_OK) {
+        const js_keyver *active = NULL;
+        js_err ignored;
+        bool has = js_keystate_active(ctl->ks, key, &active, &ignored) == JS_OK;
+        out->revoked_at = now;
+        snprintf(out->active_kid, sizeof(out->active_kid), "%s", has ? active->kid : "");
+        out->emergency = has && events_emergency(&evs, active->version);
+        json_object_set_new(detail, "active_kid", json_string(out->active_kid));
+        json_object_set_new(detail, "emergency", json_boolean(out->emergency));
+        if (out->emergency)
+            json_object_set_new(detail, "note", json_string(k_emergency_note));
+    }
+    js_ks_events_cleanup(&evs);
+    pthread_mutex_unlock(&ctl->mu);
+    return at_run_time(st, err);
 }
 
 static json_t *keys_status(js_control *ctl)
@@ -510,38 +492,24 @@ static json_t *keys_status(js_control *ctl)
     return keys;
 }
 
-js_status js_control_rotate_audit_key(js_control *ctl, const uint8_t *data, size_t len,
-                                      const char *admin, uint8_t **out, size_t *out_len,
-                                      json_t *detail, js_err *err)
+js_status js_control_rotate_audit_key(js_control *ctl, const char *reason, const char *by,
+                                      char label[JS_CONTROL_AUDIT_LABEL_MAX + 1],
+                                      char key_id[JS_AUDIT_KEY_ID_LEN + 1], json_t *detail,
+                                      js_err *err)
 {
-    *out = NULL;
-    ProtobufCMessage *m = NULL;
-    JS_GUARD(
-        js_pb_unpack(&jwtsigner__v1__rotate_audit_key_request__descriptor, data, len, &m, err));
-    Jwtsigner__V1__RotateAuditKeyRequest *rq = (Jwtsigner__V1__RotateAuditKeyRequest *)m;
-    js_status st = js_admin_text("reason", rq->reason, JS_ADMIN_REASON_MAX, false, err);
-    if (st == JS_OK)
-        json_object_set_new(detail, "reason", json_string(rq->reason));
-    protobuf_c_message_free_unpacked(m, NULL);
-    JS_GUARD(st);
+    label[0] = '\0';
+    key_id[0] = '\0';
+    JS_GUARD(js_admin_text("reason", reason, JS_ADMIN_REASON_MAX, false, err));
+    json_object_set_new(detail, "reason", json_string(reason));
     JS_ENSURE(ctl->d.rotate_audit != NULL, err, JS_ESTATE, JS_R_AUDIT_ROTATE,
               "audit key rotation is not available in this signer");
-    char label[JS_CONTROL_AUDIT_LABEL_MAX + 1] = "";
-    char key_id[JS_AUDIT_KEY_ID_LEN + 1] = "";
     /* One change at a time, like every other control-plane change. */
     pthread_mutex_lock(&ctl->mu);
-    st = ctl->d.rotate_audit(ctl->d.rotate_audit_ctx, admin, label, key_id, err);
+    js_status st = ctl->d.rotate_audit(ctl->d.rotate_audit_ctx, by, label, key_id, err);
     pthread_mutex_unlock(&ctl->mu);
-    JS_GUARD(st);
+    JS_GUARD(at_run_time(st, err));
     json_object_set_new(detail, "label", json_string(label));
     json_object_set_new(detail, "key_id", json_string(key_id));
-    Jwtsigner__V1__RotateAuditKeyResponse r = JWTSIGNER__V1__ROTATE_AUDIT_KEY_RESPONSE__INIT;
-    r.label = label;
-    r.key_id = key_id;
-    *out_len = protobuf_c_message_get_packed_size(&r.base);
-    *out = malloc(*out_len > 0 ? *out_len : 1);
-    JS_ENSURE_ALLOC(*out, err);
-    protobuf_c_message_pack(&r.base, *out);
     return JS_OK;
 }
 
@@ -616,7 +584,7 @@ js_status js_control_set_incident(js_control *ctl, bool on, const char *by, cons
     pthread_mutex_lock(&ctl->mu);
     js_status st = set_incident_locked(ctl, on, by, reason, err);
     pthread_mutex_unlock(&ctl->mu);
-    return st;
+    return at_run_time(st, err);
 }
 
 /* Parses and validates off the request path, then swaps atomically. An
@@ -669,7 +637,7 @@ js_status js_control_reload_policy(js_control *ctl, const char *by, char sha256[
             st = set_incident_locked(ctl, true, "policy file", "incident: true", err);
     }
     pthread_mutex_unlock(&ctl->mu);
-    return st;
+    return at_run_time(st, err);
 }
 
 js_status js_control_freeze(js_control *ctl, const char *identity, bool freeze, const char *by,
@@ -733,7 +701,7 @@ js_status js_control_freeze(js_control *ctl, const char *identity, bool freeze, 
     js_frozen_free(set);
     json_decref(next);
     pthread_mutex_unlock(&ctl->mu);
-    return st;
+    return at_run_time(st, err);
 }
 
 char *js_control_status_json(js_control *ctl)

@@ -13,9 +13,12 @@
 #define JS_CONTROL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "auditlog.h"
+#include "checkpoint.h"
 #include "config.h"
+#include "decision.h"
 #include "err.h"
 #include "frozen.h"
 #include "keyring.h"
@@ -26,6 +29,13 @@
 #include "service.h"
 #include "snapshot.h"
 
+/*
+ * Statuses: a change the request asks for wrongly is JS_EINVAL/JS_ENOTFOUND;
+ * one the current state or the files on disk do not allow (a policy file
+ * that does not load, a key the HSM cannot make) is JS_ESTATE
+ * (FAILED_PRECONDITION): JS_ECONFIG is for start-up only, and no run-time
+ * change returns it. An HSM or disk failure is JS_EUNAVAIL.
+ */
 typedef struct js_control js_control;
 
 typedef struct js_control_deps {
@@ -83,25 +93,48 @@ js_status js_admin_text(const char *what, const char *s, size_t max, bool requir
                         js_err *err) JS_WUR;
 #define JS_ADMIN_REASON_MAX 512
 
-/* An audit record of an administrative action (allowed or denied). */
+/* An audit record of an administrative action, built from the call's one
+ * decision (decision.h): durable when allowed (the change is on disk before
+ * the reply), queued when refused or failed. Steals detail (may be NULL). */
 void js_control_audit_admin(js_control *ctl, const char *admin, const char *action,
-                            const char *decision, const js_err *why, json_t *detail);
+                            const js_decision *d, json_t *detail);
+
+/* What RotateKey did. */
+typedef struct js_rotate_result {
+    uint32_t version;
+    char kid[JS_KS_KID_MAX + 1];
+    int64_t activate_at;
+    bool emergency; /* no version was active: the new one signs at once */
+} js_rotate_result;
+
+/* What RevokeKey did. */
+typedef struct js_revoke_result {
+    int64_t revoked_at;
+    char active_kid[JS_KS_KID_MAX + 1]; /* "" = no version of the key is active now */
+    bool emergency;
+} js_revoke_result;
 
 /*
- * RotateKey (rotate) or RevokeKey from an Admin call: decodes the request
- * message (data/len), acts, and packs the response into *out (malloc'd).
- * Facts for the audit record go into detail.
+ * RotateKey: a new version of `key` (pre-published, or active at once when
+ * no version is active: an emergency rotation). RevokeKey: version `kid` of
+ * `key` is revoked at once. `by` is the administrator. The text fields are
+ * checked (js_admin_text) before anything is acted on; the facts for the
+ * audit record go into detail.
  */
-js_status js_control_key_admin(js_control *ctl, bool rotate, const uint8_t *data, size_t len,
-                               const char *admin, uint8_t **out, size_t *out_len, json_t *detail,
-                               js_err *err) JS_WUR;
+js_status js_control_rotate_key(js_control *ctl, const char *key, const char *reason,
+                                const char *by, js_rotate_result *out, json_t *detail,
+                                js_err *err) JS_WUR;
+js_status js_control_revoke_key(js_control *ctl, const char *key, const char *kid,
+                                const char *reason, const char *by, js_revoke_result *out,
+                                json_t *detail, js_err *err) JS_WUR;
 
-/* RotateAuditKey from an Admin call: decodes the request, rotates the
- * audit key through deps.rotate_audit (serialised with the other changes),
- * packs the response into *out (malloc'd); facts go into detail. */
-js_status js_control_rotate_audit_key(js_control *ctl, const uint8_t *data, size_t len,
-                                      const char *admin, uint8_t **out, size_t *out_len,
-                                      json_t *detail, js_err *err) JS_WUR;
+/* RotateAuditKey: rotates the audit key through deps.rotate_audit
+ * (serialised with the other changes); label gets the new HSM label, key_id
+ * its FORMAT.md §5.4 id; facts go into detail. */
+js_status js_control_rotate_audit_key(js_control *ctl, const char *reason, const char *by,
+                                      char label[JS_CONTROL_AUDIT_LABEL_MAX + 1],
+                                      char key_id[JS_AUDIT_KEY_ID_LEN + 1], json_t *detail,
+                                      js_err *err) JS_WUR;
 
 /* Incident mode, frozen callers, policy hash, per-caller limits: malloc'd JSON. */
 char *js_control_status_json(js_control *ctl);
