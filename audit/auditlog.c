@@ -192,6 +192,7 @@ static void audit_free(js_audit *a)
     }
     pthread_cond_destroy(&a->wake);
     pthread_cond_destroy(&a->rot_cv);
+    pthread_cond_destroy(&a->exit_cv);
     pthread_mutex_destroy(&a->mu);
     free(a->pubkey_pem);
     free(a->rot_pem);
@@ -203,20 +204,31 @@ static void audit_free(js_audit *a)
     free(a);
 }
 
-void js_audit_close(js_audit *a)
+bool js_audit_close(js_audit *a)
 {
     if (a == NULL)
-        return;
+        return true;
+    /* Bounded: a writer stuck in fdatasync (a hung disk) or in the HSM must
+     * not hold the shutdown forever. The wait is on a condition variable the
+     * writer signals as it returns, so the join below never blocks. */
     pthread_mutex_lock(&a->mu);
     a->closing = true;
     pthread_cond_signal(&a->wake);
+    struct timespec until = js_mono_deadline((int64_t)a->close_wait_ms);
+    while (a->thread_started && !a->writer_exited &&
+           pthread_cond_timedwait(&a->exit_cv, &a->mu, &until) == 0)
+        ;
+    bool stuck = a->thread_started && !a->writer_exited;
     pthread_mutex_unlock(&a->mu);
+    if (stuck)
+        return false; /* nothing freed: the writer may still use it */
     if (a->thread_started)
         pthread_join(a->thread, NULL);
     /* Every batch the writer finished is delivered before we return. */
     audit_notifier_stop(a);
     js_err_set(&a->why, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "audit log is closed");
     audit_free(a);
+    return true;
 }
 
 js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *err)
@@ -236,6 +248,7 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&a->wake, &ca);
     pthread_cond_init(&a->rot_cv, &ca);
+    pthread_cond_init(&a->exit_cv, &ca);
     pthread_condattr_destroy(&ca);
     a->dir = strdup(opts->dir);
     a->origin = strdup(opts->origin);
@@ -253,6 +266,7 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     if (a->segment_bytes > SEGMENT_MAX)
         a->segment_bytes = SEGMENT_MAX;
     a->retry_ms = opts->retry_ms ? opts->retry_ms : 1000;
+    a->close_wait_ms = opts->close_wait_ms ? opts->close_wait_ms : JS_AUDIT_CLOSE_WAIT_MS;
     a->no_fsync = opts->no_fsync;
     a->durable.sign = opts->sign;
     a->durable.sign_ctx = opts->sign_ctx;

@@ -95,6 +95,7 @@ typedef struct js_audit_options {
     uint64_t heartbeat_ms;           /* 0 = checkpoint_interval_ms */
     uint64_t segment_bytes;          /* rotation size; 0 = 64 MiB */
     uint64_t retry_ms;               /* recovery retry after an I/O failure; 0 = 1000 */
+    uint64_t close_wait_ms;          /* js_audit_close's bound; 0 = JS_AUDIT_CLOSE_WAIT_MS */
     bool no_fsync;                   /* benchmarks only: skip fdatasync */
     js_audit_sign_fn sign;
     void *sign_ctx;
@@ -231,11 +232,23 @@ js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx
                               const char *pubkey_pem, uint64_t timeout_ms, char *new_id,
                               js_err *err) JS_WUR;
 
-/* Flushes, writes a final checkpoint, stops the writer, closes files. Every
- * record submitted before it has had its `done` called when it returns (the
- * notifier is stopped only after the writer's last batch is delivered). It
- * waits for the writer's last batch: one write, one fdatasync, one
- * checkpoint signature. */
-void js_audit_close(js_audit *a);
+/* How long js_audit_close waits for the writer's last batch by default: as
+ * long as js_audit_append_sync waits for a record. */
+#define JS_AUDIT_CLOSE_WAIT_MS 30000u
+
+/*
+ * Flushes, writes a final checkpoint, stops the writer, closes files and
+ * frees the log; true. Every record submitted before it has had its `done`
+ * called when it returns (the notifier is stopped only after the writer's
+ * last batch is delivered).
+ *
+ * Bounded: it waits at most close_wait_ms for the writer's last batch (one
+ * write, one fdatasync, one checkpoint signature). A writer stuck longer (a
+ * hung disk or HSM) is left running and false is returned with nothing
+ * freed: the log, sign_ctx, the I/O hooks and every pending `done` context
+ * must then stay valid, so the caller should exit (or call js_audit_close
+ * again, which waits again). NULL: true.
+ */
+bool js_audit_close(js_audit *a);
 
 #endif

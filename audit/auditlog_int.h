@@ -140,6 +140,9 @@ struct js_audit {
     size_t nfolds;
     pthread_t thread;
     bool thread_started;
+    bool writer_exited;     /* the writer thread has returned (js_audit_close) */
+    pthread_cond_t exit_cv; /* signalled when it does */
+    uint64_t close_wait_ms; /* js_audit_close's bound */
     /* Audit key rotation (js_audit_rotate_key, FORMAT.md §5.4) */
     char *pubkey_pem; /* the key in force (audit-key.pem) */
     bool rot_pending;

@@ -602,5 +602,9 @@ void *audit_writer_main(void *arg)
         pthread_mutex_lock(&a->mu);
     }
     free(folds);
+    pthread_mutex_lock(&a->mu);
+    a->writer_exited = true;
+    pthread_cond_broadcast(&a->exit_cv);
+    pthread_mutex_unlock(&a->mu);
     return NULL;
 }

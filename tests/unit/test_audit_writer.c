@@ -26,6 +26,7 @@
 
 #include "test_audit_util.h"
 #include "auditlog.h"
+#include "clock.h"
 #include "reader.h"
 #include "record.h"
 #include "verify.h"
@@ -1496,6 +1497,90 @@ static void test_on_time_checkpoint_has_no_late_members(void **state)
     tmpdir_remove(dir);
 }
 
+/* ---- bounded close ---------------------------------------------------------------- */
+
+/* An fdatasync that hangs (a dead disk) while `stuck`, until `release`. */
+typedef struct stuck_disk {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stuck, release, entered;
+} stuck_disk;
+
+static int stuck_sync(void *ctx, int fd)
+{
+    stuck_disk *s = ctx;
+    pthread_mutex_lock(&s->mu);
+    if (s->stuck)
+        s->entered = true;
+    pthread_cond_broadcast(&s->cv);
+    while (s->stuck && !s->release)
+        pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    return fdatasync(fd);
+}
+
+/* js_audit_close waits at most close_wait_ms for a writer stuck in
+ * fdatasync and says so (nothing freed); called again once the disk is
+ * back, it finishes: every record answered, the log intact. */
+static void test_close_is_bounded(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    stuck_disk s;
+    memset(&s, 0, sizeof(s));
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    js_audit_io io = {.fdatasync = stuck_sync, .ctx = &s};
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    o.io = &io;
+    o.close_wait_ms = 200;
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    submit_n(a, 2, "before");
+
+    pthread_mutex_lock(&s.mu);
+    s.stuck = true;
+    pthread_mutex_unlock(&s.mu);
+    fc_ctx c;
+    memset(&c, 0, sizeof(c));
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    js_audit_event ev = {.type = "sign", .request_id = "stuck", .decision = "allow"};
+    assert_int_equal(js_audit_submit(a, &ev, fc_done, &c, &err), JS_OK);
+    pthread_mutex_lock(&s.mu);
+    while (!s.entered)
+        pthread_cond_wait(&s.cv, &s.mu);
+    pthread_mutex_unlock(&s.mu);
+
+    int64_t t0 = js_mono_ms();
+    assert_false(js_audit_close(a));
+    int64_t waited = js_mono_ms() - t0;
+    print_message("close with a stuck writer returned after %ld ms\n", (long)waited);
+    assert_true(waited >= 150 && waited < 5000);
+    pthread_mutex_lock(&c.mu);
+    assert_int_equal(c.done, 0); /* still in flight, not dropped */
+    pthread_mutex_unlock(&c.mu);
+
+    pthread_mutex_lock(&s.mu);
+    s.release = true;
+    pthread_cond_broadcast(&s.cv);
+    pthread_mutex_unlock(&s.mu);
+    assert_true(js_audit_close(a));
+    assert_int_equal(c.done, 1);
+    assert_int_equal(c.ok, 1);
+    js_audit_verify_report rep;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    pthread_cond_destroy(&c.cv);
+    pthread_mutex_destroy(&c.mu);
+    pthread_cond_destroy(&s.cv);
+    pthread_mutex_destroy(&s.mu);
+    tmpdir_remove(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1516,6 +1601,7 @@ int main(void)
         cmocka_unit_test(test_bad_events_rejected),
         cmocka_unit_test(test_late_checkpoint_signed_evidence),
         cmocka_unit_test(test_on_time_checkpoint_has_no_late_members),
+        cmocka_unit_test(test_close_is_bounded),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
