@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <grpc/grpc.h>
 #include <grpc/support/log.h>
@@ -40,8 +41,14 @@
 #include "logline.h"
 #include "policy.h"
 #include "text.h"
+#include "watchdog.h"
 
 #define EXIT_USAGE 2
+/* The whole stop, at most: the calls' grace (SHUTDOWN_GRACE_MS), then time
+ * for the audit log to answer the records calls still wait for (durable or
+ * failed), write the stop record and the closing checkpoint, and for gRPC
+ * and the HSM to let go. Beyond it the process exits (shutdown_abandoned). */
+#define SHUTDOWN_LIMIT_MS (SHUTDOWN_GRACE_MS + 20000)
 /* Identities tracked by the rate limiter before they share overflow buckets. */
 #define RATELIMIT_MAX_IDENTITIES 65536
 
@@ -89,6 +96,24 @@ static listener_flags g_listener;
 static void grpc_log_to_json(gpr_log_func_args *args)
 {
     listener_grpc_log(&g_listener, args);
+}
+
+/*
+ * The stop ran past SHUTDOWN_LIMIT_MS: something it waits for (gRPC's drain,
+ * an audit record or checkpoint behind a hung disk or HSM) will not come.
+ * Say what was abandoned and exit at once. Nothing promised is lost: a token
+ * whose record is not durable was never released, and the audit log's torn
+ * tail, if any, is recovered at the next start (FORMAT.md §8).
+ */
+static void shutdown_abandoned(void *ctx, const char *stage, int64_t elapsed_ms)
+{
+    (void)ctx;
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s}", "event", "shutdown_abandoned", "stage",
+                          stage, "elapsed_ms", (json_int_t)elapsed_ms, "limit_ms",
+                          (json_int_t)SHUTDOWN_LIMIT_MS, "message",
+                          "shutdown did not finish in time: exiting without waiting for the rest");
+    js_log_emit("error", o);
+    _exit(1);
 }
 
 static void log_failure(const char *event, const js_err *err)
@@ -344,6 +369,7 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
     d.health_checked = -1; /* no probe yet */
     d.config_path = config_path;
     d.accept_audit_loss = accept_audit_loss;
+    js_watchdog *stop_watch = NULL; /* bounds the stop once SIGTERM/SIGINT came */
     int rc = 1;
 
     /* Block the signals we handle before any thread exists, so that every
@@ -418,20 +444,31 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
     /* In-flight calls finish first (allowed ones wait for their records),
      * then the stop record and the final checkpoint. The current server and
      * the ones a re-created listener replaced drain together, within one
-     * grace. */
+     * grace; the whole stop within SHUTDOWN_LIMIT_MS. */
+    stop_watch =
+        js_watchdog_start(SHUTDOWN_LIMIT_MS, "stopping the fd watcher", shutdown_abandoned, NULL);
+    if (stop_watch == NULL)
+        js_log_event("warn", "shutdown_unbounded",
+                     "cannot start the shutdown watchdog: the stop has no upper bound");
     fd_watch_stop(&d);
+    js_watchdog_stage(stop_watch, "answering in-flight calls and their audit records");
     int64_t grace_end_ms = js_mono_ms() + SHUTDOWN_GRACE_MS;
     retired_drain_all(&d);
     js_server_shutdown(d.srv, SHUTDOWN_GRACE_MS);
+    js_watchdog_stage(stop_watch, "answering in-flight calls of replaced listeners");
     retired_finish_all(&d, grace_end_ms);
+    js_watchdog_stage(stop_watch, "writing the stop audit record");
     audit_lifecycle(&d, "stop", NULL, NULL, json_pack("{s:s}", "cause", "signal"));
     js_log_event("info", "stopped", "all in-flight calls answered");
+    js_watchdog_stage(stop_watch, "closing the audit log and releasing the HSM");
     rc = 0;
 out:
     daemon_free(&d);
+    js_watchdog_stage(stop_watch, "shutting gRPC down");
     /* Not grpc_shutdown(): that may finish on a detached thread after main
      * returns, leaving gRPC objects (seen: TLS state) unreleased at exit. */
     grpc_shutdown_blocking();
+    js_watchdog_stop(stop_watch);
     return rc;
 }
 

@@ -60,6 +60,10 @@ class Shutdown(unittest.TestCase):
         # In-flight calls were finished, not cut off at a grace deadline ...
         self.assertTrue(self.env.logs("stopped"))
         self.assertEqual(self.env.logs("shutdown_grace_expired"), [])
+        # ... and well within the bound on the whole stop (main.c
+        # SHUTDOWN_LIMIT_MS), which was armed.
+        self.assertEqual(self.env.logs("shutdown_abandoned"), [])
+        self.assertEqual(self.env.logs("shutdown_unbounded"), [])
         # ... and every token the signer issued reached its client, and no
         # client holds a token the signer did not log.
         allowed = {o["jti"] for o in self.env.logs("request") if o.get("decision") == "allow"}
