@@ -99,21 +99,28 @@ static void grpc_log_to_json(gpr_log_func_args *args)
 }
 
 /*
- * The stop ran past SHUTDOWN_LIMIT_MS: something it waits for (gRPC's drain,
- * an audit record or checkpoint behind a hung disk or HSM) will not come.
- * Say what was abandoned and exit at once. Nothing promised is lost: a token
- * whose record is not durable was never released, and the audit log's torn
- * tail, if any, is recovered at the next start (FORMAT.md §8).
+ * A stop that cannot finish: something it waits for (gRPC's drain, an audit
+ * record or checkpoint behind a hung disk or HSM) will not come. Say what was
+ * abandoned and exit at once, freeing nothing a stuck thread may still use.
+ * Nothing promised is lost: a token whose record is not durable was never
+ * released, and the audit log's torn tail, if any, is recovered at the next
+ * start (FORMAT.md §8).
  */
+static _Noreturn void exit_abandoned(const char *stage, int64_t elapsed_ms, int64_t limit_ms)
+{
+    json_t *o =
+        json_pack("{s:s, s:s, s:I, s:I, s:s}", "event", "shutdown_abandoned", "stage", stage,
+                  "elapsed_ms", (json_int_t)elapsed_ms, "limit_ms", (json_int_t)limit_ms, "message",
+                  "shutdown did not finish in time: exiting without waiting for the rest");
+    js_log_emit("error", o);
+    _exit(1);
+}
+
+/* The stop ran past SHUTDOWN_LIMIT_MS (js_watchdog_fn). */
 static void shutdown_abandoned(void *ctx, const char *stage, int64_t elapsed_ms)
 {
     (void)ctx;
-    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s}", "event", "shutdown_abandoned", "stage",
-                          stage, "elapsed_ms", (json_int_t)elapsed_ms, "limit_ms",
-                          (json_int_t)SHUTDOWN_LIMIT_MS, "message",
-                          "shutdown did not finish in time: exiting without waiting for the rest");
-    js_log_emit("error", o);
-    _exit(1);
+    exit_abandoned(stage, elapsed_ms, SHUTDOWN_LIMIT_MS);
 }
 
 static void log_failure(const char *event, const js_err *err)
@@ -226,8 +233,6 @@ static void free_keyring(void *k)
     js_keyring_free(k);
 }
 
-/* ---- HTTP handlers (run on libmicrohttpd's threads) ---------------------------------- */
-
 static void daemon_free(daemon_state *d)
 {
     fd_watch_stop(d);
@@ -236,7 +241,12 @@ static void daemon_free(daemon_state *d)
     for (size_t i = 0; i < RETIRED_SERVERS; i++)
         js_server_free(d->retired[i].srv);
     js_control_free(d->control);
-    js_audit_close(d->audit);
+    /* A writer stuck in the disk or the HSM still uses the audit session,
+     * its key and the metrics: then nothing more may be freed. */
+    int64_t close_ms = js_mono_ms();
+    if (!js_audit_close(d->audit))
+        exit_abandoned("closing the audit log: its writer is stuck in the disk or the HSM",
+                       js_mono_ms() - close_ms, JS_AUDIT_CLOSE_WAIT_MS);
     js_snapshot_store_free(d->frozen);
     js_service_free(d->svc);
     js_policy_store_free(d->policies);
