@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "hex.h"
 #include "jws.h"
+#include "names.h"
 
 struct js_service {
     const js_config *cfg;
@@ -58,21 +59,6 @@ js_status js_request_id_check(const char *request_id, js_err *err)
                   "request_id must be printable ASCII without spaces");
     }
     return JS_OK;
-}
-
-/* Key names as the configuration allows them: [A-Za-z0-9._-]{1,64}. */
-static int key_name_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > JS_KEY_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
 }
 
 /* Copies sub (truncated: logs only) and aud (whole, as compact JSON: it goes
@@ -139,7 +125,7 @@ js_status js_service_check_policy(const js_service *svc, const js_policy *p, js_
                   JS_R_POLICY_UNKNOWN_KEY,
                   "the policy names key '%s', which is not in the signer's configuration", name);
     }
-    /* The policy names the issuer (issue 3); a config issuer, kept for
+    /* The policy names the issuer; a config issuer, kept for
      * compatibility, must agree with it so no one is surprised by iss. */
     const char *iss = js_policy_issuer(p);
     JS_ENSURE(iss != NULL, err, JS_ECONFIG, JS_R_POLICY_NO_ISSUER,
@@ -167,7 +153,7 @@ static js_status evaluate(const admission *adm, const js_sign_request *req, int6
 {
     JS_GUARD(js_request_id_check(req->request_id, err));
     if (req->key_name[0] != '\0')
-        JS_ENSURE(key_name_valid(req->key_name), err, JS_EINVAL, JS_R_REQUEST_KEY_NAME,
+        JS_ENSURE(js_key_name_ok(req->key_name), err, JS_EINVAL, JS_R_REQUEST_KEY_NAME,
                   "key name must be 1-%d characters of [A-Za-z0-9._-]", JS_KEY_NAME_MAX);
     json_t *claims = NULL;
     JS_GUARD(claims_parse(req->claims, req->claims_len, &claims, err));

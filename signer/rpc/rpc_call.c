@@ -98,8 +98,8 @@ void rpc_call_free(call_ctx *c)
 /* Sends the whole reply in one batch; the completion comes back on w->cq.
  *
  * After grpc_call_start_batch succeeds, c belongs to the worker that takes the
- * completion and may be freed at any moment (this function also runs on the
- * audit writer thread): nothing here may touch c afterwards. Status details
+ * completion and may be freed at any moment (an allowed SignJwt replies from
+ * the audit notifier thread, auditlog.h): nothing here may touch c afterwards. Status details
  * and trailing metadata live in locals; gRPC copies them during the call. */
 void rpc_reply(call_ctx *c, grpc_status_code code, js_reason why, const char *msg,
                const uint8_t *body, size_t body_len, uint64_t retry_after_ms)
@@ -231,20 +231,11 @@ done:
     return st;
 }
 
-const char *rpc_decision_of(grpc_status_code code)
-{
-    if (code == GRPC_STATUS_OK)
-        return "allow";
-    if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE)
-        return "error";
-    return "deny";
-}
-
 /*
  * One decision per denial (denials.h): true = audit record and log line in
- * full; false = folded into a counted record (the audit writer reports each
- * folded record as one log line, main.c). Keyed by the identity, or by the
- * peer address when there is none.
+ * full; false = folded into a counted record (the audit log reports each
+ * folded record once it is written, through on_fold: one log line, main.c). Keyed by the identity,
+ * or by the peer address when there is none.
  */
 bool rpc_denial_in_full(const call_ctx *c)
 {
@@ -257,9 +248,8 @@ bool rpc_denial_in_full(const call_ctx *c)
  * address (without the port, which changes with every connection). */
 void rpc_fold_denial(const call_ctx *c, const char *type, js_reason why)
 {
-    char peer[JS_DENIALS_KEY_MAX + 1];
-    js_denials_key(NULL, c->peer, peer, sizeof(peer));
-    const char *addr = strncmp(peer, "peer ", 5) == 0 ? peer + 5 : peer;
+    char addr[JS_DENIALS_KEY_MAX + 1];
+    js_denials_peer_addr(c->peer, addr, sizeof(addr));
     js_audit_note_folded(c->w->srv->audit, type, c->identity, addr, js_reason_name(why));
 }
 
@@ -272,7 +262,9 @@ void rpc_fold_denial(const call_ctx *c, const char *type, js_reason why)
 void rpc_no_message(call_ctx *c, const char *method)
 {
     js_server *srv = c->w->srv;
-    js_metrics_request(srv->metrics, method, c->identity, "deny", "request.missing");
+    const char *deny = js_decision_name(JS_DECISION_DENY);
+    const char *reason = js_reason_name(JS_R_REQUEST_MISSING);
+    js_metrics_request(srv->metrics, method, c->identity, deny, reason);
     /* Not a denial (nothing was asked): its log lines have their own budget,
      * so cancelled calls never use up a caller's denial budget. */
     char key[JS_DENIALS_KEY_MAX + 1];
@@ -282,9 +274,9 @@ void rpc_no_message(call_ctx *c, const char *method)
             .method = method,
             .caller = c->identity,
             .peer = c->peer,
-            .decision = "deny",
+            .decision = deny,
             .status = rpc_status_name(GRPC_STATUS_CANCELLED),
-            .reason = "request.missing",
+            .reason = reason,
             .message = "the call ended without a request message (stream reset)",
             .latency_us = js_mono_us() - c->t0_us,
         };

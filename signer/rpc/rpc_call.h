@@ -114,8 +114,6 @@ extern const char *const js_rpc_admin_paths[ADMIN_COUNT];
 /* The one mapping from our error convention to gRPC status codes. */
 grpc_status_code rpc_status_code(js_status st);
 const char *rpc_status_name(grpc_status_code c);
-/* "allow", "deny" or "error" for a reply status. */
-const char *rpc_decision_of(grpc_status_code code);
 
 void rpc_call_free(call_ctx *c);
 

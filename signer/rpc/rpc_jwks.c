@@ -48,15 +48,19 @@ void rpc_handle_jwks(call_ctx *c)
         else
             jwtsigner__v1__get_jwks_response__pack(&resp, buf);
     }
-    grpc_status_code code = rpc_status_code(st);
+    /* One decision for the log line, the metrics and the reply. */
+    js_decision *d = &c->d;
+    js_decision_init(d);
+    if (st != JS_OK)
+        js_decision_fail(d, &err);
     js_reqlog log = {
         .method = "GetJwks",
         .caller = identity,
         .peer = peer,
-        .decision = st == JS_OK ? "allow" : "deny",
-        .status = rpc_status_name(code),
-        .reason = js_reason_name(st == JS_OK ? JS_R_OK : err.reason),
-        .message = st == JS_OK ? NULL : err.msg,
+        .decision = js_decision_name(d->kind),
+        .status = rpc_status_name(rpc_status_code(d->status)),
+        .reason = js_reason_name(d->reason),
+        .message = d->kind == JS_DECISION_ALLOW ? NULL : d->msg,
         .latency_us = js_mono_us() - t0,
     };
     /* The JWKS is cheap to serve and public, so any caller may ask often;
@@ -66,7 +70,7 @@ void rpc_handle_jwks(call_ctx *c)
     if (js_denials_admit(c->w->srv->quiet, key, js_mono_ms()))
         js_reqlog_emit(&log);
     js_metrics_request(c->w->srv->metrics, "GetJwks", identity, log.decision, log.reason);
-    rpc_reply(c, code, err.reason, err.msg, buf, len, 0);
-    free(buf);
     gpr_free(peer);
+    rpc_reply_decision(c, d, buf, len); /* c may be gone after this */
+    free(buf);
 }

@@ -1,11 +1,16 @@
 /*
- * server.c - gRPC C core server for jwtsigner.v1.Signer (see server.h).
+ * server.c - the transport of the gRPC server for jwtsigner.v1.Signer and
+ * jwtsigner.v1.Admin (see server.h): the server and its channel arguments,
+ * the listener, one completion queue and thread per worker, shutdown.
  *
  * Call flow per worker thread (all on the worker's own completion queue):
  *   request_registered_call (armed several times per method)
- *     -> event: re-arm, decode, decide and sign with the worker's own HSM
- *        session, then one reply batch: SEND_INITIAL_METADATA, SEND_MESSAGE
- *        (on success), SEND_STATUS_FROM_SERVER, RECV_CLOSE_ON_SERVER
+ *     -> event: re-arm, then the service's handler (rpc_sign.c, rpc_jwks.c,
+ *        rpc_admin.c) decodes, has the core decide (with the worker's own
+ *        HSM session) and sends one reply batch: SEND_INITIAL_METADATA,
+ *        SEND_MESSAGE (on success), SEND_STATUS_FROM_SERVER,
+ *        RECV_CLOSE_ON_SERVER; an allowed token's batch goes out from the
+ *        audit notifier once its record is durable
  *     -> event: reply done, release everything.
  * Initial metadata is always sent: a status without it leaves a gRPC client
  * waiting until its deadline. A generic request_call stays armed so that an

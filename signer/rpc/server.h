@@ -4,9 +4,10 @@
  * N worker threads, each with its own completion queue, its own HSM session
  * and several requests outstanding per method, so no lock is shared on the
  * request path. Every call is answered with initial metadata and a status;
- * unknown methods get UNIMPLEMENTED. This is the only file that includes
- * grpc headers on the server side and the one place where a js_status
- * becomes a gRPC status code.
+ * unknown methods get UNIMPLEMENTED. The RPC layer (signer/rpc) is the only
+ * code that includes gRPC and protobuf headers; server.c is the transport,
+ * rpc_sign.c, rpc_jwks.c and rpc_admin.c the services, and rpc_call.c holds
+ * the one place where a js_status becomes a gRPC status code.
  *
  * Life cycle: js_server_new() (binds the port) -> js_server_start() ->
  * js_server_shutdown() (stop accepting, finish in-flight calls) ->
