@@ -664,6 +664,39 @@ static void test_read_pin_from_file(void **state)
     write_file(fx, "pin.txt", "4321", 0400, path, sizeof(path));
     assert_int_equal(js_config_read_pin(&cfg, buf, sizeof(buf), NULL, &err), JS_OK);
     assert_string_equal(buf, "4321");
+
+    /* The operator names the file: a symlink to it is followed (secret volumes). */
+    char link[PATH_MAX];
+    snprintf(link, sizeof(link), "%s/pin-link.txt", fx->dir);
+    assert_int_equal(symlink("pin.txt", link), 0);
+    cfg.pin_file = link;
+    assert_int_equal(js_config_read_pin(&cfg, buf, sizeof(buf), NULL, &err), JS_OK);
+    assert_string_equal(buf, "4321");
+    assert_int_equal(unlink(link), 0);
+}
+
+/* Over PIN_FILE_MAX (4096 bytes): config.pin_file, unless the mode is wrong,
+ * which is said first (the mode check came before the read). */
+static void test_read_pin_file_too_large(void **state)
+{
+    const fixture *fx = *state;
+    char path[PATH_MAX];
+    char *big = malloc(5001);
+    assert_non_null(big);
+    memset(big, '7', 5000);
+    big[5000] = '\0';
+    char buf[64];
+    js_err err = {0};
+    js_config cfg = {.pin_file = path};
+    write_file(fx, "pin.txt", big, 0600, path, sizeof(path));
+    assert_int_equal(js_config_read_pin(&cfg, buf, sizeof(buf), NULL, &err), JS_ECONFIG);
+    assert_string_equal(js_reason_name(err.reason), "config.pin_file");
+    assert_non_null(strstr(err.msg, "larger than 4096 bytes; expected one line"));
+    assert_null(strstr(err.msg, "7777"));
+    write_file(fx, "pin.txt", big, 0644, path, sizeof(path));
+    assert_int_equal(js_config_read_pin(&cfg, buf, sizeof(buf), NULL, &err), JS_ECONFIG);
+    assert_string_equal(js_reason_name(err.reason), "config.pin_file_mode");
+    free(big);
 }
 
 static const struct {
@@ -764,11 +797,17 @@ static void test_read_pin_from_env(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_config),          cmocka_unit_test(test_minimal_config_defaults),
-        cmocka_unit_test(test_relative_config_path), cmocka_unit_test(test_invalid_configs),
-        cmocka_unit_test(test_missing_file),         cmocka_unit_test(test_parse_duration),
-        cmocka_unit_test(test_read_pin_from_file),   cmocka_unit_test(test_read_pin_file_errors),
-        cmocka_unit_test(test_read_pin_from_env),    cmocka_unit_test(test_all_algs_and_bits),
+        cmocka_unit_test(test_full_config),
+        cmocka_unit_test(test_minimal_config_defaults),
+        cmocka_unit_test(test_relative_config_path),
+        cmocka_unit_test(test_invalid_configs),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_read_pin_from_file),
+        cmocka_unit_test(test_read_pin_file_errors),
+        cmocka_unit_test(test_read_pin_file_too_large),
+        cmocka_unit_test(test_read_pin_from_env),
+        cmocka_unit_test(test_all_algs_and_bits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -291,6 +291,14 @@ static void test_size_limit(void **state)
     assert_int_equal(js_yaml_load_file(path, &tiny, &doc, &err), JS_ECONFIG);
     assert_string_equal(js_reason_name(err.reason), "yaml.too_large");
 
+    /* Config and policy files are named by the operator: a symlink is followed. */
+    char link[64];
+    snprintf(link, sizeof(link), "%s/link.yaml", dir);
+    assert_int_equal(symlink("big.yaml", link), 0);
+    assert_int_equal(js_yaml_load_file(link, &k_opts, &doc, &err), JS_OK);
+    js_yaml_doc_free(doc);
+    assert_int_equal(unlink(link), 0);
+
     assert_int_equal(unlink(path), 0);
     assert_int_equal(js_yaml_load_file(path, &k_opts, &doc, &err), JS_ECONFIG);
     assert_string_equal(js_reason_name(err.reason), "yaml.io");
