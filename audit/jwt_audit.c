@@ -38,6 +38,7 @@
 #include "err.h"
 #include "hex.h"
 #include "merkle.h"
+#include "query.h"
 #include "reader.h"
 #include "record.h"
 #include "verify.h"
@@ -53,19 +54,6 @@
 #define PROVE_MAX_RECORDS (256ull * 1024 * 1024) /* 8 GiB of leaf hashes */
 #define STATS_MAX_ROWS    1000000u               /* distinct (window, caller, reason) */
 #define PROOF_FORMAT      "jwt-audit-inclusion-proof/v1"
-
-/* Record members (FORMAT.md §3). */
-#define F_SEQ      "seq"
-#define F_TIME     "time"
-#define F_TYPE     "type"
-#define F_CALLER   "caller"
-#define F_DECISION "decision"
-#define F_REASON   "reason"
-#define F_KEY      "key"
-#define F_KID      "kid"
-#define F_JTI      "jti"
-#define F_SUB      "sub"
-#define F_COUNT    "count"
 
 #define PROG "jwt-audit"
 
@@ -102,12 +90,6 @@ static int exit_for(js_status st)
     }
 }
 
-static const char *json_str(const json_t *o, const char *key)
-{
-    const json_t *v = json_object_get(o, key);
-    return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
 static bool json_int(const json_t *o, const char *key, int64_t *out)
 {
     const json_t *v = json_object_get(o, key);
@@ -123,101 +105,6 @@ static bool str_eq(const char *a, const char *b)
 }
 
 /* ---- time ---------------------------------------------------------------- */
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
- * days_from_civil); no dependency on the TZ environment. */
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    const int64_t era = (y >= 0 ? y : y - 399) / 400;
-    const unsigned yoe = (unsigned)(y - era * 400);
-    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (int64_t)doe - 719468;
-}
-
-static bool digits(const char *s, size_t n, unsigned *out)
-{
-    unsigned v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (unsigned)(s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-/* RFC 3339 §5.6 date-time: YYYY-MM-DD(T|t| )HH:MM:SS[.frac](Z|z|+HH:MM|-HH:MM)
- * to ms since the epoch. Leap seconds (:60) are refused. */
-static bool parse_rfc3339(const char *s, int64_t *ms)
-{
-    unsigned y, mo, d, h, mi, se, frac_ms = 0;
-    size_t n = strlen(s);
-    if (n < 20 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
-        !digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
-        !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' ||
-        !digits(s + 17, 2, &se))
-        return false;
-    static const unsigned mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 59)
-        return false;
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (mo == 2 && d == 29 && !leap)
-        return false;
-    const char *p = s + 19;
-    if (*p == '.') {
-        p++;
-        unsigned nd = 0, scale = 100;
-        while (*p >= '0' && *p <= '9') {
-            if (nd < 3)
-                frac_ms += (unsigned)(*p - '0') * scale;
-            scale /= 10;
-            nd++;
-            p++;
-            if (nd > 9)
-                return false;
-        }
-        if (nd == 0)
-            return false;
-    }
-    int64_t offset_s = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        unsigned oh, om;
-        if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) || oh > 23 || om > 59)
-            return false;
-        offset_s = (int64_t)(oh * 3600 + om * 60) * (*p == '-' ? -1 : 1);
-        p += 6;
-    } else {
-        return false;
-    }
-    if (*p != '\0')
-        return false;
-    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset_s;
-    *ms = secs * 1000 + frac_ms;
-    return true;
-}
-
-/* A --since/--until argument: RFC 3339 or Unix seconds. */
-static bool parse_time_arg(const char *s, int64_t *ms)
-{
-    size_t n = strlen(s);
-    if (n > 0 && n <= 12 && strspn(s, "0123456789") == n) {
-        unsigned long long v = strtoull(s, NULL, 10);
-        *ms = (int64_t)v * 1000;
-        return true;
-    }
-    return parse_rfc3339(s, ms);
-}
-
-/* The record's own time, ms since the epoch. */
-static bool record_time(const json_t *rec, int64_t *ms)
-{
-    const char *t = json_str(rec, F_TIME);
-    return t != NULL && parse_rfc3339(t, ms);
-}
 
 static void format_utc(int64_t secs, char out[32])
 {
@@ -753,35 +640,10 @@ static const char k_show_usage[] =
     "segment (the records before the damage are printed)\n";
 
 typedef struct show_ctx {
-    const char *caller, *sub, *jti, *kid, *decision;
-    bool has_since, has_until, json;
-    int64_t since_ms, until_ms;
+    js_audit_query q;
+    bool json;
     uint64_t shown;
 } show_ctx;
-
-static bool show_match(const show_ctx *c, const json_t *rec)
-{
-    if (c->caller != NULL && !str_eq(json_str(rec, F_CALLER), c->caller))
-        return false;
-    if (c->sub != NULL && !str_eq(json_str(rec, F_SUB), c->sub))
-        return false;
-    if (c->jti != NULL && !str_eq(json_str(rec, F_JTI), c->jti))
-        return false;
-    if (c->kid != NULL && !str_eq(json_str(rec, F_KID), c->kid))
-        return false;
-    if (c->decision != NULL && !str_eq(json_str(rec, F_DECISION), c->decision))
-        return false;
-    if (c->has_since || c->has_until) {
-        int64_t t;
-        if (!record_time(rec, &t))
-            return false;
-        if (c->has_since && t < c->since_ms)
-            return false;
-        if (c->has_until && t >= c->until_ms)
-            return false;
-    }
-    return true;
-}
 
 static void show_header(void)
 {
@@ -800,7 +662,7 @@ static void show_header(void)
 static int show_record(void *ctx, const js_audit_record *rec)
 {
     show_ctx *c = ctx;
-    if (!show_match(c, rec->json))
+    if (!js_audit_query_match(&c->q, rec->json))
         return EX_OK;
     c->shown++;
     if (c->json) {
@@ -821,20 +683,21 @@ static int show_record(void *ctx, const js_audit_record *rec)
     }
     char seq[24], keykid[160];
     snprintf(seq, sizeof seq, "%" PRIu64, rec->seq);
-    const char *key = json_str(rec->json, F_KEY), *kid = json_str(rec->json, F_KID);
+    const char *key = js_audit_member_str(rec->json, JS_AUDIT_F_KEY),
+               *kid = js_audit_member_str(rec->json, JS_AUDIT_F_KID);
     if (key != NULL && kid != NULL)
         snprintf(keykid, sizeof keykid, "%s/%s", key, kid);
     else
         snprintf(keykid, sizeof keykid, "%s", key != NULL ? key : kid != NULL ? kid : "-");
-    put_cell(json_str(rec->json, F_TIME), 24, false);
+    put_cell(js_audit_member_str(rec->json, JS_AUDIT_F_TIME), 24, false);
     put_cell(seq, 8, true);
     put_cell(rec->type, 10, false);
-    put_cell(json_str(rec->json, F_CALLER), 28, false);
-    put_cell(json_str(rec->json, F_DECISION), 8, false);
-    put_cell(json_str(rec->json, F_REASON), 24, false);
+    put_cell(js_audit_member_str(rec->json, JS_AUDIT_F_CALLER), 28, false);
+    put_cell(js_audit_member_str(rec->json, JS_AUDIT_F_DECISION), 8, false);
+    put_cell(js_audit_member_str(rec->json, JS_AUDIT_F_REASON), 24, false);
     put_cell(keykid, 28, false);
-    put_cell(json_str(rec->json, F_JTI), 36, false);
-    put_cell(json_str(rec->json, F_SUB), 0, false);
+    put_cell(js_audit_member_str(rec->json, JS_AUDIT_F_JTI), 36, false);
+    put_cell(js_audit_member_str(rec->json, JS_AUDIT_F_SUB), 0, false);
     putchar('\n');
     return EX_OK;
 }
@@ -844,9 +707,10 @@ static int cmd_show(int argc, char **argv)
     show_ctx c = {0};
     const char *since = NULL, *until = NULL;
     const opt_spec specs[] = {
-        {"--caller", &c.caller, NULL}, {"--sub", &c.sub, NULL},           {"--jti", &c.jti, NULL},
-        {"--kid", &c.kid, NULL},       {"--decision", &c.decision, NULL}, {"--since", &since, NULL},
-        {"--until", &until, NULL},     {"--json", NULL, &c.json},
+        {"--caller", &c.q.caller, NULL},     {"--sub", &c.q.sub, NULL},
+        {"--jti", &c.q.jti, NULL},           {"--kid", &c.q.kid, NULL},
+        {"--decision", &c.q.decision, NULL}, {"--since", &since, NULL},
+        {"--until", &until, NULL},           {"--json", NULL, &c.json},
     };
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     size_t npos = 0;
@@ -854,16 +718,18 @@ static int cmd_show(int argc, char **argv)
         return EX_IO;
     args_result ar = parse_args(argc, argv, specs, sizeof specs / sizeof specs[0], pos, &npos);
     int rc = EX_OK;
-    if (ar == ARGS_OK && c.decision != NULL && strcmp(c.decision, "allow") != 0 &&
-        strcmp(c.decision, "deny") != 0) {
-        errorf("--decision must be allow or deny, not '%s'", c.decision);
+    if (ar == ARGS_OK && c.q.decision != NULL && strcmp(c.q.decision, "allow") != 0 &&
+        strcmp(c.q.decision, "deny") != 0) {
+        errorf("--decision must be allow or deny, not '%s'", c.q.decision);
         ar = ARGS_BAD;
     }
-    if (ar == ARGS_OK && since != NULL && !(c.has_since = parse_time_arg(since, &c.since_ms))) {
+    if (ar == ARGS_OK && since != NULL &&
+        !(c.q.has_since = js_audit_time_arg_parse(since, &c.q.since_ms))) {
         errorf("--since '%s' is neither RFC 3339 (2026-11-23T10:00:00Z) nor Unix seconds", since);
         ar = ARGS_BAD;
     }
-    if (ar == ARGS_OK && until != NULL && !(c.has_until = parse_time_arg(until, &c.until_ms))) {
+    if (ar == ARGS_OK && until != NULL &&
+        !(c.q.has_until = js_audit_time_arg_parse(until, &c.q.until_ms))) {
         errorf("--until '%s' is neither RFC 3339 (2026-11-23T10:00:00Z) nor Unix seconds", until);
         ar = ARGS_BAD;
     }
@@ -947,9 +813,9 @@ static int stats_lifecycle(stats_ctx *c, const js_audit_record *rec)
     const char *type = rec->type;
     /* The event is the decision ("load", "on", "next"...), or for records
      * without one (checkpoints) the reason ("open", "heartbeat"...). */
-    const char *event = json_str(rec->json, F_DECISION);
+    const char *event = js_audit_member_str(rec->json, JS_AUDIT_F_DECISION);
     if (event == NULL)
-        event = json_str(rec->json, F_REASON);
+        event = js_audit_member_str(rec->json, JS_AUDIT_F_REASON);
     if (event == NULL)
         event = "";
     size_t klen = strlen(type) + strlen(event) + 2;
@@ -972,10 +838,10 @@ static int stats_lifecycle(stats_ctx *c, const js_audit_record *rec)
     }
     free(key);
     json_int_t n = json_integer_value(json_object_get(o, "count")) + 1;
-    const char *t = json_str(rec->json, F_TIME);
+    const char *t = js_audit_member_str(rec->json, JS_AUDIT_F_TIME);
     int64_t ms;
     bool ok = json_object_set_new(o, "count", json_integer(n)) == 0;
-    if (ok && t != NULL && record_time(rec->json, &ms)) {
+    if (ok && t != NULL && js_audit_record_time(rec->json, &ms)) {
         if (json_object_get(o, "first") == NULL)
             ok = json_object_set_new(o, "first", json_string(t)) == 0;
         ok = ok && json_object_set_new(o, "last", json_string(t)) == 0;
@@ -1021,11 +887,11 @@ static int lifecycle_print(const stats_ctx *c, json_t *doc)
         snprintf(cnt, sizeof cnt, "%" PRId64,
                  (int64_t)json_integer_value(json_object_get(o, "count")));
         printf("  ");
-        put_cell(json_str(o, "type"), 12, false);
-        put_cell(json_str(o, "event"), 16, false);
+        put_cell(js_audit_member_str(o, "type"), 12, false);
+        put_cell(js_audit_member_str(o, "event"), 16, false);
         put_cell(cnt, 8, true);
-        put_cell(json_str(o, "first"), 24, false);
-        put_cell(json_str(o, "last"), 0, false);
+        put_cell(js_audit_member_str(o, "first"), 24, false);
+        put_cell(js_audit_member_str(o, "last"), 0, false);
         putchar('\n');
     }
     free(keys);
@@ -1050,23 +916,23 @@ static int stats_record(void *ctx, const js_audit_record *rec)
     stats_ctx *c = ctx;
     if (!is_request_type(rec->type))
         return stats_lifecycle(c, rec);
-    const char *decision = json_str(rec->json, F_DECISION);
+    const char *decision = js_audit_member_str(rec->json, JS_AUDIT_F_DECISION);
     if (decision == NULL)
         return EX_OK; /* not a request outcome */
     int64_t t;
-    if (!record_time(rec->json, &t)) {
+    if (!js_audit_record_time(rec->json, &t)) {
         c->no_time++;
         return EX_OK;
     }
     int64_t secs = t >= 0 ? t / 1000 : -((-t + 999) / 1000);
     int64_t bucket =
         secs >= 0 ? secs - secs % c->window : secs - (c->window + secs % c->window) % c->window;
-    const char *caller = json_str(rec->json, F_CALLER);
-    const char *reason = json_str(rec->json, F_REASON);
+    const char *caller = js_audit_member_str(rec->json, JS_AUDIT_F_CALLER);
+    const char *reason = js_audit_member_str(rec->json, JS_AUDIT_F_REASON);
     /* Denials without an identity are recorded under their peer address
      * (FORMAT.md §3.1): a row per address, not one row for all of them. */
     char peer_caller[160];
-    const char *peer = caller == NULL ? json_str(rec->json, "peer") : NULL;
+    const char *peer = caller == NULL ? js_audit_member_str(rec->json, "peer") : NULL;
     if (peer != NULL && strlen(peer) < sizeof(peer_caller) - 5) {
         snprintf(peer_caller, sizeof(peer_caller), "peer:%s", peer);
         caller = peer_caller;
@@ -1076,7 +942,7 @@ static int stats_record(void *ctx, const js_audit_record *rec)
     if (reason == NULL)
         reason = "";
     int64_t count = 1;
-    if (json_int(rec->json, F_COUNT, &count) && (count < 1 || count > INT32_MAX))
+    if (json_int(rec->json, JS_AUDIT_F_COUNT, &count) && (count < 1 || count > INT32_MAX))
         count = 1; /* a hostile count cannot inflate the numbers beyond reason */
 
     char *key = NULL;
@@ -1411,7 +1277,7 @@ static int prove_record(void *ctx, const js_audit_record *rec)
         c->cp = cp;
         c->have_cp = true;
     }
-    if (str_eq(json_str(rec->json, F_JTI), c->jti)) {
+    if (str_eq(js_audit_member_str(rec->json, JS_AUDIT_F_JTI), c->jti)) {
         c->matches++;
         if (c->payload == NULL) {
             c->payload = dup_bytes(rec->payload, rec->payload_len);
@@ -1703,7 +1569,7 @@ static int check_proof(const json_t *doc, EVP_PKEY *pub)
         return EX_FAIL;
     }
     int64_t seq = 0;
-    if (!json_int(rec, F_SEQ, &seq) || seq < 1 || (uint64_t)seq != index + 1) {
+    if (!json_int(rec, JS_AUDIT_F_SEQ, &seq) || seq < 1 || (uint64_t)seq != index + 1) {
         printf("proof FAILED: the payload's seq does not match leaf_index %" PRIu64 " + 1\n",
                index);
         json_decref(rec);
@@ -1716,9 +1582,9 @@ static int check_proof(const json_t *doc, EVP_PKEY *pub)
      * not trusted, but a proof whose copies disagree with what they copy is
      * refused rather than shown to a reader who may believe them. */
     if (!proof_copy_matches(doc, "leaf_hash", leaf) || !proof_copy_matches(doc, "root", cp.root) ||
-        (json_object_get(doc, F_SEQ) != NULL &&
-         (!json_is_integer(json_object_get(doc, F_SEQ)) ||
-          json_integer_value(json_object_get(doc, F_SEQ)) != seq))) {
+        (json_object_get(doc, JS_AUDIT_F_SEQ) != NULL &&
+         (!json_is_integer(json_object_get(doc, JS_AUDIT_F_SEQ)) ||
+          json_integer_value(json_object_get(doc, JS_AUDIT_F_SEQ)) != seq))) {
         printf("proof FAILED: its seq, leaf_hash or root member disagrees with the payload or "
                "the signed checkpoint\n");
         json_decref(rec);
@@ -1732,8 +1598,9 @@ static int check_proof(const json_t *doc, EVP_PKEY *pub)
         json_decref(rec);
         return EX_FAIL;
     }
-    const char *jti = json_str(rec, F_JTI), *caller = json_str(rec, F_CALLER),
-               *t = json_str(rec, F_TIME);
+    const char *jti = js_audit_member_str(rec, JS_AUDIT_F_JTI),
+               *caller = js_audit_member_str(rec, JS_AUDIT_F_CALLER),
+               *t = js_audit_member_str(rec, JS_AUDIT_F_TIME);
     printf("record: seq %" PRId64 ", jti ", seq);
     put_cell(jti, 0, false);
     printf(", caller ");

@@ -164,6 +164,58 @@ bool js_audit_time_parse(const char *s, int64_t *ms)
     return true;
 }
 
+/* RFC 3339 §5.6 date-time: YYYY-MM-DD(T|t| )HH:MM:SS[.frac](Z|z|+HH:MM|-HH:MM)
+ * to ms since the epoch. Leap seconds (:60) are refused. */
+bool js_audit_rfc3339_parse(const char *s, int64_t *ms)
+{
+    int y, mo, d, h, mi, se, frac_ms = 0;
+    size_t n = strlen(s);
+    if (n < 20 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
+        !digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+        !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' ||
+        !digits(s + 17, 2, &se))
+        return false;
+    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 59)
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo == 2 && d == 29 && !leap)
+        return false;
+    const char *p = s + 19;
+    if (*p == '.') {
+        p++;
+        int nd = 0, scale = 100;
+        while (*p >= '0' && *p <= '9') {
+            if (nd < 3)
+                frac_ms += (*p - '0') * scale;
+            scale /= 10;
+            nd++;
+            p++;
+            if (nd > 9)
+                return false;
+        }
+        if (nd == 0)
+            return false;
+    }
+    int64_t offset_s = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) || oh > 23 || om > 59)
+            return false;
+        offset_s = (int64_t)(oh * 3600 + om * 60) * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return false;
+    }
+    if (*p != '\0')
+        return false;
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset_s;
+    *ms = secs * 1000 + frac_ms;
+    return true;
+}
+
 int64_t js_audit_now_ms(void)
 {
     struct timespec ts;

@@ -79,6 +79,11 @@ void js_audit_time_format(int64_t ms, char out[25]);
 /* Strict parse of exactly that form; false if malformed or out of range. */
 bool js_audit_time_parse(const char *s, int64_t *ms);
 
+/* Any RFC 3339 §5.6 date-time (YYYY-MM-DD(T|t| )HH:MM:SS[.frac](Z|z|+HH:MM|
+ * -HH:MM)) to ms since the epoch, for times people type; leap seconds (:60)
+ * are refused. */
+bool js_audit_rfc3339_parse(const char *s, int64_t *ms);
+
 /* Wall clock, ms since the epoch. */
 int64_t js_audit_now_ms(void);
 
