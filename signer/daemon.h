@@ -5,6 +5,7 @@
  * Private to the program; no library includes it.
  *
  *   main.c        arguments, start-up order, the main loop, shutdown
+ *   commands.c    the keygen and check-policy subcommands
  *   listener.c    the gRPC listener: fd budget and watcher, re-creation,
  *                 replaced servers, gRPC's own log lines
  *   audit_key.c   the audit log opened with the HSM audit key; key rotation
@@ -166,6 +167,21 @@ static inline void audit_lifecycle(daemon_state *d, const char *type, const char
 {
     (void)js_lifecycle_audit(d->audit, JS_LIFECYCLE_DURABLE, type, NULL, decision, why, detail);
 }
+
+/* ---- main.c -------------------------------------------------------------------------- */
+
+/* Loads the configuration, reads the PIN, opens and logs into the token; the
+ * PIN is wiped before this returns, whatever happens. */
+js_status open_hsm(const char *config_path, js_config **cfg, js_hsm **hsm, js_err *err) JS_WUR;
+/* An error log line {"event":event,"reason","message"}. */
+void log_failure(const char *event, const js_err *err);
+
+/* ---- commands.c ---------------------------------------------------------------------- */
+
+/* jwt-signerd keygen: key_name NULL = the audit key. Exit status. */
+int cmd_keygen(const char *config_path, const char *key_name);
+/* jwt-signerd check-policy FILE. Exit status. */
+int cmd_check_policy(const char *path);
 
 /* ---- listener.c ---------------------------------------------------------------------- */
 

@@ -6,22 +6,27 @@
 #ifndef JS_HSM_SIGNER_H
 #define JS_HSM_SIGNER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "err.h"
 #include "hsm.h"
 
-/* Both borrowed: they must outlive every use of the signer. The session must
- * be one no other thread signs on meanwhile (hsm.h), e.g. the audit writer's
- * own session or the worker's. */
+/* s and key are borrowed: they must outlive every use of the signer. The
+ * session must be one no other thread signs on meanwhile (hsm.h), e.g. the
+ * audit writer's own session or a worker's. */
 typedef struct js_hsm_signer {
     js_hsm_session *s;
     const js_hsm_key *key;
+    /* Set by every js_hsm_signer_sign: the HSM refused or failed, so a
+     * caller of jws_sign_compact can tell an HSM error from its own. */
+    bool failed;
 } js_hsm_signer;
 
-/* ctx is a js_hsm_signer *: js_hsm_sign(ctx->s, ctx->key, ...). Has the shape
- * of jws_sign_fn and js_audit_sign_fn, so it is passed as either. */
+/* ctx is a js_hsm_signer *: js_hsm_sign(ctx->s, ctx->key, ...), and
+ * ctx->failed says whether it failed. Has the shape of jws_sign_fn and
+ * js_audit_sign_fn, so it is passed as either. */
 js_status js_hsm_signer_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig, size_t cap,
                              size_t *sig_len, js_err *err);
 
