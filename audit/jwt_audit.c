@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -418,48 +417,6 @@ static void print_gaps(const js_audit_verify_report *rep)
         printf("    ... and %" PRIu64 " more\n", rep->stalls - n);
 }
 
-/* FORMAT.md §5.4: the keys a checkpoint may announce, found next to the
- * log as audit-key-ID.pem (the writer keeps every key it used there). */
-static int keys_in_dir(const char *seg, seglist *out)
-{
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", seg);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        snprintf(dir, sizeof dir, ".");
-    else
-        *slash = '\0';
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return EX_OK; /* no directory to look in: only --keys */
-    struct dirent *de;
-    int rc = EX_OK;
-    while (rc == EX_OK && (de = readdir(d)) != NULL) {
-        size_t n = strlen(de->d_name);
-        if (n < 15 || strncmp(de->d_name, "audit-key-", 10) != 0 ||
-            strcmp(de->d_name + n - 4, ".pem") != 0)
-            continue;
-        if (out->n >= JS_AUDIT_KEYS_MAX) {
-            errorf("%s: more than %d audit-key-*.pem files", dir, JS_AUDIT_KEYS_MAX);
-            rc = EX_IO;
-            break;
-        }
-        char **grown = realloc(out->paths, (out->n + 1) * sizeof *grown);
-        size_t plen = strlen(dir) + n + 2;
-        char *p = grown != NULL ? malloc(plen) : NULL;
-        if (grown != NULL)
-            out->paths = grown;
-        if (p == NULL) {
-            rc = EX_IO;
-            break;
-        }
-        snprintf(p, plen, "%s/%s", dir, de->d_name);
-        out->paths[out->n++] = p;
-    }
-    closedir(d);
-    return rc;
-}
-
 static const char k_verify_usage[] =
     "usage: jwt-audit verify [--pubkey AUDIT.pem] [--keys FILE] [--checkpoint FILE]\n"
     "                        [--max-gap DURATION] SEGMENT...\n"
@@ -540,8 +497,14 @@ static int cmd_verify(int argc, char **argv)
         rc = keyfiles.paths == NULL || keyfiles.paths[0] == NULL ? EX_IO : EX_OK;
         keyfiles.n = rc == EX_OK ? 1 : 0;
     }
-    if (rc == EX_OK && pubkey != NULL && segs.n > 0)
-        rc = keys_in_dir(segs.paths[0], &keyfiles);
+    if (rc == EX_OK && pubkey != NULL && segs.n > 0) {
+        js_err kerr;
+        if (js_audit_key_files_near(segs.paths[0], &keyfiles.paths, &keyfiles.n, &kerr) != JS_OK) {
+            errorf("%s", kerr.msg);
+            rc = EX_IO;
+        }
+        keyfiles.cap = keyfiles.n;
+    }
     opts.key_paths = (const char *const *)keyfiles.paths;
     opts.n_key_paths = keyfiles.n;
     js_audit_verify_report *rep = rc == EX_OK ? calloc(1, sizeof *rep) : NULL;

@@ -19,6 +19,7 @@
 
 #include <openssl/sha.h>
 
+#include "checkpoint.h"
 #include "merkle.h"
 #include "record.h"
 
@@ -415,5 +416,45 @@ js_status js_audit_list_segments_ex(const char *dir, char ***paths, size_t *n, c
         *strays = NULL;
         *n_strays = 0;
     }
+    return st;
+}
+
+js_status js_audit_key_files_near(const char *segment, char ***paths, size_t *n, js_err *err)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", segment);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else
+        *slash = '\0';
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return JS_OK; /* no directory to look in: only the keys given */
+    struct dirent *de;
+    js_status st = JS_OK;
+    while (st == JS_OK && (de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        if (len < 15 || strncmp(de->d_name, "audit-key-", 10) != 0 ||
+            strcmp(de->d_name + len - 4, ".pem") != 0)
+            continue;
+        if (*n >= JS_AUDIT_KEYS_MAX) {
+            st = js_err_set(err, JS_EINVAL, JS_R_AUDIT_PUBKEY,
+                            "%s: more than %d audit-key-*.pem files", dir, JS_AUDIT_KEYS_MAX);
+            break;
+        }
+        char **grown = realloc(*paths, (*n + 1) * sizeof *grown);
+        size_t plen = strlen(dir) + len + 2;
+        char *p = grown != NULL ? malloc(plen) : NULL;
+        if (grown != NULL)
+            *paths = grown;
+        if (p == NULL) {
+            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            break;
+        }
+        snprintf(p, plen, "%s/%s", dir, de->d_name);
+        (*paths)[(*n)++] = p;
+    }
+    closedir(d);
     return st;
 }

@@ -111,4 +111,13 @@ js_status js_audit_list_segments_ex(const char *dir, char ***paths, size_t *n, c
                                     size_t *n_strays, js_err *err) JS_WUR;
 void js_audit_segments_free(char **paths, size_t n);
 
+/* FORMAT.md §5.4: the audit keys kept next to the log (DIR/audit-key-ID.pem,
+ * the writer keeps every key it used there), DIR being the directory of the
+ * segment path given. Appends their paths to *paths and *n (a list freed with
+ * js_audit_segments_free; it may already hold other key files); nothing when
+ * DIR cannot be opened. More than JS_AUDIT_KEYS_MAX in the list: JS_EINVAL
+ * "audit.pubkey". */
+js_status js_audit_key_files_near(const char *segment, char ***paths, size_t *n,
+                                  js_err *err) JS_WUR;
+
 #endif

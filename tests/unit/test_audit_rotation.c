@@ -345,6 +345,50 @@ static void test_rotate_refusals(void **state)
     tmpdir_remove(dir);
 }
 
+/* The key files a verifier finds next to the log (FORMAT.md §5.4): only
+ * audit-key-*.pem, appended to the keys already given, at most
+ * JS_AUDIT_KEYS_MAX in all; a directory that cannot be opened adds none. */
+static void test_key_files_near(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    static const char *const names[] = {"audit-key-AAAA.pem", "audit-key-BBBB.pem",
+                                        "audit-key.pem",      "audit-key-CCCC.pem.tmp.1.0",
+                                        "other.pem",          "audit-000001.log"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        write_pem(dir, names[i], "x");
+    char seg[128];
+    snprintf(seg, sizeof(seg), "%s/audit-000001.log", dir);
+    char **paths = calloc(1, sizeof(*paths));
+    assert_non_null(paths);
+    paths[0] = strdup("given.pem");
+    size_t n = 1;
+    js_err err;
+    assert_int_equal(js_audit_key_files_near(seg, &paths, &n, &err), JS_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(paths[0], "given.pem");
+    for (size_t i = 1; i < n; i++)
+        assert_non_null(strstr(paths[i], "/audit-key-"));
+    /* No directory: nothing added. */
+    assert_int_equal(js_audit_key_files_near("/nonexistent-dir/audit-000001.log", &paths, &n, &err),
+                     JS_OK);
+    assert_int_equal(n, 3);
+    js_audit_segments_free(paths, n);
+
+    /* Over the limit in all: refused, naming the directory. */
+    paths = calloc(JS_AUDIT_KEYS_MAX, sizeof(*paths));
+    assert_non_null(paths);
+    for (n = 0; n < JS_AUDIT_KEYS_MAX - 1; n++)
+        paths[n] = strdup("given.pem");
+    assert_int_equal(js_audit_key_files_near(seg, &paths, &n, &err), JS_EINVAL);
+    assert_string_equal(js_reason_name(err.reason), "audit.pubkey");
+    assert_non_null(strstr(err.msg, "more than"));
+    assert_int_equal(n, JS_AUDIT_KEYS_MAX);
+    js_audit_segments_free(paths, n);
+    tmpdir_remove(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -353,6 +397,7 @@ int main(void)
         cmocka_unit_test(test_unannounced_key_fails),
         cmocka_unit_test(test_announced_x_signed_by_y_fails),
         cmocka_unit_test(test_rotate_refusals),
+        cmocka_unit_test(test_key_files_near),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
