@@ -19,6 +19,7 @@
 
 #include "checkpoint.h"
 #include "identity.h"
+#include "lifecycle.h"
 #include "logline.h"
 #include "statefile.h"
 #include "text.h"
@@ -36,36 +37,15 @@ struct js_control {
     char ks_path[4096];
 };
 
-/* How an audit record is written. A change of state is durable before the
- * reply that reports it (DURABLE: append and fdatasync). A refusal changes
- * nothing and carries no secret, so it is only queued (QUEUED): a refused
- * caller must not be able to buy an fdatasync per request. */
-typedef enum audit_mode { AUDIT_DURABLE, AUDIT_QUEUED } audit_mode;
-
-static void audit_event(js_control *ctl, audit_mode mode, const char *type, const char *caller,
-                        const char *decision, const js_err *why, json_t *detail)
+/* One audit record of a control-plane change or refusal (lifecycle.h): a
+ * change of state is durable before the reply that reports it; a refusal is
+ * only queued. */
+static void audit_event(js_control *ctl, js_lifecycle_mode mode, const char *type,
+                        const char *caller, const char *decision, const js_err *why, json_t *detail)
 {
-    char *text = detail != NULL ? json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(detail);
-    js_audit_event ev = {
-        .type = type,
-        .caller = caller,
-        .decision = decision,
-        .reason = why != NULL ? js_reason_name(why->reason) : NULL,
-        .message = why != NULL ? why->msg : NULL,
-        .detail_json = text,
-    };
-    js_err err;
-    js_err_clear(&err);
-    uint64_t seq = 0;
-    js_status st = mode == AUDIT_DURABLE ? js_audit_append_sync(ctl->d.audit, &ev, &seq, &err)
-                                         : js_audit_submit(ctl->d.audit, &ev, NULL, NULL, &err);
-    if (st != JS_OK) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_record_lost", "record", type,
-                              "reason", js_reason_name(err.reason), "message", err.msg);
-        js_log_emit("error", o);
-    }
-    free(text);
+    /* A record the log refuses is logged as audit_record_lost there; the
+     * daemon refuses tokens by itself while the log is failing. */
+    (void)js_lifecycle_audit(ctl->d.audit, mode, type, caller, decision, why, detail);
 }
 
 /* A message that filled the whole buffer was probably cut by snprintf, maybe
@@ -116,7 +96,7 @@ void js_control_audit_admin(js_control *ctl, const char *admin, const char *acti
     bool allowed = d->kind == JS_DECISION_ALLOW;
     js_err why;
     js_decision_err(d, &why);
-    audit_event(ctl, allowed ? AUDIT_DURABLE : AUDIT_QUEUED, "admin", admin,
+    audit_event(ctl, allowed ? JS_LIFECYCLE_DURABLE : JS_LIFECYCLE_QUEUED, "admin", admin,
                 js_decision_name(d->kind), allowed ? NULL : &why, detail);
 }
 
@@ -293,7 +273,7 @@ static void audit_key_events(js_control *ctl, const js_ks_events *evs, const cha
         if (o != NULL && e->emergency)
             json_object_set_new(o, "note", json_string(k_emergency_note));
         js_log_emit("warn", o);
-        audit_event(ctl, AUDIT_DURABLE, "key", by, what, NULL,
+        audit_event(ctl, JS_LIFECYCLE_DURABLE, "key", by, what, NULL,
                     json_pack("{s:s, s:i, s:s, s:s, s:s, s:I, s:b}", "key", e->key, "version",
                               (int)e->version, "kid", e->kid, "from", js_key_state_name(e->from),
                               "to", what, "at", (json_int_t)e->at, "emergency", e->emergency));
@@ -572,7 +552,7 @@ static js_status set_incident_locked(js_control *ctl, bool on, const char *by, c
     json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "incident_mode", "state",
                           on ? "on" : "off", "cause", by, "reason", reason ? reason : "");
     js_log_emit("warn", o);
-    audit_event(ctl, AUDIT_DURABLE, "incident", by, on ? "on" : "off", NULL,
+    audit_event(ctl, JS_LIFECYCLE_DURABLE, "incident", by, on ? "on" : "off", NULL,
                 json_pack("{s:s, s:s, s:s}", "state", on ? "on" : "off", "cause", by, "reason",
                           reason ? reason : ""));
     return JS_OK;
@@ -613,8 +593,8 @@ js_status js_control_reload_policy(js_control *ctl, const char *by, char sha256[
             json_pack("{s:s, s:s, s:s, s:s, s:s}", "event", "policy_reload_failed", "path", path,
                       "by", by, "reason", js_reason_name(err->reason), "message", err->msg);
         js_log_emit("error", o);
-        /* Nothing changed: queued, not waited for (see audit_mode). */
-        audit_event(ctl, AUDIT_QUEUED, "policy", by, "error", err,
+        /* Nothing changed: queued, not waited for (lifecycle.h). */
+        audit_event(ctl, JS_LIFECYCLE_QUEUED, "policy", by, "error", err,
                     json_pack("{s:s}", "path", path));
         js_policy_free(p);
         pthread_mutex_unlock(&ctl->mu);
@@ -629,7 +609,7 @@ js_status js_control_reload_policy(js_control *ctl, const char *by, char sha256[
                               "sha256", hash, "by", by);
         js_log_emit("info", o);
         audit_event(
-            ctl, AUDIT_DURABLE, "policy", by, "reload", NULL,
+            ctl, JS_LIFECYCLE_DURABLE, "policy", by, "reload", NULL,
             json_pack("{s:s, s:s, s:b}", "path", path, "sha256", hash, "incident", incident));
         if (sha256 != NULL)
             snprintf(sha256, 65, "%s", hash);
