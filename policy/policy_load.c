@@ -3,7 +3,7 @@
  * js_policy (policy.h; the file format is documented in
  * policy/examples/policy.yaml), and frees one.
  *
- * The file is read once through the bounded reader (statefile.h) and parsed
+ * The file is read once through the bounded reader (fileio.h) and parsed
  * through yamldoc (bounded tree, unique keys, a line on every node); loading
  * stops at the first problem with "FILE:LINE: path: problem", JS_ECONFIG,
  * reason "policy.*". The top-level `defaults` section is parsed into a rules
@@ -14,6 +14,7 @@
  * a caller's effective values, with the line of whichever section supplied
  * each.
  */
+#include "fileio.h"
 #include "policy_int.h"
 #include "regex_cost.h"
 
@@ -26,7 +27,6 @@
 #include <openssl/evp.h>
 
 #include "hex.h"
-#include "statefile.h"
 #include "yamldoc.h"
 
 /* Built-in values when neither defaults nor the caller set a field (the same
@@ -914,28 +914,38 @@ js_status js_policy_load(const char *path, js_policy **out, js_err *err)
 {
     *out = NULL;
     JS_ENSURE(path != NULL, err, JS_ECONFIG, JS_R_POLICY_IO, "no policy file given");
+    /* The one bounded reader (fileio.h). The operator names this file, so a
+     * symlink is followed (a Kubernetes ConfigMap volume is all symlinks);
+     * whatever fails is JS_ECONFIG policy.io, which start-up reports as a
+     * configuration error and ReloadPolicy as FAILED_PRECONDITION, keeping the
+     * policy in force. The hash is of exactly the bytes read. */
     char *text = NULL;
     size_t len = 0;
-    bool absent = false;
-    js_status st = js_statefile_read(path, JS_YAML_MAX_BYTES, "policy", &text, &len, &absent, err);
-    if (st == JS_OK && absent)
+    js_file_info fi;
+    switch (js_file_read(path, JS_YAML_MAX_BYTES, JS_FILE_FOLLOW, &text, &len, &fi)) {
+    case JS_FILE_OK:
+        break;
+    case JS_FILE_OPEN:
         return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO, "%s: cannot open: %s", path,
-                          strerror(ENOENT));
-    if (st != JS_OK && st != JS_EINTERNAL) {
-        /* A policy file that cannot be read is a configuration problem whatever
-         * the cause (the reader says UNAVAILABLE for an I/O error and
-         * "policy.too_large" for a file over the limit): JS_ECONFIG policy.io,
-         * which start-up reports as a configuration error and ReloadPolicy as
-         * FAILED_PRECONDITION, keeping the policy in force. */
-        st = JS_ECONFIG;
-        if (err != NULL) {
-            err->status = st;
-            err->reason = JS_R_POLICY_IO;
-        }
+                          strerror(fi.sys_errno));
+    case JS_FILE_READ:
+        return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO, "%s: read failed: %s", path,
+                          strerror(fi.sys_errno));
+    case JS_FILE_NOMEM:
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+    case JS_FILE_TOO_LARGE:
+        /* Within the limit by fstat but not while reading: it grew. */
+        if (fi.stat_ok && fi.size >= 0 && (unsigned long long)fi.size <= JS_YAML_MAX_BYTES)
+            return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO, "%s: file changed while reading",
+                              path);
+        return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO,
+                          "%s: not a regular file of at most %u bytes", path, JS_YAML_MAX_BYTES);
+    case JS_FILE_NOT_REGULAR:
+    default:
+        return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO,
+                          "%s: not a regular file of at most %u bytes", path, JS_YAML_MAX_BYTES);
     }
-    if (st != JS_OK)
-        return st;
-    st = js_policy_load_buffer(text, len, path, out, err);
+    js_status st = js_policy_load_buffer(text, len, path, out, err);
     free(text);
     return st;
 }

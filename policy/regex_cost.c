@@ -110,9 +110,15 @@ bool policy_regex_cost_ok(const char *s, char *why, size_t cap)
                 lo = lo * 10 + (uint64_t)(s[j++] - '0'), digits = true;
             hi = lo;
             if (s[j] == ',') {
+                /* {m,n}: n is a number of its own; {m,} keeps m as the size
+                 * the expansion grows by (POSIX ERE, re_format(7)). */
                 j++;
-                while (s[j] >= '0' && s[j] <= '9' && hi <= POLICY_REGEX_BOUND)
-                    hi = hi * 10 + (uint64_t)(s[j++] - '0'), digits = true;
+                uint64_t n = 0;
+                bool n_digits = false;
+                while (s[j] >= '0' && s[j] <= '9' && n <= POLICY_REGEX_BOUND)
+                    n = n * 10 + (uint64_t)(s[j++] - '0'), n_digits = digits = true;
+                if (n_digits)
+                    hi = n;
             }
             if (!digits)
                 break; /* not a bound; regcomp decides */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "policy.h"
@@ -170,6 +171,8 @@ static const lcase k_load_cases[] = {
     {"regex stacked quantifiers", HEAD C1 "    subject: '^a+++++++++++++{4}$'\n", "policy.regex", 7,
      "too complex"},
     {"regex big bound", HEAD C1 "    subject: '^a{1000}$'\n", "policy.regex", 7, "above 255"},
+    {"regex big upper bound", HEAD C1 "    subject: '^a{1,256}$'\n", "policy.regex", 7,
+     "above 255"},
     {"regex back-reference", HEAD C1 "    subject: '^(a)\\1$'\n", "policy.regex", 7,
      "back-references"},
     {"regex nesting", HEAD C1 "    subject: '^((((((((((((((((((a))))))))))))))))))$'\n",
@@ -453,9 +456,30 @@ static void test_file_errors(void **state)
     unlink(path);
 }
 
-/* The file goes through the one bounded reader (statefile.h): the hash is of
- * the bytes read, a symlink is not followed and a file over the YAML limit
- * is refused, both as JS_ECONFIG policy.io like any unreadable policy file. */
+/* The file goes through the one bounded reader (fileio.h): the hash is of
+ * the bytes read; a symlink is followed (the operator names this file, and a
+ * Kubernetes ConfigMap volume is all symlinks) and gives the same hash; a file
+ * over the YAML limit and a FIFO are refused as JS_ECONFIG policy.io, like any
+ * unreadable policy file, without blocking on the FIFO. */
+/* Repetition bounds: {m,n} is read as two numbers, so an upper bound within
+ * the limit loads (it once read {1,200} as 1200) and one over it does not
+ * (the table above); {m,} and {,n} load too. */
+static void test_regex_bounds_ok(void **state)
+{
+    (void)state;
+    static const char *const subjects[] = {"'^[a-z]{1,200}$'", "'^[a-z]{3,}$'", "'^x{,255}$'",
+                                           "'^[a-z]{255}$'"};
+    for (size_t i = 0; i < sizeof(subjects) / sizeof(subjects[0]); i++) {
+        char text[1024];
+        snprintf(text, sizeof(text), HEAD C1 "    subject: %s\n", subjects[i]);
+        js_policy *p = NULL;
+        js_err err = {0};
+        if (js_policy_load_buffer(text, strlen(text), "t.yaml", &p, &err) != JS_OK)
+            fail_msg("%s: %s: %s", subjects[i], js_reason_name(err.reason), err.msg);
+        js_policy_free(p);
+    }
+}
+
 static void test_file_reader(void **state)
 {
     (void)state;
@@ -482,10 +506,21 @@ static void test_file_reader(void **state)
     p = NULL;
 
     assert_int_equal(symlink(path, link), 0);
-    assert_int_equal(js_policy_load(link, &p, &err), JS_ECONFIG);
+    assert_int_equal(js_policy_load(link, &p, &err), JS_OK);
+    assert_int_equal(js_policy_load_buffer(text, strlen(text), "t", &q, &err), JS_OK);
+    assert_string_equal(js_policy_hash_hex(p), js_policy_hash_hex(q));
+    js_policy_free(p);
+    js_policy_free(q);
+    p = NULL;
+
+    char fifo[4096];
+    snprintf(fifo, sizeof(fifo), "%s/fifo.yaml", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(js_policy_load(fifo, &p, &err), JS_ECONFIG);
     assert_string_equal(js_reason_name(err.reason), "policy.io");
-    assert_non_null(strstr(err.msg, link));
+    assert_non_null(strstr(err.msg, "not a regular file"));
     assert_null(p);
+    unlink(fifo);
 
     f = fopen(big, "wb");
     assert_non_null(f);
@@ -551,7 +586,7 @@ int main(void)
         cmocka_unit_test(test_example_loads),        cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_inheritance),          cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_same_bytes_same_hash), cmocka_unit_test(test_truncations),
-        cmocka_unit_test(test_file_reader),
+        cmocka_unit_test(test_regex_bounds_ok),      cmocka_unit_test(test_file_reader),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
