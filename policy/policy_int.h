@@ -37,7 +37,6 @@
 #define POLICY_MAX_CALLERS    1024
 #define POLICY_MAX_ADMINS     64
 #define POLICY_MAX_KEYS       32
-#define POLICY_KEY_NAME_MAX   64 /* same as the signer's JS_KEY_NAME_MAX */
 #define POLICY_MAX_AUDIENCES  64
 #define POLICY_AUDIENCE_MAX   1024
 #define POLICY_MAX_AUD_LIMIT  100 /* the largest max_aud a file may set */

@@ -27,6 +27,7 @@
 #include <openssl/evp.h>
 
 #include "hex.h"
+#include "names.h"
 #include "yamldoc.h"
 
 /* Built-in values when neither defaults nor the caller set a field (the same
@@ -116,10 +117,14 @@ typedef enum str_kind {
 
 static bool str_ok(str_kind kind, const char *s, size_t *max_out)
 {
-    static const size_t maxes[] = {POLICY_KEY_NAME_MAX, POLICY_AUDIENCE_MAX, POLICY_SCOPE_MAX,
+    static const size_t maxes[] = {JS_KEY_NAME_MAX, POLICY_AUDIENCE_MAX, POLICY_SCOPE_MAX,
                                    POLICY_CLAIM_NAME_MAX};
     size_t max = maxes[kind];
     *max_out = max;
+    /* Key names are one kind across the tree (names.h): the same rule as the
+     * configuration's keys[].name and a request's key. */
+    if (kind == SK_KEY_NAME)
+        return js_key_name_ok(s);
     size_t n = strlen(s);
     if (n == 0 || n > max)
         return false;
@@ -127,10 +132,6 @@ static bool str_ok(str_kind kind, const char *s, size_t *max_out)
         unsigned char c = (unsigned char)s[i];
         bool ok;
         switch (kind) {
-        case SK_KEY_NAME:
-            ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                 c == '.' || c == '_' || c == '-';
-            break;
         case SK_SCOPE:
             ok = c == 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e);
             break;
