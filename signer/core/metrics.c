@@ -422,6 +422,22 @@ void js_metrics_request(js_metrics *m, const char *method, const char *caller, c
         atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
 }
 
+void js_metrics_call(js_metrics *m, const char *method, const char *caller, const js_decision *d)
+{
+    js_metrics_request(m, method, caller, js_decision_name(d->kind), js_reason_name(d->reason));
+}
+
+void js_metrics_sign(js_metrics *m, const char *caller, const js_decision *d, int64_t latency_us)
+{
+    js_metrics_call(m, "SignJwt", caller, d);
+    if (d->kind == JS_DECISION_ALLOW)
+        js_metrics_sign_latency(m, latency_us > 0 ? (uint64_t)latency_us : 0);
+    else if (d->status == JS_ELIMIT)
+        js_metrics_rate_limited(m, caller);
+    else if (d->hsm_failed)
+        js_metrics_hsm_error(m);
+}
+
 void js_metrics_sign_latency(js_metrics *m, uint64_t micros)
 {
     if (m != NULL)

@@ -24,6 +24,7 @@
 
 #include <jansson.h>
 
+#include "decision.h"
 #include "err.h"
 
 #define JS_METRICS_MAX_CALLERS   256   /* distinct caller label values, then "other" */
@@ -76,6 +77,16 @@ void js_metrics_free(js_metrics *m);
  */
 void js_metrics_request(js_metrics *m, const char *method, const char *caller, const char *decision,
                         const char *reason);
+
+/*
+ * Everything one call's decision counts, from the decision itself (never
+ * from its reason's name): jwt_signer_requests_total with the decision's
+ * kind and reason. For SignJwt (js_metrics_sign) also: the latency of an
+ * allowed request, a rate-limited caller (status JS_ELIMIT), an HSM error
+ * (the HSM failed while signing, d->hsm_failed).
+ */
+void js_metrics_call(js_metrics *m, const char *method, const char *caller, const js_decision *d);
+void js_metrics_sign(js_metrics *m, const char *caller, const js_decision *d, int64_t latency_us);
 
 /* Observes one signature's latency in jwt_signer_sign_latency_seconds. */
 void js_metrics_sign_latency(js_metrics *m, uint64_t micros);

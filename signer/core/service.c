@@ -13,6 +13,7 @@
 
 #include "clock.h"
 #include "hex.h"
+#include "hsm_signer.h"
 #include "jws.h"
 #include "names.h"
 
@@ -72,21 +73,6 @@ static void note_sub_aud(const json_t *claims, js_sign_result *res)
     const json_t *aud = json_object_get(claims, "aud");
     if (aud != NULL)
         res->aud = json_dumps(aud, JSON_COMPACT | JSON_ENCODE_ANY);
-}
-
-typedef struct hsm_sign_ctx {
-    js_hsm_session *s;
-    const js_hsm_key *key;
-    bool failed; /* the HSM refused or failed: counted as an HSM error */
-} hsm_sign_ctx;
-
-static js_status hsm_sign_cb(void *ctx, const uint8_t *in, size_t in_len, uint8_t *sig, size_t cap,
-                             size_t *sig_len, js_err *err)
-{
-    hsm_sign_ctx *c = ctx;
-    js_status st = js_hsm_sign(c->s, c->key, in, in_len, sig, cap, sig_len, err);
-    c->failed = st != JS_OK;
-    return st;
 }
 
 /* A caller admitted past match, frozen and rate checks, with everything the
@@ -197,11 +183,11 @@ static js_status sign(const admission *adm, js_hsm_session *s, int64_t now, js_p
     char *payload = json_dumps(pr->claims, JSON_COMPACT | JSON_PRESERVE_ORDER);
     JS_ENSURE_ALLOC(payload, err);
     const char *header = js_key_header(key);
-    hsm_sign_ctx ctx = {s, js_key_hsm(key), false};
-    js_status st = jws_sign_compact(header, strlen(header), payload, strlen(payload), hsm_sign_cb,
-                                    &ctx, &res->jwt, err);
+    js_hsm_signer signer = {s, js_key_hsm(key), false};
+    js_status st = jws_sign_compact(header, strlen(header), payload, strlen(payload),
+                                    js_hsm_signer_sign, &signer, &res->jwt, err);
     free(payload);
-    *hsm_failed = ctx.failed;
+    *hsm_failed = signer.failed;
     JS_GUARD(st);
     res->issued_at = now;
     res->expires_at = pr->exp;

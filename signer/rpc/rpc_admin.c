@@ -253,8 +253,7 @@ void rpc_handle_admin(call_ctx *c)
     }
     if (d->folded) {
         rpc_fold_denial(c, "admin", d->reason);
-        js_metrics_request(srv->metrics, method, c->identity, js_decision_name(d->kind),
-                           js_reason_name(d->reason));
+        js_metrics_call(srv->metrics, method, c->identity, d);
         rpc_reply_decision(c, d, NULL, 0);
         return;
     }
@@ -282,7 +281,7 @@ void rpc_handle_admin(call_ctx *c)
         .latency_us = js_mono_us() - c->t0_us,
     };
     js_reqlog_emit(&log);
-    js_metrics_request(srv->metrics, log.method, c->identity, log.decision, log.reason);
+    js_metrics_call(srv->metrics, method, c->identity, d);
     rpc_reply_decision(c, d, buf, len);
     free(buf);
 }

@@ -69,7 +69,7 @@ void rpc_handle_jwks(call_ctx *c)
     js_denials_key(identity, peer, key, sizeof(key));
     if (js_denials_admit(c->w->srv->quiet, key, js_mono_ms()))
         js_reqlog_emit(&log);
-    js_metrics_request(c->w->srv->metrics, "GetJwks", identity, log.decision, log.reason);
+    js_metrics_call(c->w->srv->metrics, "GetJwks", identity, d);
     gpr_free(peer);
     rpc_reply_decision(c, d, buf, len); /* c may be gone after this */
     free(buf);

@@ -58,21 +58,6 @@ static bool budget(void *ctx)
     return rpc_denial_in_full(ctx);
 }
 
-/* The metrics of a SignJwt decision. */
-static void sign_metrics(const call_ctx *c, int64_t latency_us)
-{
-    const js_decision *d = &c->d;
-    js_metrics *m = c->w->srv->metrics;
-    js_metrics_request(m, "SignJwt", c->identity, js_decision_name(d->kind),
-                       js_reason_name(d->reason));
-    if (d->kind == JS_DECISION_ALLOW)
-        js_metrics_sign_latency(m, (uint64_t)latency_us);
-    else if (d->status == JS_ELIMIT)
-        js_metrics_rate_limited(m, c->identity);
-    else if (d->hsm_failed)
-        js_metrics_hsm_error(m);
-}
-
 /* The request log line and the metrics of a decision recorded in full. */
 static void sign_log(const call_ctx *c, uint64_t seq)
 {
@@ -100,7 +85,7 @@ static void sign_log(const call_ctx *c, uint64_t seq)
         .latency_us = js_mono_us() - c->t0_us,
     };
     js_reqlog_emit(&log);
-    sign_metrics(c, log.latency_us);
+    js_metrics_sign(c->w->srv->metrics, c->identity, d, log.latency_us);
 }
 
 /* The audit record of a SignJwt decision (audit/FORMAT.md §3.2). */
@@ -218,7 +203,7 @@ void rpc_handle_sign(call_ctx *c)
         /* Folded: at most one counted record (and one log line) per caller,
          * per reason, per second (FORMAT.md §3.1). */
         rpc_fold_denial(c, "sign", d->reason);
-        sign_metrics(c, 0);
+        js_metrics_sign(srv->metrics, c->identity, d, 0);
         rpc_reply_decision(c, d, NULL, 0);
         return;
     } else {

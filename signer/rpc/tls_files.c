@@ -4,44 +4,48 @@
  */
 #include "tls_files.h"
 
-#include <limits.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 
-#include "statefile.h"
+#include "fileio.h"
 
 /*
- * The whole file, NUL-terminated, through the one bounded reader
- * (js_statefile_read: regular file, size limit, growth detected). The
- * configured path is resolved first: certificates and keys are commonly
- * deployed as symlinks (a Kubernetes secret volume, certbot's live/
- * directory), which the reader's O_NOFOLLOW would otherwise refuse, and the
- * operator chose this path. Every failure keeps the reason it always had,
+ * The whole file, NUL-terminated, through the one bounded reader (fileio.h:
+ * regular file, size limit, growth detected). The operator names these files
+ * in the configuration, so a symlink is followed (a Kubernetes secret volume
+ * is symlinks); the private key is read as a secret, so every copy the
+ * reader makes is wiped. Every failure keeps the reason it always had,
  * tls.read (start-up: JS_ECONFIG).
  */
-static js_status read_pem(const char *path, char **out, js_err *err)
+static js_status read_pem(const char *path, unsigned flags, char **out, js_err *err)
 {
     *out = NULL;
-    char real[PATH_MAX];
-    JS_ENSURE(realpath(path, real) != NULL, err, JS_ECONFIG, JS_R_TLS_READ, "cannot open %s", path);
-    char *buf = NULL;
     size_t n = 0;
-    bool absent = false;
-    js_err rerr;
-    js_err_clear(&rerr);
-    js_status st = js_statefile_read(real, JS_TLS_PEM_MAX_BYTES, "tls", &buf, &n, &absent, &rerr);
-    if (st == JS_EINTERNAL)
-        return js_err_set(err, st, rerr.reason, "%s", rerr.msg);
-    JS_ENSURE(st != JS_OK || !absent, err, JS_ECONFIG, JS_R_TLS_READ, "cannot open %s", path);
-    if (st != JS_OK || n == 0) {
-        free(buf);
+    js_file_info info;
+    js_file_fail fail =
+        js_file_read(path, JS_TLS_PEM_MAX_BYTES, JS_FILE_FOLLOW | flags, out, &n, &info);
+    switch (fail) {
+    case JS_FILE_OK:
+        break;
+    case JS_FILE_NOMEM:
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+    case JS_FILE_OPEN:
+        return js_err_set(err, JS_ECONFIG, JS_R_TLS_READ, "cannot open %s", path);
+    case JS_FILE_NOT_REGULAR:
+    case JS_FILE_TOO_LARGE:
+    case JS_FILE_READ:
+    default:
         return js_err_set(err, JS_ECONFIG, JS_R_TLS_READ,
                           "%s is empty, unreadable or over %d bytes", path, JS_TLS_PEM_MAX_BYTES);
     }
-    *out = buf;
+    if (n == 0) {
+        free(*out);
+        *out = NULL;
+        return js_err_set(err, JS_ECONFIG, JS_R_TLS_READ,
+                          "%s is empty, unreadable or over %d bytes", path, JS_TLS_PEM_MAX_BYTES);
+    }
     return JS_OK;
 }
 
@@ -58,11 +62,11 @@ js_status js_tls_server_credentials(const js_config *cfg, grpc_server_credential
 {
     *out = NULL;
     char *cert = NULL, *key = NULL, *ca = NULL;
-    js_status st = read_pem(cfg->tls_cert, &cert, err);
+    js_status st = read_pem(cfg->tls_cert, 0, &cert, err);
     if (st == JS_OK)
-        st = read_pem(cfg->tls_key, &key, err);
+        st = read_pem(cfg->tls_key, JS_FILE_SECRET, &key, err);
     if (st == JS_OK)
-        st = read_pem(cfg->tls_client_ca, &ca, err);
+        st = read_pem(cfg->tls_client_ca, 0, &ca, err);
     if (st == JS_OK) {
         grpc_ssl_pem_key_cert_pair pair = {key, cert};
         /* mTLS is not optional: the caller's certificate is its identity. */

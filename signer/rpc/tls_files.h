@@ -1,7 +1,7 @@
 /*
  * tls_files.h - the gRPC server's TLS credentials from the files signer.yaml
  * names (tls.cert, tls.key, tls.client_ca), read with the one bounded reader
- * (statefile.h). mTLS is not optional: the client certificate is the caller's
+ * (fileio.h). mTLS is not optional: the client certificate is the caller's
  * identity (identity.h).
  */
 #ifndef JS_TLS_FILES_H

@@ -304,6 +304,47 @@ static void test_null_is_noop(void **state)
     assert_int_equal(js_metrics_new(NULL, &err), JS_EINVAL);
 }
 
+/* ---- from a decision ---------------------------------------------------------------- */
+
+/* What a SignJwt decision counts follows from the decision (kind, status,
+ * hsm_failed), never from its reason's name: an HSM failure with any reason
+ * counts as an HSM error, a rate-limited denial as rate limited. */
+static void test_sign_decisions(void **state)
+{
+    (void)state;
+    js_metrics *m = new_metrics();
+    js_decision d;
+    js_err err;
+    js_decision_init(&d);
+    js_metrics_sign(m, "svc-a", &d, 1500); /* allowed */
+    js_decision_init(&d);
+    js_err_set(&err, JS_ELIMIT, JS_R_RATE_LIMITED, "slow down");
+    js_decision_fail(&d, &err);
+    js_metrics_sign(m, "svc-a", &d, 0);
+    js_decision_init(&d);
+    js_err_set(&err, JS_EUNAVAIL, JS_R_HSM_SIGN, "the token could not sign");
+    js_decision_fail(&d, &err);
+    d.hsm_failed = true;
+    js_metrics_sign(m, "svc-b", &d, 0);
+    js_decision_init(&d);
+    js_err_set(&err, JS_EUNAVAIL, JS_R_HSM_RECOVERING, "not an HSM failure of this call");
+    js_decision_fail(&d, &err); /* hsm_failed false: not counted as an HSM error */
+    js_metrics_sign(m, "svc-b", &d, 0);
+    js_decision_init(&d);
+    js_err_set(&err, JS_EDENIED, JS_R_ADMIN_NOT_ADMIN, "not an administrator");
+    js_decision_fail(&d, &err);
+    js_metrics_call(m, "Admin/FreezeCaller", "svc-c", &d);
+    char *text = render(m, NULL);
+    assert_non_null(strstr(text, "decision=\"allow\""));
+    assert_non_null(strstr(text, "decision=\"error\",reason=\"hsm.sign\""));
+    assert_non_null(strstr(text, "method=\"Admin/FreezeCaller\""));
+    assert_line(text, "jwt_signer_hsm_errors_total 1");
+    assert_line(text, "jwt_signer_rate_limited_total{caller=\"svc-a\"} 1");
+    assert_line(text, "jwt_signer_sign_latency_seconds_count 1");
+    free(text);
+    js_metrics_free(m);
+}
+
 /* ---- a real parser ----------------------------------------------------------------- */
 
 /* Prints "type name labels-as-json value" per sample; any parse error exits non-zero. */
@@ -378,6 +419,7 @@ int main(void)
         cmocka_unit_test(test_threads_add_up), cmocka_unit_test(test_cardinality_cap),
         cmocka_unit_test(test_label_escaping), cmocka_unit_test(test_histograms),
         cmocka_unit_test(test_null_is_noop),   cmocka_unit_test(test_python_parser_accepts),
+        cmocka_unit_test(test_sign_decisions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
