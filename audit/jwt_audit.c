@@ -40,6 +40,7 @@
 #include "query.h"
 #include "reader.h"
 #include "record.h"
+#include "report.h"
 #include "verify.h"
 
 #define EX_OK    0
@@ -51,7 +52,6 @@
 #define PROOF_FILE_MAX    (1024u * 1024u)        /* a proof is a few KB */
 #define PROOF_PATH_MAX    JS_MERKLE_MAX_DEPTH    /* RFC 9162 §2.1.3: at most tree height */
 #define PROVE_MAX_RECORDS (256ull * 1024 * 1024) /* 8 GiB of leaf hashes */
-#define STATS_MAX_ROWS    1000000u               /* distinct (window, caller, reason) */
 #define PROOF_FORMAT      "jwt-audit-inclusion-proof/v1"
 
 #define PROG "jwt-audit"
@@ -741,95 +741,16 @@ static const char k_stats_usage[] =
     "\n"
     "exit: 0 ok, 2 usage, 3 unreadable or damaged segment\n";
 
-typedef struct stats_row {
-    int64_t bucket; /* window start, Unix seconds */
-    char *caller;
-    char *reason;
-    uint64_t allowed, denied, errors, rate_limited;
-    bool new_caller;
-} stats_row;
-
-typedef struct stats_ctx {
-    int64_t window;
-    stats_row *rows;
-    size_t n, cap;
-    json_t *index;      /* "bucket\x1f" caller "\x1f" reason -> row index */
-    json_t *first_seen; /* caller -> first bucket */
-    json_t *lifecycle;  /* "type\x1fevent" -> {type, event, count, first, last} */
-    uint64_t no_time;   /* records without a usable time, skipped */
-} stats_ctx;
-
-/* Requests are what a caller asked for: signing (and its folded denials),
- * administration, and the fold-overflow record (FORMAT.md §3.1). Every
- * other type (start, stop, policy, key, incident, hsm, recovery, checkpoint)
- * is something the signer did, with a pseudo-caller such as "SIGHUP" or
- * "start" at most: never a caller, an error or a new caller. */
-static bool is_request_type(const char *type)
-{
-    return type != NULL && (strcmp(type, "sign") == 0 || strcmp(type, "admin") == 0 ||
-                            strcmp(type, "denials") == 0);
-}
-
-/* Tallies a lifecycle record by (type, decision = the event). */
-static int stats_lifecycle(stats_ctx *c, const js_audit_record *rec)
-{
-    const char *type = rec->type;
-    /* The event is the decision ("load", "on", "next"...), or for records
-     * without one (checkpoints) the reason ("open", "heartbeat"...). */
-    const char *event = js_audit_member_str(rec->json, JS_AUDIT_F_DECISION);
-    if (event == NULL)
-        event = js_audit_member_str(rec->json, JS_AUDIT_F_REASON);
-    if (event == NULL)
-        event = "";
-    size_t klen = strlen(type) + strlen(event) + 2;
-    char *key = malloc(klen);
-    if (key == NULL)
-        return EX_IO;
-    snprintf(key, klen, "%s\x1f%s", type, event);
-    json_t *o = json_object_get(c->lifecycle, key);
-    if (o == NULL) {
-        if (json_object_size(c->lifecycle) >= STATS_MAX_ROWS) {
-            free(key);
-            errorf("more than %u distinct lifecycle events", STATS_MAX_ROWS);
-            return EX_IO;
-        }
-        o = json_pack("{s:s, s:s, s:I}", "type", type, "event", event, "count", (json_int_t)0);
-        if (o == NULL || json_object_set_new(c->lifecycle, key, o) != 0) {
-            free(key);
-            return EX_IO;
-        }
-    }
-    free(key);
-    json_int_t n = json_integer_value(json_object_get(o, "count")) + 1;
-    const char *t = js_audit_member_str(rec->json, JS_AUDIT_F_TIME);
-    int64_t ms;
-    bool ok = json_object_set_new(o, "count", json_integer(n)) == 0;
-    if (ok && t != NULL && js_audit_record_time(rec->json, &ms)) {
-        if (json_object_get(o, "first") == NULL)
-            ok = json_object_set_new(o, "first", json_string(t)) == 0;
-        ok = ok && json_object_set_new(o, "last", json_string(t)) == 0;
-    }
-    return ok ? EX_OK : EX_IO;
-}
-
-static int key_cmp(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 /* The lifecycle section, sorted by type then event. */
-static int lifecycle_print(const stats_ctx *c, json_t *doc)
+static int lifecycle_print(const js_audit_stats *s, json_t *doc)
 {
-    size_t n = json_object_size(c->lifecycle), i = 0;
-    const char **keys = calloc(n ? n : 1, sizeof *keys);
-    if (keys == NULL)
+    json_t *arr = NULL;
+    js_err err;
+    if (js_audit_stats_lifecycle(s, &arr, &err) != JS_OK) {
+        errorf("%s", err.msg);
         return EX_IO;
-    const char *k;
-    json_t *v;
-    json_object_foreach(c->lifecycle, k, v) keys[i++] = k;
-    qsort(keys, n, sizeof *keys, key_cmp);
-    json_t *arr = doc != NULL ? json_array() : NULL;
-    int rc = doc != NULL && arr == NULL ? EX_IO : EX_OK;
+    }
+    size_t n = json_array_size(arr);
     if (doc == NULL && n > 0) {
         printf("lifecycle events (not requests), whole log\n  ");
         put_cell("TYPE", 12, false);
@@ -839,13 +760,8 @@ static int lifecycle_print(const stats_ctx *c, json_t *doc)
         put_cell("LAST", 0, false);
         putchar('\n');
     }
-    for (i = 0; i < n && rc == EX_OK; i++) {
-        json_t *o = json_object_get(c->lifecycle, keys[i]);
-        if (doc != NULL) {
-            if (json_array_append(arr, o) != 0)
-                rc = EX_IO;
-            continue;
-        }
+    for (size_t i = 0; doc == NULL && i < n; i++) {
+        const json_t *o = json_array_get(arr, i);
         char cnt[24];
         snprintf(cnt, sizeof cnt, "%" PRId64,
                  (int64_t)json_integer_value(json_object_get(o, "count")));
@@ -857,134 +773,34 @@ static int lifecycle_print(const stats_ctx *c, json_t *doc)
         put_cell(js_audit_member_str(o, "last"), 0, false);
         putchar('\n');
     }
-    free(keys);
-    if (doc != NULL && rc == EX_OK && json_object_set_new(doc, "lifecycle", arr) != 0)
-        return EX_IO;
-    if (doc != NULL && rc != EX_OK)
+    if (doc == NULL) {
         json_decref(arr);
-    return rc;
-}
-
-static bool is_rate_limited(const char *reason)
-{
-    /* By reason code only: since any denial may be folded into a record
-     * with a "count" (FORMAT.md §3.1), a count no longer means a rate
-     * limit. Rate-limit reasons are "rate.limited" (and "rate_limited" in
-     * logs written before the reason table). */
-    return reason != NULL && strncmp(reason, "rate", 4) == 0;
-}
-
-static int stats_record(void *ctx, const js_audit_record *rec)
-{
-    stats_ctx *c = ctx;
-    if (!is_request_type(rec->type))
-        return stats_lifecycle(c, rec);
-    const char *decision = js_audit_member_str(rec->json, JS_AUDIT_F_DECISION);
-    if (decision == NULL)
-        return EX_OK; /* not a request outcome */
-    int64_t t;
-    if (!js_audit_record_time(rec->json, &t)) {
-        c->no_time++;
         return EX_OK;
     }
-    int64_t secs = t >= 0 ? t / 1000 : -((-t + 999) / 1000);
-    int64_t bucket =
-        secs >= 0 ? secs - secs % c->window : secs - (c->window + secs % c->window) % c->window;
-    const char *caller = js_audit_member_str(rec->json, JS_AUDIT_F_CALLER);
-    const char *reason = js_audit_member_str(rec->json, JS_AUDIT_F_REASON);
-    /* Denials without an identity are recorded under their peer address
-     * (FORMAT.md §3.1): a row per address, not one row for all of them. */
-    char peer_caller[160];
-    const char *peer = caller == NULL ? js_audit_member_str(rec->json, "peer") : NULL;
-    if (peer != NULL && strlen(peer) < sizeof(peer_caller) - 5) {
-        snprintf(peer_caller, sizeof(peer_caller), "peer:%s", peer);
-        caller = peer_caller;
-    }
-    if (caller == NULL)
-        caller = "";
-    if (reason == NULL)
-        reason = "";
-    int64_t count = 1;
-    if (json_int(rec->json, JS_AUDIT_F_COUNT, &count) && (count < 1 || count > INT32_MAX))
-        count = 1; /* a hostile count cannot inflate the numbers beyond reason */
+    return json_object_set_new(doc, "lifecycle", arr) == 0 ? EX_OK : EX_IO;
+}
 
-    char *key = NULL;
-    size_t klen = strlen(caller) + strlen(reason) + 32;
-    key = malloc(klen);
-    if (key == NULL)
+/* Counts one record (for_each_record). */
+static int stats_record(void *ctx, const js_audit_record *rec)
+{
+    js_err err;
+    if (js_audit_stats_add(ctx, rec, &err) != JS_OK) {
+        errorf("%s", err.msg);
         return EX_IO;
-    snprintf(key, klen, "%" PRId64 "\x1f%s\x1f%s", bucket, caller, reason);
-    const json_t *idx = json_object_get(c->index, key);
-    size_t i;
-    if (idx != NULL) {
-        i = (size_t)json_integer_value(idx);
-    } else {
-        if (c->n >= STATS_MAX_ROWS) {
-            free(key);
-            errorf("more than %u distinct (window, caller, reason) rows; use a longer --window",
-                   STATS_MAX_ROWS);
-            return EX_IO;
-        }
-        if (c->n == c->cap) {
-            size_t cap = c->cap ? c->cap * 2 : 64;
-            stats_row *nr = realloc(c->rows, cap * sizeof *nr);
-            if (nr == NULL) {
-                free(key);
-                return EX_IO;
-            }
-            c->rows = nr;
-            c->cap = cap;
-        }
-        i = c->n;
-        stats_row *r = &c->rows[i];
-        memset(r, 0, sizeof *r);
-        r->bucket = bucket;
-        r->caller = strdup(caller);
-        r->reason = strdup(reason);
-        if (r->caller == NULL || r->reason == NULL ||
-            json_object_set_new(c->index, key, json_integer((json_int_t)i)) != 0) {
-            free(r->caller);
-            free(r->reason);
-            free(key);
-            return EX_IO;
-        }
-        c->n++;
     }
-    free(key);
-    stats_row *r = &c->rows[i];
-    if (strcmp(decision, "allow") == 0)
-        r->allowed += (uint64_t)count;
-    else if (strcmp(decision, "deny") == 0)
-        r->denied += (uint64_t)count;
-    else
-        r->errors += (uint64_t)count;
-    if (strcmp(decision, "allow") != 0 && is_rate_limited(reason))
-        r->rate_limited += (uint64_t)count;
-
-    const json_t *fs = json_object_get(c->first_seen, caller);
-    if (fs == NULL || json_integer_value(fs) > bucket)
-        if (json_object_set_new(c->first_seen, caller, json_integer(bucket)) != 0)
-            return EX_IO;
     return EX_OK;
 }
 
-static int row_cmp(const void *a, const void *b)
+static int stats_print(const js_audit_stats *s, int64_t window, bool as_json)
 {
-    const stats_row *x = a, *y = b;
-    if (x->bucket != y->bucket)
-        return x->bucket < y->bucket ? -1 : 1;
-    int c = strcmp(x->caller, y->caller);
-    return c != 0 ? c : strcmp(x->reason, y->reason);
-}
-
-static int stats_print(const stats_ctx *c, bool as_json)
-{
+    const js_audit_stats_row *srows = NULL;
+    size_t n = js_audit_stats_rows(s, &srows);
     json_t *doc = NULL, *windows = NULL;
     if (as_json) {
         doc = json_object();
         windows = json_array();
         if (doc == NULL || windows == NULL ||
-            json_object_set_new(doc, "window_seconds", json_integer(c->window)) != 0 ||
+            json_object_set_new(doc, "window_seconds", json_integer(window)) != 0 ||
             json_object_set(doc, "windows", windows) != 0) {
             json_decref(doc);
             json_decref(windows);
@@ -993,21 +809,21 @@ static int stats_print(const stats_ctx *c, bool as_json)
         json_decref(windows); /* doc holds it */
     }
     int rc = EX_OK;
-    for (size_t i = 0; i < c->n && rc == EX_OK;) {
+    for (size_t i = 0; i < n && rc == EX_OK;) {
         size_t j = i;
         uint64_t allowed = 0, denied = 0, errors = 0, rl = 0, newc = 0;
-        for (; j < c->n && c->rows[j].bucket == c->rows[i].bucket; j++) {
-            allowed += c->rows[j].allowed;
-            denied += c->rows[j].denied;
-            errors += c->rows[j].errors;
-            rl += c->rows[j].rate_limited;
+        for (; j < n && srows[j].bucket == srows[i].bucket; j++) {
+            allowed += srows[j].allowed;
+            denied += srows[j].denied;
+            errors += srows[j].errors;
+            rl += srows[j].rate_limited;
             /* count each new caller once, not once per reason */
-            if (c->rows[j].new_caller &&
-                (j == i || strcmp(c->rows[j].caller, c->rows[j - 1].caller) != 0))
+            if (srows[j].new_caller &&
+                (j == i || strcmp(srows[j].caller, srows[j - 1].caller) != 0))
                 newc++;
         }
         char start[32];
-        format_utc(c->rows[i].bucket, start);
+        format_utc(srows[i].bucket, start);
         if (!as_json) {
             printf("window %s  allowed %" PRIu64 "  denied %" PRIu64 "  errors %" PRIu64
                    "  rate-limited %" PRIu64 "  new callers %" PRIu64 "\n",
@@ -1022,7 +838,7 @@ static int stats_print(const stats_ctx *c, bool as_json)
             put_cell("NEW", 0, false);
             putchar('\n');
             for (size_t k = i; k < j; k++) {
-                const stats_row *r = &c->rows[k];
+                const js_audit_stats_row *r = &srows[k];
                 char a[24], d[24], e[24], l[24];
                 snprintf(a, sizeof a, "%" PRIu64, r->allowed);
                 snprintf(d, sizeof d, "%" PRIu64, r->denied);
@@ -1049,20 +865,20 @@ static int stats_print(const stats_ctx *c, bool as_json)
                 break;
             }
             bool ok = json_object_set_new(w, "start", json_string(start)) == 0 &&
-                      json_object_set_new(w, "start_unix", json_integer(c->rows[i].bucket)) == 0 &&
+                      json_object_set_new(w, "start_unix", json_integer(srows[i].bucket)) == 0 &&
                       json_object_set_new(w, "allowed", json_integer((json_int_t)allowed)) == 0 &&
                       json_object_set_new(w, "denied", json_integer((json_int_t)denied)) == 0 &&
                       json_object_set_new(w, "errors", json_integer((json_int_t)errors)) == 0 &&
                       json_object_set_new(w, "rate_limited", json_integer((json_int_t)rl)) == 0;
             for (size_t k = i; k < j && ok; k++) {
-                const stats_row *r = &c->rows[k];
+                const js_audit_stats_row *r = &srows[k];
                 json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "caller", r->caller,
                                       "reason", r->reason, "allowed", (json_int_t)r->allowed,
                                       "denied", (json_int_t)r->denied, "errors",
                                       (json_int_t)r->errors, "rate_limited",
                                       (json_int_t)r->rate_limited, "new_caller", r->new_caller);
                 ok = o != NULL && json_array_append_new(rows, o) == 0;
-                if (ok && r->new_caller && (k == i || strcmp(r->caller, c->rows[k - 1].caller)))
+                if (ok && r->new_caller && (k == i || strcmp(r->caller, srows[k - 1].caller)))
                     ok = json_array_append_new(nc, json_string(r->caller)) == 0;
             }
             ok = ok && json_object_set_new(w, "new_callers", nc) == 0;
@@ -1078,7 +894,7 @@ static int stats_print(const stats_ctx *c, bool as_json)
         i = j;
     }
     if (rc == EX_OK)
-        rc = lifecycle_print(c, doc);
+        rc = lifecycle_print(s, doc);
     if (as_json && rc == EX_OK) {
         if (json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0)
             rc = EX_IO;
@@ -1097,10 +913,10 @@ static int cmd_stats(int argc, char **argv)
     size_t npos = 0;
     if (pos == NULL)
         return EX_IO;
-    stats_ctx c = {0};
+    int64_t window_s = 0;
     args_result ar = parse_args(argc, argv, specs, 2, pos, &npos);
     js_err err;
-    if (ar == ARGS_OK && js_parse_duration(window, &c.window, &err) != JS_OK) {
+    if (ar == ARGS_OK && js_parse_duration(window, &window_s, &err) != JS_OK) {
         errorf("--window: %s", err.msg);
         ar = ARGS_BAD;
     }
@@ -1117,38 +933,26 @@ static int cmd_stats(int argc, char **argv)
             fputs(k_stats_usage, stderr);
         return rc;
     }
-    c.index = json_object();
-    c.first_seen = json_object();
-    c.lifecycle = json_object();
-    if (c.index == NULL || c.first_seen == NULL || c.lifecycle == NULL) {
+    js_audit_stats *st = NULL;
+    if (js_audit_stats_new(window_s, &st, &err) != JS_OK) {
+        errorf("%s", err.msg);
         rc = EX_IO;
     } else {
-        rc = for_each_record(&segs, stats_record, &c);
+        rc = for_each_record(&segs, stats_record, st);
     }
     int walk_rc = rc;
     /* Print what was read even if a damaged segment stopped the walk. */
-    if (rc == EX_OK || rc == EX_IO) {
-        for (size_t i = 0; i < c.n; i++) {
-            const json_t *fs = json_object_get(c.first_seen, c.rows[i].caller);
-            c.rows[i].new_caller = fs != NULL && json_integer_value(fs) == c.rows[i].bucket;
-        }
-        if (c.n > 0)
-            qsort(c.rows, c.n, sizeof *c.rows, row_cmp);
-        rc = stats_print(&c, as_json);
+    if (st != NULL && (rc == EX_OK || rc == EX_IO)) {
+        js_audit_stats_finish(st);
+        rc = stats_print(st, window_s, as_json);
         if (rc == EX_OK)
             rc = walk_rc;
     }
-    if (c.no_time > 0)
+    uint64_t no_time = st != NULL ? js_audit_stats_no_time(st) : 0;
+    if (no_time > 0)
         errorf("warning: %" PRIu64 " request records had no valid time and were not counted",
-               c.no_time);
-    for (size_t i = 0; i < c.n; i++) {
-        free(c.rows[i].caller);
-        free(c.rows[i].reason);
-    }
-    free(c.rows);
-    json_decref(c.index);
-    json_decref(c.first_seen);
-    json_decref(c.lifecycle);
+               no_time);
+    js_audit_stats_free(st);
     seglist_free(&segs);
     if (fflush(stdout) != 0)
         return EX_IO;
