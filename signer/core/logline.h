@@ -20,13 +20,15 @@ void js_log_emit(const char *level, json_t *obj);
 /* A lifecycle event: {"event":event,"message":message}. */
 void js_log_event(const char *level, const char *event, const char *message);
 
-/* One SignJwt decision (fields may be NULL / 0 when not known yet). */
+/* One request's line: SignJwt, GetJwks or an Admin call, built by the RPC
+ * layer from the call's one decision (decision.h), like its audit record,
+ * metrics and reply (fields may be NULL / 0 when not known). */
 typedef struct js_reqlog {
-    const char *method;     /* "SignJwt", "GetJwks" */
+    const char *method;     /* "SignJwt", "GetJwks", "Admin/FreezeCaller", ... */
     const char *caller;     /* identity from the certificate */
     const char *peer;       /* transport address, unauthenticated */
     const char *request_id; /* caller correlation id */
-    const char *decision;   /* "allow" | "deny" | "error" */
+    const char *decision;   /* "allow" | "deny" | "error" (js_decision_name) */
     const char *status;     /* gRPC status name */
     const char *reason;     /* stable reason code */
     const char *message;    /* human message */
