@@ -21,9 +21,9 @@
 #include <stdint.h>
 
 #include "claims.h"
-#include "config.h"
 #include "err.h"
 #include "jwk.h"
+#include "names.h"
 
 typedef enum js_decision_kind {
     JS_DECISION_ALLOW,
