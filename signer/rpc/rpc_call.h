@@ -12,6 +12,7 @@
 #ifndef JS_RPC_CALL_H
 #define JS_RPC_CALL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -102,9 +103,19 @@ struct js_server {
     int drained;   /* the shutdown tag has come */
     int cancelled; /* calls were cancelled when the drain grace ran out */
     /* Allowed SignJwt calls waiting for their audit record; their replies
-     * go out from the audit notifier and need the worker queues alive. */
+     * go out from the audit notifier and need the worker queues alive.
+     * Counted up without a lock; counted down under audit_mu, which
+     * signals audit_cv at zero, so shutdown sleeps instead of polling and
+     * the last notifier is done with the server once shutdown sees zero. */
     atomic_int awaiting_audit;
+    pthread_mutex_t audit_mu;
+    pthread_cond_t audit_cv; /* CLOCK_MONOTONIC */
+    int audit_sync_ok;       /* audit_mu and audit_cv initialised */
 };
+
+/* An allowed SignJwt starts / stops waiting for its audit record (server.c). */
+void rpc_audit_wait_begin(js_server *srv);
+void rpc_audit_wait_end(js_server *srv);
 
 /* The Admin methods' paths, by admin_method (rpc_admin.c). */
 extern const char *const js_rpc_admin_paths[ADMIN_COUNT];

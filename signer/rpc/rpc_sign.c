@@ -154,7 +154,7 @@ static void sign_audit_done(void *ctx, js_status st, uint64_t seq, const js_err 
         OPENSSL_cleanse(buf, len);
         free(buf);
     }
-    atomic_fetch_sub(&srv->awaiting_audit, 1);
+    rpc_audit_wait_end(srv);
 }
 
 void rpc_handle_sign(call_ctx *c)
@@ -194,10 +194,10 @@ void rpc_handle_sign(call_ctx *c)
         sign_event(c, js_policy_hash_hex(policy), &ev);
         js_err aerr;
         js_err_clear(&aerr);
-        atomic_fetch_add(&srv->awaiting_audit, 1);
+        rpc_audit_wait_begin(srv);
         if (js_audit_submit(srv->audit, &ev, sign_audit_done, c, &aerr) == JS_OK)
             return;
-        atomic_fetch_sub(&srv->awaiting_audit, 1);
+        rpc_audit_wait_end(srv);
         js_decision_fail(d, &aerr); /* fail closed: the token is discarded */
     } else if (d->folded) {
         /* Folded: at most one counted record (and one log line) per caller,

@@ -18,6 +18,7 @@
  */
 #include "server.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
+#include "clock.h"
 #include "logline.h"
 #include "policy_store.h"
 #include "rpc_call.h"
@@ -40,6 +42,11 @@
 #define PENDING_SIGN    8
 #define PENDING_JWKS    2
 #define PENDING_UNKNOWN 1
+/* While shutdown waits for the audit log to answer allowed tokens, a line
+ * this often says so. The audit log answers every record, durable or
+ * failed, so the wait ends when its writer does; a writer stuck in the
+ * kernel holds it, and the line says why the signer does not stop. */
+#define AUDIT_WAIT_REPORT_MS 5000
 
 static grpc_arg int_arg(const char *key, int value)
 {
@@ -151,6 +158,23 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
     srv->quiet = deps->quiet;
     atomic_init(&srv->shutting_down, false);
     atomic_init(&srv->awaiting_audit, 0);
+    pthread_condattr_t ca;
+    bool sync_ok = pthread_condattr_init(&ca) == 0;
+    if (sync_ok && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0)
+        sync_ok = false;
+    if (sync_ok && pthread_cond_init(&srv->audit_cv, &ca) != 0)
+        sync_ok = false;
+    if (sync_ok && pthread_mutex_init(&srv->audit_mu, NULL) != 0) {
+        pthread_cond_destroy(&srv->audit_cv);
+        sync_ok = false;
+    }
+    pthread_condattr_destroy(&ca);
+    if (!sync_ok) {
+        free(srv);
+        return js_err_set(err, JS_EINTERNAL, JS_R_SERVER_THREAD,
+                          "cannot create the audit wait condition");
+    }
+    srv->audit_sync_ok = 1;
     srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (srv->nworkers <= 0)
         srv->nworkers = 1;
@@ -265,6 +289,30 @@ void js_server_drain_begin(js_server *srv)
     grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, srv);
 }
 
+void rpc_audit_wait_begin(js_server *srv)
+{
+    atomic_fetch_add(&srv->awaiting_audit, 1);
+}
+
+void rpc_audit_wait_end(js_server *srv)
+{
+    /* Under the lock: once shutdown (or a drain poll) sees zero, the last
+     * caller has let go of srv. */
+    pthread_mutex_lock(&srv->audit_mu);
+    if (atomic_fetch_sub(&srv->awaiting_audit, 1) == 1)
+        pthread_cond_broadcast(&srv->audit_cv);
+    pthread_mutex_unlock(&srv->audit_mu);
+}
+
+/* No allowed token is waiting for its audit record any more. */
+static bool audit_waits_done(js_server *srv)
+{
+    pthread_mutex_lock(&srv->audit_mu);
+    bool done = atomic_load(&srv->awaiting_audit) == 0;
+    pthread_mutex_unlock(&srv->audit_mu);
+    return done;
+}
+
 /* Once the shutdown tag has come and every allowed call has its reply: the
  * server is destroyed and the workers joined. */
 static void drain_finish(js_server *srv)
@@ -299,7 +347,7 @@ bool js_server_drain_poll(js_server *srv, bool force)
     }
     /* Tokens still waiting for their audit records reply from the audit
      * notifier through the worker queues: those close only afterwards. */
-    if (atomic_load(&srv->awaiting_audit) > 0)
+    if (!audit_waits_done(srv))
         return false;
     drain_finish(srv);
     return true;
@@ -325,10 +373,15 @@ void js_server_shutdown(js_server *srv, int grace_ms)
      * their audit records; their replies (success or UNAVAILABLE) need the
      * worker queues, so those close only once every one has gone out. The
      * audit log answers every record, durable or failed. */
+    pthread_mutex_lock(&srv->audit_mu);
     while (atomic_load(&srv->awaiting_audit) > 0) {
-        struct timespec ms = {0, 1000000};
-        nanosleep(&ms, NULL);
+        struct timespec until = js_mono_deadline(AUDIT_WAIT_REPORT_MS);
+        if (pthread_cond_timedwait(&srv->audit_cv, &srv->audit_mu, &until) == ETIMEDOUT &&
+            atomic_load(&srv->awaiting_audit) > 0)
+            js_log_event("warn", "shutdown_waiting_for_audit",
+                         "allowed tokens are still waiting for their audit records");
     }
+    pthread_mutex_unlock(&srv->audit_mu);
     drain_finish(srv);
 }
 
@@ -370,5 +423,9 @@ void js_server_free(js_server *srv)
     }
     drain_and_destroy(srv->shutdown_cq);
     free(srv->workers);
+    if (srv->audit_sync_ok) {
+        pthread_cond_destroy(&srv->audit_cv);
+        pthread_mutex_destroy(&srv->audit_mu);
+    }
     free(srv);
 }
