@@ -21,9 +21,9 @@
 #include <openssl/pem.h>
 
 #include "b64url.h"
+#include "fileio.h"
 #include "hex.h"
 #include "record.h"
-#include "statefile.h"
 
 #define CP_BODY_MAGIC  "jwt-signer-audit-checkpoint/v1"
 #define CP_FILE_MAX    (JS_AUDIT_MAX_PAYLOAD + 2)
@@ -377,31 +377,40 @@ js_status js_audit_pubkey_id(EVP_PKEY *pub, char *out, js_err *err)
 }
 
 /* Reads a whole small file (at most max bytes) into a NUL-terminated buffer
- * with the one bounded reader (statefile.h: no symlink followed, regular
- * files only, growth while reading caught). Statuses as before: missing
- * JS_ENOTFOUND, too large or not a regular file JS_EINVAL, I/O JS_EUNAVAIL;
- * reason "audit.io". */
-static js_status read_small(const char *path, size_t max, char **out, size_t *len, js_err *err)
+ * with the one bounded reader (fileio.h: regular files only, growth while
+ * reading caught, a FIFO never blocks). flags: JS_FILE_FOLLOW for the files
+ * an operator names to jwt-audit (as for every operator-named file); 0 for
+ * the writer's own files, never opened through a symlink. Statuses and
+ * messages as before: missing JS_ENOTFOUND, cannot open JS_EUNAVAIL, too
+ * large, unreadable or not a regular file JS_EINVAL; reason "audit.io". */
+static js_status read_small(const char *path, size_t max, unsigned flags, char **out, size_t *len,
+                            js_err *err)
 {
-    bool absent = false;
-    js_err e;
-    js_err_clear(&e);
-    js_status st = js_statefile_read(path, max, "audit", out, len, &absent, &e);
-    if (st == JS_OK && absent)
-        return js_err_set(err, JS_ENOTFOUND, JS_R_AUDIT_IO, "cannot open %s: %s", path,
-                          strerror(ENOENT));
-    if (st == JS_ECONFIG)
-        return js_err_set(err, JS_EINVAL, JS_R_AUDIT_IO, "%s", e.msg);
-    if (st != JS_OK && err != NULL)
-        *err = e;
-    return st;
+    js_file_info fi;
+    memset(&fi, 0, sizeof(fi));
+    switch (js_file_read(path, max, flags, out, len, &fi)) {
+    case JS_FILE_OK:
+        return JS_OK;
+    case JS_FILE_OPEN:
+        return js_err_set(err, fi.sys_errno == ENOENT ? JS_ENOTFOUND : JS_EUNAVAIL, JS_R_AUDIT_IO,
+                          "cannot open %s: %s", path, strerror(fi.sys_errno));
+    case JS_FILE_NOT_REGULAR:
+        return js_err_set(err, JS_EINVAL, JS_R_AUDIT_IO, "%s: not a regular file", path);
+    case JS_FILE_TOO_LARGE:
+        return js_err_set(err, JS_EINVAL, JS_R_AUDIT_IO, "%s: file too large", path);
+    case JS_FILE_READ:
+        return js_err_set(err, JS_EINVAL, JS_R_AUDIT_IO, "%s: read error", path);
+    case JS_FILE_NOMEM:
+    default:
+        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+    }
 }
 
 js_status js_audit_pubkey_load(const char *path, EVP_PKEY **out, js_err *err)
 {
     char *pem = NULL;
     size_t len = 0;
-    JS_GUARD(read_small(path, PUBKEY_PEM_MAX, &pem, &len, err));
+    JS_GUARD(read_small(path, PUBKEY_PEM_MAX, JS_FILE_FOLLOW, &pem, &len, err));
     js_status st = js_audit_pubkey_parse(pem, out, err);
     free(pem);
     if (st != JS_OK)
@@ -413,7 +422,7 @@ js_status js_audit_pubkeys_load(const char *path, EVP_PKEY ***keys, size_t *n, j
 {
     char *pem = NULL;
     size_t len = 0;
-    JS_GUARD(read_small(path, PUBKEY_PEM_MAX * 4, &pem, &len, err));
+    JS_GUARD(read_small(path, PUBKEY_PEM_MAX * 4, JS_FILE_FOLLOW, &pem, &len, err));
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
     if (bio == NULL) {
         free(pem);
@@ -447,12 +456,12 @@ js_status js_audit_pubkeys_load(const char *path, EVP_PKEY ***keys, size_t *n, j
     return st;
 }
 
-js_status js_audit_checkpoint_load(const char *path, uint8_t **payload, size_t *len,
-                                   js_audit_checkpoint *cp, js_err *err)
+static js_status checkpoint_load(const char *path, unsigned flags, uint8_t **payload, size_t *len,
+                                 js_audit_checkpoint *cp, js_err *err)
 {
     char *buf = NULL;
     size_t n = 0;
-    JS_GUARD(read_small(path, CP_FILE_MAX, &buf, &n, err));
+    JS_GUARD(read_small(path, CP_FILE_MAX, flags, &buf, &n, err));
     /* FORMAT.md §5.3: the record's bytes and one "\n". A file without it
      * was cut short (or not written by the writer): refused. */
     if (n == 0 || buf[n - 1] != '\n') {
@@ -483,4 +492,16 @@ js_status js_audit_checkpoint_load(const char *path, uint8_t **payload, size_t *
     *payload = (uint8_t *)buf;
     *len = n;
     return JS_OK;
+}
+
+js_status js_audit_checkpoint_load(const char *path, uint8_t **payload, size_t *len,
+                                   js_audit_checkpoint *cp, js_err *err)
+{
+    return checkpoint_load(path, JS_FILE_FOLLOW, payload, len, cp, err);
+}
+
+js_status js_audit_anchor_load(const char *path, uint8_t **payload, size_t *len,
+                               js_audit_checkpoint *cp, js_err *err)
+{
+    return checkpoint_load(path, 0, payload, len, cp, err);
 }

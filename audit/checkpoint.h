@@ -75,7 +75,8 @@ js_status js_audit_checkpoint_body(const js_audit_checkpoint *cp, char **body, s
 js_status js_audit_checkpoint_verify_sig(const js_audit_checkpoint *cp, EVP_PKEY *pub,
                                          js_err *err) JS_WUR;
 
-/* Loads a P-256 public key from a PEM file (JS_EINVAL if it is not one). */
+/* Loads a P-256 public key from a PEM file (JS_EINVAL if it is not one); a
+ * symlink is followed (files the operator names to jwt-audit). */
 js_status js_audit_pubkey_load(const char *path, EVP_PKEY **out, js_err *err) JS_WUR;
 /* The same from PEM text. */
 js_status js_audit_pubkey_parse(const char *pem, EVP_PKEY **out, js_err *err) JS_WUR;
@@ -108,8 +109,15 @@ bool js_audit_origin_valid(const char *origin);
 
 /* Reads a checkpoint file (DIR/checkpoint.json: one checkpoint record's
  * payload, exact and canonical bytes, then exactly one "\n", which is
- * required); *payload malloc'd (without the "\n"). */
+ * required); *payload malloc'd (without the "\n"). For a file an operator
+ * names (jwt-audit verify --checkpoint): a symlink is followed. Missing:
+ * JS_ENOTFOUND. */
 js_status js_audit_checkpoint_load(const char *path, uint8_t **payload, size_t *len,
                                    js_audit_checkpoint *cp, js_err *err) JS_WUR;
+
+/* The same for the writer's own anchor (FORMAT.md §5.3) at start-up: never
+ * opened through a symlink. */
+js_status js_audit_anchor_load(const char *path, uint8_t **payload, size_t *len,
+                               js_audit_checkpoint *cp, js_err *err) JS_WUR;
 
 #endif

@@ -140,7 +140,7 @@ static js_status anchor_load(const js_audit *a, anchor *an, js_err *err)
     char path[PATH_MAX_AUDIT];
     snprintf(path, sizeof(path), "%s/checkpoint.json", a->dir);
     js_err e;
-    js_status st = js_audit_checkpoint_load(path, &an->payload, &an->len, &an->cp, &e);
+    js_status st = js_audit_anchor_load(path, &an->payload, &an->len, &an->cp, &e);
     if (st == JS_ENOTFOUND)
         return JS_OK;
     if (st != JS_OK)

@@ -26,6 +26,7 @@
 
 #include "test_audit_util.h"
 #include "auditlog.h"
+#include "checkpoint.h"
 #include "clock.h"
 #include "reader.h"
 #include "record.h"
@@ -1497,6 +1498,54 @@ static void test_on_time_checkpoint_has_no_late_members(void **state)
     tmpdir_remove(dir);
 }
 
+/* ---- files through a symlink ------------------------------------------------------ */
+
+/* The writer's own checkpoint.json is never read through a symlink (a
+ * refusal that changes no file); the files an operator names to the
+ * verifier (--checkpoint, --pubkey) are, as before. */
+static void test_symlinked_files(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    make_log(dir, 3, &o);
+    char cpf[128], copy[128], pem[128], pem_link[128];
+    snprintf(cpf, sizeof(cpf), "%s/checkpoint.json", dir);
+    snprintf(copy, sizeof(copy), "%s.cp-copy", dir);
+    snprintf(pem, sizeof(pem), "%s/audit-key.pem", dir);
+    snprintf(pem_link, sizeof(pem_link), "%s.pem-link", dir);
+    assert_int_equal(rename(cpf, copy), 0);
+    assert_int_equal(symlink(copy, cpf), 0);
+    assert_int_equal(symlink(pem, pem_link), 0);
+
+    /* The verifier follows both. */
+    uint8_t *payload = NULL;
+    size_t len = 0;
+    js_audit_checkpoint cp;
+    js_err err;
+    assert_int_equal(js_audit_checkpoint_load(cpf, &payload, &len, &cp, &err), JS_OK);
+    free(payload);
+    EVP_PKEY *pub = NULL;
+    assert_int_equal(js_audit_pubkey_load(pem_link, &pub, &err), JS_OK);
+    EVP_PKEY_free(pub);
+
+    /* The writer does not: it refuses to start and leaves the link. */
+    js_audit *a = NULL;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_ECONFIG);
+    assert_string_equal(js_reason_name(err.reason), "audit.anchor");
+    struct stat sb;
+    assert_int_equal(lstat(cpf, &sb), 0);
+    assert_true(S_ISLNK(sb.st_mode));
+
+    unlink(cpf);
+    assert_int_equal(rename(copy, cpf), 0);
+    unlink(pem_link);
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    js_audit_close(a);
+    tmpdir_remove(dir);
+}
+
 /* ---- bounded close ---------------------------------------------------------------- */
 
 /* An fdatasync that hangs (a dead disk) while `stuck`, until `release`. */
@@ -1602,6 +1651,7 @@ int main(void)
         cmocka_unit_test(test_late_checkpoint_signed_evidence),
         cmocka_unit_test(test_on_time_checkpoint_has_no_late_members),
         cmocka_unit_test(test_close_is_bounded),
+        cmocka_unit_test(test_symlinked_files),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
