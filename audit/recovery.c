@@ -41,15 +41,6 @@ static const char *base_name(const char *path)
     return s != NULL ? s + 1 : path;
 }
 
-static unsigned long seg_number_of(const char *path)
-{
-    const char *b = base_name(path);
-    unsigned long v = 0;
-    for (const char *p = b + 6; *p >= '0' && *p <= '9'; p++)
-        v = v * 10 + (unsigned long)(*p - '0');
-    return v;
-}
-
 /* Copies the torn tail aside to DIR/<segment>.broken[.N] (etcd's practice),
  * then truncates the segment to the end of its last valid record. */
 static js_status cut_torn_tail(js_audit *a, const char *path, uint64_t offset, torn_info *ti,
@@ -346,7 +337,7 @@ js_status audit_open_log(js_audit *a, const js_audit_options *opts, js_err *err)
             st = anchor_refusal(&an, &li, err);
     }
     EVP_PKEY_free(pub);
-    unsigned long last = n > 0 ? seg_number_of(paths[n - 1]) : 1;
+    unsigned long last = n > 0 ? js_audit_segment_number(base_name(paths[n - 1])) : 1;
     js_audit_segments_free(paths, n);
     char *loss_rec = NULL; /* the audit.loss_accepted record, when a loss was accepted */
     if (st == JS_OK && li.present)
