@@ -11,10 +11,12 @@
  * signer sends a token's reply from that callback.
  *
  * Threads that run callbacks:
- *   done, on_fold   the notifier thread; the writer thread instead when the
- *                   hand-off cannot be allocated (out of memory) or the
- *                   notifier could not be started. Never the submitting
- *                   thread. Batches are delivered in order either way.
+ *   done, on_fold   the notifier thread, batch after batch in order; the
+ *                   writer thread instead when the hand-off cannot be
+ *                   allocated (out of memory: that batch's callbacks may then
+ *                   run before those of an earlier batch still queued to the
+ *                   notifier) or the notifier could not be started. Never
+ *                   the submitting thread.
  *   sign            the writer thread; during js_audit_open (recovery and
  *                   the opening checkpoint) the opening thread, before the
  *                   writer exists. Never two at once.
