@@ -88,12 +88,19 @@ typedef struct js_policy_result {
     char *scopes; /* granted scopes, space-separated ("" if none), malloc'd */
 } js_policy_result;
 
+/* The lifetime window, in seconds, of the key named key_name (0 = none). */
+typedef int64_t (*js_policy_window_fn)(const char *key_name, void *ctx);
+
 /*
  * Evaluates a parsed claim set (claims_parse() output; not modified) for the
  * matched caller `c` of policy `p`, with the requested key name ("" = the
  * caller's default), the server-assigned jti and the time now. On JS_OK *out
  * holds the final claim set; otherwise err names the rule (JS_EINVAL or
  * JS_EDENIED) and *out is empty.
+ *
+ * window (optional) gives the lifetime window of the key the policy chose,
+ * in seconds (0 = none): exp is set once, to the caller's rule capped to
+ * now + window (claims.h), so the claim set is final when this returns.
  *
  * Checks run in this order; the first failure is reported (reason codes):
  *   policy.frozen (DENIED); policy.key (DENIED); claims_apply_server's
@@ -106,7 +113,8 @@ typedef struct js_policy_result {
  */
 js_status js_policy_evaluate(const js_policy *p, const js_policy_caller *c, const json_t *claims,
                              const char *requested_key, const char *jti, int64_t now,
-                             js_policy_result *out, js_err *err) JS_WUR;
+                             js_policy_window_fn window, void *window_ctx, js_policy_result *out,
+                             js_err *err) JS_WUR;
 void js_policy_result_clear(js_policy_result *r);
 
 /* Writes the effective rules of every caller (defaults applied) as text, for

@@ -314,7 +314,8 @@ void js_policy_result_clear(js_policy_result *r)
 
 js_status js_policy_evaluate(const js_policy *p, const js_policy_caller *c, const json_t *claims,
                              const char *requested_key, const char *jti, int64_t now,
-                             js_policy_result *out, js_err *err)
+                             js_policy_window_fn window, void *window_ctx, js_policy_result *out,
+                             js_err *err)
 {
     char b[96], cid[96];
     JS_ENSURE(out != NULL, err, JS_EINTERNAL, JS_R_POLICY_INTERNAL, "no result storage");
@@ -348,7 +349,8 @@ js_status js_policy_evaluate(const js_policy *p, const js_policy_caller *c, cons
     json_t *copy = json_deep_copy(claims);
     JS_ENSURE_ALLOC(copy, err);
     claims_lifetime life = {policy_from(c, F_DEFAULT_TTL)->default_ttl,
-                            policy_from(c, F_MAX_TTL)->max_ttl};
+                            policy_from(c, F_MAX_TTL)->max_ttl,
+                            window != NULL ? window(key, window_ctx) : 0};
     int64_t exp = 0;
     js_status st = claims_apply_server(copy, p->issuer, now, &life, jti, &exp, err);
     if (st == JS_EDENIED && err != NULL && err->reason == JS_R_CLAIMS_EXP_TOO_FAR) {

@@ -131,6 +131,8 @@ js_status claims_apply_server(json_t *claims, const char *issuer, int64_t now,
     } else {
         exp = now + life->default_ttl;
     }
+    if (life->window > 0 && exp - now > life->window)
+        exp = now + life->window;
 
     json_t *jiss = json_string(issuer);
     json_t *jiat = json_integer(now);

@@ -42,6 +42,10 @@ size_t claims_depth(const json_t *v);
 typedef struct claims_lifetime {
     int64_t default_ttl;
     int64_t max_ttl;
+    /* The signing key version's window (keystate.h: a token never outlives
+     * its key version's publication): exp is capped, silently, to
+     * now + window. 0 = no cap. */
+    int64_t window;
 } claims_lifetime;
 
 /*
@@ -50,6 +54,7 @@ typedef struct claims_lifetime {
  *  - exp, if present, must be an integer NumericDate (RFC 7519 §2) greater
  *    than now (else JS_EINVAL claims.exp_type / claims.exp_past) and at most
  *    now + max_ttl (else JS_EDENIED claims.exp_too_far); absent: now + default_ttl;
+ *    then at most now + window when a window is given;
  *  - sets iss, iat = now, exp and jti.
  * A rule failure leaves the claim set unchanged (out of memory may not).
  */

@@ -132,6 +132,16 @@ static void token_digest(const char *jwt, char hex[JS_SHA256_HEX + 1])
     js_hex_encode(d, sizeof(d), hex);
 }
 
+/* The lifetime window of key_name's active version, so the policy sets exp
+ * once (a token never outlives its key version's publication, keystate.h).
+ * 0 when there is none: sign() then refuses (key.no_active,
+ * key.lifetime_unknown). */
+static int64_t key_window(const char *key_name, void *keys)
+{
+    const js_key *k = js_keyring_find(keys, key_name);
+    return k != NULL ? js_key_lifetime(k) : 0;
+}
+
 /* The request fields, the claims and the policy: the final claim set in
  * *pr, with the jti in res. */
 static js_status evaluate(const admission *adm, const js_sign_request *req, int64_t now,
@@ -146,8 +156,8 @@ static js_status evaluate(const admission *adm, const js_sign_request *req, int6
     note_sub_aud(claims, res);
     js_status st = claims_new_jti(res->jti, err);
     if (st == JS_OK)
-        st = js_policy_evaluate(adm->policy, adm->caller, claims, req->key_name, res->jti, now, pr,
-                                err);
+        st = js_policy_evaluate(adm->policy, adm->caller, claims, req->key_name, res->jti, now,
+                                key_window, (void *)adm->keys, pr, err);
     json_decref(claims);
     return st;
 }
@@ -168,15 +178,6 @@ static js_status sign(const admission *adm, js_hsm_session *s, int64_t now, js_p
               pr->key_name);
     JS_ENSURE(js_key_lifetime(key) > 0, err, JS_EUNAVAIL, JS_R_KEY_LIFETIME_UNKNOWN,
               "key '%s' has no known publication window yet", pr->key_name);
-    /* A token never outlives its key version's publication (keystate.h):
-     * exp is capped to now + the version's lifetime window. The policy
-     * cannot know the window, so the cap is applied to the claim set it
-     * built, here and only here. */
-    if (pr->exp > now + js_key_lifetime(key)) {
-        pr->exp = now + js_key_lifetime(key);
-        JS_ENSURE(json_object_set_new(pr->claims, "exp", json_integer(pr->exp)) == 0, err,
-                  JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
-    }
     snprintf(res->key_name, sizeof(res->key_name), "%s", js_key_name(key));
     snprintf(res->kid, sizeof(res->kid), "%s", js_key_kid(key));
     snprintf(res->alg, sizeof(res->alg), "%s", js_alg_name(js_key_alg(key)));

@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (!json_is_object(c) || claims_depth(c) > CLAIMS_MAX_DEPTH)
         abort();
-    claims_lifetime life = {300, 3600};
+    claims_lifetime life = {300, 3600, 0};
     int64_t exp = 0;
     if (claims_apply_server(c, "https://fuzz", 1700000000, &life, "AAAAAAAAAAAAAAAAAAAAAA", &exp,
                             &err) == JS_OK) {

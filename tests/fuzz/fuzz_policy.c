@@ -63,8 +63,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (claims_parse((const uint8_t *)k_claims[j], strlen(k_claims[j]), &claims, &err) !=
                 JS_OK)
                 abort();
-            js_status st =
-                js_policy_evaluate(p, c, claims, "", "AAAAAAAAAAAAAAAAAAAAAA", NOW, &res, &err);
+            js_status st = js_policy_evaluate(p, c, claims, "", "AAAAAAAAAAAAAAAAAAAAAA", NOW, NULL,
+                                              NULL, &res, &err);
             if (st == JS_OK) {
                 if (res.exp <= NOW || res.key_name == NULL || res.scopes == NULL ||
                     json_object_get(res.claims, "iss") == NULL ||

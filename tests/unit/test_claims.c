@@ -123,7 +123,7 @@ static void test_parse_depth_limit(void **state)
 
 /* ---- server-owned claims and the lifetime rule --------------------------------- */
 
-static const claims_lifetime k_life = {300, 3600};
+static const claims_lifetime k_life = {300, 3600, 0};
 
 static const struct {
     const char *name;
@@ -202,6 +202,41 @@ static void test_exp_too_far_message_names_limit(void **state)
     json_decref(c);
 }
 
+/* The key version's window caps exp silently, after the caller's own rule:
+ * a default exp and an asked-for one are both cut to now + window (and
+ * reported through exp_out and the claim), one within it is kept, and an exp
+ * beyond max_ttl is still the caller's error, not capped away. */
+static void test_window_caps_exp(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t ask; /* 0 = no exp claim */
+        int64_t window;
+        js_status st;
+        int64_t want;
+    } cases[] = {
+        {0, 120, JS_OK, NOW + 120},          /* default 300 > window */
+        {0, 600, JS_OK, NOW + 300},          /* default within it */
+        {NOW + 1000, 120, JS_OK, NOW + 120}, /* asked beyond the window */
+        {NOW + 60, 120, JS_OK, NOW + 60},    /* asked within it */
+        {NOW + 7200, 120, JS_EDENIED, 0},    /* beyond max_ttl: refused */
+        {NOW + 1000, 0, JS_OK, NOW + 1000},  /* no window */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *c =
+            cases[i].ask ? json_pack("{s:I}", "exp", (json_int_t)cases[i].ask) : json_object();
+        claims_lifetime life = {300, 3600, cases[i].window};
+        int64_t exp = 0;
+        js_err err = {0};
+        assert_int_equal(claims_apply_server(c, "i", NOW, &life, "j", &exp, &err), cases[i].st);
+        if (cases[i].st == JS_OK) {
+            assert_int_equal(exp, cases[i].want);
+            assert_int_equal(json_integer_value(json_object_get(c, "exp")), cases[i].want);
+        }
+        json_decref(c);
+    }
+}
+
 /* Parse errors must not quote the input: the message reaches the caller, the
  * log line and the audit record, and a fragment may be a claim value. */
 static void test_parse_errors_do_not_quote_input(void **state)
@@ -244,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_parse_depth_limit),
         cmocka_unit_test(test_apply_table),
         cmocka_unit_test(test_exp_too_far_message_names_limit),
+        cmocka_unit_test(test_window_caps_exp),
         cmocka_unit_test(test_parse_errors_do_not_quote_input),
         cmocka_unit_test(test_jti_random_and_shaped),
     };

@@ -416,7 +416,8 @@ static void run_case(const js_policy *p, const ecase *tc)
         if (c == NULL)
             fail_msg("%s: identity %s matches no caller", tc->name, tc->identity);
         char *before = json_dumps(claims, JSON_COMPACT | JSON_SORT_KEYS);
-        st = js_policy_evaluate(p, c, claims, tc->key ? tc->key : "", JTI, NOW, &res, &err);
+        st = js_policy_evaluate(p, c, claims, tc->key ? tc->key : "", JTI, NOW, NULL, NULL, &res,
+                                &err);
         char *after = json_dumps(claims, JSON_COMPACT | JSON_SORT_KEYS);
         assert_non_null(before);
         assert_non_null(after);
@@ -482,7 +483,8 @@ static js_status eval_text(const js_policy *p, const char *identity, const char 
     json_t *claims = NULL;
     js_status st = claims_parse((const uint8_t *)text, strlen(text), &claims, err);
     assert_int_equal(st, JS_OK);
-    st = js_policy_evaluate(p, js_policy_match(p, identity), claims, "", JTI, NOW, res, err);
+    st = js_policy_evaluate(p, js_policy_match(p, identity), claims, "", JTI, NOW, NULL, NULL, res,
+                            err);
     json_decref(claims);
     return st;
 }
@@ -539,17 +541,17 @@ static void test_sub_embedded_nul(void **state)
     json_t *claims = json_object();
     json_object_set_new(claims, "aud", json_string("app"));
     json_object_set_new(claims, "sub", json_stringn(UUID "\0evil", sizeof(UUID) + 4));
-    assert_int_equal(
-        js_policy_evaluate(p, js_policy_match(p, LOGIN), claims, "", JTI, NOW, &res, &err),
-        JS_EINVAL);
+    assert_int_equal(js_policy_evaluate(p, js_policy_match(p, LOGIN), claims, "", JTI, NOW, NULL,
+                                        NULL, &res, &err),
+                     JS_EINVAL);
     assert_string_equal(js_reason_name(err.reason), "policy.subject");
     assert_non_null(strstr(err.msg, "\\x00"));
     /* The same for an audience: "app\0x" is not "app". */
     json_object_set_new(claims, "sub", json_string(UUID));
     json_object_set_new(claims, "aud", json_stringn("app\0x", 5));
-    assert_int_equal(
-        js_policy_evaluate(p, js_policy_match(p, LOGIN), claims, "", JTI, NOW, &res, &err),
-        JS_EDENIED);
+    assert_int_equal(js_policy_evaluate(p, js_policy_match(p, LOGIN), claims, "", JTI, NOW, NULL,
+                                        NULL, &res, &err),
+                     JS_EDENIED);
     assert_string_equal(js_reason_name(err.reason), "policy.audience");
     json_decref(claims);
 }
@@ -560,9 +562,11 @@ static void test_bad_arguments(void **state)
     js_policy_result res;
     js_err err = {0};
     json_t *arr = json_array();
-    assert_int_equal(js_policy_evaluate(p, NULL, arr, "", JTI, NOW, &res, &err), JS_EINTERNAL);
+    assert_int_equal(js_policy_evaluate(p, NULL, arr, "", JTI, NOW, NULL, NULL, &res, &err),
+                     JS_EINTERNAL);
     assert_int_equal(
-        js_policy_evaluate(p, js_policy_match(p, LOGIN), arr, "", JTI, NOW, &res, &err), JS_EINVAL);
+        js_policy_evaluate(p, js_policy_match(p, LOGIN), arr, "", JTI, NOW, NULL, NULL, &res, &err),
+        JS_EINVAL);
     assert_null(res.claims);
     json_decref(arr);
 }
@@ -701,9 +705,9 @@ static void test_incident_rate_clamped(void **state)
     assert_null(js_policy_issuer(p));
     json_t *claims = json_pack("{s:s}", "aud", "a");
     js_policy_result res;
-    assert_int_equal(
-        js_policy_evaluate(p, js_policy_match(p, "cn:c2"), claims, "", JTI, NOW, &res, &err),
-        JS_EINTERNAL);
+    assert_int_equal(js_policy_evaluate(p, js_policy_match(p, "cn:c2"), claims, "", JTI, NOW, NULL,
+                                        NULL, &res, &err),
+                     JS_EINTERNAL);
     assert_string_equal(js_reason_name(err.reason), "policy.no_issuer");
     json_decref(claims);
     js_policy_free(p);

@@ -92,7 +92,7 @@ static void test_example_loads(void **state)
             claims_parse((const uint8_t *)reqs[i].claims, strlen(reqs[i].claims), &claims, &err),
             JS_OK);
         st = js_policy_evaluate(p, js_policy_match(p, reqs[i].id), claims, "",
-                                "AAAAAAAAAAAAAAAAAAAAAA", 1700000000, &res, &err);
+                                "AAAAAAAAAAAAAAAAAAAAAA", 1700000000, NULL, NULL, &res, &err);
         if (st != JS_OK)
             fail_msg("%s: %s: %s", reqs[i].id, js_reason_name(err.reason), err.msg);
         assert_string_equal(res.scopes, reqs[i].scopes);
@@ -415,7 +415,7 @@ static void test_inheritance(void **state)
         const js_policy_caller *c = js_policy_match(p, cases[i].id);
         assert_non_null(c);
         js_status st = js_policy_evaluate(p, c, claims, cases[i].key, "AAAAAAAAAAAAAAAAAAAAAA",
-                                          1700000000, &res, &err);
+                                          1700000000, NULL, NULL, &res, &err);
         json_decref(claims);
         if (st != cases[i].st)
             fail_msg("case %zu (%s): %s, want %s: %s", i, cases[i].id, js_status_name(st),
