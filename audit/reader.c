@@ -267,15 +267,6 @@ js_status js_audit_reader_read(js_audit_reader *r, js_audit_record *rec, bool *e
     return JS_OK;
 }
 
-js_status js_audit_reader_next(js_audit_reader *r, js_audit_record *rec, js_err *err)
-{
-    bool end = false;
-    js_status st = js_audit_reader_read(r, rec, &end, err);
-    if (st == JS_OK && end)
-        return js_err_set(err, JS_ENOTFOUND, JS_R_AUDIT_END, "end of log");
-    return st;
-}
-
 const js_audit_read_error *js_audit_reader_error(const js_audit_reader *r)
 {
     return r->stopped ? &r->rerr : NULL;

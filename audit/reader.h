@@ -83,12 +83,6 @@ js_status js_audit_reader_new_mem(const js_audit_segment_mem *segs, size_t n, js
 js_status js_audit_reader_read(js_audit_reader *r, js_audit_record *rec, bool *end,
                                js_err *err) JS_WUR;
 
-/* Transitional: js_audit_reader_read with the end reported as JS_ENOTFOUND,
- * reason "audit.end", for callers outside audit/ not converted yet
- * (tests/unit/test_lifecycle.c, tests/unit/test_denials.c, which stop at any
- * status but JS_OK). Goes away with the "audit.end" reason. */
-js_status js_audit_reader_next(js_audit_reader *r, js_audit_record *rec, js_err *err) JS_WUR;
-
 /* Valid after js_audit_reader_read returned JS_EINVAL. */
 const js_audit_read_error *js_audit_reader_error(const js_audit_reader *r);
 

@@ -368,8 +368,10 @@ static void test_burst_with_audit(void **state)
     burst_tally t;
     memset(&t, 0, sizeof(t));
     js_audit_record rec;
-    while (js_audit_reader_next(r, &rec, &err) == JS_OK)
+    bool end = false;
+    while (js_audit_reader_read(r, &rec, &end, &err) == JS_OK && !end)
         burst_visit(&t, &rec);
+    assert_true(end);
     js_audit_reader_free(r);
     /* Every denial is in the log: in full, or in a count. */
     assert_int_equal(t.full, admitted);
