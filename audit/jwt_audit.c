@@ -582,7 +582,7 @@ static int cmd_verify(int argc, char **argv)
 
 static const char k_show_usage[] =
     "usage: jwt-audit show [--caller ID] [--sub S] [--jti J] [--kid K]\n"
-    "                      [--decision allow|deny] [--since T] [--until T] [--json]\n"
+    "                      [--decision allow|deny|error] [--since T] [--until T] [--json]\n"
     "                      SEGMENT...\n"
     "\n"
     "Prints the records that match every filter given, as an aligned table\n"
@@ -591,7 +591,7 @@ static const char k_show_usage[] =
     "Only framing is checked here; use `jwt-audit verify` for integrity.\n"
     "\n"
     "  --caller ID, --sub S, --jti J, --kid K   exact match of that member\n"
-    "  --decision allow|deny                    decision of sign requests\n"
+    "  --decision allow|deny|error              decision of sign requests\n"
     "  --since T, --until T   records with since <= time < until; T is RFC 3339\n"
     "                         (2026-11-23T10:00:00Z) or Unix seconds\n"
     "  --json                 JSON Lines instead of the table\n"
@@ -682,8 +682,8 @@ static int cmd_show(int argc, char **argv)
     args_result ar = parse_args(argc, argv, specs, sizeof specs / sizeof specs[0], pos, &npos);
     int rc = EX_OK;
     if (ar == ARGS_OK && c.q.decision != NULL && strcmp(c.q.decision, "allow") != 0 &&
-        strcmp(c.q.decision, "deny") != 0) {
-        errorf("--decision must be allow or deny, not '%s'", c.q.decision);
+        strcmp(c.q.decision, "deny") != 0 && strcmp(c.q.decision, "error") != 0) {
+        errorf("--decision must be allow, deny or error, not '%s'", c.q.decision);
         ar = ARGS_BAD;
     }
     if (ar == ARGS_OK && since != NULL &&
