@@ -420,6 +420,7 @@ class JwtAuditTest(unittest.TestCase):
         # An HSM or signer failure is decision "error" (FORMAT.md section 3.2).
         got = self.filtered("--decision", "error")
         self.assertEqual(got, [r for r in self.records if r.get("decision") == "error"])
+        self.assertGreater(len(got), 0)
         got = self.filtered("--decision", "allow", "--sub", "user-2", "--kid", "kid-1")
         self.assertEqual(got, [r for r in self.records if r.get("decision") == "allow" and
                                r.get("sub") == "user-2" and r.get("kid") == "kid-1"])
