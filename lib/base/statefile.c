@@ -122,11 +122,18 @@ static js_status create_temp(const char *path, char *tmp, size_t cap, int *fd_ou
 js_status js_statefile_write(const char *path, const void *data, size_t len, const char *domain,
                              js_err *err)
 {
+    return js_statefile_write_flags(path, data, len, domain, 0, err);
+}
+
+js_status js_statefile_write_flags(const char *path, const void *data, size_t len,
+                                   const char *domain, unsigned flags, js_err *err)
+{
     char tmp[4200];
     int fd = -1;
+    bool sync = (flags & JS_STATEFILE_NO_SYNC) == 0;
     JS_GUARD(create_temp(path, tmp, sizeof(tmp), &fd, domain, err));
     js_status st = write_all(fd, data, len, tmp, domain, err);
-    if (st == JS_OK && fsync(fd) != 0)
+    if (st == JS_OK && sync && fsync(fd) != 0)
         st = io_err(err, domain, "%s: fsync failed: %s", tmp, strerror(errno));
     if (close(fd) != 0 && st == JS_OK)
         st = io_err(err, domain, "%s: close failed: %s", tmp, strerror(errno));
@@ -137,5 +144,5 @@ js_status js_statefile_write(const char *path, const void *data, size_t len, con
         return st;
     }
     /* The rename is durable only once the directory entry is on disk. */
-    return sync_dir(path, domain, err);
+    return sync ? sync_dir(path, domain, err) : JS_OK;
 }

@@ -28,4 +28,11 @@ js_status js_statefile_read(const char *path, size_t max, const char *domain, ch
 js_status js_statefile_write(const char *path, const void *data, size_t len, const char *domain,
                              js_err *err) JS_WUR;
 
+/* JS_STATEFILE_NO_SYNC: still a new temp file and a rename, but no fsync of
+ * the file or the directory. Only for the audit log's test-only
+ * `audit.fsync: false` (benchmarks), never for state the daemon relies on. */
+#define JS_STATEFILE_NO_SYNC 0x1u
+js_status js_statefile_write_flags(const char *path, const void *data, size_t len,
+                                   const char *domain, unsigned flags, js_err *err) JS_WUR;
+
 #endif
