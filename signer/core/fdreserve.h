@@ -4,9 +4,10 @@
  *
  * gRPC C core 1.51 accepts connections greedily and cannot cap their number;
  * when accept4 fails with EMFILE its listener stops for good (the daemon then
- * re-creates it, main.c). The HSM module (SoftHSM opens its object files on
- * every operation), the audit writer (segments, checkpoints, the directory)
- * and libmicrohttpd must not fail just because a flood took every descriptor.
+ * re-creates it, signer/listener.c). The HSM module (SoftHSM opens its
+ * object files on every operation), the audit writer (segments, checkpoints,
+ * the directory) and libmicrohttpd must not fail just because a flood took
+ * every descriptor.
  * So the daemon holds `count` descriptors (of /dev/null) from start-up: the
  * moment gRPC reports EMFILE, they are closed, which returns that many free
  * descriptors to everyone else while the listener is down; they are taken

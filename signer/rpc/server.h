@@ -103,10 +103,10 @@ void js_server_shutdown(js_server *srv, int grace_ms);
 
 /*
  * The same without blocking, for a server being replaced while another keeps
- * serving (a re-created listener, main.c): drain_begin stops accepting and
- * sends GOAWAY; drain_poll returns true once every call is answered and the
- * workers are joined (then js_server_free). force cancels the calls still in
- * flight (the grace period ran out).
+ * serving (a re-created listener, signer/listener.c): drain_begin stops
+ * accepting and sends GOAWAY; drain_poll returns true once every call is
+ * answered and the workers are joined (then js_server_free). force cancels
+ * the calls still in flight (the grace period ran out).
  */
 void js_server_drain_begin(js_server *srv);
 bool js_server_drain_poll(js_server *srv, bool force);

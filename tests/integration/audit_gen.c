@@ -169,10 +169,10 @@ int main(int argc, char **argv)
         EVP_PKEY_free(key);
         return 1;
     }
-    /* Lifecycle records as the daemon writes them (signer/main.c,
-     * signer/core/control.c): no caller, or a pseudo-caller ("start", "SIGHUP"),
-     * and a decision that is an event, not a request outcome. jwt-audit
-     * stats must list them apart from requests (issue 9, defect 5). */
+    /* Lifecycle records as the daemon writes them (signer/core/lifecycle.c,
+     * for jwt-signerd and the control plane): no caller, or a pseudo-caller
+     * ("start", "SIGHUP"), and a decision that is an event, not a request
+     * outcome. jwt-audit stats must list them apart from requests. */
     const js_audit_event life[] = {
         {.type = "start", .detail_json = "{\"version\":\"audit_gen\"}"},
         {.type = "key",
