@@ -690,12 +690,14 @@ char *js_control_status_json(js_control *ctl)
     js_policy_snapshot *snap = js_policy_store_acquire(ctl->d.policies);
     const js_policy *p = js_policy_snapshot_get(snap);
     char *rules = js_policy_describe(p);
-    json_t *o = json_pack("{s:b, s:O, s:o, s:o, s:{s:s, s:s, s:s}}", "incident_mode",
+    /* A copy, not a reference: `o` is dumped after the unlock, while an
+     * admin's freeze may drop the old runtime (and its "frozen") at once. */
+    json_t *o = json_pack("{s:b, s:o, s:o, s:o, s:{s:s, s:s, s:s}}", "incident_mode",
                           js_ratelimit_incident(ctl->d.rl), "frozen",
-                          json_object_get(ctl->runtime, "frozen"), "keys", keys_status(ctl),
-                          "callers", js_metrics_caller_counts(ctl->d.metrics), "policy", "path",
-                          ctl->d.cfg->policy_path, "sha256", js_policy_hash_hex(p), "rules",
-                          rules != NULL ? rules : "");
+                          json_deep_copy(json_object_get(ctl->runtime, "frozen")), "keys",
+                          keys_status(ctl), "callers", js_metrics_caller_counts(ctl->d.metrics),
+                          "policy", "path", ctl->d.cfg->policy_path, "sha256",
+                          js_policy_hash_hex(p), "rules", rules != NULL ? rules : "");
     free(rules);
     js_policy_snapshot_release(snap);
     pthread_mutex_unlock(&ctl->mu);

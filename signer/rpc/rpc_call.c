@@ -21,6 +21,7 @@
 #include "identity.h"
 #include "logline.h"
 #include "metrics.h"
+#include "tsan_annotate.h"
 
 #define MAX_SAN_NAMES 32
 
@@ -150,8 +151,10 @@ void rpc_reply(call_ctx *c, grpc_status_code code, js_reason why, const char *ms
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
     n++;
+    grpc_call *call = c->call;
     c->state = CALL_REPLYING;
-    grpc_call_error rc = grpc_call_start_batch(c->call, ops, n, c, NULL);
+    JS_TAG_HANDOFF(c); /* our last access to c: the worker may free it from here on */
+    grpc_call_error rc = grpc_call_start_batch(call, ops, n, c, NULL);
     /* From here on, c may already be freed (see above). */
     grpc_slice_unref(details);
     for (size_t i = 0; i < ntrailing; i++) {
@@ -234,8 +237,9 @@ done:
 /*
  * One decision per denial (denials.h): true = audit record and log line in
  * full; false = folded into a counted record (the audit log reports each
- * folded record once it is written, through on_fold: one log line, main.c). Keyed by the identity,
- * or by the peer address when there is none.
+ * folded record once it is written, through on_fold: one log line,
+ * signer/audit_key.c). Keyed by the identity, or by the peer address when
+ * there is none.
  */
 bool rpc_denial_in_full(const call_ctx *c)
 {

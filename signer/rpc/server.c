@@ -36,6 +36,7 @@
 #include "policy_store.h"
 #include "rpc_call.h"
 #include "tls_files.h"
+#include "tsan_annotate.h"
 
 /* Outstanding requested calls per worker: enough to keep a worker busy
  * while its last reply is in flight. */
@@ -72,6 +73,7 @@ static int call_arm_method(worker *w, call_kind kind, admin_method am)
     c->w = w;
     grpc_metadata_array_init(&c->req_md);
     grpc_call_error rc;
+    JS_TAG_HANDOFF(c);
     if (kind == CALL_UNKNOWN) {
         grpc_call_details_init(&c->details);
         rc = grpc_server_request_call(srv->server, &c->call, &c->details, &c->req_md, w->cq, w->cq,
@@ -107,6 +109,7 @@ static void *worker_main(void *arg)
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         call_ctx *c = ev.tag;
+        JS_TAG_TAKEN(c);
         if (c->state == CALL_REPLYING) {
             rpc_call_free(c);
             continue;
@@ -314,11 +317,13 @@ static bool audit_waits_done(js_server *srv)
 }
 
 /* Once the shutdown tag has come and every allowed call has its reply: the
- * server is destroyed and the workers joined. */
+ * workers drain their queues and are joined, then the server is destroyed.
+ * In that order: a worker reads srv->server to re-arm until it is joined
+ * (its shutting_down check may precede the drain), and grpc_server_destroy
+ * wants every tag of grpc_server_request_*call received first (grpc/grpc.h;
+ * the shutdown has already failed the requests still pending). */
 static void drain_finish(js_server *srv)
 {
-    grpc_server_destroy(srv->server);
-    srv->server = NULL;
     for (int i = 0; i < srv->nworkers; i++)
         if (srv->workers[i].cq != NULL)
             grpc_completion_queue_shutdown(srv->workers[i].cq);
@@ -327,6 +332,8 @@ static void drain_finish(js_server *srv)
             pthread_join(srv->workers[i].thread, NULL);
         srv->workers[i].started = 0;
     }
+    grpc_server_destroy(srv->server);
+    srv->server = NULL;
 }
 
 bool js_server_drain_poll(js_server *srv, bool force)
@@ -395,8 +402,10 @@ static void drain_and_destroy(grpc_completion_queue *cq)
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         /* Leftover requested calls of workers that never ran. */
-        if (ev.type == GRPC_OP_COMPLETE && ev.tag != NULL)
+        if (ev.type == GRPC_OP_COMPLETE && ev.tag != NULL) {
+            JS_TAG_TAKEN(ev.tag);
             rpc_call_free(ev.tag);
+        }
     }
     grpc_completion_queue_destroy(cq);
 }

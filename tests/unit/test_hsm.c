@@ -1480,7 +1480,8 @@ typedef struct fault_worker {
     js_hsm *hsm;
     const js_hsm_key *key;
     atomic_int *stop;
-    int ok, failed, bad;
+    atomic_int ok; /* read by the test thread while the worker runs */
+    int failed, bad;
 } fault_worker;
 
 static void *fault_worker_main(void *arg)
@@ -1501,7 +1502,7 @@ static void *fault_worker_main(void *arg)
             continue;
         }
         if (es256_verify(js_hsm_key_public(w->key), (const uint8_t *)msg, strlen(msg), sig, len))
-            w->ok++;
+            atomic_fetch_add(&w->ok, 1);
         else
             w->bad++;
     }
@@ -1522,6 +1523,7 @@ static void test_heal_under_load(void **state)
     pthread_t th[2];
     for (int i = 0; i < 2; i++) {
         memset(&w[i], 0, sizeof(w[i]));
+        atomic_init(&w[i].ok, 0);
         w[i].hsm = hsm;
         w[i].key = key;
         w[i].stop = &stop;
@@ -1534,7 +1536,7 @@ static void test_heal_under_load(void **state)
     usleep(500000);
     shim_ctl(f, "ok\n");
     usleep(2500000);
-    int before[2] = {w[0].ok, w[1].ok};
+    int before[2] = {atomic_load(&w[0].ok), atomic_load(&w[1].ok)};
     usleep(300000);
     atomic_store(&stop, 1);
     for (int i = 0; i < 2; i++)
@@ -1542,12 +1544,13 @@ static void test_heal_under_load(void **state)
     js_hsm_health h;
     js_hsm_health_get(hsm, &h);
     print_message("      under load: ok %d+%d, failed %d+%d, reinits %llu, recoveries %llu\n",
-                  w[0].ok, w[1].ok, w[0].failed, w[1].failed, (unsigned long long)h.reinits,
-                  (unsigned long long)h.recoveries);
+                  atomic_load(&w[0].ok), atomic_load(&w[1].ok), w[0].failed, w[1].failed,
+                  (unsigned long long)h.reinits, (unsigned long long)h.recoveries);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(w[i].bad, 0);
         assert_true(w[i].failed > 0);
-        assert_true(w[i].ok > before[i]); /* signing again after the fault, without a restart */
+        /* signing again after the fault, without a restart */
+        assert_true(atomic_load(&w[i].ok) > before[i]);
     }
     assert_true(h.ok);
     assert_true(h.reinits >= 1);

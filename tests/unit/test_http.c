@@ -62,7 +62,9 @@ typedef struct fake {
     const char *jwks; /* NULL = no JWKS */
     atomic_int healthy;
     atomic_int calls;
-    size_t metrics_size; /* 0: a short text; else a body of this many bytes */
+    /* 0: a short text; else a body of this many bytes. Atomic: the test
+     * changes it while the server's threads may be answering /metrics. */
+    atomic_size_t metrics_size;
 } fake;
 
 static char *fake_jwks(void *ctx)
@@ -84,12 +86,13 @@ static int fake_health(void *ctx, char **body)
 static char *fake_metrics(void *ctx)
 {
     fake *f = ctx;
-    if (f->metrics_size == 0)
+    size_t size = atomic_load(&f->metrics_size);
+    if (size == 0)
         return strdup("# TYPE x counter\nx 1\n");
-    char *big = malloc(f->metrics_size + 1);
+    char *big = malloc(size + 1);
     if (big != NULL) {
-        memset(big, '#', f->metrics_size);
-        big[f->metrics_size] = '\0';
+        memset(big, '#', size);
+        big[size] = '\0';
     }
     return big;
 }
@@ -1133,7 +1136,7 @@ static void test_global_limit_busy(void **state)
 static void test_response_deadline(void **state)
 {
     fx *x = *state;
-    x->f.metrics_size = 32u << 20; /* more than any socket buffers hold */
+    atomic_store(&x->f.metrics_size, 32u << 20); /* more than any socket buffers hold */
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(s >= 0);
     int small = 4096;
@@ -1158,7 +1161,7 @@ static void test_response_deadline(void **state)
     print_message("non-reading client cut off after %.2f s\n", at);
     assert_int_equal(st.response_deadline, 1);
     assert_true(at >= JS_HTTP_RESPONSE_TIMEOUT_MS / 1000.0 - 0.2);
-    x->f.metrics_size = 0;
+    atomic_store(&x->f.metrics_size, 0);
     resp r;
     http_get(x->port, "GET", "/metrics", NULL, &r);
     assert_int_equal(r.status, 200);
