@@ -46,6 +46,7 @@ static int cmp_str(const void *a, const void *b)
 
 js_status policy_index(js_policy *p, js_err *err)
 {
+    p->nexact = p->npatterns = p->nall_keys = 0; /* built from scratch */
     p->exact = calloc(p->ncallers, sizeof(*p->exact));
     p->patterns = calloc(p->ncallers, sizeof(*p->patterns));
     size_t nk = 0;

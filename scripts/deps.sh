@@ -12,7 +12,7 @@ packages=(
     libcmocka-dev softhsm2 libsofthsm2 opensc
     python3 python3-cryptography python3-jwt python3-jwcrypto python3-grpcio
     python3-prometheus-client
-    clang libclang-rt-14-dev clang-format ca-certificates
+    clang libclang-rt-14-dev clang-format clang-tidy ca-certificates
 )
 
 if ! command -v dpkg-query >/dev/null; then

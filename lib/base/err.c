@@ -48,7 +48,7 @@ js_reason js_reason_lookup(const char *prefix, const char *code)
     return JS_R_NONE;
 }
 
-js_status js_err_set(js_err *err, js_status st, js_reason reason, const char *fmt, ...)
+js_status(js_err_set)(js_err *err, js_status st, js_reason reason, const char *fmt, ...)
 {
     if (err == NULL)
         return st;

@@ -80,6 +80,15 @@ typedef struct js_err {
 /* Fills *err (if not NULL) and returns st, so callers can `return js_err_set(...)`. */
 js_status js_err_set(js_err *err, js_status st, js_reason reason, const char *fmt, ...)
     JS_PRINTF(4, 5);
+#ifdef __clang_analyzer__
+/* For the static analyzer only (scripts/analyze.sh). It looks at one file at
+ * a time, so it cannot know that js_err_set returns its `st` (never JS_OK);
+ * without this model it follows every `return js_err_set(...)` as if it could
+ * succeed and reports NULL and uninitialised outputs after each JS_GUARD.
+ * The macro calls the same function (a macro does not expand inside itself);
+ * ordinary builds never see it. Every caller passes a plain `st`. */
+#define js_err_set(err, st, ...) (js_err_set((err), (st), __VA_ARGS__), (st))
+#endif
 
 /* Prefixes the message already in *err with context ("key 'x': ..."). */
 void js_err_prefix(js_err *err, const char *fmt, ...) JS_PRINTF(2, 3);

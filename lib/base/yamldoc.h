@@ -126,6 +126,12 @@ const char *js_yaml_path_index(char *buf, size_t cap, const char *parent, size_t
  */
 js_status js_yaml_fail(const js_yaml_doc *doc, size_t line, const char *path, js_reason reason,
                        js_err *err, const char *fmt, ...) JS_PRINTF(6, 7);
+#ifdef __clang_analyzer__
+/* For the static analyzer only, like js_err_set in err.h: the doc's status is
+ * never JS_OK, which is all the analyzer needs to know (JS_EINVAL stands for
+ * it). */
+#define js_yaml_fail(...) (js_yaml_fail(__VA_ARGS__), JS_EINVAL)
+#endif
 
 /*
  * Copies at most cap-1 bytes of s into buf for quoting in a message, replacing

@@ -521,7 +521,6 @@ js_status js_keystate_tick(js_keystate *ks, int64_t now, js_ks_lifetime_fn lifet
             transition(events, k, nx, JS_KS_ACTIVE, now);
             if (emergency)
                 mark_emergency(events);
-            act = nx;
         }
 
         for (size_t j = 0; j < k->n; j++) {
