@@ -1,41 +1,15 @@
 /*
- * keystate.c - versions and states of the named signing keys, their
- * transitions on an injected clock, and the atomic JSON state file.
- * See keystate.h for the model and the guarantees.
+ * keystate.c - versions and states of the named signing keys and their
+ * transitions on an injected clock (the lifecycle rules; the state file is
+ * keystate_file.c). See keystate.h for the model and the guarantees.
  */
 #include "keystate.h"
-#include "statefile.h"
+#include "keystate_int.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <jansson.h>
-
-typedef struct ks_key {
-    char name[JS_KEY_NAME_MAX + 1];
-    /* The kid of version 1, kept after that record is pruned so that a
-     * restart can still tell whether the token holds the same key. */
-    char initial_kid[JS_KS_KID_MAX + 1];
-    /* Highest version number ever given: numbers (and so HSM labels) are
-     * never reused, even after old records were pruned. */
-    uint32_t last_version;
-    int64_t rotation_period;
-    js_keyver *v; /* oldest first */
-    size_t n;
-    size_t cap;
-} ks_key;
-
-struct js_keystate {
-    ks_key *keys;
-    size_t n;
-    size_t cap;
-};
 
 /* ---- names and small helpers ---------------------------------------------------------- */
 
@@ -135,7 +109,7 @@ static void mark_emergency(js_ks_events *events)
 }
 
 /* Identifier-like strings: printable ASCII without space (labels, kids, algs). */
-static bool token_ok(const char *s, size_t max)
+bool ks_token_ok(const char *s, size_t max)
 {
     size_t n = strnlen(s, max + 1);
     if (n == 0 || n > max)
@@ -147,7 +121,7 @@ static bool token_ok(const char *s, size_t max)
 }
 
 /* The reason ends up in audit records and status output: no control bytes. */
-static bool reason_ok(const char *s)
+bool ks_reason_ok(const char *s)
 {
     size_t n = strnlen(s, JS_KS_REASON_MAX + 1);
     if (n > JS_KS_REASON_MAX)
@@ -170,17 +144,17 @@ static js_status check_ids(const char *key, const char *label, const char *alg, 
 {
     JS_ENSURE(js_key_name_ok(key), err, JS_EINVAL, JS_R_KEYSTATE_BAD_NAME,
               "key name must be 1..%d of [A-Za-z0-9._-]", JS_KEY_NAME_MAX);
-    JS_ENSURE(label != NULL && token_ok(label, JS_KS_LABEL_MAX), err, JS_EINVAL,
+    JS_ENSURE(label != NULL && ks_token_ok(label, JS_KS_LABEL_MAX), err, JS_EINVAL,
               JS_R_KEYSTATE_BAD_LABEL, "key '%s': label must be 1..%d printable characters", key,
               JS_KS_LABEL_MAX);
-    JS_ENSURE(alg != NULL && token_ok(alg, JS_KS_ALG_MAX), err, JS_EINVAL, JS_R_KEYSTATE_BAD_ALG,
+    JS_ENSURE(alg != NULL && ks_token_ok(alg, JS_KS_ALG_MAX), err, JS_EINVAL, JS_R_KEYSTATE_BAD_ALG,
               "key '%s': alg must be 1..%d printable characters", key, JS_KS_ALG_MAX);
-    JS_ENSURE(kid != NULL && token_ok(kid, JS_KS_KID_MAX), err, JS_EINVAL, JS_R_KEYSTATE_BAD_KID,
+    JS_ENSURE(kid != NULL && ks_token_ok(kid, JS_KS_KID_MAX), err, JS_EINVAL, JS_R_KEYSTATE_BAD_KID,
               "key '%s': kid must be 1..%d printable characters", key, JS_KS_KID_MAX);
     return JS_OK;
 }
 
-static ks_key *find_key(const js_keystate *ks, const char *name)
+ks_key *ks_find_key(const js_keystate *ks, const char *name)
 {
     for (size_t i = 0; i < ks->n; i++)
         if (strcmp(ks->keys[i].name, name) == 0)
@@ -205,7 +179,7 @@ static size_t count_published(const ks_key *k)
     return c;
 }
 
-static const js_keyver *find_kid_any(const js_keystate *ks, const char *kid, const ks_key **key)
+const js_keyver *ks_find_kid_any(const js_keystate *ks, const char *kid, const ks_key **key)
 {
     for (size_t i = 0; i < ks->n; i++)
         for (size_t j = 0; j < ks->keys[i].n; j++)
@@ -217,7 +191,7 @@ static const js_keyver *find_kid_any(const js_keystate *ks, const char *kid, con
     return NULL;
 }
 
-static bool label_used(const js_keystate *ks, const char *label)
+bool ks_label_used(const js_keystate *ks, const char *label)
 {
     for (size_t i = 0; i < ks->n; i++)
         for (size_t j = 0; j < ks->keys[i].n; j++)
@@ -226,7 +200,7 @@ static bool label_used(const js_keystate *ks, const char *label)
     return false;
 }
 
-static js_status key_reserve(ks_key *k, size_t more, js_err *err)
+js_status ks_key_reserve(ks_key *k, size_t more, js_err *err)
 {
     if (k->n + more <= k->cap)
         return JS_OK;
@@ -240,7 +214,7 @@ static js_status key_reserve(ks_key *k, size_t more, js_err *err)
     return JS_OK;
 }
 
-static js_status add_key(js_keystate *ks, const char *name, ks_key **out, js_err *err)
+js_status ks_add_key(js_keystate *ks, const char *name, ks_key **out, js_err *err)
 {
     JS_ENSURE(ks->n < JS_KS_MAX_KEYS, err, JS_ELIMIT, JS_R_KEYSTATE_TOO_MANY_KEYS,
               "key '%s': the state holds at most %d keys", name, JS_KS_MAX_KEYS);
@@ -310,7 +284,7 @@ js_status js_keystate_ensure_initial(js_keystate *ks, const char *key, const cha
 {
     JS_GUARD(check_ids(key, label, alg, kid, err));
     JS_GUARD(check_now(now, err));
-    ks_key *k = find_key(ks, key);
+    ks_key *k = ks_find_key(ks, key);
     if (k != NULL) {
         /* The record of version 1 may be pruned; initial_kid never is. */
         JS_ENSURE(strcmp(k->initial_kid, kid) == 0, err, JS_ECONFIG, JS_R_KEYSTATE_KID_MISMATCH,
@@ -320,10 +294,10 @@ js_status js_keystate_ensure_initial(js_keystate *ks, const char *key, const cha
         return JS_OK;
     }
     const ks_key *other = NULL;
-    JS_ENSURE(find_kid_any(ks, kid, &other) == NULL, err, JS_ECONFIG, JS_R_KEYSTATE_DUPLICATE_KID,
-              "key '%s': kid '%s' is already recorded for key '%s'", key, kid,
-              other ? other->name : "?");
-    JS_ENSURE(!label_used(ks, label), err, JS_ECONFIG, JS_R_KEYSTATE_DUPLICATE_LABEL,
+    JS_ENSURE(ks_find_kid_any(ks, kid, &other) == NULL, err, JS_ECONFIG,
+              JS_R_KEYSTATE_DUPLICATE_KID, "key '%s': kid '%s' is already recorded for key '%s'",
+              key, kid, other ? other->name : "?");
+    JS_ENSURE(!ks_label_used(ks, label), err, JS_ECONFIG, JS_R_KEYSTATE_DUPLICATE_LABEL,
               "key '%s': label '%s' is already recorded for another version", key, label);
     JS_GUARD(ev_reserve(events, 1, err));
     JS_ENSURE(ks->n < JS_KS_MAX_KEYS, err, JS_ELIMIT, JS_R_KEYSTATE_TOO_MANY_KEYS,
@@ -331,9 +305,9 @@ js_status js_keystate_ensure_initial(js_keystate *ks, const char *key, const cha
     /* Reserve the version before adding the key, so a failure leaves no
      * half-made key behind. */
     ks_key tmp = {0};
-    JS_GUARD(key_reserve(&tmp, 1, err));
+    JS_GUARD(ks_key_reserve(&tmp, 1, err));
     ks_key *nk = NULL;
-    js_status st = add_key(ks, key, &nk, err);
+    js_status st = ks_add_key(ks, key, &nk, err);
     if (st != JS_OK) {
         free(tmp.v);
         return st;
@@ -363,7 +337,7 @@ js_status js_keystate_rotate(js_keystate *ks, const char *key, const char *label
     JS_ENSURE(prepublish >= 0 && prepublish <= JS_KS_MAX_PERIOD, err, JS_EINVAL,
               JS_R_KEYSTATE_BAD_PERIOD,
               "key '%s': pre-publication of %" PRId64 " s is out of range", key, prepublish);
-    ks_key *k = find_key(ks, key);
+    ks_key *k = ks_find_key(ks, key);
     JS_ENSURE(k != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KEY, "no key named '%s'", key);
     const js_keyver *pending = find_state(k, JS_KS_NEXT);
     JS_ENSURE(pending == NULL, err, JS_ESTATE, JS_R_KEYSTATE_ROTATION_PENDING,
@@ -372,10 +346,10 @@ js_status js_keystate_rotate(js_keystate *ks, const char *key, const char *label
               key, pending ? pending->version : 0, pending ? pending->kid : "",
               pending ? pending->activate_at : 0);
     const ks_key *other = NULL;
-    JS_ENSURE(find_kid_any(ks, kid, &other) == NULL, err, JS_EINVAL, JS_R_KEYSTATE_DUPLICATE_KID,
+    JS_ENSURE(ks_find_kid_any(ks, kid, &other) == NULL, err, JS_EINVAL, JS_R_KEYSTATE_DUPLICATE_KID,
               "key '%s': kid '%s' is already recorded for key '%s'; a new version needs a new key",
               key, kid, other ? other->name : "?");
-    JS_ENSURE(!label_used(ks, label), err, JS_EINVAL, JS_R_KEYSTATE_DUPLICATE_LABEL,
+    JS_ENSURE(!ks_label_used(ks, label), err, JS_EINVAL, JS_R_KEYSTATE_DUPLICATE_LABEL,
               "key '%s': label '%s' is already recorded", key, label);
     JS_ENSURE(count_published(k) < JS_KS_MAX_PUBLISHED, err, JS_ELIMIT,
               JS_R_KEYSTATE_TOO_MANY_PUBLISHED,
@@ -396,7 +370,7 @@ js_status js_keystate_rotate(js_keystate *ks, const char *key, const char *label
                   key, JS_KS_MAX_VERSIONS, JS_KS_REVOKED_KEEP / 86400);
     }
     JS_GUARD(ev_reserve(events, 2, err));
-    JS_GUARD(key_reserve(k, 1, err));
+    JS_GUARD(ks_key_reserve(k, 1, err));
     if (victim != SIZE_MAX) {
         js_keyver *old = &k->v[victim];
         ev_push(events, JS_KS_EV_FORGOTTEN, k, old, old->state, old->state, now);
@@ -430,9 +404,9 @@ js_status js_keystate_revoke(js_keystate *ks, const char *key, const char *kid, 
               "key name and kid are required");
     if (reason == NULL)
         reason = "";
-    JS_ENSURE(reason_ok(reason), err, JS_EINVAL, JS_R_KEYSTATE_BAD_REASON,
+    JS_ENSURE(ks_reason_ok(reason), err, JS_EINVAL, JS_R_KEYSTATE_BAD_REASON,
               "revocation reason must be at most %d printable characters", JS_KS_REASON_MAX);
-    ks_key *k = find_key(ks, key);
+    ks_key *k = ks_find_key(ks, key);
     JS_ENSURE(k != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KEY, "no key named '%s'", key);
     js_keyver *v = NULL;
     for (size_t i = 0; i < k->n && v == NULL; i++)
@@ -467,7 +441,7 @@ js_status js_keystate_set_rotation(js_keystate *ks, const char *key, int64_t per
                                    js_err *err)
 {
     JS_ENSURE(key != NULL, err, JS_EINVAL, JS_R_KEYSTATE_BAD_NAME, "key name is required");
-    ks_key *k = find_key(ks, key);
+    ks_key *k = ks_find_key(ks, key);
     JS_ENSURE(k != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KEY, "no key named '%s'", key);
     JS_ENSURE(period_seconds >= 0 && period_seconds <= JS_KS_MAX_PERIOD, err, JS_EINVAL,
               JS_R_KEYSTATE_BAD_PERIOD,
@@ -551,7 +525,7 @@ js_status js_keystate_active(const js_keystate *ks, const char *key, const js_ke
                              js_err *err)
 {
     *out = NULL;
-    const ks_key *k = find_key(ks, key);
+    const ks_key *k = ks_find_key(ks, key);
     JS_ENSURE(k != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KEY, "no key named '%s'", key);
     const js_keyver *v = find_state(k, JS_KS_ACTIVE);
     JS_ENSURE(v != NULL, err, JS_EUNAVAIL, JS_R_KEYSTATE_NO_ACTIVE,
@@ -564,7 +538,7 @@ js_status js_keystate_active(const js_keystate *ks, const char *key, const js_ke
 
 uint32_t js_keystate_next_version(const js_keystate *ks, const char *key)
 {
-    const ks_key *k = find_key(ks, key);
+    const ks_key *k = ks_find_key(ks, key);
     if (k == NULL)
         return 1;
     return k->last_version < UINT32_MAX ? k->last_version + 1 : 0;
@@ -575,7 +549,7 @@ js_status js_keystate_published(const js_keystate *ks, const char *key,
                                 js_err *err)
 {
     *count = 0;
-    const ks_key *k = find_key(ks, key);
+    const ks_key *k = ks_find_key(ks, key);
     JS_ENSURE(k != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KEY, "no key named '%s'", key);
     for (size_t i = 0; i < k->n; i++) {
         if (!js_key_state_published(k->v[i].state))
@@ -591,7 +565,7 @@ js_status js_keystate_published(const js_keystate *ks, const char *key,
 const js_keyver *js_keystate_find_kid(const js_keystate *ks, const char *kid, const char **key_out)
 {
     const ks_key *k = NULL;
-    const js_keyver *v = find_kid_any(ks, kid, &k);
+    const js_keyver *v = ks_find_kid_any(ks, kid, &k);
     if (key_out != NULL)
         *key_out = v != NULL ? k->name : NULL;
     return v;
@@ -639,7 +613,7 @@ js_status js_keystate_cap_exp(const js_keystate *ks, const char *key, uint32_t v
                               int64_t exp, int64_t *capped, js_err *err)
 {
     *capped = 0;
-    const ks_key *k = find_key(ks, key);
+    const ks_key *k = ks_find_key(ks, key);
     JS_ENSURE(k != NULL, err, JS_ENOTFOUND, JS_R_KEYSTATE_UNKNOWN_KEY, "no key named '%s'", key);
     const js_keyver *v = NULL;
     for (size_t i = 0; i < k->n && v == NULL; i++)
@@ -659,339 +633,4 @@ js_status js_keystate_cap_exp(const js_keystate *ks, const char *key, uint32_t v
     int64_t limit = now + v->lifetime;
     *capped = exp < limit ? exp : limit;
     return JS_OK;
-}
-
-/* ---- persistence: load ---------------------------------------------------------------- */
-
-typedef struct loader {
-    const char *path;
-    js_err *err;
-} loader;
-
-static js_status bad(const loader *ld, js_reason reason, const char *where, const char *what)
-{
-    return js_err_set(ld->err, JS_ECONFIG, reason, "%s: %s: %s", ld->path, where, what);
-}
-
-/* Every member listed and nothing else: a typo in a hand-edited file must not
- * silently drop a revocation. */
-static js_status only_members(const loader *ld, json_t *obj, const char *where,
-                              const char *const *names, size_t n)
-{
-    const char *name;
-    json_t *val;
-    json_object_foreach(obj, name, val)
-    {
-        bool known = false;
-        for (size_t i = 0; i < n && !known; i++)
-            known = strcmp(name, names[i]) == 0;
-        if (!known) {
-            char what[200];
-            snprintf(what, sizeof(what), "unknown member '%.64s'", name);
-            return bad(ld, JS_R_KEYSTATE_UNKNOWN_MEMBER, where, what);
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (json_object_get(obj, names[i]) == NULL) {
-            char what[120];
-            snprintf(what, sizeof(what), "missing member '%s'", names[i]);
-            return bad(ld, JS_R_KEYSTATE_MISSING_MEMBER, where, what);
-        }
-    }
-    return JS_OK;
-}
-
-static js_status get_int(const loader *ld, json_t *obj, const char *where, const char *name,
-                         int64_t lo, int64_t hi, int64_t *out)
-{
-    json_t *v = json_object_get(obj, name);
-    char at[160];
-    snprintf(at, sizeof(at), "%s.%s", where, name);
-    if (!json_is_integer(v))
-        return bad(ld, JS_R_KEYSTATE_TYPE, at, "must be an integer");
-    json_int_t x = json_integer_value(v);
-    if (x < lo || x > hi) {
-        char what[120];
-        snprintf(what, sizeof(what), "%lld is out of range %" PRId64 "..%" PRId64, (long long)x, lo,
-                 hi);
-        return bad(ld, JS_R_KEYSTATE_RANGE, at, what);
-    }
-    *out = (int64_t)x;
-    return JS_OK;
-}
-
-static js_status get_str(const loader *ld, json_t *obj, const char *where, const char *name,
-                         char *out, size_t cap, bool (*ok)(const char *))
-{
-    json_t *v = json_object_get(obj, name);
-    char at[160];
-    snprintf(at, sizeof(at), "%s.%s", where, name);
-    if (!json_is_string(v))
-        return bad(ld, JS_R_KEYSTATE_TYPE, at, "must be a string");
-    const char *s = json_string_value(v);
-    if (json_string_length(v) >= cap || strlen(s) != json_string_length(v) || !ok(s))
-        return bad(ld, JS_R_KEYSTATE_INVALID, at, "not a valid value");
-    snprintf(out, cap, "%s", s);
-    return JS_OK;
-}
-
-static bool label_valid(const char *s)
-{
-    return token_ok(s, JS_KS_LABEL_MAX);
-}
-static bool alg_valid(const char *s)
-{
-    return token_ok(s, JS_KS_ALG_MAX);
-}
-static bool kid_valid(const char *s)
-{
-    return token_ok(s, JS_KS_KID_MAX);
-}
-
-static const char *const k_version_members[] = {
-    "version",     "label",     "alg",          "kid",        "state",    "created", "publish_at",
-    "activate_at", "retire_at", "unpublish_at", "revoked_at", "lifetime", "reason"};
-
-static js_status load_version(const loader *ld, json_t *jv, const char *where, js_keyver *v)
-{
-    if (!json_is_object(jv))
-        return bad(ld, JS_R_KEYSTATE_TYPE, where, "must be an object");
-    JS_GUARD(only_members(ld, jv, where, k_version_members,
-                          sizeof(k_version_members) / sizeof(k_version_members[0])));
-    memset(v, 0, sizeof(*v));
-    int64_t num = 0;
-    JS_GUARD(get_int(ld, jv, where, "version", 1, UINT32_MAX, &num));
-    v->version = (uint32_t)num;
-    JS_GUARD(get_str(ld, jv, where, "label", v->label, sizeof(v->label), label_valid));
-    JS_GUARD(get_str(ld, jv, where, "alg", v->alg, sizeof(v->alg), alg_valid));
-    JS_GUARD(get_str(ld, jv, where, "kid", v->kid, sizeof(v->kid), kid_valid));
-    JS_GUARD(get_str(ld, jv, where, "reason", v->reason, sizeof(v->reason), reason_ok));
-    json_t *js = json_object_get(jv, "state");
-    char at[160];
-    snprintf(at, sizeof(at), "%s.state", where);
-    if (!json_is_string(js))
-        return bad(ld, JS_R_KEYSTATE_TYPE, at, "must be a string");
-    if (!js_key_state_parse(json_string_value(js), &v->state)) {
-        char what[120];
-        snprintf(what, sizeof(what), "unknown state '%.32s'", json_string_value(js));
-        return bad(ld, JS_R_KEYSTATE_UNKNOWN_STATE, at, what);
-    }
-    JS_GUARD(get_int(ld, jv, where, "created", 1, JS_KS_TIME_MAX, &v->created));
-    JS_GUARD(get_int(ld, jv, where, "publish_at", 1, JS_KS_TIME_MAX, &v->publish_at));
-    JS_GUARD(get_int(ld, jv, where, "activate_at", 1, JS_KS_TIME_MAX, &v->activate_at));
-    JS_GUARD(get_int(ld, jv, where, "retire_at", 0, JS_KS_TIME_MAX, &v->retire_at));
-    JS_GUARD(get_int(ld, jv, where, "unpublish_at", 0, JS_KS_TIME_MAX, &v->unpublish_at));
-    JS_GUARD(get_int(ld, jv, where, "revoked_at", 0, JS_KS_TIME_MAX, &v->revoked_at));
-    JS_GUARD(get_int(ld, jv, where, "lifetime", 0, JS_KS_MAX_LIFETIME, &v->lifetime));
-
-    /* Timestamps each state needs to make its next transition. */
-    if (v->state == JS_KS_REVOKED && v->revoked_at == 0)
-        return bad(ld, JS_R_KEYSTATE_INVALID, where, "a revoked version needs revoked_at");
-    if (v->state != JS_KS_REVOKED && v->revoked_at != 0)
-        return bad(ld, JS_R_KEYSTATE_INVALID, where, "only a revoked version has revoked_at");
-    if ((v->state == JS_KS_RETIRING || v->state == JS_KS_RETIRED) &&
-        (v->retire_at == 0 || v->unpublish_at < v->retire_at))
-        return bad(ld, JS_R_KEYSTATE_INVALID, where,
-                   "a retiring or retired version needs retire_at <= unpublish_at");
-    return JS_OK;
-}
-
-static const char *const k_key_members[] = {"name", "initial_kid", "last_version",
-                                            "rotation_period", "versions"};
-
-static js_status load_key(const loader *ld, js_keystate *ks, json_t *jk, size_t idx)
-{
-    char where[64];
-    snprintf(where, sizeof(where), "keys[%zu]", idx);
-    if (!json_is_object(jk))
-        return bad(ld, JS_R_KEYSTATE_TYPE, where, "must be an object");
-    JS_GUARD(only_members(ld, jk, where, k_key_members,
-                          sizeof(k_key_members) / sizeof(k_key_members[0])));
-    char name[JS_KEY_NAME_MAX + 1];
-    JS_GUARD(get_str(ld, jk, where, "name", name, sizeof(name), js_key_name_ok));
-    if (find_key(ks, name) != NULL)
-        return bad(ld, JS_R_KEYSTATE_INVALID, where, "duplicate key name");
-    json_t *jvs = json_object_get(jk, "versions");
-    char at[96];
-    snprintf(at, sizeof(at), "%s.versions", where);
-    if (!json_is_array(jvs))
-        return bad(ld, JS_R_KEYSTATE_TYPE, at, "must be an array");
-    if (json_array_size(jvs) > JS_KS_MAX_VERSIONS)
-        return bad(ld, JS_R_KEYSTATE_INVALID, at, "too many versions");
-
-    ks_key *k = NULL;
-    JS_GUARD(add_key(ks, name, &k, ld->err));
-    JS_GUARD(
-        get_str(ld, jk, where, "initial_kid", k->initial_kid, sizeof(k->initial_kid), kid_valid));
-    int64_t x = 0;
-    JS_GUARD(get_int(ld, jk, where, "last_version", 1, UINT32_MAX, &x));
-    k->last_version = (uint32_t)x;
-    JS_GUARD(get_int(ld, jk, where, "rotation_period", 0, JS_KS_MAX_PERIOD, &k->rotation_period));
-    JS_GUARD(key_reserve(k, json_array_size(jvs), ld->err));
-
-    size_t n_active = 0, n_next = 0, n_pub = 0;
-    for (size_t j = 0; j < json_array_size(jvs); j++) {
-        char vw[96];
-        snprintf(vw, sizeof(vw), "%s.versions[%zu]", where, j);
-        js_keyver v;
-        JS_GUARD(load_version(ld, json_array_get(jvs, j), vw, &v));
-        if (v.version > k->last_version)
-            return bad(ld, JS_R_KEYSTATE_INVALID, vw, "version is above last_version");
-        if (k->n > 0 && v.version <= k->v[k->n - 1].version)
-            return bad(ld, JS_R_KEYSTATE_INVALID, vw, "versions must be in increasing order");
-        if (v.version == 1 && strcmp(v.kid, k->initial_kid) != 0)
-            return bad(ld, JS_R_KEYSTATE_INVALID, vw, "version 1 kid differs from initial_kid");
-        if (find_kid_any(ks, v.kid, NULL) != NULL)
-            return bad(ld, JS_R_KEYSTATE_INVALID, vw, "duplicate kid");
-        if (label_used(ks, v.label))
-            return bad(ld, JS_R_KEYSTATE_INVALID, vw, "duplicate label");
-        n_active += v.state == JS_KS_ACTIVE;
-        n_next += v.state == JS_KS_NEXT;
-        n_pub += js_key_state_published(v.state);
-        k->v[k->n++] = v;
-    }
-    if (n_active > 1)
-        return bad(ld, JS_R_KEYSTATE_INVALID, where, "more than one active version");
-    if (n_next > 1)
-        return bad(ld, JS_R_KEYSTATE_INVALID, where, "more than one next version");
-    if (n_pub > JS_KS_MAX_PUBLISHED)
-        return bad(ld, JS_R_KEYSTATE_INVALID, where, "too many published versions");
-    return JS_OK;
-}
-
-static js_status parse_state(const loader *ld, const char *buf, size_t len, js_keystate *ks)
-{
-    json_error_t jerr;
-    /* Duplicate members are rejected: two "state" members must not let one
-     * silently win. */
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL)
-        return js_err_set(ld->err, JS_ECONFIG, JS_R_KEYSTATE_MALFORMED,
-                          "%s:%d:%d: malformed JSON: %s", ld->path, jerr.line, jerr.column,
-                          jerr.text);
-    js_status st = JS_OK;
-    static const char *const members[] = {"format", "version", "keys"};
-    if (!json_is_object(root)) {
-        st = bad(ld, JS_R_KEYSTATE_TYPE, "top level", "must be an object");
-        goto out;
-    }
-    st = only_members(ld, root, "top level", members, 3);
-    if (st != JS_OK)
-        goto out;
-    json_t *f = json_object_get(root, "format");
-    if (!json_is_string(f) || strcmp(json_string_value(f), JS_KS_FORMAT) != 0) {
-        st = bad(ld, JS_R_KEYSTATE_FORMAT, "format", "must be \"" JS_KS_FORMAT "\"");
-        goto out;
-    }
-    int64_t ver = 0;
-    st = get_int(ld, root, "top level", "version", 1, INT32_MAX, &ver);
-    if (st != JS_OK)
-        goto out;
-    if (ver != JS_KS_FORMAT_VERSION) {
-        st = bad(ld, JS_R_KEYSTATE_FORMAT, "version", "unsupported format version");
-        goto out;
-    }
-    json_t *keys = json_object_get(root, "keys");
-    if (!json_is_array(keys)) {
-        st = bad(ld, JS_R_KEYSTATE_TYPE, "keys", "must be an array");
-        goto out;
-    }
-    if (json_array_size(keys) > JS_KS_MAX_KEYS) {
-        st = bad(ld, JS_R_KEYSTATE_INVALID, "keys", "too many keys");
-        goto out;
-    }
-    for (size_t i = 0; i < json_array_size(keys) && st == JS_OK; i++)
-        st = load_key(ld, ks, json_array_get(keys, i), i);
-out:
-    json_decref(root);
-    return st;
-}
-
-js_status js_keystate_load(const char *path, js_keystate **out, js_err *err)
-{
-    *out = NULL;
-    JS_ENSURE(path != NULL, err, JS_EINVAL, JS_R_KEYSTATE_IO, "no state file path");
-    js_keystate *ks = NULL;
-    JS_GUARD(js_keystate_new(&ks, err));
-    char *buf = NULL;
-    size_t len = 0;
-    bool absent = false;
-    js_status st = js_statefile_read(path, JS_KS_FILE_MAX, "keystate", &buf, &len, &absent, err);
-    if (st != JS_OK || absent) {
-        if (st != JS_OK) {
-            js_keystate_free(ks);
-            return st;
-        }
-        *out = ks; /* a missing file is an empty state */
-        return JS_OK;
-    }
-    loader ld = {.path = path, .err = err};
-    st = parse_state(&ld, buf, len, ks);
-    free(buf);
-    if (st != JS_OK) {
-        js_keystate_free(ks);
-        return st;
-    }
-    *out = ks;
-    return JS_OK;
-}
-
-/* ---- persistence: save ---------------------------------------------------------------- */
-
-static json_t *version_json(const js_keyver *v)
-{
-    return json_pack(
-        "{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "version",
-        (json_int_t)v->version, "label", v->label, "alg", v->alg, "kid", v->kid, "state",
-        js_key_state_name(v->state), "created", (json_int_t)v->created, "publish_at",
-        (json_int_t)v->publish_at, "activate_at", (json_int_t)v->activate_at, "retire_at",
-        (json_int_t)v->retire_at, "unpublish_at", (json_int_t)v->unpublish_at, "revoked_at",
-        (json_int_t)v->revoked_at, "lifetime", (json_int_t)v->lifetime, "reason", v->reason);
-}
-
-static json_t *state_json(const js_keystate *ks)
-{
-    json_t *keys = json_array();
-    json_t *root = json_pack("{s:s, s:i, s:o}", "format", JS_KS_FORMAT, "version",
-                             JS_KS_FORMAT_VERSION, "keys", keys);
-    if (root == NULL)
-        return NULL;
-    for (size_t i = 0; i < ks->n; i++) {
-        const ks_key *k = &ks->keys[i];
-        json_t *vs = json_array();
-        json_t *jk = json_pack("{s:s, s:s, s:I, s:I, s:o}", "name", k->name, "initial_kid",
-                               k->initial_kid, "last_version", (json_int_t)k->last_version,
-                               "rotation_period", (json_int_t)k->rotation_period, "versions", vs);
-        if (jk == NULL || json_array_append_new(keys, jk) != 0) {
-            json_decref(root);
-            return NULL;
-        }
-        for (size_t j = 0; j < k->n; j++) {
-            if (json_array_append_new(vs, version_json(&k->v[j])) != 0) {
-                json_decref(root);
-                return NULL;
-            }
-        }
-    }
-    return root;
-}
-
-js_status js_keystate_save(const js_keystate *ks, const char *path, js_err *err)
-{
-    JS_ENSURE(path != NULL && path[0] != '\0', err, JS_EINVAL, JS_R_KEYSTATE_IO,
-              "no state file path");
-    json_t *root = state_json(ks);
-    JS_ENSURE_ALLOC(root, err);
-    char *text = json_dumps(root, JSON_INDENT(2));
-    json_decref(root);
-    JS_ENSURE_ALLOC(text, err);
-    size_t len = strlen(text);
-    /* Never write a file the next start would refuse to load. */
-    js_status st = len <= JS_KS_FILE_MAX
-                       ? js_statefile_write(path, text, len, "keystate", err)
-                       : js_err_set(err, JS_EINTERNAL, JS_R_KEYSTATE_TOO_LARGE,
-                                    "%s: state would be %zu bytes; the limit is %d", path, len,
-                                    JS_KS_FILE_MAX);
-    free(text);
-    return st;
 }
