@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""generate.py - (re)builds the audit log test vectors of audit/testdata/ (issue 9).
+"""generate.py - (re)builds the audit log test vectors of audit/testdata/.
 
 Each vector is a directory: the log's segments, `audit-key.pem`, `checkpoint.json` and
 `expected.json`, which says how to verify it and what FORMAT.md §7 requires as the verdict:

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """test_admin_hostile.py - hostile input to the Admin and Signer services of a
-running jwt-signerd, and the control-plane defects of issue 8.
+running jwt-signerd, and its control-plane defects.
 
 1. NUL inside protobuf strings (signer/rpc/pbcheck.h): SignJwt key "<key>\\0../x"
    and "\\0<key>", request_id "ok\\0\\nINJECT", FreezeCaller identity

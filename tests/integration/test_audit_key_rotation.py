@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """test_audit_key_rotation.py - audit key rotation through a running jwt-signerd
-(issue 9, audit/FORMAT.md §5.4).
+(audit/FORMAT.md §5.4).
 
 A real signer on a SoftHSM token: sign, rotate the audit key with
 `jwt-sign admin rotate-audit-key`, sign more, restart the signer (it must

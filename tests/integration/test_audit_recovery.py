@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""test_audit_recovery.py - start-up recovery against checkpoint.json (issue 9,
-defect 2) and the count of lost denials (defect 6), through a real jwt-signerd.
+"""test_audit_recovery.py - start-up recovery against checkpoint.json and the
+count of lost denials, through a real jwt-signerd.
 
 1. A log whose last segment is cut with `truncate -s -100` (so the close
    checkpoint that checkpoint.json names is damaged): jwt-signerd refuses to

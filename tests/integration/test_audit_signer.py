@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""test_audit_signer.py - the audit log through a running jwt-signerd (issue 4).
+"""test_audit_signer.py - the audit log through a running jwt-signerd.
 
 End to end: every SignJwt decision and lifecycle event (start, policy load,
 SIGHUP reload, SIGUSR1 incident switch, stop) has its record; a token's
@@ -327,8 +327,8 @@ class EndToEnd(AuditCase):
         # (policy.no_match, policy.frozen, claims.syntax ...); audit/record.c
         # js_audit_event_body() rejects "" ("aud_json is not a JSON string or
         # array"), so handle_sign() dropped the denial's record and only logged
-        # "audit_record_lost". Every SignJwt decision must have a record (issue 4,
-        # "What is recorded"). test_records_of_a_session covers claims.syntax.
+        # "audit_record_lost". Every SignJwt decision must have a record
+        # (README "What is recorded"). test_records_of_a_session covers claims.syntax.
         env = self.env
         env.setup()
         env.start()

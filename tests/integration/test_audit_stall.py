@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""test_audit_stall.py - a stopped signer is a stall, not tampering (issue 9, defect 1).
+"""test_audit_stall.py - a stopped signer is a stall, not tampering.
 
 A real jwt-signerd (SoftHSM token, real PKI, loopback) with checkpoint interval
 and heartbeat 1 s signs a few tokens a second; it is stopped with SIGSTOP for

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """test_http_hostile.py - the HTTP endpoint of a real jwt-signerd under hostile
-clients (issue 8: "Slowloris on the HTTP endpoint" and the HTTP defects).
+clients ("Slowloris on the HTTP endpoint" and the HTTP defects).
 
 1. Slowloris: 200 connections from 8 loopback addresses (127.0.0.2-.9, 25
    each) send `GET /.well-known/jwks.json HTTP/1.1` and Host, then one header

@@ -1,4 +1,4 @@
-"""test_identity_confusion.py - a caller's identity carries its type (issue 8).
+"""test_identity_confusion.py - a caller's identity carries its type.
 
 Real PKI (certificates issued by the test CA with chosen names, harness
 add_cert), real SoftHSM token, real jwt-signerd on a loopback port:

@@ -256,7 +256,7 @@ class JwtAuditTest(unittest.TestCase):
                            older)
         self.assertEqual(rc, EX_FAIL, out + err)
 
-    # ---- issue 9: canonical records, strict names and lengths ---------------
+    # ---- canonical records, strict names and lengths ---------------
 
     def last_segment(self, d):
         return os.path.join(d, sorted(f for f in os.listdir(d) if f.endswith(".log"))[-1])

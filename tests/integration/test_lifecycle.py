@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """test_lifecycle.py - key lifecycle, admin API and HTTP endpoints through a
-running jwt-signerd (issue 5, "Tests").
+running jwt-signerd.
 
 1. HTTP JWKS: Cache-Control max-age, ETag and If-None-Match -> 304; the body
    equals `jwt-sign jwks`; every JWK is complete and its kid is its RFC 7638

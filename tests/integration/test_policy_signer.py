@@ -1,4 +1,4 @@
-"""test_policy_signer.py - the per-caller policy (issue 3) through a running
+"""test_policy_signer.py - the per-caller policy through a running
 jwt-signerd: every deny class with its gRPC status, reason code (details and
 trailing metadata) and log line; prefix patterns; SIGHUP with a valid and then
 an invalid policy during load; incident mode on SIGUSR1 and from the file;

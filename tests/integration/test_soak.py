@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""test_soak.py - the hostile soak test of issue 8: a legitimate caller signs at
+"""test_soak.py - the hostile soak test: a legitimate caller signs at
 a steady rate while the signer is attacked and broken, one attack after
 another and then all together, and the signer must keep serving it, keep
 serving the JWKS, heal by itself and keep its audit log complete and small.
@@ -106,7 +106,7 @@ RATE = 50                              # legitimate calls per second
 CALL_DEADLINE = harness.timeout(2.0)   # per legitimate call
 JWKS_INTERVAL = 0.2
 JWKS_TIMEOUT = harness.timeout(2.0)
-RECOVERY_LIMIT = harness.timeout(5.0)  # issue 8: within 5 s of each fault's end
+RECOVERY_LIMIT = harness.timeout(5.0)  # within 5 s of each fault's end
 STABLE = 1.0                           # recovered: no steady failure for this long
 SETTLE = 1.5                           # after a flood: folded records are per second
 SUCCESS_TARGET = 0.99

@@ -977,7 +977,7 @@ static void test_reopen_refuses_damage(void **state)
     tmpdir_remove(dir);
 }
 
-/* ---- damage at or before the record checkpoint.json names (issue 9, defect 2) ------ */
+/* ---- damage at or before the record checkpoint.json names ------ */
 
 #define SNAP_MAX 16
 
@@ -1238,7 +1238,7 @@ static void test_accept_loss_records_it(void **state)
     tmpdir_remove(dir);
 }
 
-/* ---- a failed batch's lost denials are counted (issue 9, defect 6) ------------------ */
+/* ---- a failed batch's lost denials are counted ------------------ */
 
 static bool lost_visit(void *ctx, const js_audit_record *rec)
 {
