@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# check-banned.sh - fail if our C sources call a banned function (project
-# project rule: no unbounded or unchecked C library calls, after curl: strcpy strcat
-# sprintf vsprintf gets atoi atol strtok sscanf).
+# check-banned.sh - fail if our C sources call a banned function: the
+# unbounded or unchecked C library calls curl's project bans too (strcpy
+# strcat sprintf vsprintf gets atoi atol strtok sscanf).
 # Comments, string and character literals are blanked first (line numbers
 # kept), so prose mentioning a name does not trip the check.
 #
