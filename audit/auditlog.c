@@ -257,7 +257,7 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     atomic_init(&a->disk_free, UINT64_MAX);
     if (a->dir == NULL || a->origin == NULL || a->folds == NULL) {
         audit_free(a);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     a->interval_ms = opts->checkpoint_interval_ms ? opts->checkpoint_interval_ms : 1000;
     a->records_thr = opts->checkpoint_records ? opts->checkpoint_records : 1000;
@@ -272,7 +272,7 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     a->durable.sign_ctx = opts->sign_ctx;
     if (opts->pubkey_pem != NULL && (a->pubkey_pem = strdup(opts->pubkey_pem)) == NULL) {
         audit_free(a);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     if (opts->io != NULL)
         a->io = *opts->io;
@@ -294,7 +294,7 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
         a->accept_reason = strdup(opts->accept_loss_reason);
         if (a->accept_reason == NULL) {
             audit_free(a);
-            return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            return js_err_oom(err);
         }
     }
     js_merkle_frontier_init(&a->durable.tree);

@@ -306,7 +306,7 @@ static js_status verify_es256(EVP_PKEY *pub, const uint8_t *msg, size_t len, con
         ECDSA_SIG_free(es);
         BN_free(r);
         BN_free(s);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     uint8_t *der = NULL;
     int der_len = i2d_ECDSA_SIG(es, &der);
@@ -402,7 +402,7 @@ static js_status read_small(const char *path, size_t max, unsigned flags, char *
         return js_err_set(err, JS_EINVAL, JS_R_AUDIT_IO, "%s: read error", path);
     case JS_FILE_NOMEM:
     default:
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
 }
 
@@ -426,7 +426,7 @@ js_status js_audit_pubkeys_load(const char *path, EVP_PKEY ***keys, size_t *n, j
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
     if (bio == NULL) {
         free(pem);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     js_status st = JS_OK;
     size_t found = 0;
@@ -438,7 +438,7 @@ js_status js_audit_pubkeys_load(const char *path, EVP_PKEY ***keys, size_t *n, j
                             JS_AUDIT_KEYS_MAX);
         EVP_PKEY **grown = st == JS_OK ? realloc(*keys, (*n + 1) * sizeof(**keys)) : NULL;
         if (st == JS_OK && grown == NULL)
-            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            st = js_err_oom(err);
         if (st != JS_OK) {
             EVP_PKEY_free(k);
             break;

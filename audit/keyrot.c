@@ -77,7 +77,7 @@ js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx
     }
     char *pem = st == JS_OK ? strdup(pubkey_pem) : NULL;
     if (st == JS_OK && pem == NULL)
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
     JS_GUARD(st);
     pthread_mutex_lock(&a->mu);
     if (a->rot_pending || a->closing || a->failed) {

@@ -56,13 +56,13 @@ js_status js_audit_reader_new(const char *const *paths, size_t n, js_audit_reade
     r->paths = calloc(n ? n : 1, sizeof(char *));
     if (r->paths == NULL) {
         free(r);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     for (size_t i = 0; i < n; i++) {
         r->paths[i] = strdup(paths[i]);
         if (r->paths[i] == NULL) {
             js_audit_reader_free(r);
-            return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            return js_err_oom(err);
         }
     }
     *out = r;
@@ -115,7 +115,7 @@ static js_status read_file(const char *path, uint8_t **out, size_t *len, js_err 
     uint8_t *buf = malloc(cap ? cap : 1);
     if (buf == NULL) {
         fclose(f);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     /* Read what is there now (the writer may be appending): at most cap. */
     size_t n = fread(buf, 1, cap, f);
@@ -362,14 +362,14 @@ js_status js_audit_list_segments_ex(const char *dir, char ***paths, size_t *n, c
         if (num == 0) {
             if (strays != NULL && stray_name(de->d_name) &&
                 !push_name(strays, n_strays, de->d_name))
-                st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+                st = js_err_oom(err);
             continue;
         }
         if (cnt == cap) {
             size_t nc = cap ? cap * 2 : 16;
             seg_ent *nv = realloc(v, nc * sizeof(*nv));
             if (nv == NULL) {
-                st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+                st = js_err_oom(err);
                 break;
             }
             v = nv;
@@ -378,7 +378,7 @@ js_status js_audit_list_segments_ex(const char *dir, char ***paths, size_t *n, c
         size_t plen = strlen(dir) + 1 + strlen(de->d_name) + 1;
         char *p = malloc(plen);
         if (p == NULL) {
-            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            st = js_err_oom(err);
             break;
         }
         snprintf(p, plen, "%s/%s", dir, de->d_name);
@@ -391,7 +391,7 @@ js_status js_audit_list_segments_ex(const char *dir, char ***paths, size_t *n, c
         qsort(v, cnt, sizeof(*v), seg_cmp);
         *paths = calloc(cnt, sizeof(char *));
         if (*paths == NULL)
-            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            st = js_err_oom(err);
     }
     for (size_t i = 0; i < cnt; i++) {
         if (st == JS_OK)
@@ -440,7 +440,7 @@ js_status js_audit_key_files_near(const char *segment, char ***paths, size_t *n,
         if (grown != NULL)
             *paths = grown;
         if (p == NULL) {
-            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            st = js_err_oom(err);
             break;
         }
         snprintf(p, plen, "%s/%s", dir, de->d_name);

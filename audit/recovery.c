@@ -60,7 +60,7 @@ static js_status cut_torn_tail(js_audit *a, const char *path, uint64_t offset, t
     len = (size_t)((uint64_t)st.st_size - offset);
     tail = malloc(len ? len : 1);
     if (tail == NULL) {
-        rc = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        rc = js_err_oom(err);
         goto out;
     }
     if (pread(fd, tail, len, (off_t)offset) != (ssize_t)len) {
@@ -295,7 +295,7 @@ static js_status loss_body(const js_audit *a, const anchor *an, const loss_info 
         json_object_set_new(d, "checkpoint_sha256", json_string(hex)) != 0 ||
         json_object_set_new(d, "checkpoint", json_incref(cp)) != 0 ||
         json_object_set_new(d, "operator_reason", json_string(a->accept_reason)) != 0)
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
     if (st == JS_OK)
         st = audit_recovery_body("audit.loss_accepted",
                                  "the operator accepted the loss of records checkpoint.json named",
@@ -370,7 +370,7 @@ js_status audit_open_log(js_audit *a, const js_audit_options *opts, js_err *err)
                               "saved_as", ti.saved_as);
         char *body = NULL;
         st = d == NULL
-                 ? js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory")
+                 ? js_err_oom(err)
                  : audit_recovery_body("audit.torn_tail",
                                        "torn tail cut at start-up (crash damage)", d, &body, err);
         json_decref(d);

@@ -22,7 +22,7 @@ struct js_audit_stats {
 
 static js_status oom(js_err *err)
 {
-    return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+    return js_err_oom(err);
 }
 
 js_status js_audit_stats_new(int64_t window_s, js_audit_stats **out, js_err *err)

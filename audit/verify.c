@@ -164,7 +164,7 @@ js_status js_audit_verify(const js_audit_verify_opts *opts, js_audit_verify_repo
         keys = malloc(sizeof(*keys));
         if (keys == NULL) {
             EVP_PKEY_free(pub);
-            return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            return js_err_oom(err);
         }
         keys[n_keys++] = pub;
         for (size_t i = 0; i < opts->n_key_paths; i++) {

@@ -373,7 +373,7 @@ js_status js_policy_evaluate(const js_policy *p, const js_policy_caller *c, cons
     /* 4. fixed claims, which the caller could not send (checked above) */
     const json_t *fixed = policy_from(c, F_FIXED_CLAIMS)->fixed;
     if (st == JS_OK && fixed != NULL && json_object_update(copy, (json_t *)fixed) != 0)
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
     if (st != JS_OK) {
         json_decref(copy);
         free(granted);

@@ -443,7 +443,7 @@ static js_status yaml_to_json(const loader *ld, const js_yaml_node *n, const cha
             js_status st = yaml_to_json(ld, js_yaml_seq_item(n, i),
                                         js_yaml_path_index(sub, sizeof(sub), path, i), &item);
             if (st == JS_OK && json_array_append_new(*out, item) != 0)
-                st = js_err_set(ld->err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+                st = js_err_oom(ld->err);
             if (st != JS_OK) {
                 json_decref(*out);
                 *out = NULL;
@@ -460,7 +460,7 @@ static js_status yaml_to_json(const loader *ld, const js_yaml_node *n, const cha
             js_status st = yaml_to_json(ld, js_yaml_map_value(n, i),
                                         js_yaml_path_key(sub, sizeof(sub), path, k), &item);
             if (st == JS_OK && json_object_set_new(*out, k, item) != 0)
-                st = js_err_set(ld->err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+                st = js_err_oom(ld->err);
             if (st != JS_OK) {
                 json_decref(*out);
                 *out = NULL;
@@ -501,7 +501,7 @@ static js_status get_fixed(const loader *ld, const js_yaml_node *n, const char *
         json_t *v;
         JS_GUARD(yaml_to_json(ld, js_yaml_map_value(n, i), sub, &v));
         if (json_object_set_new(r->fixed, name, v) != 0)
-            return js_err_set(ld->err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            return js_err_oom(ld->err);
     }
     size_t bytes = json_dumpb(r->fixed, NULL, 0, JSON_COMPACT);
     if (bytes > CLAIMS_MAX_BYTES / 2)
@@ -892,7 +892,7 @@ js_status js_policy_load_buffer(const char *text, size_t len, const char *name, 
     js_policy *p = calloc(1, sizeof(*p));
     if (p == NULL) {
         js_yaml_doc_free(doc);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     rules_builtin(&p->defaults);
     loader ld = {doc, err};
@@ -933,7 +933,7 @@ js_status js_policy_load(const char *path, js_policy **out, js_err *err)
         return js_err_set(err, JS_ECONFIG, JS_R_POLICY_IO, "%s: read failed: %s", path,
                           strerror(fi.sys_errno));
     case JS_FILE_NOMEM:
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     case JS_FILE_TOO_LARGE:
         /* Within the limit by fstat but not while reading: it grew. */
         if (fi.stat_ok && fi.size >= 0 && (unsigned long long)fi.size <= JS_YAML_MAX_BYTES)

@@ -133,7 +133,7 @@ js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key
         st = js_hsm_key_find(d->hsm, r->s, label, JS_ALG_ES256, &r->key, err);
     char *pem = st == JS_OK ? pubkey_pem(js_hsm_key_public(r->key)) : NULL;
     if (st == JS_OK && pem == NULL)
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
     r->signer.s = r->s;
     r->signer.key = r->key;
     /* The writer holds r->signer once the request is queued: JS_OK (done) or

@@ -61,6 +61,11 @@ js_status(js_err_set)(js_err *err, js_status st, js_reason reason, const char *f
     return st;
 }
 
+js_status(js_err_oom)(js_err *err)
+{
+    return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+}
+
 void js_err_prefix(js_err *err, const char *fmt, ...)
 {
     if (err == NULL)

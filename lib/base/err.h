@@ -112,9 +112,17 @@ const char *js_status_name(js_status st);
             return js_err_set((err), (st), (reason), __VA_ARGS__);                                 \
     } while (0)
 
-/* Allocation failure is an internal error with a fixed reason. */
+/* Allocation failure is an internal error with a fixed reason and message:
+ * js_err_oom fills it and returns JS_EINTERNAL. */
+js_status js_err_oom(js_err *err);
+#ifdef __clang_analyzer__
+#define js_err_oom(err) (js_err_oom(err), JS_EINTERNAL) /* as js_err_set above */
+#endif
 #define JS_ENSURE_ALLOC(ptr, err)                                                                  \
-    JS_ENSURE((ptr) != NULL, (err), JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory")
+    do {                                                                                           \
+        if ((ptr) == NULL)                                                                         \
+            return js_err_oom(err);                                                                \
+    } while (0)
 
 /* Free and NULL (curl's safefree). */
 #define JS_FREE(p)                                                                                 \

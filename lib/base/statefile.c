@@ -57,7 +57,7 @@ js_status js_statefile_read(const char *path, size_t max, const char *domain, ch
         return io_err(err, domain, "%s: read failed: %s", path, strerror(fi.sys_errno));
     case JS_FILE_NOMEM:
     default:
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
 }
 

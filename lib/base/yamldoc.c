@@ -368,7 +368,7 @@ static js_status on_scalar(builder *b, const yaml_event_t *ev, js_err *err)
     n->str = malloc(len + 1);
     if (n->str == NULL) {
         node_free(n);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     memcpy(n->str, value, len);
     n->str[len] = '\0';
@@ -506,7 +506,7 @@ static js_status parser_failure(const js_yaml_doc *doc, const yaml_parser_t *p, 
     const char *problem = p->problem ? p->problem : "unknown error";
     switch (p->error) {
     case YAML_MEMORY_ERROR:
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     case YAML_READER_ERROR:
         /* The reader has no line yet: it rejects bytes (bad UTF-8, control characters). */
         return yaml_fail(doc, 0, NULL, "yaml_syntax", err, "invalid input at byte %zu: %s",
@@ -543,7 +543,7 @@ static js_status doc_new(const char *name, const js_yaml_opts *opts, js_yaml_doc
     doc->name = strdup(name ? name : "(buffer)");
     if (doc->name == NULL) {
         free(doc);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     memcpy(doc->domain, domain, strlen(domain) + 1);
     doc->status = (opts && opts->status != JS_OK) ? opts->status : JS_EINVAL;
@@ -566,7 +566,7 @@ static js_status parse_into(js_yaml_doc *doc, const void *data, size_t len,
     };
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser))
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     yaml_parser_set_input_string(&parser, (const unsigned char *)(len ? data : ""), len);
 
     js_status st = JS_OK;
@@ -623,7 +623,7 @@ static js_status read_file(const js_yaml_doc *doc, const char *path, size_t max,
         return yaml_fail(doc, 0, NULL, "io", err, "read failed: %s", strerror(fi.sys_errno));
     case JS_FILE_NOMEM:
     default:
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
 }
 

@@ -872,7 +872,7 @@ static js_status select_token(js_hsm *hsm, P11KitUri *uri, const char *token_uri
         free(slots);
         slots = calloc(n, sizeof(*slots));
         if (slots == NULL) {
-            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            st = js_err_oom(err);
             goto out;
         }
         rv = m->C_GetSlotList(CK_TRUE, slots, &n);
@@ -1112,7 +1112,7 @@ js_status js_hsm_open(const char *module_path, const char *token_uri, const char
     hsm->module_path = strdup(module_path);
     hsm->token_uri = strdup(token_uri);
     if (!sync_ok || hsm->pin == NULL || hsm->module_path == NULL || hsm->token_uri == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
         goto out;
     }
     memcpy(hsm->pin, pin, pin_len);
@@ -1897,7 +1897,7 @@ static js_status rsa_read_public(js_hsm_session *s, const hsm_alg *row, CK_OBJEC
     n = BN_bin2bn(n_buf, (int)qa[0].ulValueLen, NULL);
     e = BN_bin2bn(e_buf, (int)qa[1].ulValueLen, NULL);
     if (n == NULL || e == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
         goto out;
     }
     /* RFC 7518 §3.3 (and §3.5 by reference): a key of 2048 bits or larger MUST be used. */

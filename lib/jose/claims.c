@@ -144,7 +144,7 @@ js_status claims_apply_server(json_t *claims, const char *issuer, int64_t now,
         json_decref(jiat);
         json_decref(jexp2);
         json_decref(jjti);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     /* _set_new steals the reference even on failure. */
     if (json_object_set_new(claims, "iat", jiat) != 0 ||
@@ -153,7 +153,7 @@ js_status claims_apply_server(json_t *claims, const char *issuer, int64_t now,
         json_object_del(claims, "iss");
         json_object_del(claims, "iat");
         json_object_del(claims, "jti");
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     if (exp_out != NULL)
         *exp_out = exp;

@@ -104,7 +104,7 @@ js_status jwk_from_pkey(const EVP_PKEY *pk, js_alg alg, const char *kid, json_t 
     if (st == JS_OK && (json_object_set_new(jwk, "use", json_string("sig")) != 0 ||
                         json_object_set_new(jwk, "alg", json_string(js_alg_name(alg))) != 0 ||
                         (kid != NULL && json_object_set_new(jwk, "kid", json_string(kid)) != 0)))
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
     if (st != JS_OK) {
         json_decref(jwk);
         return st;
@@ -152,7 +152,7 @@ js_status jwk_thumbprint(const json_t *jwk, char kid[JWK_KID_LEN + 1], js_err *e
          * base64url or fixed names, so JSON escaping cannot differ. */
         text = json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS);
         if (text == NULL)
-            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            st = js_err_oom(err);
     }
     json_decref(canon);
     if (st != JS_OK)

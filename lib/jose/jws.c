@@ -82,7 +82,7 @@ static js_status ecdsa_jose_to_der(const uint8_t *sig, size_t sig_len, size_t co
         ECDSA_SIG_free(es);
         BN_free(r);
         BN_free(s);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     *der = NULL;
     *der_len = i2d_ECDSA_SIG(es, der);

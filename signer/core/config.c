@@ -639,7 +639,7 @@ js_status js_config_load(const char *path, js_config **out, js_err *err)
 
     js_config *cfg = calloc(1, sizeof(*cfg));
     char *dir = NULL;
-    js_status st = cfg ? JS_OK : js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+    js_status st = cfg ? JS_OK : js_err_oom(err);
     if (st == JS_OK)
         st = dup_str(path, &cfg->path, err);
     if (st == JS_OK)
@@ -749,7 +749,7 @@ static js_status read_pin_file(const char *path, char *buf, size_t cap, size_t *
         st = js_err_set(err, JS_ECONFIG, JS_R_CONFIG_PIN_FILE,
                         "pin_file %s: larger than %d bytes; expected one line", path, PIN_FILE_MAX);
     else if (ff != JS_FILE_OK)
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
     if (st == JS_OK) {
         /* The first line, without its terminator (LF or CRLF). */
         const char *nl = memchr(text, '\n', got);

@@ -648,18 +648,18 @@ js_status js_control_freeze(js_control *ctl, const char *identity, bool freeze, 
     char *text = NULL;
     js_status st = JS_OK;
     if (next == NULL || frozen == NULL)
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
     else if (freeze && json_object_set_new(frozen, identity,
                                            json_pack("{s:s, s:s, s:I}", "by", by, "reason",
                                                      reason ? reason : "", "at",
                                                      (json_int_t)time(NULL))) != 0)
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
     else if (!freeze)
         json_object_del(frozen, identity);
     if (st == JS_OK)
         st = frozen_from_json(frozen, &set, err);
     if (st == JS_OK && (text = json_dumps(next, JSON_INDENT(2) | JSON_SORT_KEYS)) == NULL)
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
     if (st == JS_OK && strlen(text) > RUNTIME_MAX_BYTES)
         st = js_err_set(err, JS_ELIMIT, JS_R_ADMIN_FROZEN_FULL,
                         "too many frozen callers: the state file would exceed %d bytes",

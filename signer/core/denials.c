@@ -190,7 +190,7 @@ js_status js_denials_new(const js_denials_options *opts, js_denials **out, js_er
         d->stripes[i].slots = calloc(d->per_stripe, sizeof(slot));
         if (d->stripes[i].slots == NULL) {
             js_denials_free(d);
-            return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            return js_err_oom(err);
         }
     }
     pthread_mutex_init(&d->omu, NULL);

@@ -57,7 +57,7 @@ js_status js_frozen_with(const js_frozen *from, const char *identity, bool add, 
     f->ids = calloc(n + 1, sizeof(char *));
     if (f->ids == NULL) {
         free(f);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     for (size_t i = 0; i < n; i++) {
         if (!add && strcmp(from->ids[i], identity) == 0)
@@ -76,5 +76,5 @@ js_status js_frozen_with(const js_frozen *from, const char *identity, bool add, 
     return JS_OK;
 oom:
     js_frozen_free(f);
-    return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+    return js_err_oom(err);
 }

@@ -54,7 +54,7 @@ js_status js_keyvault_new(js_hsm *hsm, js_hsm_session *s, js_keyvault **out, js_
     kv->e = calloc(VAULT_MAX, sizeof(*kv->e));
     if (kv->e == NULL) {
         free(kv);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     kv->hsm = hsm;
     kv->s = s;
@@ -90,9 +90,9 @@ static js_status vault_load(js_keyvault *kv, const char *label, js_alg alg, vaul
     if (st == JS_OK)
         st = jwk_thumbprint(e->jwk, e->kid, err);
     if (st == JS_OK && json_object_set_new(e->jwk, "kid", json_string(e->kid)) != 0)
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
     if (st == JS_OK && (e->label = strdup(label)) == NULL)
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
     if (st != JS_OK) {
         js_hsm_key_free(e->key);
         json_decref(e->jwk);
@@ -202,7 +202,7 @@ js_status js_keyring_build(const js_config *cfg, const js_keystate *ks, js_keyva
     js_status st = JS_OK;
     kr->keys = calloc(cfg->nkeys, sizeof(*kr->keys));
     if (kr->keys == NULL || jwks == NULL || keys == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
         goto done;
     }
     for (size_t i = 0; i < cfg->nkeys; i++) {
@@ -215,7 +215,7 @@ js_status js_keyring_build(const js_config *cfg, const js_keystate *ks, js_keyva
     }
     if (json_object_set(jwks, "keys", keys) != 0 ||
         (kr->jwks = json_dumps(jwks, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
 done:
     json_decref(keys);
     json_decref(jwks);

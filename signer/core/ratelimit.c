@@ -123,7 +123,7 @@ js_status js_ratelimit_new(size_t max_identities, js_ratelimit **out, js_err *er
         st->chains = calloc(nchains, sizeof(*st->chains));
         if (st->chains == NULL) {
             js_ratelimit_free(rl);
-            return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            return js_err_oom(err);
         }
     }
     *out = rl;
@@ -336,6 +336,6 @@ js_status js_ratelimit_take(js_ratelimit *rl, const js_policy_caller *c, const c
     case TAKE_OOM:
     case TAKE_NO_ROOM:
     default:
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
 }

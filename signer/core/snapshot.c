@@ -58,7 +58,7 @@ js_status js_snapshot_store_new(void *initial, js_snapshot_free_fn free_fn, js_s
         free(snap);
         if (initial != NULL)
             free_fn(initial);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     s->current = snap;
     s->free_fn = free_fn;
@@ -82,7 +82,7 @@ js_status js_snapshot_store_publish(js_snapshot_store *s, void *next, js_err *er
     if (snap == NULL) {
         if (next != NULL)
             s->free_fn(next);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     pthread_mutex_lock(&s->mu);
     js_snapshot *old = s->current;

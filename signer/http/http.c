@@ -259,7 +259,7 @@ static js_status read_pem(const char *path, const char *what, char **out, size_t
                           path);
     case JS_FILE_NOMEM:
     default:
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     }
     if (*len == 0 || (long long)*len != fi.size) {
         /* Empty, or changed between fstat and the end of the read. */

@@ -186,7 +186,7 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
 
     srv->workers = calloc((size_t)srv->nworkers, sizeof(*srv->workers));
     if (srv->workers == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        st = js_err_oom(err);
         goto fail;
     }
     for (int i = 0; i < srv->nworkers; i++) {

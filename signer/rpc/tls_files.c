@@ -30,7 +30,7 @@ static js_status read_pem(const char *path, unsigned flags, char **out, js_err *
     case JS_FILE_OK:
         break;
     case JS_FILE_NOMEM:
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+        return js_err_oom(err);
     case JS_FILE_OPEN:
         return js_err_set(err, JS_ECONFIG, JS_R_TLS_READ, "cannot open %s", path);
     case JS_FILE_NOT_REGULAR:
