@@ -264,10 +264,11 @@ static js_status load_key(const loader *ld, const js_yaml_node *item, const char
     JS_GUARD(dup_str(s, &key->name, ld->err));
 
     JS_GUARD(get_string(ld, item, path, "label", true, &s, &v));
-    size_t n = strlen(s);
-    if (n == 0 || n > JS_LABEL_MAX)
+    /* The one HSM-label rule (names.h), as the HSM and the key state apply it. */
+    if (!js_label_ok(s))
         return fail(ld, js_yaml_node_line(v), js_yaml_path_key(sub, sizeof(sub), path, "label"),
-                    JS_R_CONFIG_KEY_LABEL, "label must be 1..%d bytes", JS_LABEL_MAX);
+                    JS_R_CONFIG_KEY_LABEL, "label must be 1..%d printable ASCII characters",
+                    JS_LABEL_MAX);
     JS_GUARD(dup_str(s, &key->label, ld->err));
 
     JS_GUARD(get_string(ld, item, path, "alg", true, &s, &v));
@@ -424,10 +425,9 @@ static js_status load_audit_key_label(const loader *ld, const js_yaml_node *root
     const js_yaml_node *v;
     char shown[48];
     JS_GUARD(get_string(ld, audit, "audit", "key_label", true, &s, &v));
-    size_t n = strlen(s);
-    if (n == 0 || n > JS_LABEL_MAX)
+    if (!js_label_ok(s))
         return fail(ld, js_yaml_node_line(v), "audit.key_label", JS_R_CONFIG_KEY_LABEL,
-                    "label must be 1..%d bytes", JS_LABEL_MAX);
+                    "label must be 1..%d printable ASCII characters", JS_LABEL_MAX);
     for (size_t i = 0; i < cfg->nkeys; i++) {
         if (strcmp(cfg->keys[i].label, s) != 0)
             continue;

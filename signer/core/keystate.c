@@ -144,9 +144,9 @@ static js_status check_ids(const char *key, const char *label, const char *alg, 
 {
     JS_ENSURE(js_key_name_ok(key), err, JS_EINVAL, JS_R_KEYSTATE_BAD_NAME,
               "key name must be 1..%d of [A-Za-z0-9._-]", JS_KEY_NAME_MAX);
-    JS_ENSURE(label != NULL && ks_token_ok(label, JS_KS_LABEL_MAX), err, JS_EINVAL,
-              JS_R_KEYSTATE_BAD_LABEL, "key '%s': label must be 1..%d printable characters", key,
-              JS_KS_LABEL_MAX);
+    /* The one HSM-label rule (names.h): the configuration accepts exactly these. */
+    JS_ENSURE(js_label_ok(label), err, JS_EINVAL, JS_R_KEYSTATE_BAD_LABEL,
+              "key '%s': label must be 1..%d printable ASCII characters", key, JS_LABEL_MAX);
     JS_ENSURE(alg != NULL && ks_token_ok(alg, JS_KS_ALG_MAX), err, JS_EINVAL, JS_R_KEYSTATE_BAD_ALG,
               "key '%s': alg must be 1..%d printable characters", key, JS_KS_ALG_MAX);
     JS_ENSURE(kid != NULL && ks_token_ok(kid, JS_KS_KID_MAX), err, JS_EINVAL, JS_R_KEYSTATE_BAD_KID,

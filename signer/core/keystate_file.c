@@ -91,7 +91,7 @@ static js_status get_str(const loader *ld, json_t *obj, const char *where, const
 
 static bool label_valid(const char *s)
 {
-    return ks_token_ok(s, JS_KS_LABEL_MAX);
+    return js_label_ok(s); /* names.h, as the configuration and the HSM */
 }
 static bool alg_valid(const char *s)
 {

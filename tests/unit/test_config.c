@@ -448,13 +448,19 @@ static const struct {
      "config.missing_key", 16, "audit.key_label: required key is missing", NULL},
     {"audit.key_label empty",
      L_LISTEN L_TLS L_HSM L_KEYS L_POLICY "audit:\n  dir: a\n  key_label: \"\"\n",
-     "config.key_label", 17, "audit.key_label: label must be 1..128 bytes", NULL},
+     "config.key_label", 17, "audit.key_label: label must be 1..128 printable ASCII characters",
+     NULL},
     {"audit.key_label too long",
      L_LISTEN L_TLS L_HSM L_KEYS L_POLICY
      "audit:\n  dir: a\n  key_label: "
      "\"123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890"
      "123456789012345678901234567890123456789\"\n",
-     "config.key_label", 17, "audit.key_label: label must be 1..128 bytes", NULL},
+     "config.key_label", 17, "audit.key_label: label must be 1..128 printable ASCII characters",
+     NULL},
+    {"audit.key_label control character",
+     L_LISTEN L_TLS L_HSM L_KEYS L_POLICY "audit:\n  dir: a\n  key_label: \"a\\tb\"\n",
+     "config.key_label", 17, "audit.key_label: label must be 1..128 printable ASCII characters",
+     NULL},
     {"audit.key_label not a string",
      L_LISTEN L_TLS L_HSM L_KEYS L_POLICY "audit:\n  dir: a\n  key_label: {a: b}\n", "config.type",
      17, "audit.key_label: expected a string, found a mapping", NULL},

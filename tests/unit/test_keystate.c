@@ -702,6 +702,26 @@ static void test_save_load_round_trip(void **state)
     assert_string_equal(active_kid(back), "kid-four");
     js_keystate_free(back);
 
+    /* A label is the HSM-label kind of name (names.h), as the configuration
+     * accepts it: printable ASCII, spaces included; a control character is
+     * refused and changes nothing. */
+    js_keystate *sp = NULL;
+    ok(js_keystate_new(&sp, &err), &err);
+    ok(js_keystate_ensure_initial(sp, "spaced", "login key", "ES256", "kid-sp", T0, NULL, &err),
+       &err);
+    assert_int_equal(
+        js_keystate_ensure_initial(sp, "ctl", "login\tkey", "ES256", "kid-ctl", T0, NULL, &err),
+        JS_EINVAL);
+    assert_int_equal(err.reason, JS_R_KEYSTATE_BAD_LABEL);
+    assert_int_equal(js_keystate_key_count(sp), 1);
+    path_in_dir(path, sizeof(path), "spaced.json");
+    ok(js_keystate_save(sp, path, &err), &err);
+    ok(js_keystate_load(path, &back, &err), &err);
+    assert_same(sp, back);
+    assert_string_equal(js_keystate_find_kid(back, "kid-sp", NULL)->label, "login key");
+    js_keystate_free(back);
+    js_keystate_free(sp);
+
     /* A missing file is an empty state. */
     path_in_dir(path, sizeof(path), "missing.json");
     ok(js_keystate_load(path, &back, &err), &err);
