@@ -6,6 +6,10 @@
  * RFC 9162 §2.1.3 inclusion proofs of one token's record against a signed
  * checkpoint that an auditor can check without the log.
  *
+ * The program is a thin main: the work is the audit library's (reader.h,
+ * verify.h, query.h, report.h, proof.h); this file parses arguments, finds
+ * the segments, reads proof files and prints.
+ *
  * Log segments and proof files are untrusted input: every read is bounded,
  * every field is type- and size-checked, and text from the log is never
  * written raw to a terminal (control bytes are replaced in tables; JSON
@@ -29,14 +33,13 @@
 #include <time.h>
 
 #include <jansson.h>
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "checkpoint.h"
 #include "duration.h"
 #include "err.h"
 #include "hex.h"
-#include "merkle.h"
+#include "proof.h"
 #include "query.h"
 #include "reader.h"
 #include "record.h"
@@ -49,10 +52,7 @@
 #define EX_IO    3
 
 /* Bounds for untrusted inputs. */
-#define PROOF_FILE_MAX    (1024u * 1024u)        /* a proof is a few KB */
-#define PROOF_PATH_MAX    JS_MERKLE_MAX_DEPTH    /* RFC 9162 §2.1.3: at most tree height */
-#define PROVE_MAX_RECORDS (256ull * 1024 * 1024) /* 8 GiB of leaf hashes */
-#define PROOF_FORMAT      "jwt-audit-inclusion-proof/v1"
+#define PROOF_FILE_MAX (1024u * 1024u) /* a proof is a few KB */
 
 #define PROG "jwt-audit"
 
@@ -87,20 +87,6 @@ static int exit_for(js_status st)
     default:
         return EX_IO;
     }
-}
-
-static bool json_int(const json_t *o, const char *key, int64_t *out)
-{
-    const json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v))
-        return false;
-    *out = (int64_t)json_integer_value(v);
-    return true;
-}
-
-static bool str_eq(const char *a, const char *b)
-{
-    return a != NULL && b != NULL && strcmp(a, b) == 0;
 }
 
 /* ---- time ---------------------------------------------------------------- */
@@ -975,159 +961,31 @@ static const char k_prove_usage[] =
     "checkpoint, or the log does not match its checkpoint, 2 usage, 3 unreadable\n"
     "or damaged segment\n";
 
-typedef struct prove_ctx {
-    const char *jti;
-    uint8_t *leaves; /* leaf hashes, index seq - 1 */
-    uint64_t n, cap;
-    char *payload; /* the record's payload (a copy), NUL-terminated */
-    size_t payload_len;
-    uint64_t seq;
-    uint64_t matches;
-    char *cp_payload; /* the latest checkpoint's payload */
-    size_t cp_len;
-    js_audit_checkpoint cp;
-    bool have_cp;
-} prove_ctx;
-
-static char *dup_bytes(const uint8_t *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (s != NULL) {
-        memcpy(s, p, n);
-        s[n] = '\0';
-    }
-    return s;
-}
-
+/* Feeds one record to the prover: a record that does not fit the log's
+ * order or a damaged checkpoint is a verdict (1), a bound or memory is 3. */
 static int prove_record(void *ctx, const js_audit_record *rec)
 {
-    prove_ctx *c = ctx;
-    /* The Merkle leaves are the records in seq order (FORMAT.md §5); a gap
-     * would make every index wrong, so refuse and point at verify. */
-    if (rec->seq != c->n + 1) {
-        errorf("%s offset %" PRIu64 ": seq %" PRIu64 " where %" PRIu64
-               " was expected; run `jwt-audit verify`",
-               rec->segment, rec->offset, rec->seq, c->n + 1);
-        return EX_FAIL;
-    }
-    if (c->n >= PROVE_MAX_RECORDS) {
-        errorf("more than %llu records; too large to prove in memory", PROVE_MAX_RECORDS);
-        return EX_IO;
-    }
-    if (c->n == c->cap) {
-        uint64_t cap = c->cap ? c->cap * 2 : 1024;
-        uint8_t *nl = realloc(c->leaves, (size_t)cap * JS_MERKLE_HASH_LEN);
-        if (nl == NULL) {
-            errorf("out of memory");
-            return EX_IO;
-        }
-        c->leaves = nl;
-        c->cap = cap;
-    }
-    memcpy(c->leaves + c->n * JS_MERKLE_HASH_LEN, rec->leaf_hash, JS_MERKLE_HASH_LEN);
-    c->n++;
-
-    if (rec->is_checkpoint) {
-        js_err err;
-        js_audit_checkpoint cp;
-        if (js_audit_checkpoint_parse(rec->json, &cp, &err) != JS_OK) {
-            errorf("%s offset %" PRIu64 ": checkpoint seq %" PRIu64 ": %s", rec->segment,
-                   rec->offset, rec->seq, err.msg);
-            return EX_FAIL;
-        }
-        char *p = dup_bytes(rec->payload, rec->payload_len);
-        if (p == NULL)
-            return EX_IO;
-        free(c->cp_payload);
-        c->cp_payload = p;
-        c->cp_len = rec->payload_len;
-        c->cp = cp;
-        c->have_cp = true;
-    }
-    if (str_eq(js_audit_member_str(rec->json, JS_AUDIT_F_JTI), c->jti)) {
-        c->matches++;
-        if (c->payload == NULL) {
-            c->payload = dup_bytes(rec->payload, rec->payload_len);
-            if (c->payload == NULL)
-                return EX_IO;
-            c->payload_len = rec->payload_len;
-            c->seq = rec->seq;
-        }
-    }
-    return EX_OK;
+    js_err err;
+    js_status st = js_audit_prover_add(ctx, rec, &err);
+    if (st == JS_OK)
+        return EX_OK;
+    errorf("%s", err.msg);
+    return st == JS_EINVAL ? EX_FAIL : EX_IO;
 }
 
-static int prove_emit(prove_ctx *c)
+/* Prints the proof of what the prover was fed. */
+static int prove_emit(const js_audit_prover *p, const char *jti)
 {
-    if (c->payload == NULL) {
-        errorf("no record with jti '%s' in the log", c->jti);
-        return EX_FAIL;
-    }
-    if (c->matches > 1)
+    uint64_t matches = js_audit_prover_matches(p);
+    if (js_audit_prover_seq(p) != 0 && matches > 1)
         errorf("warning: jti '%s' appears in %" PRIu64 " records; proving the first (seq %" PRIu64
                ")",
-               c->jti, c->matches, c->seq);
-    if (!c->have_cp) {
-        errorf("the log has no checkpoint: nothing to anchor a proof to");
-        return EX_FAIL;
-    }
-    uint64_t index = c->seq - 1, size = c->cp.tree_size;
-    if (index >= size) {
-        errorf("the record (seq %" PRIu64 ") is after the latest checkpoint (seq %" PRIu64
-               ", tree size %" PRIu64 "): not yet covered by a signature; retry after the "
-               "next checkpoint",
-               c->seq, c->cp.seq, size);
-        return EX_FAIL;
-    }
-    if (size > c->n) {
-        errorf("checkpoint seq %" PRIu64 " claims tree size %" PRIu64 " but only %" PRIu64
-               " records precede it; run `jwt-audit verify`",
-               c->cp.seq, size, c->n);
-        return EX_FAIL;
-    }
-    /* The root must be the log's: otherwise the proof would not verify and
-     * the log itself is damaged (RFC 6962 §2.1). */
-    uint8_t root[JS_MERKLE_HASH_LEN];
-    js_merkle_root(c->leaves, (size_t)size, root);
-    if (CRYPTO_memcmp(root, c->cp.root, sizeof root) != 0) {
-        errorf("the records before checkpoint seq %" PRIu64
-               " do not hash to its Merkle root; the log is damaged, run `jwt-audit verify`",
-               c->cp.seq);
-        return EX_FAIL;
-    }
-    uint8_t path[PROOF_PATH_MAX * JS_MERKLE_HASH_LEN];
-    size_t plen = 0;
+               jti, matches, js_audit_prover_seq(p));
+    json_t *doc = NULL;
     js_err err;
-    if (js_merkle_inclusion_proof(c->leaves, (size_t)size, index, path, PROOF_PATH_MAX, &plen,
-                                  &err) != JS_OK ||
-        js_merkle_verify_inclusion(c->leaves + index * JS_MERKLE_HASH_LEN, index, size, path, plen,
-                                   root, &err) != JS_OK) {
-        errorf("internal error building the proof: %s", err.msg);
-        return EX_IO;
-    }
-    json_t *jpath = json_array();
-    char hex[JS_AUDIT_HEX_LEN + 1], leaf_hex[JS_AUDIT_HEX_LEN + 1], root_hex[JS_AUDIT_HEX_LEN + 1];
-    for (size_t i = 0; jpath != NULL && i < plen; i++) {
-        js_hex_encode(path + i * JS_MERKLE_HASH_LEN, JS_MERKLE_HASH_LEN, hex);
-        if (json_array_append_new(jpath, json_string(hex)) != 0) {
-            json_decref(jpath);
-            jpath = NULL;
-        }
-    }
-    js_hex_encode(c->leaves + index * JS_MERKLE_HASH_LEN, JS_MERKLE_HASH_LEN, leaf_hex);
-    js_hex_encode(root, JS_MERKLE_HASH_LEN, root_hex);
-    /* Payloads are JSON the reader parsed, so valid UTF-8 without NUL: a JSON
-     * string carries their exact bytes. */
-    json_t *doc = jpath == NULL
-                      ? NULL
-                      : json_pack("{s:s, s:s%, s:I, s:I, s:I, s:s, s:s, s:o, s:s%}", "format",
-                                  PROOF_FORMAT, "payload", c->payload, c->payload_len, "seq",
-                                  (json_int_t)c->seq, "leaf_index", (json_int_t)index, "tree_size",
-                                  (json_int_t)size, "leaf_hash", leaf_hex, "root", root_hex,
-                                  "audit_path", jpath, "checkpoint", c->cp_payload, c->cp_len);
-    if (doc == NULL) {
-        errorf("cannot encode the proof (payload not UTF-8?)");
-        return EX_IO;
+    if (js_audit_prover_build(p, &doc, &err) != JS_OK) {
+        errorf("%s", err.msg);
+        return EX_FAIL;
     }
     int rc = json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) == 0 ? EX_OK : EX_IO;
     putchar('\n');
@@ -1137,14 +995,14 @@ static int prove_emit(prove_ctx *c)
 
 static int cmd_prove(int argc, char **argv)
 {
-    prove_ctx c = {0};
-    const opt_spec specs[] = {{"--jti", &c.jti, NULL}};
+    const char *jti = NULL;
+    const opt_spec specs[] = {{"--jti", &jti, NULL}};
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     size_t npos = 0;
     if (pos == NULL)
         return EX_IO;
     args_result ar = parse_args(argc, argv, specs, 1, pos, &npos);
-    if (ar == ARGS_OK && (c.jti == NULL || *c.jti == '\0')) {
+    if (ar == ARGS_OK && (jti == NULL || *jti == '\0')) {
         errorf("--jti is required");
         ar = ARGS_BAD;
     }
@@ -1161,14 +1019,21 @@ static int cmd_prove(int argc, char **argv)
             fputs(k_prove_usage, stderr);
         return rc;
     }
-    rc = for_each_record(&segs, prove_record, &c);
+    js_audit_prover *p = NULL;
+    js_err err;
+    if (js_audit_prover_new(jti, &p, &err) != JS_OK) {
+        errorf("%s", err.msg);
+        seglist_free(&segs);
+        return EX_IO;
+    }
+    rc = for_each_record(&segs, prove_record, p);
     /* A torn tail after the latest checkpoint does not affect what it
      * covers: prove from what was read (for_each_record said where). */
     if (rc == EX_OK || rc == EX_IO)
-        rc = prove_emit(&c) == EX_OK ? EX_OK : (rc == EX_IO && c.payload == NULL ? EX_IO : EX_FAIL);
-    free(c.leaves);
-    free(c.payload);
-    free(c.cp_payload);
+        rc = prove_emit(p, jti) == EX_OK
+                 ? EX_OK
+                 : (rc == EX_IO && js_audit_prover_seq(p) == 0 ? EX_IO : EX_FAIL);
+    js_audit_prover_free(p);
     seglist_free(&segs);
     if (fflush(stdout) != 0)
         return EX_IO;
@@ -1224,161 +1089,34 @@ static int read_bounded(const char *path, size_t max, char **out, size_t *len)
     return EX_OK;
 }
 
-/* A proof member that must be a string; *len its byte length. */
-static const char *proof_str(const json_t *doc, const char *key, size_t max, size_t *len)
-{
-    const json_t *v = json_object_get(doc, key);
-    if (!json_is_string(v)) {
-        errorf("proof: \"%s\" is missing or not a string", key);
-        return NULL;
-    }
-    if (json_string_length(v) > max) {
-        errorf("proof: \"%s\" is longer than %zu bytes", key, max);
-        return NULL;
-    }
-    *len = json_string_length(v);
-    return json_string_value(v);
-}
-
-static bool proof_u64(const json_t *doc, const char *key, uint64_t *out)
-{
-    const json_t *v = json_object_get(doc, key);
-    if (!json_is_integer(v) || json_integer_value(v) < 0) {
-        errorf("proof: \"%s\" is missing or not a non-negative integer", key);
-        return false;
-    }
-    *out = (uint64_t)json_integer_value(v);
-    return true;
-}
-
-/* An optional hex copy of a hash in the proof: absent, or equal to want. */
-static bool proof_copy_matches(const json_t *doc, const char *key,
-                               const uint8_t want[JS_MERKLE_HASH_LEN])
-{
-    const json_t *v = json_object_get(doc, key);
-    uint8_t h[JS_MERKLE_HASH_LEN];
-    if (v == NULL)
-        return true;
-    return json_is_string(v) &&
-           js_audit_unhex(json_string_value(v), json_string_length(v), h, sizeof h) &&
-           CRYPTO_memcmp(h, want, sizeof h) == 0;
-}
-
+/* Checks the proof document and prints the verdict: malformed is 3 (on
+ * stderr), does not verify is 1 ("proof FAILED" on stdout). */
 static int check_proof(const json_t *doc, EVP_PKEY *pub)
 {
-    size_t plen = 0, cplen = 0;
-    uint64_t index, size;
-    const json_t *fmt = json_object_get(doc, "format");
-    if (!json_is_string(fmt) || strcmp(json_string_value(fmt), PROOF_FORMAT) != 0) {
-        errorf("proof: \"format\" is not \"%s\"", PROOF_FORMAT);
-        return EX_IO;
-    }
-    const char *payload = proof_str(doc, "payload", JS_AUDIT_MAX_PAYLOAD, &plen);
-    const char *cptext = proof_str(doc, "checkpoint", JS_AUDIT_MAX_PAYLOAD, &cplen);
-    if (payload == NULL || cptext == NULL || !proof_u64(doc, "leaf_index", &index) ||
-        !proof_u64(doc, "tree_size", &size))
-        return EX_IO;
-    const json_t *jpath = json_object_get(doc, "audit_path");
-    if (!json_is_array(jpath) || json_array_size(jpath) > PROOF_PATH_MAX) {
-        errorf("proof: \"audit_path\" is missing, not an array, or longer than %d hashes",
-               PROOF_PATH_MAX);
-        return EX_IO;
-    }
-    uint8_t path[PROOF_PATH_MAX * JS_MERKLE_HASH_LEN];
-    size_t npath = json_array_size(jpath);
-    for (size_t i = 0; i < npath; i++) {
-        const json_t *h = json_array_get(jpath, i);
-        if (!json_is_string(h) ||
-            !js_audit_unhex(json_string_value(h), json_string_length(h),
-                            path + i * JS_MERKLE_HASH_LEN, JS_MERKLE_HASH_LEN)) {
-            errorf("proof: audit_path[%zu] is not 64 lower-case hex digits", i);
-            return EX_IO;
-        }
-    }
-
-    /* 1. The checkpoint: parse, then its signature (FORMAT.md §5). */
-    json_error_t jerr;
-    json_t *cpj = json_loadb(cptext, cplen, JSON_REJECT_DUPLICATES, &jerr);
-    if (cpj == NULL) {
-        errorf("proof: \"checkpoint\" is not JSON: %s", jerr.text);
-        return EX_IO;
-    }
-    js_audit_checkpoint cp;
+    js_audit_proof_result res;
     js_err err;
-    js_status st = js_audit_checkpoint_parse(cpj, &cp, &err);
-    json_decref(cpj);
-    if (st != JS_OK) {
-        errorf("proof: checkpoint: %s", err.msg);
+    if (js_audit_proof_check(doc, pub, &res, &err) != JS_OK) {
+        errorf("proof: %s", err.msg);
+        js_audit_proof_result_cleanup(&res);
         return EX_IO;
     }
-    if (js_audit_checkpoint_verify_sig(&cp, pub, &err) != JS_OK) {
-        printf("proof FAILED: the checkpoint's signature does not verify under this key: %s\n",
-               err.msg);
+    if (!res.valid) {
+        printf("proof FAILED: %s\n", res.message);
+        js_audit_proof_result_cleanup(&res);
         return EX_FAIL;
     }
-    /* The signature covers the §5.2 body, not these bytes: the checkpoint
-     * must also be the canonical record (FORMAT.md §7 rule 4), as in the log. */
-    if (js_audit_checkpoint_check_canonical(&cp, (const uint8_t *)cptext, cplen, &err) != JS_OK) {
-        printf("proof FAILED: %s\n", err.msg);
-        return EX_FAIL;
-    }
-    if (cp.tree_size != size) {
-        printf("proof FAILED: tree_size %" PRIu64 " is not the checkpoint's (%" PRIu64 ")\n", size,
-               cp.tree_size);
-        return EX_FAIL;
-    }
-
-    /* 2. The record: its leaf hash, bound to its position (leaf = seq - 1). */
-    json_t *rec = json_loadb(payload, plen, JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(rec)) {
-        json_decref(rec);
-        printf("proof FAILED: the payload is not a JSON object\n");
-        return EX_FAIL;
-    }
-    int64_t seq = 0;
-    if (!json_int(rec, JS_AUDIT_F_SEQ, &seq) || seq < 1 || (uint64_t)seq != index + 1) {
-        printf("proof FAILED: the payload's seq does not match leaf_index %" PRIu64 " + 1\n",
-               index);
-        json_decref(rec);
-        return EX_FAIL;
-    }
-    uint8_t leaf[JS_MERKLE_HASH_LEN];
-    js_merkle_leaf_hash((const uint8_t *)payload, plen, leaf);
-
-    /* The convenience copies in the proof ("seq", "leaf_hash", "root") are
-     * not trusted, but a proof whose copies disagree with what they copy is
-     * refused rather than shown to a reader who may believe them. */
-    if (!proof_copy_matches(doc, "leaf_hash", leaf) || !proof_copy_matches(doc, "root", cp.root) ||
-        (json_object_get(doc, JS_AUDIT_F_SEQ) != NULL &&
-         (!json_is_integer(json_object_get(doc, JS_AUDIT_F_SEQ)) ||
-          json_integer_value(json_object_get(doc, JS_AUDIT_F_SEQ)) != seq))) {
-        printf("proof FAILED: its seq, leaf_hash or root member disagrees with the payload or "
-               "the signed checkpoint\n");
-        json_decref(rec);
-        return EX_FAIL;
-    }
-
-    /* 3. The audit path to the signed root (RFC 9162 §2.1.3.2). */
-    st = js_merkle_verify_inclusion(leaf, index, size, path, npath, cp.root, &err);
-    if (st != JS_OK) {
-        printf("proof FAILED: %s\n", err.msg);
-        json_decref(rec);
-        return EX_FAIL;
-    }
-    const char *jti = js_audit_member_str(rec, JS_AUDIT_F_JTI),
-               *caller = js_audit_member_str(rec, JS_AUDIT_F_CALLER),
-               *t = js_audit_member_str(rec, JS_AUDIT_F_TIME);
-    printf("record: seq %" PRId64 ", jti ", seq);
-    put_cell(jti, 0, false);
+    const js_audit_checkpoint *cp = &res.checkpoint;
+    printf("record: seq %" PRIu64 ", jti ", res.seq);
+    put_cell(js_audit_member_str(res.record, JS_AUDIT_F_JTI), 0, false);
     printf(", caller ");
-    put_cell(caller, 0, false);
+    put_cell(js_audit_member_str(res.record, JS_AUDIT_F_CALLER), 0, false);
     printf(", time ");
-    put_cell(t, 0, false);
-    printf("\ncheckpoint: seq %" PRIu64 ", tree size %" PRIu64 ", %s, origin ", cp.seq,
-           cp.tree_size, cp.time);
-    put_cell(cp.origin, 0, false);
+    put_cell(js_audit_member_str(res.record, JS_AUDIT_F_TIME), 0, false);
+    printf("\ncheckpoint: seq %" PRIu64 ", tree size %" PRIu64 ", %s, origin ", cp->seq,
+           cp->tree_size, cp->time);
+    put_cell(cp->origin, 0, false);
     printf("\nproof OK\n");
-    json_decref(rec);
+    js_audit_proof_result_cleanup(&res);
     return EX_OK;
 }
 
