@@ -5,6 +5,7 @@
 #include "claims.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include <openssl/rand.h>
@@ -134,27 +135,20 @@ js_status claims_apply_server(json_t *claims, const char *issuer, int64_t now,
     if (life->window > 0 && exp - now > life->window)
         exp = now + life->window;
 
-    json_t *jiss = json_string(issuer);
-    json_t *jiat = json_integer(now);
-    json_t *jexp2 = json_integer(exp);
-    json_t *jjti = json_string(jti);
-    if (jiss == NULL || jiat == NULL || jexp2 == NULL || jjti == NULL ||
-        json_object_set_new(claims, "iss", jiss) != 0) {
-        json_decref(jiss);
-        json_decref(jiat);
-        json_decref(jexp2);
-        json_decref(jjti);
-        return js_err_oom(err);
+    static const char *const names[] = {"iss", "iat", "exp", "jti"};
+    json_t *vals[] = {json_string(issuer), json_integer(now), json_integer(exp), json_string(jti)};
+    bool ok = true;
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++)
+        ok = ok && vals[i] != NULL;
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        if (ok)
+            /* _set_new takes the reference, also when it fails. */
+            ok = json_object_set_new(claims, names[i], vals[i]) == 0;
+        else
+            json_decref(vals[i]); /* not handed over (NULL is fine) */
     }
-    /* _set_new steals the reference even on failure. */
-    if (json_object_set_new(claims, "iat", jiat) != 0 ||
-        json_object_set_new(claims, "exp", jexp2) != 0 ||
-        json_object_set_new(claims, "jti", jjti) != 0) {
-        json_object_del(claims, "iss");
-        json_object_del(claims, "iat");
-        json_object_del(claims, "jti");
-        return js_err_oom(err);
-    }
+    if (!ok)
+        return js_err_oom(err); /* the claim set may be changed (see claims.h) */
     if (exp_out != NULL)
         *exp_out = exp;
     return JS_OK;

@@ -242,7 +242,9 @@ void js_service_decide(const js_service *svc, const js_sign_input *in, js_decisi
          * budget still gets its request envelope decoded, for the request_id
          * its audit record and log line carry; beyond the budget nothing is
          * decoded. */
-        d->folded = !in->in_full(in->budget_ctx);
+        /* Only refusals are folded; an error (the signer's fault) is
+         * always recorded in full (service.h). */
+        d->folded = js_decision_kind_of(st) == JS_DECISION_DENY && !in->in_full(in->budget_ctx);
         js_sign_request req;
         memset(&req, 0, sizeof(req));
         js_err ignored;

@@ -148,7 +148,9 @@ static void sign_audit_done(void *ctx, js_status st, uint64_t seq, const js_err 
         js_decision_fail(d, aerr);
     }
     js_server *srv = c->w->srv;
-    sign_log(c, d->kind == JS_DECISION_ALLOW ? seq : 0);
+    /* The record is durable whenever st is JS_OK, even if the reply then
+     * failed: the log line names it so the two can be matched. */
+    sign_log(c, st == JS_OK ? seq : 0);
     rpc_reply_decision(c, d, buf, len); /* c may be gone after this */
     if (buf != NULL) {
         OPENSSL_cleanse(buf, len);
@@ -162,12 +164,19 @@ void rpc_handle_sign(call_ctx *c)
     c->t0_us = js_mono_us();
     worker *w = c->w;
     js_server *srv = w->srv;
+    /* Counted from the start of the handler, not from the audit hand-off: a
+     * cancelled shutdown waits for this count to reach 0 before it joins the
+     * workers and frees the server, so no handler may then still be between
+     * its work (the HSM may be slow) and handing the call to the audit log,
+     * whose callback uses the server. Every path below ends it once. */
+    rpc_audit_wait_begin(srv);
     c->peer = grpc_call_get_peer(c->call);
     js_err ierr;
     js_err_clear(&ierr);
     js_status ist = rpc_call_identity(c->call, c->identity, sizeof(c->identity), &ierr);
     if (c->request == NULL) {
         rpc_no_message(c, "SignJwt");
+        rpc_audit_wait_end(srv);
         return;
     }
     const js_policy *policy = js_policy_cache_get(&w->policy, srv->policies);
@@ -194,17 +203,20 @@ void rpc_handle_sign(call_ctx *c)
         sign_event(c, js_policy_hash_hex(policy), &ev);
         js_err aerr;
         js_err_clear(&aerr);
-        rpc_audit_wait_begin(srv);
         if (js_audit_submit(srv->audit, &ev, sign_audit_done, c, &aerr) == JS_OK)
-            return;
-        rpc_audit_wait_end(srv);
-        js_decision_fail(d, &aerr); /* fail closed: the token is discarded */
+            return; /* sign_audit_done ends the count */
+        /* Fail closed: the token is discarded. Whatever the log said, this
+         * is the signer's failure, never the caller's: an error. */
+        if (js_decision_kind_of(aerr.status) != JS_DECISION_ERROR)
+            aerr.status = JS_EUNAVAIL;
+        js_decision_fail(d, &aerr);
     } else if (d->folded) {
         /* Folded: at most one counted record (and one log line) per caller,
          * per reason, per second (FORMAT.md §3.1). */
         rpc_fold_denial(c, "sign", d->reason);
         js_metrics_sign(srv->metrics, c->identity, d, 0);
-        rpc_reply_decision(c, d, NULL, 0);
+        rpc_reply_decision(c, d, NULL, 0); /* c may be gone after this */
+        rpc_audit_wait_end(srv);
         return;
     } else {
         /* A refusal carries no token, so its reply need not wait for the
@@ -219,5 +231,6 @@ void rpc_handle_sign(call_ctx *c)
                          "a denial could not be queued for the audit log");
     }
     sign_log(c, 0);
-    rpc_reply_decision(c, d, NULL, 0);
+    rpc_reply_decision(c, d, NULL, 0); /* c may be gone after this */
+    rpc_audit_wait_end(srv);
 }

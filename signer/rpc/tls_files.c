@@ -40,6 +40,14 @@ static js_status read_pem(const char *path, unsigned flags, char **out, js_err *
         return js_err_set(err, JS_ECONFIG, JS_R_TLS_READ,
                           "%s is empty, unreadable or over %d bytes", path, JS_TLS_PEM_MAX_BYTES);
     }
+    /* gRPC takes PEM as a C string: a NUL inside would cut the file short
+     * silently (and hide the rest from the wipe of a private key). */
+    if (n > 0 && memchr(*out, '\0', n) != NULL) {
+        OPENSSL_cleanse(*out, n);
+        free(*out);
+        *out = NULL;
+        return js_err_set(err, JS_ECONFIG, JS_R_TLS_READ, "%s contains a NUL byte", path);
+    }
     if (n == 0) {
         free(*out);
         *out = NULL;
