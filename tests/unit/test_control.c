@@ -33,18 +33,17 @@
 #include "ratelimit.h"
 #include "service.h"
 #include "snapshot.h"
+#include "test_token.h"
 #include "test_audit_util.h"
 
-#define DEFAULT_MODULE "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"
-#define TOKEN_LABEL    "jscontrol"
-#define PIN            "1234abcd"
-#define SO_PIN         "so-5678efgh"
-#define URI            "pkcs11:token=" TOKEN_LABEL
-#define KEY            "login-es256"
-#define LABEL          "login"
-#define ISSUER         "https://issuer.example"
-#define APP            "spiffe://t/app"
-#define ADMIN          "cn:admin"
+#define TOKEN_LABEL "jscontrol"
+#define PIN         TEST_TOKEN_PIN
+#define URI         "pkcs11:token=" TOKEN_LABEL
+#define KEY         "login-es256"
+#define LABEL       "login"
+#define ISSUER      "https://issuer.example"
+#define APP         "spiffe://t/app"
+#define ADMIN       "cn:admin"
 
 #define POLICY(extra)                                                                              \
     "version: 1\n"                                                                                 \
@@ -81,25 +80,6 @@ typedef struct plane {
     js_control *ctl;
 } plane;
 
-static int run_quiet(const char *cmd)
-{
-    char line[1024];
-    int n = snprintf(line, sizeof(line), "%s >/dev/null 2>&1", cmd);
-    if (n < 0 || (size_t)n >= sizeof(line))
-        return -1;
-    return system(line);
-}
-
-static int write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL)
-        return -1;
-    size_t n = strlen(text);
-    int rc = fwrite(text, 1, n, f) == n ? 0 : -1;
-    return fclose(f) == 0 ? rc : -1;
-}
-
 static void ok(js_status st, const js_err *err)
 {
     if (st != JS_OK)
@@ -112,40 +92,14 @@ static int group_setup(void **state)
     if (f == NULL)
         return -1;
     snprintf(f->dir, sizeof(f->dir), "/tmp/js_control_test.XXXXXX");
-    if (mkdtemp(f->dir) == NULL)
-        goto fail;
-    const char *mod = getenv("JS_SOFTHSM_MODULE");
-    snprintf(f->module, sizeof(f->module), "%s", mod != NULL && mod[0] ? mod : DEFAULT_MODULE);
-    char path[256], tokens[256], cmd[512], conf[512];
-    snprintf(path, sizeof(path), "%s/softhsm2.conf", f->dir);
-    snprintf(tokens, sizeof(tokens), "%s/tokens", f->dir);
-    snprintf(conf, sizeof(conf),
-             "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", tokens);
-    if (write_text(path, conf) != 0 || setenv("SOFTHSM2_CONF", path, 1) != 0 ||
-        mkdir(tokens, 0700) != 0)
-        goto fail;
-    snprintf(cmd, sizeof(cmd),
-             "softhsm2-util --init-token --free --label '%s' --pin '%s' --so-pin '%s'", TOKEN_LABEL,
-             PIN, SO_PIN);
-    if (run_quiet(cmd) != 0)
+    if (test_token_setup(f->dir, TOKEN_LABEL, f->module, sizeof(f->module)) != 0)
         goto fail;
     snprintf(f->policy_path, sizeof(f->policy_path), "%s/policy.yaml", f->dir);
-    char cfg_path[256];
-    snprintf(cfg_path, sizeof(cfg_path), "%s/config.yaml", f->dir);
-    char cfg_text[1024];
-    snprintf(cfg_text, sizeof(cfg_text),
-             "listen: \"127.0.0.1:0\"\n"
-             "tls:\n  cert: server.crt\n  key: server.key\n  client_ca: ca.crt\n"
-             "hsm:\n  module: %s\n  token: \"" URI "\"\n  pin_file: pin.txt\n"
-             "keys:\n  - name: " KEY "\n    label: " LABEL "\n    alg: ES256\n"
-             "issuer: \"" ISSUER "\"\n"
-             "policy: %s\n"
-             "audit:\n  dir: audit\n  key_label: audit\n  origin: \"test/control\"\n",
-             f->module, f->policy_path);
     js_err err = {0};
     const char *kid = NULL;
-    if (write_text(cfg_path, cfg_text) != 0 || write_text(f->policy_path, POLICY("")) != 0 ||
-        js_config_load(cfg_path, &f->cfg, &err) != JS_OK ||
+    if (test_write_text(f->policy_path, POLICY("")) != 0 ||
+        test_signer_config(f->dir, f->module, TOKEN_LABEL, KEY, LABEL, ISSUER, f->policy_path,
+                           "test/control", &f->cfg, &err) != JS_OK ||
         js_hsm_open(f->module, URI, PIN, strlen(PIN), &f->hsm, &err) != JS_OK ||
         js_hsm_session_open(f->hsm, &f->s, &err) != JS_OK ||
         js_keyvault_new(f->hsm, f->s, &f->kv, &err) != JS_OK ||
@@ -178,9 +132,7 @@ static int group_teardown(void **state)
     js_hsm_session_free(f->s);
     js_hsm_free(f->hsm);
     js_config_free(f->cfg);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    int rc = run_quiet(cmd);
+    int rc = test_token_teardown(f->dir);
     free(f);
     return rc == 0 ? 0 : -1;
 }
@@ -363,7 +315,7 @@ static void test_reload_policy(void **state)
     char sha[65] = "";
 
     /* Not a loadable policy: FAILED_PRECONDITION, the old policy stays. */
-    assert_int_equal(write_text(f->policy_path, "version: 1\ncallers: [\n"), 0);
+    assert_int_equal(test_write_text(f->policy_path, "version: 1\ncallers: [\n"), 0);
     assert_int_equal(js_control_reload_policy(p.ctl, ADMIN, sha, &err), JS_ESTATE);
     assert_int_equal(err.status, JS_ESTATE);
     assert_memory_equal(js_reason_name(err.reason), "policy.", 7);
@@ -373,19 +325,19 @@ static void test_reload_policy(void **state)
 
     /* A key the signer does not have: the same, never the start-up-only
      * JS_ECONFIG (which the RPC layer answers INTERNAL). */
-    assert_int_equal(write_text(f->policy_path, POLICY("    keys: [nowhere]\n")), 0);
+    assert_int_equal(test_write_text(f->policy_path, POLICY("    keys: [nowhere]\n")), 0);
     assert_int_equal(js_control_reload_policy(p.ctl, ADMIN, sha, &err), JS_ESTATE);
     assert_int_equal(err.reason, JS_R_POLICY_UNKNOWN_KEY);
     policy_hash(&p, hash);
     assert_string_equal(hash, old_hash);
 
     /* A good file replaces the policy in force and says its hash. */
-    assert_int_equal(write_text(f->policy_path, POLICY("    max_ttl: 5m\n")), 0);
+    assert_int_equal(test_write_text(f->policy_path, POLICY("    max_ttl: 5m\n")), 0);
     ok(js_control_reload_policy(p.ctl, ADMIN, sha, &err), &err);
     policy_hash(&p, hash);
     assert_string_equal(sha, hash);
     assert_string_not_equal(hash, old_hash);
-    assert_int_equal(write_text(f->policy_path, POLICY("")), 0);
+    assert_int_equal(test_write_text(f->policy_path, POLICY("")), 0);
     plane_stop(&p);
 }
 

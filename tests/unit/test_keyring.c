@@ -28,16 +28,15 @@
 #include "hsm.h"
 #include "keyring.h"
 #include "keystate.h"
+#include "test_token.h"
 
-#define DEFAULT_MODULE "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"
-#define TOKEN_LABEL    "jskeyring"
-#define PIN            "1234abcd"
-#define SO_PIN         "so-5678efgh"
-#define URI            "pkcs11:token=" TOKEN_LABEL
-#define KEY            "login-es256"
-#define LABEL          "login"
-#define T0             1700000000LL
-#define LIFE           3600
+#define TOKEN_LABEL "jskeyring"
+#define PIN         TEST_TOKEN_PIN
+#define URI         "pkcs11:token=" TOKEN_LABEL
+#define KEY         "login-es256"
+#define LABEL       "login"
+#define T0          1700000000LL
+#define LIFE        3600
 
 typedef struct fixture {
     char dir[64];
@@ -48,15 +47,6 @@ typedef struct fixture {
     js_config *cfg;
     const char *kid1; /* borrowed from the vault */
 } fixture;
-
-static int run_quiet(const char *cmd)
-{
-    char line[1024];
-    int n = snprintf(line, sizeof(line), "%s >/dev/null 2>&1", cmd);
-    if (n < 0 || (size_t)n >= sizeof(line))
-        return -1;
-    return system(line);
-}
 
 static void ok(js_status st, const js_err *err)
 {
@@ -71,56 +61,17 @@ static int64_t lifetime(const char *key, void *ctx)
     return LIFE;
 }
 
-static int write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL)
-        return -1;
-    size_t n = strlen(text);
-    int rc = fwrite(text, 1, n, f) == n ? 0 : -1;
-    return fclose(f) == 0 ? rc : -1;
-}
-
 static int group_setup(void **state)
 {
     fixture *f = calloc(1, sizeof(*f));
     if (f == NULL)
         return -1;
     snprintf(f->dir, sizeof(f->dir), "/tmp/js_keyring_test.XXXXXX");
-    if (mkdtemp(f->dir) == NULL)
+    if (test_token_setup(f->dir, TOKEN_LABEL, f->module, sizeof(f->module)) != 0)
         goto fail;
-    const char *mod = getenv("JS_SOFTHSM_MODULE");
-    snprintf(f->module, sizeof(f->module), "%s", mod != NULL && mod[0] ? mod : DEFAULT_MODULE);
-    char path[256], tokens[256], cmd[512];
-    snprintf(path, sizeof(path), "%s/softhsm2.conf", f->dir);
-    snprintf(tokens, sizeof(tokens), "%s/tokens", f->dir);
-    char conf[512];
-    snprintf(conf, sizeof(conf),
-             "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", tokens);
-    if (write_text(path, conf) != 0 || setenv("SOFTHSM2_CONF", path, 1) != 0 ||
-        mkdir(tokens, 0700) != 0)
-        goto fail;
-    snprintf(cmd, sizeof(cmd),
-             "softhsm2-util --init-token --free --label '%s' --pin '%s' --so-pin '%s'", TOKEN_LABEL,
-             PIN, SO_PIN);
-    if (run_quiet(cmd) != 0)
-        goto fail;
-
-    /* A configuration naming the key the test generates. */
-    char cfg_path[256];
-    snprintf(cfg_path, sizeof(cfg_path), "%s/config.yaml", f->dir);
-    char cfg_text[1024];
-    snprintf(cfg_text, sizeof(cfg_text),
-             "listen: \"127.0.0.1:0\"\n"
-             "tls:\n  cert: server.crt\n  key: server.key\n  client_ca: ca.crt\n"
-             "hsm:\n  module: %s\n  token: \"" URI "\"\n  pin_file: pin.txt\n"
-             "keys:\n  - name: " KEY "\n    label: " LABEL "\n    alg: ES256\n"
-             "issuer: \"https://issuer.example\"\n"
-             "policy: policy.yaml\n"
-             "audit:\n  dir: audit\n  key_label: audit\n  origin: \"test/keyring\"\n",
-             f->module);
     js_err err = {0};
-    if (write_text(cfg_path, cfg_text) != 0 || js_config_load(cfg_path, &f->cfg, &err) != JS_OK ||
+    if (test_signer_config(f->dir, f->module, TOKEN_LABEL, KEY, LABEL, "https://issuer.example",
+                           "policy.yaml", "test/keyring", &f->cfg, &err) != JS_OK ||
         js_hsm_open(f->module, URI, PIN, strlen(PIN), &f->hsm, &err) != JS_OK ||
         js_hsm_session_open(f->hsm, &f->s, &err) != JS_OK ||
         js_keyvault_new(f->hsm, f->s, &f->kv, &err) != JS_OK ||
@@ -142,9 +93,7 @@ static int group_teardown(void **state)
     js_hsm_session_free(f->s);
     js_hsm_free(f->hsm);
     js_config_free(f->cfg);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    int rc = run_quiet(cmd);
+    int rc = test_token_teardown(f->dir);
     free(f);
     return rc == 0 ? 0 : -1;
 }
