@@ -153,7 +153,7 @@ void js_audit_note_folded(js_audit *a, const char *type, const char *caller, con
         memcpy(k.type, "denials", sizeof("denials"));
         memcpy(k.who, "(other)", sizeof("(other)"));
         k.is_peer = false;
-        memcpy(k.reason, "audit.fold_overflow", sizeof("audit.fold_overflow"));
+        snprintf(k.reason, sizeof(k.reason), "%s", js_reason_name(JS_R_AUDIT_FOLD_OVERFLOW));
         k.hash = fold_hash(k.type, k.is_peer, k.who, k.reason);
         for (size_t i = 0; i < a->nfolds && e == NULL; i++)
             if (a->folds[i].hash == k.hash && strcmp(a->folds[i].type, "denials") == 0 &&

@@ -297,7 +297,7 @@ static js_status loss_body(const js_audit *a, const anchor *an, const loss_info 
         json_object_set_new(d, "operator_reason", json_string(a->accept_reason)) != 0)
         st = js_err_oom(err);
     if (st == JS_OK)
-        st = audit_recovery_body("audit.loss_accepted",
+        st = audit_recovery_body(js_reason_name(JS_R_AUDIT_LOSS_ACCEPTED),
                                  "the operator accepted the loss of records checkpoint.json named",
                                  d, out, err);
     json_decref(cp);
@@ -371,7 +371,7 @@ js_status audit_open_log(js_audit *a, const js_audit_options *opts, js_err *err)
         char *body = NULL;
         st = d == NULL
                  ? js_err_oom(err)
-                 : audit_recovery_body("audit.torn_tail",
+                 : audit_recovery_body(js_reason_name(JS_R_AUDIT_TORN_TAIL),
                                        "torn tail cut at start-up (crash damage)", d, &body, err);
         json_decref(d);
         char t[25];

@@ -440,7 +440,8 @@ static js_status try_recover(js_audit *a, js_err *err)
     snprintf(seg, sizeof(seg), "audit-%06lu.log", a->seg_num);
     json_object_set_new(d, "segment", json_string(seg));
     char *body = NULL;
-    js_status st = audit_recovery_body("audit.io_recovered", why.msg, d, &body, err);
+    js_status st =
+        audit_recovery_body(js_reason_name(JS_R_AUDIT_IO_RECOVERED), why.msg, d, &body, err);
     json_decref(d);
     JS_GUARD(st);
     chain_state work = a->durable;
