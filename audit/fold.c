@@ -6,6 +6,7 @@
  * record once it is durable (or lost).
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
