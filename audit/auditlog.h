@@ -195,10 +195,6 @@ js_status js_audit_append_sync(js_audit *a, const js_audit_event *ev, uint64_t *
 void js_audit_note_folded(js_audit *a, const char *type, const char *caller, const char *peer,
                           const char *reason);
 
-/* js_audit_note_folded(a, "sign", caller, NULL, reason): kept for callers
- * written before the general form. */
-void js_audit_note_rate_limited(js_audit *a, const char *caller, const char *reason);
-
 /* Disk watermark (js_audit_options.min_free_bytes): true while free space in
  * the log directory's file system is below it. *free_bytes (may be NULL)
  * gets the last measured free space (UINT64_MAX before the first

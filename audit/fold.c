@@ -172,8 +172,3 @@ void js_audit_note_folded(js_audit *a, const char *type, const char *caller, con
         e->count++;
     pthread_mutex_unlock(&a->mu);
 }
-
-void js_audit_note_rate_limited(js_audit *a, const char *caller, const char *reason)
-{
-    js_audit_note_folded(a, "sign", caller, NULL, reason != NULL ? reason : "rate_limited");
-}

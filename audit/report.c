@@ -125,9 +125,10 @@ static bool is_rate_limited(const char *reason)
 {
     /* By reason code only: since any denial may be folded into a record
      * with a "count" (FORMAT.md §3.1), a count no longer means a rate
-     * limit. Rate-limit reasons are "rate.limited" (and "rate_limited" in
-     * logs written before the reason table). */
-    return reason != NULL && strncmp(reason, "rate", 4) == 0;
+     * limit. The reason is rate.limited from the table; "rate_limited" is
+     * how logs written before the table named it, and they stay readable. */
+    return reason != NULL && (strcmp(reason, js_reason_name(JS_R_RATE_LIMITED)) == 0 ||
+                              strcmp(reason, "rate_limited") == 0);
 }
 
 js_status js_audit_stats_add(js_audit_stats *c, const js_audit_record *rec, js_err *err)

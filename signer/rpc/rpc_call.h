@@ -102,8 +102,10 @@ struct js_server {
     atomic_bool shutting_down;
     int drained;   /* the shutdown tag has come */
     int cancelled; /* calls were cancelled when the drain grace ran out */
-    /* Allowed SignJwt calls waiting for their audit record; their replies
-     * go out from the audit notifier and need the worker queues alive.
+    /* SignJwt handlers from their start until their reply is sent: while
+     * deciding, and (allowed calls) while waiting for the audit record,
+     * whose reply goes out from the audit notifier and needs the worker
+     * queues alive.
      * Counted up without a lock; counted down under audit_mu, which
      * signals audit_cv at zero, so shutdown sleeps instead of polling and
      * the last notifier is done with the server once shutdown sees zero. */

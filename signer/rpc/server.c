@@ -307,7 +307,7 @@ void rpc_audit_wait_end(js_server *srv)
     pthread_mutex_unlock(&srv->audit_mu);
 }
 
-/* No allowed token is waiting for its audit record any more. */
+/* No SignJwt handler is running or waiting for its audit record any more. */
 static bool audit_waits_done(js_server *srv)
 {
     pthread_mutex_lock(&srv->audit_mu);
@@ -385,8 +385,9 @@ void js_server_shutdown(js_server *srv, int grace_ms)
         struct timespec until = js_mono_deadline(AUDIT_WAIT_REPORT_MS);
         if (pthread_cond_timedwait(&srv->audit_cv, &srv->audit_mu, &until) == ETIMEDOUT &&
             atomic_load(&srv->awaiting_audit) > 0)
-            js_log_event("warn", "shutdown_waiting_for_audit",
-                         "allowed tokens are still waiting for their audit records");
+            js_log_event(
+                "warn", "shutdown_waiting_for_audit",
+                "SignJwt calls are still being decided or waiting for their audit records");
     }
     pthread_mutex_unlock(&srv->audit_mu);
     drain_finish(srv);

@@ -243,7 +243,8 @@ int main(int argc, char **argv)
         }
     }
     for (int i = 0; i < 7; i++)
-        js_audit_note_rate_limited(a, "spiffe://test/svc-0", "rate_limited");
+        js_audit_note_folded(a, "sign", "spiffe://test/svc-0", NULL,
+                             js_reason_name(JS_R_RATE_LIMITED));
     /* Denials beyond the denial budget (FORMAT.md §3.1): an identity that
      * matches no policy entry, and a peer without an identity. */
     for (int i = 0; i < 40; i++)

@@ -358,7 +358,7 @@ static bool rl_visit(void *ctx, const js_audit_record *rec)
         return true;
     const char *caller = json_string_value(json_object_get(rec->json, "caller"));
     assert_string_equal(json_string_value(json_object_get(rec->json, "decision")), "deny");
-    assert_string_equal(json_string_value(json_object_get(rec->json, "reason")), "rate_limited");
+    assert_string_equal(json_string_value(json_object_get(rec->json, "reason")), "rate.limited");
     if (strcmp(caller, "flood") == 0) {
         counts[0] += (uint64_t)json_integer_value(c);
         counts[2]++;
@@ -379,12 +379,12 @@ static void test_rate_limit_folding(void **state)
     js_err err;
     assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
     for (int i = 0; i < 5000; i++)
-        js_audit_note_rate_limited(a, "flood", "rate_limited");
+        js_audit_note_folded(a, "sign", "flood", NULL, js_reason_name(JS_R_RATE_LIMITED));
     for (int i = 0; i < 3; i++)
-        js_audit_note_rate_limited(a, "small", "rate_limited");
+        js_audit_note_folded(a, "sign", "small", NULL, js_reason_name(JS_R_RATE_LIMITED));
     sleep_ms(1200);
     for (int i = 0; i < 7; i++)
-        js_audit_note_rate_limited(a, "flood", "rate_limited");
+        js_audit_note_folded(a, "sign", "flood", NULL, js_reason_name(JS_R_RATE_LIMITED));
     js_audit_close(a); /* flushes the open fold */
     uint64_t counts[3] = {0, 0, 0};
     log_stats ls;
