@@ -104,6 +104,22 @@ class Startup(unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertIn("nope.crt", err)
 
+    def test_tls_file_with_nul_refuses_to_start(self):
+        # gRPC takes PEM as a C string: a NUL would cut the file short without
+        # a word (and the private key's tail would escape the wipe).
+        bad = os.path.join(self.env.dir, "pki", "nul.crt")
+        with open(os.path.join(self.env.dir, "pki", "server.crt"), "rb") as f:
+            pem = f.read()
+        with open(bad, "wb") as f:
+            f.write(pem + b"\0trailing")
+        cfg = self.env.write_config("tlsnul.yaml", tls={"cert": "pki/nul.crt",
+                                                        "key": "pki/server.key",
+                                                        "client_ca": "pki/ca.crt"})
+        rc, _, err = run_signerd(self.env, cfg)
+        self.assertEqual(rc, 1)
+        self.assertIn("contains a NUL byte", err)
+        self.assertEqual(failure(err)["reason"], "tls.read")
+
     def test_keygen_refuses_existing_label(self):
         rc, out, err = self.env.keygen(harness.DEFAULT_KEY["name"], check=False)
         self.assertEqual(rc, 1)
