@@ -84,6 +84,7 @@ bench: build
 	JS_SIGNERD=$(CURDIR)/$(BUILD_DIR)/jwt-signerd JS_SIGN=$(CURDIR)/$(BUILD_DIR)/jwt-sign \
 	JS_CLIENT_TEST=$(CURDIR)/$(BUILD_DIR)/tests/client_load \
 	JS_BENCH_HSM=$(CURDIR)/$(BUILD_DIR)/tests/bench_hsm JS_SOURCE_DIR=$(CURDIR) \
+	JS_CLIENT_PACED=$(CURDIR)/$(BUILD_DIR)/tests/client_paced \
 	GRPC_DNS_RESOLVER=native /usr/bin/python3 tests/bench/bench.py $(BENCH_ARGS)
 
 clean:
