@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -99,6 +100,14 @@ def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid, "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds():
+    """utime + stime of this script's waited-for children: around one
+    env.run, the load generator's own CPU, which shares the cores with the
+    signer (the signer itself is waited for only when it stops)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def proc_status_kib(pid, field):
@@ -169,9 +178,9 @@ def end_to_end(env, fsync, threads, requests, tag):
     load = [harness.client_test_path()] + client_args(env, port) + ["--threads", threads]
     try:
         warm_up(env, port, threads)
-        cpu0 = cpu_seconds(proc.pid)
+        cpu0, client0 = cpu_seconds(proc.pid), children_cpu_seconds()
         rc, out, err = env.run(load + ["--requests", requests], timeout_s=600)
-        cpu1 = cpu_seconds(proc.pid)
+        cpu1, client1 = cpu_seconds(proc.pid), children_cpu_seconds()
     finally:
         stop_rc = stop_signer(proc)
     if rc != 0 or stop_rc != 0:
@@ -179,7 +188,8 @@ def end_to_end(env, fsync, threads, requests, tag):
     summary = json.loads(out.strip().splitlines()[-1])
     if summary["ok"] != requests:
         raise SystemExit("not every request succeeded: %r" % summary)
-    return {"per_second": summary["ok_per_second"], "cpu_us": (cpu1 - cpu0) * 1e6 / requests}
+    return {"per_second": summary["ok_per_second"], "cpu_us": (cpu1 - cpu0) * 1e6 / requests,
+            "client_cpu_us": (client1 - client0) * 1e6 / requests}
 
 
 def paced(env, port, rate, seconds, threads, connections=1, warmup=200, requests=None):
@@ -389,6 +399,9 @@ def main():
             name, c["median"], c["min"], c["max"], c["median"] / raw_cpu, GOAL_CPU_RATIO,
             verdict(c["median"] / raw_cpu, GOAL_CPU_RATIO)))
 
+    print("  %-38s %8.1f us  (the load generator, on the same cores)" % (
+        "client_load, audit durable",
+        statistics.median(x["client_cpu_us"] for x in durable)))
     print("Paced latency (open loop, from the scheduled send time; ms; %g s per run, %d "
           "senders; median of %d rounds, [min..max] below)" % (
               args.latency_seconds, args.latency_threads, args.latency_rounds))
@@ -451,6 +464,7 @@ def main():
         "signer_cpu_us_fsync_off": {k: round(v, 1) for k, v in n_cpu.items()},
         "cpu_ratio_durable": round(d_cpu["median"] / raw_cpu, 2),
         "cpu_ratio_fsync_off": round(n_cpu["median"] / raw_cpu, 2),
+        "client_cpu_us_durable": round(statistics.median(x["client_cpu_us"] for x in durable), 1),
         "latency": lat_summary,
         "rss_hwm_mib": round(rss["hwm_mib"], 1), "rss_calls": rss["calls"],
         "rss_signer_connections": rss["signer_connections_seen"],
