@@ -300,7 +300,10 @@ def startup_once(env, cfg):
 
 
 def git_commit():
-    """The source tree's short commit, '+dirty' if tracked files differ from it."""
+    """The source tree's short commit, '+dirty' if tracked files differ from
+    it; JS_BENCH_COMMIT names it for a tree without .git (a git archive)."""
+    if os.environ.get("JS_BENCH_COMMIT"):
+        return os.environ["JS_BENCH_COMMIT"]
     src = harness.source_dir()
     try:
         head = subprocess.run(["git", "-C", src, "rev-parse", "--short", "HEAD"],
