@@ -343,6 +343,7 @@ def main():
         if getattr(args, k) is None:
             setattr(args, k, v)
 
+    load_start = os.getloadavg()[0]
     with harness.Env(prefix="jwt-signer-bench-") as env:
         env.setup(policy=env.default_policy(rate={"per_second": 1000000, "burst": 1000000}))
         hsm1 = raw_hsm(env, 1, args.hsm_seconds)
@@ -381,8 +382,18 @@ def main():
         startups = [startup_once(env, startup_cfg) for _ in range(args.startup_runs)]
         startup = spread(startups)
 
+    # A rough noise flag: before the run, a load above the core count is
+    # someone else's work; at the end the average also holds this run's own
+    # signer and load generator (about 2 runnable at full load), so only well
+    # above that. Busy runs' figures (throughput and tail latency first) are
+    # not comparable with a quiet run's.
+    load_end = os.getloadavg()[0]
+    busy = load_start > os.cpu_count() or load_end > 2 * os.cpu_count()
     print("jwt-signer benchmark (ES256, SoftHSM, %d cores, %d client threads, %d requests "
           "x %d rounds, median)" % (os.cpu_count(), args.threads, args.requests, args.rounds))
+    print("  machine load average (1 min) %.2f at start, %.2f at end%s" % (
+        load_start, load_end,
+        "  -- BUSY: other work shared the cores, figures are noisy" if busy else ""))
     print("  %-38s %10.0f /s   1.000 of raw HSM (2 threads)" % ("raw HSM C_Sign, 2 threads", raw2))
     print("  %-38s %10.0f /s   %.3f" % ("raw HSM C_Sign, 1 thread", raw1, raw1 / ceiling))
     print("  %-38s %10.0f /s   %.3f" % ("end to end, audit fsync off", n, n / ceiling))
@@ -453,6 +464,7 @@ def main():
         "commit": git_commit(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cores": os.cpu_count(),
+        "loadavg_start": round(load_start, 2), "loadavg_end": round(load_end, 2), "busy": busy,
         "quick": args.quick,
         "rounds": args.rounds, "requests": args.requests, "threads": args.threads,
         "latency_rounds": args.latency_rounds, "latency_seconds": args.latency_seconds,
