@@ -30,29 +30,55 @@
 
 /* ---- public API ----------------------------------------------------------------------- */
 
-js_status js_audit_submit(js_audit *a, const js_audit_event *ev, js_audit_done_fn done, void *ctx,
-                          js_err *err)
+void js_audit_expect(js_audit *a)
+{
+    atomic_fetch_add(&a->expected, 1);
+}
+
+/* Withdraws one announcement; under mu the caller may hold. */
+static bool expect_drop(js_audit *a)
+{
+    return atomic_fetch_sub(&a->expected, 1) == 1 && a->commit_waiting;
+}
+
+void js_audit_expect_cancel(js_audit *a)
+{
+    /* The writer checks `expected` under mu and waits on `wake` under mu:
+     * taking mu to signal means it either saw the new count or is waiting
+     * now, so the last withdrawal ends its delay at once. */
+    if (atomic_fetch_sub(&a->expected, 1) == 1) {
+        pthread_mutex_lock(&a->mu);
+        if (a->commit_waiting)
+            pthread_cond_signal(&a->wake);
+        pthread_mutex_unlock(&a->mu);
+    }
+}
+
+static js_status submit(js_audit *a, const js_audit_event *ev, js_audit_done_fn done, void *ctx,
+                        bool expected, js_err *err)
 {
     item *it = calloc(1, sizeof(*it));
-    JS_ENSURE_ALLOC(it, err);
-    js_status st = js_audit_event_body(ev, 0, &it->body, err);
-    if (st != JS_OK) {
-        free(it);
-        return st;
-    }
+    js_status st = it != NULL ? js_audit_event_body(ev, 0, &it->body, err) : js_err_oom(err);
     /* Bound here, so one oversized event is the caller's error and cannot
      * fail a whole batch (seq, time and prev add at most RECORD_OVERHEAD). */
-    if (strlen(it->body) > JS_AUDIT_MAX_PAYLOAD - RECORD_OVERHEAD) {
+    if (st == JS_OK && strlen(it->body) > JS_AUDIT_MAX_PAYLOAD - RECORD_OVERHEAD) {
         free(it->body);
+        st = js_err_set(err, JS_EINVAL, JS_R_AUDIT_RECORD_TOO_LARGE,
+                        "audit record larger than %u bytes", JS_AUDIT_MAX_PAYLOAD);
+    }
+    if (st != JS_OK) {
         free(it);
-        return js_err_set(err, JS_EINVAL, JS_R_AUDIT_RECORD_TOO_LARGE,
-                          "audit record larger than %u bytes", JS_AUDIT_MAX_PAYLOAD);
+        if (expected)
+            js_audit_expect_cancel(a);
+        return st;
     }
     js_audit_time_format(js_audit_now_ms(), it->time);
     it->done = done;
     it->ctx = ctx;
     it->lost_weight = done == NULL ? 1 : 0;
     pthread_mutex_lock(&a->mu);
+    /* Queued (or refused) and no longer expected, in one step under mu. */
+    bool last = expected && expect_drop(a);
     if (a->failed || a->closing || a->qlen >= QUEUE_MAX) {
         if (a->failed)
             st = js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "%s", a->why.msg);
@@ -62,6 +88,8 @@ js_status js_audit_submit(js_audit *a, const js_audit_event *ev, js_audit_done_f
             st =
                 js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE,
                            "audit log queue full (%u records): the disk cannot keep up", QUEUE_MAX);
+        if (last)
+            pthread_cond_signal(&a->wake);
         pthread_mutex_unlock(&a->mu);
         free(it->body);
         free(it);
@@ -73,9 +101,27 @@ js_status js_audit_submit(js_audit *a, const js_audit_event *ev, js_audit_done_f
         a->qhead = it;
     a->qtail = it;
     a->qlen++;
-    pthread_cond_signal(&a->wake);
+    /* Wake the writer only when it has something to do: an idle writer
+     * waits for a first record; one in its group-commit delay, for the
+     * batch to fill or the last announced record. A busy writer takes the
+     * queue when it is done, unwoken (each needless wake-up is a context
+     * switch per record). */
+    if (a->qlen == 1 || last || (a->commit_waiting && a->qlen >= COMMIT_TARGET))
+        pthread_cond_signal(&a->wake);
     pthread_mutex_unlock(&a->mu);
     return JS_OK;
+}
+
+js_status js_audit_submit(js_audit *a, const js_audit_event *ev, js_audit_done_fn done, void *ctx,
+                          js_err *err)
+{
+    return submit(a, ev, done, ctx, false, err);
+}
+
+js_status js_audit_submit_expected(js_audit *a, const js_audit_event *ev, js_audit_done_fn done,
+                                   void *ctx, js_err *err)
+{
+    return submit(a, ev, done, ctx, true, err);
 }
 
 /* How long append_sync waits for its record. A writer stuck in the HSM or
@@ -183,6 +229,7 @@ static void audit_free(js_audit *a)
     if (a == NULL)
         return;
     audit_notifier_stop(a);
+    audit_cpfile_stop(a);
     if (a->fd >= 0)
         close(a->fd);
     audit_finish_items(a->qhead, JS_EUNAVAIL, &a->why);
@@ -191,6 +238,10 @@ static void audit_free(js_audit *a)
         pthread_mutex_destroy(&a->nmu);
     }
     pthread_cond_destroy(&a->wake);
+    pthread_cond_destroy(&a->cwake);
+    pthread_mutex_destroy(&a->cmu);
+    pthread_mutex_destroy(&a->cwmu);
+    free(a->cbuf);
     pthread_cond_destroy(&a->rot_cv);
     pthread_cond_destroy(&a->exit_cv);
     pthread_mutex_destroy(&a->mu);
@@ -224,8 +275,10 @@ bool js_audit_close(js_audit *a)
         return false; /* nothing freed: the writer may still use it */
     if (a->thread_started)
         pthread_join(a->thread, NULL);
-    /* Every batch the writer finished is delivered before we return. */
+    /* Every batch the writer finished is delivered, and checkpoint.json
+     * names the close checkpoint, before we return. */
     audit_notifier_stop(a);
+    audit_cpfile_stop(a);
     js_err_set(&a->why, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "audit log is closed");
     audit_free(a);
     return true;
@@ -243,10 +296,13 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     JS_ENSURE_ALLOC(a, err);
     a->fd = -1;
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->cmu, NULL);
+    pthread_mutex_init(&a->cwmu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&a->wake, &ca);
+    pthread_cond_init(&a->cwake, &ca);
     pthread_cond_init(&a->rot_cv, &ca);
     pthread_cond_init(&a->exit_cv, &ca);
     pthread_condattr_destroy(&ca);
@@ -305,6 +361,7 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
         audit_disk_check(a, true); /* the state is known before the first caller asks */
     if (st == JS_OK) {
         audit_notifier_start(a);
+        audit_cpfile_start(a);
     }
     if (st == JS_OK && pthread_create(&a->thread, NULL, audit_writer_main, a) != 0)
         st = js_err_set(err, JS_EINTERNAL, JS_R_AUDIT_THREAD, "cannot start the audit writer");

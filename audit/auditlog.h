@@ -12,11 +12,14 @@
  *
  * Threads that run callbacks:
  *   done, on_fold   the notifier thread, batch after batch in order; the
- *                   writer thread instead when the hand-off cannot be
- *                   allocated (out of memory: that batch's callbacks may then
- *                   run before those of an earlier batch still queued to the
- *                   notifier) or the notifier could not be started. Never
- *                   the submitting thread.
+ *                   writer thread instead for a small batch when nothing
+ *                   else waits (no record queued, the notifier idle: the
+ *                   hand-off would only add a wake-up to the reply), and
+ *                   when the hand-off cannot be allocated (out of memory:
+ *                   that batch's callbacks may then run before those of an
+ *                   earlier batch still queued to the notifier) or the
+ *                   notifier could not be started. Never the submitting
+ *                   thread.
  *   sign            the writer thread; during js_audit_open (recovery and
  *                   the opening checkpoint) the opening thread, before the
  *                   writer exists. Never two at once.
@@ -158,8 +161,8 @@ typedef struct js_audit_event {
     const char *detail_json;  /* extra JSON object for lifecycle/admin events */
 } js_audit_event;
 
-/* Called exactly once per submitted record, from the notifier thread (from
- * the writer thread when memory for the hand-off runs out):
+/* Called exactly once per submitted record, from the notifier thread or
+ * the writer thread (see "Threads that run callbacks" above):
  * st == JS_OK with the record's sequence number once it is durable, or
  * JS_EUNAVAIL (err says why) if it never will be. */
 typedef void (*js_audit_done_fn)(void *ctx, js_status st, uint64_t seq, const js_err *err);
@@ -176,6 +179,23 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
  * returns JS_EUNAVAIL at once and `done` is not called. done may be NULL. */
 js_status js_audit_submit(js_audit *a, const js_audit_event *ev, js_audit_done_fn done, void *ctx,
                           js_err *err) JS_WUR;
+
+/*
+ * Group commit waits only for records on their way (PostgreSQL's
+ * commit_delay with commit_siblings): a caller that will soon submit a
+ * record -- a request being decided -- announces it with js_audit_expect and
+ * then either submits it with js_audit_submit_expected, which queues the
+ * record and withdraws the announcement in one step, or withdraws it with
+ * js_audit_expect_cancel. The writer delays a batch (at most
+ * COMMIT_DELAY_US) only while announced records are outstanding, so a lone
+ * record at light load is written at once, and a busy signer still fills
+ * its batches. Every js_audit_expect must be matched by exactly one of the
+ * other two.
+ */
+void js_audit_expect(js_audit *a);
+void js_audit_expect_cancel(js_audit *a);
+js_status js_audit_submit_expected(js_audit *a, const js_audit_event *ev, js_audit_done_fn done,
+                                   void *ctx, js_err *err) JS_WUR;
 
 /* Queues and waits until durable (lifecycle events from the main thread). */
 js_status js_audit_append_sync(js_audit *a, const js_audit_event *ev, uint64_t *seq,

@@ -4,6 +4,13 @@
  * fdatasync while replies go out. When the hand-off cannot be allocated (or
  * the thread could not be started), the writer runs the callbacks itself:
  * slower, never lost.
+ *
+ * When nothing else waits -- no record queued for the writer, the notifier
+ * idle -- a small batch's callbacks run on the writer thread at once: the
+ * hand-off would only add a thread wake-up (a context switch, tens of
+ * microseconds on a small VM) to a lone token's latency, and there is no
+ * next batch for the writer to start meanwhile. Order is kept: the notifier
+ * has nothing earlier.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,6 +28,24 @@ void audit_finish_items(item *it, js_status st, const js_err *why)
         free(it);
         it = next;
     }
+}
+
+/* True if the writer should run these callbacks itself (see the top). */
+static bool deliver_direct(js_audit *a, const item *items)
+{
+    size_t n = 0;
+    for (const item *it = items; it != NULL; it = it->next)
+        if (++n > DELIVER_DIRECT_MAX)
+            return false;
+    pthread_mutex_lock(&a->mu);
+    bool queued = a->qhead != NULL;
+    pthread_mutex_unlock(&a->mu);
+    if (queued)
+        return false;
+    pthread_mutex_lock(&a->nmu);
+    bool idle = a->nhead == NULL && !a->nbusy;
+    pthread_mutex_unlock(&a->nmu);
+    return idle;
 }
 
 /* Hands a finished batch to the notifier, in order. Without memory for the
@@ -41,6 +66,10 @@ void audit_deliver(js_audit *a, item *items, js_status st, const js_err *why)
         }
         a->lost_records += n;
         atomic_fetch_add(&a->lost_total, n);
+    }
+    if (st == JS_OK && a->notifier_started && deliver_direct(a, items)) {
+        audit_finish_items(items, st, why);
+        return;
     }
     done_batch *d = calloc(1, sizeof(*d));
     if (d == NULL || !a->notifier_started) {
@@ -73,6 +102,7 @@ static void *notifier_main(void *arg)
         a->nhead = a->ntail = NULL;
         if (d == NULL && a->nstop)
             break;
+        a->nbusy = true;
         pthread_mutex_unlock(&a->nmu);
         while (d != NULL) {
             done_batch *next = d->next;
@@ -81,6 +111,7 @@ static void *notifier_main(void *arg)
             d = next;
         }
         pthread_mutex_lock(&a->nmu);
+        a->nbusy = false;
     }
     pthread_mutex_unlock(&a->nmu);
     return NULL;

@@ -153,6 +153,7 @@ js_status audit_batch_add(batch *b, chain_state *cs, const char *time, const cha
         free(b->cp_payload);
         b->cp_payload = copy;
         b->cp_len = plen;
+        b->cp_seq = cs->next_seq;
         b->has_cp = true;
         memcpy(cs->last_cp_hash, cs->head, 32);
         cs->since_cp = 0;
@@ -352,34 +353,16 @@ js_status audit_write_batch(js_audit *a, batch *b, chain_state *work, js_err *er
         free(a->pending_cp);
         a->pending_cp = b->cp_payload;
         a->pending_cp_len = b->cp_len;
+        a->pending_cp_seq = b->cp_seq;
         b->cp_payload = NULL;
         a->cp_file_pending = true;
     }
     return JS_OK;
 }
 
-/* DIR/checkpoint.json: the latest checkpoint, atomically, for shipping
- * off-host (FORMAT.md §5.3). */
-js_status audit_write_checkpoint_file(js_audit *a, js_err *err)
-{
-    if (!a->cp_file_pending)
-        return JS_OK;
-    char *buf = malloc(a->pending_cp_len + 1);
-    JS_ENSURE_ALLOC(buf, err);
-    memcpy(buf, a->pending_cp, a->pending_cp_len);
-    buf[a->pending_cp_len] = '\n';
-    int64_t t0 = js_mono_ms();
-    js_status st = audit_write_file(a, "checkpoint.json", buf, a->pending_cp_len + 1, err);
-    a->sync_ms = max_u64(a->sync_ms, (uint64_t)(js_mono_ms() - t0)); /* two fsyncs inside */
-    free(buf);
-    if (st == JS_OK)
-        a->cp_file_pending = false;
-    return st;
-}
-
 /* ---- the writer thread ---------------------------------------------------------------- */
 
-static void set_failed(js_audit *a, const js_err *why)
+void audit_set_failed(js_audit *a, const js_err *why)
 {
     pthread_mutex_lock(&a->mu);
     if (!a->failed) {
@@ -535,12 +518,16 @@ void *audit_writer_main(void *arg)
             note_wake(a, due);
         }
         if (!a->no_fsync && !a->closing && !a->failed && a->qhead != NULL &&
-            a->qlen < COMMIT_TARGET) {
+            a->qlen < COMMIT_TARGET && atomic_load(&a->expected) > 0) {
+            /* Group commit: records are on their way (js_audit_expect); wait
+             * for them, bounded, rather than pay an fdatasync each. */
             int64_t until_us = js_mono_us() + COMMIT_DELAY_US;
             struct timespec until = mono_timespec_us(until_us);
-            while (a->qlen < COMMIT_TARGET && !a->closing &&
+            a->commit_waiting = true;
+            while (a->qlen < COMMIT_TARGET && atomic_load(&a->expected) > 0 && !a->closing &&
                    pthread_cond_timedwait(&a->wake, &a->mu, &until) == 0)
                 ;
+            a->commit_waiting = false;
             note_wake(a, until_us / 1000);
         }
         item *items = a->qhead;
@@ -572,7 +559,7 @@ void *audit_writer_main(void *arg)
                     js_err_clear(&a->why);
                     continue;
                 }
-                set_failed(a, &err); /* keep the first cause, retry later */
+                audit_set_failed(a, &err); /* keep the first cause, retry later */
             }
             pthread_mutex_lock(&a->mu);
             continue;
@@ -591,15 +578,14 @@ void *audit_writer_main(void *arg)
             if (st != JS_EUNAVAIL)
                 js_err_set(&err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "audit log failed: %s",
                            err.msg);
-            set_failed(a, &err);
+            audit_set_failed(a, &err);
             pthread_mutex_lock(&a->mu);
             why = a->why;
             pthread_mutex_unlock(&a->mu);
             audit_deliver(a, items, JS_EUNAVAIL, &why);
         } else {
             audit_deliver(a, items, JS_OK, NULL);
-            if (audit_write_checkpoint_file(a, &err) != JS_OK)
-                set_failed(a, &err);
+            audit_cpfile_post(a);
         }
         if (closing)
             break;

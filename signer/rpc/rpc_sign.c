@@ -170,11 +170,15 @@ void rpc_handle_sign(call_ctx *c)
      * its work (the HSM may be slow) and handing the call to the audit log,
      * whose callback uses the server. Every path below ends it once. */
     rpc_audit_wait_begin(srv);
+    /* This call's record is on its way: the audit writer may hold a batch
+     * for it (group commit). Every path below withdraws it once. */
+    js_audit_expect(srv->audit);
     c->peer = grpc_call_get_peer(c->call);
     js_err ierr;
     js_err_clear(&ierr);
     js_status ist = rpc_call_identity(c->call, c->identity, sizeof(c->identity), &ierr);
     if (c->request == NULL) {
+        js_audit_expect_cancel(srv->audit);
         rpc_no_message(c, "SignJwt");
         rpc_audit_wait_end(srv);
         return;
@@ -203,7 +207,7 @@ void rpc_handle_sign(call_ctx *c)
         sign_event(c, js_policy_hash_hex(policy), &ev);
         js_err aerr;
         js_err_clear(&aerr);
-        if (js_audit_submit(srv->audit, &ev, sign_audit_done, c, &aerr) == JS_OK)
+        if (js_audit_submit_expected(srv->audit, &ev, sign_audit_done, c, &aerr) == JS_OK)
             return; /* sign_audit_done ends the count */
         /* Fail closed: the token is discarded. Whatever the log said, this
          * is the signer's failure, never the caller's: an error. */
@@ -213,6 +217,7 @@ void rpc_handle_sign(call_ctx *c)
     } else if (d->folded) {
         /* Folded: at most one counted record (and one log line) per caller,
          * per reason, per second (FORMAT.md §3.1). */
+        js_audit_expect_cancel(srv->audit);
         rpc_fold_denial(c, "sign", d->reason);
         js_metrics_sign(srv->metrics, c->identity, d, 0);
         rpc_reply_decision(c, d, NULL, 0); /* c may be gone after this */
@@ -225,7 +230,7 @@ void rpc_handle_sign(call_ctx *c)
         /* While the log is failing every such refusal would say so: one line
          * a second is enough (the failure itself is logged by the audit log
          * and /healthz). */
-        if (js_audit_submit(srv->audit, &ev, NULL, NULL, NULL) != JS_OK &&
+        if (js_audit_submit_expected(srv->audit, &ev, NULL, NULL, NULL) != JS_OK &&
             js_denials_admit(srv->quiet, "audit_record_lost", js_mono_ms()))
             js_log_event("warn", "audit_record_lost",
                          "a denial could not be queued for the audit log");

@@ -249,6 +249,82 @@ static void test_group_commit_concurrent(void **state)
     tmpdir_remove(dir);
 }
 
+/* Group commit waits only for announced records (auditlog.h js_audit_expect):
+ * an announcement that never turns into a record cannot hold others back
+ * beyond the commit delay, announced records are written and acknowledged,
+ * and a refused one withdraws its announcement with the refusal. */
+static void test_group_commit_expected(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    gc_shared g;
+    memset(&g, 0, sizeof(g));
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* js_mono_deadline below */
+    pthread_cond_init(&g.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    g.seen_cap = 1000;
+    g.seen = calloc(g.seen_cap, 1);
+    js_audit_options o;
+    test_opts(&o, dir, &g_key);
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    js_audit_event ev = {.type = "sign", .caller = "spiffe://test/worker", .decision = "allow"};
+
+    /* Announced and never submitted: a plain record is still written. */
+    js_audit_expect(a);
+    assert_int_equal(js_audit_submit(a, &ev, gc_done, &g, &err), JS_OK);
+    struct timespec until = js_mono_deadline(10000);
+    pthread_mutex_lock(&g.mu);
+    while (g.done < 1 && pthread_cond_timedwait(&g.cv, &g.mu, &until) == 0)
+        ;
+    assert_int_equal(g.done, 1);
+    pthread_mutex_unlock(&g.mu);
+    js_audit_expect_cancel(a);
+
+    /* Announced, then submitted: written and acknowledged, in order. */
+    for (int i = 0; i < 3; i++)
+        js_audit_expect(a);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(js_audit_submit_expected(a, &ev, gc_done, &g, &err), JS_OK);
+
+    /* Refused (too large): the refusal withdraws the announcement. */
+    size_t big = JS_AUDIT_MAX_PAYLOAD + 1;
+    char *msg = malloc(big + 1);
+    assert_non_null(msg);
+    memset(msg, 'x', big);
+    msg[big] = '\0';
+    js_audit_event huge = ev;
+    huge.message = msg;
+    js_audit_expect(a);
+    assert_int_equal(js_audit_submit_expected(a, &huge, gc_done, &g, &err), JS_EINVAL);
+    assert_int_equal(err.reason, JS_R_AUDIT_RECORD_TOO_LARGE);
+    free(msg);
+
+    pthread_mutex_lock(&g.mu);
+    while (g.done < 4 && pthread_cond_timedwait(&g.cv, &g.mu, &until) == 0)
+        ;
+    assert_int_equal(g.done, 4);
+    assert_int_equal(g.failed, 0);
+    assert_false(g.dup);
+    pthread_mutex_unlock(&g.mu);
+    assert_true(js_audit_healthy(a, NULL));
+    js_audit_close(a);
+    log_stats ls;
+    read_stats(dir, &ls, gc_visit, &g);
+    assert_int_equal(ls.records - ls.checkpoints, 4);
+    js_audit_verify_report rep;
+    verify_dir(dir, &rep);
+    assert_true(rep.intact);
+    assert_true(rep.checkpoint_file_matched);
+    free(g.seen);
+    tmpdir_remove(dir);
+}
+
 /* ---- checkpoints, heartbeat, files ------------------------------------------------- */
 
 static void test_checkpoints_and_files(void **state)
@@ -1634,6 +1710,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_group_commit_concurrent),
+        cmocka_unit_test(test_group_commit_expected),
         cmocka_unit_test(test_checkpoints_and_files),
         cmocka_unit_test(test_rotation_chains_segments),
         cmocka_unit_test(test_rate_limit_folding),
