@@ -2,9 +2,10 @@
  * record.c - canonical record encoding and framing (FORMAT.md §2-§4).
  *
  * The payload is built as text with a fixed member order so that the same
- * event always yields the same bytes; jansson (JSON_COMPACT) escapes the
- * string values. Only the framing decoder reads untrusted bytes, and it
- * checks the length against the bound and what is left before using it.
+ * event always yields the same bytes, in one pass (jsonw.h) with jansson's
+ * compact escaping; the verifier re-serialises with jansson itself. Only
+ * the framing decoder reads untrusted bytes, and it checks the length
+ * against the bound and what is left before using it.
  */
 #include "record.h"
 
@@ -20,6 +21,7 @@
 
 #include "crc32c.h"
 #include "hex.h"
+#include "jsonw.h"
 
 static void put_u32le(uint8_t *p, uint32_t v)
 {
@@ -223,72 +225,12 @@ int64_t js_audit_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Adds key:value to the object, for a string that may be NULL (omitted). */
-/* Length of the valid UTF-8 sequence (RFC 3629) at p, or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *p)
-{
-    if (p[0] < 0x80)
-        return 1;
-    size_t n = (p[0] & 0xe0) == 0xc0   ? 2
-               : (p[0] & 0xf0) == 0xe0 ? 3
-               : (p[0] & 0xf8) == 0xf0 ? 4
-                                       : 0;
-    if (n == 0 || (n == 2 && p[0] < 0xc2) || (n == 4 && p[0] > 0xf4))
-        return 0;
-    for (size_t i = 1; i < n; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    uint32_t cp = p[0] & (0x7f >> n);
-    for (size_t i = 1; i < n; i++)
-        cp = (cp << 6) | (p[i] & 0x3f);
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
 /*
- * A record must never be lost because one of its strings is not valid UTF-8
- * (a certificate name in Latin-1, a sub cut at a byte limit): such bytes are
- * recorded as U+FFFD instead of failing the record, or the whole batch with
- * it. Valid strings are recorded unchanged.
- */
-static int add_str(json_t *o, const char *k, const char *v)
-{
-    if (v == NULL)
-        return 0;
-    json_t *js = json_string(v);
-    if (js == NULL) {
-        size_t len = strlen(v);
-        char *clean = malloc(len * 3 + 1);
-        if (clean == NULL)
-            return -1;
-        size_t o2 = 0;
-        const unsigned char *p = (const unsigned char *)v;
-        while (*p != '\0') {
-            size_t n = utf8_seq(p);
-            if (n == 0) {
-                memcpy(clean + o2, "\xef\xbf\xbd", 3); /* U+FFFD */
-                o2 += 3;
-                p++;
-            } else {
-                memcpy(clean + o2, p, n);
-                o2 += n;
-                p += n;
-            }
-        }
-        clean[o2] = '\0';
-        js = json_string(clean);
-        free(clean);
-    }
-    return json_object_set_new(o, k, js);
-}
-
-/*
- * The one serialiser of a record's middle members: jansson, compact, in
- * insertion order, without the braces (the writer wraps seq/time before and
- * prev after). The verifier re-serialises a parsed record with this same
- * function, so "canonical" means exactly what the writer writes.
+ * The serialiser the verifier uses to re-serialise a parsed record's middle
+ * members: jansson, compact, in insertion order, without the braces (the
+ * writer wraps seq/time before and prev after). It defines "canonical";
+ * js_audit_event_body writes the same bytes in one pass with jsonw.h, and
+ * tests/unit/test_audit_format.c holds the two to each other.
  */
 static char *dump_members(const json_t *o)
 {
@@ -305,60 +247,145 @@ static char *dump_members(const json_t *o)
     return txt;
 }
 
+/* A body that fits here is built without an allocation and copied once into
+ * the caller's; a larger one is measured first. */
+#define BODY_STACK 2048u
+
+/*
+ * ,"k":"v" for a string that may be NULL (omitted). A record must never be
+ * lost because one of its strings is not valid UTF-8 (a certificate name in
+ * Latin-1, a sub cut at a byte limit): such bytes are recorded as U+FFFD
+ * instead of failing the record, or the whole batch with it. Valid strings
+ * are recorded unchanged. k needs no escape.
+ */
+static void put_str(js_jsonw *w, const char *k, const char *v)
+{
+    if (v == NULL)
+        return;
+    JS_JSONW_LIT(w, ",\"");
+    js_jsonw_cstr(w, k);
+    JS_JSONW_LIT(w, "\":");
+    js_jsonw_string_lossy(w, v, strlen(v));
+}
+
+static void put_int(js_jsonw *w, const char *k, int64_t v)
+{
+    JS_JSONW_LIT(w, ",\"");
+    js_jsonw_cstr(w, k);
+    JS_JSONW_LIT(w, "\":");
+    js_jsonw_int(w, v);
+}
+
+/* The members of FORMAT.md §3 in their canonical order; aud and detail
+ * are already encoded (NULL: omitted). */
+static void put_body(js_jsonw *w, const js_audit_event *ev, uint64_t count, const char *aud,
+                     size_t aud_len, const char *detail)
+{
+    JS_JSONW_LIT(w, "\"type\":");
+    js_jsonw_string_lossy(w, ev->type, strlen(ev->type));
+    put_str(w, "caller", ev->caller);
+    put_str(w, "peer", ev->peer);
+    put_str(w, "request_id", ev->request_id);
+    put_str(w, "decision", ev->decision);
+    put_str(w, "reason", ev->reason);
+    put_str(w, "message", ev->message);
+    put_str(w, "key", ev->key);
+    put_str(w, "kid", ev->kid);
+    put_str(w, "alg", ev->alg);
+    put_str(w, "jti", ev->jti);
+    put_str(w, "sub", ev->sub);
+    if (aud != NULL) {
+        JS_JSONW_LIT(w, ",\"aud\":");
+        js_jsonw_raw(w, aud, aud_len);
+    }
+    if (ev->iat != 0)
+        put_int(w, "iat", ev->iat);
+    if (ev->exp != 0)
+        put_int(w, "exp", ev->exp);
+    put_str(w, "scopes", ev->scopes);
+    put_str(w, "token_sha256", ev->token_sha256);
+    put_str(w, "policy_hash", ev->policy_hash);
+    if (count > 0)
+        put_int(w, "count", (int64_t)count); /* json_integer((json_int_t)count) */
+    if (detail != NULL) {
+        JS_JSONW_LIT(w, ",\"detail\":");
+        js_jsonw_cstr(w, detail);
+    }
+}
+
+/* json_dumps(v) for any value, releasing v; NULL if v is NULL or out of
+ * memory. */
+static char *dump_value(json_t *v)
+{
+    char *txt =
+        v != NULL ? json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    return txt;
+}
+
 js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **out, js_err *err)
 {
     JS_ENSURE(ev != NULL && ev->type != NULL && ev->type[0] != '\0', err, JS_EINVAL,
               JS_R_AUDIT_EVENT, "audit event without a type");
-    json_t *aud = NULL;
-    json_t *detail = NULL;
+    const char *aud = NULL;
+    size_t aud_len = 0;
+    char *aud_dumped = NULL;
+    bool oom = false;
     if (ev->aud_json != NULL && ev->aud_json[0] != '\0') {
         /* The aud as the caller sent it: a string or array for a token, but
          * a denied request may carry any JSON value, and the denial must be
-         * recorded all the same (FORMAT.md §3). Text that is not JSON at all
-         * is kept as a string rather than dropping the record. */
-        aud = json_loads(ev->aud_json, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
-        if (aud == NULL)
-            aud = json_string(ev->aud_json);
-    }
-    if (ev->detail_json != NULL) {
-        detail = json_loads(ev->detail_json, JSON_REJECT_DUPLICATES, NULL);
-        if (detail == NULL || !json_is_object(detail)) {
-            json_decref(aud);
-            json_decref(detail);
-            return js_err_set(err, JS_EINVAL, JS_R_AUDIT_EVENT, "detail_json is not a JSON object");
+         * recorded all the same (FORMAT.md §3). What the pipeline writes (a
+         * string or an array of strings, compact) is already what jansson
+         * would write back, so it is copied; anything else is parsed and
+         * re-dumped. Text that is not JSON at all is kept as a string
+         * rather than dropping the record, and left out if it is not even
+         * valid UTF-8 (json_string() refuses it). */
+        size_t n = strlen(ev->aud_json);
+        if (js_jsonw_canonical_strings(ev->aud_json, n)) {
+            aud = ev->aud_json;
+            aud_len = n;
+        } else {
+            json_t *v = json_loads(ev->aud_json, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+            if (v == NULL)
+                v = json_string(ev->aud_json);
+            if (v != NULL) {
+                aud_dumped = dump_value(v);
+                oom = aud_dumped == NULL;
+                aud = aud_dumped;
+                aud_len = aud != NULL ? strlen(aud) : 0;
+            }
         }
     }
-    json_t *o = json_object();
-    int rc = o == NULL ? -1 : 0;
-    /* FORMAT.md §3: the canonical member order. json_string() fails (NULL)
-     * on invalid UTF-8, which json_object_set_new turns into -1. */
-    rc |= add_str(o, "type", ev->type);
-    rc |= add_str(o, "caller", ev->caller);
-    rc |= add_str(o, "peer", ev->peer);
-    rc |= add_str(o, "request_id", ev->request_id);
-    rc |= add_str(o, "decision", ev->decision);
-    rc |= add_str(o, "reason", ev->reason);
-    rc |= add_str(o, "message", ev->message);
-    rc |= add_str(o, "key", ev->key);
-    rc |= add_str(o, "kid", ev->kid);
-    rc |= add_str(o, "alg", ev->alg);
-    rc |= add_str(o, "jti", ev->jti);
-    rc |= add_str(o, "sub", ev->sub);
-    if (aud != NULL)
-        rc |= json_object_set_new(o, "aud", aud);
-    if (ev->iat != 0)
-        rc |= json_object_set_new(o, "iat", json_integer(ev->iat));
-    if (ev->exp != 0)
-        rc |= json_object_set_new(o, "exp", json_integer(ev->exp));
-    rc |= add_str(o, "scopes", ev->scopes);
-    rc |= add_str(o, "token_sha256", ev->token_sha256);
-    rc |= add_str(o, "policy_hash", ev->policy_hash);
-    if (count > 0)
-        rc |= json_object_set_new(o, "count", json_integer((json_int_t)count));
-    if (detail != NULL)
-        rc |= json_object_set_new(o, "detail", detail);
-    char *txt = rc == 0 ? dump_members(o) : NULL;
-    json_decref(o);
+    char *detail = NULL;
+    if (ev->detail_json != NULL) {
+        json_t *d = json_loads(ev->detail_json, JSON_REJECT_DUPLICATES, NULL);
+        if (d == NULL || !json_is_object(d)) {
+            free(aud_dumped);
+            json_decref(d);
+            return js_err_set(err, JS_EINVAL, JS_R_AUDIT_EVENT, "detail_json is not a JSON object");
+        }
+        detail = dump_value(d);
+        oom = oom || detail == NULL;
+    }
+    char stack[BODY_STACK];
+    js_jsonw w;
+    char *txt = NULL;
+    if (!oom) {
+        js_jsonw_init(&w, stack, sizeof(stack));
+        put_body(&w, ev, count, aud, aud_len, detail);
+        size_t need = js_jsonw_len(&w) + 1;
+        txt = malloc(need);
+        if (txt != NULL && js_jsonw_fits(&w)) {
+            memcpy(txt, stack, need - 1);
+            txt[need - 1] = '\0';
+        } else if (txt != NULL) {
+            js_jsonw_init(&w, txt, need);
+            put_body(&w, ev, count, aud, aud_len, detail);
+            (void)js_jsonw_finish(&w);
+        }
+    }
+    free(aud_dumped);
+    free(detail);
     JS_ENSURE(txt != NULL, err, JS_EINVAL, JS_R_AUDIT_EVENT,
               "audit event cannot be encoded (invalid UTF-8 or out of memory)");
     *out = txt;

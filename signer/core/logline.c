@@ -1,5 +1,15 @@
 /*
  * logline.c - JSON log lines on stderr, one write(2) per line.
+ *
+ * The request line (one per call), the folded-denials line and the event
+ * line are written in one pass by jsonw.h into a stack buffer, without a
+ * jansson tree or a malloc per member, and their time without strftime or
+ * gmtime_r. Their bytes are exactly what the jansson version wrote: time and
+ * level first, then the members in order, compact, jansson's escaping; a
+ * member that is not valid UTF-8 is left out, as json_object_set_new(o, k,
+ * json_string(v)) left it out. tests/unit/test_logline.c holds them to a
+ * copy of the jansson version. js_log_emit keeps jansson for the free-form
+ * objects of the other callers.
  */
 #include "logline.h"
 
@@ -9,23 +19,104 @@
 #include <time.h>
 #include <unistd.h>
 
-static void fmt_time(char *buf, size_t cap)
+#include "jsonw.h"
+
+/* A request line fits here unless a member is unusually long; then the
+ * line is measured and written from one malloc'd buffer instead. */
+#define LOG_STACK_LINE 2048u
+
+/* Days since 1970-01-01 to the proleptic Gregorian y-m-d (Howard Hinnant's
+ * civil_from_days): pure arithmetic, where gmtime_r would take glibc's
+ * timezone lock on every line. */
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static void put_digits(char *out, unsigned v, int width)
+{
+    for (int k = width - 1; k >= 0; k--) {
+        out[k] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+size_t js_log_format_time(int64_t sec, long nsec, char out[JS_LOG_TIME_MAX])
+{
+    int64_t days = sec / 86400, sod = sec % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days -= 1;
+    }
+    int64_t y;
+    unsigned mo, d;
+    civil_from_days(days, &y, &mo, &d);
+    if (y < 1000 || y > 9999 || nsec < 0 || nsec > 999999999L) {
+        /* Outside the fixed-width range: what strftime("%Y-...") writes. */
+        time_t t = (time_t)sec;
+        struct tm tm;
+        char date[32];
+        if (gmtime_r(&t, &tm) == NULL ||
+            strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+            date[0] = '\0';
+        int n = snprintf(out, JS_LOG_TIME_MAX, "%s.%03ldZ", date, nsec / 1000000L);
+        return n < 0 ? 0 : (size_t)n < JS_LOG_TIME_MAX ? (size_t)n : JS_LOG_TIME_MAX - 1;
+    }
+    /* "YYYY-MM-DDTHH:MM:SS.mmmZ", 24 characters, digit by digit. */
+    put_digits(out, (unsigned)y, 4);
+    out[4] = '-';
+    put_digits(out + 5, mo, 2);
+    out[7] = '-';
+    put_digits(out + 8, d, 2);
+    out[10] = 'T';
+    put_digits(out + 11, (unsigned)(sod / 3600), 2);
+    out[13] = ':';
+    put_digits(out + 14, (unsigned)(sod / 60 % 60), 2);
+    out[16] = ':';
+    put_digits(out + 17, (unsigned)(sod % 60), 2);
+    out[19] = '.';
+    put_digits(out + 20, (unsigned)(nsec / 1000000L), 3);
+    out[23] = 'Z';
+    out[24] = '\0';
+    return 24;
+}
+
+static size_t now_time(char out[JS_LOG_TIME_MAX])
 {
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    char date[32];
-    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, cap, "%s.%03ldZ", date, ts.tv_nsec / 1000000L);
+    return js_log_format_time((int64_t)ts.tv_sec, ts.tv_nsec, out);
+}
+
+/* Writes text[0..n) to fd 2, retrying short writes; nothing sensible to do
+ * if stderr is gone. */
+static void write_line(const char *text, size_t n)
+{
+    const char *p = text;
+    size_t left = n;
+    while (left > 0) {
+        ssize_t w = write(STDERR_FILENO, p, left);
+        if (w <= 0)
+            break;
+        p += w;
+        left -= (size_t)w;
+    }
 }
 
 void js_log_emit(const char *level, json_t *obj)
 {
     if (obj == NULL)
         return;
-    char t[48];
-    fmt_time(t, sizeof(t));
+    char t[JS_LOG_TIME_MAX];
+    now_time(t);
     /* time and level first, for humans reading the raw stream. */
     json_t *line = json_pack("{s:s, s:s}", "time", t, "level", level);
     if (line == NULL) {
@@ -40,74 +131,170 @@ void js_log_emit(const char *level, json_t *obj)
         return;
     size_t n = strlen(text);
     text[n] = '\n'; /* replace the NUL: one write, one line */
-    const char *p = text;
-    size_t left = n + 1;
-    while (left > 0) {
-        ssize_t w = write(STDERR_FILENO, p, left);
-        if (w <= 0)
-            break; /* nothing sensible to do if stderr is gone */
-        p += w;
-        left -= (size_t)w;
-    }
+    write_line(text, n + 1);
     free(text);
+}
+
+/* ,"k":"v" for a non-empty string, left out when v is NULL, empty or not
+ * valid UTF-8 (where json_string() returned NULL). k needs no escape. */
+static void put_opt(js_jsonw *w, const char *k, const char *v)
+{
+    if (v == NULL || v[0] == '\0')
+        return;
+    size_t mark = js_jsonw_len(w);
+    JS_JSONW_LIT(w, ",\"");
+    js_jsonw_cstr(w, k);
+    JS_JSONW_LIT(w, "\":");
+    if (!js_jsonw_string(w, v, strlen(v)))
+        js_jsonw_truncate(w, mark); /* undo the key: the member is left out */
+}
+
+/* {"time":"T","level":"L" - false when level is not a string jansson
+ * accepts (json_pack failed and nothing was written). */
+static bool put_head(js_jsonw *w, const char *time, size_t tlen, const char *level)
+{
+    JS_JSONW_LIT(w, "{\"time\":\"");
+    js_jsonw_raw(w, time, tlen);
+    JS_JSONW_LIT(w, "\",\"level\":");
+    return level != NULL && js_jsonw_string(w, level, strlen(level));
+}
+
+/* Builds a line with fill() into the stack, or measured into one malloc'd
+ * buffer when it does not fit, and writes it with one write(2). */
+typedef bool (*line_fill)(js_jsonw *w, const char *time, size_t tlen, const void *arg);
+
+static void emit_line(line_fill fill, const void *arg)
+{
+    char t[JS_LOG_TIME_MAX];
+    size_t tlen = now_time(t);
+    char stack[LOG_STACK_LINE];
+    js_jsonw w;
+    js_jsonw_init(&w, stack, sizeof(stack));
+    if (!fill(&w, t, tlen, arg))
+        return;
+    JS_JSONW_LIT(&w, "}\n");
+    if (js_jsonw_fits(&w)) {
+        write_line(stack, js_jsonw_len(&w));
+        return;
+    }
+    size_t need = js_jsonw_len(&w) + 1;
+    char *heap = malloc(need);
+    if (heap == NULL)
+        return;
+    js_jsonw_init(&w, heap, need);
+    if (fill(&w, t, tlen, arg)) {
+        JS_JSONW_LIT(&w, "}\n");
+        if (js_jsonw_fits(&w))
+            write_line(heap, js_jsonw_len(&w));
+    }
+    free(heap);
+}
+
+typedef struct event_arg {
+    const char *level, *event, *message;
+} event_arg;
+
+static bool fill_event(js_jsonw *w, const char *time, size_t tlen, const void *arg)
+{
+    const event_arg *a = arg;
+    /* json_pack("{s:s, s:s}") fails on a NULL or invalid UTF-8 string. */
+    if (a->event == NULL || !put_head(w, time, tlen, a->level))
+        return false;
+    JS_JSONW_LIT(w, ",\"event\":");
+    if (!js_jsonw_string(w, a->event, strlen(a->event)))
+        return false;
+    JS_JSONW_LIT(w, ",\"message\":");
+    return js_jsonw_string(w, a->message, strlen(a->message));
 }
 
 void js_log_event(const char *level, const char *event, const char *message)
 {
-    json_t *o = json_pack("{s:s, s:s}", "event", event, "message", message ? message : "");
-    js_log_emit(level, o);
+    event_arg a = {level, event, message ? message : ""};
+    emit_line(fill_event, &a);
 }
 
-static void set_opt(json_t *o, const char *k, const char *v)
+/* The request line's aud: the value of r->aud, which is already JSON (a
+ * string or an array, as the pipeline compact-dumped it), not a string
+ * holding its text. Canonical text is copied; anything else goes through
+ * jansson as before: parsed and re-dumped, or, if it does not parse, logged
+ * as a string (and left out if it is not even valid UTF-8). */
+static bool put_aud(js_jsonw *w, const char *aud)
 {
-    if (v != NULL && v[0] != '\0')
-        json_object_set_new(o, k, json_string(v));
+    size_t n = strlen(aud);
+    if (js_jsonw_canonical_strings(aud, n)) {
+        JS_JSONW_LIT(w, ",\"aud\":");
+        js_jsonw_raw(w, aud, n);
+        return true;
+    }
+    json_t *v = json_loads(aud, JSON_DECODE_ANY, NULL);
+    if (v == NULL) {
+        put_opt(w, "aud", aud);
+        return true;
+    }
+    char *text = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    json_decref(v);
+    if (text == NULL)
+        return false; /* out of memory: no line, as before */
+    JS_JSONW_LIT(w, ",\"aud\":");
+    js_jsonw_cstr(w, text);
+    free(text);
+    return true;
+}
+
+static bool fill_request(js_jsonw *w, const char *time, size_t tlen, const void *arg)
+{
+    const js_reqlog *r = arg;
+    bool allow = r->decision != NULL && strcmp(r->decision, "allow") == 0;
+    if (!put_head(w, time, tlen, allow ? "info" : "warn"))
+        return false;
+    JS_JSONW_LIT(w, ",\"event\":\"request\"");
+    put_opt(w, "method", r->method);
+    put_opt(w, "caller", r->caller);
+    put_opt(w, "peer", r->peer);
+    put_opt(w, "request_id", r->request_id);
+    put_opt(w, "decision", r->decision);
+    put_opt(w, "status", r->status);
+    put_opt(w, "reason", r->reason);
+    put_opt(w, "message", r->message);
+    put_opt(w, "key", r->key);
+    put_opt(w, "kid", r->kid);
+    put_opt(w, "jti", r->jti);
+    put_opt(w, "sub", r->sub);
+    if (r->aud != NULL && r->aud[0] != '\0' && !put_aud(w, r->aud))
+        return false;
+    put_opt(w, "audit_seq", r->audit_seq);
+    JS_JSONW_LIT(w, ",\"latency_us\":");
+    js_jsonw_int(w, r->latency_us);
+    return true;
 }
 
 void js_reqlog_emit(const js_reqlog *r)
 {
-    json_t *o = json_object();
-    if (o == NULL)
-        return;
-    json_object_set_new(o, "event", json_string("request"));
-    set_opt(o, "method", r->method);
-    set_opt(o, "caller", r->caller);
-    set_opt(o, "peer", r->peer);
-    set_opt(o, "request_id", r->request_id);
-    set_opt(o, "decision", r->decision);
-    set_opt(o, "status", r->status);
-    set_opt(o, "reason", r->reason);
-    set_opt(o, "message", r->message);
-    set_opt(o, "key", r->key);
-    set_opt(o, "kid", r->kid);
-    set_opt(o, "jti", r->jti);
-    set_opt(o, "sub", r->sub);
-    if (r->aud != NULL && r->aud[0] != '\0') {
-        /* r->aud is already JSON: log the value, not a string holding its
-         * text (which would encode it twice). Text that does not parse is
-         * logged as a string rather than dropped. */
-        json_t *aud = json_loads(r->aud, JSON_DECODE_ANY, NULL);
-        json_object_set_new(o, "aud", aud != NULL ? aud : json_string(r->aud));
+    emit_line(fill_request, r);
+}
+
+static bool fill_folded(js_jsonw *w, const char *time, size_t tlen, const void *arg)
+{
+    const js_foldlog *f = arg;
+    if (!put_head(w, time, tlen, "warn"))
+        return false;
+    JS_JSONW_LIT(w, ",\"event\":\"denials_folded\"");
+    put_opt(w, "type", f->type);
+    put_opt(w, "caller", f->caller);
+    put_opt(w, "peer", f->peer);
+    put_opt(w, "reason", f->reason);
+    JS_JSONW_LIT(w, ",\"count\":");
+    js_jsonw_int(w, (int64_t)f->count); /* json_integer((json_int_t)count) */
+    if (f->audit_seq > 0) {
+        JS_JSONW_LIT(w, ",\"audit_seq\":");
+        js_jsonw_int(w, (int64_t)f->audit_seq);
+    } else {
+        JS_JSONW_LIT(w, ",\"audit_lost\":true");
     }
-    set_opt(o, "audit_seq", r->audit_seq);
-    json_object_set_new(o, "latency_us", json_integer(r->latency_us));
-    js_log_emit(r->decision != NULL && strcmp(r->decision, "allow") == 0 ? "info" : "warn", o);
+    return true;
 }
 
 void js_log_denials_folded(const js_foldlog *f)
 {
-    json_t *o = json_object();
-    if (o == NULL)
-        return;
-    json_object_set_new(o, "event", json_string("denials_folded"));
-    set_opt(o, "type", f->type);
-    set_opt(o, "caller", f->caller);
-    set_opt(o, "peer", f->peer);
-    set_opt(o, "reason", f->reason);
-    json_object_set_new(o, "count", json_integer((json_int_t)f->count));
-    if (f->audit_seq > 0)
-        json_object_set_new(o, "audit_seq", json_integer((json_int_t)f->audit_seq));
-    else
-        json_object_set_new(o, "audit_lost", json_true());
-    js_log_emit("warn", o);
+    emit_line(fill_folded, f);
 }

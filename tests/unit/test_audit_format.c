@@ -3,7 +3,9 @@
  * encode/decode round trip, the length bound and CRC (which covers the
  * length), canonical payload bytes, the hash chain, time and hex encodings,
  * checkpoint parsing, signed body and signature check, and the reader's
- * handling of short, oversized and non-JSON frames.
+ * handling of short, oversized and non-JSON frames. The one-pass body
+ * encoder is held byte for byte to a copy of the former jansson one over
+ * generated events.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +21,7 @@
 #include "merkle.h"
 #include "reader.h"
 #include "record.h"
+#include "test_jsongen.h"
 #include "verify.h"
 
 /* Appends a frame for payload to buf at *len. */
@@ -686,6 +689,231 @@ static void test_segment_names(void **state)
     tmpdir_remove(dir);
 }
 
+/* ---- js_audit_event_body before jsonw (a jansson tree), the reference ---- */
+
+static size_t ref_utf8_seq(const unsigned char *p)
+{
+    if (p[0] < 0x80)
+        return 1;
+    size_t n = (p[0] & 0xe0) == 0xc0   ? 2
+               : (p[0] & 0xf0) == 0xe0 ? 3
+               : (p[0] & 0xf8) == 0xf0 ? 4
+                                       : 0;
+    if (n == 0 || (n == 2 && p[0] < 0xc2) || (n == 4 && p[0] > 0xf4))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    uint32_t cp = p[0] & (0x7f >> n);
+    for (size_t i = 1; i < n; i++)
+        cp = (cp << 6) | (p[i] & 0x3f);
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+static int ref_add_str(json_t *o, const char *k, const char *v)
+{
+    if (v == NULL)
+        return 0;
+    json_t *js = json_string(v);
+    if (js == NULL) {
+        size_t len = strlen(v);
+        char *clean = malloc(len * 3 + 1);
+        if (clean == NULL)
+            return -1;
+        size_t o2 = 0;
+        const unsigned char *p = (const unsigned char *)v;
+        while (*p != '\0') {
+            size_t n = ref_utf8_seq(p);
+            if (n == 0) {
+                memcpy(clean + o2, "\xef\xbf\xbd", 3);
+                o2 += 3;
+                p++;
+            } else {
+                memcpy(clean + o2, p, n);
+                o2 += n;
+                p += n;
+            }
+        }
+        clean[o2] = '\0';
+        js = json_string(clean);
+        free(clean);
+    }
+    return json_object_set_new(o, k, js);
+}
+
+static char *ref_dump_members(const json_t *o)
+{
+    char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (txt == NULL)
+        return NULL;
+    size_t n = strlen(txt);
+    if (n < 2) {
+        free(txt);
+        return NULL;
+    }
+    memmove(txt, txt + 1, n - 2);
+    txt[n - 2] = '\0';
+    return txt;
+}
+
+static js_status ref_event_body(const js_audit_event *ev, uint64_t count, char **out, js_err *err)
+{
+    JS_ENSURE(ev != NULL && ev->type != NULL && ev->type[0] != '\0', err, JS_EINVAL,
+              JS_R_AUDIT_EVENT, "audit event without a type");
+    json_t *aud = NULL;
+    json_t *detail = NULL;
+    if (ev->aud_json != NULL && ev->aud_json[0] != '\0') {
+        aud = json_loads(ev->aud_json, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+        if (aud == NULL)
+            aud = json_string(ev->aud_json);
+    }
+    if (ev->detail_json != NULL) {
+        detail = json_loads(ev->detail_json, JSON_REJECT_DUPLICATES, NULL);
+        if (detail == NULL || !json_is_object(detail)) {
+            json_decref(aud);
+            json_decref(detail);
+            return js_err_set(err, JS_EINVAL, JS_R_AUDIT_EVENT, "detail_json is not a JSON object");
+        }
+    }
+    json_t *o = json_object();
+    int rc = o == NULL ? -1 : 0;
+    rc |= ref_add_str(o, "type", ev->type);
+    rc |= ref_add_str(o, "caller", ev->caller);
+    rc |= ref_add_str(o, "peer", ev->peer);
+    rc |= ref_add_str(o, "request_id", ev->request_id);
+    rc |= ref_add_str(o, "decision", ev->decision);
+    rc |= ref_add_str(o, "reason", ev->reason);
+    rc |= ref_add_str(o, "message", ev->message);
+    rc |= ref_add_str(o, "key", ev->key);
+    rc |= ref_add_str(o, "kid", ev->kid);
+    rc |= ref_add_str(o, "alg", ev->alg);
+    rc |= ref_add_str(o, "jti", ev->jti);
+    rc |= ref_add_str(o, "sub", ev->sub);
+    if (aud != NULL)
+        rc |= json_object_set_new(o, "aud", aud);
+    if (ev->iat != 0)
+        rc |= json_object_set_new(o, "iat", json_integer(ev->iat));
+    if (ev->exp != 0)
+        rc |= json_object_set_new(o, "exp", json_integer(ev->exp));
+    rc |= ref_add_str(o, "scopes", ev->scopes);
+    rc |= ref_add_str(o, "token_sha256", ev->token_sha256);
+    rc |= ref_add_str(o, "policy_hash", ev->policy_hash);
+    if (count > 0)
+        rc |= json_object_set_new(o, "count", json_integer((json_int_t)count));
+    if (detail != NULL)
+        rc |= json_object_set_new(o, "detail", detail);
+    char *txt = rc == 0 ? ref_dump_members(o) : NULL;
+    json_decref(o);
+    JS_ENSURE(txt != NULL, err, JS_EINVAL, JS_R_AUDIT_EVENT,
+              "audit event cannot be encoded (invalid UTF-8 or out of memory)");
+    *out = txt;
+    return JS_OK;
+}
+
+static const char *gen_member(jg_rng *r, char *buf, size_t cap)
+{
+    switch (jg_below(r, 5)) {
+    case 0:
+        return NULL;
+    case 1:
+        return "";
+    default:
+        jg_string(r, buf, cap, (int)jg_below(r, 2));
+        return buf;
+    }
+}
+
+static int64_t gen_int(jg_rng *r)
+{
+    if (jg_below(r, 3) == 0)
+        return 0;
+    int64_t v = (int64_t)(jg_next(r) >> jg_below(r, 64));
+    return jg_below(r, 4) == 0 ? -v : v;
+}
+
+static void test_event_body_differential(void **state)
+{
+    (void)state;
+    static const char *const details[] = {
+        "{\"x\":1}",
+        "{}",
+        "{\"a\":\"\\u00e9\",\"b\":[1,2.5,null]}",
+        "{ \"a\" : 1 }",
+        "{\"a\":1,\"a\":2}",
+        "[1]",
+        "\"s\"",
+        "not json",
+        "{\"a\":\"\xff\"}",
+        "{\"k\":\"\\/\"}",
+    };
+    jg_rng r = {0x5eed00a1ULL};
+    static char f[16][4096];
+    size_t ok = 0, verified = 0;
+    for (int i = 0; i < 8000; i++) {
+        js_audit_event ev = {
+            .type = jg_below(&r, 20) == 0 ? gen_member(&r, f[0], sizeof(f[0]))
+                                          : (jg_below(&r, 2) ? "sign" : "admin"),
+            .caller = gen_member(&r, f[1], sizeof(f[1])),
+            .peer = gen_member(&r, f[2], sizeof(f[2])),
+            .request_id = gen_member(&r, f[3], sizeof(f[3])),
+            .decision = gen_member(&r, f[4], sizeof(f[4])),
+            .reason = gen_member(&r, f[5], sizeof(f[5])),
+            .message = gen_member(&r, f[6], sizeof(f[6])),
+            .key = gen_member(&r, f[7], sizeof(f[7])),
+            .kid = gen_member(&r, f[8], sizeof(f[8])),
+            .alg = gen_member(&r, f[9], sizeof(f[9])),
+            .jti = gen_member(&r, f[10], sizeof(f[10])),
+            .sub = gen_member(&r, f[11], sizeof(f[11])),
+            .iat = gen_int(&r),
+            .exp = gen_int(&r),
+            .scopes = gen_member(&r, f[12], sizeof(f[12])),
+            .token_sha256 = gen_member(&r, f[13], sizeof(f[13])),
+            .policy_hash = gen_member(&r, f[14], sizeof(f[14])),
+            .detail_json = jg_below(&r, 6) == 0
+                               ? details[jg_below(&r, sizeof(details) / sizeof(details[0]))]
+                               : NULL,
+        };
+        if (jg_below(&r, 6) != 0) {
+            jg_aud(&r, f[15], sizeof(f[15]));
+            ev.aud_json = f[15];
+        }
+        uint64_t count = jg_below(&r, 3) == 0 ? jg_next(&r) >> jg_below(&r, 65) : 0;
+        char *want = NULL, *got = NULL;
+        js_err e1, e2;
+        js_status s1 = ref_event_body(&ev, count, &want, &e1);
+        js_status s2 = js_audit_event_body(&ev, count, &got, &e2);
+        assert_int_equal(s2, s1);
+        if (s1 != JS_OK) {
+            assert_int_equal(e2.reason, e1.reason);
+            assert_string_equal(e2.msg, e1.msg);
+            continue;
+        }
+        assert_string_equal(got, want);
+        ok++;
+        /* The verifier, which re-serialises with jansson, accepts it. */
+        uint8_t prev[JS_AUDIT_HASH_LEN] = {0};
+        static char payload[JS_AUDIT_MAX_PAYLOAD + 1];
+        size_t len = 0;
+        js_err e3;
+        if (count == 0 && strcmp(ev.type, "denials") != 0 &&
+            js_audit_payload_assemble(1, "2026-12-06T00:00:00.000Z", got, prev, payload,
+                                      sizeof(payload), &len, &e3) == JS_OK) {
+            json_t *rec = json_loadb(payload, len, JSON_REJECT_DUPLICATES, NULL);
+            assert_non_null(rec);
+            assert_int_equal(
+                js_audit_payload_check_canonical((const uint8_t *)payload, len, rec, &e3), JS_OK);
+            json_decref(rec);
+            verified++;
+        }
+        free(want);
+        free(got);
+    }
+    assert_true(ok > 6000 && verified > 3000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -700,6 +928,7 @@ int main(void)
         cmocka_unit_test(test_payload_canonical),
         cmocka_unit_test(test_fold_rules),
         cmocka_unit_test(test_segment_names),
+        cmocka_unit_test(test_event_body_differential),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
