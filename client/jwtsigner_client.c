@@ -5,9 +5,14 @@
  * This is the only client file that calls grpc_* (the core API changes between
  * gRPC minor versions). A handle owns one channel and the methods of the
  * Signer and Admin services, registered once at connect. Every call goes
- * through unary_call(): it gets its own pluck completion queue and runs one
- * batch, the way gRPC's own blocking C++ stub does, so concurrent calls on one
- * handle share nothing mutable but the channel, which gRPC makes thread-safe.
+ * through unary_call(): it runs one batch on a pluck completion queue of its
+ * own for the call's duration, the way gRPC's own blocking C++ stub does, so
+ * concurrent calls on one handle share nothing mutable but the channel, which
+ * gRPC makes thread-safe, and the handle's pool of idle completion queues.
+ * Creating and destroying a queue per call (a pollset, its mutexes, a shutdown
+ * and drain) was a fixed cost on every token; a queue whose every operation
+ * has been plucked holds nothing of the call that used it, so it is kept for
+ * the next call instead.
  * The public functions only build a request message and check the reply
  * against the contract in proto/jwtsigner/v1/signer.proto.
  */
@@ -15,6 +20,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +51,13 @@
  * leaving us blocked, after which the call is cancelled and awaited.
  */
 #define PLUCK_GRACE_MS 10000
+
+/*
+ * Idle completion queues a handle keeps for reuse. Calls beyond this many in
+ * flight at once still work: their queues are created and destroyed per call,
+ * as without the pool. Each idle queue is a few hundred bytes.
+ */
+#define CQ_POOL_MAX 64
 
 /* A SHA-256 in hex, as ReloadPolicyResponse.sha256 carries it. */
 #define SHA256_HEX_LEN 64
@@ -82,6 +95,16 @@ struct jwtsigner_client {
     /* From grpc_channel_register_call, owned by the channel; read-only after new(). */
     void *methods[M_COUNT];
     int timeout_ms;
+    /*
+     * Idle pluck completion queues, each with no operation pending: a call
+     * takes one for its whole duration (one call per queue at a time, so never
+     * more than one plucker) and gives it back once its batch was plucked.
+     * cq_lock guards cq_idle and cq_n_idle only; it is never held across a
+     * gRPC call.
+     */
+    pthread_mutex_t cq_lock;
+    grpc_completion_queue *cq_idle[CQ_POOL_MAX];
+    size_t cq_n_idle;
 };
 
 const char *jwtsigner_status_name(int code)
@@ -137,6 +160,13 @@ __attribute__((format(printf, 3, 4))) static int set_status(jwtsigner_status *st
     vsnprintf(st->message, sizeof(st->message), fmt, ap);
     va_end(ap);
     return code;
+}
+/* set_status(st, GRPC_STATUS_OK, "OK") without formatting: the success path of every call. */
+static void set_status_ok(jwtsigner_status *st)
+{
+    st->code = GRPC_STATUS_OK;
+    st->transport[0] = '\0';
+    memcpy(st->message, "OK", sizeof("OK"));
 }
 #ifdef __clang_analyzer__
 /* For the static analyzer only (scripts/analyze.sh): it does not inline
@@ -319,6 +349,12 @@ jwtsigner_client *jwtsigner_client_new(const jwtsigner_options *opts, jwtsigner_
         set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
         goto out;
     }
+    if (pthread_mutex_init(&c->cq_lock, NULL) != 0) {
+        free(c);
+        c = NULL;
+        set_status(st, GRPC_STATUS_INTERNAL, "cannot create a mutex");
+        goto out;
+    }
     c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
 
     grpc_init();
@@ -349,8 +385,11 @@ out:
     if (creds != NULL)
         grpc_channel_credentials_release(creds);
     if (!ok) {
-        if (c != NULL && c->channel != NULL)
-            grpc_channel_destroy(c->channel);
+        if (c != NULL) {
+            if (c->channel != NULL)
+                grpc_channel_destroy(c->channel);
+            pthread_mutex_destroy(&c->cq_lock);
+        }
         free(c);
         c = NULL;
         if (grpc_started)
@@ -363,11 +402,61 @@ out:
     return c;
 }
 
+/*
+ * Shuts a completion queue down and destroys it. Operations still pending on
+ * it complete first (with the shutdown), so this never frees a queue a batch
+ * still points at.
+ */
+static void cq_destroy(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+}
+
+/* An idle queue from the pool, or a new one; NULL only if gRPC cannot make one. */
+static grpc_completion_queue *cq_take(jwtsigner_client *c)
+{
+    grpc_completion_queue *cq = NULL;
+    pthread_mutex_lock(&c->cq_lock);
+    if (c->cq_n_idle > 0)
+        cq = c->cq_idle[--c->cq_n_idle];
+    pthread_mutex_unlock(&c->cq_lock);
+    if (cq == NULL)
+        cq = grpc_completion_queue_create_for_pluck(NULL);
+    return cq;
+}
+
+/*
+ * Gives back a queue from cq_take. `idle` says every operation started on it
+ * was plucked, so no event of this call can reach the next one; any other
+ * queue, and one the full pool has no room for, is destroyed.
+ */
+static void cq_give(jwtsigner_client *c, grpc_completion_queue *cq, int idle)
+{
+    if (idle) {
+        pthread_mutex_lock(&c->cq_lock);
+        if (c->cq_n_idle < CQ_POOL_MAX) {
+            c->cq_idle[c->cq_n_idle++] = cq;
+            cq = NULL;
+        }
+        pthread_mutex_unlock(&c->cq_lock);
+    }
+    if (cq != NULL)
+        cq_destroy(cq);
+}
+
+/* No call may be in flight on c: the pool and the channel go with it. */
 void jwtsigner_client_free(jwtsigner_client *c)
 {
     if (c == NULL)
         return;
     grpc_channel_destroy(c->channel);
+    for (size_t i = 0; i < c->cq_n_idle; i++)
+        cq_destroy(c->cq_idle[i]);
+    pthread_mutex_destroy(&c->cq_lock);
     free(c);
     /* Balances the grpc_init() of jwtsigner_client_new(). */
     grpc_shutdown();
@@ -394,15 +483,18 @@ static int unary_call(jwtsigner_client *c, method_id m, const ProtobufCMessage *
     grpc_slice details = grpc_empty_slice();
     const char *error_string = NULL;
     grpc_byte_buffer_reader reader;
-    grpc_slice all;
+    int reader_live = 0;
+    grpc_slice all = grpc_empty_slice();
     int tag_storage = 0;
     void *tag = &tag_storage;
+    /* Set once every operation started on cq has been plucked (or none was). */
+    int cq_idle = 0;
 
     *resp = NULL;
     grpc_metadata_array_init(&initial_md);
     grpc_metadata_array_init(&trailing_md);
 
-    cq = grpc_completion_queue_create_for_pluck(NULL);
+    cq = cq_take(c);
     if (cq == NULL) {
         rc = set_status(st, GRPC_STATUS_INTERNAL, "cannot create a completion queue");
         goto out;
@@ -412,6 +504,7 @@ static int unary_call(jwtsigner_client *c, method_id m, const ProtobufCMessage *
     call = grpc_channel_create_registered_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                                c->methods[m], deadline, NULL);
     if (call == NULL) {
+        cq_idle = 1;
         rc = set_status(st, GRPC_STATUS_INTERNAL, "cannot create a call");
         goto out;
     }
@@ -441,6 +534,8 @@ static int unary_call(jwtsigner_client *c, method_id m, const ProtobufCMessage *
 
     grpc_call_error ce = grpc_call_start_batch(call, ops, 6, tag, NULL);
     if (ce != GRPC_CALL_OK) {
+        /* A batch that did not start queues no completion. */
+        cq_idle = 1;
         rc = set_status(st, GRPC_STATUS_INTERNAL, "cannot start the call (grpc_call_error %d)",
                         (int)ce);
         goto out;
@@ -452,6 +547,9 @@ static int unary_call(jwtsigner_client *c, method_id m, const ProtobufCMessage *
         grpc_call_cancel(call, NULL);
         ev = grpc_completion_queue_pluck(cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     }
+    /* Our one batch's event was plucked, failed or not: nothing else is pending. */
+    if (ev.type == GRPC_OP_COMPLETE)
+        cq_idle = 1;
     if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
         rc = set_status(st, GRPC_STATUS_INTERNAL, "the call's batch did not complete");
         goto out;
@@ -479,32 +577,42 @@ static int unary_call(jwtsigner_client *c, method_id m, const ProtobufCMessage *
         rc = set_status(st, GRPC_STATUS_INTERNAL, "cannot read the response message");
         goto out;
     }
-    /* readall copies into a slice of our own, so wiping it below is safe. */
-    all = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
+    reader_live = 1;
+    /*
+     * A reply of one slice (the usual case: a small message from one frame)
+     * is decoded where it lies; only a reply in pieces is first copied into
+     * one slice of our own, which is wiped below.
+     */
+    const uint8_t *bytes = NULL;
+    size_t nbytes = 0;
+    if (reader.buffer_out->data.raw.slice_buffer.count == 1) {
+        grpc_slice one = reader.buffer_out->data.raw.slice_buffer.slices[0];
+        bytes = GRPC_SLICE_START_PTR(one);
+        nbytes = GRPC_SLICE_LENGTH(one);
+    } else {
+        all = grpc_byte_buffer_reader_readall(&reader);
+        bytes = GRPC_SLICE_START_PTR(all);
+        nbytes = GRPC_SLICE_LENGTH(all);
+    }
     /* An empty reply is valid protobuf (all fields default); the checks are the caller's. */
-    *resp = protobuf_c_message_unpack(resp_desc, NULL, GRPC_SLICE_LENGTH(all),
-                                      GRPC_SLICE_START_PTR(all));
-    /* A SignJwt reply holds a bearer token. */
-    wipe(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
-    grpc_slice_unref(all);
+    *resp = protobuf_c_message_unpack(resp_desc, NULL, nbytes, bytes);
     if (*resp == NULL) {
         rc = set_status(st, GRPC_STATUS_INTERNAL, "malformed response: %s does not decode",
                         resp_desc->short_name);
         goto out;
     }
-    set_status(st, GRPC_STATUS_OK, "OK");
+    set_status_ok(st);
 out:
+    if (reader_live) {
+        /* A SignJwt reply holds a bearer token. */
+        wipe(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
+        grpc_slice_unref(all);
+        grpc_byte_buffer_reader_destroy(&reader);
+    }
     if (call != NULL)
         grpc_call_unref(call);
-    if (cq != NULL) {
-        grpc_completion_queue_shutdown(cq);
-        while (
-            grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-            GRPC_QUEUE_SHUTDOWN) {
-        }
-        grpc_completion_queue_destroy(cq);
-    }
+    if (cq != NULL)
+        cq_give(c, cq, cq_idle);
     if (send_bb != NULL)
         grpc_byte_buffer_destroy(send_bb);
     if (recv_bb != NULL)
@@ -528,22 +636,15 @@ static char *dup_field(const char *s)
  */
 static int is_compact_jws(const char *s)
 {
-    size_t dots = 0, seg = 0;
-    for (const char *p = s; *p != '\0'; p++) {
-        char ch = *p;
-        if (ch == '.') {
-            if (seg == 0)
-                return 0;
-            dots++;
-            seg = 0;
-        } else if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-                   (ch >= '0' && ch <= '9') || ch == '-' || ch == '_') {
-            seg++;
-        } else {
+    /* The base64url alphabet, RFC 4648 §5. strspn scans with a byte table. */
+    static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (int i = 0; i < 3; i++) {
+        size_t n = strspn(s, b64url);
+        if (n == 0 || s[n] != (i < 2 ? '.' : '\0'))
             return 0;
-        }
+        s += n + 1;
     }
-    return dots == 2 && seg > 0;
+    return 1;
 }
 
 void jwtsigner_token_clear(jwtsigner_token *t)

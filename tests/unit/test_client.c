@@ -1,0 +1,266 @@
+/*
+ * test_client.c - the client library (client/jwtsigner_client.h) without a
+ * signer: calls that fail (connection refused: UNAVAILABLE) and calls that
+ * reach their deadline (a peer that accepts TCP and never answers TLS:
+ * DEADLINE_EXCEEDED), one after another and from many threads at once on one
+ * handle. A handle reuses the completion queue of a finished call for the
+ * next one, so these are the paths where a queue is handed on after a failed
+ * call, including more calls in flight than the handle keeps idle queues for;
+ * each call must still end with its own status, in bounded time, and
+ * jwtsigner_client_free must return. Calls that succeed are covered by the
+ * integration tests against a real signer (client_load, jwt-sign).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "jwtsigner_client.h"
+
+#define ST_INVALID_ARGUMENT  3
+#define ST_DEADLINE_EXCEEDED 4
+#define ST_UNAVAILABLE       14
+/* More threads than the handle keeps idle queues (CQ_POOL_MAX, 64). */
+#define MANY_THREADS 72
+#define CLAIMS       "{\"sub\":\"u\"}"
+
+typedef struct fixture {
+    char dir[64];
+    char ca[128], cert[128], key[128];
+} fixture;
+
+/* A throwaway self-signed P-256 certificate, used as CA and client certificate. */
+static void make_cert(const char *cert_path, const char *key_path)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    assert_non_null(k);
+    X509 *c = X509_new();
+    assert_non_null(c);
+    X509_set_version(c, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(c), 1);
+    X509_gmtime_adj(X509_getm_notBefore(c), -60);
+    X509_gmtime_adj(X509_getm_notAfter(c), 3600);
+    X509_set_pubkey(c, k);
+    X509_NAME *n = X509_get_subject_name(c);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1,
+                               0);
+    X509_set_issuer_name(c, n);
+    assert_true(X509_sign(c, k, EVP_sha256()) > 0);
+    FILE *f = fopen(cert_path, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_X509(f, c), 1);
+    fclose(f);
+    f = fopen(key_path, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL), 1);
+    fclose(f);
+    X509_free(c);
+    EVP_PKEY_free(k);
+}
+
+static int setup(void **state)
+{
+    fixture *fx = calloc(1, sizeof(*fx));
+    if (fx == NULL)
+        return -1;
+    snprintf(fx->dir, sizeof(fx->dir), "/tmp/test_client.XXXXXX");
+    if (mkdtemp(fx->dir) == NULL) {
+        free(fx);
+        return -1;
+    }
+    snprintf(fx->cert, sizeof(fx->cert), "%s/cert.pem", fx->dir);
+    snprintf(fx->key, sizeof(fx->key), "%s/key.pem", fx->dir);
+    snprintf(fx->ca, sizeof(fx->ca), "%s", fx->cert);
+    make_cert(fx->cert, fx->key);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *fx = *state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
+    int rc = system(cmd);
+    free(fx);
+    return rc == 0 ? 0 : -1;
+}
+
+/*
+ * A TCP listener on 127.0.0.1 that never accepts: the kernel completes the
+ * TCP handshake and the TLS handshake then waits forever. *port gets its port.
+ */
+static int silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 128), 0);
+    socklen_t len = sizeof(a);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* A port on 127.0.0.1 where nothing listens (bound, then closed). */
+static int closed_port(void)
+{
+    int port = 0;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    socklen_t len = sizeof(a);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static jwtsigner_client *client_for(const fixture *fx, int port, int timeout_ms)
+{
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    jwtsigner_options o = {.target = target,
+                           .ca_file = fx->ca,
+                           .cert_file = fx->cert,
+                           .key_file = fx->key,
+                           .timeout_ms = timeout_ms};
+    jwtsigner_status st;
+    jwtsigner_client *c = jwtsigner_client_new(&o, &st);
+    if (c == NULL)
+        fail_msg("jwtsigner_client_new: %d %s", st.code, st.message);
+    return c;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+typedef struct caller {
+    jwtsigner_client *c;
+    int calls;
+    int codes[4];
+    double longest_s;
+    pthread_t tid;
+} caller;
+
+static void *caller_main(void *arg)
+{
+    caller *k = arg;
+    for (int i = 0; i < k->calls; i++) {
+        jwtsigner_token tok;
+        jwtsigner_status st;
+        double t0 = now_s();
+        k->codes[i] = jwtsigner_sign(k->c, CLAIMS, strlen(CLAIMS), NULL, NULL, &tok, &st);
+        double dt = now_s() - t0;
+        if (dt > k->longest_s)
+            k->longest_s = dt;
+        if (k->codes[i] != st.code || st.message[0] == '\0' || tok.jwt != NULL)
+            k->codes[i] = -1;
+        jwtsigner_token_clear(&tok);
+    }
+    return NULL;
+}
+
+/* Runs `threads` callers of `calls` calls each and checks every code is `want`. */
+static void run_callers(jwtsigner_client *c, int threads, int calls, int want, double max_s)
+{
+    caller *ks = calloc((size_t)threads, sizeof(*ks));
+    assert_non_null(ks);
+    assert_true(calls <= 4);
+    for (int t = 0; t < threads; t++) {
+        ks[t].c = c;
+        ks[t].calls = calls;
+        assert_int_equal(pthread_create(&ks[t].tid, NULL, caller_main, &ks[t]), 0);
+    }
+    for (int t = 0; t < threads; t++)
+        assert_int_equal(pthread_join(ks[t].tid, NULL), 0);
+    for (int t = 0; t < threads; t++) {
+        for (int i = 0; i < calls; i++)
+            if (ks[t].codes[i] != want)
+                fail_msg("thread %d call %d: code %d, want %d", t, i, ks[t].codes[i], want);
+        if (ks[t].longest_s > max_s)
+            fail_msg("thread %d: a call took %.3f s", t, ks[t].longest_s);
+    }
+    free(ks);
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    jwtsigner_token tok;
+    jwtsigner_status st;
+    assert_int_equal(jwtsigner_sign(NULL, CLAIMS, strlen(CLAIMS), NULL, NULL, &tok, &st),
+                     ST_INVALID_ARGUMENT);
+    assert_int_equal(st.code, ST_INVALID_ARGUMENT);
+    assert_null(tok.jwt);
+    jwtsigner_client_free(NULL);
+}
+
+/* Connection refused: every call, first to last, is UNAVAILABLE with a message. */
+static void test_refused_calls_reuse_queues(void **state)
+{
+    fixture *fx = *state;
+    jwtsigner_client *c = client_for(fx, closed_port(), 5000);
+    run_callers(c, 1, 4, ST_UNAVAILABLE, 5.0);
+    run_callers(c, 1, 4, ST_UNAVAILABLE, 5.0);
+    run_callers(c, MANY_THREADS, 2, ST_UNAVAILABLE, 5.0);
+    run_callers(c, 1, 4, ST_UNAVAILABLE, 5.0);
+    char *jwks = NULL;
+    jwtsigner_status st;
+    assert_int_equal(jwtsigner_jwks(c, &jwks, &st), ST_UNAVAILABLE);
+    assert_null(jwks);
+    jwtsigner_client_free(c);
+}
+
+/*
+ * A peer that never answers: each call ends at its own deadline, including a
+ * call on a queue whose previous call ended there, and calls beyond the pool.
+ */
+static void test_deadline_calls_reuse_queues(void **state)
+{
+    fixture *fx = *state;
+    int port = 0;
+    int lfd = silent_listener(&port);
+    jwtsigner_client *c = client_for(fx, port, 200);
+    double t0 = now_s();
+    run_callers(c, 1, 3, ST_DEADLINE_EXCEEDED, 3.0);
+    /* Three calls of 200 ms each, one after another. */
+    assert_true(now_s() - t0 >= 0.55);
+    run_callers(c, MANY_THREADS, 2, ST_DEADLINE_EXCEEDED, 5.0);
+    run_callers(c, 2, 2, ST_DEADLINE_EXCEEDED, 3.0);
+    jwtsigner_client_free(c);
+    close(lfd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test_setup_teardown(test_refused_calls_reuse_queues, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_calls_reuse_queues, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
