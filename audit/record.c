@@ -381,7 +381,10 @@ js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **o
         } else if (txt != NULL) {
             js_jsonw_init(&w, txt, need);
             put_body(&w, ev, count, aud, aud_len, detail);
-            (void)js_jsonw_finish(&w);
+            if (js_jsonw_finish(&w) == NULL) { /* the same pass: cannot happen */
+                free(txt);
+                txt = NULL;
+            }
         }
     }
     free(aud_dumped);

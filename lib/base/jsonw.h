@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "err.h" /* JS_WUR */
+
 /* The most bytes one input byte of a string becomes ("\u001F"). */
 #define JS_JSONW_ESC_MAX 6u
 
@@ -59,12 +61,12 @@ void js_jsonw_cstr(js_jsonw *w, const char *s);
 void js_jsonw_truncate(js_jsonw *w, size_t len);
 
 /* Whether s[0..n) is UTF-8 that jansson's json_stringn() accepts. */
-bool js_jsonw_utf8_valid(const char *s, size_t n);
+bool js_jsonw_utf8_valid(const char *s, size_t n) JS_WUR;
 
 /* Appends s[0..n) as a JSON string, exactly as jansson dumps it. false, and
  * nothing appended, when s is not valid UTF-8 (where json_stringn() returns
  * NULL). */
-bool js_jsonw_string(js_jsonw *w, const char *s, size_t n);
+bool js_jsonw_string(js_jsonw *w, const char *s, size_t n) JS_WUR;
 
 /* Like js_jsonw_string, but each byte that does not start a valid UTF-8
  * sequence is written as U+FFFD (the audit log's rule: a record is never
@@ -83,6 +85,6 @@ void js_jsonw_int(js_jsonw *w, int64_t v);
  * refuses to load), valid UTF-8. false means "not known to be canonical":
  * use jansson.
  */
-bool js_jsonw_canonical_strings(const char *s, size_t n);
+bool js_jsonw_canonical_strings(const char *s, size_t n) JS_WUR;
 
 #endif
