@@ -830,8 +830,8 @@ static int64_t gen_int(jg_rng *r)
 {
     if (jg_below(r, 3) == 0)
         return 0;
-    int64_t v = (int64_t)(jg_next(r) >> jg_below(r, 64));
-    return jg_below(r, 4) == 0 ? -v : v;
+    int64_t v = (int64_t)(jg_next(r) >> (1 + jg_below(r, 63)));
+    return jg_below(r, 4) == 0 ? -v : jg_below(r, 8) == 0 ? (int64_t)jg_next(r) : v;
 }
 
 static void test_event_body_differential(void **state)
@@ -880,7 +880,7 @@ static void test_event_body_differential(void **state)
             jg_aud(&r, f[15], sizeof(f[15]));
             ev.aud_json = f[15];
         }
-        uint64_t count = jg_below(&r, 3) == 0 ? jg_next(&r) >> jg_below(&r, 65) : 0;
+        uint64_t count = jg_below(&r, 3) == 0 ? jg_u64(&r) : 0;
         char *want = NULL, *got = NULL;
         js_err e1, e2;
         js_status s1 = ref_event_body(&ev, count, &want, &e1);

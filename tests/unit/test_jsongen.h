@@ -35,6 +35,14 @@ static inline size_t jg_below(jg_rng *r, size_t n)
     return n == 0 ? 0 : (size_t)(jg_next(r) % n);
 }
 
+/* A uint64 of random magnitude (0 and UINT64_MAX included). */
+static inline uint64_t jg_u64(jg_rng *r)
+{
+    size_t shift = jg_below(r, 65);
+    uint64_t x = jg_next(r);
+    return shift == 64 ? 0 : x >> shift;
+}
+
 /* Pieces a string is made of: (bytes, length). */
 static const struct {
     const char *b;
