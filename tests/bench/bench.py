@@ -173,6 +173,7 @@ def warm_up(env, port, threads):
 def end_to_end(env, fsync, threads, requests, tag):
     """Closed-loop maximum (tokens/s) and the signer's CPU per token (µs),
     both over the measured run only (after the warm-up)."""
+    settle_disk()
     proc, port = start_signer(env, signer_config(env, fsync, tag),
                               env.path("signer-%s.log" % tag))
     load = [harness.client_test_path()] + client_args(env, port) + ["--threads", threads]
@@ -204,8 +205,17 @@ def paced(env, port, rate, seconds, threads, connections=1, warmup=200, requests
     return json.loads(out.strip().splitlines()[-1])
 
 
+def settle_disk():
+    """Writes back what earlier runs left dirty -- above all their signers'
+    log files, tens of MB of request lines -- before a measurement starts:
+    otherwise the kernel's writeback of them lands inside the next run and
+    its fdatasyncs queue behind it (seen as ~30 ms stalls at 200/s)."""
+    os.sync()
+
+
 def latency_round(env, fsync, rates, seconds, threads, tag):
     """Paced runs at each rate, in order, against one signer (after a closed-loop warm-up)."""
+    settle_disk()
     proc, port = start_signer(env, signer_config(env, fsync, tag),
                               env.path("signer-%s.log" % tag))
     try:
@@ -376,6 +386,8 @@ def main():
                 for i, run in enumerate(runs):
                     lat[fsync][i].append(run)
 
+        # Read here: the memory run's 1,000 sender threads would inflate it.
+        load_end = os.getloadavg()[0]
         rss = rss_after_concurrent(env, args.rss_calls)
 
         startup_cfg = signer_config(env, True, "startup")
@@ -387,7 +399,6 @@ def main():
     # signer and load generator (about 2 runnable at full load), so only well
     # above that. Busy runs' figures (throughput and tail latency first) are
     # not comparable with a quiet run's.
-    load_end = os.getloadavg()[0]
     busy = load_start > os.cpu_count() or load_end > 2 * os.cpu_count()
     print("jwt-signer benchmark (ES256, SoftHSM, %d cores, %d client threads, %d requests "
           "x %d rounds, median)" % (os.cpu_count(), args.threads, args.requests, args.rounds))
