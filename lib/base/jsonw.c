@@ -7,6 +7,8 @@
 
 #include <string.h>
 
+#include "text.h"
+
 /* 1 for the bytes a JSON string carries as they are without looking
  * further: printable ASCII and DEL, but not `"` or `\`. Bytes >= 0x80 start
  * a UTF-8 sequence that is checked; bytes < 0x20 are escaped. */
@@ -74,41 +76,14 @@ void js_jsonw_truncate(js_jsonw *w, size_t len)
         w->len = len;
 }
 
-/* Length of the valid UTF-8 sequence at p (left bytes available), or 0:
- * jansson's utf8_check_first/utf8_check_full (RFC 3629 §3: no overlong
- * forms, no surrogates, nothing above U+10FFFF). */
+/* Length of the valid UTF-8 sequence at p (left bytes available), or 0.
+ * jansson's utf8_check_first/utf8_check_full accept exactly the sequences
+ * RFC 3629 allows, as js_utf8_decode does (test_jsonw holds them to each
+ * other through json_string). */
 static size_t utf8_seq(const unsigned char *p, size_t left)
 {
-    unsigned char u = p[0];
-    size_t n;
     uint32_t cp;
-    if (u < 0x80)
-        return 1;
-    if (u < 0xc2) /* a continuation byte, or an overlong C0/C1 lead */
-        return 0;
-    if (u <= 0xdf) {
-        n = 2;
-        cp = u & 0x1fu;
-    } else if (u <= 0xef) {
-        n = 3;
-        cp = u & 0x0fu;
-    } else if (u <= 0xf4) {
-        n = 4;
-        cp = u & 0x07u;
-    } else {
-        return 0;
-    }
-    if (n > left)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3fu);
-    }
-    if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || (n == 3 && cp < 0x800) ||
-        (n == 4 && cp < 0x10000))
-        return 0;
-    return n;
+    return js_utf8_decode(p, left, &cp);
 }
 
 bool js_jsonw_utf8_valid(const char *s, size_t n)

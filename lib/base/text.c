@@ -65,7 +65,7 @@ static bool is_cf(uint32_t cp)
  * %xE1-EC 2tail / %xED %x80-9F tail / %xEE-EF 2tail; UTF8-4 = %xF0 %x90-BF
  * 2tail / %xF1-F3 3tail / %xF4 %x80-8F 2tail).
  */
-static size_t utf8_decode(const unsigned char *s, size_t left, uint32_t *cp)
+size_t js_utf8_decode(const unsigned char *s, size_t left, uint32_t *cp)
 {
     unsigned char b0 = s[0];
     size_t n;
@@ -111,7 +111,7 @@ bool js_text_valid(const char *s, size_t len, size_t *bad_offset, uint32_t *bad_
     size_t i = 0;
     while (i < len) {
         uint32_t cp = 0;
-        size_t n = utf8_decode(u + i, len - i, &cp);
+        size_t n = js_utf8_decode(u + i, len - i, &cp);
         if (n == 0)
             cp = JS_TEXT_NOT_UTF8;
         if (n == 0 || is_cc(cp) || is_cf(cp)) {

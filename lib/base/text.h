@@ -33,6 +33,12 @@
  */
 bool js_text_valid(const char *s, size_t len, size_t *bad_offset, uint32_t *bad_cp);
 
+/* Decodes one UTF-8 sequence at s[0..left) (left >= 1): its length and
+ * *cp, or 0 when the bytes are not a well-formed sequence (RFC 3629 §4: no
+ * overlong forms, no surrogates, nothing above U+10FFFF, not truncated).
+ * The one UTF-8 decoder (text.c, jsonw.c). */
+size_t js_utf8_decode(const unsigned char *s, size_t left, uint32_t *cp);
+
 /*
  * The same check as an error. When s[0..len) is not clean text, or longer
  * than max bytes (max 0: no length limit), sets *err with status st and

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "jsonw.h"
+#include "../unit/test_jsongen.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -30,28 +31,6 @@ static void same_or_abort(const char *want, js_jsonw *w)
 }
 
 /* record.c's repair before jsonw, for a NUL-terminated s. */
-static size_t old_utf8_seq(const unsigned char *p)
-{
-    if (p[0] < 0x80)
-        return 1;
-    size_t n = (p[0] & 0xe0) == 0xc0   ? 2
-               : (p[0] & 0xf0) == 0xe0 ? 3
-               : (p[0] & 0xf8) == 0xf0 ? 4
-                                       : 0;
-    if (n == 0 || (n == 2 && p[0] < 0xc2) || (n == 4 && p[0] > 0xf4))
-        return 0;
-    for (size_t i = 1; i < n; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    uint32_t cp = p[0] & (0x7f >> n);
-    for (size_t i = 1; i < n; i++)
-        cp = (cp << 6) | (p[i] & 0x3f);
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
 static json_t *old_repaired(const char *s)
 {
     json_t *v = json_string(s);
@@ -61,7 +40,7 @@ static json_t *old_repaired(const char *s)
     size_t o = 0;
     const unsigned char *p = (const unsigned char *)s;
     while (*p != '\0') {
-        size_t n = old_utf8_seq(p);
+        size_t n = jg_old_utf8_seq(p);
         if (n == 0) {
             memcpy(clean + o, "\xef\xbf\xbd", 3);
             o += 3;

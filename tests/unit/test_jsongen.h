@@ -267,4 +267,30 @@ static inline void jg_aud(jg_rng *r, char *out, size_t cap)
     out[len] = '\0';
 }
 
+/* The UTF-8 check of record.c's repair before jsonw (kept as the reference
+ * the differential tests compare against): the length of the valid sequence
+ * at a NUL-terminated p, or 0. Deliberately not js_utf8_decode: a reference
+ * must be the old code, not the code under test. */
+static inline size_t jg_old_utf8_seq(const unsigned char *p)
+{
+    if (p[0] < 0x80)
+        return 1;
+    size_t n = (p[0] & 0xe0) == 0xc0   ? 2
+               : (p[0] & 0xf0) == 0xe0 ? 3
+               : (p[0] & 0xf8) == 0xf0 ? 4
+                                       : 0;
+    if (n == 0 || (n == 2 && p[0] < 0xc2) || (n == 4 && p[0] > 0xf4))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    uint32_t cp = p[0] & (0x7f >> n);
+    for (size_t i = 1; i < n; i++)
+        cp = (cp << 6) | (p[i] & 0x3f);
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
 #endif

@@ -121,28 +121,6 @@ static void test_strings_differential(void **state)
 
 /* The audit log's former repair (record.c before jsonw): an invalid byte
  * becomes U+FFFD, then json_string() and json_dumps(). */
-static size_t old_utf8_seq(const unsigned char *p)
-{
-    if (p[0] < 0x80)
-        return 1;
-    size_t n = (p[0] & 0xe0) == 0xc0   ? 2
-               : (p[0] & 0xf0) == 0xe0 ? 3
-               : (p[0] & 0xf8) == 0xf0 ? 4
-                                       : 0;
-    if (n == 0 || (n == 2 && p[0] < 0xc2) || (n == 4 && p[0] > 0xf4))
-        return 0;
-    for (size_t i = 1; i < n; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    uint32_t cp = p[0] & (0x7f >> n);
-    for (size_t i = 1; i < n; i++)
-        cp = (cp << 6) | (p[i] & 0x3f);
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
 static char *old_lossy(const char *v)
 {
     json_t *js = json_string(v);
@@ -153,7 +131,7 @@ static char *old_lossy(const char *v)
         size_t o2 = 0;
         const unsigned char *p = (const unsigned char *)v;
         while (*p != '\0') {
-            size_t n = old_utf8_seq(p);
+            size_t n = jg_old_utf8_seq(p);
             if (n == 0) {
                 memcpy(clean + o2, "\xef\xbf\xbd", 3);
                 o2 += 3;
