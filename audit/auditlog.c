@@ -229,7 +229,7 @@ static void audit_free(js_audit *a)
     if (a == NULL)
         return;
     audit_notifier_stop(a);
-    audit_cpfile_stop(a);
+    (void)audit_cpfile_stop(a, NULL); /* idle on these paths: close stopped it */
     if (a->fd >= 0)
         close(a->fd);
     audit_finish_items(a->qhead, JS_EUNAVAIL, &a->why);
@@ -239,6 +239,7 @@ static void audit_free(js_audit *a)
     }
     pthread_cond_destroy(&a->wake);
     pthread_cond_destroy(&a->cwake);
+    pthread_cond_destroy(&a->cexit_cv);
     pthread_mutex_destroy(&a->cmu);
     pthread_mutex_destroy(&a->cwmu);
     free(a->cbuf);
@@ -276,9 +277,10 @@ bool js_audit_close(js_audit *a)
     if (a->thread_started)
         pthread_join(a->thread, NULL);
     /* Every batch the writer finished is delivered, and checkpoint.json
-     * names the close checkpoint, before we return. */
+     * names the close checkpoint, before we return -- within the same bound. */
     audit_notifier_stop(a);
-    audit_cpfile_stop(a);
+    if (!audit_cpfile_stop(a, &until))
+        return false; /* nothing freed: the checkpoint.json thread may still use it */
     js_err_set(&a->why, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE, "audit log is closed");
     audit_free(a);
     return true;
@@ -303,6 +305,7 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&a->wake, &ca);
     pthread_cond_init(&a->cwake, &ca);
+    pthread_cond_init(&a->cexit_cv, &ca);
     pthread_cond_init(&a->rot_cv, &ca);
     pthread_cond_init(&a->exit_cv, &ca);
     pthread_condattr_destroy(&ca);

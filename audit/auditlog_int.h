@@ -142,6 +142,8 @@ struct js_audit {
     size_t clen;
     uint64_t cseq;
     bool cstop;
+    bool cexited;            /* the thread has returned (audit_cpfile_stop) */
+    pthread_cond_t cexit_cv; /* signalled when it does */
     pthread_mutex_t cwmu;
     uint64_t cwritten_seq;
 
@@ -268,8 +270,10 @@ js_status audit_write_checkpoint_file(js_audit *a, js_err *err) JS_WUR;
 void audit_cpfile_post(js_audit *a);
 /* Starts the thread; without it, the writer replaces the file itself. */
 void audit_cpfile_start(js_audit *a);
-/* Writes what is pending, then stops the thread. */
-void audit_cpfile_stop(js_audit *a);
+/* Writes what is pending, then stops the thread; waits until `until`
+ * (CLOCK_MONOTONIC; NULL: for as long as it takes) and returns false,
+ * leaving it running, if it has not returned by then. */
+bool audit_cpfile_stop(js_audit *a, const struct timespec *until);
 
 /* ---- fold.c ---- */
 

@@ -12,8 +12,10 @@
  * after the batch's fdatasync); files are replaced in checkpoint order,
  * never an older one after a newer one (cwmu, cwritten_seq), whichever
  * thread writes; the close checkpoint is written before js_audit_close
- * returns (audit_cpfile_stop drains); a failed replace fails the log, as it
- * did on the writer (fail closed; the writer's recovery writes a newer one).
+ * returns (audit_cpfile_stop drains), and that wait is bounded like the
+ * writer's (a hung disk must not hold a shutdown forever); a failed replace
+ * fails the log, as it did on the writer (fail closed; the writer's recovery
+ * writes a newer one), unless a newer one was written meanwhile.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -104,11 +106,21 @@ static void *cpfile_main(void *arg)
         pthread_mutex_unlock(&a->cmu);
         js_err err;
         js_err_clear(&err);
-        if (cpfile_write(a, buf, len, seq, &err) != JS_OK)
-            audit_set_failed(a, &err);
+        if (cpfile_write(a, buf, len, seq, &err) != JS_OK) {
+            /* Under cwmu (then mu: no thread takes cwmu while holding mu):
+             * if the writer's recovery replaced the file with a newer
+             * checkpoint since, this failure is moot and must not fail the
+             * log it has just recovered. */
+            pthread_mutex_lock(&a->cwmu);
+            if (a->cwritten_seq < seq)
+                audit_set_failed(a, &err);
+            pthread_mutex_unlock(&a->cwmu);
+        }
         free(buf);
         pthread_mutex_lock(&a->cmu);
     }
+    a->cexited = true;
+    pthread_cond_broadcast(&a->cexit_cv);
     pthread_mutex_unlock(&a->cmu);
     return NULL;
 }
@@ -119,14 +131,21 @@ void audit_cpfile_start(js_audit *a)
         a->cp_started = true;
 }
 
-void audit_cpfile_stop(js_audit *a)
+bool audit_cpfile_stop(js_audit *a, const struct timespec *until)
 {
     if (!a->cp_started)
-        return;
+        return true;
     pthread_mutex_lock(&a->cmu);
     a->cstop = true;
     pthread_cond_signal(&a->cwake);
+    while (!a->cexited && until != NULL &&
+           pthread_cond_timedwait(&a->cexit_cv, &a->cmu, until) == 0)
+        ;
+    bool stuck = until != NULL && !a->cexited;
     pthread_mutex_unlock(&a->cmu);
+    if (stuck)
+        return false; /* in fsync on a hung disk: it may still use the log */
     pthread_join(a->cpthread, NULL);
     a->cp_started = false;
+    return true;
 }

@@ -10,7 +10,9 @@
  * hand-off would only add a thread wake-up (a context switch, tens of
  * microseconds on a small VM) to a lone token's latency, and there is no
  * next batch for the writer to start meanwhile. Order is kept: the notifier
- * has nothing earlier.
+ * has nothing earlier. The callbacks write their log lines to stderr: if
+ * the log's reader stalls, the writer then stalls with the workers and the
+ * notifier, and checkpoints made after it carry late_ms (FORMAT.md §5.1).
  */
 #include <pthread.h>
 #include <stdatomic.h>

@@ -370,6 +370,10 @@ void audit_set_failed(js_audit *a, const js_err *why)
         a->why = *why;
     }
     a->fail_mono = js_mono_ms();
+    /* From another thread (checkpoint.json's), the writer may be asleep
+     * until a heartbeat: its recovery is due in retry_ms. Its waits re-check
+     * their conditions, so a needless wake-up costs nothing. */
+    pthread_cond_signal(&a->wake);
     pthread_mutex_unlock(&a->mu);
 }
 

@@ -116,10 +116,9 @@ static void sign_event(const call_ctx *c, const char *policy_hash, js_audit_even
 }
 
 /* Sends an allowed token once its audit record is durable, or fails closed.
- * Runs on the audit notifier thread (on the writer thread when the hand-off
- * cannot be allocated or the notifier could not start, auditlog.h);
- * grpc_call_start_batch may be called from any thread, and this is
- * the call's only batch. */
+ * Runs on the audit notifier thread or the audit writer thread (auditlog.h,
+ * "Threads that run callbacks"); grpc_call_start_batch may be called from
+ * any thread, and this is the call's only batch. */
 static void sign_audit_done(void *ctx, js_status st, uint64_t seq, const js_err *aerr)
 {
     call_ctx *c = ctx;

@@ -10,7 +10,7 @@
  *        HSM session) and sends one reply batch: SEND_INITIAL_METADATA,
  *        SEND_MESSAGE (on success), SEND_STATUS_FROM_SERVER,
  *        RECV_CLOSE_ON_SERVER; an allowed token's batch goes out from the
- *        audit notifier once its record is durable
+ *        audit log's notifier (or writer) thread once its record is durable
  *     -> event: reply done, release everything.
  * Initial metadata is always sent: a status without it leaves a gRPC client
  * waiting until its deadline. A generic request_call stays armed so that an
