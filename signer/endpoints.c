@@ -1,8 +1,10 @@
 /*
  * endpoints.c - what jwt-signerd serves over HTTP (signer/http): the JWKS of
- * the keyring in force, /healthz (HSM, audit log, gRPC listener, audit disk)
- * and /metrics. The handlers run on libmicrohttpd's threads and only read
- * snapshots, atomics and the health probe's cache.
+ * the keyring in force, the OIDC discovery document (the issuer of the policy
+ * in force, the JWKS URL and the algorithms the JWKS publishes), /healthz
+ * (HSM, audit log, gRPC listener, audit disk) and /metrics. The handlers run
+ * on libmicrohttpd's threads and only read snapshots, atomics and the health
+ * probe's cache.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "discovery.h"
 #include "logline.h"
 
 static char *http_jwks(void *ctx)
@@ -19,6 +22,30 @@ static char *http_jwks(void *ctx)
     const js_keyring *kr = js_snapshot_value(snap);
     char *out = kr != NULL ? strdup(js_keyring_jwks(kr)) : NULL;
     js_snapshot_release(snap);
+    return out;
+}
+
+/*
+ * Built per request from the current policy and keyring snapshots, like the
+ * JWKS, so a reload (SIGHUP, ReloadPolicy) or a rotation shows at once, and
+ * the ETag (of the body) changes with it. NULL = 503.
+ */
+static char *http_discovery(void *ctx)
+{
+    daemon_state *d = ctx;
+    js_policy_snapshot *ps = js_policy_store_acquire(d->policies);
+    js_snapshot *ks = js_snapshot_store_acquire(d->keys);
+    const js_policy *p = ps != NULL ? js_policy_snapshot_get(ps) : NULL;
+    const js_keyring *kr = js_snapshot_value(ks);
+    const char *issuer = p != NULL ? js_policy_issuer(p) : NULL;
+    char *out = NULL;
+    js_err err;
+    js_err_clear(&err);
+    if (issuer != NULL && kr != NULL &&
+        js_discovery_build(issuer, d->cfg->http_jwks_uri, js_keyring_jwks(kr), &out, &err) != JS_OK)
+        out = NULL;
+    js_snapshot_release(ks);
+    js_policy_snapshot_release(ps);
     return out;
 }
 
@@ -89,7 +116,7 @@ js_status start_http(daemon_state *d, js_err *err)
         .jwks_max_age = (unsigned)d->cfg->http_jwks_max_age,
         .max_connections = d->http_max_connections,
     };
-    js_http_handlers h = {http_jwks, http_health, http_metrics, d};
+    js_http_handlers h = {http_jwks, http_discovery, http_health, http_metrics, d};
     JS_GUARD(js_http_start(&o, &h, &d->http, err));
     json_t *lo = json_pack("{s:s, s:s, s:i}", "event", "http_listening", "address",
                            d->cfg->http_listen, "port", js_http_port(d->http));

@@ -23,6 +23,7 @@
 
 #include <openssl/crypto.h>
 
+#include "discovery.h"
 #include "fileio.h"
 #include "hsm.h" /* JS_HSM_PIN_MAX */
 #include "names.h"
@@ -37,7 +38,8 @@ static const char *const k_top_keys[] = {"listen", "tls",         "workers",    
                                          "audit",  "http",        "key_lifecycle", "limits"};
 static const char *const k_limits_keys[] = {"denials_per_second", "denials_burst",
                                             "denials_total_per_second", "denials_total_burst"};
-static const char *const k_http_keys[] = {"listen", "tls_cert", "tls_key", "jwks_max_age"};
+static const char *const k_http_keys[] = {"listen", "tls_cert", "tls_key", "jwks_max_age",
+                                          "jwks_uri"};
 static const char *const k_lifecycle_keys[] = {"prepublish", "leeway"};
 static const char *const k_tls_keys[] = {"cert", "key", "client_ca"};
 static const char *const k_hsm_keys[] = {"module", "token", "pin_file", "pin_env"};
@@ -527,6 +529,16 @@ static js_status load_http(const loader *ld, const js_yaml_node *root, js_config
     if (v != NULL)
         JS_GUARD(js_yaml_expect_duration(ld->doc, v, "http.jwks_max_age", &cfg->http_jwks_max_age,
                                          ld->err));
+    /* The JWKS's public URL in the discovery document (discovery.h); absent =
+     * derived from the policy's issuer. */
+    JS_GUARD(get_string(ld, h, "http", "jwks_uri", false, &s, &v));
+    if (s != NULL && !js_discovery_url_ok(s))
+        return fail(ld, js_yaml_node_line(v), "http.jwks_uri", JS_R_CONFIG_HTTP_JWKS_URI,
+                    "must be an absolute http:// or https:// URL of 1..%d printable ASCII "
+                    "characters, without spaces or a fragment",
+                    JS_DISCOVERY_URL_MAX);
+    if (s != NULL)
+        JS_GUARD(dup_str(s, &cfg->http_jwks_uri, ld->err));
     return JS_OK;
 }
 
@@ -674,6 +686,7 @@ void js_config_free(js_config *cfg)
     free(cfg->http_listen);
     free(cfg->http_tls_cert);
     free(cfg->http_tls_key);
+    free(cfg->http_jwks_uri);
     for (size_t i = 0; i < cfg->nkeys; i++) {
         free(cfg->keys[i].name);
         free(cfg->keys[i].label);

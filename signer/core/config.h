@@ -106,6 +106,8 @@ typedef struct js_config {
     char *http_tls_cert;
     char *http_tls_key;
     int64_t http_jwks_max_age; /* seconds; default 300 */
+    char *http_jwks_uri;       /* the JWKS's public URL for discovery (discovery.h);
+                                  NULL = issuer + /.well-known/jwks.json */
 
     /* key_lifecycle (keystate.h). */
     int64_t key_prepublish; /* a new version is published this long before it signs;

@@ -1,6 +1,6 @@
 /*
- * http.c - the JWKS / health / metrics HTTP endpoint on libmicrohttpd (see
- * http.h).
+ * http.c - the JWKS / OIDC discovery / health / metrics HTTP endpoint on
+ * libmicrohttpd (see http.h).
  *
  * We resolve the listen address ourselves (so the loopback rule is checked on
  * the address actually bound) and hand it to libmicrohttpd, which binds it
@@ -57,6 +57,7 @@
 #define START_LOG_MAX 200
 
 #define PATH_JWKS    "/.well-known/jwks.json"
+#define PATH_OIDC    "/.well-known/openid-configuration"
 #define PATH_HEALTH  "/healthz"
 #define PATH_METRICS "/metrics"
 
@@ -681,12 +682,16 @@ static int conn_retiring(const http_conn *conn)
 
 /* ---- routes ------------------------------------------------------------------------ */
 
-/* RFC 7517 section 5: the JWK Set, cacheable, revalidated by ETag (RFC 9110 section 13.1.2). */
-static enum MHD_Result serve_jwks(js_http *h, struct MHD_Connection *c, int close)
+/*
+ * A cacheable JSON document (the JWKS, the discovery metadata): body (owned,
+ * NULL = 503 with `unavailable`), Cache-Control public with the JWKS's
+ * max-age, revalidated by ETag (RFC 9110 section 13.1.2).
+ */
+static enum MHD_Result serve_cached(js_http *h, struct MHD_Connection *c, char *body,
+                                    const char *unavailable, int close)
 {
-    char *body = h->h.jwks != NULL ? h->h.jwks(h->h.ctx) : NULL;
     if (body == NULL)
-        return respond_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, "jwks unavailable\n", close);
+        return respond_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, unavailable, close);
     char etag[ETAG_HEX + 3];
     if (!make_etag(body, strlen(body), etag)) {
         free(body);
@@ -701,6 +706,20 @@ static enum MHD_Result serve_jwks(js_http *h, struct MHD_Connection *c, int clos
      */
     return respond_owned(c, s.matched ? MHD_HTTP_NOT_MODIFIED : MHD_HTTP_OK,
                          s.matched ? NULL : TYPE_JSON, body, h->jwks_cache_control, etag, close);
+}
+
+/* RFC 7517 section 5: the JWK Set. */
+static enum MHD_Result serve_jwks(js_http *h, struct MHD_Connection *c, int close)
+{
+    char *body = h->h.jwks != NULL ? h->h.jwks(h->h.ctx) : NULL;
+    return serve_cached(h, c, body, "jwks unavailable\n", close);
+}
+
+/* OpenID Connect Discovery 1.0 section 4: the provider metadata, cached like the JWKS it names. */
+static enum MHD_Result serve_discovery(js_http *h, struct MHD_Connection *c, int close)
+{
+    char *body = h->h.discovery != NULL ? h->h.discovery(h->h.ctx) : NULL;
+    return serve_cached(h, c, body, "discovery unavailable\n", close);
 }
 
 static enum MHD_Result serve_health(js_http *h, struct MHD_Connection *c, int close)
@@ -729,12 +748,14 @@ static enum MHD_Result serve_metrics(js_http *h, struct MHD_Connection *c, int c
     return respond_owned(c, MHD_HTTP_OK, TYPE_METRICS, body, "no-store", NULL, close);
 }
 
-typedef enum route { R_NONE, R_JWKS, R_HEALTH, R_METRICS } route;
+typedef enum route { R_NONE, R_JWKS, R_OIDC, R_HEALTH, R_METRICS } route;
 
 static route route_of(const char *url)
 {
     if (strcmp(url, PATH_JWKS) == 0)
         return R_JWKS;
+    if (strcmp(url, PATH_OIDC) == 0)
+        return R_OIDC;
     if (strcmp(url, PATH_HEALTH) == 0)
         return R_HEALTH;
     if (strcmp(url, PATH_METRICS) == 0)
@@ -796,6 +817,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     switch (route_of(url)) {
     case R_JWKS:
         return serve_jwks(h, c, close);
+    case R_OIDC:
+        return serve_discovery(h, c, close);
     case R_HEALTH:
         return serve_health(h, c, close);
     case R_METRICS:

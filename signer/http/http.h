@@ -10,6 +10,15 @@
  *                               (RFC 9110 section 13.1.2) whose Content-Length,
  *                               if any, is the 200's (section 8.6); 503 when
  *                               the handler has no JWKS.
+ *   GET /.well-known/openid-configuration
+ *                               200 application/json (the OpenID Connect
+ *                               Discovery 1.0 section 3 provider metadata),
+ *                               with exactly the JWKS's caching: the same
+ *                               Cache-Control, a strong ETag of its own body,
+ *                               304 on a matching If-None-Match, HEAD; 503
+ *                               when the handler has no document. js_http
+ *                               only serves the bytes: what they say (issuer,
+ *                               keys) is the daemon's business.
  *   GET /healthz                200 healthy / 503 unhealthy, JSON body,
  *                               Cache-Control: no-store.
  *   GET /metrics                200 text/plain; version=0.0.4; charset=utf-8.
@@ -112,6 +121,8 @@ typedef struct js_http js_http;
 typedef struct js_http_handlers {
     /* The current JWKS JSON; NULL = 503. */
     char *(*jwks)(void *ctx);
+    /* The current OpenID provider metadata JSON; NULL = 503. */
+    char *(*discovery)(void *ctx);
     /* Health: fills *body (JSON like {"hsm":"ok","audit":"ok"}) and returns 1 if healthy. */
     int (*health)(void *ctx, char **body);
     /* Prometheus text; NULL = 503. */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "discovery.h"
 #include "duration.h"
 
 /* A temporary directory per test group; everything written goes there. */
@@ -281,6 +282,10 @@ static void test_relative_config_path(void **state)
 /* ---- invalid files ----------------------------------------------------------------- */
 
 #define KEY_ITEM(name, alg) "  - name: " name "\n    label: l\n    alg: " alg "\n"
+#define L_HTTP              "http:\n  listen: \"127.0.0.1:0\"\n" /* 18-19 */
+#define JWKS_URI_WANT                                                                              \
+    "http.jwks_uri: must be an absolute http:// or https:// URL of 1..2048 printable ASCII "       \
+    "characters, without spaces or a fragment"
 
 static const struct {
     const char *name;
@@ -533,6 +538,41 @@ static const struct {
      "audit.segment_bytes: expected a decimal integer, found '64MiB'", NULL},
     {"fsync not a boolean", MINIMAL "  fsync: yes\n", "config.boolean", 18, "audit.fsync: ", NULL},
     {"fsync quoted", MINIMAL "  fsync: \"false\"\n", "config.boolean", 18, "audit.fsync: ", NULL},
+    /* http.jwks_uri (discovery.h): refused at load, naming the key and its line. */
+    {"http.jwks_uri empty", MINIMAL L_HTTP "  jwks_uri: \"\"\n", "config.http_jwks_uri", 20,
+     JWKS_URI_WANT, NULL},
+    {"http.jwks_uri relative", MINIMAL L_HTTP "  jwks_uri: /.well-known/jwks.json\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri without a scheme", MINIMAL L_HTTP "  jwks_uri: issuer.example/jwks.json\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri ftp", MINIMAL L_HTTP "  jwks_uri: \"ftp://issuer.example/jwks.json\"\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri scheme in upper case", MINIMAL L_HTTP "  jwks_uri: \"HTTPS://x.example/j\"\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri no authority", MINIMAL L_HTTP "  jwks_uri: \"https:///jwks.json\"\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri scheme only", MINIMAL L_HTTP "  jwks_uri: \"https://\"\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri port without host", MINIMAL L_HTTP "  jwks_uri: \"https://:443/j\"\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri with a space", MINIMAL L_HTTP "  jwks_uri: \"https://x.example/a b\"\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri with a newline", MINIMAL L_HTTP "  jwks_uri: \"https://x.example/\\nX: y\"\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri with a tab", MINIMAL L_HTTP "  jwks_uri: \"https://x.example/\\t\"\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri with DEL", MINIMAL L_HTTP "  jwks_uri: \"https://x.example/\\x7f\"\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri not ASCII",
+     MINIMAL L_HTTP "  jwks_uri: \"https://b\xc3\xbc"
+                    "cher.example/j\"\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri with a fragment", MINIMAL L_HTTP "  jwks_uri: \"https://x.example/j#k\"\n",
+     "config.http_jwks_uri", 20, JWKS_URI_WANT, NULL},
+    {"http.jwks_uri null", MINIMAL L_HTTP "  jwks_uri:\n", "config.type", 20,
+     "http.jwks_uri: expected a string", NULL},
+    {"http.jwks_uri a sequence", MINIMAL L_HTTP "  jwks_uri: [\"https://x.example/j\"]\n",
+     "config.type", 20, "http.jwks_uri: expected a string", NULL},
     {"YAML syntax error", MINIMAL "workers: x: 1\n", "config.yaml_syntax", 18,
      "YAML syntax error: mapping values are not allowed in this context", NULL},
     {"alias", MINIMAL "default_key: *first\n", "config.alias", 18,
@@ -578,6 +618,52 @@ static void test_invalid_configs(void **state)
             fail_msg("case '%s': message leaks '%s': %s", k_invalid[i].name, k_invalid[i].absent,
                      err.msg);
     }
+}
+
+/* http.jwks_uri: absent = NULL (derived from the issuer); kept as written; 2048 bytes at most. */
+static void test_http_jwks_uri(void **state)
+{
+    const fixture *fx = *state;
+    js_config *cfg = load_ok(fx, MINIMAL L_HTTP);
+    assert_string_equal(cfg->http_listen, "127.0.0.1:0");
+    assert_null(cfg->http_jwks_uri);
+    js_config_free(cfg);
+    const char *good[] = {"https://issuer.example/.well-known/jwks.json",
+                          "http://127.0.0.1:8080/.well-known/jwks.json",
+                          "https://idp.example:8443/tenant/a/keys?format=jwks", "https://h"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char text[512];
+        snprintf(text, sizeof(text), MINIMAL L_HTTP "  jwks_uri: \"%s\"\n", good[i]);
+        cfg = load_ok(fx, text);
+        assert_string_equal(cfg->http_jwks_uri, good[i]);
+        js_config_free(cfg);
+    }
+    /* The length limit, both sides of it. */
+    size_t cap = sizeof(MINIMAL L_HTTP) + JS_DISCOVERY_URL_MAX + 64;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    for (size_t len = JS_DISCOVERY_URL_MAX; len <= JS_DISCOVERY_URL_MAX + 1; len++) {
+        int n = snprintf(text, cap, MINIMAL L_HTTP "  jwks_uri: \"https://h/");
+        size_t at = (size_t)n, path_len = len - strlen("https://h/");
+        memset(text + at, 'a', path_len);
+        memcpy(text + at + path_len, "\"\n", 3);
+        char path[PATH_MAX];
+        write_file(fx, "case.yaml", text, 0600, path, sizeof(path));
+        js_err err = {0};
+        cfg = NULL;
+        js_status st = js_config_load(path, &cfg, &err);
+        if (len <= JS_DISCOVERY_URL_MAX) {
+            assert_int_equal(st, JS_OK);
+            assert_int_equal(strlen(cfg->http_jwks_uri), len);
+            js_config_free(cfg);
+        } else {
+            assert_int_equal(st, JS_ECONFIG);
+            assert_string_equal(js_reason_name(err.reason), "config.http_jwks_uri");
+            assert_null(cfg);
+        }
+    }
+    free(text);
+    assert_false(js_discovery_url_ok(NULL));
 }
 
 static void test_missing_file(void **state)
@@ -803,17 +889,12 @@ static void test_read_pin_from_env(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_config),
-        cmocka_unit_test(test_minimal_config_defaults),
-        cmocka_unit_test(test_relative_config_path),
-        cmocka_unit_test(test_invalid_configs),
-        cmocka_unit_test(test_missing_file),
-        cmocka_unit_test(test_parse_duration),
-        cmocka_unit_test(test_read_pin_from_file),
-        cmocka_unit_test(test_read_pin_file_errors),
-        cmocka_unit_test(test_read_pin_file_too_large),
-        cmocka_unit_test(test_read_pin_from_env),
-        cmocka_unit_test(test_all_algs_and_bits),
+        cmocka_unit_test(test_full_config),          cmocka_unit_test(test_minimal_config_defaults),
+        cmocka_unit_test(test_relative_config_path), cmocka_unit_test(test_invalid_configs),
+        cmocka_unit_test(test_http_jwks_uri),        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_parse_duration),       cmocka_unit_test(test_read_pin_from_file),
+        cmocka_unit_test(test_read_pin_file_errors), cmocka_unit_test(test_read_pin_file_too_large),
+        cmocka_unit_test(test_read_pin_from_env),    cmocka_unit_test(test_all_algs_and_bits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

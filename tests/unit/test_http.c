@@ -54,12 +54,15 @@
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
 
 #define JWKS_BODY "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"k1\"}]}"
+#define OIDC_BODY "{\"issuer\":\"https://issuer.example\",\"jwks_uri\":\"https://j/\"}"
+#define OIDC_PATH "/.well-known/openid-configuration"
 #define RESP_MAX  65536
 
 /* ---- fake handlers ----------------------------------------------------------------- */
 
 typedef struct fake {
-    const char *jwks; /* NULL = no JWKS */
+    const char *jwks;           /* NULL = no JWKS */
+    _Atomic(const char *) oidc; /* NULL = no discovery document */
     atomic_int healthy;
     atomic_int calls;
     /* 0: a short text; else a body of this many bytes. Atomic: the test
@@ -72,6 +75,13 @@ static char *fake_jwks(void *ctx)
     fake *f = ctx;
     atomic_fetch_add(&f->calls, 1);
     return f->jwks != NULL ? strdup(f->jwks) : NULL;
+}
+
+static char *fake_discovery(void *ctx)
+{
+    fake *f = ctx;
+    const char *doc = atomic_load(&f->oidc);
+    return doc != NULL ? strdup(doc) : NULL;
 }
 
 static int fake_health(void *ctx, char **body)
@@ -105,7 +115,7 @@ typedef struct fx {
 
 static js_http *start(const char *listen, fake *f, js_err *err)
 {
-    js_http_handlers hd = {fake_jwks, fake_health, fake_metrics, f};
+    js_http_handlers hd = {fake_jwks, fake_discovery, fake_health, fake_metrics, f};
     js_http_options o = {.listen = listen, .jwks_max_age = 300};
     js_http *h = NULL;
     if (js_http_start(&o, &hd, &h, err) != JS_OK)
@@ -119,6 +129,7 @@ static int setup(void **state)
     if (x == NULL)
         return -1;
     x->f.jwks = JWKS_BODY;
+    atomic_init(&x->f.oidc, OIDC_BODY);
     atomic_init(&x->f.healthy, 1);
     js_err err = {0};
     x->h = start("127.0.0.1:0", &x->f, &err);
@@ -326,6 +337,114 @@ static void test_jwks_unavailable(void **state)
     x->f.jwks = JWKS_BODY;
     assert_int_equal(r.status, 503);
     assert_header(&r, "Cache-Control", "no-store");
+}
+
+/* ---- OIDC discovery: the JWKS's caching machinery, its own body -------------------- */
+
+static void test_discovery_200(void **state)
+{
+    fx *x = *state;
+    resp r;
+    char etag[40];
+    expected_etag(OIDC_BODY, etag);
+    http_get(x->port, "GET", OIDC_PATH, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_header(&r, "Content-Type", "application/json");
+    assert_header(&r, "Cache-Control", "public, max-age=300");
+    assert_header(&r, "ETag", etag);
+    assert_int_equal(r.body_len, strlen(OIDC_BODY));
+    assert_memory_equal(r.body, OIDC_BODY, r.body_len);
+}
+
+static void test_discovery_304_and_change(void **state)
+{
+    fx *x = *state;
+    resp r;
+    char etag[40], jwks_etag[40], hdr[512];
+    expected_etag(OIDC_BODY, etag);
+    snprintf(hdr, sizeof(hdr), "If-None-Match: %s\r\n", etag);
+    http_get(x->port, "GET", OIDC_PATH, hdr, &r);
+    assert_int_equal(r.status, 304);
+    assert_int_equal(r.body_len, 0);
+    assert_header(&r, "ETag", etag);
+    assert_header(&r, "Cache-Control", "public, max-age=300");
+    /* The 304's Content-Length is the 200's (RFC 9110 section 8.6). */
+    char len[32];
+    snprintf(len, sizeof(len), "%zu", strlen(OIDC_BODY));
+    assert_header(&r, "Content-Length", len);
+    /* The JWKS's tag does not revalidate the discovery document. */
+    expected_etag(JWKS_BODY, jwks_etag);
+    snprintf(hdr, sizeof(hdr), "If-None-Match: %s\r\n", jwks_etag);
+    http_get(x->port, "GET", OIDC_PATH, hdr, &r);
+    assert_int_equal(r.status, 200);
+    /* A new document (a policy reload) gets a new tag: the old one is 200. */
+    const char *next = "{\"issuer\":\"https://other.example\"}";
+    atomic_store(&x->f.oidc, next);
+    snprintf(hdr, sizeof(hdr), "If-None-Match: %s\r\n", etag);
+    http_get(x->port, "GET", OIDC_PATH, hdr, &r);
+    atomic_store(&x->f.oidc, OIDC_BODY);
+    assert_int_equal(r.status, 200);
+    char etag2[40];
+    expected_etag(next, etag2);
+    assert_header(&r, "ETag", etag2);
+    assert_string_not_equal(etag, etag2);
+    assert_int_equal(r.body_len, strlen(next));
+}
+
+static void test_discovery_head(void **state)
+{
+    fx *x = *state;
+    resp r;
+    char len[32];
+    http_get(x->port, "HEAD", OIDC_PATH, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 0);
+    snprintf(len, sizeof(len), "%zu", strlen(OIDC_BODY));
+    assert_header(&r, "Content-Length", len);
+    assert_header(&r, "Content-Type", "application/json");
+}
+
+static void test_discovery_refusals(void **state)
+{
+    fx *x = *state;
+    resp r;
+    /* No document: 503, not cached. */
+    atomic_store(&x->f.oidc, NULL);
+    http_get(x->port, "GET", OIDC_PATH, NULL, &r);
+    atomic_store(&x->f.oidc, OIDC_BODY);
+    assert_int_equal(r.status, 503);
+    assert_header(&r, "Cache-Control", "no-store");
+    /* Near misses of the path are 404; other methods 405; a body 413. */
+    const char *near[] = {OIDC_PATH "/", "/.well-known/openid-configuration.json",
+                          "/.well-known/OPENID-CONFIGURATION", "//.well-known/openid-configuration",
+                          "/x/.well-known/openid-configuration"};
+    for (size_t i = 0; i < sizeof(near) / sizeof(near[0]); i++) {
+        http_get(x->port, "GET", near[i], NULL, &r);
+        if (r.status != 404)
+            fail_msg("%s: status %d", near[i], r.status);
+    }
+    http_get(x->port, "POST", OIDC_PATH, NULL, &r);
+    assert_int_equal(r.status, 405);
+    http_get(x->port, "GET", OIDC_PATH, "Content-Length: 5\r\n", &r);
+    assert_int_equal(r.status, 413);
+}
+
+static void test_discovery_no_handler(void **state)
+{
+    (void)state;
+    fake f = {.jwks = JWKS_BODY};
+    js_err err = {0};
+    js_http_handlers hd = {.jwks = fake_jwks, .ctx = &f};
+    js_http_options o = {.listen = "127.0.0.1:0", .jwks_max_age = 60};
+    js_http *h = NULL;
+    assert_int_equal(js_http_start(&o, &hd, &h, &err), JS_OK);
+    resp r;
+    http_get(js_http_port(h), "GET", OIDC_PATH, NULL, &r);
+    assert_int_equal(r.status, 503);
+    http_get(js_http_port(h), "GET", "/.well-known/jwks.json", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_header(&r, "Cache-Control", "public, max-age=60");
+    js_http_stop(h);
 }
 
 /* ---- healthz, metrics, errors ------------------------------------------------------ */
@@ -549,7 +668,7 @@ static void test_tls_served_off_loopback(void **state)
 
     fake f = {.jwks = JWKS_BODY};
     atomic_init(&f.healthy, 1);
-    js_http_handlers hd = {fake_jwks, fake_health, fake_metrics, &f};
+    js_http_handlers hd = {fake_jwks, fake_discovery, fake_health, fake_metrics, &f};
     js_http_options o = {
         .listen = "0.0.0.0:0", .tls_cert_file = cert, .tls_key_file = key, .jwks_max_age = 60};
     js_http *h = NULL;
@@ -1192,7 +1311,7 @@ static void test_tls_handshake_deadline(void **state)
     make_cert(cert, key);
     fake f = {.jwks = JWKS_BODY};
     atomic_init(&f.healthy, 1);
-    js_http_handlers hd = {fake_jwks, fake_health, fake_metrics, &f};
+    js_http_handlers hd = {fake_jwks, fake_discovery, fake_health, fake_metrics, &f};
     js_http_options o = {.listen = "127.0.0.1:0", .tls_cert_file = cert, .tls_key_file = key};
     js_http *h = NULL;
     js_err err = {0};
@@ -1228,6 +1347,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jwks_200_on_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jwks_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jwks_unavailable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_discovery_200, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_discovery_304_and_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_discovery_head, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_discovery_refusals, setup, teardown),
+        cmocka_unit_test(test_discovery_no_handler),
         cmocka_unit_test_setup_teardown(test_healthz, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics_route, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
