@@ -11,7 +11,7 @@
  *   audit_key.c   the audit log opened with the HSM audit key; key rotation
  *   hsm_events.c  HSM observer events: log lines now, audit records later
  *   health.c      the HSM health probe and the audit disk watermark
- *   endpoints.c   the HTTP endpoints (JWKS, /healthz, /metrics)
+ *   endpoints.c   the HTTP endpoints (JWKS, OIDC discovery, /healthz, /metrics)
  */
 #ifndef JS_SIGNERD_DAEMON_H
 #define JS_SIGNERD_DAEMON_H

@@ -1,8 +1,9 @@
 /*
  * http.h - the signer's HTTP endpoint (libmicrohttpd), on its own listen
- * address, separate from the gRPC port: the JWKS for verifiers, a health
- * check and Prometheus metrics. Read-only: GET and HEAD only, request bodies
- * refused, and everything a peer can hold is bounded (see Limits below).
+ * address, separate from the gRPC port: the JWKS and the OIDC discovery
+ * document for verifiers, a health check and Prometheus metrics. Read-only:
+ * GET and HEAD only, request bodies refused, and everything a peer can hold
+ * is bounded (see Limits below).
  *
  *   GET /.well-known/jwks.json  200 application/json (the RFC 7517 section 5
  *                               JWK Set), Cache-Control: public, max-age=N,

@@ -3,7 +3,9 @@
  * 127.0.0.1:0 with fake handlers and spoken to by a tiny raw-socket HTTP/1.1
  * client: JWKS 200 with Cache-Control and ETag, 304 on a matching
  * If-None-Match (exact, in a list, weak, "*", split over two fields) and 200
- * otherwise (RFC 7232 section 3.2); HEAD; healthz 200/503; the metrics
+ * otherwise (RFC 7232 section 3.2); HEAD; the OIDC discovery document served
+ * through the same machinery (its own ETag, 304, HEAD, 503 without a
+ * document or a handler, 404 for near-miss paths); healthz 200/503; the metrics
  * content type; 404, 405 with Allow, 413 for a body; the refusal of plain
  * HTTP off loopback; bad listen and TLS options; TLS really served; and
  * repeated start/stop without leaking descriptors.
