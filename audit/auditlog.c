@@ -72,7 +72,7 @@ static js_status submit(js_audit *a, const js_audit_event *ev, js_audit_done_fn 
             js_audit_expect_cancel(a);
         return st;
     }
-    js_audit_time_format(js_audit_now_ms(), it->time);
+    js_wall_format(js_wall_ms(), it->time);
     it->done = done;
     it->ctx = ctx;
     it->lost_weight = done == NULL ? 1 : 0;

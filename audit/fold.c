@@ -86,7 +86,7 @@ void audit_folds_to_items(js_audit *a, const fold_entry *f, size_t n, item **hea
         }
         fn->a = a;
         fn->e = f[i];
-        js_audit_time_format(js_audit_now_ms(), it->time);
+        js_wall_format(js_wall_ms(), it->time);
         it->done = fold_done;
         it->ctx = fn;
         it->lost_weight = f[i].count > 0 ? f[i].count : 1;

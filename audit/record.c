@@ -93,37 +93,6 @@ bool js_audit_unhex(const char *in, size_t in_len, uint8_t *out, size_t n)
     return true;
 }
 
-void js_audit_time_format(int64_t ms, char out[25])
-{
-    time_t secs = (time_t)(ms / 1000);
-    int frac = (int)(ms % 1000);
-    if (frac < 0) {
-        frac += 1000;
-        secs -= 1;
-    }
-    struct tm tm;
-    if (gmtime_r(&secs, &tm) == NULL || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999) {
-        memcpy(out, "1970-01-01T00:00:00.000Z", 25);
-        return;
-    }
-    /* Fixed-width fields written digit by digit: exactly 24 characters. */
-    const int f[7] = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                      tm.tm_min,         tm.tm_sec,     frac};
-    const int w[7] = {4, 2, 2, 2, 2, 2, 3};
-    const char sep[7] = {'-', '-', 'T', ':', ':', '.', 'Z'};
-    size_t o = 0;
-    for (int i = 0; i < 7; i++) {
-        int v = f[i];
-        for (int k = w[i] - 1; k >= 0; k--) {
-            out[o + (size_t)k] = (char)('0' + v % 10);
-            v /= 10;
-        }
-        o += (size_t)w[i];
-        out[o++] = sep[i];
-    }
-    out[o] = '\0';
-}
-
 static bool digits(const char *s, int n, int *v)
 {
     int x = 0;
@@ -216,13 +185,6 @@ bool js_audit_rfc3339_parse(const char *s, int64_t *ms)
     int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset_s;
     *ms = secs * 1000 + frac_ms;
     return true;
-}
-
-int64_t js_audit_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /*

@@ -73,18 +73,13 @@ js_status js_audit_payload_check_canonical(const uint8_t *payload, size_t len, c
  * js_hex_encode, hex.h). */
 bool js_audit_unhex(const char *in, size_t in_len, uint8_t *out, size_t n);
 
-/* "YYYY-MM-DDTHH:MM:SS.mmmZ" for ms since the epoch (out: 25 bytes). */
-void js_audit_time_format(int64_t ms, char out[25]);
-
-/* Strict parse of exactly that form; false if malformed or out of range. */
+/* Strict parse of a record's time, "YYYY-MM-DDTHH:MM:SS.mmmZ" exactly as
+ * js_wall_format (clock.h) writes it; false if malformed or out of range. */
 bool js_audit_time_parse(const char *s, int64_t *ms);
 
 /* Any RFC 3339 §5.6 date-time (YYYY-MM-DD(T|t| )HH:MM:SS[.frac](Z|z|+HH:MM|
  * -HH:MM)) to ms since the epoch, for times people type; leap seconds (:60)
  * are refused. */
 bool js_audit_rfc3339_parse(const char *s, int64_t *ms);
-
-/* Wall clock, ms since the epoch. */
-int64_t js_audit_now_ms(void);
 
 #endif

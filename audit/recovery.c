@@ -23,6 +23,7 @@
 #include "reader.h"
 #include "record.h"
 #include "scan.h"
+#include "clock.h"
 
 /* ---- open: crash recovery (FORMAT.md §8) ---------------------------------------------- */
 
@@ -375,14 +376,14 @@ js_status audit_open_log(js_audit *a, const js_audit_options *opts, js_err *err)
                                        "torn tail cut at start-up (crash damage)", d, &body, err);
         json_decref(d);
         char t[25];
-        js_audit_time_format(js_audit_now_ms(), t);
+        js_wall_format(js_wall_ms(), t);
         if (st == JS_OK)
             st = audit_batch_add(&b, &work, t, body, false, err);
         free(body);
     }
     if (st == JS_OK && loss_rec != NULL) {
         char t[25];
-        js_audit_time_format(js_audit_now_ms(), t);
+        js_wall_format(js_wall_ms(), t);
         st = audit_batch_add(&b, &work, t, loss_rec, false, err);
     }
     free(loss_rec);

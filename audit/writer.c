@@ -224,8 +224,8 @@ js_status audit_batch_add_checkpoint(js_audit *a, batch *b, chain_state *cs, con
     cp.seq = cs->next_seq;
     cp.tree_size = cs->next_seq - 1;
     snprintf(cp.origin, sizeof(cp.origin), "%s", a->origin);
-    cp.time_ms = js_audit_now_ms();
-    js_audit_time_format(cp.time_ms, cp.time);
+    cp.time_ms = js_wall_ms();
+    js_wall_format(cp.time_ms, cp.time);
     snprintf(cp.reason, sizeof(cp.reason), "%s", reason);
     js_merkle_frontier_root(&cs->tree, cp.root);
     memcpy(cp.head, cs->head, 32);
@@ -435,7 +435,7 @@ static js_status try_recover(js_audit *a, js_err *err)
     batch b;
     memset(&b, 0, sizeof(b));
     char t[25];
-    js_audit_time_format(js_audit_now_ms(), t);
+    js_wall_format(js_wall_ms(), t);
     st = audit_batch_add(&b, &work, t, body, false, err);
     free(body);
     if (st == JS_OK)

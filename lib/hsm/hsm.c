@@ -583,13 +583,6 @@ static bool der_octet_string(const uint8_t *p, size_t n, const uint8_t **val, si
 /* ------------------------------------------------------------------------------------------ */
 /* Time, events and health.                                                                   */
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static uint32_t backoff_next(uint32_t cur)
 {
     return cur >= HSM_BACKOFF_MAX_MS / 2 ? HSM_BACKOFF_MAX_MS : cur * 2;
@@ -704,7 +697,7 @@ static void note_lost(js_hsm_session *s, CK_RV rv, const char *fn, const char *l
     if (hsm->health.ok) {
         hsm->health.ok = false;
         atomic_store(&hsm->down, true);
-        hsm->health.last_change_ms = wall_ms();
+        hsm->health.last_change_ms = js_wall_ms();
         hsm->outage_start_ms = js_mono_ms();
         snprintf(hsm->health.why, sizeof(hsm->health.why),
                  "HSM session lost: %s in %s (key '%s') on %s; re-opening with backoff", name, fn,
@@ -738,7 +731,7 @@ static void note_healed(js_hsm_session *s, const char *label, hsm_pending *pend)
         int64_t took = js_mono_ms() - hsm->outage_start_ms;
         hsm->health.ok = true;
         hsm->health.recoveries++;
-        hsm->health.last_change_ms = wall_ms();
+        hsm->health.last_change_ms = js_wall_ms();
         hsm->health.why[0] = '\0';
         pend_add(pend, JS_HSM_EVENT_RECOVERED, CKR_OK, label, took,
                  "HSM recovered on %s after %lld ms (session re-opened, logged in, keys found "

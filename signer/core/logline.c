@@ -3,13 +3,12 @@
  *
  * The request line (one per call), the folded-denials line and the event
  * line are written in one pass by jsonw.h into a stack buffer, without a
- * jansson tree or a malloc per member, and their time without strftime or
- * gmtime_r. Their bytes are exactly what the jansson version wrote: time and
- * level first, then the members in order, compact, jansson's escaping; a
- * member that is not valid UTF-8 is left out, as json_object_set_new(o, k,
- * json_string(v)) left it out. tests/unit/test_logline.c holds them to a
- * copy of the jansson version. js_log_emit keeps jansson for the free-form
- * objects of the other callers.
+ * jansson tree or a malloc per member, and their time by js_wall_format
+ * (clock.h, the audit records' format too). Their bytes are exactly what the jansson version wrote:
+ * time and level first, then the members in order, compact, jansson's escaping; a member that is
+ * not valid UTF-8 is left out, as json_object_set_new(o, k, json_string(v)) left it out.
+ * tests/unit/test_logline.c holds them to a copy of the jansson version. js_log_emit keeps jansson
+ * for the free-form objects of the other callers.
  */
 #include "logline.h"
 
@@ -19,81 +18,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "jsonw.h"
 
 /* A request line fits here unless a member is unusually long; then the
  * line is measured and written from one malloc'd buffer instead. */
 #define LOG_STACK_LINE 2048u
 
-/* Days since 1970-01-01 to the proleptic Gregorian y-m-d (Howard Hinnant's
- * civil_from_days): pure arithmetic, where gmtime_r would take glibc's
- * timezone lock on every line. */
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+/* The "time" of a line: now, as js_wall_format writes it (clock.h). */
+static size_t now_time(char out[JS_WALL_TIME_LEN + 1])
 {
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    unsigned doe = (unsigned)(z - era * 146097);
-    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    unsigned mp = (5 * doy + 2) / 153;
-    *d = doy - (153 * mp + 2) / 5 + 1;
-    *m = mp < 10 ? mp + 3 : mp - 9;
-    *y = (int64_t)yoe + era * 400 + (*m <= 2);
-}
-
-static void put_digits(char *out, unsigned v, int width)
-{
-    for (int k = width - 1; k >= 0; k--) {
-        out[k] = (char)('0' + v % 10);
-        v /= 10;
-    }
-}
-
-size_t js_log_format_time(int64_t sec, long nsec, char out[JS_LOG_TIME_MAX])
-{
-    int64_t days = sec / 86400, sod = sec % 86400;
-    if (sod < 0) {
-        sod += 86400;
-        days -= 1;
-    }
-    int64_t y;
-    unsigned mo, d;
-    civil_from_days(days, &y, &mo, &d);
-    if (y < 1000 || y > 9999 || nsec < 0 || nsec > 999999999L) {
-        /* Outside the fixed-width range: what strftime("%Y-...") writes. */
-        time_t t = (time_t)sec;
-        struct tm tm;
-        char date[32];
-        if (gmtime_r(&t, &tm) == NULL ||
-            strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
-            date[0] = '\0';
-        int n = snprintf(out, JS_LOG_TIME_MAX, "%s.%03ldZ", date, nsec / 1000000L);
-        return n < 0 ? 0 : (size_t)n < JS_LOG_TIME_MAX ? (size_t)n : JS_LOG_TIME_MAX - 1;
-    }
-    /* "YYYY-MM-DDTHH:MM:SS.mmmZ", 24 characters, digit by digit. */
-    put_digits(out, (unsigned)y, 4);
-    out[4] = '-';
-    put_digits(out + 5, mo, 2);
-    out[7] = '-';
-    put_digits(out + 8, d, 2);
-    out[10] = 'T';
-    put_digits(out + 11, (unsigned)(sod / 3600), 2);
-    out[13] = ':';
-    put_digits(out + 14, (unsigned)(sod / 60 % 60), 2);
-    out[16] = ':';
-    put_digits(out + 17, (unsigned)(sod % 60), 2);
-    out[19] = '.';
-    put_digits(out + 20, (unsigned)(nsec / 1000000L), 3);
-    out[23] = 'Z';
-    out[24] = '\0';
-    return 24;
-}
-
-static size_t now_time(char out[JS_LOG_TIME_MAX])
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return js_log_format_time((int64_t)ts.tv_sec, ts.tv_nsec, out);
+    js_wall_format(js_wall_ms(), out);
+    return JS_WALL_TIME_LEN;
 }
 
 /* Writes text[0..n) to fd 2, retrying short writes; nothing sensible to do
@@ -115,7 +51,7 @@ void js_log_emit(const char *level, json_t *obj)
 {
     if (obj == NULL)
         return;
-    char t[JS_LOG_TIME_MAX];
+    char t[JS_WALL_TIME_LEN + 1];
     now_time(t);
     /* time and level first, for humans reading the raw stream. */
     json_t *line = json_pack("{s:s, s:s}", "time", t, "level", level);
@@ -165,7 +101,7 @@ typedef bool (*line_fill)(js_jsonw *w, const char *time, size_t tlen, const void
 
 static void emit_line(line_fill fill, const void *arg)
 {
-    char t[JS_LOG_TIME_MAX];
+    char t[JS_WALL_TIME_LEN + 1];
     size_t tlen = now_time(t);
     char stack[LOG_STACK_LINE];
     js_jsonw w;

@@ -14,15 +14,6 @@
 
 #include <jansson.h>
 
-/* Room for a formatted "time" value with its NUL. */
-#define JS_LOG_TIME_MAX 48u
-
-/* The "time" of a line for sec.nsec since the epoch: RFC 3339, UTC,
- * milliseconds ("2026-12-06T13:50:12.345Z", 24 characters), what
- * strftime("%Y-%m-%dT%H:%M:%S") + ".%03ldZ" writes, without the timezone
- * lock of gmtime_r. Returns its length. Exposed for the tests. */
-size_t js_log_format_time(int64_t sec, long nsec, char out[JS_LOG_TIME_MAX]);
-
 /* Adds "time" (RFC 3339, UTC, milliseconds) and "level", writes obj as one
  * line to fd 2, and releases obj (steals the reference). */
 void js_log_emit(const char *level, json_t *obj);

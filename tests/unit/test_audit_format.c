@@ -23,6 +23,7 @@
 #include "record.h"
 #include "test_jsongen.h"
 #include "verify.h"
+#include "clock.h"
 
 /* Appends a frame for payload to buf at *len. */
 static void put_frame(uint8_t *buf, size_t *len, const char *payload)
@@ -150,15 +151,15 @@ static void test_time_and_hex(void **state)
 {
     (void)state;
     char t[25];
-    js_audit_time_format(0, t);
+    js_wall_format(0, t);
     assert_string_equal(t, "1970-01-01T00:00:00.000Z");
-    js_audit_time_format(1704164645678, t);
+    js_wall_format(1704164645678, t);
     assert_string_equal(t, "2024-01-02T03:04:05.678Z");
     int64_t ms = 0;
     assert_true(js_audit_time_parse(t, &ms));
     assert_int_equal(ms, 1704164645678);
     assert_true(js_audit_time_parse("2000-02-29T23:59:59.999Z", &ms));
-    js_audit_time_format(ms, t);
+    js_wall_format(ms, t);
     assert_string_equal(t, "2000-02-29T23:59:59.999Z");
     assert_false(js_audit_time_parse("2024-01-02T03:04:05Z", &ms));
     assert_false(js_audit_time_parse("2024-13-02T03:04:05.678Z", &ms));
@@ -695,30 +696,7 @@ static int ref_add_str(json_t *o, const char *k, const char *v)
 {
     if (v == NULL)
         return 0;
-    json_t *js = json_string(v);
-    if (js == NULL) {
-        size_t len = strlen(v);
-        char *clean = malloc(len * 3 + 1);
-        if (clean == NULL)
-            return -1;
-        size_t o2 = 0;
-        const unsigned char *p = (const unsigned char *)v;
-        while (*p != '\0') {
-            size_t n = jg_old_utf8_seq(p);
-            if (n == 0) {
-                memcpy(clean + o2, "\xef\xbf\xbd", 3);
-                o2 += 3;
-                p++;
-            } else {
-                memcpy(clean + o2, p, n);
-                o2 += n;
-                p += n;
-            }
-        }
-        clean[o2] = '\0';
-        js = json_string(clean);
-        free(clean);
-    }
+    json_t *js = jg_old_repaired(v);
     return json_object_set_new(o, k, js);
 }
 

@@ -4,8 +4,8 @@
  * text), text that is not JSON is still logged, and the folded-denials line
  * has its count and audit_seq (or audit_lost). The one-pass writer is held
  * byte for byte to a copy of the former jansson implementation over
- * generated lines (invalid UTF-8 members left out, every aud shape), and the
- * time format to gmtime_r + strftime.
+ * generated lines (invalid UTF-8 members left out, every aud shape); the
+ * time format is test_clock.c's.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "clock.h"
 #include "logline.h"
 #include "test_jsongen.h"
 
@@ -255,7 +256,7 @@ static void sink_close(sink *k)
 }
 
 /* The time the line carries ({"time":"T",...), for the reference. */
-static void line_time(const char *line, char t[JS_LOG_TIME_MAX])
+static void line_time(const char *line, char t[JS_WALL_TIME_LEN + 1])
 {
     assert_true(strncmp(line, "{\"time\":\"", 9) == 0);
     const char *e = strchr(line + 9, '"');
@@ -301,7 +302,7 @@ static void test_reqlog_differential(void **state)
     sink k;
     sink_open(&k);
     static char f[14][4096];
-    char t[JS_LOG_TIME_MAX];
+    char t[JS_WALL_TIME_LEN + 1];
     for (int i = 0; i < LOG_ROUNDS; i++) {
         js_reqlog q = {
             .method = gen_field(&r, f[0], sizeof(f[0])),
@@ -338,7 +339,7 @@ static void test_folded_differential(void **state)
     sink k;
     sink_open(&k);
     static char f[4][4096];
-    char t[JS_LOG_TIME_MAX];
+    char t[JS_WALL_TIME_LEN + 1];
     for (int i = 0; i < LOG_ROUNDS; i++) {
         js_foldlog q = {
             .type = gen_field(&r, f[0], sizeof(f[0])),
@@ -363,7 +364,7 @@ static void test_event_differential(void **state)
     sink k;
     sink_open(&k);
     static char f[3][4096];
-    char t[JS_LOG_TIME_MAX];
+    char t[JS_WALL_TIME_LEN + 1];
     size_t lines = 0;
     for (int i = 0; i < LOG_ROUNDS; i++) {
         static const char *const levels[] = {"info", "warn", "error", NULL, "\xff", "l\"v"};
@@ -386,41 +387,6 @@ static void test_event_differential(void **state)
     sink_close(&k);
 }
 
-/* The time fields against gmtime_r + strftime, what every line carried. */
-static void test_time_format(void **state)
-{
-    (void)state;
-    jg_rng r = {0x5eed0004ULL};
-    for (int i = 0; i < 200000; i++) {
-        int64_t sec;
-        switch (jg_below(&r, 4)) {
-        case 0:
-            sec = (int64_t)jg_below(&r, 253402300800ULL); /* 1970 .. 9999 */
-            break;
-        case 1:
-            sec = 1700000000 + (int64_t)jg_below(&r, 400000000); /* now-ish */
-            break;
-        case 2:
-            sec = (int64_t)jg_below(&r, 86400 * 3) +
-                  (jg_below(&r, 2) ? 951782400 : 4107542400); /* around Feb 29 */
-            break;
-        default:
-            sec = (int64_t)jg_below(&r, 1ULL << 37) - (1LL << 36); /* negative, > 9999 */
-            break;
-        }
-        long nsec = (long)jg_below(&r, 1000000000);
-        time_t tt = (time_t)sec;
-        struct tm tm;
-        assert_non_null(gmtime_r(&tt, &tm));
-        char date[32], want[JS_LOG_TIME_MAX], got[JS_LOG_TIME_MAX];
-        strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(want, sizeof(want), "%s.%03ldZ", date, nsec / 1000000L);
-        size_t n = js_log_format_time(sec, nsec, got);
-        assert_string_equal(got, want);
-        assert_int_equal(n, strlen(want));
-    }
-}
-
 /* A line longer than the stack buffer is still one whole line, one write. */
 static void test_long_line(void **state)
 {
@@ -432,7 +398,7 @@ static void test_long_line(void **state)
     sink k;
     sink_open(&k);
     size_t n = sink_take(&k, emit_req, &q);
-    char t[JS_LOG_TIME_MAX];
+    char t[JS_WALL_TIME_LEN + 1];
     line_time(k.buf, t);
     check_same(k.buf, n, ref_reqlog(t, &q));
     assert_true(n > sizeof(big));
@@ -450,7 +416,6 @@ int main(void)
         cmocka_unit_test(test_reqlog_differential),
         cmocka_unit_test(test_folded_differential),
         cmocka_unit_test(test_event_differential),
-        cmocka_unit_test(test_time_format),
         cmocka_unit_test(test_long_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
