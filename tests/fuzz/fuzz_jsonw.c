@@ -30,31 +30,6 @@ static void same_or_abort(const char *want, js_jsonw *w)
         abort();
 }
 
-/* record.c's repair before jsonw, for a NUL-terminated s. */
-static json_t *old_repaired(const char *s)
-{
-    json_t *v = json_string(s);
-    if (v != NULL)
-        return v;
-    static char clean[MAX_IN * 3 + 1];
-    size_t o = 0;
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p != '\0') {
-        size_t n = jg_old_utf8_seq(p);
-        if (n == 0) {
-            memcpy(clean + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            p++;
-        } else {
-            memcpy(clean + o, p, n);
-            o += n;
-            p += n;
-        }
-    }
-    clean[o] = '\0';
-    return json_string(clean);
-}
-
 static bool jansson_round_trip(const char *s, size_t flags)
 {
     json_t *v = json_loads(s, flags, NULL);
@@ -101,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(cstr, in, size);
     cstr[size] = '\0';
     size_t clen = strlen(cstr);
-    json_t *rep = old_repaired(cstr);
+    json_t *rep = jg_old_repaired(cstr);
     if (rep == NULL)
         abort();
     char *want = json_dumps(rep, FLAGS);

@@ -293,4 +293,36 @@ static inline size_t jg_old_utf8_seq(const unsigned char *p)
     return n;
 }
 
+/* record.c's repair before jsonw, the reference: v as a JSON string, each
+ * byte that does not start a valid UTF-8 sequence replaced by U+FFFD; NULL
+ * only without memory. */
+static inline json_t *jg_old_repaired(const char *v)
+{
+    json_t *js = json_string(v);
+    if (js != NULL)
+        return js;
+    size_t len = strlen(v);
+    char *clean = malloc(len * 3 + 1);
+    if (clean == NULL)
+        return NULL;
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)v;
+    while (*p != '\0') {
+        size_t n = jg_old_utf8_seq(p);
+        if (n == 0) {
+            memcpy(clean + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            p++;
+        } else {
+            memcpy(clean + o, p, n);
+            o += n;
+            p += n;
+        }
+    }
+    clean[o] = '\0';
+    js = json_string(clean);
+    free(clean);
+    return js;
+}
+
 #endif

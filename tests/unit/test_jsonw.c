@@ -123,29 +123,7 @@ static void test_strings_differential(void **state)
  * becomes U+FFFD, then json_string() and json_dumps(). */
 static char *old_lossy(const char *v)
 {
-    json_t *js = json_string(v);
-    if (js == NULL) {
-        size_t len = strlen(v);
-        char *clean = malloc(len * 3 + 1);
-        assert_non_null(clean);
-        size_t o2 = 0;
-        const unsigned char *p = (const unsigned char *)v;
-        while (*p != '\0') {
-            size_t n = jg_old_utf8_seq(p);
-            if (n == 0) {
-                memcpy(clean + o2, "\xef\xbf\xbd", 3);
-                o2 += 3;
-                p++;
-            } else {
-                memcpy(clean + o2, p, n);
-                o2 += n;
-                p += n;
-            }
-        }
-        clean[o2] = '\0';
-        js = json_string(clean);
-        free(clean);
-    }
+    json_t *js = jg_old_repaired(v);
     assert_non_null(js);
     char *t = json_dumps(js, DUMP_FLAGS);
     json_decref(js);
