@@ -28,7 +28,8 @@ static char *http_jwks(void *ctx)
 /*
  * Built per request from the current policy and keyring snapshots, like the
  * JWKS, so a reload (SIGHUP, ReloadPolicy) or a rotation shows at once, and
- * the ETag (of the body) changes with it. NULL = 503.
+ * the ETag (of the body) changes with it: the algorithms are those of the
+ * keys with a version in the JWKS. NULL = 503.
  */
 static char *http_discovery(void *ctx)
 {
@@ -38,12 +39,21 @@ static char *http_discovery(void *ctx)
     const js_policy *p = ps != NULL ? js_policy_snapshot_get(ps) : NULL;
     const js_keyring *kr = js_snapshot_value(ks);
     const char *issuer = p != NULL ? js_policy_issuer(p) : NULL;
+    size_t nkeys = kr != NULL ? js_keyring_count(kr) : 0;
+    js_alg *algs = calloc(nkeys > 0 ? nkeys : 1, sizeof(*algs));
+    size_t nalgs = 0;
+    for (size_t i = 0; algs != NULL && i < nkeys; i++) {
+        const js_key *k = js_keyring_at(kr, i);
+        if (js_key_published(k) > 0)
+            algs[nalgs++] = js_key_alg(k);
+    }
     char *out = NULL;
     js_err err;
     js_err_clear(&err);
-    if (issuer != NULL && kr != NULL &&
-        js_discovery_build(issuer, d->cfg->http_jwks_uri, js_keyring_jwks(kr), &out, &err) != JS_OK)
+    if (issuer != NULL && kr != NULL && algs != NULL &&
+        js_discovery_build(issuer, d->cfg->http_jwks_uri, algs, nalgs, &out, &err) != JS_OK)
         out = NULL;
+    free(algs);
     js_snapshot_release(ks);
     js_policy_snapshot_release(ps);
     return out;

@@ -1,8 +1,8 @@
 /*
  * discovery.c - the OpenID provider metadata (see discovery.h). Built with
- * jansson, members in the order of OIDC Discovery 1.0 section 3, from the
- * JWKS string the keyring already made, so the algorithms listed are by
- * construction those of the keys the JWKS publishes.
+ * jansson, members in the order of OIDC Discovery 1.0 section 3; the
+ * caller passes the algorithms of the keys the keyring publishes (the JWKS's
+ * keys), so nothing is parsed per request.
  */
 #include "discovery.h"
 
@@ -10,9 +10,6 @@
 #include <string.h>
 
 #include <jansson.h>
-
-/* JWKs read from the JWK Set at most: far above any keyring (keyring.h). */
-#define JWKS_KEYS_MAX 1024
 
 bool js_discovery_url_ok(const char *s)
 {
@@ -45,52 +42,31 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* The sorted, distinct "alg" values of jwks's keys, as a new JSON array. */
-static js_status algs_of(const char *jwks, json_t **out, js_err *err)
+/* The sorted, distinct names of algs[0..n), as a new JSON array. */
+static js_status alg_names(const js_alg *algs, size_t n, json_t **out, js_err *err)
 {
-    json_error_t je;
-    json_t *set = json_loads(jwks, JSON_REJECT_DUPLICATES, &je);
-    json_t *keys = json_object_get(set, "keys");
-    size_t n = json_array_size(keys);
-    if (!json_is_array(keys) || n > JWKS_KEYS_MAX) {
-        json_decref(set);
-        return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_BUG,
-                          "discovery: the JWKS is not a JWK Set of at most %d keys", JWKS_KEYS_MAX);
-    }
-    const char **algs = calloc(n > 0 ? n : 1, sizeof(*algs));
+    const char **names = calloc(n > 0 ? n : 1, sizeof(*names));
     json_t *arr = json_array();
-    js_status st = JS_OK;
-    if (algs == NULL || arr == NULL) {
-        st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
-        goto done;
-    }
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        /* Every JWK the keyring publishes carries alg (RFC 7517 section 4.4). */
-        const char *alg = json_string_value(json_object_get(json_array_get(keys, i), "alg"));
-        if (alg == NULL) {
+    js_status st = names != NULL && arr != NULL ? JS_OK : js_err_oom(err);
+    for (size_t i = 0; st == JS_OK && i < n; i++) {
+        names[i] = js_alg_name(algs[i]);
+        if (names[i] == NULL)
             st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_BUG,
-                            "discovery: JWKS key %zu has no alg", i);
-            goto done;
-        }
-        algs[m++] = alg;
+                            "discovery: published algorithm %d has no name", (int)algs[i]);
     }
-    qsort(algs, m, sizeof(*algs), cmp_str);
-    for (size_t i = 0; i < m; i++) {
-        if (i > 0 && strcmp(algs[i], algs[i - 1]) == 0)
-            continue;
-        if (json_array_append_new(arr, json_string(algs[i])) != 0) {
-            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
-            goto done;
-        }
+    if (st == JS_OK)
+        qsort(names, n, sizeof(*names), cmp_str);
+    for (size_t i = 0; st == JS_OK && i < n; i++)
+        if ((i == 0 || strcmp(names[i], names[i - 1]) != 0) &&
+            json_array_append_new(arr, json_string(names[i])) != 0)
+            st = js_err_oom(err);
+    free(names);
+    if (st != JS_OK) {
+        json_decref(arr);
+        return st;
     }
     *out = arr;
-    arr = NULL;
-done:
-    json_decref(arr);
-    free(algs);
-    json_decref(set); /* after the array: algs borrowed its strings */
-    return st;
+    return JS_OK;
 }
 
 /* issuer without one trailing slash + JS_DISCOVERY_JWKS_PATH. */
@@ -108,29 +84,29 @@ static char *derived_jwks_uri(const char *issuer)
     return u;
 }
 
-js_status js_discovery_build(const char *issuer, const char *jwks_uri, const char *jwks, char **out,
-                             js_err *err)
+js_status js_discovery_build(const char *issuer, const char *jwks_uri, const js_alg *algs,
+                             size_t nalgs, char **out, js_err *err)
 {
     if (out != NULL)
         *out = NULL;
-    JS_ENSURE(issuer != NULL && jwks != NULL && out != NULL, err, JS_EINTERNAL, JS_R_INTERNAL_BUG,
-              "js_discovery_build: NULL argument");
-    json_t *algs = NULL;
-    JS_GUARD(algs_of(jwks, &algs, err));
+    JS_ENSURE(issuer != NULL && (algs != NULL || nalgs == 0) && out != NULL, err, JS_EINTERNAL,
+              JS_R_INTERNAL_BUG, "js_discovery_build: NULL argument");
+    json_t *names = NULL;
+    JS_GUARD(alg_names(algs, nalgs, &names, err));
     char *derived = NULL;
     if (jwks_uri == NULL) {
         derived = derived_jwks_uri(issuer);
         if (derived == NULL) {
-            json_decref(algs);
-            return js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
+            json_decref(names);
+            return js_err_oom(err);
         }
     }
-    /* json_pack steals algs ("o"), also when it fails; "s" refuses non-UTF-8. */
+    /* json_pack steals names ("o"), also when it fails; "s" refuses non-UTF-8. */
     json_error_t je;
     json_t *doc = json_pack_ex(&je, 0, "{s:s, s:s, s:[s], s:[s], s:o}", "issuer", issuer,
                                "jwks_uri", jwks_uri != NULL ? jwks_uri : derived,
                                "response_types_supported", "id_token", "subject_types_supported",
-                               "public", "id_token_signing_alg_values_supported", algs);
+                               "public", "id_token_signing_alg_values_supported", names);
     free(derived);
     JS_ENSURE(doc != NULL, err, JS_EINTERNAL, JS_R_INTERNAL_BUG,
               "discovery: cannot build the document: %s", je.text);

@@ -3,8 +3,9 @@
  * jwt-signerd serves at /.well-known/openid-configuration, and the rule for
  * the one URL the configuration may give it (http.jwks_uri).
  *
- * The document is built from the policy's issuer and the JWKS in force, so
- * it changes with a policy reload and a key rotation exactly when they do.
+ * The document is built from the policy's issuer and the algorithms of the
+ * keys the keyring publishes, so it changes with a policy reload and a key
+ * rotation exactly when they do.
  * Members (section 3): issuer, jwks_uri, response_types_supported
  * ["id_token"], subject_types_supported ["public"], and
  * id_token_signing_alg_values_supported: the "alg" of every key the JWKS
@@ -15,6 +16,7 @@
 
 #include <stdbool.h>
 
+#include "alg.h"
 #include "err.h"
 
 #define JS_DISCOVERY_URL_MAX   2048 /* bytes of http.jwks_uri */
@@ -32,11 +34,12 @@ bool js_discovery_url_ok(const char *s);
 /*
  * The metadata JSON into *out (malloc'd, caller frees; NULL on error). issuer is copied
  * byte for byte; jwks_uri NULL = derived: issuer without one trailing slash
- * + JS_DISCOVERY_JWKS_PATH. jwks is a JWK Set (RFC 7517 section 5) as the
- * keyring serves it. Errors: JS_EINTERNAL internal.bug (a NULL argument, an
- * issuer or jwks_uri that is not UTF-8, jwks not a JWK Set), internal.oom.
+ * + JS_DISCOVERY_JWKS_PATH. algs[0..nalgs) are the algorithms of the
+ * published keys, in any order, repeats allowed (nalgs 0: none published).
+ * Errors: JS_EINTERNAL internal.bug (a NULL argument, an issuer or jwks_uri
+ * that is not UTF-8, an algorithm without a name), internal.oom.
  */
-js_status js_discovery_build(const char *issuer, const char *jwks_uri, const char *jwks, char **out,
-                             js_err *err) JS_WUR;
+js_status js_discovery_build(const char *issuer, const char *jwks_uri, const js_alg *algs,
+                             size_t nalgs, char **out, js_err *err) JS_WUR;
 
 #endif

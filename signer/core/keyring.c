@@ -33,6 +33,7 @@ struct js_key {
     char *name;
     int can_sign;
     js_alg alg;
+    size_t published; /* versions in the JWKS */
     uint32_t version;
     int64_t lifetime;
     char kid[JWK_KID_LEN + 1];
@@ -169,6 +170,7 @@ static js_status build_key(const js_key_config *kc, const js_keystate *ks, js_ke
     const js_keyver *pub[JS_KS_MAX_PUBLISHED];
     size_t npub = 0;
     JS_GUARD(js_keystate_published(ks, kc->name, pub, &npub, err));
+    k->published = npub;
     for (size_t i = 0; i < npub; i++) {
         vault_entry *e = NULL;
         JS_GUARD(vault_entry_get(kv, pub[i]->label, kc->alg, &e, err));
@@ -283,4 +285,9 @@ const char *js_key_header(const js_key *k)
 int64_t js_key_lifetime(const js_key *k)
 {
     return k->lifetime;
+}
+
+size_t js_key_published(const js_key *k)
+{
+    return k->published;
 }

@@ -63,6 +63,9 @@ const char *js_keyring_jwks(const js_keyring *kr);
 const char *js_key_name(const js_key *k);
 const char *js_key_kid(const js_key *k);
 js_alg js_key_alg(const js_key *k);
+/* How many of the key's versions the JWKS publishes (next, active,
+ * retiring); 0 when none is (every version revoked). */
+size_t js_key_published(const js_key *k);
 uint32_t js_key_version(const js_key *k);
 const js_hsm_key *js_key_hsm(const js_key *k);
 /* The protected header JSON for this key (built once). */

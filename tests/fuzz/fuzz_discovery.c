@@ -1,7 +1,8 @@
 /*
  * fuzz_discovery.c - libFuzzer target for the OIDC discovery document
- * (signer/core/discovery.h). The input is issuer, jwks_uri and JWKS separated
- * by NUL bytes (an empty jwks_uri = derived). A URL js_discovery_url_ok
+ * (signer/core/discovery.h). The input is issuer, jwks_uri and a list of
+ * algorithms (one byte each, JS_ALG_NONE..JS_ALG_EDDSA by value mod 6)
+ * separated by NUL bytes (an empty jwks_uri = derived). A URL js_discovery_url_ok
  * accepts is an http(s) URL of printable ASCII; a document that is built is
  * JSON whose issuer is the input's byte for byte and whose algorithm list is
  * sorted and has no duplicates.
@@ -43,23 +44,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *uri = issuer + strlen(issuer) + 1;
     if (uri > buf + size)
         uri = buf + size + 1;
-    const char *jwks = uri + strlen(uri) + 1;
-    if (jwks > buf + size + 1)
-        jwks = buf + size + 2;
+    const char *alg_bytes = uri + strlen(uri) + 1;
+    if (alg_bytes > buf + size + 1)
+        alg_bytes = buf + size + 2;
     check_url(issuer);
     check_url(uri);
 
     char *out = NULL;
     js_err err = {0};
-    if (js_discovery_build(issuer, uri[0] != '\0' ? uri : NULL, jwks, &out, &err) == JS_OK) {
+    js_alg algs[64];
+    size_t nalgs = 0;
+    for (const char *p = alg_bytes; *p != '\0' && nalgs < sizeof(algs) / sizeof(algs[0]); p++)
+        algs[nalgs++] = (js_alg)((unsigned char)*p % (JS_ALG_EDDSA + 1));
+    if (js_discovery_build(issuer, uri[0] != '\0' ? uri : NULL, algs, nalgs, &out, &err) == JS_OK) {
         json_t *doc = json_loads(out, 0, NULL);
         const char *iss = json_string_value(json_object_get(doc, "issuer"));
-        json_t *algs = json_object_get(doc, "id_token_signing_alg_values_supported");
-        if (doc == NULL || iss == NULL || strcmp(iss, issuer) != 0 || !json_is_array(algs))
+        json_t *names = json_object_get(doc, "id_token_signing_alg_values_supported");
+        if (doc == NULL || iss == NULL || strcmp(iss, issuer) != 0 || !json_is_array(names))
             abort();
-        for (size_t i = 1; i < json_array_size(algs); i++)
-            if (strcmp(json_string_value(json_array_get(algs, i - 1)),
-                       json_string_value(json_array_get(algs, i))) >= 0)
+        for (size_t i = 1; i < json_array_size(names); i++)
+            if (strcmp(json_string_value(json_array_get(names, i - 1)),
+                       json_string_value(json_array_get(names, i))) >= 0)
                 abort(); /* not sorted, or a duplicate */
         json_decref(doc);
         free(out);

@@ -3,9 +3,9 @@
  * (signer/core/discovery.h): every member, the issuer copied byte for byte
  * (trailing slash, path, non-ASCII, characters JSON escapes), the derived and
  * the configured jwks_uri, the algorithm list sorted and without duplicates,
- * an empty list when no key is published, and refusals (NULL arguments, a
- * JWKS that is not a JWK Set or has a key without alg, an issuer that is not
- * UTF-8). And js_discovery_url_ok's table.
+ * an empty list when no key is published, and refusals (NULL arguments, an
+ * algorithm without a name, an issuer or jwks_uri that is not UTF-8). And
+ * js_discovery_url_ok's table.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,14 +21,14 @@
 
 #include "discovery.h"
 
-#define JWKS_ES256 "{\"keys\":[{\"kty\":\"EC\",\"kid\":\"a\",\"use\":\"sig\",\"alg\":\"ES256\"}]}"
+static const js_alg ES256[] = {JS_ALG_ES256};
 
 /* Builds and parses the document; the caller decrefs. */
-static json_t *build(const char *issuer, const char *jwks_uri, const char *jwks)
+static json_t *build(const char *issuer, const char *jwks_uri, const js_alg *algs, size_t n)
 {
     char *out = NULL;
     js_err err = {0};
-    js_status st = js_discovery_build(issuer, jwks_uri, jwks, &out, &err);
+    js_status st = js_discovery_build(issuer, jwks_uri, algs, n, &out, &err);
     if (st != JS_OK)
         fail_msg("build: %s: %s", js_reason_name(err.reason), err.msg);
     json_error_t je;
@@ -53,7 +53,7 @@ static void test_members(void **state)
     (void)state;
     char *out = NULL;
     js_err err = {0};
-    assert_int_equal(js_discovery_build("https://issuer.example", NULL, JWKS_ES256, &out, &err),
+    assert_int_equal(js_discovery_build("https://issuer.example", NULL, ES256, 1, &out, &err),
                      JS_OK);
     /* Compact, members in the order of OIDC Discovery 1.0 section 3. */
     assert_string_equal(out, "{\"issuer\":\"https://issuer.example\","
@@ -84,7 +84,7 @@ static void test_issuer_byte_for_byte(void **state)
         {"jwt-signer", "jwt-signer/.well-known/jwks.json"},
     };
     for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
-        json_t *doc = build(k[i].issuer, NULL, JWKS_ES256);
+        json_t *doc = build(k[i].issuer, NULL, ES256, 1);
         assert_string_equal(json_string_value(json_object_get(doc, "issuer")), k[i].issuer);
         assert_string_equal(json_string_value(json_object_get(doc, "jwks_uri")), k[i].jwks_uri);
         json_decref(doc);
@@ -94,7 +94,7 @@ static void test_issuer_byte_for_byte(void **state)
 static void test_configured_jwks_uri(void **state)
 {
     (void)state;
-    json_t *doc = build("https://issuer.example", "https://cdn.example/keys.json", JWKS_ES256);
+    json_t *doc = build("https://issuer.example", "https://cdn.example/keys.json", ES256, 1);
     assert_string_equal(json_string_value(json_object_get(doc, "jwks_uri")),
                         "https://cdn.example/keys.json");
     assert_string_equal(json_string_value(json_object_get(doc, "issuer")),
@@ -105,12 +105,10 @@ static void test_configured_jwks_uri(void **state)
 static void test_algs_sorted_distinct(void **state)
 {
     (void)state;
-    const char *jwks =
-        "{\"keys\":[{\"kid\":\"1\",\"alg\":\"RS256\"},{\"kid\":\"2\",\"alg\":\"ES256\"},"
-        "{\"kid\":\"3\",\"alg\":\"RS256\"},{\"kid\":\"4\",\"alg\":\"PS256\"},"
-        "{\"kid\":\"5\",\"alg\":\"EdDSA\"},{\"kid\":\"6\",\"alg\":\"ES256\"},"
-        "{\"kid\":\"7\",\"alg\":\"ES384\"}]}";
-    json_t *doc = build("https://i", NULL, jwks);
+    /* Keys in any order, several of one algorithm. */
+    const js_alg algs[] = {JS_ALG_RS256, JS_ALG_ES256, JS_ALG_RS256, JS_ALG_PS256,
+                           JS_ALG_EDDSA, JS_ALG_ES256, JS_ALG_ES384};
+    json_t *doc = build("https://i", NULL, algs, sizeof(algs) / sizeof(algs[0]));
     const char *want[] = {"ES256", "ES384", "EdDSA", "PS256", "RS256"};
     assert_array(doc, "id_token_signing_alg_values_supported", want, 5);
     const char *rt[] = {"id_token"}, *st[] = {"public"};
@@ -124,7 +122,7 @@ static void test_algs_sorted_distinct(void **state)
 static void test_no_key_published(void **state)
 {
     (void)state;
-    json_t *doc = build("https://i", NULL, "{\"keys\":[]}");
+    json_t *doc = build("https://i", NULL, NULL, 0);
     assert_array(doc, "id_token_signing_alg_values_supported", NULL, 0);
     assert_string_equal(json_string_value(json_object_get(doc, "issuer")), "https://i");
     json_decref(doc);
@@ -133,26 +131,24 @@ static void test_no_key_published(void **state)
 static void test_refusals(void **state)
 {
     (void)state;
+    static const js_alg none[] = {JS_ALG_ES256, JS_ALG_NONE};
     static const struct {
-        const char *issuer, *jwks_uri, *jwks;
+        const char *issuer, *jwks_uri;
+        const js_alg *algs;
+        size_t n;
         js_reason reason;
     } k[] = {
-        {NULL, NULL, JWKS_ES256, JS_R_INTERNAL_BUG},
-        {"https://i", NULL, NULL, JS_R_INTERNAL_BUG},
-        {"https://i", NULL, "", JS_R_INTERNAL_BUG},
-        {"https://i", NULL, "not json", JS_R_INTERNAL_BUG},
-        {"https://i", NULL, "[]", JS_R_INTERNAL_BUG},
-        {"https://i", NULL, "{\"keys\":{}}", JS_R_INTERNAL_BUG},
-        {"https://i", NULL, "{\"keys\":[{\"kid\":\"a\"}]}", JS_R_INTERNAL_BUG},
-        {"https://i", NULL, "{\"keys\":[{\"kid\":\"a\",\"alg\":7}]}", JS_R_INTERNAL_BUG},
-        {"https://i", NULL, "{\"keys\":[\"ES256\"]}", JS_R_INTERNAL_BUG},
-        {"https://\xff", NULL, JWKS_ES256, JS_R_INTERNAL_BUG},
-        {"https://i", "https://\xc3", JWKS_ES256, JS_R_INTERNAL_BUG},
+        {NULL, NULL, ES256, 1, JS_R_INTERNAL_BUG},
+        {"https://i", NULL, NULL, 1, JS_R_INTERNAL_BUG},
+        {"https://i", NULL, none, 2, JS_R_INTERNAL_BUG},
+        {"https://\xff", NULL, ES256, 1, JS_R_INTERNAL_BUG},
+        {"https://i", "https://\xc3", ES256, 1, JS_R_INTERNAL_BUG},
     };
     for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
         char *out = (char *)"untouched";
         js_err err = {0};
-        js_status st = js_discovery_build(k[i].issuer, k[i].jwks_uri, k[i].jwks, &out, &err);
+        js_status st =
+            js_discovery_build(k[i].issuer, k[i].jwks_uri, k[i].algs, k[i].n, &out, &err);
         if (st == JS_OK)
             fail_msg("case %zu: built %s", i, out);
         assert_int_equal(st, JS_EINTERNAL);
@@ -160,7 +156,7 @@ static void test_refusals(void **state)
         assert_null(out);
     }
     js_err err = {0};
-    assert_int_equal(js_discovery_build("https://i", NULL, JWKS_ES256, NULL, &err), JS_EINTERNAL);
+    assert_int_equal(js_discovery_build("https://i", NULL, ES256, 1, NULL, &err), JS_EINTERNAL);
 }
 
 static void test_url_ok(void **state)
