@@ -44,6 +44,7 @@
 #include <time.h>
 
 #include "jwtsigner_client.h"
+#include "../integration/load_args.h"
 
 #define THREADS_MAX     1024
 #define CONNECTIONS_MAX 64
@@ -176,17 +177,6 @@ static double pct_ms(const int64_t *sorted, long n, long long permille)
     return (double)sorted[rank - 1] / 1e6;
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_double(const char *s, double lo, double hi, double *out)
 {
     char *end = NULL;
@@ -209,25 +199,18 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"target", required_argument, NULL, 't'},
-        {"ca", required_argument, NULL, 'a'},
-        {"cert", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'k'},
-        {"claims", required_argument, NULL, 'j'},
-        {"key-name", required_argument, NULL, 'K'},
         {"rate", required_argument, NULL, 'r'},
         {"duration", required_argument, NULL, 'd'},
         {"requests", required_argument, NULL, 'm'},
         {"threads", required_argument, NULL, 'n'},
         {"connections", required_argument, NULL, 'C'},
         {"warmup", required_argument, NULL, 'w'},
-        {"timeout-ms", required_argument, NULL, 'T'},
+        LOAD_ARGS_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    jwtsigner_options opts = {0};
-    const char *claims = NULL, *key_name = NULL;
-    long threads = 64, connections = 1, requests = -1, warmup = 0, timeout = 0;
+    load_args la = {0};
+    long threads = 64, connections = 1, requests = -1, warmup = 0;
     double rate = 0, duration = 0;
     int opt, rc = 1;
     shared sh;
@@ -237,25 +220,12 @@ int main(int argc, char **argv)
 
     memset(&sh, 0, sizeof(sh));
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int shared_opt = load_args_take("client_paced", opt, optarg, &la);
+        if (shared_opt < 0)
+            return 2;
+        if (shared_opt > 0)
+            continue;
         switch (opt) {
-        case 't':
-            opts.target = optarg;
-            break;
-        case 'a':
-            opts.ca_file = optarg;
-            break;
-        case 'c':
-            opts.cert_file = optarg;
-            break;
-        case 'k':
-            opts.key_file = optarg;
-            break;
-        case 'j':
-            claims = optarg;
-            break;
-        case 'K':
-            key_name = optarg;
-            break;
         case 'r':
             if (parse_double(optarg, 0.001, RATE_MAX, &rate) != 0) {
                 fprintf(stderr, "client_paced: --rate must be 0.001..%.0f\n", RATE_MAX);
@@ -269,32 +239,26 @@ int main(int argc, char **argv)
             }
             break;
         case 'm':
-            if (parse_long(optarg, 1, REQUESTS_MAX, &requests) != 0) {
+            if (load_parse_long(optarg, 1, REQUESTS_MAX, &requests) != 0) {
                 fprintf(stderr, "client_paced: --requests must be 1..%ld\n", REQUESTS_MAX);
                 return 2;
             }
             break;
         case 'n':
-            if (parse_long(optarg, 1, THREADS_MAX, &threads) != 0) {
+            if (load_parse_long(optarg, 1, THREADS_MAX, &threads) != 0) {
                 fprintf(stderr, "client_paced: --threads must be 1..%d\n", THREADS_MAX);
                 return 2;
             }
             break;
         case 'C':
-            if (parse_long(optarg, 1, CONNECTIONS_MAX, &connections) != 0) {
+            if (load_parse_long(optarg, 1, CONNECTIONS_MAX, &connections) != 0) {
                 fprintf(stderr, "client_paced: --connections must be 1..%d\n", CONNECTIONS_MAX);
                 return 2;
             }
             break;
         case 'w':
-            if (parse_long(optarg, 0, REQUESTS_MAX, &warmup) != 0) {
+            if (load_parse_long(optarg, 0, REQUESTS_MAX, &warmup) != 0) {
                 fprintf(stderr, "client_paced: --warmup must be 0..%ld\n", REQUESTS_MAX);
-                return 2;
-            }
-            break;
-        case 'T':
-            if (parse_long(optarg, 1, 3600000, &timeout) != 0) {
-                fprintf(stderr, "client_paced: --timeout-ms must be 1..3600000\n");
                 return 2;
             }
             break;
@@ -306,8 +270,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc || opts.target == NULL || opts.ca_file == NULL || opts.cert_file == NULL ||
-        opts.key_file == NULL || claims == NULL || rate <= 0 || (requests < 0) == (duration <= 0)) {
+    if (optind != argc || !load_args_complete(&la) || rate <= 0 ||
+        (requests < 0) == (duration <= 0)) {
         usage(stderr);
         return 2;
     }
@@ -319,12 +283,11 @@ int main(int argc, char **argv)
         }
         requests = (long)n;
     }
-    opts.timeout_ms = (int)timeout;
 
     sh.connections = connections;
-    sh.claims = claims;
-    sh.claims_len = strlen(claims);
-    sh.key_name = key_name;
+    sh.claims = la.claims;
+    sh.claims_len = strlen(la.claims);
+    sh.key_name = la.key_name;
     sh.rate = rate;
     sh.total = requests;
     sh.warmup = warmup;
@@ -341,7 +304,7 @@ int main(int argc, char **argv)
     }
     for (long i = 0; i < connections; i++) {
         jwtsigner_status st;
-        sh.clients[i] = jwtsigner_client_new(&opts, &st);
+        sh.clients[i] = jwtsigner_client_new(&la.opts, &st);
         if (sh.clients[i] == NULL) {
             fprintf(stderr, "client_paced: %s: %s\n", jwtsigner_status_name(st.code), st.message);
             goto out;

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "jwtsigner_client.h"
+#include "load_args.h"
 
 #define NCODES               17 /* gRPC status codes 0..16 */
 #define THREADS_MAX          1024
@@ -78,17 +79,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static void usage(FILE *f)
 {
     fputs("Usage: client_load --target HOST:PORT --ca FILE --cert FILE --key FILE\n"
@@ -107,22 +97,13 @@ static double now_s(void)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"target", required_argument, NULL, 't'},
-        {"ca", required_argument, NULL, 'a'},
-        {"cert", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'k'},
-        {"threads", required_argument, NULL, 'n'},
-        {"requests", required_argument, NULL, 'm'},
-        {"claims", required_argument, NULL, 'j'},
-        {"key-name", required_argument, NULL, 'K'},
-        {"timeout-ms", required_argument, NULL, 'T'},
-        {"out", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"threads", required_argument, NULL, 'n'}, {"requests", required_argument, NULL, 'm'},
+        {"out", required_argument, NULL, 'o'},     LOAD_ARGS_LONGOPTS,
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
-    jwtsigner_options opts = {0};
-    const char *claims = NULL, *key_name = NULL, *out_path = NULL;
-    long threads = 0, requests = -1, timeout = 0;
+    load_args la = {0};
+    const char *out_path = NULL;
+    long threads = 0, requests = -1;
     int opt, rc = 1;
     shared sh;
     worker *workers = NULL;
@@ -130,40 +111,21 @@ int main(int argc, char **argv)
 
     memset(&sh, 0, sizeof(sh));
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int shared_opt = load_args_take("client_load", opt, optarg, &la);
+        if (shared_opt < 0)
+            return 2;
+        if (shared_opt > 0)
+            continue;
         switch (opt) {
-        case 't':
-            opts.target = optarg;
-            break;
-        case 'a':
-            opts.ca_file = optarg;
-            break;
-        case 'c':
-            opts.cert_file = optarg;
-            break;
-        case 'k':
-            opts.key_file = optarg;
-            break;
         case 'n':
-            if (parse_long(optarg, 1, THREADS_MAX, &threads) != 0) {
+            if (load_parse_long(optarg, 1, THREADS_MAX, &threads) != 0) {
                 fprintf(stderr, "client_load: --threads must be 1..%d\n", THREADS_MAX);
                 return 2;
             }
             break;
         case 'm':
-            if (parse_long(optarg, 0, REQUESTS_MAX, &requests) != 0) {
+            if (load_parse_long(optarg, 0, REQUESTS_MAX, &requests) != 0) {
                 fprintf(stderr, "client_load: --requests must be 0..%ld\n", REQUESTS_MAX);
-                return 2;
-            }
-            break;
-        case 'j':
-            claims = optarg;
-            break;
-        case 'K':
-            key_name = optarg;
-            break;
-        case 'T':
-            if (parse_long(optarg, 1, 3600000, &timeout) != 0) {
-                fprintf(stderr, "client_load: --timeout-ms must be 1..3600000\n");
                 return 2;
             }
             break;
@@ -178,22 +140,20 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc || opts.target == NULL || opts.ca_file == NULL || opts.cert_file == NULL ||
-        opts.key_file == NULL || threads == 0 || requests < 0 || claims == NULL) {
+    if (optind != argc || !load_args_complete(&la) || threads == 0 || requests < 0) {
         usage(stderr);
         return 2;
     }
-    opts.timeout_ms = (int)timeout;
 
     jwtsigner_status st;
-    sh.client = jwtsigner_client_new(&opts, &st);
+    sh.client = jwtsigner_client_new(&la.opts, &st);
     if (sh.client == NULL) {
         fprintf(stderr, "client_load: %s: %s\n", jwtsigner_status_name(st.code), st.message);
         return 1;
     }
-    sh.claims = claims;
-    sh.claims_len = strlen(claims);
-    sh.key_name = key_name;
+    sh.claims = la.claims;
+    sh.claims_len = strlen(la.claims);
+    sh.key_name = la.key_name;
     sh.total = requests;
     atomic_init(&sh.next, 0);
     atomic_init(&sh.out_failed, 0);

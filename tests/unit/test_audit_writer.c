@@ -191,17 +191,29 @@ static bool gc_visit(void *ctx, const js_audit_record *rec)
     return true;
 }
 
+/* g for up to cap sequence numbers; its condition variable waits on
+ * CLOCK_MONOTONIC (js_mono_deadline). */
+static void gc_shared_init(gc_shared *g, size_t cap)
+{
+    memset(g, 0, sizeof(*g));
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    g->seen_cap = cap;
+    g->seen = calloc(cap, 1);
+    assert_non_null(g->seen);
+}
+
 static void test_group_commit_concurrent(void **state)
 {
     (void)state;
     char dir[64];
     tmpdir_make(dir, sizeof(dir));
     gc_shared g;
-    memset(&g, 0, sizeof(g));
-    pthread_mutex_init(&g.mu, NULL);
-    pthread_cond_init(&g.cv, NULL);
-    g.seen_cap = GC_THREADS * GC_PER + 1000;
-    g.seen = calloc(g.seen_cap, 1);
+    gc_shared_init(&g, GC_THREADS * GC_PER + 1000);
     js_audit_io io = {.fdatasync = count_sync, .ctx = &g};
     js_audit_options o;
     test_opts(&o, dir, &g_key);
@@ -259,15 +271,7 @@ static void test_group_commit_expected(void **state)
     char dir[64];
     tmpdir_make(dir, sizeof(dir));
     gc_shared g;
-    memset(&g, 0, sizeof(g));
-    pthread_mutex_init(&g.mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* js_mono_deadline below */
-    pthread_cond_init(&g.cv, &ca);
-    pthread_condattr_destroy(&ca);
-    g.seen_cap = 1000;
-    g.seen = calloc(g.seen_cap, 1);
+    gc_shared_init(&g, 1000);
     js_audit_options o;
     test_opts(&o, dir, &g_key);
     js_audit *a = NULL;

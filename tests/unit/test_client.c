@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "jwtsigner_client.h"
+#include "test_cert.h"
 
 #define ST_INVALID_ARGUMENT  3
 #define ST_DEADLINE_EXCEEDED 4
@@ -43,35 +44,6 @@ typedef struct fixture {
     char dir[64];
     char ca[128], cert[128], key[128];
 } fixture;
-
-/* A throwaway self-signed P-256 certificate, used as CA and client certificate. */
-static void make_cert(const char *cert_path, const char *key_path)
-{
-    EVP_PKEY *k = EVP_EC_gen("P-256");
-    assert_non_null(k);
-    X509 *c = X509_new();
-    assert_non_null(c);
-    X509_set_version(c, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(c), 1);
-    X509_gmtime_adj(X509_getm_notBefore(c), -60);
-    X509_gmtime_adj(X509_getm_notAfter(c), 3600);
-    X509_set_pubkey(c, k);
-    X509_NAME *n = X509_get_subject_name(c);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1,
-                               0);
-    X509_set_issuer_name(c, n);
-    assert_true(X509_sign(c, k, EVP_sha256()) > 0);
-    FILE *f = fopen(cert_path, "w");
-    assert_non_null(f);
-    assert_int_equal(PEM_write_X509(f, c), 1);
-    fclose(f);
-    f = fopen(key_path, "w");
-    assert_non_null(f);
-    assert_int_equal(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL), 1);
-    fclose(f);
-    X509_free(c);
-    EVP_PKEY_free(k);
-}
 
 static int setup(void **state)
 {
@@ -86,7 +58,7 @@ static int setup(void **state)
     snprintf(fx->cert, sizeof(fx->cert), "%s/cert.pem", fx->dir);
     snprintf(fx->key, sizeof(fx->key), "%s/key.pem", fx->dir);
     snprintf(fx->ca, sizeof(fx->ca), "%s", fx->cert);
-    make_cert(fx->cert, fx->key);
+    test_make_cert("localhost", fx->cert, fx->key);
     *state = fx;
     return 0;
 }

@@ -51,6 +51,7 @@
 
 #include "clock.h"
 #include "http.h"
+#include "test_cert.h"
 
 /* The tables of If-None-Match forms below are printf formats. */
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
@@ -629,35 +630,6 @@ static void test_start_stop_repeatedly(void **state)
 
 /* ---- TLS --------------------------------------------------------------------------- */
 
-/* A throwaway self-signed P-256 certificate for 127.0.0.1, written as PEM files. */
-static void make_cert(const char *cert_path, const char *key_path)
-{
-    EVP_PKEY *k = EVP_EC_gen("P-256");
-    assert_non_null(k);
-    X509 *c = X509_new();
-    assert_non_null(c);
-    X509_set_version(c, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(c), 1);
-    X509_gmtime_adj(X509_getm_notBefore(c), -60);
-    X509_gmtime_adj(X509_getm_notAfter(c), 3600);
-    X509_set_pubkey(c, k);
-    X509_NAME *n = X509_get_subject_name(c);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"127.0.0.1", -1, -1,
-                               0);
-    X509_set_issuer_name(c, n);
-    assert_true(X509_sign(c, k, EVP_sha256()) > 0);
-    FILE *f = fopen(cert_path, "w");
-    assert_non_null(f);
-    assert_int_equal(PEM_write_X509(f, c), 1);
-    fclose(f);
-    f = fopen(key_path, "w");
-    assert_non_null(f);
-    assert_int_equal(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL), 1);
-    fclose(f);
-    X509_free(c);
-    EVP_PKEY_free(k);
-}
-
 static void test_tls_served_off_loopback(void **state)
 {
     (void)state;
@@ -666,7 +638,7 @@ static void test_tls_served_off_loopback(void **state)
     char cert[128], key[128];
     snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
     snprintf(key, sizeof(key), "%s/key.pem", dir);
-    make_cert(cert, key);
+    test_make_cert("127.0.0.1", cert, key);
 
     fake f = {.jwks = JWKS_BODY};
     atomic_init(&f.healthy, 1);
@@ -1310,7 +1282,7 @@ static void test_tls_handshake_deadline(void **state)
     char cert[128], key[128];
     snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
     snprintf(key, sizeof(key), "%s/key.pem", dir);
-    make_cert(cert, key);
+    test_make_cert("127.0.0.1", cert, key);
     fake f = {.jwks = JWKS_BODY};
     atomic_init(&f.healthy, 1);
     js_http_handlers hd = {fake_jwks, fake_discovery, fake_health, fake_metrics, &f};
