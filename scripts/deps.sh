@@ -7,10 +7,10 @@ set -euo pipefail
 
 packages=(
     build-essential cmake pkg-config
-    libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
+    libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev
     libssl-dev openssl libjansson-dev libyaml-dev libp11-kit-dev p11-kit libmicrohttpd-dev
     libcmocka-dev softhsm2 libsofthsm2 opensc
-    python3 python3-authlib python3-cryptography python3-jwt python3-jwcrypto python3-grpcio
+    python3 python3-authlib python3-cryptography python3-jwt python3-jwcrypto python3-grpcio python3-grpc-tools
     python3-prometheus-client
     clang libclang-rt-14-dev clang-format clang-tidy ca-certificates
 )
