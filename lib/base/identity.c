@@ -1,7 +1,8 @@
 /*
  * identity.c - chooses the caller identity (URI SAN, else DNS SAN, else CN)
- * and writes it as typed text; checks identity texts written by operators.
- * See identity.h for the forms and why they carry their type.
+ * and writes it as typed text, writes a Unix socket peer's `unix:uid=N`, and
+ * checks identity texts written by operators. See identity.h for the forms
+ * and why they carry their type.
  */
 #include "identity.h"
 
@@ -12,8 +13,12 @@
 #include "text.h"
 #include "yamldoc.h"
 
-#define PREFIX_DNS "dns:"
-#define PREFIX_CN  "cn:"
+#define PREFIX_DNS      "dns:"
+#define PREFIX_CN       "cn:"
+#define PREFIX_UNIX     "unix:"
+#define PREFIX_UNIX_UID "unix:uid="
+/* Digits of IDENTITY_UNIX_UID_MAX (4294967294). */
+#define UNIX_UID_DIGITS_MAX 10
 
 static bool is_alpha(unsigned char c)
 {
@@ -43,15 +48,21 @@ static size_t scheme_len(const char *s)
     return u[i] == ':' ? i : 0;
 }
 
+/* The scheme s[0..n) is `name` (lower case), compared in any case. */
+static bool scheme_is(const char *s, size_t n, const char *name)
+{
+    if (strlen(name) != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (lower((unsigned char)s[i]) != (unsigned char)name[i])
+            return false;
+    return true;
+}
+
 /* The schemes that would read as another identity type. */
 static bool scheme_is_type(const char *s, size_t n)
 {
-    char b[4];
-    if (n != 2 && n != 3)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        b[i] = (char)lower((unsigned char)s[i]);
-    return (n == 3 && memcmp(b, "dns", 3) == 0) || (n == 2 && memcmp(b, "cn", 2) == 0);
+    return scheme_is(s, n, "dns") || scheme_is(s, n, "cn") || scheme_is(s, n, "unix");
 }
 
 /* A URI as RFC 5280 §4.2.1.6 carries it (IA5String): printable ASCII without
@@ -131,7 +142,7 @@ static js_status take_uri(const char *uri, char *out, size_t cap, js_err *err)
               why);
     JS_ENSURE(!scheme_is_type(uri, scheme_len(uri)), err, JS_EDENIED, JS_R_IDENTITY_AMBIGUOUS,
               "client certificate URI SAN '%s' uses a scheme that reads as another identity "
-              "type (dns: or cn:)",
+              "type (dns:, cn: or unix:)",
               js_yaml_printable(shown, sizeof(shown), uri));
     return put(out, cap, "", uri, "URI SAN", err);
 }
@@ -174,13 +185,47 @@ js_status identity_select(const identity_names *names, char *out, size_t cap, js
                       "client certificate has no URI SAN, DNS SAN or CN");
 }
 
+/* ---- identity_from_peer ------------------------------------------------------------ */
+
+js_status identity_from_peer(unsigned long uid, char *out, size_t cap, js_err *err)
+{
+    if (cap > 0)
+        out[0] = '\0';
+    JS_ENSURE(uid <= IDENTITY_UNIX_UID_MAX, err, JS_EDENIED, JS_R_IDENTITY_INVALID,
+              "Unix socket peer uid %lu is not a user (at most %lu; (uid_t)-1 means none)", uid,
+              IDENTITY_UNIX_UID_MAX);
+    char buf[sizeof(PREFIX_UNIX_UID) + UNIX_UID_DIGITS_MAX];
+    int n = snprintf(buf, sizeof(buf), PREFIX_UNIX_UID "%lu", uid);
+    JS_ENSURE(n > 0 && (size_t)n < sizeof(buf), err, JS_EINTERNAL, JS_R_IDENTITY_BUFFER,
+              "identity buffer too small");
+    return put(out, cap, "", buf, "peer uid", err);
+}
+
 /* ---- identity_parse ----------------------------------------------------------------- */
+
+/* `unix:uid=N`: N decimal 0..IDENTITY_UNIX_UID_MAX, no sign, no leading zero
+ * (one spelling per uid, so one string comparison matches it), nothing after. */
+static bool unix_ok(const char *text)
+{
+    const char *d = text + sizeof(PREFIX_UNIX_UID) - 1;
+    if (strncmp(text, PREFIX_UNIX_UID, sizeof(PREFIX_UNIX_UID) - 1) != 0 ||
+        !is_digit((unsigned char)d[0]))
+        return false;
+    size_t n = 0;
+    unsigned long long v = 0; /* 10 digits fit: no overflow */
+    while (is_digit((unsigned char)d[n])) {
+        if (++n > UNIX_UID_DIGITS_MAX)
+            return false;
+        v = v * 10 + (unsigned long long)(d[n - 1] - '0');
+    }
+    return d[n] == '\0' && (d[0] != '0' || n == 1) && v <= IDENTITY_UNIX_UID_MAX;
+}
 
 js_status identity_parse(const char *text, js_identity_type *type, js_err *err)
 {
     char shown[64];
     JS_ENSURE(text != NULL && text[0] != '\0', err, JS_EINVAL, JS_R_IDENTITY_INVALID,
-              "an identity must not be empty; write dns:NAME, cn:NAME or a full URI");
+              "an identity must not be empty; write dns:NAME, cn:NAME, unix:uid=N or a full URI");
     JS_GUARD(js_text_check("identity", text, strlen(text), IDENTITY_MAX, JS_EINVAL,
                            JS_R_IDENTITY_INVALID, err));
     const char *q = js_yaml_printable(shown, sizeof(shown), text);
@@ -198,6 +243,17 @@ js_status identity_parse(const char *text, js_identity_type *type, js_err *err)
                   "identity '%s': the CN after cn: is empty", q);
         if (type != NULL)
             *type = JS_ID_CN;
+        return JS_OK;
+    }
+    if (scheme_is(text, sl, "unix")) {
+        /* Any case: `UNIX:uid=0` must not pass for a URI that merely reads
+         * like the Unix peer root. */
+        JS_ENSURE(unix_ok(text), err, JS_EINVAL, JS_R_IDENTITY_INVALID,
+                  "identity '%s': a Unix socket peer is written unix:uid=N with N its decimal "
+                  "uid (0..%lu, no sign or leading zeros), e.g. unix:uid=1000",
+                  q, IDENTITY_UNIX_UID_MAX);
+        if (type != NULL)
+            *type = JS_ID_UNIX;
         return JS_OK;
     }
     JS_ENSURE(!scheme_is_type(text, sl), err, JS_EINVAL, JS_R_IDENTITY_AMBIGUOUS,
@@ -226,6 +282,8 @@ js_identity_type identity_type_of(const char *text)
         return JS_ID_DNS;
     if (strncmp(text, PREFIX_CN, sizeof(PREFIX_CN) - 1) == 0)
         return JS_ID_CN;
+    if (strncmp(text, PREFIX_UNIX, sizeof(PREFIX_UNIX) - 1) == 0)
+        return JS_ID_UNIX;
     return JS_ID_URI;
 }
 
@@ -238,6 +296,8 @@ const char *identity_type_name(js_identity_type t)
         return "dns";
     case JS_ID_CN:
         return "cn";
+    case JS_ID_UNIX:
+        return "unix";
     default:
         return "unknown";
     }

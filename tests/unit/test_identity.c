@@ -1,14 +1,17 @@
 /*
  * test_identity.c - the typed caller identity (lib/base/identity.h): selection
  * from certificate names (URI SAN, else first DNS SAN, else CN) into
- * `URI` / `dns:NAME` / `cn:NAME`, and the check of operator-written
- * identities. Negative cases first: one kind of name passing for another.
+ * `URI` / `dns:NAME` / `cn:NAME`, a Unix socket peer's `unix:uid=N`, and the
+ * check of operator-written identities. Negative cases first: one kind of
+ * name passing for another (a certificate passing for the Unix peer root).
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include <cmocka.h>
 
@@ -33,6 +36,9 @@ static const char *const k_ctrl[] = {"spiffe://example.org/a\nforged log line"};
 static const char *const k_c1[] = {"spiffe://example.org/issuer\xc2\x85"
                                    "a"};
 static const char *const k_latin1[] = {"spiffe://example.org/caf\xe9"};
+static const char *const k_uri_unix_root[] = {"unix:uid=0"};
+static const char *const k_uri_unix_upper[] = {"UNIX:uid=0"};
+static const char *const k_uri_unix_url[] = {"Unix:///run/kube/sa.sock"};
 
 static const struct {
     const char *name;
@@ -57,6 +63,17 @@ static const struct {
      {k_uri_cn_scheme, 1, NULL, 0, NULL},
      JS_EDENIED,
      "identity.ambiguous"},
+    /* a certificate can never be the Unix peer root */
+    {"uri san unix:uid=0", {k_uri_unix_root, 1, NULL, 0, NULL}, JS_EDENIED, "identity.ambiguous"},
+    {"uri san with unix scheme in upper case",
+     {k_uri_unix_upper, 1, NULL, 0, NULL},
+     JS_EDENIED,
+     "identity.ambiguous"},
+    {"uri san with unix scheme as a socket url",
+     {k_uri_unix_url, 1, NULL, 0, NULL},
+     JS_EDENIED,
+     "identity.ambiguous"},
+    {"cn unix:uid=0 is a cn", {NULL, 0, NULL, 0, "unix:uid=0"}, JS_OK, "cn:unix:uid=0"},
     {"cn with C1 and bidi override",
      {NULL, 0, NULL, 0,
       "issuer\xc2\x85"
@@ -220,6 +237,34 @@ static const struct {
     {"spiffe://example.org/a b", JS_EINVAL, "identity.invalid", "space"},
     {"spiffe://example.org/caf\xc3\xa9", JS_EINVAL, "identity.invalid", "ASCII"},
     {"spiffe:", JS_EINVAL, "identity.invalid", "nothing after"},
+    /* unix: has exactly one spelling per uid; every other is refused, saying how */
+    {"unix:", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:uid=", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:0", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:1000", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"UNIX:uid=0", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"Unix:uid=0", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:UID=0", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:uid =0", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:uid=00", JS_EINVAL, "identity.invalid", "leading zeros"},
+    {"unix:uid=01000", JS_EINVAL, "identity.invalid", "leading zeros"},
+    {"unix:uid=+1000", JS_EINVAL, "identity.invalid", "no sign"},
+    {"unix:uid=-1", JS_EINVAL, "identity.invalid", "no sign"},
+    {"unix:uid=4294967295", JS_EINVAL, "identity.invalid", "0..4294967294"},
+    {"unix:uid=4294967296", JS_EINVAL, "identity.invalid", "0..4294967294"},
+    {"unix:uid=18446744073709551616", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:uid=99999999999", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:uid=0x3e8", JS_EINVAL, "identity.invalid", "decimal"},
+    {"unix:uid=1e3", JS_EINVAL, "identity.invalid", "decimal"},
+    {"unix:uid=1000 ", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:uid=1000/", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:uid=1000,gid=1000", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:pid=1,uid=0,gid=0", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:uid=0*", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix://uid=0", JS_EINVAL, "identity.invalid", "unix:uid=1000"},
+    {"unix:uid=\xd9\xa0", JS_EINVAL, "identity.invalid", "unix:uid=1000"}, /* Arabic-Indic 0 */
+    {"unix:uid=0\n", JS_EINVAL, "identity.invalid", "U+000A"},
+    {"unix:uid=1\xe2\x80\x8b", JS_EINVAL, "identity.invalid", "U+200B"},
     /* the three forms */
     {"spiffe://example.org/ops/admin", JS_OK, "uri", NULL},
     {"spiffe://example.org/ns/payments/*", JS_OK, "uri", NULL},
@@ -229,6 +274,11 @@ static const struct {
     {"cn:legacy-batch", JS_OK, "cn", NULL},
     {"cn:spiffe://example.org/ops/admin", JS_OK, "cn", NULL},
     {"cn:Batch caf\xc3\xa9", JS_OK, "cn", NULL},
+    {"unix:uid=0", JS_OK, "unix", NULL},
+    {"unix:uid=1000", JS_OK, "unix", NULL},
+    {"unix:uid=4294967294", JS_OK, "unix", NULL},
+    {"cn:unix:uid=0", JS_OK, "cn", NULL},
+    {"urn:unix:uid=0", JS_OK, "uri", NULL},
 };
 
 static void test_parse_table(void **state)
@@ -272,16 +322,68 @@ static void test_select_parse_agree(void **state)
     }
 }
 
+/* The Unix socket peer: the one spelling of each uid, and its round trip. */
+static void test_from_peer(void **state)
+{
+    (void)state;
+    static const struct {
+        unsigned long uid;
+        const char *want;
+    } ok[] = {
+        {0, "unix:uid=0"},
+        {1, "unix:uid=1"},
+        {1000, "unix:uid=1000"},
+        {65534, "unix:uid=65534"},
+        {4294967294UL, "unix:uid=4294967294"},
+    };
+    for (size_t i = 0; i < COUNT(ok); i++) {
+        char out[IDENTITY_MAX + 1];
+        js_err err;
+        js_err_clear(&err);
+        if (identity_from_peer(ok[i].uid, out, sizeof(out), &err) != JS_OK)
+            fail_msg("uid %lu: %s", ok[i].uid, err.msg);
+        assert_string_equal(out, ok[i].want);
+        js_identity_type t = JS_ID_URI;
+        if (identity_parse(out, &t, &err) != JS_OK)
+            fail_msg("'%s' made but not parsed: %s", out, err.msg);
+        assert_int_equal(t, JS_ID_UNIX);
+        assert_int_equal(identity_type_of(out), JS_ID_UNIX);
+    }
+    /* (uid_t)-1 is "no user" (SO_PEERCRED without credentials), never a caller. */
+    static const unsigned long bad[] = {(unsigned long)(uid_t)-1, 4294967295UL, ULONG_MAX};
+    for (size_t i = 0; i < COUNT(bad); i++) {
+        char out[IDENTITY_MAX + 1] = "junk";
+        js_err err;
+        assert_int_equal(identity_from_peer(bad[i], out, sizeof(out), &err), JS_EDENIED);
+        assert_string_equal(js_reason_name(err.reason), "identity.invalid");
+        assert_non_null(strstr(err.msg, "uid"));
+        assert_string_equal(out, "");
+    }
+    /* A buffer too small is a bug, not the peer's fault; the text never spills. */
+    char small[sizeof("unix:uid=1000") - 1];
+    js_err err;
+    assert_int_equal(identity_from_peer(1000, small, sizeof(small), &err), JS_EINTERNAL);
+    assert_string_equal(js_reason_name(err.reason), "identity.buffer");
+    assert_string_equal(small, "");
+    char exact[sizeof("unix:uid=1000")];
+    assert_int_equal(identity_from_peer(1000, exact, sizeof(exact), &err), JS_OK);
+    assert_string_equal(exact, "unix:uid=1000");
+    assert_int_equal(identity_from_peer(1000, exact, sizeof(exact), NULL), JS_OK);
+}
+
 static void test_type_names(void **state)
 {
     (void)state;
     assert_string_equal(identity_type_name(JS_ID_URI), "uri");
     assert_string_equal(identity_type_name(JS_ID_DNS), "dns");
     assert_string_equal(identity_type_name(JS_ID_CN), "cn");
+    assert_string_equal(identity_type_name(JS_ID_UNIX), "unix");
     assert_string_equal(identity_type_name((js_identity_type)42), "unknown");
     assert_int_equal(identity_type_of("dns:a"), JS_ID_DNS);
     assert_int_equal(identity_type_of("cn:a"), JS_ID_CN);
     assert_int_equal(identity_type_of("spiffe://a/b"), JS_ID_URI);
+    assert_int_equal(identity_type_of("unix:uid=0"), JS_ID_UNIX);
+    assert_int_equal(identity_type_of("cn:unix:uid=0"), JS_ID_CN);
 }
 
 int main(void)
@@ -290,7 +392,7 @@ int main(void)
         cmocka_unit_test(test_select_table), cmocka_unit_test(test_select_messages),
         cmocka_unit_test(test_too_long),     cmocka_unit_test(test_dns_labels),
         cmocka_unit_test(test_parse_table),  cmocka_unit_test(test_select_parse_agree),
-        cmocka_unit_test(test_type_names),
+        cmocka_unit_test(test_from_peer),    cmocka_unit_test(test_type_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
