@@ -15,6 +15,18 @@ packages=(
     clang libclang-rt-14-dev clang-format clang-tidy ca-certificates
 )
 
+# node 18+ and npm run the integration tests' independent JOSE and OIDC
+# verifiers (tests/node: npm's jose and openid-client). A NodeSource nodejs
+# bundles npm and conflicts with Debian's npm package, so Debian's nodejs and
+# npm are added only when there is no npm command at all.
+if ! command -v npm >/dev/null; then
+    packages+=(nodejs npm)
+elif node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null)" &&
+    [[ "$node_major" =~ ^[0-9]+$ ]] && ((node_major < 18)); then
+    echo "deps.sh: node $(node --version) is too old: the tests need node 18 or later" >&2
+    exit 1
+fi
+
 if ! command -v dpkg-query >/dev/null; then
     echo "deps.sh: dpkg-query not found: this script supports Debian 12 only" >&2
     exit 1

@@ -51,7 +51,8 @@ __all__ = [
     "Env", "Daemon", "HarnessError", "verify_es256", "jwk_thumbprint", "b64url_decode",
     "b64url_encode", "to_yaml", "timeout", "source_dir", "signerd_path", "sign_path",
     "client_test_path", "audit_path", "faultio_path", "softhsm_module", "CALLER_URIS", "CALLER_IDS",
-    "InvalidSignature",
+    "InvalidSignature", "externaljwt_config", "unix_caller_id", "wait_unix_socket", "node_dir",
+    "node_path", "npm_ci", "node_job",
 ]
 
 # Identities of the callers scripts/mkpki.sh makes (see its header), in the
@@ -961,3 +962,115 @@ class Env:
             sys.stderr.write("harness: keeping %s (JS_KEEP_TMP=1)\n" % self.dir)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- ExternalJWTSigner (Kubernetes) and node helpers (issue 12) ------------------------
+
+def externaljwt_config(socket="externaljwt.sock", **extra):
+    """The signer config's `externaljwt` section: {socket, [owner, group, mode]}.
+    Use as env.setup(externaljwt=harness.externaljwt_config()); the socket path is
+    relative to the config file's directory (the Env's dir)."""
+    section = {"socket": socket}
+    section.update(extra)
+    return section
+
+
+def unix_caller_id(uid=None):
+    """The typed identity of a local peer by its uid (SO_PEERCRED): "unix:uid=N"."""
+    return "unix:uid=%d" % (os.getuid() if uid is None else uid)
+
+
+def wait_unix_socket(path, timeout_s=20, daemon=None):
+    """Waits until a Unix domain socket at path accepts a connection (a daemon,
+    when given, must still be running). Returns path; HarnessError on timeout."""
+    import socket as _socket
+    import stat as _stat
+    deadline = time.monotonic() + timeout(timeout_s)
+    last = "not created"
+    while True:
+        if daemon is not None and not daemon.running():
+            raise HarnessError("jwt-signerd exited (status %s) before %s accepted connections\n%s"
+                               % (daemon.proc.poll(), path, daemon.tail()))
+        try:
+            if _stat.S_ISSOCK(os.lstat(path).st_mode):
+                s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+                try:
+                    s.settimeout(2)
+                    s.connect(path)
+                    return path
+                finally:
+                    s.close()
+            last = "not a socket"
+        except OSError as e:
+            last = str(e)
+        if time.monotonic() > deadline:
+            raise HarnessError("%s does not accept connections within %.0f s (%s)"
+                               % (path, timeout(timeout_s), last))
+        time.sleep(0.05)
+
+
+def node_dir():
+    """tests/node: package.json, package-lock.json and the verify scripts."""
+    return os.path.join(source_dir(), "tests", "node")
+
+
+def node_path(min_major=18):
+    """The node program (NodeSource or Debian's nodejs), at least min_major."""
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        raise HarnessError("node not found (scripts/deps.sh installs nodejs and npm)")
+    rc, out, err = _run([node, "--version"], env=_child_env(), timeout_s=30)
+    m = re.match(r"v(\d+)\.", out.strip())
+    if rc != 0 or not m or int(m.group(1)) < min_major:
+        raise HarnessError("%s --version: %r: node %d or later is needed" % (node, out + err,
+                                                                              min_major))
+    return node
+
+
+def npm_ci(timeout_s=300):
+    """`npm ci --no-audit --no-fund` in tests/node, once: skipped while
+    node_modules/.jwt-signer-lock-sha256 holds the SHA-256 of package-lock.json.
+    Serialised across test processes with flock on package-lock.json.
+    Returns the node_modules directory."""
+    import fcntl
+    d = node_dir()
+    lock_path = os.path.join(d, "package-lock.json")
+    stamp = os.path.join(d, "node_modules", ".jwt-signer-lock-sha256")
+    with open(lock_path, "rb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            want = hashlib.sha256(f.read()).hexdigest()
+            try:
+                with open(stamp, encoding="ascii") as s:
+                    if s.read().strip() == want:
+                        return os.path.join(d, "node_modules")
+            except OSError:
+                pass
+            npm = shutil.which("npm")
+            if npm is None:
+                raise HarnessError("npm not found (scripts/deps.sh installs nodejs and npm)")
+            rc, out, err = _run([npm, "ci", "--no-audit", "--no-fund"], env=_child_env(),
+                                timeout_s=timeout_s, cwd=d)
+            if rc != 0:
+                raise HarnessError("npm ci in %s failed (%d): %s%s" % (d, rc, out, err))
+            with open(stamp, "w", encoding="ascii") as s:
+                s.write(want + "\n")
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return os.path.join(d, "node_modules")
+
+
+def node_job(script, job, timeout_s=60):
+    """Runs `node tests/node/SCRIPT` with the JSON job on stdin (after npm_ci());
+    returns the JSON object it prints. HarnessError if it does not exit 0."""
+    node = node_path()
+    npm_ci()
+    path = os.path.join(node_dir(), script)
+    rc, out, err = _run([node, path], env=_child_env(), timeout_s=timeout_s,
+                        input_text=json.dumps(job), cwd=node_dir())
+    if rc != 0:
+        raise HarnessError("node %s failed (%d): %s%s" % (script, rc, out, err))
+    try:
+        return json.loads(out)
+    except ValueError:
+        raise HarnessError("node %s printed no JSON: %r %r" % (script, out, err)) from None

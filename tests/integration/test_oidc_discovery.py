@@ -23,12 +23,20 @@ jwt-signerd (OpenID Connect Discovery 1.0).
    but leaves the document (and its ETag) as it was.
 4. http.jwks_uri: a configured value is served as written; a bad one refuses
    start-up with config.http_jwks_uri naming the key.
+5. An OIDC client library from npm (openid-client 5, tests/node/verify.mjs)
+   discovers the real daemon: Issuer.discover(http://127.0.0.1:PORT/.well-known/
+   openid-configuration) accepts the document (the policy's issuer is that
+   base URL, as a relying party requires: OIDC Discovery 1.0 section 4.3),
+   fetches jwks_uri itself, and validates a token the daemon signed as an ID
+   token (signature with the key it found by kid in that JWKS, iss, aud,
+   exp, iat, sub); a token whose kid is not published is refused.
 """
 
 import http.client
 import json
 import os
 import signal
+import socket
 import sys
 import unittest
 from urllib.parse import urlparse
@@ -217,6 +225,46 @@ class OidcDiscovery(unittest.TestCase):
                 self.assertIsNotNone(line, err)
                 self.assertEqual(line["reason"], "config.http_jwks_uri", line)
                 self.assertIn("http.jwks_uri", line["message"])
+
+    def test_openid_client_library(self):
+        env = self.env
+        # The issuer must be the URL the library discovers from, so the port is
+        # chosen before start (bound and released: a small race, as any test
+        # that fixes a port has).
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        issuer = "http://127.0.0.1:%d" % port
+        env.setup(policy=env.default_policy(issuer=issuer),
+                  http={"listen": "127.0.0.1:%d" % port})
+        env.start()
+        self.assertEqual(env.http_port, port)
+        rc, out, err = env.sign("issuer-a", env.sample_claims(), "--json")
+        self.assertEqual(rc, EXIT_OK, err)
+        res = json.loads(out)
+        token, kid = res["jwt"], res["kid"]
+
+        job = {"op": "discover", "url": issuer + OIDC_PATH, "token": token,
+               "audience": harness.SAMPLE_AUD, "alg": "ES256"}
+        got = harness.node_job("verify.mjs", job)
+        meta = got["metadata"]
+        self.assertEqual(meta["issuer"], issuer)
+        self.assertEqual(meta["jwks_uri"], issuer + JWKS_PATH)
+        self.assertEqual(meta["id_token_signing_alg_values_supported"], ["ES256"])
+        self.assertEqual(meta["response_types_supported"], ["id_token"])
+        self.assertEqual(meta["subject_types_supported"], ["public"])
+        self.assertTrue(got["jwks_fetched"], got)
+        self.assertEqual(got["id_token"], {"ok": True, "kid": kid}, got)
+
+        # A token signed by a key the JWKS does not hold is refused by kid.
+        parts = token.split(".")
+        header = json.loads(harness.b64url_decode(parts[0]))
+        header["kid"] = "not-" + kid
+        forged = ".".join([harness.b64url_encode(json.dumps(header).encode())] + parts[1:])
+        got = harness.node_job("verify.mjs", dict(job, token=forged))
+        self.assertFalse(got["id_token"]["ok"], got)
+        self.assertIn("no valid key found", got["id_token"]["error"], got)
+        self.assertEqual(env.stop(), 0)
 
 
 if __name__ == "__main__":
