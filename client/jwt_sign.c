@@ -1,8 +1,10 @@
 /*
  * jwt_sign.c - the jwt-sign command: asks jwt-signer to sign a claim set,
- * fetches its JWKS, decodes a token locally for inspection, or drives the
+ * fetches its JWKS, decodes a token locally for inspection, drives the
  * signer's Admin service (rotate, revoke, incident mode, freeze, reload,
- * status) for incident response.
+ * status) for incident response, or calls its Kubernetes ExternalJWTSigner
+ * socket the way kube-apiserver does (k8s-sign, k8s-keys, k8s-metadata), so
+ * an operator can check that socket by hand.
  *
  * Network work goes through the client library (jwtsigner_client.h); `decode`
  * needs no network and verifies nothing. Failures print one line
@@ -17,10 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "b64url.h"
+#include "clock.h"
 #include "err.h"
 #include "jwtsigner_client.h"
 
@@ -48,7 +54,16 @@ enum {
     ST_UNAVAILABLE = 14,
 };
 
-typedef enum command { CMD_NONE, CMD_SIGN, CMD_JWKS, CMD_DECODE, CMD_ADMIN } command;
+typedef enum command {
+    CMD_NONE,
+    CMD_SIGN,
+    CMD_JWKS,
+    CMD_DECODE,
+    CMD_ADMIN,
+    CMD_K8S_SIGN,
+    CMD_K8S_KEYS,
+    CMD_K8S_METADATA,
+} command;
 
 typedef enum admin_cmd {
     ADM_NONE,
@@ -74,9 +89,12 @@ typedef struct cli {
     int help;
     command cmd;
     admin_cmd admin;
-    const char *reason; /* --reason, admin only */
-    const char *arg;    /* CLAIMS_JSON, TOKEN or "-"; for admin its first operand */
-    const char *arg2;   /* admin revoke: KID */
+    const char *reason;        /* --reason, admin only */
+    const char *arg;           /* CLAIMS_JSON, TOKEN or "-"; for admin its first operand */
+    const char *arg2;          /* admin revoke: KID */
+    const char *unix_path;     /* --unix, k8s-* only */
+    const char *api_name;      /* --api as given, k8s-* only */
+    jwtsigner_k8s_api k8s_api; /* --api, default v1 */
 } cli;
 
 static void usage_global(FILE *f)
@@ -85,6 +103,8 @@ static void usage_global(FILE *f)
           "       jwt-sign [OPTIONS] jwks\n"
           "       jwt-sign decode TOKEN|-\n"
           "       jwt-sign [OPTIONS] admin ACTION [ARGS] [--reason TEXT]\n"
+          "       jwt-sign --unix PATH [--api v1|v1alpha1] [--timeout-ms N]\n"
+          "                k8s-sign PAYLOAD_B64URL|- | k8s-keys | k8s-metadata\n"
           "       jwt-sign [COMMAND [ACTION]] --help\n"
           "\n"
           "Commands:\n"
@@ -96,6 +116,9 @@ static void usage_global(FILE *f)
           "             freeze IDENTITY | unfreeze IDENTITY | reload | status |\n"
           "             rotate-audit-key\n"
           "           (see jwt-sign admin --help)\n"
+          "  k8s-sign, k8s-keys, k8s-metadata\n"
+          "           call the Kubernetes ExternalJWTSigner socket (Sign, FetchKeys,\n"
+          "           Metadata) as kube-apiserver does; see jwt-sign k8s-sign --help\n"
           "\n"
           "Connection options (sign, jwks, admin); options may come before or after the\n"
           "command:\n"
@@ -106,6 +129,11 @@ static void usage_global(FILE *f)
           "  --timeout-ms N       per-call deadline, 1..3600000 (default 5000)\n"
           "  -h, --help           show help (for a command: jwt-sign COMMAND --help)\n"
           "\n"
+          "Socket options (k8s-sign, k8s-keys, k8s-metadata, with --timeout-ms; the\n"
+          "TLS options above do not apply):\n"
+          "  --unix PATH          the signer's ExternalJWTSigner Unix socket\n"
+          "  --api v1|v1alpha1    service version to call (default v1)\n"
+          "\n"
           "Exit status:\n"
           "  0 success\n"
           "  1 any other failure (INTERNAL, UNKNOWN, NOT_FOUND, FAILED_PRECONDITION, ...,\n"
@@ -113,8 +141,10 @@ static void usage_global(FILE *f)
           "  2 usage error\n"
           "  3 PERMISSION_DENIED (also: admin called by a non-admin identity)\n"
           "  4 INVALID_ARGUMENT (also unreadable PEM files, a malformed token to decode)\n"
-          "  5 UNAVAILABLE or DEADLINE_EXCEEDED (server down, TLS failure, timeout)\n"
-          "  6 RESOURCE_EXHAUSTED (rate limited)\n"
+          "  5 UNAVAILABLE or DEADLINE_EXCEEDED (server down, TLS failure, timeout,\n"
+          "    no socket or no permission to connect to it)\n"
+          "  6 RESOURCE_EXHAUSTED (rate limited; for k8s-*, also a reply larger than\n"
+          "    the client accepts)\n"
           "On failure one line \"jwt-sign: STATUS_NAME: message\" goes to stderr\n"
           "(gRPC's own log is off unless GRPC_VERBOSITY is set, e.g. to ERROR).\n",
           f);
@@ -148,6 +178,47 @@ static void usage_jwks(FILE *f)
           "\n"
           "Prints the signer's JWKS JSON ({\"keys\":[...]}, RFC 7517 section 5) as the\n"
           "signer sent it, followed by a newline. Exit status: see jwt-sign --help.\n",
+          f);
+}
+
+static void usage_k8s(FILE *f)
+{
+    fputs("Usage: jwt-sign --unix PATH [--api v1|v1alpha1] [--timeout-ms N]\n"
+          "                k8s-sign PAYLOAD_B64URL|-\n"
+          "       jwt-sign --unix PATH [--api v1|v1alpha1] [--timeout-ms N] k8s-keys\n"
+          "       jwt-sign --unix PATH [--api v1|v1alpha1] [--timeout-ms N] k8s-metadata\n"
+          "\n"
+          "Calls the Kubernetes ExternalJWTSigner service (k8s.io/externaljwt) on the\n"
+          "signer's Unix socket PATH the way kube-apiserver does: gRPC without TLS.\n"
+          "Access is the socket's file permissions and the signer's policy, which must\n"
+          "list this user's uid as a caller (id: unix:uid=N; see `id -u`).\n"
+          "--api v1alpha1 calls the service as kube-apiserver 1.32-1.33 does; the\n"
+          "default, v1, as 1.34 and later do. Each prints one JSON object on stdout:\n"
+          "\n"
+          "  k8s-sign PAYLOAD_B64URL|-   Sign: PAYLOAD_B64URL is the JWT payload\n"
+          "      already base64url-encoded (no padding), the token's second segment;\n"
+          "      \"-\" reads it from stdin (a trailing newline is dropped). At most\n"
+          "      65536 characters. Prints\n"
+          "        {\"header\":B64URL,\"signature\":B64URL,\"token\":JWT}\n"
+          "      where token is header.PAYLOAD_B64URL.signature, assembled as\n"
+          "      kube-apiserver does. The header is checked as kube-apiserver checks\n"
+          "      it (typ JWT, alg RS256/ES256/ES384/ES512, kid of 1..1024 bytes) and\n"
+          "      must hold only alg, kid and typ. The signature is not verified here.\n"
+          "  k8s-keys     FetchKeys: prints\n"
+          "        {\"keys\":[{\"key_id\":KID,\"key_der_b64\":BASE64,\n"
+          "                  \"public_key_pem\":PEM,\"exclude_from_oidc_discovery\":BOOL},...],\n"
+          "         \"data_timestamp\":RFC3339,\"data_timestamp_seconds\":N,\n"
+          "         \"refresh_hint_seconds\":N}\n"
+          "      key_der_b64 is the PKIX (SubjectPublicKeyInfo) DER in standard base64;\n"
+          "      a key that does not parse as one fails the command (exit 1).\n"
+          "  k8s-metadata Metadata: prints {\"max_token_expiration_seconds\":N}\n"
+          "      (kube-apiserver needs at least 600; less fails the command).\n"
+          "\n"
+          "Example: payload=$(printf '{\"iss\":\"...\"}' | basenc --base64url | tr -d '=\\n')\n"
+          "         jwt-sign --unix var/dev/externaljwt.sock k8s-sign \"$payload\"\n"
+          "A refusal prints \"jwt-sign: STATUS_NAME: reason: message\" on stderr; a reply\n"
+          "that breaks the contract is INTERNAL (\"malformed response: ...\"). Exit\n"
+          "status as for sign (jwt-sign --help).\n",
           f);
 }
 
@@ -347,6 +418,11 @@ static void print_help(command cmd, admin_cmd adm)
         break;
     case CMD_DECODE:
         usage_decode(stdout);
+        break;
+    case CMD_K8S_SIGN:
+    case CMD_K8S_KEYS:
+    case CMD_K8S_METADATA:
+        usage_k8s(stdout);
         break;
     case CMD_NONE:
     default:
@@ -898,6 +974,284 @@ out:
     return rc;
 }
 
+/* ---- Kubernetes ExternalJWTSigner (k8s-sign, k8s-keys, k8s-metadata) ---------------- */
+
+static bool is_k8s(command cmd)
+{
+    return cmd == CMD_K8S_SIGN || cmd == CMD_K8S_KEYS || cmd == CMD_K8S_METADATA;
+}
+
+/*
+ * The socket commands and the mTLS commands take disjoint options: a TLS
+ * option given to k8s-* (or --unix to sign) is a mistake worth saying, not
+ * something to ignore. Environment variables (JWT_SIGN_TARGET, ...) are not
+ * options given here and are simply not used by k8s-*.
+ */
+static int check_k8s_options(const cli *c)
+{
+    if (!is_k8s(c->cmd)) {
+        if (c->unix_path != NULL || c->api_name != NULL)
+            return usage_error("--unix and --api apply only to k8s-sign, k8s-keys and "
+                               "k8s-metadata",
+                               NULL);
+        return 0;
+    }
+    if (c->target != NULL || c->ca != NULL || c->cert != NULL || c->key != NULL)
+        return usage_error("k8s-* commands call a Unix socket without TLS: use --unix PATH, not "
+                           "--target, --ca, --cert or --key",
+                           NULL);
+    if (c->key_name != NULL || c->request_id != NULL || c->json)
+        return usage_error("--key-name, --request-id and --json do not apply to k8s-* commands "
+                           "(the signer picks the key from its policy; output is always JSON)",
+                           NULL);
+    if (c->unix_path == NULL || c->unix_path[0] == '\0')
+        return usage_error("k8s-* commands need --unix PATH (the signer's ExternalJWTSigner "
+                           "socket)",
+                           NULL);
+    return 0;
+}
+
+/*
+ * A failed socket call: the status line, then a hint when the reply was over
+ * the client's size limit, or when the socket could not be reached: from what
+ * is at PATH (gRPC's own text for a Unix socket names only the errno).
+ */
+static int fail_k8s_call(const cli *c, const jwtsigner_status *st)
+{
+    int rc = fail(st->code, st->message);
+    /* gRPC's own refusal of a reply over the channel's receive limit. */
+    if (st->code == ST_RESOURCE_EXHAUSTED && strstr(st->message, "larger than max") != NULL)
+        fprintf(stderr,
+                "jwt-sign: hint: the reply is larger than this client accepts (%d bytes); a "
+                "well-formed ExternalJWTSigner reply is far smaller\n",
+                JWTSIGNER_K8S_REPLY_MAX);
+    if (st->code != ST_UNAVAILABLE || c->unix_path == NULL)
+        return rc;
+    struct stat sb;
+    const char *hint = NULL;
+    if (stat(c->unix_path, &sb) != 0)
+        hint = errno == ENOENT ? "nothing exists at the --unix path; is jwt-signerd running with "
+                                 "externaljwt.socket set to it (relative to its config file)?"
+                               : "the --unix path cannot be looked up (a directory on the way "
+                                 "is not searchable by this user?)";
+    else if (!S_ISSOCK(sb.st_mode))
+        hint = "the --unix path is not a Unix socket";
+    else if (access(c->unix_path, W_OK) != 0)
+        hint = "this user may not connect to the socket: its owner, group and mode come from "
+               "externaljwt.owner, .group and .mode in the signer's config";
+    else
+        hint = "the socket exists but nothing accepts on it: a stale socket left by a signer that "
+               "is no longer running?";
+    fprintf(stderr, "jwt-sign: hint: %s\n", hint);
+    return rc;
+}
+
+static int connect_k8s(const cli *c, jwtsigner_k8s **out)
+{
+    jwtsigner_status st;
+    if (jwtsigner_k8s_new(c->unix_path, c->k8s_api, c->timeout_ms, out, &st) != 0)
+        return fail(st.code, st.message);
+    return EXIT_OK;
+}
+
+/* The algorithms kube-apiserver accepts from an external signer. */
+static const char *const k8s_algs[] = {"RS256", "ES256", "ES384", "ES512"};
+
+/*
+ * Checks a Sign reply's JOSE header as kube-apiserver does before it uses the
+ * token (typ "JWT", a supported alg, a kid of 1..1024 bytes), plus the
+ * contract's "only alg, kid and typ". Returns 0, or -1 with msg filled.
+ */
+static int check_k8s_header(const char *header_b64, char *msg, size_t msg_cap)
+{
+    int rc = -1;
+    char why[JWTSIGNER_MSG_MAX / 2]; /* decode_segment's messages are short */
+    json_t *h = decode_segment(header_b64, strlen(header_b64), "header", why, sizeof(why));
+    if (h == NULL) {
+        snprintf(msg, msg_cap, "malformed response: %s", why);
+        return -1;
+    }
+    const char *key = NULL;
+    json_t *val = NULL;
+    json_object_foreach(h, key, val)
+    {
+        if (strcmp(key, "alg") != 0 && strcmp(key, "kid") != 0 && strcmp(key, "typ") != 0) {
+            snprintf(msg, msg_cap,
+                     "malformed response: the header has a member other than alg, kid and typ");
+            goto out;
+        }
+    }
+    const char *typ = json_string_value(json_object_get(h, "typ"));
+    const char *alg = json_string_value(json_object_get(h, "alg"));
+    const char *kid = json_string_value(json_object_get(h, "kid"));
+    if (typ == NULL || strcmp(typ, "JWT") != 0) {
+        snprintf(msg, msg_cap, "malformed response: the header's typ is not \"JWT\"");
+        goto out;
+    }
+    bool alg_ok = false;
+    for (size_t i = 0; alg != NULL && i < sizeof(k8s_algs) / sizeof(k8s_algs[0]); i++)
+        alg_ok = alg_ok || strcmp(alg, k8s_algs[i]) == 0;
+    if (!alg_ok) {
+        snprintf(msg, msg_cap,
+                 "malformed response: the header's alg is not one kube-apiserver accepts "
+                 "(RS256, ES256, ES384, ES512)");
+        goto out;
+    }
+    size_t kid_len = kid != NULL ? json_string_length(json_object_get(h, "kid")) : 0;
+    if (kid_len == 0 || kid_len > JWTSIGNER_K8S_KID_MAX) {
+        snprintf(msg, msg_cap,
+                 "malformed response: the header's kid is not a string of 1..%d bytes",
+                 JWTSIGNER_K8S_KID_MAX);
+        goto out;
+    }
+    rc = 0;
+out:
+    json_decref(h);
+    return rc;
+}
+
+/* {"header","signature","token"}; NULL on out of memory or invalid UTF-8. */
+static json_t *k8s_token_json(const jwtsigner_k8s_token *t)
+{
+    return json_pack("{s:s, s:s, s:s}", "header", t->header, "signature", t->signature, "token",
+                     t->token);
+}
+
+static int cmd_k8s_sign(const cli *c)
+{
+    int rc = EXIT_OK;
+    jwtsigner_k8s *k = NULL;
+    jwtsigner_status st;
+    jwtsigner_k8s_token tok = {0};
+    char *input = NULL;
+    const char *payload = c->arg;
+    char msg[JWTSIGNER_MSG_MAX];
+
+    if (strcmp(c->arg, "-") == 0) {
+        size_t len = 0;
+        int code = read_stdin(&input, &len, msg, sizeof(msg));
+        if (code != 0) {
+            rc = fail(code, msg);
+            goto out;
+        }
+        /* `basenc ... | tr -d =` or echo end the payload with a newline. */
+        while (len > 0 && (input[len - 1] == '\n' || input[len - 1] == '\r'))
+            input[--len] = '\0';
+        if (memchr(input, '\0', len) != NULL) {
+            rc = fail(ST_INVALID_ARGUMENT, "payload: contains a NUL byte");
+            goto out;
+        }
+        payload = input;
+    }
+    rc = connect_k8s(c, &k);
+    if (rc != EXIT_OK)
+        goto out;
+    if (jwtsigner_k8s_sign(k, payload, &tok, &st) != 0) {
+        rc = fail_k8s_call(c, &st);
+        goto out;
+    }
+    if (check_k8s_header(tok.header, msg, sizeof(msg)) != 0) {
+        rc = fail(ST_INTERNAL, msg);
+        goto out;
+    }
+    rc = emit_json(k8s_token_json(&tok), 0);
+    if (rc == EXIT_OK)
+        rc = finish_output();
+out:
+    jwtsigner_k8s_token_clear(&tok);
+    jwtsigner_k8s_free(k);
+    free(input);
+    return rc;
+}
+
+/* Standard base64 (RFC 4648 section 4, padded): how PKIX DER is usually pasted. NULL on OOM. */
+static char *base64_std(const unsigned char *in, size_t n)
+{
+    if (n > (size_t)INT_MAX / 4 * 3 - 3)
+        return NULL;
+    char *out = malloc((n + 2) / 3 * 4 + 1);
+    if (out != NULL)
+        EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+    return out;
+}
+
+/*
+ * The k8s-keys object; NULL on out of memory or a string that is not UTF-8
+ * (emit_json says so). keys->data_timestamp is in 1970..9999
+ * (jwtsigner_k8s_fetch_keys checks), so its milliseconds fit js_wall_format.
+ */
+static json_t *k8s_keys_json(const jwtsigner_k8s_keys *keys)
+{
+    json_t *arr = json_array();
+    if (arr == NULL)
+        return NULL;
+    for (size_t i = 0; i < keys->count; i++) {
+        const jwtsigner_k8s_key *key = &keys->keys[i];
+        char *b64 = base64_std(key->der, key->der_len);
+        json_t *o = b64 == NULL
+                        ? NULL
+                        : json_pack("{s:s, s:s, s:s, s:b}", "key_id", key->key_id, "key_der_b64",
+                                    b64, "public_key_pem", key->pem, "exclude_from_oidc_discovery",
+                                    key->exclude_from_oidc_discovery);
+        free(b64);
+        if (o == NULL || json_array_append_new(arr, o) != 0) {
+            json_decref(arr);
+            return NULL;
+        }
+    }
+    char when[JS_WALL_TIME_LEN + 1];
+    js_wall_format(keys->data_timestamp_seconds * 1000 + keys->data_timestamp_nanos / 1000000,
+                   when);
+    return json_pack("{s:o, s:s, s:I, s:I}", "keys", arr, "data_timestamp", when,
+                     "data_timestamp_seconds", (json_int_t)keys->data_timestamp_seconds,
+                     "refresh_hint_seconds", (json_int_t)keys->refresh_hint_seconds);
+}
+
+static int cmd_k8s_keys(const cli *c)
+{
+    int rc = EXIT_OK;
+    jwtsigner_k8s *k = NULL;
+    jwtsigner_status st;
+    jwtsigner_k8s_keys keys = {0};
+
+    rc = connect_k8s(c, &k);
+    if (rc != EXIT_OK)
+        goto out;
+    if (jwtsigner_k8s_fetch_keys(k, &keys, &st) != 0) {
+        rc = fail_k8s_call(c, &st);
+        goto out;
+    }
+    rc = emit_json(k8s_keys_json(&keys), 1);
+    if (rc == EXIT_OK)
+        rc = finish_output();
+out:
+    jwtsigner_k8s_keys_clear(&keys);
+    jwtsigner_k8s_free(k);
+    return rc;
+}
+
+static int cmd_k8s_metadata(const cli *c)
+{
+    int rc = EXIT_OK;
+    jwtsigner_k8s *k = NULL;
+    jwtsigner_status st;
+    int64_t max_exp = 0;
+
+    rc = connect_k8s(c, &k);
+    if (rc != EXIT_OK)
+        goto out;
+    if (jwtsigner_k8s_metadata(k, &max_exp, &st) != 0) {
+        rc = fail_k8s_call(c, &st);
+        goto out;
+    }
+    rc = emit_json(json_pack("{s:I}", "max_token_expiration_seconds", (json_int_t)max_exp), 0);
+    if (rc == EXIT_OK)
+        rc = finish_output();
+out:
+    jwtsigner_k8s_free(k);
+    return rc;
+}
+
 static command parse_command(const char *s)
 {
     if (strcmp(s, "sign") == 0)
@@ -908,6 +1262,12 @@ static command parse_command(const char *s)
         return CMD_DECODE;
     if (strcmp(s, "admin") == 0)
         return CMD_ADMIN;
+    if (strcmp(s, "k8s-sign") == 0)
+        return CMD_K8S_SIGN;
+    if (strcmp(s, "k8s-keys") == 0)
+        return CMD_K8S_KEYS;
+    if (strcmp(s, "k8s-metadata") == 0)
+        return CMD_K8S_METADATA;
     return CMD_NONE;
 }
 
@@ -921,6 +1281,8 @@ enum {
     OPT_REQUEST_ID,
     OPT_JSON,
     OPT_REASON,
+    OPT_UNIX,
+    OPT_API,
 };
 
 static int apply_option(cli *c, int opt, const char *optarg)
@@ -954,6 +1316,18 @@ static int apply_option(cli *c, int opt, const char *optarg)
     case OPT_REASON:
         c->reason = optarg;
         break;
+    case OPT_UNIX:
+        c->unix_path = optarg;
+        break;
+    case OPT_API:
+        c->api_name = optarg;
+        if (strcmp(optarg, "v1") == 0)
+            c->k8s_api = JWTSIGNER_K8S_V1;
+        else if (strcmp(optarg, "v1alpha1") == 0)
+            c->k8s_api = JWTSIGNER_K8S_V1ALPHA1;
+        else
+            return usage_error("--api must be v1 or v1alpha1, not", optarg);
+        break;
     case 'h':
     default:
         c->help = 1;
@@ -974,10 +1348,12 @@ static int cli_main(int argc, char **argv, char **ops)
         {"request-id", required_argument, NULL, OPT_REQUEST_ID},
         {"json", no_argument, NULL, OPT_JSON},
         {"reason", required_argument, NULL, OPT_REASON},
+        {"unix", required_argument, NULL, OPT_UNIX},
+        {"api", required_argument, NULL, OPT_API},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    cli c = {.timeout_ms = 0, .cmd = CMD_NONE};
+    cli c = {.timeout_ms = 0, .cmd = CMD_NONE, .k8s_api = JWTSIGNER_K8S_V1};
 
     /*
      * Our own argument scan instead of getopt: the only options are --long
@@ -1047,7 +1423,12 @@ static int cli_main(int argc, char **argv, char **ops)
         return finish_output();
     }
     if (c.cmd == CMD_NONE)
-        return usage_error("missing command (sign, jwks, decode or admin)", NULL);
+        return usage_error("missing command (sign, jwks, decode, admin, k8s-sign, k8s-keys or "
+                           "k8s-metadata)",
+                           NULL);
+    int rc = check_k8s_options(&c);
+    if (rc != 0)
+        return rc;
     if (c.cmd == CMD_ADMIN && adm == NULL)
         return usage_error("admin needs an action (rotate, revoke, incident, freeze, unfreeze, "
                            "reload, status or rotate-audit-key)",
@@ -1071,11 +1452,12 @@ static int cli_main(int argc, char **argv, char **ops)
             return usage_error("admin incident takes on or off, not", c.arg);
     }
 
-    int want_arg = (c.cmd == CMD_SIGN || c.cmd == CMD_DECODE);
+    int want_arg = (c.cmd == CMD_SIGN || c.cmd == CMD_DECODE || c.cmd == CMD_K8S_SIGN);
     if (want_arg) {
         if (optind >= argc)
-            return usage_error(c.cmd == CMD_SIGN ? "sign needs CLAIMS_JSON or -"
-                                                 : "decode needs TOKEN or -",
+            return usage_error(c.cmd == CMD_SIGN     ? "sign needs CLAIMS_JSON or -"
+                               : c.cmd == CMD_DECODE ? "decode needs TOKEN or -"
+                                                     : "k8s-sign needs PAYLOAD_B64URL or -",
                                NULL);
         c.arg = argv[optind++];
     }
@@ -1104,6 +1486,12 @@ static int cli_main(int argc, char **argv, char **ops)
         return cmd_decode(&c);
     case CMD_ADMIN:
         return cmd_admin(&c);
+    case CMD_K8S_SIGN:
+        return cmd_k8s_sign(&c);
+    case CMD_K8S_KEYS:
+        return cmd_k8s_keys(&c);
+    case CMD_K8S_METADATA:
+        return cmd_k8s_metadata(&c);
     case CMD_NONE:
     default:
         return EXIT_USAGE;

@@ -15,6 +15,13 @@
  * the next call instead.
  * The public functions only build a request message and check the reply
  * against the contract in proto/jwtsigner/v1/signer.proto.
+ *
+ * The Kubernetes ExternalJWTSigner handle (jwtsigner_k8s_*) is the same
+ * client on another channel -- insecure gRPC to a "unix:" target, as
+ * kube-apiserver dials it -- with the three methods of that service
+ * registered instead (proto/externaljwt/v1/api.proto; v1alpha1 has the same
+ * messages under another package name, so only the method paths differ). Its
+ * calls go through the same unary_call(), queue pool and status handling.
  */
 #include "jwtsigner_client.h"
 
@@ -25,6 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -40,6 +49,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "externaljwt/v1/api.pb-c.h"
 #include "jwtsigner/v1/signer.pb-c.h"
 
 /* PEM files larger than this are refused: a CA bundle or a key is a few KiB. */
@@ -74,8 +84,15 @@ typedef enum method_id {
     M_RELOAD_POLICY,
     M_GET_STATUS,
     M_ROTATE_AUDIT_KEY,
+    /* k8s.io/externaljwt ExternalJWTSigner: registered on a jwtsigner_k8s handle only. */
+    M_K8S_SIGN,
+    M_K8S_FETCH_KEYS,
+    M_K8S_METADATA,
     M_COUNT
 } method_id;
+
+/* The first ExternalJWTSigner method; those before it belong to the mTLS handle. */
+#define M_K8S_FIRST M_K8S_SIGN
 
 static const char *const method_paths[M_COUNT] = {
     [M_SIGN_JWT] = "/jwtsigner.v1.Signer/SignJwt",
@@ -88,11 +105,22 @@ static const char *const method_paths[M_COUNT] = {
     [M_RELOAD_POLICY] = "/jwtsigner.v1.Admin/ReloadPolicy",
     [M_GET_STATUS] = "/jwtsigner.v1.Admin/GetStatus",
     [M_ROTATE_AUDIT_KEY] = "/jwtsigner.v1.Admin/RotateAuditKey",
+    [M_K8S_SIGN] = "/v1.ExternalJWTSigner/Sign",
+    [M_K8S_FETCH_KEYS] = "/v1.ExternalJWTSigner/FetchKeys",
+    [M_K8S_METADATA] = "/v1.ExternalJWTSigner/Metadata",
+};
+
+/* The same methods as published in package v1alpha1 (kube-apiserver 1.32-1.33). */
+static const char *const k8s_v1alpha1_paths[M_COUNT - M_K8S_FIRST] = {
+    [M_K8S_SIGN - M_K8S_FIRST] = "/v1alpha1.ExternalJWTSigner/Sign",
+    [M_K8S_FETCH_KEYS - M_K8S_FIRST] = "/v1alpha1.ExternalJWTSigner/FetchKeys",
+    [M_K8S_METADATA - M_K8S_FIRST] = "/v1alpha1.ExternalJWTSigner/Metadata",
 };
 
 struct jwtsigner_client {
     grpc_channel *channel;
-    /* From grpc_channel_register_call, owned by the channel; read-only after new(). */
+    /* From grpc_channel_register_call, owned by the channel; read-only after new().
+     * NULL for the methods of the other kind of handle. */
     void *methods[M_COUNT];
     int timeout_ms;
     /*
@@ -105,6 +133,11 @@ struct jwtsigner_client {
     pthread_mutex_t cq_lock;
     grpc_completion_queue *cq_idle[CQ_POOL_MAX];
     size_t cq_n_idle;
+};
+
+/* A distinct type, so an ExternalJWTSigner handle cannot be passed to jwtsigner_sign(). */
+struct jwtsigner_k8s {
+    jwtsigner_client *client;
 };
 
 const char *jwtsigner_status_name(int code)
@@ -316,6 +349,54 @@ out:
     return rc;
 }
 
+/* The teardown of client_alloc (defined with jwtsigner_client_free, below). */
+static void client_release(jwtsigner_client *c);
+
+/*
+ * Storage for a handle and its queue pool's lock, and gRPC itself:
+ * grpc_init(), balanced by client_release(). NULL with *st filled on failure.
+ */
+static jwtsigner_client *client_alloc(int timeout_ms, jwtsigner_status *st)
+{
+    jwtsigner_client *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+        return NULL;
+    }
+    if (pthread_mutex_init(&c->cq_lock, NULL) != 0) {
+        free(c);
+        set_status(st, GRPC_STATUS_INTERNAL, "cannot create a mutex");
+        return NULL;
+    }
+    c->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
+    grpc_init();
+    return c;
+}
+
+/*
+ * Creates c's channel to target and registers the methods [first, end) on
+ * it, the ExternalJWTSigner ones under api's package name. Returns 0 or the
+ * status code with *st filled; client_release() undoes a partial connect.
+ */
+static int client_connect(jwtsigner_client *c, const char *target, grpc_channel_credentials *creds,
+                          const grpc_channel_args *args, method_id first, method_id end,
+                          jwtsigner_k8s_api api, jwtsigner_status *st)
+{
+    /* Never NULL: on a bad target gRPC returns a lame channel whose calls fail. */
+    c->channel = grpc_channel_create(target, creds, args);
+    if (c->channel == NULL)
+        return set_status(st, GRPC_STATUS_INTERNAL, "cannot create a channel to '%s'", target);
+    for (size_t i = (size_t)first; i < (size_t)end; i++) {
+        const char *path = (i >= M_K8S_FIRST && api == JWTSIGNER_K8S_V1ALPHA1)
+                               ? k8s_v1alpha1_paths[i - M_K8S_FIRST]
+                               : method_paths[i];
+        c->methods[i] = grpc_channel_register_call(c->channel, path, NULL, NULL);
+        if (c->methods[i] == NULL)
+            return set_status(st, GRPC_STATUS_INTERNAL, "cannot register method %s", path);
+    }
+    return 0;
+}
+
 jwtsigner_client *jwtsigner_client_new(const jwtsigner_options *opts, jwtsigner_status *st)
 {
     jwtsigner_status local;
@@ -323,7 +404,6 @@ jwtsigner_client *jwtsigner_client_new(const jwtsigner_options *opts, jwtsigner_
     char *ca = NULL, *cert = NULL, *key = NULL;
     size_t ca_len = 0, cert_len = 0, key_len = 0;
     grpc_channel_credentials *creds = NULL;
-    int grpc_started = 0;
     int ok = 0;
 
     if (st == NULL)
@@ -344,21 +424,9 @@ jwtsigner_client *jwtsigner_client_new(const jwtsigner_options *opts, jwtsigner_
     if (check_pem(ca, cert, key, st) != 0)
         goto out;
 
-    c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+    c = client_alloc(opts->timeout_ms, st);
+    if (c == NULL)
         goto out;
-    }
-    if (pthread_mutex_init(&c->cq_lock, NULL) != 0) {
-        free(c);
-        c = NULL;
-        set_status(st, GRPC_STATUS_INTERNAL, "cannot create a mutex");
-        goto out;
-    }
-    c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
-
-    grpc_init();
-    grpc_started = 1;
     grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
     /* gRPC copies the PEM strings, so our key buffer can be wiped right after. */
     creds = grpc_ssl_credentials_create(ca, &pair, NULL, NULL);
@@ -366,34 +434,16 @@ jwtsigner_client *jwtsigner_client_new(const jwtsigner_options *opts, jwtsigner_
         set_status(st, GRPC_STATUS_INTERNAL, "gRPC refused the TLS credentials");
         goto out;
     }
-    /* Never NULL: on a bad target gRPC returns a lame channel whose calls fail. */
-    c->channel = grpc_channel_create(opts->target, creds, NULL);
-    if (c->channel == NULL) {
-        set_status(st, GRPC_STATUS_INTERNAL, "cannot create a channel to '%s'", opts->target);
+    if (client_connect(c, opts->target, creds, NULL, 0, M_K8S_FIRST, JWTSIGNER_K8S_V1, st) != 0)
         goto out;
-    }
-    for (size_t i = 0; i < M_COUNT; i++) {
-        c->methods[i] = grpc_channel_register_call(c->channel, method_paths[i], NULL, NULL);
-        if (c->methods[i] == NULL) {
-            set_status(st, GRPC_STATUS_INTERNAL, "cannot register method %s", method_paths[i]);
-            goto out;
-        }
-    }
     ok = 1;
 
 out:
     if (creds != NULL)
         grpc_channel_credentials_release(creds);
     if (!ok) {
-        if (c != NULL) {
-            if (c->channel != NULL)
-                grpc_channel_destroy(c->channel);
-            pthread_mutex_destroy(&c->cq_lock);
-        }
-        free(c);
+        client_release(c);
         c = NULL;
-        if (grpc_started)
-            grpc_shutdown();
     }
     wipe(key, key_len);
     free(key);
@@ -448,18 +498,25 @@ static void cq_give(jwtsigner_client *c, grpc_completion_queue *cq, int idle)
         cq_destroy(cq);
 }
 
-/* No call may be in flight on c: the pool and the channel go with it. */
-void jwtsigner_client_free(jwtsigner_client *c)
+/* Also for a handle whose channel was never made; NULL is accepted. */
+static void client_release(jwtsigner_client *c)
 {
     if (c == NULL)
         return;
-    grpc_channel_destroy(c->channel);
+    if (c->channel != NULL)
+        grpc_channel_destroy(c->channel);
     for (size_t i = 0; i < c->cq_n_idle; i++)
         cq_destroy(c->cq_idle[i]);
     pthread_mutex_destroy(&c->cq_lock);
     free(c);
-    /* Balances the grpc_init() of jwtsigner_client_new(). */
+    /* Balances the grpc_init() of client_alloc(). */
     grpc_shutdown();
+}
+
+/* No call may be in flight on c: the pool and the channel go with it. */
+void jwtsigner_client_free(jwtsigner_client *c)
+{
+    client_release(c);
 }
 
 /*
@@ -491,6 +548,9 @@ static int unary_call(jwtsigner_client *c, method_id m, const ProtobufCMessage *
     int cq_idle = 0;
 
     *resp = NULL;
+    if (c->methods[m] == NULL)
+        return set_status(st, GRPC_STATUS_INTERNAL, "%s is not a method of this kind of handle",
+                          method_paths[m]);
     grpc_metadata_array_init(&initial_md);
     grpc_metadata_array_init(&trailing_md);
 
@@ -630,16 +690,18 @@ static char *dup_field(const char *s)
     return strdup(s != NULL ? s : "");
 }
 
+/* The base64url alphabet, RFC 4648 §5. strspn scans with a byte table. */
+static const char b64url_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
 /*
  * A compact JWS (RFC 7515 §7.1) is three base64url segments joined by two
  * dots; anything else from the server is a malformed response, not a token.
  */
 static int is_compact_jws(const char *s)
 {
-    /* The base64url alphabet, RFC 4648 §5. strspn scans with a byte table. */
-    static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     for (int i = 0; i < 3; i++) {
-        size_t n = strspn(s, b64url);
+        size_t n = strspn(s, b64url_alphabet);
         if (n == 0 || s[n] != (i < 2 ? '.' : '\0'))
             return 0;
         s += n + 1;
@@ -1094,6 +1156,397 @@ int jwtsigner_admin_status(jwtsigner_client *c, char **json_out, jwtsigner_statu
         rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
         goto out;
     }
+out:
+    free_reply(msg);
+    return rc;
+}
+
+/* ---- Kubernetes ExternalJWTSigner --------------------------------------------------- */
+
+/* The longest path connect(2) takes: sockaddr_un's sun_path less its NUL. */
+#define UNIX_PATH_LEN_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+/* Latest Timestamp the proto allows: 9999-12-31T23:59:59Z (google/protobuf/timestamp.proto). */
+#define TIMESTAMP_SECONDS_MAX INT64_C(253402300799)
+#define NANOS_MAX             999999999
+
+/* A non-empty string of base64url characters, nothing else (no padding). */
+static int is_b64url(const char *s)
+{
+    return s != NULL && s[0] != '\0' && s[strspn(s, b64url_alphabet)] == '\0';
+}
+
+/*
+ * Builds the gRPC target "unix:/abs/path" for socket_path into out. gRPC
+ * parses the target as a URI, so '%', '?' and '#' would not reach connect(2)
+ * as written; such a path (and one with control bytes) is refused rather than
+ * escaped, as is one longer than sun_path.
+ */
+static int k8s_target(const char *socket_path, char *out, size_t cap, jwtsigner_status *st)
+{
+    char cwd[PATH_MAX];
+    const char *dir = "";
+    const char *sep = "";
+
+    if (socket_path == NULL || socket_path[0] == '\0')
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT, "the socket path is empty");
+    if (socket_path[0] != '/') {
+        if (getcwd(cwd, sizeof(cwd)) == NULL)
+            return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                              "cannot make socket path '%s' absolute: %s", socket_path,
+                              strerror(errno));
+        dir = cwd;
+        sep = strcmp(cwd, "/") == 0 ? "" : "/";
+    }
+    int n = snprintf(out, cap, "unix:%s%s%s", dir, sep, socket_path);
+    if (n < 0 || (size_t)n >= cap || (size_t)n - strlen("unix:") > UNIX_PATH_LEN_MAX)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "socket path '%s' is too long: a Unix socket path is at most %zu bytes",
+                          socket_path, (size_t)UNIX_PATH_LEN_MAX);
+    for (const char *p = out; *p != '\0'; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch < 0x20 || ch == 0x7f || ch == '%' || ch == '?' || ch == '#')
+            return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                              "socket path holds a character gRPC's target syntax does not "
+                              "pass through (%%, ?, # or a control byte); use a path without it");
+    }
+    return 0;
+}
+
+int jwtsigner_k8s_new(const char *socket_path, jwtsigner_k8s_api api, int timeout_ms,
+                      jwtsigner_k8s **out, jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    char target[sizeof("unix:") + PATH_MAX + 1];
+    jwtsigner_k8s *k = NULL;
+    grpc_channel_credentials *creds = NULL;
+    int rc = 0;
+
+    if (st == NULL)
+        st = &local;
+    if (out == NULL)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT, "jwtsigner_k8s_new: missing output");
+    *out = NULL;
+    if (api != JWTSIGNER_K8S_V1 && api != JWTSIGNER_K8S_V1ALPHA1)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_k8s_new: unknown API version %d", (int)api);
+    rc = k8s_target(socket_path, target, sizeof(target), st);
+    if (rc != 0)
+        return rc;
+
+    k = calloc(1, sizeof(*k));
+    if (k == NULL)
+        return set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+    k->client = client_alloc(timeout_ms, st);
+    if (k->client == NULL) {
+        rc = st->code;
+        goto out;
+    }
+    /*
+     * Insecure, as kube-apiserver dials the socket: its file permissions and
+     * the signer's SO_PEERCRED check of the caller are the access control.
+     * The receive limit bounds what a wrong or hostile peer can make us hold.
+     */
+    creds = grpc_insecure_credentials_create();
+    if (creds == NULL) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "gRPC refused insecure credentials");
+        goto out;
+    }
+    grpc_arg arg = {.type = GRPC_ARG_INTEGER,
+                    .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                    .value.integer = JWTSIGNER_K8S_REPLY_MAX};
+    grpc_channel_args args = {.num_args = 1, .args = &arg};
+    rc = client_connect(k->client, target, creds, &args, M_K8S_FIRST, M_COUNT, api, st);
+    if (rc != 0)
+        goto out;
+    set_status_ok(st);
+    *out = k;
+    k = NULL;
+out:
+    if (creds != NULL)
+        grpc_channel_credentials_release(creds);
+    jwtsigner_k8s_free(k);
+    return rc;
+}
+
+void jwtsigner_k8s_free(jwtsigner_k8s *k)
+{
+    if (k == NULL)
+        return;
+    client_release(k->client);
+    free(k);
+}
+
+void jwtsigner_k8s_token_clear(jwtsigner_k8s_token *t)
+{
+    if (t == NULL)
+        return;
+    /* The assembled token is a bearer credential until it expires. */
+    if (t->token != NULL)
+        wipe(t->token, strlen(t->token));
+    if (t->signature != NULL)
+        wipe(t->signature, strlen(t->signature));
+    free(t->header);
+    free(t->signature);
+    free(t->token);
+    memset(t, 0, sizeof(*t));
+}
+
+int jwtsigner_k8s_sign(jwtsigner_k8s *k, const char *claims_b64url, jwtsigner_k8s_token *out,
+                       jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    int rc = 0;
+    ProtobufCMessage *msg = NULL;
+
+    if (st == NULL)
+        st = &local;
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    if (k == NULL || out == NULL || claims_b64url == NULL)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_k8s_sign: missing handle, claims or output");
+    size_t claims_len = strnlen(claims_b64url, JWTSIGNER_K8S_CLAIMS_MAX + 1);
+    if (claims_len > JWTSIGNER_K8S_CLAIMS_MAX)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT, "claims: longer than %d characters",
+                          JWTSIGNER_K8S_CLAIMS_MAX);
+    if (claims_len == 0)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT, "claims: empty");
+    /* kube-apiserver sends the payload segment as is: base64url without padding. */
+    if (!is_b64url(claims_b64url))
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "claims: not base64url (RFC 4648 section 5, no padding): the JWT "
+                          "payload segment, e.g. from basenc --base64url | tr -d '=\\n'");
+
+    V1__SignJWTRequest req = V1__SIGN_JWTREQUEST__INIT;
+    req.claims = (char *)claims_b64url;
+    rc = unary_call(k->client, M_K8S_SIGN, &req.base, &v1__sign_jwtresponse__descriptor, &msg, st);
+    if (rc != 0)
+        goto out;
+    V1__SignJWTResponse *resp = (V1__SignJWTResponse *)msg;
+    if (!is_b64url(resp->header) || !is_b64url(resp->signature)) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: Sign's %s is empty or not base64url",
+                        !is_b64url(resp->header) ? "header" : "signature");
+        goto out;
+    }
+    size_t hlen = strlen(resp->header), slen = strlen(resp->signature);
+    out->header = strdup(resp->header);
+    out->signature = strdup(resp->signature);
+    /* The reply is bounded (JWTSIGNER_K8S_REPLY_MAX) and so are the claims: no overflow. */
+    out->token = malloc(hlen + 1 + claims_len + 1 + slen + 1);
+    if (out->header == NULL || out->signature == NULL || out->token == NULL) {
+        jwtsigner_k8s_token_clear(out);
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+        goto out;
+    }
+    /* kube-apiserver: response.Header + "." + claims + "." + response.Signature. */
+    char *p = out->token;
+    memcpy(p, resp->header, hlen);
+    p += hlen;
+    *p++ = '.';
+    memcpy(p, claims_b64url, claims_len);
+    p += claims_len;
+    *p++ = '.';
+    memcpy(p, resp->signature, slen);
+    p[slen] = '\0';
+out:
+    if (msg != NULL) {
+        V1__SignJWTResponse *r = (V1__SignJWTResponse *)msg;
+        if (r->signature != NULL)
+            wipe(r->signature, strlen(r->signature));
+    }
+    free_reply(msg);
+    return rc;
+}
+
+void jwtsigner_k8s_keys_clear(jwtsigner_k8s_keys *k)
+{
+    if (k == NULL)
+        return;
+    for (size_t i = 0; i < k->count; i++) {
+        free(k->keys[i].key_id);
+        free(k->keys[i].der);
+        free(k->keys[i].pem);
+    }
+    free(k->keys);
+    memset(k, 0, sizeof(*k));
+}
+
+/*
+ * Checks that der is exactly one PKIX SubjectPublicKeyInfo (RFC 5280 section
+ * 4.1.2.7) and writes it as a PEM "PUBLIC KEY" into a malloc'd string.
+ * NULL if it does not parse, has bytes after it, or on out of memory.
+ */
+static char *spki_der_to_pem(const unsigned char *der, size_t der_len)
+{
+    char *pem = NULL;
+    BIO *bio = NULL;
+    const unsigned char *p = der;
+    EVP_PKEY *pkey = NULL;
+
+    if (der_len == 0 || der_len > LONG_MAX)
+        return NULL;
+    pkey = d2i_PUBKEY(NULL, &p, (long)der_len);
+    if (pkey == NULL || p != der + der_len)
+        goto out;
+    bio = BIO_new(BIO_s_mem());
+    if (bio == NULL || PEM_write_bio_PUBKEY(bio, pkey) != 1)
+        goto out;
+    char *data = NULL;
+    long n = BIO_get_mem_data(bio, &data);
+    if (n <= 0 || data == NULL)
+        goto out;
+    pem = malloc((size_t)n + 1);
+    if (pem == NULL)
+        goto out;
+    memcpy(pem, data, (size_t)n);
+    pem[n] = '\0';
+out:
+    /* A key that does not parse leaves reasons on this thread's OpenSSL error queue. */
+    ERR_clear_error();
+    BIO_free(bio);
+    EVP_PKEY_free(pkey);
+    return pem;
+}
+
+/* Room for the start of a key_id quoted in a message (printable ASCII only, see copy_printable). */
+#define KID_SHOWN 65
+
+/* Checks one FetchKeys key (index i) and copies it into *out; 0 or INTERNAL with *st filled. */
+static int k8s_copy_key(const V1__Key *key, size_t i, jwtsigner_k8s_key *out, jwtsigner_status *st)
+{
+    char shown[KID_SHOWN];
+
+    if (key == NULL || !is_set(key->key_id))
+        return set_status(st, GRPC_STATUS_INTERNAL, "malformed response: key #%zu has no key_id",
+                          i + 1);
+    if (strlen(key->key_id) > JWTSIGNER_K8S_KID_MAX)
+        return set_status(st, GRPC_STATUS_INTERNAL,
+                          "malformed response: key #%zu's key_id is longer than %d bytes", i + 1,
+                          JWTSIGNER_K8S_KID_MAX);
+    out->key_id = strdup(key->key_id);
+    if (out->key_id == NULL)
+        return set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+    copy_printable(shown, sizeof(shown), key->key_id);
+    out->exclude_from_oidc_discovery = key->exclude_from_oidc_discovery != 0;
+    if (key->key.len == 0 || key->key.data == NULL)
+        return set_status(st, GRPC_STATUS_INTERNAL,
+                          "malformed response: key #%zu (key_id '%s') has no key bytes", i + 1,
+                          shown);
+    out->pem = spki_der_to_pem(key->key.data, key->key.len);
+    if (out->pem == NULL)
+        return set_status(st, GRPC_STATUS_INTERNAL,
+                          "malformed response: key #%zu (key_id '%s') is not a PKIX public key "
+                          "(SubjectPublicKeyInfo DER, %zu bytes): kube-apiserver would refuse it",
+                          i + 1, shown, key->key.len);
+    out->der = malloc(key->key.len);
+    if (out->der == NULL)
+        return set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+    memcpy(out->der, key->key.data, key->key.len);
+    out->der_len = key->key.len;
+    return 0;
+}
+
+int jwtsigner_k8s_fetch_keys(jwtsigner_k8s *k, jwtsigner_k8s_keys *out, jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    int rc = 0;
+    ProtobufCMessage *msg = NULL;
+
+    if (st == NULL)
+        st = &local;
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    if (k == NULL || out == NULL)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_k8s_fetch_keys: missing handle or output");
+
+    V1__FetchKeysRequest req = V1__FETCH_KEYS_REQUEST__INIT;
+    rc = unary_call(k->client, M_K8S_FETCH_KEYS, &req.base, &v1__fetch_keys_response__descriptor,
+                    &msg, st);
+    if (rc != 0)
+        goto out;
+    V1__FetchKeysResponse *resp = (V1__FetchKeysResponse *)msg;
+    if (resp->n_keys > JWTSIGNER_K8S_KEYS_MAX) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "malformed response: %zu keys, more than %d",
+                        resp->n_keys, JWTSIGNER_K8S_KEYS_MAX);
+        goto out;
+    }
+    const Google__Protobuf__Timestamp *ts = resp->data_timestamp;
+    if (ts == NULL || ts->seconds < 0 || ts->seconds > TIMESTAMP_SECONDS_MAX || ts->nanos < 0 ||
+        ts->nanos > NANOS_MAX) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "malformed response: data_timestamp is %s",
+                        ts == NULL ? "missing" : "outside 1970-01-01..9999-12-31");
+        goto out;
+    }
+    if (resp->refresh_hint_seconds <= 0) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: refresh_hint_seconds is %lld, not positive",
+                        (long long)resp->refresh_hint_seconds);
+        goto out;
+    }
+    if (resp->n_keys > 0) {
+        out->keys = calloc(resp->n_keys, sizeof(*out->keys));
+        if (out->keys == NULL) {
+            rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < resp->n_keys; i++) {
+        out->count = i + 1; /* so a failure below frees what key i holds */
+        rc = k8s_copy_key(resp->keys[i], i, &out->keys[i], st);
+        if (rc != 0)
+            goto out;
+        /* A verifier picks the key by kid: two keys under one kid are ambiguous. */
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(out->keys[j].key_id, out->keys[i].key_id) == 0) {
+                char shown[KID_SHOWN];
+                copy_printable(shown, sizeof(shown), out->keys[i].key_id);
+                rc = set_status(st, GRPC_STATUS_INTERNAL,
+                                "malformed response: key_id '%s' appears twice", shown);
+                goto out;
+            }
+    }
+    out->data_timestamp_seconds = ts->seconds;
+    out->data_timestamp_nanos = ts->nanos;
+    out->refresh_hint_seconds = resp->refresh_hint_seconds;
+out:
+    if (rc != 0)
+        jwtsigner_k8s_keys_clear(out);
+    free_reply(msg);
+    return rc;
+}
+
+int jwtsigner_k8s_metadata(jwtsigner_k8s *k, int64_t *max_token_expiration_seconds,
+                           jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    int rc = 0;
+    ProtobufCMessage *msg = NULL;
+
+    if (st == NULL)
+        st = &local;
+    if (max_token_expiration_seconds != NULL)
+        *max_token_expiration_seconds = 0;
+    if (k == NULL || max_token_expiration_seconds == NULL)
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_k8s_metadata: missing handle or output");
+
+    V1__MetadataRequest req = V1__METADATA_REQUEST__INIT;
+    rc = unary_call(k->client, M_K8S_METADATA, &req.base, &v1__metadata_response__descriptor, &msg,
+                    st);
+    if (rc != 0)
+        goto out;
+    V1__MetadataResponse *resp = (V1__MetadataResponse *)msg;
+    if (resp->max_token_expiration_seconds < JWTSIGNER_K8S_MIN_MAX_EXPIRATION) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: max_token_expiration_seconds is %lld, below "
+                        "kube-apiserver's minimum of %d",
+                        (long long)resp->max_token_expiration_seconds,
+                        JWTSIGNER_K8S_MIN_MAX_EXPIRATION);
+        goto out;
+    }
+    *max_token_expiration_seconds = resp->max_token_expiration_seconds;
 out:
     free_reply(msg);
     return rc;

@@ -1,5 +1,6 @@
 /*
- * jwtsigner_client.h - C client library for jwt-signer (gRPC over mTLS).
+ * jwtsigner_client.h - C client library for jwt-signer (gRPC over mTLS), and
+ * for its Kubernetes ExternalJWTSigner socket (jwtsigner_k8s_*, below).
  *
  * One jwtsigner_client holds one gRPC channel. Calls on one handle are
  * thread-safe: any number of threads may call jwtsigner_sign(),
@@ -135,6 +136,101 @@ int jwtsigner_admin_rotate_audit_key(jwtsigner_client *c, const char *reason,
 
 /* GetStatus: *json_out (malloc'd, free() it) is the status document, a JSON object. */
 int jwtsigner_admin_status(jwtsigner_client *c, char **json_out, jwtsigner_status *st);
+
+/*
+ * Kubernetes ExternalJWTSigner (k8s.io/externaljwt, KEP-740): the service
+ * kube-apiserver calls on a Unix domain socket to have its service-account
+ * tokens signed. A jwtsigner_k8s handle speaks it as kube-apiserver does --
+ * insecure gRPC over the socket, whose file permissions and the signer's
+ * SO_PEERCRED check are the access control -- so an operator can check the
+ * socket by hand. Same rules as jwtsigner_client: calls on one handle are
+ * thread-safe, each is bounded by the handle's timeout, results belong to the
+ * caller, errors are the gRPC status code with *st filled. A reply that breaks
+ * the published contract (or what kube-apiserver accepts) is INTERNAL (13)
+ * with a message saying what is wrong; a reply larger than
+ * JWTSIGNER_K8S_REPLY_MAX bytes is refused by gRPC as RESOURCE_EXHAUSTED (8).
+ */
+
+typedef struct jwtsigner_k8s jwtsigner_k8s;
+
+/* The published versions; they differ only in the proto package of the method paths. */
+typedef enum jwtsigner_k8s_api {
+    JWTSIGNER_K8S_V1,       /* "/v1.ExternalJWTSigner/...", kube-apiserver 1.34+ */
+    JWTSIGNER_K8S_V1ALPHA1, /* "/v1alpha1.ExternalJWTSigner/...", kube-apiserver 1.32-1.33 */
+} jwtsigner_k8s_api;
+
+#define JWTSIGNER_K8S_REPLY_MAX  (256 * 1024) /* bytes of one reply message */
+#define JWTSIGNER_K8S_CLAIMS_MAX (64 * 1024)  /* characters of the base64url claims sent (65536) */
+#define JWTSIGNER_K8S_KEYS_MAX   256          /* keys in a FetchKeys reply */
+#define JWTSIGNER_K8S_KID_MAX    1024         /* bytes of a kid: kube-apiserver's limit */
+/* Metadata below this is refused: kube-apiserver's minimum token lifetime (10 minutes). */
+#define JWTSIGNER_K8S_MIN_MAX_EXPIRATION 600
+
+/*
+ * Creates a handle for the socket at socket_path (a relative path is taken
+ * from the current directory; the absolute path must fit sockaddr_un, 107
+ * bytes, and may not hold '%', '?', '#' or control bytes, which the gRPC
+ * target URI would read differently). Does not connect until first use.
+ * timeout_ms <= 0 means 5000. Returns 0 and *out (free with
+ * jwtsigner_k8s_free), or INVALID_ARGUMENT / INTERNAL with *out NULL.
+ */
+int jwtsigner_k8s_new(const char *socket_path, jwtsigner_k8s_api api, int timeout_ms,
+                      jwtsigner_k8s **out, jwtsigner_status *st);
+/* NULL is accepted. No call may be in flight on k. */
+void jwtsigner_k8s_free(jwtsigner_k8s *k);
+
+typedef struct jwtsigner_k8s_token {
+    char *header;    /* base64url JOSE header, as the signer returned it */
+    char *signature; /* base64url signature, as the signer returned it */
+    /* header "." claims "." signature: the token exactly as kube-apiserver
+     * assembles it from the request's claims and the reply */
+    char *token;
+} jwtsigner_k8s_token;
+/* Wipes the token (a bearer credential), frees the strings, zeroes *t; NULL is accepted. */
+void jwtsigner_k8s_token_clear(jwtsigner_k8s_token *t);
+
+/*
+ * Sign: asks the signer to sign claims_b64url, the JWT payload already
+ * base64url-encoded (unpadded, RFC 7515 section 2), 1..JWTSIGNER_K8S_CLAIMS_MAX
+ * characters of the base64url alphabet (anything else fails locally with
+ * INVALID_ARGUMENT: kube-apiserver never sends it). The reply's header and
+ * signature must be non-empty base64url. The JOSE header's content (alg, kid,
+ * typ) is not parsed here. On success fills *out (jwtsigner_k8s_token_clear).
+ */
+int jwtsigner_k8s_sign(jwtsigner_k8s *k, const char *claims_b64url, jwtsigner_k8s_token *out,
+                       jwtsigner_status *st);
+
+typedef struct jwtsigner_k8s_key {
+    char *key_id;                    /* 1..JWTSIGNER_K8S_KID_MAX bytes */
+    unsigned char *der;              /* PKIX SubjectPublicKeyInfo DER, as sent */
+    size_t der_len;                  /* >= 1 */
+    char *pem;                       /* the same key as "-----BEGIN PUBLIC KEY-----" PEM */
+    int exclude_from_oidc_discovery; /* 0 or 1 */
+} jwtsigner_k8s_key;
+
+typedef struct jwtsigner_k8s_keys {
+    jwtsigner_k8s_key *keys; /* count entries; NULL when count is 0 */
+    size_t count;
+    int64_t data_timestamp_seconds; /* when the key set last changed, Unix seconds */
+    int32_t data_timestamp_nanos;   /* 0..999999999 */
+    int64_t refresh_hint_seconds;   /* > 0 */
+} jwtsigner_k8s_keys;
+/* Frees every key and zeroes *k; NULL is accepted. */
+void jwtsigner_k8s_keys_clear(jwtsigner_k8s_keys *k);
+
+/*
+ * FetchKeys: the signer's public keys. Checked as a verifier needs them: at
+ * most JWTSIGNER_K8S_KEYS_MAX keys, each with a distinct non-empty key_id of
+ * at most JWTSIGNER_K8S_KID_MAX bytes and a key that parses as PKIX DER
+ * (exactly, with no trailing bytes); data_timestamp set, within years
+ * 1970..9999; refresh_hint_seconds > 0. On success fills *out.
+ */
+int jwtsigner_k8s_fetch_keys(jwtsigner_k8s *k, jwtsigner_k8s_keys *out, jwtsigner_status *st);
+
+/* Metadata: *max_token_expiration_seconds, which must be at least
+ * JWTSIGNER_K8S_MIN_MAX_EXPIRATION. */
+int jwtsigner_k8s_metadata(jwtsigner_k8s *k, int64_t *max_token_expiration_seconds,
+                           jwtsigner_status *st);
 
 /* "OK", "INVALID_ARGUMENT", ... for a gRPC status code. */
 const char *jwtsigner_status_name(int code);

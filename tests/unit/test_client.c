@@ -9,6 +9,9 @@
  * each call must still end with its own status, in bounded time, and
  * jwtsigner_client_free must return. Calls that succeed are covered by the
  * integration tests against a real signer (client_load, jwt-sign).
+ * The ExternalJWTSigner handle (jwtsigner_k8s_*) the same way over a Unix
+ * socket: local refusals (bad path, bad claims) before any network, no socket
+ * (UNAVAILABLE) and a socket nobody answers on (DEADLINE_EXCEEDED).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +30,7 @@
 #include <openssl/x509.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -227,12 +231,148 @@ static void test_deadline_calls_reuse_queues(void **state)
     close(lfd);
 }
 
+/* A Unix socket listener at path that never accepts: connect succeeds, nothing answers. */
+static int silent_unix_listener(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    assert_true(strlen(path) < sizeof(a.sun_path));
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 128), 0);
+    return fd;
+}
+
+static void test_k8s_bad_arguments(void **state)
+{
+    (void)state;
+    jwtsigner_k8s *k = NULL;
+    jwtsigner_status st;
+    char path[200];
+
+    assert_int_equal(jwtsigner_k8s_new("/tmp/x.sock", JWTSIGNER_K8S_V1, 0, NULL, &st),
+                     ST_INVALID_ARGUMENT);
+    assert_int_equal(jwtsigner_k8s_new(NULL, JWTSIGNER_K8S_V1, 0, &k, &st), ST_INVALID_ARGUMENT);
+    assert_null(k);
+    assert_int_equal(jwtsigner_k8s_new("", JWTSIGNER_K8S_V1, 0, &k, &st), ST_INVALID_ARGUMENT);
+    assert_int_equal(jwtsigner_k8s_new("/tmp/x.sock", (jwtsigner_k8s_api)7, 0, &k, &st),
+                     ST_INVALID_ARGUMENT);
+    /* sun_path holds 107 bytes and a NUL: 108 is one too many. */
+    memset(path, 'a', sizeof(path));
+    path[0] = '/';
+    path[108] = '\0';
+    assert_int_equal(jwtsigner_k8s_new(path, JWTSIGNER_K8S_V1, 0, &k, &st), ST_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "at most 107 bytes"));
+    path[107] = '\0';
+    assert_int_equal(jwtsigner_k8s_new(path, JWTSIGNER_K8S_V1, 0, &k, &st), 0);
+    jwtsigner_k8s_free(k);
+    k = NULL;
+    /* The gRPC target is a URI: these would not reach connect(2) as written. */
+    static const char *const uri_bytes[] = {"/tmp/a%2fb", "/tmp/a?b", "/tmp/a#b", "/tmp/a\nb"};
+    for (size_t i = 0; i < sizeof(uri_bytes) / sizeof(uri_bytes[0]); i++) {
+        assert_int_equal(jwtsigner_k8s_new(uri_bytes[i], JWTSIGNER_K8S_V1, 0, &k, &st),
+                         ST_INVALID_ARGUMENT);
+        assert_null(k);
+    }
+
+    /* Claims are refused before any network: no socket exists at this path. */
+    assert_int_equal(
+        jwtsigner_k8s_new("/nonexistent/k8s.sock", JWTSIGNER_K8S_V1ALPHA1, 100, &k, &st), 0);
+    jwtsigner_k8s_token tok;
+    static const char *const bad_claims[] = {"", "eyJ=", "eyJ.eyJ", "ey J", "eyJ+/"};
+    for (size_t i = 0; i < sizeof(bad_claims) / sizeof(bad_claims[0]); i++) {
+        assert_int_equal(jwtsigner_k8s_sign(k, bad_claims[i], &tok, &st), ST_INVALID_ARGUMENT);
+        assert_int_equal(st.code, ST_INVALID_ARGUMENT);
+        assert_null(tok.token);
+    }
+    char *big = malloc(JWTSIGNER_K8S_CLAIMS_MAX + 2);
+    assert_non_null(big);
+    memset(big, 'A', JWTSIGNER_K8S_CLAIMS_MAX + 1);
+    big[JWTSIGNER_K8S_CLAIMS_MAX + 1] = '\0';
+    assert_int_equal(jwtsigner_k8s_sign(k, big, &tok, &st), ST_INVALID_ARGUMENT);
+    free(big);
+    assert_int_equal(jwtsigner_k8s_sign(NULL, "eyJ9", &tok, &st), ST_INVALID_ARGUMENT);
+    assert_int_equal(jwtsigner_k8s_sign(k, NULL, &tok, &st), ST_INVALID_ARGUMENT);
+    jwtsigner_k8s_keys keys;
+    assert_int_equal(jwtsigner_k8s_fetch_keys(NULL, &keys, &st), ST_INVALID_ARGUMENT);
+    assert_int_equal(keys.count, 0);
+    assert_int_equal(jwtsigner_k8s_metadata(k, NULL, &st), ST_INVALID_ARGUMENT);
+    jwtsigner_k8s_free(k);
+    jwtsigner_k8s_free(NULL);
+    jwtsigner_k8s_token_clear(NULL);
+    jwtsigner_k8s_keys_clear(NULL);
+}
+
+/* No socket: every method, both versions, is UNAVAILABLE at once; a relative path is made absolute.
+ */
+static void test_k8s_no_socket(void **state)
+{
+    fixture *fx = *state;
+    char path[128];
+    jwtsigner_status st;
+    snprintf(path, sizeof(path), "%s/none.sock", fx->dir);
+    for (int api = JWTSIGNER_K8S_V1; api <= JWTSIGNER_K8S_V1ALPHA1; api++) {
+        jwtsigner_k8s *k = NULL;
+        assert_int_equal(jwtsigner_k8s_new(path, (jwtsigner_k8s_api)api, 5000, &k, &st), 0);
+        double t0 = now_s();
+        jwtsigner_k8s_token tok;
+        assert_int_equal(jwtsigner_k8s_sign(k, "eyJzdWIiOiJ1In0", &tok, &st), ST_UNAVAILABLE);
+        assert_null(tok.token);
+        jwtsigner_k8s_keys keys;
+        assert_int_equal(jwtsigner_k8s_fetch_keys(k, &keys, &st), ST_UNAVAILABLE);
+        assert_null(keys.keys);
+        int64_t max = -1;
+        assert_int_equal(jwtsigner_k8s_metadata(k, &max, &st), ST_UNAVAILABLE);
+        assert_int_equal(max, 0);
+        assert_true(now_s() - t0 < 4.0);
+        jwtsigner_k8s_free(k);
+    }
+
+    char cwd[512];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(fx->dir), 0);
+    jwtsigner_k8s *k = NULL;
+    assert_int_equal(jwtsigner_k8s_new("none.sock", JWTSIGNER_K8S_V1, 5000, &k, &st), 0);
+    int64_t max = 0;
+    assert_int_equal(jwtsigner_k8s_metadata(k, &max, &st), ST_UNAVAILABLE);
+    /* gRPC names the target it dialled: the absolute path. */
+    if (strstr(st.message, path) == NULL && strstr(st.transport, path) == NULL)
+        fail_msg("no '%s' in '%s' / '%s'", path, st.message, st.transport);
+    jwtsigner_k8s_free(k);
+    assert_int_equal(chdir(cwd), 0);
+}
+
+/* A socket that accepts nothing: each call ends at the handle's deadline. */
+static void test_k8s_deadline(void **state)
+{
+    fixture *fx = *state;
+    char path[128];
+    jwtsigner_status st;
+    snprintf(path, sizeof(path), "%s/silent.sock", fx->dir);
+    int lfd = silent_unix_listener(path);
+    jwtsigner_k8s *k = NULL;
+    assert_int_equal(jwtsigner_k8s_new(path, JWTSIGNER_K8S_V1, 200, &k, &st), 0);
+    double t0 = now_s();
+    int64_t max = 0;
+    assert_int_equal(jwtsigner_k8s_metadata(k, &max, &st), ST_DEADLINE_EXCEEDED);
+    jwtsigner_k8s_keys keys;
+    assert_int_equal(jwtsigner_k8s_fetch_keys(k, &keys, &st), ST_DEADLINE_EXCEEDED);
+    double dt = now_s() - t0;
+    assert_true(dt >= 0.35 && dt < 3.0);
+    jwtsigner_k8s_free(k);
+    close(lfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test_setup_teardown(test_refused_calls_reuse_queues, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_calls_reuse_queues, setup, teardown),
+        cmocka_unit_test(test_k8s_bad_arguments),
+        cmocka_unit_test_setup_teardown(test_k8s_no_socket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_k8s_deadline, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
