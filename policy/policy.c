@@ -127,6 +127,16 @@ int64_t js_policy_key_max_ttl(const js_policy *p, const char *key)
     return longest;
 }
 
+size_t js_policy_caller_count(const js_policy *p)
+{
+    return p ? p->ncallers : 0;
+}
+
+const js_policy_caller *js_policy_caller_at(const js_policy *p, size_t i)
+{
+    return p != NULL && i < p->ncallers ? &p->callers[i] : NULL;
+}
+
 const js_policy_caller *js_policy_match(const js_policy *p, const char *identity)
 {
     if (p == NULL || identity == NULL)
@@ -136,9 +146,9 @@ const js_policy_caller *js_policy_match(const js_policy *p, const char *identity
     const js_policy_caller **hit = bsearch(&kp, p->exact, p->nexact, sizeof(*p->exact), cmp_exact);
     if (hit != NULL)
         return *hit;
-    /* Prefix patterns are URI entries only (policy_load.c): a dns: or cn:
-     * identity never matches one, whatever its text, so a certificate CN or DNS
-     * name that spells a URI cannot take a URI entry's rights. */
+    /* Prefix patterns are URI entries only (policy_load.c): a dns:, cn: or
+     * unix: identity never matches one, whatever its text, so a certificate
+     * CN or DNS name that spells a URI cannot take a URI entry's rights. */
     if (identity_type_of(identity) != JS_ID_URI)
         return NULL;
     /* Longest prefix first; the identity must extend past the '/'. */
@@ -159,6 +169,34 @@ const char *js_policy_caller_id(const js_policy_caller *c)
 bool js_policy_caller_frozen(const js_policy_caller *c)
 {
     return c != NULL && policy_has(&c->own, F_FROZEN) && c->own.frozen;
+}
+
+js_identity_type js_policy_caller_type(const js_policy_caller *c)
+{
+    return c ? c->type : JS_ID_URI;
+}
+
+int64_t js_policy_caller_max_ttl(const js_policy_caller *c)
+{
+    return c ? policy_from(c, F_MAX_TTL)->max_ttl : 0;
+}
+
+const char *js_policy_caller_default_key(const js_policy_caller *c)
+{
+    return c ? c->default_key : NULL;
+}
+
+size_t js_policy_caller_key_count(const js_policy_caller *c)
+{
+    return c ? policy_from(c, F_KEYS)->keys.n : 0;
+}
+
+const char *js_policy_caller_key_at(const js_policy_caller *c, size_t i)
+{
+    if (c == NULL)
+        return NULL;
+    const strlist *keys = &policy_from(c, F_KEYS)->keys;
+    return i < keys->n ? keys->v[i] : NULL;
 }
 
 js_rate js_policy_caller_rate(const js_policy_caller *c)

@@ -11,6 +11,16 @@
  * -> rate limit (signer/core/ratelimit.h) -> parse claims ->
  * js_policy_evaluate() -> sign.
  *
+ * Two modes, chosen by the caller's identity type (identity.h):
+ *  - build (every mTLS identity): the caller sends some claims, the policy
+ *    checks them and adds the server's and the fixed ones
+ *    (js_policy_evaluate);
+ *  - validate (a `unix:uid=N` caller: kube-apiserver on the ExternalJWTSigner
+ *    socket): the claim set is pre-built and signed as is, so the policy
+ *    only checks it (js_policy_validate). At load such an entry must have no
+ *    effective fixed_claims and a max_ttl of at least
+ *    JS_POLICY_KUBE_MIN_MAX_TTL, and `admins` may not name a unix: identity.
+ *
  * Status rule: malformed input is JS_EINVAL; a well-formed request for more
  * than this caller may have is JS_EDENIED. Every deny has a stable reason code
  * ("policy.audience", ...) and a message naming the rule and offending value.
@@ -26,11 +36,19 @@
 
 #include "claims.h"
 #include "err.h"
+#include "identity.h"
 
 typedef struct js_policy js_policy;
 typedef struct js_policy_caller js_policy_caller;
 
 #define JS_POLICY_HASH_HEX 64
+
+/* The shortest max_ttl a unix: (Kubernetes) caller may have: kube-apiserver
+ * requires MetadataResponse.max_token_expiration_seconds >= 600
+ * (k8s.io/externaljwt), and Metadata reports the caller's max_ttl. */
+#define JS_POLICY_KUBE_MIN_MAX_TTL 600
+/* The longest jti of a pre-built claim set (js_policy_validate). */
+#define JS_POLICY_JTI_MAX 128
 
 /* Loads and fully validates a policy file. Errors are JS_ECONFIG with
  * "FILE:LINE: key.path: problem"; a file that cannot be read (missing, not a
@@ -60,17 +78,37 @@ const char *js_policy_key_at(const js_policy *p, size_t i);
  * how long a version of that key must stay published after it stops signing. */
 int64_t js_policy_key_max_ttl(const js_policy *p, const char *key);
 
+/* The caller entries in file order, for checks over all of them (e.g. that
+ * every key a unix: caller may use has an algorithm kube-apiserver accepts,
+ * at start and on every reload). i >= count: NULL. */
+size_t js_policy_caller_count(const js_policy *p);
+const js_policy_caller *js_policy_caller_at(const js_policy *p, size_t i);
+
 /* The caller entry for identity (typed text, identity.h): exact match first,
  * else, for a URI identity only, the longest matching prefix pattern (an id
  * ending in "/" and "*", e.g. spiffe://example.org/ns/payments/ followed by
- * "*"). A dns: or cn: identity matches only an entry that names it exactly, so
- * a CN or DNS SAN can never pass for a URI entry. NULL: no match.
+ * "*"). A dns:, cn: or unix: identity matches only an entry that names it
+ * exactly, so a CN or DNS SAN can never pass for a URI entry. NULL: no match.
  * At load, callers[].id and admins must be typed (identity_parse()): a bare
  * name such as `login.example` is refused with how to write it now. */
 const js_policy_caller *js_policy_match(const js_policy *p, const char *identity);
 
 const char *js_policy_caller_id(const js_policy_caller *c); /* the entry's identity or pattern */
 bool js_policy_caller_frozen(const js_policy_caller *c);
+/* The type of the entry's id (identity.h); JS_ID_UNIX means validate mode
+ * (js_policy_validate). A prefix pattern is JS_ID_URI. NULL: JS_ID_URI. */
+js_identity_type js_policy_caller_type(const js_policy_caller *c);
+/* The caller's effective max_ttl in seconds (defaults applied); for a unix:
+ * caller, what Metadata reports (>= JS_POLICY_KUBE_MIN_MAX_TTL). NULL: 0. */
+int64_t js_policy_caller_max_ttl(const js_policy_caller *c);
+/* The caller's effective default key (borrowed from the policy; NULL for
+ * NULL): the key a request that names none, and every validate-mode
+ * request, is signed with. */
+const char *js_policy_caller_default_key(const js_policy_caller *c);
+/* The caller's effective keys (defaults applied), in file order, borrowed.
+ * i >= count: NULL. */
+size_t js_policy_caller_key_count(const js_policy_caller *c);
+const char *js_policy_caller_key_at(const js_policy_caller *c, size_t i);
 
 /* Token-bucket parameters; per_second == 0 means unlimited. */
 typedef struct js_rate {
@@ -116,6 +154,50 @@ js_status js_policy_evaluate(const js_policy *p, const js_policy_caller *c, cons
                              js_policy_window_fn window, void *window_ctx, js_policy_result *out,
                              js_err *err) JS_WUR;
 void js_policy_result_clear(js_policy_result *r);
+
+/* What a validated pre-built claim set is signed with; pointers borrowed
+ * (key_name from the policy, jti and sub from the claim set: valid while
+ * both live). */
+typedef struct js_policy_validated {
+    const char *key_name; /* the caller's default key */
+    int64_t iat;
+    int64_t exp;
+    const char *jti;
+    const char *sub; /* NULL when the claim set has none */
+} js_policy_validated;
+
+/*
+ * Validate mode (ExternalJWTSigner Sign): checks a pre-built claim set
+ * (claims_parse() output; not modified) of the unix: caller `c` of policy
+ * `p` at time now, allowing `leeway` seconds (>= 0) of clock skew for iat
+ * and nbf. The signer adds and changes nothing, so every rule is a check.
+ * window (optional) gives the lifetime window of the caller's default key
+ * in seconds (0 = none), as for js_policy_evaluate; here a token beyond it
+ * is refused, not shortened. On JS_OK *out is filled; otherwise err names
+ * the rule and *out is zeroed.
+ *
+ * Checks run in this order; the first failure is reported (reason codes):
+ *   policy.frozen (DENIED); policy.no_issuer (INTERNAL: no issuer in the
+ *   policy); policy.token_issuer (DENIED: iss missing, not a string, or not
+ *   byte for byte the policy's issuer); claims.exp_type (INVALID: exp missing
+ *   or not an integer NumericDate); claims.exp_past (INVALID: exp <= now);
+ *   claims.iat (INVALID: missing, not an integer, or after now + leeway);
+ *   claims.nbf (INVALID: present and not an integer or after iat + leeway);
+ *   claims.jti (INVALID: missing, or not 1..JS_POLICY_JTI_MAX printable
+ *   ASCII characters without space); policy.lifetime (DENIED: exp - iat over
+ *   max_ttl, or exp beyond now + window); policy.audience and policy.subject
+ *   (the same rules as js_policy_evaluate); policy.claim (DENIED: scope or
+ *   scp, which pre-built Kubernetes tokens never carry, or any other member
+ *   but iss/sub/aud/exp/iat/nbf/jti not on the caller's `claims` allowlist;
+ *   INVALID or DENIED for its type and max_bytes as in evaluate).
+ * A caller entry that is not a unix: identity, or missing arguments, is
+ * JS_EINTERNAL policy.internal (build-mode callers never get validate mode);
+ * claims that are not an object, JS_EINVAL claims.not_object; both before
+ * policy.frozen.
+ */
+js_status js_policy_validate(const js_policy *p, const js_policy_caller *c, const json_t *claims,
+                             int64_t now, int64_t leeway, js_policy_window_fn window,
+                             void *window_ctx, js_policy_validated *out, js_err *err) JS_WUR;
 
 /* Writes the effective rules of every caller (defaults applied) as text, for
  * `jwt-signerd check-policy`. Returns a malloc'd string. */

@@ -3,7 +3,8 @@
  * (js_policy_describe, policy.h) for `jwt-signerd check-policy`: every
  * caller with its defaults applied, and where each inherited value comes
  * from. Untrusted strings are written escaped (escape.h). The text goes to a
- * memory stream; nothing here touches a file.
+ * memory stream; nothing here touches a file. A unix: caller (validate mode)
+ * gets only the rules that apply to a pre-built claim set.
  */
 #include "policy_int.h"
 
@@ -39,22 +40,8 @@ static void describe_rate(FILE *f, const char *label, js_rate r, const char *fro
         fprintf(f, "  %-17s unlimited%s\n", label, from_where);
 }
 
-static void describe_caller(FILE *f, const js_policy_caller *c)
+static void describe_scopes(FILE *f, const js_policy_caller *c)
 {
-    char b[96];
-    fprintf(f, "caller %s%s (callers[%zu], line %zu)\n", shown_s(b, sizeof(b), c->id),
-            c->pattern ? "  [prefix pattern]" : "", c->index, c->line);
-    if (js_policy_caller_frozen(c))
-        fprintf(f, "  FROZEN: every request is denied (policy.frozen)\n");
-    describe_list(f, "keys:", &policy_from(c, F_KEYS)->keys, "(none)", origin(c, F_KEYS));
-    fprintf(f, "  %-17s %s\n", "default key:", c->default_key);
-    describe_list(f, "audiences:", &policy_from(c, F_AUDIENCES)->audiences, "(none)",
-                  origin(c, F_AUDIENCES));
-    fprintf(f, "  %-17s %" PRId64 "%s\n", "max aud:", policy_from(c, F_MAX_AUD)->max_aud,
-            origin(c, F_MAX_AUD));
-    fprintf(f, "  %-17s default %" PRId64 "s%s, max %" PRId64 "s%s\n",
-            "lifetime:", policy_from(c, F_DEFAULT_TTL)->default_ttl, origin(c, F_DEFAULT_TTL),
-            policy_from(c, F_MAX_TTL)->max_ttl, origin(c, F_MAX_TTL));
     fprintf(f, "  %-17s %s%s\n", "scope claim:",
             policy_from(c, F_SCOPE_CLAIM)->scope_claim == SCOPE_STRING
                 ? "scope (space-separated string)"
@@ -62,6 +49,35 @@ static void describe_caller(FILE *f, const js_policy_caller *c)
             origin(c, F_SCOPE_CLAIM));
     describe_list(f, "scope ceiling:", &policy_from(c, F_SCOPES)->scopes,
                   "(none: no scopes may be requested)", origin(c, F_SCOPES));
+}
+
+static void describe_caller(FILE *f, const js_policy_caller *c)
+{
+    char b[96];
+    fprintf(f, "caller %s%s (callers[%zu], line %zu)\n", shown_s(b, sizeof(b), c->id),
+            c->pattern ? "  [prefix pattern]" : "", c->index, c->line);
+    bool validate = c->type == JS_ID_UNIX;
+    if (js_policy_caller_frozen(c))
+        fprintf(f, "  FROZEN: every request is denied (policy.frozen)\n");
+    if (validate)
+        fprintf(f, "  %-17s validates pre-built claims (ExternalJWTSigner); adds none\n", "mode:");
+    describe_list(f, "keys:", &policy_from(c, F_KEYS)->keys, "(none)", origin(c, F_KEYS));
+    fprintf(f, "  %-17s %s%s\n", "default key:", c->default_key,
+            validate ? "  (signs every token)" : "");
+    describe_list(f, "audiences:", &policy_from(c, F_AUDIENCES)->audiences, "(none)",
+                  origin(c, F_AUDIENCES));
+    fprintf(f, "  %-17s %" PRId64 "%s\n", "max aud:", policy_from(c, F_MAX_AUD)->max_aud,
+            origin(c, F_MAX_AUD));
+    if (validate) {
+        fprintf(f, "  %-17s max %" PRId64 "s (exp - iat; Metadata reports it)%s\n",
+                "lifetime:", policy_from(c, F_MAX_TTL)->max_ttl, origin(c, F_MAX_TTL));
+        fprintf(f, "  %-17s none (scope and scp are refused)\n", "scopes:");
+    } else {
+        fprintf(f, "  %-17s default %" PRId64 "s%s, max %" PRId64 "s%s\n",
+                "lifetime:", policy_from(c, F_DEFAULT_TTL)->default_ttl, origin(c, F_DEFAULT_TTL),
+                policy_from(c, F_MAX_TTL)->max_ttl, origin(c, F_MAX_TTL));
+        describe_scopes(f, c);
+    }
     const rules *sr = policy_from(c, F_SUBJECT);
     fprintf(f, "  %-17s %s%s, %s%s\n", "subject:", sr->subject ? sr->subject : "(any string)",
             origin(c, F_SUBJECT),

@@ -2,7 +2,10 @@
  * policy_eval.c - decides one signing request for a matched caller entry
  * (js_policy_evaluate, policy.h): frozen, key, lifetime, audience, subject,
  * scopes, the claims allowlist, then the fixed claims, in that order, the
- * first failure reported.
+ * first failure reported. Validate mode (js_policy_validate, for a unix:
+ * caller's pre-built claim set) runs the same audience, subject and
+ * allowlist rules, after its own checks of iss, exp, iat, nbf, jti and the
+ * lifetime.
  *
  * Pure: no I/O, no locks of its own, no mutation of the policy; the claim set
  * the caller sent is copied and never modified, so any number of threads
@@ -300,6 +303,140 @@ static js_status check_claims(const js_policy_caller *c, const json_t *claims, j
                       shown_s(b, sizeof(b), name), size, cid, rule->max_bytes);
         }
     }
+    return JS_OK;
+}
+
+/* ---- validate mode ------------------------------------------------------------------ */
+
+/* Member name is an integer NumericDate (RFC 7519 §2; integers only, as
+ * claims_apply_server requires of exp, so every verifier reads one instant). */
+static bool numeric_date(const json_t *claims, const char *name, int64_t *out)
+{
+    const json_t *v = json_object_get(claims, name);
+    if (!json_is_integer(v))
+        return false;
+    *out = (int64_t)json_integer_value(v);
+    return true;
+}
+
+/* RFC 7519 §4.1.1: the issuer, compared byte for byte (no normalisation). */
+static js_status check_token_issuer(const js_policy *p, const json_t *claims, js_err *err)
+{
+    char b[96], want[96];
+    const json_t *iss = json_object_get(claims, "iss");
+    shown_s(want, sizeof(want), p->issuer);
+    JS_ENSURE(iss != NULL, err, JS_EDENIED, JS_R_POLICY_TOKEN_ISSUER,
+              "issuer: the claim set has no iss; it must be '%s'", want);
+    JS_ENSURE(json_is_string(iss), err, JS_EDENIED, JS_R_POLICY_TOKEN_ISSUER,
+              "issuer: iss must be the string '%s', not %s", want, json_type_name(iss));
+    const char *v = json_string_value(iss);
+    size_t n = json_string_length(iss);
+    JS_ENSURE(n == strlen(p->issuer) && memcmp(v, p->issuer, n) == 0, err, JS_EDENIED,
+              JS_R_POLICY_TOKEN_ISSUER, "issuer: iss '%s' is not the policy's issuer '%s'",
+              shown_n(b, sizeof(b), v, n), want);
+    return JS_OK;
+}
+
+/* The registered time claims and jti of a pre-built claim set, checked and
+ * read into out (iat, exp, jti). */
+static js_status check_token_times(const js_policy_caller *c, const json_t *claims, int64_t now,
+                                   int64_t leeway, js_policy_window_fn window_fn, void *window_ctx,
+                                   js_policy_validated *out, js_err *err)
+{
+    char b[96], cid[96];
+    int64_t exp, iat, nbf;
+    shown_s(cid, sizeof(cid), c->id);
+    JS_ENSURE(numeric_date(claims, "exp", &exp), err, JS_EINVAL, JS_R_CLAIMS_EXP_TYPE,
+              "exp must be present and an integer NumericDate (seconds since the epoch)");
+    JS_ENSURE(exp > now, err, JS_EINVAL, JS_R_CLAIMS_EXP_PAST,
+              "exp %" PRId64 " is not in the future (now %" PRId64 ")", exp, now);
+    JS_ENSURE(numeric_date(claims, "iat", &iat), err, JS_EINVAL, JS_R_CLAIMS_IAT,
+              "iat must be present and an integer NumericDate (seconds since the epoch)");
+    JS_ENSURE(iat <= now + leeway, err, JS_EINVAL, JS_R_CLAIMS_IAT,
+              "iat %" PRId64 " is in the future (now %" PRId64 ", leeway %" PRId64 " s)", iat, now,
+              leeway);
+    if (json_object_get(claims, "nbf") != NULL) {
+        JS_ENSURE(numeric_date(claims, "nbf", &nbf), err, JS_EINVAL, JS_R_CLAIMS_NBF,
+                  "nbf must be an integer NumericDate (seconds since the epoch)");
+        /* iat <= now + leeway, so iat + leeway cannot overflow. */
+        JS_ENSURE(nbf <= iat + leeway, err, JS_EINVAL, JS_R_CLAIMS_NBF,
+                  "nbf %" PRId64 " is later than iat %" PRId64 " plus the leeway of %" PRId64 " s",
+                  nbf, iat, leeway);
+    }
+    const json_t *jti = json_object_get(claims, "jti");
+    JS_ENSURE(json_is_string(jti), err, JS_EINVAL, JS_R_CLAIMS_JTI,
+              "jti must be present and a string, not %s", json_type_name(jti));
+    const char *j = json_string_value(jti);
+    size_t jlen = json_string_length(jti);
+    JS_ENSURE(jlen >= 1 && jlen <= JS_POLICY_JTI_MAX, err, JS_EINVAL, JS_R_CLAIMS_JTI,
+              "jti is %zu bytes; it must be 1..%d printable ASCII characters", jlen,
+              JS_POLICY_JTI_MAX);
+    for (size_t i = 0; i < jlen; i++)
+        JS_ENSURE((unsigned char)j[i] >= 0x21 && (unsigned char)j[i] <= 0x7e, err, JS_EINVAL,
+                  JS_R_CLAIMS_JTI,
+                  "jti '%s' has a character that is not printable ASCII (0x21..0x7e) at offset "
+                  "%zu",
+                  shown_n(b, sizeof(b), j, jlen), i);
+
+    /* An iat far in the past (INT64_MIN) would overflow exp - iat: such a
+     * token lives longer than any max_ttl. */
+    int64_t max_ttl = policy_from(c, F_MAX_TTL)->max_ttl, life;
+    if (__builtin_sub_overflow(exp, iat, &life))
+        life = INT64_MAX;
+    JS_ENSURE(life <= max_ttl, err, JS_EDENIED, JS_R_POLICY_LIFETIME,
+              "max_ttl of caller '%s': the token asks for a lifetime (exp - iat) of %" PRId64
+              " s; max_ttl is %" PRId64 " s",
+              cid, life, max_ttl);
+    /* A token never outlives its key version's publication (claims.h
+     * claims_lifetime.window); a pre-built token cannot be shortened. */
+    int64_t window = window_fn != NULL ? window_fn(c->default_key, window_ctx) : 0;
+    JS_ENSURE(window <= 0 || exp <= now + window, err, JS_EDENIED, JS_R_POLICY_LIFETIME,
+              "exp %" PRId64 " is beyond the publication window of the signing key version of "
+              "'%s' (%" PRId64 " s from now, latest exp %" PRId64 ")",
+              exp, c->default_key, window, now + window);
+    out->iat = iat;
+    out->exp = exp;
+    out->jti = j;
+    return JS_OK;
+}
+
+js_status js_policy_validate(const js_policy *p, const js_policy_caller *c, const json_t *claims,
+                             int64_t now, int64_t leeway, js_policy_window_fn window,
+                             void *window_ctx, js_policy_validated *out, js_err *err)
+{
+    char cid[96];
+    JS_ENSURE(out != NULL, err, JS_EINTERNAL, JS_R_POLICY_INTERNAL, "no result storage");
+    memset(out, 0, sizeof(*out));
+    JS_ENSURE(p != NULL && c != NULL && leeway >= 0, err, JS_EINTERNAL, JS_R_POLICY_INTERNAL,
+              "validate needs a policy, a caller entry and a leeway >= 0");
+    shown_s(cid, sizeof(cid), c->id);
+    /* Only a unix: caller's claim sets are pre-built; a build-mode caller
+     * would lose its fixed claims and server-set iat/jti here. */
+    JS_ENSURE(c->type == JS_ID_UNIX, err, JS_EINTERNAL, JS_R_POLICY_INTERNAL,
+              "validate mode is for unix: callers only, not '%s'", cid);
+    JS_ENSURE(json_is_object(claims), err, JS_EINVAL, JS_R_CLAIMS_NOT_OBJECT,
+              "the claim set must be a JSON object");
+    JS_ENSURE(!js_policy_caller_frozen(c), err, JS_EDENIED, JS_R_POLICY_FROZEN,
+              "frozen: caller entry '%s' is frozen", cid);
+    JS_ENSURE(p->issuer != NULL, err, JS_EINTERNAL, JS_R_POLICY_NO_ISSUER,
+              "the policy does not set issuer");
+
+    js_policy_validated v = {.key_name = c->default_key};
+    JS_GUARD(check_token_issuer(p, claims, err));
+    JS_GUARD(check_token_times(c, claims, now, leeway, window, window_ctx, &v, err));
+    JS_GUARD(check_audience(c, claims, err));
+    JS_GUARD(check_subject(c, claims, err));
+    /* Scopes are the build mode's (check_scope); kube-apiserver's tokens carry none. */
+    static const char *const k_scope_claims[] = {"scope", "scp"};
+    for (size_t i = 0; i < COUNT(k_scope_claims); i++)
+        JS_ENSURE(json_object_get(claims, k_scope_claims[i]) == NULL, err, JS_EDENIED,
+                  JS_R_POLICY_CLAIM,
+                  "claims: claim '%s' is refused for caller '%s': pre-built Kubernetes tokens "
+                  "carry no scopes",
+                  k_scope_claims[i], cid);
+    JS_GUARD(check_claims(c, claims, err));
+    v.sub = json_string_value(json_object_get(claims, "sub"));
+    *out = v;
     return JS_OK;
 }
 

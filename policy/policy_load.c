@@ -12,7 +12,8 @@
  * Consistency rules that relate two fields (default_ttl <= max_ttl,
  * default_key in keys, incident_rate no looser than rate, ...) are checked on
  * a caller's effective values, with the line of whichever section supplied
- * each.
+ * each; so are the extra rules of a unix: (Kubernetes, validate mode)
+ * caller: no fixed claims, max_ttl of at least JS_POLICY_KUBE_MIN_MAX_TTL.
  */
 #include "fileio.h"
 #include "policy_int.h"
@@ -623,6 +624,36 @@ static bool rate_tighter(js_rate a, js_rate b)
 }
 
 /*
+ * A unix: caller is kube-apiserver on the ExternalJWTSigner socket: its
+ * claim sets arrive pre-built and are signed as they are (validate mode,
+ * js_policy_validate), so what the policy would add or promise beyond them
+ * is refused here, on the effective values (an inherited default counts).
+ */
+static js_status check_kube_caller(const loader *ld, const js_policy_caller *c, const char *id)
+{
+    char pa[JS_YAML_PATH_MAX];
+    const json_t *fixed = policy_from(c, F_FIXED_CLAIMS)->fixed;
+    if (json_object_size(fixed) > 0)
+        return fail(ld, src_line(c, F_FIXED_CLAIMS), src_path(pa, sizeof(pa), c, F_FIXED_CLAIMS),
+                    JS_R_POLICY_FIXED_CLAIM,
+                    "caller '%s' is a Kubernetes caller (ExternalJWTSigner): the signer cannot add "
+                    "claims to a token kube-apiserver built, so it may have no fixed claims%s",
+                    id,
+                    policy_has(&c->own, F_FIXED_CLAIMS)
+                        ? ""
+                        : "; set `fixed_claims: {}` in its entry to override the defaults");
+    int64_t mttl = policy_from(c, F_MAX_TTL)->max_ttl;
+    if (mttl < JS_POLICY_KUBE_MIN_MAX_TTL)
+        return fail(ld, src_line(c, F_MAX_TTL), src_path(pa, sizeof(pa), c, F_MAX_TTL),
+                    JS_R_POLICY_TTL,
+                    "caller '%s' is a Kubernetes caller (ExternalJWTSigner): max_ttl is %" PRId64
+                    "s; it must be at least %ds, the least MetadataResponse "
+                    "max_token_expiration_seconds kube-apiserver accepts",
+                    id, mttl, JS_POLICY_KUBE_MIN_MAX_TTL);
+    return JS_OK;
+}
+
+/*
  * Checks the relations between a caller's effective fields and fixes its
  * effective default key and incident rate. Messages name the caller and the
  * section each value comes from; the line is that of the offending field.
@@ -709,7 +740,7 @@ static js_status check_caller(const loader *ld, js_policy_caller *c)
                         "fixed claim cannot be set by the caller",
                         id, js_yaml_printable(shown, sizeof(shown), cr->claims[i].name),
                         src_path(pb, sizeof(pb), c, F_FIXED_CLAIMS));
-    return JS_OK;
+    return c->type == JS_ID_UNIX ? check_kube_caller(ld, c, id) : JS_OK;
 }
 
 /* The defaults section's own pairs, so a broken default is reported even
@@ -800,6 +831,12 @@ static js_status get_admins(const loader *ld, const js_yaml_node *n, strlist *ou
         bool pattern;
         js_yaml_path_index(sub, sizeof(sub), "admins", i);
         JS_GUARD(get_identity(ld, item, sub, false, &s, &t, &pattern));
+        /* Admin calls arrive over mTLS only; a Unix socket peer never reaches them. */
+        if (t == JS_ID_UNIX)
+            return fail(ld, js_yaml_node_line(item), sub, JS_R_POLICY_IDENTITY,
+                        "'%s': the Admin API is served over mTLS only, so a unix: identity can "
+                        "never be an admin; name the admin's certificate identity",
+                        js_yaml_printable(shown, sizeof(shown), s));
         for (size_t j = 0; j < i; j++)
             if (strcmp(out->v[j], s) == 0)
                 return fail(ld, js_yaml_node_line(item), sub, JS_R_POLICY_DUPLICATE,

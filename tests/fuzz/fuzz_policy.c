@@ -4,8 +4,12 @@
  * "policy."/"internal." reason, and a loaded policy must describe itself and
  * evaluate a few claim sets for every caller without breaking its own rules
  * (an allowed token expires within the caller's lifetime and carries the
- * server's claims).
+ * server's claims). Every unix: caller also validates a few pre-built
+ * (Kubernetes-shaped) claim sets: one that passes has the policy's issuer,
+ * a lifetime within max_ttl (>= 600, a load rule) and the default key; a
+ * build-mode caller is never validated.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +28,20 @@ static const char *const k_identities[] = {
     "dns:login.t",
     "cn:Legacy Batch",
     "cn:spiffe://example.org/login",
+    "unix:uid=0",
+    "unix:uid=1000",
     "a",
     "x",
+};
+
+/* Pre-built claim sets; iss is set to the policy's issuer at run time. */
+static const char *const k_kube_claims[] = {
+    "{\"aud\":[\"a\"],\"exp\":1700003600,\"iat\":1700000000,\"nbf\":1700000000,"
+    "\"jti\":\"j-1\",\"sub\":\"system:serviceaccount:ns:sa\",\"kubernetes.io\":{\"namespace\":"
+    "\"ns\"}}",
+    "{\"aud\":\"https://kubernetes.default.svc\",\"exp\":1700000600,\"iat\":1700000000,"
+    "\"jti\":\"j-2\",\"sub\":\"system:serviceaccount:kube-system:default\"}",
+    "{\"aud\":\"a\",\"exp\":1700090000,\"iat\":1700000000,\"jti\":\"j-3\"}",
 };
 
 static const char *const k_claims[] = {
@@ -75,6 +91,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             }
             js_policy_result_clear(&res);
+            json_decref(claims);
+        }
+    }
+    for (size_t i = 0; i < js_policy_caller_count(p); i++) {
+        const js_policy_caller *c = js_policy_caller_at(p, i);
+        const char *dk = js_policy_caller_default_key(c);
+        bool dk_listed = false;
+        for (size_t k = 0; k < js_policy_caller_key_count(c); k++)
+            dk_listed = dk_listed || strcmp(js_policy_caller_key_at(c, k), dk) == 0;
+        if (c == NULL || !dk_listed || js_policy_caller_key_at(c, js_policy_caller_key_count(c)))
+            abort();
+        bool kube = js_policy_caller_type(c) == JS_ID_UNIX;
+        if (kube && js_policy_caller_max_ttl(c) < JS_POLICY_KUBE_MIN_MAX_TTL)
+            abort();
+        for (size_t j = 0; j < sizeof(k_kube_claims) / sizeof(k_kube_claims[0]); j++) {
+            json_t *claims = NULL;
+            js_policy_validated v;
+            if (claims_parse((const uint8_t *)k_kube_claims[j], strlen(k_kube_claims[j]), &claims,
+                             &err) != JS_OK)
+                abort();
+            if (js_policy_issuer(p) != NULL)
+                json_object_set_new(claims, "iss", json_string(js_policy_issuer(p)));
+            js_status st = js_policy_validate(p, c, claims, NOW, 60, NULL, NULL, &v, &err);
+            if (!kube && st != JS_EINTERNAL)
+                abort();
+            if (st == JS_OK &&
+                (v.exp <= NOW || v.exp - v.iat > js_policy_caller_max_ttl(c) || v.key_name != dk ||
+                 v.jti == NULL || js_policy_caller_frozen(c) || js_policy_issuer(p) == NULL))
+                abort();
+            if (st != JS_OK && (v.key_name != NULL || v.jti != NULL || v.exp != 0))
+                abort();
             json_decref(claims);
         }
     }

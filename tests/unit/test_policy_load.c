@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,11 +107,72 @@ static void test_example_loads(void **state)
     js_policy_free(p);
 }
 
+/* The example's commented unix: (Kubernetes) entry, uncommented, loads and
+ * validates what kube-apiserver sends: the documentation cannot rot. */
+static void test_example_kube_entry(void **state)
+{
+    (void)state;
+    char path[4096], line[512];
+    FILE *f = fopen(example_path(path, sizeof(path)), "r");
+    assert_non_null(f);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    assert_non_null(out);
+    bool in_entry = false;
+    size_t uncommented = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "  # - id: unix:uid=0", 20) == 0)
+            in_entry = true;
+        else if (in_entry && strncmp(line, "  #   ", 6) != 0)
+            in_entry = false;
+        if (in_entry) {
+            fprintf(out, "  %s", line + 4); /* drop the "# " after the indent */
+            uncommented++;
+        } else {
+            fputs(line, out);
+        }
+    }
+    fclose(f);
+    assert_int_equal(fclose(out), 0);
+    assert_true(uncommented >= 8);
+
+    js_policy *p = NULL;
+    js_err err = {0};
+    if (js_policy_load_buffer(text, len, "policy.yaml", &p, &err) != JS_OK)
+        fail_msg("%s: %s", js_reason_name(err.reason), err.msg);
+    free(text);
+    const js_policy_caller *c = js_policy_match(p, "unix:uid=0");
+    assert_non_null(c);
+    assert_int_equal(js_policy_caller_type(c), JS_ID_UNIX);
+    assert_int_equal(js_policy_caller_max_ttl(c), 86400);
+    assert_string_equal(js_policy_caller_default_key(c), "k8s-sa-es256");
+    static const char claims_text[] =
+        "{\"aud\":[\"https://kubernetes.default.svc\"],\"exp\":1700003600,\"iat\":1700000000,"
+        "\"iss\":\"https://issuer.example.org\",\"jti\":\"2b3c4d5e-6f70-4182-93a4-b5c6d7e8f901\","
+        "\"kubernetes.io\":{\"namespace\":\"kube-system\",\"serviceaccount\":{\"name\":"
+        "\"default\",\"uid\":\"d4c3b2a1-6f5e-4b7a-9d8c-5c4b3a2f1e0d\"}},\"nbf\":1700000000,"
+        "\"sub\":\"system:serviceaccount:kube-system:default\"}";
+    json_t *claims = NULL;
+    assert_int_equal(claims_parse((const uint8_t *)claims_text, strlen(claims_text), &claims, &err),
+                     JS_OK);
+    js_policy_validated v;
+    if (js_policy_validate(p, c, claims, 1700000000, 60, NULL, NULL, &v, &err) != JS_OK)
+        fail_msg("%s: %s", js_reason_name(err.reason), err.msg);
+    json_decref(claims);
+    char *d = js_policy_describe(p);
+    assert_non_null(strstr(d, "validates pre-built claims (ExternalJWTSigner)"));
+    free(d);
+    js_policy_free(p);
+}
+
 /* ---- broken files ------------------------------------------------------------------ */
 
 /* Lines shared by most cases; a case appends its caller entries. */
 #define HEAD "version: 1\nissuer: https://i\n"
 #define C1   "callers:\n  - id: spiffe://t/a\n    keys: [k]\n    audiences: [a]\n"
+/* A unix: (Kubernetes, validate mode) caller on lines 3..6. */
+#define U1 "callers:\n  - id: unix:uid=1000\n    keys: [k]\n    audiences: [a]\n"
 
 typedef struct lcase {
     const char *name;
@@ -296,6 +358,42 @@ static const lcase k_load_cases[] = {
     {"claim both allowed and fixed",
      HEAD C1 "    claims:\n      azp: {}\n    fixed_claims:\n      azp: x\n", "policy.claim_fixed",
      8, "caller 'spiffe://t/a': claim 'azp'"},
+
+    /* unix: callers (validate mode): the extra rules on effective values */
+    {"unix caller with fixed claims", HEAD U1 "    fixed_claims:\n      azp: kube\n",
+     "policy.fixed_claim", 8,
+     "callers[0].fixed_claims: caller 'unix:uid=1000' is a Kubernetes caller (ExternalJWTSigner): "
+     "the signer cannot add claims"},
+    {"unix caller inherits fixed claims", HEAD "defaults:\n  fixed_claims: {azp: x}\n" U1,
+     "policy.fixed_claim", 4, "defaults.fixed_claims: caller 'unix:uid=1000'"},
+    {"unix caller inherits fixed claims: the hint", HEAD "defaults:\n  fixed_claims: {azp: x}\n" U1,
+     "policy.fixed_claim", 4, "set `fixed_claims: {}` in its entry"},
+    {"unix caller max_ttl 599s", HEAD U1 "    max_ttl: 599s\n", "policy.ttl", 7,
+     "callers[0].max_ttl: caller 'unix:uid=1000' is a Kubernetes caller (ExternalJWTSigner): "
+     "max_ttl is 599s; it must be at least 600s"},
+    {"unix caller inherits max_ttl 5m", HEAD "defaults:\n  max_ttl: 5m\n" U1, "policy.ttl", 4,
+     "defaults.max_ttl: caller 'unix:uid=1000'"},
+    {"unix caller fixed claims after a good one",
+     HEAD U1 "    fixed_claims: {}\n  - id: unix:uid=0\n    keys: [k]\n    audiences: [a]\n"
+             "    max_ttl: 9m\n",
+     "policy.ttl", 11, "'unix:uid=0'"},
+    {"unix admin", "version: 1\nadmins: ['unix:uid=0']\n" C1, "policy.identity", 2,
+     "admins[0]: 'unix:uid=0': the Admin API is served over mTLS only"},
+    {"unix admin after a good one", "version: 1\nadmins:\n  - cn:ops\n  - unix:uid=1000\n" C1,
+     "policy.identity", 4, "admins[1]"},
+    {"unix duplicate caller", HEAD U1 "  - id: unix:uid=1000\n", "policy.duplicate_caller", 7,
+     "line 4"},
+    {"unix leading zero", HEAD "callers:\n  - id: unix:uid=01000\n", "policy.identity", 4,
+     "e.g. unix:uid=1000"},
+    {"unix upper case", HEAD "callers:\n  - id: UNIX:uid=0\n", "policy.identity", 4, "unix:uid=N"},
+    {"unix without uid=", HEAD "callers:\n  - id: 'unix:0'\n", "policy.identity", 4, "unix:uid=N"},
+    {"unix negative", HEAD "callers:\n  - id: unix:uid=-1\n", "policy.identity", 4, "no sign"},
+    {"unix (uid_t)-1", HEAD "callers:\n  - id: unix:uid=4294967295\n", "policy.identity", 4,
+     "0..4294967294"},
+    {"unix with gid", HEAD "callers:\n  - id: 'unix:uid=0,gid=0'\n", "policy.identity", 4,
+     "unix:uid=N"},
+    {"unix pattern", HEAD "callers:\n  - id: 'unix:uid=1*'\n", "policy.identity", 4, "unix:uid=N"},
+    {"unix empty", HEAD "callers:\n  - id: 'unix:'\n", "policy.identity", 4, "unix:uid=N"},
 
     /* rates */
     {"per_second zero", HEAD C1 "    rate: {per_second: 0, burst: 1}\n", "policy.range", 7,
@@ -583,10 +681,11 @@ static void test_truncations(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_example_loads),        cmocka_unit_test(test_load_errors),
-        cmocka_unit_test(test_inheritance),          cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_same_bytes_same_hash), cmocka_unit_test(test_truncations),
-        cmocka_unit_test(test_regex_bounds_ok),      cmocka_unit_test(test_file_reader),
+        cmocka_unit_test(test_example_loads), cmocka_unit_test(test_example_kube_entry),
+        cmocka_unit_test(test_load_errors),   cmocka_unit_test(test_inheritance),
+        cmocka_unit_test(test_file_errors),   cmocka_unit_test(test_same_bytes_same_hash),
+        cmocka_unit_test(test_truncations),   cmocka_unit_test(test_regex_bounds_ok),
+        cmocka_unit_test(test_file_reader),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
