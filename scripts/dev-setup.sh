@@ -17,6 +17,7 @@ http_listen="${JS_DEV_HTTP:-127.0.0.1:8080}"
 dev="var/dev"
 label="jwt-signer-dev"
 key_name="dev-es256"
+k8s_key="dev-k8s-es256" # Kubernetes service-account tokens get a key of their own
 signerd="$build_dir/jwt-signerd"
 
 say() { echo "dev-setup: $*"; }
@@ -68,7 +69,7 @@ else
     # throw-away dev token on a developer machine.
     softhsm2-util --init-token --free --label "$label" --pin "$(cat "$dev/pin")" \
         --so-pin "$(cat "$dev/so-pin")" >/dev/null
-    rm -f "$dev/.key-$key_name" "$dev/.key-audit"
+    rm -f "$dev/.key-$key_name" "$dev/.key-$k8s_key" "$dev/.key-audit"
     rm -rf "$dev/audit" # a new token has a new audit key: start a new log
     say "initialised SoftHSM token $label"
 fi
@@ -83,7 +84,9 @@ listen: "$listen"
 tls: {cert: pki/server.crt, key: pki/server.key, client_ca: pki/ca.crt}
 workers: 0
 hsm: {module: $module, token: "pkcs11:token=$label", pin_file: pin}
-keys: [{name: $key_name, label: $label-es256, alg: ES256}]
+keys:
+  - {name: $key_name, label: $label-es256, alg: ES256}
+  - {name: $k8s_key, label: $label-k8s-es256, alg: ES256}
 default_key: $key_name
 policy: policy.yaml
 audit:
@@ -94,6 +97,10 @@ audit:
 http:
   listen: "$http_listen"
   jwks_max_age: 5m
+# Kubernetes' ExternalJWTSigner (kube-apiserver --service-account-signing-endpoint).
+externaljwt:
+  socket: externaljwt.sock
+  mode: "0660"
 YAML
 
 # The dev policy is written once; edit it and `kill -HUP` the signer.
@@ -130,14 +137,54 @@ callers:
 YAML
 fi
 
-if [[ ! -e "$dev/.key-$key_name" ]]; then
-    echo "$signerd keygen --config $dev/signer.yaml --key $key_name"
-    "$signerd" keygen --config "$dev/signer.yaml" --key "$key_name"
-    touch "$dev/.key-$key_name"
+# The Kubernetes caller: whoever runs `make run` stands in for kube-apiserver
+# (its peer credentials on the socket). Added once to a policy this script
+# wrote, also to one written before the entry existed.
+uid="$(id -u)"
+if ! grep -q "unix:uid=" "$dev/policy.yaml" &&
+    head -n1 "$dev/policy.yaml" | grep -q '^# Development policy (scripts/dev-setup.sh'; then
+    cat >>"$dev/policy.yaml" <<YAML
+  # kube-apiserver on the ExternalJWTSigner socket (var/dev/externaljwt.sock):
+  # its peer credentials are the identity unix:uid=N. It sends claims it has
+  # built; the signer validates them (iss, aud, lifetime, sub, claims) and
+  # signs them as sent. max_ttl is what Metadata reports (at least 10m).
+  - id: unix:uid=$uid
+    keys: [$k8s_key]
+    audiences: ["https://jwt-signer.dev.example", "https://kubernetes.default.svc"]
+    max_aud: 2
+    max_ttl: 24h
+    subject: '^system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?\$'
+    claims:
+      kubernetes.io: {type: object, max_bytes: 4096}
+    rate: {per_second: 200, burst: 400}
+YAML
+    say "added the Kubernetes caller unix:uid=$uid to $dev/policy.yaml"
 fi
+
+for k in "$key_name" "$k8s_key"; do
+    if [[ ! -e "$dev/.key-$k" ]]; then
+        echo "$signerd keygen --config $dev/signer.yaml --key $k"
+        "$signerd" keygen --config "$dev/signer.yaml" --key "$k"
+        touch "$dev/.key-$k"
+    fi
+done
 if [[ ! -e "$dev/.key-audit" ]]; then
     echo "$signerd keygen --config $dev/signer.yaml --audit-key"
     "$signerd" keygen --config "$dev/signer.yaml" --audit-key
     touch "$dev/.key-audit"
 fi
 say "$dev ready (listen $listen)"
+
+# How to point kube-apiserver at the ExternalJWTSigner socket. The issuer and
+# the lifetime come from the policy in force (its issuer, the unix: entry's
+# max_ttl; `jwt-sign ... k8s-metadata` prints the latter once it runs).
+issuer="$(sed -n 's/^issuer:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$/\1/p' "$dev/policy.yaml" | head -n1)"
+cat <<TEXT
+Kubernetes ExternalJWTSigner on $dev/externaljwt.sock (policy caller unix:uid=$uid):
+  check it:       $build_dir/jwt-sign --unix $dev/externaljwt.sock k8s-metadata   (also k8s-keys, k8s-sign PAYLOAD)
+  kube-apiserver: --service-account-signing-endpoint=$root/$dev/externaljwt.sock
+                  --service-account-issuer=$issuer
+                  --service-account-max-token-expiration=24h
+                  (no --service-account-key-file / --service-account-signing-key-file: the keys come
+                  from FetchKeys; 1.32-1.33 also --feature-gates=ExternalServiceAccountTokenSigner=true)
+TEXT

@@ -120,6 +120,7 @@ typedef struct daemon_state {
     js_audit *audit;
     js_control *control;
     js_server *srv;
+    js_server *k8s; /* ExternalJWTSigner on its Unix socket; NULL = not configured */
     /* Servers whose listener died: they keep serving the connections they
      * had until those end by themselves (listener_check). */
     struct {
@@ -195,6 +196,10 @@ js_status fd_setup(daemon_state *d, js_err *err) JS_WUR;
 /* Starts the fd watcher thread (after the gRPC and HTTP servers). */
 js_status fd_watch_start(daemon_state *d, js_err *err) JS_WUR;
 void fd_watch_stop(daemon_state *d);
+/* The ExternalJWTSigner server in d->k8s when the configuration has an
+ * externaljwt section (listener.c). */
+js_status start_k8s(daemon_state *d, js_err *err) JS_WUR;
+
 /* A new gRPC server in d->srv, listening on listen (NULL = the configured
  * address, whose bound port later re-creations reuse). */
 js_status start_grpc(daemon_state *d, const char *listen, js_err *err) JS_WUR;

@@ -174,9 +174,10 @@ void fd_watch_stop(daemon_state *d)
 
 /* ---- the gRPC server and its re-creation ---------------------------------------------- */
 
-js_status start_grpc(daemon_state *d, const char *listen, js_err *err)
+/* What both gRPC servers borrow from the daemon. */
+static js_server_deps server_deps(daemon_state *d, const char *listen)
 {
-    js_server_deps sdeps = {
+    return (js_server_deps){
         .cfg = d->cfg,
         .svc = d->svc,
         .policies = d->policies,
@@ -191,6 +192,33 @@ js_status start_grpc(daemon_state *d, const char *listen, js_err *err)
         .admin_rate = d->admin_rate,
         .quiet = d->quiet,
     };
+}
+
+/* Kubernetes' ExternalJWTSigner on its Unix socket, when configured. Not
+ * re-created like the mTLS listener: its accept loop is the signer's own
+ * (rpc_peers.c) and waits out a lack of descriptors. */
+js_status start_k8s(daemon_state *d, js_err *err)
+{
+    if (d->cfg->externaljwt_socket == NULL)
+        return JS_OK;
+    js_server_deps sdeps = server_deps(d, NULL);
+    js_status st = js_server_new_k8s(&sdeps, &d->k8s, err);
+    if (st == JS_OK)
+        st = js_server_start(d->k8s, err);
+    if (st != JS_OK) {
+        js_server_free(d->k8s);
+        d->k8s = NULL;
+        return st;
+    }
+    json_t *o = json_pack("{s:s, s:s, s:i}", "event", "externaljwt_listening", "socket",
+                          d->cfg->externaljwt_socket, "workers", js_server_workers(d->k8s));
+    js_log_emit("info", o);
+    return JS_OK;
+}
+
+js_status start_grpc(daemon_state *d, const char *listen, js_err *err)
+{
+    js_server_deps sdeps = server_deps(d, listen);
     js_status st = js_server_new(&sdeps, &d->srv, err);
     if (st == JS_OK)
         st = js_server_start(d->srv, err);

@@ -164,6 +164,7 @@ static void daemon_free(daemon_state *d)
     fd_watch_stop(d);
     js_http_stop(d->http);
     js_server_free(d->srv);
+    js_server_free(d->k8s);
     for (size_t i = 0; i < RETIRED_SERVERS; i++)
         js_server_free(d->retired[i].srv);
     js_control_free(d->control);
@@ -289,6 +290,7 @@ static js_status daemon_start(daemon_state *d, js_err *err)
     };
     JS_GUARD(js_control_new(&cdeps, &d->control, err));
     JS_GUARD(start_grpc(d, NULL, err));
+    JS_GUARD(start_k8s(d, err));
     JS_GUARD(start_http(d, err));
     return fd_watch_start(d, err);
 }
@@ -390,7 +392,13 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
     js_watchdog_stage(stop_watch, "answering in-flight calls and their audit records");
     int64_t grace_end_ms = js_mono_ms() + SHUTDOWN_GRACE_MS;
     retired_drain_all(&d);
+    /* Both servers drain together: GOAWAY to kube-apiserver too. */
+    js_server_drain_begin(d.k8s);
     js_server_shutdown(d.srv, SHUTDOWN_GRACE_MS);
+    {
+        int64_t left = grace_end_ms - js_mono_ms();
+        js_server_shutdown(d.k8s, left > 0 ? (int)left : 0);
+    }
     js_watchdog_stage(stop_watch, "answering in-flight calls of replaced listeners");
     retired_finish_all(&d, grace_end_ms);
     js_watchdog_stage(stop_watch, "writing the stop audit record");

@@ -33,6 +33,29 @@ char *jws_header_json(js_alg alg, const char *kid)
     return s;
 }
 
+/* Signs tok[0..input_len) (the signing input) and appends "." and the
+ * base64url signature; tok has room for it (cap). Frees tok on failure. */
+static js_status sign_and_append(char *tok, size_t input_len, size_t cap, jws_sign_fn sign,
+                                 void *sign_ctx, char **out, js_err *err)
+{
+    uint8_t sig[JS_SIG_MAX];
+    size_t sig_len = 0;
+    js_status st = sign(sign_ctx, (const uint8_t *)tok, input_len, sig, sizeof(sig), &sig_len, err);
+    if (st == JS_OK && (sig_len == 0 || sig_len > sizeof(sig)))
+        st = js_err_set(err, JS_EINTERNAL, JS_R_JWS_SIG_LENGTH, "signature of invalid length %zu",
+                        sig_len);
+    if (st != JS_OK) {
+        free(tok);
+        return st;
+    }
+    size_t off = input_len;
+    tok[off++] = '.';
+    off += b64url_encode(sig, sig_len, tok + off, cap - off);
+    tok[off] = '\0';
+    *out = tok;
+    return JS_OK;
+}
+
 js_status jws_sign_compact(const char *header_json, size_t header_len, const char *payload_json,
                            size_t payload_len, jws_sign_fn sign, void *sign_ctx, char **out,
                            js_err *err)
@@ -44,29 +67,29 @@ js_status jws_sign_compact(const char *header_json, size_t header_len, const cha
     size_t cap = hlen + 1 + plen + 1 + slen_max + 1;
     char *tok = malloc(cap);
     JS_ENSURE_ALLOC(tok, err);
-
     size_t off = b64url_encode((const uint8_t *)header_json, header_len, tok, cap);
     tok[off++] = '.';
     off += b64url_encode((const uint8_t *)payload_json, payload_len, tok + off, cap - off);
-    size_t input_len = off;
+    return sign_and_append(tok, off, cap, sign, sign_ctx, out, err);
+}
 
-    uint8_t sig[JS_SIG_MAX];
-    size_t sig_len = 0;
-    js_status st = sign(sign_ctx, (const uint8_t *)tok, input_len, sig, sizeof(sig), &sig_len, err);
-    if (st != JS_OK) {
-        free(tok);
-        return st;
-    }
-    if (sig_len == 0 || sig_len > sizeof(sig)) {
-        free(tok);
-        return js_err_set(err, JS_EINTERNAL, JS_R_JWS_SIG_LENGTH, "signature of invalid length %zu",
-                          sig_len);
-    }
+js_status jws_sign_compact_encoded(const char *header_json, size_t header_len,
+                                   const char *payload_b64, size_t payload_b64_len,
+                                   jws_sign_fn sign, void *sign_ctx, char **out, js_err *err)
+{
+    *out = NULL;
+    size_t hlen = B64URL_ENCODED_LEN(header_len);
+    size_t slen_max = B64URL_ENCODED_LEN(JS_SIG_MAX);
+    size_t cap = hlen + 1 + payload_b64_len + 1 + slen_max + 1;
+    char *tok = malloc(cap);
+    JS_ENSURE_ALLOC(tok, err);
+    size_t off = b64url_encode((const uint8_t *)header_json, header_len, tok, cap);
     tok[off++] = '.';
-    off += b64url_encode(sig, sig_len, tok + off, cap - off);
-    tok[off] = '\0';
-    *out = tok;
-    return JS_OK;
+    /* The payload segment exactly as the caller built it (k8s.io/externaljwt:
+     * "must not be encoded again"). */
+    memcpy(tok + off, payload_b64, payload_b64_len);
+    off += payload_b64_len;
+    return sign_and_append(tok, off, cap, sign, sign_ctx, out, err);
 }
 
 /* r||s (RFC 7518 §3.4) -> DER ECDSA-Sig-Value, which OpenSSL verifies. */

@@ -38,6 +38,17 @@ js_status jws_sign_compact(const char *header_json, size_t header_len, const cha
                            js_err *err) JS_WUR;
 
 /*
+ * The same for a payload segment that is already base64url text
+ * (payload_b64, copied as is into the signing input, never re-encoded): for
+ * Kubernetes' ExternalJWTSigner, whose caller built the payload. The caller
+ * has checked that it is canonical base64url of the claims it validated.
+ */
+js_status jws_sign_compact_encoded(const char *header_json, size_t header_len,
+                                   const char *payload_b64, size_t payload_b64_len,
+                                   jws_sign_fn sign, void *sign_ctx, char **out,
+                                   js_err *err) JS_WUR;
+
+/*
  * Verifies JWS signature octets over input with a public key, with OpenSSL,
  * for alg. For ECDSA, sig is r||s of exactly twice the curve size.
  * JS_OK when valid; JS_EINVAL "jws.bad_signature" when not.

@@ -11,8 +11,10 @@
 #include "duration.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -33,14 +35,15 @@
 /* A PIN file holds one short line; anything bigger is the wrong file. */
 #define PIN_FILE_MAX 4096
 
-static const char *const k_top_keys[] = {"listen", "tls",         "workers",       "hsm",
-                                         "keys",   "default_key", "issuer",        "policy",
-                                         "audit",  "http",        "key_lifecycle", "limits"};
+static const char *const k_top_keys[] = {"listen",        "tls",    "workers",    "hsm",   "keys",
+                                         "default_key",   "issuer", "policy",     "audit", "http",
+                                         "key_lifecycle", "limits", "externaljwt"};
 static const char *const k_limits_keys[] = {"denials_per_second", "denials_burst",
                                             "denials_total_per_second", "denials_total_burst"};
 static const char *const k_http_keys[] = {"listen", "tls_cert", "tls_key", "jwks_max_age",
                                           "jwks_uri"};
 static const char *const k_lifecycle_keys[] = {"prepublish", "leeway"};
+static const char *const k_externaljwt_keys[] = {"socket", "owner", "group", "mode"};
 static const char *const k_tls_keys[] = {"cert", "key", "client_ca"};
 static const char *const k_hsm_keys[] = {"module", "token", "pin_file", "pin_env"};
 static const char *const k_key_keys[] = {"name", "label", "alg", "bits", "rotation_period"};
@@ -542,6 +545,94 @@ static js_status load_http(const loader *ld, const js_yaml_node *root, js_config
     return JS_OK;
 }
 
+/* externaljwt.owner / .group: a name (resolved now, so a typo fails at load)
+ * or a decimal id. *out stays -1 when the key is absent. */
+static js_status load_socket_id(const loader *ld, const js_yaml_node *m, const char *key,
+                                bool group, int64_t *out)
+{
+    const char *s;
+    const js_yaml_node *v;
+    char path[JS_YAML_PATH_MAX];
+    *out = -1;
+    JS_GUARD(get_string(ld, m, "externaljwt", key, false, &s, &v));
+    if (s == NULL)
+        return JS_OK;
+    js_yaml_path_key(path, sizeof(path), "externaljwt", key);
+    char *end = NULL;
+    errno = 0;
+    unsigned long n = s[0] >= '0' && s[0] <= '9' ? strtoul(s, &end, 10) : 0;
+    if (end != NULL && *end == '\0' && errno == 0 && n < 0xffffffffUL) {
+        *out = (int64_t)n;
+        return JS_OK;
+    }
+    char buf[16384];
+    int rc;
+    if (group) {
+        struct group gr, *res = NULL;
+        rc = getgrnam_r(s, &gr, buf, sizeof(buf), &res);
+        if (rc == 0 && res != NULL)
+            *out = (int64_t)res->gr_gid;
+    } else {
+        struct passwd pw, *res = NULL;
+        rc = getpwnam_r(s, &pw, buf, sizeof(buf), &res);
+        if (rc == 0 && res != NULL)
+            *out = (int64_t)res->pw_uid;
+    }
+    if (*out < 0)
+        return fail(ld, js_yaml_node_line(v), path, JS_R_CONFIG_EXTERNALJWT,
+                    "no %s named '%s' on this system (a name or a numeric id)",
+                    group ? "group" : "user", s);
+    return JS_OK;
+}
+
+/*
+ * externaljwt: Kubernetes' ExternalJWTSigner on a Unix socket (optional;
+ * absent = off). The socket's owner, group and mode are the first gate (only
+ * kube-apiserver should reach it); the policy then matches each peer's
+ * credentials. The mode may not grant anything beyond 0660.
+ */
+static js_status load_externaljwt(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const js_yaml_node *m, *v;
+    cfg->externaljwt_uid = -1;
+    cfg->externaljwt_gid = -1;
+    cfg->externaljwt_mode = JS_CONFIG_EXTERNALJWT_MODE;
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "externaljwt", false, &m, ld->err));
+    if (m == NULL)
+        return JS_OK;
+    JS_GUARD(js_yaml_expect_type(ld->doc, m, "externaljwt", JS_YAML_MAPPING, ld->err));
+    JS_GUARD(js_yaml_check_keys(ld->doc, m, "externaljwt", k_externaljwt_keys,
+                                COUNT(k_externaljwt_keys), ld->err));
+    JS_GUARD(get_path(ld, m, "externaljwt", "socket", &cfg->externaljwt_socket));
+    JS_GUARD(js_yaml_lookup(ld->doc, m, "externaljwt", "socket", true, &v, ld->err));
+    size_t n = strlen(cfg->externaljwt_socket);
+    if (n > JS_CONFIG_SUN_PATH_MAX)
+        return fail(ld, js_yaml_node_line(v), "externaljwt.socket", JS_R_CONFIG_EXTERNALJWT,
+                    "the socket path is %zu bytes; a Unix socket path holds at most %d (unix(7)): "
+                    "use a shorter directory, e.g. /run/jwt-signer/externaljwt.sock",
+                    n, JS_CONFIG_SUN_PATH_MAX);
+    JS_GUARD(load_socket_id(ld, m, "owner", false, &cfg->externaljwt_uid));
+    JS_GUARD(load_socket_id(ld, m, "group", true, &cfg->externaljwt_gid));
+    const char *s;
+    JS_GUARD(get_string(ld, m, "externaljwt", "mode", false, &s, &v));
+    if (s != NULL) {
+        /* Octal text, as chmod(1) takes it: "0660", "660", "0600". */
+        char *end = NULL;
+        errno = 0;
+        unsigned long mode = strtoul(s, &end, 8);
+        if (s[0] == '\0' || *end != '\0' || errno != 0 || mode > 0777)
+            return fail(ld, js_yaml_node_line(v), "externaljwt.mode", JS_R_CONFIG_EXTERNALJWT,
+                        "'%s' is not an octal file mode such as \"0660\" (quote it in YAML)", s);
+        if ((mode & ~(unsigned long)JS_CONFIG_EXTERNALJWT_MODE) != 0)
+            return fail(ld, js_yaml_node_line(v), "externaljwt.mode", JS_R_CONFIG_EXTERNALJWT,
+                        "%04lo grants more than 0660: the socket signs Kubernetes service-account "
+                        "tokens, so only its owner and group (kube-apiserver) may connect",
+                        mode);
+        cfg->externaljwt_mode = (unsigned)mode;
+    }
+    return JS_OK;
+}
+
 /* limits: the denial budget (denials.h); defaults there. */
 static js_status load_limits(const loader *ld, const js_yaml_node *root, js_config *cfg)
 {
@@ -615,6 +706,7 @@ static js_status load_all(const loader *ld, js_config *cfg)
     JS_GUARD(load_http(ld, root, cfg));
     JS_GUARD(load_lifecycle(ld, root, cfg));
     JS_GUARD(load_limits(ld, root, cfg));
+    JS_GUARD(load_externaljwt(ld, root, cfg));
     return JS_OK;
 }
 
@@ -687,6 +779,7 @@ void js_config_free(js_config *cfg)
     free(cfg->http_tls_cert);
     free(cfg->http_tls_key);
     free(cfg->http_jwks_uri);
+    free(cfg->externaljwt_socket);
     for (size_t i = 0; i < cfg->nkeys; i++) {
         free(cfg->keys[i].name);
         free(cfg->keys[i].label);

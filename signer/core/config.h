@@ -46,6 +46,11 @@
 #define JS_CONFIG_AUDIT_MIN_FREE_MAX   (UINT64_C(1) << 50)
 #define JS_CONFIG_LIMIT_MAX            1000000
 #define JS_CONFIG_AUDIT_ORIGIN_MAX     256
+/* sockaddr_un.sun_path holds 108 bytes on Linux, NUL included (unix(7)). */
+#define JS_CONFIG_SUN_PATH_MAX 107
+/* The ExternalJWTSigner socket's mode may grant at most owner and group
+ * read/write: kube-apiserver is the only intended peer. */
+#define JS_CONFIG_EXTERNALJWT_MODE 0660u
 
 typedef struct js_key_config {
     char *name;    /* [A-Za-z0-9._-]{1,64}, unique */
@@ -108,6 +113,13 @@ typedef struct js_config {
     int64_t http_jwks_max_age; /* seconds; default 300 */
     char *http_jwks_uri;       /* the JWKS's public URL for discovery (discovery.h);
                                   NULL = issuer + /.well-known/jwks.json */
+
+    /* externaljwt: Kubernetes' ExternalJWTSigner on a Unix domain socket
+     * (k8s.io/externaljwt; signer/rpc/rpc_k8s.c); NULL socket = off. */
+    char *externaljwt_socket;  /* absolute path, at most JS_CONFIG_SUN_PATH_MAX bytes */
+    int64_t externaljwt_uid;   /* owner; -1 = the daemon's own */
+    int64_t externaljwt_gid;   /* group; -1 = the daemon's own */
+    unsigned externaljwt_mode; /* permission bits, a subset of 0660; default 0660 */
 
     /* key_lifecycle (keystate.h). */
     int64_t key_prepublish; /* a new version is published this long before it signs;

@@ -34,6 +34,9 @@ typedef enum js_decision_kind {
 #define JS_REQUEST_ID_MAX 128
 #define JS_LOG_SUB_MAX    256
 #define JS_SHA256_HEX     64
+/* A jti we record: ours is CLAIMS_JTI_LEN; a pre-built (Kubernetes) token's
+ * is checked to be 1..JS_JTI_MAX printable ASCII (policy.h). */
+#define JS_JTI_MAX 128
 
 /* The token a SignJwt request produced, and what the request log and the
  * audit record say about it. jwt, scopes and aud are malloc'd
@@ -44,7 +47,7 @@ typedef struct js_sign_result {
     char *jwt;
     char *scopes;
     char kid[JWK_KID_LEN + 1];
-    char jti[CLAIMS_JTI_LEN + 1];
+    char jti[JS_JTI_MAX + 1]; /* ours (CLAIMS_JTI_LEN), or a pre-built token's */
     char key_name[JS_KEY_NAME_MAX + 1];
     char alg[16];
     char sub[JS_LOG_SUB_MAX + 1];

@@ -9,6 +9,10 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/x509.h>
+
+#include "clock.h"
 
 #include "jws.h"
 
@@ -20,6 +24,10 @@ typedef struct vault_entry {
     js_hsm_key *key;
     char kid[JWK_KID_LEN + 1];
     json_t *jwk; /* public JWK with kid, use, alg */
+    /* The public key as PKIX DER (SubjectPublicKeyInfo, RFC 5280
+     * §4.1.2.7), for Kubernetes' FetchKeys. */
+    uint8_t *spki;
+    size_t spki_len;
 } vault_entry;
 
 struct js_keyvault {
@@ -38,13 +46,15 @@ struct js_key {
     int64_t lifetime;
     char kid[JWK_KID_LEN + 1];
     char *header;
-    const js_hsm_key *hsm_key; /* borrowed from the vault */
+    const js_hsm_key *hsm_key;                   /* borrowed from the vault */
+    const vault_entry *pub[JS_KS_MAX_PUBLISHED]; /* the published versions, borrowed */
 };
 
 struct js_keyring {
     js_key *keys;
     size_t nkeys;
     char *jwks;
+    int64_t built_ms; /* wall clock: start-up or the last key transition */
 };
 
 js_status js_keyvault_new(js_hsm *hsm, js_hsm_session *s, js_keyvault **out, js_err *err)
@@ -71,6 +81,7 @@ void js_keyvault_free(js_keyvault *kv)
         free(kv->e[i].label);
         js_hsm_key_free(kv->e[i].key);
         json_decref(kv->e[i].jwk);
+        OPENSSL_free(kv->e[i].spki);
     }
     free(kv->e);
     free(kv);
@@ -94,7 +105,18 @@ static js_status vault_load(js_keyvault *kv, const char *label, js_alg alg, vaul
         st = js_err_oom(err);
     if (st == JS_OK && (e->label = strdup(label)) == NULL)
         st = js_err_oom(err);
+    if (st == JS_OK) {
+        unsigned char *der = NULL;
+        int n = i2d_PUBKEY(js_hsm_key_public(e->key), &der);
+        if (n <= 0)
+            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM,
+                            "cannot encode the public key of '%s' as PKIX DER", label);
+        e->spki = der;
+        e->spki_len = n > 0 ? (size_t)n : 0;
+    }
     if (st != JS_OK) {
+        free(e->label);
+        OPENSSL_free(e->spki);
         js_hsm_key_free(e->key);
         json_decref(e->jwk);
         memset(e, 0, sizeof(*e));
@@ -174,6 +196,7 @@ static js_status build_key(const js_key_config *kc, const js_keystate *ks, js_ke
     for (size_t i = 0; i < npub; i++) {
         vault_entry *e = NULL;
         JS_GUARD(vault_entry_get(kv, pub[i]->label, kc->alg, &e, err));
+        k->pub[i] = e;
         JS_ENSURE(json_array_append(jwks_keys, e->jwk) == 0, err, JS_EINTERNAL, JS_R_INTERNAL_OOM,
                   "out of memory");
     }
@@ -215,6 +238,7 @@ js_status js_keyring_build(const js_config *cfg, const js_keystate *ks, js_keyva
             goto done;
         }
     }
+    kr->built_ms = js_wall_ms();
     if (json_object_set(jwks, "keys", keys) != 0 ||
         (kr->jwks = json_dumps(jwks, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
         st = js_err_oom(err);
@@ -290,4 +314,24 @@ int64_t js_key_lifetime(const js_key *k)
 size_t js_key_published(const js_key *k)
 {
     return k->published;
+}
+
+const char *js_key_published_kid(const js_key *k, size_t i)
+{
+    return i < k->published ? k->pub[i]->kid : NULL;
+}
+
+const uint8_t *js_key_published_spki(const js_key *k, size_t i, size_t *len)
+{
+    if (i >= k->published) {
+        *len = 0;
+        return NULL;
+    }
+    *len = k->pub[i]->spki_len;
+    return k->pub[i]->spki;
+}
+
+int64_t js_keyring_built_ms(const js_keyring *kr)
+{
+    return kr->built_ms;
 }

@@ -66,6 +66,15 @@ js_alg js_key_alg(const js_key *k);
 /* How many of the key's versions the JWKS publishes (next, active,
  * retiring); 0 when none is (every version revoked). */
 size_t js_key_published(const js_key *k);
+/* Published version i (0 .. js_key_published(k) - 1, in the JWKS's order):
+ * its kid, and its public key as PKIX DER (SubjectPublicKeyInfo, RFC 5280
+ * §4.1.2.7; Kubernetes' FetchKeys). Borrowed; NULL past the end. */
+const char *js_key_published_kid(const js_key *k, size_t i);
+const uint8_t *js_key_published_spki(const js_key *k, size_t i, size_t *len);
+/* Wall-clock ms when this snapshot was built: start-up or the last key
+ * transition (rotation, revocation, a timed step), i.e. when the key set
+ * last changed. */
+int64_t js_keyring_built_ms(const js_keyring *kr);
 uint32_t js_key_version(const js_key *k);
 const js_hsm_key *js_key_hsm(const js_key *k);
 /* The protected header JSON for this key (built once). */

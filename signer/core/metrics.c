@@ -439,9 +439,10 @@ void js_metrics_call(js_metrics *m, const char *method, const char *caller, cons
     js_metrics_request(m, method, caller, js_decision_name(d->kind), js_reason_name(d->reason));
 }
 
-void js_metrics_sign(js_metrics *m, const char *caller, const js_decision *d, int64_t latency_us)
+void js_metrics_sign(js_metrics *m, const char *method, const char *caller, const js_decision *d,
+                     int64_t latency_us)
 {
-    js_metrics_call(m, "SignJwt", caller, d);
+    js_metrics_call(m, method, caller, d);
     if (d->kind == JS_DECISION_ALLOW)
         js_metrics_sign_latency(m, latency_us > 0 ? (uint64_t)latency_us : 0);
     else if (d->status == JS_ELIMIT)
@@ -765,7 +766,8 @@ json_t *js_metrics_caller_counts(js_metrics *m)
         for (size_t k = 0; k < SERIES_BUCKETS; k++) {
             for (node *nd = t->buckets[i][k]; nd != NULL; nd = nd->next) {
                 const series *se = (const series *)nd;
-                if (strcmp(se->method->value, "SignJwt") != 0)
+                if (strcmp(se->method->value, JS_METHOD_SIGN_JWT) != 0 &&
+                    strcmp(se->method->value, JS_METHOD_K8S_SIGN) != 0)
                     continue;
                 json_t *c = json_object_get(out, se->caller->value);
                 if (c == NULL) {

@@ -81,12 +81,18 @@ void js_metrics_request(js_metrics *m, const char *method, const char *caller, c
 /*
  * Everything one call's decision counts, from the decision itself (never
  * from its reason's name): jwt_signer_requests_total with the decision's
- * kind and reason. For SignJwt (js_metrics_sign) also: the latency of an
+ * kind and reason. For a signing method (js_metrics_sign: SignJwt,
+ * ExternalJWTSigner.Sign) also: the latency of an
  * allowed request, a rate-limited caller (status JS_ELIMIT), an HSM error
  * (the HSM failed while signing, d->hsm_failed).
  */
 void js_metrics_call(js_metrics *m, const char *method, const char *caller, const js_decision *d);
-void js_metrics_sign(js_metrics *m, const char *caller, const js_decision *d, int64_t latency_us);
+void js_metrics_sign(js_metrics *m, const char *method, const char *caller, const js_decision *d,
+                     int64_t latency_us);
+
+/* The method labels of the two signing methods (logs and metrics). */
+#define JS_METHOD_SIGN_JWT "SignJwt"
+#define JS_METHOD_K8S_SIGN "ExternalJWTSigner.Sign"
 
 /* Observes one signature's latency in jwt_signer_sign_latency_seconds. */
 void js_metrics_sign_latency(js_metrics *m, uint64_t micros);

@@ -11,6 +11,7 @@
 
 #include <openssl/evp.h>
 
+#include "b64url.h"
 #include "clock.h"
 #include "hex.h"
 #include "hsm_signer.h"
@@ -110,6 +111,28 @@ js_status js_service_check_policy(const js_service *svc, const js_policy *p, js_
         JS_ENSURE(js_config_find_key(svc->cfg, name) != NULL, err, JS_ECONFIG,
                   JS_R_POLICY_UNKNOWN_KEY,
                   "the policy names key '%s', which is not in the signer's configuration", name);
+    }
+    for (size_t i = 0; i < js_policy_caller_count(p); i++) {
+        const js_policy_caller *c = js_policy_caller_at(p, i);
+        if (js_policy_caller_type(c) != JS_ID_UNIX)
+            continue;
+        JS_ENSURE(svc->cfg->externaljwt_socket != NULL, err, JS_ECONFIG,
+                  JS_R_CONFIG_EXTERNALJWT_ALG,
+                  "the policy has a Kubernetes caller '%s' but the configuration has no "
+                  "externaljwt section (the Unix socket it would call)",
+                  js_policy_caller_id(c));
+        for (size_t k = 0; k < js_policy_caller_key_count(c); k++) {
+            const char *name = js_policy_caller_key_at(c, k);
+            const js_key_config *kc = js_config_find_key(svc->cfg, name);
+            if (kc == NULL)
+                continue; /* reported above */
+            JS_ENSURE(js_k8s_alg_ok(kc->alg), err, JS_ECONFIG, JS_R_CONFIG_EXTERNALJWT_ALG,
+                      "key '%s' is %s, but the Kubernetes caller '%s' may sign with it: "
+                      "kube-apiserver accepts only RS256, ES256, ES384 and ES512 in a "
+                      "service-account token (k8s.io/externaljwt); give that caller a key of one "
+                      "of those algorithms",
+                      name, js_alg_name(kc->alg), js_policy_caller_id(c));
+        }
     }
     /* The policy names the issuer; a config issuer, kept for
      * compatibility, must agree with it so no one is surprised by iss. */
@@ -218,7 +241,97 @@ static js_status decide_admitted(const js_service *svc, const js_sign_input *in,
     return st;
 }
 
+bool js_k8s_alg_ok(js_alg alg)
+{
+    /* ES512 is also accepted by kube-apiserver; the signer has no ES512. */
+    return alg == JS_ALG_RS256 || alg == JS_ALG_ES256 || alg == JS_ALG_ES384;
+}
+
+/* The payload segment of a Kubernetes Sign request: canonical base64url of a
+ * claim set parsed as strictly as claims_json. The caller releases *claims. */
+static js_status k8s_claims(const js_sign_request *req, json_t **claims, js_err *err)
+{
+    JS_ENSURE(req->claims_len > 0, err, JS_EINVAL, JS_R_CLAIMS_EMPTY, "claims is empty");
+    JS_ENSURE(req->claims_len <= B64URL_ENCODED_LEN(CLAIMS_MAX_BYTES), err, JS_EINVAL,
+              JS_R_CLAIMS_TOO_LARGE, "claims is %zu characters; the limit is %zu (%d bytes)",
+              req->claims_len, (size_t)B64URL_ENCODED_LEN(CLAIMS_MAX_BYTES), CLAIMS_MAX_BYTES);
+    uint8_t *raw = malloc(CLAIMS_MAX_BYTES);
+    JS_ENSURE_ALLOC(raw, err);
+    size_t n = 0;
+    js_status st =
+        b64url_decode((const char *)req->claims, req->claims_len, raw, CLAIMS_MAX_BYTES, &n, err);
+    if (st != JS_OK)
+        js_err_prefix(err, "claims: ");
+    else
+        st = claims_parse(raw, n, claims, err);
+    free(raw);
+    return st;
+}
+
+/* Validates the pre-built claims and signs them as sent (service.h). */
+static js_status k8s_decide_admitted(const js_service *svc, const js_sign_input *in,
+                                     const admission *adm, js_decision *d, js_err *err)
+{
+    js_sign_request req;
+    memset(&req, 0, sizeof(req));
+    JS_GUARD(in->decode(in->decode_ctx, &req, err));
+    int64_t now = svc->clock(svc->clock_ctx);
+    js_sign_result *res = &d->token;
+    json_t *claims = NULL;
+    JS_GUARD(k8s_claims(&req, &claims, err));
+    note_sub_aud(claims, res);
+    js_policy_validated v;
+    memset(&v, 0, sizeof(v));
+    js_status st = js_policy_validate(adm->policy, adm->caller, claims, now, JS_K8S_LEEWAY_S,
+                                      key_window, (void *)adm->keys, &v, err);
+    if (st == JS_OK)
+        snprintf(res->jti, sizeof(res->jti), "%s", v.jti);
+    json_decref(claims); /* v borrows from it: done with v */
+    JS_GUARD(st);
+    const js_key *key = js_keyring_find(adm->keys, v.key_name);
+    JS_ENSURE(key != NULL, err, JS_EUNAVAIL, JS_R_KEY_NO_ACTIVE,
+              "key '%s' has no active version (revoked without a successor): an administrator "
+              "must call Admin/RotateKey",
+              v.key_name);
+    snprintf(res->key_name, sizeof(res->key_name), "%s", js_key_name(key));
+    snprintf(res->kid, sizeof(res->kid), "%s", js_key_kid(key));
+    snprintf(res->alg, sizeof(res->alg), "%s", js_alg_name(js_key_alg(key)));
+    /* Checked at every policy load; checked again where it matters. */
+    JS_ENSURE(js_k8s_alg_ok(js_key_alg(key)), err, JS_ECONFIG, JS_R_CONFIG_EXTERNALJWT_ALG,
+              "key '%s' is %s; kube-apiserver accepts only RS256, ES256, ES384 and ES512",
+              v.key_name, res->alg);
+    /* The header is alg, typ and kid only (jws.h), as kube-apiserver requires. */
+    const char *header = js_key_header(key);
+    js_hsm_signer signer = {in->session, js_key_hsm(key), false};
+    st = jws_sign_compact_encoded(header, strlen(header), (const char *)req.claims, req.claims_len,
+                                  js_hsm_signer_sign, &signer, &res->jwt, err);
+    d->hsm_failed = signer.failed;
+    JS_GUARD(st);
+    res->issued_at = v.iat;
+    res->expires_at = v.exp;
+    token_digest(res->jwt, res->token_sha256);
+    return JS_OK;
+}
+
+typedef js_status (*decide_fn)(const js_service *svc, const js_sign_input *in, const admission *adm,
+                               js_decision *d, js_err *err);
+
+static void decide_with(const js_service *svc, const js_sign_input *in, js_decision *d,
+                        decide_fn decide_admitted_fn);
+
+void js_service_decide_k8s(const js_service *svc, const js_sign_input *in, js_decision *d)
+{
+    decide_with(svc, in, d, k8s_decide_admitted);
+}
+
 void js_service_decide(const js_service *svc, const js_sign_input *in, js_decision *d)
+{
+    decide_with(svc, in, d, decide_admitted);
+}
+
+/* Admission, then decide_admitted_fn, into one decision (service.h). */
+static void decide_with(const js_service *svc, const js_sign_input *in, js_decision *d,
+                        decide_fn decide_admitted_fn)
 {
     js_decision_init(d);
     js_err err;
@@ -252,7 +365,7 @@ void js_service_decide(const js_service *svc, const js_sign_input *in, js_decisi
             js_request_id_check(req.request_id, NULL) == JS_OK)
             snprintf(d->request_id, sizeof(d->request_id), "%s", req.request_id);
     } else {
-        st = decide_admitted(svc, in, &adm, d, &err);
+        st = decide_admitted_fn(svc, in, &adm, d, &err);
         /* Denials decided after admission (malformed request, policy) take
          * their budget decision now; errors (HSM, audit) are never folded. */
         if (st != JS_OK && js_decision_kind_of(st) == JS_DECISION_DENY)

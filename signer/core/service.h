@@ -88,8 +88,36 @@ void js_service_free(js_service *svc);
  */
 void js_service_decide(const js_service *svc, const js_sign_input *in, js_decision *d);
 
+/*
+ * Kubernetes' ExternalJWTSigner (k8s.io/externaljwt; KEP-740): kube-apiserver
+ * sends a claim set it built, base64url-encoded, and gets back the header and
+ * signature of the token it then assembles itself.
+ *
+ * js_service_decide_k8s decides one Sign request: the same admission as
+ * SignJwt (match, frozen, rate limit; before the body is decoded), then the
+ * payload is decoded (strict base64url, at most CLAIMS_MAX_BYTES), parsed as
+ * strictly as claims_json, and validated instead of evaluated
+ * (js_policy_validate: the signer cannot add or change a claim), and
+ * base64url(header) "." payload is signed as sent, with the caller's default
+ * key. The decode callback hands over the payload text in req->claims.
+ * Allowed: d->token.jwt holds the assembled token and d->token the jti, sub,
+ * aud, iat, exp, key, kid and alg for the audit record.
+ */
+void js_service_decide_k8s(const js_service *svc, const js_sign_input *in, js_decision *d);
+
+/* iat/nbf skew allowed between kube-apiserver and the signer, seconds. */
+#define JS_K8S_LEEWAY_S 60
+
+/* The algorithms kube-apiserver accepts in a token header (RS256, ES256,
+ * ES384, ES512: k8s.io/externaljwt SignJWTResponse.header) that the signer
+ * has: RS256, ES256, ES384. */
+bool js_k8s_alg_ok(js_alg alg);
+
 /* Checks that every key a policy names exists in the keyring, and that the
- * policy or the config sets an issuer. Used at start and on every reload. */
+ * policy or the config sets an issuer. Used at start and on every reload.
+ * A unix: (Kubernetes) caller needs the externaljwt socket configured, and
+ * every key it may use must have an algorithm kube-apiserver accepts
+ * (config.externaljwt_alg). */
 js_status js_service_check_policy(const js_service *svc, const js_policy *p, js_err *err) JS_WUR;
 
 /* Validates a request_id: 0..JS_REQUEST_ID_MAX printable ASCII characters. */

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
 
 #include "decision.h"
 #include "identity.h"
@@ -28,7 +29,19 @@
 /* claims_json is at most 16 KiB; leave room for the other fields. */
 #define MAX_REQUEST_BYTES (64 * 1024)
 
-typedef enum call_kind { CALL_SIGN, CALL_JWKS, CALL_ADMIN, CALL_UNKNOWN } call_kind;
+typedef enum call_kind { CALL_SIGN, CALL_JWKS, CALL_ADMIN, CALL_K8S, CALL_UNKNOWN } call_kind;
+
+/* k8s.io/externaljwt ExternalJWTSigner, in both published packages (the
+ * messages are identical on the wire; rpc_k8s.c). */
+typedef enum k8s_method {
+    K8S_V1_SIGN,
+    K8S_V1_FETCH_KEYS,
+    K8S_V1_METADATA,
+    K8S_V1ALPHA1_SIGN,
+    K8S_V1ALPHA1_FETCH_KEYS,
+    K8S_V1ALPHA1_METADATA,
+    K8S_COUNT
+} k8s_method;
 
 /* jwtsigner.v1.Admin, in the order of the proto. */
 typedef enum admin_method {
@@ -46,10 +59,12 @@ typedef enum admin_method {
 typedef enum call_state { CALL_REQUESTED, CALL_REPLYING } call_state;
 
 typedef struct worker worker;
+typedef struct rpc_peers rpc_peers;
 
 typedef struct call_ctx {
     call_kind kind;
     admin_method admin; /* CALL_ADMIN only */
+    k8s_method k8s;     /* CALL_K8S only */
     call_state state;
     worker *w;
     grpc_call *call;
@@ -95,6 +110,12 @@ struct js_server {
     void *method_sign;
     void *method_jwks;
     void *method_admin[ADMIN_COUNT];
+    void *method_k8s[K8S_COUNT];
+    /* The ExternalJWTSigner server (js_server_new_k8s): its Unix socket and
+     * the peer credentials of every connection it handed to gRPC. NULL for
+     * the mTLS server. */
+    rpc_peers *peers;
+    bool k8s; /* serves ExternalJWTSigner on the Unix socket, not the mTLS services */
     worker *workers;
     int nworkers;
     int port;
@@ -118,6 +139,48 @@ struct js_server {
 /* An allowed SignJwt starts / stops waiting for its audit record (server.c). */
 void rpc_audit_wait_begin(js_server *srv);
 void rpc_audit_wait_end(js_server *srv);
+
+/* The ExternalJWTSigner methods' paths, by k8s_method (rpc_k8s.c). */
+extern const char *const js_rpc_k8s_paths[K8S_COUNT];
+
+/* ---- rpc_peers.c: the Unix socket of the ExternalJWTSigner and its peers ---- */
+
+/* Creates the socket (owner, group and mode from the configuration) and
+ * starts the thread that accepts connections, reads each peer's credentials
+ * (SO_PEERCRED) and hands the connection to srv's gRPC server
+ * (grpc_server_add_channel_from_fd). The server must be started. */
+js_status rpc_peers_start(js_server *srv, js_err *err) JS_WUR;
+/* Stops accepting, closes and removes the socket; connections already
+ * handed to gRPC are gRPC's to close. */
+void rpc_peers_stop(rpc_peers *peers);
+void rpc_peers_free(rpc_peers *peers);
+/* The typed identity (unix:uid=N) and the peer text
+ * ("unix:pid=P,uid=U,gid=G", gpr_malloc'd into *peer) of a call on the
+ * socket, from the credentials read when its connection was accepted.
+ * JS_EDENIED identity.none when the call's connection is unknown. */
+js_status rpc_peers_identity(rpc_peers *peers, grpc_call *call, char *identity, size_t cap,
+                             char **peer, js_err *err) JS_WUR;
+
+/* ---- rpc_sign.c: the signing methods (SignJwt and ExternalJWTSigner Sign) ---- */
+
+/* How a signing method differs from SignJwt: its request message, how the
+ * pipeline decides, and its reply. Everything else (identity, the audit
+ * record before the reply, the log line, the metrics, folding) is shared. */
+typedef struct rpc_sign_variant {
+    const char *method; /* the log line's "method" */
+    const ProtobufCMessageDescriptor *request;
+    /* The request fields for the pipeline; borrows from m. */
+    void (*fields)(const ProtobufCMessage *m, js_sign_request *out);
+    void (*decide)(const js_service *svc, const js_sign_input *in, js_decision *d);
+    /* The identity of the call's peer (and its peer text, gpr_malloc'd). */
+    js_status (*identity)(call_ctx *c, js_err *err);
+    /* Packs the reply of an allowed decision into *buf (malloc'd). */
+    js_status (*pack)(const js_decision *d, uint64_t audit_seq, uint8_t **buf, size_t *len,
+                      js_err *err);
+} rpc_sign_variant;
+void rpc_sign_run(call_ctx *c, const rpc_sign_variant *v);
+/* ExternalJWTSigner Sign's variant (rpc_k8s.c). */
+extern const rpc_sign_variant *const rpc_k8s_sign_variant;
 
 /* The Admin methods' paths, by admin_method (rpc_admin.c). */
 extern const char *const js_rpc_admin_paths[ADMIN_COUNT];
@@ -158,6 +221,7 @@ void rpc_no_message(call_ctx *c, const char *method);
 void rpc_handle_sign(call_ctx *c);    /* rpc_sign.c */
 void rpc_handle_jwks(call_ctx *c);    /* rpc_jwks.c */
 void rpc_handle_admin(call_ctx *c);   /* rpc_admin.c */
+void rpc_handle_k8s(call_ctx *c);     /* rpc_k8s.c */
 void rpc_handle_unknown(call_ctx *c); /* rpc_call.c */
 
 #endif

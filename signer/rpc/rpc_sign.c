@@ -28,8 +28,9 @@
  * the decision is made. */
 typedef struct sign_body {
     call_ctx *c;
+    const rpc_sign_variant *v;
     grpc_slice raw;
-    Jwtsigner__V1__SignJwtRequest *req;
+    ProtobufCMessage *msg;
 } sign_body;
 
 static js_status decode_body(void *ctx, js_sign_request *out, js_err *err)
@@ -37,19 +38,16 @@ static js_status decode_body(void *ctx, js_sign_request *out, js_err *err)
     sign_body *b = ctx;
     JS_GUARD(rpc_read_request(b->c->request, &b->raw, err));
     /* pbcheck first: protobuf-c would cut a string at an embedded NUL. */
-    ProtobufCMessage *m = NULL;
-    JS_GUARD(js_pb_unpack(&jwtsigner__v1__sign_jwt_request__descriptor,
-                          GRPC_SLICE_START_PTR(b->raw), GRPC_SLICE_LENGTH(b->raw), &m, err));
-    b->req = (Jwtsigner__V1__SignJwtRequest *)m;
-    *out = (js_sign_request){b->req->claims_json.data, b->req->claims_json.len, b->req->key,
-                             b->req->request_id};
+    JS_GUARD(js_pb_unpack(b->v->request, GRPC_SLICE_START_PTR(b->raw), GRPC_SLICE_LENGTH(b->raw),
+                          &b->msg, err));
+    b->v->fields(b->msg, out);
     return JS_OK;
 }
 
 static void sign_body_clear(sign_body *b)
 {
-    if (b->req != NULL)
-        jwtsigner__v1__sign_jwt_request__free_unpacked(b->req, NULL);
+    if (b->msg != NULL)
+        protobuf_c_message_free_unpacked(b->msg, NULL);
     grpc_slice_unref(b->raw);
 }
 
@@ -59,7 +57,7 @@ static bool budget(void *ctx)
 }
 
 /* The request log line and the metrics of a decision recorded in full. */
-static void sign_log(const call_ctx *c, uint64_t seq)
+static void sign_log(const call_ctx *c, const char *method, uint64_t seq)
 {
     const js_decision *d = &c->d;
     const js_sign_result *t = &d->token;
@@ -68,7 +66,7 @@ static void sign_log(const call_ctx *c, uint64_t seq)
     if (seq > 0)
         snprintf(seqbuf, sizeof(seqbuf), "%llu", (unsigned long long)seq);
     js_reqlog log = {
-        .method = "SignJwt",
+        .method = method,
         .caller = c->identity,
         .peer = c->peer,
         .request_id = d->request_id,
@@ -85,7 +83,7 @@ static void sign_log(const call_ctx *c, uint64_t seq)
         .latency_us = js_mono_us() - c->t0_us,
     };
     js_reqlog_emit(&log);
-    js_metrics_sign(c->w->srv->metrics, c->identity, d, log.latency_us);
+    js_metrics_sign(c->w->srv->metrics, method, c->identity, d, log.latency_us);
 }
 
 /* The audit record of a SignJwt decision (audit/FORMAT.md §3.2). */
@@ -115,6 +113,9 @@ static void sign_event(const call_ctx *c, const char *policy_hash, js_audit_even
     ev->policy_hash = policy_hash;
 }
 
+/* The variant of a call's signing method: SignJwt or ExternalJWTSigner Sign. */
+static const rpc_sign_variant *variant_of(const call_ctx *c);
+
 /* Sends an allowed token once its audit record is durable, or fails closed.
  * Runs on the audit notifier thread or the audit writer thread (auditlog.h,
  * "Threads that run callbacks"); grpc_call_start_batch may be called from
@@ -123,25 +124,14 @@ static void sign_audit_done(void *ctx, js_status st, uint64_t seq, const js_err 
 {
     call_ctx *c = ctx;
     js_decision *d = &c->d;
+    const rpc_sign_variant *v = variant_of(c);
     uint8_t *buf = NULL;
     size_t len = 0;
     if (st == JS_OK) {
-        Jwtsigner__V1__SignJwtResponse resp = JWTSIGNER__V1__SIGN_JWT_RESPONSE__INIT;
-        resp.jwt = d->token.jwt;
-        resp.kid = d->token.kid;
-        resp.jti = d->token.jti;
-        resp.issued_at = d->token.issued_at;
-        resp.expires_at = d->token.expires_at;
-        resp.audit_seq = seq;
-        len = jwtsigner__v1__sign_jwt_response__get_packed_size(&resp);
-        buf = malloc(len > 0 ? len : 1);
-        if (buf == NULL) {
-            js_err err;
-            js_err_set(&err, JS_EINTERNAL, JS_R_INTERNAL_OOM, "out of memory");
-            js_decision_fail(d, &err);
-        } else {
-            jwtsigner__v1__sign_jwt_response__pack(&resp, buf);
-        }
+        js_err perr;
+        js_err_clear(&perr);
+        if (v->pack(d, seq, &buf, &len, &perr) != JS_OK)
+            js_decision_fail(d, &perr);
     } else {
         /* Fail closed: no token leaves without its record. */
         js_decision_fail(d, aerr);
@@ -149,7 +139,7 @@ static void sign_audit_done(void *ctx, js_status st, uint64_t seq, const js_err 
     js_server *srv = c->w->srv;
     /* The record is durable whenever st is JS_OK, even if the reply then
      * failed: the log line names it so the two can be matched. */
-    sign_log(c, st == JS_OK ? seq : 0);
+    sign_log(c, v->method, st == JS_OK ? seq : 0);
     rpc_reply_decision(c, d, buf, len); /* c may be gone after this */
     if (buf != NULL) {
         OPENSSL_cleanse(buf, len);
@@ -158,7 +148,60 @@ static void sign_audit_done(void *ctx, js_status st, uint64_t seq, const js_err 
     rpc_audit_wait_end(srv);
 }
 
+/* ---- SignJwt ---- */
+
+static void signjwt_fields(const ProtobufCMessage *m, js_sign_request *out)
+{
+    const Jwtsigner__V1__SignJwtRequest *r = (const Jwtsigner__V1__SignJwtRequest *)m;
+    *out = (js_sign_request){r->claims_json.data, r->claims_json.len, r->key, r->request_id};
+}
+
+/* The caller identity from its verified client certificate. */
+static js_status signjwt_identity(call_ctx *c, js_err *err)
+{
+    c->peer = grpc_call_get_peer(c->call);
+    return rpc_call_identity(c->call, c->identity, sizeof(c->identity), err);
+}
+
+static js_status signjwt_pack(const js_decision *d, uint64_t audit_seq, uint8_t **buf, size_t *len,
+                              js_err *err)
+{
+    Jwtsigner__V1__SignJwtResponse resp = JWTSIGNER__V1__SIGN_JWT_RESPONSE__INIT;
+    resp.jwt = d->token.jwt;
+    resp.kid = (char *)d->token.kid;
+    resp.jti = (char *)d->token.jti;
+    resp.issued_at = d->token.issued_at;
+    resp.expires_at = d->token.expires_at;
+    resp.audit_seq = audit_seq;
+    *len = jwtsigner__v1__sign_jwt_response__get_packed_size(&resp);
+    *buf = malloc(*len > 0 ? *len : 1);
+    JS_ENSURE_ALLOC(*buf, err);
+    jwtsigner__v1__sign_jwt_response__pack(&resp, *buf);
+    return JS_OK;
+}
+
+static const rpc_sign_variant k_signjwt = {
+    .method = JS_METHOD_SIGN_JWT,
+    .request = &jwtsigner__v1__sign_jwt_request__descriptor,
+    .fields = signjwt_fields,
+    .decide = js_service_decide,
+    .identity = signjwt_identity,
+    .pack = signjwt_pack,
+};
+
+static const rpc_sign_variant *variant_of(const call_ctx *c)
+{
+    return c->kind == CALL_K8S ? rpc_k8s_sign_variant : &k_signjwt;
+}
+
 void rpc_handle_sign(call_ctx *c)
+{
+    rpc_sign_run(c, &k_signjwt);
+}
+
+/* ---- shared by the signing methods ---- */
+
+void rpc_sign_run(call_ctx *c, const rpc_sign_variant *v)
 {
     c->t0_us = js_mono_us();
     worker *w = c->w;
@@ -172,18 +215,17 @@ void rpc_handle_sign(call_ctx *c)
     /* This call's record is on its way: the audit writer may hold a batch
      * for it (group commit). Every path below withdraws it once. */
     js_audit_expect(srv->audit);
-    c->peer = grpc_call_get_peer(c->call);
     js_err ierr;
     js_err_clear(&ierr);
-    js_status ist = rpc_call_identity(c->call, c->identity, sizeof(c->identity), &ierr);
+    js_status ist = v->identity(c, &ierr);
     if (c->request == NULL) {
         js_audit_expect_cancel(srv->audit);
-        rpc_no_message(c, "SignJwt");
+        rpc_no_message(c, v->method);
         rpc_audit_wait_end(srv);
         return;
     }
     const js_policy *policy = js_policy_cache_get(&w->policy, srv->policies);
-    sign_body body = {c, grpc_empty_slice(), NULL};
+    sign_body body = {c, v, grpc_empty_slice(), NULL};
     js_sign_input in = {
         .identity = ist == JS_OK ? c->identity : NULL,
         .identity_err = &ierr,
@@ -197,7 +239,7 @@ void rpc_handle_sign(call_ctx *c)
         .budget_ctx = c,
     };
     js_decision *d = &c->d;
-    js_service_decide(srv->svc, &in, d);
+    v->decide(srv->svc, &in, d);
     sign_body_clear(&body);
 
     js_audit_event ev;
@@ -218,7 +260,7 @@ void rpc_handle_sign(call_ctx *c)
          * per reason, per second (FORMAT.md §3.1). */
         js_audit_expect_cancel(srv->audit);
         rpc_fold_denial(c, "sign", d->reason);
-        js_metrics_sign(srv->metrics, c->identity, d, 0);
+        js_metrics_sign(srv->metrics, v->method, c->identity, d, 0);
         rpc_reply_decision(c, d, NULL, 0); /* c may be gone after this */
         rpc_audit_wait_end(srv);
         return;
@@ -234,7 +276,7 @@ void rpc_handle_sign(call_ctx *c)
             js_log_event("warn", "audit_record_lost",
                          "a denial could not be queued for the audit log");
     }
-    sign_log(c, 0);
+    sign_log(c, v->method, 0);
     rpc_reply_decision(c, d, NULL, 0); /* c may be gone after this */
     rpc_audit_wait_end(srv);
 }

@@ -43,6 +43,7 @@
 #define PENDING_SIGN    8
 #define PENDING_JWKS    2
 #define PENDING_UNKNOWN 1
+#define PENDING_K8S     2
 /* While shutdown waits for the audit log to answer allowed tokens, a line
  * this often says so. The audit log answers every record, durable or
  * failed, so the wait ends when its writer does; a writer stuck in the
@@ -58,8 +59,9 @@ static grpc_arg int_arg(const char *key, int value)
     return a;
 }
 
-/* Arms one requested call of `kind` (and admin method) on worker w's queue. */
-static int call_arm_method(worker *w, call_kind kind, admin_method am)
+/* Arms one requested call of `kind` (and admin or ExternalJWTSigner method)
+ * on worker w's queue. */
+static int call_arm_method(worker *w, call_kind kind, admin_method am, k8s_method km)
 {
     js_server *srv = w->srv;
     if (atomic_load(&srv->shutting_down))
@@ -69,6 +71,7 @@ static int call_arm_method(worker *w, call_kind kind, admin_method am)
         return -1;
     c->kind = kind;
     c->admin = am;
+    c->k8s = km;
     c->state = CALL_REQUESTED;
     c->w = w;
     grpc_metadata_array_init(&c->req_md);
@@ -81,6 +84,7 @@ static int call_arm_method(worker *w, call_kind kind, admin_method am)
     } else {
         void *method = kind == CALL_SIGN   ? srv->method_sign
                        : kind == CALL_JWKS ? srv->method_jwks
+                       : kind == CALL_K8S  ? srv->method_k8s[km]
                                            : srv->method_admin[am];
         rc = grpc_server_request_registered_call(srv->server, method, &c->call, &c->deadline,
                                                  &c->req_md, &c->request, w->cq, w->cq, c);
@@ -94,7 +98,7 @@ static int call_arm_method(worker *w, call_kind kind, admin_method am)
 
 static int call_arm(worker *w, call_kind kind)
 {
-    return call_arm_method(w, kind, ADMIN_COUNT);
+    return call_arm_method(w, kind, ADMIN_COUNT, K8S_COUNT);
 }
 
 /* ---- workers -------------------------------------------------------------------- */
@@ -120,7 +124,7 @@ static void *worker_main(void *arg)
             continue;
         }
         /* Re-arm first so the next request does not wait for this one. */
-        if (call_arm_method(w, c->kind, c->admin) != 0)
+        if (call_arm_method(w, c->kind, c->admin, c->k8s) != 0)
             js_log_event("error", "rearm_failed", "cannot re-arm a requested call");
         switch (c->kind) {
         case CALL_SIGN:
@@ -132,6 +136,9 @@ static void *worker_main(void *arg)
         case CALL_ADMIN:
             rpc_handle_admin(c);
             break;
+        case CALL_K8S:
+            rpc_handle_k8s(c);
+            break;
         case CALL_UNKNOWN:
         default:
             rpc_handle_unknown(c);
@@ -141,7 +148,8 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err)
+/* The mTLS server (k8s false) or the ExternalJWTSigner server (k8s true). */
+static js_status server_new(const js_server_deps *deps, bool k8s, js_server **out, js_err *err)
 {
     *out = NULL;
     js_server *srv = calloc(1, sizeof(*srv));
@@ -178,7 +186,10 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
                           "cannot create the audit wait condition");
     }
     srv->audit_sync_ok = 1;
+    srv->k8s = k8s;
     srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (k8s && srv->nworkers > JS_K8S_WORKERS)
+        srv->nworkers = JS_K8S_WORKERS;
     if (srv->nworkers <= 0)
         srv->nworkers = 1;
     js_status st = JS_OK;
@@ -215,13 +226,21 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
     };
     grpc_channel_args chargs = {sizeof(args) / sizeof(args[0]), args};
     srv->server = grpc_server_create(&chargs, NULL);
-    srv->method_sign = grpc_server_register_method(srv->server, METHOD_SIGN, NULL,
-                                                   GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    srv->method_jwks = grpc_server_register_method(srv->server, METHOD_JWKS, NULL,
-                                                   GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    for (int m = 0; m < ADMIN_COUNT; m++)
-        srv->method_admin[m] = grpc_server_register_method(
-            srv->server, js_rpc_admin_paths[m], NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    if (k8s) {
+        for (int m = 0; m < K8S_COUNT; m++)
+            srv->method_k8s[m] =
+                grpc_server_register_method(srv->server, js_rpc_k8s_paths[m], NULL,
+                                            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    } else {
+        srv->method_sign = grpc_server_register_method(
+            srv->server, METHOD_SIGN, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        srv->method_jwks = grpc_server_register_method(
+            srv->server, METHOD_JWKS, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        for (int m = 0; m < ADMIN_COUNT; m++)
+            srv->method_admin[m] =
+                grpc_server_register_method(srv->server, js_rpc_admin_paths[m], NULL,
+                                            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    }
     for (int i = 0; i < srv->nworkers; i++) {
         srv->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
         grpc_server_register_completion_queue(srv->server, srv->workers[i].cq, NULL);
@@ -229,6 +248,11 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
     srv->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->shutdown_cq, NULL);
 
+    if (k8s) {
+        /* No port: rpc_peers.c accepts on the Unix socket once started. */
+        *out = srv;
+        return JS_OK;
+    }
     st = js_tls_server_credentials(cfg, &creds, err);
     if (st != JS_OK)
         goto fail;
@@ -244,6 +268,16 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
 fail:
     js_server_free(srv);
     return st;
+}
+
+js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err)
+{
+    return server_new(deps, false, out, err);
+}
+
+js_status js_server_new_k8s(const js_server_deps *deps, js_server **out, js_err *err)
+{
+    return server_new(deps, true, out, err);
 }
 
 int js_server_port(const js_server *srv)
@@ -262,6 +296,18 @@ js_status js_server_start(js_server *srv, js_err *err)
     srv->grpc_started = 1;
     for (int i = 0; i < srv->nworkers; i++) {
         worker *w = &srv->workers[i];
+        if (srv->k8s) {
+            for (int m = 0; m < K8S_COUNT; m++)
+                for (int k = 0; k < PENDING_K8S; k++)
+                    JS_ENSURE(call_arm_method(w, CALL_K8S, ADMIN_COUNT, (k8s_method)m) == 0, err,
+                              JS_EINTERNAL, JS_R_SERVER_ARM, "cannot request calls");
+            JS_ENSURE(call_arm(w, CALL_UNKNOWN) == 0, err, JS_EINTERNAL, JS_R_SERVER_ARM,
+                      "cannot request calls");
+            JS_ENSURE(pthread_create(&w->thread, NULL, worker_main, w) == 0, err, JS_EINTERNAL,
+                      JS_R_SERVER_THREAD, "cannot start worker thread %d", i);
+            w->started = 1;
+            continue;
+        }
         for (int k = 0; k < PENDING_SIGN; k++)
             JS_ENSURE(call_arm(w, CALL_SIGN) == 0, err, JS_EINTERNAL, JS_R_SERVER_ARM,
                       "cannot request calls");
@@ -269,8 +315,8 @@ js_status js_server_start(js_server *srv, js_err *err)
             JS_ENSURE(call_arm(w, CALL_JWKS) == 0, err, JS_EINTERNAL, JS_R_SERVER_ARM,
                       "cannot request calls");
         for (int m = 0; m < ADMIN_COUNT; m++)
-            JS_ENSURE(call_arm_method(w, CALL_ADMIN, (admin_method)m) == 0, err, JS_EINTERNAL,
-                      JS_R_SERVER_ARM, "cannot request calls");
+            JS_ENSURE(call_arm_method(w, CALL_ADMIN, (admin_method)m, K8S_COUNT) == 0, err,
+                      JS_EINTERNAL, JS_R_SERVER_ARM, "cannot request calls");
         for (int k = 0; k < PENDING_UNKNOWN; k++)
             JS_ENSURE(call_arm(w, CALL_UNKNOWN) == 0, err, JS_EINTERNAL, JS_R_SERVER_ARM,
                       "cannot request calls");
@@ -278,6 +324,8 @@ js_status js_server_start(js_server *srv, js_err *err)
                   JS_R_SERVER_THREAD, "cannot start worker thread %d", i);
         w->started = 1;
     }
+    if (srv->k8s)
+        JS_GUARD(rpc_peers_start(srv, err));
     return JS_OK;
 }
 
@@ -286,6 +334,8 @@ void js_server_drain_begin(js_server *srv)
     if (srv == NULL || srv->server == NULL || atomic_load(&srv->shutting_down))
         return;
     atomic_store(&srv->shutting_down, true);
+    /* The ExternalJWTSigner's socket: no new connection from here on. */
+    rpc_peers_stop(srv->peers);
     /* Stop accepting; GOAWAY to every connection (clients move to a new
      * connection without failing the calls they had not yet sent); the tag
      * arrives once every in-flight call is done. */
@@ -432,6 +482,7 @@ void js_server_free(js_server *srv)
         js_snapshot_cache_clear(&srv->workers[i].keys);
     }
     drain_and_destroy(srv->shutdown_cq);
+    rpc_peers_free(srv->peers);
     free(srv->workers);
     if (srv->audit_sync_ok) {
         pthread_cond_destroy(&srv->audit_cv);

@@ -91,6 +91,16 @@ typedef struct js_server_deps {
 /* Opens one HSM session per worker. grpc_init() must have been called. */
 js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err) JS_WUR;
 
+/*
+ * The same for Kubernetes' ExternalJWTSigner (k8s.io/externaljwt v1 and
+ * v1alpha1; rpc_k8s.c) on the Unix socket cfg->externaljwt_socket:
+ * insecure gRPC, each caller identified by its peer credentials
+ * (unix:uid=N, rpc_peers.c). At most JS_K8S_WORKERS workers. The socket is
+ * created by js_server_start and removed by shutdown.
+ */
+js_status js_server_new_k8s(const js_server_deps *deps, js_server **out, js_err *err) JS_WUR;
+#define JS_K8S_WORKERS 2
+
 /* The bound port (useful when the config asks for port 0). */
 int js_server_port(const js_server *srv);
 int js_server_workers(const js_server *srv);

@@ -316,20 +316,20 @@ static void test_sign_decisions(void **state)
     js_decision d;
     js_err err;
     js_decision_init(&d);
-    js_metrics_sign(m, "svc-a", &d, 1500); /* allowed */
+    js_metrics_sign(m, JS_METHOD_SIGN_JWT, "svc-a", &d, 1500); /* allowed */
     js_decision_init(&d);
     js_err_set(&err, JS_ELIMIT, JS_R_RATE_LIMITED, "slow down");
     js_decision_fail(&d, &err);
-    js_metrics_sign(m, "svc-a", &d, 0);
+    js_metrics_sign(m, JS_METHOD_SIGN_JWT, "svc-a", &d, 0);
     js_decision_init(&d);
     js_err_set(&err, JS_EUNAVAIL, JS_R_HSM_SIGN, "the token could not sign");
     js_decision_fail(&d, &err);
     d.hsm_failed = true;
-    js_metrics_sign(m, "svc-b", &d, 0);
+    js_metrics_sign(m, JS_METHOD_SIGN_JWT, "svc-b", &d, 0);
     js_decision_init(&d);
     js_err_set(&err, JS_EUNAVAIL, JS_R_HSM_RECOVERING, "not an HSM failure of this call");
     js_decision_fail(&d, &err); /* hsm_failed false: not counted as an HSM error */
-    js_metrics_sign(m, "svc-b", &d, 0);
+    js_metrics_sign(m, JS_METHOD_SIGN_JWT, "svc-b", &d, 0);
     js_decision_init(&d);
     js_err_set(&err, JS_EDENIED, JS_R_ADMIN_NOT_ADMIN, "not an administrator");
     js_decision_fail(&d, &err);
