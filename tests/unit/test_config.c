@@ -3,7 +3,10 @@
  * a full and a minimal valid file, a table of invalid files each checked for
  * its reason, key path and line (including the keys that moved to the policy
  * file and the audit mapping), js_parse_duration, and js_config_read_pin from
- * a file and from the environment (errors must never carry the PIN).
+ * a file and from the environment (errors must never carry the PIN). The
+ * externaljwt section (Kubernetes' ExternalJWTSigner socket): defaults, the
+ * socket path resolved and bounded by sun_path, owner and group by name or
+ * number, and a mode that may not grant more than 0660.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +16,7 @@
 #include <cmocka.h>
 
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,6 +287,7 @@ static void test_relative_config_path(void **state)
 
 #define KEY_ITEM(name, alg) "  - name: " name "\n    label: l\n    alg: " alg "\n"
 #define L_HTTP              "http:\n  listen: \"127.0.0.1:0\"\n" /* 18-19 */
+#define L_EXTJWT            "externaljwt:\n  socket: ext.sock\n" /* 18-19 */
 #define JWKS_URI_WANT                                                                              \
     "http.jwks_uri: must be an absolute http:// or https:// URL of 1..2048 printable ASCII "       \
     "characters, without spaces or a fragment"
@@ -297,7 +302,7 @@ static const struct {
 } k_invalid[] = {
     {"unknown top-level key", MINIMAL "bogus: 1\n", "config.unknown_key", 18,
      "unknown key 'bogus' (allowed: listen, tls, workers, hsm, keys, default_key, issuer, "
-     "policy, audit, http, key_lifecycle, limits)",
+     "policy, audit, http, key_lifecycle, limits, externaljwt)",
      NULL},
     {"unknown nested key",
      L_LISTEN "tls:\n  cert: a\n  key: b\n  client_ca: c\n  extra: d\n" L_HSM L_KEYS L_TAIL,
@@ -573,6 +578,58 @@ static const struct {
      "http.jwks_uri: expected a string", NULL},
     {"http.jwks_uri a sequence", MINIMAL L_HTTP "  jwks_uri: [\"https://x.example/j\"]\n",
      "config.type", 20, "http.jwks_uri: expected a string", NULL},
+    /* externaljwt (the Kubernetes ExternalJWTSigner socket): lines 18.. */
+    {"externaljwt unknown key", MINIMAL L_EXTJWT "  perms: \"0600\"\n", "config.unknown_key", 20,
+     "externaljwt: unknown key 'perms' (allowed: socket, owner, group, mode)", NULL},
+    {"externaljwt without socket", MINIMAL "externaljwt:\n  mode: \"0600\"\n", "config.missing_key",
+     19, "externaljwt.socket: required key is missing", NULL},
+    {"externaljwt empty socket", MINIMAL "externaljwt:\n  socket: \"\"\n", "config.path", 19,
+     "externaljwt.socket: path must not be empty", NULL},
+    {"externaljwt not a mapping", MINIMAL "externaljwt: ext.sock\n", "config.type", 18,
+     "externaljwt: expected a mapping", NULL},
+    {"externaljwt empty", MINIMAL "externaljwt:\n", "config.type", 18,
+     "externaljwt: expected a mapping", NULL},
+    {"externaljwt socket a sequence", MINIMAL "externaljwt:\n  socket: [a]\n", "config.type", 19,
+     "externaljwt.socket: expected a string", NULL},
+    {"externaljwt mode 0666", MINIMAL L_EXTJWT "  mode: \"0666\"\n", "config.externaljwt", 20,
+     "externaljwt.mode: 0666 grants more than 0660", NULL},
+    {"externaljwt mode 0777", MINIMAL L_EXTJWT "  mode: \"0777\"\n", "config.externaljwt", 20,
+     "externaljwt.mode: 0777 grants more than 0660", NULL},
+    {"externaljwt mode 0661", MINIMAL L_EXTJWT "  mode: \"0661\"\n", "config.externaljwt", 20,
+     "externaljwt.mode: 0661 grants more than 0660", NULL},
+    {"externaljwt mode 0760 (owner execute)", MINIMAL L_EXTJWT "  mode: \"0760\"\n",
+     "config.externaljwt", 20, "externaljwt.mode: 0760 grants more than 0660", NULL},
+    {"externaljwt mode 0604 (others read)", MINIMAL L_EXTJWT "  mode: \"0604\"\n",
+     "config.externaljwt", 20, "externaljwt.mode: 0604 grants more than 0660", NULL},
+    {"externaljwt mode 666 without a leading 0", MINIMAL L_EXTJWT "  mode: \"666\"\n",
+     "config.externaljwt", 20, "externaljwt.mode: 0666 grants more than 0660", NULL},
+    {"externaljwt mode abc", MINIMAL L_EXTJWT "  mode: abc\n", "config.externaljwt", 20,
+     "externaljwt.mode: 'abc' is not an octal file mode", NULL},
+    {"externaljwt mode empty", MINIMAL L_EXTJWT "  mode: \"\"\n", "config.externaljwt", 20,
+     "externaljwt.mode: '' is not an octal file mode", NULL},
+    {"externaljwt mode not octal", MINIMAL L_EXTJWT "  mode: \"0680\"\n", "config.externaljwt", 20,
+     "externaljwt.mode: '0680' is not an octal file mode", NULL},
+    {"externaljwt mode with setuid", MINIMAL L_EXTJWT "  mode: \"4660\"\n", "config.externaljwt",
+     20, "externaljwt.mode: '4660' is not an octal file mode", NULL},
+    {"externaljwt mode trailing text", MINIMAL L_EXTJWT "  mode: \"0660x\"\n", "config.externaljwt",
+     20, "externaljwt.mode: '0660x' is not an octal file mode", NULL},
+    {"externaljwt mode a sequence", MINIMAL L_EXTJWT "  mode: [\"0600\"]\n", "config.type", 20,
+     "externaljwt.mode: expected a string", NULL},
+    {"externaljwt unknown owner", MINIMAL L_EXTJWT "  owner: no-such-user-jwt\n",
+     "config.externaljwt", 20, "externaljwt.owner: no user named 'no-such-user-jwt'", NULL},
+    {"externaljwt unknown group", MINIMAL L_EXTJWT "  group: no-such-group-jwt\n",
+     "config.externaljwt", 20, "externaljwt.group: no group named 'no-such-group-jwt'", NULL},
+    {"externaljwt owner -1", MINIMAL L_EXTJWT "  owner: \"-1\"\n", "config.externaljwt", 20,
+     "externaljwt.owner: no user named '-1'", NULL},
+    /* (uid_t)-1 means "leave unchanged" to chown(2): never an owner. */
+    {"externaljwt owner 4294967295", MINIMAL L_EXTJWT "  owner: \"4294967295\"\n",
+     "config.externaljwt", 20, "externaljwt.owner: no user named '4294967295'", NULL},
+    {"externaljwt group 4294967295", MINIMAL L_EXTJWT "  group: \"4294967295\"\n",
+     "config.externaljwt", 20, "externaljwt.group: no group named '4294967295'", NULL},
+    {"externaljwt owner empty", MINIMAL L_EXTJWT "  owner: \"\"\n", "config.externaljwt", 20,
+     "externaljwt.owner: no user named ''", NULL},
+    {"externaljwt duplicate socket", MINIMAL L_EXTJWT "  socket: b.sock\n", "config.duplicate_key",
+     20, "duplicate key 'socket' (first on line 19)", NULL},
     {"YAML syntax error", MINIMAL "workers: x: 1\n", "config.yaml_syntax", 18,
      "YAML syntax error: mapping values are not allowed in this context", NULL},
     {"alias", MINIMAL "default_key: *first\n", "config.alias", 18,
@@ -664,6 +721,130 @@ static void test_http_jwks_uri(void **state)
     }
     free(text);
     assert_false(js_discovery_url_ok(NULL));
+}
+
+/* Loads MINIMAL + text as case.yaml; JS_OK or the error, with *cfg set on success. */
+static js_status load_case(const fixture *fx, const char *text, js_config **cfg, js_err *err)
+{
+    char path[PATH_MAX];
+    write_file(fx, "case.yaml", text, 0600, path, sizeof(path));
+    *cfg = NULL;
+    js_err_clear(err);
+    return js_config_load(path, cfg, err);
+}
+
+/* externaljwt: absent = off (socket NULL, the daemon's own uid/gid, 0660);
+ * the socket resolved against the config file's directory; owner and group
+ * by name (resolved at load) or number; modes up to 0660. */
+static void test_externaljwt(void **state)
+{
+    const fixture *fx = *state;
+    js_config *cfg = load_ok(fx, MINIMAL);
+    assert_null(cfg->externaljwt_socket);
+    assert_int_equal(cfg->externaljwt_uid, -1);
+    assert_int_equal(cfg->externaljwt_gid, -1);
+    assert_int_equal(cfg->externaljwt_mode, 0660);
+    js_config_free(cfg);
+
+    /* Only socket: the defaults for the rest. */
+    cfg = load_ok(fx, MINIMAL "externaljwt:\n  socket: run/externaljwt.sock\n");
+    assert_in_dir(fx, cfg->externaljwt_socket, "run/externaljwt.sock");
+    assert_int_equal(cfg->externaljwt_uid, -1);
+    assert_int_equal(cfg->externaljwt_gid, -1);
+    assert_int_equal(cfg->externaljwt_mode, 0660);
+    js_config_free(cfg);
+
+    cfg = load_ok(fx, MINIMAL "externaljwt:\n  socket: /run/jwt-signer/externaljwt.sock\n"
+                              "  owner: root\n  group: root\n  mode: \"0600\"\n");
+    assert_string_equal(cfg->externaljwt_socket, "/run/jwt-signer/externaljwt.sock");
+    assert_int_equal(cfg->externaljwt_uid, 0);
+    assert_int_equal(cfg->externaljwt_gid, 0);
+    assert_int_equal(cfg->externaljwt_mode, 0600);
+    js_config_free(cfg);
+
+    /* Numbers are taken as they are, with no account on this system needed. */
+    cfg = load_ok(fx, MINIMAL L_EXTJWT "  owner: 1000\n  group: \"4294967294\"\n");
+    assert_int_equal(cfg->externaljwt_uid, 1000);
+    assert_int_equal(cfg->externaljwt_gid, 4294967294LL);
+    js_config_free(cfg);
+    cfg = load_ok(fx, MINIMAL L_EXTJWT "  owner: \"0\"\n  group: 0\n");
+    assert_int_equal(cfg->externaljwt_uid, 0);
+    assert_int_equal(cfg->externaljwt_gid, 0);
+    js_config_free(cfg);
+
+    /* A name other than root resolves to its id on this system. */
+    struct passwd *pw = getpwnam("nobody");
+    if (pw != NULL) {
+        cfg = load_ok(fx, MINIMAL L_EXTJWT "  owner: nobody\n");
+        assert_int_equal(cfg->externaljwt_uid, (int64_t)pw->pw_uid);
+        assert_int_equal(cfg->externaljwt_gid, -1);
+        js_config_free(cfg);
+    }
+
+    /* Every mode within 0660 is accepted, with or without the leading 0. */
+    static const struct {
+        const char *text;
+        unsigned mode;
+    } k_modes[] = {{"0660", 0660}, {"0600", 0600}, {"0640", 0640}, {"0060", 0060},
+                   {"660", 0660},  {"600", 0600},  {"0400", 0400}};
+    for (size_t i = 0; i < sizeof(k_modes) / sizeof(k_modes[0]); i++) {
+        char text[512];
+        snprintf(text, sizeof(text), MINIMAL L_EXTJWT "  mode: \"%s\"\n", k_modes[i].text);
+        cfg = load_ok(fx, text);
+        if (cfg->externaljwt_mode != k_modes[i].mode)
+            fail_msg("mode '%s': got %04o", k_modes[i].text, cfg->externaljwt_mode);
+        js_config_free(cfg);
+    }
+}
+
+/* The socket path, once resolved, must fit sockaddr_un.sun_path (107 bytes
+ * and the NUL, unix(7)): both sides of the limit, absolute and relative. */
+static void test_externaljwt_socket_length(void **state)
+{
+    const fixture *fx = *state;
+    char text[1024], sock[256];
+    for (size_t len = JS_CONFIG_SUN_PATH_MAX - 1; len <= JS_CONFIG_SUN_PATH_MAX + 2; len++) {
+        /* Absolute: "/" and len - 1 letters. */
+        sock[0] = '/';
+        memset(sock + 1, 's', len - 1);
+        sock[len] = '\0';
+        snprintf(text, sizeof(text), MINIMAL "externaljwt:\n  socket: %s\n", sock);
+        js_config *cfg = NULL;
+        js_err err;
+        js_status st = load_case(fx, text, &cfg, &err);
+        if (len <= JS_CONFIG_SUN_PATH_MAX) {
+            if (st != JS_OK)
+                fail_msg("%zu bytes refused: %s", len, err.msg);
+            assert_int_equal(strlen(cfg->externaljwt_socket), len);
+            js_config_free(cfg);
+        } else {
+            assert_int_equal(st, JS_ECONFIG);
+            assert_null(cfg);
+            assert_int_equal(err.reason, JS_R_CONFIG_EXTERNALJWT);
+            char want[64];
+            snprintf(want, sizeof(want), "the socket path is %zu bytes", len);
+            assert_non_null(strstr(err.msg, want));
+            assert_non_null(strstr(err.msg, ":19: externaljwt.socket: "));
+        }
+        /* Relative: counted after resolution against the config directory. */
+        size_t prefix = strlen(fx->real_dir) + 1;
+        assert_true(len > prefix);
+        memset(sock, 'r', len - prefix);
+        sock[len - prefix] = '\0';
+        snprintf(text, sizeof(text), MINIMAL "externaljwt:\n  socket: %s\n", sock);
+        st = load_case(fx, text, &cfg, &err);
+        if (len <= JS_CONFIG_SUN_PATH_MAX) {
+            if (st != JS_OK)
+                fail_msg("relative, %zu bytes resolved, refused: %s", len, err.msg);
+            assert_int_equal(strlen(cfg->externaljwt_socket), len);
+            assert_in_dir(fx, cfg->externaljwt_socket, sock);
+            js_config_free(cfg);
+        } else {
+            assert_int_equal(st, JS_ECONFIG);
+            assert_int_equal(err.reason, JS_R_CONFIG_EXTERNALJWT);
+            assert_null(cfg);
+        }
+    }
 }
 
 static void test_missing_file(void **state)
@@ -889,12 +1070,20 @@ static void test_read_pin_from_env(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_config),          cmocka_unit_test(test_minimal_config_defaults),
-        cmocka_unit_test(test_relative_config_path), cmocka_unit_test(test_invalid_configs),
-        cmocka_unit_test(test_http_jwks_uri),        cmocka_unit_test(test_missing_file),
-        cmocka_unit_test(test_parse_duration),       cmocka_unit_test(test_read_pin_from_file),
-        cmocka_unit_test(test_read_pin_file_errors), cmocka_unit_test(test_read_pin_file_too_large),
-        cmocka_unit_test(test_read_pin_from_env),    cmocka_unit_test(test_all_algs_and_bits),
+        cmocka_unit_test(test_full_config),
+        cmocka_unit_test(test_minimal_config_defaults),
+        cmocka_unit_test(test_relative_config_path),
+        cmocka_unit_test(test_invalid_configs),
+        cmocka_unit_test(test_http_jwks_uri),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_read_pin_from_file),
+        cmocka_unit_test(test_read_pin_file_errors),
+        cmocka_unit_test(test_read_pin_file_too_large),
+        cmocka_unit_test(test_read_pin_from_env),
+        cmocka_unit_test(test_all_algs_and_bits),
+        cmocka_unit_test(test_externaljwt),
+        cmocka_unit_test(test_externaljwt_socket_length),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,6 +1,10 @@
 /*
  * test_jws.c - JWS compact assembly (RFC 7515), ES256 signatures in JOSE form
  * (RFC 7518 §3.4) checked with OpenSSL directly, and JWK thumbprints (RFC 7638).
+ * jws_sign_compact_encoded (Kubernetes' ExternalJWTSigner): the caller's
+ * base64url payload is signed and returned byte for byte, never re-encoded;
+ * it gives the same token as jws_sign_compact over the decoded payload; a
+ * failing or misbehaving signer leaves no token.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -194,6 +198,216 @@ static void test_no_partial_token_on_sign_failure(void **state)
     assert_string_equal(js_reason_name(err.reason), "hsm.sign");
 }
 
+/* ---- jws_sign_compact_encoded ---------------------------------------------------- */
+
+/* An RS256 (RSASSA-PKCS1-v1_5, RFC 7518 §3.3) signer: deterministic, so two
+ * assemblies of the same input give the same token. Records the signing input
+ * it was handed. */
+typedef struct rs256_ctx {
+    EVP_PKEY *pk;
+    char seen[1024];
+    size_t seen_len;
+    int calls;
+} rs256_ctx;
+
+static js_status openssl_rs256(void *ctx, const uint8_t *in, size_t in_len, uint8_t *sig,
+                               size_t cap, size_t *sig_len, js_err *err)
+{
+    rs256_ctx *c = ctx;
+    c->calls++;
+    c->seen_len = in_len < sizeof(c->seen) ? in_len : sizeof(c->seen);
+    memcpy(c->seen, in, c->seen_len);
+    size_t n = cap;
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    int ok = EVP_DigestSignInit(m, NULL, EVP_sha256(), NULL, c->pk) == 1 &&
+             EVP_DigestSign(m, sig, &n, in, in_len) == 1;
+    EVP_MD_CTX_free(m);
+    JS_ENSURE(ok, err, JS_EINTERNAL, JS_R_HSM_SIGN, "sign failed");
+    *sig_len = n;
+    return JS_OK;
+}
+
+#define KUBE_HEADER "{\"alg\":\"RS256\",\"typ\":\"JWT\",\"kid\":\"k8s-kid\"}"
+/* Shaped like kube-apiserver's claim set (KEP-740), compact JSON. */
+#define KUBE_PAYLOAD                                                                               \
+    "{\"aud\":[\"https://kubernetes.default.svc\"],\"exp\":1700003600,\"iat\":1700000000,"         \
+    "\"iss\":\"https://issuer.example\",\"jti\":\"0b7a5e3c-6f1d-4e1a-9c5b-2f4e8d9a1b3c\","         \
+    "\"kubernetes.io\":{\"namespace\":\"ns\",\"serviceaccount\":{\"name\":\"sa\",\"uid\":\"u\"}}," \
+    "\"nbf\":1700000000,\"sub\":\"system:serviceaccount:ns:sa\"}"
+
+/* Splits a compact token at its two dots; asserts there are exactly two. */
+static void split3(const char *tok, size_t *dot1, size_t *dot2)
+{
+    const char *a = strchr(tok, '.');
+    assert_non_null(a);
+    const char *b = strchr(a + 1, '.');
+    assert_non_null(b);
+    assert_null(strchr(b + 1, '.'));
+    *dot1 = (size_t)(a - tok);
+    *dot2 = (size_t)(b - tok);
+}
+
+static EVP_PKEY *gen_rsa(void)
+{
+    EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    assert_non_null(pk);
+    return pk;
+}
+
+/* The payload segment is the caller's text byte for byte, the header segment
+ * is base64url(header), the signer saw exactly header_b64 "." payload_b64
+ * (RFC 7515 §5.1 step 5), and the signature verifies over that. */
+static void test_encoded_payload_verbatim(void **state)
+{
+    (void)state;
+    rs256_ctx c = {.pk = gen_rsa()};
+    char payload_b64[1024], header_b64[128], input[1200];
+    b64url_encode((const uint8_t *)KUBE_PAYLOAD, strlen(KUBE_PAYLOAD), payload_b64,
+                  sizeof(payload_b64));
+    b64url_encode((const uint8_t *)KUBE_HEADER, strlen(KUBE_HEADER), header_b64,
+                  sizeof(header_b64));
+    int n = snprintf(input, sizeof(input), "%s.%s", header_b64, payload_b64);
+    assert_true(n > 0 && (size_t)n < sizeof(input));
+
+    char *tok = NULL;
+    js_err err;
+    assert_int_equal(jws_sign_compact_encoded(KUBE_HEADER, strlen(KUBE_HEADER), payload_b64,
+                                              strlen(payload_b64), openssl_rs256, &c, &tok, &err),
+                     JS_OK);
+    size_t d1, d2;
+    split3(tok, &d1, &d2);
+    assert_int_equal(d1, strlen(header_b64));
+    assert_memory_equal(tok, header_b64, d1);
+    assert_int_equal(d2 - d1 - 1, strlen(payload_b64));
+    assert_memory_equal(tok + d1 + 1, payload_b64, strlen(payload_b64));
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.seen_len, (size_t)n);
+    assert_memory_equal(c.seen, input, (size_t)n);
+    assert_memory_equal(tok, input, (size_t)n);
+
+    uint8_t sig[JS_SIG_MAX];
+    size_t sig_len = 0;
+    assert_int_equal(
+        b64url_decode(tok + d2 + 1, strlen(tok + d2 + 1), sig, sizeof(sig), &sig_len, &err), JS_OK);
+    assert_int_equal(sig_len, 256);
+    assert_int_equal(
+        jws_verify(JS_ALG_RS256, c.pk, (const uint8_t *)input, (size_t)n, sig, sig_len, &err),
+        JS_OK);
+    /* Over anything else it does not verify: one byte of the payload changed. */
+    input[d1 + 5] ^= 0x01;
+    assert_int_equal(
+        jws_verify(JS_ALG_RS256, c.pk, (const uint8_t *)input, (size_t)n, sig, sig_len, &err),
+        JS_EINVAL);
+    free(tok);
+    EVP_PKEY_free(c.pk);
+}
+
+/* The payload is copied, not decoded and encoded again: text that a decoder
+ * would refuse or normalise (here '=' padding, and characters outside the
+ * alphabet) comes out unchanged. Validating it is the caller's job (jws.h). */
+static void test_encoded_payload_never_reencoded(void **state)
+{
+    (void)state;
+    EVP_PKEY *pk = gen_p256();
+    static const char *const k_segments[] = {"eyJhIjoxfQ==", "e30", "a+b/c", "_-_-", ""};
+    for (size_t i = 0; i < sizeof(k_segments) / sizeof(k_segments[0]); i++) {
+        const char *seg = k_segments[i];
+        char *tok = NULL;
+        assert_int_equal(
+            jws_sign_compact_encoded("{}", 2, seg, strlen(seg), openssl_es256, pk, &tok, NULL),
+            JS_OK);
+        /* "{}" is "e30". */
+        assert_memory_equal(tok, "e30.", 4);
+        assert_memory_equal(tok + 4, seg, strlen(seg));
+        assert_int_equal(tok[4 + strlen(seg)], '.');
+        const char *sig_b64 = tok + 4 + strlen(seg) + 1;
+        assert_int_equal(strlen(sig_b64), 86); /* 64 bytes r||s */
+        uint8_t sig[64];
+        size_t sig_len = 0;
+        assert_int_equal(b64url_decode(sig_b64, 86, sig, sizeof(sig), &sig_len, NULL), JS_OK);
+        assert_true(openssl_verify_jose(pk, tok, 4 + strlen(seg), sig));
+        free(tok);
+    }
+    EVP_PKEY_free(pk);
+}
+
+/* jws_sign_compact is unchanged by the refactoring: for the same header and
+ * payload it gives the same token as jws_sign_compact_encoded over
+ * base64url(payload), for every payload length modulo 3. */
+static void test_encoded_same_token_as_compact(void **state)
+{
+    (void)state;
+    rs256_ctx c = {.pk = gen_rsa()};
+    static const char *const k_payloads[] = {
+        "", "{}", "{\"a\":1}", "{\"ab\":1}", "{\"abc\":1}", KUBE_PAYLOAD,
+    };
+    for (size_t i = 0; i < sizeof(k_payloads) / sizeof(k_payloads[0]); i++) {
+        const char *p = k_payloads[i];
+        char *a = NULL, *b = NULL;
+        char *p_b64 = b64url_encode_alloc((const uint8_t *)p, strlen(p));
+        assert_non_null(p_b64);
+        assert_int_equal(jws_sign_compact(KUBE_HEADER, strlen(KUBE_HEADER), p, strlen(p),
+                                          openssl_rs256, &c, &a, NULL),
+                         JS_OK);
+        assert_int_equal(jws_sign_compact_encoded(KUBE_HEADER, strlen(KUBE_HEADER), p_b64,
+                                                  strlen(p_b64), openssl_rs256, &c, &b, NULL),
+                         JS_OK);
+        assert_string_equal(a, b);
+        /* And the old assembly's layout: b64(header) "." b64(payload) "." b64(sig). */
+        size_t d1, d2;
+        split3(a, &d1, &d2);
+        assert_int_equal(d2 - d1 - 1, strlen(p_b64));
+        assert_memory_equal(a + d1 + 1, p_b64, strlen(p_b64));
+        assert_int_equal(strlen(a + d2 + 1), B64URL_ENCODED_LEN(256));
+        free(a);
+        free(b);
+        free(p_b64);
+    }
+    EVP_PKEY_free(c.pk);
+}
+
+/* A signer that reports success with a length it cannot have produced. */
+static js_status bad_length_signer(void *ctx, const uint8_t *in, size_t in_len, uint8_t *sig,
+                                   size_t cap, size_t *sig_len, js_err *err)
+{
+    (void)in, (void)in_len, (void)err;
+    memset(sig, 0, cap);
+    *sig_len = *(const size_t *)ctx;
+    return JS_OK;
+}
+
+/* A signer failure or a signature of impossible length: the error comes
+ * back, *out is NULL and nothing leaks (ASan builds check the free). */
+static void test_encoded_sign_failure(void **state)
+{
+    (void)state;
+    char *tok = (char *)"sentinel";
+    js_err err;
+    assert_int_equal(jws_sign_compact_encoded("{}", 2, "e30", 3, failing_signer, NULL, &tok, &err),
+                     JS_EUNAVAIL);
+    assert_null(tok);
+    assert_string_equal(js_reason_name(err.reason), "hsm.sign");
+    assert_string_equal(err.msg, "token gone");
+
+    static const size_t k_lengths[] = {0, JS_SIG_MAX + 1, SIZE_MAX};
+    for (size_t i = 0; i < sizeof(k_lengths) / sizeof(k_lengths[0]); i++) {
+        size_t len = k_lengths[i];
+        tok = (char *)"sentinel";
+        js_err_clear(&err);
+        assert_int_equal(
+            jws_sign_compact_encoded("{}", 2, "e30", 3, bad_length_signer, &len, &tok, &err),
+            JS_EINTERNAL);
+        assert_null(tok);
+        assert_int_equal(err.reason, JS_R_JWS_SIG_LENGTH);
+        /* The same for the old entry point, which shares the code. */
+        tok = (char *)"sentinel";
+        assert_int_equal(jws_sign_compact("{}", 2, "{}", 2, bad_length_signer, &len, &tok, &err),
+                         JS_EINTERNAL);
+        assert_null(tok);
+        assert_int_equal(err.reason, JS_R_JWS_SIG_LENGTH);
+    }
+}
+
 static void test_jwk_from_ec_key(void **state)
 {
     (void)state;
@@ -227,6 +441,10 @@ int main(void)
         cmocka_unit_test(test_es256_compact_verifies),
         cmocka_unit_test(test_no_partial_token_on_sign_failure),
         cmocka_unit_test(test_jwk_from_ec_key),
+        cmocka_unit_test(test_encoded_payload_verbatim),
+        cmocka_unit_test(test_encoded_payload_never_reencoded),
+        cmocka_unit_test(test_encoded_same_token_as_compact),
+        cmocka_unit_test(test_encoded_sign_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

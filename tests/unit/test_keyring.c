@@ -6,7 +6,10 @@
  * version (next, active, retiring) in its JWKS (RFC 7517 section 5); a key
  * revoked with no successor is present but cannot sign; version labels;
  * negative cases: an algorithm other than the one a label was loaded as, a
- * label the token does not hold, a key the state does not know.
+ * label the token does not hold, a key the state does not know. For
+ * Kubernetes' FetchKeys: every published version's kid and PKIX DER public
+ * key (js_key_published_kid/_spki) in JWKS order, each DER parsing to that
+ * version's public key; out-of-range indexes; when the snapshot was built.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,10 +26,14 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
+#include "clock.h"
 #include "config.h"
 #include "hsm.h"
 #include "keyring.h"
+#include "jwk.h"
 #include "keystate.h"
 #include "test_token.h"
 
@@ -288,6 +295,154 @@ static void test_state_label_missing_in_token(void **state)
     js_keystate_free(ks);
 }
 
+/* Published version i of k: its DER parses (d2i_PUBKEY, the whole buffer) to
+ * the public key of the vault's key under label, re-encodes to the same
+ * bytes, and its kid is that key's RFC 7638 thumbprint. */
+static void assert_published(const fixture *f, const js_key *k, size_t i, const char *label,
+                             const char *want_kid)
+{
+    const char *kid = js_key_published_kid(k, i);
+    assert_non_null(kid);
+    assert_string_equal(kid, want_kid);
+    size_t len = 0;
+    const uint8_t *der = js_key_published_spki(k, i, &len);
+    assert_non_null(der);
+    assert_true(len > 0);
+    const unsigned char *p = der;
+    EVP_PKEY *pub = d2i_PUBKEY(NULL, &p, (long)len);
+    assert_non_null(pub);
+    assert_ptr_equal(p, der + len); /* no trailing bytes */
+
+    const js_hsm_key *hk = NULL;
+    const char *vkid = NULL;
+    js_err err = {0};
+    ok(js_keyvault_get(f->kv, label, JS_ALG_ES256, &hk, &vkid, &err), &err);
+    assert_string_equal(vkid, want_kid);
+    assert_int_equal(EVP_PKEY_eq(pub, js_hsm_key_public(hk)), 1);
+
+    unsigned char *again = NULL;
+    int n = i2d_PUBKEY(pub, &again);
+    assert_int_equal(n, (int)len);
+    assert_memory_equal(again, der, len);
+    OPENSSL_free(again);
+
+    json_t *jwk = NULL;
+    char tp[JWK_KID_LEN + 1];
+    ok(jwk_from_pkey(pub, JS_ALG_ES256, NULL, &jwk, &err), &err);
+    ok(jwk_thumbprint(jwk, tp, &err), &err);
+    assert_string_equal(tp, kid);
+    json_decref(jwk);
+    EVP_PKEY_free(pub);
+}
+
+/* Past the last published version: NULL, and the length is 0. */
+static void assert_no_published(const js_key *k, size_t i)
+{
+    assert_null(js_key_published_kid(k, i));
+    size_t len = 12345;
+    assert_null(js_key_published_spki(k, i, &len));
+    assert_int_equal(len, 0);
+}
+
+/* FetchKeys' view of a rotation: v1 alone; v1 and the pre-published v2 (in
+ * JWKS order); v2 signing with v1 retiring; v2 alone once v1 has retired. */
+static void test_published_spki(void **state)
+{
+    fixture *f = *state;
+    js_keystate *ks = state_v1(f);
+    js_err err = {0};
+    js_keyring *kr = NULL;
+    ok(js_keyring_build(f->cfg, ks, f->kv, &kr, &err), &err);
+    const js_key *k = js_keyring_find(kr, KEY);
+    assert_int_equal(js_key_published(k), 1);
+    assert_published(f, k, 0, LABEL, f->kid1);
+    assert_no_published(k, 1);
+    assert_no_published(k, SIZE_MAX);
+    js_keyring_free(kr);
+
+    const char *label2 = "spki.v2", *kid2 = NULL;
+    ok(js_keyvault_generate(f->kv, label2, JS_ALG_ES256, 0, &kid2, &err), &err);
+    uint32_t v = 0;
+    js_ks_events ev = {0};
+    ok(js_keystate_rotate(ks, KEY, label2, "ES256", kid2, T0 + 10, 300, &v, &ev, &err), &err);
+    ok(js_keystate_tick(ks, T0 + 10, lifetime, NULL, &ev, &err), &err);
+    char kids[256], want[256];
+    snprintf(want, sizeof(want), "%s,%s", f->kid1, kid2);
+    static const int64_t k_at[] = {T0 + 10, T0 + 400};
+    for (size_t t = 0; t < sizeof(k_at) / sizeof(k_at[0]); t++) {
+        ok(js_keystate_tick(ks, k_at[t], lifetime, NULL, &ev, &err), &err);
+        ok(js_keyring_build(f->cfg, ks, f->kv, &kr, &err), &err);
+        k = js_keyring_find(kr, KEY);
+        assert_int_equal(js_key_published(k), 2);
+        /* The same versions, in the same order, as the JWKS. */
+        jwks_kids(js_keyring_jwks(kr), kids, sizeof(kids));
+        assert_string_equal(kids, want);
+        assert_published(f, k, 0, LABEL, f->kid1);
+        assert_published(f, k, 1, label2, kid2);
+        assert_no_published(k, 2);
+        /* Two keys: two different DERs. */
+        size_t l0 = 0, l1 = 0;
+        const uint8_t *d0 = js_key_published_spki(k, 0, &l0);
+        const uint8_t *d1 = js_key_published_spki(k, 1, &l1);
+        assert_true(l0 != l1 || memcmp(d0, d1, l0) != 0);
+        js_keyring_free(kr);
+    }
+    /* Long after v1 stopped signing, it has left the JWKS and FetchKeys. */
+    ok(js_keystate_tick(ks, T0 + 400 + 10 * LIFE, lifetime, NULL, &ev, &err), &err);
+    ok(js_keyring_build(f->cfg, ks, f->kv, &kr, &err), &err);
+    k = js_keyring_find(kr, KEY);
+    assert_int_equal(js_key_published(k), 1);
+    assert_published(f, k, 0, label2, kid2);
+    assert_no_published(k, 1);
+    js_keyring_free(kr);
+    js_ks_events_cleanup(&ev);
+    js_keystate_free(ks);
+}
+
+/* Every version revoked: the configured key has nothing to publish. */
+static void test_published_none_when_revoked(void **state)
+{
+    fixture *f = *state;
+    js_keystate *ks = state_v1(f);
+    js_err err = {0};
+    js_ks_events ev = {0};
+    ok(js_keystate_revoke(ks, KEY, f->kid1, T0 + 5, "test", &ev, &err), &err);
+    js_keyring *kr = NULL;
+    ok(js_keyring_build(f->cfg, ks, f->kv, &kr, &err), &err);
+    const js_key *k = js_keyring_at(kr, 0);
+    assert_non_null(k);
+    assert_int_equal(js_key_published(k), 0);
+    assert_no_published(k, 0);
+    js_keyring_free(kr);
+    js_ks_events_cleanup(&ev);
+    js_keystate_free(ks);
+}
+
+/* js_keyring_built_ms: the wall clock when the snapshot was built (FetchKeys'
+ * data_timestamp), not the key state's times; each build is a new instant. */
+static void test_built_ms(void **state)
+{
+    fixture *f = *state;
+    js_keystate *ks = state_v1(f);
+    js_err err = {0};
+    js_keyring *kr = NULL;
+    int64_t before = js_wall_ms();
+    ok(js_keyring_build(f->cfg, ks, f->kv, &kr, &err), &err);
+    int64_t after = js_wall_ms();
+    int64_t built = js_keyring_built_ms(kr);
+    assert_true(built >= before);
+    assert_true(built <= after);
+    assert_true(after - before < 5000);
+    assert_true(built > (T0 + 1000000) * 1000); /* not the key state's (test) clock */
+    js_keyring *kr2 = NULL;
+    usleep(5000);
+    ok(js_keyring_build(f->cfg, ks, f->kv, &kr2, &err), &err);
+    assert_true(js_keyring_built_ms(kr2) > built);
+    js_keyring_free(kr2);
+    js_keyring_free(kr);
+    js_keystate_free(ks);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +452,9 @@ int main(void)
         cmocka_unit_test(test_rotation_publishes_next),
         cmocka_unit_test(test_revoked_cannot_sign),
         cmocka_unit_test(test_state_label_missing_in_token),
+        cmocka_unit_test(test_published_spki),
+        cmocka_unit_test(test_published_none_when_revoked),
+        cmocka_unit_test(test_built_ms),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
