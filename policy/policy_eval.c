@@ -355,6 +355,10 @@ static js_status check_token_times(const js_policy_caller *c, const json_t *clai
     JS_ENSURE(iat <= now + leeway, err, JS_EINVAL, JS_R_CLAIMS_IAT,
               "iat %" PRId64 " is in the future (now %" PRId64 ", leeway %" PRId64 " s)", iat, now,
               leeway);
+    /* A token that expires before it was issued is malformed, and exp - iat
+     * below would pass any max_ttl. */
+    JS_ENSURE(iat < exp, err, JS_EINVAL, JS_R_CLAIMS_IAT,
+              "iat %" PRId64 " is not before exp %" PRId64, iat, exp);
     if (json_object_get(claims, "nbf") != NULL) {
         JS_ENSURE(numeric_date(claims, "nbf", &nbf), err, JS_EINVAL, JS_R_CLAIMS_NBF,
                   "nbf must be an integer NumericDate (seconds since the epoch)");

@@ -616,11 +616,14 @@ static js_status load_externaljwt(const loader *ld, const js_yaml_node *root, js
     const char *s;
     JS_GUARD(get_string(ld, m, "externaljwt", "mode", false, &s, &v));
     if (s != NULL) {
-        /* Octal text, as chmod(1) takes it: "0660", "660", "0600". */
-        char *end = NULL;
-        errno = 0;
-        unsigned long mode = strtoul(s, &end, 8);
-        if (s[0] == '\0' || *end != '\0' || errno != 0 || mode > 0777)
+        /* Octal text, as chmod(1) takes it: "0660", "660", "0600"; 1..4
+         * digits 0-7 and nothing else (no sign, no blanks). */
+        size_t digits = strlen(s);
+        bool octal = digits >= 1 && digits <= 4;
+        for (size_t i = 0; i < digits && octal; i++)
+            octal = s[i] >= '0' && s[i] <= '7';
+        unsigned long mode = octal ? strtoul(s, NULL, 8) : 0;
+        if (!octal || mode > 0777)
             return fail(ld, js_yaml_node_line(v), "externaljwt.mode", JS_R_CONFIG_EXTERNALJWT,
                         "'%s' is not an octal file mode such as \"0660\" (quote it in YAML)", s);
         if ((mode & ~(unsigned long)JS_CONFIG_EXTERNALJWT_MODE) != 0)

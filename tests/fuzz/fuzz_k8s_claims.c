@@ -119,6 +119,7 @@ static void check_validated(const js_policy *p, const js_policy_caller *c, const
     CHECK(v->exp > NOW);
     CHECK(v->iat <= NOW + JS_K8S_LEEWAY_S);
     CHECK(v->exp <= NOW + WINDOW);
+    CHECK(v->iat < v->exp);
     CHECK(v->exp - v->iat <= js_policy_caller_max_ttl(c));
     const json_t *nbf = json_object_get(claims, "nbf");
     CHECK(nbf == NULL ||

@@ -402,6 +402,30 @@ static void test_window(void **state)
     assert_int_equal(validate_exp(p, NOW + DAY, &w, &err), JS_OK);
 }
 
+/* A token that expires before (or when) it was issued is refused: exp - iat
+ * would otherwise be negative and pass any max_ttl. */
+static void test_exp_before_iat(void **state)
+{
+    const js_policy *p = *state;
+    static const struct {
+        int64_t iat, exp;
+    } k_bad[] = {{NOW + 50, NOW + 10}, {NOW + 10, NOW + 10}};
+    for (size_t i = 0; i < COUNT(k_bad); i++) {
+        json_t *claims = kube_claims();
+        json_object_set_new(claims, "iat", json_integer(k_bad[i].iat));
+        json_object_set_new(claims, "nbf", json_integer(k_bad[i].iat));
+        json_object_set_new(claims, "exp", json_integer(k_bad[i].exp));
+        js_policy_validated out;
+        js_err err = {0};
+        assert_int_equal(js_policy_validate(p, js_policy_match(p, KUBE), claims, NOW, LEEWAY, NULL,
+                                            NULL, &out, &err),
+                         JS_EINVAL);
+        assert_string_equal(js_reason_name(err.reason), "claims.iat");
+        assert_non_null(strstr(err.msg, "not before exp"));
+        json_decref(claims);
+    }
+}
+
 /* ---- misuse and other callers ------------------------------------------------------ */
 
 static void test_guards(void **state)
@@ -639,6 +663,7 @@ int main(void)
         cmocka_unit_test(test_validate_table),
         cmocka_unit_test(test_order),
         cmocka_unit_test(test_window),
+        cmocka_unit_test(test_exp_before_iat),
         cmocka_unit_test(test_guards),
         cmocka_unit_test(test_no_issuer),
         cmocka_unit_test(test_accessors),
