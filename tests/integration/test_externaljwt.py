@@ -61,6 +61,9 @@ jwt-signer's own code.
    closed at accept (UNAVAILABLE to the client; logged and audited as
    policy.no_match with that uid and its peer credentials), and once a
    reload names it, it signs as unix:uid=65534.
+8. More than 64 idle connections: the extra ones are closed at accept
+   (rate.limited in the log) and a call meanwhile fails UNAVAILABLE; once
+   they close, calls work again (twice over: the slots are released).
 
 Debian: python3-grpcio, python3-grpc-tools, python3-jwt, python3-cryptography;
 npm: tests/node (jose 5, openid-client 5; `npm ci` by harness.npm_ci()).
@@ -73,6 +76,7 @@ import json
 import os
 import pwd
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -740,6 +744,50 @@ class Rotation(Case):
         self.assertEqual(env.stop(), 0)
         frozen = [r for r in show(env) if r.get("type") == "sign" and r.get("decision") == "deny"]
         self.assertEqual([(r["caller"], r["reason"]) for r in frozen], [(ident, "admin.frozen")])
+
+
+# --- 8: the connection cap -------------------------------------------------------------
+
+PEERS_MAX = 64  # signer/rpc/rpc_peers.c
+
+
+class ConnectionCap(Case):
+    def test_idle_connections_cannot_lock_out_for_good(self):
+        """More than PEERS_MAX idle connections: the extra ones are closed at
+        accept (rate.limited in the log); once they close, calls work again."""
+        env = self.env
+        env.setup(policy=k8s_policy(env, [unix_entry()]), keys=[dict(KEYS["ES256"])],
+                  externaljwt=harness.externaljwt_config(SOCK))
+        self.start()
+        for _ in range(2):
+            mark = len(env.daemon.stderr_lines())
+            socks = []
+            try:
+                for _ in range(PEERS_MAX + 6):
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    socks.append(s)
+                    s.connect(self.sock_path())
+                env.wait_log(lambda o: o.get("event") == "request" and
+                             o.get("reason") == "rate.limited", start=mark)
+                with k8s_client.Client(self.sock_path(), "v1", timeout_s=3) as c:
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        c.metadata()
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            finally:
+                for s in socks:
+                    s.close()
+
+            def works():
+                with k8s_client.Client(self.sock_path(), "v1", timeout_s=3) as c:
+                    try:
+                        return c.metadata().max_token_expiration_seconds == 3600
+                    except grpc.RpcError:
+                        return False
+            deadline = time.monotonic() + harness.timeout(10)
+            while not works():
+                self.assertLess(time.monotonic(), deadline, "calls still refused after close")
+                time.sleep(0.2)
+        self.assertEqual(env.stop(), 0)
 
 
 # --- 7: real peers of another uid (root only) --------------------------------------------
