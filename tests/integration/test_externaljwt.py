@@ -30,7 +30,7 @@ jwt-signer's own code.
    on an open connection after a reload to a policy naming only uid+1; see
    7 for a new connection), and beyond the issue's list: a claim not
    allowed or over its max_bytes (policy.claim), no jti (claims.jti), iat in
-   the future (claims.iat), nbf after iat (claims.nbf), exp in the past
+   the future or after exp (claims.iat), nbf after iat (claims.nbf), exp in the past
    (claims.exp_past), a duplicate sub (claims.duplicate_member), over 16 KiB
    (claims.too_large). The config's `limits` keep the denial budget from
    folding any of them into a counted record.
@@ -441,6 +441,10 @@ class Tokens(Case):
             ("nbf after iat", {"nbf": now + 900}, invalid, "claims.nbf"),
             ("exp in the past", {"iat": now - 7200, "nbf": now - 7200, "exp": now - 3600},
              invalid, "claims.exp_past"),
+            # exp before iat (iat within the leeway): a negative lifetime
+            # passes any max_ttl unless it is refused as such.
+            ("exp before iat", {"iat": now + 30, "nbf": now + 30, "exp": now + 10}, invalid,
+             "claims.iat"),
         ]
         for what, override, status, reason in cases:
             with self.subTest(refusal=what):
