@@ -9,7 +9,8 @@ plugin) into a private temporary directory, and the generated modules are
 imported from there (externaljwt.v1.api_pb2 and externaljwt.v1alpha1.api_pb2:
 both files are named api.proto, so they are imported by their package path,
 never as a bare "api_pb2"). The channel is plain gRPC over the Unix domain
-socket ("unix:" + absolute path), as kube-apiserver dials it.
+socket ("unix:" + absolute path), as kube-apiserver dials it; each Client
+has a connection of its own.
 
     with k8s_client.Client(sock_path, "v1") as c:
         header, signature = c.sign(claims_b64)     # raises grpc.RpcError
@@ -114,7 +115,10 @@ class Client:
         self.version = version
         self.pb2, pb2_grpc = modules(version)
         self.timeout_s = timeout_s
-        self.channel = grpc.insecure_channel("unix:" + os.path.abspath(socket_path))
+        # A subchannel (connection) of its own: gRPC would otherwise share one
+        # among channels to the same target, and tests count connections.
+        self.channel = grpc.insecure_channel("unix:" + os.path.abspath(socket_path),
+                                             options=[("grpc.use_local_subchannel_pool", 1)])
         self.stub = pb2_grpc.ExternalJWTSignerStub(self.channel)
 
     def close(self):

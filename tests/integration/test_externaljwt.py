@@ -61,7 +61,9 @@ jwt-signer's own code.
    closed at accept (UNAVAILABLE to the client; logged and audited as
    policy.no_match with that uid and its peer credentials), and once a
    reload names it, it signs as unix:uid=65534.
-8. More than 64 idle connections: the extra ones are closed at accept
+8. The caller's rate applies to Sign (rate.limited, retry-after-ms), not to
+   FetchKeys or Metadata. More than 64 idle connections: the extra ones are
+   closed at accept
    (rate.limited in the log) and a call meanwhile fails UNAVAILABLE; once
    they close, calls work again (twice over: the slots are released).
 
@@ -240,6 +242,14 @@ class Case(unittest.TestCase):
         self.env.start()
         harness.wait_unix_socket(self.sock_path(), daemon=self.env.daemon)
         return {v: self.client(v) for v in k8s_client.VERSIONS}
+
+    def stop(self):
+        """Closes this test's connections, then stops the daemon (its exit status).
+        An idle HTTP/2 connection left open holds the daemon's drain for ~5 s
+        (gRPC's GOAWAY handshake), as kube-apiserver's would."""
+        for c in self.clients:
+            c.close()
+        return self.env.stop()
 
     def reload_policy(self, policy):
         env = self.env
@@ -476,7 +486,7 @@ class Tokens(Case):
             self.expect_refused(clients[v], b64(claims), grpc.StatusCode.PERMISSION_DENIED,
                                 "policy.no_match")
             denied.append(("policy.no_match", claims))
-        self.assertEqual(env.stop(), 0)
+        self.assertEqual(self.stop(), 0)
 
         # 3. The audit log.
         recs = [r for r in show(env) if r.get("type") == "sign"]
@@ -632,7 +642,7 @@ class StartupRefusals(Case):
                 header_b64, _ = self.client("v1").sign(b64(kube_claims()))
                 self.assertEqual(json.loads(harness.b64url_decode(header_b64))["alg"], "ES256")
                 self.assertEqual(self.client("v1").metadata().max_token_expiration_seconds, 3600)
-        self.assertEqual(env.stop(), 0)
+        self.assertEqual(self.stop(), 0)
 
 
 # --- 6: rotation -----------------------------------------------------------------------
@@ -745,24 +755,34 @@ class Rotation(Case):
         self.assertEqual(self.admin("unfreeze", ident), {"identity": ident, "frozen": False})
         _, header = self.sign_token(c, b64(kube_claims(ttl=600)))
         self.assertEqual(header["kid"], new_kid)
-        self.assertEqual(env.stop(), 0)
+        self.assertEqual(self.stop(), 0)
         frozen = [r for r in show(env) if r.get("type") == "sign" and r.get("decision") == "deny"]
         self.assertEqual([(r["caller"], r["reason"]) for r in frozen], [(ident, "admin.frozen")])
 
 
-# --- 8: the connection cap -------------------------------------------------------------
+# --- 8: rate and connection cap -------------------------------------------------------------
 
 PEERS_MAX = 64  # signer/rpc/rpc_peers.c
 
 
-class ConnectionCap(Case):
-    def test_idle_connections_cannot_lock_out_for_good(self):
-        """More than PEERS_MAX idle connections: the extra ones are closed at
+class Limits(Case):
+    def test_rate_and_connection_cap(self):
+        """The caller's rate applies to Sign (not to FetchKeys or Metadata).
+        More than PEERS_MAX idle connections: the extra ones are closed at
         accept (rate.limited in the log); once they close, calls work again."""
         env = self.env
-        env.setup(policy=k8s_policy(env, [unix_entry()]), keys=[dict(KEYS["ES256"])],
-                  externaljwt=harness.externaljwt_config(SOCK))
-        self.start()
+        rate = {"per_second": 1, "burst": 2}
+        env.setup(policy=k8s_policy(env, [unix_entry(rate=rate, incident_rate=rate)]),
+                  keys=[dict(KEYS["ES256"])], externaljwt=harness.externaljwt_config(SOCK))
+        clients = self.start()
+        c = clients["v1"]
+        for _ in range(2):
+            self.sign_token(c, b64(kube_claims()))
+        err = self.expect_refused(c, b64(kube_claims()), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  "rate.limited")
+        self.assertTrue(0 < int(err.trailing.get("retry-after-ms", "0")) <= 1000, err)
+        self.assertEqual(c.metadata().max_token_expiration_seconds, 3600)
+        self.assertEqual(len(self.fetch_keys(c)[0]), 1)
         for _ in range(2):
             mark = len(env.daemon.stderr_lines())
             socks = []
@@ -791,7 +811,7 @@ class ConnectionCap(Case):
             while not works():
                 self.assertLess(time.monotonic(), deadline, "calls still refused after close")
                 time.sleep(0.2)
-        self.assertEqual(env.stop(), 0)
+        self.assertEqual(self.stop(), 0)
 
 
 # --- 7: real peers of another uid (root only) --------------------------------------------
@@ -872,7 +892,7 @@ class RealPeers(Case):
         kid = json.loads(harness.b64url_decode(out["header"]))["kid"]
         self.assertEqual(pyjwt.decode(token, key=fk_keys[kid], algorithms=["ES256"],
                                       audience=KUBE_AUD, issuer=ISSUER), claims)
-        self.assertEqual(env.stop(), 0)
+        self.assertEqual(self.stop(), 0)
 
         recs = [r for r in show(env) if r.get("type") == "sign"]
         self.assertEqual(len(recs), 2, recs)
