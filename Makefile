@@ -91,5 +91,5 @@ clean:
 	rm -rf $(sort build build-san build-tsan $(BUILD_DIR))
 
 distclean: clean
-	rm -rf var/dev
+	rm -rf var/dev tests/node/node_modules
 	@rmdir var 2>/dev/null || true

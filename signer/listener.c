@@ -4,7 +4,9 @@
  * The fd budget (fdreserve.h). The HTTP server may hold a quarter of the fd
  * limit (at most its default, http.h); the HSM module and the audit log need
  * FD_CORE more (SoftHSM opens its object files on every operation, C_Initialize
- * its whole token directory). gRPC 1.51 cannot cap its connections, so a
+ * its whole token directory), and the ExternalJWTSigner's capped
+ * connections their room (JS_K8S_MAX_CONNECTIONS, rpc_peers.c). gRPC 1.51
+ * cannot cap its connections, so a
  * watcher thread does (fd_watch_main): when the descriptors still free come
  * within the HTTP server's unused share plus FD_MARGIN, it shuts gRPC's
  * listener down and hands back the FD_CORE descriptors held in reserve; the
@@ -28,6 +30,8 @@
 
 #define FD_CORE      32
 #define FD_LIMIT_MIN 256
+/* The ExternalJWTSigner's listening socket and one being refused. */
+#define FD_K8S_EXTRA 2
 /* Descriptors gRPC may still take between two looks of the fd watcher. */
 #define FD_MARGIN 16
 /* How often the fd watcher looks. */
@@ -134,8 +138,12 @@ static void *fd_watch_main(void *arg)
         unsigned long http_room = d->http != NULL && d->http_max_connections > hs.open
                                       ? d->http_max_connections - hs.open
                                       : 0;
+        /* The ExternalJWTSigner's connections are capped and kept room
+         * for whole (kube-apiserver must always get in). */
+        unsigned long k8s_room =
+            d->cfg->externaljwt_socket != NULL ? JS_K8S_MAX_CONNECTIONS + FD_K8S_EXTRA : 0;
         long lowest = js_fd_lowest_free();
-        if (lowest < 0 || (unsigned long)lowest + http_room + FD_MARGIN < d->fd_limit)
+        if (lowest < 0 || (unsigned long)lowest + http_room + k8s_room + FD_MARGIN < d->fd_limit)
             continue;
         if (atomic_exchange(&d->lf->lost, true))
             continue;

@@ -578,6 +578,10 @@ static js_status load_socket_id(const loader *ld, const js_yaml_node *m, const c
         if (rc == 0 && res != NULL)
             *out = (int64_t)res->pw_uid;
     }
+    /* getpwnam_r(3): these also mean "not found". */
+    if (rc != 0 && rc != ENOENT && rc != ESRCH && rc != EBADF && rc != EPERM)
+        return fail(ld, js_yaml_node_line(v), path, JS_R_CONFIG_EXTERNALJWT,
+                    "cannot look up %s '%s': %s", group ? "group" : "user", s, strerror(rc));
     if (*out < 0)
         return fail(ld, js_yaml_node_line(v), path, JS_R_CONFIG_EXTERNALJWT,
                     "no %s named '%s' on this system (a name or a numeric id)",

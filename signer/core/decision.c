@@ -50,6 +50,7 @@ void js_sign_result_clear(js_sign_result *res)
         free(res->jwt);
     }
     free(res->scopes);
+    free(res->sub);
     free(res->aud);
     memset(res, 0, sizeof(*res));
 }

@@ -32,14 +32,13 @@ typedef enum js_decision_kind {
 } js_decision_kind;
 
 #define JS_REQUEST_ID_MAX 128
-#define JS_LOG_SUB_MAX    256
 #define JS_SHA256_HEX     64
 /* A jti we record: ours is CLAIMS_JTI_LEN; a pre-built (Kubernetes) token's
  * is checked to be 1..JS_JTI_MAX printable ASCII (policy.h). */
 #define JS_JTI_MAX 128
 
 /* The token a SignJwt request produced, and what the request log and the
- * audit record say about it. jwt, scopes and aud are malloc'd
+ * audit record say about it. jwt, scopes, sub and aud are malloc'd
  * (js_sign_result_clear frees them, wiping the token); the fixed buffers
  * may be set for a refused request too (key, kid, alg once a key was
  * selected; sub and aud once the claims were parsed). */
@@ -50,7 +49,9 @@ typedef struct js_sign_result {
     char jti[JS_JTI_MAX + 1]; /* ours (CLAIMS_JTI_LEN), or a pre-built token's */
     char key_name[JS_KEY_NAME_MAX + 1];
     char alg[16];
-    char sub[JS_LOG_SUB_MAX + 1];
+    /* The request's sub, whole (the audit record must match the token;
+     * bounded by CLAIMS_MAX_BYTES); NULL if absent or not a string. */
+    char *sub;
     char *aud; /* the request's aud as compact JSON (NULL if absent); malloc'd */
     char token_sha256[JS_SHA256_HEX + 1];
     int64_t issued_at;

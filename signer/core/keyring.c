@@ -109,8 +109,8 @@ static js_status vault_load(js_keyvault *kv, const char *label, js_alg alg, vaul
         unsigned char *der = NULL;
         int n = i2d_PUBKEY(js_hsm_key_public(e->key), &der);
         if (n <= 0)
-            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_OOM,
-                            "cannot encode the public key of '%s' as PKIX DER", label);
+            st = js_err_set(err, JS_EINTERNAL, JS_R_INTERNAL_CRYPTO,
+                            "cannot encode the public key of '%s' as PKIX DER (OpenSSL)", label);
         e->spki = der;
         e->spki_len = n > 0 ? (size_t)n : 0;
     }

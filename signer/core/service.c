@@ -63,14 +63,16 @@ js_status js_request_id_check(const char *request_id, js_err *err)
     return JS_OK;
 }
 
-/* Copies sub (truncated: logs only) and aud (whole, as compact JSON: it goes
- * into the audit record, where a truncated JSON text would be invalid) of the
- * request for the log line and the audit record. */
+/* Copies sub and aud (as compact JSON) of the request, whole, for the log
+ * line and the audit record: a record must name exactly what the token says
+ * (a truncated sub would hide the token from `jwt-audit show --sub`, and a
+ * truncated JSON text would be invalid). Both are bounded by
+ * CLAIMS_MAX_BYTES. Out of memory leaves them NULL. */
 static void note_sub_aud(const json_t *claims, js_sign_result *res)
 {
     const json_t *sub = json_object_get(claims, "sub");
     if (json_is_string(sub))
-        snprintf(res->sub, sizeof(res->sub), "%s", json_string_value(sub));
+        res->sub = strdup(json_string_value(sub));
     const json_t *aud = json_object_get(claims, "aud");
     if (aud != NULL)
         res->aud = json_dumps(aud, JSON_COMPACT | JSON_ENCODE_ANY);

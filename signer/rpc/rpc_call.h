@@ -145,11 +145,13 @@ extern const char *const js_rpc_k8s_paths[K8S_COUNT];
 
 /* ---- rpc_peers.c: the Unix socket of the ExternalJWTSigner and its peers ---- */
 
-/* Creates the socket (owner, group and mode from the configuration) and
- * starts the thread that accepts connections, reads each peer's credentials
- * (SO_PEERCRED) and hands the connection to srv's gRPC server
+/* Creates the listening socket (owner, group and mode from the
+ * configuration) into srv->peers, before any thread of srv runs. */
+js_status rpc_peers_new(js_server *srv, js_err *err) JS_WUR;
+/* Starts the thread that accepts connections, reads each peer's
+ * credentials (SO_PEERCRED) and hands the connection to the gRPC server
  * (grpc_server_add_channel_from_fd). The server must be started. */
-js_status rpc_peers_start(js_server *srv, js_err *err) JS_WUR;
+js_status rpc_peers_start(rpc_peers *peers, js_err *err) JS_WUR;
 /* Stops accepting, closes and removes the socket; connections already
  * handed to gRPC are gRPC's to close. */
 void rpc_peers_stop(rpc_peers *peers);

@@ -14,9 +14,10 @@
  *              SignJwt (rpc_sign.c). Returns base64url header and signature.
  *   FetchKeys  every published version (next, active, retiring) of the keys
  *              the caller may sign with, as PKIX DER; refresh_hint_seconds
- *              from the pre-publication period, so kube-apiserver fetches a
- *              new key before any token carries it; data_timestamp = when
- *              the key set last changed.
+ *              half the pre-publication period (at most a minute), so
+ *              kube-apiserver fetches a new key before any token carries it
+ *              and drops a revoked one soon; data_timestamp = when the
+ *              keyring last changed (start-up or any key's transition).
  *   Metadata   max_token_expiration_seconds = the caller's max_ttl (at least
  *              600 s: the policy refuses less for a unix: caller).
  * FetchKeys and Metadata return public data: they are logged within the
@@ -47,8 +48,13 @@ const char *const js_rpc_k8s_paths[K8S_COUNT] = {
     [K8S_V1ALPHA1_METADATA] = "/v1alpha1.ExternalJWTSigner/Metadata",
 };
 
-/* The largest key_id kube-apiserver accepts (k8s.io/externaljwt Key). */
+/* The largest key_id kube-apiserver accepts (k8s.io/externaljwt Key); our
+ * kids are RFC 7638 thumbprints. */
 #define K8S_KEY_ID_MAX 1024
+_Static_assert(JWK_KID_LEN <= K8S_KEY_ID_MAX, "a kid kube-apiserver would refuse");
+/* The longest refresh hint: after an emergency revocation kube-apiserver
+ * stops trusting the key within this long. */
+#define K8S_REFRESH_MAX_S 60
 
 /* ---- Sign ---------------------------------------------------------------------- */
 
@@ -73,7 +79,7 @@ static js_status k8s_sign_pack(const js_decision *d, uint64_t audit_seq, uint8_t
     const char *jwt = d->token.jwt;
     const char *dot1 = strchr(jwt, '.');
     const char *dot2 = strrchr(jwt, '.');
-    JS_ENSURE(dot1 != NULL && dot2 != NULL && dot2 > dot1, err, JS_EINTERNAL, JS_R_INTERNAL_OOM,
+    JS_ENSURE(dot1 != NULL && dot2 != NULL && dot2 > dot1, err, JS_EINTERNAL, JS_R_INTERNAL_BUG,
               "the signed token is not header.payload.signature");
     size_t hlen = (size_t)(dot1 - jwt);
     char *header = malloc(hlen + 1);
@@ -183,9 +189,12 @@ static js_status fetch_keys_pack(call_ctx *c, const js_policy_caller *caller, ui
     resp.n_keys = n;
     resp.keys = ptrs;
     resp.data_timestamp = &ts;
-    /* Half the pre-publication period: a new version is fetched at least
-     * once before it signs (keystate.h), whatever the phase of the polls. */
+    /* Half the pre-publication period, so a new version is fetched at least
+     * once before it signs (keystate.h) whatever the phase of the polls, and
+     * at most K8S_REFRESH_MAX_S, so a revoked one is dropped soon. */
     int64_t hint = c->w->srv->cfg->key_prepublish / 2;
+    if (hint > K8S_REFRESH_MAX_S)
+        hint = K8S_REFRESH_MAX_S;
     resp.refresh_hint_seconds = hint > 0 ? hint : 1;
     *len = v1__fetch_keys_response__get_packed_size(&resp);
     *buf = malloc(*len > 0 ? *len : 1);

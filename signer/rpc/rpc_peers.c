@@ -11,30 +11,39 @@
  * connection it came on, matched by the policy like any other.
  *
  * Defences, from the outside in:
+ *   - the socket's directory must not be writable by group or others (who
+ *     could write there could replace the socket; OpenSSH's StrictModes);
  *   - the socket's owner, group and mode (at most 0660) from the
- *     configuration: only kube-apiserver's user or group can connect; the
- *     mode is set before listen(2), so no connection is ever accepted with
+ *     configuration: only kube-apiserver's user or group can connect. The
+ *     mode is on the socket before bind(2) creates its file (Linux creates
+ *     it with the socket's mode less the umask), the owner and group are set
+ *     through a descriptor of that very file (never through a symlink), and
+ *     all of it before listen(2): no connection is ever accepted with
  *     looser permissions;
  *   - a peer whose uid no policy entry names is refused at accept: the
  *     connection is closed before any byte of it is read, and the refusal
  *     is logged and audited (policy.no_match) within the denial budget;
- *   - at most PEERS_MAX connections at a time: a peer that opens more is
- *     refused (a connection gRPC has closed no longer counts: its
- *     descriptor is checked against the socket's inode);
+ *   - at most JS_K8S_MAX_CONNECTIONS connections at a time, and half of
+ *     them per uid, so one named peer cannot keep kube-apiserver out: a
+ *     connection beyond is closed at once (externaljwt.connections; one
+ *     gRPC has closed no longer counts: its descriptor is checked against
+ *     the socket's inode). The fd watcher (signer/listener.c) keeps room
+ *     for them;
  *   - every call is matched again by the policy in force (a reload or a
  *     freeze reaches open connections), and rate-limited like SignJwt.
- * What remains: a call whose connection was closed before a worker picked
- * it up is still matched to the descriptor's number; if another peer's
- * connection got that number in between, the call is decided as that peer's.
- * Its reply goes nowhere (the first connection is gone), but it is decided
- * and audited. Both peers must be ones the policy names (the check at
- * accept), which in a deployment is one kube-apiserver.
+ * A call finds its credentials by the descriptor number gRPC names it
+ * with, checked against the inode recorded at accept. gRPC closes a
+ * connection's descriptor only once its transport is gone, and a call
+ * being decided holds its transport, so the number cannot have been reused
+ * for another peer meanwhile; if that ever failed, both peers would still
+ * be ones the policy names (the check at accept).
  */
 #define _GNU_SOURCE /* struct ucred (SO_PEERCRED, unix(7)) */
 
 #include "rpc_call.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -60,8 +69,8 @@
 #include "metrics.h"
 #include "policy_store.h"
 
-/* Connections open at once; kube-apiserver keeps one or a few. */
-#define PEERS_MAX 64
+#define PEERS_MAX     JS_K8S_MAX_CONNECTIONS
+#define PEERS_PER_UID (JS_K8S_MAX_CONNECTIONS / 2)
 /* The accept thread looks at its stop flag this often. */
 #define PEERS_POLL_MS 200
 /* After accept(2) fails for lack of descriptors or memory, wait this long. */
@@ -80,6 +89,9 @@ struct rpc_peers {
     js_server *srv;
     char *path;
     int listen_fd;
+    dev_t sock_dev; /* the socket file bind(2) made, removed at stop only if */
+    ino_t sock_ino; /* it is still that file */
+    bool bound;
     grpc_server_credentials *creds;
     js_policy_cache policy; /* the accept thread's view of the policy */
     pthread_t thread;
@@ -96,8 +108,10 @@ static js_status sock_fail(js_err *err, const char *what, const char *path)
                       path, what, strerror(e));
 }
 
-/* A socket left at path by an earlier run is removed; a live one (another
- * signer answers) or anything that is not a socket is left alone. */
+/* A socket left at path by an earlier run is removed: only one that
+ * refuses connections (ECONNREFUSED: nobody listens). One that accepts, or
+ * any other answer, or anything that is not a socket, is left alone. The
+ * probe does not block. */
 static js_status clear_stale(const char *path, const struct sockaddr_un *sa, js_err *err)
 {
     struct stat st;
@@ -105,43 +119,98 @@ static js_status clear_stale(const char *path, const struct sockaddr_un *sa, js_
         return errno == ENOENT ? JS_OK : sock_fail(err, "cannot inspect", path);
     JS_ENSURE(S_ISSOCK(st.st_mode), err, JS_ECONFIG, JS_R_EXTERNALJWT_SOCKET,
               "externaljwt socket %s: the path exists and is not a socket; not removing it", path);
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (probe < 0)
         return sock_fail(err, "socket", path);
-    bool live = connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+    int rc = connect(probe, (const struct sockaddr *)sa, sizeof(*sa));
+    int e = rc == 0 ? 0 : errno;
     close(probe);
-    JS_ENSURE(!live, err, JS_ECONFIG, JS_R_EXTERNALJWT_SOCKET,
-              "externaljwt socket %s: another process is listening on it", path);
+    if (e != ECONNREFUSED) {
+        errno = e;
+        return rc == 0 || e == EAGAIN || e == EINPROGRESS
+                   ? js_err_set(err, JS_ECONFIG, JS_R_EXTERNALJWT_SOCKET,
+                                "externaljwt socket %s: another process is listening on it", path)
+                   : sock_fail(err, "exists and cannot be probed (not removing it)", path);
+    }
     if (unlink(path) != 0)
         return sock_fail(err, "cannot remove the stale socket", path);
     return JS_OK;
 }
 
-/* bind, chown, chmod, then listen: no connection is accepted before the
- * socket has its owner, group and mode. */
+/* The socket's directory may be written only by its owner, who is root or
+ * the signer's user: anyone else who could write there could replace the
+ * socket with their own and sit between kube-apiserver and the signer. */
+static js_status check_dir(const char *path, js_err *err)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash == NULL ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    JS_ENSURE(n < sizeof(dir), err, JS_ECONFIG, JS_R_EXTERNALJWT_SOCKET, "path too long");
+    memcpy(dir, slash == NULL ? "." : path, n);
+    dir[n] = '\0';
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return sock_fail(err, "cannot inspect its directory", path);
+    JS_ENSURE((st.st_mode & (S_IWGRP | S_IWOTH)) == 0 && (st.st_uid == 0 || st.st_uid == geteuid()),
+              err, JS_ECONFIG, JS_R_EXTERNALJWT_SOCKET,
+              "externaljwt socket %s: its directory %s (mode %04o, owner %lu) is writable by "
+              "others than root and the signer's user, who could replace the socket; use a "
+              "directory only they can write, e.g. /run/jwt-signer",
+              path, dir, (unsigned)(st.st_mode & 07777), (unsigned long)st.st_uid);
+    return JS_OK;
+}
+
+/* fchmod, bind, chown and chmod through an O_PATH descriptor of the file
+ * bind made, then listen: no connection is ever accepted with looser
+ * permissions, and nothing is changed through a symlink. */
 static js_status sock_open(rpc_peers *p, const js_config *cfg, js_err *err)
 {
     const char *path = cfg->externaljwt_socket;
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
-    JS_ENSURE(strlen(path) < sizeof(sa.sun_path), err, JS_ECONFIG, JS_R_CONFIG_EXTERNALJWT,
+    JS_ENSURE(strlen(path) < sizeof(sa.sun_path), err, JS_ECONFIG, JS_R_EXTERNALJWT_SOCKET,
               "externaljwt socket path is too long");
     memcpy(sa.sun_path, path, strlen(path) + 1);
+    JS_GUARD(check_dir(path, err));
     JS_GUARD(clear_stale(path, &sa, err));
     p->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (p->listen_fd < 0)
         return sock_fail(err, "socket", path);
+    mode_t mode = (mode_t)cfg->externaljwt_mode;
+    /* unix(7): the file gets the socket's mode less the umask. */
+    if (fchmod(p->listen_fd, mode) != 0)
+        return sock_fail(err, "cannot set the socket's mode before bind", path);
     if (bind(p->listen_fd, (const struct sockaddr *)&sa, sizeof(sa)) != 0)
         return sock_fail(err, "bind", path);
     p->path = strdup(path);
     JS_ENSURE_ALLOC(p->path, err);
-    if ((cfg->externaljwt_uid >= 0 || cfg->externaljwt_gid >= 0) &&
-        chown(path, cfg->externaljwt_uid >= 0 ? (uid_t)cfg->externaljwt_uid : (uid_t)-1,
-              cfg->externaljwt_gid >= 0 ? (gid_t)cfg->externaljwt_gid : (gid_t)-1) != 0)
-        return sock_fail(err, "cannot set its owner and group (externaljwt.owner, .group)", path);
-    if (chmod(path, (mode_t)cfg->externaljwt_mode) != 0)
-        return sock_fail(err, "cannot set its mode (externaljwt.mode)", path);
+    int pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (pfd < 0)
+        return sock_fail(err, "cannot open the file bind made", path);
+    struct stat st;
+    js_status st_ok = JS_OK;
+    char proc[64];
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+    if (fstat(pfd, &st) != 0 || !S_ISSOCK(st.st_mode))
+        st_ok = js_err_set(err, JS_ECONFIG, JS_R_EXTERNALJWT_SOCKET,
+                           "externaljwt socket %s: replaced by something else after bind", path);
+    else if ((cfg->externaljwt_uid >= 0 || cfg->externaljwt_gid >= 0) &&
+             fchownat(pfd, "", cfg->externaljwt_uid >= 0 ? (uid_t)cfg->externaljwt_uid : (uid_t)-1,
+                      cfg->externaljwt_gid >= 0 ? (gid_t)cfg->externaljwt_gid : (gid_t)-1,
+                      AT_EMPTY_PATH) != 0)
+        st_ok = sock_fail(err, "cannot set its owner and group (externaljwt.owner, .group)", path);
+    /* The exact mode, whatever the umask took away; through /proc, which
+     * names the file itself, not a path an attacker could swap. */
+    else if (chmod(proc, mode) != 0)
+        st_ok = sock_fail(err, "cannot set its mode (externaljwt.mode)", path);
+    if (st_ok == JS_OK) {
+        p->sock_dev = st.st_dev;
+        p->sock_ino = st.st_ino;
+        p->bound = true;
+    }
+    close(pfd);
+    JS_GUARD(st_ok);
     if (listen(p->listen_fd, PEERS_BACKLOG) != 0)
         return sock_fail(err, "listen", path);
     return JS_OK;
@@ -166,8 +235,8 @@ static size_t sweep(rpc_peers *p)
 
 /* A refused connection: one log line and one audit record within the
  * denial budget (denials.h), otherwise counted into a folded record. */
-static void refuse(rpc_peers *p, const char *identity, const char *peer_text, js_reason why,
-                   const char *msg)
+static void refuse(rpc_peers *p, const char *identity, const char *peer_text, js_status status,
+                   js_reason why, const char *msg)
 {
     js_server *srv = p->srv;
     char key[JS_DENIALS_KEY_MAX + 1];
@@ -184,7 +253,7 @@ static void refuse(rpc_peers *p, const char *identity, const char *peer_text, js
         .caller = identity,
         .peer = peer_text,
         .decision = js_decision_name(JS_DECISION_DENY),
-        .status = rpc_status_name(GRPC_STATUS_PERMISSION_DENIED),
+        .status = rpc_status_name(rpc_status_code(status)),
         .reason = reason,
         .message = msg,
     };
@@ -222,13 +291,14 @@ static void admit(rpc_peers *p, int fd)
     js_err_clear(&err);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 || len != sizeof(cr) ||
         fstat(fd, &st) != 0) {
-        refuse(p, "", ptext, JS_R_IDENTITY_NONE, "the peer's credentials cannot be read");
+        refuse(p, "", ptext, JS_EDENIED, JS_R_IDENTITY_NONE,
+               "the peer's credentials cannot be read");
         close(fd);
         return;
     }
     peer_text(&cr, ptext, sizeof(ptext));
     if (identity_from_peer((unsigned long)cr.uid, identity, sizeof(identity), &err) != JS_OK) {
-        refuse(p, "", ptext, err.reason, err.msg);
+        refuse(p, "", ptext, err.status, err.reason, err.msg);
         close(fd);
         return;
     }
@@ -238,17 +308,21 @@ static void admit(rpc_peers *p, int fd)
         snprintf(msg, sizeof(msg),
                  "caller '%s' matches no entry of the policy: connection closed before any call",
                  identity);
-        refuse(p, identity, ptext, JS_R_POLICY_NO_MATCH, msg);
+        refuse(p, identity, ptext, JS_EDENIED, JS_R_POLICY_NO_MATCH, msg);
         close(fd);
         return;
     }
     pthread_mutex_lock(&p->mu);
     peer *slot = NULL;
     /* The number may be one gRPC closed: that slot is stale. */
-    for (size_t i = 0; i < PEERS_MAX && slot == NULL; i++)
+    for (size_t i = 0; i < PEERS_MAX; i++)
         if (p->e[i].fd == fd)
-            slot = &p->e[i];
-    if (slot == NULL && sweep(p) < PEERS_MAX)
+            p->e[i].fd = -1;
+    size_t live = sweep(p), same_uid = 0;
+    for (size_t i = 0; i < PEERS_MAX; i++)
+        if (p->e[i].fd >= 0 && p->e[i].cred.uid == cr.uid)
+            same_uid++;
+    if (live < PEERS_MAX && same_uid < PEERS_PER_UID)
         for (size_t i = 0; i < PEERS_MAX && slot == NULL; i++)
             if (p->e[i].fd < 0)
                 slot = &p->e[i];
@@ -257,9 +331,11 @@ static void admit(rpc_peers *p, int fd)
     pthread_mutex_unlock(&p->mu);
     if (slot == NULL) {
         char msg[JS_MSG_MAX];
-        snprintf(msg, sizeof(msg), "%d connections are open on the externaljwt socket already",
-                 PEERS_MAX);
-        refuse(p, identity, ptext, JS_R_RATE_LIMITED, msg);
+        snprintf(msg, sizeof(msg),
+                 "%zu connections are open on the externaljwt socket, %zu of them uid %lu's "
+                 "(limits %d and %d): connection closed",
+                 live, same_uid, (unsigned long)cr.uid, PEERS_MAX, PEERS_PER_UID);
+        refuse(p, identity, ptext, JS_ELIMIT, JS_R_EXTERNALJWT_CONNECTIONS, msg);
         close(fd);
         return;
     }
@@ -296,7 +372,7 @@ static void *accept_main(void *arg)
     return NULL;
 }
 
-js_status rpc_peers_start(js_server *srv, js_err *err)
+js_status rpc_peers_new(js_server *srv, js_err *err)
 {
     rpc_peers *p = calloc(1, sizeof(*p));
     JS_ENSURE_ALLOC(p, err);
@@ -311,7 +387,11 @@ js_status rpc_peers_start(js_server *srv, js_err *err)
     }
     srv->peers = p;
     p->creds = grpc_insecure_server_credentials_create();
-    JS_GUARD(sock_open(p, srv->cfg, err));
+    return sock_open(p, srv->cfg, err);
+}
+
+js_status rpc_peers_start(rpc_peers *p, js_err *err)
+{
     JS_ENSURE(pthread_create(&p->thread, NULL, accept_main, p) == 0, err, JS_EINTERNAL,
               JS_R_SERVER_THREAD, "cannot start the externaljwt accept thread");
     p->started = 1;
@@ -326,11 +406,16 @@ void rpc_peers_stop(rpc_peers *p)
     if (p->started)
         pthread_join(p->thread, NULL);
     p->started = 0;
+    /* Removed only if the path still names the file this signer bound: a
+     * signer started meanwhile may have replaced it with its own. */
+    struct stat st;
+    if (p->bound && lstat(p->path, &st) == 0 && st.st_dev == p->sock_dev &&
+        st.st_ino == p->sock_ino)
+        unlink(p->path);
+    p->bound = false;
     if (p->listen_fd >= 0) {
         close(p->listen_fd);
         p->listen_fd = -1;
-        if (p->path != NULL)
-            unlink(p->path);
     }
 }
 

@@ -104,7 +104,7 @@ static void sign_event(const call_ctx *c, const char *policy_hash, js_audit_even
     ev->kid = t->kid;
     ev->alg = t->alg;
     ev->jti = ok ? t->jti : NULL;
-    ev->sub = t->sub[0] != '\0' ? t->sub : NULL;
+    ev->sub = t->sub;
     ev->aud_json = t->aud;
     ev->iat = ok ? t->issued_at : 0;
     ev->exp = ok ? t->expires_at : 0;

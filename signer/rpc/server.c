@@ -210,7 +210,8 @@ static js_status server_new(const js_server_deps *deps, bool k8s, js_server **ou
 
     /* Limits against hostile peers (server.h lists them with their reasons). */
     grpc_arg args[] = {
-        int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, MAX_REQUEST_BYTES),
+        int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                k8s ? JS_K8S_MAX_REQUEST_BYTES : MAX_REQUEST_BYTES),
         int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, 4 * 1024 * 1024),
         int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, JS_GRPC_HANDSHAKE_TIMEOUT_MS),
         int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, JS_GRPC_MAX_CONNECTION_IDLE_MS),
@@ -221,7 +222,8 @@ static js_status server_new(const js_server_deps *deps, bool k8s, js_server **ou
         int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                 JS_GRPC_MIN_RECV_PING_INTERVAL_MS),
         int_arg(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2),
-        int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, JS_GRPC_MAX_CONCURRENT_STREAMS),
+        int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                k8s ? JS_K8S_MAX_STREAMS : JS_GRPC_MAX_CONCURRENT_STREAMS),
         int_arg(GRPC_ARG_MAX_METADATA_SIZE, JS_GRPC_MAX_METADATA_BYTES),
     };
     grpc_channel_args chargs = {sizeof(args) / sizeof(args[0]), args};
@@ -249,7 +251,10 @@ static js_status server_new(const js_server_deps *deps, bool k8s, js_server **ou
     grpc_server_register_completion_queue(srv->server, srv->shutdown_cq, NULL);
 
     if (k8s) {
-        /* No port: rpc_peers.c accepts on the Unix socket once started. */
+        /* No port: the Unix socket, accepted on by rpc_peers.c once started. */
+        st = rpc_peers_new(srv, err);
+        if (st != JS_OK)
+            goto fail;
         *out = srv;
         return JS_OK;
     }
@@ -325,7 +330,7 @@ js_status js_server_start(js_server *srv, js_err *err)
         w->started = 1;
     }
     if (srv->k8s)
-        JS_GUARD(rpc_peers_start(srv, err));
+        JS_GUARD(rpc_peers_start(srv->peers, err));
     return JS_OK;
 }
 

@@ -96,10 +96,19 @@ js_status js_server_new(const js_server_deps *deps, js_server **out, js_err *err
  * v1alpha1; rpc_k8s.c) on the Unix socket cfg->externaljwt_socket:
  * insecure gRPC, each caller identified by its peer credentials
  * (unix:uid=N, rpc_peers.c). At most JS_K8S_WORKERS workers. The socket is
- * created by js_server_start and removed by shutdown.
+ * created here, accepted on from js_server_start, and removed by shutdown.
  */
 js_status js_server_new_k8s(const js_server_deps *deps, js_server **out, js_err *err) JS_WUR;
 #define JS_K8S_WORKERS 2
+/* Connections open at once on the socket (kube-apiserver keeps one or a
+ * few), half of them per uid; the fd watcher keeps room for them. */
+#define JS_K8S_MAX_CONNECTIONS 64
+/* The largest request: a Sign whose claims are CLAIMS_MAX_BYTES of JSON as
+ * base64url (21846 characters) with its framing. Streams per connection:
+ * JS_K8S_MAX_STREAMS. Together they bound what one connection can make the
+ * signer buffer. */
+#define JS_K8S_MAX_REQUEST_BYTES (24 * 1024)
+#define JS_K8S_MAX_STREAMS       16
 
 /* The bound port (useful when the config asks for port 0). */
 int js_server_port(const js_server *srv);

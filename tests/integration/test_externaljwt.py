@@ -62,10 +62,11 @@ jwt-signer's own code.
    policy.no_match with that uid and its peer credentials), and once a
    reload names it, it signs as unix:uid=65534.
 8. The caller's rate applies to Sign (rate.limited, retry-after-ms), not to
-   FetchKeys or Metadata. More than 64 idle connections: the extra ones are
-   closed at accept
-   (rate.limited in the log) and a call meanwhile fails UNAVAILABLE; once
-   they close, calls work again (twice over: the slots are released).
+   FetchKeys or Metadata. More than 32 idle connections of one uid (half of
+   the 64 the socket takes): the extra ones are closed at accept
+   (externaljwt.connections, RESOURCE_EXHAUSTED in the log) and a call
+   meanwhile fails UNAVAILABLE; once they close, calls work again (twice
+   over: the slots are released).
 
 Debian: python3-grpcio, python3-grpc-tools, python3-jwt, python3-cryptography;
 npm: tests/node (jose 5, openid-client 5; `npm ci` by harness.npm_ci()).
@@ -762,14 +763,16 @@ class Rotation(Case):
 
 # --- 8: rate and connection cap -------------------------------------------------------------
 
-PEERS_MAX = 64  # signer/rpc/rpc_peers.c
+PEERS_MAX = 64  # JS_K8S_MAX_CONNECTIONS, signer/rpc/server.h
+PEERS_PER_UID = PEERS_MAX // 2  # rpc_peers.c
 
 
 class Limits(Case):
     def test_rate_and_connection_cap(self):
         """The caller's rate applies to Sign (not to FetchKeys or Metadata).
-        More than PEERS_MAX idle connections: the extra ones are closed at
-        accept (rate.limited in the log); once they close, calls work again."""
+        More than PEERS_PER_UID idle connections of one uid: the extra ones
+        are closed at accept (externaljwt.connections in the log); once they
+        close, calls work again."""
         env = self.env
         rate = {"per_second": 1, "burst": 2}
         env.setup(policy=k8s_policy(env, [unix_entry(rate=rate, incident_rate=rate)]),
@@ -787,12 +790,13 @@ class Limits(Case):
             mark = len(env.daemon.stderr_lines())
             socks = []
             try:
-                for _ in range(PEERS_MAX + 6):
+                for _ in range(PEERS_PER_UID + 6):
                     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                     socks.append(s)
                     s.connect(self.sock_path())
                 env.wait_log(lambda o: o.get("event") == "request" and
-                             o.get("reason") == "rate.limited", start=mark)
+                             o.get("reason") == "externaljwt.connections" and
+                             o.get("status") == "RESOURCE_EXHAUSTED", start=mark)
                 with k8s_client.Client(self.sock_path(), "v1", timeout_s=3) as c:
                     with self.assertRaises(grpc.RpcError) as cm:
                         c.metadata()
