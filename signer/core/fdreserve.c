@@ -118,9 +118,7 @@ js_status js_fd_raise_limit(unsigned long *soft, unsigned long *hard, js_err *er
 
 long js_fd_lowest_free(void)
 {
-    /* dup(2) rather than fcntl(F_DUPFD): ThreadSanitizer intercepts dup, so
-     * it sees the number reused after a close inside gRPC. */
-    int fd = dup(STDERR_FILENO);
+    int fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0);
     if (fd < 0) {
         struct rlimit rl;
         return getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (long)rl.rlim_cur : 0;

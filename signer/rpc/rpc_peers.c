@@ -27,12 +27,12 @@
  *     them per uid, so one named peer cannot keep kube-apiserver out: a
  *     connection beyond is closed at once (externaljwt.connections; one
  *     gRPC has closed no longer counts: its descriptor is checked against
- *     the socket's inode). The fd watcher (signer/listener.c) keeps room
+ *     the socket's cookie). The fd watcher (signer/listener.c) keeps room
  *     for them;
  *   - every call is matched again by the policy in force (a reload or a
  *     freeze reaches open connections), and rate-limited like SignJwt.
  * A call finds its credentials by the descriptor number gRPC names it
- * with, checked against the inode recorded at accept. gRPC closes a
+ * with, checked against the socket's cookie recorded at accept. gRPC closes a
  * connection's descriptor only once its transport is gone, and a call
  * being decided holds its transport, so the number cannot have been reused
  * for another peer meanwhile; if that ever failed, both peers would still
@@ -52,6 +52,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -78,10 +79,40 @@
 /* listen(2) backlog. */
 #define PEERS_BACKLOG 64
 
+/*
+ * The connections' descriptors belong to gRPC, which closes them in
+ * libgrpc, code ThreadSanitizer does not see. Had TSan seen us create them,
+ * it would take the kernel's reuse of the number by another thread (an
+ * audit segment, an HSM file) for a race with our accept. So the accept
+ * thread creates, inspects and closes them with raw system calls, outside
+ * TSan's descriptor model, like gRPC's own listener (the calls are the same
+ * in every build), and look at them only through getsockopt(2).
+ */
+static int raw_accept(int listen_fd)
+{
+    return (int)syscall(SYS_accept4, listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+}
+
+/* The socket's cookie (SO_COOKIE, socket(7)): a 64-bit id the kernel never
+ * gives another socket, so a descriptor number gRPC closed and something
+ * else got since never passes for the connection. 0 = not a live socket. */
+static uint64_t sock_cookie(int fd)
+{
+    uint64_t cookie = 0;
+    socklen_t len = sizeof(cookie);
+    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0 || len != sizeof(cookie))
+        return 0;
+    return cookie;
+}
+
+static void raw_close(int fd)
+{
+    (void)syscall(SYS_close, fd);
+}
+
 typedef struct peer {
-    int fd; /* -1: free */
-    dev_t dev;
-    ino_t ino;
+    int fd;          /* -1: free */
+    uint64_t cookie; /* SO_COOKIE */
     struct ucred cred;
 } peer;
 
@@ -224,8 +255,7 @@ static size_t sweep(rpc_peers *p)
     for (size_t i = 0; i < PEERS_MAX; i++) {
         if (p->e[i].fd < 0)
             continue;
-        struct stat st;
-        if (fstat(p->e[i].fd, &st) != 0 || st.st_dev != p->e[i].dev || st.st_ino != p->e[i].ino)
+        if (sock_cookie(p->e[i].fd) != p->e[i].cookie)
             p->e[i].fd = -1;
         else
             live++;
@@ -284,22 +314,22 @@ static void admit(rpc_peers *p, int fd)
 {
     struct ucred cr;
     socklen_t len = sizeof(cr);
-    struct stat st;
+    uint64_t cookie = sock_cookie(fd);
     char identity[IDENTITY_MAX + 1] = "";
     char ptext[96] = "unix:";
     js_err err;
     js_err_clear(&err);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 || len != sizeof(cr) ||
-        fstat(fd, &st) != 0) {
+        cookie == 0) {
         refuse(p, "", ptext, JS_EDENIED, JS_R_IDENTITY_NONE,
                "the peer's credentials cannot be read");
-        close(fd);
+        raw_close(fd);
         return;
     }
     peer_text(&cr, ptext, sizeof(ptext));
     if (identity_from_peer((unsigned long)cr.uid, identity, sizeof(identity), &err) != JS_OK) {
         refuse(p, "", ptext, err.status, err.reason, err.msg);
-        close(fd);
+        raw_close(fd);
         return;
     }
     const js_policy *policy = js_policy_cache_get(&p->policy, p->srv->policies);
@@ -309,7 +339,7 @@ static void admit(rpc_peers *p, int fd)
                  "caller '%s' matches no entry of the policy: connection closed before any call",
                  identity);
         refuse(p, identity, ptext, JS_EDENIED, JS_R_POLICY_NO_MATCH, msg);
-        close(fd);
+        raw_close(fd);
         return;
     }
     pthread_mutex_lock(&p->mu);
@@ -327,7 +357,7 @@ static void admit(rpc_peers *p, int fd)
             if (p->e[i].fd < 0)
                 slot = &p->e[i];
     if (slot != NULL)
-        *slot = (peer){fd, st.st_dev, st.st_ino, cr};
+        *slot = (peer){fd, cookie, cr};
     pthread_mutex_unlock(&p->mu);
     if (slot == NULL) {
         char msg[JS_MSG_MAX];
@@ -336,7 +366,7 @@ static void admit(rpc_peers *p, int fd)
                  "(limits %d and %d): connection closed",
                  live, same_uid, (unsigned long)cr.uid, PEERS_MAX, PEERS_PER_UID);
         refuse(p, identity, ptext, JS_ELIMIT, JS_R_EXTERNALJWT_CONNECTIONS, msg);
-        close(fd);
+        raw_close(fd);
         return;
     }
     grpc_server_add_channel_from_fd(p->srv->server, fd, p->creds);
@@ -350,7 +380,7 @@ static void *accept_main(void *arg)
         struct pollfd pfd = {p->listen_fd, POLLIN, 0};
         if (poll(&pfd, 1, PEERS_POLL_MS) <= 0)
             continue;
-        int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int fd = raw_accept(p->listen_fd);
         if (fd >= 0) {
             admit(p, fd);
             continue;
@@ -450,11 +480,11 @@ js_status rpc_peers_identity(rpc_peers *p, grpc_call *call, char *identity, size
     gpr_free(where);
     struct ucred cr;
     bool found = false;
-    struct stat st;
-    if (fd >= 0 && fstat((int)fd, &st) == 0) {
+    uint64_t cookie = fd >= 0 && fd <= INT_MAX ? sock_cookie((int)fd) : 0;
+    if (cookie != 0) {
         pthread_mutex_lock(&p->mu);
         for (size_t i = 0; i < PEERS_MAX && !found; i++)
-            if (p->e[i].fd == (int)fd && p->e[i].dev == st.st_dev && p->e[i].ino == st.st_ino) {
+            if (p->e[i].fd == (int)fd && p->e[i].cookie == cookie) {
                 cr = p->e[i].cred;
                 found = true;
             }
