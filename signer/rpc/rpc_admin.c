@@ -270,16 +270,7 @@ void rpc_handle_admin(call_ctx *c)
     if (st != JS_OK)
         js_decision_fail(d, &err);
     js_control_audit_admin(srv->control, c->identity, k_admin_actions[c->admin], d, detail);
-    js_reqlog log = {
-        .method = method,
-        .caller = c->identity,
-        .peer = c->peer,
-        .decision = js_decision_name(d->kind),
-        .status = rpc_status_name(rpc_status_code(d->status)),
-        .reason = js_reason_name(d->reason),
-        .message = d->kind == JS_DECISION_ALLOW ? NULL : d->msg,
-        .latency_us = js_mono_us() - c->t0_us,
-    };
+    js_reqlog log = rpc_reqlog_of(method, c->identity, c->peer, d, c->t0_us);
     js_reqlog_emit(&log);
     js_metrics_call(srv->metrics, method, c->identity, d);
     rpc_reply_decision(c, d, buf, len);

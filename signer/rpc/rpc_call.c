@@ -173,6 +173,21 @@ void rpc_reply_decision(call_ctx *c, const js_decision *d, const uint8_t *body, 
     rpc_reply(c, rpc_status_code(d->status), d->reason, d->msg, body, body_len, d->retry_after_ms);
 }
 
+js_reqlog rpc_reqlog_of(const char *method, const char *identity, const char *peer,
+                        const js_decision *d, int64_t t0_us)
+{
+    return (js_reqlog){
+        .method = method,
+        .caller = identity,
+        .peer = peer,
+        .decision = js_decision_name(d->kind),
+        .status = rpc_status_name(rpc_status_code(d->status)),
+        .reason = js_reason_name(d->reason),
+        .message = d->kind == JS_DECISION_ALLOW ? NULL : d->msg,
+        .latency_us = js_mono_us() - t0_us,
+    };
+}
+
 /* ---- request handling ----------------------------------------------------------- */
 
 /* Copies the request payload into one contiguous, bounded buffer. */

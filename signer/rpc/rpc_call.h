@@ -22,6 +22,7 @@
 
 #include "decision.h"
 #include "identity.h"
+#include "logline.h"
 #include "server.h"
 
 #define METHOD_SIGN "/jwtsigner.v1.Signer/SignJwt"
@@ -204,6 +205,12 @@ void rpc_reply(call_ctx *c, grpc_status_code code, js_reason why, const char *ms
 /* The reply of decision d (c->d, or one of the caller's): its status,
  * reason, message and retry-after; body only when allowed. */
 void rpc_reply_decision(call_ctx *c, const js_decision *d, const uint8_t *body, size_t body_len);
+
+/* The request log line of decision d (logline.h): its kind, status, reason
+ * and message (none when allowed), the latency since t0_us. Borrows every
+ * string; the caller adds what only it knows (token fields). */
+js_reqlog rpc_reqlog_of(const char *method, const char *identity, const char *peer,
+                        const js_decision *d, int64_t t0_us);
 
 /* Copies the request payload into one contiguous buffer of at most
  * MAX_REQUEST_BYTES (release *out with grpc_slice_unref). */

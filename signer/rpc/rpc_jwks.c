@@ -53,16 +53,7 @@ void rpc_handle_jwks(call_ctx *c)
     js_decision_init(d);
     if (st != JS_OK)
         js_decision_fail(d, &err);
-    js_reqlog log = {
-        .method = "GetJwks",
-        .caller = identity,
-        .peer = peer,
-        .decision = js_decision_name(d->kind),
-        .status = rpc_status_name(rpc_status_code(d->status)),
-        .reason = js_reason_name(d->reason),
-        .message = d->kind == JS_DECISION_ALLOW ? NULL : d->msg,
-        .latency_us = js_mono_us() - t0,
-    };
+    js_reqlog log = rpc_reqlog_of("GetJwks", identity, peer, d, t0);
     /* The JWKS is cheap to serve and public, so any caller may ask often;
      * its log lines are kept within a per-caller budget (metrics count all). */
     char key[JS_DENIALS_KEY_MAX + 1];

@@ -252,16 +252,7 @@ static void k8s_read_call(call_ctx *c)
     js_decision_init(d);
     if (st != JS_OK)
         js_decision_fail(d, &err);
-    js_reqlog log = {
-        .method = method,
-        .caller = c->identity,
-        .peer = c->peer,
-        .decision = js_decision_name(d->kind),
-        .status = rpc_status_name(rpc_status_code(d->status)),
-        .reason = js_reason_name(d->reason),
-        .message = d->kind == JS_DECISION_ALLOW ? NULL : d->msg,
-        .latency_us = js_mono_us() - c->t0_us,
-    };
+    js_reqlog log = rpc_reqlog_of(method, c->identity, c->peer, d, c->t0_us);
     /* kube-apiserver calls FetchKeys periodically and whenever it meets an
      * unknown kid: its log lines are kept within a per-caller budget
      * (metrics count all). */

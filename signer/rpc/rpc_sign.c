@@ -65,23 +65,14 @@ static void sign_log(const call_ctx *c, const char *method, uint64_t seq)
     char seqbuf[24] = "";
     if (seq > 0)
         snprintf(seqbuf, sizeof(seqbuf), "%llu", (unsigned long long)seq);
-    js_reqlog log = {
-        .method = method,
-        .caller = c->identity,
-        .peer = c->peer,
-        .request_id = d->request_id,
-        .decision = js_decision_name(d->kind),
-        .status = rpc_status_name(rpc_status_code(d->status)),
-        .reason = js_reason_name(d->reason),
-        .message = ok ? NULL : d->msg,
-        .key = t->key_name,
-        .kid = t->kid,
-        .jti = ok ? t->jti : NULL,
-        .sub = t->sub,
-        .aud = t->aud,
-        .audit_seq = seqbuf,
-        .latency_us = js_mono_us() - c->t0_us,
-    };
+    js_reqlog log = rpc_reqlog_of(method, c->identity, c->peer, d, c->t0_us);
+    log.request_id = d->request_id;
+    log.key = t->key_name;
+    log.kid = t->kid;
+    log.jti = ok ? t->jti : NULL;
+    log.sub = t->sub;
+    log.aud = t->aud;
+    log.audit_seq = seqbuf;
     js_reqlog_emit(&log);
     js_metrics_sign(c->w->srv->metrics, method, c->identity, d, log.latency_us);
 }
