@@ -2,7 +2,7 @@
 # analyze.sh - the Clang static analyzer (clang-tidy's clang-analyzer-* checks)
 # over our C sources; `make lint` runs it. It needs the compilation database a
 # CMake configure writes (CMAKE_EXPORT_COMPILE_COMMANDS) and the generated
-# protobuf header, so it configures BUILD_DIR and builds jwtsigner_proto only.
+# protobuf headers, so it configures BUILD_DIR and builds the proto targets only.
 #
 # Analysed: the product (signer client policy audit lib, whichever exist).
 # Not analysed: generated code (BUILD_DIR/gen, not ours) and tests/ (cmocka's
@@ -34,7 +34,7 @@ checks+=',-clang-analyzer-security.insecureAPI.DeprecatedOrUnsafeBufferHandling'
 checks+=',-clang-analyzer-optin.performance.Padding'
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo --log-level=WARNING >/dev/null
-cmake --build "$build" --target jwtsigner_proto -j "$jobs" >/dev/null
+cmake --build "$build" --target jwtsigner_proto externaljwt_proto -j "$jobs" >/dev/null
 
 root="$(pwd)"
 mapfile -t files < <(grep -oP '^\s*"file": "\K[^"]+' "$build/compile_commands.json" |
