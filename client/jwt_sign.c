@@ -1,10 +1,11 @@
 /*
  * jwt_sign.c - the jwt-sign command: asks jwt-signer to sign a claim set,
- * fetches its JWKS, decodes a token locally for inspection, drives the
- * signer's Admin service (rotate, revoke, incident mode, freeze, reload,
- * status) for incident response, or calls its Kubernetes ExternalJWTSigner
- * socket the way kube-apiserver does (k8s-sign, k8s-keys, k8s-metadata), so
- * an operator can check that socket by hand.
+ * fetches its JWKS, decodes a token locally for inspection, asks the signer
+ * whether it issued a token and the token still stands (introspect, RFC
+ * 7662), drives the signer's Admin service (rotate, revoke, incident mode,
+ * freeze, reload, status, token revocation) for incident response, or calls its Kubernetes
+ * ExternalJWTSigner socket the way kube-apiserver does (k8s-sign, k8s-keys, k8s-metadata), so an
+ * operator can check that socket by hand.
  *
  * Network work goes through the client library (jwtsigner_client.h); `decode`
  * needs no network and verifies nothing. Failures print one line
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "b64url.h"
@@ -59,6 +61,7 @@ typedef enum command {
     CMD_SIGN,
     CMD_JWKS,
     CMD_DECODE,
+    CMD_INTROSPECT,
     CMD_ADMIN,
     CMD_K8S_SIGN,
     CMD_K8S_KEYS,
@@ -75,6 +78,7 @@ typedef enum admin_cmd {
     ADM_RELOAD,
     ADM_STATUS,
     ADM_ROTATE_AUDIT,
+    ADM_REVOKE_TOKEN,
 } admin_cmd;
 
 typedef struct cli {
@@ -92,6 +96,9 @@ typedef struct cli {
     const char *reason;        /* --reason, admin only */
     const char *arg;           /* CLAIMS_JSON, TOKEN or "-"; for admin its first operand */
     const char *arg2;          /* admin revoke: KID */
+    const char *jti;           /* --jti, admin revoke-token only */
+    const char *sub;           /* --sub, admin revoke-token only */
+    const char *caller;        /* --caller, admin revoke-token only */
     const char *unix_path;     /* --unix, k8s-* only */
     const char *api_name;      /* --api as given, k8s-* only */
     jwtsigner_k8s_api k8s_api; /* --api, default v1 */
@@ -102,6 +109,7 @@ static void usage_global(FILE *f)
     fputs("Usage: jwt-sign [OPTIONS] sign CLAIMS_JSON|-\n"
           "       jwt-sign [OPTIONS] jwks\n"
           "       jwt-sign decode TOKEN|-\n"
+          "       jwt-sign [OPTIONS] introspect TOKEN|-\n"
           "       jwt-sign [OPTIONS] admin ACTION [ARGS] [--reason TEXT]\n"
           "       jwt-sign --unix PATH [--api v1|v1alpha1] [--timeout-ms N]\n"
           "                k8s-sign PAYLOAD_B64URL|- | k8s-keys | k8s-metadata\n"
@@ -111,17 +119,20 @@ static void usage_global(FILE *f)
           "  sign     ask jwt-signer to sign CLAIMS_JSON (a JSON object) and print the token\n"
           "  jwks     print the signer's JWKS (RFC 7517 section 5)\n"
           "  decode   print a token's header and payload; no network, NO verification\n"
+          "  introspect\n"
+          "           ask the signer whether it issued TOKEN and it still stands\n"
+          "           (RFC 7662); for identities in the policy's introspectors\n"
           "  admin    incident response, for identities in the policy's admins:\n"
           "             rotate KEY | revoke KEY KID | incident on|off |\n"
           "             freeze IDENTITY | unfreeze IDENTITY | reload | status |\n"
-          "             rotate-audit-key\n"
+          "             rotate-audit-key | revoke-token --jti J|--sub S|--caller ID\n"
           "           (see jwt-sign admin --help)\n"
           "  k8s-sign, k8s-keys, k8s-metadata\n"
           "           call the Kubernetes ExternalJWTSigner socket (Sign, FetchKeys,\n"
           "           Metadata) as kube-apiserver does; see jwt-sign k8s-sign --help\n"
           "\n"
-          "Connection options (sign, jwks, admin); options may come before or after the\n"
-          "command:\n"
+          "Connection options (sign, jwks, introspect, admin); options may come before\n"
+          "or after the command:\n"
           "  --target HOST:PORT   signer address               (env JWT_SIGN_TARGET)\n"
           "  --ca FILE            CA bundle for the server's certificate (env JWT_SIGN_CA)\n"
           "  --cert FILE          this client's TLS certificate (env JWT_SIGN_CERT)\n"
@@ -139,7 +150,8 @@ static void usage_global(FILE *f)
           "  1 any other failure (INTERNAL, UNKNOWN, NOT_FOUND, FAILED_PRECONDITION, ...,\n"
           "    or writing the output)\n"
           "  2 usage error\n"
-          "  3 PERMISSION_DENIED (also: admin called by a non-admin identity)\n"
+          "  3 PERMISSION_DENIED (also: admin called by a non-admin identity, introspect\n"
+          "    by an identity not in introspectors)\n"
           "  4 INVALID_ARGUMENT (also unreadable PEM files, a malformed token to decode)\n"
           "  5 UNAVAILABLE or DEADLINE_EXCEEDED (server down, TLS failure, timeout,\n"
           "    no socket or no permission to connect to it)\n"
@@ -236,6 +248,28 @@ static void usage_decode(FILE *f)
           f);
 }
 
+static void usage_introspect(FILE *f)
+{
+    fputs("Usage: jwt-sign --target HOST:PORT --ca FILE --cert FILE --key FILE\n"
+          "                [--timeout-ms N] introspect TOKEN|-\n"
+          "\n"
+          "Asks the signer (service jwtsigner.v1.Status, RFC 7662 token introspection)\n"
+          "whether it issued exactly TOKEN and the token still stands: its signature\n"
+          "verifies with a published key, its jti and SHA-256 are those of a token the\n"
+          "signer issued, it has not expired and is not revoked. \"-\" reads the token\n"
+          "from stdin (trailing whitespace is ignored; at most 1 MiB is read).\n"
+          "Only identities in the policy's introspectors may ask (anyone else:\n"
+          "PERMISSION_DENIED, exit 3).\n"
+          "\n"
+          "Prints the signer's RFC 7662 answer as one line of JSON, e.g.\n"
+          "  {\"active\":true,\"scope\":\"read\",\"client_id\":ID,\"sub\":S,\"aud\":A,\n"
+          "   \"iss\":ISS,\"exp\":N,\"iat\":N,\"jti\":J,\"token_type\":\"Bearer\"}\n"
+          "or {\"active\":false} -- with no reason (RFC 7662 section 2.2; the reason is\n"
+          "in the signer's log, audit log and metrics). Exit 0 for either answer: only a\n"
+          "failed call exits non-zero (see jwt-sign --help).\n",
+          f);
+}
+
 #define ADMIN_CONN                                                                                 \
     "Usage: jwt-sign --target HOST:PORT --ca FILE --cert FILE --key FILE [--timeout-ms N]\n"
 
@@ -259,9 +293,12 @@ static void usage_admin(FILE *f)
           "  reload              reload the policy file; prints its SHA-256\n"
           "  status              keys and states, incident mode, callers (JSON)\n"
           "  rotate-audit-key    new audit log key in the HSM; the log announces it\n"
+          "  revoke-token --jti J | --sub S | --caller ID\n"
+          "                      revoke one issued token, or every token of a subject\n"
+          "                      or of a caller issued until now (for introspection)\n"
           "\n"
           "  --reason TEXT       why, for the audit record (rotate, revoke, incident,\n"
-          "                      freeze, unfreeze, rotate-audit-key)\n"
+          "                      freeze, unfreeze, rotate-audit-key, revoke-token)\n"
           "\n"
           "Each action prints one JSON object on stdout (see jwt-sign admin ACTION --help).\n"
           "Exit status as for sign (jwt-sign --help); NOT_FOUND (no such key, kid or\n"
@@ -351,6 +388,26 @@ static void usage_admin_rotate_audit(FILE *f)
           f);
 }
 
+static void usage_admin_revoke_token(FILE *f)
+{
+    fputs(ADMIN_CONN
+          "                admin revoke-token --jti J | --sub S | --caller ID [--reason TEXT]\n"
+          "\n"
+          "Revokes issued tokens, exactly one of:\n"
+          "  --jti J       the token whose jti is J\n"
+          "  --sub S       every token of subject S issued until now\n"
+          "  --caller ID   every token issued to caller ID (its typed identity, e.g.\n"
+          "                spiffe://example.org/issuer-a) until now\n"
+          "From the next introspection on, the signer answers {\"active\":false} for\n"
+          "them, also after a restart (the revocation is an audit record). Tokens\n"
+          "already handed out do not change: only verifiers that introspect see it.\n"
+          "Prints\n"
+          "  {\"cutoff\":UNIX_SECONDS,\"until\":UNIX_SECONDS,\"audit_seq\":N}\n"
+          "cutoff: tokens issued at or before it are revoked (0 for --jti); until: when\n"
+          "the revocation lapses, once every token it covers has expired.\n",
+          f);
+}
+
 static void usage_admin_status(FILE *f)
 {
     fputs(ADMIN_CONN "                admin status\n"
@@ -380,6 +437,7 @@ static const admin_spec admin_specs[] = {
     {"reload", ADM_RELOAD, 0, 0, NULL, usage_admin_reload},
     {"status", ADM_STATUS, 0, 0, NULL, usage_admin_status},
     {"rotate-audit-key", ADM_ROTATE_AUDIT, 0, 1, NULL, usage_admin_rotate_audit},
+    {"revoke-token", ADM_REVOKE_TOKEN, 0, 1, NULL, usage_admin_revoke_token},
 };
 
 static const admin_spec *find_admin(const char *name)
@@ -418,6 +476,9 @@ static void print_help(command cmd, admin_cmd adm)
         break;
     case CMD_DECODE:
         usage_decode(stdout);
+        break;
+    case CMD_INTROSPECT:
+        usage_introspect(stdout);
         break;
     case CMD_K8S_SIGN:
     case CMD_K8S_KEYS:
@@ -802,6 +863,25 @@ static int admin_status(jwtsigner_client *client)
     return emit_json(doc, 1);
 }
 
+static int admin_revoke_token(jwtsigner_client *client, const cli *c)
+{
+    jwtsigner_status st;
+    jwtsigner_revoke_token_result r;
+    /* cli_main has checked that exactly one of them is set. */
+    jwtsigner_revoke_what what = c->jti != NULL   ? JWTSIGNER_REVOKE_JTI
+                                 : c->sub != NULL ? JWTSIGNER_REVOKE_SUB
+                                                  : JWTSIGNER_REVOKE_CALLER;
+    const char *value = c->jti != NULL ? c->jti : c->sub != NULL ? c->sub : c->caller;
+
+    if (jwtsigner_admin_revoke_token(client, what, value, c->reason, &r, &st) != 0)
+        return fail_call(&st);
+    if (r.audit_seq > (uint64_t)INT64_MAX)
+        return fail(ST_INTERNAL, "audit_seq does not fit a JSON integer");
+    return emit_json(json_pack("{s:I, s:I, s:I}", "cutoff", (json_int_t)r.cutoff, "until",
+                               (json_int_t)r.until, "audit_seq", (json_int_t)r.audit_seq),
+                     0);
+}
+
 static int cmd_admin(const cli *c)
 {
     int rc = EXIT_OK;
@@ -835,6 +915,9 @@ static int cmd_admin(const cli *c)
     case ADM_ROTATE_AUDIT:
         rc = admin_rotate_audit(client, c);
         break;
+    case ADM_REVOKE_TOKEN:
+        rc = admin_revoke_token(client, c);
+        break;
     case ADM_NONE:
     default:
         rc = EXIT_USAGE;
@@ -844,6 +927,67 @@ static int cmd_admin(const cli *c)
         rc = finish_output();
 out:
     jwtsigner_client_free(client);
+    return rc;
+}
+
+/*
+ * Introspect: prints the signer's RFC 7662 answer, active or not (both are
+ * answers, exit 0). The JSON is parsed and re-encoded on one line, which also
+ * escapes any control bytes a server could send to a terminal.
+ */
+static int cmd_introspect(const cli *c)
+{
+    int rc = EXIT_OK;
+    jwtsigner_client *client = NULL;
+    jwtsigner_status st;
+    jwtsigner_introspection r = {0};
+    char *input = NULL;
+    const char *tok = c->arg;
+    size_t len = strlen(c->arg);
+
+    if (strcmp(c->arg, "-") == 0) {
+        char msg[JWTSIGNER_MSG_MAX];
+        int code = read_stdin(&input, &len, msg, sizeof(msg));
+        if (code != 0) {
+            rc = fail(code, msg);
+            goto out;
+        }
+        /* A token piped from `jwt-sign sign` or a file ends with a newline. */
+        while (len > 0 && (input[len - 1] == '\n' || input[len - 1] == '\r' ||
+                           input[len - 1] == ' ' || input[len - 1] == '\t'))
+            input[--len] = '\0';
+        tok = input;
+    }
+    /* A protobuf string cannot carry a NUL (the signer refuses one). */
+    if (len == 0 || memchr(tok, '\0', len) != NULL) {
+        rc = fail(ST_INVALID_ARGUMENT, len == 0 ? "token: empty" : "token: contains a NUL byte");
+        goto out;
+    }
+    rc = connect_client(c, &client);
+    if (rc != EXIT_OK)
+        goto out;
+    if (jwtsigner_introspect(client, tok, &r, &st) != 0) {
+        rc = fail_call(&st);
+        goto out;
+    }
+    json_error_t jerr;
+    json_t *doc = json_loads(r.json, JSON_REJECT_DUPLICATES, &jerr);
+    if (doc == NULL || !json_is_object(doc)) {
+        json_decref(doc);
+        rc = fail(ST_INTERNAL, "malformed response: json is not a JSON object");
+        goto out;
+    }
+    rc = emit_json(doc, 0);
+    if (rc == EXIT_OK)
+        rc = finish_output();
+out:
+    jwtsigner_introspection_clear(&r);
+    jwtsigner_client_free(client);
+    if (input != NULL) {
+        /* The token is a bearer credential. */
+        OPENSSL_cleanse(input, len);
+        free(input);
+    }
     return rc;
 }
 
@@ -1252,6 +1396,24 @@ out:
     return rc;
 }
 
+/* --jti, --sub and --caller belong to admin revoke-token, which needs exactly one. */
+static int check_revoke_token_options(const cli *c)
+{
+    int n = (c->jti != NULL) + (c->sub != NULL) + (c->caller != NULL);
+    if (c->cmd != CMD_ADMIN || c->admin != ADM_REVOKE_TOKEN) {
+        if (n > 0)
+            return usage_error("--jti, --sub and --caller apply only to admin revoke-token", NULL);
+        return 0;
+    }
+    if (n != 1)
+        return usage_error("admin revoke-token needs exactly one of --jti, --sub and --caller",
+                           NULL);
+    const char *v = c->jti != NULL ? c->jti : c->sub != NULL ? c->sub : c->caller;
+    if (v[0] == '\0')
+        return usage_error("admin revoke-token: --jti, --sub or --caller is empty", NULL);
+    return 0;
+}
+
 static command parse_command(const char *s)
 {
     if (strcmp(s, "sign") == 0)
@@ -1260,6 +1422,8 @@ static command parse_command(const char *s)
         return CMD_JWKS;
     if (strcmp(s, "decode") == 0)
         return CMD_DECODE;
+    if (strcmp(s, "introspect") == 0)
+        return CMD_INTROSPECT;
     if (strcmp(s, "admin") == 0)
         return CMD_ADMIN;
     if (strcmp(s, "k8s-sign") == 0)
@@ -1283,6 +1447,9 @@ enum {
     OPT_REASON,
     OPT_UNIX,
     OPT_API,
+    OPT_JTI,
+    OPT_SUB,
+    OPT_CALLER,
 };
 
 static int apply_option(cli *c, int opt, const char *optarg)
@@ -1319,6 +1486,15 @@ static int apply_option(cli *c, int opt, const char *optarg)
     case OPT_UNIX:
         c->unix_path = optarg;
         break;
+    case OPT_JTI:
+        c->jti = optarg;
+        break;
+    case OPT_SUB:
+        c->sub = optarg;
+        break;
+    case OPT_CALLER:
+        c->caller = optarg;
+        break;
     case OPT_API:
         c->api_name = optarg;
         if (strcmp(optarg, "v1") == 0)
@@ -1350,6 +1526,9 @@ static int cli_main(int argc, char **argv, char **ops)
         {"reason", required_argument, NULL, OPT_REASON},
         {"unix", required_argument, NULL, OPT_UNIX},
         {"api", required_argument, NULL, OPT_API},
+        {"jti", required_argument, NULL, OPT_JTI},
+        {"sub", required_argument, NULL, OPT_SUB},
+        {"caller", required_argument, NULL, OPT_CALLER},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1423,20 +1602,23 @@ static int cli_main(int argc, char **argv, char **ops)
         return finish_output();
     }
     if (c.cmd == CMD_NONE)
-        return usage_error("missing command (sign, jwks, decode, admin, k8s-sign, k8s-keys or "
-                           "k8s-metadata)",
+        return usage_error("missing command (sign, jwks, decode, introspect, admin, k8s-sign, "
+                           "k8s-keys or k8s-metadata)",
                            NULL);
     int rc = check_k8s_options(&c);
     if (rc != 0)
         return rc;
     if (c.cmd == CMD_ADMIN && adm == NULL)
         return usage_error("admin needs an action (rotate, revoke, incident, freeze, unfreeze, "
-                           "reload, status or rotate-audit-key)",
+                           "reload, status, rotate-audit-key or revoke-token)",
                            NULL);
     if (c.reason != NULL && (adm == NULL || !adm->takes_reason))
         return usage_error("--reason applies only to admin rotate, revoke, incident, freeze, "
-                           "unfreeze and rotate-audit-key",
+                           "unfreeze, rotate-audit-key and revoke-token",
                            NULL);
+    rc = check_revoke_token_options(&c);
+    if (rc != 0)
+        return rc;
     if (adm != NULL) {
         if (argc - optind < adm->nargs)
             return usage_error(adm->missing, NULL);
@@ -1452,12 +1634,14 @@ static int cli_main(int argc, char **argv, char **ops)
             return usage_error("admin incident takes on or off, not", c.arg);
     }
 
-    int want_arg = (c.cmd == CMD_SIGN || c.cmd == CMD_DECODE || c.cmd == CMD_K8S_SIGN);
+    int want_arg = (c.cmd == CMD_SIGN || c.cmd == CMD_DECODE || c.cmd == CMD_INTROSPECT ||
+                    c.cmd == CMD_K8S_SIGN);
     if (want_arg) {
         if (optind >= argc)
-            return usage_error(c.cmd == CMD_SIGN     ? "sign needs CLAIMS_JSON or -"
-                               : c.cmd == CMD_DECODE ? "decode needs TOKEN or -"
-                                                     : "k8s-sign needs PAYLOAD_B64URL or -",
+            return usage_error(c.cmd == CMD_SIGN         ? "sign needs CLAIMS_JSON or -"
+                               : c.cmd == CMD_DECODE     ? "decode needs TOKEN or -"
+                               : c.cmd == CMD_INTROSPECT ? "introspect needs TOKEN or -"
+                                                         : "k8s-sign needs PAYLOAD_B64URL or -",
                                NULL);
         c.arg = argv[optind++];
     }
@@ -1484,6 +1668,8 @@ static int cli_main(int argc, char **argv, char **ops)
         return cmd_jwks(&c);
     case CMD_DECODE:
         return cmd_decode(&c);
+    case CMD_INTROSPECT:
+        return cmd_introspect(&c);
     case CMD_ADMIN:
         return cmd_admin(&c);
     case CMD_K8S_SIGN:

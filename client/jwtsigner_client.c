@@ -4,7 +4,7 @@
  *
  * This is the only client file that calls grpc_* (the core API changes between
  * gRPC minor versions). A handle owns one channel and the methods of the
- * Signer and Admin services, registered once at connect. Every call goes
+ * Signer, Admin and Status services, registered once at connect. Every call goes
  * through unary_call(): it runs one batch on a pluck completion queue of its
  * own for the call's duration, the way gRPC's own blocking C++ stub does, so
  * concurrent calls on one handle share nothing mutable but the channel, which
@@ -84,6 +84,8 @@ typedef enum method_id {
     M_RELOAD_POLICY,
     M_GET_STATUS,
     M_ROTATE_AUDIT_KEY,
+    M_REVOKE_TOKEN,
+    M_INTROSPECT,
     /* k8s.io/externaljwt ExternalJWTSigner: registered on a jwtsigner_k8s handle only. */
     M_K8S_SIGN,
     M_K8S_FETCH_KEYS,
@@ -105,6 +107,8 @@ static const char *const method_paths[M_COUNT] = {
     [M_RELOAD_POLICY] = "/jwtsigner.v1.Admin/ReloadPolicy",
     [M_GET_STATUS] = "/jwtsigner.v1.Admin/GetStatus",
     [M_ROTATE_AUDIT_KEY] = "/jwtsigner.v1.Admin/RotateAuditKey",
+    [M_REVOKE_TOKEN] = "/jwtsigner.v1.Admin/RevokeToken",
+    [M_INTROSPECT] = "/jwtsigner.v1.Status/Introspect",
     [M_K8S_SIGN] = "/v1.ExternalJWTSigner/Sign",
     [M_K8S_FETCH_KEYS] = "/v1.ExternalJWTSigner/FetchKeys",
     [M_K8S_METADATA] = "/v1.ExternalJWTSigner/Metadata",
@@ -1153,6 +1157,156 @@ int jwtsigner_admin_status(jwtsigner_client *c, char **json_out, jwtsigner_statu
     }
     *json_out = strdup(resp->status_json);
     if (*json_out == NULL) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
+        goto out;
+    }
+out:
+    free_reply(msg);
+    return rc;
+}
+
+int jwtsigner_admin_revoke_token(jwtsigner_client *c, jwtsigner_revoke_what what, const char *value,
+                                 const char *reason, jwtsigner_revoke_token_result *out,
+                                 jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    ProtobufCMessage *msg = NULL;
+
+    if (st == NULL)
+        st = &local;
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    if (c == NULL || out == NULL || !is_set(value) ||
+        (what != JWTSIGNER_REVOKE_JTI && what != JWTSIGNER_REVOKE_SUB &&
+         what != JWTSIGNER_REVOKE_CALLER))
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_admin_revoke_token: missing handle, jti/sub/caller or output");
+
+    /* Exactly one of jti, sub and caller is set (signer.proto). */
+    Jwtsigner__V1__RevokeTokenRequest req = JWTSIGNER__V1__REVOKE_TOKEN_REQUEST__INIT;
+    req.jti = opt_str(what == JWTSIGNER_REVOKE_JTI ? value : NULL);
+    req.sub = opt_str(what == JWTSIGNER_REVOKE_SUB ? value : NULL);
+    req.caller = opt_str(what == JWTSIGNER_REVOKE_CALLER ? value : NULL);
+    req.reason = opt_str(reason);
+    int rc = unary_call(c, M_REVOKE_TOKEN, &req.base,
+                        &jwtsigner__v1__revoke_token_response__descriptor, &msg, st);
+    if (rc != 0)
+        goto out;
+    Jwtsigner__V1__RevokeTokenResponse *resp = (Jwtsigner__V1__RevokeTokenResponse *)msg;
+    /* A revocation without a durable record or a lifetime did not happen. */
+    if (resp->audit_seq == 0 || resp->until <= 0 || resp->cutoff < 0 ||
+        (what != JWTSIGNER_REVOKE_JTI && resp->cutoff == 0)) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        "malformed response: RevokeToken gave no audit record, until or cut-off");
+        goto out;
+    }
+    out->cutoff = resp->cutoff;
+    out->until = resp->until;
+    out->audit_seq = resp->audit_seq;
+out:
+    free_reply(msg);
+    return rc;
+}
+
+/* ---- Status service ----------------------------------------------------------------- */
+
+void jwtsigner_introspection_clear(jwtsigner_introspection *r)
+{
+    if (r == NULL)
+        return;
+    free(r->json);
+    free(r->scope);
+    free(r->client_id);
+    free(r->sub);
+    for (size_t i = 0; i < r->naud; i++)
+        free(r->aud[i]);
+    free(r->aud);
+    free(r->iss);
+    free(r->jti);
+    free(r->token_type);
+    free(r->cnf_json);
+    memset(r, 0, sizeof(*r));
+}
+
+/* An inactive answer carries nothing but active = false (RFC 7662 §2.2). */
+static int inactive_is_bare(const Jwtsigner__V1__IntrospectResponse *r)
+{
+    const char *const strs[] = {r->scope, r->client_id,  r->sub,     r->iss,
+                                r->jti,   r->token_type, r->cnf_json};
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+        if (strs[i] != NULL && strs[i][0] != '\0')
+            return 0;
+    return r->n_aud == 0 && r->exp == 0 && r->iat == 0;
+}
+
+/* Copies the typed members of an active answer; 0, or -1 out of memory. */
+static int copy_introspection(const Jwtsigner__V1__IntrospectResponse *r,
+                              jwtsigner_introspection *out)
+{
+    out->scope = dup_field(r->scope);
+    out->client_id = dup_field(r->client_id);
+    out->sub = dup_field(r->sub);
+    out->iss = dup_field(r->iss);
+    out->jti = dup_field(r->jti);
+    out->token_type = dup_field(r->token_type);
+    out->cnf_json = dup_field(r->cnf_json);
+    if (out->scope == NULL || out->client_id == NULL || out->sub == NULL || out->iss == NULL ||
+        out->jti == NULL || out->token_type == NULL || out->cnf_json == NULL)
+        return -1;
+    if (r->n_aud > 0) {
+        out->aud = calloc(r->n_aud, sizeof(*out->aud));
+        if (out->aud == NULL)
+            return -1;
+        for (size_t i = 0; i < r->n_aud; i++) {
+            out->aud[i] = dup_field(r->aud[i]);
+            if (out->aud[i] == NULL)
+                return -1;
+            out->naud = i + 1;
+        }
+    }
+    out->exp = r->exp;
+    out->iat = r->iat;
+    return 0;
+}
+
+int jwtsigner_introspect(jwtsigner_client *c, const char *token, jwtsigner_introspection *out,
+                         jwtsigner_status *st)
+{
+    jwtsigner_status local;
+    ProtobufCMessage *msg = NULL;
+
+    if (st == NULL)
+        st = &local;
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    if (c == NULL || out == NULL || !is_set(token))
+        return set_status(st, GRPC_STATUS_INVALID_ARGUMENT,
+                          "jwtsigner_introspect: missing handle, token or output");
+
+    Jwtsigner__V1__IntrospectRequest req = JWTSIGNER__V1__INTROSPECT_REQUEST__INIT;
+    req.token = (char *)token;
+    int rc = unary_call(c, M_INTROSPECT, &req.base, &jwtsigner__v1__introspect_response__descriptor,
+                        &msg, st);
+    if (rc != 0)
+        goto out;
+    Jwtsigner__V1__IntrospectResponse *resp = (Jwtsigner__V1__IntrospectResponse *)msg;
+    if (!looks_like_json_object(resp->json)) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL, "malformed response: json is not a JSON object");
+        goto out;
+    }
+    if (resp->active ? !is_set(resp->jti) || !is_set(resp->client_id) || resp->exp <= 0
+                     : !inactive_is_bare(resp)) {
+        rc = set_status(st, GRPC_STATUS_INTERNAL,
+                        resp->active
+                            ? "malformed response: an active answer without jti, client_id or exp"
+                            : "malformed response: an inactive answer with token members "
+                              "(RFC 7662 section 2.2)");
+        goto out;
+    }
+    out->active = resp->active != 0;
+    out->json = dup_field(resp->json);
+    if (out->json == NULL || (out->active && copy_introspection(resp, out) != 0)) {
+        jwtsigner_introspection_clear(out);
         rc = set_status(st, GRPC_STATUS_INTERNAL, "out of memory");
         goto out;
     }

@@ -9,9 +9,9 @@
  *
  * Ownership: jwtsigner_client_new() returns a handle freed with
  * jwtsigner_client_free(). Results (jwtsigner_token, the admin result structs,
- * returned strings) are owned by the caller and released with
- * jwtsigner_token_clear(), jwtsigner_rotate_result_clear(),
- * jwtsigner_revoke_result_clear() or free().
+ * introspection answers, returned strings) are owned by the caller and
+ * released with jwtsigner_token_clear(), jwtsigner_rotate_result_clear(),
+ * jwtsigner_revoke_result_clear(), jwtsigner_introspection_clear() or free().
  *
  * Errors: each call returns 0 on success or the gRPC status code (1..16) of the
  * failure, and fills a jwtsigner_status with the code, its name and the
@@ -136,6 +136,62 @@ int jwtsigner_admin_rotate_audit_key(jwtsigner_client *c, const char *reason,
 
 /* GetStatus: *json_out (malloc'd, free() it) is the status document, a JSON object. */
 int jwtsigner_admin_status(jwtsigner_client *c, char **json_out, jwtsigner_status *st);
+
+/*
+ * RevokeToken (issue 13): revokes issued tokens for introspection -- one token
+ * by its jti, or every token of a subject or of a caller identity issued up to
+ * now (a cut-off). Tokens already handed out are unchanged; only verifiers
+ * that introspect see the revocation. value must be non-empty (else
+ * INVALID_ARGUMENT locally). On success fills *out.
+ */
+typedef enum jwtsigner_revoke_what {
+    JWTSIGNER_REVOKE_JTI,
+    JWTSIGNER_REVOKE_SUB,
+    JWTSIGNER_REVOKE_CALLER,
+} jwtsigner_revoke_what;
+
+typedef struct jwtsigner_revoke_token_result {
+    int64_t cutoff;     /* sub/caller: tokens with iat <= cutoff are revoked; 0 for a jti */
+    int64_t until;      /* Unix seconds when the revocation can be forgotten */
+    uint64_t audit_seq; /* audit log sequence number of the revocation's record */
+} jwtsigner_revoke_token_result;
+
+int jwtsigner_admin_revoke_token(jwtsigner_client *c, jwtsigner_revoke_what what, const char *value,
+                                 const char *reason, jwtsigner_revoke_token_result *out,
+                                 jwtsigner_status *st);
+
+/*
+ * Introspect (service jwtsigner.v1.Status, RFC 7662): whether the signer
+ * issued exactly this token and it still stands. Only identities in the
+ * policy's `introspectors` may ask (anyone else: PERMISSION_DENIED, 7). An
+ * inactive answer is a success (return 0, out->active 0): RFC 7662 §2.2 gives
+ * no reason, and none of the other members is set. token is the compact JWS
+ * (NUL-terminated); the signer answers inactive for a malformed or oversized
+ * one, though a token beyond the signer's gRPC message limit fails with
+ * RESOURCE_EXHAUSTED (8). Locally refused: NULL or empty token.
+ */
+typedef struct jwtsigner_introspection {
+    int active;
+    char *json; /* the RFC 7662 JSON answer as the signer sent it; {"active":false} when inactive */
+    /* When active (all "" / 0 / NULL otherwise; strings malloc'd): */
+    char *scope;     /* space-separated scopes; "" if none */
+    char *client_id; /* the caller the token was issued to */
+    char *sub;
+    char **aud; /* naud strings */
+    size_t naud;
+    char *iss;
+    int64_t exp;
+    int64_t iat;
+    char *jti;
+    char *token_type; /* "Bearer" or "DPoP" */
+    char *cnf_json;   /* the cnf claim (RFC 7800) as compact JSON; "" if none */
+} jwtsigner_introspection;
+
+/* Frees the strings of an answer and zeroes it; NULL is accepted. */
+void jwtsigner_introspection_clear(jwtsigner_introspection *r);
+
+int jwtsigner_introspect(jwtsigner_client *c, const char *token, jwtsigner_introspection *out,
+                         jwtsigner_status *st);
 
 /*
  * Kubernetes ExternalJWTSigner (k8s.io/externaljwt, KEP-740): the service

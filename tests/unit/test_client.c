@@ -9,6 +9,8 @@
  * each call must still end with its own status, in bounded time, and
  * jwtsigner_client_free must return. Calls that succeed are covered by the
  * integration tests against a real signer (client_load, jwt-sign).
+ * The token status calls (introspect, revoke-token) likewise: local refusals
+ * before any network, then the transport's status.
  * The ExternalJWTSigner handle (jwtsigner_k8s_*) the same way over a Unix
  * socket: local refusals (bad path, bad claims) before any network, no socket
  * (UNAVAILABLE) and a socket nobody answers on (DEADLINE_EXCEEDED).
@@ -231,6 +233,77 @@ static void test_deadline_calls_reuse_queues(void **state)
     close(lfd);
 }
 
+/*
+ * Token status (issue 13): Introspect and Admin RevokeToken. Bad arguments
+ * fail locally, before any network (the handle's target has no listener and a
+ * 5 s deadline, so a call that went out would be UNAVAILABLE instead); calls
+ * that do go out end in the transport's status with nothing filled in.
+ */
+static void test_token_status_bad_arguments(void **state)
+{
+    fixture *fx = *state;
+    jwtsigner_client *c = client_for(fx, closed_port(), 5000);
+    jwtsigner_status st;
+    jwtsigner_introspection in;
+    jwtsigner_revoke_token_result rv;
+
+    assert_int_equal(jwtsigner_introspect(NULL, "a.b.c", &in, &st), ST_INVALID_ARGUMENT);
+    assert_int_equal(in.active, 0);
+    assert_null(in.json);
+    assert_int_equal(jwtsigner_introspect(c, NULL, &in, &st), ST_INVALID_ARGUMENT);
+    assert_int_equal(jwtsigner_introspect(c, "", &in, &st), ST_INVALID_ARGUMENT);
+    assert_int_equal(st.code, ST_INVALID_ARGUMENT);
+    assert_int_equal(jwtsigner_introspect(c, "a.b.c", NULL, &st), ST_INVALID_ARGUMENT);
+
+    assert_int_equal(jwtsigner_admin_revoke_token(NULL, JWTSIGNER_REVOKE_JTI, "j", NULL, &rv, &st),
+                     ST_INVALID_ARGUMENT);
+    assert_int_equal(jwtsigner_admin_revoke_token(c, JWTSIGNER_REVOKE_SUB, "", "r", &rv, &st),
+                     ST_INVALID_ARGUMENT);
+    assert_int_equal(jwtsigner_admin_revoke_token(c, JWTSIGNER_REVOKE_CALLER, NULL, "r", &rv, &st),
+                     ST_INVALID_ARGUMENT);
+    assert_int_equal(jwtsigner_admin_revoke_token(c, (jwtsigner_revoke_what)9, "j", "r", &rv, &st),
+                     ST_INVALID_ARGUMENT);
+    assert_int_equal(jwtsigner_admin_revoke_token(c, JWTSIGNER_REVOKE_JTI, "j", "r", NULL, &st),
+                     ST_INVALID_ARGUMENT);
+    assert_int_equal(rv.audit_seq, 0);
+    assert_int_equal(rv.until, 0);
+
+    /* Well-formed calls go out (both methods are registered on the handle). */
+    assert_int_equal(jwtsigner_introspect(c, "a.b.c", &in, &st), ST_UNAVAILABLE);
+    assert_null(in.json);
+    for (int w = JWTSIGNER_REVOKE_JTI; w <= JWTSIGNER_REVOKE_CALLER; w++) {
+        assert_int_equal(
+            jwtsigner_admin_revoke_token(c, (jwtsigner_revoke_what)w, "v", NULL, &rv, &st),
+            ST_UNAVAILABLE);
+        assert_int_equal(rv.audit_seq, 0);
+    }
+    jwtsigner_introspection_clear(&in);
+    jwtsigner_introspection_clear(NULL);
+    jwtsigner_client_free(c);
+}
+
+/* A peer that never answers: the new methods end at the handle's deadline too. */
+static void test_token_status_deadline(void **state)
+{
+    fixture *fx = *state;
+    int port = 0;
+    int lfd = silent_listener(&port);
+    jwtsigner_client *c = client_for(fx, port, 200);
+    jwtsigner_status st;
+    jwtsigner_introspection in;
+    jwtsigner_revoke_token_result rv;
+    double t0 = now_s();
+    assert_int_equal(jwtsigner_introspect(c, "a.b.c", &in, &st), ST_DEADLINE_EXCEEDED);
+    assert_int_equal(
+        jwtsigner_admin_revoke_token(c, JWTSIGNER_REVOKE_SUB, "alice", "test", &rv, &st),
+        ST_DEADLINE_EXCEEDED);
+    double dt = now_s() - t0;
+    assert_true(dt >= 0.35 && dt < 3.0);
+    assert_null(in.json);
+    jwtsigner_client_free(c);
+    close(lfd);
+}
+
 /* A Unix socket listener at path that never accepts: connect succeeds, nothing answers. */
 static int silent_unix_listener(const char *path)
 {
@@ -370,6 +443,8 @@ int main(void)
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test_setup_teardown(test_refused_calls_reuse_queues, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_calls_reuse_queues, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_token_status_bad_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_token_status_deadline, setup, teardown),
         cmocka_unit_test(test_k8s_bad_arguments),
         cmocka_unit_test_setup_teardown(test_k8s_no_socket, setup, teardown),
         cmocka_unit_test_setup_teardown(test_k8s_deadline, setup, teardown),
