@@ -156,6 +156,7 @@ typedef struct js_audit_event {
     int64_t iat;          /* 0 = absent */
     int64_t exp;
     const char *scopes;       /* granted scopes, space-separated */
+    const char *cnf_json;     /* the token's cnf claim as a JSON object (RFC 7800) */
     const char *token_sha256; /* hex SHA-256 of the issued JWT, never the JWT */
     const char *policy_hash;  /* hex SHA-256 of the policy file in force */
     const char *detail_json;  /* extra JSON object for lifecycle/admin events */

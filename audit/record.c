@@ -238,10 +238,10 @@ static void put_int(js_jsonw *w, const char *k, int64_t v)
     js_jsonw_int(w, v);
 }
 
-/* The members of FORMAT.md §3 in their canonical order; aud and detail
- * are already encoded (NULL: omitted). */
+/* The members of FORMAT.md §3 in their canonical order; aud, cnf and
+ * detail are already encoded (NULL: omitted). */
 static void put_body(js_jsonw *w, const js_audit_event *ev, uint64_t count, const char *aud,
-                     size_t aud_len, const char *detail)
+                     size_t aud_len, const char *cnf, const char *detail)
 {
     JS_JSONW_LIT(w, "\"type\":");
     js_jsonw_string_lossy(w, ev->type, strlen(ev->type));
@@ -265,6 +265,10 @@ static void put_body(js_jsonw *w, const js_audit_event *ev, uint64_t count, cons
     if (ev->exp != 0)
         put_int(w, "exp", ev->exp);
     put_str(w, "scopes", ev->scopes);
+    if (cnf != NULL) {
+        JS_JSONW_LIT(w, ",\"cnf\":");
+        js_jsonw_cstr(w, cnf);
+    }
     put_str(w, "token_sha256", ev->token_sha256);
     put_str(w, "policy_hash", ev->policy_hash);
     if (count > 0)
@@ -329,12 +333,26 @@ js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **o
         detail = dump_value(d);
         oom = oom || detail == NULL;
     }
+    char *cnf = NULL;
+    if (ev->cnf_json != NULL) {
+        /* The token's cnf (RFC 7800), an object the pipeline checked
+         * (claims_cnf_check); re-dumped so the bytes are the canonical ones. */
+        json_t *c = json_loads(ev->cnf_json, JSON_REJECT_DUPLICATES, NULL);
+        if (c == NULL || !json_is_object(c)) {
+            free(aud_dumped);
+            free(detail);
+            json_decref(c);
+            return js_err_set(err, JS_EINVAL, JS_R_AUDIT_EVENT, "cnf_json is not a JSON object");
+        }
+        cnf = dump_value(c);
+        oom = oom || cnf == NULL;
+    }
     char stack[BODY_STACK];
     js_jsonw w;
     char *txt = NULL;
     if (!oom) {
         js_jsonw_init(&w, stack, sizeof(stack));
-        put_body(&w, ev, count, aud, aud_len, detail);
+        put_body(&w, ev, count, aud, aud_len, cnf, detail);
         size_t need = js_jsonw_len(&w) + 1;
         txt = malloc(need);
         if (txt != NULL && js_jsonw_fits(&w)) {
@@ -342,7 +360,7 @@ js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **o
             txt[need - 1] = '\0';
         } else if (txt != NULL) {
             js_jsonw_init(&w, txt, need);
-            put_body(&w, ev, count, aud, aud_len, detail);
+            put_body(&w, ev, count, aud, aud_len, cnf, detail);
             if (js_jsonw_finish(&w) == NULL) { /* the same pass: cannot happen */
                 free(txt);
                 txt = NULL;
@@ -351,6 +369,7 @@ js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **o
     }
     free(aud_dumped);
     free(detail);
+    free(cnf);
     JS_ENSURE(txt != NULL, err, JS_EINVAL, JS_R_AUDIT_EVENT,
               "audit event cannot be encoded (invalid UTF-8 or out of memory)");
     *out = txt;
@@ -359,9 +378,9 @@ js_status js_audit_event_body(const js_audit_event *ev, uint64_t count, char **o
 
 /* FORMAT.md §3: the members between "time" and "prev", in this order. */
 static const char *const k_members[] = {
-    "type", "caller", "peer",         "request_id",  "decision", "reason", "message",
-    "key",  "kid",    "alg",          "jti",         "sub",      "aud",    "iat",
-    "exp",  "scopes", "token_sha256", "policy_hash", "count",    "detail",
+    "type", "caller", "peer", "request_id",   "decision",    "reason", "message",
+    "key",  "kid",    "alg",  "jti",          "sub",         "aud",    "iat",
+    "exp",  "scopes", "cnf",  "token_sha256", "policy_hash", "count",  "detail",
 };
 
 static size_t member_rank(const char *k)
@@ -373,8 +392,8 @@ static size_t member_rank(const char *k)
 }
 
 /* The JSON type the writer gives each member (FORMAT.md §3): iat and exp
- * are non-zero integers (0 is omitted), count an integer >= 1, detail an
- * object, aud any value, everything else a string. */
+ * are non-zero integers (0 is omitted), count an integer >= 1, detail and
+ * cnf objects, aud any value, everything else a string. */
 static bool member_type_ok(const char *k, const json_t *v)
 {
     if (strcmp(k, "aud") == 0)
@@ -383,7 +402,7 @@ static bool member_type_ok(const char *k, const json_t *v)
         return json_is_integer(v) && json_integer_value(v) != 0;
     if (strcmp(k, "count") == 0)
         return json_is_integer(v) && json_integer_value(v) >= 1;
-    if (strcmp(k, "detail") == 0)
+    if (strcmp(k, "detail") == 0 || strcmp(k, "cnf") == 0)
         return json_is_object(v);
     return json_is_string(v);
 }

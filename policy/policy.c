@@ -13,13 +13,14 @@
 const char *const policy_field_names[F_COUNT] = {
     "keys",        "default_key",  "audiences", "max_aud",       "max_ttl",
     "default_ttl", "scope_claim",  "scopes",    "subject",       "subject_required",
-    "claims",      "fixed_claims", "rate",      "incident_rate", "frozen"};
+    "claims",      "fixed_claims", "rate",      "incident_rate", "frozen",
+    "cnf",         "cnf_audiences"};
 
 const char *const policy_claim_type_names[CT_COUNT] = {"any",     "string", "number",
                                                        "boolean", "array",  "object"};
 
 const char *const policy_server_claims[4] = {"iss", "iat", "nbf", "jti"};
-const char *const policy_ruled_claims[5] = {"sub", "aud", "exp", "scope", "scp"};
+const char *const policy_ruled_claims[6] = {"sub", "aud", "exp", "scope", "scp", "cnf"};
 
 /* ---- lookup tables ----------------------------------------------------------------- */
 
@@ -100,6 +101,28 @@ const char *js_policy_issuer(const js_policy *p)
 bool js_policy_is_admin(const js_policy *p, const char *identity)
 {
     return p != NULL && identity != NULL && policy_in_list(&p->admins, identity);
+}
+
+bool js_policy_introspector(const js_policy *p, const char *identity, const char *const **auds,
+                            size_t *naud)
+{
+    if (auds != NULL)
+        *auds = NULL;
+    if (naud != NULL)
+        *naud = 0;
+    if (p == NULL || identity == NULL)
+        return false;
+    for (size_t i = 0; i < p->nintrospectors; i++) {
+        const introspector *e = &p->introspectors[i];
+        if (strcmp(e->id, identity) != 0)
+            continue;
+        if (auds != NULL)
+            *auds = e->auds;
+        if (naud != NULL)
+            *naud = e->audiences.n;
+        return true;
+    }
+    return false;
 }
 
 size_t js_policy_key_count(const js_policy *p)

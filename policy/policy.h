@@ -70,6 +70,18 @@ const char *js_policy_issuer(const js_policy *p);
  * identity text of identity.h: a URI, dns:NAME or cn:NAME). */
 bool js_policy_is_admin(const js_policy *p, const char *identity);
 
+/*
+ * Whether identity (typed text, identity.h; exact match, no patterns) is in
+ * top-level `introspectors`: who may ask the token status endpoint about a
+ * token (RFC 7662). On true, *auds and *naud (either may be NULL) get the
+ * audiences the entry is limited to, borrowed from the policy: *naud 0 means
+ * any token; otherwise only a token whose aud includes one of them may be
+ * reported active. false: not an introspector (*auds NULL, *naud 0). A unix:
+ * identity is never one (introspection is served over mTLS only).
+ */
+bool js_policy_introspector(const js_policy *p, const char *identity, const char *const **auds,
+                            size_t *naud);
+
 /* Every key name any caller may use (for the signer to check against its keys). */
 size_t js_policy_key_count(const js_policy *p);
 const char *js_policy_key_at(const js_policy *p, size_t i);
@@ -144,8 +156,12 @@ typedef int64_t (*js_policy_window_fn)(const char *key_name, void *ctx);
  *   policy.frozen (DENIED); policy.key (DENIED); claims_apply_server's
  *   claims.reserved / claims.exp_type / claims.exp_past (INVALID) and
  *   policy.lifetime (DENIED, exp beyond max_ttl); policy.audience;
- *   policy.subject; policy.scope; policy.fixed_claim (DENIED: the caller sent
- *   a fixed claim); policy.claim. The rule reasons are INVALID for malformed
+ *   policy.subject; policy.scope; claims.cnf (INVALID: a cnf that is not
+ *   one x5t#S256 or jkt member with a 43-character base64url SHA-256,
+ *   claims.h) and policy.cnf (DENIED: no cnf, and the caller's `cnf:
+ *   required`, or an aud in its `cnf_audiences`, requires one);
+ *   policy.fixed_claim (DENIED: the caller sent a fixed claim); policy.claim.
+ *   A valid cnf goes into the token as sent. The rule reasons are INVALID for malformed
  *   input and DENIED for a well-formed request for too much. A policy without
  *   issuer gives JS_EINTERNAL policy.no_issuer.
  */
@@ -186,8 +202,8 @@ typedef struct js_policy_validated {
  *   claims.jti (INVALID: missing, or not 1..JS_POLICY_JTI_MAX printable
  *   ASCII characters without space); policy.lifetime (DENIED: exp - iat over
  *   max_ttl, or exp beyond now + window); policy.audience and policy.subject
- *   (the same rules as js_policy_evaluate); policy.claim (DENIED: scope or
- *   scp, which pre-built Kubernetes tokens never carry, or any other member
+ *   (the same rules as js_policy_evaluate); policy.claim (DENIED: scope,
+ *   scp or cnf, which pre-built Kubernetes tokens never carry, or any other member
  *   but iss/sub/aud/exp/iat/nbf/jti not on the caller's `claims` allowlist;
  *   INVALID or DENIED for its type and max_bytes as in evaluate).
  * A caller entry that is not a unix: identity, or missing arguments, is

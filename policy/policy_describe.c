@@ -83,6 +83,15 @@ static void describe_caller(FILE *f, const js_policy_caller *c)
             origin(c, F_SUBJECT),
             policy_from(c, F_SUBJECT_REQUIRED)->subject_required ? "required" : "optional",
             origin(c, F_SUBJECT_REQUIRED));
+    if (validate) {
+        fprintf(f, "  %-17s refused (pre-built tokens carry none)\n", "cnf:");
+    } else {
+        fprintf(f, "  %-17s %s%s\n",
+                "cnf:", policy_from(c, F_CNF)->cnf_required ? "required" : "optional",
+                origin(c, F_CNF));
+        describe_list(f, "cnf audiences:", &policy_from(c, F_CNF_AUDIENCES)->cnf_audiences,
+                      "(none)", origin(c, F_CNF_AUDIENCES));
+    }
     const rules *cr = policy_from(c, F_CLAIMS);
     fprintf(f, "  %-17s%s%s\n", "extra claims:", cr->nclaims ? "" : " (none)", origin(c, F_CLAIMS));
     for (size_t i = 0; i < cr->nclaims; i++) {
@@ -125,6 +134,17 @@ char *js_policy_describe(const js_policy *p)
         fprintf(f, " (none)");
     for (size_t i = 0; i < p->admins.n; i++)
         fprintf(f, " %s", shown_s(b, sizeof(b), p->admins.v[i]));
+    fprintf(f, "\nintrospectors:");
+    if (p->nintrospectors == 0)
+        fprintf(f, " (none)");
+    for (size_t i = 0; i < p->nintrospectors; i++) {
+        const introspector *e = &p->introspectors[i];
+        fprintf(f, "\n  %s: ", shown_s(b, sizeof(b), e->id));
+        if (e->audiences.n == 0)
+            fprintf(f, "any audience");
+        for (size_t k = 0; k < e->audiences.n; k++)
+            fprintf(f, "%s%s", k ? ", " : "aud ", shown_s(b, sizeof(b), e->audiences.v[k]));
+    }
     fprintf(f, "\nkeys used:");
     for (size_t i = 0; i < p->nall_keys; i++)
         fprintf(f, " %s", p->all_keys[i]);

@@ -1,7 +1,7 @@
 /*
  * policy_eval.c - decides one signing request for a matched caller entry
  * (js_policy_evaluate, policy.h): frozen, key, lifetime, audience, subject,
- * scopes, the claims allowlist, then the fixed claims, in that order, the
+ * scopes, cnf, the claims allowlist, then the fixed claims, in that order, the
  * first failure reported. Validate mode (js_policy_validate, for a unix:
  * caller's pre-built claim set) runs the same audience, subject and
  * allowlist rules, after its own checks of iss, exp, iat, nbf, jti and the
@@ -248,6 +248,37 @@ static js_status check_scope(const js_policy_caller *c, const json_t *claims, ch
     return JS_OK;
 }
 
+/*
+ * RFC 7800 §3.1 confirmation: a cnf the caller sends must have the shape of
+ * claims_cnf_check (INVALID claims.cnf); a caller whose rule requires one --
+ * `cnf: required`, or an aud (already checked by check_audience) in its
+ * cnf_audiences -- and sent none is DENIED policy.cnf. The claim goes into
+ * the token as sent: the issuing service saw the end client's certificate
+ * (RFC 8705) or DPoP key (RFC 9449); the signer cannot, so it checks the
+ * shape only.
+ */
+static js_status check_cnf(const js_policy_caller *c, const json_t *claims, js_err *err)
+{
+    char b[96], cid[96];
+    const json_t *cnf = json_object_get(claims, "cnf");
+    if (cnf != NULL)
+        return claims_cnf_check(cnf, err);
+    shown_s(cid, sizeof(cid), c->id);
+    JS_ENSURE(!policy_from(c, F_CNF)->cnf_required, err, JS_EDENIED, JS_R_POLICY_CNF,
+              "cnf: caller '%s' must send a cnf claim (x5t#S256 or jkt; cnf: required)", cid);
+    const strlist *ca = &policy_from(c, F_CNF_AUDIENCES)->cnf_audiences;
+    const json_t *aud = json_object_get(claims, "aud");
+    size_t n = json_is_array(aud) ? json_array_size(aud) : 1;
+    for (size_t i = 0; i < n && ca->n > 0; i++) {
+        const json_t *a = json_is_array(aud) ? json_array_get(aud, i) : aud;
+        JS_ENSURE(!json_is_string(a) || !aud_allowed(ca, a), err, JS_EDENIED, JS_R_POLICY_CNF,
+                  "cnf_audiences: tokens for aud '%s' must carry a cnf claim (x5t#S256 or jkt) "
+                  "for caller '%s'",
+                  shown_n(b, sizeof(b), json_string_value(a), json_string_length(a)), cid);
+    }
+    return JS_OK;
+}
+
 static bool type_ok(claim_type t, const json_t *v)
 {
     switch (t) {
@@ -438,6 +469,13 @@ js_status js_policy_validate(const js_policy *p, const js_policy_caller *c, cons
                   "claims: claim '%s' is refused for caller '%s': pre-built Kubernetes tokens "
                   "carry no scopes",
                   k_scope_claims[i], cid);
+    /* cnf binds a token to a client the issuing service saw (RFC 7800);
+     * kube-apiserver's tokens carry none, and one here would be a claim the
+     * signer cannot vouch for. */
+    JS_ENSURE(json_object_get(claims, "cnf") == NULL, err, JS_EDENIED, JS_R_POLICY_CLAIM,
+              "claims: claim 'cnf' is refused for caller '%s': pre-built Kubernetes tokens carry "
+              "no confirmation claim",
+              cid);
     JS_GUARD(check_claims(c, claims, err));
     v.sub = json_string_value(json_object_get(claims, "sub"));
     *out = v;
@@ -508,6 +546,8 @@ js_status js_policy_evaluate(const js_policy *p, const js_policy_caller *c, cons
         st = check_subject(c, claims, err);
     if (st == JS_OK)
         st = check_scope(c, claims, &granted, err);
+    if (st == JS_OK)
+        st = check_cnf(c, claims, err);
     if (st == JS_OK)
         st = check_claims(c, claims, err);
 

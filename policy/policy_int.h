@@ -34,21 +34,22 @@
 /* ---- limits: a policy file and a request are untrusted input, so every size and count
  * has a named limit here and exceeding one is an error that names it ---------------- */
 
-#define POLICY_MAX_CALLERS    1024
-#define POLICY_MAX_ADMINS     64
-#define POLICY_MAX_KEYS       32
-#define POLICY_MAX_AUDIENCES  64
-#define POLICY_AUDIENCE_MAX   1024
-#define POLICY_MAX_AUD_LIMIT  100 /* the largest max_aud a file may set */
-#define POLICY_MAX_SCOPES     256 /* ceiling entries, and scopes in one request */
-#define POLICY_SCOPE_MAX      128
-#define POLICY_MAX_CLAIMS     64
-#define POLICY_CLAIM_NAME_MAX 128
-#define POLICY_MAX_FIXED      64
-#define POLICY_ISSUER_MAX     256
-#define POLICY_REGEX_MAX      1024 /* bytes of a subject regex (its cost: regex_cost.h) */
-#define POLICY_RATE_MAX       1000000.0
-#define POLICY_BURST_MAX      1000000
+#define POLICY_MAX_CALLERS       1024
+#define POLICY_MAX_ADMINS        64
+#define POLICY_MAX_INTROSPECTORS 256
+#define POLICY_MAX_KEYS          32
+#define POLICY_MAX_AUDIENCES     64
+#define POLICY_AUDIENCE_MAX      1024
+#define POLICY_MAX_AUD_LIMIT     100 /* the largest max_aud a file may set */
+#define POLICY_MAX_SCOPES        256 /* ceiling entries, and scopes in one request */
+#define POLICY_SCOPE_MAX         128
+#define POLICY_MAX_CLAIMS        64
+#define POLICY_CLAIM_NAME_MAX    128
+#define POLICY_MAX_FIXED         64
+#define POLICY_ISSUER_MAX        256
+#define POLICY_REGEX_MAX         1024 /* bytes of a subject regex (its cost: regex_cost.h) */
+#define POLICY_RATE_MAX          1000000.0
+#define POLICY_BURST_MAX         1000000
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -70,6 +71,8 @@ typedef enum field {
     F_RATE,
     F_INCIDENT_RATE,
     F_FROZEN,
+    F_CNF,
+    F_CNF_AUDIENCES,
     F_COUNT
 } field;
 
@@ -93,8 +96,9 @@ extern const char *const policy_claim_type_names[CT_COUNT];
 
 /* Registered claims the server owns (RFC 7519 §4.1.1, .5, .6, .7): never allowed. */
 extern const char *const policy_server_claims[4];
-/* Registered claims governed by their own rule (sub, aud, exp; the scope claims). */
-extern const char *const policy_ruled_claims[5];
+/* Registered claims governed by their own rule (sub, aud, exp; the scope
+ * claims; cnf, RFC 7800). */
+extern const char *const policy_ruled_claims[6];
 
 typedef struct strlist {
     char **v;
@@ -128,6 +132,8 @@ typedef struct rules {
     js_rate rate;
     js_rate incident_rate; /* per_second 0 and not set: follow rate */
     bool frozen;
+    bool cnf_required;     /* cnf: required (default optional) */
+    strlist cnf_audiences; /* cnf required when aud contains one of these */
 } rules;
 
 struct js_policy_caller {
@@ -143,10 +149,20 @@ struct js_policy_caller {
     js_rate incident_rate;   /* effective */
 };
 
+/* One introspectors entry: an exact typed identity and the audiences whose
+ * tokens it may ask about (none: any). */
+typedef struct introspector {
+    char *id;
+    strlist audiences;
+    const char **auds; /* audiences.v as const, for js_policy_introspector */
+} introspector;
+
 struct js_policy {
     char hash_hex[JS_POLICY_HASH_HEX + 1];
     char *issuer;
     strlist admins;
+    introspector *introspectors;
+    size_t nintrospectors;
     bool incident;
     rules defaults;
     js_policy_caller *callers;

@@ -38,19 +38,22 @@
 #define BUILTIN_MAX_AUD     5
 
 /* The keys each mapping of the file may hold. */
-static const char *const k_top_keys[] = {"version",  "issuer",   "admins",
+static const char *const k_top_keys[] = {"version",  "issuer",   "admins", "introspectors",
                                          "incident", "defaults", "callers"};
 /* defaults: every field but frozen (freezing everyone is not a default). */
 static const char *const k_defaults_keys[] = {
-    "keys",        "default_key",  "audiences", "max_aud",      "max_ttl",
-    "default_ttl", "scope_claim",  "scopes",    "subject",      "subject_required",
-    "claims",      "fixed_claims", "rate",      "incident_rate"};
+    "keys",        "default_key",   "audiences", "max_aud",          "max_ttl", "default_ttl",
+    "scope_claim", "scopes",        "subject",   "subject_required", "claims",  "fixed_claims",
+    "rate",        "incident_rate", "cnf",       "cnf_audiences"};
 static const char *const k_caller_keys[] = {
-    "id",           "keys",        "default_key",   "audiences", "max_aud",          "max_ttl",
-    "default_ttl",  "scope_claim", "scopes",        "subject",   "subject_required", "claims",
-    "fixed_claims", "rate",        "incident_rate", "frozen"};
+    "id",           "keys",         "default_key",      "audiences",
+    "max_aud",      "max_ttl",      "default_ttl",      "scope_claim",
+    "scopes",       "subject",      "subject_required", "claims",
+    "fixed_claims", "rate",         "incident_rate",    "frozen",
+    "cnf",          "cnf_audiences"};
 static const char *const k_rate_keys[] = {"per_second", "burst"};
 static const char *const k_claim_keys[] = {"type", "max_bytes"};
+static const char *const k_introspector_keys[] = {"id", "audiences"};
 
 /* ---- freeing ----------------------------------------------------------------------- */
 
@@ -78,6 +81,7 @@ static void rules_free(rules *r)
     r->nclaims = 0;
     json_decref(r->fixed);
     r->fixed = NULL;
+    strlist_free(&r->cnf_audiences);
 }
 
 void js_policy_free(js_policy *p)
@@ -86,6 +90,12 @@ void js_policy_free(js_policy *p)
         return;
     free(p->issuer);
     strlist_free(&p->admins);
+    for (size_t i = 0; i < p->nintrospectors; i++) {
+        free(p->introspectors[i].id);
+        strlist_free(&p->introspectors[i].audiences);
+        free(p->introspectors[i].auds);
+    }
+    free(p->introspectors);
     rules_free(&p->defaults);
     for (size_t i = 0; i < p->ncallers; i++) {
         free(p->callers[i].id);
@@ -244,7 +254,7 @@ static js_status get_identity(const loader *ld, const js_yaml_node *n, const cha
                     shown, identity_type_name(*type));
     if (!allow_pattern)
         return fail(ld, line, path, JS_R_POLICY_PATTERN,
-                    "'%s': admins are exact identities; patterns are not allowed", shown);
+                    "'%s': %s must be an exact identity; patterns are not allowed", shown, path);
     if (star != id + len - 1 || len < 3 || id[len - 2] != '/')
         return fail(ld, line, path, JS_R_POLICY_PATTERN,
                     "'%s': '*' is only allowed as a trailing \"/*\" prefix pattern", shown);
@@ -361,7 +371,7 @@ static js_status get_claims(const loader *ld, const js_yaml_node *n, const char 
         if (policy_in_array(policy_ruled_claims, COUNT(policy_ruled_claims), name))
             return fail(ld, line, sub, JS_R_POLICY_RULED_CLAIM,
                         "'%s' is governed by its own rule (audiences, subject, max_ttl, "
-                        "scope_claim/scopes); it cannot be listed in claims",
+                        "scope_claim/scopes, cnf); it cannot be listed in claims",
                         name);
         claim_rule *cr = &r->claims[i];
         cr->name = strdup(name);
@@ -588,6 +598,22 @@ static js_status get_rules(const loader *ld, const js_yaml_node *map, const char
         case F_FROZEN:
             JS_GUARD(js_yaml_expect_bool(ld->doc, v, fp, &r->frozen, ld->err));
             break;
+        case F_CNF:
+            JS_GUARD(js_yaml_expect_string(ld->doc, v, fp, &s, ld->err));
+            if (strcmp(s, "required") == 0)
+                r->cnf_required = true;
+            else if (strcmp(s, "optional") == 0)
+                r->cnf_required = false;
+            else
+                return fail(ld, r->line[f], fp, JS_R_POLICY_CNF,
+                            "must be \"required\" (every token carries a cnf claim, RFC 7800) or "
+                            "\"optional\"");
+            break;
+        case F_CNF_AUDIENCES:
+            strlist_free(&r->cnf_audiences);
+            JS_GUARD(get_strlist(ld, v, fp, SK_AUDIENCE, "audience", POLICY_MAX_AUDIENCES,
+                                 &r->cnf_audiences));
+            break;
         case F_COUNT:
         default:
             break;
@@ -650,6 +676,21 @@ static js_status check_kube_caller(const loader *ld, const js_policy_caller *c, 
                     "s; it must be at least %ds, the least MetadataResponse "
                     "max_token_expiration_seconds kube-apiserver accepts",
                     id, mttl, JS_POLICY_KUBE_MIN_MAX_TTL);
+    /* A pre-built token carries no cnf (js_policy_validate refuses one), so a
+     * rule requiring it would deny every request. An entry may still say
+     * `cnf: optional` or `cnf_audiences: []` to override the defaults. */
+    field cf = policy_from(c, F_CNF)->cnf_required                    ? F_CNF
+               : policy_from(c, F_CNF_AUDIENCES)->cnf_audiences.n > 0 ? F_CNF_AUDIENCES
+                                                                      : F_COUNT;
+    if (cf != F_COUNT)
+        return fail(ld, src_line(c, cf), src_path(pa, sizeof(pa), c, cf), JS_R_POLICY_CNF,
+                    "caller '%s' is a Kubernetes caller (ExternalJWTSigner): kube-apiserver's "
+                    "tokens carry no cnf claim, so it cannot be required%s",
+                    id,
+                    policy_has(&c->own, cf) ? ""
+                    : cf == F_CNF ? "; set `cnf: optional` in its entry to override the defaults"
+                                  : "; set `cnf_audiences: []` in its entry to override the "
+                                    "defaults");
     return JS_OK;
 }
 
@@ -740,7 +781,21 @@ static js_status check_caller(const loader *ld, js_policy_caller *c)
                         "fixed claim cannot be set by the caller",
                         id, js_yaml_printable(shown, sizeof(shown), cr->claims[i].name),
                         src_path(pb, sizeof(pb), c, F_FIXED_CLAIMS));
-    return c->type == JS_ID_UNIX ? check_kube_caller(ld, c, id) : JS_OK;
+    if (c->type == JS_ID_UNIX)
+        return check_kube_caller(ld, c, id);
+
+    /* cnf_audiences name audiences the caller may send; any other entry is
+     * a typo that would leave that audience's tokens unbound. */
+    const strlist *ca = &policy_from(c, F_CNF_AUDIENCES)->cnf_audiences;
+    const strlist *aud = &policy_from(c, F_AUDIENCES)->audiences;
+    for (size_t i = 0; i < ca->n; i++)
+        if (!policy_in_list(aud, ca->v[i]))
+            return fail(ld, src_line(c, F_CNF_AUDIENCES),
+                        src_path(pa, sizeof(pa), c, F_CNF_AUDIENCES), JS_R_POLICY_CNF,
+                        "caller '%s': cnf audience '%s' is not in its audiences (%s)", id,
+                        js_yaml_printable(shown, sizeof(shown), ca->v[i]),
+                        src_path(pb, sizeof(pb), c, F_AUDIENCES));
+    return JS_OK;
 }
 
 /* The defaults section's own pairs, so a broken default is reported even
@@ -769,6 +824,12 @@ static js_status check_defaults(const loader *ld, const rules *d)
             return fail(ld, d->line[F_CLAIMS], "defaults.claims", JS_R_POLICY_CLAIM_FIXED,
                         "claim '%s' is both allowed (claims) and fixed (fixed_claims)",
                         d->claims[i].name);
+    char shown[64];
+    for (size_t i = 0; policy_has(d, F_AUDIENCES) && i < d->cnf_audiences.n; i++)
+        if (!policy_in_list(&d->audiences, d->cnf_audiences.v[i]))
+            return fail(ld, d->line[F_CNF_AUDIENCES], "defaults.cnf_audiences", JS_R_POLICY_CNF,
+                        "cnf audience '%s' is not in defaults.audiences",
+                        js_yaml_printable(shown, sizeof(shown), d->cnf_audiences.v[i]));
     return JS_OK;
 }
 
@@ -849,6 +910,68 @@ static js_status get_admins(const loader *ld, const js_yaml_node *n, strlist *ou
     return JS_OK;
 }
 
+/*
+ * introspectors: up to POLICY_MAX_INTROSPECTORS entries {id, audiences}, each
+ * id an exact typed identity (like admins: introspection is served over mTLS
+ * only, so never unix:), no id twice; audiences (optional, at most
+ * POLICY_MAX_AUDIENCES distinct) limit which tokens it may ask about.
+ */
+static js_status get_introspectors(const loader *ld, const js_yaml_node *n, js_policy *p)
+{
+    char path[JS_YAML_PATH_MAX], sub[JS_YAML_PATH_MAX], shown[64];
+    JS_GUARD(js_yaml_expect_type(ld->doc, n, "introspectors", JS_YAML_SEQUENCE, ld->err));
+    size_t cnt = js_yaml_seq_len(n);
+    if (cnt > POLICY_MAX_INTROSPECTORS)
+        return fail(ld, js_yaml_node_line(n), "introspectors", JS_R_POLICY_COUNT,
+                    "at most %d entries, found %zu", POLICY_MAX_INTROSPECTORS, cnt);
+    if (cnt == 0)
+        return JS_OK;
+    p->introspectors = calloc(cnt, sizeof(*p->introspectors));
+    JS_ENSURE_ALLOC(p->introspectors, ld->err);
+    for (size_t i = 0; i < cnt; i++) {
+        const js_yaml_node *item = js_yaml_seq_item(n, i), *idn, *an;
+        introspector *e = &p->introspectors[i];
+        const char *id;
+        js_identity_type t;
+        bool pattern;
+        p->nintrospectors = i + 1; /* so js_policy_free sees the partly filled entry */
+        js_yaml_path_index(path, sizeof(path), "introspectors", i);
+        JS_GUARD(js_yaml_expect_type(ld->doc, item, path, JS_YAML_MAPPING, ld->err));
+        JS_GUARD(js_yaml_check_keys(ld->doc, item, path, k_introspector_keys,
+                                    COUNT(k_introspector_keys), ld->err));
+        JS_GUARD(js_yaml_lookup(ld->doc, item, path, "id", true, &idn, ld->err));
+        js_yaml_path_key(sub, sizeof(sub), path, "id");
+        JS_GUARD(get_identity(ld, idn, sub, false, &id, &t, &pattern));
+        if (t == JS_ID_UNIX)
+            return fail(ld, js_yaml_node_line(idn), sub, JS_R_POLICY_IDENTITY,
+                        "'%s': introspection is served over mTLS only, so a unix: identity can "
+                        "never be an introspector; name the verifier's certificate identity",
+                        js_yaml_printable(shown, sizeof(shown), id));
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(p->introspectors[j].id, id) == 0)
+                return fail(ld, js_yaml_node_line(idn), sub, JS_R_POLICY_DUPLICATE,
+                            "duplicate introspector '%s' (also introspectors[%zu])",
+                            js_yaml_printable(shown, sizeof(shown), id), j);
+        e->id = strdup(id);
+        JS_ENSURE_ALLOC(e->id, ld->err);
+        JS_GUARD(js_yaml_lookup(ld->doc, item, path, "audiences", false, &an, ld->err));
+        if (an == NULL)
+            continue;
+        js_yaml_path_key(sub, sizeof(sub), path, "audiences");
+        JS_GUARD(
+            get_strlist(ld, an, sub, SK_AUDIENCE, "audience", POLICY_MAX_AUDIENCES, &e->audiences));
+        /* An empty list would read as "any token": say so instead of guessing. */
+        if (e->audiences.n == 0)
+            return fail(ld, js_yaml_node_line(an), sub, JS_R_POLICY_VALUE,
+                        "an empty audiences list is ambiguous; omit audiences to allow any token");
+        e->auds = calloc(e->audiences.n, sizeof(*e->auds));
+        JS_ENSURE_ALLOC(e->auds, ld->err);
+        for (size_t k = 0; k < e->audiences.n; k++)
+            e->auds[k] = e->audiences.v[k];
+    }
+    return JS_OK;
+}
+
 static js_status load_top(const loader *ld, js_policy *p)
 {
     const js_yaml_node *root = js_yaml_doc_root(ld->doc), *v;
@@ -878,6 +1001,10 @@ static js_status load_top(const loader *ld, js_policy *p)
     JS_GUARD(js_yaml_lookup(ld->doc, root, "", "admins", false, &v, ld->err));
     if (v != NULL)
         JS_GUARD(get_admins(ld, v, &p->admins));
+
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "introspectors", false, &v, ld->err));
+    if (v != NULL)
+        JS_GUARD(get_introspectors(ld, v, p));
 
     JS_GUARD(js_yaml_lookup(ld->doc, root, "", "incident", false, &v, ld->err));
     if (v != NULL)

@@ -71,7 +71,7 @@ GROUPS = [
         "include": [
             "ok", "identity.none", "identity.ambiguous", "identity.invalid", "request.*",
             "claims.*", "policy.no_match", "policy.frozen", "admin.frozen", "policy.key",
-            "policy.audience", "policy.scope", "policy.subject", "policy.claim",
+            "policy.audience", "policy.scope", "policy.subject", "policy.claim", "policy.cnf",
             "policy.fixed_claim", "policy.lifetime", "policy.token_issuer", "externaljwt.connections", "rate.limited", "rate.internal", "key.*",
             "hsm.*", "audit.unavailable", "audit.event", "audit.record_too_large",
             "rpc.unimplemented", "internal.*", "policy.internal", "policy.no_issuer",

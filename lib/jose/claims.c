@@ -154,6 +154,50 @@ js_status claims_apply_server(json_t *claims, const char *issuer, int64_t now,
     return JS_OK;
 }
 
+js_status claims_cnf_check(const json_t *cnf, js_err *err)
+{
+    static const char *const methods[] = {"x5t#S256", "jkt"};
+    JS_ENSURE(json_is_object(cnf), err, JS_EINVAL, JS_R_CLAIMS_CNF,
+              "cnf must be a JSON object with one member, x5t#S256 or jkt (RFC 7800 §3.1)");
+    size_t n = json_object_size(cnf);
+    JS_ENSURE(n == 1, err, JS_EINVAL, JS_R_CLAIMS_CNF,
+              "cnf has %zu members; it must have exactly one, x5t#S256 (RFC 8705) or jkt (RFC "
+              "9449)",
+              n);
+    void *it = json_object_iter((json_t *)cnf);
+    const char *name = json_object_iter_key(it);
+    const json_t *v = json_object_iter_value(it);
+    bool known = false;
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]) && !known; i++)
+        known = strcmp(name, methods[i]) == 0;
+    /* The member name is the caller's text: only its length is reported. */
+    JS_ENSURE(known, err, JS_EINVAL, JS_R_CLAIMS_CNF,
+              "cnf member (%zu bytes) is not x5t#S256 (RFC 8705 §3.1) or jkt (RFC 9449 §6.1); "
+              "no other confirmation method is accepted",
+              strlen(name));
+    JS_ENSURE(json_is_string(v), err, JS_EINVAL, JS_R_CLAIMS_CNF,
+              "cnf.%s must be a string: the base64url SHA-256 (43 characters)", name);
+    size_t len = json_string_length(v);
+    JS_ENSURE(len == CLAIMS_CNF_THUMBPRINT_LEN, err, JS_EINVAL, JS_R_CLAIMS_CNF,
+              "cnf.%s is %zu characters; it must be the base64url of a SHA-256, exactly %d "
+              "characters without padding",
+              name, len, CLAIMS_CNF_THUMBPRINT_LEN);
+    /* The strict decoder (b64url.h) refuses padding, characters outside the
+     * URL-safe alphabet and non-zero trailing bits, so one thumbprint has
+     * one accepted spelling and a verifier's byte comparison cannot differ. */
+    uint8_t raw[B64URL_DECODED_MAX(CLAIMS_CNF_THUMBPRINT_LEN)];
+    size_t got = 0;
+    js_err why;
+    js_err_clear(&why);
+    JS_ENSURE(b64url_decode(json_string_value(v), len, raw, sizeof(raw), &got, &why) == JS_OK &&
+                  got == CLAIMS_CNF_THUMBPRINT_BYTES,
+              err, JS_EINVAL, JS_R_CLAIMS_CNF,
+              "cnf.%s is not the canonical base64url (RFC 4648 §5, no padding, zero trailing "
+              "bits) of %d bytes: %s",
+              name, CLAIMS_CNF_THUMBPRINT_BYTES, why.msg[0] ? why.msg : "wrong length");
+    return JS_OK;
+}
+
 js_status claims_new_jti(char jti[CLAIMS_JTI_LEN + 1], js_err *err)
 {
     uint8_t raw[CLAIMS_JTI_BYTES];

@@ -62,6 +62,23 @@ js_status claims_apply_server(json_t *claims, const char *issuer, int64_t now,
                               const claims_lifetime *life, const char *jti, int64_t *exp_out,
                               js_err *err) JS_WUR;
 
+/* A cnf member's value: base64url (no padding) of a SHA-256, 43 characters. */
+#define CLAIMS_CNF_THUMBPRINT_BYTES 32
+#define CLAIMS_CNF_THUMBPRINT_LEN   43
+
+/*
+ * The shape of a cnf (confirmation) claim, RFC 7800 §3.1: a JSON object with
+ * exactly one member, either "x5t#S256" (RFC 8705 §3.1: the SHA-256 of the
+ * client certificate, mTLS-bound) or "jkt" (RFC 9449 §6.1: the RFC 7638
+ * SHA-256 thumbprint of the DPoP key), whose value is the canonical
+ * base64url (no padding, zero trailing bits) of exactly 32 bytes, i.e. 43
+ * characters. Any other member (RFC 7800's jwk, jwe, kid included) is
+ * refused: the signer cannot check them, and a verifier that ignores an
+ * unknown confirmation method would accept the token as a bearer token.
+ * JS_EINVAL claims.cnf naming the rule broken; JS_OK otherwise.
+ */
+js_status claims_cnf_check(const json_t *cnf, js_err *err) JS_WUR;
+
 /* Fills jti (CLAIMS_JTI_LEN + 1 bytes) with 128 random bits, base64url. */
 js_status claims_new_jti(char jti[CLAIMS_JTI_LEN + 1], js_err *err) JS_WUR;
 

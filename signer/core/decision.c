@@ -52,6 +52,7 @@ void js_sign_result_clear(js_sign_result *res)
     free(res->scopes);
     free(res->sub);
     free(res->aud);
+    free(res->cnf_json);
     memset(res, 0, sizeof(*res));
 }
 

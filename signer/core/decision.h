@@ -38,7 +38,7 @@ typedef enum js_decision_kind {
 #define JS_JTI_MAX 128
 
 /* The token a SignJwt request produced, and what the request log and the
- * audit record say about it. jwt, scopes, sub and aud are malloc'd
+ * audit record say about it. jwt, scopes, sub, aud and cnf_json are malloc'd
  * (js_sign_result_clear frees them, wiping the token); the fixed buffers
  * may be set for a refused request too (key, kid, alg once a key was
  * selected; sub and aud once the claims were parsed). */
@@ -53,6 +53,9 @@ typedef struct js_sign_result {
      * bounded by CLAIMS_MAX_BYTES); NULL if absent or not a string. */
     char *sub;
     char *aud; /* the request's aud as compact JSON (NULL if absent); malloc'd */
+    /* The request's cnf claim (RFC 7800) as compact JSON, once its shape was
+     * checked (claims_cnf_check); NULL if absent or malformed. malloc'd. */
+    char *cnf_json;
     char token_sha256[JS_SHA256_HEX + 1];
     int64_t issued_at;
     int64_t expires_at;

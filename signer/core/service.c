@@ -78,6 +78,18 @@ static void note_sub_aud(const json_t *claims, js_sign_result *res)
         res->aud = json_dumps(aud, JSON_COMPACT | JSON_ENCODE_ANY);
 }
 
+/* The request's cnf (RFC 7800) for the audit record, only when its shape is
+ * valid (claims_cnf_check): the policy refuses any other with claims.cnf, and
+ * the record keeps no untrusted object. Compact, member order kept: the
+ * bytes the token carries. */
+static void note_cnf(const json_t *claims, js_sign_result *res)
+{
+    const json_t *cnf = json_object_get(claims, "cnf");
+    js_err ignored;
+    if (cnf != NULL && claims_cnf_check(cnf, &ignored) == JS_OK)
+        res->cnf_json = json_dumps(cnf, JSON_COMPACT | JSON_PRESERVE_ORDER);
+}
+
 /* A caller admitted past match, frozen and rate checks, with everything the
  * rest of the pipeline needs: borrowed from the input's snapshots. */
 typedef struct admission {
@@ -179,6 +191,7 @@ static js_status evaluate(const admission *adm, const js_sign_request *req, int6
     json_t *claims = NULL;
     JS_GUARD(claims_parse(req->claims, req->claims_len, &claims, err));
     note_sub_aud(claims, res);
+    note_cnf(claims, res);
     js_status st = claims_new_jti(res->jti, err);
     if (st == JS_OK)
         st = js_policy_evaluate(adm->policy, adm->caller, claims, req->key_name, res->jti, now,
@@ -282,6 +295,7 @@ static js_status k8s_decide_admitted(const js_service *svc, const js_sign_input 
     json_t *claims = NULL;
     JS_GUARD(k8s_claims(&req, &claims, err));
     note_sub_aud(claims, res);
+    note_cnf(claims, res);
     js_policy_validated v;
     memset(&v, 0, sizeof(v));
     js_status st = js_policy_validate(adm->policy, adm->caller, claims, now, JS_K8S_LEEWAY_S,

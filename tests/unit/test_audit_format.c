@@ -466,6 +466,8 @@ static void test_checkpoint_late_members(void **state)
 
 /* Every member the writer can write, with escapes and UTF-8: the canonical
  * check accepts exactly what js_audit_event_body + assemble produce. */
+#define ZERO64 "0000000000000000000000000000000000000000000000000000000000000000"
+
 static void check_canon(const char *payload, js_status want, const char *what)
 {
     json_t *j = json_loads(payload, JSON_REJECT_DUPLICATES, NULL);
@@ -478,6 +480,84 @@ static void check_canon(const char *payload, js_status want, const char *what)
         fail_msg("%s: got %d, want %d (%s)", what, st, want, st != JS_OK ? err.msg : "");
     if (st != JS_OK)
         assert_string_equal(js_reason_name(err.reason), "audit.noncanonical");
+}
+
+/* The cnf member (RFC 7800, FORMAT.md §3): an object after scopes and
+ * before token_sha256; a record without one (every record written before
+ * it existed) is unchanged and still canonical. */
+static void test_event_cnf(void **state)
+{
+    (void)state;
+    js_audit_event ev = {.type = "sign",
+                         .caller = "spiffe://x",
+                         .decision = "allow",
+                         .reason = "ok",
+                         .jti = "j1",
+                         .aud_json = "\"a\"",
+                         .iat = 10,
+                         .exp = 20,
+                         .scopes = "read",
+                         .cnf_json =
+                             "{ \"x5t#S256\": \"89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1PJKM\" }",
+                         .token_sha256 = "ab",
+                         .policy_hash = "cd"};
+    static const char with[] =
+        "\"type\":\"sign\",\"caller\":\"spiffe://x\",\"decision\":\"allow\",\"reason\":\"ok\","
+        "\"jti\":\"j1\",\"aud\":\"a\",\"iat\":10,\"exp\":20,\"scopes\":\"read\","
+        "\"cnf\":{\"x5t#S256\":\"89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1PJKM\"},"
+        "\"token_sha256\":\"ab\",\"policy_hash\":\"cd\"";
+    static const char without[] =
+        "\"type\":\"sign\",\"caller\":\"spiffe://x\",\"decision\":\"allow\",\"reason\":\"ok\","
+        "\"jti\":\"j1\",\"aud\":\"a\",\"iat\":10,\"exp\":20,\"scopes\":\"read\","
+        "\"token_sha256\":\"ab\",\"policy_hash\":\"cd\"";
+    char *body = NULL;
+    js_err err;
+    uint8_t prev[32];
+    memset(prev, 0x11, sizeof(prev));
+    char out[JS_AUDIT_MAX_PAYLOAD + 1];
+    size_t len = 0;
+    for (int has = 1; has >= 0; has--) {
+        ev.cnf_json = has ? ev.cnf_json : NULL;
+        assert_int_equal(js_audit_event_body(&ev, 0, &body, &err), JS_OK);
+        assert_string_equal(body, has ? with : without);
+        assert_int_equal(js_audit_payload_assemble(3, "2026-12-06T00:00:00.000Z", body, prev, out,
+                                                   sizeof(out), &len, &err),
+                         JS_OK);
+        free(body);
+        check_canon(out, JS_OK, has ? "with cnf" : "without cnf (the old form)");
+    }
+    /* cnf anywhere else, or not an object, is not what the writer writes */
+    static const struct {
+        const char *text, *what;
+    } bad[] = {
+        {"{\"seq\":3,\"time\":\"2026-12-06T00:00:00.000Z\",\"type\":\"sign\",\"cnf\":{\"jkt\":"
+         "\"x\"},\"scopes\":\"read\",\"prev\":\"" ZERO64 "\"}",
+         "cnf before scopes"},
+        {"{\"seq\":3,\"time\":\"2026-12-06T00:00:00.000Z\",\"type\":\"sign\",\"token_sha256\":"
+         "\"ab\",\"cnf\":{\"jkt\":\"x\"},\"prev\":\"" ZERO64 "\"}",
+         "cnf after token_sha256"},
+        {"{\"seq\":3,\"time\":\"2026-12-06T00:00:00.000Z\",\"type\":\"sign\",\"cnf\":\"jkt\","
+         "\"prev\":\"" ZERO64 "\"}",
+         "cnf a string"},
+        {"{\"seq\":3,\"time\":\"2026-12-06T00:00:00.000Z\",\"type\":\"sign\",\"cnf\":[],"
+         "\"prev\":\"" ZERO64 "\"}",
+         "cnf an array"},
+        {"{\"seq\":3,\"time\":\"2026-12-06T00:00:00.000Z\",\"type\":\"sign\",\"cnf\":{\"jkt\": "
+         "\"x\"},\"prev\":\"" ZERO64 "\"}",
+         "cnf not compact"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        check_canon(bad[i].text, JS_EINVAL, bad[i].what);
+    check_canon("{\"seq\":3,\"time\":\"2026-12-06T00:00:00.000Z\",\"type\":\"sign\",\"cnf\":{"
+                "\"jkt\":\"x\"},\"prev\":\"" ZERO64 "\"}",
+                JS_OK, "cnf alone");
+    /* the writer refuses a cnf that is not an object (a caller's bug) */
+    static const char *const not_obj[] = {"[1]", "\"s\"", "not json", "{\"a\":1,\"a\":2}", ""};
+    for (size_t i = 0; i < sizeof(not_obj) / sizeof(not_obj[0]); i++) {
+        ev.cnf_json = not_obj[i];
+        assert_int_equal(js_audit_event_body(&ev, 0, &body, &err), JS_EINVAL);
+        assert_int_equal(err.reason, JS_R_AUDIT_EVENT);
+    }
 }
 
 static void test_payload_canonical(void **state)
@@ -734,6 +814,16 @@ static js_status ref_event_body(const js_audit_event *ev, uint64_t count, char *
             return js_err_set(err, JS_EINVAL, JS_R_AUDIT_EVENT, "detail_json is not a JSON object");
         }
     }
+    json_t *cnf = NULL;
+    if (ev->cnf_json != NULL) {
+        cnf = json_loads(ev->cnf_json, JSON_REJECT_DUPLICATES, NULL);
+        if (cnf == NULL || !json_is_object(cnf)) {
+            json_decref(aud);
+            json_decref(detail);
+            json_decref(cnf);
+            return js_err_set(err, JS_EINVAL, JS_R_AUDIT_EVENT, "cnf_json is not a JSON object");
+        }
+    }
     json_t *o = json_object();
     int rc = o == NULL ? -1 : 0;
     rc |= ref_add_str(o, "type", ev->type);
@@ -755,6 +845,8 @@ static js_status ref_event_body(const js_audit_event *ev, uint64_t count, char *
     if (ev->exp != 0)
         rc |= json_object_set_new(o, "exp", json_integer(ev->exp));
     rc |= ref_add_str(o, "scopes", ev->scopes);
+    if (cnf != NULL)
+        rc |= json_object_set_new(o, "cnf", cnf);
     rc |= ref_add_str(o, "token_sha256", ev->token_sha256);
     rc |= ref_add_str(o, "policy_hash", ev->policy_hash);
     if (count > 0)
@@ -793,6 +885,15 @@ static int64_t gen_int(jg_rng *r)
 static void test_event_body_differential(void **state)
 {
     (void)state;
+    static const char *const cnfs[] = {
+        "{\"jkt\":\"89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1PJKM\"}",
+        "{\"x5t#S256\":\"89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1PJKM\"}",
+        "{ \"jkt\" : \"x\" }",
+        "{}",
+        "[1]",
+        "not json",
+        "{\"a\":1,\"a\":2}",
+    };
     static const char *const details[] = {
         "{\"x\":1}",
         "{}",
@@ -831,6 +932,8 @@ static void test_event_body_differential(void **state)
             .detail_json = jg_below(&r, 6) == 0
                                ? details[jg_below(&r, sizeof(details) / sizeof(details[0]))]
                                : NULL,
+            .cnf_json =
+                jg_below(&r, 4) == 0 ? cnfs[jg_below(&r, sizeof(cnfs) / sizeof(cnfs[0]))] : NULL,
         };
         if (jg_below(&r, 6) != 0) {
             jg_aud(&r, f[15], sizeof(f[15]));
@@ -882,6 +985,7 @@ int main(void)
         cmocka_unit_test(test_checkpoint_parse_rejects),
         cmocka_unit_test(test_checkpoint_late_members),
         cmocka_unit_test(test_payload_canonical),
+        cmocka_unit_test(test_event_cnf),
         cmocka_unit_test(test_fold_rules),
         cmocka_unit_test(test_segment_names),
         cmocka_unit_test(test_event_body_differential),

@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -271,6 +272,92 @@ static void test_jti_random_and_shaped(void **state)
             strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", a[i]));
 }
 
+/* ---- cnf (RFC 7800 §3.1; RFC 8705 §3.1 x5t#S256; RFC 9449 §6.1 jkt) ------------- */
+
+/* SHA-256("client cert"), base64url: a real thumbprint. */
+#define TP "89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1PJKM"
+
+static const struct {
+    const char *name;
+    const char *cnf; /* the cnf value as JSON */
+    bool ok;
+    const char *msg_has;
+} k_cnf[] = {
+    {"x5t#S256", "{\"x5t#S256\":\"" TP "\"}", true, NULL},
+    {"jkt", "{\"jkt\":\"" TP "\"}", true, NULL},
+    {"all zero bytes", "{\"jkt\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"}", true, NULL},
+    {"'-' and '_'", "{\"jkt\":\"-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_4\"}", true, NULL},
+    {"string", "\"" TP "\"", false, "JSON object"},
+    {"array", "[{\"jkt\":\"" TP "\"}]", false, "JSON object"},
+    {"null", "null", false, "JSON object"},
+    {"number", "1", false, "JSON object"},
+    {"empty object", "{}", false, "0 members"},
+    {"two members", "{\"jkt\":\"" TP "\",\"x5t#S256\":\"" TP "\"}", false, "2 members"},
+    {"known and unknown", "{\"jkt\":\"" TP "\",\"kid\":\"k\"}", false, "2 members"},
+    {"RFC 7800 jwk", "{\"jwk\":{\"kty\":\"EC\"}}", false, "not x5t#S256"},
+    {"RFC 7800 kid", "{\"kid\":\"k\"}", false, "not x5t#S256"},
+    {"x5t (SHA-1)", "{\"x5t\":\"" TP "\"}", false, "not x5t#S256"},
+    {"case differs", "{\"X5T#S256\":\"" TP "\"}", false, "not x5t#S256"},
+    {"JKT", "{\"JKT\":\"" TP "\"}", false, "not x5t#S256"},
+    {"value not a string", "{\"jkt\":1}", false, "must be a string"},
+    {"value an object", "{\"jkt\":{}}", false, "must be a string"},
+    {"value null", "{\"jkt\":null}", false, "must be a string"},
+    {"empty value", "{\"jkt\":\"\"}", false, "0 characters"},
+    {"42 characters", "{\"jkt\":\"89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1PJK\"}", false,
+     "42 characters"},
+    {"44 characters", "{\"jkt\":\"" TP "A\"}", false, "44 characters"},
+    {"padded", "{\"jkt\":\"89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1PJK=\"}", false,
+     "canonical base64url"},
+    {"standard base64 '+'", "{\"jkt\":\"89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1PJK+\"}", false,
+     "canonical base64url"},
+    {"standard base64 '/'", "{\"jkt\":\"89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1P/KM\"}", false,
+     "canonical base64url"},
+    {"space", "{\"jkt\":\"89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1P KM\"}", false,
+     "canonical base64url"},
+    {"non-ASCII", "{\"jkt\":\"89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1P\u00e9M\"}", false, NULL},
+    /* the RFC 8705 §3.1 example value ends in '2': low bits 10, not canonical */
+    {"non-zero trailing bits", "{\"x5t#S256\":\"bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2\"}",
+     false, "trailing bits"},
+    {"trailing bits 'N'", "{\"jkt\":\"89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1PJKN\"}", false,
+     "trailing bits"},
+};
+
+static void test_cnf_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(k_cnf) / sizeof(k_cnf[0]); i++) {
+        json_error_t jerr;
+        json_t *v = json_loads(k_cnf[i].cnf, JSON_DECODE_ANY, &jerr);
+        if (v == NULL)
+            fail_msg("%s: test JSON: %s", k_cnf[i].name, jerr.text);
+        js_err err = {0};
+        js_status st = claims_cnf_check(v, &err);
+        if ((st == JS_OK) != k_cnf[i].ok)
+            fail_msg("%s: got %d %s: %s", k_cnf[i].name, st, js_reason_name(err.reason), err.msg);
+        if (!k_cnf[i].ok) {
+            assert_int_equal(st, JS_EINVAL);
+            assert_int_equal(err.reason, JS_R_CLAIMS_CNF);
+            if (k_cnf[i].msg_has != NULL && strstr(err.msg, k_cnf[i].msg_has) == NULL)
+                fail_msg("%s: message '%s' lacks '%s'", k_cnf[i].name, err.msg, k_cnf[i].msg_has);
+        }
+        json_decref(v);
+    }
+    js_err err = {0};
+    assert_int_equal(claims_cnf_check(NULL, &err), JS_EINVAL);
+    assert_int_equal(err.reason, JS_R_CLAIMS_CNF);
+}
+
+/* The caller's member name is not echoed (it may be anything). */
+static void test_cnf_message_does_not_quote_member(void **state)
+{
+    (void)state;
+    json_t *v = json_pack("{s:s}", "SECRET-NAME", TP);
+    js_err err = {0};
+    assert_int_equal(claims_cnf_check(v, &err), JS_EINVAL);
+    assert_null(strstr(err.msg, "SECRET-NAME"));
+    json_decref(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +369,8 @@ int main(void)
         cmocka_unit_test(test_window_caps_exp),
         cmocka_unit_test(test_parse_errors_do_not_quote_input),
         cmocka_unit_test(test_jti_random_and_shaped),
+        cmocka_unit_test(test_cnf_table),
+        cmocka_unit_test(test_cnf_message_does_not_quote_member),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

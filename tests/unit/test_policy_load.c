@@ -83,7 +83,8 @@ static void test_example_loads(void **state)
          "openid groups"},
         {"spiffe://example.org/ns/payments/checkout",
          "{\"aud\":\"payments.example.com\",\"sub\":\"acct_0123456789abcdefABCDEFGH\","
-         "\"scope\":\"payments:authorize\",\"amount_minor\":1999,\"currency\":\"EUR\"}",
+         "\"scope\":\"payments:authorize\",\"amount_minor\":1999,\"currency\":\"EUR\","
+         "\"cnf\":{\"x5t#S256\":\"89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1PJKM\"}}",
          "payments:authorize"},
     };
     for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
@@ -100,9 +101,40 @@ static void test_example_loads(void **state)
         js_policy_result_clear(&res);
         json_decref(claims);
     }
+    /* cnf: required for payments, and for sso's admin console audience. */
+    static const struct {
+        const char *id, *claims;
+    } unbound[] = {
+        {"spiffe://example.org/ns/payments/checkout",
+         "{\"aud\":\"payments.example.com\",\"sub\":\"acct_0123456789abcdefABCDEFGH\"}"},
+        {"spiffe://example.org/sso", "{\"aud\":\"admin.example.com\",\"sub\":\"123e4567-e89b-"
+                                     "12d3-a456-426614174000\"}"},
+    };
+    for (size_t i = 0; i < sizeof(unbound) / sizeof(unbound[0]); i++) {
+        json_t *claims = NULL;
+        js_policy_result res;
+        assert_int_equal(claims_parse((const uint8_t *)unbound[i].claims, strlen(unbound[i].claims),
+                                      &claims, &err),
+                         JS_OK);
+        st = js_policy_evaluate(p, js_policy_match(p, unbound[i].id), claims, "",
+                                "AAAAAAAAAAAAAAAAAAAAAA", 1700000000, NULL, NULL, &res, &err);
+        assert_int_equal(st, JS_EDENIED);
+        assert_int_equal(err.reason, JS_R_POLICY_CNF);
+        js_policy_result_clear(&res);
+        json_decref(claims);
+    }
+    const char *const *auds = NULL;
+    size_t naud = 0;
+    assert_true(js_policy_introspector(p, "spiffe://example.org/ns/payments/api", &auds, &naud));
+    assert_int_equal(naud, 1);
+    assert_string_equal(auds[0], "payments.example.com");
+    assert_true(js_policy_introspector(p, "spiffe://example.org/ops/admin", &auds, &naud));
+    assert_int_equal(naud, 0);
+    assert_false(js_policy_introspector(p, "spiffe://example.org/login", &auds, &naud));
     char *d = js_policy_describe(p);
     assert_non_null(d);
     assert_non_null(strstr(d, "spiffe://example.org/ns/payments/*  [prefix pattern]"));
+    assert_non_null(strstr(d, "  cnf:              required\n"));
     free(d);
     js_policy_free(p);
 }
