@@ -59,6 +59,9 @@
 #define APP     "spiffe://t/app"
 #define LIMITED "spiffe://t/limited"
 #define COLD    "spiffe://t/cold"
+#define BOUND   "spiffe://t/bound"
+/* SHA-256("client cert"), base64url (RFC 8705 x5t#S256 / RFC 9449 jkt shape). */
+#define CNF_TP "89lghcUqh0M0TBB3zZraPDi17xuaYP7ROCnn7z1PJKM"
 
 /* Kubernetes (unix:) callers of the ExternalJWTSigner policy (k_k8s_policy). */
 #define KUBE         "unix:uid=1000"
@@ -82,7 +85,10 @@ static const char k_policy[] = "version: 1\n"
                                "    incident_rate: {per_second: 0.001, burst: 1}\n"
                                "  - id: " COLD "\n"
                                "    audiences: [app]\n"
-                               "    frozen: true\n";
+                               "    frozen: true\n"
+                               "  - id: " BOUND "\n"
+                               "    audiences: [app, pay]\n"
+                               "    cnf_audiences: [pay]\n";
 
 /* The same key, and unix: callers in validate mode; the signer's config for
  * it (K8S_CONFIG_FMT) has the externaljwt section a unix: caller needs. */
@@ -487,6 +493,77 @@ static void test_deny_policy(void **state)
     run(f, &c);
     assert_refused(&c, JS_DECISION_DENY, JS_EDENIED, JS_R_POLICY_AUDIENCE);
     assert_true(c.d.folded);
+    js_decision_clear(&c.d);
+}
+
+/* cnf (RFC 7800): carried into the token as sent and noted, compact, for
+ * the audit record; malformed is INVALID claims.cnf; required (here by
+ * cnf_audiences) and missing is DENIED policy.cnf. */
+static void test_cnf(void **state)
+{
+    fixture *f = *state;
+    static const char k_cnf[] = "{\"x5t#S256\":\"" CNF_TP "\"}";
+    /* optional: with and without */
+    call c = request(APP, "{\"sub\":\"alice\",\"aud\":\"app\",\"cnf\": { \"x5t#S256\" : \"" CNF_TP
+                          "\" }}");
+    run(f, &c);
+    if (c.d.kind != JS_DECISION_ALLOW)
+        fail_msg("refused: %s: %s", js_reason_name(c.d.reason), c.d.msg);
+    assert_string_equal(c.d.token.cnf_json, k_cnf);
+    json_t *p = payload_of(c.d.token.jwt);
+    char *got = json_dumps(json_object_get(p, "cnf"), JSON_COMPACT);
+    assert_string_equal(got, k_cnf);
+    free(got);
+    json_decref(p);
+    js_decision_clear(&c.d);
+
+    c = request(APP, GOOD_CLAIMS);
+    run(f, &c);
+    assert_int_equal(c.d.kind, JS_DECISION_ALLOW);
+    assert_null(c.d.token.cnf_json);
+    p = payload_of(c.d.token.jwt);
+    assert_null(json_object_get(p, "cnf"));
+    json_decref(p);
+    js_decision_clear(&c.d);
+
+    /* malformed: refused, and nothing of it noted */
+    static const char *const bad[] = {
+        "{\"sub\":\"alice\",\"aud\":\"app\",\"cnf\":{}}",
+        "{\"sub\":\"alice\",\"aud\":\"app\",\"cnf\":\"" CNF_TP "\"}",
+        "{\"sub\":\"alice\",\"aud\":\"app\",\"cnf\":{\"jkt\":\"" CNF_TP "\",\"x5t#S256\":\"" CNF_TP
+        "\"}}",
+        "{\"sub\":\"alice\",\"aud\":\"app\",\"cnf\":{\"jkt\":\"" CNF_TP "=\"}}",
+        "{\"sub\":\"alice\",\"aud\":\"app\",\"cnf\":{\"jwk\":{\"kty\":\"EC\"}}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        c = request(BOUND, bad[i]);
+        run(f, &c);
+        assert_refused(&c, JS_DECISION_DENY, JS_EINVAL, JS_R_CLAIMS_CNF);
+        assert_null(c.d.token.cnf_json);
+        js_decision_clear(&c.d);
+    }
+
+    /* required for aud pay: missing is PERMISSION_DENIED, present allowed */
+    c = request(BOUND, "{\"sub\":\"alice\",\"aud\":[\"app\",\"pay\"]}");
+    run(f, &c);
+    assert_refused(&c, JS_DECISION_DENY, JS_EDENIED, JS_R_POLICY_CNF);
+    js_decision_clear(&c.d);
+    c = request(BOUND, "{\"sub\":\"alice\",\"aud\":\"pay\",\"cnf\":{\"jkt\":\"" CNF_TP "\"}}");
+    run(f, &c);
+    assert_int_equal(c.d.kind, JS_DECISION_ALLOW);
+    assert_string_equal(c.d.token.cnf_json, "{\"jkt\":\"" CNF_TP "\"}");
+    js_decision_clear(&c.d);
+    c = request(BOUND, GOOD_CLAIMS);
+    run(f, &c);
+    assert_int_equal(c.d.kind, JS_DECISION_ALLOW);
+    js_decision_clear(&c.d);
+
+    /* refused for another rule: a valid cnf stays noted for the record */
+    c = request(BOUND,
+                "{\"sub\":\"alice\",\"aud\":\"elsewhere\",\"cnf\":{\"jkt\":\"" CNF_TP "\"}}");
+    run(f, &c);
+    assert_refused(&c, JS_DECISION_DENY, JS_EDENIED, JS_R_POLICY_AUDIENCE);
+    assert_string_equal(c.d.token.cnf_json, "{\"jkt\":\"" CNF_TP "\"}");
     js_decision_clear(&c.d);
 }
 
@@ -900,6 +977,10 @@ static const struct {
      JS_EDENIED, JS_R_POLICY_CLAIM},
     {"scope", KUBE_JSON_WITH(K_AUD, K_EXP, K_IAT, K_NBF, K_ISS, K_JTI, K_SUB, ",\"scope\":\"x\""),
      NULL, JS_EDENIED, JS_R_POLICY_CLAIM},
+    {"cnf",
+     KUBE_JSON_WITH(K_AUD, K_EXP, K_IAT, K_NBF, K_ISS, K_JTI, K_SUB,
+                    ",\"cnf\":{\"jkt\":\"" CNF_TP "\"}"),
+     NULL, JS_EDENIED, JS_R_POLICY_CLAIM},
 };
 
 static void test_k8s_refusals(void **state)
@@ -1237,6 +1318,7 @@ int main(void)
         cmocka_unit_test(test_allow_exp_capped_to_key_window),
         cmocka_unit_test(test_deny_policy),
         cmocka_unit_test(test_deny_malformed),
+        cmocka_unit_test(test_cnf),
         cmocka_unit_test(test_deny_before_decoding),
         cmocka_unit_test(test_rate_limited),
         cmocka_unit_test(test_error_no_active_key),
