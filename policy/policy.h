@@ -18,8 +18,9 @@
  *  - validate (a `unix:uid=N` caller: kube-apiserver on the ExternalJWTSigner
  *    socket): the claim set is pre-built and signed as is, so the policy
  *    only checks it (js_policy_validate). At load such an entry must have no
- *    effective fixed_claims and a max_ttl of at least
- *    JS_POLICY_KUBE_MIN_MAX_TTL, and `admins` may not name a unix: identity.
+ *    effective fixed_claims, no cnf requirement and a max_ttl of at least
+ *    JS_POLICY_KUBE_MIN_MAX_TTL, and `admins` and `introspectors` may not
+ *    name a unix: identity.
  *
  * Status rule: malformed input is JS_EINVAL; a well-formed request for more
  * than this caller may have is JS_EDENIED. Every deny has a stable reason code

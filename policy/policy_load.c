@@ -13,7 +13,9 @@
  * default_key in keys, incident_rate no looser than rate, ...) are checked on
  * a caller's effective values, with the line of whichever section supplied
  * each; so are the extra rules of a unix: (Kubernetes, validate mode)
- * caller: no fixed claims, max_ttl of at least JS_POLICY_KUBE_MIN_MAX_TTL.
+ * caller: no fixed claims, max_ttl of at least JS_POLICY_KUBE_MIN_MAX_TTL,
+ * no cnf requirement; and cnf_audiences within the audiences. The top-level
+ * lists of identities (admins, introspectors) are exact typed identities.
  */
 #include "fileio.h"
 #include "policy_int.h"
