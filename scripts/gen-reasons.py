@@ -75,6 +75,7 @@ GROUPS = [
             "policy.fixed_claim", "policy.lifetime", "policy.token_issuer", "externaljwt.connections", "rate.limited", "rate.internal", "key.*",
             "hsm.*", "audit.unavailable", "audit.event", "audit.record_too_large",
             "rpc.unimplemented", "internal.*", "policy.internal", "policy.no_issuer",
+            "tokindex.full", "tokindex.duplicate", "tokindex.invalid", "tokindex.internal",
         ] + SIGNER_ONLY,
         "exclude": ADMIN_TEXT,
         "classes": RUNTIME_SET,
@@ -82,7 +83,8 @@ GROUPS = [
     {
         "name": "admin",
         "columns": ("reason", "gRPC status", "meaning"),
-        "include": ["admin.*", "keystate.*", "audit.rotate", "audit.rotate_pending", "control.io"]
+        "include": ["admin.*", "keystate.*", "audit.rotate", "audit.rotate_pending", "control.io",
+                    "tokindex.revocations_full"]
         + ADMIN_TEXT,
         "exclude": ["admin.frozen"] + SIGNER_ONLY,
         "classes": RUNTIME_SET,
