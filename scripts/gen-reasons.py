@@ -74,6 +74,7 @@ GROUPS = [
             "policy.audience", "policy.scope", "policy.subject", "policy.claim", "policy.cnf",
             "policy.fixed_claim", "policy.lifetime", "policy.token_issuer", "externaljwt.connections", "rate.limited", "rate.internal", "key.*",
             "hsm.*", "audit.unavailable", "audit.event", "audit.record_too_large",
+            "http.form", "http.body_too_large",
             "rpc.unimplemented", "internal.*", "policy.internal", "policy.no_issuer",
             "tokindex.full", "tokindex.duplicate", "tokindex.invalid", "tokindex.internal",
         ] + SIGNER_ONLY,

@@ -123,10 +123,15 @@ js_status start_http(daemon_state *d, js_err *err)
         .listen = d->cfg->http_listen,
         .tls_cert_file = d->cfg->http_tls_cert,
         .tls_key_file = d->cfg->http_tls_key,
+        .tls_client_ca_file = d->cfg->http_client_ca,
         .jwks_max_age = (unsigned)d->cfg->http_jwks_max_age,
         .max_connections = d->http_max_connections,
     };
-    js_http_handlers h = {http_jwks, http_discovery, http_health, http_metrics, d};
+    js_http_handlers h = {.jwks = http_jwks,
+                          .discovery = http_discovery,
+                          .health = http_health,
+                          .metrics = http_metrics,
+                          .ctx = d};
     JS_GUARD(js_http_start(&o, &h, &d->http, err));
     json_t *lo = json_pack("{s:s, s:s, s:i}", "event", "http_listening", "address",
                            d->cfg->http_listen, "port", js_http_port(d->http));

@@ -40,8 +40,8 @@ static const char *const k_top_keys[] = {"listen",        "tls",    "workers",  
                                          "key_lifecycle", "limits", "externaljwt"};
 static const char *const k_limits_keys[] = {"denials_per_second", "denials_burst",
                                             "denials_total_per_second", "denials_total_burst"};
-static const char *const k_http_keys[] = {"listen", "tls_cert", "tls_key", "jwks_max_age",
-                                          "jwks_uri"};
+static const char *const k_http_keys[] = {"listen",       "tls_cert", "tls_key",
+                                          "jwks_max_age", "jwks_uri", "client_ca"};
 static const char *const k_lifecycle_keys[] = {"prepublish", "leeway"};
 static const char *const k_externaljwt_keys[] = {"socket", "owner", "group", "mode"};
 static const char *const k_tls_keys[] = {"cert", "key", "client_ca"};
@@ -528,6 +528,15 @@ static js_status load_http(const loader *ld, const js_yaml_node *root, js_config
     if ((cfg->http_tls_cert == NULL) != (cfg->http_tls_key == NULL))
         return fail(ld, js_yaml_node_line(h), "http", JS_R_CONFIG_HTTP_TLS,
                     "tls_cert and tls_key go together");
+    /* The CA bundle client certificates must chain to (POST /introspect,
+     * http.h): only over TLS. */
+    JS_GUARD(js_yaml_lookup(ld->doc, h, "http", "client_ca", false, &v, ld->err));
+    if (v != NULL && cfg->http_tls_cert == NULL)
+        return fail(ld, js_yaml_node_line(v), "http.client_ca", JS_R_CONFIG_HTTP_CLIENT_CA,
+                    "needs http.tls_cert and http.tls_key: client certificates only exist "
+                    "over TLS");
+    if (v != NULL)
+        JS_GUARD(get_path(ld, h, "http", "client_ca", &cfg->http_client_ca));
     JS_GUARD(js_yaml_lookup(ld->doc, h, "http", "jwks_max_age", false, &v, ld->err));
     if (v != NULL)
         JS_GUARD(js_yaml_expect_duration(ld->doc, v, "http.jwks_max_age", &cfg->http_jwks_max_age,
@@ -785,6 +794,7 @@ void js_config_free(js_config *cfg)
     free(cfg->http_listen);
     free(cfg->http_tls_cert);
     free(cfg->http_tls_key);
+    free(cfg->http_client_ca);
     free(cfg->http_jwks_uri);
     free(cfg->externaljwt_socket);
     for (size_t i = 0; i < cfg->nkeys; i++) {

@@ -25,9 +25,12 @@
  */
 #include "http.h"
 
+#include "certid.h"
 #include "clock.h"
 #include "fileio.h"
+#include "form.h"
 #include "hex.h"
+#include "identity.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -48,6 +51,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -56,14 +61,18 @@
 #define ETAG_HEX      32  /* 128 bits of SHA-256 are plenty to tell JWKS versions apart */
 #define START_LOG_MAX 200
 
-#define PATH_JWKS    "/.well-known/jwks.json"
-#define PATH_OIDC    "/.well-known/openid-configuration"
-#define PATH_HEALTH  "/healthz"
-#define PATH_METRICS "/metrics"
+#define PATH_JWKS       "/.well-known/jwks.json"
+#define PATH_OIDC       "/.well-known/openid-configuration"
+#define PATH_HEALTH     "/healthz"
+#define PATH_METRICS    "/metrics"
+#define PATH_INTROSPECT "/introspect"
 
 #define TYPE_JSON    "application/json"
 #define TYPE_TEXT    "text/plain; charset=utf-8"
 #define TYPE_METRICS "text/plain; version=0.0.4; charset=utf-8"
+
+/* Bytes of a peer address as gRPC writes it: "ipv6:[" ADDR "]:" PORT. */
+#define PEER_MAX (INET6_ADDRSTRLEN + 16)
 
 /* Where a tracked connection is: each phase has its own deadline. */
 typedef enum conn_phase {
@@ -75,6 +84,7 @@ typedef enum conn_phase {
 typedef enum req_state {
     REQ_NEW,      /* first call still to come: check and refuse early */
     REQ_WAITING,  /* checked, answered on the next call (the request is then complete) */
+    REQ_BODY,     /* POST /introspect: its body is being collected (http_conn.body) */
     REQ_ANSWERED, /* a response is queued; body bytes are dropped */
 } req_state;
 
@@ -96,6 +106,11 @@ typedef struct http_conn {
     req_state req;
     size_t target_len; /* bytes of the raw request target before the first NUL */
     int bad_target;    /* a NUL or control byte, percent-encoded, in the target */
+    /* POST /introspect: the body so far (at most JS_HTTP_FORM_MAX bytes,
+     * wiped and freed when the request completes: it holds a token). */
+    char *body;
+    size_t body_len;
+    char identity[IDENTITY_MAX + 1]; /* POST /introspect: the client's */
 } http_conn;
 
 struct js_http {
@@ -106,6 +121,7 @@ struct js_http {
     char *tls_cert; /* PEM, NUL-terminated; kept until stop */
     char *tls_key;  /* PEM, wiped and freed at stop */
     size_t tls_key_len;
+    char *client_ca;     /* PEM CA bundle for client certificates, or NULL; kept until stop */
     atomic_int log_done; /* 1 once the first libmicrohttpd message is kept */
     char start_log[START_LOG_MAX];
 
@@ -290,6 +306,7 @@ typedef struct reply {
     const char *cache_control; /* or NULL */
     const char *etag;          /* or NULL */
     int close;                 /* "Connection: close": the connection ends after this answer */
+    const char *allow;         /* Allow of a 405; NULL = "GET, HEAD" */
 } reply;
 
 /*
@@ -316,7 +333,8 @@ static enum MHD_Result respond(struct MHD_Connection *c, const reply *rp)
     if (rp->etag != NULL)
         (void)MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, rp->etag);
     if (rp->status == MHD_HTTP_METHOD_NOT_ALLOWED)
-        (void)MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+        (void)MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
+                                      rp->allow != NULL ? rp->allow : "GET, HEAD");
     if (rp->close)
         (void)MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     (void)MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
@@ -433,6 +451,17 @@ static http_conn *conn_of(struct MHD_Connection *c)
     return ci != NULL ? ci->socket_context : NULL;
 }
 
+/* Wipes and frees the collected request body (it may hold a token). */
+static void conn_drop_body(http_conn *conn)
+{
+    if (conn->body != NULL) {
+        OPENSSL_cleanse(conn->body, conn->body_len);
+        free(conn->body);
+    }
+    conn->body = NULL;
+    conn->body_len = 0;
+}
+
 static void conn_set_phase(js_http *h, http_conn *conn, conn_phase phase)
 {
     pthread_mutex_lock(&h->mu);
@@ -491,6 +520,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
             conn->next->prev = conn->prev;
         atomic_fetch_sub(&h->open, 1);
         pthread_mutex_unlock(&h->mu);
+        conn_drop_body(conn);
         free(conn);
         *socket_context = NULL;
         return;
@@ -511,8 +541,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)con_cls;
     (void)toe;
     http_conn *conn = conn_of(c);
-    if (conn != NULL)
+    if (conn != NULL) {
+        conn_drop_body(conn);
         conn_set_phase(cls, conn, PHASE_HEADER);
+    }
 }
 
 /*
@@ -529,6 +561,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     if (conn == NULL)
         return NULL;
     conn->req = REQ_NEW;
+    conn_drop_body(conn);
     conn->target_len = uri != NULL ? strlen(uri) : 0;
     conn->bad_target = 0;
     return conn;
@@ -748,7 +781,213 @@ static enum MHD_Result serve_metrics(js_http *h, struct MHD_Connection *c, int c
     return respond_owned(c, MHD_HTTP_OK, TYPE_METRICS, body, "no-store", NULL, close);
 }
 
-typedef enum route { R_NONE, R_JWKS, R_OIDC, R_HEALTH, R_METRICS } route;
+/* ---- POST /introspect (RFC 7662) ---------------------------------------------------- */
+
+/* The peer's address as gRPC writes it ("ipv4:ADDR:PORT", "ipv6:[ADDR]:PORT"),
+ * so that the daemon keys its budgets the same way for both transports. */
+static void peer_text(struct MHD_Connection *c, char out[PEER_MAX])
+{
+    snprintf(out, PEER_MAX, "unknown");
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+    char a[INET6_ADDRSTRLEN];
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        if (inet_ntop(AF_INET, &in->sin_addr, a, sizeof(a)) != NULL)
+            snprintf(out, PEER_MAX, "ipv4:%s:%u", a, (unsigned)ntohs(in->sin_port));
+    } else if (sa != NULL && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        if (inet_ntop(AF_INET6, &in6->sin6_addr, a, sizeof(a)) != NULL)
+            snprintf(out, PEER_MAX, "ipv6:[%s]:%u", a, (unsigned)ntohs(in6->sin6_port));
+    }
+}
+
+/*
+ * The caller's identity from its TLS client certificate: GnuTLS verifies the
+ * chain against the client CA bundle (MHD_OPTION_HTTPS_MEM_TRUST; validity
+ * dates and the clientAuth purpose included), then certid.h reads the leaf's
+ * names exactly as the gRPC listener does. Plain HTTP, no client CA, no certificate, or one that
+ * does not verify: JS_EDENIED identity.none.
+ */
+static js_status peer_identity(const js_http *h, struct MHD_Connection *c, char *out, size_t cap,
+                               js_err *err)
+{
+    out[0] = '\0';
+    JS_ENSURE(h->client_ca != NULL, err, JS_EDENIED, JS_R_IDENTITY_NONE,
+              h->tls_cert != NULL ? "no client CA configured (http.client_ca): the HTTP listener "
+                                    "cannot authenticate clients"
+                                  : "plain HTTP has no client authentication; introspection "
+                                    "needs HTTPS with a client certificate (http.client_ca)");
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    gnutls_session_t s = ci != NULL ? (gnutls_session_t)ci->tls_session : NULL;
+    JS_ENSURE(s != NULL, err, JS_EDENIED, JS_R_IDENTITY_NONE, "no TLS session");
+    JS_ENSURE(gnutls_certificate_type_get(s) == GNUTLS_CRT_X509, err, JS_EDENIED,
+              JS_R_IDENTITY_NONE, "the client did not present an X.509 certificate");
+    /* The chain to the trust list, validity dates, and the purpose: a
+     * certificate whose extended key usage leaves out clientAuth (a server's
+     * certificate from the same CA) does not authenticate a client
+     * (RFC 5280 §4.2.1.12; one without the extension is good for any use). */
+    gnutls_typed_vdata_st purpose = {.type = GNUTLS_DT_KEY_PURPOSE_OID,
+                                     .data = (unsigned char *)(uintptr_t)GNUTLS_KP_TLS_WWW_CLIENT,
+                                     .size = 0};
+    unsigned status = 0;
+    int rc = gnutls_certificate_verify_peers(s, &purpose, 1, &status);
+    JS_ENSURE(rc != GNUTLS_E_NO_CERTIFICATE_FOUND, err, JS_EDENIED, JS_R_IDENTITY_NONE,
+              "the client presented no certificate");
+    JS_ENSURE(rc == GNUTLS_E_SUCCESS && status == 0, err, JS_EDENIED, JS_R_IDENTITY_NONE,
+              "the client certificate does not verify against http.client_ca (GnuTLS status "
+              "0x%x)",
+              status);
+    unsigned n = 0;
+    const gnutls_datum_t *chain = gnutls_certificate_get_peers(s, &n);
+    JS_ENSURE(chain != NULL && n > 0, err, JS_EDENIED, JS_R_IDENTITY_NONE,
+              "the client presented no certificate");
+    return identity_from_cert_der(chain[0].data, chain[0].size, out, cap, err);
+}
+
+/* The handler's answer (a JSON body, Cache-Control: no-store; RFC 7662 §2.2). */
+static enum MHD_Result introspect_answer(js_http *h, struct MHD_Connection *c,
+                                         const js_http_introspect_call *call, int close)
+{
+    char *json = NULL;
+    unsigned status = h->h.introspect(h->h.ctx, call, &json);
+    if (status < 200 || status > 599)
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+    if (json == NULL) {
+        static const char k_err[] = "{\"error\":\"server_error\"}";
+        reply rp = {.status = MHD_HTTP_INTERNAL_SERVER_ERROR,
+                    .type = TYPE_JSON,
+                    .body = (char *)(uintptr_t)k_err,
+                    .len = sizeof(k_err) - 1,
+                    .cache_control = "no-store",
+                    .close = close};
+        return respond(c, &rp);
+    }
+    return respond_owned(c, status, TYPE_JSON, json, "no-store", NULL, close);
+}
+
+/* A call refused before its body is read (the connection then closes). */
+static enum MHD_Result introspect_refuse(js_http *h, struct MHD_Connection *c, const char *identity,
+                                         const js_err *problem)
+{
+    char peer[PEER_MAX];
+    peer_text(c, peer);
+    js_http_introspect_call call = {.identity = identity, .problem = problem, .peer = peer};
+    return introspect_answer(h, c, &call, 1);
+}
+
+/*
+ * The first call of a POST /introspect (headers only): refusals that need no
+ * body are answered now, before any of it is read: no client identity (401),
+ * a body not a form (400) or announced larger than JS_HTTP_FORM_MAX (413).
+ */
+static enum MHD_Result introspect_start(js_http *h, http_conn *conn, struct MHD_Connection *c,
+                                        const char *method)
+{
+    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
+        reply rp = {.status = MHD_HTTP_METHOD_NOT_ALLOWED,
+                    .type = TYPE_TEXT,
+                    .body = (char *)(uintptr_t) "method not allowed\n",
+                    .len = strlen("method not allowed\n"),
+                    .cache_control = "no-store",
+                    .close = 1,
+                    .allow = "POST"};
+        return respond(c, &rp);
+    }
+    js_err err;
+    js_err_clear(&err);
+    if (peer_identity(h, c, conn->identity, sizeof(conn->identity), &err) != JS_OK)
+        return introspect_refuse(h, c, NULL, &err);
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!js_http_form_type_ok(ct)) {
+        (void)js_err_set(&err, JS_EINVAL, JS_R_HTTP_FORM,
+                         "the request body must be application/x-www-form-urlencoded (RFC 7662 "
+                         "section 2.1)");
+        return introspect_refuse(h, c, conn->identity, &err);
+    }
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl != NULL) {
+        /* libmicrohttpd has already refused a Content-Length that is not a number. */
+        unsigned long long v = 0;
+        int big = 0;
+        for (const char *p = cl; *p >= '0' && *p <= '9'; p++) {
+            v = v * 10 + (unsigned long long)(*p - '0');
+            if (v > JS_HTTP_FORM_MAX) {
+                big = 1;
+                break;
+            }
+        }
+        if (big) {
+            (void)js_err_set(&err, JS_EINVAL, JS_R_HTTP_BODY_TOO_LARGE,
+                             "the request body is larger than %d bytes", JS_HTTP_FORM_MAX);
+            return introspect_refuse(h, c, conn->identity, &err);
+        }
+    }
+    conn->req = REQ_BODY;
+    return MHD_YES;
+}
+
+/*
+ * The following calls: collects the body (at most JS_HTTP_FORM_MAX bytes;
+ * a chunked body that grows past it is refused and the connection closed,
+ * since libmicrohttpd cannot queue an answer in the middle of a body), then,
+ * on the last call, parses the form and answers.
+ */
+static enum MHD_Result introspect_body(js_http *h, http_conn *conn, struct MHD_Connection *c,
+                                       const char *data, size_t *size)
+{
+    js_err err;
+    js_err_clear(&err);
+    if (*size != 0) {
+        size_t n = *size;
+        *size = 0;
+        if (conn->body_len + n > JS_HTTP_FORM_MAX) {
+            conn->req = REQ_ANSWERED;
+            conn_drop_body(conn);
+            char peer[PEER_MAX];
+            peer_text(c, peer);
+            (void)js_err_set(&err, JS_EINVAL, JS_R_HTTP_BODY_TOO_LARGE,
+                             "the request body is larger than %d bytes", JS_HTTP_FORM_MAX);
+            js_http_introspect_call call = {
+                .identity = conn->identity, .problem = &err, .peer = peer};
+            char *json = NULL;
+            (void)h->h.introspect(h->h.ctx, &call, &json); /* for its log line and metrics */
+            free(json);
+            return MHD_NO;
+        }
+        if (conn->body == NULL) {
+            conn->body = malloc(JS_HTTP_FORM_MAX);
+            if (conn->body == NULL)
+                return MHD_NO;
+        }
+        memcpy(conn->body + conn->body_len, data, n);
+        conn->body_len += n;
+        return MHD_YES;
+    }
+    conn->req = REQ_ANSWERED;
+    char peer[PEER_MAX];
+    peer_text(c, peer);
+    js_http_introspect_call call = {.identity = conn->identity, .peer = peer};
+    char *token = NULL;
+    size_t token_len = 0;
+    if (js_http_form_token(conn->body, conn->body_len, &token, &token_len, &err) != JS_OK)
+        call.problem = &err;
+    call.token = token;
+    call.token_len = token_len;
+    enum MHD_Result ret =
+        introspect_answer(h, c, &call, call.problem != NULL || conn_retiring(conn));
+    if (token != NULL) {
+        OPENSSL_cleanse(token, token_len);
+        free(token);
+    }
+    conn_drop_body(conn);
+    return ret;
+}
+
+typedef enum route { R_NONE, R_JWKS, R_OIDC, R_HEALTH, R_METRICS, R_INTROSPECT } route;
 
 static route route_of(const char *url)
 {
@@ -760,6 +999,8 @@ static route route_of(const char *url)
         return R_HEALTH;
     if (strcmp(url, PATH_METRICS) == 0)
         return R_METRICS;
+    if (strcmp(url, PATH_INTROSPECT) == 0)
+        return R_INTROSPECT;
     return R_NONE;
 }
 
@@ -767,7 +1008,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
-    (void)upload_data;
     js_http *h = cls;
     http_conn *conn = *con_cls; /* from on_uri */
     if (conn == NULL)
@@ -791,8 +1031,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 return respond_static(c, MHD_HTTP_BAD_REQUEST, problem, 1);
             }
         }
-        if (route_of(url) == R_NONE)
+        if (route_of(url) == R_NONE || (route_of(url) == R_INTROSPECT && h->h.introspect == NULL))
             return respond_static(c, MHD_HTTP_NOT_FOUND, "not found\n", conn_retiring(conn));
+        if (route_of(url) == R_INTROSPECT)
+            return introspect_start(h, conn, c, method);
         if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
             return respond_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n", 1);
         if (has_body(c))
@@ -806,6 +1048,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         conn->req = REQ_ANSWERED;
         break;
+    case REQ_BODY:
+        return introspect_body(h, conn, c, upload_data, upload_data_size);
     case REQ_ANSWERED:
     default:
         /* Body bytes after an early refusal: drop them, the connection then closes. */
@@ -823,6 +1067,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return serve_health(h, c, close);
     case R_METRICS:
         return serve_metrics(h, c, close);
+    case R_INTROSPECT: /* answered from REQ_BODY */
     case R_NONE:
     default:
         return respond_static(c, MHD_HTTP_NOT_FOUND, "not found\n", close);
@@ -868,6 +1113,7 @@ static void http_free(js_http *h)
         free(h->tls_key);
     }
     free(h->tls_cert);
+    free(h->client_ca);
     free(h);
 }
 
@@ -902,6 +1148,9 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
     int tls = o->tls_cert_file != NULL || o->tls_key_file != NULL;
     JS_ENSURE(!tls || (o->tls_cert_file != NULL && o->tls_key_file != NULL), err, JS_ECONFIG,
               JS_R_HTTP_TLS, "http TLS needs both a certificate file and a key file");
+    JS_ENSURE(tls || o->tls_client_ca_file == NULL, err, JS_ECONFIG, JS_R_HTTP_TLS,
+              "an http client CA needs TLS (a certificate and a key): client certificates "
+              "only exist over TLS");
     JS_ENSURE(!tls || MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES, err, JS_ECONFIG,
               JS_R_HTTP_TLS, "http TLS requested but libmicrohttpd was built without TLS");
 
@@ -932,6 +1181,9 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
         st = read_pem(o->tls_cert_file, "certificate", &h->tls_cert, &cert_len, err);
         if (st == JS_OK)
             st = read_pem(o->tls_key_file, "key", &h->tls_key, &h->tls_key_len, err);
+        size_t ca_len = 0;
+        if (st == JS_OK && o->tls_client_ca_file != NULL)
+            st = read_pem(o->tls_client_ca_file, "client CA", &h->client_ca, &ca_len, err);
         if (st != JS_OK) {
             http_free(h);
             return st;
@@ -969,7 +1221,12 @@ js_status js_http_start(const js_http_options *o, const js_http_handlers *hd, js
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
         h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, h,
         tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->tls_cert, MHD_OPTION_HTTPS_MEM_KEY,
-        h->tls_key, MHD_OPTION_END);
+        h->tls_key,
+        /* With a trust list libmicrohttpd asks each client for a certificate
+         * (GNUTLS_CERT_REQUEST: one without is still served the JWKS) and
+         * GnuTLS verifies it against the list (peer_identity). */
+        h->client_ca != NULL ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, h->client_ca,
+        MHD_OPTION_END);
     if (h->daemon == NULL) {
         st = js_err_set(err, JS_ECONFIG, JS_R_HTTP_START, "http listen '%s': cannot start: %s",
                         o->listen, h->start_log[0] ? h->start_log : "libmicrohttpd refused");
@@ -1020,5 +1277,8 @@ void js_http_stop(js_http *h)
      */
     if (h->daemon != NULL)
         MHD_stop_daemon(h->daemon);
+    /* No handler runs any more: the daemon's context for them can go. */
+    if (h->h.release != NULL)
+        h->h.release(h->h.ctx);
     http_free(h);
 }

@@ -23,6 +23,10 @@
  *   GET /healthz                200 healthy / 503 unhealthy, JSON body,
  *                               Cache-Control: no-store.
  *   GET /metrics                200 text/plain; version=0.0.4; charset=utf-8.
+ *   POST /introspect            RFC 7662 token introspection, for clients
+ *                               authenticated by a TLS client certificate
+ *                               (see "Introspection" below); only when the
+ *                               handler is set (404 otherwise).
  *
  * The JWKS is served as application/json rather than the RFC 7517 section
  * 8.5 type application/jwk-set+json: both are correct for a JWK Set, and
@@ -32,6 +36,26 @@
  * Plain HTTP is allowed only on a loopback listen address (127.0.0.0/8, ::1,
  * localhost), for development; anywhere else js_http_start refuses unless a
  * TLS certificate and key are configured.
+ *
+ * Introspection (RFC 7662 §2.1). POST /introspect with an
+ * application/x-www-form-urlencoded body (form.h: `token`, optional
+ * `token_type_hint`, nothing else used) of at most JS_HTTP_FORM_MAX bytes
+ * (64 KiB; larger, by Content-Length or as received, is 413 and the
+ * connection closes). RFC 7662 §2.1 requires the caller to authenticate: here
+ * only by a TLS client certificate, verified by GnuTLS against
+ * js_http_options.tls_client_ca_file, dates and the clientAuth purpose
+ * included (the listener then asks every client for a certificate; one that
+ * sends none can still fetch the JWKS). The
+ * caller's identity is the certificate's typed identity (certid.h, as for
+ * gRPC). Plain HTTP has no client authentication, so there every call is
+ * refused (401, a JSON error), never answered. js_http reads and bounds the
+ * request and hands the identity (or why there is none), the decoded token
+ * (or why the request is malformed) and the peer address to the introspect
+ * handler, which decides, logs and answers; the answer is sent as
+ * application/json with Cache-Control: no-store (RFC 7662 §2.2, RFC 6749
+ * §5.1). The request body is held per connection while it arrives: at most
+ * CONNECTION_LIMIT * JS_HTTP_FORM_MAX (16 MiB) in all, within the response
+ * deadline.
  */
 #ifndef JS_HTTP_H
 #define JS_HTTP_H
@@ -78,7 +102,11 @@
  * parsed header list and the response header): a longer request line is 414,
  * longer or more header fields 431, and the connection is closed. Only GET
  * and HEAD (405 otherwise); a request announcing a body (Content-Length other
- * than 0, or Transfer-Encoding) is 413 and the body is never read. 400 for an
+ * than 0, or Transfer-Encoding) is 413 and the body is never read. The one
+ * exception is POST /introspect (POST only, 405 with Allow: POST otherwise),
+ * whose body is read up to JS_HTTP_FORM_MAX: a larger Content-Length is 413
+ * before the body is read, a chunked body that grows past it closes the
+ * connection (libmicrohttpd cannot answer in the middle of a body). 400 for an
  * HTTP/1.1 request without exactly one valid Host (RFC 9112 section 3.2), and
  * for a NUL or control character in the request target, raw or
  * percent-encoded. Pipelined requests are answered one at a time, in order,
@@ -116,6 +144,21 @@
 typedef struct js_http js_http;
 
 /*
+ * One POST /introspect, as js_http read it (every pointer valid for the
+ * handler call only). Exactly one of these holds: problem != NULL (the
+ * request is refused before any introspection: reason http.form,
+ * http.body_too_large, or an identity.* reason when the caller is not
+ * authenticated), or token != NULL with an identity.
+ */
+typedef struct js_http_introspect_call {
+    const char *identity;  /* typed identity (identity.h), or NULL */
+    const js_err *problem; /* why the call is refused, or NULL */
+    const char *peer;      /* "ipv4:ADDR:PORT" / "ipv6:[ADDR]:PORT", as gRPC writes it */
+    const char *token;     /* the decoded token (may hold NUL bytes), or NULL */
+    size_t token_len;
+} js_http_introspect_call;
+
+/*
  * Content providers, called from the HTTP threads (so they must be
  * thread-safe). Every returned string is malloc'd and freed by js_http.
  */
@@ -128,6 +171,13 @@ typedef struct js_http_handlers {
     int (*health)(void *ctx, char **body);
     /* Prometheus text; NULL = 503. */
     char *(*metrics)(void *ctx);
+    /* POST /introspect (NULL = 404): returns the HTTP status and sets *json
+     * to the JSON body (malloc'd; NULL = js_http answers a generic
+     * {"error":"server_error"}). */
+    unsigned (*introspect)(void *ctx, const js_http_introspect_call *call, char **json);
+    /* Called once by js_http_stop after the last handler call (may be NULL):
+     * frees what ctx holds for the handlers. */
+    void (*release)(void *ctx);
     void *ctx;
 } js_http_handlers;
 
@@ -135,7 +185,10 @@ typedef struct js_http_options {
     const char *listen;        /* "host:port", "[v6]:port"; port 0 picks a free port */
     const char *tls_cert_file; /* PEM chain; with tls_key_file, or both NULL */
     const char *tls_key_file;  /* PEM private key */
-    unsigned jwks_max_age;     /* seconds, Cache-Control max-age of the JWKS */
+    /* PEM CA bundle that client certificates must chain to (needs TLS);
+     * NULL = no client authentication: every /introspect call is refused. */
+    const char *tls_client_ca_file;
+    unsigned jwks_max_age; /* seconds, Cache-Control max-age of the JWKS */
     /* Open connections, all clients: 0 = JS_HTTP_CONNECTION_LIMIT; at most
      * that. The daemon lowers it under a small fd limit (its fd budget);
      * the busy deadline starts at three quarters of it. */
@@ -146,8 +199,10 @@ typedef struct js_http_options {
  * Binds the listen address and starts serving. The options are copied; the
  * handlers struct is copied and ctx borrowed until js_http_stop. Errors:
  * JS_ECONFIG with reason http.listen (bad address, cannot bind), http.plain
- * (plain HTTP on a non-loopback address), http.tls (TLS files unreadable or
- * unsupported), http.start (libmicrohttpd refused).
+ * (plain HTTP on a non-loopback address), http.tls (TLS files, the client
+ * CA bundle included, unreadable or unsupported, or a client CA without
+ * TLS), http.start (libmicrohttpd refused). On failure h->release is not
+ * called: ctx stays the caller's.
  */
 js_status js_http_start(const js_http_options *o, const js_http_handlers *h, js_http **out,
                         js_err *err) JS_WUR;

@@ -578,6 +578,18 @@ static const struct {
      "http.jwks_uri: expected a string", NULL},
     {"http.jwks_uri a sequence", MINIMAL L_HTTP "  jwks_uri: [\"https://x.example/j\"]\n",
      "config.type", 20, "http.jwks_uri: expected a string", NULL},
+    /* http.client_ca (POST /introspect): only over TLS; a path. */
+    {"http.client_ca without TLS", MINIMAL L_HTTP "  client_ca: ca.pem\n", "config.http_client_ca",
+     20,
+     "http.client_ca: needs http.tls_cert and http.tls_key: client certificates only exist over "
+     "TLS",
+     NULL},
+    {"http.client_ca empty",
+     MINIMAL L_HTTP "  tls_cert: s.pem\n  tls_key: s.key\n  client_ca: \"\"\n", "config.path", 22,
+     "http.client_ca: path must not be empty", NULL},
+    {"http.client_ca a sequence",
+     MINIMAL L_HTTP "  tls_cert: s.pem\n  tls_key: s.key\n  client_ca: [a]\n", "config.type", 22,
+     "http.client_ca: expected a string", NULL},
     /* externaljwt (the Kubernetes ExternalJWTSigner socket): lines 18.. */
     {"externaljwt unknown key", MINIMAL L_EXTJWT "  perms: \"0600\"\n", "config.unknown_key", 20,
      "externaljwt: unknown key 'perms' (allowed: socket, owner, group, mode)", NULL},
@@ -727,6 +739,23 @@ static void test_http_jwks_uri(void **state)
     }
     free(text);
     assert_false(js_discovery_url_ok(NULL));
+}
+
+/* http.client_ca: absent = NULL (no client authentication); resolved against
+ * the config file's directory like tls_cert. */
+static void test_http_client_ca(void **state)
+{
+    const fixture *fx = *state;
+    js_config *cfg = load_ok(fx, MINIMAL L_HTTP "  tls_cert: s.pem\n  tls_key: s.key\n");
+    assert_null(cfg->http_client_ca);
+    js_config_free(cfg);
+    cfg = load_ok(fx, MINIMAL L_HTTP "  tls_cert: s.pem\n  tls_key: s.key\n  client_ca: ca.pem\n");
+    assert_in_dir(fx, cfg->http_client_ca, "ca.pem");
+    js_config_free(cfg);
+    cfg = load_ok(fx, MINIMAL L_HTTP
+                  "  tls_cert: s.pem\n  tls_key: s.key\n  client_ca: /etc/ssl/intro-ca.pem\n");
+    assert_string_equal(cfg->http_client_ca, "/etc/ssl/intro-ca.pem");
+    js_config_free(cfg);
 }
 
 /* Loads MINIMAL + text as case.yaml; JS_OK or the error, with *cfg set on success. */
@@ -1081,6 +1110,7 @@ int main(void)
         cmocka_unit_test(test_relative_config_path),
         cmocka_unit_test(test_invalid_configs),
         cmocka_unit_test(test_http_jwks_uri),
+        cmocka_unit_test(test_http_client_ca),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_read_pin_from_file),

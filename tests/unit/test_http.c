@@ -48,9 +48,13 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
+#include "certid.h"
 #include "clock.h"
+#include "form.h"
 #include "http.h"
+#include "identity.h"
 #include "test_cert.h"
 
 /* The tables of If-None-Match forms below are printf formats. */
@@ -71,6 +75,13 @@ typedef struct fake {
     /* 0: a short text; else a body of this many bytes. Atomic: the test
      * changes it while the server's threads may be answering /metrics. */
     atomic_size_t metrics_size;
+    /* The last POST /introspect the handler saw. */
+    atomic_int introspect_calls;
+    char last_identity[600];
+    char last_reason[64];
+    char last_token[512];
+    size_t last_token_len;
+    char last_peer[80];
 } fake;
 
 static char *fake_jwks(void *ctx)
@@ -110,6 +121,37 @@ static char *fake_metrics(void *ctx)
     return big;
 }
 
+/* Records the call and answers like the daemon would: 401 / 400 / 413 for
+ * a refusal, else 200 with the token's length. */
+static unsigned fake_introspect(void *ctx, const js_http_introspect_call *call, char **json)
+{
+    fake *f = ctx;
+    snprintf(f->last_identity, sizeof(f->last_identity), "%s",
+             call->identity != NULL ? call->identity : "(none)");
+    snprintf(f->last_reason, sizeof(f->last_reason), "%s",
+             call->problem != NULL ? js_reason_name(call->problem->reason) : "ok");
+    snprintf(f->last_peer, sizeof(f->last_peer), "%s", call->peer);
+    f->last_token_len = call->token_len;
+    f->last_token[0] = '\0';
+    if (call->token != NULL && call->token_len < sizeof(f->last_token)) {
+        memcpy(f->last_token, call->token, call->token_len);
+        f->last_token[call->token_len] = '\0';
+    }
+    atomic_fetch_add(&f->introspect_calls, 1);
+    char buf[128];
+    unsigned status = 200;
+    if (call->problem == NULL) {
+        snprintf(buf, sizeof(buf), "{\"active\":false,\"len\":%zu}", call->token_len);
+    } else {
+        snprintf(buf, sizeof(buf), "{\"error\":\"%s\"}", js_reason_name(call->problem->reason));
+        status = call->problem->reason == JS_R_HTTP_FORM             ? 400
+                 : call->problem->reason == JS_R_HTTP_BODY_TOO_LARGE ? 413
+                                                                     : 401;
+    }
+    *json = strdup(buf);
+    return status;
+}
+
 typedef struct fx {
     fake f;
     js_http *h;
@@ -118,7 +160,12 @@ typedef struct fx {
 
 static js_http *start(const char *listen, fake *f, js_err *err)
 {
-    js_http_handlers hd = {fake_jwks, fake_discovery, fake_health, fake_metrics, f};
+    js_http_handlers hd = {.jwks = fake_jwks,
+                           .discovery = fake_discovery,
+                           .health = fake_health,
+                           .metrics = fake_metrics,
+                           .introspect = fake_introspect,
+                           .ctx = f};
     js_http_options o = {.listen = listen, .jwks_max_age = 300};
     js_http *h = NULL;
     if (js_http_start(&o, &hd, &h, err) != JS_OK)
@@ -642,7 +689,11 @@ static void test_tls_served_off_loopback(void **state)
 
     fake f = {.jwks = JWKS_BODY};
     atomic_init(&f.healthy, 1);
-    js_http_handlers hd = {fake_jwks, fake_discovery, fake_health, fake_metrics, &f};
+    js_http_handlers hd = {.jwks = fake_jwks,
+                           .discovery = fake_discovery,
+                           .health = fake_health,
+                           .metrics = fake_metrics,
+                           .ctx = &f};
     js_http_options o = {
         .listen = "0.0.0.0:0", .tls_cert_file = cert, .tls_key_file = key, .jwks_max_age = 60};
     js_http *h = NULL;
@@ -1285,7 +1336,11 @@ static void test_tls_handshake_deadline(void **state)
     test_make_cert("127.0.0.1", cert, key);
     fake f = {.jwks = JWKS_BODY};
     atomic_init(&f.healthy, 1);
-    js_http_handlers hd = {fake_jwks, fake_discovery, fake_health, fake_metrics, &f};
+    js_http_handlers hd = {.jwks = fake_jwks,
+                           .discovery = fake_discovery,
+                           .health = fake_health,
+                           .metrics = fake_metrics,
+                           .ctx = &f};
     js_http_options o = {.listen = "127.0.0.1:0", .tls_cert_file = cert, .tls_key_file = key};
     js_http *h = NULL;
     js_err err = {0};
@@ -1310,6 +1365,441 @@ static void test_tls_handshake_deadline(void **state)
     js_http_stop(h);
     unlink(cert);
     unlink(key);
+    rmdir(dir);
+}
+
+/* ---- POST /introspect: the form (form.h) ------------------------------------------- */
+
+static void test_form_parse(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body;
+        const char *token; /* NULL = refused */
+        js_reason why;
+    } k_rows[] = {
+        {"token=abc", "abc", JS_R_OK},
+        {"token=a.b.c&token_type_hint=access_token", "a.b.c", JS_R_OK},
+        {"token_type_hint=access_token&token=x", "x", JS_R_OK},
+        {"foo=1&token=x&bar=%41&baz", "x", JS_R_OK}, /* others ignored */
+        {"&&token=x&&", "x", JS_R_OK},               /* empty pairs skipped */
+        {"token=a+b%2Bc%2e", "a b+c.", JS_R_OK},     /* '+' is a space */
+        {"tok%65n=y", "y", JS_R_OK},                 /* names compare decoded */
+        {"token=", "", JS_R_OK},                     /* empty: inactive, not an error */
+        {"token", "", JS_R_OK},
+        {"token=x=y", "x=y", JS_R_OK},
+        {"token_type_hint_x=1&token=x", "x", JS_R_OK},
+        {"", NULL, JS_R_HTTP_FORM},
+        {"tokens=x", NULL, JS_R_HTTP_FORM},
+        {"TOKEN=x", NULL, JS_R_HTTP_FORM},
+        {"token=x&token=y", NULL, JS_R_HTTP_FORM},
+        {"token=x&token", NULL, JS_R_HTTP_FORM},
+        {"token=x&token_type_hint=a&token_type_hint=b", NULL, JS_R_HTTP_FORM},
+        {"token=a%zz", NULL, JS_R_HTTP_FORM},
+        {"token=a%4", NULL, JS_R_HTTP_FORM},
+        {"token=a%", NULL, JS_R_HTTP_FORM},
+        {"token=x&other=%g0", NULL, JS_R_HTTP_FORM}, /* strict everywhere */
+        {"tok%6=x", NULL, JS_R_HTTP_FORM},
+    };
+    for (size_t i = 0; i < sizeof(k_rows) / sizeof(k_rows[0]); i++) {
+        char *tok = (char *)1;
+        size_t n = 99;
+        js_err err = {0};
+        js_status st = js_http_form_token(k_rows[i].body, strlen(k_rows[i].body), &tok, &n, &err);
+        if (k_rows[i].token == NULL) {
+            if (st != JS_EINVAL || err.reason != k_rows[i].why)
+                fail_msg("row %zu '%s': want refusal, got %d", i, k_rows[i].body, (int)st);
+            assert_null(tok);
+            assert_int_equal(n, 0);
+        } else {
+            if (st != JS_OK)
+                fail_msg("row %zu '%s': %s", i, k_rows[i].body, err.msg);
+            assert_int_equal(n, strlen(k_rows[i].token));
+            assert_memory_equal(tok, k_rows[i].token, n);
+            assert_int_equal(tok[n], '\0');
+            free(tok);
+        }
+    }
+    /* A decoded NUL stays in the token (its length says so). */
+    char *tok = NULL;
+    size_t n = 0;
+    js_err err = {0};
+    assert_int_equal(js_http_form_token("token=a%00b", 11, &tok, &n, &err), JS_OK);
+    assert_int_equal(n, 3);
+    assert_memory_equal(tok, "a\0b", 3);
+    free(tok);
+    /* The size limit. */
+    size_t big = JS_HTTP_FORM_MAX + 1;
+    char *body = malloc(big);
+    assert_non_null(body);
+    memcpy(body, "token=", 6);
+    memset(body + 6, 'a', big - 6);
+    assert_int_equal(js_http_form_token(body, big, &tok, &n, &err), JS_EINVAL);
+    assert_int_equal(err.reason, JS_R_HTTP_BODY_TOO_LARGE);
+    assert_int_equal(js_http_form_token(body, big - 1, &tok, &n, &err), JS_OK);
+    assert_int_equal(n, big - 1 - 6);
+    free(tok);
+    free(body);
+}
+
+static void test_form_type(void **state)
+{
+    (void)state;
+    assert_true(js_http_form_type_ok("application/x-www-form-urlencoded"));
+    assert_true(js_http_form_type_ok("Application/X-WWW-Form-Urlencoded"));
+    assert_true(js_http_form_type_ok("application/x-www-form-urlencoded; charset=UTF-8"));
+    assert_true(js_http_form_type_ok(" application/x-www-form-urlencoded ;charset=utf-8"));
+    assert_false(js_http_form_type_ok(NULL));
+    assert_false(js_http_form_type_ok(""));
+    assert_false(js_http_form_type_ok("application/json"));
+    assert_false(js_http_form_type_ok("application/x-www-form-urlencodedx"));
+    assert_false(js_http_form_type_ok("multipart/form-data; boundary=x"));
+}
+
+/* ---- the client certificate's identity (certid.h) ---------------------------------- */
+
+/* A self-signed certificate with the given names as DER (malloc'd). A URI
+ * may hold a NUL: uri_lens gives each length (0 = strlen). */
+static unsigned char *san_cert_der(const char *cn, const char *const *uris, const size_t *uri_lens,
+                                   size_t nuris, const char *const *dns, size_t ndns, size_t *len)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    assert_non_null(k);
+    X509 *c = X509_new();
+    X509_set_version(c, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(c), 7);
+    X509_gmtime_adj(X509_getm_notBefore(c), -60);
+    X509_gmtime_adj(X509_getm_notAfter(c), 3600);
+    X509_set_pubkey(c, k);
+    X509_NAME *n = X509_get_subject_name(c);
+    if (cn != NULL)
+        X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(c, n);
+    if (nuris + ndns > 0) {
+        GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
+        for (size_t i = 0; i < nuris + ndns; i++) {
+            GENERAL_NAME *g = GENERAL_NAME_new();
+            ASN1_IA5STRING *v = ASN1_IA5STRING_new();
+            const char *text = i < nuris ? uris[i] : dns[i - nuris];
+            size_t tl =
+                i < nuris && uri_lens != NULL && uri_lens[i] != 0 ? uri_lens[i] : strlen(text);
+            assert_int_equal(ASN1_STRING_set(v, text, (int)tl), 1);
+            GENERAL_NAME_set0_value(g, i < nuris ? GEN_URI : GEN_DNS, v);
+            sk_GENERAL_NAME_push(gens, g);
+        }
+        assert_int_equal(X509_add1_ext_i2d(c, NID_subject_alt_name, gens, 0, 0), 1);
+        GENERAL_NAMES_free(gens);
+    }
+    assert_true(X509_sign(c, k, EVP_sha256()) > 0);
+    unsigned char *der = NULL;
+    int dl = i2d_X509(c, &der);
+    assert_true(dl > 0);
+    unsigned char *out = malloc((size_t)dl + 1);
+    memcpy(out, der, (size_t)dl);
+    OPENSSL_free(der);
+    X509_free(c);
+    EVP_PKEY_free(k);
+    *len = (size_t)dl;
+    return out;
+}
+
+static void test_cert_identity(void **state)
+{
+    (void)state;
+    static const char *const one_uri[] = {"spiffe://example.org/issuer-a"};
+    static const char *const two_uris[] = {"spiffe://example.org/a", "spiffe://example.org/b"};
+    static const char *const dns2[] = {"Login.Internal.Example", "other.example"};
+    static const char *const bad_scheme[] = {"dns:evil.example"};
+    static const char *const nul_uri[] = {"spiffe://x/issuer-a\0.evil"};
+    static const size_t nul_len[] = {25};
+    static const struct {
+        const char *cn;
+        const char *const *uris;
+        const size_t *uri_lens;
+        size_t nuris;
+        const char *const *dns;
+        size_t ndns;
+        const char *want; /* NULL = refused with why */
+        js_reason why;
+    } k_rows[] = {
+        {"cn-ignored", one_uri, NULL, 1, dns2, 2, "spiffe://example.org/issuer-a", JS_R_OK},
+        {"cn-ignored", NULL, NULL, 0, dns2, 2, "dns:login.internal.example", JS_R_OK},
+        {"legacy-batch", NULL, NULL, 0, NULL, 0, "cn:legacy-batch", JS_R_OK},
+        {NULL, two_uris, NULL, 2, NULL, 0, NULL, JS_R_IDENTITY_AMBIGUOUS},
+        {NULL, bad_scheme, NULL, 1, NULL, 0, NULL, JS_R_IDENTITY_AMBIGUOUS},
+        {NULL, nul_uri, nul_len, 1, NULL, 0, NULL, JS_R_IDENTITY_INVALID},
+        {NULL, NULL, NULL, 0, NULL, 0, NULL, JS_R_IDENTITY_NONE},
+    };
+    for (size_t i = 0; i < sizeof(k_rows) / sizeof(k_rows[0]); i++) {
+        size_t len = 0;
+        unsigned char *der = san_cert_der(k_rows[i].cn, k_rows[i].uris, k_rows[i].uri_lens,
+                                          k_rows[i].nuris, k_rows[i].dns, k_rows[i].ndns, &len);
+        char out[IDENTITY_MAX + 1];
+        js_err err = {0};
+        js_status st = identity_from_cert_der(der, len, out, sizeof(out), &err);
+        if (k_rows[i].want != NULL) {
+            if (st != JS_OK)
+                fail_msg("row %zu: %s", i, err.msg);
+            assert_string_equal(out, k_rows[i].want);
+        } else {
+            if (st != JS_EDENIED || err.reason != k_rows[i].why)
+                fail_msg("row %zu: want %s, got %d %s", i, js_reason_name(k_rows[i].why), (int)st,
+                         js_reason_name(err.reason));
+            assert_string_equal(out, "");
+        }
+        /* Not DER with trailing bytes, and a cut certificate. */
+        if (i == 0) {
+            der[len] = 0;
+            assert_int_equal(identity_from_cert_der(der, len + 1, out, sizeof(out), &err),
+                             JS_EDENIED);
+            assert_int_equal(err.reason, JS_R_IDENTITY_INVALID);
+            assert_int_equal(identity_from_cert_der(der, len - 1, out, sizeof(out), &err),
+                             JS_EDENIED);
+            assert_int_equal(identity_from_cert_der(der, 0, out, sizeof(out), &err), JS_EDENIED);
+        }
+        free(der);
+    }
+}
+
+/* ---- POST /introspect over plain HTTP and over mTLS -------------------------------- */
+
+static void test_introspect_plain(void **state)
+{
+    fx *x = *state;
+    resp r;
+    /* Plain HTTP has no client authentication: refused, the body never read. */
+    const char req[] = "POST /introspect HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                       "application/x-www-form-urlencoded\r\nContent-Length: 9\r\n"
+                       "Connection: close\r\n\r\ntoken=abc";
+    http_raw(x->port, req, &r);
+    assert_int_equal(r.status, 401);
+    assert_header(&r, "Content-Type", "application/json");
+    assert_header(&r, "Cache-Control", "no-store");
+    assert_string_equal(x->f.last_identity, "(none)");
+    assert_string_equal(x->f.last_reason, "identity.none");
+    assert_int_equal(x->f.last_token_len, 0);
+    assert_true(strncmp(x->f.last_peer, "ipv4:127.0.0.1:", 15) == 0);
+    /* Only POST; other routes keep GET and HEAD. */
+    http_get(x->port, "GET", "/introspect", NULL, &r);
+    assert_int_equal(r.status, 405);
+    assert_header(&r, "Allow", "POST");
+    http_get(x->port, "POST", "/metrics", NULL, &r);
+    assert_int_equal(r.status, 405);
+    assert_header(&r, "Allow", "GET, HEAD");
+    http_get(x->port, "POST", "/introspect/", NULL, &r);
+    assert_int_equal(r.status, 404);
+}
+
+static void test_introspect_no_handler(void **state)
+{
+    (void)state;
+    fake f = {.jwks = JWKS_BODY};
+    js_http_handlers hd = {.jwks = fake_jwks, .ctx = &f};
+    js_http_options o = {.listen = "127.0.0.1:0"};
+    js_http *h = NULL;
+    js_err err = {0};
+    assert_int_equal(js_http_start(&o, &hd, &h, &err), JS_OK);
+    resp r;
+    http_get(js_http_port(h), "POST", "/introspect", NULL, &r);
+    assert_int_equal(r.status, 404);
+    js_http_stop(h);
+    /* A client CA needs TLS. */
+    o.tls_client_ca_file = "/nonexistent";
+    assert_int_equal(js_http_start(&o, &hd, &h, &err), JS_ECONFIG);
+    assert_int_equal(err.reason, JS_R_HTTP_TLS);
+}
+
+static int g_released;
+static void count_release(void *ctx)
+{
+    (void)ctx;
+    g_released++;
+}
+
+/* One request over TLS, with a client certificate when cert != NULL; reads
+ * to EOF (or until the server closes). r->status 0 = no answer at all. */
+static void tls_rawn(int port, const char *cert, const char *key, const char *req, size_t len,
+                     resp *r)
+{
+    memset(r, 0, sizeof(*r));
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(ctx);
+    if (cert != NULL) {
+        assert_int_equal(SSL_CTX_use_certificate_file(ctx, cert, SSL_FILETYPE_PEM), 1);
+        assert_int_equal(SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM), 1);
+    }
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {5, 0};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, s);
+    assert_int_equal(SSL_connect(ssl), 1);
+    size_t off = 0;
+    while (off < len) {
+        int n = SSL_write(ssl, req + off, (int)(len - off > 16384 ? 16384 : len - off));
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    size_t got = 0;
+    for (;;) {
+        int n = SSL_read(ssl, r->raw + got, (int)(sizeof(r->raw) - 1 - got));
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    r->raw[got] = '\0';
+    SSL_free(ssl);
+    close(s);
+    SSL_CTX_free(ctx);
+    if (got == 0)
+        return;
+    assert_true(strncmp(r->raw, "HTTP/1.1 ", 9) == 0);
+    r->status = (int)strtol(r->raw + 9, NULL, 10);
+    r->headers = strstr(r->raw, "\r\n");
+    const char *end = strstr(r->raw, "\r\n\r\n");
+    assert_non_null(end);
+    r->body = end + 4;
+    r->body_len = got - (size_t)(r->body - r->raw);
+}
+
+static void post_form(int port, const char *cert, const char *key, const char *type,
+                      const char *body, resp *r)
+{
+    char req[4096];
+    int n = snprintf(req, sizeof(req),
+                     "POST /introspect HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     type, strlen(body), body);
+    assert_true(n > 0 && (size_t)n < sizeof(req));
+    tls_rawn(port, cert, key, req, (size_t)n, r);
+}
+
+static void test_introspect_mtls(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_http_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char scert[128], skey[128], ccert[128], ckey[128], ocert[128], okey[128];
+    snprintf(scert, sizeof(scert), "%s/server.pem", dir);
+    snprintf(skey, sizeof(skey), "%s/server.key", dir);
+    snprintf(ccert, sizeof(ccert), "%s/client.pem", dir);
+    snprintf(ckey, sizeof(ckey), "%s/client.key", dir);
+    snprintf(ocert, sizeof(ocert), "%s/other.pem", dir);
+    snprintf(okey, sizeof(okey), "%s/other.key", dir);
+    test_make_cert("127.0.0.1", scert, skey);
+    test_make_cert("introspector-a", ccert, ckey);
+    test_make_cert("introspector-a", ocert, okey); /* same name, not trusted */
+
+    fake f = {.jwks = JWKS_BODY};
+    atomic_init(&f.healthy, 1);
+    g_released = 0;
+    /* The client's self-signed certificate is the whole trust list. */
+    js_http_handlers hd = {
+        .jwks = fake_jwks, .introspect = fake_introspect, .release = count_release, .ctx = &f};
+    js_http_options o = {.listen = "127.0.0.1:0",
+                         .tls_cert_file = scert,
+                         .tls_key_file = skey,
+                         .tls_client_ca_file = ccert};
+    js_http *h = NULL;
+    js_err err = {0};
+    if (js_http_start(&o, &hd, &h, &err) != JS_OK)
+        fail_msg("%s: %s", js_reason_name(err.reason), err.msg);
+    int port = js_http_port(h);
+    const char *form = "application/x-www-form-urlencoded";
+    resp r;
+
+    /* The JWKS needs no client certificate. */
+    const char get[] =
+        "GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    tls_rawn(port, NULL, NULL, get, strlen(get), &r);
+    assert_int_equal(r.status, 200);
+    /* No client certificate, or one that does not chain to the CA: 401. */
+    post_form(port, NULL, NULL, form, "token=abc", &r);
+    assert_int_equal(r.status, 401);
+    assert_string_equal(f.last_reason, "identity.none");
+    post_form(port, ocert, okey, form, "token=abc", &r);
+    assert_int_equal(r.status, 401);
+    assert_string_equal(f.last_reason, "identity.none");
+    assert_string_equal(f.last_identity, "(none)");
+    /* The introspector: its identity and the decoded token reach the handler. */
+    post_form(port, ccert, ckey, form, "token=a.b%2Ec+d&token_type_hint=access_token&x=1", &r);
+    assert_int_equal(r.status, 200);
+    assert_header(&r, "Cache-Control", "no-store");
+    assert_header(&r, "Content-Type", "application/json");
+    assert_string_equal(f.last_identity, "cn:introspector-a");
+    assert_string_equal(f.last_reason, "ok");
+    assert_string_equal(f.last_token, "a.b.c d");
+    /* Malformed requests: 400, with the caller's identity for the log. */
+    post_form(port, ccert, ckey, form, "token=a%zz", &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(f.last_reason, "http.form");
+    assert_string_equal(f.last_identity, "cn:introspector-a");
+    post_form(port, ccert, ckey, "application/json", "{\"token\":\"x\"}", &r);
+    assert_int_equal(r.status, 400);
+    post_form(port, ccert, ckey, form, "nothing=here", &r);
+    assert_int_equal(r.status, 400);
+    /* An empty body (Content-Length: 0) has no token. */
+    post_form(port, ccert, ckey, form, "", &r);
+    assert_int_equal(r.status, 400);
+    /* Announced larger than 64 KiB: 413 before any of it is read. */
+    char big[512];
+    int n = snprintf(big, sizeof(big),
+                     "POST /introspect HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+                     "Content-Length: 1048576\r\nConnection: close\r\n\r\ntoken=",
+                     form);
+    tls_rawn(port, ccert, ckey, big, (size_t)n, &r);
+    assert_int_equal(r.status, 413);
+    assert_string_equal(f.last_reason, "http.body_too_large");
+    /* Exactly 64 KiB is read and parsed. */
+    size_t blen = JS_HTTP_FORM_MAX;
+    char *body = malloc(blen + 1);
+    memcpy(body, "token=", 6);
+    memset(body + 6, 'q', blen - 6);
+    body[blen] = '\0';
+    char *req = malloc(blen + 512);
+    n = snprintf(req, blen + 512,
+                 "POST /introspect HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+                 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                 form, blen, body);
+    tls_rawn(port, ccert, ckey, req, (size_t)n, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(f.last_token_len, blen - 6);
+    /* A chunked body that grows past 64 KiB: the connection is closed. */
+    int before = atomic_load(&f.introspect_calls);
+    size_t ccap = 100 * 1024, clen = 0;
+    char *chunked = malloc(ccap);
+    assert_non_null(chunked);
+    clen += (size_t)snprintf(chunked, ccap,
+                             "POST /introspect HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+                             "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+                             form);
+    for (int i = 0; i < 9; i++) { /* 72 KiB */
+        clen += (size_t)snprintf(chunked + clen, ccap - clen, "2000\r\n");
+        memset(chunked + clen, 'z', 0x2000);
+        clen += 0x2000;
+        memcpy(chunked + clen, "\r\n", 2);
+        clen += 2;
+    }
+    assert_true(clen < ccap);
+    tls_rawn(port, ccert, ckey, chunked, clen, &r);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(atomic_load(&f.introspect_calls), before + 1);
+    assert_string_equal(f.last_reason, "http.body_too_large");
+    free(chunked);
+    free(req);
+    free(body);
+
+    js_http_stop(h);
+    assert_int_equal(g_released, 1);
+    const char *files[] = {scert, skey, ccert, ckey, ocert, okey};
+    for (size_t i = 0; i < 6; i++)
+        unlink(files[i]);
     rmdir(dir);
 }
 
@@ -1345,6 +1835,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_global_limit_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_response_deadline, setup, teardown),
         cmocka_unit_test(test_tls_handshake_deadline),
+        cmocka_unit_test(test_form_parse),
+        cmocka_unit_test(test_form_type),
+        cmocka_unit_test(test_cert_identity),
+        cmocka_unit_test_setup_teardown(test_introspect_plain, setup, teardown),
+        cmocka_unit_test(test_introspect_no_handler),
+        cmocka_unit_test(test_introspect_mtls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
