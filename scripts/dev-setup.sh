@@ -97,6 +97,9 @@ audit:
 http:
   listen: "$http_listen"
   jwks_max_age: 5m
+# RFC 7662 introspection and token revocation (the issued-token index).
+introspection:
+  max_tokens: 100000
 # Kubernetes' ExternalJWTSigner (kube-apiserver --service-account-signing-endpoint).
 externaljwt:
   socket: externaljwt.sock
@@ -159,6 +162,19 @@ if ! grep -q "unix:uid=" "$dev/policy.yaml" &&
     rate: {per_second: 200, burst: 400}
 YAML
     say "added the Kubernetes caller unix:uid=$uid to $dev/policy.yaml"
+fi
+
+# The dev caller may introspect (jwt-sign ... introspect TOKEN): added once,
+# like the Kubernetes caller, to a policy this script wrote.
+if ! grep -q "^introspectors:" "$dev/policy.yaml" &&
+    head -n1 "$dev/policy.yaml" | grep -q '^# Development policy (scripts/dev-setup.sh'; then
+    cat >>"$dev/policy.yaml" <<'YAML'
+# Who may ask POST /introspect or Status/Introspect whether a token is one this
+# signer issued and still stands (RFC 7662); audiences: optional limit.
+introspectors:
+  - id: spiffe://example.org/issuer-a
+YAML
+    say "added the dev caller to introspectors in $dev/policy.yaml"
 fi
 
 for k in "$key_name" "$k8s_key"; do

@@ -72,7 +72,7 @@ GROUPS = [
             "ok", "identity.none", "identity.ambiguous", "identity.invalid", "request.*",
             "claims.*", "policy.no_match", "policy.frozen", "admin.frozen", "policy.key",
             "policy.audience", "policy.scope", "policy.subject", "policy.claim", "policy.cnf",
-            "policy.fixed_claim", "policy.lifetime", "policy.token_issuer", "externaljwt.connections", "rate.limited", "rate.internal", "key.*",
+            "policy.fixed_claim", "policy.lifetime", "policy.token_issuer", "externaljwt.connections", "introspect.disabled", "introspect.not_allowed", "introspect.rate_limited", "rate.limited", "rate.internal", "key.*",
             "hsm.*", "audit.unavailable", "audit.event", "audit.record_too_large",
             "http.form", "http.body_too_large",
             "rpc.unimplemented", "internal.*", "policy.internal", "policy.no_issuer",

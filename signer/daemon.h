@@ -119,6 +119,7 @@ typedef struct daemon_state {
     js_snapshot_store *frozen;
     js_audit *audit;
     js_control *control;
+    js_tokindex *index; /* issued tokens and revocations; NULL = introspection off */
     js_server *srv;
     js_server *k8s; /* ExternalJWTSigner on its Unix socket; NULL = not configured */
     /* Servers whose listener died: they keep serving the connections they

@@ -199,6 +199,7 @@ static js_server_deps server_deps(daemon_state *d, const char *listen)
         .denials = d->denials,
         .admin_rate = d->admin_rate,
         .quiet = d->quiet,
+        .index = d->index,
     };
 }
 

@@ -168,6 +168,7 @@ static void daemon_free(daemon_state *d)
     for (size_t i = 0; i < RETIRED_SERVERS; i++)
         js_server_free(d->retired[i].srv);
     js_control_free(d->control);
+    js_tokindex_free(d->index);
     /* A writer stuck in the disk or the HSM still uses the audit session,
      * its key and the metrics: then nothing more may be freed. */
     int64_t close_ms = js_mono_ms();
@@ -197,6 +198,28 @@ static void daemon_free(daemon_state *d)
     js_config_free(d->cfg);
     atomic_store(&d->lf->reserve, NULL);
     js_fdreserve_free(d->fd_reserve);
+}
+
+/*
+ * The issued-token index (tokindex.h), rebuilt from the audit log: every
+ * token still live and every revocation still in force, so a restart
+ * changes no introspection answer. Before any server starts.
+ */
+static js_status load_token_index(daemon_state *d, js_err *err)
+{
+    if (d->index == NULL)
+        return JS_OK;
+    int64_t t0 = js_mono_ms();
+    size_t loaded = 0;
+    JS_GUARD(js_tokindex_load_audit(d->index, d->cfg->audit_dir,
+                                    (int64_t)time(NULL) - d->cfg->introspection_leeway,
+                                    js_control_token_horizon(d->control), &loaded, err));
+    json_t *o = json_pack(
+        "{s:s, s:I, s:I, s:I, s:I}", "event", "token_index_loaded", "tokens", (json_int_t)loaded,
+        "revocations", (json_int_t)js_tokindex_revocation_count(d->index), "max_tokens",
+        (json_int_t)d->cfg->introspection_max_tokens, "ms", (json_int_t)(js_mono_ms() - t0));
+    js_log_emit("info", o);
+    return JS_OK;
 }
 
 static js_status daemon_start(daemon_state *d, js_err *err)
@@ -288,7 +311,11 @@ static js_status daemon_start(daemon_state *d, js_err *err)
         .rotate_audit = rotate_audit_key,
         .rotate_audit_ctx = d,
     };
+    if (d->cfg->introspection)
+        JS_GUARD(js_tokindex_new(d->cfg->introspection_max_tokens, &d->index, err));
+    cdeps.index = d->index;
     JS_GUARD(js_control_new(&cdeps, &d->control, err));
+    JS_GUARD(load_token_index(d, err));
     JS_GUARD(start_grpc(d, NULL, err));
     JS_GUARD(start_k8s(d, err));
     JS_GUARD(start_http(d, err));
@@ -361,6 +388,8 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
         if (now_ms - last_tick_ms >= 1000) {
             last_tick_ms = now_ms;
             js_control_tick(d.control);
+            if (d.index != NULL)
+                js_tokindex_sweep(d.index, (int64_t)time(NULL) - d.cfg->introspection_leeway);
         }
         if (sig < 0)
             continue;

@@ -35,15 +35,16 @@
 /* A PIN file holds one short line; anything bigger is the wrong file. */
 #define PIN_FILE_MAX 4096
 
-static const char *const k_top_keys[] = {"listen",        "tls",    "workers",    "hsm",   "keys",
-                                         "default_key",   "issuer", "policy",     "audit", "http",
-                                         "key_lifecycle", "limits", "externaljwt"};
+static const char *const k_top_keys[] = {
+    "listen", "tls",   "workers", "hsm",           "keys",   "default_key", "issuer",
+    "policy", "audit", "http",    "key_lifecycle", "limits", "externaljwt", "introspection"};
 static const char *const k_limits_keys[] = {"denials_per_second", "denials_burst",
                                             "denials_total_per_second", "denials_total_burst"};
 static const char *const k_http_keys[] = {"listen",       "tls_cert", "tls_key",
                                           "jwks_max_age", "jwks_uri", "client_ca"};
 static const char *const k_lifecycle_keys[] = {"prepublish", "leeway"};
 static const char *const k_externaljwt_keys[] = {"socket", "owner", "group", "mode"};
+static const char *const k_introspection_keys[] = {"max_tokens", "leeway"};
 static const char *const k_tls_keys[] = {"cert", "key", "client_ca"};
 static const char *const k_hsm_keys[] = {"module", "token", "pin_file", "pin_env"};
 static const char *const k_key_keys[] = {"name", "label", "alg", "bits", "rotation_period"};
@@ -649,6 +650,28 @@ static js_status load_externaljwt(const loader *ld, const js_yaml_node *root, js
     return JS_OK;
 }
 
+/* introspection: the issued-token index and RFC 7662 introspection
+ * (optional; absent = off). */
+static js_status load_introspection(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    const js_yaml_node *m, *v;
+    cfg->introspection_max_tokens = JS_CONFIG_INDEX_DEFAULT;
+    JS_GUARD(js_yaml_lookup(ld->doc, root, "", "introspection", false, &m, ld->err));
+    if (m == NULL)
+        return JS_OK;
+    cfg->introspection = true;
+    JS_GUARD(js_yaml_expect_type(ld->doc, m, "introspection", JS_YAML_MAPPING, ld->err));
+    JS_GUARD(js_yaml_check_keys(ld->doc, m, "introspection", k_introspection_keys,
+                                COUNT(k_introspection_keys), ld->err));
+    JS_GUARD(get_uint_in(ld, m, "introspection", "max_tokens", 1, JS_CONFIG_INDEX_MAX,
+                         &cfg->introspection_max_tokens));
+    JS_GUARD(js_yaml_lookup(ld->doc, m, "introspection", "leeway", false, &v, ld->err));
+    if (v != NULL)
+        JS_GUARD(js_yaml_expect_duration(ld->doc, v, "introspection.leeway",
+                                         &cfg->introspection_leeway, ld->err));
+    return JS_OK;
+}
+
 /* limits: the denial budget (denials.h); defaults there. */
 static js_status load_limits(const loader *ld, const js_yaml_node *root, js_config *cfg)
 {
@@ -723,6 +746,7 @@ static js_status load_all(const loader *ld, js_config *cfg)
     JS_GUARD(load_lifecycle(ld, root, cfg));
     JS_GUARD(load_limits(ld, root, cfg));
     JS_GUARD(load_externaljwt(ld, root, cfg));
+    JS_GUARD(load_introspection(ld, root, cfg));
     return JS_OK;
 }
 

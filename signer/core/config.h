@@ -46,6 +46,9 @@
 #define JS_CONFIG_AUDIT_MIN_FREE_MAX   (UINT64_C(1) << 50)
 #define JS_CONFIG_LIMIT_MAX            1000000
 #define JS_CONFIG_AUDIT_ORIGIN_MAX     256
+/* introspection.max_tokens: default and bounds. */
+#define JS_CONFIG_INDEX_DEFAULT 1000000u
+#define JS_CONFIG_INDEX_MAX     100000000u
 /* sockaddr_un.sun_path holds 108 bytes on Linux, NUL included (unix(7)). */
 #define JS_CONFIG_SUN_PATH_MAX 107
 /* The ExternalJWTSigner socket's mode may grant at most owner and group
@@ -121,6 +124,12 @@ typedef struct js_config {
     int64_t externaljwt_uid;   /* owner; -1 = the daemon's own */
     int64_t externaljwt_gid;   /* group; -1 = the daemon's own */
     unsigned externaljwt_mode; /* permission bits, a subset of 0660; default 0660 */
+
+    /* introspection: the issued-token index (tokindex.h) and RFC 7662
+     * introspection (introspect.h); off when the section is absent. */
+    bool introspection;
+    uint64_t introspection_max_tokens; /* the index cap; default JS_CONFIG_INDEX_DEFAULT */
+    int64_t introspection_leeway;      /* seconds a token stays active past exp; default 0 */
 
     /* key_lifecycle (keystate.h). */
     int64_t key_prepublish; /* a new version is published this long before it signs;

@@ -684,6 +684,94 @@ js_status js_control_freeze(js_control *ctl, const char *identity, bool freeze, 
     return at_run_time(st, err);
 }
 
+/* ---- token revocation (tokindex.h) --------------------------------------------------- */
+
+int64_t js_control_token_horizon(js_control *ctl)
+{
+    js_policy_snapshot *snap = js_policy_store_acquire(ctl->d.policies);
+    const js_policy *p = js_policy_snapshot_get(snap);
+    int64_t longest = 0;
+    for (size_t i = 0; i < js_policy_key_count(p); i++) {
+        int64_t ttl = js_policy_key_max_ttl(p, js_policy_key_at(p, i));
+        if (ttl > longest)
+            longest = ttl;
+    }
+    js_policy_snapshot_release(snap);
+    int64_t life = longest + ctl->d.leeway;
+    return life < JS_KS_MAX_LIFETIME ? life : JS_KS_MAX_LIFETIME;
+}
+
+/* A jti or sub to revoke: 1..max bytes of printable ASCII (jti) or clean
+ * text (sub). */
+static js_status revoke_value(const char *what, const char *v, size_t max, bool ascii, js_err *err)
+{
+    JS_GUARD(js_admin_text(what, v, max, true, err));
+    for (size_t i = 0; ascii && v[i] != '\0'; i++)
+        JS_ENSURE((unsigned char)v[i] >= 0x21 && (unsigned char)v[i] <= 0x7e, err, JS_EINVAL,
+                  JS_R_REQUEST_JTI, "%s: a jti is 1..%zu printable ASCII characters without spaces",
+                  what, max);
+    return JS_OK;
+}
+
+js_status js_control_revoke_token(js_control *ctl, const char *by, const js_token_revoke *req,
+                                  js_token_revoked *out, js_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    bool has_jti = req->jti != NULL && req->jti[0] != '\0';
+    bool has_sub = req->sub != NULL && req->sub[0] != '\0';
+    bool has_caller = req->caller != NULL && req->caller[0] != '\0';
+    JS_ENSURE(has_jti + has_sub + has_caller == 1, err, JS_EINVAL, JS_R_REQUEST_MALFORMED,
+              "name exactly one of jti, sub and caller");
+    JS_GUARD(js_admin_text("reason", req->reason, JS_ADMIN_REASON_MAX, false, err));
+    const char *what = has_jti ? "jti" : has_sub ? "sub" : "caller";
+    const char *value = has_jti ? req->jti : has_sub ? req->sub : req->caller;
+    if (has_jti)
+        JS_GUARD(revoke_value("jti", value, JS_JTI_MAX, true, err));
+    else if (has_sub)
+        JS_GUARD(revoke_value("sub", value, JS_TOKINDEX_STR_MAX, false, err));
+    else
+        JS_GUARD(identity_parse(value, NULL, err));
+    JS_ENSURE(ctl->d.index != NULL, err, JS_ESTATE, JS_R_INTROSPECT_DISABLED,
+              "the signer keeps no issued-token index: add an introspection section to its "
+              "configuration");
+    int64_t now = (int64_t)time(NULL);
+    /* A jti's revocation lasts as long as its token; a cut-off as long as
+     * any token issued before it can live. */
+    int64_t until = now + js_control_token_horizon(ctl);
+    if (has_jti) {
+        js_tok_info t;
+        memset(&t, 0, sizeof(t));
+        if (js_tokindex_find(ctl->d.index, value, &t))
+            until = t.exp;
+        js_tok_info_clear(&t);
+    }
+    int64_t cutoff = has_jti ? 0 : now;
+    json_t *detail = json_pack("{s:s, s:s, s:I, s:s}", "what", what, "value", value, "until",
+                               (json_int_t)until, "reason", req->reason != NULL ? req->reason : "");
+    if (detail != NULL && !has_jti)
+        json_object_set_new(detail, "cutoff", json_integer(cutoff));
+    JS_ENSURE_ALLOC(detail, err);
+    pthread_mutex_lock(&ctl->mu);
+    /* Durable first: a revocation the log does not hold would be lost at the
+     * next start (the index is rebuilt from the log). */
+    js_status st = js_lifecycle_audit_seq(ctl->d.audit, JS_LIFECYCLE_DURABLE, "revoke", by,
+                                          js_decision_name(JS_DECISION_ALLOW), NULL, detail,
+                                          &out->audit_seq, err);
+    if (st == JS_OK)
+        st = has_jti   ? js_tokindex_revoke_jti(ctl->d.index, value, until, err)
+             : has_sub ? js_tokindex_revoke_sub(ctl->d.index, value, cutoff, until, err)
+                       : js_tokindex_revoke_caller(ctl->d.index, value, cutoff, until, err);
+    pthread_mutex_unlock(&ctl->mu);
+    JS_GUARD(at_run_time(st, err));
+    out->cutoff = cutoff;
+    out->until = until;
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "event", "token_revoked", "by", by, "what",
+                  what, "value", value, "cutoff", (json_int_t)cutoff, "until", (json_int_t)until);
+    js_log_emit("warn", o);
+    return JS_OK;
+}
+
 char *js_control_status_json(js_control *ctl)
 {
     pthread_mutex_lock(&ctl->mu);

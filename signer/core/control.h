@@ -23,6 +23,7 @@
 #include "frozen.h"
 #include "keyring.h"
 #include "keystate.h"
+#include "tokindex.h"
 #include "metrics.h"
 #include "policy_store.h"
 #include "ratelimit.h"
@@ -51,6 +52,7 @@ typedef struct js_control_deps {
     int64_t prepublish;      /* seconds a new version is published before it signs */
     int64_t leeway;          /* seconds added to max_ttl before a version is unpublished */
     js_metrics *metrics;     /* per-caller counters for GetStatus; may be NULL */
+    js_tokindex *index;      /* issued tokens and revocations; NULL = introspection off */
     /* Audit key rotation (Admin/RotateAuditKey), done by the daemon, which
      * owns the HSM sessions and the audit signer: label gets the new HSM
      * label (JS_CONTROL_AUDIT_LABEL_MAX), key_id its FORMAT.md §5.4 id.
@@ -135,6 +137,35 @@ js_status js_control_rotate_audit_key(js_control *ctl, const char *reason, const
                                       char label[JS_CONTROL_AUDIT_LABEL_MAX + 1],
                                       char key_id[JS_AUDIT_KEY_ID_LEN + 1], json_t *detail,
                                       js_err *err) JS_WUR;
+
+/* RevokeToken (issue 13, tokindex.h): exactly one of jti, sub, caller. */
+typedef struct js_token_revoke {
+    const char *jti;    /* one token */
+    const char *sub;    /* every token of this subject issued until now */
+    const char *caller; /* every token of this caller (typed identity) issued until now */
+    const char *reason;
+} js_token_revoke;
+
+typedef struct js_token_revoked {
+    int64_t cutoff;     /* sub/caller: tokens with iat <= cutoff are revoked; 0 for a jti */
+    int64_t until;      /* when the revocation can be forgotten: no token it covers lives longer */
+    uint64_t audit_seq; /* the durable "revoke" record */
+} js_token_revoked;
+
+/*
+ * Revokes tokens for introspection: the "revoke" audit record (FORMAT.md
+ * §3.x: detail what/value/cutoff/until/reason, caller = by) is durable
+ * first, then the index applies it (effective for the next lookup). The
+ * request is checked first (request.jti, request.sub, request.identity,
+ * request.reason, request.malformed). JS_ESTATE introspect.disabled when the
+ * configuration has no introspection section (no index to revoke in).
+ */
+js_status js_control_revoke_token(js_control *ctl, const char *by, const js_token_revoke *req,
+                                  js_token_revoked *out, js_err *err) JS_WUR;
+
+/* The longest any token issued now can live: the longest max_ttl of any
+ * key's callers plus the key leeway (seconds; tokindex.h horizon). */
+int64_t js_control_token_horizon(js_control *ctl);
 
 /* Incident mode, frozen callers, policy hash, per-caller limits: malloc'd JSON. */
 char *js_control_status_json(js_control *ctl);

@@ -331,6 +331,17 @@ const uint8_t *js_key_published_spki(const js_key *k, size_t i, size_t *len)
     return k->pub[i]->spki;
 }
 
+const EVP_PKEY *js_keyring_public_by_kid(const js_keyring *kr, const char *kid, js_alg *alg)
+{
+    for (size_t i = 0; i < kr->nkeys; i++)
+        for (size_t v = 0; v < kr->keys[i].published; v++)
+            if (strcmp(kr->keys[i].pub[v]->kid, kid) == 0) {
+                *alg = kr->keys[i].alg;
+                return js_hsm_key_public(kr->keys[i].pub[v]->key);
+            }
+    return NULL;
+}
+
 int64_t js_keyring_built_ms(const js_keyring *kr)
 {
     return kr->built_ms;

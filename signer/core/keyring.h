@@ -71,6 +71,11 @@ size_t js_key_published(const js_key *k);
  * §4.1.2.7; Kubernetes' FetchKeys). Borrowed; NULL past the end. */
 const char *js_key_published_kid(const js_key *k, size_t i);
 const uint8_t *js_key_published_spki(const js_key *k, size_t i, size_t *len);
+/* The public key of the published version (any key; next, active or
+ * retiring) whose kid is `kid`, and its algorithm; NULL when no published
+ * version has that kid (never issued here, or revoked: revoked versions
+ * leave the JWKS at once). Borrowed from the vault. For introspection. */
+const EVP_PKEY *js_keyring_public_by_kid(const js_keyring *kr, const char *kid, js_alg *alg);
 /* Wall-clock ms when this snapshot was built: start-up or the last key
  * transition (rotation, revocation, a timed step), i.e. when the key set
  * last changed. */

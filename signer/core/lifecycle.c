@@ -12,6 +12,13 @@ js_status js_lifecycle_audit(js_audit *audit, js_lifecycle_mode mode, const char
                              const char *caller, const char *decision, const js_err *why,
                              json_t *detail)
 {
+    return js_lifecycle_audit_seq(audit, mode, type, caller, decision, why, detail, NULL, NULL);
+}
+
+js_status js_lifecycle_audit_seq(js_audit *audit, js_lifecycle_mode mode, const char *type,
+                                 const char *caller, const char *decision, const js_err *why,
+                                 json_t *detail, uint64_t *seq_out, js_err *err_out)
+{
     /* Sorted keys: the record's bytes do not depend on how detail was built. */
     char *text = detail != NULL ? json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(detail);
@@ -34,5 +41,9 @@ js_status js_lifecycle_audit(js_audit *audit, js_lifecycle_mode mode, const char
         js_log_emit("error", o);
     }
     free(text);
+    if (seq_out != NULL)
+        *seq_out = seq;
+    if (st != JS_OK && err_out != NULL)
+        *err_out = err;
     return st;
 }

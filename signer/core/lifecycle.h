@@ -34,4 +34,11 @@ js_status js_lifecycle_audit(js_audit *audit, js_lifecycle_mode mode, const char
                              const char *caller, const char *decision, const js_err *why,
                              json_t *detail);
 
+/* The same, with the record's sequence number (DURABLE only; 0 otherwise)
+ * in *seq and the log's error in *err (both may be NULL): for an action
+ * that must not take effect unless its record is durable. */
+js_status js_lifecycle_audit_seq(js_audit *audit, js_lifecycle_mode mode, const char *type,
+                                 const char *caller, const char *decision, const js_err *why,
+                                 json_t *detail, uint64_t *seq, js_err *err);
+
 #endif

@@ -84,6 +84,7 @@ typedef struct js_server_deps {
     js_denials *denials;
     js_denials *admin_rate;
     js_denials *quiet;
+    js_tokindex *index; /* issued tokens (tokindex.h); NULL = introspection off */
     const char
         *listen; /* overrides cfg->listen (a re-created listener keeps its port); may be NULL */
 } js_server_deps;

@@ -302,7 +302,7 @@ static const struct {
 } k_invalid[] = {
     {"unknown top-level key", MINIMAL "bogus: 1\n", "config.unknown_key", 18,
      "unknown key 'bogus' (allowed: listen, tls, workers, hsm, keys, default_key, issuer, "
-     "policy, audit, http, key_lifecycle, limits, externaljwt)",
+     "policy, audit, http, key_lifecycle, limits, externaljwt, introspection)",
      NULL},
     {"unknown nested key",
      L_LISTEN "tls:\n  cert: a\n  key: b\n  client_ca: c\n  extra: d\n" L_HSM L_KEYS L_TAIL,
