@@ -5,6 +5,7 @@
 #include "rpc_call.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -16,15 +17,18 @@
 #include "metrics.h"
 #include "pbcheck.h"
 #include "policy_store.h"
+#include "tokindex.h"
 
 const char *const js_rpc_admin_paths[ADMIN_COUNT] = {
     "/jwtsigner.v1.Admin/RotateKey",       "/jwtsigner.v1.Admin/RevokeKey",
     "/jwtsigner.v1.Admin/SetIncidentMode", "/jwtsigner.v1.Admin/FreezeCaller",
     "/jwtsigner.v1.Admin/UnfreezeCaller",  "/jwtsigner.v1.Admin/ReloadPolicy",
     "/jwtsigner.v1.Admin/GetStatus",       "/jwtsigner.v1.Admin/RotateAuditKey",
+    "/jwtsigner.v1.Admin/RevokeToken",
 };
 static const char *const k_admin_actions[ADMIN_COUNT] = {
-    "rotate", "revoke", "incident", "freeze", "unfreeze", "reload", "status", "rotate_audit_key",
+    "rotate", "revoke", "incident",         "freeze",       "unfreeze",
+    "reload", "status", "rotate_audit_key", "revoke_token",
 };
 
 /* ---- the Admin service ------------------------------------------------------------- */
@@ -170,6 +174,64 @@ static js_status admin_rotate_audit(js_control *ctl, const uint8_t *data, size_t
     return JS_OK;
 }
 
+/*
+ * RevokeToken: exactly one of jti, sub and caller, each bounded (a jti as the
+ * index keeps it, a sub as the audit record can hold it, a caller as a typed
+ * identity), the reason printable; checked before anything is acted on. The
+ * control plane writes the durable "revoke" record and applies it.
+ */
+static js_status admin_revoke_token(js_control *ctl, const uint8_t *data, size_t len,
+                                    const char *admin, uint8_t **out, size_t *out_len,
+                                    json_t *detail, js_err *err)
+{
+    UNPACK(jwtsigner__v1__revoke_token_request__descriptor, Jwtsigner__V1__RevokeTokenRequest, rq);
+    /* What is revoked, its request.* name (js_admin_text) and its bound. */
+    const char *what = "caller", *name = "identity", *value = rq->caller;
+    size_t max = IDENTITY_MAX;
+    if (rq->jti[0] != '\0') {
+        what = name = "jti";
+        value = rq->jti;
+        max = JS_JTI_MAX;
+    } else if (rq->sub[0] != '\0') {
+        what = name = "sub";
+        value = rq->sub;
+        max = JS_TOKINDEX_STR_MAX;
+    }
+    int n = (rq->jti[0] != '\0') + (rq->sub[0] != '\0') + (rq->caller[0] != '\0');
+    js_status st = JS_OK;
+    if (n != 1)
+        st =
+            js_err_set(err, JS_EINVAL, JS_R_REQUEST_MALFORMED,
+                       "RevokeTokenRequest needs exactly one of jti, sub and caller (%d given)", n);
+    if (st == JS_OK)
+        st = js_admin_text(name, value, max, true, err);
+    if (st == JS_OK)
+        st = js_admin_text("reason", rq->reason, JS_ADMIN_REASON_MAX, false, err);
+    js_token_revoked res;
+    memset(&res, 0, sizeof(res));
+    if (st == JS_OK) {
+        json_object_set_new(detail, "what", json_string(what));
+        json_object_set_new(detail, "value", json_string(value));
+        json_object_set_new(detail, "reason", json_string(rq->reason));
+        js_token_revoke req = {
+            .jti = rq->jti[0] != '\0' ? rq->jti : NULL,
+            .sub = rq->sub[0] != '\0' ? rq->sub : NULL,
+            .caller = rq->caller[0] != '\0' ? rq->caller : NULL,
+            .reason = rq->reason,
+        };
+        st = js_control_revoke_token(ctl, admin, &req, &res, err);
+    }
+    jwtsigner__v1__revoke_token_request__free_unpacked(rq, NULL);
+    JS_GUARD(st);
+    json_object_set_new(detail, "revoke_seq", json_integer((json_int_t)res.audit_seq));
+    Jwtsigner__V1__RevokeTokenResponse r = JWTSIGNER__V1__REVOKE_TOKEN_RESPONSE__INIT;
+    r.cutoff = res.cutoff;
+    r.until = res.until;
+    r.audit_seq = res.audit_seq;
+    *out = pack_message(&r.base, out_len);
+    return JS_OK;
+}
+
 /* Decodes the request of method am, has the control plane act, and packs
  * the response into *out (malloc'd). Facts for the audit record go into
  * detail. */
@@ -201,6 +263,9 @@ static js_status admin_dispatch(js_control *ctl, admin_method am, const uint8_t 
         break;
     case ADMIN_ROTATE_AUDIT:
         st = admin_rotate_audit(ctl, data, len, admin, out, out_len, detail, err);
+        break;
+    case ADMIN_REVOKE_TOKEN:
+        st = admin_revoke_token(ctl, data, len, admin, out, out_len, detail, err);
         break;
     case ADMIN_COUNT:
     default:

@@ -2,7 +2,7 @@
  * rpc_call.h - private to the RPC layer (signer/rpc): the server, its
  * workers and the context of one call, shared by the transport (server.c),
  * the per-call helpers (rpc_call.c) and the per-service handlers
- * (rpc_sign.c, rpc_jwks.c, rpc_admin.c). Nothing outside signer/rpc
+ * (rpc_sign.c, rpc_jwks.c, rpc_admin.c, rpc_status.c). Nothing outside signer/rpc
  * includes it.
  *
  * A call context belongs to the worker whose completion queue takes its
@@ -25,12 +25,28 @@
 #include "logline.h"
 #include "server.h"
 
-#define METHOD_SIGN "/jwtsigner.v1.Signer/SignJwt"
-#define METHOD_JWKS "/jwtsigner.v1.Signer/GetJwks"
+#define METHOD_SIGN       "/jwtsigner.v1.Signer/SignJwt"
+#define METHOD_JWKS       "/jwtsigner.v1.Signer/GetJwks"
+#define METHOD_INTROSPECT "/jwtsigner.v1.Status/Introspect"
 /* claims_json is at most 16 KiB; leave room for the other fields. */
 #define MAX_REQUEST_BYTES (64 * 1024)
 
-typedef enum call_kind { CALL_SIGN, CALL_JWKS, CALL_ADMIN, CALL_K8S, CALL_UNKNOWN } call_kind;
+typedef enum call_kind {
+    CALL_SIGN,
+    CALL_JWKS,
+    CALL_ADMIN,
+    CALL_STATUS, /* jwtsigner.v1.Status/Introspect */
+    CALL_K8S,
+    CALL_UNKNOWN
+} call_kind;
+
+/* Introspect calls per introspector (and over all of them): a verifier may
+ * introspect on every sensitive request, so the budget is generous; it
+ * bounds what one stolen introspector certificate can cost the signer. */
+#define JS_INTROSPECT_RATE         2000
+#define JS_INTROSPECT_BURST        4000
+#define JS_INTROSPECT_GLOBAL_RATE  20000
+#define JS_INTROSPECT_GLOBAL_BURST 40000
 
 /* k8s.io/externaljwt ExternalJWTSigner, in both published packages (the
  * messages are identical on the wire; rpc_k8s.c). */
@@ -54,6 +70,7 @@ typedef enum admin_method {
     ADMIN_RELOAD,
     ADMIN_STATUS,
     ADMIN_ROTATE_AUDIT,
+    ADMIN_REVOKE_TOKEN,
     ADMIN_COUNT
 } admin_method;
 
@@ -103,13 +120,16 @@ struct js_server {
     js_control *control;
     js_audit *audit;
     js_metrics *metrics;
-    js_denials *denials;    /* denials recorded in full vs folded */
-    js_denials *admin_rate; /* Admin calls per administrator */
-    js_denials *quiet;      /* log lines of allowed GetJwks calls */
+    js_denials *denials;         /* denials recorded in full vs folded */
+    js_denials *admin_rate;      /* Admin calls per administrator */
+    js_denials *quiet;           /* log lines of allowed GetJwks and Introspect calls */
+    js_denials *introspect_rate; /* Introspect calls per introspector (owned) */
+    js_tokindex *index;          /* issued tokens and revocations; NULL = introspection off */
     grpc_server *server;
     grpc_completion_queue *shutdown_cq;
     void *method_sign;
     void *method_jwks;
+    void *method_introspect;
     void *method_admin[ADMIN_COUNT];
     void *method_k8s[K8S_COUNT];
     /* The ExternalJWTSigner server (js_server_new_k8s): its Unix socket and
@@ -221,7 +241,7 @@ js_status rpc_call_identity(grpc_call *call, char *out, size_t cap, js_err *err)
 
 /* The denial budget (denials.h): true = audit record and log line in full. */
 bool rpc_denial_in_full(const call_ctx *c);
-/* Counts a denial into its folded record (type "sign" or "admin"). */
+/* Counts a denial into its folded record (type "sign", "admin" or "introspect"). */
 void rpc_fold_denial(const call_ctx *c, const char *type, js_reason why);
 /* A call that ended without a request message (stream reset). */
 void rpc_no_message(call_ctx *c, const char *method);
@@ -230,6 +250,7 @@ void rpc_no_message(call_ctx *c, const char *method);
 void rpc_handle_sign(call_ctx *c);    /* rpc_sign.c */
 void rpc_handle_jwks(call_ctx *c);    /* rpc_jwks.c */
 void rpc_handle_admin(call_ctx *c);   /* rpc_admin.c */
+void rpc_handle_status(call_ctx *c);  /* rpc_status.c */
 void rpc_handle_k8s(call_ctx *c);     /* rpc_k8s.c */
 void rpc_handle_unknown(call_ctx *c); /* rpc_call.c */
 

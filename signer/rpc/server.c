@@ -1,12 +1,12 @@
 /*
- * server.c - the transport of the gRPC server for jwtsigner.v1.Signer and
- * jwtsigner.v1.Admin (see server.h): the server and its channel arguments,
+ * server.c - the transport of the gRPC server for jwtsigner.v1.Signer,
+ * jwtsigner.v1.Admin and jwtsigner.v1.Status (see server.h): the server and its channel arguments,
  * the listener, one completion queue and thread per worker, shutdown.
  *
  * Call flow per worker thread (all on the worker's own completion queue):
  *   request_registered_call (armed several times per method)
  *     -> event: re-arm, then the service's handler (rpc_sign.c, rpc_jwks.c,
- *        rpc_admin.c) decodes, has the core decide (with the worker's own
+ *        rpc_admin.c, rpc_status.c) decodes, has the core decide (with the worker's own
  *        HSM session) and sends one reply batch: SEND_INITIAL_METADATA,
  *        SEND_MESSAGE (on success), SEND_STATUS_FROM_SERVER,
  *        RECV_CLOSE_ON_SERVER; an allowed token's batch goes out from the
@@ -42,6 +42,7 @@
  * while its last reply is in flight. */
 #define PENDING_SIGN    8
 #define PENDING_JWKS    2
+#define PENDING_STATUS  4
 #define PENDING_UNKNOWN 1
 #define PENDING_K8S     2
 /* While shutdown waits for the audit log to answer allowed tokens, a line
@@ -82,10 +83,11 @@ static int call_arm_method(worker *w, call_kind kind, admin_method am, k8s_metho
         rc = grpc_server_request_call(srv->server, &c->call, &c->details, &c->req_md, w->cq, w->cq,
                                       c);
     } else {
-        void *method = kind == CALL_SIGN   ? srv->method_sign
-                       : kind == CALL_JWKS ? srv->method_jwks
-                       : kind == CALL_K8S  ? srv->method_k8s[km]
-                                           : srv->method_admin[am];
+        void *method = kind == CALL_SIGN     ? srv->method_sign
+                       : kind == CALL_JWKS   ? srv->method_jwks
+                       : kind == CALL_STATUS ? srv->method_introspect
+                       : kind == CALL_K8S    ? srv->method_k8s[km]
+                                             : srv->method_admin[am];
         rc = grpc_server_request_registered_call(srv->server, method, &c->call, &c->deadline,
                                                  &c->req_md, &c->request, w->cq, w->cq, c);
     }
@@ -136,6 +138,9 @@ static void *worker_main(void *arg)
         case CALL_ADMIN:
             rpc_handle_admin(c);
             break;
+        case CALL_STATUS:
+            rpc_handle_status(c);
+            break;
         case CALL_K8S:
             rpc_handle_k8s(c);
             break;
@@ -167,6 +172,7 @@ static js_status server_new(const js_server_deps *deps, bool k8s, js_server **ou
     srv->denials = deps->denials;
     srv->admin_rate = deps->admin_rate;
     srv->quiet = deps->quiet;
+    srv->index = deps->index;
     atomic_init(&srv->shutting_down, false);
     atomic_init(&srv->awaiting_audit, 0);
     pthread_condattr_t ca;
@@ -194,6 +200,15 @@ static js_status server_new(const js_server_deps *deps, bool k8s, js_server **ou
         srv->nworkers = 1;
     js_status st = JS_OK;
     grpc_server_credentials *creds = NULL;
+    if (!k8s) {
+        js_denials_options rate = {.rate = JS_INTROSPECT_RATE,
+                                   .burst = JS_INTROSPECT_BURST,
+                                   .global_rate = JS_INTROSPECT_GLOBAL_RATE,
+                                   .global_burst = JS_INTROSPECT_GLOBAL_BURST};
+        st = js_denials_new(&rate, &srv->introspect_rate, err);
+        if (st != JS_OK)
+            goto fail;
+    }
 
     srv->workers = calloc((size_t)srv->nworkers, sizeof(*srv->workers));
     if (srv->workers == NULL) {
@@ -242,6 +257,8 @@ static js_status server_new(const js_server_deps *deps, bool k8s, js_server **ou
             srv->method_admin[m] =
                 grpc_server_register_method(srv->server, js_rpc_admin_paths[m], NULL,
                                             GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        srv->method_introspect = grpc_server_register_method(
+            srv->server, METHOD_INTROSPECT, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     }
     for (int i = 0; i < srv->nworkers; i++) {
         srv->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
@@ -322,6 +339,9 @@ js_status js_server_start(js_server *srv, js_err *err)
         for (int m = 0; m < ADMIN_COUNT; m++)
             JS_ENSURE(call_arm_method(w, CALL_ADMIN, (admin_method)m, K8S_COUNT) == 0, err,
                       JS_EINTERNAL, JS_R_SERVER_ARM, "cannot request calls");
+        for (int k = 0; k < PENDING_STATUS; k++)
+            JS_ENSURE(call_arm(w, CALL_STATUS) == 0, err, JS_EINTERNAL, JS_R_SERVER_ARM,
+                      "cannot request calls");
         for (int k = 0; k < PENDING_UNKNOWN; k++)
             JS_ENSURE(call_arm(w, CALL_UNKNOWN) == 0, err, JS_EINTERNAL, JS_R_SERVER_ARM,
                       "cannot request calls");
@@ -488,6 +508,7 @@ void js_server_free(js_server *srv)
     }
     drain_and_destroy(srv->shutdown_cq);
     rpc_peers_free(srv->peers);
+    js_denials_free(srv->introspect_rate);
     free(srv->workers);
     if (srv->audit_sync_ok) {
         pthread_cond_destroy(&srv->audit_cv);
