@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <grpc/support/alloc.h>
 #include <openssl/crypto.h>
@@ -22,6 +23,7 @@
 #include "logline.h"
 #include "metrics.h"
 #include "pbcheck.h"
+#include "record.h"
 #include "policy_store.h"
 
 /* The request body, decoded when the pipeline asks for it; it lives until
@@ -97,6 +99,7 @@ static void sign_event(const call_ctx *c, const char *policy_hash, js_audit_even
     ev->jti = ok ? t->jti : NULL;
     ev->sub = t->sub;
     ev->aud_json = t->aud;
+    ev->cnf_json = t->cnf_json; /* RFC 7800, as the token carries it (FORMAT.md §3) */
     ev->iat = ok ? t->issued_at : 0;
     ev->exp = ok ? t->expires_at : 0;
     ev->scopes = ok ? t->scopes : NULL;
@@ -106,6 +109,29 @@ static void sign_event(const call_ctx *c, const char *policy_hash, js_audit_even
 
 /* The variant of a call's signing method: SignJwt or ExternalJWTSigner Sign. */
 static const rpc_sign_variant *variant_of(const call_ctx *c);
+
+/* Puts an allowed token into the issued-token index (tokindex.h) once its
+ * record is durable, before it is released: introspection must never call a
+ * released token forged. A full index fails the call (fail closed). */
+static js_status index_token(js_tokindex *ix, const call_ctx *c, js_err *err)
+{
+    const js_sign_result *t = &c->d.token;
+    js_tok_info info = {
+        .jti = (char *)t->jti,
+        .caller = (char *)c->identity,
+        .sub = t->sub,
+        .aud_json = t->aud,
+        .scope = t->scopes,
+        .cnf_json = t->cnf_json,
+        .kid = (char *)t->kid,
+        .iat = t->issued_at,
+        .exp = t->expires_at,
+    };
+    JS_ENSURE(
+        js_audit_unhex(t->token_sha256, strlen(t->token_sha256), info.sha256, sizeof(info.sha256)),
+        err, JS_EINTERNAL, JS_R_INTERNAL_BUG, "the token's digest is not hex");
+    return js_tokindex_add(ix, &info, (int64_t)time(NULL), err);
+}
 
 /* Sends an allowed token once its audit record is durable, or fails closed.
  * Runs on the audit notifier thread or the audit writer thread (auditlog.h,
@@ -118,16 +144,17 @@ static void sign_audit_done(void *ctx, js_status st, uint64_t seq, const js_err 
     const rpc_sign_variant *v = variant_of(c);
     uint8_t *buf = NULL;
     size_t len = 0;
+    js_server *srv = c->w->srv;
     if (st == JS_OK) {
         js_err perr;
         js_err_clear(&perr);
-        if (v->pack(d, seq, &buf, &len, &perr) != JS_OK)
+        if ((srv->index != NULL && index_token(srv->index, c, &perr) != JS_OK) ||
+            v->pack(d, seq, &buf, &len, &perr) != JS_OK)
             js_decision_fail(d, &perr);
     } else {
         /* Fail closed: no token leaves without its record. */
         js_decision_fail(d, aerr);
     }
-    js_server *srv = c->w->srv;
     /* The record is durable whenever st is JS_OK, even if the reply then
      * failed: the log line names it so the two can be matched. */
     sign_log(c, v->method, st == JS_OK ? seq : 0);
