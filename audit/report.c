@@ -76,7 +76,7 @@ uint64_t js_audit_stats_no_time(const js_audit_stats *s)
 static bool is_request_type(const char *type)
 {
     return type != NULL && (strcmp(type, "sign") == 0 || strcmp(type, "admin") == 0 ||
-                            strcmp(type, "denials") == 0);
+                            strcmp(type, "introspect") == 0 || strcmp(type, "denials") == 0);
 }
 
 /* Tallies a lifecycle record by (type, decision = the event). */
