@@ -113,7 +113,7 @@ typedef struct js_config {
     char *http_listen;
     char *http_tls_cert;
     char *http_tls_key;
-    char *http_client_ca; /* PEM CA bundle for client certificates (POST /introspect); NULL = none */
+    char *http_client_ca;      /* client certificates' CA bundle (POST /introspect); NULL = none */
     int64_t http_jwks_max_age; /* seconds; default 300 */
     char *http_jwks_uri;       /* the JWKS's public URL for discovery (discovery.h);
                                   NULL = issuer + /.well-known/jwks.json */
