@@ -28,18 +28,11 @@
 #include "daemon.h"
 #include "discovery.h"
 #include "introspect.h"
+#include "status.h"
 #include "logline.h"
 
-/* The label of POST /introspect in log lines and metrics, and the type of
- * its audit and folded records (as the gRPC method's). */
+/* The label of POST /introspect in log lines and metrics. */
 #define INTROSPECT_METHOD "POST /introspect"
-#define INTROSPECT_TYPE   "introspect"
-/* Calls a second per introspector over HTTP (its own budget, the same
- * numbers as the gRPC Status service's, JS_INTROSPECT_RATE / _BURST). */
-#define HTTP_INTROSPECT_RATE         2000u
-#define HTTP_INTROSPECT_BURST        4000u
-#define HTTP_INTROSPECT_GLOBAL_RATE  20000u /* all introspectors together */
-#define HTTP_INTROSPECT_GLOBAL_BURST 40000u
 
 /* What the HTTP handlers get as ctx: the daemon, and the introspection
  * rate budget the HTTP listener owns (freed by http_release at js_http_stop). */
@@ -179,194 +172,74 @@ static unsigned refusal_status(const js_decision *dec, const char **error)
     }
 }
 
-/* The audit record of a refused call or of a forgery-evidence answer:
- * queued, never waited for (nothing is released by it). */
-static void introspect_audit(daemon_state *d, const js_http_introspect_call *call,
-                             const char *identity, const js_decision *dec, js_reason why,
-                             const char *kid, const char *jti)
+/* The HTTP status of a decision, as its log line shows it. */
+static const char *http_status_of(const js_decision *dec, void *ctx)
 {
-    char *detail = NULL;
-    if ((kid != NULL && kid[0] != '\0') || (jti != NULL && jti[0] != '\0')) {
-        json_t *o = json_object();
-        if (o != NULL) {
-            if (jti != NULL && jti[0] != '\0')
-                json_object_set_new(o, "jti", json_string(jti));
-            if (kid != NULL && kid[0] != '\0')
-                json_object_set_new(o, "kid", json_string(kid));
-            detail = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-            json_decref(o);
-        }
-    }
-    js_audit_event ev = {
-        .type = INTROSPECT_TYPE,
-        .caller = identity,
-        .peer = call->peer,
-        .decision = js_decision_name(dec->kind == JS_DECISION_ALLOW ? JS_DECISION_DENY : dec->kind),
-        .reason = js_reason_name(why),
-        .message = dec->kind == JS_DECISION_ALLOW ? NULL : dec->msg,
-        .detail_json = detail,
-    };
-    if (js_audit_submit(d->audit, &ev, NULL, NULL, NULL) != JS_OK &&
-        js_denials_admit(d->quiet, "audit_record_lost", js_mono_ms()))
-        js_log_event("warn", "audit_record_lost",
-                     "an introspection record could not be queued for the audit log");
-    free(detail);
-}
-
-static js_reqlog introspect_log(const js_http_introspect_call *call, const char *identity,
-                                const js_decision *dec, int64_t t0_us)
-{
-    js_reqlog log = {
-        .method = INTROSPECT_METHOD,
-        .caller = identity[0] != '\0' ? identity : NULL,
-        .peer = call->peer,
-        .decision = js_decision_name(dec->kind),
-        .reason = js_reason_name(dec->reason),
-        .message = dec->msg[0] != '\0' ? dec->msg : NULL,
-        .latency_us = js_mono_us() - t0_us,
-    };
-    return log;
-}
-
-/* A refusal: audit record and log line in full within the caller's denial
- * budget (folded beyond it; rate-limited calls always fold), the metrics,
- * and the RFC 6749 §5.2 JSON error. */
-static unsigned introspect_refuse(daemon_state *d, const js_http_introspect_call *call,
-                                  const char *identity, const js_err *err, int64_t t0_us,
-                                  char **json)
-{
-    js_decision dec;
-    js_decision_init(&dec);
-    js_decision_fail(&dec, err);
+    char *buf = ctx; /* 8 bytes */
     const char *error = NULL;
-    unsigned status = refusal_status(&dec, &error);
-    char status_text[8];
-    snprintf(status_text, sizeof(status_text), "%u", status);
-    char key[JS_DENIALS_KEY_MAX + 1];
-    js_denials_key(identity, call->peer, key, sizeof(key));
-    dec.folded = err->status == JS_ELIMIT || !js_denials_admit(d->denials, key, js_mono_ms());
-    if (dec.folded) {
-        char addr[JS_DENIALS_KEY_MAX + 1];
-        js_denials_peer_addr(call->peer, addr, sizeof(addr));
-        js_audit_note_folded(d->audit, INTROSPECT_TYPE, identity, addr, js_reason_name(dec.reason));
-    } else {
-        introspect_audit(d, call, identity, &dec, dec.reason, NULL, NULL);
-        js_reqlog log = introspect_log(call, identity, &dec, t0_us);
-        log.status = status_text; /* the HTTP status, where gRPC logs its own */
-        js_reqlog_emit(&log);
-    }
-    js_metrics_call(d->metrics, INTROSPECT_METHOD, identity, &dec);
-    json_t *o = json_pack("{s:s}", "error", error);
-    *json = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    return status;
+    unsigned status = dec->kind == JS_DECISION_ALLOW ? 200 : refusal_status(dec, &error);
+    snprintf(buf, 8, "%u", status);
+    return buf;
 }
 
+/* The token the HTTP layer already parsed from the form (bounded there). */
+static js_status http_token(void *ctx, const char **token, size_t *len, js_err *err)
+{
+    const js_http_introspect_call *call = ctx;
+    JS_ENSURE(call->token != NULL, err, JS_EINVAL, JS_R_HTTP_FORM, "no token parameter");
+    *token = call->token;
+    *len = call->token_len;
+    return JS_OK;
+}
+
+/* POST /introspect: the same call as gRPC Status/Introspect (status.h);
+ * here only the reply differs: the RFC 7662 JSON, or the RFC 6749 §5.2
+ * error body with its HTTP status. */
 static unsigned http_introspect(void *ctx, const js_http_introspect_call *call, char **json)
 {
     int64_t t0_us = js_mono_us();
     http_ctx *hc = ctx;
     daemon_state *d = hc->d;
     *json = NULL;
-    const char *identity = call->identity != NULL ? call->identity : "";
-    js_err err;
-    js_err_clear(&err);
-    if (call->problem != NULL)
-        return introspect_refuse(d, call, identity, call->problem, t0_us, json);
-    if (d->index == NULL || hc->introspect_rate == NULL) {
-        (void)js_err_set(&err, JS_ESTATE, JS_R_INTROSPECT_DISABLED,
-                         "this signer's configuration has no introspection section");
-        return introspect_refuse(d, call, identity, &err, t0_us, json);
-    }
     js_policy_snapshot *ps = js_policy_store_acquire(d->policies);
-    const js_policy *p = ps != NULL ? js_policy_snapshot_get(ps) : NULL;
-    const char *const *auds = NULL;
-    size_t naud = 0;
-    unsigned status;
-    if (p == NULL || !js_policy_introspector(p, identity, &auds, &naud)) {
-        (void)js_err_set(&err, JS_EDENIED, JS_R_INTROSPECT_NOT_ALLOWED,
-                         "caller '%s' is not an introspector (policy: introspectors)", identity);
-        status = introspect_refuse(d, call, identity, &err, t0_us, json);
-        js_policy_snapshot_release(ps);
-        return status;
-    }
-    if (!js_denials_admit(hc->introspect_rate, identity, js_mono_ms())) {
-        (void)js_err_set(&err, JS_ELIMIT, JS_R_INTROSPECT_RATE_LIMITED,
-                         "introspector '%s' is over %u introspection calls per second over HTTP",
-                         identity, HTTP_INTROSPECT_RATE);
-        status = introspect_refuse(d, call, identity, &err, t0_us, json);
-        js_policy_snapshot_release(ps);
-        return status;
-    }
-
-    /* A token too long, empty or malformed is an answer (inactive), not an
-     * error (RFC 7662 §2.2). */
-    js_introspect_input in = {
-        .token = call->token,
-        .token_len = call->token_len,
-        .auds = auds,
-        .naud = naud,
-        .now = js_wall_ms() / 1000,
+    js_snapshot *ks = js_snapshot_store_acquire(d->keys);
+    char status_text[8];
+    js_status_call sc = {
+        .method = INTROSPECT_METHOD,
+        .identity = call->identity != NULL ? call->identity : "",
+        .refusal = call->problem,
+        .peer = call->peer,
+        .policy = js_policy_snapshot_get(ps),
+        .keys = js_snapshot_value(ks),
+        .token = http_token,
+        .token_ctx = (void *)call,
+        .t0_us = t0_us,
+        .status_name = http_status_of,
+        .status_ctx = status_text,
+    };
+    js_status_deps deps = {
+        .audit = d->audit,
+        .metrics = d->metrics,
+        .denials = d->denials,
+        .quiet = d->quiet,
+        .rate = hc->introspect_rate,
+        .index = d->index,
         .leeway = d->cfg->introspection_leeway,
     };
-    js_introspection res;
-    memset(&res, 0, sizeof(res));
-    js_snapshot *ks = js_snapshot_store_acquire(d->keys);
-    const js_keyring *kr = js_snapshot_value(ks);
-    js_introspect(kr, d->index, &in, &res);
-    js_snapshot_release(ks);
-    *json = js_introspection_json(&res, js_policy_issuer(p));
-    js_policy_snapshot_release(ps);
-    if (*json == NULL) {
-        js_introspection_clear(&res);
-        (void)js_err_oom(&err);
-        return introspect_refuse(d, call, identity, &err, t0_us, json);
-    }
-
-    /* Answered: the call is allowed whatever the answer. */
     js_decision dec;
-    js_decision_init(&dec);
-    const char *why = res.why != NULL ? res.why : "malformed";
-    js_reason audited = JS_R_NONE;
-    if (!res.active && strcmp(why, "unknown_jti") == 0)
-        audited = JS_R_INTROSPECT_UNKNOWN_JTI;
-    else if (!res.active && strcmp(why, "hash_mismatch") == 0)
-        audited = JS_R_INTROSPECT_HASH_MISMATCH;
-    js_metrics_request(d->metrics, INTROSPECT_METHOD, identity, js_decision_name(dec.kind), why);
-    char key[JS_DENIALS_KEY_MAX + 1];
-    js_denials_key(identity, call->peer, key, sizeof(key));
-    bool log_it;
-    if (res.active) {
-        log_it = js_denials_admit(d->quiet, key, js_mono_ms());
-    } else {
-        /* One budget decision for the log line and the audit record. */
-        log_it = js_denials_admit(d->denials, key, js_mono_ms());
-        if (audited != JS_R_NONE) {
-            if (log_it) {
-                introspect_audit(d, call, identity, &dec, audited, res.kid, res.jti);
-            } else {
-                char addr[JS_DENIALS_KEY_MAX + 1];
-                js_denials_peer_addr(call->peer, addr, sizeof(addr));
-                js_audit_note_folded(d->audit, INTROSPECT_TYPE, identity, addr,
-                                     js_reason_name(audited));
-            }
-        }
-    }
-    if (log_it) {
-        js_reqlog log = introspect_log(call, identity, &dec, t0_us);
-        /* The answer's reason (introspect.h), never told to the caller. */
-        log.reason = why;
-        log.status = "200";
-        log.kid = res.kid[0] != '\0' ? res.kid : NULL;
-        log.jti = res.jti[0] != '\0' ? res.jti : NULL;
-        if (res.active) {
-            log.sub = res.tok.sub;
-            log.aud = res.tok.aud_json;
-        }
-        js_reqlog_emit(&log);
-    }
+    js_introspection res;
+    js_status_introspect(&deps, &sc, &dec, &res, json);
     js_introspection_clear(&res);
-    return 200;
+    js_snapshot_release(ks);
+    js_policy_snapshot_release(ps);
+    if (dec.kind == JS_DECISION_ALLOW)
+        return 200;
+    const char *error = NULL;
+    unsigned status = refusal_status(&dec, &error);
+    json_t *o = json_pack("{s:s}", "error", error);
+    *json = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return status;
 }
 
 static void http_release(void *ctx)
@@ -395,10 +268,11 @@ js_status start_http(daemon_state *d, js_err *err)
     JS_ENSURE_ALLOC(hc, err);
     hc->d = d;
     if (d->index != NULL) {
-        js_denials_options rate = {.rate = HTTP_INTROSPECT_RATE,
-                                   .burst = HTTP_INTROSPECT_BURST,
-                                   .global_rate = HTTP_INTROSPECT_GLOBAL_RATE,
-                                   .global_burst = HTTP_INTROSPECT_GLOBAL_BURST};
+        /* Its own budget, the same numbers as the gRPC Status service's. */
+        js_denials_options rate = {.rate = JS_INTROSPECT_RATE,
+                                   .burst = JS_INTROSPECT_BURST,
+                                   .global_rate = JS_INTROSPECT_GLOBAL_RATE,
+                                   .global_burst = JS_INTROSPECT_GLOBAL_BURST};
         js_status st = js_denials_new(&rate, &hc->introspect_rate, err);
         if (st != JS_OK) {
             http_release(hc);

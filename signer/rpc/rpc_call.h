@@ -24,6 +24,7 @@
 #include "identity.h"
 #include "logline.h"
 #include "server.h"
+#include "status.h" /* JS_INTROSPECT_RATE ... */
 
 #define METHOD_SIGN       "/jwtsigner.v1.Signer/SignJwt"
 #define METHOD_JWKS       "/jwtsigner.v1.Signer/GetJwks"
@@ -39,14 +40,6 @@ typedef enum call_kind {
     CALL_K8S,
     CALL_UNKNOWN
 } call_kind;
-
-/* Introspect calls per introspector (and over all of them): a verifier may
- * introspect on every sensitive request, so the budget is generous; it
- * bounds what one stolen introspector certificate can cost the signer. */
-#define JS_INTROSPECT_RATE         2000
-#define JS_INTROSPECT_BURST        4000
-#define JS_INTROSPECT_GLOBAL_RATE  20000
-#define JS_INTROSPECT_GLOBAL_BURST 40000
 
 /* k8s.io/externaljwt ExternalJWTSigner, in both published packages (the
  * messages are identical on the wire; rpc_k8s.c). */

@@ -33,23 +33,10 @@
 #include "metrics.h"
 #include "pbcheck.h"
 #include "policy_store.h"
+#include "status.h"
 
-/* The method's label in logs, metrics and folded records. */
+/* The method's label in logs and metrics. */
 #define METHOD_NAME "Introspect"
-#define FOLD_TYPE   "introspect"
-
-/* The audit reason of an inactive answer that is audited on its own
- * (forgery evidence); JS_R_NONE for every other answer. */
-static js_reason audited_reason(const js_introspection *r)
-{
-    if (r->active || r->why == NULL)
-        return JS_R_NONE;
-    if (strcmp(r->why, "unknown_jti") == 0)
-        return JS_R_INTROSPECT_UNKNOWN_JTI;
-    if (strcmp(r->why, "hash_mismatch") == 0)
-        return JS_R_INTROSPECT_HASH_MISMATCH;
-    return JS_R_NONE;
-}
 
 /* A JSON string member of the answer, or "" (proto3 strings are never NULL). */
 static char *member_str(const json_t *o, const char *key)
@@ -63,11 +50,10 @@ static char *member_str(const json_t *o, const char *key)
  * that same JSON, so the two can never disagree. Inactive: active = false
  * and the JSON only.
  */
-static js_status pack_answer(const js_introspection *r, const char *iss, uint8_t **buf, size_t *len,
+static js_status pack_answer(const js_introspection *r, char *json, uint8_t **buf, size_t *len,
                              js_err *err)
 {
     js_status st = JS_OK;
-    char *json = js_introspection_json(r, iss);
     json_t *doc = NULL;
     char *cnf = NULL;
     char **aud = NULL;
@@ -130,173 +116,91 @@ out:
     free(aud);
     free(cnf);
     json_decref(doc);
-    free(json);
     return st;
 }
 
-/* The audit record of a refused call, or of an answer that is evidence of
- * a forgery: queued, never waited for (nothing is released by it). */
-static void audit_introspect(const call_ctx *c, const js_decision *d, js_reason why,
-                             const char *kid, const char *jti)
-{
-    js_server *srv = c->w->srv;
-    char *detail = NULL;
-    if (kid != NULL || jti != NULL) {
-        json_t *o = json_object();
-        if (o != NULL) {
-            if (jti != NULL && jti[0] != '\0')
-                json_object_set_new(o, "jti", json_string(jti));
-            if (kid != NULL && kid[0] != '\0')
-                json_object_set_new(o, "kid", json_string(kid));
-            detail = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-            json_decref(o);
-        }
-    }
-    js_audit_event ev = {
-        .type = FOLD_TYPE,
-        .caller = c->identity,
-        .peer = c->peer,
-        .decision = js_decision_name(d->kind == JS_DECISION_ALLOW ? JS_DECISION_DENY : d->kind),
-        .reason = js_reason_name(why),
-        .message = d->kind == JS_DECISION_ALLOW ? NULL : d->msg,
-        .detail_json = detail,
-    };
-    if (js_audit_submit(srv->audit, &ev, NULL, NULL, NULL) != JS_OK &&
-        js_denials_admit(srv->quiet, "audit_record_lost", js_mono_ms()))
-        js_log_event("warn", "audit_record_lost",
-                     "an introspection record could not be queued for the audit log");
-    free(detail);
-}
+/* The request, read once the caller is admitted (status.h). The token is
+ * a bearer credential: every copy of it is wiped. */
+typedef struct status_body {
+    call_ctx *c;
+    Jwtsigner__V1__IntrospectRequest *rq;
+} status_body;
 
-/* A refused call (not an introspector, over its rate, a bad request,
- * introspection off): audited and logged in full within the caller's denial
- * budget, folded beyond it (rate-limited calls always fold). */
-static void refuse(call_ctx *c, const js_err *err, bool budget_checked)
+static js_status read_token(void *ctx, const char **token, size_t *len, js_err *err)
 {
-    js_server *srv = c->w->srv;
-    js_decision *d = &c->d;
-    js_decision_fail(d, err);
-    d->retry_after_ms = err->status == JS_ELIMIT ? 1000 : 0;
-    if (!budget_checked)
-        d->folded = err->status == JS_ELIMIT || !rpc_denial_in_full(c);
-    if (d->folded) {
-        rpc_fold_denial(c, FOLD_TYPE, d->reason);
-    } else {
-        audit_introspect(c, d, d->reason, NULL, NULL);
-        js_reqlog log = rpc_reqlog_of(METHOD_NAME, c->identity, c->peer, d, c->t0_us);
-        js_reqlog_emit(&log);
-    }
-    js_metrics_call(srv->metrics, METHOD_NAME, c->identity, d);
-    rpc_reply_decision(c, d, NULL, 0); /* c may be gone after this */
-}
-
-/* Reads and checks the request (pbcheck.h), and answers it into *buf. The
- * token is a bearer credential: every copy of it is wiped. */
-static js_status answer(call_ctx *c, const js_policy *policy, const char *const *auds, size_t naud,
-                        js_introspection *res, uint8_t **buf, size_t *len, js_err *err)
-{
-    js_server *srv = c->w->srv;
-    JS_ENSURE(srv->index != NULL, err, JS_ESTATE, JS_R_INTROSPECT_DISABLED,
-              "this signer's configuration has no introspection section");
+    status_body *b = ctx;
     grpc_slice raw = grpc_empty_slice();
-    JS_GUARD(rpc_read_request(c->request, &raw, err));
+    JS_GUARD(rpc_read_request(b->c->request, &raw, err));
     ProtobufCMessage *m = NULL;
     js_status st = js_pb_unpack(&jwtsigner__v1__introspect_request__descriptor,
                                 GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw), &m, err);
     OPENSSL_cleanse(GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw));
     grpc_slice_unref(raw);
     JS_GUARD(st);
-    Jwtsigner__V1__IntrospectRequest *rq = (Jwtsigner__V1__IntrospectRequest *)m;
-    /* A token too long, empty or malformed is an answer (inactive), not an
-     * error (RFC 7662 §2.2); the gRPC message limit bounds what arrives. */
-    js_introspect_input in = {
-        .token = rq->token,
-        .token_len = strlen(rq->token),
-        .auds = auds,
-        .naud = naud,
-        .now = js_wall_ms() / 1000,
-        .leeway = srv->cfg->introspection_leeway,
-    };
-    const js_keyring *kr = js_snapshot_cache_get(&c->w->keys, srv->keys);
-    js_introspect(kr, srv->index, &in, res);
-    OPENSSL_cleanse(rq->token, in.token_len);
-    jwtsigner__v1__introspect_request__free_unpacked(rq, NULL);
-    return pack_answer(res, js_policy_issuer(policy), buf, len, err);
+    b->rq = (Jwtsigner__V1__IntrospectRequest *)m;
+    *token = b->rq->token;
+    *len = strlen(b->rq->token);
+    return JS_OK;
+}
+
+static const char *grpc_status_of(const js_decision *d, void *ctx)
+{
+    (void)ctx;
+    return rpc_status_name(rpc_status_code(d->status));
 }
 
 void rpc_handle_status(call_ctx *c)
 {
     c->t0_us = js_mono_us();
     js_server *srv = c->w->srv;
-    js_err err;
-    js_err_clear(&err);
     c->peer = grpc_call_get_peer(c->call);
-    const js_policy *policy = js_policy_cache_get(&c->w->policy, srv->policies);
-    js_decision *d = &c->d;
-    js_decision_init(d);
-
-    js_status st = rpc_call_identity(c->call, c->identity, sizeof(c->identity), &err);
+    js_err ierr;
+    js_err_clear(&ierr);
+    js_status ist = rpc_call_identity(c->call, c->identity, sizeof(c->identity), &ierr);
+    if (ist != JS_OK)
+        c->identity[0] = '\0';
     if (c->request == NULL) {
         rpc_no_message(c, METHOD_NAME);
         return;
     }
-    const char *const *auds = NULL;
-    size_t naud = 0;
-    if (st == JS_OK && !js_policy_introspector(policy, c->identity, &auds, &naud))
-        st = js_err_set(&err, JS_EDENIED, JS_R_INTROSPECT_NOT_ALLOWED,
-                        "caller '%s' is not an introspector (policy: introspectors)", c->identity);
-    if (st == JS_OK && !js_denials_admit(srv->introspect_rate, c->identity, js_mono_ms()))
-        st = js_err_set(&err, JS_ELIMIT, JS_R_INTROSPECT_RATE_LIMITED,
-                        "introspector '%s' is over %u Introspect calls per second", c->identity,
-                        JS_INTROSPECT_RATE);
-    if (st != JS_OK) {
-        refuse(c, &err, false);
-        return;
-    }
-
+    status_body body = {c, NULL};
+    js_status_call call = {
+        .method = METHOD_NAME,
+        .identity = c->identity,
+        .refusal = ist != JS_OK ? &ierr : NULL,
+        .peer = c->peer,
+        .policy = js_policy_cache_get(&c->w->policy, srv->policies),
+        .keys = js_snapshot_cache_get(&c->w->keys, srv->keys),
+        .token = read_token,
+        .token_ctx = &body,
+        .t0_us = c->t0_us,
+        .status_name = grpc_status_of,
+    };
+    js_status_deps deps = {
+        .audit = srv->audit,
+        .metrics = srv->metrics,
+        .denials = srv->denials,
+        .quiet = srv->quiet,
+        .rate = srv->introspect_rate,
+        .index = srv->index,
+        .leeway = srv->cfg->introspection_leeway,
+    };
     js_introspection res;
-    memset(&res, 0, sizeof(res));
+    char *json = NULL;
+    js_decision *d = &c->d;
+    js_status_introspect(&deps, &call, d, &res, &json);
+    if (body.rq != NULL) {
+        OPENSSL_cleanse(body.rq->token, strlen(body.rq->token));
+        jwtsigner__v1__introspect_request__free_unpacked(body.rq, NULL);
+    }
     uint8_t *buf = NULL;
     size_t len = 0;
-    if (answer(c, policy, auds, naud, &res, &buf, &len, &err) != JS_OK) {
-        js_introspection_clear(&res);
-        refuse(c, &err, false);
-        return;
-    }
-
-    /* Answered: the call is allowed whatever the answer. */
-    const char *why = res.why != NULL ? res.why : "malformed";
-    js_reason audited = audited_reason(&res);
-    js_metrics_request(srv->metrics, METHOD_NAME, c->identity, js_decision_name(d->kind), why);
-    bool log_it;
-    if (res.active) {
-        char key[JS_DENIALS_KEY_MAX + 1];
-        js_denials_key(c->identity, c->peer, key, sizeof(key));
-        log_it = js_denials_admit(srv->quiet, key, js_mono_ms());
-    } else {
-        /* One budget decision for the log line and the audit record. */
-        log_it = rpc_denial_in_full(c);
-        if (audited != JS_R_NONE) {
-            if (log_it)
-                audit_introspect(c, d, audited, res.kid, res.jti);
-            else
-                rpc_fold_denial(c, FOLD_TYPE, audited);
-        }
-    }
-    if (log_it) {
-        js_reqlog log = rpc_reqlog_of(METHOD_NAME, c->identity, c->peer, d, c->t0_us);
-        /* The answer's reason (introspect.h), as in the metrics; never told
-         * to the caller (RFC 7662 §2.2). */
-        log.reason = why;
-        log.kid = res.kid[0] != '\0' ? res.kid : NULL;
-        log.jti = res.jti[0] != '\0' ? res.jti : NULL;
-        if (res.active) {
-            log.sub = res.tok.sub;
-            log.aud = res.tok.aud_json;
-        }
-        js_reqlog_emit(&log);
-    }
+    js_err perr;
+    js_err_clear(&perr);
+    if (d->kind == JS_DECISION_ALLOW && pack_answer(&res, json, &buf, &len, &perr) != JS_OK)
+        js_decision_fail(d, &perr);
     js_introspection_clear(&res);
+    free(json);
     rpc_reply_decision(c, d, buf, len); /* c may be gone after this */
     free(buf);
 }
