@@ -16,7 +16,24 @@ Measures, in one run on one SoftHSM token (issue 11 names the goals):
      50% and 80% of the closed-loop maximum measured in step 2, durable and
      fsync off;
   5. the signer's RSS high-water (VmHWM) after 1,000 concurrent calls;
-  6. start-up time, from spawning the process to its "listening" log line.
+  6. start-up time, from spawning the process to its "listening" log line;
+  7. token introspection (issue 13): a signer with `introspection:` on signs
+     --introspect-tokens tokens, then jwtsigner.v1.Status/Introspect of them
+     closed-loop (client_load --introspect: introspections/s, and the
+     signer's CPU per introspection) and paced (client_paced --introspect:
+     p50/p99). The signer rate-limits each introspector to
+     JS_INTROSPECT_RATE (2,000/s, signer/core/status.h), so the closed loop
+     runs one client_load per introspector identity (--introspectors of
+     them, each its own certificate) at once and adds them up, and the
+     paced runs stay under one introspector's rate. Introspection verifies
+     the signature with OpenSSL, not the HSM, so the figures are printed
+     absolute as well as as a ratio of the raw HSM rate;
+  8. the issued-token index at start: audit_gen --tokens writes an audit log
+     of --index-tokens live "sign" records (1,000,000 by default) with a
+     checkpoint key imported into the SoftHSM token as the signer's audit
+     key; the signer is started on it and on an empty log (same config
+     otherwise): its token_index_loaded line (tokens, ms) and VmRSS once
+     listening, empty vs full -> bytes per token and rebuild time.
 Each configuration runs several rounds (alternating durable and fsync off,
 so drift over the run hits both alike); medians are reported with their
 spread (min..max over the rounds). The last line, prefixed BENCH_SUMMARY, is
@@ -27,7 +44,7 @@ anyone else's work): figures are only comparable between runs on the same,
 otherwise idle, machine.
 
   /usr/bin/python3 tests/bench/bench.py [--quick] [--rounds N] [--requests N] [--threads N]
-      [--latency-rounds N] [--latency-seconds S] [--startup-runs N] ...
+      [--latency-rounds N] [--latency-seconds S] [--startup-runs N] [--index-tokens N] ...
 """
 
 import argparse
@@ -67,9 +84,11 @@ PERCENTILES = ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms")
 
 # Full run (~5-6 minutes on 2 cores) and --quick (~1 minute, for iterating).
 DEFAULTS = {"rounds": 5, "requests": 20000, "hsm_seconds": 3.0, "latency_rounds": 3,
-            "latency_seconds": 5.0, "startup_runs": 5}
+            "latency_seconds": 5.0, "startup_runs": 5, "introspect_rounds": 3,
+            "index_tokens": 1000000}
 QUICK = {"rounds": 1, "requests": 5000, "hsm_seconds": 1.0, "latency_rounds": 1,
-         "latency_seconds": 2.0, "startup_runs": 3}
+         "latency_seconds": 2.0, "startup_runs": 3, "introspect_rounds": 1,
+         "index_tokens": 100000}
 
 
 def build_dir():
@@ -82,6 +101,10 @@ def bench_hsm_path():
 
 def client_paced_path():
     return os.environ.get("JS_CLIENT_PACED") or os.path.join(build_dir(), "tests", "client_paced")
+
+
+def audit_gen_path():
+    return os.environ.get("JS_AUDIT_GEN") or os.path.join(build_dir(), "tests", "audit_gen")
 
 
 def raw_hsm(env, threads, seconds):
@@ -119,7 +142,7 @@ def proc_status_kib(pid, field):
     raise SystemExit("no %s in /proc/%d/status" % (field, pid))
 
 
-def start_signer(env, cfg, log_path):
+def start_signer(env, cfg, log_path, timeout_s=30):
     """jwt-signerd with its log lines going to a file, not through a Python
     pipe: on a 2-core machine, pumping ~10k lines/s through the harness
     would take CPU from the very thing being measured."""
@@ -127,7 +150,7 @@ def start_signer(env, cfg, log_path):
     proc = subprocess.Popen([harness.signerd_path(), "--config", cfg], stdout=subprocess.DEVNULL,
                             stderr=log, env=env.env(), cwd=env.dir)
     log.close()
-    deadline = time.monotonic() + harness.timeout(30)
+    deadline = time.monotonic() + harness.timeout(timeout_s)
     while time.monotonic() < deadline:
         with open(log_path, "rb") as f:
             for line in f:
@@ -156,8 +179,8 @@ def signer_config(env, fsync, tag):
                             workers=2)
 
 
-def client_args(env, port):
-    ca, cert, key = env.caller_files("issuer-a")
+def client_args(env, port, caller="issuer-a"):
+    ca, cert, key = env.caller_files(caller)
     return ["--target", "localhost:%d" % port, "--ca", ca, "--cert", cert, "--key", key,
             "--claims", json.dumps(env.sample_claims())]
 
@@ -193,9 +216,10 @@ def end_to_end(env, fsync, threads, requests, tag):
             "client_cpu_us": (client1 - client0) * 1e6 / requests}
 
 
-def paced(env, port, rate, seconds, threads, connections=1, warmup=200, requests=None):
+def paced(env, port, rate, seconds, threads, connections=1, warmup=200, requests=None,
+          extra=()):
     """One client_paced run; its JSON summary. Fails the benchmark if any call failed."""
-    argv = [client_paced_path()] + client_args(env, port) + [
+    argv = [client_paced_path()] + client_args(env, port) + list(extra) + [
         "--rate", "%.1f" % rate, "--threads", threads, "--connections", connections,
         "--warmup", warmup]
     argv += ["--requests", requests] if requests else ["--duration", seconds]
@@ -309,6 +333,198 @@ def startup_once(env, cfg):
     return elapsed
 
 
+# --- token introspection (issue 13) ------------------------------------------------------
+
+INTROSPECTOR_PREFIX = "spiffe://example.org/bench-introspector-"
+
+
+def introspection_policy(env, introspectors):
+    """The bench policy with the bench caller (issuer-a) and the extra
+    introspector identities in `introspectors`."""
+    policy = env.default_policy(rate={"per_second": 1000000, "burst": 1000000})
+    policy["introspectors"] = [{"id": harness.CALLER_IDS["issuer-a"]}] + [
+        {"id": INTROSPECTOR_PREFIX + str(i)} for i in range(introspectors)]
+    return policy
+
+
+def add_introspector_certs(env, introspectors):
+    """One client certificate per extra introspector identity; their names."""
+    names = []
+    for i in range(introspectors):
+        name = "bench-introspector-%d" % i
+        env.add_cert(name, uris=(INTROSPECTOR_PREFIX + str(i),))
+        names.append(name)
+    return names
+
+
+def introspection_config(env, tag, max_tokens):
+    return env.write_config("bench-%s.yaml" % tag,
+                            audit={"dir": "audit-" + tag, "key_label": env.audit_key_label,
+                                   "fsync": True},
+                            introspection={"max_tokens": max_tokens}, workers=2)
+
+
+def introspect_closed_loop(env, port, callers, tokens_file, threads, requests):
+    """One client_load --introspect per introspector identity, all at once,
+    `requests` calls and `threads` threads split between them: the sum of
+    their calls over the longest one's elapsed time."""
+    procs = []
+    per = max(1, requests // len(callers))
+    per_threads = max(1, threads // len(callers))
+    for c in callers:
+        argv = [harness.client_test_path()] + client_args(env, port, c) + [
+            "--introspect", tokens_file, "--threads", str(per_threads), "--requests", str(per)]
+        procs.append(subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=env.env(),
+                                      cwd=env.dir))
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=harness.timeout(600))
+        lines = out.strip().splitlines()
+        if not lines:
+            raise SystemExit("client_load --introspect failed (%d): %s" % (p.returncode, err))
+        outs.append(json.loads(lines[-1]))
+        if p.returncode != 0:
+            sys.stderr.write("client_load --introspect: %s" % err)
+    ok = sum(o["ok"] for o in outs)
+    if ok == 0:
+        raise SystemExit("no introspection succeeded: %r" % outs)
+    # Anything but OK+active (RESOURCE_EXHAUSTED: an introspector over its
+    # rate; INACTIVE) is counted and printed, not hidden.
+    refused = {}
+    for o in outs:
+        for code, n in o["by_code"].items():
+            if code != "OK":
+                refused[code] = refused.get(code, 0) + n
+    elapsed = max(o["elapsed_s"] for o in outs)
+    return {"calls": per * len(callers), "ok": ok, "refused": refused,
+            "per_second": ok / elapsed if elapsed > 0 else 0.0}
+
+
+def introspection(env, args, callers):
+    """Sign args.introspect_tokens tokens, then introspect them: closed-loop
+    rounds (introspections/s, the signer's CPU per introspection) and paced
+    runs at args.introspect_rates (p50/p99), on one signer."""
+    settle_disk()
+    tag = "intro"
+    proc, port = start_signer(env, introspection_config(env, tag, 1000000),
+                              env.path("signer-%s.log" % tag))
+    tokens_file = env.path("introspect-tokens.txt")
+    try:
+        rc, out, err = env.run([harness.client_test_path()] + client_args(env, port) + [
+            "--threads", args.threads, "--requests", args.introspect_tokens, "--out",
+            tokens_file], timeout_s=600)
+        if rc != 0:
+            raise SystemExit("signing the tokens to introspect failed: " + err)
+        # Warm-up: connections, TLS sessions, every introspector's first calls.
+        introspect_closed_loop(env, port, callers, tokens_file, args.threads,
+                               min(1000 * len(callers), 5000))
+        rounds = []
+        for _ in range(args.introspect_rounds):
+            cpu0, client0 = cpu_seconds(proc.pid), children_cpu_seconds()
+            r = introspect_closed_loop(env, port, callers, tokens_file, args.threads,
+                                       args.requests)
+            cpu1 = cpu_seconds(proc.pid)
+            r["cpu_us"] = (cpu1 - cpu0) * 1e6 / r["ok"]
+            rounds.append(r)
+            # The per-introspector buckets refill before the next round.
+            time.sleep(2.5)
+        lat = []
+        for rate in args.introspect_rates:
+            runs = []
+            for _ in range(args.latency_rounds):
+                runs.append(paced(env, port, rate, args.latency_seconds, args.latency_threads,
+                                  extra=["--introspect", tokens_file]))
+                time.sleep(2.5)
+            lat.append((rate, runs))
+    finally:
+        if stop_signer(proc) != 0:
+            raise SystemExit("jwt-signerd (%s) did not stop cleanly" % tag)
+    return rounds, lat
+
+
+# --- the issued-token index at start (issue 13) ---------------------------------------
+
+INDEX_AUDIT_LABEL = "jwt-signer-bench-index-audit"
+
+
+def import_audit_key(env, key_pem, pub_pem, label):
+    """The generator's checkpoint key into the SoftHSM token (private key
+    CKA_SIGN, public key), under `label`: the signer verifies the log's
+    last checkpoint with its audit key at start and signs the next ones with
+    it."""
+    base = ["pkcs11-tool", "--module", env.module, "--token-label", env.token_label, "--login",
+            "--pin", env.pin, "--label", label, "--id", "b13d"]
+    for path, kind in ((key_pem, "privkey"), (pub_pem, "pubkey")):
+        argv = base + ["--write-object", path, "--type", kind]
+        if kind == "privkey":
+            argv.append("--usage-sign")
+        rc, out, err = env.run(argv, timeout_s=60)
+        if rc != 0:
+            raise SystemExit("pkcs11-tool --write-object %s failed: %s%s" % (kind, out, err))
+
+
+def logged_event(log_path, event):
+    with open(log_path, "rb") as f:
+        for line in f:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if obj.get("event") == event:
+                return obj
+    raise SystemExit("no %s line in %s" % (event, log_path))
+
+
+def index_start(env, tag, audit_dir, max_tokens):
+    """Start a signer with introspection on over audit_dir (the imported audit
+    key): its token_index_loaded line, VmRSS once listening, spawn to
+    listening; then stop it."""
+    settle_disk()
+    cfg = env.write_config("bench-%s.yaml" % tag,
+                           audit={"dir": audit_dir, "key_label": INDEX_AUDIT_LABEL, "fsync": True},
+                           introspection={"max_tokens": max_tokens}, workers=2)
+    log_path = env.path("signer-%s.log" % tag)
+    t0 = time.monotonic()
+    proc, _ = start_signer(env, cfg, log_path, timeout_s=900)
+    listening_s = time.monotonic() - t0
+    try:
+        rss = proc_status_kib(proc.pid, "VmRSS")
+        hwm = proc_status_kib(proc.pid, "VmHWM")
+        loaded = logged_event(log_path, "token_index_loaded")
+    finally:
+        if stop_signer(proc) != 0:
+            raise SystemExit("jwt-signerd (%s) did not stop cleanly" % tag)
+    return {"rss_kib": rss, "hwm_kib": hwm, "tokens": loaded["tokens"], "ms": loaded["ms"],
+            "listening_s": listening_s}
+
+
+def index_memory(env, count, issuer):
+    """The index's memory per token and rebuild time for `count` live tokens."""
+    gen_dir = env.path("audit-index")
+    key_pem = env.path("index-audit-key.pem")
+    t0 = time.monotonic()
+    rc, out, err = env.run([audit_gen_path(), "--tokens", "--ttl", "86400", "--key-out", key_pem,
+                            "--origin", issuer, gen_dir, count], timeout_s=1800)
+    if rc != 0:
+        raise SystemExit("audit_gen --tokens failed: " + err)
+    gen_s = time.monotonic() - t0
+    import_audit_key(env, key_pem, os.path.join(gen_dir, "audit-key.pem"), INDEX_AUDIT_LABEL)
+    log_bytes = sum(os.path.getsize(os.path.join(gen_dir, f)) for f in os.listdir(gen_dir)
+                    if f.startswith("audit-") and f.endswith(".log"))
+    max_tokens = max(count, 1000)
+    empty = index_start(env, "index-empty", "audit-index-empty", max_tokens)
+    full = index_start(env, "index-full", "audit-index", max_tokens)
+    if full["tokens"] != count:
+        raise SystemExit("the index loaded %d tokens, not %d" % (full["tokens"], count))
+    per_token = (full["rss_kib"] - empty["rss_kib"]) * 1024.0 / count if count else 0.0
+    return {"tokens": count, "gen_s": gen_s, "log_mib": log_bytes / 1048576.0,
+            "rebuild_ms": full["ms"], "listening_s": full["listening_s"],
+            "empty_listening_s": empty["listening_s"], "rss_empty_mib": empty["rss_kib"] / 1024.0,
+            "rss_full_mib": full["rss_kib"] / 1024.0, "hwm_full_mib": full["hwm_kib"] / 1024.0,
+            "bytes_per_token": per_token}
+
+
 def git_commit():
     """The source tree's short commit, '+dirty' if tracked files differ from
     it; JS_BENCH_COMMIT names it for a tree without .git (a git archive)."""
@@ -348,14 +564,28 @@ def main():
     ap.add_argument("--light-rate", type=float, default=200.0, help="the light paced load (200/s)")
     ap.add_argument("--rss-calls", type=int, default=1000, help="concurrent calls for VmHWM (1000)")
     ap.add_argument("--startup-runs", type=int, help="start-up measurements (5)")
+    ap.add_argument("--introspect-tokens", type=int, default=10000,
+                    help="tokens signed, then introspected (10000)")
+    ap.add_argument("--introspectors", type=int, default=12,
+                    help="extra introspector identities for the closed loop, each rate-limited "
+                         "by the signer to 2,000/s (12)")
+    ap.add_argument("--introspect-rounds", type=int, help="closed-loop introspection rounds (3)")
+    ap.add_argument("--introspect-rates", default="200,1500",
+                    help="paced introspection rates, comma-separated, each under one "
+                         "introspector's 2,000/s (200,1500)")
+    ap.add_argument("--index-tokens", type=int,
+                    help="live tokens in the generated audit log for the index figures "
+                         "(1000000; --quick 100000)")
     args = ap.parse_args()
+    args.introspect_rates = [float(x) for x in args.introspect_rates.split(",") if x]
     for k, v in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
 
     load_start = os.getloadavg()[0]
     with harness.Env(prefix="jwt-signer-bench-") as env:
-        env.setup(policy=env.default_policy(rate={"per_second": 1000000, "burst": 1000000}))
+        env.setup(policy=introspection_policy(env, args.introspectors))
+        introspectors = ["issuer-a"] + add_introspector_certs(env, args.introspectors)
         hsm1 = raw_hsm(env, 1, args.hsm_seconds)
         hsm2 = raw_hsm(env, 2, args.hsm_seconds)
         raw1, raw2 = hsm1["per_second"], hsm2["per_second"]
@@ -396,6 +626,11 @@ def main():
         startup_cfg = signer_config(env, True, "startup")
         startups = [startup_once(env, startup_cfg) for _ in range(args.startup_runs)]
         startup = spread(startups)
+
+        intro_rounds, intro_lat = introspection(env, args, introspectors)
+        t_index = time.monotonic()
+        index = index_memory(env, args.index_tokens, introspection_policy(env, 0)["issuer"])
+        index["bench_s"] = time.monotonic() - t_index
 
     # A rough noise flag: before the run, a load above the core count is
     # someone else's work; at the end the average also holds this run's own
@@ -476,6 +711,44 @@ def main():
                                      len(startups), GOAL_STARTUP_MS,
                                      verdict(startup["median"], GOAL_STARTUP_MS)))
 
+    ipc = statistics.median(x["per_second"] for x in intro_rounds)
+    icpu = spread([x["cpu_us"] for x in intro_rounds])
+    print("Introspection (Status/Introspect of %d issued tokens, signature verified with "
+          "OpenSSL, not the HSM; %d introspectors at once, each rate-limited to 2,000/s)" % (
+              args.introspect_tokens, len(introspectors)))
+    print("  %-38s %10.0f /s   %.3f of the raw HSM ceiling  rounds %s" % (
+        "closed loop, %d threads" % args.threads, ipc, ipc / ceiling,
+        ", ".join("%.0f" % x["per_second"] for x in intro_rounds)))
+    refused = {}
+    for x in intro_rounds:
+        for k, v in x["refused"].items():
+            refused[k] = refused.get(k, 0) + v
+    if refused:
+        print("  NOT OK in the closed loop (not counted above): %s" % json.dumps(refused))
+    print("  %-38s %8.1f us [%.1f..%.1f]  %.2fx raw HSM CPU per signature" % (
+        "signer CPU per introspection", icpu["median"], icpu["min"], icpu["max"],
+        icpu["median"] / raw_cpu))
+    intro_lat_summary = []
+    for rate, runs in intro_lat:
+        med = {p: spread([x[p] for x in runs]) for p in PERCENTILES}
+        achieved = statistics.median(x["achieved"] for x in runs)
+        print("  paced %-6.0f/s (achieved %.0f/s)  p50 %.3f  p90 %.3f  p99 %.3f  p999 %.3f  "
+              "max %.3f ms  (p99 spread %.2f..%.2f)" % (
+                  rate, achieved, *(med[p]["median"] for p in PERCENTILES),
+                  med["p99_ms"]["min"], med["p99_ms"]["max"]))
+        intro_lat_summary.append({"rate": rate, "achieved": achieved,
+                                  **{p: {k: round(v, 3) for k, v in med[p].items()}
+                                     for p in PERCENTILES}})
+    print("Issued-token index at start: %d live tokens (audit log %.0f MiB, generated in %.1f s)"
+          % (index["tokens"], index["log_mib"], index["gen_s"]))
+    print("  rebuild (token_index_loaded ms)  %.2f s;  spawn to listening %.2f s "
+          "(empty log: %.2f s)" % (index["rebuild_ms"] / 1000.0, index["listening_s"],
+                                    index["empty_listening_s"]))
+    print("  VmRSS once listening: %.1f MiB empty log, %.1f MiB full -> %.0f bytes per token "
+          "(VmHWM full %.1f MiB); this part took %.0f s" % (
+              index["rss_empty_mib"], index["rss_full_mib"], index["bytes_per_token"],
+              index["hwm_full_mib"], index["bench_s"]))
+
     summary = {
         "commit": git_commit(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -501,6 +774,22 @@ def main():
         "rss_hwm_mib": round(rss["hwm_mib"], 1), "rss_calls": rss["calls"],
         "rss_signer_connections": rss["signer_connections_seen"],
         "startup_ms": {k: round(v, 1) for k, v in startup.items()},
+        "introspect_per_s": round(ipc, 1),
+        "introspect_ratio": round(ipc / ceiling, 3),
+        "introspect_rounds": [round(x["per_second"], 1) for x in intro_rounds],
+        "introspect_not_ok": refused,
+        "introspect_cpu_us": {k: round(v, 1) for k, v in icpu.items()},
+        "introspect_introspectors": len(introspectors),
+        "introspect_latency": intro_lat_summary,
+        "index_tokens": index["tokens"],
+        "index_rebuild_s": round(index["rebuild_ms"] / 1000.0, 3),
+        "index_listening_s": round(index["listening_s"], 3),
+        "index_empty_listening_s": round(index["empty_listening_s"], 3),
+        "index_rss_empty_mib": round(index["rss_empty_mib"], 1),
+        "index_rss_full_mib": round(index["rss_full_mib"], 1),
+        "index_bytes_per_token": round(index["bytes_per_token"], 1),
+        "index_log_mib": round(index["log_mib"], 1),
+        "index_part_s": round(index["bench_s"], 1),
     }
     print("BENCH_SUMMARY " + json.dumps(summary, separators=(",", ":")))
 

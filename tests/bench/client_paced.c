@@ -1,7 +1,8 @@
 /*
  * client_paced.c - paced (open-loop) load generator for make bench: SignJwt
- * calls sent on a fixed schedule, latency measured from the SCHEDULED send
- * time.
+ * calls (or, with --introspect FILE, Status/Introspect calls of FILE's
+ * tokens: load_args.h) sent on a fixed schedule, latency measured from the
+ * SCHEDULED send time.
  *
  * A closed-loop driver (client_load) waits for each reply before sending the
  * next request, so when the signer stalls it simply stops sending and the
@@ -20,7 +21,8 @@
  * at least 16. Before the schedule starts, --warmup calls (not measured) open
  * the connections and warm the TLS sessions and caches.
  *
- *   client_paced --target HOST:PORT --ca FILE --cert FILE --key FILE --claims JSON
+ *   client_paced --target HOST:PORT --ca FILE --cert FILE --key FILE
+ *                (--claims JSON | --introspect FILE)
  *                --rate R (--duration S | --requests N) [--threads N] [--connections C]
  *                [--warmup N] [--key-name K] [--timeout-ms MS]
  *
@@ -28,7 +30,8 @@
  *   {"rate":R,"achieved":A,"count":N,"ok":K,"errors":E,"late_sends":L,"max_in_flight":M,
  *    "elapsed_s":T,"p50_ms":..,"p90_ms":..,"p99_ms":..,"p999_ms":..,"max_ms":..}
  * Percentiles are nearest-rank over every scheduled call. The first failure's
- * message goes to stderr. Exit 0 if every call succeeded, 1 otherwise, 2 on a
+ * message goes to stderr (an introspection answered {"active": false} is a
+ * failure). Exit 0 if every call succeeded, 1 otherwise, 2 on a
  * usage error.
  */
 #include <errno.h>
@@ -55,9 +58,7 @@
 typedef struct shared {
     jwtsigner_client **clients;
     long connections;
-    const char *claims;
-    size_t claims_len;
-    const char *key_name;
+    const load_args *la;
     double rate;
     long total;
     long warmup;
@@ -94,14 +95,12 @@ static int one_call(shared *sh, jwtsigner_client *c, long i, const char *kind)
 {
     char request_id[40];
     snprintf(request_id, sizeof(request_id), "%s-%ld", kind, i);
-    jwtsigner_token tok;
     jwtsigner_status st;
-    int code = jwtsigner_sign(c, sh->claims, sh->claims_len, sh->key_name, request_id, &tok, &st);
+    int code = load_call(sh->la, c, i, request_id, NULL, &st);
     if (code != 0 && !atomic_flag_test_and_set(&sh->first_error))
-        fprintf(stderr, "client_paced: %s call %ld: %s: %s%s%s\n", kind, i,
-                jwtsigner_status_name(code), st.message[0] ? st.message : "(no message)",
-                st.transport[0] ? "; transport: " : "", st.transport);
-    jwtsigner_token_clear(&tok);
+        fprintf(stderr, "client_paced: %s call %ld: %s: %s%s%s\n", kind, i, load_status_name(code),
+                st.message[0] ? st.message : "(no message)", st.transport[0] ? "; transport: " : "",
+                st.transport);
     return code;
 }
 
@@ -190,7 +189,8 @@ static int parse_double(const char *s, double lo, double hi, double *out)
 
 static void usage(FILE *f)
 {
-    fputs("Usage: client_paced --target HOST:PORT --ca FILE --cert FILE --key FILE --claims JSON\n"
+    fputs("Usage: client_paced --target HOST:PORT --ca FILE --cert FILE --key FILE\n"
+          "                    (--claims JSON | --introspect FILE)\n"
           "                    --rate R (--duration S | --requests N) [--threads N]\n"
           "                    [--connections C] [--warmup N] [--key-name K] [--timeout-ms MS]\n",
           f);
@@ -283,11 +283,11 @@ int main(int argc, char **argv)
         }
         requests = (long)n;
     }
+    if (load_args_prepare("client_paced", &la) != 0)
+        return 1;
 
     sh.connections = connections;
-    sh.claims = la.claims;
-    sh.claims_len = strlen(la.claims);
-    sh.key_name = la.key_name;
+    sh.la = &la;
     sh.rate = rate;
     sh.total = requests;
     sh.warmup = warmup;
@@ -374,5 +374,6 @@ out:
     free(sh.lag);
     free(sh.completed);
     free(workers);
+    load_args_cleanup(&la);
     return rc;
 }

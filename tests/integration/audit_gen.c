@@ -5,7 +5,7 @@
  * checkpoint signer (ES256, JOSE r||s as RFC 7518 §3.4 requires), and a
  * deterministic mix of allowed, denied and rate-limited requests.
  *
- *   audit_gen DIR COUNT [OTHER_PUBKEY_PEM]
+ *   audit_gen [--tokens] [--ttl S] [--key-out FILE] [--origin O] DIR COUNT [OTHER_PUBKEY_PEM]
  *
  * Record i (0-based) of COUNT: caller "spiffe://test/svc-(i % 3)" (the last
  * quarter of the records come from "spiffe://test/late" instead), denied
@@ -16,10 +16,28 @@
  * unrelated public key goes to OTHER_PUBKEY_PEM (wrong-key tests).
  * Prints a JSON summary of what was submitted to stdout.
  *
+ * --tokens: instead, COUNT (up to 10,000,000) "sign" allow records of live
+ * tokens as the signer writes them when it issues one (service.c), and
+ * nothing else: record i has jti "t" + i in 21 digits (22 characters, as
+ * long as the signer's), token_sha256 = SHA-256 of the jti (distinct per
+ * token), caller "spiffe://example.org/issuer-(i % 8)", sub "user-(i %
+ * 100000)", aud "https://api.example.com", scopes "read write", a 43-character
+ * kid, iat now and exp now + --ttl (default 3600 s). The signer rebuilds its
+ * issued-token index from these at start (make bench: its memory per token
+ * and rebuild time). For speed the log is written without fdatasync and
+ * with a checkpoint every 10,000 records. --key-out FILE writes the
+ * checkpoint key (PKCS#8 PEM, mode 0600, O_EXCL) so it can be imported into
+ * the HSM as the signer's audit key (the signer verifies the last
+ * checkpoint with it at start); --origin O sets the log's origin (the
+ * signer refuses a log whose origin is not its audit.origin or issuer).
+ *
  * AUDIT_GEN_STALL_MS=N: before closing, stay idle with one checkpoint
  * signature taking N ms (a stalled heartbeat: the next checkpoint records
  * late_ms and late_why "sign", FORMAT.md §5.1), for the test vectors.
  */
+#include <fcntl.h>
+#include <getopt.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -27,14 +45,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 
 #include "auditlog.h"
+#include "hex.h"
+
+#define COUNT_MAX        100000UL
+#define TOKENS_COUNT_MAX 10000000UL
+#define TTL_MAX          (366L * 86400)
 
 /* The checkpoint signer: the key, and a one-time delay armed by main. */
 typedef struct gen_signer {
@@ -108,16 +133,125 @@ static bool write_other_key(const char *path)
     return ok;
 }
 
+/* The checkpoint key's private half, PKCS#8 PEM, to a new file only the
+ * owner can read (for importing into the HSM). */
+static bool write_private_key(const char *path, EVP_PKEY *key)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (f == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    bool ok = PEM_write_PKCS8PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1;
+    if (fclose(f) != 0)
+        ok = false;
+    return ok;
+}
+
+/* --tokens: COUNT sign records of live tokens (see the top of the file).
+ * Every 1,000th is appended synchronously, which bounds the queue. */
+static bool write_tokens(js_audit *a, unsigned long count, long ttl)
+{
+    int64_t now = (int64_t)time(NULL);
+    static const char kid[] = "kHgWv1pZ3n8QxR2cT5yB7dL0fJ4mA6sE9uK1oP3wX5z";
+    for (unsigned long i = 0; i < count; i++) {
+        char caller[64], jti[32], sub[32], sha_hex[2 * SHA256_DIGEST_LENGTH + 1];
+        uint8_t sha[SHA256_DIGEST_LENGTH];
+        snprintf(caller, sizeof caller, "spiffe://example.org/issuer-%lu", i % 8);
+        snprintf(jti, sizeof jti, "t%021lu", i);
+        snprintf(sub, sizeof sub, "user-%lu", i % 100000);
+        SHA256((const unsigned char *)jti, strlen(jti), sha);
+        js_hex_encode(sha, sizeof sha, sha_hex);
+        js_audit_event ev = {
+            .type = "sign",
+            .caller = caller,
+            .peer = "127.0.0.1:5555",
+            .request_id = jti,
+            .decision = "allow",
+            .reason = "ok",
+            .key = "main",
+            .kid = kid,
+            .alg = "ES256",
+            .jti = jti,
+            .sub = sub,
+            .aud_json = "\"https://api.example.com\"",
+            .iat = now,
+            .exp = now + ttl,
+            .scopes = "read write",
+            .token_sha256 = sha_hex,
+        };
+        js_err err;
+        uint64_t seq = 0;
+        js_status st = i % 1000 == 999 ? js_audit_append_sync(a, &ev, &seq, &err)
+                                       : js_audit_submit(a, &ev, NULL, NULL, &err);
+        if (st != JS_OK) {
+            fprintf(stderr, "audit_gen: token record %lu: %s\n", i, err.msg);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: audit_gen [--tokens] [--ttl S] [--key-out FILE] [--origin O] DIR COUNT "
+          "[OTHER_PUBKEY_PEM]\n",
+          f);
+}
+
 int main(int argc, char **argv)
 {
+    static const struct option longopts[] = {
+        {"tokens", no_argument, NULL, 'T'},        {"ttl", required_argument, NULL, 't'},
+        {"key-out", required_argument, NULL, 'k'}, {"origin", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    bool tokens = false;
+    long ttl = 3600;
+    const char *key_out = NULL;
+    const char *origin = "test.jwt-signer.example/audit-gen";
+    char *end = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'T':
+            tokens = true;
+            break;
+        case 't':
+            errno = 0;
+            ttl = strtol(optarg, &end, 10);
+            if (errno != 0 || end == optarg || *end != '\0' || ttl < 1 || ttl > TTL_MAX) {
+                fprintf(stderr, "audit_gen: --ttl must be 1..%ld seconds\n", TTL_MAX);
+                return 2;
+            }
+            break;
+        case 'k':
+            key_out = optarg;
+            break;
+        case 'o':
+            origin = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    argc -= optind - 1;
+    argv += optind - 1;
     if (argc < 3 || argc > 4) {
-        fprintf(stderr, "usage: audit_gen DIR COUNT [OTHER_PUBKEY_PEM]\n");
+        usage(stderr);
         return 2;
     }
-    char *end = NULL;
+    unsigned long count_max = tokens ? TOKENS_COUNT_MAX : COUNT_MAX;
+    errno = 0;
     unsigned long count = strtoul(argv[2], &end, 10);
-    if (end == argv[2] || *end != '\0' || count > 100000) {
-        fprintf(stderr, "audit_gen: COUNT must be 0..100000\n");
+    if (errno != 0 || end == argv[2] || *end != '\0' || argv[2][0] == '-' || count > count_max) {
+        fprintf(stderr, "audit_gen: COUNT must be 0..%lu\n", count_max);
         return 2;
     }
     EVP_PKEY *key = EVP_EC_gen("P-256");
@@ -127,8 +261,11 @@ int main(int argc, char **argv)
         EVP_PKEY_free(key);
         return 1;
     }
-    if (argc == 4 && !write_other_key(argv[3])) {
-        fprintf(stderr, "audit_gen: cannot write %s\n", argv[3]);
+    const char *failed = argc == 4 && !write_other_key(argv[3])                ? argv[3]
+                         : key_out != NULL && !write_private_key(key_out, key) ? key_out
+                                                                               : NULL;
+    if (failed != NULL) {
+        fprintf(stderr, "audit_gen: cannot write %s\n", failed);
         free(pem);
         EVP_PKEY_free(key);
         return 1;
@@ -149,9 +286,10 @@ int main(int argc, char **argv)
     atomic_init(&gs.stall_ms, 0);
     js_audit_options opts = {
         .dir = argv[1],
-        .origin = "test.jwt-signer.example/audit-gen",
-        .checkpoint_interval_ms = 200,
-        .checkpoint_records = 50,
+        .origin = origin,
+        .checkpoint_interval_ms = tokens ? 1000 : 200,
+        .checkpoint_records = tokens ? 10000 : 50,
+        .no_fsync = tokens,
         .sign = sign_es256,
         .sign_ctx = &gs,
         .pubkey_pem = pem,
@@ -168,6 +306,15 @@ int main(int argc, char **argv)
         free(pem);
         EVP_PKEY_free(key);
         return 1;
+    }
+    if (tokens) {
+        bool ok = write_tokens(a, count, ttl);
+        js_audit_close(a);
+        if (ok)
+            printf("{\"records\":%lu,\"tokens\":%lu,\"ttl\":%ld}\n", count, count, ttl);
+        free(pem);
+        EVP_PKEY_free(key);
+        return ok ? 0 : 1;
     }
     /* Lifecycle records as the daemon writes them (signer/core/lifecycle.c,
      * for jwt-signerd and the control plane): no caller, or a pseudo-caller

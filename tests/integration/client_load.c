@@ -1,13 +1,16 @@
 /*
  * client_load.c - load driver for integration tests: N threads share ONE
- * jwtsigner_client handle and together make M SignJwt calls.
+ * jwtsigner_client handle and together make M SignJwt calls (or, with
+ * --introspect FILE, M Status/Introspect calls of FILE's tokens: load_args.h).
  *
  * Prints one JSON summary line on stdout:
  *   {"total":M,"answered":A,"ok":K,"by_code":{"OK":..,...},"deadline_exceeded":D,
  *    "elapsed_s":..,"per_second":..,"ok_per_second":..}
  * per_second counts all calls, ok_per_second successful ones. A call is
- * "answered" if it ended with any status but DEADLINE_EXCEEDED. With --out
- * FILE, each successful call adds a line "jti jwt" for audit cross-checks.
+ * "answered" if it ended with any status but DEADLINE_EXCEEDED; an
+ * introspection answered {"active": false} counts as "INACTIVE", not ok. With
+ * --out FILE, each successful SignJwt call adds a line "jti jwt" for audit
+ * cross-checks (and for --introspect).
  * The first message seen for each failing status goes to stderr.
  * Exit 0 if every call was answered, 1 otherwise, 2 on a usage error.
  */
@@ -23,16 +26,14 @@
 #include "jwtsigner_client.h"
 #include "load_args.h"
 
-#define NCODES               17 /* gRPC status codes 0..16 */
+#define NCODES               18 /* gRPC status codes 0..16 and LOAD_INACTIVE */
 #define THREADS_MAX          1024
 #define REQUESTS_MAX         100000000L
 #define ST_DEADLINE_EXCEEDED 4
 
 typedef struct shared {
     jwtsigner_client *client;
-    const char *claims;
-    size_t claims_len;
-    const char *key_name;
+    const load_args *la;
     long total;
     atomic_long next; /* index of the next call to make */
     FILE *out;        /* NULL without --out */
@@ -60,15 +61,14 @@ static void *worker_main(void *arg)
         snprintf(request_id, sizeof(request_id), "load-%ld", i);
         jwtsigner_token tok;
         jwtsigner_status st;
-        int code = jwtsigner_sign(sh->client, sh->claims, sh->claims_len, sh->key_name, request_id,
-                                  &tok, &st);
+        int code = load_call(sh->la, sh->client, i, request_id, &tok, &st);
         if (code < 0 || code >= NCODES)
             code = 2; /* UNKNOWN; the library never returns this, but stay in bounds */
         w->by_code[code]++;
         if (code != 0 && w->first_msg[code][0] == '\0')
             snprintf(w->first_msg[code], sizeof(w->first_msg[code]), "%s",
                      st.message[0] ? st.message : "(no message)");
-        if (code == 0 && sh->out != NULL) {
+        if (code == 0 && sh->out != NULL && tok.jwt != NULL) {
             pthread_mutex_lock(&sh->out_lock);
             if (fprintf(sh->out, "%s %s\n", tok.jti, tok.jwt) < 0)
                 atomic_store(&sh->out_failed, 1);
@@ -82,7 +82,7 @@ static void *worker_main(void *arg)
 static void usage(FILE *f)
 {
     fputs("Usage: client_load --target HOST:PORT --ca FILE --cert FILE --key FILE\n"
-          "                   --threads N --requests M --claims JSON\n"
+          "                   --threads N --requests M (--claims JSON | --introspect FILE)\n"
           "                   [--key-name K] [--timeout-ms MS] [--out FILE]\n",
           f);
 }
@@ -144,16 +144,17 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (load_args_prepare("client_load", &la) != 0)
+        return 1;
 
     jwtsigner_status st;
     sh.client = jwtsigner_client_new(&la.opts, &st);
     if (sh.client == NULL) {
         fprintf(stderr, "client_load: %s: %s\n", jwtsigner_status_name(st.code), st.message);
+        load_args_cleanup(&la);
         return 1;
     }
-    sh.claims = la.claims;
-    sh.claims_len = strlen(la.claims);
-    sh.key_name = la.key_name;
+    sh.la = &la;
     sh.total = requests;
     atomic_init(&sh.next, 0);
     atomic_init(&sh.out_failed, 0);
@@ -203,7 +204,7 @@ int main(int argc, char **argv)
     for (int k = 0; k < NCODES; k++) {
         if (by_code[k] == 0)
             continue;
-        printf("%s\"%s\":%ld", first ? "" : ",", jwtsigner_status_name(k), by_code[k]);
+        printf("%s\"%s\":%ld", first ? "" : ",", load_status_name(k), by_code[k]);
         first = 0;
     }
     printf("},\"deadline_exceeded\":%ld,\"elapsed_s\":%.3f,\"per_second\":%.1f,"
@@ -215,7 +216,7 @@ int main(int argc, char **argv)
         for (long i = 0; i < threads; i++) {
             if (workers[i].first_msg[k][0] != '\0') {
                 fprintf(stderr, "client_load: %ld x %s, e.g.: %s\n", by_code[k],
-                        jwtsigner_status_name(k), workers[i].first_msg[k]);
+                        load_status_name(k), workers[i].first_msg[k]);
                 break;
             }
         }
@@ -233,5 +234,6 @@ out:
     free(workers);
     pthread_mutex_destroy(&sh.out_lock);
     jwtsigner_client_free(sh.client);
+    load_args_cleanup(&la);
     return rc;
 }

@@ -1,9 +1,13 @@
 /*
  * load_args.h - the options the two load drivers share (client_load.c,
  * tests/bench/client_paced.c): where the signer is, the caller's TLS files,
- * the claims and key to sign, the per-call timeout. Each driver lists
- * LOAD_ARGS_LONGOPTS in its getopt_long table and hands every option to
- * load_args_take first.
+ * the claims and key to sign, the per-call timeout, and the call to make:
+ * SignJwt by default, or with --introspect FILE jwtsigner.v1.Status/Introspect
+ * (RFC 7662) of the tokens in FILE, call i asking about token i % n (FILE:
+ * one token a line, or "jti token" lines as client_load --out writes them).
+ * Each driver lists LOAD_ARGS_LONGOPTS in its getopt_long table, hands every
+ * option to load_args_take first, calls load_args_prepare once the options
+ * are parsed and load_call for each call.
  */
 #ifndef JS_TEST_LOAD_ARGS_H
 #define JS_TEST_LOAD_ARGS_H
@@ -12,21 +16,35 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
 
 #include "jwtsigner_client.h"
+
+/* A token file's bounds: lines (tokens) and bytes per line. */
+#define LOAD_TOKENS_MAX     10000000L
+#define LOAD_TOKEN_LINE_MAX 65536
+/* load_call in introspect mode: the call succeeded but the answer was
+ * {"active": false} (a token the bench issued must be active). One past the
+ * gRPC codes 0..16. */
+#define LOAD_INACTIVE 17
 
 #define LOAD_ARGS_LONGOPTS                                                                         \
     {"target", required_argument, NULL, 't'}, {"ca", required_argument, NULL, 'a'},                \
         {"cert", required_argument, NULL, 'c'}, {"key", required_argument, NULL, 'k'},             \
         {"claims", required_argument, NULL, 'j'}, {"key-name", required_argument, NULL, 'K'},      \
+        {"timeout-ms", required_argument, NULL, 'T'},                                              \
     {                                                                                              \
-        "timeout-ms", required_argument, NULL, 'T'                                                 \
+        "introspect", required_argument, NULL, 'I'                                                 \
     }
 
 typedef struct load_args {
     jwtsigner_options opts; /* target, TLS files, timeout_ms */
-    const char *claims;     /* required */
+    const char *claims;     /* required for SignJwt */
     const char *key_name;   /* NULL = the caller's default key */
+    const char *introspect; /* --introspect FILE; NULL = SignJwt */
+    char **tokens;          /* FILE's tokens (load_args_prepare), ntokens of them */
+    size_t ntokens;
 } load_args;
 
 /* A whole decimal number in lo..hi; -1 otherwise. */
@@ -65,6 +83,9 @@ static inline int load_args_take(const char *prog, int opt, const char *arg, loa
     case 'K':
         a->key_name = arg;
         return 1;
+    case 'I':
+        a->introspect = arg;
+        return 1;
     case 'T':
         if (load_parse_long(arg, 1, 3600000, &ms) != 0) {
             fprintf(stderr, "%s: --timeout-ms must be 1..3600000\n", prog);
@@ -77,11 +98,112 @@ static inline int load_args_take(const char *prog, int opt, const char *arg, loa
     }
 }
 
-/* The required ones are all there. */
+/* The required ones are all there (claims only for SignJwt). */
 static inline int load_args_complete(const load_args *a)
 {
     return a->opts.target != NULL && a->opts.ca_file != NULL && a->opts.cert_file != NULL &&
-           a->opts.key_file != NULL && a->claims != NULL;
+           a->opts.key_file != NULL && (a->claims != NULL || a->introspect != NULL);
+}
+
+static inline void load_args_cleanup(load_args *a)
+{
+    for (size_t i = 0; i < a->ntokens; i++)
+        free(a->tokens[i]);
+    free(a->tokens);
+    a->tokens = NULL;
+    a->ntokens = 0;
+}
+
+/* With --introspect, reads its tokens (the last space-separated field of
+ * each non-empty line). 0, or -1 with the reason on stderr. */
+static inline int load_args_prepare(const char *prog, load_args *a)
+{
+    if (a->introspect == NULL)
+        return 0;
+    FILE *f = fopen(a->introspect, "r");
+    if (f == NULL) {
+        fprintf(stderr, "%s: cannot open %s: %s\n", prog, a->introspect, strerror(errno));
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0, room = 0;
+    ssize_t n;
+    int rc = 0;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        if (n == 0)
+            continue;
+        if (n > LOAD_TOKEN_LINE_MAX || a->ntokens >= (size_t)LOAD_TOKENS_MAX) {
+            fprintf(stderr, "%s: %s: more than %ld tokens or a line over %d bytes\n", prog,
+                    a->introspect, LOAD_TOKENS_MAX, LOAD_TOKEN_LINE_MAX);
+            rc = -1;
+            break;
+        }
+        if (a->ntokens == room) {
+            room = room != 0 ? room * 2 : 1024;
+            char **t = realloc(a->tokens, room * sizeof(*t));
+            if (t == NULL) {
+                rc = -1;
+                break;
+            }
+            a->tokens = t;
+        }
+        const char *tok = strrchr(line, ' ');
+        tok = tok != NULL ? tok + 1 : line;
+        if ((a->tokens[a->ntokens] = strdup(tok)) == NULL) {
+            rc = -1;
+            break;
+        }
+        a->ntokens++;
+    }
+    if (rc == 0 && (ferror(f) || a->ntokens == 0)) {
+        fprintf(stderr, "%s: %s: %s\n", prog, a->introspect,
+                ferror(f) ? "read error" : "no tokens");
+        rc = -1;
+    }
+    free(line);
+    fclose(f);
+    if (rc != 0)
+        load_args_cleanup(a);
+    return rc;
+}
+
+/*
+ * Call i: SignJwt (the token to *tok when tok is not NULL; the caller clears
+ * it) or, with --introspect, Status/Introspect of token i % ntokens, whose
+ * answer must be active (LOAD_INACTIVE otherwise). Returns the gRPC status
+ * code, st filled as the client library does.
+ */
+static inline int load_call(const load_args *a, jwtsigner_client *c, long i, const char *request_id,
+                            jwtsigner_token *tok, jwtsigner_status *st)
+{
+    if (a->introspect == NULL) {
+        jwtsigner_token local;
+        int code = jwtsigner_sign(c, a->claims, strlen(a->claims), a->key_name, request_id,
+                                  tok != NULL ? tok : &local, st);
+        if (tok == NULL)
+            jwtsigner_token_clear(&local);
+        return code;
+    }
+    if (tok != NULL)
+        memset(tok, 0, sizeof(*tok));
+    jwtsigner_introspection r;
+    int code = jwtsigner_introspect(c, a->tokens[(size_t)i % a->ntokens], &r, st);
+    if (code == 0 && !r.active) {
+        code = LOAD_INACTIVE;
+        st->code = LOAD_INACTIVE;
+        snprintf(st->message, sizeof(st->message), "token %zu introspected {\"active\":false}",
+                 (size_t)i % a->ntokens);
+    }
+    jwtsigner_introspection_clear(&r);
+    return code;
+}
+
+/* jwtsigner_status_name, and a name for LOAD_INACTIVE. */
+static inline const char *load_status_name(int code)
+{
+    return code == LOAD_INACTIVE ? "INACTIVE" : jwtsigner_status_name(code);
 }
 
 #endif
