@@ -272,7 +272,11 @@ static void audit_key_events(js_control *ctl, const js_ks_events *evs, const cha
                       js_key_state_name(e->from), "to", what, "by", by, "emergency", e->emergency);
         if (o != NULL && e->emergency)
             json_object_set_new(o, "note", json_string(k_emergency_note));
-        js_log_emit("warn", o);
+        /* A key's first version becoming active (a first start) is routine;
+         * every other transition (rotation, revocation, emergency) warns. */
+        bool first = e->kind == JS_KS_EV_TRANSITION && e->version == 1 && e->from == JS_KS_NONE &&
+                     e->to == JS_KS_ACTIVE && !e->emergency;
+        js_log_emit(first ? "info" : "warn", o);
         audit_event(ctl, JS_LIFECYCLE_DURABLE, "key", by, what, NULL,
                     json_pack("{s:s, s:i, s:s, s:s, s:s, s:I, s:b}", "key", e->key, "version",
                               (int)e->version, "kid", e->kid, "from", js_key_state_name(e->from),
