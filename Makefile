@@ -33,13 +33,9 @@ CTEST_ARGS ?=
 # Our C code, for clang-format (check-banned.sh has the same list).
 C_DIRS := $(wildcard lib signer client policy audit tests)
 
-# make run: the dev signer's port and a sample request for a second terminal.
-JS_DEV_LISTEN ?= 127.0.0.1:8443
-DEV_PORT := $(lastword $(subst :, ,$(JS_DEV_LISTEN)))
-SAMPLE_CLAIMS := {"sub":"3f0c6f1e-8c1a-4b7e-9d2a-5e6f7a8b9c0d","aud":"https://api.example"}
-SIGN_CMD := $(BUILD_DIR)/jwt-sign --target localhost:$(DEV_PORT) --ca var/dev/pki/ca.crt \
-	--cert var/dev/pki/issuer-a.crt --key var/dev/pki/issuer-a.key sign '$(SAMPLE_CLAIMS)'
-shquote = '$(subst ','\'',$(1))'
+# make run: JS_DEV_LISTEN, JS_DEV_HTTP, JS_DEV_CONFIG as scripts/dev-setup.sh
+# says (it writes var/dev once and prints the sign and admin lines to try).
+JS_DEV_CONFIG ?= signer.yaml
 
 .PHONY: all deps build test lint lint-fast analyze run bench clean distclean
 
@@ -74,9 +70,8 @@ analyze: deps
 	@JOBS=$(JOBS) scripts/analyze.sh $(BUILD_DIR)
 
 run: build
-	@JS_DEV_LISTEN=$(JS_DEV_LISTEN) scripts/dev-setup.sh $(BUILD_DIR)
-	@printf '%s\n' $(call shquote,In a second terminal: $(SIGN_CMD))
-	exec env SOFTHSM2_CONF=var/dev/softhsm2.conf $(BUILD_DIR)/jwt-signerd --config var/dev/signer.yaml
+	@JS_DEV_CONFIG=$(JS_DEV_CONFIG) scripts/dev-setup.sh $(BUILD_DIR)
+	exec env SOFTHSM2_CONF=var/dev/softhsm2.conf $(BUILD_DIR)/jwt-signerd --config var/dev/$(JS_DEV_CONFIG)
 
 # Throughput: raw HSM vs end to end with the durable audit log vs fsync off,
 # measured in one run (tests/bench/bench.py). Not part of `make test`.

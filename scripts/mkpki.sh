@@ -9,6 +9,8 @@
 #   ca          trusted CA (the server's client_ca)
 #   server      CN=localhost, SAN DNS:localhost,IP:127.0.0.1, serverAuth
 #   issuer-a    URI:spiffe://example.org/issuer-a, clientAuth (the allowed caller)
+#   admin       URI:spiffe://example.org/ops/admin, clientAuth (the dev policy's
+#               admin: jwt-sign ... admin status)
 #   intruder    URI:spiffe://example.org/intruder, clientAuth, same CA, not allowed
 #   other-ca    an unrelated CA
 #   stranger    signed by other-ca and claiming issuer-a's identity
@@ -113,6 +115,7 @@ make_ca ca "jwt-signer dev CA"
 make_ca other-ca "unrelated dev CA"
 make_leaf server ca localhost serverAuth "DNS:localhost,IP:127.0.0.1"
 make_leaf issuer-a ca issuer-a clientAuth "URI:spiffe://example.org/issuer-a"
+make_leaf admin ca admin clientAuth "URI:spiffe://example.org/ops/admin"
 make_leaf intruder ca intruder clientAuth "URI:spiffe://example.org/intruder"
 make_leaf stranger other-ca stranger clientAuth "URI:spiffe://example.org/issuer-a"
 make_leaf dns-caller ca dns-caller clientAuth "DNS:svc.example.org"
