@@ -12,6 +12,10 @@ packages=(
     libcmocka-dev softhsm2 libsofthsm2 opensc
     python3 python3-authlib python3-cryptography python3-jwt python3-jwcrypto python3-grpcio python3-grpc-tools
     python3-prometheus-client
+    # promtool for ctest deploy.alerts. The package also installs (and, on a
+    # host booted with systemd, enables and starts) a prometheus service on
+    # :9090: acceptable on a dev or CI machine; stop or mask it if unwanted.
+    prometheus
     clang libclang-rt-14-dev clang-format clang-tidy ca-certificates
 )
 
