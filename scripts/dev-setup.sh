@@ -11,9 +11,10 @@
 # Env:   JS_DEV_LISTEN  gRPC listen address (default 127.0.0.1:8443)
 #        JS_DEV_HTTP    HTTP (JWKS, healthz, metrics) listen address (default 127.0.0.1:8080)
 #        JS_DEV_CONFIG  the signer configuration's file name in var/dev (default
-#                       signer.yaml; docker-compose.yml uses signer-compose.yaml)
+#                       signer.yaml; `make run JS_DEV_CONFIG=...` runs it)
 #        JS_DEV_SIGN    the jwt-sign command the printed lines start with
-#                       (default BUILD_DIR/jwt-sign)
+#                       (default BUILD_DIR/jwt-sign; docker-compose.yml's runs
+#                       it in the container)
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
