@@ -89,9 +89,11 @@ chmod 600 "$dev/pin" "$dev/so-pin"
 scripts/mkpki.sh "$dev/pki"
 
 # signer.yaml is written once, like policy.yaml: the user may edit it (add a
-# key, move a port) and a later run must not lose that. The old marker said
-# "on every run; edits are lost": such a file is upgraded in place only when
-# it is exactly what this run would write (so it was never edited).
+# key, move a port) and a later run must not lose that. A file with the old
+# marker ("on every run; edits are lost") was rewritten by every earlier run,
+# as its first line says, so it is rewritten once more into the new form
+# (with the sections the policy now needs), saying so; from then on it is
+# the user's.
 # Paths are relative to this file's directory (the daemon resolves them so).
 cfg="$dev/$config"
 cfg_marker="# Written once by scripts/dev-setup.sh; edit freely (rm this file to regenerate it)."
@@ -132,10 +134,10 @@ kept_value() { sed -n "$1" "$cfg" | head -n1; }
 if [[ ! -e "$cfg" ]]; then
     write_cfg
     say "wrote $cfg (written once: edit freely, rm it to regenerate)"
-elif [[ "$(head -n1 "$cfg")" == "$old_marker" && "$(tail -n +2 "$cfg")" == "$cfg_body" ]]; then
-    write_cfg # unchanged content, new marker: from now on it is the user's
 elif [[ "$(head -n1 "$cfg")" == "$old_marker" ]]; then
-    say "keeping $cfg, written by an older dev-setup.sh (and perhaps edited): it may lack newer sections (introspection, externaljwt, key $k8s_key) the policy needs; rm $cfg to regenerate it"
+    [[ "$(tail -n +2 "$cfg")" == "$cfg_body" ]] ||
+        say "rewrote $cfg, which an older dev-setup.sh regenerated on every run (its first line said edits are lost): it now has the introspection and externaljwt sections and key $k8s_key, and is written once: edit freely"
+    write_cfg
 else
     diffs=""
     have="$(kept_value 's/^listen:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$/\1/p')"
