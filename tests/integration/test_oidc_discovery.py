@@ -36,6 +36,7 @@ import http.client
 import json
 import os
 import signal
+import random
 import socket
 import sys
 import unittest
@@ -226,14 +227,32 @@ class OidcDiscovery(unittest.TestCase):
                 self.assertEqual(line["reason"], "config.http_jwks_uri", line)
                 self.assertIn("http.jwks_uri", line["message"])
 
+    @staticmethod
+    def free_fixed_port():
+        """A free loopback port outside the kernel's ephemeral range."""
+        try:
+            with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+                low = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            low = 32768
+        rng = random.SystemRandom()
+        for _ in range(100):
+            port = rng.randrange(max(1024, low - 12000), low)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+        raise AssertionError("no free loopback port below the ephemeral range")
+
     def test_openid_client_library(self):
         env = self.env
         # The issuer must be the URL the library discovers from, so the port is
-        # chosen before start (bound and released: a small race, as any test
-        # that fixes a port has).
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        # chosen before start: below the ephemeral range (ip_local_port_range),
+        # where no port-0 bind (the signer's own gRPC listener included) can
+        # take it between the check and the start, and free when checked.
+        port = self.free_fixed_port()
         issuer = "http://127.0.0.1:%d" % port
         env.setup(policy=env.default_policy(issuer=issuer),
                   http={"listen": "127.0.0.1:%d" % port})
