@@ -80,6 +80,7 @@ void js_decision_fail(js_decision *d, const js_err *err)
     t->scopes = NULL;
     t->jti[0] = '\0'; /* no token carries it */
     t->token_sha256[0] = '\0';
+    memset(t->token_digest, 0, sizeof(t->token_digest));
     t->issued_at = 0;
     t->expires_at = 0;
 }

@@ -57,6 +57,7 @@ typedef struct js_sign_result {
      * checked (claims_cnf_check); NULL if absent or malformed. malloc'd. */
     char *cnf_json;
     char token_sha256[JS_SHA256_HEX + 1];
+    uint8_t token_digest[32]; /* the same SHA-256, binary (the token index's key check) */
     int64_t issued_at;
     int64_t expires_at;
 } js_sign_result;

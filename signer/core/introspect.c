@@ -19,7 +19,26 @@
 /* A JOSE header we read: alg, kid, typ and nothing large. */
 #define HEADER_MAX 1024
 
-static void inactive(js_introspection *out, const char *why)
+const char *js_introspect_why_name(js_introspect_why why)
+{
+    static const char *const names[JS_WHY_COUNT] = {
+        [JS_WHY_ACTIVE] = "active",
+        [JS_WHY_MALFORMED] = "malformed",
+        [JS_WHY_UNKNOWN_KID] = "unknown_kid",
+        [JS_WHY_ALG_MISMATCH] = "alg_mismatch",
+        [JS_WHY_BAD_SIGNATURE] = "bad_signature",
+        [JS_WHY_EXPIRED] = "expired",
+        [JS_WHY_UNKNOWN_JTI] = "unknown_jti",
+        [JS_WHY_HASH_MISMATCH] = "hash_mismatch",
+        [JS_WHY_REVOKED_JTI] = "revoked_jti",
+        [JS_WHY_REVOKED_SUB] = "revoked_sub",
+        [JS_WHY_REVOKED_CALLER] = "revoked_caller",
+        [JS_WHY_AUDIENCE_NOT_ALLOWED] = "audience_not_allowed",
+    };
+    return (unsigned)why < JS_WHY_COUNT ? names[why] : "malformed";
+}
+
+static void inactive(js_introspection *out, js_introspect_why why)
 {
     out->active = false;
     out->why = why;
@@ -116,7 +135,7 @@ void js_introspect(const js_keyring *kr, js_tokindex *ix, const js_introspect_in
                    js_introspection *out)
 {
     memset(out, 0, sizeof(*out));
-    inactive(out, "malformed");
+    inactive(out, JS_WHY_MALFORMED);
     const char *t = in->token;
     size_t n = in->token_len;
     if (t == NULL || n == 0 || n > JS_INTROSPECT_TOKEN_MAX || memchr(t, '\0', n) != NULL)
@@ -131,11 +150,11 @@ void js_introspect(const js_keyring *kr, js_tokindex *ix, const js_introspect_in
     js_alg alg;
     const EVP_PKEY *pub = js_keyring_public_by_kid(kr, out->kid, &alg);
     if (pub == NULL) {
-        inactive(out, "unknown_kid");
+        inactive(out, JS_WHY_UNKNOWN_KID);
         return;
     }
     if (strcmp(alg_name, js_alg_name(alg)) != 0) {
-        inactive(out, "alg_mismatch");
+        inactive(out, JS_WHY_ALG_MISMATCH);
         return;
     }
     const char *sig_seg = dot2 + 1;
@@ -149,7 +168,7 @@ void js_introspect(const js_keyring *kr, js_tokindex *ix, const js_introspect_in
                                sig_len, NULL);
     free(sig);
     if (vst != JS_OK) {
-        inactive(out, "bad_signature");
+        inactive(out, JS_WHY_BAD_SIGNATURE);
         return;
     }
     int64_t exp = 0;
@@ -160,38 +179,38 @@ void js_introspect(const js_keyring *kr, js_tokindex *ix, const js_introspect_in
      * it (the index forgets tokens once they expire): never the unknown_jti
      * alarm for a genuine token that merely expired. */
     if (exp <= in->now - in->leeway) {
-        inactive(out, "expired");
+        inactive(out, JS_WHY_EXPIRED);
         return;
     }
     js_tok_info found;
     memset(&found, 0, sizeof(found));
     if (!js_tokindex_find(ix, out->jti, &found)) {
-        inactive(out, "unknown_jti");
+        inactive(out, JS_WHY_UNKNOWN_JTI);
         return;
     }
     uint8_t digest[32];
     unsigned int dlen = 0;
     bool same = EVP_Digest(t, n, digest, &dlen, EVP_sha256(), NULL) == 1 && dlen == 32 &&
                 CRYPTO_memcmp(digest, found.sha256, 32) == 0;
-    const char *why = NULL;
+    js_introspect_why why = JS_WHY_ACTIVE;
     js_tok_revoked rv;
     if (!same)
-        why = "hash_mismatch";
+        why = JS_WHY_HASH_MISMATCH;
     else if (found.exp + in->leeway <= in->now)
-        why = "expired";
+        why = JS_WHY_EXPIRED;
     else if ((rv = js_tokindex_revoked(ix, &found)) != JS_TOK_NOT_REVOKED)
-        why = rv == JS_TOK_REVOKED_JTI   ? "revoked_jti"
-              : rv == JS_TOK_REVOKED_SUB ? "revoked_sub"
-                                         : "revoked_caller";
+        why = rv == JS_TOK_REVOKED_JTI   ? JS_WHY_REVOKED_JTI
+              : rv == JS_TOK_REVOKED_SUB ? JS_WHY_REVOKED_SUB
+                                         : JS_WHY_REVOKED_CALLER;
     else if (!audience_allowed(found.aud_json, in->auds, in->naud))
-        why = "audience_not_allowed";
-    if (why != NULL) {
+        why = JS_WHY_AUDIENCE_NOT_ALLOWED;
+    if (why != JS_WHY_ACTIVE) {
         js_tok_info_clear(&found);
         inactive(out, why);
         return;
     }
     out->active = true;
-    out->why = "active";
+    out->why = JS_WHY_ACTIVE;
     out->tok = found;
 }
 
@@ -232,9 +251,10 @@ char *js_introspection_json(const js_introspection *r, const char *iss)
         bad |= json_object_set_new(o, "exp", json_integer(t->exp));
         bad |= json_object_set_new(o, "iat", json_integer(t->iat));
         bad |= json_object_set_new(o, "jti", json_string(t->jti));
-        bool dpop = t->cnf_json != NULL && strstr(t->cnf_json, "\"jkt\"") != NULL;
-        bad |= json_object_set_new(o, "token_type", json_string(dpop ? "DPoP" : "Bearer"));
         bad |= set_json_text(o, "cnf", t->cnf_json);
+        /* RFC 9449 §6.2: a token bound to a DPoP key (cnf.jkt) is "DPoP". */
+        bool dpop = json_object_get(json_object_get(o, "cnf"), "jkt") != NULL;
+        bad |= json_object_set_new(o, "token_type", json_string(dpop ? "DPoP" : "Bearer"));
     }
     char *s = bad == 0 ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);

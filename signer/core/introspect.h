@@ -53,9 +53,30 @@ typedef struct js_introspect_input {
     int64_t leeway; /* seconds past exp a token stays active */
 } js_introspect_input;
 
+/* The answer's reason: a closed set, named by js_introspect_why_name (the
+ * log line's and the metric's reason label; never told to the caller). */
+typedef enum js_introspect_why {
+    JS_WHY_ACTIVE,
+    JS_WHY_MALFORMED,
+    JS_WHY_UNKNOWN_KID,
+    JS_WHY_ALG_MISMATCH,
+    JS_WHY_BAD_SIGNATURE,
+    JS_WHY_EXPIRED,
+    JS_WHY_UNKNOWN_JTI,
+    JS_WHY_HASH_MISMATCH,
+    JS_WHY_REVOKED_JTI,
+    JS_WHY_REVOKED_SUB,
+    JS_WHY_REVOKED_CALLER,
+    JS_WHY_AUDIENCE_NOT_ALLOWED,
+    JS_WHY_COUNT
+} js_introspect_why;
+
+/* "active", "malformed", "unknown_kid", ... (the names above, lower case). */
+const char *js_introspect_why_name(js_introspect_why why);
+
 typedef struct js_introspection {
     bool active;
-    const char *why; /* "active" or the reason it is not (static) */
+    js_introspect_why why;
     char kid[128];   /* the header's kid, when readable (log, audit) */
     char jti[129];   /* the payload's jti, when readable (log, audit) */
     js_tok_info tok; /* when active: the index entry (owned) */

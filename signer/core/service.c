@@ -160,13 +160,13 @@ js_status js_service_check_policy(const js_service *svc, const js_policy *p, js_
     return JS_OK;
 }
 
-/* Hex SHA-256 of the token: what the audit log keeps instead of the token. */
-static void token_digest(const char *jwt, char hex[JS_SHA256_HEX + 1])
+/* SHA-256 of the token, binary (the token index) and hex (what the audit log
+ * keeps instead of the token). */
+static void token_digest(js_sign_result *res)
 {
-    uint8_t d[32];
     unsigned int n = 0;
-    EVP_Digest(jwt, strlen(jwt), d, &n, EVP_sha256(), NULL);
-    js_hex_encode(d, sizeof(d), hex);
+    EVP_Digest(res->jwt, strlen(res->jwt), res->token_digest, &n, EVP_sha256(), NULL);
+    js_hex_encode(res->token_digest, sizeof(res->token_digest), res->token_sha256);
 }
 
 /* The lifetime window of key_name's active version, so the policy sets exp
@@ -232,7 +232,7 @@ static js_status sign(const admission *adm, js_hsm_session *s, int64_t now, js_p
     res->expires_at = pr->exp;
     res->scopes = pr->scopes;
     pr->scopes = NULL;
-    token_digest(res->jwt, res->token_sha256);
+    token_digest(res);
     return JS_OK;
 }
 
@@ -325,7 +325,7 @@ static js_status k8s_decide_admitted(const js_service *svc, const js_sign_input 
     JS_GUARD(st);
     res->issued_at = v.iat;
     res->expires_at = v.exp;
-    token_digest(res->jwt, res->token_sha256);
+    token_digest(res);
     return JS_OK;
 }
 

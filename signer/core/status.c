@@ -17,13 +17,14 @@
  * JS_R_NONE for every other answer. */
 static js_reason audited_reason(const js_introspection *r)
 {
-    if (r->active || r->why == NULL)
-        return JS_R_NONE;
-    if (strcmp(r->why, "unknown_jti") == 0)
+    switch (r->why) {
+    case JS_WHY_UNKNOWN_JTI:
         return JS_R_INTROSPECT_UNKNOWN_JTI;
-    if (strcmp(r->why, "hash_mismatch") == 0)
+    case JS_WHY_HASH_MISMATCH:
         return JS_R_INTROSPECT_HASH_MISMATCH;
-    return JS_R_NONE;
+    default:
+        return JS_R_NONE;
+    }
 }
 
 /* An "introspect" audit record: a refusal, or an answer that is evidence of
@@ -125,7 +126,7 @@ static js_status admit(const js_status_deps *deps, const js_status_call *call,
               "caller '%s' is not an introspector (policy: introspectors)", call->identity);
     JS_ENSURE(js_denials_admit(deps->rate, call->identity, js_mono_ms()), err, JS_ELIMIT,
               JS_R_INTROSPECT_RATE_LIMITED, "introspector '%s' is over %u %s calls per second",
-              call->identity, JS_INTROSPECT_RATE, call->method);
+              call->identity, (unsigned)JS_INTROSPECT_RATE, call->method);
     return JS_OK;
 }
 
@@ -167,7 +168,7 @@ void js_status_introspect(const js_status_deps *deps, const js_status_call *call
         return;
     }
     /* Answered: the call is allowed whatever the answer. */
-    const char *why = r->why != NULL ? r->why : "malformed";
+    const char *why = js_introspect_why_name(r->why);
     js_reason audited = audited_reason(r);
     js_metrics_request(deps->metrics, call->method, call->identity, js_decision_name(d->kind), why);
     bool log_it;
