@@ -47,7 +47,7 @@
 #include <time.h>
 
 #include "jwtsigner_client.h"
-#include "../integration/load_args.h"
+#include "load_args.h"
 
 #define THREADS_MAX     1024
 #define CONNECTIONS_MAX 64

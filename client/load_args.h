@@ -1,16 +1,19 @@
 /*
- * load_args.h - the options the two load drivers share (client_load.c,
- * tests/bench/client_paced.c): where the signer is, the caller's TLS files,
- * the claims and key to sign, the per-call timeout, and the call to make:
- * SignJwt by default, or with --introspect FILE jwtsigner.v1.Status/Introspect
- * (RFC 7662) of the tokens in FILE, call i asking about token i % n (FILE:
- * one token a line, or "jti token" lines as client_load --out writes them).
- * Each driver lists LOAD_ARGS_LONGOPTS in its getopt_long table, hands every
- * option to load_args_take first, calls load_args_prepare once the options
- * are parsed and load_call for each call.
+ * load_args.h - the options the load programs share (client/jwt_load.c, the
+ * user-facing jwt-load, and the test drivers tests/integration/client_load.c
+ * and tests/bench/client_paced.c): where the signer is, the caller's TLS
+ * files, the claims and key to sign, the per-call timeout, and the call to
+ * make: SignJwt by default, or with --introspect FILE
+ * jwtsigner.v1.Status/Introspect (RFC 7662) of the tokens in FILE, call i
+ * asking about token i % n (FILE: one token a line, or "jti token" lines as
+ * client_load --out writes them). Each program lists LOAD_ARGS_LONGOPTS in its
+ * getopt_long table, hands every option to load_args_take first, calls
+ * load_args_prepare once the options are parsed and load_call for each call.
+ * A private header of those programs, next to the client library it wraps;
+ * not part of the installed client API.
  */
-#ifndef JS_TEST_LOAD_ARGS_H
-#define JS_TEST_LOAD_ARGS_H
+#ifndef JS_CLIENT_LOAD_ARGS_H
+#define JS_CLIENT_LOAD_ARGS_H
 
 #include <errno.h>
 #include <getopt.h>
