@@ -8,6 +8,8 @@ set -euo pipefail
 packages=(
     build-essential cmake pkg-config
     libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev
+    # sd_notify for the unit's Type=notify (signer/svcnotify.c)
+    libsystemd-dev
     libssl-dev openssl libjansson-dev libyaml-dev libp11-kit-dev p11-kit libmicrohttpd-dev
     libcmocka-dev softhsm2 libsofthsm2 opensc
     python3 python3-authlib python3-cryptography python3-jwt python3-jwcrypto python3-grpcio python3-grpc-tools
@@ -16,6 +18,11 @@ packages=(
     # host booted with systemd, enables and starts) a prometheus service on
     # :9090: acceptable on a dev or CI machine; stop or mask it if unwanted.
     prometheus
+    # ctest deploy.systemd: systemd-analyze security scores the unit, then the
+    # host's systemd boots in a podman container to run it (tests/deploy/sandbox.sh)
+    systemd podman curl
+    # ctest deploy.man: mandoc -Tlint on the man pages
+    mandoc
     clang libclang-rt-14-dev clang-format clang-tidy ca-certificates
 )
 

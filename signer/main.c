@@ -39,6 +39,7 @@
 #include "frozen.h"
 #include "logline.h"
 #include "policy.h"
+#include "svcnotify.h"
 #include "text.h"
 #include "watchdog.h"
 
@@ -258,13 +259,11 @@ static js_status daemon_start(daemon_state *d, js_err *err)
     snprintf(issuer, sizeof(issuer), "%s", js_policy_issuer(p));
     JS_GUARD(js_policy_store_new(p, &d->policies, err));
 
-    /* Run-time state (incident mode, frozen callers, the audit key in
-     * force) lives next to the configuration file, in STATE_DIR =
-     * <config dir>/state. */
-    const char *slash = strrchr(d->cfg->path, '/');
-    int dirlen = slash != NULL ? (int)(slash - d->cfg->path) : 1;
-    snprintf(d->state_dir, sizeof(d->state_dir), "%.*s/state", dirlen,
-             slash != NULL ? d->cfg->path : ".");
+    /* Run-time state (incident mode, frozen callers, key versions, the
+     * audit key in force): config state_dir, default <config dir>/state. */
+    JS_ENSURE(strlen(d->cfg->state_dir) < sizeof(d->state_dir), err, JS_ECONFIG, JS_R_CONFIG_PATH,
+              "state_dir is longer than %zu bytes", sizeof(d->state_dir) - 1);
+    snprintf(d->state_dir, sizeof(d->state_dir), "%s", d->cfg->state_dir);
     st = open_audit(d, issuer, err);
     if (st != JS_OK) {
         json_decref(pdetail);
@@ -335,6 +334,7 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
     d.config_path = config_path;
     d.accept_audit_loss = accept_audit_loss;
     js_watchdog *stop_watch = NULL; /* bounds the stop once SIGTERM/SIGINT came */
+    js_svcnotify *notify = NULL;
     int rc = 1;
 
     /* Block the signals we handle before any thread exists, so that every
@@ -350,6 +350,11 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
 
     gpr_set_log_function(grpc_log_to_json);
     grpc_init();
+    notify = js_svcnotify_new();
+    if (notify == NULL) {
+        js_log_event("error", "startup_failed", "out of memory");
+        goto out;
+    }
     if (daemon_start(&d, &err) != JS_OK) {
         log_failure("startup_failed", &err);
         goto out;
@@ -363,6 +368,7 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
                               "alg", js_alg_name(js_key_alg(k)), "kid", js_key_kid(k));
         js_log_emit("info", o);
     }
+    size_t nkeys = js_keyring_count(kr);
     js_snapshot_release(ksnap);
     char addr[300];
     const char *colon = strrchr(d.cfg->listen, ':');
@@ -373,6 +379,12 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
                   js_server_port(d.srv), "workers", js_server_workers(d.srv), "token",
                   js_hsm_token_description(d.hsm), "incident", js_ratelimit_incident(d.rl));
     js_log_emit("info", o);
+    /* Type=notify: systemd starts what depends on us only now, when every
+     * listener is bound, every key self-tested and the audit log open. */
+    char status[400];
+    snprintf(status, sizeof(status), "serving on %s, %zu keys%s", addr, nkeys,
+             js_ratelimit_incident(d.rl) ? ", incident mode" : "");
+    js_svcnotify_ready(notify, status);
 
     int64_t last_tick_ms = js_mono_ms();
     for (;;) {
@@ -385,6 +397,7 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
         disk_check(&d);
         hsm_events_flush(&d);
         listener_grpc_log_flush(d.lf, now_ms / 1000);
+        js_svcnotify_tick(notify, now_ms);
         if (now_ms - last_tick_ms >= 1000) {
             last_tick_ms = now_ms;
             js_control_tick(d.control);
@@ -397,13 +410,22 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
             json_t *so = json_pack("{s:s, s:s}", "event", "stopping", "signal",
                                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
             js_log_emit("info", so);
+            js_svcnotify_stopping(notify);
             break;
         }
         js_err cerr;
         js_err_clear(&cerr);
         /* Failures are logged and audited by the control plane itself. */
-        if (sig == SIGHUP && js_control_reload_policy(d.control, "SIGHUP", NULL, &cerr) != JS_OK)
+        if (sig == SIGHUP) {
+            /* systemctl reload: RELOADING until the policy in force is known
+             * again (a refused file keeps the old one: still ready). */
+            js_svcnotify_reloading(notify);
+            js_status rs = js_control_reload_policy(d.control, "SIGHUP", NULL, &cerr);
+            js_svcnotify_ready(notify, rs == JS_OK
+                                           ? "serving; policy reloaded"
+                                           : "serving; policy reload refused, old policy in force");
             continue;
+        }
         if (sig == SIGUSR1 && js_control_set_incident(d.control, !js_control_incident(d.control),
                                                       "SIGUSR1", "signal", &cerr) != JS_OK)
             log_failure("incident_switch_failed", &cerr);
@@ -442,6 +464,7 @@ out:
      * returns, leaving gRPC objects (seen: TLS state) unreleased at exit. */
     grpc_shutdown_blocking();
     js_watchdog_stop(stop_watch);
+    js_svcnotify_free(notify);
     return rc;
 }
 

@@ -35,9 +35,10 @@
 /* A PIN file holds one short line; anything bigger is the wrong file. */
 #define PIN_FILE_MAX 4096
 
-static const char *const k_top_keys[] = {
-    "listen", "tls",   "workers", "hsm",           "keys",   "default_key", "issuer",
-    "policy", "audit", "http",    "key_lifecycle", "limits", "externaljwt", "introspection"};
+static const char *const k_top_keys[] = {"listen",      "tls",           "workers",       "hsm",
+                                         "keys",        "default_key",   "issuer",        "policy",
+                                         "audit",       "http",          "key_lifecycle", "limits",
+                                         "externaljwt", "introspection", "state_dir"};
 static const char *const k_limits_keys[] = {"denials_per_second", "denials_burst",
                                             "denials_total_per_second", "denials_total_burst"};
 static const char *const k_http_keys[] = {"listen",       "tls_cert", "tls_key",
@@ -131,6 +132,20 @@ static js_status get_path(const loader *ld, const js_yaml_node *map, const char 
 }
 
 /* ---- sections ---------------------------------------------------------------------- */
+
+/* state_dir: run-time state (incident mode, frozen callers, key versions, the
+ * audit key in force). Default <config dir>/state; a packaged install puts it
+ * under /var/lib (the configuration directory is read-only to the daemon). */
+static js_status load_state_dir(const loader *ld, const js_yaml_node *root, js_config *cfg)
+{
+    if (js_yaml_map_get(root, "state_dir") != NULL)
+        return get_path(ld, root, "", "state_dir", &cfg->state_dir);
+    size_t need = strlen(ld->dir) + sizeof("/state");
+    cfg->state_dir = malloc(need);
+    JS_ENSURE_ALLOC(cfg->state_dir, ld->err);
+    snprintf(cfg->state_dir, need, "%s/state", ld->dir);
+    return JS_OK;
+}
 
 static bool host_char(char c, bool bracketed)
 {
@@ -741,6 +756,7 @@ static js_status load_all(const loader *ld, js_config *cfg)
     JS_GUARD(load_default_key(ld, root, cfg));
     JS_GUARD(load_issuer(ld, root, cfg));
     JS_GUARD(get_path(ld, root, "", "policy", &cfg->policy_path));
+    JS_GUARD(load_state_dir(ld, root, cfg));
     JS_GUARD(load_audit(ld, root, cfg));
     JS_GUARD(load_http(ld, root, cfg));
     JS_GUARD(load_lifecycle(ld, root, cfg));
@@ -829,6 +845,7 @@ void js_config_free(js_config *cfg)
     free(cfg->default_key);
     free(cfg->issuer);
     free(cfg->policy_path);
+    free(cfg->state_dir);
     free(cfg->audit_dir);
     free(cfg->audit_key_label);
     free(cfg->audit_origin);

@@ -90,6 +90,9 @@ typedef struct js_config {
     char *issuer;
 
     char *policy_path; /* the policy file (policy/policy.h); required */
+    /* state_dir: incident mode, frozen callers, key versions, the audit key in
+     * force; default <config dir>/state (never NULL once loaded). */
+    char *state_dir;
 
     /* audit: the audit log (audit/auditlog.h); the mapping is required. */
     char *audit_dir;       /* log directory; required; need not exist yet */

@@ -196,6 +196,7 @@ static void test_minimal_config_defaults(void **state)
     assert_null(cfg->issuer); /* optional: the policy file may set it */
     assert_in_dir(fx, cfg->policy_path, "policy.yaml");
     assert_in_dir(fx, cfg->audit_dir, "audit"); /* need not exist */
+    assert_in_dir(fx, cfg->state_dir, "state"); /* default: next to the config */
     assert_string_equal(cfg->audit_key_label, "jwt-signer-audit");
     assert_null(cfg->audit_origin);
     assert_int_equal(cfg->audit_checkpoint_interval_ms, 1000);
@@ -235,6 +236,19 @@ static void test_minimal_config_defaults(void **state)
     assert_int_equal(cfg->audit_checkpoint_interval_ms, 3600000);
     assert_int_equal(cfg->audit_heartbeat_ms, 3600000);
     assert_int_equal(cfg->audit_checkpoint_records, 1);
+    js_config_free(cfg);
+}
+
+/* state_dir: relative to the config's directory, or absolute (a packaged
+ * install keeps state under /var/lib, the config directory read-only). */
+static void test_state_dir(void **state)
+{
+    const fixture *fx = *state;
+    js_config *cfg = load_ok(fx, MINIMAL "state_dir: run/state\n");
+    assert_in_dir(fx, cfg->state_dir, "run/state");
+    js_config_free(cfg);
+    cfg = load_ok(fx, MINIMAL "state_dir: /var/lib/jwt-signer/state\n");
+    assert_string_equal(cfg->state_dir, "/var/lib/jwt-signer/state");
     js_config_free(cfg);
 }
 
@@ -302,7 +316,7 @@ static const struct {
 } k_invalid[] = {
     {"unknown top-level key", MINIMAL "bogus: 1\n", "config.unknown_key", 18,
      "unknown key 'bogus' (allowed: listen, tls, workers, hsm, keys, default_key, issuer, "
-     "policy, audit, http, key_lifecycle, limits, externaljwt, introspection)",
+     "policy, audit, http, key_lifecycle, limits, externaljwt, introspection, state_dir)",
      NULL},
     {"unknown nested key",
      L_LISTEN "tls:\n  cert: a\n  key: b\n  client_ca: c\n  extra: d\n" L_HSM L_KEYS L_TAIL,
@@ -1107,6 +1121,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_minimal_config_defaults),
+        cmocka_unit_test(test_state_dir),
         cmocka_unit_test(test_relative_config_path),
         cmocka_unit_test(test_invalid_configs),
         cmocka_unit_test(test_http_jwks_uri),

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# sandbox.sh - ctest deploy.systemd: jwt-signerd.service as installed, scored
+# and really run under systemd.
+#   sandbox.sh SOURCE_DIR BINARY_DIR
+# 1. `cmake --install` into a DESTDIR; `systemd-analyze security
+#    --offline=true` must score the installed unit 2.0 or lower.
+# 2. A real systemd (the host's own /lib/systemd/systemd, booted as PID 1 in
+#    a podman container over a throw-away overlay of the host's root) gets the
+#    installed tree copied in, and the README's provisioning steps run as
+#    written: user and directories (sysusers/tmpfiles), TLS files, PIN file,
+#    SoftHSM token, keys, `systemctl start`.
+# 3. Type=notify: start returns only once the daemon said READY; the process
+#    runs as jwt-signer with no capabilities, no_new_privs, a seccomp filter,
+#    a read-only /usr and /etc; a token is signed through it and verified
+#    against its JWKS; `systemctl reload` (SIGHUP) keeps it active; watchdog
+#    keep-alives arrive; `systemctl stop` ends it with status 0 (STOPPING).
+# Needs root and podman (scripts/deps.sh); nothing on the host is changed
+# (the container's writes go to the overlay, removed at exit).
+set -euo pipefail
+
+src="$(cd "${1:?usage: sandbox.sh SOURCE_DIR BINARY_DIR}" && pwd)"
+bin="$(cd "${2:?usage: sandbox.sh SOURCE_DIR BINARY_DIR}" && pwd)"
+say() { echo "sandbox: $*"; }
+die() { echo "sandbox: FAIL: $*" >&2; exit 1; }
+
+[[ "$(id -u)" -eq 0 ]] || die "needs root (systemd in a container, podman)"
+command -v podman >/dev/null || die "podman not found (scripts/deps.sh installs it)"
+command -v systemd-analyze >/dev/null || die "systemd-analyze not found"
+
+tmp="$(mktemp -d /tmp/js-sandbox.XXXXXX)"
+name="js-sandbox-$$"
+cleanup() {
+    podman rm -f -t 0 "$name" >/dev/null 2>&1 || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# --- 1. install, score ---------------------------------------------------------------
+DESTDIR="$tmp/root" cmake --install "$bin" --prefix /usr >"$tmp/install.log"
+unit="$tmp/root/usr/lib/systemd/system/jwt-signerd.service"
+[[ -f "$unit" ]] || die "cmake --install did not install $unit"
+score="$(systemd-analyze security --offline=true --no-pager "$unit" 2>&1 | tail -n 1)"
+say "$score"
+# --threshold: exit status non-zero when the exposure is above 2.0 (20 tenths).
+systemd-analyze security --offline=true --threshold=20 "$unit" >/dev/null 2>&1 ||
+    die "systemd-analyze security scores the unit above 2.0: $score"
+
+# --- 2. boot systemd, install, provision ---------------------------------------------
+# /tmp and /run are fresh tmpfs (podman would otherwise copy the host's /tmp,
+# sockets included, into them); the host's / is the read-only lower layer.
+podman run -d --name "$name" --systemd=always --network host --cap-add SYS_ADMIN,SYS_PTRACE \
+    --tmpfs /tmp:rw,notmpcopyup --tmpfs /run:rw,notmpcopyup \
+    -v "$tmp/root:/mnt/stage:ro" -v "$src/scripts:/mnt/scripts:ro" \
+    --rootfs /:O /lib/systemd/systemd >/dev/null
+cx() { podman exec "$name" "$@"; }
+for _ in $(seq 1 100); do
+    state="$(cx systemctl is-system-running 2>/dev/null || true)"
+    [[ "$state" == running || "$state" == degraded ]] && break
+    sleep 0.2
+done
+[[ "$state" == running || "$state" == degraded ]] || die "systemd in the container did not boot ($state)"
+say "systemd booted in the container ($state)"
+
+# The gRPC port: free on the host (the container shares its network), so a
+# dev signer on 8443 does not collide.
+port="$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+http_port="$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+
+cx bash -euo pipefail -c "
+cp -a /mnt/stage/. /
+# What the .deb's maintainer scripts do (dh_installsysusers, dh_installtmpfiles).
+systemd-sysusers jwt-signer.conf
+systemd-tmpfiles --create jwt-signer.conf
+systemctl daemon-reload
+# README 'Running as a systemd service', provisioning:
+install -d -m 0750 -g jwt-signer /etc/jwt-signer/tls
+/mnt/scripts/mkpki.sh /tmp/pki --caller login spiffe://example.org/login >/dev/null
+install -m 0644 /tmp/pki/ca.crt /tmp/pki/server.crt /etc/jwt-signer/tls/
+install -m 0640 -g jwt-signer /tmp/pki/server.key /etc/jwt-signer/tls/
+(umask 027 && openssl rand -hex 16 >/etc/jwt-signer/hsm-pin) && chgrp jwt-signer /etc/jwt-signer/hsm-pin
+runuser -u jwt-signer -- env SOFTHSM2_CONF=/etc/jwt-signer/softhsm2.conf softhsm2-util --init-token \
+    --free --label jwt-signer --pin \"\$(cat /etc/jwt-signer/hsm-pin)\" --so-pin \"\$(openssl rand -hex 16)\" >/dev/null
+sed -i 's/^listen: .*/listen: \"127.0.0.1:$port\"/; s/^  listen: \"127.0.0.1:8080\"/  listen: \"127.0.0.1:$http_port\"/' /etc/jwt-signer/signer.yaml
+for k in --key=es256-1 --audit-key; do
+    runuser -u jwt-signer -- env SOFTHSM2_CONF=/etc/jwt-signer/softhsm2.conf \
+        jwt-signerd keygen --config /etc/jwt-signer/signer.yaml \${k/=/ } >/dev/null
+done
+systemd-analyze verify jwt-signerd.service
+"
+say "installed and provisioned (user jwt-signer, token, keys es256-1 and audit)"
+
+# --- 3. start, inspect, sign, reload, watchdog, stop ---------------------------------
+cx systemctl start jwt-signerd || { cx journalctl -u jwt-signerd --no-pager | tail -n 30; die "systemctl start failed"; }
+show() { cx systemctl show -p "$1" --value jwt-signerd; }
+[[ "$(show ActiveState)/$(show SubState)" == active/running ]] || die "not active/running after start"
+status_text="$(show StatusText)"
+[[ "$status_text" == serving\ on\ 127.0.0.1:$port* ]] || die "no READY status line from sd_notify: '$status_text'"
+say "active; sd_notify status: $status_text"
+pid="$(show MainPID)"
+st="$(cx cat /proc/"$pid"/status)"
+grep -Eq "^Uid:[[:space:]]+$(cx id -u jwt-signer)[[:space:]]" <<<"$st" || die "not running as jwt-signer"
+grep -Eq '^NoNewPrivs:[[:space:]]+1$' <<<"$st" || die "no_new_privs not set"
+grep -Eq '^Seccomp:[[:space:]]+2$' <<<"$st" || die "no seccomp filter"
+grep -Eq '^CapBnd:[[:space:]]+0+$' <<<"$st" || die "capability bounding set not empty"
+grep -Eq '^CapEff:[[:space:]]+0+$' <<<"$st" || die "effective capabilities not empty"
+# Read-only /usr and /etc as the daemon sees them (its mount namespace: the
+# container gets CAP_SYS_ADMIN and CAP_SYS_PTRACE for nsenter alone); its
+# state directory writable.
+probe() { cx nsenter -t "$pid" -m sh -c "$1" 2>&1 || echo "probe failed"; }
+[[ "$(probe 'touch /usr/js-probe 2>/dev/null && echo writable || echo ro')" == ro ]] || die "/usr writable in the sandbox"
+[[ "$(probe 'touch /etc/jwt-signer/js-probe 2>/dev/null && echo writable || echo ro')" == ro ]] ||
+    die "/etc writable in the sandbox"
+[[ "$(probe 'touch /var/lib/jwt-signer/js-probe && rm /var/lib/jwt-signer/js-probe && echo rw')" == rw ]] ||
+    die "state directory not writable in the sandbox"
+[[ "$(probe 'find /home /root -mindepth 1 2>/dev/null | wc -l')" == 0 ]] || die "/home or /root visible in the sandbox"
+[[ "$(probe 'test -e /dev/vda -o -e /dev/mem -o -e /dev/kmsg && echo dev || echo none')" == none ]] ||
+    die "devices visible in the sandbox (PrivateDevices)"
+[[ "$(probe 'ls /tmp | wc -l')" == 0 ]] || die "the host's /tmp visible in the sandbox (PrivateTmp)"
+say "sandboxed: uid jwt-signer, no capabilities, no_new_privs, seccomp, read-only /usr and /etc, no /home, no devices"
+
+conn="--target 127.0.0.1:$port --ca /tmp/pki/ca.crt --cert /tmp/pki/login.crt --key /tmp/pki/login.key"
+token="$(cx jwt-sign $conn sign '{"sub":"3f0c6f1e-8c1a-4b7e-9d2a-5e6f7a8b9c0d","aud":"https://api.example.org"}')"
+[[ "$token" =~ ^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$ ]] || die "sign did not return a JWT: $token"
+jwks="$(curl -fsS "http://127.0.0.1:$http_port/.well-known/jwks.json")"
+/usr/bin/python3 - "$token" "$jwks" <<'PY' || die "the token does not verify against the JWKS"
+import json, sys
+import jwt
+token, jwks = sys.argv[1], json.loads(sys.argv[2])
+kid = jwt.get_unverified_header(token)["kid"]
+key = next(k for k in jwks["keys"] if k["kid"] == kid)
+claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=["ES256"], audience="https://api.example.org")
+assert claims["iss"] == "https://jwt-signer.example.org", claims
+PY
+say "signed a token through the sandboxed daemon; it verifies against /.well-known/jwks.json"
+
+wd1="$(show WatchdogTimestampMonotonic)"
+[[ "$(show WatchdogUSec)" == 30s ]] || die "WatchdogSec is not 30s: $(show WatchdogUSec)"
+cx systemctl reload jwt-signerd
+cx journalctl -u jwt-signerd --no-pager | grep -q '"event":"policy_reloaded"\|policy.*reload' ||
+    die "no policy reload in the journal after systemctl reload"
+[[ "$(show ActiveState)" == active ]] || die "not active after reload"
+# WATCHDOG=1 every 15 s: the timestamp must move within 16 s.
+for _ in $(seq 1 32); do
+    [[ "$(show WatchdogTimestampMonotonic)" != "$wd1" ]] && break
+    sleep 0.5
+done
+[[ "$(show WatchdogTimestampMonotonic)" != "$wd1" ]] || die "no watchdog keep-alive within 16 s"
+say "systemctl reload: still active; watchdog keep-alives arrive"
+
+cx systemctl stop jwt-signerd
+[[ "$(show Result)" == success && "$(show ExecMainStatus)" == 0 ]] ||
+    die "stop: Result=$(show Result) ExecMainStatus=$(show ExecMainStatus)"
+cx journalctl -u jwt-signerd --no-pager | grep -q '"event":"stopped"' || die "no stopped event in the journal"
+[[ "$(cx stat -c %U:%a /var/log/jwt-signer/audit)" == jwt-signer:700 ]] ||
+    die "audit directory: $(cx stat -c %U:%a /var/log/jwt-signer/audit)"
+say "systemctl stop: exit 0; audit log owned by jwt-signer, mode 0700"
+say "PASS"
