@@ -61,8 +61,10 @@
 #define STOP_POLL_NS       100000000LL /* a sleeping worker notices an interrupt within 100 ms */
 #define START_LEAD_NS      2000000LL   /* t0 this far after the workers are released */
 #define PROGRESS_PERIOD_NS NS_PER_S
-#define NCODES             (LOAD_INACTIVE + 1) /* gRPC status codes 0..16 and INACTIVE */
-#define FIRST_MSG_MAX      (2 * JWTSIGNER_MSG_MAX + 16)
+#define INTERRUPT_NOTE_NS                                                                          \
+    500000000LL /* calls still in flight this long after an interrupt: say so */
+#define NCODES        (LOAD_INACTIVE + 1) /* gRPC status codes 0..16 and INACTIVE */
+#define FIRST_MSG_MAX (2 * JWTSIGNER_MSG_MAX + 16)
 
 /* Exit statuses (jwt-load --help, jwt-load(1) EXIT STATUS). */
 enum { EXIT_ALL_OK = 0, EXIT_NOT_ALL_OK = 1, EXIT_USAGE = 2 };
@@ -716,7 +718,8 @@ static int drive(run *r, pthread_t *tids, const sigset_t *sigs)
 
     int interrupted = started == r->concurrency ? 0 : -1;
     int64_t last_tick = r->t0, next_tick = r->t0 + PROGRESS_PERIOD_NS;
-    bool printed = false;
+    bool printed = false, said_waiting = false;
+    int64_t interrupted_at = 0;
     while (atomic_load(&r->alive) > 0) {
         int64_t now = now_ns();
         int64_t wake = next_tick < now + STOP_POLL_NS ? next_tick : now + STOP_POLL_NS;
@@ -737,6 +740,19 @@ static int drive(run *r, pthread_t *tids, const sigset_t *sigs)
             long long stop = atomic_load(&r->stop_at);
             while (now < stop && !atomic_compare_exchange_weak(&r->stop_at, &stop, now)) {
             }
+            interrupted_at = now;
+        }
+        /* No call can be cancelled: the ones in flight end within --timeout-ms.
+         * Said once, if they are still going half a second after the interrupt. */
+        long long busy = atomic_load(&r->in_flight);
+        if (interrupted == 1 && !said_waiting && now - interrupted_at >= INTERRUPT_NOTE_NS &&
+            busy > 0) {
+            fprintf(stderr,
+                    "%s" PROG ": interrupted: waiting for %lld calls in flight (each ends "
+                    "within --timeout-ms); interrupt again to quit without a summary\n",
+                    printed ? "\n" : "", busy);
+            said_waiting = true;
+            printed = false; /* the cursor is on a fresh line */
         }
         if (r->progress && now >= next_tick) {
             print_progress(r, now, now - last_tick);
