@@ -37,12 +37,14 @@ C_DIRS := $(wildcard lib signer client policy audit tests)
 # says (it writes var/dev once and prints the sign and admin lines to try).
 JS_DEV_CONFIG ?= signer.yaml
 
-.PHONY: all deps build test lint lint-fast analyze run bench clean distclean
+.PHONY: all deps build test lint lint-fast analyze run bench install deb deb-check clean distclean
 
 all: build
 
+# DEPS_ARGS=--build: only the packages build and run need (docker-compose.yml).
+DEPS_ARGS ?=
 deps:
-	@scripts/deps.sh
+	@scripts/deps.sh $(DEPS_ARGS)
 
 build: deps
 	@echo "cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSANITIZE=$(SANITIZE)"
@@ -82,8 +84,24 @@ bench: build
 	JS_CLIENT_PACED=$(CURDIR)/$(BUILD_DIR)/tests/client_paced \
 	GRPC_DNS_RESOLVER=native /usr/bin/python3 tests/bench/bench.py $(BENCH_ARGS)
 
+# make install [PREFIX=/usr/local] [DESTDIR=...]: cmake --install (README
+# "Installing"). The unit and configuration name the paths under PREFIX.
+PREFIX ?= /usr/local
+install: build
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD_DIR) --prefix $(PREFIX)
+
+# make deb: the .deb packages (debian/, dpkg-buildpackage) built from the
+# tracked files in build-deb/src, linted with lintian. make deb-check: those
+# packages installed with apt on a fresh Debian 12 (debootstrap) and started
+# under its systemd (tests/deploy/sandbox.sh --deb; needs the network).
+deb: deps
+	@scripts/build-deb.sh build-deb
+
+deb-check: deb
+	tests/deploy/sandbox.sh --deb build-deb .
+
 clean:
-	rm -rf $(sort build build-san build-tsan $(BUILD_DIR))
+	rm -rf $(sort build build-san build-tsan build-deb $(BUILD_DIR))
 
 distclean: clean
 	rm -rf var/dev tests/node/node_modules

@@ -34,7 +34,14 @@ configure_file("${JS_SOURCE_DIR}/client/jwtsigner-client.pc.in" "${gen}/jwtsigne
 configure_file("${JS_SOURCE_DIR}/deploy/etc/signer.yaml.in" "${gen}/signer.yaml" @ONLY)
 configure_file("${JS_SOURCE_DIR}/deploy/etc/softhsm2.conf.in" "${gen}/softhsm2.conf" @ONLY)
 
-file(INSTALL "${gen}/jwt-signerd.service" DESTINATION "${JS_PREFIX}/lib/systemd/system")
+# Debian 12 keeps units in /lib/systemd/system (the same directory as
+# /usr/lib/systemd/system on a merged /usr, and where lintian wants them).
+if(JS_PREFIX STREQUAL "/usr")
+  set(JS_UNITDIR "/lib/systemd/system")
+else()
+  set(JS_UNITDIR "${JS_PREFIX}/lib/systemd/system")
+endif()
+file(INSTALL "${gen}/jwt-signerd.service" DESTINATION "${JS_UNITDIR}")
 file(INSTALL "${gen}/jwtsigner-client.pc" DESTINATION "${JS_LIBDIR}/pkgconfig")
 file(INSTALL "${JS_SOURCE_DIR}/deploy/systemd/jwt-signer.sysusers" DESTINATION "${JS_PREFIX}/lib/sysusers.d"
      RENAME jwt-signer.conf)

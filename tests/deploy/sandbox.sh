@@ -1,25 +1,39 @@
 #!/usr/bin/env bash
-# sandbox.sh - ctest deploy.systemd: jwt-signerd.service as installed, scored
-# and really run under systemd.
-#   sandbox.sh SOURCE_DIR BINARY_DIR
-# 1. `cmake --install` into a DESTDIR; `systemd-analyze security
-#    --offline=true` must score the installed unit 2.0 or lower.
-# 2. A real systemd (the host's own /lib/systemd/systemd, booted as PID 1 in
-#    a podman container over a throw-away overlay of the host's root) gets the
-#    installed tree copied in, and the README's provisioning steps run as
-#    written: user and directories (sysusers/tmpfiles), TLS files, PIN file,
-#    SoftHSM token, keys, `systemctl start`.
-# 3. Type=notify: start returns only once the daemon said READY; the process
-#    runs as jwt-signer with no capabilities, no_new_privs, a seccomp filter,
-#    a read-only /usr and /etc; a token is signed through it and verified
-#    against its JWKS; `systemctl reload` (SIGHUP) keeps it active; watchdog
-#    keep-alives arrive; `systemctl stop` ends it with status 0 (STOPPING).
-# Needs root and podman (scripts/deps.sh); nothing on the host is changed
-# (the container's writes go to the overlay, removed at exit).
+# sandbox.sh - jwt-signerd.service as installed, scored and really run
+# under systemd, in one of two ways:
+#   sandbox.sh SOURCE_DIR BINARY_DIR   ctest deploy.systemd: `cmake --install`
+#       into a DESTDIR; `systemd-analyze security --offline=true` must score
+#       the installed unit 2.0 or lower; a program is built against the
+#       installed client library with pkg-config; then the host's own systemd
+#       boots as PID 1 in a podman container over a throw-away overlay of the
+#       host's root, and the installed tree is copied in (with what the .deb's
+#       maintainer scripts do: sysusers, tmpfiles).
+#   sandbox.sh --deb DEB_DIR SOURCE_DIR  make deb-check: a fresh Debian 12
+#       (debootstrap --variant=minbase with systemd-sysv, kept in
+#       DEB_DIR/rootfs, used through an overlay) boots the same way, and the
+#       packages in DEB_DIR are installed with apt-get from the Debian mirror.
+# Then, either way: the README's provisioning steps as written (TLS files, PIN
+# file, SoftHSM token, keys) and `systemctl start`. Type=notify: start
+# returns only once the daemon said READY; the process runs as jwt-signer with
+# no capabilities, no_new_privs, a seccomp filter, read-only /usr and /etc,
+# no /home, no devices, a private /tmp; a token is signed through it and
+# verified against its JWKS; `systemctl reload` (SIGHUP) keeps it active;
+# watchdog keep-alives arrive; `systemctl stop` ends it with status 0.
+# Needs root and podman (scripts/deps.sh); --deb also debootstrap and the
+# network. Nothing on the host is changed (the container writes to overlays
+# removed at exit).
 set -euo pipefail
 
-src="$(cd "${1:?usage: sandbox.sh SOURCE_DIR BINARY_DIR}" && pwd)"
-bin="$(cd "${2:?usage: sandbox.sh SOURCE_DIR BINARY_DIR}" && pwd)"
+usage="usage: sandbox.sh SOURCE_DIR BINARY_DIR | sandbox.sh --deb DEB_DIR SOURCE_DIR"
+mode=install
+if [[ "${1:-}" == --deb ]]; then
+    mode=deb
+    debdir="$(cd "${2:?$usage}" && pwd)"
+    src="$(cd "${3:?$usage}" && pwd)"
+else
+    src="$(cd "${1:?$usage}" && pwd)"
+    bin="$(cd "${2:?$usage}" && pwd)"
+fi
 say() { echo "sandbox: $*"; }
 die() { echo "sandbox: FAIL: $*" >&2; exit 1; }
 
@@ -35,10 +49,43 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- 1. install, score ---------------------------------------------------------------
-DESTDIR="$tmp/root" cmake --install "$bin" --prefix /usr >"$tmp/install.log"
-unit="$tmp/root/usr/lib/systemd/system/jwt-signerd.service"
-[[ -f "$unit" ]] || die "cmake --install did not install $unit"
+# --- 1. install, score, link ---------------------------------------------------------
+if [[ $mode == install ]]; then
+    stage="$tmp/root"
+    DESTDIR="$stage" cmake --install "$bin" --prefix /usr >"$tmp/install.log"
+    unit="$stage/lib/systemd/system/jwt-signerd.service"
+    [[ -f "$unit" ]] || die "cmake --install did not install $unit"
+    # A program linked against the installed client library by pkg-config
+    # alone (--define-prefix: the .pc file is read from the DESTDIR).
+    cat >"$tmp/client.c" <<'C'
+#include <jwtsigner_client.h>
+#include <stdio.h>
+int main(void) { return puts(jwtsigner_status_name(7)) < 0; }
+C
+    # shellcheck disable=SC2046 # pkg-config output is a word list
+    cc -o "$tmp/client" "$tmp/client.c" $(PKG_CONFIG_PATH="$stage/usr/lib/pkgconfig" \
+        pkg-config --define-prefix --cflags --libs jwtsigner-client) ||
+        die "cannot build a program against the installed client library"
+    [[ "$("$tmp/client")" == PERMISSION_DENIED ]] || die "the installed client library misbehaves"
+    say "installed client library + pkg-config: a program builds and runs against it"
+else
+    stage="$tmp/debs"
+    mkdir -p "$stage"
+    cp "$debdir"/jwt-signer_*.deb "$debdir"/libjwtsigner-client-dev_*.deb "$stage/"
+    unit="$tmp/unit/jwt-signerd.service"
+    mkdir -p "$tmp/unit"
+    dpkg-deb --fsys-tarfile "$stage"/jwt-signer_*.deb | tar -xO ./lib/systemd/system/jwt-signerd.service >"$unit"
+    rootfs="$debdir/rootfs"
+    if [[ ! -x "$rootfs/lib/systemd/systemd" ]]; then
+        command -v debootstrap >/dev/null || die "debootstrap not found (apt-get install debootstrap)"
+        say "debootstrap a fresh Debian 12 into $rootfs (once; a few minutes)"
+        rm -rf "$rootfs.tmp"
+        debootstrap --variant=minbase --include=systemd-sysv bookworm "$rootfs.tmp" \
+            http://deb.debian.org/debian >"$tmp/debootstrap.log" 2>&1 ||
+            { tail -n 20 "$tmp/debootstrap.log" >&2; die "debootstrap failed"; }
+        mv "$rootfs.tmp" "$rootfs"
+    fi
+fi
 score="$(systemd-analyze security --offline=true --no-pager "$unit" 2>&1 | tail -n 1)"
 say "$score"
 # --threshold: exit status non-zero when the exposure is above 2.0 (20 tenths).
@@ -50,8 +97,8 @@ systemd-analyze security --offline=true --threshold=20 "$unit" >/dev/null 2>&1 |
 # sockets included, into them); the host's / is the read-only lower layer.
 podman run -d --name "$name" --systemd=always --network host --cap-add SYS_ADMIN,SYS_PTRACE \
     --tmpfs /tmp:rw,notmpcopyup --tmpfs /run:rw,notmpcopyup \
-    -v "$tmp/root:/mnt/stage:ro" -v "$src/scripts:/mnt/scripts:ro" \
-    --rootfs /:O /lib/systemd/systemd >/dev/null
+    -v "$stage:/mnt/stage:ro" -v "$src/scripts:/mnt/scripts:ro" \
+    --rootfs "$([[ $mode == install ]] && echo / || echo "$rootfs"):O" /lib/systemd/systemd >/dev/null
 cx() { podman exec "$name" "$@"; }
 for _ in $(seq 1 100); do
     state="$(cx systemctl is-system-running 2>/dev/null || true)"
@@ -66,12 +113,28 @@ say "systemd booted in the container ($state)"
 port="$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 http_port="$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 
+if [[ $mode == install ]]; then
+    cx bash -euo pipefail -c "
+    # --keep-directory-symlink: /lib is a symlink to usr/lib on a merged /usr.
+    tar -C /mnt/stage -cf - . | tar -C / -xf - --keep-directory-symlink
+    # What the .deb's maintainer scripts do (dh_installsysusers, dh_installtmpfiles).
+    systemd-sysusers jwt-signer.conf
+    systemd-tmpfiles --create jwt-signer.conf
+    systemctl daemon-reload"
+else
+    # README "Installing the package": apt-get resolves the dependencies
+    # (Recommends included: SoftHSM). openssl for the PIN and the test PKI.
+    cx bash -euo pipefail -c "
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /mnt/stage/*.deb openssl >/tmp/apt.log 2>&1 ||
+        { tail -n 30 /tmp/apt.log; exit 1; }
+    id jwt-signer >/dev/null
+    test -d /var/lib/jwt-signer/tokens && test -d /var/log/jwt-signer
+    ! systemctl is-enabled jwt-signerd >/dev/null 2>&1" ||
+        die "apt-get install of the packages failed, or left no user/directories, or enabled the unit"
+    say "apt-get installed $(cd "$stage" && echo *.deb) on a fresh Debian 12"
+fi
 cx bash -euo pipefail -c "
-cp -a /mnt/stage/. /
-# What the .deb's maintainer scripts do (dh_installsysusers, dh_installtmpfiles).
-systemd-sysusers jwt-signer.conf
-systemd-tmpfiles --create jwt-signer.conf
-systemctl daemon-reload
 # README 'Running as a systemd service', provisioning:
 install -d -m 0750 -g jwt-signer /etc/jwt-signer/tls
 /mnt/scripts/mkpki.sh /tmp/pki --caller login spiffe://example.org/login >/dev/null
@@ -118,8 +181,8 @@ probe() { cx nsenter -t "$pid" -m sh -c "$1" 2>&1 || echo "probe failed"; }
 [[ "$(probe 'ls /tmp | wc -l')" == 0 ]] || die "the host's /tmp visible in the sandbox (PrivateTmp)"
 say "sandboxed: uid jwt-signer, no capabilities, no_new_privs, seccomp, read-only /usr and /etc, no /home, no devices"
 
-conn="--target 127.0.0.1:$port --ca /tmp/pki/ca.crt --cert /tmp/pki/login.crt --key /tmp/pki/login.key"
-token="$(cx jwt-sign $conn sign '{"sub":"3f0c6f1e-8c1a-4b7e-9d2a-5e6f7a8b9c0d","aud":"https://api.example.org"}')"
+conn=(--target "127.0.0.1:$port" --ca /tmp/pki/ca.crt --cert /tmp/pki/login.crt --key /tmp/pki/login.key)
+token="$(cx jwt-sign "${conn[@]}" sign '{"sub":"3f0c6f1e-8c1a-4b7e-9d2a-5e6f7a8b9c0d","aud":"https://api.example.org"}')"
 [[ "$token" =~ ^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$ ]] || die "sign did not return a JWT: $token"
 jwks="$(curl -fsS "http://127.0.0.1:$http_port/.well-known/jwks.json")"
 /usr/bin/python3 - "$token" "$jwks" <<'PY' || die "the token does not verify against the JWKS"
