@@ -148,7 +148,7 @@ for k in --key=es256-1 --audit-key; do
     runuser -u jwt-signer -- env SOFTHSM2_CONF=/etc/jwt-signer/softhsm2.conf \
         jwt-signerd keygen --config /etc/jwt-signer/signer.yaml \${k/=/ } >/dev/null
 done
-systemd-analyze verify jwt-signerd.service
+systemd-analyze verify --man=no jwt-signerd.service
 "
 say "installed and provisioned (user jwt-signer, token, keys es256-1 and audit)"
 
