@@ -350,11 +350,12 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
 
     gpr_set_log_function(grpc_log_to_json);
     grpc_init();
-    notify = js_svcnotify_new();
+    notify = js_svcnotify_new(10000);
     if (notify == NULL) {
         js_log_event("error", "startup_failed", "out of memory");
         goto out;
     }
+    js_svcnotify_starting(notify);
     if (daemon_start(&d, &err) != JS_OK) {
         log_failure("startup_failed", &err);
         goto out;

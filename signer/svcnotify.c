@@ -3,32 +3,127 @@
  */
 #include "svcnotify.h"
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <systemd/sd-daemon.h>
 
 #define STATUS_MAX 200
+/* Keep-alives at least this often, whatever WatchdogSec is: a missed one or
+ * two must not matter. */
+#define PING_EVERY_MAX_MS 5000
+/* Each sign of progress during start-up moves systemd's start deadline to
+ * now + this. */
+#define EXTEND_BY_USEC 60000000ULL
+/* CPU time used since the last look that counts as progress. */
+#define PROGRESS_CPU_NS 10000000LL
 
 struct js_svcnotify {
     int64_t watchdog_ms; /* 0: no watchdog */
+    int64_t ping_every_ms;
     int64_t last_ping_ms;
+    int64_t progress_every_ms;
+    /* The start-up thread: runs from js_svcnotify_starting until stop_starting. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool starting; /* the thread runs */
+    bool stop;     /* under mu: the thread is to end */
+    pthread_t thread;
 };
 
-js_svcnotify *js_svcnotify_new(void)
+static int64_t cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+js_svcnotify *js_svcnotify_new(int64_t progress_every_ms)
 {
     js_svcnotify *n = calloc(1, sizeof(*n));
     if (n == NULL)
         return NULL;
     uint64_t usec = 0;
     /* > 0 only when WATCHDOG_USEC is set and WATCHDOG_PID is ours (or unset). */
-    if (sd_watchdog_enabled(0, &usec) > 0 && usec >= 2000)
+    if (sd_watchdog_enabled(0, &usec) > 0 && usec >= 2000) {
         n->watchdog_ms = (int64_t)(usec / 1000);
+        n->ping_every_ms =
+            n->watchdog_ms / 2 < PING_EVERY_MAX_MS ? n->watchdog_ms / 2 : PING_EVERY_MAX_MS;
+    }
+    n->progress_every_ms = progress_every_ms > 0 ? progress_every_ms : 10000;
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&n->cv, &ca);
+    pthread_condattr_destroy(&ca);
     return n;
+}
+
+static void *starting_main(void *arg)
+{
+    js_svcnotify *n = arg;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t cpu_seen = cpu_ns();
+    pthread_mutex_lock(&n->mu);
+    for (;;) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        int64_t ns = until.tv_nsec + (n->progress_every_ms % 1000) * 1000000;
+        until.tv_sec += (time_t)(n->progress_every_ms / 1000 + ns / 1000000000);
+        until.tv_nsec = (long)(ns % 1000000000);
+        while (!n->stop && pthread_cond_timedwait(&n->cv, &n->mu, &until) == 0)
+            ;
+        if (n->stop)
+            break;
+        int64_t cpu = cpu_ns();
+        if (cpu - cpu_seen < PROGRESS_CPU_NS)
+            continue; /* no progress: no extension */
+        cpu_seen = cpu;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        sd_notifyf(0,
+                   "EXTEND_TIMEOUT_USEC=%llu\nSTATUS=starting for %lld s: recovering the audit "
+                   "log and rebuilding the token index (minutes for a large log)",
+                   EXTEND_BY_USEC, (long long)(now.tv_sec - t0.tv_sec));
+    }
+    pthread_mutex_unlock(&n->mu);
+    return NULL;
+}
+
+void js_svcnotify_starting(js_svcnotify *n)
+{
+    if (n == NULL || n->starting || getenv("NOTIFY_SOCKET") == NULL)
+        return;
+    n->stop = false;
+    /* Without the thread the start simply gets no extension. */
+    n->starting = pthread_create(&n->thread, NULL, starting_main, n) == 0;
+}
+
+static void stop_starting(js_svcnotify *n)
+{
+    if (!n->starting)
+        return;
+    pthread_mutex_lock(&n->mu);
+    n->stop = true;
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+    pthread_join(n->thread, NULL);
+    n->starting = false;
 }
 
 void js_svcnotify_free(js_svcnotify *n)
 {
+    if (n == NULL)
+        return;
+    stop_starting(n);
+    pthread_cond_destroy(&n->cv);
+    pthread_mutex_destroy(&n->mu);
     free(n);
 }
 
@@ -36,6 +131,7 @@ void js_svcnotify_ready(js_svcnotify *n, const char *status)
 {
     if (n == NULL)
         return;
+    stop_starting(n);
     /* %.*s: a status line is never longer than STATUS_MAX, and a newline in
      * it could not start a second assignment: callers pass our own text. */
     sd_notifyf(0, "READY=1\nSTATUS=%.*s", STATUS_MAX, status != NULL ? status : "");
@@ -57,7 +153,7 @@ void js_svcnotify_stopping(js_svcnotify *n)
 
 void js_svcnotify_tick(js_svcnotify *n, int64_t now_ms)
 {
-    if (n == NULL || n->watchdog_ms == 0 || now_ms - n->last_ping_ms < n->watchdog_ms / 2)
+    if (n == NULL || n->watchdog_ms == 0 || now_ms - n->last_ping_ms < n->ping_every_ms)
         return;
     sd_notify(0, "WATCHDOG=1");
     n->last_ping_ms = now_ms;

@@ -62,8 +62,9 @@ if [[ $mode == install ]]; then
 #include <stdio.h>
 int main(void) { return puts(jwtsigner_status_name(7)) < 0; }
 C
+    pc_dir="$(dirname "$(find "$stage" -name jwtsigner-client.pc | head -n 1)")"
     # shellcheck disable=SC2046 # pkg-config output is a word list
-    cc -o "$tmp/client" "$tmp/client.c" $(PKG_CONFIG_PATH="$stage/usr/lib/pkgconfig" \
+    cc -o "$tmp/client" "$tmp/client.c" $(PKG_CONFIG_PATH="$pc_dir" \
         pkg-config --define-prefix --cflags --libs jwtsigner-client) ||
         die "cannot build a program against the installed client library"
     [[ "$("$tmp/client")" == PERMISSION_DENIED ]] || die "the installed client library misbehaves"
@@ -95,10 +96,16 @@ systemd-analyze security --offline=true --threshold=20 "$unit" >/dev/null 2>&1 |
 # --- 2. boot systemd, install, provision ---------------------------------------------
 # /tmp and /run are fresh tmpfs (podman would otherwise copy the host's /tmp,
 # sockets included, into them); the host's / is the read-only lower layer.
+# basic.target, not the default: the host's own enabled services (which share
+# its network here) stay down.
+# /dev/js-probe: a device node the sandbox must hide (PrivateDevices); podman's
+# /dev has only pseudo-devices otherwise.
 podman run -d --name "$name" --systemd=always --network host --cap-add SYS_ADMIN,SYS_PTRACE \
+    --device /dev/null:/dev/js-probe \
     --tmpfs /tmp:rw,notmpcopyup --tmpfs /run:rw,notmpcopyup \
     -v "$stage:/mnt/stage:ro" -v "$src/scripts:/mnt/scripts:ro" \
-    --rootfs "$([[ $mode == install ]] && echo / || echo "$rootfs"):O" /lib/systemd/systemd >/dev/null
+    --rootfs "$([[ $mode == install ]] && echo / || echo "$rootfs"):O" \
+    /lib/systemd/systemd --unit=basic.target >/dev/null
 cx() { podman exec "$name" "$@"; }
 for _ in $(seq 1 100); do
     state="$(cx systemctl is-system-running 2>/dev/null || true)"
@@ -144,6 +151,20 @@ install -m 0640 -g jwt-signer /tmp/pki/server.key /etc/jwt-signer/tls/
 runuser -u jwt-signer -- env SOFTHSM2_CONF=/etc/jwt-signer/softhsm2.conf softhsm2-util --init-token \
     --free --label jwt-signer --pin \"\$(cat /etc/jwt-signer/hsm-pin)\" --so-pin \"\$(openssl rand -hex 16)\" >/dev/null
 sed -i 's/^listen: .*/listen: \"127.0.0.1:$port\"/; s/^  listen: \"127.0.0.1:8080\"/  listen: \"127.0.0.1:$http_port\"/' /etc/jwt-signer/signer.yaml
+# The operator's edits: the real caller and admin instead of the placeholders,
+# and (to test the socket under the unit) the ExternalJWTSigner with root's
+# kube-apiserver as its caller.
+sed -i 's|spiffe://example.invalid/replace-me|spiffe://example.org/login|; s|^admins: \[\]|admins: [spiffe://example.org/ops/admin]|' /etc/jwt-signer/policy.yaml
+cat >>/etc/jwt-signer/policy.yaml <<'YAML'
+  - id: unix:uid=0
+    audiences: [\"https://kubernetes.default.svc\"]
+    max_ttl: 24h
+    subject: '^system:serviceaccount:[a-z0-9-]+:[a-z0-9-]+\$'
+    claims:
+      kubernetes.io: {type: object, max_bytes: 4096}
+YAML
+printf 'externaljwt:\n  socket: /run/jwt-signer/externaljwt.sock\n  mode: \"0660\"\n' >>/etc/jwt-signer/signer.yaml
+jwt-signerd check-policy /etc/jwt-signer/policy.yaml >/dev/null
 for k in --key=es256-1 --audit-key; do
     runuser -u jwt-signer -- env SOFTHSM2_CONF=/etc/jwt-signer/softhsm2.conf \
         jwt-signerd keygen --config /etc/jwt-signer/signer.yaml \${k/=/ } >/dev/null
@@ -153,7 +174,7 @@ systemd-analyze verify --man=no jwt-signerd.service
 say "installed and provisioned (user jwt-signer, token, keys es256-1 and audit)"
 
 # --- 3. start, inspect, sign, reload, watchdog, stop ---------------------------------
-cx systemctl start jwt-signerd || { cx journalctl -u jwt-signerd --no-pager | tail -n 30; die "systemctl start failed"; }
+cx timeout 120 systemctl start jwt-signerd || { cx journalctl -u jwt-signerd --no-pager | tail -n 30; die "systemctl start failed"; }
 show() { cx systemctl show -p "$1" --value jwt-signerd; }
 [[ "$(show ActiveState)/$(show SubState)" == active/running ]] || die "not active/running after start"
 status_text="$(show StatusText)"
@@ -176,7 +197,8 @@ probe() { cx nsenter -t "$pid" -m sh -c "$1" 2>&1 || echo "probe failed"; }
 [[ "$(probe 'touch /var/lib/jwt-signer/js-probe && rm /var/lib/jwt-signer/js-probe && echo rw')" == rw ]] ||
     die "state directory not writable in the sandbox"
 [[ "$(probe 'find /home /root -mindepth 1 2>/dev/null | wc -l')" == 0 ]] || die "/home or /root visible in the sandbox"
-[[ "$(probe 'test -e /dev/vda -o -e /dev/mem -o -e /dev/kmsg && echo dev || echo none')" == none ]] ||
+[[ "$(cx test -c /dev/js-probe && echo there)" == there ]] || die "the probe device is missing outside the sandbox"
+[[ "$(probe 'test -e /dev/js-probe && echo dev || echo none')" == none ]] ||
     die "devices visible in the sandbox (PrivateDevices)"
 [[ "$(probe 'ls /tmp | wc -l')" == 0 ]] || die "the host's /tmp visible in the sandbox (PrivateTmp)"
 say "sandboxed: uid jwt-signer, no capabilities, no_new_privs, seccomp, read-only /usr and /etc, no /home, no devices"
@@ -196,19 +218,43 @@ assert claims["iss"] == "https://jwt-signer.example.org", claims
 PY
 say "signed a token through the sandboxed daemon; it verifies against /.well-known/jwks.json"
 
-wd1="$(show WatchdogTimestampMonotonic)"
-[[ "$(show WatchdogUSec)" == 30s ]] || die "WatchdogSec is not 30s: $(show WatchdogUSec)"
+# The ExternalJWTSigner socket in RuntimeDirectory=, reached by root (unix:uid=0).
+meta="$(cx jwt-sign --unix /run/jwt-signer/externaljwt.sock k8s-metadata)" ||
+    die "k8s-metadata through /run/jwt-signer/externaljwt.sock failed"
+grep -q 86400 <<<"$meta" || die "k8s-metadata: no max token expiration of 24h: $meta"
+say "ExternalJWTSigner socket under the unit: $(tr '\n' ' ' <<<"$meta")"
+
+[[ "$(show WatchdogUSec)" == 2min ]] || die "WatchdogSec is not 2min: $(show WatchdogUSec)"
 cx systemctl reload jwt-signerd
-cx journalctl -u jwt-signerd --no-pager | grep -q '"event":"policy_reloaded"\|policy.*reload' ||
-    die "no policy reload in the journal after systemctl reload"
-[[ "$(show ActiveState)" == active ]] || die "not active after reload"
-# WATCHDOG=1 every 15 s: the timestamp must move within 16 s.
-for _ in $(seq 1 32); do
-    [[ "$(show WatchdogTimestampMonotonic)" != "$wd1" ]] && break
-    sleep 0.5
+# systemctl reload returns once /bin/kill did; the daemon then says RELOADING
+# and READY: wait for active again.
+for _ in $(seq 1 50); do
+    [[ "$(show ActiveState)" == active ]] && cx journalctl -u jwt-signerd --no-pager |
+        grep -q '"event":"policy_reloaded"' && break
+    sleep 0.2
 done
-[[ "$(show WatchdogTimestampMonotonic)" != "$wd1" ]] || die "no watchdog keep-alive within 16 s"
-say "systemctl reload: still active; watchdog keep-alives arrive"
+[[ "$(show ActiveState)" == active ]] || die "not active after reload"
+cx journalctl -u jwt-signerd --no-pager | grep -q '"event":"policy_reloaded"' ||
+    die "no policy_reloaded event in the journal after systemctl reload"
+# WATCHDOG=1 every 5 s: the timestamp must move within 6 s.
+wd1="$(show WatchdogTimestampMonotonic)"
+for _ in $(seq 1 30); do
+    [[ "$(show WatchdogTimestampMonotonic)" != "$wd1" ]] && break
+    sleep 0.2
+done
+[[ "$(show WatchdogTimestampMonotonic)" != "$wd1" ]] || die "no watchdog keep-alive within 6 s"
+say "systemctl reload: the policy reloaded, still active; watchdog keep-alives arrive"
+
+if [[ $mode == deb ]]; then
+    # An upgrade (the same package again) restarts an enabled, running signer.
+    cx systemctl enable jwt-signerd 2>/dev/null
+    old_pid="$(show MainPID)"
+    cx bash -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall /mnt/stage/jwt-signer_*.deb >/tmp/apt2.log 2>&1' ||
+        die "apt-get install --reinstall failed"
+    [[ "$(show ActiveState)" == active && "$(show MainPID)" != "$old_pid" ]] ||
+        die "after an upgrade the signer is not running again (ActiveState $(show ActiveState))"
+    say "upgrade: the package's scripts restarted the enabled signer"
+fi
 
 cx systemctl stop jwt-signerd
 [[ "$(show Result)" == success && "$(show ExecMainStatus)" == 0 ]] ||
