@@ -214,6 +214,11 @@ uint64_t js_audit_records_lost(js_audit *a)
     return atomic_load(&a->lost_total);
 }
 
+uint64_t js_audit_last_checkpoint_ms(js_audit *a)
+{
+    return atomic_load(&a->last_cp_wall_ms);
+}
+
 bool js_audit_healthy(js_audit *a, js_err *why)
 {
     pthread_mutex_lock(&a->mu);
@@ -314,6 +319,7 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     a->folds = calloc(JS_AUDIT_FOLD_MAX, sizeof(*a->folds));
     atomic_init(&a->disk_low, false);
     atomic_init(&a->disk_free, UINT64_MAX);
+    atomic_init(&a->last_cp_wall_ms, 0);
     if (a->dir == NULL || a->origin == NULL || a->folds == NULL) {
         audit_free(a);
         return js_err_oom(err);

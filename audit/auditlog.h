@@ -231,6 +231,13 @@ bool js_audit_disk_low(js_audit *a, uint64_t *free_bytes);
  * ("lost_records", "lost_denials"; FORMAT.md §6). Any thread. */
 uint64_t js_audit_records_lost(js_audit *a);
 
+/* The signed "time" (Unix milliseconds) of the newest checkpoint that is
+ * durable in the log, 0 before the first (js_audit_open writes one, so 0
+ * only while it has not). Set by the writer once the checkpoint's batch is
+ * fdatasync'd; it stops advancing while the writer is stalled or the log is
+ * failed, which is what it is for (a staleness alert). Any thread. */
+uint64_t js_audit_last_checkpoint_ms(js_audit *a);
+
 /* False (and why) while the log cannot be written. */
 bool js_audit_healthy(js_audit *a, js_err *why);
 

@@ -93,6 +93,7 @@ typedef struct batch {
     bool has_cp;
     size_t nrec;         /* records in the batch (for the on_batch hook) */
     int64_t cp_mono;     /* monotonic ms when its checkpoint was made (has_cp) */
+    int64_t cp_wall_ms;  /* that checkpoint's signed "time", Unix ms */
     uint64_t cp_sign_ms; /* how long signing that checkpoint took */
 } batch;
 
@@ -203,6 +204,10 @@ struct js_audit {
 
     /* records dropped since open (js_audit_records_lost), read by anyone */
     _Atomic uint64_t lost_total;
+
+    /* the newest durable checkpoint's "time" (js_audit_last_checkpoint_ms):
+     * written by the writer (the opening thread during open), read by anyone */
+    _Atomic uint64_t last_cp_wall_ms;
 
     /* disk watermark, written by the writer, read by anyone */
     atomic_bool disk_low;

@@ -255,6 +255,7 @@ js_status audit_batch_add_checkpoint(js_audit *a, batch *b, chain_state *cs, con
         sign(sign_ctx, (const uint8_t *)body, blen, cp.sig, sizeof(cp.sig), &cp.sig_len, &serr);
     free(body);
     b->cp_mono = made;
+    b->cp_wall_ms = cp.time_ms;
     b->cp_sign_ms = (uint64_t)(js_mono_ms() - made);
     if (st != JS_OK || cp.sig_len != 64)
         return js_err_set(err, JS_EUNAVAIL, JS_R_AUDIT_UNAVAILABLE,
@@ -343,6 +344,7 @@ js_status audit_write_batch(js_audit *a, batch *b, chain_state *work, js_err *er
         /* The next checkpoint's schedule starts at this one's making; what
          * delayed it since (its signing, this fdatasync) is evidence. */
         a->cp_made_mono = b->cp_mono;
+        atomic_store(&a->last_cp_wall_ms, b->cp_wall_ms > 0 ? (uint64_t)b->cp_wall_ms : 0);
         a->stall_ms = 0;
         a->sign_ms = b->cp_sign_ms;
         a->sync_ms = 0;

@@ -116,6 +116,9 @@ static char *http_metrics(void *ctx)
     js_metrics_gauges g;
     memset(&g, 0, sizeof(g));
     g.incident_mode = js_control_incident(d->control);
+    js_snapshot *fs = js_snapshot_store_acquire(d->frozen);
+    g.frozen_callers = js_frozen_count(js_snapshot_value(fs));
+    js_snapshot_release(fs);
     size_t counts[JS_KS_STATE_COUNT] = {0};
     js_control_key_counts(d->control, counts);
     for (size_t i = 0; i < JS_METRICS_KEY_STATES; i++)
@@ -133,6 +136,7 @@ static char *http_metrics(void *ctx)
     js_denials_stats_get(d->denials, &ds);
     g.denials_folded = ds.folded;
     g.audit_records_lost = js_audit_records_lost(d->audit);
+    g.audit_last_checkpoint_ms = js_audit_last_checkpoint_ms(d->audit);
     g.open_fds = js_fd_open_count();
     g.fd_limit = d->fd_limit;
     char why[JS_MSG_MAX];

@@ -108,12 +108,20 @@ tests.append(T('incident mode on: info at once, ticket after 12 hours', [
      ('10m', 'JwtSignerIncidentModeOn', [A('JwtSignerIncidentModeOn', JI)]),
      ('10m', 'JwtSignerIncidentModeLeftOn', []),
      ('730m', 'JwtSignerIncidentModeLeftOn', [A('JwtSignerIncidentModeLeftOn', JI)])]))
-tests.append(T('caller frozen by an administrator: info', [
+tests.append(T('callers frozen: info while any is frozen, across a restart', [
+    S('jwt_signer_frozen_callers', {}, '0x5 1x10 2x5 _ 2x5 0x5'),
+    S('jwt_signer_frozen_callers', {'instance': 's2:8080'}, '0x32')],
+    [('3m', 'JwtSignerCallerFrozen', []),
+     ('10m', 'JwtSignerCallerFrozen', [A('JwtSignerCallerFrozen', JI, '1')]),
+     ('18m', 'JwtSignerCallerFrozen', [A('JwtSignerCallerFrozen', JI, '2')]),
+     ('25m', 'JwtSignerCallerFrozen', [A('JwtSignerCallerFrozen', JI, '2')]),
+     ('30m', 'JwtSignerCallerFrozen', [])]))
+tests.append(T('caller frozen by an administrator: info, names the administrator', [
     req('Admin/FreezeCaller', 'spiffe://example.org/ops/admin', 'allow', 'ok', '_x10 1x30'),
     req('Admin/FreezeCaller', A1, 'deny', 'admin.not_admin', '_x10 1x30')],
-    [('5m', 'JwtSignerCallerFrozen', []),
-     ('12m', 'JwtSignerCallerFrozen', [A('JwtSignerCallerFrozen', {'job': 'jwt-signer', 'caller': 'spiffe://example.org/ops/admin'})]),
-     ('30m', 'JwtSignerCallerFrozen', [])]))
+    [('5m', 'JwtSignerCallerFrozenByAdmin', []),
+     ('12m', 'JwtSignerCallerFrozenByAdmin', [A('JwtSignerCallerFrozenByAdmin', {'job': 'jwt-signer', 'caller': 'spiffe://example.org/ops/admin'})]),
+     ('30m', 'JwtSignerCallerFrozenByAdmin', [])]))
 tests.append(T('a frozen caller still calling: ticket', [
     req('SignJwt', A1, 'deny', 'admin.frozen', '0+2x30'),
     req('SignJwt', A2, 'deny', 'policy.frozen', '5x30')],
@@ -177,12 +185,19 @@ tests.append(T('audit disk full within 4 hours: page', [
     S('jwt_signer_audit_disk_low', {'instance': 's3:8080'}, '1x120')],
     [('10m', 'JwtSignerAuditDiskFillingUp', []),
      ('60m', 'JwtSignerAuditDiskFillingUp', [A('JwtSignerAuditDiskFillingUp', JI)])]))
-tests.append(T('audit log committed nothing (no checkpoint) for minutes: page', [
-    S('jwt_signer_audit_batch_records_count', {}, '0+1x10 10x20'), S('up', {}, '1x30'),
-    S('jwt_signer_audit_batch_records_count', {'instance': 's2:8080'}, '0+1x30'), S('up', {'instance': 's2:8080'}, '1x30'),
-    S('jwt_signer_audit_batch_records_count', {'instance': 's3:8080'}, '0+1x10 10x20'), S('up', {'instance': 's3:8080'}, '1x10 0x20')],
-    [('11m', 'JwtSignerCheckpointStalled', []),
-     ('16m', 'JwtSignerCheckpointStalled', [A('JwtSignerCheckpointStalled', JI)])]))
+# The gauge is Unix seconds; promtool's time() counts from 0 at the test's
+# start, so a value of 60*i at minute i is a checkpoint made just now. s4
+# lags 2 minutes (a long heartbeat seen through a slow scrape): no alert.
+CP = 'jwt_signer_audit_last_checkpoint_timestamp_seconds'
+tests.append(T('no audit checkpoint for over 3 minutes: page; not for a signer that cannot be scraped', [
+    S(CP, {}, '0+60x10 600x20'),
+    S(CP, {'instance': 's2:8080'}, '0+60x30'),
+    S(CP, {'instance': 's3:8080'}, '0+60x10 stale'),
+    S(CP, {'instance': 's4:8080'}, '0+60x10 540+60x20')],
+    [('12m', 'JwtSignerCheckpointStalled', []),
+     ('13m', 'JwtSignerCheckpointStalled', []),
+     ('14m', 'JwtSignerCheckpointStalled', [A('JwtSignerCheckpointStalled', JI, '4m 0s')]),
+     ('20m', 'JwtSignerCheckpointStalled', [A('JwtSignerCheckpointStalled', JI, '10m 0s')])]))
 tests.append(T('HSM unhealthy: page after a minute', [
     S('jwt_signer_hsm_healthy', {}, '1x2 0x10'), S('jwt_signer_hsm_healthy', {'instance': 's2:8080'}, '1 0 1x10')],
     [('2m', 'JwtSignerHsmUnhealthy', []),

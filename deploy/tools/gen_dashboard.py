@@ -80,6 +80,10 @@ stat("Signer up", f'up{{{SEL}}}', mappings=vmap({0: "down", 1: "up"}), green_at=
 stat("Audit log", f'jwt_signer_audit_healthy{{{SEL}}}', mappings=vmap({0: "unhealthy", 1: "ok"}), green_at=1)
 stat("HSM", f'jwt_signer_hsm_healthy{{{SEL}}}', mappings=vmap({0: "unhealthy", 1: "ok"}), green_at=1)
 stat("Incident mode", f'jwt_signer_incident_mode{{{SEL}}}', mappings=vmap({0: "off", 1: "ON"}), red_at=1)
+stat("Frozen callers", f'jwt_signer_frozen_callers{{{SEL}}}', red_at=1,
+     desc="Caller identities frozen at run time (Admin/FreezeCaller); alert JwtSignerCallerFrozen.")
+stat("Audit checkpoint age", f'time() - jwt_signer_audit_last_checkpoint_timestamp_seconds{{{SEL}}}', unit="s", red_at=180,
+     desc="Since the newest durable signed checkpoint (one every audit.heartbeat); alert JwtSignerCheckpointStalled over 3 minutes.")
 stat("Audit disk", f'jwt_signer_audit_disk_low{{{SEL}}}', mappings=vmap({0: "ok", 1: "under watermark"}), red_at=1)
 stat("Audit disk free", f'jwt_signer_audit_disk_free_bytes{{{SEL}}}', unit="bytes")
 endrow(4)
@@ -108,12 +112,16 @@ heat("Audit fsync histogram", Fm)
 ts("Audit batch size", [(q(0.5, B), "p50"), (q(0.99, B), "p99"),
                         (f'sum(rate({B}_sum{{{SEL}}}[$__rate_interval])) / sum(rate({B}_count{{{SEL}}}[$__rate_interval]))', "mean")], unit="short")
 ts("Audit batches (commits) per second", [(f'sum by (instance) (rate({B}_count{{{SEL}}}[$__rate_interval]))', "{{instance}}")], unit="ops",
-   desc="Every checkpoint, heartbeat ones included, is a batch: zero means the writer is stalled (alert JwtSignerCheckpointStalled).")
+   desc="Every checkpoint, heartbeat ones included, is a batch: zero means the writer is stalled.")
+ts("Audit checkpoint age", [(f'time() - jwt_signer_audit_last_checkpoint_timestamp_seconds{{{SEL}}}', "{{instance}}")], unit="s", thresholds=180,
+   desc="Seconds since the newest durable signed checkpoint; a healthy writer seals one every audit.heartbeat (alert JwtSignerCheckpointStalled over 3 minutes).")
 ts("Audit records lost", [(f'sum by (instance) (increase(jwt_signer_audit_records_lost_total{{{SEL}}}[$__rate_interval]))', "{{instance}}")])
 ts("Audit disk free", [(f'jwt_signer_audit_disk_free_bytes{{{SEL}}}', "{{instance}}")], unit="bytes")
 row("Keys and containment")
 ts("Key versions by state", [(f'sum by (state) (jwt_signer_key_versions{{{SEL}}})', "{{state}}")], unit="short")
 ts("Incident mode", [(f'jwt_signer_incident_mode{{{SEL}}}', "{{instance}}")], unit="short")
+ts("Frozen callers", [(f'jwt_signer_frozen_callers{{{SEL}}}', "{{instance}}")], unit="short",
+   desc="Caller identities frozen at run time (Admin/FreezeCaller; kept across restarts). The policy's frozen entries are not counted.")
 ts("Frozen callers refused", [(f'sum by (caller, reason) (rate(jwt_signer_requests_total{{{SEL},reason=~"admin.frozen|policy.frozen"}}[$__rate_interval]))', "{{caller}} {{reason}}")], unit="reqps")
 ts("Calls refused: no active key version", [(f'sum by (method, caller) (rate(jwt_signer_requests_total{{{SEL},reason=~"key.no_active|keystate.no_active"}}[$__rate_interval]))', "{{method}} {{caller}}")], unit="reqps")
 row("Rate limiting")

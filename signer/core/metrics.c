@@ -691,6 +691,10 @@ static void render_gauges(buf *b, const js_metrics_gauges *g)
                                                               "retired", "revoked"};
     buf_header(b, "jwt_signer_incident_mode", "gauge", "1 while incident mode is on.");
     buf_printf(b, "jwt_signer_incident_mode %d\n", g->incident_mode ? 1 : 0);
+    buf_header(b, "jwt_signer_frozen_callers", "gauge",
+               "Caller identities frozen at run time (Admin FreezeCaller, kept across restarts); "
+               "the policy's frozen entries are not counted.");
+    buf_printf(b, "jwt_signer_frozen_callers %zu\n", g->frozen_callers);
     buf_header(b, "jwt_signer_key_versions", "gauge", "Key versions by state.");
     for (size_t i = 0; i < JS_METRICS_KEY_STATES; i++)
         buf_printf(b, "jwt_signer_key_versions{state=\"%s\"} %zu\n", states[i], g->key_versions[i]);
@@ -722,6 +726,17 @@ static void render_gauges(buf *b, const js_metrics_gauges *g)
                "Audit records dropped when their batch failed and no caller was waiting for them "
                "(denials, folded denials); each recovery record counts its outage's.");
     buf_printf(b, "jwt_signer_audit_records_lost_total %" PRIu64 "\n", g->audit_records_lost);
+    /* Seconds with the checkpoint's millisecond precision; a plain 0 before
+     * the first. An alert compares time() with it (audit.heartbeat). */
+    buf_header(b, "jwt_signer_audit_last_checkpoint_timestamp_seconds", "gauge",
+               "Unix time of the newest signed audit checkpoint that is durable; 0 before the "
+               "first.");
+    if (g->audit_last_checkpoint_ms == 0)
+        buf_printf(b, "jwt_signer_audit_last_checkpoint_timestamp_seconds 0\n");
+    else
+        buf_printf(b,
+                   "jwt_signer_audit_last_checkpoint_timestamp_seconds %" PRIu64 ".%03" PRIu64 "\n",
+                   g->audit_last_checkpoint_ms / 1000, g->audit_last_checkpoint_ms % 1000);
     if (g->open_fds >= 0) {
         buf_header(b, "jwt_signer_open_fds", "gauge", "Open file descriptors.");
         buf_printf(b, "jwt_signer_open_fds %ld\n", g->open_fds);

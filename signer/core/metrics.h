@@ -50,18 +50,20 @@ typedef struct js_metrics js_metrics;
 /* Values owned by other modules, read by the caller just before rendering. */
 typedef struct js_metrics_gauges {
     int incident_mode;                          /* 1 = on */
+    size_t frozen_callers;                      /* identities frozen at run time (FreezeCaller) */
     size_t key_versions[JS_METRICS_KEY_STATES]; /* next, active, retiring, retired, revoked */
     int audit_healthy;                          /* 1 = the audit log is writable */
     int hsm_healthy;                            /* 1 = the HSM can sign */
     uint64_t hsm_recoveries;                    /* HSM sessions re-opened after a fault */
     uint64_t hsm_session_failures;              /* faults that lost a session or key handle */
     int audit_disk_low;                         /* 1 = free space under the watermark */
-    uint64_t audit_disk_free_bytes; /* free space of the audit directory's file system */
-    uint64_t listener_recreations;  /* gRPC listeners re-created after accept failed */
-    uint64_t denials_folded;        /* denials counted into folded records */
-    uint64_t audit_records_lost;    /* records dropped by failed audit batches, no caller told */
-    long open_fds;                  /* open descriptors, -1 = unknown */
-    unsigned long fd_limit;         /* RLIMIT_NOFILE in force */
+    uint64_t audit_disk_free_bytes;    /* free space of the audit directory's file system */
+    uint64_t listener_recreations;     /* gRPC listeners re-created after accept failed */
+    uint64_t denials_folded;           /* denials counted into folded records */
+    uint64_t audit_records_lost;       /* records dropped by failed audit batches, no caller told */
+    uint64_t audit_last_checkpoint_ms; /* Unix ms of the newest durable checkpoint, 0 = none */
+    long open_fds;                     /* open descriptors, -1 = unknown */
+    unsigned long fd_limit;            /* RLIMIT_NOFILE in force */
 } js_metrics_gauges;
 
 /* Creates an empty registry; free with js_metrics_free(). */

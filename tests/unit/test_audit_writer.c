@@ -343,7 +343,11 @@ static void test_checkpoints_and_files(void **state)
     o.heartbeat_ms = 80;
     js_audit *a = NULL;
     js_err err;
+    uint64_t before = (uint64_t)js_wall_ms();
     assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    /* The opening checkpoint is durable when open returns: its time shows. */
+    uint64_t t_open = js_audit_last_checkpoint_ms(a);
+    assert_true(t_open >= before && t_open <= (uint64_t)js_wall_ms());
     char path[512];
     size_t len = 0;
     snprintf(path, sizeof(path), "%s/audit-key.pem", dir);
@@ -359,6 +363,9 @@ static void test_checkpoints_and_files(void **state)
 
     submit_n(a, 25, "busy");
     sleep_ms(400); /* idle: heartbeats seal the empty intervals */
+    /* ...and each one moves the last checkpoint time on. */
+    uint64_t t_idle = js_audit_last_checkpoint_ms(a);
+    assert_true(t_idle > t_open && t_idle <= (uint64_t)js_wall_ms());
     js_audit_close(a);
 
     log_stats ls;
@@ -829,6 +836,8 @@ static void run_fail_closed(int write_errno, int sync_errno, const char *expect)
     js_err err;
     assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
     submit_n(a, 5, "before");
+    uint64_t cp_before = js_audit_last_checkpoint_ms(a);
+    assert_true(cp_before > 0);
 
     __atomic_store_n(&f.write_errno, write_errno, __ATOMIC_SEQ_CST);
     __atomic_store_n(&f.sync_errno, sync_errno, __ATOMIC_SEQ_CST);
@@ -861,8 +870,12 @@ static void run_fail_closed(int write_errno, int sync_errno, const char *expect)
     assert_int_equal(js_audit_submit(a, &ev, fc_done, &c, &err), JS_EUNAVAIL);
     assert_string_equal(js_reason_name(err.reason), "audit.unavailable");
     assert_non_null(strstr(err.msg, expect));
+    uint64_t cp_failed = js_audit_last_checkpoint_ms(a);
     sleep_ms(100); /* recovery attempts keep failing while the fault lasts */
     assert_false(js_audit_healthy(a, NULL));
+    /* Their checkpoints (one every retry_ms) never became durable: the last
+     * checkpoint time stands still while the log is failed. */
+    assert_int_equal(js_audit_last_checkpoint_ms(a), cp_failed);
 
     /* The operator fixes the cause: the writer recovers by itself. */
     __atomic_store_n(&f.write_errno, 0, __ATOMIC_SEQ_CST);
@@ -870,6 +883,8 @@ static void run_fail_closed(int write_errno, int sync_errno, const char *expect)
     for (int i = 0; i < 200 && !js_audit_healthy(a, NULL); i++)
         sleep_ms(10);
     assert_true(js_audit_healthy(a, NULL));
+    /* The recovery checkpoint is durable: the time moves on again. */
+    assert_true(js_audit_last_checkpoint_ms(a) > cp_before);
     submit_n(a, 5, "after");
     js_audit_close(a);
 

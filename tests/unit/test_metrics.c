@@ -254,6 +254,7 @@ static void test_histograms(void **state)
     free(text);
 
     js_metrics_gauges g = {.incident_mode = 1,
+                           .frozen_callers = 3,
                            .key_versions = {1, 1, 2, 3, 0},
                            .audit_healthy = 1,
                            .hsm_healthy = 0,
@@ -264,6 +265,7 @@ static void test_histograms(void **state)
                            .listener_recreations = 2,
                            .denials_folded = 4242,
                            .audit_records_lost = 17,
+                           .audit_last_checkpoint_ms = 1765000000005,
                            .open_fds = -1,
                            .fd_limit = 1024};
     text = render(m, &g);
@@ -286,6 +288,20 @@ static void test_histograms(void **state)
     assert_line(text, "jwt_signer_key_versions{state=\"revoked\"} 0");
     assert_line(text, "jwt_signer_audit_healthy 1");
     assert_line(text, "jwt_signer_hsm_healthy 0");
+    assert_line(text, "# TYPE jwt_signer_frozen_callers gauge");
+    assert_line(text, "jwt_signer_frozen_callers 3");
+    /* Seconds, the milliseconds zero-padded. */
+    assert_line(text, "# TYPE jwt_signer_audit_last_checkpoint_timestamp_seconds gauge");
+    assert_line(text, "jwt_signer_audit_last_checkpoint_timestamp_seconds 1765000000.005");
+    free(text);
+
+    /* Nothing frozen, no checkpoint yet: both are exported as 0, not left out
+     * (an alert on frozen_callers > 0 must see the caller unfreeze). */
+    g.frozen_callers = 0;
+    g.audit_last_checkpoint_ms = 0;
+    text = render(m, &g);
+    assert_line(text, "jwt_signer_frozen_callers 0");
+    assert_line(text, "jwt_signer_audit_last_checkpoint_timestamp_seconds 0");
     free(text);
     js_metrics_free(m);
 }
@@ -368,8 +384,12 @@ static void test_python_parser_accepts(void **state)
     js_metrics_hsm_error(m);
     js_metrics_sign_latency(m, 1500);
     js_metrics_audit_batch(m, 7, 300);
-    js_metrics_gauges g = {
-        .incident_mode = 0, .key_versions = {1, 1, 0, 0, 2}, .audit_healthy = 1, .hsm_healthy = 1};
+    js_metrics_gauges g = {.incident_mode = 0,
+                           .frozen_callers = 2,
+                           .key_versions = {1, 1, 0, 0, 2},
+                           .audit_healthy = 1,
+                           .hsm_healthy = 1,
+                           .audit_last_checkpoint_ms = 1765000000250};
     char *text = render(m, &g);
 
     char path[] = "/tmp/test_metrics_XXXXXX";
@@ -409,6 +429,8 @@ static void test_python_parser_accepts(void **state)
     assert_line(out, "gauge jwt_signer_incident_mode {} 0.0");
     assert_line(out, "gauge jwt_signer_key_versions {\"state\": \"revoked\"} 2.0");
     assert_line(out, "gauge jwt_signer_hsm_healthy {} 1.0");
+    assert_line(out, "gauge jwt_signer_frozen_callers {} 2.0");
+    assert_line(out, "gauge jwt_signer_audit_last_checkpoint_timestamp_seconds {} 1765000000.25");
     free(text);
     js_metrics_free(m);
 }
