@@ -128,16 +128,29 @@ static inline int load_args_prepare(const char *prog, load_args *a)
         fprintf(stderr, "%s: cannot open %s: %s\n", prog, a->introspect, strerror(errno));
         return -1;
     }
-    char *line = NULL;
-    size_t cap = 0, room = 0;
-    ssize_t n;
-    int rc = 0;
-    while ((n = getline(&line, &cap, f)) > 0) {
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-            line[--n] = '\0';
+    /* Read byte by byte into a fixed buffer, not with getline: a file without
+     * newlines (/dev/zero) must neither grow memory nor be read for ever. A
+     * line longer than LOAD_TOKEN_LINE_MAX (CR and LF aside) or a NUL byte
+     * ends the read with an error. */
+    size_t room = 0;
+    char *line = malloc((size_t)LOAD_TOKEN_LINE_MAX + 2);
+    int rc = line != NULL ? 0 : -1;
+    int c = 0;
+    while (rc == 0 && c != EOF) {
+        size_t n = 0;
+        while ((c = getc(f)) != EOF && c != '\n' && c != '\0' && n <= (size_t)LOAD_TOKEN_LINE_MAX)
+            line[n++] = (char)c;
+        if (c == '\0') {
+            fprintf(stderr, "%s: %s: a NUL byte: not a token file\n", prog, a->introspect);
+            rc = -1;
+            break;
+        }
+        while (n > 0 && line[n - 1] == '\r')
+            n--;
+        line[n] = '\0';
         if (n == 0)
             continue;
-        if (n > LOAD_TOKEN_LINE_MAX || a->ntokens >= (size_t)LOAD_TOKENS_MAX) {
+        if (n > (size_t)LOAD_TOKEN_LINE_MAX || a->ntokens >= (size_t)LOAD_TOKENS_MAX) {
             fprintf(stderr, "%s: %s: more than %ld tokens or a line over %d bytes\n", prog,
                     a->introspect, LOAD_TOKENS_MAX, LOAD_TOKEN_LINE_MAX);
             rc = -1;

@@ -58,6 +58,7 @@ static void usage(FILE *out)
           "       jwt-signerd keygen --config FILE (--key NAME | --audit-key)\n"
           "       jwt-signerd check-policy FILE\n"
           "       jwt-signerd --help | --version\n"
+          "(short forms: -c FILE for --config, -k NAME for --key, -h, -V)\n"
           "\n"
           "Serves jwtsigner.v1.Signer over mutually authenticated gRPC and signs JWTs\n"
           "with keys held in a PKCS#11 token. Logs are JSON lines on stderr.\n"
@@ -480,8 +481,13 @@ int main(int argc, char **argv)
         {"accept-audit-loss", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
-    if (argc == 3 && strcmp(argv[1], "check-policy") == 0)
+    if (argc == 3 && strcmp(argv[1], "check-policy") == 0) {
+        if (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
         return cmd_check_policy(argv[2]);
+    }
     const char *config_path = NULL;
     const char *key_name = NULL;
     const char *accept_loss = NULL;
