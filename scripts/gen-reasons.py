@@ -100,7 +100,7 @@ GROUPS = [
         "classes": {"JS_C_CONFIG"},
         "also": {
             "patterns": [
-                "fd.*", "server.*", "audit.thread", "denials.*", "rate.config",
+                "fd.*", "server.*", "audit.thread", "health.thread", "denials.*", "rate.config",
                 "metrics.invalid", "http.invalid", "keyring.*", "jwk.*", "jws.*",
                 "identity.buffer",
             ],

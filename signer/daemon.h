@@ -43,6 +43,8 @@
 #include "service.h"
 #include "snapshot.h"
 
+/* Seconds between two HSM health probes (health.c). */
+#define HEALTH_PROBE_EVERY_S 1
 /* How long in-flight calls get to finish after SIGTERM (the current server
  * and the replaced ones drain together, within this one grace). */
 #define SHUTDOWN_GRACE_MS 10000
@@ -153,10 +155,14 @@ typedef struct daemon_state {
     pthread_t fd_watch;
     bool fd_watch_started;
     atomic_ullong listener_sheds; /* listeners shut down by the fd watcher */
-    /* /healthz: an HSM probe on its own session, at most once a second. */
+    /* /healthz: an HSM probe on its own session, once a second on its own
+     * thread (health.c); readers take the last answer under health_mu. */
     pthread_mutex_t health_mu;
+    pthread_cond_t health_cv;
+    pthread_t health_thread;
+    bool health_started;
+    bool health_stop; /* under health_mu */
     js_hsm_session *health_session;
-    int64_t health_checked; /* monotonic second of the last probe */
     bool hsm_ok;
     char hsm_why[JS_MSG_MAX];
     char state_dir[4096];
@@ -233,8 +239,13 @@ void log_key_usage(const char *name, const js_hsm_key *key);
 
 /* ---- health.c ------------------------------------------------------------------------ */
 
-/* The HSM's health for /healthz and the metrics (probe cached a second). */
+/* The HSM's health for /healthz and the metrics: the last probe's answer
+ * (a probe a second on the probe thread), never waiting for the HSM. */
 bool hsm_healthy(daemon_state *d, char *why, size_t cap);
+/* Probes once, then starts the probe thread (needs health_session). */
+js_status health_probe_start(daemon_state *d, js_err *err);
+/* Ends the probe thread (before the health session or the audit key go). */
+void health_probe_stop(daemon_state *d);
 /* Logs when the audit file system crosses the disk watermark. */
 void disk_check(daemon_state *d);
 

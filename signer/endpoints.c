@@ -260,6 +260,7 @@ js_status start_http(daemon_state *d, js_err *err)
     if (d->cfg->http_listen == NULL)
         return JS_OK;
     JS_GUARD(js_hsm_session_open(d->hsm, &d->health_session, err));
+    JS_GUARD(health_probe_start(d, err));
     js_http_options o = {
         .listen = d->cfg->http_listen,
         .tls_cert_file = d->cfg->http_tls_cert,

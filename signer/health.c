@@ -3,29 +3,79 @@
  * metrics, and the audit disk watermark the main loop watches.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "clock.h"
 #include "daemon.h"
 #include "logline.h"
 
-/* Signs a probe with the audit key (never a JWT key) on the health
- * session; the result is cached for a second so probes cannot load the HSM. */
+/* One probe: signs with the audit key (never a JWT key) on the health
+ * session. Runs on the probe thread only: the HSM call may take seconds
+ * while the HSM heals, and nothing waits for it. */
+static void probe_once(daemon_state *d)
+{
+    js_err err;
+    js_err_clear(&err);
+    static const uint8_t probe[] = "jwt-signer health probe";
+    uint8_t sig[JS_SIG_MAX];
+    size_t len = 0;
+    bool ok = js_hsm_sign(d->health_session, d->audit_key, probe, sizeof(probe) - 1, sig,
+                          sizeof(sig), &len, &err) == JS_OK;
+    pthread_mutex_lock(&d->health_mu);
+    d->hsm_ok = ok;
+    snprintf(d->hsm_why, sizeof(d->hsm_why), "%s", ok ? "" : err.msg);
+    pthread_mutex_unlock(&d->health_mu);
+}
+
+static void *probe_main(void *arg)
+{
+    daemon_state *d = arg;
+    pthread_mutex_lock(&d->health_mu);
+    while (!d->health_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += HEALTH_PROBE_EVERY_S;
+        while (!d->health_stop && pthread_cond_timedwait(&d->health_cv, &d->health_mu, &until) == 0)
+            ;
+        if (d->health_stop)
+            break;
+        pthread_mutex_unlock(&d->health_mu);
+        probe_once(d);
+        pthread_mutex_lock(&d->health_mu);
+    }
+    pthread_mutex_unlock(&d->health_mu);
+    return NULL;
+}
+
+js_status health_probe_start(daemon_state *d, js_err *err)
+{
+    probe_once(d); /* a first answer before anyone asks */
+    JS_ENSURE(pthread_create(&d->health_thread, NULL, probe_main, d) == 0, err, JS_EINTERNAL,
+              JS_R_HEALTH_THREAD, "cannot start the HSM health probe thread");
+    d->health_started = true;
+    return JS_OK;
+}
+
+void health_probe_stop(daemon_state *d)
+{
+    if (!d->health_started)
+        return;
+    pthread_mutex_lock(&d->health_mu);
+    d->health_stop = true;
+    pthread_cond_signal(&d->health_cv);
+    pthread_mutex_unlock(&d->health_mu);
+    pthread_join(d->health_thread, NULL);
+    d->health_started = false;
+}
+
+/* The last probe's answer, without waiting for the HSM: /healthz and the
+ * metrics must answer while the HSM heals (a probe that blocked the HTTP
+ * thread for the seconds of a re-initialisation stalled every HTTP client). */
 bool hsm_healthy(daemon_state *d, char *why, size_t cap)
 {
     pthread_mutex_lock(&d->health_mu);
-    int64_t now = js_mono_ms() / 1000;
-    if (now != d->health_checked) {
-        js_err err;
-        js_err_clear(&err);
-        static const uint8_t probe[] = "jwt-signer health probe";
-        uint8_t sig[JS_SIG_MAX];
-        size_t len = 0;
-        d->hsm_ok = js_hsm_sign(d->health_session, d->audit_key, probe, sizeof(probe) - 1, sig,
-                                sizeof(sig), &len, &err) == JS_OK;
-        snprintf(d->hsm_why, sizeof(d->hsm_why), "%s", d->hsm_ok ? "" : err.msg);
-        d->health_checked = now;
-    }
     bool ok = d->hsm_ok;
     snprintf(why, cap, "%s", d->hsm_why);
     pthread_mutex_unlock(&d->health_mu);

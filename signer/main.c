@@ -165,6 +165,7 @@ static void daemon_free(daemon_state *d)
 {
     fd_watch_stop(d);
     js_http_stop(d->http);
+    health_probe_stop(d);
     js_server_free(d->srv);
     js_server_free(d->k8s);
     for (size_t i = 0; i < RETIRED_SERVERS; i++)
@@ -329,9 +330,9 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
     daemon_state d;
     memset(&d, 0, sizeof(d));
     pthread_mutex_init(&d.health_mu, NULL);
+    pthread_cond_init(&d.health_cv, NULL);
     pthread_mutex_init(&d.hsm_ev_mu, NULL);
     d.lf = &g_listener;
-    d.health_checked = -1; /* no probe yet */
     d.config_path = config_path;
     d.accept_audit_loss = accept_audit_loss;
     js_watchdog *stop_watch = NULL; /* bounds the stop once SIGTERM/SIGINT came */

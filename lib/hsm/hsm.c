@@ -1281,6 +1281,21 @@ js_status js_hsm_session_open(js_hsm *hsm, js_hsm_session **out, js_err *err)
     return JS_OK;
 }
 
+js_status js_hsm_session_new_deferred(js_hsm *hsm, js_hsm_session **out, js_err *err)
+{
+    JS_ENSURE(hsm != NULL && out != NULL, err, JS_EINTERNAL, JS_R_INTERNAL_ARG,
+              "js_hsm_session_new_deferred: NULL argument");
+    *out = NULL;
+    js_hsm_session *s = calloc(1, sizeof(*s));
+    JS_ENSURE_ALLOC(s, err);
+    s->hsm = hsm;
+    s->h = CK_INVALID_HANDLE; /* session_ready opens it on the first call */
+    s->backoff_ms = HSM_BACKOFF_MIN_MS;
+    s->epoch = atomic_load(&hsm->epoch);
+    *out = s;
+    return JS_OK;
+}
+
 void js_hsm_session_free(js_hsm_session *s)
 {
     if (s == NULL)

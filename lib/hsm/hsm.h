@@ -125,6 +125,13 @@ const char *js_hsm_token_description(const js_hsm *hsm);
 
 /* One session per worker thread. Thread-safe to call concurrently. */
 js_status js_hsm_session_open(js_hsm *hsm, js_hsm_session **out, js_err *err) JS_WUR;
+/*
+ * A session that opens its PKCS#11 session on first use, the way a lost one
+ * heals (no module call now, so it cannot fail for the HSM's sake). For the
+ * gRPC workers: a listener re-created while the HSM is being re-initialised
+ * must not wait for the HSM to come back before it accepts connections.
+ */
+js_status js_hsm_session_new_deferred(js_hsm *hsm, js_hsm_session **out, js_err *err) JS_WUR;
 void js_hsm_session_free(js_hsm_session *s);
 
 /*

@@ -218,7 +218,10 @@ static js_status server_new(const js_server_deps *deps, bool k8s, js_server **ou
     for (int i = 0; i < srv->nworkers; i++) {
         srv->workers[i].idx = i;
         srv->workers[i].srv = srv;
-        st = js_hsm_session_open(hsm, &srv->workers[i].session, err);
+        /* Opened on the worker's first call: a listener re-created while the
+         * HSM recovers accepts connections at once (the HSM was checked at
+         * start with every key's self-test). */
+        st = js_hsm_session_new_deferred(hsm, &srv->workers[i].session, err);
         if (st != JS_OK)
             goto fail;
     }

@@ -718,6 +718,37 @@ static void test_sign_verify(void **state)
     js_hsm_free(hsm);
 }
 
+/* A deferred session (the gRPC workers') makes no module call when created
+ * and opens its PKCS#11 session on its first sign; freeing one never used is
+ * fine too. */
+static void test_deferred_session_opens_on_first_use(void **state)
+{
+    js_hsm *hsm = open_ok(*state);
+    js_hsm_session *s = session_ok(hsm);
+    js_hsm_key *key = keygen_find_ok(hsm, s, "deferred-es256");
+    EVP_PKEY *pub = js_hsm_key_public(key);
+    js_err err;
+    js_hsm_session *unused = NULL;
+    assert_int_equal(js_hsm_session_new_deferred(hsm, &unused, &err), JS_OK);
+    js_hsm_session_free(unused);
+    assert_int_equal(js_hsm_session_new_deferred(NULL, &unused, &err), JS_EINTERNAL);
+
+    js_hsm_session *d = NULL;
+    assert_int_equal(js_hsm_session_new_deferred(hsm, &d, &err), JS_OK);
+    static const uint8_t msg[] = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJkIn0";
+    uint8_t sig[JS_SIG_MAX];
+    size_t sig_len = 0;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(
+            js_hsm_sign(d, key, msg, sizeof(msg) - 1, sig, sizeof(sig), &sig_len, &err), JS_OK);
+        assert_true(es256_verify(pub, msg, sizeof(msg) - 1, sig, sig_len));
+    }
+    js_hsm_session_free(d);
+    js_hsm_key_free(key);
+    js_hsm_session_free(s);
+    js_hsm_free(hsm);
+}
+
 /* ES384 is one more table row: SHA-384, P-384, 96-byte r||s (RFC 7518 §3.4). */
 static void test_es384_sign_verify_and_type_mismatch(void **state)
 {
@@ -1577,6 +1608,7 @@ int main(void)
         cmocka_unit_test(test_private_key_not_extractable),
         cmocka_unit_test(test_find_mismatched_pair),
         cmocka_unit_test(test_find_ambiguous_and_unusable),
+        cmocka_unit_test(test_deferred_session_opens_on_first_use),
         cmocka_unit_test(test_sign_verify),
         cmocka_unit_test(test_es384_sign_verify_and_type_mismatch),
         cmocka_unit_test(test_all_algs_sign_verify),
