@@ -176,6 +176,14 @@ say "installed and provisioned (user jwt-signer, token, keys es256-1 and audit)"
 # --- 3. start, inspect, sign, reload, watchdog, stop ---------------------------------
 cx timeout 120 systemctl start jwt-signerd || { cx journalctl -u jwt-signerd --no-pager | tail -n 30; die "systemctl start failed"; }
 show() { cx systemctl show -p "$1" --value jwt-signerd; }
+# Whether the unit's journal has a log line with this event. Not
+# `journalctl | grep -q`: grep stops at the first match, journalctl then dies
+# of SIGPIPE, and pipefail turns a match into a failure.
+logged() {
+    local log
+    log="$(cx journalctl -u jwt-signerd --no-pager)"
+    grep -q "\"event\":\"$1\"" <<<"$log"
+}
 [[ "$(show ActiveState)/$(show SubState)" == active/running ]] || die "not active/running after start"
 status_text="$(show StatusText)"
 [[ "$status_text" == serving\ on\ 127.0.0.1:$port* ]] || die "no READY status line from sd_notify: '$status_text'"
@@ -229,12 +237,11 @@ cx systemctl reload jwt-signerd
 # systemctl reload returns once /bin/kill did; the daemon then says RELOADING
 # and READY: wait for active again.
 for _ in $(seq 1 50); do
-    [[ "$(show ActiveState)" == active ]] && cx journalctl -u jwt-signerd --no-pager |
-        grep -q '"event":"policy_reloaded"' && break
+    [[ "$(show ActiveState)" == active ]] && logged policy_reloaded && break
     sleep 0.2
 done
 [[ "$(show ActiveState)" == active ]] || die "not active after reload"
-cx journalctl -u jwt-signerd --no-pager | grep -q '"event":"policy_reloaded"' ||
+logged policy_reloaded ||
     die "no policy_reloaded event in the journal after systemctl reload"
 # WATCHDOG=1 every 5 s: the timestamp must move within 6 s.
 wd1="$(show WatchdogTimestampMonotonic)"
@@ -259,7 +266,7 @@ fi
 cx systemctl stop jwt-signerd
 [[ "$(show Result)" == success && "$(show ExecMainStatus)" == 0 ]] ||
     die "stop: Result=$(show Result) ExecMainStatus=$(show ExecMainStatus)"
-cx journalctl -u jwt-signerd --no-pager | grep -q '"event":"stopped"' || die "no stopped event in the journal"
+logged stopped || die "no stopped event in the journal"
 [[ "$(cx stat -c %U:%a /var/log/jwt-signer/audit)" == jwt-signer:700 ]] ||
     die "audit directory: $(cx stat -c %U:%a /var/log/jwt-signer/audit)"
 say "systemctl stop: exit 0; audit log owned by jwt-signer, mode 0700"
