@@ -45,6 +45,8 @@
 
 /* Seconds between two HSM health probes (health.c). */
 #define HEALTH_PROBE_EVERY_S 1
+/* A probe in the HSM longer than this reports the HSM unhealthy (health.c). */
+#define HEALTH_PROBE_STUCK_MS 10000
 /* How long in-flight calls get to finish after SIGTERM (the current server
  * and the replaced ones drain together, within this one grace). */
 #define SHUTDOWN_GRACE_MS 10000
@@ -165,6 +167,8 @@ typedef struct daemon_state {
     js_hsm_session *health_session;
     bool hsm_ok;
     char hsm_why[JS_MSG_MAX];
+    int64_t probe_since_ms; /* monotonic start of the probe in the HSM now; 0: none */
+    int64_t probe_done_ms;  /* monotonic end of the last probe */
     char state_dir[4096];
 } daemon_state;
 

@@ -12,10 +12,13 @@
 #include "logline.h"
 
 /* One probe: signs with the audit key (never a JWT key) on the health
- * session. Runs on the probe thread only: the HSM call may take seconds
- * while the HSM heals, and nothing waits for it. */
+ * session. On the probe thread (and once on the main thread at start): the
+ * HSM call may take seconds while the HSM heals, and no reader waits for it. */
 static void probe_once(daemon_state *d)
 {
+    pthread_mutex_lock(&d->health_mu);
+    d->probe_since_ms = js_mono_ms();
+    pthread_mutex_unlock(&d->health_mu);
     js_err err;
     js_err_clear(&err);
     static const uint8_t probe[] = "jwt-signer health probe";
@@ -26,6 +29,8 @@ static void probe_once(daemon_state *d)
     pthread_mutex_lock(&d->health_mu);
     d->hsm_ok = ok;
     snprintf(d->hsm_why, sizeof(d->hsm_why), "%s", ok ? "" : err.msg);
+    d->probe_since_ms = 0;
+    d->probe_done_ms = js_mono_ms();
     pthread_mutex_unlock(&d->health_mu);
 }
 
@@ -34,9 +39,9 @@ static void *probe_main(void *arg)
     daemon_state *d = arg;
     pthread_mutex_lock(&d->health_mu);
     while (!d->health_stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += HEALTH_PROBE_EVERY_S;
+        /* health_cv waits on CLOCK_MONOTONIC (main.c): a wall-clock step
+         * neither delays nor hurries the next probe. */
+        struct timespec until = js_mono_deadline(HEALTH_PROBE_EVERY_S * 1000);
         while (!d->health_stop && pthread_cond_timedwait(&d->health_cv, &d->health_mu, &until) == 0)
             ;
         if (d->health_stop)
@@ -78,6 +83,20 @@ bool hsm_healthy(daemon_state *d, char *why, size_t cap)
     pthread_mutex_lock(&d->health_mu);
     bool ok = d->hsm_ok;
     snprintf(why, cap, "%s", d->hsm_why);
+    /* An HSM that hangs instead of failing: the probe never answers, and its
+     * last answer must not stand for the HSM now. A module re-initialisation
+     * (seconds) stays under these bounds. */
+    int64_t now = js_mono_ms();
+    if (d->probe_since_ms != 0 && now - d->probe_since_ms > HEALTH_PROBE_STUCK_MS) {
+        ok = false;
+        snprintf(why, cap, "the HSM has not answered the health probe for %lld ms",
+                 (long long)(now - d->probe_since_ms));
+    } else if (d->probe_done_ms != 0 &&
+               now - d->probe_done_ms > HEALTH_PROBE_STUCK_MS + HEALTH_PROBE_EVERY_S * 1000) {
+        ok = false;
+        snprintf(why, cap, "no HSM health probe has finished for %lld ms",
+                 (long long)(now - d->probe_done_ms));
+    }
     pthread_mutex_unlock(&d->health_mu);
     /* The probe's own session may be fine while a worker's is still lost
      * (an idle worker heals on its next request): both must be well. */

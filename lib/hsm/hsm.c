@@ -127,6 +127,7 @@ struct js_hsm_session {
     uint64_t epoch;      /* module epoch h was opened in; a stale h is never used or closed */
     bool lost;           /* a loss was seen and no signature has worked since (health) */
     bool reopen;         /* h is dead or useless: re-open before the next call */
+    bool opened;         /* has had a handle: a deferred session before its first call has not */
     CK_RV lost_rv;
     uint64_t fail_epoch; /* module epoch of the last failed attempt */
     int64_t next_try_ms; /* monotonic: no HSM call before this while lost */
@@ -1272,6 +1273,7 @@ js_status js_hsm_session_open(js_hsm *hsm, js_hsm_session **out, js_err *err)
     const char *fn = "C_OpenSession";
     CK_RV rv = hsm->ready ? open_logged_in(hsm, &s->h, &fn) : CKR_CRYPTOKI_NOT_INITIALIZED;
     s->epoch = atomic_load(&hsm->epoch);
+    s->opened = rv == CKR_OK;
     gate_exit(hsm);
     if (rv != CKR_OK) {
         free(s);
@@ -1302,7 +1304,9 @@ void js_hsm_session_free(js_hsm_session *s)
         return;
     js_hsm *hsm = s->hsm;
     js_err err;
-    if (gate_enter(hsm, &err) == JS_OK) {
+    /* Nothing to close for a session without a handle (a deferred one never
+     * used): no need to wait at the gate for a re-initialisation. */
+    if (s->h != CK_INVALID_HANDLE && gate_enter(hsm, &err) == JS_OK) {
         /* A handle of an older epoch may now name another thread's session: never close it. */
         if (s->h != CK_INVALID_HANDLE && s->epoch == atomic_load(&hsm->epoch))
             (void)hsm->mod->C_CloseSession(s->h); /* nothing to do if it is already gone */
@@ -1334,7 +1338,10 @@ static CK_RV session_reopen(js_hsm_session *s, const char **fn)
     s->epoch = epoch;
     memset(s->cache, 0, sizeof(s->cache));
     s->cache_next = 0;
-    atomic_fetch_add(&hsm->handle_gen, 1);
+    /* The key handle hints die with a session that had a handle; a deferred
+     * session's first open (js_hsm_session_new_deferred) lost nothing. */
+    if (s->opened)
+        atomic_fetch_add(&hsm->handle_gen, 1);
     *fn = "C_OpenSession";
     if (!hsm->ready)
         return CKR_CRYPTOKI_NOT_INITIALIZED; /* the last re-initialisation failed */
@@ -1343,6 +1350,7 @@ static CK_RV session_reopen(js_hsm_session *s, const char **fn)
     if (rv == CKR_OK) {
         s->h = h;
         s->reopen = false;
+        s->opened = true;
     }
     return rv;
 }

@@ -105,6 +105,30 @@ class HsmFaultTest(unittest.TestCase):
         print("healthz still %s: %s" % (status, body), flush=True)
         return False
 
+    def test_hung_hsm_is_unhealthy(self):
+        """An HSM that stops answering (a call held, not failed) shows in /healthz:
+        the probe runs on its own thread, so /healthz answers at once, and a probe
+        held over 10 s makes it 503 with the reason; when the HSM answers again,
+        200 again."""
+        env = self.env
+        self.assertTrue(self.healthz_ok_within(5), "/healthz not ok at start")
+        # Every C_Sign (the probe's, the audit checkpoints') is held 15 s.
+        self.control("hang C_Sign 15000\n")
+        t0 = time.monotonic()
+        seen = None
+        while time.monotonic() - t0 < 14.5:
+            t_req = time.monotonic()
+            status, _, body = env.http_get("/healthz")
+            self.assertLess(time.monotonic() - t_req, 2.0, "/healthz waited for the HSM")
+            if status == 503 and b"has not answered the health probe" in body:
+                seen = time.monotonic() - t0
+                break
+            time.sleep(0.25)
+        self.assertIsNotNone(seen, "/healthz never reported the hung HSM")
+        self.assertGreaterEqual(seen, 9.0, "reported before the 10 s bound")
+        self.control("ok\n")
+        self.assertTrue(self.healthz_ok_within(20), "/healthz not ok once the HSM answered")
+
     def test_signing_heals_without_restart(self):
         env = self.env
         rc, jwks, err = env.jwks("issuer-a")

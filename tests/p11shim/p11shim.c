@@ -14,6 +14,8 @@
  *                        application holds dies, as when a token is pulled out
  *   invalidate-objects   once per new content: object handles die, sessions live
  *                        (what SoftHSM does when its token directory vanishes)
+ *   hang <C_Function> <ms> [count]   hold that call ms milliseconds before
+ *                        forwarding it, count times (an HSM that stops answering)
  *   ok                   no rules (an empty file says the same)
  *
  * Handles are the real ones with a generation in the upper 32 bits, so old
@@ -39,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <p11-kit/p11-kit.h>
@@ -55,6 +58,7 @@
 typedef struct shim_rule {
     char fn[SHIM_FN_MAX]; /* "*" = every call but the module-level ones */
     CK_RV rv;
+    long hang_ms;   /* > 0: a hang rule (rv unused) */
     long remaining; /* < 0: unlimited */
 } shim_rule;
 
@@ -209,9 +213,26 @@ static size_t control_refresh_locked(CK_SESSION_HANDLE *to_close)
             *nl = '\0';
         char *w[4];
         size_t nw = split_words(line, w, 4);
-        if (nw >= 3 && strcmp(w[0], "fail") == 0 && g.n_rules < SHIM_RULES_MAX &&
+        if (nw >= 3 && strcmp(w[0], "hang") == 0 && g.n_rules < SHIM_RULES_MAX &&
             strlen(w[1]) < SHIM_FN_MAX) {
             shim_rule *r = &g.rules[g.n_rules];
+            char *end = NULL;
+            long ms = strtol(w[2], &end, 10);
+            if (end != w[2] && *end == '\0' && ms > 0 && ms <= 600000) {
+                memcpy(r->fn, w[1], strlen(w[1]) + 1);
+                r->rv = CKR_OK;
+                r->hang_ms = ms;
+                r->remaining = -1;
+                if (nw == 4) {
+                    long c = strtol(w[3], &end, 10);
+                    r->remaining = (end != w[3] && *end == '\0' && c > 0) ? c : -1;
+                }
+                g.n_rules++;
+            }
+        } else if (nw >= 3 && strcmp(w[0], "fail") == 0 && g.n_rules < SHIM_RULES_MAX &&
+                   strlen(w[1]) < SHIM_FN_MAX) {
+            shim_rule *r = &g.rules[g.n_rules];
+            r->hang_ms = 0;
             if (parse_rv(w[2], &r->rv)) {
                 memcpy(r->fn, w[1], strlen(w[1]) + 1);
                 r->remaining = -1;
@@ -254,6 +275,7 @@ static CK_RV enter(const char *fn, int *held)
 {
     CK_SESSION_HANDLE to_close[SHIM_SESSIONS_MAX];
     CK_RV rv = CKR_OK;
+    long hang_ms = 0;
     pthread_mutex_lock(&g.mu);
     count_locked(fn);
     size_t n_close = control_refresh_locked(to_close);
@@ -264,10 +286,19 @@ static CK_RV enter(const char *fn, int *held)
             continue;
         if (r->remaining > 0)
             r->remaining--;
-        rv = r->rv;
+        if (r->hang_ms > 0)
+            hang_ms = r->hang_ms;
+        else
+            rv = r->rv;
     }
     CK_FUNCTION_LIST *real = g.real;
     pthread_mutex_unlock(&g.mu);
+    /* Held before the call takes g.calls: an invalidation is never stuck behind it. */
+    if (hang_ms > 0) {
+        struct timespec ts = {hang_ms / 1000, (hang_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
     /* The real sessions of an invalidation really go (and with the last one,
      * the login), while no other call is inside the module. */
     if (n_close > 0 && real != NULL) {
