@@ -331,6 +331,18 @@ static void test_group_commit_expected(void **state)
 
 /* ---- checkpoints, heartbeat, files ------------------------------------------------- */
 
+/* Waits (up to 10 s) until the last durable checkpoint is newer than after;
+ * returns its time. Polling rather than a fixed sleep: under ThreadSanitizer
+ * on a loaded CI machine the writer can be slower than any sleep chosen. */
+static uint64_t wait_checkpoint_after(js_audit *a, uint64_t after)
+{
+    for (int i = 0; i < 1000 && js_audit_last_checkpoint_ms(a) <= after; i++)
+        sleep_ms(10);
+    uint64_t t = js_audit_last_checkpoint_ms(a);
+    assert_true(t > after);
+    return t;
+}
+
 static void test_checkpoints_and_files(void **state)
 {
     (void)state;
@@ -338,8 +350,12 @@ static void test_checkpoints_and_files(void **state)
     tmpdir_make(dir, sizeof(dir));
     js_audit_options o;
     test_opts(&o, dir, &g_key);
+    /* Each reason is forced by its own condition, never by a race between
+     * them: the busy interval is far longer than 20 synchronous appends
+     * take even under a sanitizer (a 60 ms interval here once sealed every
+     * few records before the records threshold was reached, in TSan CI). */
     o.checkpoint_records = 10;
-    o.checkpoint_interval_ms = 60;
+    o.checkpoint_interval_ms = 60000;
     o.heartbeat_ms = 80;
     js_audit *a = NULL;
     js_err err;
@@ -361,18 +377,22 @@ static void test_checkpoints_and_files(void **state)
     assert_non_null(strstr((char *)cp, "\"reason\":\"open\""));
     free(cp);
 
-    submit_n(a, 25, "busy");
-    sleep_ms(400); /* idle: heartbeats seal the empty intervals */
-    /* ...and each one moves the last checkpoint time on. */
-    uint64_t t_idle = js_audit_last_checkpoint_ms(a);
-    assert_true(t_idle > t_open && t_idle <= (uint64_t)js_wall_ms());
+    /* 20 records = two "records" checkpoints and nothing left unsealed... */
+    submit_n(a, 20, "busy");
+    uint64_t t_busy = js_audit_last_checkpoint_ms(a);
+    /* ...so the idle log is sealed by heartbeats, each one moving the last
+     * checkpoint time on. */
+    uint64_t t_hb1 = wait_checkpoint_after(a, t_busy);
+    uint64_t t_hb2 = wait_checkpoint_after(a, t_hb1);
+    assert_true(t_hb1 > t_open && t_hb2 <= (uint64_t)js_wall_ms());
     js_audit_close(a);
 
     log_stats ls;
     read_stats(dir, &ls, NULL, NULL);
     assert_int_equal(ls.cp_open, 1);
     assert_int_equal(ls.cp_close, 1);
-    assert_true(ls.cp_records >= 2);
+    assert_int_equal(ls.cp_records, 2);
+    assert_int_equal(ls.cp_interval, 0);
     assert_true(ls.cp_heartbeat >= 2);
     js_audit_verify_report rep;
     verify_dir(dir, &rep);
@@ -389,10 +409,19 @@ static void test_checkpoints_and_files(void **state)
     assert_non_null(strstr((char *)cp, "\"reason\":\"close\""));
     free(cp);
 
-    /* Reopen continues the chain; a restart is an "open" checkpoint. */
+    /* Reopen continues the chain; a restart is an "open" checkpoint. Now a
+     * short busy interval: records below the threshold are sealed by an
+     * "interval" checkpoint (FORMAT.md §5), not left for the heartbeat. */
+    o.checkpoint_interval_ms = 60;
+    o.heartbeat_ms = 60000;
     assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    uint64_t t_reopen = js_audit_last_checkpoint_ms(a);
     submit_n(a, 3, "again");
+    wait_checkpoint_after(a, t_reopen);
     js_audit_close(a);
+    read_stats(dir, &ls, NULL, NULL);
+    assert_int_equal(ls.cp_open, 2);
+    assert_true(ls.cp_interval >= 1);
     verify_dir(dir, &rep);
     assert_true(rep.intact);
     assert_int_equal(rep.restarts, 1);
