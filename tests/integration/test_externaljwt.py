@@ -46,13 +46,13 @@ jwt-signer's own code.
    externaljwt section (config.externaljwt_alg), a socket mode over 0660
    (config.externaljwt), a unix caller's max_ttl under 600 s (the message
    names 600); an mTLS caller may still use PS256 and EdDSA.
-6. Rotation (prepublish 3 s): FetchKeys shows the new kid at once, while Sign
-   still uses the old one; Sign switches after the pre-publication; the old
-   kid stays in FetchKeys while it is retiring (its retirement comes
-   max_ttl + leeway later, >= 601 s because Metadata must be >= 600, so the
-   test checks the schedule in Admin status instead of waiting for it) and
-   leaves it at once when revoked; data_timestamp changes when the key set
-   does; 0 < refresh_hint_seconds <= the pre-publication period. Freezing
+6. Rotation (prepublish 3 s, scaled by JS_TIMEOUT_SCALE): FetchKeys shows the
+   new kid at once, while Sign still uses the old one; Sign switches after the
+   pre-publication; the old kid stays in FetchKeys while it is retiring (its
+   retirement comes max_ttl + leeway later, >= 601 s because Metadata must be
+   >= 600, so the test checks the schedule in Admin status instead of waiting
+   for it) and leaves it at once when revoked; data_timestamp changes when the
+   key set does; 0 < refresh_hint_seconds <= the pre-publication period. Freezing
    the caller (Admin) refuses Sign with admin.frozen but leaves FetchKeys
    and Metadata answering.
 7. (as root only) Real peers of another uid, in a child process running as
@@ -76,6 +76,7 @@ Run with /usr/bin/python3.
 import grp
 import hashlib
 import json
+import math
 import os
 import pwd
 import signal
@@ -648,7 +649,9 @@ class StartupRefusals(Case):
 
 # --- 6: rotation -----------------------------------------------------------------------
 
-PREPUBLISH, LEEWAY = 3, 1
+# The pre-publication window, scaled with harness.timeout (15 s under ThreadSanitizer):
+# a Sign must fall inside it after the admin process and a few FetchKeys calls.
+PREPUBLISH, LEEWAY = max(3, int(math.ceil(harness.timeout(3)))), 1
 
 
 class Rotation(Case):
@@ -683,6 +686,7 @@ class Rotation(Case):
         time.sleep(max(0.0, r1.data_timestamp.seconds + 1.1 - time.time()))
 
         rot = self.admin("rotate", es["name"], "--reason", "externaljwt rotation test")
+        t_rotate = time.time()
         new_kid = rot["kid"]
         self.assertNotEqual(new_kid, old_kid)
         activate_at = rot["activate_at"]
@@ -702,20 +706,22 @@ class Rotation(Case):
         while new_token is None:
             published, _, _ = self.fetch_keys(c)
             claims = kube_claims(ttl=600)
-            t_sign = time.time()
             token, header = self.sign_token(c, b64(claims))
+            t_signed = time.time()  # the daemon signed before this, on the same clock
             self.assertIn(header["kid"], published, "Sign used a kid FetchKeys had not shown")
             if header["kid"] == new_kid:
-                self.assertGreaterEqual(t_sign, activate_at - 1, "new kid before activate_at")
+                self.assertGreaterEqual(t_signed, activate_at, "new kid before activate_at")
                 new_token = (token, claims)
             else:
                 self.assertEqual(header["kid"], old_kid)
-                if t_sign < activate_at - 0.5:
+                if t_signed < activate_at:
                     before += 1
                     old_tokens.append((token, claims))
             self.assertLess(time.monotonic(), deadline, "Sign never switched to the new kid")
             time.sleep(0.2)
-        self.assertGreaterEqual(before, 1, "no Sign fell inside the pre-publication window")
+        self.assertGreaterEqual(before, 1, "no Sign fell inside the pre-publication window "
+                                "(activate_at %.1f s after the rotation)"
+                                % (activate_at - t_rotate))
         for v in k8s_client.VERSIONS:
             _, header = self.sign_token(clients[v], b64(kube_claims(ttl=600)))
             self.assertEqual(header["kid"], new_kid, v)
@@ -774,16 +780,24 @@ class Limits(Case):
         are closed at accept (externaljwt.connections in the log); once they
         close, calls work again."""
         env = self.env
-        rate = {"per_second": 1, "burst": 2}
-        env.setup(policy=k8s_policy(env, [unix_entry(rate=rate, incident_rate=rate)]),
+        # Burst 2 at 0.05/s: a token refills in 20 s, far longer than the calls below take
+        # even under ThreadSanitizer, so the third Sign is refused however slow they are.
+        rate = {"per_second": "0.05", "burst": 2}
+        policy = harness.to_yaml(k8s_policy(env, [unix_entry(rate=rate, incident_rate=rate)]))
+        env.setup(policy=policy.replace('"0.05"', "0.05"),
                   keys=[dict(KEYS["ES256"])], externaljwt=harness.externaljwt_config(SOCK))
         clients = self.start()
         c = clients["v1"]
+        t_first = time.monotonic()
         for _ in range(2):
             self.sign_token(c, b64(kube_claims()))
         err = self.expect_refused(c, b64(kube_claims()), grpc.StatusCode.RESOURCE_EXHAUSTED,
                                   "rate.limited")
-        self.assertTrue(0 < int(err.trailing.get("retry-after-ms", "0")) <= 1000, err)
+        elapsed_ms = (time.monotonic() - t_first) * 1000
+        # The bucket (full at the first Sign) has refilled 0.05 token/s since: the wait for
+        # one token is 20 s less that time.
+        retry = int(err.trailing.get("retry-after-ms", "0"))
+        self.assertTrue(20000 - elapsed_ms - 1 <= retry <= 20000, (retry, elapsed_ms, err))
         self.assertEqual(c.metadata().max_token_expiration_seconds, 3600)
         self.assertEqual(len(self.fetch_keys(c)[0]), 1)
         for _ in range(2):
@@ -797,7 +811,7 @@ class Limits(Case):
                 env.wait_log(lambda o: o.get("event") == "request" and
                              o.get("reason") == "externaljwt.connections" and
                              o.get("status") == "RESOURCE_EXHAUSTED", start=mark)
-                with k8s_client.Client(self.sock_path(), "v1", timeout_s=3) as c:
+                with k8s_client.Client(self.sock_path(), "v1", timeout_s=harness.timeout(3)) as c:
                     with self.assertRaises(grpc.RpcError) as cm:
                         c.metadata()
                     self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)

@@ -30,6 +30,7 @@ python3-cryptography and python3-prometheus-client from Debian).
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -49,8 +50,19 @@ ADMIN = "spiffe://example.org/ops/admin"
 JWKS_PATH = "/.well-known/jwks.json"
 EXIT_OK, EXIT_OTHER, EXIT_DENIED, EXIT_UNAVAILABLE, EXIT_LIMITED = 0, 1, 3, 5, 6
 
-# Short lifecycle windows (config durations are whole seconds).
-PREPUBLISH, LEEWAY, MAX_TTL, DEFAULT_TTL = 2, 1, 3, 2
+
+def scaled_s(seconds):
+    """Whole seconds (config durations are whole seconds), scaled like harness.timeout
+    but never shorter than `seconds`."""
+    return max(seconds, int(math.ceil(harness.timeout(seconds))))
+
+
+# Short lifecycle windows, scaled with harness.timeout (3 s, 15 s under ThreadSanitizer):
+# the rotation test must sign inside the pre-publication window (PREPUBLISH - 1 s at
+# least, activate_at counting from the rotation's whole second) and look at the
+# retiring one (MAX_TTL + LEEWAY s from activation) after a jwt-sign process or two,
+# each ~0.7 s under ThreadSanitizer.
+PREPUBLISH, LEEWAY, MAX_TTL, DEFAULT_TTL = scaled_s(3), 1, scaled_s(3), 2
 SHORT_LIFECYCLE = {"prepublish": "%ds" % PREPUBLISH, "leeway": "%ds" % LEEWAY}
 
 
@@ -486,14 +498,20 @@ class Rotation(LifecycleCase):
         self.assertEqual(self.http_kids(), [old_kid])
         harness.verify_es256(old_jwt, self.http_jwks())
 
+        t_pre = time.time()
         rot = self.admin("rotate", KEY, "--reason", "lifecycle test")
         t_rotate = time.time()
+        # Sign straight away: only this leaves the pre-publication window (PREPUBLISH - 1 s
+        # at least) to one jwt-sign process, whatever the checks below cost.
+        signed_before = [self.sign_ok()]
+        t_first = time.time()
         new_kid = rot["kid"]
         self.assertEqual((rot["key"], rot["version"]), (KEY, 2))
         self.assertNotEqual(new_kid, old_kid)
         activate_at = rot["activate_at"]
-        self.assertTrue(t_rotate - 2 <= activate_at - PREPUBLISH <= t_rotate + 1,
-                        (activate_at, t_rotate))
+        # The daemon read its clock (whole seconds) during the admin call.
+        self.assertTrue(int(t_pre) <= activate_at - PREPUBLISH <= t_rotate,
+                        (t_pre, activate_at, t_rotate))
 
         # Published at once, in both JWKS, with the thumbprint as kid.
         jwks = self.http_jwks()
@@ -503,10 +521,11 @@ class Rotation(LifecycleCase):
         self.assertEqual(sorted(self.grpc_kids()), sorted([old_kid, new_kid]))
 
         # Before activate_at every token carries the OLD kid.
+        for _ in range(3):
+            signed_before.append(self.sign_ok())
         before = 0
         old_payloads = [payload]
-        for _ in range(3):
-            jwt, header, payload = self.sign_ok()
+        for jwt, header, payload in signed_before:
             if header["kid"] == old_kid:
                 old_payloads.append(payload)
             if payload["iat"] < activate_at:
@@ -514,7 +533,9 @@ class Rotation(LifecycleCase):
                 self.assertEqual(header["kid"], old_kid, "a token carried the new kid before "
                                  "activate_at %d: iat %d" % (activate_at, payload["iat"]))
             harness.verify_es256(jwt, self.http_jwks())
-        self.assertGreaterEqual(before, 1, "no signature fell inside the pre-publication window")
+        self.assertGreaterEqual(before, 1, "no signature fell inside the pre-publication window "
+                                "(the first was signed %.1f s after the rotation, %.1f s before "
+                                "activate_at)" % (t_first - t_rotate, activate_at - t_first))
 
         # After activate_at (and the next tick): the NEW kid signs.
         def signs_new():
@@ -525,17 +546,31 @@ class Rotation(LifecycleCase):
         t_active = time.time()
 
         # Retiring: the old kid is still published and the old token still verifies.
+        # Looked at first, before any other process runs; whether it had to be still
+        # published is decided on the time the answer came, against unpublish_at.
         jwks = self.http_jwks()
+        t_jwks = time.time()
+        st = self.admin("status")
+        t_status = time.time()
+        states = {v["version"]: v for v in st["keys"][0]["versions"]}
+        self.assertEqual(states[2]["state"], "active")
+        self.assertEqual(states[1]["unpublish_at"] - states[1]["retire_at"], MAX_TTL + LEEWAY)
+        unpublish_at = states[1]["unpublish_at"]
+        # The window is MAX_TTL + LEEWAY s from activation: the JWKS answered inside it.
+        self.assertLess(t_jwks, unpublish_at, "the retiring window (%d s) was over before the "
+                        "JWKS was fetched, %.1f s after activation"
+                        % (MAX_TTL + LEEWAY, t_jwks - states[1]["retire_at"]))
         self.assertIn(old_kid, [k["kid"] for k in jwks["keys"]])
         harness.verify_es256(old_jwt, jwks)
         harness.verify_es256(new_jwt, jwks)
+        # Retired only by a tick at or after unpublish_at.
+        if t_status < unpublish_at:
+            self.assertEqual(states[1]["state"], "retiring", states)
+        else:
+            self.assertIn(states[1]["state"], ("retiring", "retired"), states)
         for _ in range(2):
             _, header, _ = self.sign_ok()
             self.assertEqual(header["kid"], new_kid)
-        st = self.admin("status")
-        states = {v["version"]: v for v in st["keys"][0]["versions"]}
-        self.assertEqual((states[1]["state"], states[2]["state"]), ("retiring", "active"))
-        self.assertEqual(states[1]["unpublish_at"] - states[1]["retire_at"], MAX_TTL + LEEWAY)
 
         # Retired after max_ttl + leeway: gone from the JWKS, the old token finds no key.
         self.poll("old kid unpublished", lambda: old_kid not in self.http_kids(), timeout_s=12)
