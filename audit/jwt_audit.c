@@ -425,7 +425,7 @@ static const char k_verify_usage[] =
     "                       audit key (next_key, FORMAT.md §5.4), besides the\n"
     "                       audit-key-*.pem files next to the log; a key is used\n"
     "                       only once a checkpoint signed by the key before it\n"
-    "                       names it\n"
+    "                       names it; needs --pubkey\n"
     "  --checkpoint FILE    a checkpoint.json copied off-host earlier\n"
     "  --max-gap DURATION   the largest gap between checkpoints tolerated without\n"
     "                       the writer's signed late_ms (e.g. 5s, 1500ms, 2m);\n"
@@ -452,6 +452,14 @@ static int cmd_verify(int argc, char **argv)
     uint64_t max_gap_ms = 0;
     if (ar == ARGS_OK && max_gap != NULL && !parse_gap_arg(max_gap, &max_gap_ms)) {
         errorf("--max-gap %s: not a duration (digits and ms, s or m, e.g. 5s)", max_gap);
+        ar = ARGS_BAD;
+    }
+    /* A next key is trusted only through a checkpoint signed by the key
+     * before it (FORMAT.md §5.4): without --pubkey no signature is checked,
+     * so --keys would be silently ignored. */
+    if (ar == ARGS_OK && keys != NULL && pubkey == NULL) {
+        errorf("--keys needs --pubkey (next keys are trusted only through checkpoints "
+               "signed by the first key)");
         ar = ARGS_BAD;
     }
     if (ar != ARGS_OK) {
@@ -1174,6 +1182,7 @@ static int cmd_check_proof(int argc, char **argv)
 
 static const char k_usage[] =
     "usage: jwt-audit COMMAND [OPTIONS] ...\n"
+    "       jwt-audit --help | --version\n"
     "\n"
     "The compliance tool of jwt-signer's audit log (audit/FORMAT.md).\n"
     "\n"
@@ -1198,6 +1207,10 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         fputs(k_usage, stdout);
+        return EX_OK;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("jwt-audit %s\n", JS_VERSION);
         return EX_OK;
     }
     static const struct {

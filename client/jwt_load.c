@@ -608,6 +608,7 @@ static void usage(FILE *f)
           "                (--rate N [--concurrency C] | --concurrency N)\n"
           "                [--duration D] [--warmup D] [--key-name K] [--timeout-ms MS]\n"
           "                [--json] [--progress | --no-progress]\n"
+          "       jwt-load --help | --version\n"
           "\n"
           "Loads a jwt-signer with SignJwt calls (or Status/Introspect calls of the\n"
           "tokens in FILE, one a line) for a while and prints what happened.\n"
@@ -763,7 +764,16 @@ static int drive(run *r, pthread_t *tids, const sigset_t *sigs)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_RATE = 256, OPT_CONC, OPT_DURATION, OPT_WARMUP, OPT_JSON, OPT_PROG, OPT_NOPROG };
+    enum {
+        OPT_RATE = 256,
+        OPT_CONC,
+        OPT_DURATION,
+        OPT_WARMUP,
+        OPT_JSON,
+        OPT_PROG,
+        OPT_NOPROG,
+        OPT_VERSION
+    };
     static const struct option longopts[] = {
         {"rate", required_argument, NULL, OPT_RATE},
         {"concurrency", required_argument, NULL, OPT_CONC},
@@ -774,6 +784,7 @@ int main(int argc, char **argv)
         {"no-progress", no_argument, NULL, OPT_NOPROG},
         LOAD_ARGS_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
     load_args la = {0};
@@ -818,6 +829,9 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            return EXIT_ALL_OK;
+        case OPT_VERSION:
+            printf(PROG " %s\n", JS_VERSION);
             return EXIT_ALL_OK;
         case ':':
             return usage_error("%s needs a value", argv[optind - 1]);

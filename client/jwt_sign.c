@@ -9,7 +9,8 @@
  *
  * Network work goes through the client library (jwtsigner_client.h); `decode`
  * needs no network and verifies nothing. Failures print one line
- * "jwt-sign: STATUS_NAME: message" on stderr and map the status to a small
+ * "jwt-sign: STATUS_NAME: message" on stderr (a refusal's message starts with
+ * the signer's reason) and map the status to a small
  * set of exit codes that scripts can branch on (see usage_global()).
  */
 #include <errno.h>
@@ -91,6 +92,7 @@ typedef struct cli {
     int timeout_ms;
     int json;
     int help;
+    int version;
     command cmd;
     admin_cmd admin;
     const char *reason;        /* --reason, admin only */
@@ -113,7 +115,7 @@ static void usage_global(FILE *f)
           "       jwt-sign [OPTIONS] admin ACTION [ARGS] [--reason TEXT]\n"
           "       jwt-sign --unix PATH [--api v1|v1alpha1] [--timeout-ms N]\n"
           "                k8s-sign PAYLOAD_B64URL|- | k8s-keys | k8s-metadata\n"
-          "       jwt-sign [COMMAND [ACTION]] --help\n"
+          "       jwt-sign [COMMAND [ACTION]] --help | --version\n"
           "\n"
           "Commands:\n"
           "  sign     ask jwt-signer to sign CLAIMS_JSON (a JSON object) and print the token\n"
@@ -139,6 +141,7 @@ static void usage_global(FILE *f)
           "  --key FILE           this client's TLS private key (env JWT_SIGN_KEY)\n"
           "  --timeout-ms N       per-call deadline, 1..3600000 (default 5000)\n"
           "  -h, --help           show help (for a command: jwt-sign COMMAND --help)\n"
+          "  --version            print the version and exit\n"
           "\n"
           "Socket options (k8s-sign, k8s-keys, k8s-metadata, with --timeout-ms; the\n"
           "TLS options above do not apply):\n"
@@ -157,8 +160,10 @@ static void usage_global(FILE *f)
           "    no socket or no permission to connect to it)\n"
           "  6 RESOURCE_EXHAUSTED (rate limited; for k8s-*, also a reply larger than\n"
           "    the client accepts)\n"
-          "On failure one line \"jwt-sign: STATUS_NAME: message\" goes to stderr\n"
-          "(gRPC's own log is off unless GRPC_VERBOSITY is set, e.g. to ERROR).\n",
+          "On failure one line \"jwt-sign: STATUS_NAME: message\" goes to stderr; when\n"
+          "the signer refused the call the message starts with the rule's reason\n"
+          "(\"jwt-sign: PERMISSION_DENIED: policy.no_match: ...\"). gRPC's own log is\n"
+          "off unless GRPC_VERBOSITY is set, e.g. to ERROR.\n",
           f);
 }
 
@@ -228,7 +233,8 @@ static void usage_k8s(FILE *f)
           "\n"
           "Example: payload=$(printf '{\"iss\":\"...\"}' | basenc --base64url | tr -d '=\\n')\n"
           "         jwt-sign --unix var/dev/externaljwt.sock k8s-sign \"$payload\"\n"
-          "A refusal prints \"jwt-sign: STATUS_NAME: reason: message\" on stderr; a reply\n"
+          "A refusal prints \"jwt-sign: STATUS_NAME: reason: message\" on stderr (the\n"
+          "failure line of jwt-sign --help, with the rule's reason first); a reply\n"
           "that breaks the contract is INTERNAL (\"malformed response: ...\"). Exit\n"
           "status as for sign (jwt-sign --help).\n",
           f);
@@ -1450,6 +1456,7 @@ enum {
     OPT_JTI,
     OPT_SUB,
     OPT_CALLER,
+    OPT_VERSION,
 };
 
 static int apply_option(cli *c, int opt, const char *optarg)
@@ -1479,6 +1486,9 @@ static int apply_option(cli *c, int opt, const char *optarg)
         break;
     case OPT_JSON:
         c->json = 1;
+        break;
+    case OPT_VERSION:
+        c->version = 1;
         break;
     case OPT_REASON:
         c->reason = optarg;
@@ -1530,6 +1540,7 @@ static int cli_main(int argc, char **argv, char **ops)
         {"sub", required_argument, NULL, OPT_SUB},
         {"caller", required_argument, NULL, OPT_CALLER},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
     cli c = {.timeout_ms = 0, .cmd = CMD_NONE, .k8s_api = JWTSIGNER_K8S_V1};
@@ -1599,6 +1610,10 @@ static int cli_main(int argc, char **argv, char **ops)
     }
     if (c.help) {
         print_help(c.cmd, c.admin);
+        return finish_output();
+    }
+    if (c.version) {
+        printf("jwt-sign %s\n", JS_VERSION);
         return finish_output();
     }
     if (c.cmd == CMD_NONE)

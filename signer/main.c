@@ -291,7 +291,7 @@ static js_status daemon_start(daemon_state *d, js_err *err)
                                         js_alg_name(kc->alg), "label", kc->label, "kid", kid));
     }
     audit_lifecycle(d, "start", NULL, NULL,
-                    json_pack("{s:s, s:o, s:b}", "version", "0.1.0", "keys", keys, "incident",
+                    json_pack("{s:s, s:o, s:b}", "version", JS_VERSION, "keys", keys, "incident",
                               js_ratelimit_incident(d->rl)));
     audit_lifecycle(d, "policy", "load", NULL, pdetail);
 
@@ -523,7 +523,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         case 'V':
-            printf("jwt-signerd 0.1.0\n");
+            printf("jwt-signerd %s\n", JS_VERSION);
             return 0;
         default:
             usage(stderr);

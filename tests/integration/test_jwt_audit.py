@@ -188,6 +188,14 @@ class JwtAuditTest(unittest.TestCase):
             self.assertEqual(rc, EX_OK, cmd)
             self.assertIn(f"usage: jwt-audit {cmd}", out)
         self.assertEqual(run("--help")[0], EX_OK)
+        rc, out, _ = run("--version")
+        self.assertEqual(rc, EX_OK)
+        self.assertRegex(out, r"^jwt-audit [0-9]+\.[0-9]+\.[0-9]+\n$")
+        # --keys without --pubkey would be ignored (nothing is verified
+        # against keys then): a usage error naming both.
+        rc, out, err = run("verify", "--keys", self.key, self.dir)
+        self.assertEqual(rc, EX_USAGE, out + err)
+        self.assertIn("--keys needs --pubkey", err)
         self.assertEqual(run()[0], EX_USAGE)
         self.assertEqual(run("frobnicate")[0], EX_USAGE)
         self.assertEqual(run("show", "--decision", "maybe", self.dir)[0], EX_USAGE)

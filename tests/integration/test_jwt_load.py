@@ -196,6 +196,9 @@ class JwtLoad(unittest.TestCase):
         rc, out, _ = self.env.run([load_path(), "--help"], timeout_s=10)
         self.assertEqual(rc, EXIT_OK)
         self.assertIn("Exit status", out)
+        rc, out, _ = self.env.run([load_path(), "--version"], timeout_s=10)
+        self.assertEqual(rc, EXIT_OK)
+        self.assertRegex(out, r"^jwt-load [0-9]+\.[0-9]+\.[0-9]+\n$")
 
     # --- the progress line -----------------------------------------------------------
     def run_pty(self, *args):

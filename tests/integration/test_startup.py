@@ -5,6 +5,7 @@ material is wrong; and keygen refuses to overwrite a key.
 
 import json
 import os
+import re
 import sys
 import unittest
 
@@ -137,6 +138,17 @@ class Startup(unittest.TestCase):
         rc, out, _ = self.env.run([harness.signerd_path(), "--help"])
         self.assertEqual(rc, 0)
         self.assertIn("keygen", out)
+
+    def test_versions(self):
+        """Every program prints the one project version (CMakeLists.txt)."""
+        with open(os.path.join(harness.source_dir(), "CMakeLists.txt")) as f:
+            m = re.search(r"project\(jwt-signer VERSION ([0-9.]+)", f.read())
+        self.assertIsNotNone(m)
+        for name, path in (("jwt-signerd", harness.signerd_path()),
+                           ("jwt-sign", harness.sign_path()),
+                           ("jwt-audit", harness.audit_path())):
+            rc, out, err = self.env.run([path, "--version"])
+            self.assertEqual((rc, out, err), (0, "%s %s\n" % (name, m.group(1)), ""), name)
 
 
 if __name__ == "__main__":

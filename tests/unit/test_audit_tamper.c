@@ -672,8 +672,12 @@ static void gen_stalled(gen_log *g)
     }
 }
 
-/* Verifies with a 1 ms tolerance (so the limit is 2 x 100 + 1 ms, and the
- * 700 ms gap is over it) or an explicit --max-gap; key optional. */
+/* Verifies with a 300 ms tolerance (so the limit is 2 x 100 + 300 ms, and
+ * the 700 ms gap is over it) or an explicit --max-gap; key optional. Not a
+ * tighter tolerance: the writer signs late_ms only when it is more than
+ * JS_AUDIT_LATE_TOLERANCE_MS (200 ms) late, so with a limit of 201 ms an
+ * ordinary heartbeat 101-200 ms late -- a starved thread under a sanitizer
+ * on a busy machine -- would be an unexplained gap. */
 static void verify_gap(const gen_log *g, const uint8_t *img, size_t len, bool key,
                        uint64_t max_gap_ms, js_audit_verify_report *rep)
 {
@@ -681,7 +685,7 @@ static void verify_gap(const gen_log *g, const uint8_t *img, size_t len, bool ke
     js_audit_verify_opts vo = {.mem = &m,
                                .n_mem = 1,
                                .pubkey_path = key ? g->pem : NULL,
-                               .gap_tolerance_ms = 1,
+                               .gap_tolerance_ms = 300,
                                .max_gap_ms = max_gap_ms};
     js_err err;
     assert_int_equal(js_audit_verify(&vo, rep, &err), JS_OK);
@@ -692,29 +696,33 @@ static void test_stall_covered_by_late_ms(void **state)
     (void)state;
     gen_log g;
     gen_stalled(&g);
+    /* The checkpoint the slow signature delayed (a heartbeat that was late
+     * for another reason, e.g. a starved writer, says "fsync" or nothing). */
     size_t k = 0;
     for (size_t i = 0; i < g.n && k == 0; i++) {
         char *p = payload_of(&g, i);
-        if (strstr(p, "\"late_ms\":") != NULL)
+        if (strstr(p, "\"late_why\":\"sign\"") != NULL)
             k = i;
         free(p);
     }
     assert_true(k > 0);
     char *orig = payload_of(&g, k);
-    assert_non_null(strstr(orig, "\"late_why\":\"sign\""));
+    assert_non_null(strstr(orig, "\"late_ms\":"));
 
     /* The gap is over the limit and the late checkpoint's signed late_ms
      * covers it: a stall, reported, the log intact. */
     js_audit_verify_report rep;
     verify_gap(&g, g.data, g.len, true, 0, &rep);
     assert_true(rep.intact);
-    assert_int_equal(rep.stalls, 1);
-    assert_int_equal(rep.stall[0].seq, k + 1);
-    assert_true(rep.stall[0].gap_ms >= 600);
-    assert_true(rep.stall[0].late_ms >= 500);
-    assert_string_equal(rep.stall[0].late_why, "sign");
-    assert_true(rep.largest_gap_ms == rep.stall[0].gap_ms);
-    assert_int_equal(rep.largest_gap_seq, k + 1);
+    assert_true(rep.stalls >= 1 && rep.stalls <= JS_AUDIT_STALLS_MAX);
+    size_t s = 0;
+    while (s < rep.stalls && rep.stall[s].seq != k + 1)
+        s++;
+    assert_true(s < rep.stalls);
+    assert_true(rep.stall[s].gap_ms >= 600);
+    assert_true(rep.stall[s].late_ms >= 500);
+    assert_string_equal(rep.stall[s].late_why, "sign");
+    assert_true(rep.largest_gap_ms >= rep.stall[s].gap_ms);
 
     /* The same checkpoint with late_ms/late_why removed (a forged record):
      * still canonical bytes, but no longer what was signed. */
