@@ -1,14 +1,17 @@
 /*
  * test_audit_util.h - shared helpers of the audit unit tests: a test audit key
  * (OpenSSL P-256 in place of the HSM) and its sign callback, temporary
- * directories, whole-file reads, sleeping, appending records and verifying a
- * log directory. Header-only (static) so each test stays one file per module;
- * include it after <cmocka.h> (the helpers assert).
+ * directories, whole-file reads, sleeping and polling with a deadline,
+ * appending records and verifying a log directory. Header-only (static) so
+ * each test stays one file per module; include it after <cmocka.h> (the
+ * helpers assert).
  */
 #ifndef TEST_AUDIT_UTIL_H
 #define TEST_AUDIT_UTIL_H
 
 #include <dirent.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +138,30 @@ static inline void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* Milliseconds on the monotonic clock (for deadlines and measured spans). */
+static inline int64_t test_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Polls cond(ctx) every 10 ms until it holds or timeout_ms have passed on the
+ * monotonic clock; returns whether it held. For an outcome the writer thread
+ * reaches in its own time: a fixed sleep is too short on a slow (sanitizer,
+ * loaded CI) machine, a generous deadline costs nothing when it passes. */
+static inline bool test_poll_until(bool (*cond)(void *ctx), void *ctx, int64_t timeout_ms)
+{
+    int64_t until = test_mono_ms() + timeout_ms;
+    for (;;) {
+        if (cond(ctx))
+            return true;
+        if (test_mono_ms() >= until)
+            return cond(ctx);
+        sleep_ms(10);
+    }
 }
 
 /* Appends n "sign" records request_id PREFIX-0..n-1 and waits for each. */

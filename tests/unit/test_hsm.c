@@ -1511,8 +1511,8 @@ typedef struct fault_worker {
     js_hsm *hsm;
     const js_hsm_key *key;
     atomic_int *stop;
-    atomic_int ok; /* read by the test thread while the worker runs */
-    int failed, bad;
+    atomic_int ok, failed; /* read by the test thread while the worker runs */
+    int bad;
 } fault_worker;
 
 static void *fault_worker_main(void *arg)
@@ -1528,7 +1528,7 @@ static void *fault_worker_main(void *arg)
         uint8_t sig[JS_SIG_MAX];
         size_t len = 0;
         if (sign_msg(s, w->key, msg, sig, &len, &err) != JS_OK) {
-            w->failed++;
+            atomic_fetch_add(&w->failed, 1);
             usleep(1000);
             continue;
         }
@@ -1540,6 +1540,10 @@ static void *fault_worker_main(void *arg)
     js_hsm_session_free(s);
     return NULL;
 }
+
+/* test_heal_under_load's bound on each wait for the workers: generous, as it
+ * only ends a failing run (a passing one waits about the backoff). */
+#define HEAL_WAIT_MS 20000
 
 /* Two signing threads while handles die and the module is re-initialised under them. */
 static void test_heal_under_load(void **state)
@@ -1555,6 +1559,7 @@ static void test_heal_under_load(void **state)
     for (int i = 0; i < 2; i++) {
         memset(&w[i], 0, sizeof(w[i]));
         atomic_init(&w[i].ok, 0);
+        atomic_init(&w[i].failed, 0);
         w[i].hsm = hsm;
         w[i].key = key;
         w[i].stop = &stop;
@@ -1564,23 +1569,40 @@ static void test_heal_under_load(void **state)
     shim_ctl(f, "invalidate\n");
     usleep(200000);
     shim_ctl(f, "invalidate\nfail * CKR_DEVICE_REMOVED\n");
-    usleep(500000);
-    shim_ctl(f, "ok\n");
-    usleep(2500000);
+    /* Each worker fails under the fault (polled, not slept: on a loaded
+     * machine a worker may not run for a while). A failure counted after the
+     * rules were replaced is followed only by attempts made under them, so
+     * any success counted after `before` is a sign made after "ok". */
+    int failed0[2] = {atomic_load(&w[0].failed), atomic_load(&w[1].failed)};
+    int64_t until = js_mono_ms() + HEAL_WAIT_MS;
+    while ((atomic_load(&w[0].failed) == failed0[0] || atomic_load(&w[1].failed) == failed0[1]) &&
+           js_mono_ms() < until)
+        usleep(10000);
     int before[2] = {atomic_load(&w[0].ok), atomic_load(&w[1].ok)};
-    usleep(300000);
+    shim_ctl(f, "ok\n");
+    /* Until both sign again: the backoff (at most 2 s) and the module's
+     * re-initialisation take their time, longer under a sanitizer. */
+    int64_t t_ok = js_mono_ms();
+    until = t_ok + HEAL_WAIT_MS;
+    while ((atomic_load(&w[0].ok) <= before[0] || atomic_load(&w[1].ok) <= before[1]) &&
+           js_mono_ms() < until)
+        usleep(10000);
+    int64_t healed_ms = js_mono_ms() - t_ok;
     atomic_store(&stop, 1);
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_join(th[i], NULL), 0);
     js_hsm_health h;
     js_hsm_health_get(hsm, &h);
-    print_message("      under load: ok %d+%d, failed %d+%d, reinits %llu, recoveries %llu\n",
-                  atomic_load(&w[0].ok), atomic_load(&w[1].ok), w[0].failed, w[1].failed,
-                  (unsigned long long)h.reinits, (unsigned long long)h.recoveries);
+    print_message("      under load: ok %d+%d, failed %d+%d, reinits %llu, recoveries %llu, both "
+                  "signing %lld ms after ok\n",
+                  atomic_load(&w[0].ok), atomic_load(&w[1].ok), atomic_load(&w[0].failed),
+                  atomic_load(&w[1].failed), (unsigned long long)h.reinits,
+                  (unsigned long long)h.recoveries, (long long)healed_ms);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(w[i].bad, 0);
-        assert_true(w[i].failed > 0);
-        /* signing again after the fault, without a restart */
+        /* failing under the fault... */
+        assert_true(atomic_load(&w[i].failed) > failed0[i]);
+        /* ...and signing again after it, without a restart */
         assert_true(atomic_load(&w[i].ok) > before[i]);
     }
     assert_true(h.ok);
