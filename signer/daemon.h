@@ -42,6 +42,7 @@
 #include "server.h"
 #include "service.h"
 #include "snapshot.h"
+#include "ticker.h"
 
 /* Seconds between two HSM health probes (health.c). */
 #define HEALTH_PROBE_EVERY_S 1
@@ -70,7 +71,6 @@ typedef struct listener_flags {
      * lost, to be re-created by the main loop (listener_check). */
     atomic_bool lost;
     _Atomic(js_fdreserve *) reserve; /* handed back the moment it is lost */
-    atomic_bool watch_stop;          /* the fd watcher ends */
     atomic_int port;                 /* the gRPC port, for the watcher */
     /* gRPC's own log lines (e.g. one per failed TLS handshake, which any
      * unauthenticated peer can cause) within GRPC_LOG_PER_SECOND; the rest
@@ -154,16 +154,15 @@ typedef struct daemon_state {
     atomic_uint_fast64_t listener_recreations;
     unsigned long fd_limit;
     unsigned http_max_connections; /* the HTTP server's share of the fd limit */
-    pthread_t fd_watch;
-    bool fd_watch_started;
-    atomic_ullong listener_sheds; /* listeners shut down by the fd watcher */
+    js_ticker *fd_watch;           /* the fd watcher (listener.c); NULL: not running */
+    atomic_ullong listener_sheds;  /* listeners shut down by the fd watcher */
     /* /healthz: an HSM probe on its own session, once a second on its own
      * thread (health.c); readers take the last answer under health_mu. */
     pthread_mutex_t health_mu;
+    /* Unused since the probe runs on health_probe; still initialised by
+     * main.c's cmd_serve, so it goes when that does. */
     pthread_cond_t health_cv;
-    pthread_t health_thread;
-    bool health_started;
-    bool health_stop; /* under health_mu */
+    js_ticker *health_probe; /* the probe thread; NULL: not running */
     js_hsm_session *health_session;
     bool hsm_ok;
     char hsm_why[JS_MSG_MAX];

@@ -5,11 +5,11 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "clock.h"
 #include "daemon.h"
 #include "logline.h"
+#include "ticker.h"
 
 /* One probe: signs with the audit key (never a JWT key) on the health
  * session. On the probe thread (and once on the main thread at start): the
@@ -34,45 +34,27 @@ static void probe_once(daemon_state *d)
     pthread_mutex_unlock(&d->health_mu);
 }
 
-static void *probe_main(void *arg)
+/* The probe thread's call (ticker.h): every HEALTH_PROBE_EVERY_S, counted on
+ * CLOCK_MONOTONIC from the end of the last probe, so a wall-clock step
+ * neither delays nor hurries the next one. */
+static void probe_tick(void *arg)
 {
-    daemon_state *d = arg;
-    pthread_mutex_lock(&d->health_mu);
-    while (!d->health_stop) {
-        /* health_cv waits on CLOCK_MONOTONIC (main.c): a wall-clock step
-         * neither delays nor hurries the next probe. */
-        struct timespec until = js_mono_deadline(HEALTH_PROBE_EVERY_S * 1000);
-        while (!d->health_stop && pthread_cond_timedwait(&d->health_cv, &d->health_mu, &until) == 0)
-            ;
-        if (d->health_stop)
-            break;
-        pthread_mutex_unlock(&d->health_mu);
-        probe_once(d);
-        pthread_mutex_lock(&d->health_mu);
-    }
-    pthread_mutex_unlock(&d->health_mu);
-    return NULL;
+    probe_once(arg);
 }
 
 js_status health_probe_start(daemon_state *d, js_err *err)
 {
     probe_once(d); /* a first answer before anyone asks */
-    JS_ENSURE(pthread_create(&d->health_thread, NULL, probe_main, d) == 0, err, JS_EINTERNAL,
-              JS_R_HEALTH_THREAD, "cannot start the HSM health probe thread");
-    d->health_started = true;
+    d->health_probe = js_ticker_new(HEALTH_PROBE_EVERY_S * 1000, probe_tick, d);
+    JS_ENSURE(d->health_probe != NULL, err, JS_EINTERNAL, JS_R_HEALTH_THREAD,
+              "cannot start the HSM health probe thread");
     return JS_OK;
 }
 
 void health_probe_stop(daemon_state *d)
 {
-    if (!d->health_started)
-        return;
-    pthread_mutex_lock(&d->health_mu);
-    d->health_stop = true;
-    pthread_cond_signal(&d->health_cv);
-    pthread_mutex_unlock(&d->health_mu);
-    pthread_join(d->health_thread, NULL);
-    d->health_started = false;
+    js_ticker_free(d->health_probe);
+    d->health_probe = NULL;
 }
 
 /* The last probe's answer, without waiting for the HSM: /healthz and the

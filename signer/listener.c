@@ -7,7 +7,7 @@
  * its whole token directory), and the ExternalJWTSigner's capped
  * connections their room (JS_K8S_MAX_CONNECTIONS, rpc_peers.c). gRPC 1.51
  * cannot cap its connections, so a
- * watcher thread does (fd_watch_main): when the descriptors still free come
+ * watcher thread does (fd_watch_tick): when the descriptors still free come
  * within the HTTP server's unused share plus FD_MARGIN, it shuts gRPC's
  * listener down and hands back the FD_CORE descriptors held in reserve; the
  * main loop re-creates the listener once the flood's descriptors are gone
@@ -20,13 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#include <pthread.h>
 
 #include "clock.h"
 #include "daemon.h"
 #include "logline.h"
+#include "ticker.h"
 
 #define FD_CORE      32
 #define FD_LIMIT_MIN 256
@@ -34,8 +32,8 @@
 #define FD_K8S_EXTRA 2
 /* Descriptors gRPC may still take between two looks of the fd watcher. */
 #define FD_MARGIN 16
-/* How often the fd watcher looks. */
-#define FD_WATCH_US 1000
+/* How often the fd watcher looks (ticker.h counts in ms). */
+#define FD_WATCH_MS 1
 /* gRPC log lines written per second, at most (the rest are counted). */
 #define GRPC_LOG_PER_SECOND 20
 /* A lost gRPC listener is re-created at most this often. */
@@ -119,65 +117,55 @@ js_status fd_setup(daemon_state *d, js_err *err)
 /*
  * The fd watcher: gRPC 1.51 accepts connections until descriptors run out
  * and has no connection limit, so the signer keeps one here. Every
- * FD_WATCH_US it reads the lowest free descriptor; when the descriptors left
+ * FD_WATCH_MS it reads the lowest free descriptor; when the descriptors left
  * come within the HTTP server's unused share plus FD_MARGIN, it shuts the
  * gRPC listener down (connections already accepted keep working) and hands
  * the reserve back, so the HTTP server and the HSM always have theirs. The
  * main loop re-creates the listener (listener_check).
  */
-static void *fd_watch_main(void *arg)
+static void fd_watch_tick(void *arg)
 {
     daemon_state *d = arg;
-    while (!atomic_load(&d->lf->watch_stop)) {
-        struct timespec ts = {0, FD_WATCH_US * 1000L};
-        nanosleep(&ts, NULL);
-        if (atomic_load(&d->lf->lost))
-            continue;
-        js_http_stats hs;
-        js_http_get_stats(d->http, &hs);
-        unsigned long http_room = d->http != NULL && d->http_max_connections > hs.open
-                                      ? d->http_max_connections - hs.open
-                                      : 0;
-        /* The ExternalJWTSigner's connections are capped and kept room
-         * for whole (kube-apiserver must always get in). */
-        unsigned long k8s_room =
-            d->cfg->externaljwt_socket != NULL ? JS_K8S_MAX_CONNECTIONS + FD_K8S_EXTRA : 0;
-        long lowest = js_fd_lowest_free();
-        if (lowest < 0 || (unsigned long)lowest + http_room + k8s_room + FD_MARGIN < d->fd_limit)
-            continue;
-        if (atomic_exchange(&d->lf->lost, true))
-            continue;
-        int closed =
-            js_fd_shutdown_listeners(atomic_load(&d->lf->port), js_http_listen_fd(d->http));
-        js_fdreserve_release(d->fd_reserve);
-        atomic_fetch_add(&d->listener_sheds, 1);
-        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:i}", "event", "grpc_listener_shed", "message",
-                              "descriptors nearly exhausted: gRPC listener shut down, reserve "
-                              "handed back to the HSM and audit log",
-                              "lowest_free_fd", (json_int_t)lowest, "http_room",
-                              (json_int_t)http_room, "sockets_shut", closed);
-        js_log_emit("warn", o);
-    }
-    return NULL;
+    if (atomic_load(&d->lf->lost))
+        return;
+    js_http_stats hs;
+    js_http_get_stats(d->http, &hs);
+    unsigned long http_room = d->http != NULL && d->http_max_connections > hs.open
+                                  ? d->http_max_connections - hs.open
+                                  : 0;
+    /* The ExternalJWTSigner's connections are capped and kept room
+     * for whole (kube-apiserver must always get in). */
+    unsigned long k8s_room =
+        d->cfg->externaljwt_socket != NULL ? JS_K8S_MAX_CONNECTIONS + FD_K8S_EXTRA : 0;
+    long lowest = js_fd_lowest_free();
+    if (lowest < 0 || (unsigned long)lowest + http_room + k8s_room + FD_MARGIN < d->fd_limit)
+        return;
+    if (atomic_exchange(&d->lf->lost, true))
+        return;
+    int closed = js_fd_shutdown_listeners(atomic_load(&d->lf->port), js_http_listen_fd(d->http));
+    js_fdreserve_release(d->fd_reserve);
+    atomic_fetch_add(&d->listener_sheds, 1);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:i}", "event", "grpc_listener_shed", "message",
+                          "descriptors nearly exhausted: gRPC listener shut down, reserve "
+                          "handed back to the HSM and audit log",
+                          "lowest_free_fd", (json_int_t)lowest, "http_room", (json_int_t)http_room,
+                          "sockets_shut", closed);
+    js_log_emit("warn", o);
 }
 
 js_status fd_watch_start(daemon_state *d, js_err *err)
 {
     atomic_store(&d->lf->port, js_server_port(d->srv));
-    atomic_store(&d->lf->watch_stop, false);
-    JS_ENSURE(pthread_create(&d->fd_watch, NULL, fd_watch_main, d) == 0, err, JS_EINTERNAL,
-              JS_R_FD_WATCH, "cannot start the fd watcher thread");
-    d->fd_watch_started = true;
+    d->fd_watch = js_ticker_new(FD_WATCH_MS, fd_watch_tick, d);
+    JS_ENSURE(d->fd_watch != NULL, err, JS_EINTERNAL, JS_R_FD_WATCH,
+              "cannot start the fd watcher thread");
     return JS_OK;
 }
 
 void fd_watch_stop(daemon_state *d)
 {
-    if (!d->fd_watch_started)
-        return;
-    atomic_store(&d->lf->watch_stop, true);
-    pthread_join(d->fd_watch, NULL);
-    d->fd_watch_started = false;
+    js_ticker_free(d->fd_watch);
+    d->fd_watch = NULL;
 }
 
 /* ---- the gRPC server and its re-creation ---------------------------------------------- */

@@ -3,13 +3,14 @@
  */
 #include "svcnotify.h"
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include <systemd/sd-daemon.h>
+
+#include "ticker.h"
 
 #define STATUS_MAX 200
 /* Keep-alives at least this often, whatever WatchdogSec is: a missed one or
@@ -26,12 +27,12 @@ struct js_svcnotify {
     int64_t ping_every_ms;
     int64_t last_ping_ms;
     int64_t progress_every_ms;
-    /* The start-up thread: runs from js_svcnotify_starting until stop_starting. */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool starting; /* the thread runs */
-    bool stop;     /* under mu: the thread is to end */
-    pthread_t thread;
+    /* The start-up thread: runs from js_svcnotify_starting until
+     * stop_starting; NULL when not running. t0 and cpu_seen are set before
+     * it starts and then only touched by it. */
+    js_ticker *starting;
+    struct timespec t0;
+    int64_t cpu_seen;
 };
 
 static int64_t cpu_ns(void)
@@ -55,66 +56,41 @@ js_svcnotify *js_svcnotify_new(int64_t progress_every_ms)
             n->watchdog_ms / 2 < PING_EVERY_MAX_MS ? n->watchdog_ms / 2 : PING_EVERY_MAX_MS;
     }
     n->progress_every_ms = progress_every_ms > 0 ? progress_every_ms : 10000;
-    pthread_mutex_init(&n->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&n->cv, &ca);
-    pthread_condattr_destroy(&ca);
     return n;
 }
 
-static void *starting_main(void *arg)
+/* Every progress_every_ms during start-up (ticker.h): an extension of
+ * systemd's start deadline, but only when the process used CPU since the last
+ * look, so a start hung on something (an HSM login) still times out. */
+static void starting_tick(void *arg)
 {
     js_svcnotify *n = arg;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    int64_t cpu_seen = cpu_ns();
-    pthread_mutex_lock(&n->mu);
-    for (;;) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        int64_t ns = until.tv_nsec + (n->progress_every_ms % 1000) * 1000000;
-        until.tv_sec += (time_t)(n->progress_every_ms / 1000 + ns / 1000000000);
-        until.tv_nsec = (long)(ns % 1000000000);
-        while (!n->stop && pthread_cond_timedwait(&n->cv, &n->mu, &until) == 0)
-            ;
-        if (n->stop)
-            break;
-        int64_t cpu = cpu_ns();
-        if (cpu - cpu_seen < PROGRESS_CPU_NS)
-            continue; /* no progress: no extension */
-        cpu_seen = cpu;
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        sd_notifyf(0,
-                   "EXTEND_TIMEOUT_USEC=%llu\nSTATUS=starting for %lld s: recovering the audit "
-                   "log and rebuilding the token index (minutes for a large log)",
-                   EXTEND_BY_USEC, (long long)(now.tv_sec - t0.tv_sec));
-    }
-    pthread_mutex_unlock(&n->mu);
-    return NULL;
+    int64_t cpu = cpu_ns();
+    if (cpu - n->cpu_seen < PROGRESS_CPU_NS)
+        return; /* no progress: no extension */
+    n->cpu_seen = cpu;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    sd_notifyf(0,
+               "EXTEND_TIMEOUT_USEC=%llu\nSTATUS=starting for %lld s: recovering the audit "
+               "log and rebuilding the token index (minutes for a large log)",
+               EXTEND_BY_USEC, (long long)(now.tv_sec - n->t0.tv_sec));
 }
 
 void js_svcnotify_starting(js_svcnotify *n)
 {
-    if (n == NULL || n->starting || getenv("NOTIFY_SOCKET") == NULL)
+    if (n == NULL || n->starting != NULL || getenv("NOTIFY_SOCKET") == NULL)
         return;
-    n->stop = false;
+    clock_gettime(CLOCK_MONOTONIC, &n->t0);
+    n->cpu_seen = cpu_ns();
     /* Without the thread the start simply gets no extension. */
-    n->starting = pthread_create(&n->thread, NULL, starting_main, n) == 0;
+    n->starting = js_ticker_new(n->progress_every_ms, starting_tick, n);
 }
 
 static void stop_starting(js_svcnotify *n)
 {
-    if (!n->starting)
-        return;
-    pthread_mutex_lock(&n->mu);
-    n->stop = true;
-    pthread_cond_signal(&n->cv);
-    pthread_mutex_unlock(&n->mu);
-    pthread_join(n->thread, NULL);
-    n->starting = false;
+    js_ticker_free(n->starting);
+    n->starting = NULL;
 }
 
 void js_svcnotify_free(js_svcnotify *n)
@@ -122,8 +98,6 @@ void js_svcnotify_free(js_svcnotify *n)
     if (n == NULL)
         return;
     stop_starting(n);
-    pthread_cond_destroy(&n->cv);
-    pthread_mutex_destroy(&n->mu);
     free(n);
 }
 

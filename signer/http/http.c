@@ -31,6 +31,7 @@
 #include "form.h"
 #include "hex.h"
 #include "identity.h"
+#include "ticker.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -48,7 +49,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
@@ -127,11 +127,8 @@ struct js_http {
 
     /* The connection guard (see the file comment). */
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* wakes the sweeper for stop */
-    int sync_ready;    /* mu and cv initialised */
-    pthread_t sweeper;
-    int sweeper_running;
-    int stopping;              /* mu */
+    int mu_ready;              /* mu initialised */
+    js_ticker *sweeper;        /* NULL: not running */
     http_conn *conns;          /* mu: every tracked connection */
     atomic_ulong open;         /* entries in conns (changed under mu) */
     unsigned max_connections;  /* MHD_OPTION_CONNECTION_LIMIT */
@@ -597,30 +594,24 @@ static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s)
  * libmicrohttpd closes its descriptor, so the descriptor is still the
  * connection's.
  */
-static void *sweeper_main(void *arg)
+static void sweep(void *arg)
 {
     js_http *h = arg;
     pthread_mutex_lock(&h->mu);
-    while (!h->stopping) {
-        int64_t now = js_mono_ms();
-        int64_t header_ms = atomic_load(&h->open) >= h->busy_connections
-                                ? JS_HTTP_BUSY_HEADER_TIMEOUT_MS
-                                : JS_HTTP_HEADER_TIMEOUT_MS;
-        for (http_conn *conn = h->conns; conn != NULL; conn = conn->next) {
-            int64_t limit = conn->phase == PHASE_HEADER ? header_ms : JS_HTTP_RESPONSE_TIMEOUT_MS;
-            if (conn->shut || now - conn->since_ms < limit)
-                continue;
-            (void)shutdown(conn->fd, SHUT_RDWR);
-            conn->shut = 1;
-            atomic_fetch_add(
-                conn->phase == PHASE_HEADER ? &h->header_deadline : &h->response_deadline, 1);
-        }
-        /* h->cv uses CLOCK_MONOTONIC (pthread_condattr_setclock in guard_start). */
-        struct timespec ts = js_mono_deadline(JS_HTTP_SWEEP_INTERVAL_MS);
-        (void)pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+    int64_t now = js_mono_ms();
+    int64_t header_ms = atomic_load(&h->open) >= h->busy_connections
+                            ? JS_HTTP_BUSY_HEADER_TIMEOUT_MS
+                            : JS_HTTP_HEADER_TIMEOUT_MS;
+    for (http_conn *conn = h->conns; conn != NULL; conn = conn->next) {
+        int64_t limit = conn->phase == PHASE_HEADER ? header_ms : JS_HTTP_RESPONSE_TIMEOUT_MS;
+        if (conn->shut || now - conn->since_ms < limit)
+            continue;
+        (void)shutdown(conn->fd, SHUT_RDWR);
+        conn->shut = 1;
+        atomic_fetch_add(conn->phase == PHASE_HEADER ? &h->header_deadline : &h->response_deadline,
+                         1);
     }
     pthread_mutex_unlock(&h->mu);
-    return NULL;
 }
 
 /* ---- request checks ---------------------------------------------------------------- */
@@ -1097,17 +1088,9 @@ static void http_free(js_http *h)
 {
     if (h == NULL)
         return;
-    if (h->sweeper_running) {
-        pthread_mutex_lock(&h->mu);
-        h->stopping = 1;
-        pthread_cond_signal(&h->cv);
-        pthread_mutex_unlock(&h->mu);
-        pthread_join(h->sweeper, NULL);
-    }
-    if (h->sync_ready) {
-        pthread_cond_destroy(&h->cv);
+    js_ticker_free(h->sweeper);
+    if (h->mu_ready)
         pthread_mutex_destroy(&h->mu);
-    }
     if (h->tls_key != NULL) {
         OPENSSL_cleanse(h->tls_key, h->tls_key_len);
         free(h->tls_key);
@@ -1117,25 +1100,17 @@ static void http_free(js_http *h)
     free(h);
 }
 
-/* The mutex, the monotonic condition variable and the sweeper thread. */
+/* The mutex and the sweeper thread. */
 static js_status guard_start(js_http *h, js_err *err)
 {
-    pthread_condattr_t ca;
-    JS_ENSURE(pthread_condattr_init(&ca) == 0, err, JS_EINTERNAL, JS_R_INTERNAL_OOM,
-              "out of memory");
-    int ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
-    if (ok && pthread_mutex_init(&h->mu, NULL) == 0) {
-        if (pthread_cond_init(&h->cv, &ca) == 0)
-            h->sync_ready = 1;
-        else
-            pthread_mutex_destroy(&h->mu);
-    }
-    pthread_condattr_destroy(&ca);
-    JS_ENSURE(h->sync_ready, err, JS_EINTERNAL, JS_R_INTERNAL_OOM,
+    h->mu_ready = pthread_mutex_init(&h->mu, NULL) == 0;
+    JS_ENSURE(h->mu_ready, err, JS_EINTERNAL, JS_R_INTERNAL_OOM,
               "http: cannot create the connection guard's lock");
-    JS_ENSURE(pthread_create(&h->sweeper, NULL, sweeper_main, h) == 0, err, JS_EINTERNAL,
-              JS_R_INTERNAL_OOM, "http: cannot start the connection sweeper thread");
-    h->sweeper_running = 1;
+    /* The sweeper's first look comes one interval after this: no connection
+     * is accepted before MHD_start_daemon, which runs after this. */
+    h->sweeper = js_ticker_new(JS_HTTP_SWEEP_INTERVAL_MS, sweep, h);
+    JS_ENSURE(h->sweeper != NULL, err, JS_EINTERNAL, JS_R_INTERNAL_OOM,
+              "http: cannot start the connection sweeper thread");
     return JS_OK;
 }
 
