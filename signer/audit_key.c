@@ -155,6 +155,7 @@ js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key
     JS_GUARD(st);
     snprintf(d->audit_label, sizeof(d->audit_label), "%s", label);
     d->audit_generation = gen;
+    health_probe_key(d, r->key);
     snprintf(label_out, JS_CONTROL_AUDIT_LABEL_MAX + 1, "%s", label);
     json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_key_rotated", "label", label,
                           "key_id", key_id, "by", by);

@@ -159,10 +159,12 @@ typedef struct daemon_state {
     /* /healthz: an HSM probe on its own session, once a second on its own
      * thread (health.c); readers take the last answer under health_mu. */
     pthread_mutex_t health_mu;
-    /* Unused since the probe runs on health_probe; still initialised by
-     * main.c's cmd_serve, so it goes when that does. */
-    pthread_cond_t health_cv;
     js_ticker *health_probe; /* the probe thread; NULL: not running */
+    /* under health_mu: the key the probe signs with, the audit key in force
+     * (audit_key, then the newest completed rotation's). Not the start-up
+     * key for ever: an operator may destroy a rotated-out audit key, and the
+     * probe must not call the HSM unhealthy for that. */
+    const js_hsm_key *health_key;
     js_hsm_session *health_session;
     bool hsm_ok;
     char hsm_why[JS_MSG_MAX];
@@ -247,6 +249,9 @@ void log_key_usage(const char *name, const js_hsm_key *key);
 bool hsm_healthy(daemon_state *d, char *why, size_t cap);
 /* Probes once, then starts the probe thread (needs health_session). */
 js_status health_probe_start(daemon_state *d, js_err *err);
+/* From now on the probe signs with key (a completed audit key rotation's,
+ * kept until exit). */
+void health_probe_key(daemon_state *d, const js_hsm_key *key);
 /* Ends the probe thread (before the health session or the audit key go). */
 void health_probe_stop(daemon_state *d);
 /* Logs when the audit file system crosses the disk watermark. */

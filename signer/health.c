@@ -18,14 +18,15 @@ static void probe_once(daemon_state *d)
 {
     pthread_mutex_lock(&d->health_mu);
     d->probe_since_ms = js_mono_ms();
+    const js_hsm_key *key = d->health_key;
     pthread_mutex_unlock(&d->health_mu);
     js_err err;
     js_err_clear(&err);
     static const uint8_t probe[] = "jwt-signer health probe";
     uint8_t sig[JS_SIG_MAX];
     size_t len = 0;
-    bool ok = js_hsm_sign(d->health_session, d->audit_key, probe, sizeof(probe) - 1, sig,
-                          sizeof(sig), &len, &err) == JS_OK;
+    bool ok = js_hsm_sign(d->health_session, key, probe, sizeof(probe) - 1, sig, sizeof(sig), &len,
+                          &err) == JS_OK;
     pthread_mutex_lock(&d->health_mu);
     d->hsm_ok = ok;
     snprintf(d->hsm_why, sizeof(d->hsm_why), "%s", ok ? "" : err.msg);
@@ -44,11 +45,21 @@ static void probe_tick(void *arg)
 
 js_status health_probe_start(daemon_state *d, js_err *err)
 {
+    pthread_mutex_lock(&d->health_mu);
+    d->health_key = d->audit_key;
+    pthread_mutex_unlock(&d->health_mu);
     probe_once(d); /* a first answer before anyone asks */
     d->health_probe = js_ticker_new(HEALTH_PROBE_EVERY_S * 1000, probe_tick, d);
     JS_ENSURE(d->health_probe != NULL, err, JS_EINTERNAL, JS_R_HEALTH_THREAD,
               "cannot start the HSM health probe thread");
     return JS_OK;
+}
+
+void health_probe_key(daemon_state *d, const js_hsm_key *key)
+{
+    pthread_mutex_lock(&d->health_mu);
+    d->health_key = key;
+    pthread_mutex_unlock(&d->health_mu);
 }
 
 void health_probe_stop(daemon_state *d)

@@ -330,11 +330,6 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
     daemon_state d;
     memset(&d, 0, sizeof(d));
     pthread_mutex_init(&d.health_mu, NULL);
-    pthread_condattr_t health_ca;
-    pthread_condattr_init(&health_ca);
-    pthread_condattr_setclock(&health_ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&d.health_cv, &health_ca);
-    pthread_condattr_destroy(&health_ca);
     pthread_mutex_init(&d.hsm_ev_mu, NULL);
     d.lf = &g_listener;
     d.config_path = config_path;

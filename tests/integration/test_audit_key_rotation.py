@@ -100,6 +100,13 @@ class AuditKeyRotation(unittest.TestCase):
             rc, out, err = self.env.sign("issuer-a", self.env.sample_claims(), "--json")
             self.assertEqual(rc, EXIT_OK, err)
 
+    def destroy_private_key(self, label):
+        env = self.env
+        rc, out, err = env.run(["pkcs11-tool", "--module", env.module, "--token-label",
+                                env.token_label, "--login", "--pin", env.pin, "--delete-object",
+                                "--type", "privkey", "--label", label], timeout_s=60)
+        self.assertEqual(rc, 0, out + err)
+
     def verify(self, *args):
         env = self.env
         d = env.audit_dir()
@@ -140,6 +147,18 @@ class AuditKeyRotation(unittest.TestCase):
         self.assertTrue(os.path.exists(os.path.join(d, "audit-key-%s.pem" % new_id)))
         self.sign_ok(3)
         time.sleep(1.5)  # a heartbeat signed by the new key
+
+        # The rotated-out key destroyed in the HSM (what an operator does
+        # with a key that leaked): /healthz's probe signs with the key in
+        # force, so the HSM stays healthy (it called itself unhealthy for
+        # good when the probe kept the start-up key).
+        self.destroy_private_key(env.audit_key_label)
+        end = time.monotonic() + harness.timeout(3.5)
+        while time.monotonic() < end:
+            status, _, body = env.http_get("/healthz")
+            self.assertEqual(status, 200, body)
+            time.sleep(0.25)
+        self.sign_ok(1)
 
         env.stop()
         env.start()
