@@ -258,6 +258,11 @@ js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx
                               const char *pubkey_pem, uint64_t timeout_ms, char *new_id,
                               js_err *err) JS_WUR;
 
+/* Key rotations made durable since js_audit_open. A caller that got
+ * JS_EUNAVAIL from js_audit_rotate_key sees its rotation take effect when
+ * this grows (one rotation is pending at a time). Any thread. */
+uint64_t js_audit_key_rotations(js_audit *a);
+
 /* How long js_audit_close waits for the writer's last batch by default: as
  * long as js_audit_append_sync waits for a record. */
 #define JS_AUDIT_CLOSE_WAIT_MS 30000u

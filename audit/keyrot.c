@@ -35,6 +35,14 @@ js_status audit_rotation_commit(js_audit *a, js_err *err)
     return audit_write_file(a, "audit-key.pem", pem, strlen(pem), err);
 }
 
+uint64_t js_audit_key_rotations(js_audit *a)
+{
+    pthread_mutex_lock(&a->mu);
+    uint64_t n = a->rot_done;
+    pthread_mutex_unlock(&a->mu);
+    return n;
+}
+
 /* FORMAT.md §5.4. Keys are kept as audit-key-ID.pem before the request is
  * queued, so a verifier finds the new key as soon as a checkpoint names it. */
 js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx,

@@ -92,6 +92,48 @@ static js_status save_audit_label(daemon_state *d, js_err *err)
     return st;
 }
 
+/* r is durable in the log: the key in force from now on, here as in the
+ * writer. The probe signs with it (an operator may destroy the key before
+ * it), and STATE_DIR/audit-key.json names it, so a restart signs with it:
+ * the log's last checkpoint is then signed by it or announces it, and a
+ * restart with the old key would be refused (recovery.c). Under
+ * audit_rot_mu. */
+static js_status finish_rotation(daemon_state *d, const audit_rotated *r, bool late, js_err *err)
+{
+    snprintf(d->audit_label, sizeof(d->audit_label), "%s", r->label);
+    d->audit_generation = r->generation;
+    /* The writer makes rotations durable one at a time and in order: every
+     * one counted so far is done, and a pending one older than r (finished
+     * by the writer, not yet here) is superseded by r. */
+    d->audit_rotations_seen = js_audit_key_rotations(d->audit);
+    d->audit_pending = NULL;
+    health_probe_key(d, r->key);
+    /* Saved first: the line says the rotation is complete, restart included. */
+    js_status st = save_audit_label(d, err);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s, s:b}", "event", "audit_key_rotated", "label", r->label,
+                  "key_id", r->key_id, "by", r->by != NULL ? r->by : "", "after_pending", late);
+    js_log_emit("info", o);
+    return st;
+}
+
+void audit_key_check_pending(daemon_state *d)
+{
+    pthread_mutex_lock(&d->audit_rot_mu);
+    audit_rotated *r = d->audit_pending;
+    if (r != NULL && d->audit != NULL &&
+        js_audit_key_rotations(d->audit) > d->audit_rotations_seen) {
+        js_err err;
+        if (finish_rotation(d, r, true, &err) != JS_OK) {
+            json_t *o =
+                json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_key_state_failed", "label",
+                          r->label, "reason", js_reason_name(err.reason), "message", err.msg);
+            js_log_emit("error", o);
+        }
+    }
+    pthread_mutex_unlock(&d->audit_rot_mu);
+}
+
 /* Admin/RotateAuditKey (control.h rotate_audit), under the control mutex:
  * a new ES256 key in the HSM (hsm.c keygen: sensitive, non-extractable,
  * sign-only) labelled <audit.key_label>-N on a session of its own, handed
@@ -104,8 +146,15 @@ js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key
               AUDIT_ROTATIONS_MAX);
     audit_rotated *r = calloc(1, sizeof(*r));
     JS_ENSURE_ALLOC(r, err);
+    r->by = strdup(by != NULL ? by : "");
+    if (r->by == NULL) {
+        free(r);
+        return js_err_oom(err);
+    }
     js_status st = js_hsm_session_open(d->hsm, &r->s, err);
+    pthread_mutex_lock(&d->audit_rot_mu);
     unsigned gen = d->audit_generation;
+    pthread_mutex_unlock(&d->audit_rot_mu);
     char label[JS_CONTROL_AUDIT_LABEL_MAX + 1] = "";
     /* A label left by a rotation that never completed is skipped, never
      * reused: its key may have been seen by no one, but it is not ours. */
@@ -147,20 +196,23 @@ js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key
     if (!queued) {
         js_hsm_key_free(r->key);
         js_hsm_session_free(r->s);
+        free(r->by);
         free(r);
         return st;
     }
     /* Pending or done, the writer holds r->signer: kept until exit. */
     d->audit_rotated[d->n_audit_rotated++] = r;
+    r->generation = gen;
+    snprintf(r->label, sizeof(r->label), "%s", label);
+    snprintf(r->key_id, sizeof(r->key_id), "%s", key_id);
+    pthread_mutex_lock(&d->audit_rot_mu);
+    if (st == JS_OK)
+        st = finish_rotation(d, r, false, err);
+    else
+        d->audit_pending = r; /* finished by audit_key_check_pending */
+    pthread_mutex_unlock(&d->audit_rot_mu);
     JS_GUARD(st);
-    snprintf(d->audit_label, sizeof(d->audit_label), "%s", label);
-    d->audit_generation = gen;
-    health_probe_key(d, r->key);
     snprintf(label_out, JS_CONTROL_AUDIT_LABEL_MAX + 1, "%s", label);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_key_rotated", "label", label,
-                          "key_id", key_id, "by", by);
-    js_log_emit("info", o);
-    JS_GUARD(save_audit_label(d, err));
     return JS_OK;
 }
 
@@ -180,6 +232,9 @@ js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
     JS_ENSURE_ALLOC(pem, err);
     d->audit_signer.s = d->audit_session;
     d->audit_signer.key = d->audit_key;
+    /* The probe's key is set here, before any server runs, and never again
+     * at start: an Admin/RotateAuditKey may come as soon as gRPC serves. */
+    health_probe_key(d, d->audit_key);
     js_audit_options opts = {
         .dir = cfg->audit_dir,
         .origin = cfg->audit_origin != NULL ? cfg->audit_origin : issuer,

@@ -95,6 +95,10 @@ typedef struct audit_rotated {
     js_hsm_session *s;
     js_hsm_key *key;
     js_hsm_signer signer;
+    unsigned generation;                        /* N of <audit.key_label>-N */
+    char label[JS_CONTROL_AUDIT_LABEL_MAX + 1]; /* its HSM label */
+    char key_id[JS_AUDIT_KEY_ID_LEN + 1];       /* FORMAT.md §5.4 id */
+    char *by;                                   /* who asked (for the log line) */
 } audit_rotated;
 
 /* Everything the serving daemon owns; main() passes it around explicitly. */
@@ -113,8 +117,14 @@ typedef struct daemon_state {
      * still hold the previous one. */
     audit_rotated *audit_rotated[AUDIT_ROTATIONS_MAX];
     size_t n_audit_rotated;
+    /* audit_rot_mu guards the four below: an Admin thread rotates (under
+     * the control mutex), the main loop finishes a rotation the writer made
+     * durable only after the Admin call gave up waiting (audit_key.c). */
+    pthread_mutex_t audit_rot_mu;
     unsigned audit_generation;                        /* N of the label <audit.key_label>-N */
     char audit_label[JS_CONTROL_AUDIT_LABEL_MAX + 1]; /* the audit key in force */
+    audit_rotated *audit_pending;  /* queued in the writer, not durable yet; or NULL */
+    uint64_t audit_rotations_seen; /* js_audit_key_rotations already finished here */
     js_keyvault *vault;
     js_snapshot_store *keys; /* of js_keyring */
     js_ratelimit *rl;
@@ -229,6 +239,10 @@ void retired_finish_all(daemon_state *d, int64_t deadline_ms);
 
 /* Finds the audit key in force in the HSM and opens the audit log with it. */
 js_status open_audit(daemon_state *d, const char *issuer, js_err *err) JS_WUR;
+/* A rotation the writer made durable after Admin/RotateAuditKey answered
+ * UNAVAILABLE (audit.rotate_pending): now in force here too (the probe's
+ * key, STATE_DIR/audit-key.json, a log line). Main loop, once a second. */
+void audit_key_check_pending(daemon_state *d);
 /* control.h's rotate_audit (ctx: the daemon_state). */
 js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key_id,
                            js_err *err) JS_WUR;
@@ -247,7 +261,8 @@ void log_key_usage(const char *name, const js_hsm_key *key);
 /* The HSM's health for /healthz and the metrics: the last probe's answer
  * (a probe a second on the probe thread), never waiting for the HSM. */
 bool hsm_healthy(daemon_state *d, char *why, size_t cap);
-/* Probes once, then starts the probe thread (needs health_session). */
+/* Probes once, then starts the probe thread (needs health_session and the
+ * key open_audit gave the probe). */
 js_status health_probe_start(daemon_state *d, js_err *err);
 /* From now on the probe signs with key (a completed audit key rotation's,
  * kept until exit). */

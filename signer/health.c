@@ -45,9 +45,6 @@ static void probe_tick(void *arg)
 
 js_status health_probe_start(daemon_state *d, js_err *err)
 {
-    pthread_mutex_lock(&d->health_mu);
-    d->health_key = d->audit_key;
-    pthread_mutex_unlock(&d->health_mu);
     probe_once(d); /* a first answer before anyone asks */
     d->health_probe = js_ticker_new(HEALTH_PROBE_EVERY_S * 1000, probe_tick, d);
     JS_ENSURE(d->health_probe != NULL, err, JS_EINTERNAL, JS_R_HEALTH_THREAD,

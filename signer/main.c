@@ -192,6 +192,7 @@ static void daemon_free(daemon_state *d)
     for (size_t i = 0; i < d->n_audit_rotated; i++) {
         js_hsm_key_free(d->audit_rotated[i]->key);
         js_hsm_session_free(d->audit_rotated[i]->s);
+        free(d->audit_rotated[i]->by);
         free(d->audit_rotated[i]);
     }
     js_hsm_session_free(d->session);
@@ -331,6 +332,7 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
     memset(&d, 0, sizeof(d));
     pthread_mutex_init(&d.health_mu, NULL);
     pthread_mutex_init(&d.hsm_ev_mu, NULL);
+    pthread_mutex_init(&d.audit_rot_mu, NULL);
     d.lf = &g_listener;
     d.config_path = config_path;
     d.accept_audit_loss = accept_audit_loss;
@@ -403,6 +405,7 @@ static int cmd_serve(const char *config_path, const char *accept_audit_loss)
         if (now_ms - last_tick_ms >= 1000) {
             last_tick_ms = now_ms;
             js_control_tick(d.control);
+            audit_key_check_pending(&d);
             if (d.index != NULL)
                 js_tokindex_sweep(d.index, (int64_t)time(NULL) - d.cfg->introspection_leeway);
         }

@@ -84,6 +84,11 @@ void js_ticker_free(js_ticker *t)
 {
     if (t == NULL)
         return;
+    /* From fn itself the join cannot succeed and t would be freed under the
+     * running thread: a programming error, stopped here (libsodium's
+     * sodium_misuse), not a use-after-free later. */
+    if (pthread_equal(pthread_self(), t->thread))
+        abort();
     pthread_mutex_lock(&t->mu);
     t->stopping = true;
     pthread_cond_signal(&t->cv);

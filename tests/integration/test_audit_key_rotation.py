@@ -207,6 +207,77 @@ class AuditKeyRotation(unittest.TestCase):
         self.assertEqual(rc, 1, out + err)
         self.assertIn("audit.bad_signature", out)
 
+    def test_pending_rotation_finishes(self):
+        """A rotation whose announcing checkpoint is not durable within the
+        Admin call's 10 s (the HSM holds C_Sign 11 s) answers UNAVAILABLE
+        audit.rotate_pending; when the writer makes it durable later, the
+        signer takes the new key as its own: state/audit-key.json names it
+        (before, it kept the old label, so a restart was refused with "audit
+        log damaged": the log's last checkpoint was signed by the new key),
+        /healthz probes with it, and a restart comes up and verifies."""
+        shim = os.environ.get("JS_P11SHIM")
+        if not shim:
+            raise unittest.SkipTest("JS_P11SHIM not set (ctest sets it to the built p11shim)")
+        env = self.env
+        ctl = env.path("p11shim.ctl")
+        shim_env = {"JS_P11SHIM_MODULE": harness.softhsm_module(), "JS_P11SHIM_CONTROL": ctl}
+        for k, v in shim_env.items():  # keygen in setup loads the shim too
+            self.addCleanup(os.environ.pop, k, None)
+            os.environ[k] = v
+        env.setup(module=shim, audit={"dir": "audit", "key_label": env.audit_key_label,
+                                      "checkpoint_interval": "1s", "heartbeat": "1s"})
+        env.add_caller("admin", ADMIN)
+        env.start(env=shim_env)
+        d = env.audit_dir()
+        first = os.path.join(env.dir, "first-audit-key.pem")
+        shutil.copyfile(os.path.join(d, "audit-key.pem"), first)
+        self.sign_ok(2)
+        state = os.path.join(os.path.dirname(env.config_path), "state", "audit-key.json")
+        self.assertFalse(os.path.exists(state))
+
+        def control(text):
+            with open(ctl + ".tmp", "w", encoding="ascii") as f:
+                f.write(text)
+            os.replace(ctl + ".tmp", ctl)
+
+        # Every C_Sign (checkpoints, the health probe) held 11 s.
+        control("hang C_Sign 11000 1000\n")
+        rc, out, err = env.run_sign("admin", "--timeout-ms", "60000", "admin",
+                                    "rotate-audit-key", "--reason", "slow hsm", timeout_s=90)
+        self.assertEqual(rc, 5, out + err)  # UNAVAILABLE
+        self.assertEqual(reason_of(err), "audit.rotate_pending", err)
+        control("ok\n")  # calls already held finish after their 11 s
+        label = env.audit_key_label + "-2"
+        line = env.wait_log(lambda o: o.get("event") == "audit_key_rotated", timeout_s=60)
+        self.assertEqual(line.get("label"), label, line)
+        self.assertIs(line.get("after_pending"), True, line)
+        self.assertEqual(line.get("by"), ADMIN, line)
+        with open(state) as f:
+            self.assertEqual(json.load(f)["label"], label)
+        new_id = line["key_id"]
+        self.assertEqual(key_id(os.path.join(d, "audit-key.pem")), new_id)
+        # The probe signs with the new key: destroying the old one leaves the
+        # HSM healthy once the held probe is over.
+        self.destroy_private_key(env.audit_key_label)
+        end = time.monotonic() + harness.timeout(30)
+        status = None
+        while time.monotonic() < end:
+            status, _, body = env.http_get("/healthz")
+            if status == 200:
+                break
+            time.sleep(0.25)
+        self.assertEqual(status, 200, body)
+        self.sign_ok(2)
+
+        env.stop()
+        env.start(env=shim_env)  # with the old label it was refused here
+        self.sign_ok(1)
+        env.stop()
+        rc, out, err = self.verify("--pubkey", first, "--checkpoint",
+                                   os.path.join(d, "checkpoint.json"))
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("audit key rotations followed: 1", out)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
