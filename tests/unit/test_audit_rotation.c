@@ -8,6 +8,7 @@
  * announced key it was not given.
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -345,6 +346,78 @@ static void test_rotate_refusals(void **state)
     tmpdir_remove(dir);
 }
 
+/* The old key's signer, held while `slow` is set (at most 10 s): the
+ * announcing checkpoint is not durable until the test lets it be. */
+typedef struct slow_key {
+    const test_key *key;
+    atomic_bool slow;
+} slow_key;
+
+static js_status slow_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig, size_t cap,
+                           size_t *sig_len, js_err *err)
+{
+    slow_key *k = ctx;
+    for (int i = 0; i < 1000 && atomic_load(&k->slow); i++)
+        sleep_ms(10);
+    return test_sign((void *)k->key, msg, len, sig, cap, sig_len, err);
+}
+
+typedef struct rot_wait {
+    js_audit *a;
+    uint64_t want;
+} rot_wait;
+
+static bool rotations_reached(void *ctx)
+{
+    const rot_wait *w = ctx;
+    return js_audit_key_rotations(w->a) >= w->want;
+}
+
+/* A rotation not durable within the call's wait: JS_EUNAVAIL
+ * audit.rotate_pending, still queued; js_audit_key_rotations grows when the
+ * writer makes it durable (what the signer watches to finish it), and a
+ * second rotation is refused while it is pending. */
+static void test_pending_rotation_counted(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    js_audit_options o;
+    test_opts(&o, dir, &g_a);
+    slow_key sk = {.key = &g_a};
+    atomic_init(&sk.slow, false);
+    o.sign = slow_sign;
+    o.sign_ctx = &sk;
+    o.checkpoint_interval_ms = 3600000;
+    o.heartbeat_ms = 3600000;
+    js_audit *a = NULL;
+    js_err err;
+    assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
+    assert_int_equal(js_audit_key_rotations(a), 0);
+    submit_n(a, 3, "before");
+    atomic_store(&sk.slow, true);
+    assert_int_equal(js_audit_rotate_key(a, test_sign, &g_b, g_b.pem, 20, NULL, &err), JS_EUNAVAIL);
+    assert_string_equal(js_reason_name(err.reason), "audit.rotate_pending");
+    /* One at a time: a second is refused while the first is pending. */
+    assert_int_equal(js_audit_rotate_key(a, test_sign, &g_c, g_c.pem, 20, NULL, &err), JS_ESTATE);
+    assert_int_equal(js_audit_key_rotations(a), 0);
+    atomic_store(&sk.slow, false); /* the HSM answers again */
+    rot_wait w = {a, 1};
+    assert_true(test_poll_until(rotations_reached, &w, 10000));
+    assert_int_equal(js_audit_key_rotations(a), 1);
+    submit_n(a, 3, "after");
+    js_audit_close(a);
+    /* audit-key.pem is B: the pending rotation took effect. */
+    char p[256];
+    size_t len = 0;
+    snprintf(p, sizeof(p), "%s/audit-key.pem", dir);
+    uint8_t *cur = file_read(p, &len);
+    assert_non_null(cur);
+    assert_string_equal((char *)cur, g_b.pem);
+    free(cur);
+    tmpdir_remove(dir);
+}
+
 /* The key files a verifier finds next to the log (FORMAT.md §5.4): only
  * audit-key-*.pem, appended to the keys already given, at most
  * JS_AUDIT_KEYS_MAX in all; a directory that cannot be opened adds none. */
@@ -397,6 +470,7 @@ int main(void)
         cmocka_unit_test(test_unannounced_key_fails),
         cmocka_unit_test(test_announced_x_signed_by_y_fails),
         cmocka_unit_test(test_rotate_refusals),
+        cmocka_unit_test(test_pending_rotation_counted),
         cmocka_unit_test(test_key_files_near),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
