@@ -92,44 +92,65 @@ static js_status save_audit_label(daemon_state *d, js_err *err)
     return st;
 }
 
+/* Saves STATE_DIR/audit-key.json. A failure is logged once and retried by
+ * audit_key_check_pending until it succeeds: until then a restart would
+ * sign with the previous key and be refused. Under audit_rot_mu. */
+static js_status save_state(daemon_state *d, js_err *err)
+{
+    js_status st = save_audit_label(d, err);
+    if (st != JS_OK && !d->audit_state_dirty) {
+        json_t *o =
+            json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_key_state_failed", "label",
+                      d->audit_label, "reason", js_reason_name(err->reason), "message", err->msg);
+        js_log_emit("error", o);
+    }
+    d->audit_state_dirty = st != JS_OK;
+    return st;
+}
+
 /* r is durable in the log: the key in force from now on, here as in the
  * writer. The probe signs with it (an operator may destroy the key before
  * it), and STATE_DIR/audit-key.json names it, so a restart signs with it:
  * the log's last checkpoint is then signed by it or announces it, and a
  * restart with the old key would be refused (recovery.c). Under
  * audit_rot_mu. */
-static js_status finish_rotation(daemon_state *d, const audit_rotated *r, bool late, js_err *err)
+static js_status finish_rotation(daemon_state *d, audit_rotated *r, bool late, js_err *err)
 {
     snprintf(d->audit_label, sizeof(d->audit_label), "%s", r->label);
     d->audit_generation = r->generation;
-    /* The writer makes rotations durable one at a time and in order: every
-     * one counted so far is done, and a pending one older than r (finished
-     * by the writer, not yet here) is superseded by r. */
-    d->audit_rotations_seen = js_audit_key_rotations(d->audit);
-    d->audit_pending = NULL;
+    if (d->audit_pending == r)
+        d->audit_pending = NULL;
     health_probe_key(d, r->key);
-    /* Saved first: the line says the rotation is complete, restart included. */
-    js_status st = save_audit_label(d, err);
-    json_t *o =
-        json_pack("{s:s, s:s, s:s, s:s, s:b}", "event", "audit_key_rotated", "label", r->label,
-                  "key_id", r->key_id, "by", r->by != NULL ? r->by : "", "after_pending", late);
+    /* Saved first: the line says whether a restart signs with it too. */
+    js_status st = save_state(d, err);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "event", "audit_key_rotated", "label",
+                          r->label, "key_id", r->key_id, "by", r->by != NULL ? r->by : "",
+                          "after_pending", late, "state_saved", st == JS_OK);
     js_log_emit("info", o);
     return st;
+}
+
+/* The pending rotation, once the writer has made it durable: rotations are
+ * made durable one at a time and in the order they were queued, so r's is
+ * the r->target-th. Under audit_rot_mu. */
+static void finish_pending_locked(daemon_state *d)
+{
+    audit_rotated *r = d->audit_pending;
+    if (r == NULL || d->audit == NULL || js_audit_key_rotations(d->audit) < r->target)
+        return;
+    js_err err;
+    (void)finish_rotation(d, r, true, &err); /* a failed save is logged and retried */
 }
 
 void audit_key_check_pending(daemon_state *d)
 {
     pthread_mutex_lock(&d->audit_rot_mu);
-    audit_rotated *r = d->audit_pending;
-    if (r != NULL && d->audit != NULL &&
-        js_audit_key_rotations(d->audit) > d->audit_rotations_seen) {
-        js_err err;
-        if (finish_rotation(d, r, true, &err) != JS_OK) {
-            json_t *o =
-                json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_key_state_failed", "label",
-                          r->label, "reason", js_reason_name(err.reason), "message", err.msg);
-            js_log_emit("error", o);
-        }
+    finish_pending_locked(d);
+    js_err err;
+    if (d->audit_state_dirty && save_state(d, &err) == JS_OK) {
+        json_t *o =
+            json_pack("{s:s, s:s}", "event", "audit_key_state_saved", "label", d->audit_label);
+        js_log_emit("info", o);
     }
     pthread_mutex_unlock(&d->audit_rot_mu);
 }
@@ -190,7 +211,9 @@ js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key
     bool queued = false;
     if (st == JS_OK) {
         st = js_audit_rotate_key(d->audit, js_hsm_signer_sign, &r->signer, pem, 10000, key_id, err);
-        queued = st == JS_OK || st == JS_EUNAVAIL;
+        /* Only audit.rotate_pending means queued: another UNAVAILABLE (the
+         * key files could not be written) comes before the queue. */
+        queued = st == JS_OK || (st == JS_EUNAVAIL && err->reason == JS_R_AUDIT_ROTATE_PENDING);
     }
     free(pem);
     if (!queued) {
@@ -206,6 +229,10 @@ js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key
     snprintf(r->label, sizeof(r->label), "%s", label);
     snprintf(r->key_id, sizeof(r->key_id), "%s", key_id);
     pthread_mutex_lock(&d->audit_rot_mu);
+    /* An older pending rotation is durable by now if r was queued (the
+     * writer takes one at a time): finished first, in order. */
+    finish_pending_locked(d);
+    r->target = ++d->audit_queued;
     if (st == JS_OK)
         st = finish_rotation(d, r, false, err);
     else

@@ -99,6 +99,7 @@ typedef struct audit_rotated {
     char label[JS_CONTROL_AUDIT_LABEL_MAX + 1]; /* its HSM label */
     char key_id[JS_AUDIT_KEY_ID_LEN + 1];       /* FORMAT.md §5.4 id */
     char *by;                                   /* who asked (for the log line) */
+    uint64_t target;                            /* durable once js_audit_key_rotations reaches it */
 } audit_rotated;
 
 /* Everything the serving daemon owns; main() passes it around explicitly. */
@@ -117,14 +118,16 @@ typedef struct daemon_state {
      * still hold the previous one. */
     audit_rotated *audit_rotated[AUDIT_ROTATIONS_MAX];
     size_t n_audit_rotated;
-    /* audit_rot_mu guards the four below: an Admin thread rotates (under
+    /* audit_rot_mu guards the five below: an Admin thread rotates (under
      * the control mutex), the main loop finishes a rotation the writer made
-     * durable only after the Admin call gave up waiting (audit_key.c). */
+     * durable only after the Admin call gave up waiting, and retries a state
+     * file that could not be saved (audit_key.c). */
     pthread_mutex_t audit_rot_mu;
     unsigned audit_generation;                        /* N of the label <audit.key_label>-N */
     char audit_label[JS_CONTROL_AUDIT_LABEL_MAX + 1]; /* the audit key in force */
-    audit_rotated *audit_pending;  /* queued in the writer, not durable yet; or NULL */
-    uint64_t audit_rotations_seen; /* js_audit_key_rotations already finished here */
+    audit_rotated *audit_pending; /* queued in the writer, not finished here; or NULL */
+    uint64_t audit_queued;        /* rotations queued in the writer since open */
+    bool audit_state_dirty;       /* audit-key.json not saved since the last change */
     js_keyvault *vault;
     js_snapshot_store *keys; /* of js_keyring */
     js_ratelimit *rl;

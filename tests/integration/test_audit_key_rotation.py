@@ -222,7 +222,9 @@ class AuditKeyRotation(unittest.TestCase):
         ctl = env.path("p11shim.ctl")
         shim_env = {"JS_P11SHIM_MODULE": harness.softhsm_module(), "JS_P11SHIM_CONTROL": ctl}
         for k, v in shim_env.items():  # keygen in setup loads the shim too
-            self.addCleanup(os.environ.pop, k, None)
+            old = os.environ.get(k)
+            self.addCleanup(lambda k=k, old=old: os.environ.pop(k, None) if old is None
+                            else os.environ.__setitem__(k, old))
             os.environ[k] = v
         env.setup(module=shim, audit={"dir": "audit", "key_label": env.audit_key_label,
                                       "checkpoint_interval": "1s", "heartbeat": "1s"})
@@ -242,18 +244,21 @@ class AuditKeyRotation(unittest.TestCase):
 
         # Every C_Sign (checkpoints, the health probe) held 11 s.
         control("hang C_Sign 11000 1000\n")
-        rc, out, err = env.run_sign("admin", "--timeout-ms", "60000", "admin",
-                                    "rotate-audit-key", "--reason", "slow hsm", timeout_s=90)
+        try:
+            rc, out, err = env.run_sign("admin", "--timeout-ms", "60000", "admin",
+                                        "rotate-audit-key", "--reason", "slow hsm", timeout_s=90)
+        finally:
+            control("ok\n")  # calls already held finish after their 11 s
         self.assertEqual(rc, 5, out + err)  # UNAVAILABLE
         self.assertEqual(reason_of(err), "audit.rotate_pending", err)
-        control("ok\n")  # calls already held finish after their 11 s
         label = env.audit_key_label + "-2"
         line = env.wait_log(lambda o: o.get("event") == "audit_key_rotated", timeout_s=60)
         self.assertEqual(line.get("label"), label, line)
         self.assertIs(line.get("after_pending"), True, line)
         self.assertEqual(line.get("by"), ADMIN, line)
+        self.assertIs(line.get("state_saved"), True, line)
         with open(state) as f:
-            self.assertEqual(json.load(f)["label"], label)
+            self.assertEqual(json.load(f), {"label": label, "generation": 2})
         new_id = line["key_id"]
         self.assertEqual(key_id(os.path.join(d, "audit-key.pem")), new_id)
         # The probe signs with the new key: destroying the old one leaves the
@@ -268,6 +273,15 @@ class AuditKeyRotation(unittest.TestCase):
             time.sleep(0.25)
         self.assertEqual(status, 200, body)
         self.sign_ok(2)
+        # A second rotation, on time, after the late one: counted in order.
+        rc, out, err = env.run_sign("admin", "admin", "rotate-audit-key", "--reason", "again")
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(json.loads(out)["label"], env.audit_key_label + "-3")
+        line = env.wait_log(lambda o: o.get("event") == "audit_key_rotated"
+                            and o.get("label") == env.audit_key_label + "-3")
+        self.assertIs(line.get("after_pending"), False, line)
+        with open(state) as f:
+            self.assertEqual(json.load(f)["generation"], 3)
 
         env.stop()
         env.start(env=shim_env)  # with the old label it was refused here
@@ -276,7 +290,7 @@ class AuditKeyRotation(unittest.TestCase):
         rc, out, err = self.verify("--pubkey", first, "--checkpoint",
                                    os.path.join(d, "checkpoint.json"))
         self.assertEqual(rc, 0, out + err)
-        self.assertIn("audit key rotations followed: 1", out)
+        self.assertIn("audit key rotations followed: 2", out)
 
 
 if __name__ == "__main__":
