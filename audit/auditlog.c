@@ -345,6 +345,8 @@ js_status js_audit_open(const js_audit_options *opts, js_audit **out, js_err *er
     a->on_batch_ctx = opts->on_batch_ctx;
     a->on_fold = opts->on_fold;
     a->on_fold_ctx = opts->on_fold_ctx;
+    a->on_key_rotated = opts->on_key_rotated;
+    a->on_key_rotated_ctx = opts->on_key_rotated_ctx;
     a->min_free_bytes = opts->min_free_bytes ? opts->min_free_bytes : JS_AUDIT_MIN_FREE_DEFAULT;
     a->min_free_percent = opts->min_free_percent > 100 ? 100 : opts->min_free_percent;
     a->watermark_off = opts->disk_watermark_off;

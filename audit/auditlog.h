@@ -116,6 +116,14 @@ typedef struct js_audit_options {
      * then always carry the same count. NULL = none. */
     void (*on_fold)(void *ctx, const js_audit_fold *f);
     void *on_fold_ctx;
+    /* Called on the writer thread once per key rotation made durable
+     * (js_audit_rotate_key, FORMAT.md §5.4), before its caller is woken: a
+     * caller that counts the calls knows every rotation in force once
+     * js_audit_rotate_key returned JS_OK, and once js_audit_close returned
+     * true (the closing checkpoint may be the one that announces a pending
+     * rotation). NULL = none. */
+    void (*on_key_rotated)(void *ctx);
+    void *on_key_rotated_ctx;
     /* Disk watermark: js_audit_disk_low() is true while the log directory's
      * file system has less than min_free_bytes (0 = JS_AUDIT_MIN_FREE_DEFAULT)
      * or less than min_free_percent % (0 = no percentage rule) available to
@@ -257,11 +265,6 @@ bool js_audit_healthy(js_audit *a, js_err *why);
 js_status js_audit_rotate_key(js_audit *a, js_audit_sign_fn sign, void *sign_ctx,
                               const char *pubkey_pem, uint64_t timeout_ms, char *new_id,
                               js_err *err) JS_WUR;
-
-/* Key rotations made durable since js_audit_open. A caller that got
- * JS_EUNAVAIL from js_audit_rotate_key sees its rotation take effect when
- * this grows (one rotation is pending at a time). Any thread. */
-uint64_t js_audit_key_rotations(js_audit *a);
 
 /* How long js_audit_close waits for the writer's last batch by default: as
  * long as js_audit_append_sync waits for a record. */

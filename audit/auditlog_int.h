@@ -115,6 +115,8 @@ struct js_audit {
     void *on_batch_ctx;
     void (*on_fold)(void *ctx, const js_audit_fold *f);
     void *on_fold_ctx;
+    void (*on_key_rotated)(void *ctx);
+    void *on_key_rotated_ctx;
     uint64_t min_free_bytes;
     uint32_t min_free_percent;
     bool watermark_off;

@@ -20,6 +20,9 @@
 js_status audit_rotation_commit(js_audit *a, js_err *err)
 {
     a->durable.announced = false;
+    /* Before the waiter is woken (auditlog.h on_key_rotated). */
+    if (a->on_key_rotated != NULL)
+        a->on_key_rotated(a->on_key_rotated_ctx);
     pthread_mutex_lock(&a->mu);
     char *pem = a->rot_pem;
     char *old = a->pubkey_pem;
@@ -33,14 +36,6 @@ js_status audit_rotation_commit(js_audit *a, js_err *err)
     if (pem == NULL)
         return JS_OK;
     return audit_write_file(a, "audit-key.pem", pem, strlen(pem), err);
-}
-
-uint64_t js_audit_key_rotations(js_audit *a)
-{
-    pthread_mutex_lock(&a->mu);
-    uint64_t n = a->rot_done;
-    pthread_mutex_unlock(&a->mu);
-    return n;
 }
 
 /* FORMAT.md §5.4. Keys are kept as audit-key-ID.pem before the request is

@@ -136,10 +136,39 @@ static js_status finish_rotation(daemon_state *d, audit_rotated *r, bool late, j
 static void finish_pending_locked(daemon_state *d)
 {
     audit_rotated *r = d->audit_pending;
-    if (r == NULL || d->audit == NULL || js_audit_key_rotations(d->audit) < r->target)
+    if (r == NULL || atomic_load(&d->audit_rotations_durable) < r->target)
         return;
     js_err err;
     (void)finish_rotation(d, r, true, &err); /* a failed save is logged and retried */
+}
+
+/* The writer's on_key_rotated hook (auditlog.h): counted, finished by the
+ * main loop (or at once by the waiting Admin call). */
+static void on_audit_key_rotated(void *ctx)
+{
+    daemon_state *d = ctx;
+    atomic_fetch_add(&d->audit_rotations_durable, 1);
+}
+
+void audit_key_after_close(daemon_state *d)
+{
+    pthread_mutex_lock(&d->audit_rot_mu);
+    finish_pending_locked(d);
+    js_err err;
+    if (d->audit_state_dirty && save_state(d, &err) == JS_OK) {
+        json_t *o =
+            json_pack("{s:s, s:s}", "event", "audit_key_state_saved", "label", d->audit_label);
+        js_log_emit("info", o);
+    }
+    const audit_rotated *r = d->audit_pending;
+    if (r != NULL) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_key_rotation_abandoned",
+                              "label", r->label, "key_id", r->key_id, "message",
+                              "the pending audit key rotation was not durable before the stop: "
+                              "the signer starts with the previous key; rotate again");
+        js_log_emit("warn", o);
+    }
+    pthread_mutex_unlock(&d->audit_rot_mu);
 }
 
 void audit_key_check_pending(daemon_state *d)
@@ -233,10 +262,15 @@ js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key
      * writer takes one at a time): finished first, in order. */
     finish_pending_locked(d);
     r->target = ++d->audit_queued;
-    if (st == JS_OK)
-        st = finish_rotation(d, r, false, err);
-    else
+    if (st == JS_OK) {
+        /* In force whatever the state file does: a failed save is logged
+         * and retried (save_state), not reported as a failed rotation that
+         * an operator would repeat. */
+        js_err serr;
+        (void)finish_rotation(d, r, false, &serr);
+    } else {
         d->audit_pending = r; /* finished by audit_key_check_pending */
+    }
     pthread_mutex_unlock(&d->audit_rot_mu);
     JS_GUARD(st);
     snprintf(label_out, JS_CONTROL_AUDIT_LABEL_MAX + 1, "%s", label);
@@ -277,6 +311,8 @@ js_status open_audit(daemon_state *d, const char *issuer, js_err *err)
         .on_batch_ctx = d->metrics,
         .on_fold = on_audit_fold,
         .on_fold_ctx = d,
+        .on_key_rotated = on_audit_key_rotated,
+        .on_key_rotated_ctx = d,
         .min_free_bytes = cfg->audit_min_free_bytes,
         .disk_watermark_off = cfg->audit_min_free_bytes == 0,
     };

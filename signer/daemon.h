@@ -99,7 +99,7 @@ typedef struct audit_rotated {
     char label[JS_CONTROL_AUDIT_LABEL_MAX + 1]; /* its HSM label */
     char key_id[JS_AUDIT_KEY_ID_LEN + 1];       /* FORMAT.md §5.4 id */
     char *by;                                   /* who asked (for the log line) */
-    uint64_t target;                            /* durable once js_audit_key_rotations reaches it */
+    uint64_t target; /* durable once audit_rotations_durable reaches it */
 } audit_rotated;
 
 /* Everything the serving daemon owns; main() passes it around explicitly. */
@@ -127,7 +127,10 @@ typedef struct daemon_state {
     char audit_label[JS_CONTROL_AUDIT_LABEL_MAX + 1]; /* the audit key in force */
     audit_rotated *audit_pending; /* queued in the writer, not finished here; or NULL */
     uint64_t audit_queued;        /* rotations queued in the writer since open */
-    bool audit_state_dirty;       /* audit-key.json not saved since the last change */
+    /* Rotations the writer made durable (its on_key_rotated hook; the
+     * writer thread writes, any thread reads). */
+    atomic_uint_fast64_t audit_rotations_durable;
+    bool audit_state_dirty; /* audit-key.json not saved since the last change */
     js_keyvault *vault;
     js_snapshot_store *keys; /* of js_keyring */
     js_ratelimit *rl;
@@ -246,6 +249,10 @@ js_status open_audit(daemon_state *d, const char *issuer, js_err *err) JS_WUR;
  * UNAVAILABLE (audit.rotate_pending): now in force here too (the probe's
  * key, STATE_DIR/audit-key.json, a log line). Main loop, once a second. */
 void audit_key_check_pending(daemon_state *d);
+/* After js_audit_close returned true: finishes a rotation the closing
+ * checkpoint made durable, makes a last attempt at an unsaved state file,
+ * and says so when a pending rotation was never made durable. */
+void audit_key_after_close(daemon_state *d);
 /* control.h's rotate_audit (ctx: the daemon_state). */
 js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key_id,
                            js_err *err) JS_WUR;

@@ -178,6 +178,8 @@ static void daemon_free(daemon_state *d)
     if (!js_audit_close(d->audit))
         exit_abandoned("closing the audit log: its writer is stuck in the disk or the HSM",
                        js_mono_ms() - close_ms, JS_AUDIT_CLOSE_WAIT_MS);
+    /* The closing checkpoint may have announced a pending audit key. */
+    audit_key_after_close(d);
     js_snapshot_store_free(d->frozen);
     js_service_free(d->svc);
     js_policy_store_free(d->policies);

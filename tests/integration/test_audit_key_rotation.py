@@ -207,20 +207,16 @@ class AuditKeyRotation(unittest.TestCase):
         self.assertEqual(rc, 1, out + err)
         self.assertIn("audit.bad_signature", out)
 
-    def test_pending_rotation_finishes(self):
-        """A rotation whose announcing checkpoint is not durable within the
-        Admin call's 10 s (the HSM holds C_Sign 11 s) answers UNAVAILABLE
-        audit.rotate_pending; when the writer makes it durable later, the
-        signer takes the new key as its own: state/audit-key.json names it
-        (before, it kept the old label, so a restart was refused with "audit
-        log damaged": the log's last checkpoint was signed by the new key),
-        /healthz probes with it, and a restart comes up and verifies."""
+    def start_with_shim(self):
+        """A signer on the p11shim (forwarding to SoftHSM), an admin caller, two
+        tokens signed: (env, the daemon's shim environment, a copy of the first
+        audit key, the path of state/audit-key.json)."""
         shim = os.environ.get("JS_P11SHIM")
         if not shim:
             raise unittest.SkipTest("JS_P11SHIM not set (ctest sets it to the built p11shim)")
         env = self.env
-        ctl = env.path("p11shim.ctl")
-        shim_env = {"JS_P11SHIM_MODULE": harness.softhsm_module(), "JS_P11SHIM_CONTROL": ctl}
+        self.ctl = env.path("p11shim.ctl")
+        shim_env = {"JS_P11SHIM_MODULE": harness.softhsm_module(), "JS_P11SHIM_CONTROL": self.ctl}
         for k, v in shim_env.items():  # keygen in setup loads the shim too
             old = os.environ.get(k)
             self.addCleanup(lambda k=k, old=old: os.environ.pop(k, None) if old is None
@@ -230,27 +226,65 @@ class AuditKeyRotation(unittest.TestCase):
                                       "checkpoint_interval": "1s", "heartbeat": "1s"})
         env.add_caller("admin", ADMIN)
         env.start(env=shim_env)
-        d = env.audit_dir()
         first = os.path.join(env.dir, "first-audit-key.pem")
-        shutil.copyfile(os.path.join(d, "audit-key.pem"), first)
+        shutil.copyfile(os.path.join(env.audit_dir(), "audit-key.pem"), first)
         self.sign_ok(2)
         state = os.path.join(os.path.dirname(env.config_path), "state", "audit-key.json")
         self.assertFalse(os.path.exists(state))
+        return env, shim_env, first, state
 
-        def control(text):
-            with open(ctl + ".tmp", "w", encoding="ascii") as f:
-                f.write(text)
-            os.replace(ctl + ".tmp", ctl)
+    def shim_control(self, text):
+        with open(self.ctl + ".tmp", "w", encoding="ascii") as f:
+            f.write(text)
+        os.replace(self.ctl + ".tmp", self.ctl)  # a new inode: the shim re-reads it
 
-        # Every C_Sign (checkpoints, the health probe) held 11 s.
-        control("hang C_Sign 11000 1000\n")
+    def rotate_pending(self):
+        """rotate-audit-key while every C_Sign (checkpoints, the health probe)
+        is held 11 s: UNAVAILABLE audit.rotate_pending; the hold is lifted at
+        once (calls already held finish after their 11 s)."""
+        self.shim_control("hang C_Sign 11000 1000\n")
         try:
-            rc, out, err = env.run_sign("admin", "--timeout-ms", "60000", "admin",
-                                        "rotate-audit-key", "--reason", "slow hsm", timeout_s=90)
+            rc, out, err = self.env.run_sign("admin", "--timeout-ms", "60000", "admin",
+                                             "rotate-audit-key", "--reason", "slow hsm",
+                                             timeout_s=90)
         finally:
-            control("ok\n")  # calls already held finish after their 11 s
+            self.shim_control("ok\n")
         self.assertEqual(rc, 5, out + err)  # UNAVAILABLE
         self.assertEqual(reason_of(err), "audit.rotate_pending", err)
+
+    def test_pending_rotation_at_stop(self):
+        """A pending rotation made durable by the closing checkpoint (the
+        signer stopped right after the UNAVAILABLE answer) is finished at
+        stop: state/audit-key.json names it and the restart comes up (before,
+        it restarted with the old key and was refused)."""
+        env, shim_env, first, state = self.start_with_shim()
+        self.rotate_pending()
+        env.stop()
+        label = env.audit_key_label + "-2"
+        lines = [o for o in env.logs("audit_key_rotated") if o.get("label") == label]
+        self.assertEqual(len(lines), 1, env.logs("audit_key_rotated"))
+        self.assertIs(lines[0].get("after_pending"), True, lines[0])
+        with open(state) as f:
+            self.assertEqual(json.load(f), {"label": label, "generation": 2})
+        env.start(env=shim_env)
+        self.sign_ok(1)
+        env.stop()
+        rc, out, err = self.verify("--pubkey", first, "--checkpoint",
+                                   os.path.join(env.audit_dir(), "checkpoint.json"))
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("audit key rotations followed: 1", out)
+
+    def test_pending_rotation_finishes(self):
+        """A rotation whose announcing checkpoint is not durable within the
+        Admin call's 10 s (the HSM holds C_Sign 11 s) answers UNAVAILABLE
+        audit.rotate_pending; when the writer makes it durable later, the
+        signer takes the new key as its own: state/audit-key.json names it
+        (before, it kept the old label, so a restart was refused with "audit
+        log damaged": the log's last checkpoint was signed by the new key),
+        /healthz probes with it, and a restart comes up and verifies."""
+        env, shim_env, first, state = self.start_with_shim()
+        d = env.audit_dir()
+        self.rotate_pending()
         label = env.audit_key_label + "-2"
         line = env.wait_log(lambda o: o.get("event") == "audit_key_rotated", timeout_s=60)
         self.assertEqual(line.get("label"), label, line)

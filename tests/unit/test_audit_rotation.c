@@ -362,59 +362,99 @@ static js_status slow_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t *s
     return test_sign((void *)k->key, msg, len, sig, cap, sig_len, err);
 }
 
-typedef struct rot_wait {
-    js_audit *a;
-    uint64_t want;
-} rot_wait;
-
-static bool rotations_reached(void *ctx)
+/* The on_key_rotated hook's count. */
+static void count_rotation(void *ctx)
 {
-    const rot_wait *w = ctx;
-    return js_audit_key_rotations(w->a) >= w->want;
+    atomic_fetch_add((atomic_int *)ctx, 1);
 }
 
-/* A rotation not durable within the call's wait: JS_EUNAVAIL
- * audit.rotate_pending, still queued; js_audit_key_rotations grows when the
- * writer makes it durable (what the signer watches to finish it), and a
- * second rotation is refused while it is pending. */
-static void test_pending_rotation_counted(void **state)
+static bool one_rotation(void *ctx)
 {
-    (void)state;
-    char dir[64];
-    tmpdir_make(dir, sizeof(dir));
+    return atomic_load((atomic_int *)ctx) >= 1;
+}
+
+/* Opens a log signed by A through sk (held while sk->slow), counting
+ * rotations in *count; three records in it. */
+static js_audit *open_counted(const char *dir, slow_key *sk, atomic_int *count)
+{
     js_audit_options o;
     test_opts(&o, dir, &g_a);
-    slow_key sk = {.key = &g_a};
-    atomic_init(&sk.slow, false);
     o.sign = slow_sign;
-    o.sign_ctx = &sk;
+    o.sign_ctx = sk;
     o.checkpoint_interval_ms = 3600000;
     o.heartbeat_ms = 3600000;
+    o.on_key_rotated = count_rotation;
+    o.on_key_rotated_ctx = count;
     js_audit *a = NULL;
     js_err err;
     assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
-    assert_int_equal(js_audit_key_rotations(a), 0);
     submit_n(a, 3, "before");
-    atomic_store(&sk.slow, true);
-    assert_int_equal(js_audit_rotate_key(a, test_sign, &g_b, g_b.pem, 20, NULL, &err), JS_EUNAVAIL);
-    assert_string_equal(js_reason_name(err.reason), "audit.rotate_pending");
-    /* One at a time: a second is refused while the first is pending. */
-    assert_int_equal(js_audit_rotate_key(a, test_sign, &g_c, g_c.pem, 20, NULL, &err), JS_ESTATE);
-    assert_int_equal(js_audit_key_rotations(a), 0);
-    atomic_store(&sk.slow, false); /* the HSM answers again */
-    rot_wait w = {a, 1};
-    assert_true(test_poll_until(rotations_reached, &w, 10000));
-    assert_int_equal(js_audit_key_rotations(a), 1);
-    submit_n(a, 3, "after");
-    js_audit_close(a);
-    /* audit-key.pem is B: the pending rotation took effect. */
+    return a;
+}
+
+static void assert_audit_key(const char *dir, const char *pem)
+{
     char p[256];
     size_t len = 0;
     snprintf(p, sizeof(p), "%s/audit-key.pem", dir);
     uint8_t *cur = file_read(p, &len);
     assert_non_null(cur);
-    assert_string_equal((char *)cur, g_b.pem);
+    assert_string_equal((char *)cur, pem);
     free(cur);
+}
+
+/* A rotation not durable within the call's wait: JS_EUNAVAIL
+ * audit.rotate_pending, still queued; on_key_rotated is called when the
+ * writer makes it durable (what the signer counts to finish it), a second
+ * rotation is refused while it is pending, and an on-time rotation is
+ * counted before js_audit_rotate_key returns JS_OK. */
+static void test_pending_rotation_counted(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    slow_key sk = {.key = &g_a};
+    atomic_init(&sk.slow, false);
+    atomic_int count;
+    atomic_init(&count, 0);
+    js_audit *a = open_counted(dir, &sk, &count);
+    js_err err;
+    atomic_store(&sk.slow, true);
+    assert_int_equal(js_audit_rotate_key(a, test_sign, &g_b, g_b.pem, 20, NULL, &err), JS_EUNAVAIL);
+    assert_string_equal(js_reason_name(err.reason), "audit.rotate_pending");
+    /* One at a time: a second is refused while the first is pending. */
+    assert_int_equal(js_audit_rotate_key(a, test_sign, &g_c, g_c.pem, 20, NULL, &err), JS_ESTATE);
+    assert_int_equal(atomic_load(&count), 0);
+    atomic_store(&sk.slow, false); /* the HSM answers again */
+    assert_true(test_poll_until(one_rotation, &count, 10000));
+    assert_int_equal(atomic_load(&count), 1);
+    /* On time: counted when the call returns. */
+    assert_int_equal(js_audit_rotate_key(a, test_sign, &g_c, g_c.pem, 10000, NULL, &err), JS_OK);
+    assert_int_equal(atomic_load(&count), 2);
+    js_audit_close(a);
+    assert_audit_key(dir, g_c.pem);
+    tmpdir_remove(dir);
+}
+
+/* A rotation still pending at close is announced by the closing checkpoint
+ * and counted before js_audit_close returns (the signer finishes it then). */
+static void test_pending_rotation_closed(void **state)
+{
+    (void)state;
+    char dir[64];
+    tmpdir_make(dir, sizeof(dir));
+    slow_key sk = {.key = &g_a};
+    atomic_init(&sk.slow, false);
+    atomic_int count;
+    atomic_init(&count, 0);
+    js_audit *a = open_counted(dir, &sk, &count);
+    js_err err;
+    atomic_store(&sk.slow, true);
+    assert_int_equal(js_audit_rotate_key(a, test_sign, &g_b, g_b.pem, 20, NULL, &err), JS_EUNAVAIL);
+    atomic_store(&sk.slow, false);
+    assert_true(js_audit_close(a));
+    assert_int_equal(atomic_load(&count), 1);
+    assert_audit_key(dir, g_b.pem);
     tmpdir_remove(dir);
 }
 
@@ -471,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_announced_x_signed_by_y_fails),
         cmocka_unit_test(test_rotate_refusals),
         cmocka_unit_test(test_pending_rotation_counted),
+        cmocka_unit_test(test_pending_rotation_closed),
         cmocka_unit_test(test_key_files_near),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
