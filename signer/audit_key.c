@@ -160,12 +160,26 @@ void audit_key_after_close(daemon_state *d)
             json_pack("{s:s, s:s}", "event", "audit_key_state_saved", "label", d->audit_label);
         js_log_emit("info", o);
     }
+    /* The last chance is gone: the next start would sign with the previous
+     * key and be refused, so say exactly what to write. */
+    if (d->audit_state_dirty) {
+        json_t *o =
+            json_pack("{s:s, s:s, s:I, s:s}", "event", "audit_key_state_unsaved", "label",
+                      d->audit_label, "generation", (json_int_t)d->audit_generation, "message",
+                      "state/audit-key.json could not be saved: write "
+                      "{\"label\":LABEL,\"generation\":GENERATION} there before the "
+                      "next start");
+        js_log_emit("error", o);
+    }
     const audit_rotated *r = d->audit_pending;
     if (r != NULL) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "audit_key_rotation_abandoned",
-                              "label", r->label, "key_id", r->key_id, "message",
-                              "the pending audit key rotation was not durable before the stop: "
-                              "the signer starts with the previous key; rotate again");
+        json_t *o = json_pack(
+            "{s:s, s:s, s:s, s:s}", "event", "audit_key_rotation_abandoned", "label", r->label,
+            "key_id", r->key_id, "message",
+            "the pending audit key rotation was not durable before the stop: the signer starts "
+            "with the previous key (should the log still hold its announcement, start-up is "
+            "refused with audit.key_chain naming this key_id: then write this label to "
+            "state/audit-key.json); rotate again");
         js_log_emit("warn", o);
     }
     pthread_mutex_unlock(&d->audit_rot_mu);

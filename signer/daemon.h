@@ -249,9 +249,10 @@ js_status open_audit(daemon_state *d, const char *issuer, js_err *err) JS_WUR;
  * UNAVAILABLE (audit.rotate_pending): now in force here too (the probe's
  * key, STATE_DIR/audit-key.json, a log line). Main loop, once a second. */
 void audit_key_check_pending(daemon_state *d);
-/* After js_audit_close returned true: finishes a rotation the closing
- * checkpoint made durable, makes a last attempt at an unsaved state file,
- * and says so when a pending rotation was never made durable. */
+/* After js_audit_close (whatever it returned): finishes a rotation the stop
+ * made durable, makes a last attempt at an unsaved state file (and says
+ * what to write when it fails), and says so when a pending rotation was
+ * never made durable. */
 void audit_key_after_close(daemon_state *d);
 /* control.h's rotate_audit (ctx: the daemon_state). */
 js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key_id,

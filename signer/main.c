@@ -175,11 +175,14 @@ static void daemon_free(daemon_state *d)
     /* A writer stuck in the disk or the HSM still uses the audit session,
      * its key and the metrics: then nothing more may be freed. */
     int64_t close_ms = js_mono_ms();
-    if (!js_audit_close(d->audit))
+    bool closed = js_audit_close(d->audit);
+    /* The stop may have made a pending audit key rotation durable: finished
+     * (or said to be lost) even when the writer is left stuck, since the
+     * count it reads holds durable rotations only. */
+    audit_key_after_close(d);
+    if (!closed)
         exit_abandoned("closing the audit log: its writer is stuck in the disk or the HSM",
                        js_mono_ms() - close_ms, JS_AUDIT_CLOSE_WAIT_MS);
-    /* The closing checkpoint may have announced a pending audit key. */
-    audit_key_after_close(d);
     js_snapshot_store_free(d->frozen);
     js_service_free(d->svc);
     js_policy_store_free(d->policies);

@@ -252,11 +252,44 @@ class AuditKeyRotation(unittest.TestCase):
         self.assertEqual(rc, 5, out + err)  # UNAVAILABLE
         self.assertEqual(reason_of(err), "audit.rotate_pending", err)
 
+    def test_state_save_retried(self):
+        """state/audit-key.json cannot be written (a directory stands in its
+        place, which even root cannot rename a file over): the rotation still
+        answers OK with its label (the key is in force), audit_key_rotated
+        says state_saved false, audit_key_state_failed is logged once, and
+        the save is retried until it succeeds once the obstacle is gone."""
+        env = self.env
+        env.setup(audit={"dir": "audit", "key_label": env.audit_key_label,
+                         "checkpoint_interval": "1s", "heartbeat": "1s"})
+        env.add_caller("admin", ADMIN)
+        env.start()
+        state = os.path.join(os.path.dirname(env.config_path), "state", "audit-key.json")
+        os.makedirs(os.path.join(state, "blocker"))
+        rc, out, err = env.run_sign("admin", "admin", "rotate-audit-key", "--reason", "drill")
+        self.assertEqual(rc, EXIT_OK, err)
+        label = env.audit_key_label + "-2"
+        self.assertEqual(json.loads(out)["label"], label)
+        line = env.wait_log("audit_key_rotated")
+        self.assertIs(line.get("state_saved"), False, line)
+        failed = env.wait_log("audit_key_state_failed")
+        self.assertEqual(failed.get("label"), label, failed)
+        self.sign_ok(1)
+        time.sleep(1.5)  # retries meanwhile: one error line, not one a second
+        self.assertEqual(len(env.logs("audit_key_state_failed")), 1)
+        shutil.rmtree(state)
+        saved = env.wait_log("audit_key_state_saved", timeout_s=10)
+        self.assertEqual(saved.get("label"), label, saved)
+        with open(state) as f:
+            self.assertEqual(json.load(f), {"label": label, "generation": 2})
+        env.stop()
+        env.start()  # with the new key
+        self.sign_ok(1)
+
     def test_pending_rotation_at_stop(self):
-        """A pending rotation made durable by the closing checkpoint (the
-        signer stopped right after the UNAVAILABLE answer) is finished at
-        stop: state/audit-key.json names it and the restart comes up (before,
-        it restarted with the old key and was refused)."""
+        """A pending rotation made durable during the stop (SIGTERM right after
+        the UNAVAILABLE answer, while the announcing checkpoint is still held)
+        is finished at stop: state/audit-key.json names it and the restart
+        comes up (before, it restarted with the old key and was refused)."""
         env, shim_env, first, state = self.start_with_shim()
         self.rotate_pending()
         env.stop()

@@ -436,8 +436,10 @@ static void test_pending_rotation_counted(void **state)
     tmpdir_remove(dir);
 }
 
-/* A rotation still pending at close is announced by the closing checkpoint
- * and counted before js_audit_close returns (the signer finishes it then). */
+/* A rotation still pending when close is called is counted before
+ * js_audit_close returns, whichever checkpoint made it durable (the held
+ * one, or the closing one that announces a rotation still pending): the
+ * signer finishes it then. */
 static void test_pending_rotation_closed(void **state)
 {
     (void)state;
