@@ -142,6 +142,18 @@ static void finish_pending_locked(daemon_state *d)
     (void)finish_rotation(d, r, true, &err); /* a failed save is logged and retried */
 }
 
+/* Another attempt at a state file that could not be saved (save_state).
+ * Under audit_rot_mu. */
+static void retry_save_locked(daemon_state *d)
+{
+    js_err err;
+    if (d->audit_state_dirty && save_state(d, &err) == JS_OK) {
+        json_t *o =
+            json_pack("{s:s, s:s}", "event", "audit_key_state_saved", "label", d->audit_label);
+        js_log_emit("info", o);
+    }
+}
+
 /* The writer's on_key_rotated hook (auditlog.h): counted, finished by the
  * main loop (or at once by the waiting Admin call). */
 static void on_audit_key_rotated(void *ctx)
@@ -154,12 +166,7 @@ void audit_key_after_close(daemon_state *d)
 {
     pthread_mutex_lock(&d->audit_rot_mu);
     finish_pending_locked(d);
-    js_err err;
-    if (d->audit_state_dirty && save_state(d, &err) == JS_OK) {
-        json_t *o =
-            json_pack("{s:s, s:s}", "event", "audit_key_state_saved", "label", d->audit_label);
-        js_log_emit("info", o);
-    }
+    retry_save_locked(d);
     /* The last chance is gone: the next start would sign with the previous
      * key and be refused, so say exactly what to write. */
     if (d->audit_state_dirty) {
@@ -189,12 +196,7 @@ void audit_key_check_pending(daemon_state *d)
 {
     pthread_mutex_lock(&d->audit_rot_mu);
     finish_pending_locked(d);
-    js_err err;
-    if (d->audit_state_dirty && save_state(d, &err) == JS_OK) {
-        json_t *o =
-            json_pack("{s:s, s:s}", "event", "audit_key_state_saved", "label", d->audit_label);
-        js_log_emit("info", o);
-    }
+    retry_save_locked(d);
     pthread_mutex_unlock(&d->audit_rot_mu);
 }
 

@@ -373,10 +373,13 @@ static bool one_rotation(void *ctx)
     return atomic_load((atomic_int *)ctx) >= 1;
 }
 
-/* Opens a log signed by A through sk (held while sk->slow), counting
- * rotations in *count; three records in it. */
-static js_audit *open_counted(const char *dir, slow_key *sk, atomic_int *count)
+/* A log signed by A through sk, counting rotations in *count, three records
+ * in it, and a rotation to B left pending: A's signer is held (sk->slow)
+ * past the call's 20 ms wait, and still held when this returns. */
+static js_audit *open_pending(const char *dir, slow_key *sk, atomic_int *count)
 {
+    atomic_init(&sk->slow, false);
+    atomic_init(count, 0);
     js_audit_options o;
     test_opts(&o, dir, &g_a);
     o.sign = slow_sign;
@@ -389,6 +392,9 @@ static js_audit *open_counted(const char *dir, slow_key *sk, atomic_int *count)
     js_err err;
     assert_int_equal(js_audit_open(&o, &a, &err), JS_OK);
     submit_n(a, 3, "before");
+    atomic_store(&sk->slow, true);
+    assert_int_equal(js_audit_rotate_key(a, test_sign, &g_b, g_b.pem, 20, NULL, &err), JS_EUNAVAIL);
+    assert_string_equal(js_reason_name(err.reason), "audit.rotate_pending");
     return a;
 }
 
@@ -414,14 +420,9 @@ static void test_pending_rotation_counted(void **state)
     char dir[64];
     tmpdir_make(dir, sizeof(dir));
     slow_key sk = {.key = &g_a};
-    atomic_init(&sk.slow, false);
     atomic_int count;
-    atomic_init(&count, 0);
-    js_audit *a = open_counted(dir, &sk, &count);
+    js_audit *a = open_pending(dir, &sk, &count);
     js_err err;
-    atomic_store(&sk.slow, true);
-    assert_int_equal(js_audit_rotate_key(a, test_sign, &g_b, g_b.pem, 20, NULL, &err), JS_EUNAVAIL);
-    assert_string_equal(js_reason_name(err.reason), "audit.rotate_pending");
     /* One at a time: a second is refused while the first is pending. */
     assert_int_equal(js_audit_rotate_key(a, test_sign, &g_c, g_c.pem, 20, NULL, &err), JS_ESTATE);
     assert_int_equal(atomic_load(&count), 0);
@@ -446,13 +447,8 @@ static void test_pending_rotation_closed(void **state)
     char dir[64];
     tmpdir_make(dir, sizeof(dir));
     slow_key sk = {.key = &g_a};
-    atomic_init(&sk.slow, false);
     atomic_int count;
-    atomic_init(&count, 0);
-    js_audit *a = open_counted(dir, &sk, &count);
-    js_err err;
-    atomic_store(&sk.slow, true);
-    assert_int_equal(js_audit_rotate_key(a, test_sign, &g_b, g_b.pem, 20, NULL, &err), JS_EUNAVAIL);
+    js_audit *a = open_pending(dir, &sk, &count);
     atomic_store(&sk.slow, false);
     assert_true(js_audit_close(a));
     assert_int_equal(atomic_load(&count), 1);
