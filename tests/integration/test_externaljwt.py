@@ -858,8 +858,15 @@ class RealPeers(Case):
                 self.sock_path(), version, claims_b64, str(harness.timeout(10))]
         env = {"PATH": "/usr/bin:/bin", "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1",
                "JS_SOURCE_DIR": harness.source_dir(), "GRPC_DNS_RESOLVER": "native"}
-        p = subprocess.run(argv, user=NOBODY, group=gid, extra_groups=[], env=env, cwd="/",
-                           capture_output=True, text=True, timeout=harness.timeout(60))
+        # setpriv (util-linux) changes the ids, not subprocess.run(user=...):
+        # that makes CPython fork for real (no vfork once ids change), and
+        # grpcio's at-fork handler then waits for gRPC's thread pool to go
+        # idle, for ever while a channel of an earlier test winds down (a
+        # TSan CI run hung 600 s in "Waiting for thread pool to idle before
+        # forking").
+        argv = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % gid, "--clear-groups"] + argv
+        p = subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True,
+                           timeout=harness.timeout(60))
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         return json.loads(p.stdout)
 
