@@ -277,7 +277,8 @@ js_status rotate_audit_key(void *ctx, const char *by, char *label_out, char *key
     /* An older pending rotation is durable by now if r was queued (the
      * writer takes one at a time): finished first, in order. */
     finish_pending_locked(d);
-    r->target = ++d->audit_queued;
+    /* Every rotation in audit_rotated was queued in the writer, in order. */
+    r->target = d->n_audit_rotated;
     if (st == JS_OK) {
         /* In force whatever the state file does: a failed save is logged
          * and retried (save_state), not reported as a failed rotation that

@@ -118,7 +118,7 @@ typedef struct daemon_state {
      * still hold the previous one. */
     audit_rotated *audit_rotated[AUDIT_ROTATIONS_MAX];
     size_t n_audit_rotated;
-    /* audit_rot_mu guards the five below: an Admin thread rotates (under
+    /* audit_rot_mu guards the four below: an Admin thread rotates (under
      * the control mutex), the main loop finishes a rotation the writer made
      * durable only after the Admin call gave up waiting, and retries a state
      * file that could not be saved (audit_key.c). */
@@ -126,7 +126,6 @@ typedef struct daemon_state {
     unsigned audit_generation;                        /* N of the label <audit.key_label>-N */
     char audit_label[JS_CONTROL_AUDIT_LABEL_MAX + 1]; /* the audit key in force */
     audit_rotated *audit_pending; /* queued in the writer, not finished here; or NULL */
-    uint64_t audit_queued;        /* rotations queued in the writer since open */
     /* Rotations the writer made durable (its on_key_rotated hook; the
      * writer thread writes, any thread reads). */
     atomic_uint_fast64_t audit_rotations_durable;

@@ -26,6 +26,7 @@
 #include <openssl/pem.h>
 
 #include "auditlog.h"
+#include "clock.h"
 #include "reader.h"
 #include "verify.h"
 
@@ -140,25 +141,17 @@ static inline void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* Milliseconds on the monotonic clock (for deadlines and measured spans). */
-static inline int64_t test_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Polls cond(ctx) every 10 ms until it holds or timeout_ms have passed on the
  * monotonic clock; returns whether it held. For an outcome the writer thread
  * reaches in its own time: a fixed sleep is too short on a slow (sanitizer,
  * loaded CI) machine, a generous deadline costs nothing when it passes. */
 static inline bool test_poll_until(bool (*cond)(void *ctx), void *ctx, int64_t timeout_ms)
 {
-    int64_t until = test_mono_ms() + timeout_ms;
+    int64_t until = js_mono_ms() + timeout_ms;
     for (;;) {
         if (cond(ctx))
             return true;
-        if (test_mono_ms() >= until)
+        if (js_mono_ms() >= until)
             return cond(ctx);
         sleep_ms(10);
     }
